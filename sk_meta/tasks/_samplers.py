@@ -1,0 +1,371 @@
+"""N-way K-shot episode sampling from a labelled dataset, and class pools."""
+
+import numbers
+from itertools import count
+
+import numpy as np
+from scipy import sparse
+
+from sk_meta.tasks._task import Task
+
+_RANDOM_STATE_TYPES = "None, an int, a numpy Generator or a numpy RandomState"
+
+
+def _check_random_state_type(random_state):
+    """Reject a bad ``random_state`` early, without drawing from it."""
+    valid = (
+        random_state is None
+        or (
+            isinstance(random_state, numbers.Integral)
+            and not isinstance(random_state, bool)
+        )
+        or isinstance(random_state, np.random.Generator | np.random.RandomState)
+    )
+    if not valid:
+        raise TypeError(
+            f"random_state must be {_RANDOM_STATE_TYPES}, got {random_state!r}."
+        )
+
+
+def _make_generator(random_state):
+    """Turn ``random_state`` into a numpy Generator.
+
+    An int or None gives a fresh Generator, so an int replays the same draws
+    every time. A Generator is used as it is, and a RandomState seeds a new
+    Generator with one draw: both are shared state that advances, as in
+    scikit-learn.
+    """
+    _check_random_state_type(random_state)
+    if isinstance(random_state, np.random.Generator):
+        return random_state
+    if isinstance(random_state, np.random.RandomState):
+        return np.random.default_rng(random_state.randint(np.iinfo(np.int64).max))
+    return np.random.default_rng(random_state)
+
+
+def _check_positive_int(value, name):
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+    return int(value)
+
+
+def _check_n_tasks(n_tasks):
+    if n_tasks is None:
+        return None
+    return _check_positive_int(n_tasks, "n_tasks")
+
+
+def _format_labels(labels, max_shown=10):
+    # tolist() gives Python scalars, whose repr is 3 or 'a', not np.int64(3).
+    shown = ", ".join(repr(label) for label in labels[:max_shown].tolist())
+    if len(labels) > max_shown:
+        shown += f", ... ({len(labels) - max_shown} more)"
+    return f"[{shown}]"
+
+
+class EpisodeSampler:
+    """Iterable of N-way K-shot classification episodes drawn from one dataset.
+
+    Each episode is a :class:`~sk_meta.tasks.Task`: ``n_way`` distinct classes
+    chosen at random, ``k_shot`` support rows and ``n_query`` query rows per
+    class, all distinct rows. Labels are the original labels of ``y`` (no
+    remapping to ``0..n_way-1``), and the rows of the support set and of the
+    query set are shuffled, so the class order carries no information.
+
+    Every call to ``iter()`` starts again from ``random_state``: with an int,
+    each iteration yields the same episodes.
+
+    Parameters
+    ----------
+    X : array-like of shape (n_samples, ...)
+        Inputs, tabular ``(n_samples, n_features)`` or images such as
+        ``(n_samples, 1, 28, 28)``. A numpy array (or scipy sparse matrix) is
+        kept by reference, not copied; other array-likes are converted once
+        with :func:`numpy.asarray`.
+    y : array-like of shape (n_samples,)
+        Class labels of any type (ints, strings, ...).
+    n_way : int
+        Number of classes per episode.
+    k_shot : int
+        Number of support rows per class.
+    n_query : int
+        Number of query rows per class; at least 1.
+    classes : array-like, default=None
+        Labels to draw episodes from, for example the meta-training pool of
+        :func:`split_classes`. None means every class in ``y``.
+    n_tasks : int, default=None
+        Number of episodes per iteration. None means an endless iterator.
+    random_state : int, numpy Generator, numpy RandomState or None, default=None
+        Seed of the episode stream. An int replays the same episodes on every
+        ``iter()``; None draws fresh ones each time; a Generator or RandomState
+        is shared and advances, so successive iterations differ.
+
+    Attributes
+    ----------
+    X : ndarray or sparse matrix of shape (n_samples, ...)
+        The inputs episodes are indexed from.
+    y : ndarray of shape (n_samples,)
+        The labels.
+    class_labels : ndarray of shape (n_classes,)
+        Sorted labels that episodes are drawn from.
+    n_classes : int
+        Number of such labels.
+
+    Raises
+    ------
+    ValueError
+        At construction, when no episode can be drawn: more ways than
+        eligible classes, a class with fewer than ``k_shot + n_query`` rows,
+        labels in ``classes`` missing from ``y``, non-positive sizes, or
+        ``X`` and ``y`` of different lengths.
+
+    See Also
+    --------
+    split_classes : Split the labels into meta-train, validation and test pools.
+    sk_meta.tasks.SinusoidTasks : Regression tasks of the MAML paper.
+
+    Notes
+    -----
+    Row indices of each class are computed once at construction. An episode
+    then costs one draw of ``n_way`` classes and one draw without replacement
+    per chosen class (:meth:`numpy.random.Generator.choice`), independent of
+    the number of classes in the pool.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_digits
+    >>> from sk_meta.tasks import EpisodeSampler
+    >>> X, y = load_digits(return_X_y=True)
+    >>> sampler = EpisodeSampler(X, y, n_way=5, k_shot=1, n_query=15,
+    ...                          n_tasks=100, random_state=0)
+    >>> task = next(iter(sampler))
+    >>> task.X_support.shape, task.X_query.shape, len(sampler)
+    ((5, 64), (75, 64), 100)
+    """
+
+    def __init__(
+        self,
+        X,
+        y,
+        n_way,
+        k_shot,
+        n_query,
+        *,
+        classes=None,
+        n_tasks=None,
+        random_state=None,
+    ):
+        if sparse.issparse(X):
+            X = X.tocsr()  # COO cannot be indexed by rows; CSR is returned as is
+        elif not isinstance(X, np.ndarray):
+            X = np.asarray(X)
+        y = np.asarray(y)
+        if X.ndim < 1:
+            raise ValueError("X must have a first axis of samples, got a scalar.")
+        if y.ndim != 1:
+            raise ValueError(f"y must be 1-D, got an array of shape {y.shape}.")
+        if X.shape[0] != y.shape[0]:
+            raise ValueError(
+                f"X and y must have the same length, got {X.shape[0]} rows in X "
+                f"and {y.shape[0]} labels in y."
+            )
+        self.X = X
+        self.y = y
+        self.n_way = _check_positive_int(n_way, "n_way")
+        self.k_shot = _check_positive_int(k_shot, "k_shot")
+        self.n_query = _check_positive_int(n_query, "n_query")
+        self.classes = classes
+        self.n_tasks = _check_n_tasks(n_tasks)
+        _check_random_state_type(random_state)
+        self.random_state = random_state
+
+        all_labels, codes, counts = np.unique(
+            y, return_inverse=True, return_counts=True
+        )
+        if classes is None:
+            pool = np.arange(len(all_labels))
+        else:
+            wanted = np.unique(np.asarray(classes))
+            known = np.isin(wanted, all_labels)
+            if not known.all():
+                raise ValueError(
+                    f"classes not found in y: {_format_labels(wanted[~known])}."
+                )
+            pool = np.searchsorted(all_labels, wanted)
+        self.class_labels = all_labels[pool]
+        self.n_classes = len(pool)
+
+        if self.n_way > self.n_classes:
+            raise ValueError(
+                f"n_way={self.n_way} is more than the {self.n_classes} eligible "
+                "classes."
+            )
+        rows_needed = self.k_shot + self.n_query
+        too_small = pool[counts[pool] < rows_needed]
+        if len(too_small):
+            details = ", ".join(
+                f"class {label!r} has {n_rows} rows"
+                for label, n_rows in zip(
+                    all_labels[too_small[:10]].tolist(),
+                    counts[too_small[:10]].tolist(),
+                )
+            )
+            raise ValueError(
+                f"Each class needs k_shot + n_query = {rows_needed} rows, but "
+                f"{details}" + (" (and more)" if len(too_small) > 10 else "") + "."
+            )
+
+        # One sort now so that an episode only touches the rows it returns.
+        rows_by_class = np.split(
+            np.argsort(codes, kind="stable"), np.cumsum(counts)[:-1]
+        )
+        self._pool_rows = [rows_by_class[code] for code in pool]
+
+    def sample(self, random_state=None):
+        """Draw one episode.
+
+        Parameters
+        ----------
+        random_state : int, numpy Generator, numpy RandomState or None, \
+default=None
+            Randomness of this one draw; a Generator advances.
+
+        Returns
+        -------
+        task : Task
+            ``X_support`` of shape ``(n_way * k_shot, ...)``, ``y_support`` of
+            shape ``(n_way * k_shot,)``, ``X_query`` of shape
+            ``(n_way * n_query, ...)`` and ``y_query`` of shape
+            ``(n_way * n_query,)``.
+        """
+        return self._draw(_make_generator(random_state))
+
+    def _draw(self, rng):
+        rows_per_class = self.k_shot + self.n_query
+        chosen = rng.choice(self.n_classes, self.n_way, replace=False)
+        chosen_rows = [self._pool_rows[code] for code in chosen.tolist()]
+        rows = np.concatenate(
+            [
+                class_rows[rng.choice(len(class_rows), rows_per_class, replace=False)]
+                for class_rows in chosen_rows
+            ]
+        ).reshape(self.n_way, rows_per_class)
+        # Without these shuffles the rows would come grouped by class.
+        support = rng.permutation(rows[:, : self.k_shot].ravel())
+        query = rng.permutation(rows[:, self.k_shot :].ravel())
+        return Task(self.X[support], self.y[support], self.X[query], self.y[query])
+
+    def __iter__(self):
+        rng = _make_generator(self.random_state)
+        episodes = count() if self.n_tasks is None else range(self.n_tasks)
+        for _ in episodes:
+            yield self._draw(rng)
+
+    def __len__(self):
+        if self.n_tasks is None:
+            raise TypeError(
+                "This EpisodeSampler is endless (n_tasks=None) and has no len()."
+            )
+        return self.n_tasks
+
+    def __repr__(self):
+        return (
+            f"{type(self).__name__}(<{self.X.shape[0]} samples, {self.n_classes} "
+            f"classes>, n_way={self.n_way}, k_shot={self.k_shot}, "
+            f"n_query={self.n_query}, n_tasks={self.n_tasks}, "
+            f"random_state={self.random_state!r})"
+        )
+
+
+def _resolve_size(size, name, n_classes):
+    """Turn an int count or a float fraction into a number of classes."""
+    if isinstance(size, numbers.Integral) and not isinstance(size, bool):
+        if size < 0:
+            raise ValueError(f"{name} must be non-negative, got {size}.")
+        return int(size)
+    if isinstance(size, numbers.Real) and not isinstance(size, bool):
+        if not 0.0 <= size < 1.0:
+            raise ValueError(
+                f"{name} as a fraction must be in [0, 1), got {size}; pass an int "
+                "for a number of classes."
+            )
+        # Round the test pool up, the others down, as train_test_split does.
+        rounded = np.ceil if name == "test_size" else np.floor
+        return int(rounded(size * n_classes))
+    raise ValueError(
+        f"{name} must be an int (number of classes) or a float (fraction), "
+        f"got {size!r}."
+    )
+
+
+def split_classes(y, *, train_size, val_size=0, test_size=None, random_state=None):
+    """Split the distinct labels of ``y`` into meta-train, validation and test pools.
+
+    Few-shot evaluation needs classes never seen during meta-training; pass the
+    pools as ``classes`` to :class:`EpisodeSampler`.
+
+    Parameters
+    ----------
+    y : array-like of shape (n_samples,)
+        Labels, or directly the class labels; duplicates are ignored.
+    train_size : int or float
+        Number of meta-training classes, or their fraction of all classes
+        (rounded down). Must give at least one class.
+    val_size : int or float, default=0
+        Number or fraction (rounded down) of meta-validation classes.
+    test_size : int, float or None, default=None
+        Number or fraction (rounded up) of meta-test classes. None means all
+        the classes left over.
+    random_state : int, numpy Generator, numpy RandomState or None, default=None
+        Seed of the shuffle; an int gives the same split every time.
+
+    Returns
+    -------
+    train_classes : ndarray of shape (n_train,)
+        Sorted meta-training labels.
+    val_classes : ndarray of shape (n_val,)
+        Sorted meta-validation labels.
+    test_classes : ndarray of shape (n_test,)
+        Sorted meta-test labels. The three pools are disjoint.
+
+    Raises
+    ------
+    ValueError
+        When a size is invalid or the sizes add up to more classes than ``y``
+        has.
+
+    See Also
+    --------
+    EpisodeSampler : Draws episodes from one pool of classes.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sk_meta.tasks import split_classes
+    >>> y = np.repeat(np.arange(10), 3)
+    >>> train, val, test = split_classes(y, train_size=6, val_size=2, random_state=0)
+    >>> len(train), len(val), len(test)
+    (6, 2, 2)
+    """
+    classes = np.unique(np.asarray(y))
+    n_classes = len(classes)
+    n_train = _resolve_size(train_size, "train_size", n_classes)
+    n_val = _resolve_size(val_size, "val_size", n_classes)
+    if n_train < 1:
+        raise ValueError(
+            f"train_size={train_size!r} gives no meta-training class out of "
+            f"{n_classes}."
+        )
+    if test_size is None:
+        n_test = n_classes - n_train - n_val
+    else:
+        n_test = _resolve_size(test_size, "test_size", n_classes)
+    if n_test < 0 or n_train + n_val + n_test > n_classes:
+        raise ValueError(
+            f"train_size={train_size!r}, val_size={val_size!r} and "
+            f"test_size={test_size!r} ask for {n_train} + {n_val} + "
+            f"{max(n_test, 0)} classes, but y has only {n_classes} distinct classes."
+        )
+    shuffled = classes[_make_generator(random_state).permutation(n_classes)]
+    pools = np.split(shuffled[: n_train + n_val + n_test], [n_train, n_train + n_val])
+    return tuple(np.sort(pool) for pool in pools)
