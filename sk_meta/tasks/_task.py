@@ -24,7 +24,8 @@ class Task(NamedTuple):
     --------
     >>> import numpy as np
     >>> from sk_meta.tasks import Task
-    >>> task = Task(np.zeros((2, 3)), np.array([0, 1]), np.ones((4, 3)), np.array([0, 1, 1, 0]))
+    >>> task = Task(np.zeros((2, 3)), np.array([0, 1]),
+    ...             np.ones((4, 3)), np.array([0, 1, 1, 0]))
     >>> task.X_query.shape
     (4, 3)
     """

@@ -1,0 +1,163 @@
+"""Docstring sections shared by the six estimators."""
+
+_PARAMETERS_DOC = """
+    Parameters
+    ----------
+    module : torch.nn.Module class or instance, default=None
+        The network. ``None`` builds an MLP from ``hidden_layer_sizes`` and
+        ``activation`` for 2-D input. A class is instantiated with
+        ``module_params`` (seeded by ``random_state``); an instance is copied
+        and its weights are the starting point. Its output must have one
+        column per class (at least as many as the most classes in one task)
+        or per regression target. BatchNorm layers always use the statistics
+        of the batch at hand (see Notes).
+    module_params : dict, default=None
+        Keyword arguments of ``module`` when it is a class. One entry can be
+        set with ``set_params(module_params__name=value)``.
+    hidden_layer_sizes : array-like of int, default=(64, 64)
+        Hidden layers of the default MLP.
+    activation : {{"relu", "tanh", "logistic", "identity"}}, default="relu"
+        Non-linearity of the default MLP.
+    inner_lr : float, default={inner_lr}
+        Learning rate of the inner steps, in meta-training and in ``fit``.
+    inner_steps : int, default=5
+        Inner steps that ``fit`` takes on the support set.
+    meta_inner_steps : int, default=None
+        Inner steps during meta-training; ``None`` means ``inner_steps``.
+        {meta_inner_steps_note}
+    meta_lr : float, default={meta_lr}
+        {meta_lr_doc}
+    meta_batch_size : int, default=16
+        Tasks per meta-iteration.
+    n_meta_iter : int, default=1000
+        Outer updates that ``meta_fit`` runs in total; with ``warm_start``
+        it continues from ``n_meta_iter_`` up to this number.
+    meta_optimizer : {{"adam", "sgd"}}, default="{meta_optimizer}"
+        {meta_optimizer_doc}
+{algorithm_doc}
+    tasks_per_chunk : int, default=None
+        Split each meta-batch into chunks of at most this many tasks whose
+        gradients are accumulated: less memory, less parallelism. ``None``
+        processes the whole meta-batch at once.
+    warm_start : bool, default=False
+        Make ``meta_fit`` continue from the current meta-learned init (and
+        optimizer state and task stream position) instead of starting over.
+    checkpoint_path : str or path-like, default=None
+        Where ``meta_fit`` saves a checkpoint every ``checkpoint_every``
+        meta-iterations (see :func:`sk_meta.load`).
+    checkpoint_every : int, default=1000
+        Meta-iterations between checkpoints.
+    n_threads : int, default=1
+        Torch threads while this estimator computes (restored afterwards).
+        One thread is fastest for the small networks of few-shot learning
+        and cannot oversubscribe a busy machine; ``None`` keeps torch's
+        setting.
+    device : str or torch.device, default="cpu"
+        ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"mps"`` or ``"auto"`` (CUDA
+        when available). The meta-learned init is always stored on the CPU.
+    random_state : int, RandomState instance or None, default=None
+        Seeds the initialization, the order of the tasks and torch's random
+        number generator during meta-training and ``fit``.
+    verbose : int, default=0
+        Print the meta-loss during meta-training (every iteration from 2).
+"""
+
+_MAML_DOCS = {
+    "meta_inner_steps_note": (
+        "(The MAML paper trains with 1 step and adapts with 10 at test time.)"
+    ),
+    "meta_lr": "1e-3",
+    "meta_lr_doc": "Learning rate of the outer optimizer.",
+    "meta_optimizer": "adam",
+    "meta_optimizer_doc": "Outer optimizer.",
+    "algorithm_doc": """    first_order : bool, default={first_order}
+        Treat the inner gradients as constants (first-order MAML): cheaper,
+        without the second-order term of the meta-gradient.""",
+}
+
+_REPTILE_DOCS = {
+    "meta_inner_steps_note": (
+        "(The Reptile paper trains with 5 to 10 steps and adapts with 50.)"
+    ),
+    "meta_lr": "0.1",
+    "meta_lr_doc": (
+        "Outer step size ε: ``θ ← θ + ε (mean φᵢ - θ)`` with the default\n"
+        "        ``meta_optimizer='sgd'``."
+    ),
+    "meta_optimizer": "sgd",
+    "meta_optimizer_doc": (
+        "Outer optimizer. ``'sgd'`` is the paper's update; ``'adam'`` treats\n"
+        "        ``θ - mean φᵢ`` as a gradient."
+    ),
+    "algorithm_doc": """    inner_optimizer : {{"sgd", "adam"}}, default="sgd"
+        Inner update rule, in meta-training and in ``fit``. ``'adam'`` is the
+        Reptile paper's Adam with β1 = 0 (β2 = 0.999), with a fresh state for
+        every task.""",
+}
+
+
+def parameters_doc(algorithm, **values):
+    """The Parameters section for ``algorithm`` ("maml" or "reptile")."""
+    docs = dict(_MAML_DOCS if algorithm == "maml" else _REPTILE_DOCS)
+    docs["algorithm_doc"] = docs["algorithm_doc"].format(**values)
+    return _PARAMETERS_DOC.format(**docs, **values)
+
+
+ATTRIBUTES_DOC = """
+    Attributes
+    ----------
+    module_ : torch.nn.Module
+        The meta-learned network (on the CPU); its parameters are the init.
+        Set by ``meta_fit``; kept by ``clone``.
+    meta_params_ : dict of str to Tensor
+        The meta-learned init by parameter name (sharing ``module_``'s memory).
+    n_meta_iter_ : int
+        Meta-iterations run so far.
+    meta_loss_curve_ : list of float
+        Mean meta-loss of each meta-iteration.
+    meta_input_shape_ : tuple of int
+        Shape of one input sample during meta-training.
+    meta_n_outputs_ : int
+        Outputs of the meta-learned network.
+    meta_architecture_ : dict
+        The architecture parameters at meta-training, checked by ``fit``.
+    params_ : dict of str to Tensor
+        The adapted parameters, set by ``fit``.
+    n_outputs_ : int
+        Outputs of the adapted network.
+    n_features_in_ : int
+        Number of features seen by ``fit``.
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Names of features seen by ``fit``, when they are all strings.
+"""
+
+NOTES_DOC = """
+    Notes
+    -----
+    Meta-training runs all tasks of a meta-batch with equal shapes as one
+    batched computation (the MLP's own batched forward pass, else
+    ``torch.func.vmap``, else a loop for modules ``vmap`` cannot batch, such
+    as RNNs). BatchNorm layers keep no running statistics: as in the MAML
+    paper they normalize with the current batch's statistics in every inner
+    step and at prediction time, so predictions on a query set depend on the
+    whole query batch (transductive).
+
+    ``clone`` keeps the meta-learned init, so after ``meta_fit`` a grid
+    search or cross-validation over ``inner_lr`` and ``inner_steps`` adapts
+    every candidate from it; changing an architecture parameter afterwards
+    makes ``fit`` raise.
+"""
+
+MAML_REFERENCES_DOC = """
+    References
+    ----------
+    C. Finn, P. Abbeel and S. Levine. Model-Agnostic Meta-Learning for Fast
+    Adaptation of Deep Networks. ICML 2017.
+"""
+
+REPTILE_REFERENCES_DOC = """
+    References
+    ----------
+    A. Nichol, J. Achiam and J. Schulman. On First-Order Meta-Learning
+    Algorithms. arXiv:1803.02999, 2018.
+"""

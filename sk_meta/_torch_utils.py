@@ -1,0 +1,102 @@
+"""Devices, threads, random state and CPU copies: the estimators' torch plumbing."""
+
+import contextlib
+import copy
+import re
+
+import numpy as np
+import torch
+from sklearn.utils._param_validation import StrOptions
+
+_DEVICE_PATTERN = re.compile(r"^(cpu|cuda(:\d+)?|mps|auto)$")
+
+
+class DeviceOptions(StrOptions):
+    """Device strings: ``'cpu'``, ``'cuda'``, ``'cuda:N'``, ``'mps'``, ``'auto'``.
+
+    A ``StrOptions`` so that scikit-learn's parameter validation accepts it,
+    with a pattern for the ``'cuda:N'`` family.
+    """
+
+    def __init__(self):
+        super().__init__({"cpu", "cuda", "cuda:N", "mps", "auto"})
+
+    def is_satisfied_by(self, val):
+        return isinstance(val, str) and bool(_DEVICE_PATTERN.match(val))
+
+
+def resolve_device(device):
+    """Turn the ``device`` parameter into an available ``torch.device``.
+
+    Raises a ValueError naming the problem when the device does not exist on
+    this machine, instead of failing later inside torch.
+    """
+    if isinstance(device, str) and device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(
+                f"device={str(device)!r} was requested, but CUDA is not available "
+                f"(torch {torch.__version__}); use device='cpu' or device='auto'"
+            )
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(
+                f"device={str(device)!r} was requested, but only "
+                f"{torch.cuda.device_count()} CUDA device(s) are visible"
+            )
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError("device='mps' was requested, but MPS is not available")
+    return device
+
+
+@contextlib.contextmanager
+def torch_threads(n_threads):
+    """Run the block with ``n_threads`` torch threads, then restore the setting."""
+    previous = torch.get_num_threads()
+    if n_threads is None or n_threads == previous:
+        yield
+        return
+    torch.set_num_threads(n_threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+@contextlib.contextmanager
+def seeded_torch(seed, device):
+    """Fork torch's global RNG (CPU and ``device``), seed it, restore it after."""
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
+
+
+def draw_seeds(random_state, n):
+    """``n`` integer seeds from a ``check_random_state`` object."""
+    return [int(s) for s in random_state.randint(np.iinfo(np.int32).max, size=n)]
+
+
+def to_cpu(obj):
+    """A copy of ``obj`` with every tensor and module on the CPU.
+
+    Handles tensors, modules and (nested) dicts, lists and tuples; other
+    objects are returned as they are.
+    """
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, torch.nn.Module):
+        if all(t.device.type == "cpu" for t in _module_tensors(obj)):
+            return obj
+        return copy.deepcopy(obj).cpu()
+    if isinstance(obj, dict):
+        return type(obj)((k, to_cpu(v)) for k, v in obj.items())
+    if isinstance(obj, (list, tuple)) and not hasattr(obj, "_fields"):
+        return type(obj)(to_cpu(v) for v in obj)
+    return obj
+
+
+def _module_tensors(module):
+    yield from module.parameters()
+    yield from module.buffers()

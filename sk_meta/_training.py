@@ -1,0 +1,403 @@
+"""The meta-training loop behind ``meta_fit`` and ``meta_partial_fit``.
+
+The loop works on copies: the estimator's attributes change only when the
+trainer commits, after the last completed meta-iteration (at the end, on
+Ctrl-C, or after divergence), so a call that fails on bad input leaves the
+estimator as it was.
+"""
+
+import copy
+import time
+import warnings
+from collections.abc import Sequence
+from functools import partial
+
+import numpy as np
+import torch
+
+from sk_meta._signals import deferred_keyboard_interrupt
+from sk_meta._torch_utils import to_cpu
+from sk_meta.exceptions import DivergenceError
+from sk_meta.functional import (
+    TaskBatch,
+    batched_forward,
+    cross_entropy_loss,
+    expand_params,
+    mse_loss,
+)
+from sk_meta.tasks._stream import TaskStream
+from sk_meta.tasks._validation import TaskChecker, stack_tasks
+
+# On a GPU, reading the loss back every iteration would stall the pipeline;
+# losses are checked for NaN in blocks, with a snapshot to fall back on.
+_CUDA_CHECK_EVERY = 25
+
+
+class MetaTrainingState:
+    """What meta-training needs, beyond the init, to continue exactly.
+
+    Held by the estimator as ``_meta_training_state`` (CPU tensors only).
+    """
+
+    def __init__(self, *, init_seed, stream_seed, torch_seed, n_drawn=0,
+                 optimizer_state=None, torch_rng_state=None, forward_strategy=None):
+        self.init_seed = init_seed
+        self.stream_seed = stream_seed
+        self.torch_seed = torch_seed
+        self.n_drawn = n_drawn
+        self.optimizer_state = optimizer_state
+        self.torch_rng_state = torch_rng_state
+        self.forward_strategy = forward_strategy
+
+
+def to_task_batch(stacked, device):
+    """Tensors on ``device`` from a numpy :class:`StackedTasks`."""
+    def tensor(array):
+        return torch.from_numpy(array).to(device, non_blocking=True)
+
+    return TaskBatch(
+        tensor(stacked.X_support), tensor(stacked.y_support),
+        tensor(stacked.X_query), tensor(stacked.y_query), stacked.n_classes,
+    )
+
+
+def split_batch(batch, chunk_size):
+    """Split a TaskBatch into chunks of at most ``chunk_size`` tasks."""
+    if chunk_size is None or batch.n_tasks <= chunk_size:
+        return [batch]
+    parts = [t.split(chunk_size) for t in batch[:4]]
+    return [TaskBatch(*tensors, batch.n_classes) for tensors in zip(*parts)]
+
+
+def loss_for(batch, classification):
+    if classification:
+        return partial(cross_entropy_loss, n_classes=batch.n_classes)
+    return mse_loss
+
+
+def make_optimizer(name, params, lr):
+    """The outer optimizer; fused kernels where this torch has them (3x faster)."""
+    optimizer_class = torch.optim.Adam if name == "adam" else torch.optim.SGD
+    try:
+        return optimizer_class(params, lr=lr, fused=True)
+    except (RuntimeError, TypeError, ValueError):
+        return optimizer_class(params, lr=lr, foreach=True)
+
+
+def _max_classes_in(tasks):
+    """Most distinct support labels in one task of a sequence (bad tasks skipped)."""
+    most = 0
+    for task in tasks:
+        try:
+            most = max(most, len(np.unique(np.asarray(task[1]))))
+        except Exception:  # malformed tasks are reported when they are drawn
+            continue
+    return most
+
+
+class MetaTrainer:
+    """Runs meta-iterations for one estimator and commits the result to it."""
+
+    def __init__(self, estimator, tasks, *, device, incremental, warm):
+        self.estimator = estimator
+        self.device = device
+        self.incremental = incremental
+        self.warm = warm
+        self.classification = estimator._is_classifier()
+        if warm:
+            self.state = copy.copy(estimator._meta_training_state)
+        else:
+            self.state = MetaTrainingState(**dict(zip(
+                ("init_seed", "stream_seed", "torch_seed"), estimator._seeds()
+            )))
+        self.tasks = tasks
+        self.stream = self._make_stream(tasks)
+
+    # -- the task stream ---------------------------------------------------
+    def _make_stream(self, tasks):
+        if self.incremental:
+            return TaskStream(tasks, seed=0, shuffle=False, cycle=False)
+        live = getattr(self.estimator, "_live_stream", None)
+        if (self.warm and live is not None and live.tasks is tasks
+                and live.n_drawn == self.state.n_drawn):
+            return live
+        return TaskStream(tasks, seed=self.state.stream_seed,
+                          n_drawn=self.state.n_drawn if self.warm else 0)
+
+    # -- building the network ----------------------------------------------
+    def _setup(self, first_groups, checker):
+        est = self.estimator
+        if self.warm:
+            module = est.module_
+            n_outputs = est.meta_n_outputs_
+        else:
+            n_outputs = self._n_outputs_needed(first_groups, checker)
+            module, n_outputs = est._build_module(
+                checker.input_shape, n_outputs, self.state.init_seed,
+                probe=first_groups[0].X_support[0],
+            )
+        self.n_outputs = n_outputs
+        self.input_shape = checker.input_shape
+        self.y_shape = checker.y_shape
+        self.module = copy.deepcopy(module).to(self.device).train()
+        self.buffers = dict(self.module.named_buffers())
+        self.params = {
+            name: p.detach().clone().requires_grad_()
+            for name, p in self.module.named_parameters()
+        }
+        self.forward = self._choose_forward(first_groups[0])
+        self.optimizer = make_optimizer(
+            est.meta_optimizer, list(self.params.values()), est.meta_lr
+        )
+        if self.warm and self.state.optimizer_state is not None:
+            self.optimizer.load_state_dict(self.state.optimizer_state)
+            for group in self.optimizer.param_groups:
+                group["lr"] = est.meta_lr
+
+    def _n_outputs_needed(self, first_groups, checker):
+        if not self.classification:
+            return int(np.prod(checker.y_shape)) if checker.y_shape else 1
+        most = max(g.n_classes for g in first_groups)
+        n_way = getattr(self.tasks, "n_way", None)
+        if isinstance(n_way, (int, np.integer)):
+            most = max(most, int(n_way))
+        elif isinstance(self.tasks, Sequence):
+            most = max(most, _max_classes_in(self.tasks))
+        return most
+
+    def _choose_forward(self, stacked):
+        strategy = self.state.forward_strategy
+        if strategy is None:
+            strategy = "native" if hasattr(self.module, "forward_batched") else "vmap"
+            if strategy == "vmap":
+                # vmap has no batching rule for some layers (RNNs): fall back
+                # to a loop over the tasks of a meta-batch.
+                probe = torch.from_numpy(stacked.X_support[:1]).to(self.device)
+                try:
+                    with torch.no_grad():
+                        batched_forward(self.module, self.buffers, "vmap")(
+                            expand_params(self.params, 1), probe
+                        )
+                except RuntimeError as exc:
+                    strategy = "loop"
+                    if self.estimator.verbose:
+                        print(f"vmap cannot batch this module ({exc}); "
+                              "meta-batches run task by task")
+            self.state.forward_strategy = strategy
+        return batched_forward(self.module, self.buffers, strategy)
+
+    # -- one meta-iteration -------------------------------------------------
+    def _check_groups(self, groups):
+        if not self.classification:
+            return
+        for group in groups:
+            if group.n_classes > self.n_outputs:
+                raise ValueError(
+                    f"task {group.indices[0]}: has {group.n_classes} classes, but "
+                    f"the network has {self.n_outputs} outputs (the most classes "
+                    "in one meta-training task it was built for)"
+                )
+
+    def _meta_gradient(self, groups):
+        """Mean meta-gradient and meta-loss over all tasks of the meta-batch."""
+        est = self.estimator
+        n_tasks = sum(len(g.indices) for g in groups)
+        total_grads = None
+        total_loss = 0.0
+        for stacked in groups:
+            batch = to_task_batch(stacked, self.device)
+            loss_fn = loss_for(batch, self.classification)
+            for chunk in split_batch(batch, est.tasks_per_chunk):
+                grads, loss = est._meta_gradient(
+                    self.forward, self.params, chunk, loss_fn=loss_fn
+                )
+                total_loss = total_loss + loss
+                if total_grads is None:
+                    total_grads = grads
+                else:
+                    total_grads = {k: total_grads[k] + g for k, g in grads.items()}
+        return ({k: g / n_tasks for k, g in total_grads.items()},
+                total_loss / n_tasks)
+
+    # -- the loop -------------------------------------------------------------
+    def run(self):
+        est = self.estimator
+        start_iter = est.n_meta_iter_ if self.warm else 0
+        if self.incremental:
+            stop_iter = None
+        else:
+            stop_iter = est.n_meta_iter
+            if start_iter >= stop_iter:
+                warnings.warn(
+                    f"{type(est).__name__} already ran {start_iter} meta-iterations "
+                    f"(n_meta_iter={stop_iter}); increase n_meta_iter to continue "
+                    "meta-training with warm_start=True",
+                    UserWarning,
+                )
+                return
+        checker = TaskChecker(
+            classification=self.classification,
+            input_shape=est.meta_input_shape_ if self.warm else None,
+            y_shape=getattr(est, "_meta_y_shape", None) if self.warm else None,
+        )
+        if self.warm:
+            checker._input_shape_source = "the estimator was meta-trained on"
+        drawn = self.stream.take(est.meta_batch_size)
+        if not drawn:
+            raise ValueError(
+                "tasks is empty (or an exhausted iterator): meta-training needs "
+                "at least one task"
+            )
+        groups = stack_tasks(drawn, checker)
+        self._setup(groups, checker)
+        self._check_groups(groups)
+
+        self.n_iter = start_iter
+        self.loss_curve = list(est.meta_loss_curve_) if self.warm else []
+        self.committed_n_drawn = self.state.n_drawn if self.warm else 0
+        check_every = 1 if self.device.type == "cpu" else _CUDA_CHECK_EVERY
+        pending = []  # (loss, finite flag) on the device, not yet read back
+        snapshot = self._snapshot() if check_every > 1 else None
+        interrupted = False
+        start_time = time.perf_counter()
+        rng_state = self.state.torch_rng_state
+        rng_devices = [self.device] if self.device.type == "cuda" else []
+        with deferred_keyboard_interrupt() as sigint, \
+                torch.random.fork_rng(devices=rng_devices):
+            if rng_state is not None:
+                torch.set_rng_state(rng_state)
+            else:
+                torch.manual_seed(self.state.torch_seed)
+            try:
+                while True:
+                    grads, loss = self._meta_gradient(groups)
+                    finite = torch.isfinite(loss) & torch.isfinite(
+                        torch.stack(torch._foreach_norm(list(grads.values()))).sum()
+                    )
+                    if check_every == 1 and not bool(finite):
+                        self._diverged(self.n_iter + 1, float(loss))
+                    for name, p in self.params.items():
+                        p.grad = grads[name]
+                    self.optimizer.step()
+                    pending.append((loss.detach(), finite))
+                    self.n_iter += 1
+                    self.committed_n_drawn = self.stream.n_drawn
+                    if len(pending) >= check_every:
+                        bad = self._flush(pending, snapshot)
+                        if bad is not None:
+                            self._diverged(*bad)
+                        if check_every > 1:
+                            snapshot = self._snapshot()
+                        self._report(start_time)
+                    est._maybe_checkpoint(self)
+                    if sigint.is_set:
+                        interrupted = True
+                        break
+                    if stop_iter is not None and self.n_iter >= stop_iter:
+                        break
+                    drawn = self.stream.take(est.meta_batch_size)
+                    if not drawn:
+                        break
+                    groups = stack_tasks(drawn, checker)
+                    self._check_groups(groups)
+            except KeyboardInterrupt:
+                if sigint.is_set:  # second Ctrl-C: give up at once
+                    raise
+                interrupted = True
+            bad = self._flush(pending, snapshot)
+            if bad is not None:
+                self._diverged(*bad)
+            self.state.torch_rng_state = torch.get_rng_state()
+        self.commit()
+        if interrupted:
+            warnings.warn(
+                f"meta-training interrupted after {self.n_iter} meta-iterations; "
+                "the estimator keeps that init. Call meta_fit again with "
+                "warm_start=True to resume.",
+                UserWarning,
+            )
+
+    def _flush(self, pending, snapshot):
+        """Read back pending losses; on a non-finite one, roll back to the snapshot."""
+        if not pending:
+            return None
+        losses = torch.stack([loss for loss, _ in pending]).cpu().tolist()
+        flags = torch.stack([flag for _, flag in pending]).cpu().tolist()
+        pending.clear()
+        if all(flags):
+            self.loss_curve.extend(losses)
+            return None
+        first_bad = flags.index(False)
+        n_iter_at_bad = self.n_iter - len(flags) + first_bad + 1
+        self._restore(snapshot)
+        return n_iter_at_bad, losses[first_bad]
+
+    def _snapshot(self):
+        return {
+            "params": {k: p.detach().clone() for k, p in self.params.items()},
+            "optimizer": copy.deepcopy(self.optimizer.state_dict()),
+            "n_iter": self.n_iter,
+            "n_drawn": getattr(self, "committed_n_drawn", self.state.n_drawn),
+            "curve_length": len(getattr(self, "loss_curve", [])),
+        }
+
+    def _restore(self, snapshot):
+        if snapshot is None:  # checked every iteration: nothing was applied
+            return
+        with torch.no_grad():
+            for k, p in self.params.items():
+                p.copy_(snapshot["params"][k])
+        self.optimizer.load_state_dict(snapshot["optimizer"])
+        self.n_iter = snapshot["n_iter"]
+        self.committed_n_drawn = snapshot["n_drawn"]
+        del self.loss_curve[snapshot["curve_length"]:]
+
+    def _diverged(self, n_iter_at_bad, loss):
+        self.state.torch_rng_state = torch.get_rng_state()
+        self.commit()
+        raise DivergenceError(
+            f"meta-training diverged at meta-iteration {n_iter_at_bad}: the "
+            f"meta-loss or its gradient is not finite (loss={loss}). The estimator "
+            f"keeps the last finite init (after {self.n_iter} meta-iterations); "
+            "lower meta_lr or inner_lr and resume with warm_start=True.",
+            committed=True,
+        )
+
+    def _report(self, start_time):
+        verbose = self.estimator.verbose
+        if not verbose or not self.loss_curve:
+            return
+        every = 1 if verbose > 1 else max(1, (self.estimator.n_meta_iter or 1) // 20)
+        if self.n_iter % every == 0:
+            elapsed = time.perf_counter() - start_time
+            print(f"Meta-iteration {self.n_iter}, meta-loss = "
+                  f"{self.loss_curve[-1]:.6f} ({elapsed:.1f} s)")
+
+    # -- handing the result to the estimator ----------------------------------
+    def commit(self):
+        """Write the state after the last completed meta-iteration to the estimator."""
+        est = self.estimator
+        module = to_cpu(copy.deepcopy(self.module))
+        with torch.no_grad():
+            for name, p in module.named_parameters():
+                p.copy_(self.params[name].detach())
+        self.state.n_drawn = self.committed_n_drawn
+        self.state.optimizer_state = to_cpu(self.optimizer.state_dict())
+        est._commit_meta_state(
+            module=module,
+            n_meta_iter=self.n_iter,
+            loss_curve=list(self.loss_curve),
+            input_shape=tuple(self.input_shape),
+            y_shape=self.y_shape,
+            n_outputs=self.n_outputs,
+            training_state=self.state,
+            live_stream=None if self.incremental else self.stream,
+        )
+
+    def training_snapshot(self):
+        """Everything a checkpoint needs, as if committed now (CPU copies)."""
+        state = copy.copy(self.state)
+        state.n_drawn = self.committed_n_drawn
+        state.optimizer_state = to_cpu(self.optimizer.state_dict())
+        state.torch_rng_state = torch.get_rng_state()
+        return state

@@ -1,0 +1,31 @@
+"""The functional core: parameters as dicts, one ``adapt`` for everything.
+
+Meta-training, ``fit`` and evaluation all adapt through :func:`adapt`. A batch
+of tasks is one call: every parameter carries a leading task dimension, and
+the forward pass is either the module's own ``forward_batched`` (the default
+MLP has one), ``torch.func.vmap`` over ``functional_call``, or a loop over the
+tasks for modules that ``vmap`` cannot batch (RNNs).
+"""
+
+from sk_meta.functional._adapt import adapt
+from sk_meta.functional._forward import batched_forward, expand_params, prepare_module
+from sk_meta.functional._losses import cross_entropy_loss, mse_loss
+from sk_meta.functional._meta import (
+    TaskBatch,
+    maml_meta_gradient,
+    maml_meta_loss,
+    reptile_meta_gradient,
+)
+
+__all__ = [
+    "TaskBatch",
+    "adapt",
+    "batched_forward",
+    "cross_entropy_loss",
+    "expand_params",
+    "maml_meta_gradient",
+    "maml_meta_loss",
+    "mse_loss",
+    "prepare_module",
+    "reptile_meta_gradient",
+]

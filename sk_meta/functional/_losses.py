@@ -1,0 +1,36 @@
+"""Task losses over a batch of tasks: the sum over tasks of each task's mean loss.
+
+Summing (rather than averaging) over tasks makes the gradient with respect to
+each task's own copy of the parameters exactly that task's gradient.
+"""
+
+import torch.nn.functional as F
+
+
+def cross_entropy_loss(logits, y, n_classes):
+    """Sum over tasks of the mean cross-entropy of each task.
+
+    Parameters
+    ----------
+    logits : Tensor of shape (B, n_samples, n_outputs)
+    y : Tensor of shape (B, n_samples)
+        Class codes in ``0 .. n_classes - 1``.
+    n_classes : int
+        Classes in these tasks; only the first ``n_classes`` outputs are used.
+    """
+    n_tasks, n_samples = y.shape
+    logits = logits[..., :n_classes].reshape(n_tasks * n_samples, n_classes)
+    return F.cross_entropy(logits, y.reshape(-1), reduction="sum") / n_samples
+
+
+def mse_loss(outputs, y):
+    """Sum over tasks of the mean squared error of each task.
+
+    Parameters
+    ----------
+    outputs : Tensor of shape (B, n_samples, n_outputs)
+    y : Tensor of shape (B, n_samples) or (B, n_samples, n_outputs)
+    """
+    if y.dim() == 2:
+        outputs = outputs.reshape(y.shape)
+    return (outputs - y).square().sum() / y[0].numel()

@@ -1,0 +1,117 @@
+"""Drawing meta-batches from whatever iterable of tasks the user passes."""
+
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+
+
+def _describe_tasks_type(tasks):
+    return type(tasks).__name__
+
+
+class TaskStream:
+    """Draws tasks from an iterable, in the order meta-training consumes them.
+
+    - A sequence (list, tuple) is cycled, in a new random order each pass.
+    - Another re-iterable object (``iter(tasks) is not tasks``, such as an
+      :class:`EpisodeSampler`) is iterated again at the end of each pass.
+    - A one-shot iterator or generator is consumed until it is exhausted.
+
+    The order depends only on ``seed`` and the number of tasks drawn before,
+    so a stream can be rebuilt at any position (``n_drawn``) to resume
+    meta-training exactly where it stopped. One-shot iterators cannot be
+    rewound; they resume from wherever the caller's iterator is.
+
+    Parameters
+    ----------
+    tasks : iterable of tasks
+    seed : int
+        Seed of the shuffling of sequences.
+    n_drawn : int, default=0
+        Tasks already drawn from this stream (skipped on re-iterables).
+    shuffle : bool, default=True
+        Whether sequences are shuffled (``meta_partial_fit`` keeps the order).
+    cycle : bool, default=True
+        Whether re-iterables start again once exhausted.
+    """
+
+    def __init__(self, tasks, *, seed, n_drawn=0, shuffle=True, cycle=True):
+        if isinstance(tasks, (str, bytes)) or not isinstance(tasks, Iterable):
+            raise TypeError(
+                "tasks must be an iterable of (X_support, y_support, X_query, "
+                f"y_query) tasks, got {_describe_tasks_type(tasks)}"
+            )
+        self.tasks = tasks
+        self.seed = seed
+        self.n_drawn = n_drawn
+        self.shuffle = shuffle
+        self.cycle = cycle
+        self.is_sequence = isinstance(tasks, Sequence)
+        self.is_one_shot = not self.is_sequence and iter(tasks) is tasks
+        if self.is_sequence and len(tasks) == 0:
+            raise ValueError("tasks is empty: meta-training needs at least one task")
+        self._iterator = None
+        self._drawn_this_pass = 0
+        self._exhausted = False
+        if not self.is_sequence:
+            self._start_pass()
+            if not self.is_one_shot:
+                self._skip(n_drawn)
+
+    def _start_pass(self):
+        self._iterator = iter(self.tasks)
+        self._drawn_this_pass = 0
+
+    def _skip(self, n):
+        for _ in range(n):
+            if self._next_from_iterable() is None:
+                break
+
+    def _next_from_iterable(self):
+        try:
+            task = next(self._iterator)
+        except StopIteration:
+            if self.is_one_shot or not self.cycle or self._drawn_this_pass == 0:
+                self._exhausted = True
+                return None
+            self._start_pass()
+            return self._next_from_iterable()
+        self._drawn_this_pass += 1
+        return task
+
+    def _pass_order(self, pass_number):
+        n = len(self.tasks)
+        if not self.shuffle:
+            return np.arange(n)
+        return np.random.default_rng([self.seed, pass_number]).permutation(n)
+
+    def take(self, n):
+        """Draw up to ``n`` tasks; fewer (or none) once a one-shot stream ends.
+
+        Returns
+        -------
+        list of (int, task)
+            Each task with its index for messages: its position in a sequence,
+            else the count of tasks drawn before it from this stream.
+        """
+        drawn = []
+        if self.is_sequence:
+            n_tasks = len(self.tasks)
+            for _ in range(n):
+                pass_number, position = divmod(self.n_drawn, n_tasks)
+                if pass_number > 0 and not self.cycle:
+                    break
+                if position == 0 or not hasattr(self, "_order"):
+                    self._order = self._pass_order(pass_number)
+                index = int(self._order[position])
+                drawn.append((index, self.tasks[index]))
+                self.n_drawn += 1
+            return drawn
+        while len(drawn) < n and not self._exhausted:
+            index = self.n_drawn
+            task = self._next_from_iterable()
+            if task is None:
+                break
+            drawn.append((index, task))
+            self.n_drawn += 1
+        return drawn

@@ -1,0 +1,226 @@
+"""Validation of few-shot tasks and stacking of tasks that share shapes.
+
+Everything here is numpy. The checks that depend only on shapes and dtypes
+run once per distinct signature; what depends on values (finiteness, labels)
+runs on the stacked arrays or per task where it must, so validation stays a
+small fraction of meta-training time.
+"""
+
+from typing import NamedTuple
+
+import numpy as np
+
+_FIELDS = ("X_support", "y_support", "X_query", "y_query")
+_NUMERIC_KINDS = "biuf"
+
+
+class StackedTasks(NamedTuple):
+    """Validated tasks of equal shapes, stacked along a leading task axis.
+
+    For classification ``y_support``/``y_query`` hold int64 class codes
+    ``0 .. n_classes - 1`` (each task's labels in sorted order); for
+    regression they are float32 targets. ``indices`` are the tasks' indices,
+    for error messages.
+    """
+
+    X_support: np.ndarray
+    y_support: np.ndarray
+    X_query: np.ndarray
+    y_query: np.ndarray
+    n_classes: int | None
+    indices: tuple
+
+
+def _describe(obj):
+    shape = getattr(obj, "shape", None)
+    if shape is not None:
+        return f"{type(obj).__name__} of shape {tuple(shape)}"
+    if isinstance(obj, (tuple, list)):
+        return f"{type(obj).__name__} of length {len(obj)}"
+    return type(obj).__name__
+
+
+def _unpack(task, index):
+    if not isinstance(task, (tuple, list)) or len(task) != 4:
+        hint = ""
+        if hasattr(task, "shape"):
+            hint = " (pass an iterable of tasks, not a single task)"
+        raise TypeError(
+            f"task {index}: expected a 4-tuple (X_support, y_support, X_query, "
+            f"y_query), got {_describe(task)}{hint}"
+        )
+    return tuple(
+        a if type(a) is np.ndarray else _as_array(a, index, field)
+        for a, field in zip(task, _FIELDS)
+    )
+
+
+def _as_array(value, index, field):
+    try:
+        return np.asarray(value)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"task {index}: {field} cannot be read as an array: {exc}")
+
+
+class TaskChecker:
+    """Checks tasks one by one and remembers what all tasks must share.
+
+    Parameters
+    ----------
+    classification : bool
+        Whether targets are class labels (1-D, any type) or numeric targets.
+    input_shape : tuple of int, optional
+        Per-sample shape of X every task must have (known after a previous
+        meta-training); otherwise taken from the first task.
+    y_shape : tuple of int, optional
+        Per-sample shape of the regression targets (``()`` for 1-D ``y``).
+    """
+
+    def __init__(self, *, classification, input_shape=None, y_shape=None):
+        self.classification = classification
+        self.input_shape = input_shape
+        self.y_shape = y_shape
+        self._input_shape_source = "the estimator was meta-trained on"
+        self._valid_signatures = {}
+
+    def check_structure(self, task, index):
+        """Return the task's four arrays and its group key, or raise."""
+        arrays = task
+        if isinstance(task, tuple) and len(task) == 4:
+            X_support, y_support, X_query, y_query = task
+            ndarray = np.ndarray
+            if not (type(X_support) is ndarray and type(y_support) is ndarray
+                    and type(X_query) is ndarray and type(y_query) is ndarray):
+                arrays = _unpack(task, index)
+        else:
+            arrays = _unpack(task, index)
+        X_support, y_support, X_query, y_query = arrays
+        signature = (X_support.shape, X_support.dtype, y_support.shape,
+                     y_support.dtype, X_query.shape, X_query.dtype, y_query.shape,
+                     y_query.dtype)
+        key = self._valid_signatures.get(signature)
+        if key is None:
+            key = self._check_signature(arrays, index)
+            self._valid_signatures[signature] = key
+        return arrays, key
+
+    def _check_signature(self, arrays, index):
+        X_support, y_support, X_query, y_query = arrays
+        for X, y, part in ((X_support, y_support, "support"),
+                           (X_query, y_query, "query")):
+            if X.ndim < 2:
+                raise ValueError(
+                    f"task {index}: X_{part} must have at least 2 dimensions "
+                    f"(n_samples, n_features, ...), got shape {X.shape}"
+                )
+            if X.dtype.kind not in _NUMERIC_KINDS:
+                raise ValueError(
+                    f"task {index}: X_{part} must be numeric, got dtype {X.dtype}"
+                )
+            if len(X) == 0:
+                raise ValueError(f"task {index}: the {part} set is empty")
+            if y.ndim == 0 or len(X) != len(y):
+                raise ValueError(
+                    f"task {index}: X_{part} has {len(X)} samples but y_{part} "
+                    f"has {y.shape[0] if y.ndim else 0} (shape {y.shape})"
+                )
+            self._check_targets(y, index, part)
+            if self.input_shape is None:
+                self.input_shape = X.shape[1:]
+                self._input_shape_source = f"task {index} has"
+            elif X.shape[1:] != self.input_shape:
+                raise ValueError(
+                    f"task {index}: X_{part} has per-sample shape {X.shape[1:]}, "
+                    f"but {self._input_shape_source} {self.input_shape}"
+                )
+        return (len(X_support), len(X_query), y_support.shape[1:])
+
+    def _check_targets(self, y, index, part):
+        if self.classification:
+            if y.ndim != 1:
+                raise ValueError(
+                    f"task {index}: y_{part} must be 1-D class labels, got shape "
+                    f"{y.shape}"
+                )
+            return
+        if y.ndim > 2 or y.dtype.kind not in _NUMERIC_KINDS:
+            raise ValueError(
+                f"task {index}: y_{part} must be numeric of shape (n_samples,) or "
+                f"(n_samples, n_outputs), got dtype {y.dtype} and shape {y.shape}"
+            )
+        if self.y_shape is None:
+            self.y_shape = y.shape[1:]
+        elif y.shape[1:] != self.y_shape:
+            raise ValueError(
+                f"task {index}: y_{part} has per-sample shape {y.shape[1:]}, "
+                f"expected {self.y_shape}"
+            )
+
+
+def encode_labels(y_support, y_query, index):
+    """Map a task's labels to codes 0..k-1 in sorted order; return codes and k."""
+    try:
+        classes, support_codes = np.unique(y_support, return_inverse=True)
+    except TypeError as exc:
+        raise ValueError(f"task {index}: labels cannot be sorted: {exc}") from None
+    query_codes = np.searchsorted(classes, y_query)
+    query_codes[query_codes == len(classes)] = 0
+    unseen = classes[query_codes] != y_query
+    if unseen.any():
+        raise ValueError(
+            f"task {index}: query labels {np.unique(y_query[unseen]).tolist()} do "
+            f"not appear in the task's support labels {classes.tolist()}"
+        )
+    return support_codes, query_codes, len(classes)
+
+
+def _check_finite(stacked, indices, field):
+    if stacked.dtype.kind != "f" or np.isfinite(stacked).all():
+        return
+    finite_per_task = np.isfinite(stacked.reshape(len(stacked), -1)).all(axis=1)
+    if not finite_per_task.all():
+        bad = indices[int(np.argmin(finite_per_task))]
+        raise ValueError(f"task {bad}: {field} contains NaN or infinity")
+
+
+def stack_tasks(indexed_tasks, checker):
+    """Validate tasks and stack the ones that share shapes.
+
+    Parameters
+    ----------
+    indexed_tasks : list of (int, task)
+        Tasks with the index used in error messages.
+    checker : TaskChecker
+
+    Returns
+    -------
+    groups : list of StackedTasks
+        One entry per distinct shape (and number of classes).
+    """
+    grouped = {}
+    for index, task in indexed_tasks:
+        arrays, key = checker.check_structure(task, index)
+        n_classes = None
+        if checker.classification:
+            support_codes, query_codes, n_classes = encode_labels(
+                arrays[1], arrays[3], index
+            )
+            arrays = (arrays[0], support_codes, arrays[2], query_codes)
+        grouped.setdefault((key, n_classes), []).append((index, arrays))
+
+    groups = []
+    for (_, n_classes), members in grouped.items():
+        indices = tuple(index for index, _ in members)
+        columns = list(zip(*(arrays for _, arrays in members)))
+        stacked = []
+        for field, column in zip(_FIELDS, columns):
+            # concatenate + reshape: several times faster than np.stack
+            array = np.concatenate(column).reshape((len(column), *column[0].shape))
+            if field[0] == "y" and checker.classification:
+                array = array.astype(np.int64, copy=False)
+            else:
+                _check_finite(array, indices, field)
+                array = array.astype(np.float32, copy=False)
+            stacked.append(array)
+        groups.append(StackedTasks(*stacked, n_classes=n_classes, indices=indices))
+    return groups
