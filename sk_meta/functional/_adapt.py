@@ -45,8 +45,11 @@ def adapt(forward, params, X, y, *, loss_fn, lr, n_steps, create_graph=False,
     if optimizer == "adam" and not detach:
         raise ValueError("the Adam inner optimizer is only available with detach=True")
     names = list(params)
-    if detach:
-        params = {name: p.detach().requires_grad_() for name, p in params.items()}
+    params = {
+        # parameters outside any graph still need gradients for the inner steps
+        name: p.detach().requires_grad_() if detach or not p.requires_grad else p
+        for name, p in params.items()
+    }
     adam_state = None
     for step in range(1, n_steps + 1):
         # adaptation needs gradients even when called under torch.no_grad()

@@ -73,6 +73,10 @@ def maml_meta_gradient(forward, params, batch, *, loss_fn, lr, n_steps,
     loss : Tensor
         The detached meta-loss, summed over tasks.
     """
+    params = {
+        name: p if p.requires_grad else p.detach().requires_grad_()
+        for name, p in params.items()
+    }
     with torch.enable_grad():
         loss = maml_meta_loss(
             forward, params, batch, loss_fn=loss_fn, lr=lr, n_steps=n_steps,

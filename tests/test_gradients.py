@@ -1,0 +1,343 @@
+"""The algorithms against independent computations, in float64.
+
+The references below are written from the papers' formulas with plain
+autograd, one task at a time, sharing no code with ``sk_meta.functional``.
+"""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sk_meta import MAMLRegressor, ReptileRegressor
+from sk_meta.functional import (
+    TaskBatch,
+    adapt,
+    batched_forward,
+    cross_entropy_loss,
+    expand_params,
+    maml_meta_gradient,
+    maml_meta_loss,
+    mse_loss,
+    prepare_module,
+    reptile_meta_gradient,
+)
+from sk_meta.models import MLP
+
+N_TASKS, N_SUPPORT, N_QUERY, N_FEATURES = 4, 6, 5, 3
+
+
+def _mlp_reference_forward(params, X):
+    """The MLP written directly with F.linear (one task, no batching)."""
+    h = F.linear(X, params["layers.0.weight"], params["layers.0.bias"])
+    h = torch.tanh(h)
+    h = F.linear(h, params["layers.1.weight"], params["layers.1.bias"])
+    h = torch.tanh(h)
+    return F.linear(h, params["layers.2.weight"], params["layers.2.bias"])
+
+
+@pytest.fixture
+def regression_setup():
+    torch.manual_seed(0)
+    module = MLP(N_FEATURES, (7, 5), 1, activation="tanh").double()
+    params = {k: v.detach().clone() for k, v in module.named_parameters()}
+    gen = torch.Generator().manual_seed(1)
+    batch = TaskBatch(
+        torch.randn(N_TASKS, N_SUPPORT, N_FEATURES, generator=gen, dtype=torch.float64),
+        torch.randn(N_TASKS, N_SUPPORT, generator=gen, dtype=torch.float64),
+        torch.randn(N_TASKS, N_QUERY, N_FEATURES, generator=gen, dtype=torch.float64),
+        torch.randn(N_TASKS, N_QUERY, generator=gen, dtype=torch.float64),
+    )
+    return module, params, batch
+
+
+def _reference_maml_gradient(params, batch, lr, n_steps, first_order):
+    """Mean over tasks of ∇θ L_query(θ'), θ' unrolled by hand per task."""
+    theta = {k: v.clone().requires_grad_() for k, v in params.items()}
+    total = 0.0
+    for i in range(batch.n_tasks):
+        task_params = dict(theta)
+        for _ in range(n_steps):
+            out = _mlp_reference_forward(task_params, batch.X_support[i]).squeeze(-1)
+            loss = ((out - batch.y_support[i]) ** 2).mean()
+            grads = torch.autograd.grad(
+                loss, list(task_params.values()), create_graph=not first_order
+            )
+            if first_order:
+                grads = [g.detach() for g in grads]
+            task_params = {
+                k: p - lr * g for (k, p), g in zip(task_params.items(), grads)
+            }
+        out = _mlp_reference_forward(task_params, batch.X_query[i]).squeeze(-1)
+        total = total + ((out - batch.y_query[i]) ** 2).mean()
+    mean_loss = total / batch.n_tasks
+    grads = torch.autograd.grad(mean_loss, list(theta.values()))
+    return dict(zip(theta, grads)), mean_loss.detach()
+
+
+@pytest.mark.parametrize("n_steps", [1, 3])
+def test_maml_meta_gradient_matches_hand_unrolled_autograd(regression_setup, n_steps):
+    module, params, batch = regression_setup
+    grads, loss = maml_meta_gradient(
+        module.forward_batched, params, batch, loss_fn=mse_loss, lr=0.1,
+        n_steps=n_steps,
+    )
+    expected, expected_loss = _reference_maml_gradient(
+        params, batch, lr=0.1, n_steps=n_steps, first_order=False
+    )
+    torch.testing.assert_close(loss / N_TASKS, expected_loss, rtol=1e-12, atol=1e-12)
+    for name in params:
+        torch.testing.assert_close(
+            grads[name] / N_TASKS, expected[name], rtol=1e-10, atol=1e-12
+        )
+
+
+def test_fomaml_gradient_matches_detached_inner_gradients(regression_setup):
+    module, params, batch = regression_setup
+    grads, _ = maml_meta_gradient(
+        module.forward_batched, params, batch, loss_fn=mse_loss, lr=0.1, n_steps=3,
+        first_order=True,
+    )
+    expected, _ = _reference_maml_gradient(
+        params, batch, lr=0.1, n_steps=3, first_order=True
+    )
+    second_order, _ = _reference_maml_gradient(
+        params, batch, lr=0.1, n_steps=3, first_order=False
+    )
+    for name in params:
+        torch.testing.assert_close(
+            grads[name] / N_TASKS, expected[name], rtol=1e-10, atol=1e-12
+        )
+    # the second-order term is not negligible here, so the test can tell them apart
+    difference = sum((expected[k] - second_order[k]).abs().max() for k in params)
+    assert difference > 1e-4
+
+
+def test_maml_meta_gradient_matches_finite_differences(regression_setup):
+    module, params, batch = regression_setup
+    grads, _ = maml_meta_gradient(
+        module.forward_batched, params, batch, loss_fn=mse_loss, lr=0.1, n_steps=2
+    )
+
+    def meta_loss(p):
+        return maml_meta_loss(
+            module.forward_batched, p, batch, loss_fn=mse_loss, lr=0.1, n_steps=2
+        ).item()
+
+    gen = torch.Generator().manual_seed(3)
+    eps = 1e-6
+    for _ in range(3):
+        direction = {
+            k: torch.randn(v.shape, generator=gen, dtype=v.dtype)
+            for k, v in params.items()
+        }
+        plus = {k: params[k] + eps * direction[k] for k in params}
+        minus = {k: params[k] - eps * direction[k] for k in params}
+        numeric = (meta_loss(plus) - meta_loss(minus)) / (2 * eps)
+        analytic = sum((grads[k] * direction[k]).sum() for k in params).item()
+        assert numeric == pytest.approx(analytic, rel=1e-6, abs=1e-8)
+
+
+def test_reptile_gradient_matches_the_formula(regression_setup):
+    module, params, batch = regression_setup
+    lr, n_steps = 0.05, 3
+    grads, _ = reptile_meta_gradient(
+        module.forward_batched, params, batch, loss_fn=mse_loss, lr=lr,
+        n_steps=n_steps,
+    )
+    for i in range(N_TASKS):
+        X = torch.cat([batch.X_support[i], batch.X_query[i]])
+        y = torch.cat([batch.y_support[i], batch.y_query[i]])
+        phi = {k: v.clone().requires_grad_() for k, v in params.items()}
+        for _ in range(n_steps):
+            loss = ((_mlp_reference_forward(phi, X).squeeze(-1) - y) ** 2).mean()
+            step = torch.autograd.grad(loss, list(phi.values()))
+            phi = {
+                k: (p - lr * g).detach().requires_grad_()
+                for (k, p), g in zip(phi.items(), step)
+            }
+        for k in params:
+            grads[k] = grads[k] - (params[k] - phi[k].detach())
+    for k in params:  # Σᵢ (θ - φᵢ) minus each (θ - φᵢ) leaves zero
+        torch.testing.assert_close(
+            grads[k], torch.zeros_like(grads[k]), rtol=0, atol=1e-12
+        )
+
+
+def test_one_reptile_meta_iteration_is_theta_plus_epsilon_times_mean_shift():
+    rng = np.random.default_rng(0)
+    tasks = [
+        (rng.normal(size=(5, 2)), rng.normal(size=5), rng.normal(size=(4, 2)),
+         rng.normal(size=4))
+        for _ in range(3)
+    ]
+    epsilon, inner_lr, n_steps = 0.3, 0.05, 2
+    reptile = ReptileRegressor(
+        hidden_layer_sizes=(4,), inner_lr=inner_lr, inner_steps=n_steps,
+        meta_lr=epsilon, meta_batch_size=3, n_meta_iter=1, random_state=0,
+    )
+    reptile.meta_partial_fit(tasks)
+    # the init before the update: the same seed, no meta-iteration
+    start = ReptileRegressor(hidden_layer_sizes=(4,), random_state=0)
+    theta = {k: v.double() for k, v in start._start(
+        torch.device("cpu"), tasks[0][0].astype(np.float32), 1)[1].items()}
+    phis = []
+    for X_s, y_s, X_q, y_q in tasks:
+        X = torch.from_numpy(np.concatenate([X_s, X_q]))
+        y = torch.from_numpy(np.concatenate([y_s, y_q]))
+        phi = {k: v.clone().requires_grad_() for k, v in theta.items()}
+        for _ in range(n_steps):
+            out = F.linear(torch.relu(F.linear(X, phi["layers.0.weight"],
+                                               phi["layers.0.bias"])),
+                           phi["layers.1.weight"], phi["layers.1.bias"])
+            loss = ((out.squeeze(-1) - y) ** 2).mean()
+            step = torch.autograd.grad(loss, list(phi.values()))
+            phi = {k: (p - inner_lr * g).detach().requires_grad_()
+                   for (k, p), g in zip(phi.items(), step)}
+        phis.append(phi)
+    for name, value in reptile.meta_params_.items():
+        mean_phi = sum(phi[name] for phi in phis) / len(phis)
+        expected = theta[name] + epsilon * (mean_phi.detach() - theta[name])
+        torch.testing.assert_close(value.double(), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_adapt_sgd_matches_torch_optim_sgd(regression_setup):
+    module, params, batch = regression_setup
+    adapted, _ = adapt(
+        module.forward_batched, expand_params(params, N_TASKS), batch.X_support,
+        batch.y_support, loss_fn=mse_loss, lr=0.1, n_steps=4, detach=True,
+    )
+    for i in range(N_TASKS):
+        reference = MLP(N_FEATURES, (7, 5), 1, activation="tanh").double()
+        reference.load_state_dict(params)
+        optimizer = torch.optim.SGD(reference.parameters(), lr=0.1)
+        for _ in range(4):
+            optimizer.zero_grad()
+            out = reference(batch.X_support[i]).squeeze(-1)
+            ((out - batch.y_support[i]) ** 2).mean().backward()
+            optimizer.step()
+        for name, p in reference.named_parameters():
+            torch.testing.assert_close(adapted[name][i], p.detach(), rtol=1e-10,
+                                       atol=1e-12)
+
+
+def test_adapt_adam_matches_torch_optim_adam_with_beta1_zero(regression_setup):
+    module, params, batch = regression_setup
+    adapted, _ = adapt(
+        module.forward_batched, expand_params(params, N_TASKS), batch.X_support,
+        batch.y_support, loss_fn=mse_loss, lr=0.01, n_steps=5, detach=True,
+        optimizer="adam",
+    )
+    for i in range(N_TASKS):
+        reference = MLP(N_FEATURES, (7, 5), 1, activation="tanh").double()
+        reference.load_state_dict(params)
+        optimizer = torch.optim.Adam(reference.parameters(), lr=0.01,
+                                     betas=(0.0, 0.999), eps=1e-8)
+        for _ in range(5):
+            optimizer.zero_grad()
+            out = reference(batch.X_support[i]).squeeze(-1)
+            ((out - batch.y_support[i]) ** 2).mean().backward()
+            optimizer.step()
+        for name, p in reference.named_parameters():
+            torch.testing.assert_close(adapted[name][i], p.detach(), rtol=1e-9,
+                                       atol=1e-11)
+
+
+class _SmallConvNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 3, 3, padding=1)
+        self.norm = nn.BatchNorm2d(3)
+        self.head = nn.Linear(3 * 4 * 4, 3)
+
+    def forward(self, X):
+        h = F.max_pool2d(torch.relu(self.norm(self.conv(X))), 2)
+        return self.head(h.flatten(1))
+
+
+def test_vmap_loop_and_native_forward_give_the_same_meta_gradient():
+    torch.manual_seed(0)
+    module = prepare_module(_SmallConvNet()).double()
+    params = {k: v.detach().clone() for k, v in module.named_parameters()}
+    gen = torch.Generator().manual_seed(0)
+    # jittered continuous inputs: no max-pool ties, so both paths pick the same max
+    batch = TaskBatch(
+        torch.randn(5, 6, 1, 8, 8, generator=gen, dtype=torch.float64),
+        torch.randint(0, 3, (5, 6), generator=gen),
+        torch.randn(5, 4, 1, 8, 8, generator=gen, dtype=torch.float64),
+        torch.randint(0, 3, (5, 4), generator=gen),
+        n_classes=3,
+    )
+
+    def loss_fn(out, y):
+        return cross_entropy_loss(out, y, 3)
+
+    results = {}
+    for strategy in ("vmap", "loop"):
+        forward = batched_forward(module, {}, strategy)
+        results[strategy] = maml_meta_gradient(
+            forward, params, batch, loss_fn=loss_fn, lr=0.3, n_steps=2
+        )[0]
+    for name in params:
+        torch.testing.assert_close(results["vmap"][name], results["loop"][name],
+                                   rtol=1e-9, atol=1e-11)
+
+    mlp = MLP(4, (6,), 3).double()
+    mlp_params = {k: v.detach().clone() for k, v in mlp.named_parameters()}
+    flat = TaskBatch(batch.X_support.reshape(5, 6, 64)[..., :4], batch.y_support,
+                     batch.X_query.reshape(5, 4, 64)[..., :4], batch.y_query, 3)
+    native = maml_meta_gradient(batched_forward(mlp, {}, "native"), mlp_params,
+                                flat, loss_fn=loss_fn, lr=0.3, n_steps=2)[0]
+    looped = maml_meta_gradient(batched_forward(mlp, {}, "loop"), mlp_params,
+                                flat, loss_fn=loss_fn, lr=0.3, n_steps=2)[0]
+    for name in mlp_params:
+        torch.testing.assert_close(native[name], looped[name], rtol=1e-10,
+                                   atol=1e-12)
+
+
+def _sinusoid_like_tasks(n_tasks, seed, n_support=(5, 5)):
+    rng = np.random.default_rng(seed)
+    tasks = []
+    for i in range(n_tasks):
+        n = n_support[i % len(n_support)]
+        amplitude = rng.uniform(0.5, 2)
+        X_s, X_q = rng.uniform(-3, 3, (n, 1)), rng.uniform(-3, 3, (7, 1))
+        tasks.append((X_s, amplitude * np.sin(X_s[:, 0]), X_q,
+                      amplitude * np.sin(X_q[:, 0])))
+    return tasks
+
+
+def test_chunked_meta_batches_equal_the_whole_meta_batch():
+    tasks = _sinusoid_like_tasks(8, seed=0)
+    params = dict(hidden_layer_sizes=(8, 8), inner_steps=2, meta_batch_size=8,
+                  n_meta_iter=3, random_state=0)
+    whole = MAMLRegressor(**params).meta_partial_fit(tasks)
+    chunked = MAMLRegressor(tasks_per_chunk=3, **params).meta_partial_fit(tasks)
+    for name, value in whole.meta_params_.items():
+        torch.testing.assert_close(chunked.meta_params_[name], value, rtol=1e-5,
+                                   atol=1e-6)
+
+
+def test_tasks_of_different_shapes_in_one_meta_batch_are_each_counted_once():
+    # support sizes 4 and 6 alternate: two groups in each meta-batch
+    tasks = _sinusoid_like_tasks(6, seed=1, n_support=(4, 6))
+    mixed = MAMLRegressor(hidden_layer_sizes=(8,), meta_batch_size=6, inner_steps=1,
+                          inner_lr=0.1, meta_optimizer="sgd", meta_lr=0.1,
+                          random_state=0)
+    mixed.meta_partial_fit(tasks)
+    # the same update, one task per meta-batch, gradients averaged by hand
+    unfitted = MAMLRegressor(hidden_layer_sizes=(8,), random_state=0)
+    module, theta, _ = unfitted._start(torch.device("cpu"),
+                                     tasks[0][0].astype(np.float32), 1)
+    theta = {k: v.clone() for k, v in theta.items()}
+    total = {k: torch.zeros_like(v) for k, v in theta.items()}
+    for X_s, y_s, X_q, y_q in tasks:
+        batch = TaskBatch(*(torch.tensor(a[None], dtype=torch.float32)
+                            for a in (X_s, y_s, X_q, y_q)))
+        grads, _ = maml_meta_gradient(module.forward_batched, theta, batch,
+                                      loss_fn=mse_loss, lr=0.1, n_steps=1)
+        total = {k: total[k] + grads[k] for k in total}
+    for name, value in mixed.meta_params_.items():
+        expected = theta[name] - 0.1 * total[name] / len(tasks)
+        torch.testing.assert_close(value, expected, rtol=1e-5, atol=1e-6)
