@@ -341,3 +341,53 @@ def test_tasks_of_different_shapes_in_one_meta_batch_are_each_counted_once():
     for name, value in mixed.meta_params_.items():
         expected = theta[name] - 0.1 * total[name] / len(tasks)
         torch.testing.assert_close(value, expected, rtol=1e-5, atol=1e-6)
+
+
+class _NormNet(nn.Module):
+    def __init__(self, norm):
+        super().__init__()
+        self.linear = nn.Linear(4, 6)
+        self.norm = norm
+        self.head = nn.Linear(6, 3)
+
+    def forward(self, X):
+        return self.head(torch.relu(self.norm(self.linear(X))))
+
+
+@pytest.mark.parametrize("norm", [nn.BatchNorm1d(6), nn.LayerNorm(6)],
+                         ids=["batch_norm", "layer_norm"])
+def test_second_order_gradient_through_normalization_layers_under_vmap(norm):
+    """Non-regression: ``torch.func.grad`` inside ``vmap`` gets the second-order
+    gradient of batch_norm/layer_norm wrong (functorch issue 534); sk_meta
+    differentiates outside ``vmap`` and must agree with finite differences."""
+    module = prepare_module(_NormNet(norm)).double()
+    params = {k: v.detach().clone() for k, v in module.named_parameters()}
+    gen = torch.Generator().manual_seed(0)
+    batch = TaskBatch(
+        torch.randn(3, 8, 4, generator=gen, dtype=torch.float64),
+        torch.randint(0, 3, (3, 8), generator=gen),
+        torch.randn(3, 5, 4, generator=gen, dtype=torch.float64),
+        torch.randint(0, 3, (3, 5), generator=gen),
+        n_classes=3,
+    )
+
+    def loss_fn(out, y):
+        return cross_entropy_loss(out, y, 3)
+
+    forward = batched_forward(module, {}, "vmap")
+    grads, _ = maml_meta_gradient(forward, params, batch, loss_fn=loss_fn, lr=0.5,
+                                  n_steps=1)
+
+    def meta_loss(p):
+        return maml_meta_loss(forward, p, batch, loss_fn=loss_fn, lr=0.5,
+                              n_steps=1).item()
+
+    eps = 1e-6
+    for _ in range(2):
+        direction = {k: torch.randn(v.shape, generator=gen, dtype=v.dtype)
+                     for k, v in params.items()}
+        numeric = (meta_loss({k: params[k] + eps * direction[k] for k in params})
+                   - meta_loss({k: params[k] - eps * direction[k] for k in params})
+                   ) / (2 * eps)
+        analytic = sum((grads[k] * direction[k]).sum() for k in params).item()
+        assert numeric == pytest.approx(analytic, rel=1e-6, abs=1e-8)
