@@ -6,9 +6,16 @@ from sk_meta._maml import (
     MAMLClassifier,
     MAMLRegressor,
 )
+from sk_meta._persistence import load
 from sk_meta._reptile import ReptileClassifier, ReptileRegressor
 
 __version__ = "0.1.0"
+
+_ESTIMATORS = {
+    cls.__name__: cls
+    for cls in (MAMLClassifier, MAMLRegressor, FOMAMLClassifier, FOMAMLRegressor,
+                ReptileClassifier, ReptileRegressor)
+}
 
 __all__ = [
     "FOMAMLClassifier",
@@ -17,4 +24,5 @@ __all__ = [
     "MAMLRegressor",
     "ReptileClassifier",
     "ReptileRegressor",
+    "load",
 ]

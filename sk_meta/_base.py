@@ -14,6 +14,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from sk_meta import _persistence
 from sk_meta._torch_utils import (
     DeviceOptions,
     draw_seeds,
@@ -55,6 +56,8 @@ _FIT_ATTRIBUTES = (
     "feature_names_in_",
     "_module",
     "_y_ndim",
+    "_fit_input_shape",
+    "_n_fit_classes",
 )
 
 
@@ -386,8 +389,21 @@ class BaseMetaEstimator(BaseEstimator):
         self._meta_training_state = training_state
         self._live_stream = live_stream
 
-    def _maybe_checkpoint(self, trainer):
-        """Hook called after each meta-iteration (see checkpointing)."""
+    def save(self, path):
+        """Save the estimator to ``path`` in a format free of code.
+
+        The file holds the hyperparameters, the meta-learned init with what
+        resuming meta-training needs, and the adapted parameters, as tensors
+        and plain values: :func:`sk_meta.load` reads it with
+        ``torch.load(..., weights_only=True)``, so loading an untrusted file
+        runs no code (unlike pickle). Tensors are saved from the CPU.
+
+        Parameters
+        ----------
+        path : str or path-like
+            Destination file, replaced atomically.
+        """
+        _persistence.save(self, path)
 
     # -- adaptation ------------------------------------------------------------------
     def _validate_support(self, X, y):
@@ -425,11 +441,16 @@ class BaseMetaEstimator(BaseEstimator):
                 X.shape[1:], n_outputs, init_seed, probe=X
             )
         if not hasattr(module, "forward_batched"):
-            # a private copy: fit and predict switch its train/eval mode
-            module = copy.deepcopy(module)
+            module = self._private_module_copy(module)
         module = module.to(device)
         params = {name: p.detach().to(device) for name, p in module.named_parameters()}
         return module, params, n_outputs
+
+    @staticmethod
+    def _private_module_copy(module):
+        # fit and predict switch the module's train/eval mode: never on a
+        # module that clones share
+        return copy.deepcopy(module)
 
     def _forward_for(self, module):
         strategy = "native" if hasattr(module, "forward_batched") else "loop"
@@ -509,6 +530,7 @@ class BaseMetaEstimator(BaseEstimator):
                     )
             self._y_ndim = y.ndim
         module, params, n_outputs = self._adapt_to_support(X, y_target, n_outputs)
+        self._fit_input_shape = X.shape[1:]
         self._module = module
         self.params_ = params
         self.n_outputs_ = n_outputs

@@ -150,7 +150,9 @@ class MetaTrainer:
             est.meta_optimizer, list(self.params.values()), est.meta_lr
         )
         if self.warm and self.state.optimizer_state is not None:
-            self.optimizer.load_state_dict(self.state.optimizer_state)
+            # a copy: the optimizer updates its state in place, and the saved
+            # state belongs to the estimator (and its clones)
+            self.optimizer.load_state_dict(copy.deepcopy(self.state.optimizer_state))
             for group in self.optimizer.param_groups:
                 group["lr"] = est.meta_lr
 
@@ -282,14 +284,17 @@ class MetaTrainer:
                     pending.append((loss.detach(), finite))
                     self.n_iter += 1
                     self.committed_n_drawn = self.stream.n_drawn
-                    if len(pending) >= check_every:
+                    checkpoint_due = (est.checkpoint_path is not None
+                                      and self.n_iter % est.checkpoint_every == 0)
+                    if len(pending) >= check_every or checkpoint_due:
                         bad = self._flush(pending, snapshot)
                         if bad is not None:
                             self._diverged(*bad)
                         if check_every > 1:
                             snapshot = self._snapshot()
                         self._report(start_time)
-                    est._maybe_checkpoint(self)
+                    if checkpoint_due:
+                        self.checkpoint()
                     if sigint.is_set:
                         interrupted = True
                         break
@@ -308,6 +313,8 @@ class MetaTrainer:
             if bad is not None:
                 self._diverged(*bad)
             self.state.torch_rng_state = torch.get_rng_state()
+            if est.checkpoint_path is not None:
+                self.checkpoint()
         self.commit()
         if interrupted:
             warnings.warn(
@@ -374,15 +381,20 @@ class MetaTrainer:
                   f"{self.loss_curve[-1]:.6f} ({elapsed:.1f} s)")
 
     # -- handing the result to the estimator ----------------------------------
-    def commit(self):
-        """Write the state after the last completed meta-iteration to the estimator."""
-        est = self.estimator
+    def commit(self, target=None):
+        """Write the state after the last completed meta-iteration to the estimator.
+
+        ``target`` is another estimator object to write to instead (a
+        checkpoint is written from a shallow copy).
+        """
+        est = self.estimator if target is None else target
         module = to_cpu(copy.deepcopy(self.module))
         with torch.no_grad():
             for name, p in module.named_parameters():
                 p.copy_(self.params[name].detach())
-        self.state.n_drawn = self.committed_n_drawn
-        self.state.optimizer_state = to_cpu(self.optimizer.state_dict())
+        state = copy.copy(self.state)
+        state.n_drawn = self.committed_n_drawn
+        state.optimizer_state = to_cpu(copy.deepcopy(self.optimizer.state_dict()))
         est._commit_meta_state(
             module=module,
             n_meta_iter=self.n_iter,
@@ -390,14 +402,14 @@ class MetaTrainer:
             input_shape=tuple(self.input_shape),
             y_shape=self.y_shape,
             n_outputs=self.n_outputs,
-            training_state=self.state,
-            live_stream=None if self.incremental else self.stream,
+            training_state=state,
+            live_stream=None if self.incremental or target is not None else self.stream,
         )
 
-    def training_snapshot(self):
-        """Everything a checkpoint needs, as if committed now (CPU copies)."""
-        state = copy.copy(self.state)
-        state.n_drawn = self.committed_n_drawn
-        state.optimizer_state = to_cpu(self.optimizer.state_dict())
-        state.torch_rng_state = torch.get_rng_state()
-        return state
+    def checkpoint(self):
+        """Save the current state to ``checkpoint_path`` (a copy is committed)."""
+        est = self.estimator
+        self.state.torch_rng_state = torch.get_rng_state()
+        snapshot = copy.copy(est)
+        self.commit(target=snapshot)
+        snapshot.save(est.checkpoint_path)
