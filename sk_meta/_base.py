@@ -603,6 +603,14 @@ class MetaRegressorMixin:
     def _is_classifier(self):
         return False
 
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True
+        # a few gradient steps from an init that was not meta-trained for the
+        # task at hand underfit scikit-learn's generic regression data
+        tags.regressor_tags.poor_score = True
+        return tags
+
     def predict(self, X):
         """Predict targets with the adapted network.
 

@@ -23,7 +23,7 @@ class _MAML(BaseMetaEstimator):
         )
 
 
-class MAMLClassifier(ClassifierMixin, MetaClassifierMixin, _MAML):
+class MAMLClassifier(MetaClassifierMixin, ClassifierMixin, _MAML):
     __doc__ = (
         """Few-shot classifier meta-trained with MAML.
 
@@ -154,7 +154,7 @@ class FOMAMLClassifier(MAMLClassifier):
         self.first_order = first_order
 
 
-class MAMLRegressor(RegressorMixin, MetaRegressorMixin, _MAML):
+class MAMLRegressor(MetaRegressorMixin, RegressorMixin, _MAML):
     __doc__ = (
         """Few-shot regressor meta-trained with MAML.
 

@@ -27,7 +27,7 @@ class _Reptile(BaseMetaEstimator):
         return {"optimizer": self.inner_optimizer}
 
 
-class ReptileClassifier(ClassifierMixin, MetaClassifierMixin, _Reptile):
+class ReptileClassifier(MetaClassifierMixin, ClassifierMixin, _Reptile):
     __doc__ = (
         """Few-shot classifier meta-trained with Reptile.
 
@@ -93,7 +93,7 @@ class ReptileClassifier(ClassifierMixin, MetaClassifierMixin, _Reptile):
         self.inner_optimizer = inner_optimizer
 
 
-class ReptileRegressor(RegressorMixin, MetaRegressorMixin, _Reptile):
+class ReptileRegressor(MetaRegressorMixin, RegressorMixin, _Reptile):
     __doc__ = (
         """Few-shot regressor meta-trained with Reptile.
 
