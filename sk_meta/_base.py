@@ -14,7 +14,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from sk_meta import _persistence
+from sk_meta import _persistence, _skorch
 from sk_meta._torch_utils import (
     DeviceOptions,
     draw_seeds,
@@ -44,6 +44,9 @@ _META_ATTRIBUTES = (
     "meta_input_shape_",
     "meta_n_outputs_",
     "meta_architecture_",
+    "history_",
+    "validation_scores_",
+    "best_validation_score_",
     "_meta_y_shape",
     "_meta_training_state",
 )
@@ -99,6 +102,10 @@ class BaseMetaEstimator(BaseEstimator):
         "n_meta_iter": [Interval(Integral, 1, None, closed="left")],
         "meta_optimizer": [StrOptions({"adam", "sgd"})],
         "tasks_per_chunk": [None, Interval(Integral, 1, None, closed="left")],
+        "validation_interval": [Interval(Integral, 1, None, closed="left")],
+        "early_stopping": ["boolean"],
+        "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
+        "tol": [Interval(Real, 0, None, closed="left")],
         "warm_start": ["boolean"],
         "checkpoint_path": [None, str, os.PathLike],
         "checkpoint_every": [Interval(Integral, 1, None, closed="left")],
@@ -110,9 +117,9 @@ class BaseMetaEstimator(BaseEstimator):
 
     def __init__(self, module, *, module_params, hidden_layer_sizes, activation,
                  inner_lr, inner_steps, meta_inner_steps, meta_lr, meta_batch_size,
-                 n_meta_iter, meta_optimizer, tasks_per_chunk, warm_start,
-                 checkpoint_path, checkpoint_every, n_threads, device, random_state,
-                 verbose):
+                 n_meta_iter, meta_optimizer, tasks_per_chunk, validation_interval,
+                 early_stopping, n_iter_no_change, tol, warm_start, checkpoint_path,
+                 checkpoint_every, n_threads, device, random_state, verbose):
         self.module = module
         self.module_params = module_params
         self.hidden_layer_sizes = hidden_layer_sizes
@@ -125,6 +132,10 @@ class BaseMetaEstimator(BaseEstimator):
         self.n_meta_iter = n_meta_iter
         self.meta_optimizer = meta_optimizer
         self.tasks_per_chunk = tasks_per_chunk
+        self.validation_interval = validation_interval
+        self.early_stopping = early_stopping
+        self.n_iter_no_change = n_iter_no_change
+        self.tol = tol
         self.warm_start = warm_start
         self.checkpoint_path = checkpoint_path
         self.checkpoint_every = checkpoint_every
@@ -317,7 +328,7 @@ class BaseMetaEstimator(BaseEstimator):
     # -- meta-training -------------------------------------------------------------
     @_fit_context(prefer_skip_nested_validation=True)
     @_transactional
-    def meta_fit(self, tasks):
+    def meta_fit(self, tasks, validation_tasks=None):
         """Meta-learn the initialization from an iterable of few-shot tasks.
 
         Parameters
@@ -331,17 +342,23 @@ class BaseMetaEstimator(BaseEstimator):
             :class:`~sk_meta.tasks.EpisodeSampler`) is iterated again when it
             ends; a one-shot iterator or generator is consumed until it is
             exhausted or the budget is spent.
+        validation_tasks : iterable of tasks, default=None
+            Held-out tasks (a finite collection). Every ``validation_interval``
+            meta-iterations the current init is adapted to each one's support
+            set (``inner_steps`` at ``inner_lr``, as ``fit`` does) and scored on
+            its query set; the mean goes to ``history_`` and
+            ``validation_scores_``, and drives ``early_stopping``.
 
         Returns
         -------
         self : object
             The estimator, with the meta-learned init in ``module_``.
         """
-        return self._meta_fit(tasks, incremental=False)
+        return self._meta_fit(tasks, validation_tasks, incremental=False)
 
     @_fit_context(prefer_skip_nested_validation=True)
     @_transactional
-    def meta_partial_fit(self, tasks):
+    def meta_partial_fit(self, tasks, validation_tasks=None):
         """Continue meta-training with one pass over ``tasks``.
 
         The tasks are used once, in the given order, ``meta_batch_size`` per
@@ -353,27 +370,31 @@ class BaseMetaEstimator(BaseEstimator):
         ----------
         tasks : iterable of tasks
             As in :meth:`meta_fit`.
+        validation_tasks : iterable of tasks, default=None
+            As in :meth:`meta_fit`.
 
         Returns
         -------
         self : object
         """
-        return self._meta_fit(tasks, incremental=True)
+        return self._meta_fit(tasks, validation_tasks, incremental=True)
 
-    def _meta_fit(self, tasks, *, incremental):
+    def _meta_fit(self, tasks, validation_tasks, *, incremental):
         device = resolve_device(self.device)
         warm = (incremental or self.warm_start) and self._is_meta_fitted()
         if warm:
             self._check_architecture_unchanged()
         with torch_threads(self.n_threads):
             trainer = MetaTrainer(
-                self, tasks, device=device, incremental=incremental, warm=warm
+                self, tasks, device=device, incremental=incremental, warm=warm,
+                validation_tasks=validation_tasks,
             )
             trainer.run()
         return self
 
     def _commit_meta_state(self, *, module, n_meta_iter, loss_curve, input_shape,
-                           y_shape, n_outputs, training_state, live_stream):
+                           y_shape, n_outputs, training_state, history,
+                           validation_scores, best_validation_score, live_stream):
         for name in _FIT_ATTRIBUTES:  # an adapted model of an old init is stale
             self.__dict__.pop(name, None)
         self.module_ = module
@@ -385,6 +406,9 @@ class BaseMetaEstimator(BaseEstimator):
         self.meta_input_shape_ = input_shape
         self.meta_n_outputs_ = n_outputs
         self.meta_architecture_ = self._architecture()
+        self.history_ = history
+        self.validation_scores_ = validation_scores
+        self.best_validation_score_ = best_validation_score
         self._meta_y_shape = y_shape
         self._meta_training_state = training_state
         self._live_stream = live_stream
@@ -404,6 +428,29 @@ class BaseMetaEstimator(BaseEstimator):
             Destination file, replaced atomically.
         """
         _persistence.save(self, path)
+
+    def to_skorch(self, **net_params):
+        """Export the network to a skorch net, to keep training it with skorch.
+
+        The net holds a copy of the adapted network after ``fit`` (else of the
+        meta-learned one after ``meta_fit``), with cross-entropy (classifiers)
+        or mean squared error (regressors) as criterion; it is initialized
+        and ready for ``partial_fit``. skorch classifiers work with class
+        codes ``0 .. n_classes - 1``: code ``i`` is ``classes_[i]``.
+
+        Parameters
+        ----------
+        **net_params : dict
+            Parameters of ``skorch.NeuralNetClassifier`` or
+            ``skorch.NeuralNetRegressor`` (``lr``, ``max_epochs``,
+            ``optimizer``, ``callbacks``...). ``device`` defaults to this
+            estimator's.
+
+        Returns
+        -------
+        net : skorch.NeuralNetClassifier or skorch.NeuralNetRegressor
+        """
+        return _skorch.to_skorch(self, **net_params)
 
     # -- adaptation ------------------------------------------------------------------
     def _validate_support(self, X, y):

@@ -39,6 +39,17 @@ _PARAMETERS_DOC = """
         Split each meta-batch into chunks of at most this many tasks whose
         gradients are accumulated: less memory, less parallelism. ``None``
         processes the whole meta-batch at once.
+    validation_interval : int, default=100
+        Meta-iterations between two rows of ``history_`` (and two evaluations
+        on the ``validation_tasks`` given to ``meta_fit``).
+    early_stopping : bool, default=False
+        Stop meta-training when the mean validation score has not improved
+        by ``tol`` for ``n_iter_no_change`` evaluations, and keep the init
+        that scored best. Needs ``validation_tasks``.
+    n_iter_no_change : int, default=10
+        Evaluations without improvement before early stopping.
+    tol : float, default=1e-4
+        Least improvement of the validation score that counts.
     warm_start : bool, default=False
         Make ``meta_fit`` continue from the current meta-learned init (and
         optimizer state and task stream position) instead of starting over.
@@ -121,6 +132,16 @@ ATTRIBUTES_DOC = """
         Outputs of the meta-learned network.
     meta_architecture_ : dict
         The architecture parameters at meta-training, checked by ``fit``.
+    history_ : skorch.history.History
+        One row per ``validation_interval`` meta-iterations: ``meta_iter``,
+        mean ``meta_loss``, ``dur`` (seconds), and with validation tasks
+        ``valid_loss``, ``valid_score`` and ``valid_score_best``. Read a
+        column with ``history_[:, "meta_loss"]``.
+    validation_scores_ : list of float
+        Mean post-adaptation validation score (accuracy for classifiers, R²
+        for regressors) at each evaluation.
+    best_validation_score_ : float or None
+        The best of ``validation_scores_``.
     params_ : dict of str to Tensor
         The adapted parameters, set by ``fit``.
     n_outputs_ : int

@@ -72,7 +72,8 @@ class MAMLClassifier(MetaClassifierMixin, ClassifierMixin, _MAML):
                  activation="relu", inner_lr=0.1, inner_steps=5,
                  meta_inner_steps=None, meta_lr=1e-3, meta_batch_size=16,
                  n_meta_iter=1000, meta_optimizer="adam", first_order=False,
-                 tasks_per_chunk=None, warm_start=False, checkpoint_path=None,
+                 tasks_per_chunk=None, validation_interval=100, early_stopping=False,
+                 n_iter_no_change=10, tol=1e-4, warm_start=False, checkpoint_path=None,
                  checkpoint_every=1000, n_threads=1, device="cpu",
                  random_state=None, verbose=0):
         super().__init__(
@@ -82,7 +83,9 @@ class MAMLClassifier(MetaClassifierMixin, ClassifierMixin, _MAML):
             meta_inner_steps=meta_inner_steps, meta_lr=meta_lr,
             meta_batch_size=meta_batch_size, n_meta_iter=n_meta_iter,
             meta_optimizer=meta_optimizer, tasks_per_chunk=tasks_per_chunk,
-            warm_start=warm_start, checkpoint_path=checkpoint_path,
+            validation_interval=validation_interval, early_stopping=early_stopping,
+            n_iter_no_change=n_iter_no_change, tol=tol, warm_start=warm_start,
+            checkpoint_path=checkpoint_path,
             checkpoint_every=checkpoint_every, n_threads=n_threads, device=device,
             random_state=random_state, verbose=verbose,
         )
@@ -137,7 +140,8 @@ class FOMAMLClassifier(MAMLClassifier):
                  activation="relu", inner_lr=0.1, inner_steps=5,
                  meta_inner_steps=None, meta_lr=1e-3, meta_batch_size=16,
                  n_meta_iter=1000, meta_optimizer="adam", first_order=True,
-                 tasks_per_chunk=None, warm_start=False, checkpoint_path=None,
+                 tasks_per_chunk=None, validation_interval=100, early_stopping=False,
+                 n_iter_no_change=10, tol=1e-4, warm_start=False, checkpoint_path=None,
                  checkpoint_every=1000, n_threads=1, device="cpu",
                  random_state=None, verbose=0):
         super().__init__(
@@ -147,7 +151,9 @@ class FOMAMLClassifier(MAMLClassifier):
             meta_inner_steps=meta_inner_steps, meta_lr=meta_lr,
             meta_batch_size=meta_batch_size, n_meta_iter=n_meta_iter,
             meta_optimizer=meta_optimizer, tasks_per_chunk=tasks_per_chunk,
-            warm_start=warm_start, checkpoint_path=checkpoint_path,
+            validation_interval=validation_interval, early_stopping=early_stopping,
+            n_iter_no_change=n_iter_no_change, tol=tol, warm_start=warm_start,
+            checkpoint_path=checkpoint_path,
             checkpoint_every=checkpoint_every, n_threads=n_threads, device=device,
             random_state=random_state, verbose=verbose,
         )
@@ -195,7 +201,8 @@ class MAMLRegressor(MetaRegressorMixin, RegressorMixin, _MAML):
                  activation="relu", inner_lr=0.01, inner_steps=5,
                  meta_inner_steps=None, meta_lr=1e-3, meta_batch_size=16,
                  n_meta_iter=1000, meta_optimizer="adam", first_order=False,
-                 tasks_per_chunk=None, warm_start=False, checkpoint_path=None,
+                 tasks_per_chunk=None, validation_interval=100, early_stopping=False,
+                 n_iter_no_change=10, tol=1e-4, warm_start=False, checkpoint_path=None,
                  checkpoint_every=1000, n_threads=1, device="cpu",
                  random_state=None, verbose=0):
         super().__init__(
@@ -205,7 +212,9 @@ class MAMLRegressor(MetaRegressorMixin, RegressorMixin, _MAML):
             meta_inner_steps=meta_inner_steps, meta_lr=meta_lr,
             meta_batch_size=meta_batch_size, n_meta_iter=n_meta_iter,
             meta_optimizer=meta_optimizer, tasks_per_chunk=tasks_per_chunk,
-            warm_start=warm_start, checkpoint_path=checkpoint_path,
+            validation_interval=validation_interval, early_stopping=early_stopping,
+            n_iter_no_change=n_iter_no_change, tol=tol, warm_start=warm_start,
+            checkpoint_path=checkpoint_path,
             checkpoint_every=checkpoint_every, n_threads=n_threads, device=device,
             random_state=random_state, verbose=verbose,
         )
@@ -252,7 +261,8 @@ class FOMAMLRegressor(MAMLRegressor):
                  activation="relu", inner_lr=0.01, inner_steps=5,
                  meta_inner_steps=None, meta_lr=1e-3, meta_batch_size=16,
                  n_meta_iter=1000, meta_optimizer="adam", first_order=True,
-                 tasks_per_chunk=None, warm_start=False, checkpoint_path=None,
+                 tasks_per_chunk=None, validation_interval=100, early_stopping=False,
+                 n_iter_no_change=10, tol=1e-4, warm_start=False, checkpoint_path=None,
                  checkpoint_every=1000, n_threads=1, device="cpu",
                  random_state=None, verbose=0):
         super().__init__(
@@ -262,7 +272,9 @@ class FOMAMLRegressor(MAMLRegressor):
             meta_inner_steps=meta_inner_steps, meta_lr=meta_lr,
             meta_batch_size=meta_batch_size, n_meta_iter=n_meta_iter,
             meta_optimizer=meta_optimizer, tasks_per_chunk=tasks_per_chunk,
-            warm_start=warm_start, checkpoint_path=checkpoint_path,
+            validation_interval=validation_interval, early_stopping=early_stopping,
+            n_iter_no_change=n_iter_no_change, tol=tol, warm_start=warm_start,
+            checkpoint_path=checkpoint_path,
             checkpoint_every=checkpoint_every, n_threads=n_threads, device=device,
             random_state=random_state, verbose=verbose,
         )

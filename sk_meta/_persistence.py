@@ -13,6 +13,7 @@ import warnings
 
 import numpy as np
 import torch
+from skorch.history import History
 
 from sk_meta._torch_utils import to_cpu
 from sk_meta._training import MetaTrainingState
@@ -88,6 +89,9 @@ def estimator_state(estimator):
             "y_shape": (None if estimator._meta_y_shape is None
                         else tuple(estimator._meta_y_shape)),
             "n_outputs": int(estimator.meta_n_outputs_),
+            "history": [dict(row) for row in estimator.history_],
+            "validation_scores": [float(v) for v in estimator.validation_scores_],
+            "best_validation_score": estimator.best_validation_score_,
             "training_state": {
                 name: to_cpu(getattr(training, name))
                 for name in _TRAINING_STATE_FIELDS
@@ -225,6 +229,9 @@ def _restore_meta(estimator, meta):
         y_shape=None if meta["y_shape"] is None else tuple(meta["y_shape"]),
         n_outputs=meta["n_outputs"],
         training_state=training,
+        history=History(meta["history"]),
+        validation_scores=list(meta["validation_scores"]),
+        best_validation_score=meta["best_validation_score"],
         live_stream=None,
     )
 

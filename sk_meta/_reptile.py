@@ -76,7 +76,8 @@ class ReptileClassifier(MetaClassifierMixin, ClassifierMixin, _Reptile):
                  activation="relu", inner_lr=0.1, inner_steps=5,
                  meta_inner_steps=None, meta_lr=0.1, meta_batch_size=16,
                  n_meta_iter=1000, meta_optimizer="sgd", inner_optimizer="sgd",
-                 tasks_per_chunk=None, warm_start=False, checkpoint_path=None,
+                 tasks_per_chunk=None, validation_interval=100, early_stopping=False,
+                 n_iter_no_change=10, tol=1e-4, warm_start=False, checkpoint_path=None,
                  checkpoint_every=1000, n_threads=1, device="cpu",
                  random_state=None, verbose=0):
         super().__init__(
@@ -86,7 +87,9 @@ class ReptileClassifier(MetaClassifierMixin, ClassifierMixin, _Reptile):
             meta_inner_steps=meta_inner_steps, meta_lr=meta_lr,
             meta_batch_size=meta_batch_size, n_meta_iter=n_meta_iter,
             meta_optimizer=meta_optimizer, tasks_per_chunk=tasks_per_chunk,
-            warm_start=warm_start, checkpoint_path=checkpoint_path,
+            validation_interval=validation_interval, early_stopping=early_stopping,
+            n_iter_no_change=n_iter_no_change, tol=tol, warm_start=warm_start,
+            checkpoint_path=checkpoint_path,
             checkpoint_every=checkpoint_every, n_threads=n_threads, device=device,
             random_state=random_state, verbose=verbose,
         )
@@ -134,7 +137,8 @@ class ReptileRegressor(MetaRegressorMixin, RegressorMixin, _Reptile):
                  activation="relu", inner_lr=0.01, inner_steps=5,
                  meta_inner_steps=None, meta_lr=0.1, meta_batch_size=16,
                  n_meta_iter=1000, meta_optimizer="sgd", inner_optimizer="sgd",
-                 tasks_per_chunk=None, warm_start=False, checkpoint_path=None,
+                 tasks_per_chunk=None, validation_interval=100, early_stopping=False,
+                 n_iter_no_change=10, tol=1e-4, warm_start=False, checkpoint_path=None,
                  checkpoint_every=1000, n_threads=1, device="cpu",
                  random_state=None, verbose=0):
         super().__init__(
@@ -144,7 +148,9 @@ class ReptileRegressor(MetaRegressorMixin, RegressorMixin, _Reptile):
             meta_inner_steps=meta_inner_steps, meta_lr=meta_lr,
             meta_batch_size=meta_batch_size, n_meta_iter=n_meta_iter,
             meta_optimizer=meta_optimizer, tasks_per_chunk=tasks_per_chunk,
-            warm_start=warm_start, checkpoint_path=checkpoint_path,
+            validation_interval=validation_interval, early_stopping=early_stopping,
+            n_iter_no_change=n_iter_no_change, tol=tol, warm_start=warm_start,
+            checkpoint_path=checkpoint_path,
             checkpoint_every=checkpoint_every, n_threads=n_threads, device=device,
             random_state=random_state, verbose=verbose,
         )

@@ -14,12 +14,14 @@ from functools import partial
 
 import numpy as np
 import torch
+from skorch.history import History
 
 from sk_meta._signals import deferred_keyboard_interrupt
 from sk_meta._torch_utils import to_cpu
 from sk_meta.exceptions import DivergenceError
 from sk_meta.functional import (
     TaskBatch,
+    adapt,
     batched_forward,
     cross_entropy_loss,
     expand_params,
@@ -31,6 +33,7 @@ from sk_meta.tasks._validation import TaskChecker, stack_tasks
 # On a GPU, reading the loss back every iteration would stall the pipeline;
 # losses are checked for NaN in blocks, with a snapshot to fall back on.
 _CUDA_CHECK_EVERY = 25
+_MAX_VALIDATION_TASKS = 10_000
 
 
 class MetaTrainingState:
@@ -84,6 +87,18 @@ def make_optimizer(name, params, lr):
         return optimizer_class(params, lr=lr, foreach=True)
 
 
+def task_scores(outputs, batch, classification):
+    """Per-task score: accuracy for classification, R² for regression."""
+    if classification:
+        predicted = outputs[..., : batch.n_classes].argmax(-1)
+        return (predicted == batch.y_query).float().mean(1)
+    y = batch.y_query.reshape(batch.n_tasks, batch.y_query.shape[1], -1)
+    outputs = outputs.reshape(y.shape)
+    residual = (y - outputs).square().sum((1, 2))
+    total = (y - y.mean(1, keepdim=True)).square().sum((1, 2))
+    return 1 - residual / total.clamp_min(torch.finfo(total.dtype).tiny)
+
+
 def _max_classes_in(tasks):
     """Most distinct support labels in one task of a sequence (bad tasks skipped)."""
     most = 0
@@ -98,8 +113,10 @@ def _max_classes_in(tasks):
 class MetaTrainer:
     """Runs meta-iterations for one estimator and commits the result to it."""
 
-    def __init__(self, estimator, tasks, *, device, incremental, warm):
+    def __init__(self, estimator, tasks, *, device, incremental, warm,
+                 validation_tasks=None):
         self.estimator = estimator
+        self.validation_tasks = validation_tasks
         self.device = device
         self.incremental = incremental
         self.warm = warm
@@ -257,11 +274,13 @@ class MetaTrainer:
         self.n_iter = start_iter
         self.loss_curve = list(est.meta_loss_curve_) if self.warm else []
         self.committed_n_drawn = self.state.n_drawn if self.warm else 0
+        self._start_history()
+        validation = self._prepare_validation(checker)
         check_every = 1 if self.device.type == "cpu" else _CUDA_CHECK_EVERY
         pending = []  # (loss, finite flag) on the device, not yet read back
         snapshot = self._snapshot() if check_every > 1 else None
         interrupted = False
-        start_time = time.perf_counter()
+        self.start_time = time.perf_counter()
         rng_state = self.state.torch_rng_state
         rng_devices = [self.device] if self.device.type == "cuda" else []
         with deferred_keyboard_interrupt() as sigint, \
@@ -286,19 +305,22 @@ class MetaTrainer:
                     self.committed_n_drawn = self.stream.n_drawn
                     checkpoint_due = (est.checkpoint_path is not None
                                       and self.n_iter % est.checkpoint_every == 0)
-                    if len(pending) >= check_every or checkpoint_due:
+                    history_due = self.n_iter % est.validation_interval == 0
+                    if len(pending) >= check_every or checkpoint_due or history_due:
                         bad = self._flush(pending, snapshot)
                         if bad is not None:
                             self._diverged(*bad)
                         if check_every > 1:
                             snapshot = self._snapshot()
-                        self._report(start_time)
+                        self._report()
+                    stop_early = history_due and self._record_history(validation)
                     if checkpoint_due:
                         self.checkpoint()
                     if sigint.is_set:
                         interrupted = True
                         break
-                    if stop_iter is not None and self.n_iter >= stop_iter:
+                    if stop_early or (stop_iter is not None
+                                      and self.n_iter >= stop_iter):
                         break
                     drawn = self.stream.take(est.meta_batch_size)
                     if not drawn:
@@ -312,6 +334,9 @@ class MetaTrainer:
             bad = self._flush(pending, snapshot)
             if bad is not None:
                 self._diverged(*bad)
+            if self.history_iter < self.n_iter:  # the last, partial interval
+                self._record_history(validation)
+            self._restore_best()
             self.state.torch_rng_state = torch.get_rng_state()
             if est.checkpoint_path is not None:
                 self.checkpoint()
@@ -323,6 +348,110 @@ class MetaTrainer:
                 "warm_start=True to resume.",
                 UserWarning,
             )
+
+    # -- history, validation and early stopping -------------------------------------
+    def _start_history(self):
+        est = self.estimator
+        self.history = History(copy.deepcopy(list(est.history_)) if self.warm else [])
+        self.validation_scores = list(est.validation_scores_) if self.warm else []
+        self.best_score = est.best_validation_score_ if self.warm else None
+        self.best_params = None
+        self.no_improvement = 0
+        self.history_iter = self.n_iter
+        self.history_time = time.perf_counter()
+
+    def _prepare_validation(self, checker):
+        """Validation tasks validated, stacked and on the device, once."""
+        tasks = self.validation_tasks
+        est = self.estimator
+        if tasks is None:
+            if est.early_stopping:
+                raise ValueError(
+                    "early_stopping=True needs validation tasks: call "
+                    "meta_fit(tasks, validation_tasks=...)"
+                )
+            return None
+        stream = TaskStream(tasks, seed=0, shuffle=False, cycle=False)
+        drawn = stream.take(_MAX_VALIDATION_TASKS + 1)
+        if not drawn:
+            raise ValueError("validation_tasks is empty")
+        if len(drawn) > _MAX_VALIDATION_TASKS:
+            raise ValueError(
+                f"validation_tasks must be a finite collection of at most "
+                f"{_MAX_VALIDATION_TASKS} tasks (pass a list, or a sampler with "
+                "n_tasks)"
+            )
+        try:
+            groups = stack_tasks(drawn, checker)
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(f"validation_tasks: {exc}") from None
+        self._check_groups(groups)
+        return [to_task_batch(g, self.device) for g in groups]
+
+    def _evaluate(self, validation):
+        """Mean post-adaptation query loss and score over the validation tasks."""
+        est = self.estimator
+        params = {k: p.detach() for k, p in self.params.items()}
+        total_loss = total_score = 0.0
+        n_tasks = 0
+        for batch in validation:
+            loss_fn = loss_for(batch, self.classification)
+            self.module.train()
+            adapted, _ = adapt(
+                self.forward, expand_params(params, batch.n_tasks), batch.X_support,
+                batch.y_support, loss_fn=loss_fn, lr=est.inner_lr,
+                n_steps=est.inner_steps, detach=True, **est._adapt_options(),
+            )
+            self.module.eval()
+            with torch.no_grad():
+                out = self.forward(adapted, batch.X_query)
+                total_loss += float(loss_fn(out, batch.y_query))
+                total_score += float(task_scores(out, batch, self.classification).sum())
+            self.module.train()
+            n_tasks += batch.n_tasks
+        return total_loss / n_tasks, total_score / n_tasks
+
+    def _record_history(self, validation):
+        """Add a row to the history; return whether early stopping says stop."""
+        est = self.estimator
+        now = time.perf_counter()
+        n_new = self.n_iter - self.history_iter
+        row = {
+            "meta_iter": self.n_iter,
+            "meta_loss": float(np.mean(self.loss_curve[-n_new:])) if n_new else None,
+            "dur": now - self.history_time,
+        }
+        stop = False
+        if validation is not None:
+            valid_loss, valid_score = self._evaluate(validation)
+            improved = (self.best_score is None
+                        or valid_score > self.best_score + est.tol)
+            row.update(valid_loss=valid_loss, valid_score=valid_score,
+                       valid_score_best=improved)
+            self.validation_scores.append(valid_score)
+            if improved:
+                self.best_score = valid_score
+                self.best_params = {k: p.detach().clone()
+                                    for k, p in self.params.items()}
+                self.no_improvement = 0
+            else:
+                self.no_improvement += 1
+                stop = (est.early_stopping
+                        and self.no_improvement >= est.n_iter_no_change)
+            if est.verbose:
+                print(f"Meta-iteration {self.n_iter}, validation loss = "
+                      f"{valid_loss:.6f}, score = {valid_score:.4f}")
+        self.history.append(row)
+        self.history_iter = self.n_iter
+        self.history_time = time.perf_counter()
+        return stop
+
+    def _restore_best(self):
+        """With early stopping, keep the init that scored best on validation."""
+        if self.estimator.early_stopping and self.best_params is not None:
+            with torch.no_grad():
+                for k, p in self.params.items():
+                    p.copy_(self.best_params[k])
 
     def _flush(self, pending, snapshot):
         """Read back pending losses; on a non-finite one, roll back to the snapshot."""
@@ -370,13 +499,13 @@ class MetaTrainer:
             committed=True,
         )
 
-    def _report(self, start_time):
+    def _report(self):
         verbose = self.estimator.verbose
         if not verbose or not self.loss_curve:
             return
         every = 1 if verbose > 1 else max(1, (self.estimator.n_meta_iter or 1) // 20)
         if self.n_iter % every == 0:
-            elapsed = time.perf_counter() - start_time
+            elapsed = time.perf_counter() - self.start_time
             print(f"Meta-iteration {self.n_iter}, meta-loss = "
                   f"{self.loss_curve[-1]:.6f} ({elapsed:.1f} s)")
 
@@ -403,6 +532,9 @@ class MetaTrainer:
             y_shape=self.y_shape,
             n_outputs=self.n_outputs,
             training_state=state,
+            history=self.history,
+            validation_scores=list(self.validation_scores),
+            best_validation_score=self.best_score,
             live_stream=None if self.incremental or target is not None else self.stream,
         )
 

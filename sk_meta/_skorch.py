@@ -1,0 +1,55 @@
+"""Hand an adapted or meta-learned network over to skorch."""
+
+import copy
+
+import torch
+from sklearn.exceptions import NotFittedError
+from skorch import NeuralNetClassifier, NeuralNetRegressor
+from torch import nn
+
+from sk_meta._torch_utils import resolve_device
+
+
+class FirstOutputs(nn.Module):
+    """The first ``n_outputs`` outputs of ``module`` (a task with fewer classes)."""
+
+    def __init__(self, module, n_outputs):
+        super().__init__()
+        self.module = module
+        self.n_outputs = n_outputs
+
+    def forward(self, X):
+        return self.module(X)[..., : self.n_outputs]
+
+
+def to_skorch(estimator, **net_params):
+    """A skorch net holding a copy of ``estimator``'s network, ready to train.
+
+    See :meth:`BaseMetaEstimator.to_skorch`.
+    """
+    if hasattr(estimator, "params_"):
+        module, params = estimator._module, estimator.params_
+    elif estimator._is_meta_fitted():
+        module, params = estimator.module_, estimator.meta_params_
+    else:
+        raise NotFittedError(
+            f"This {type(estimator).__name__} instance has neither been meta-fitted "
+            "nor fitted; call meta_fit or fit before to_skorch"
+        )
+    module = copy.deepcopy(module).cpu()
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            p.copy_(params[name].detach().cpu())
+    net_params.setdefault("device", str(resolve_device(estimator.device)))
+    if estimator._is_classifier():
+        n_classes = (len(estimator.classes_) if hasattr(estimator, "classes_")
+                     else estimator.meta_n_outputs_)
+        if getattr(estimator, "n_outputs_", estimator.__dict__.get(
+                "meta_n_outputs_")) != n_classes:
+            module = FirstOutputs(module, n_classes)
+        net_params.setdefault("criterion", nn.CrossEntropyLoss)
+        net = NeuralNetClassifier(module, **net_params)
+    else:
+        net_params.setdefault("criterion", nn.MSELoss)
+        net = NeuralNetRegressor(module, **net_params)
+    return net.initialize()

@@ -1,0 +1,151 @@
+"""Pipelines whose preprocessing is learned on the meta-training data.
+
+A scaler fitted on five support samples is a poor scaler. With
+:func:`meta_fit_pipeline`, the preprocessing steps are fitted once on the
+meta-training tasks and frozen (scikit-learn's ``FrozenEstimator``): ``fit``
+on a support set then only adapts the final meta-learner, and the pipeline
+survives ``clone`` (grid searches, cross-validation) with both the fitted
+preprocessing and the meta-learned init.
+
+A plain ``Pipeline`` is fine when its steps need no fitting on the data
+(``FunctionTransformer`` without state, a fixed feature selection) or when
+fitting them on each support set is what you want.
+"""
+
+from collections.abc import Sequence
+from itertools import chain, islice
+
+import numpy as np
+from sklearn.base import clone
+from sklearn.frozen import FrozenEstimator
+from sklearn.pipeline import Pipeline
+
+from sk_meta.tasks import Task
+
+
+class _TransformedSequence(Sequence):
+    """A sequence of tasks whose inputs are transformed when accessed."""
+
+    def __init__(self, tasks, transform):
+        self._tasks = tasks
+        self._transform = transform
+
+    def __len__(self):
+        return len(self._tasks)
+
+    def __getitem__(self, index):
+        return self._transform(self._tasks[index])
+
+
+class _TransformedIterable:
+    """A re-iterable of tasks (such as a sampler) whose inputs are transformed."""
+
+    def __init__(self, tasks, transform):
+        self._tasks = tasks
+        self._transform = transform
+        if hasattr(tasks, "n_way"):
+            self.n_way = tasks.n_way
+
+    def __iter__(self):
+        return map(self._transform, self._tasks)
+
+
+def _task_transformer(preprocessing):
+    def transform(task):
+        if not isinstance(task, (tuple, list)) or len(task) != 4:
+            return task  # meta_fit reports malformed tasks with their index
+        X_support, y_support, X_query, y_query = task
+        return Task(preprocessing.transform(X_support), y_support,
+                    preprocessing.transform(X_query), y_query)
+
+    return transform
+
+
+def meta_fit_pipeline(pipeline, tasks, *, preprocessing_tasks=None,
+                      n_preprocessing_tasks=1000):
+    """Meta-fit a pipeline: fit and freeze its preprocessing, meta-fit its last step.
+
+    Parameters
+    ----------
+    pipeline : Pipeline
+        Preprocessing steps followed by an sk_meta estimator. It is not
+        modified.
+    tasks : iterable of tasks
+        The meta-training tasks, as for ``meta_fit``.
+    preprocessing_tasks : iterable of tasks, default=None
+        Tasks whose inputs (support and query) the preprocessing steps are
+        fitted on; by default the first ``n_preprocessing_tasks`` of
+        ``tasks``. A one-shot iterator of tasks is not lost: the tasks read
+        for preprocessing are also used for meta-training.
+    n_preprocessing_tasks : int, default=1000
+        At most this many tasks are read to fit the preprocessing.
+
+    Returns
+    -------
+    pipeline : Pipeline
+        A new pipeline with each preprocessing step wrapped, fitted, in
+        ``FrozenEstimator``, and the meta-fitted final step. ``fit`` on a
+        support set adapts the final step only.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_digits
+    >>> from sklearn.pipeline import make_pipeline
+    >>> from sklearn.preprocessing import StandardScaler
+    >>> from sk_meta import MAMLClassifier
+    >>> from sk_meta.pipeline import meta_fit_pipeline
+    >>> from sk_meta.tasks import EpisodeSampler
+    >>> X, y = load_digits(return_X_y=True)
+    >>> tasks = EpisodeSampler(X, y, 3, 5, 5, classes=range(7), random_state=0)
+    >>> pipe = meta_fit_pipeline(
+    ...     make_pipeline(StandardScaler(), MAMLClassifier(n_meta_iter=5)), tasks)
+    >>> new = EpisodeSampler(X, y, 3, 5, 5, classes=[7, 8, 9], random_state=1).sample()
+    >>> pipe.fit(new.X_support, new.y_support).predict(new.X_query).shape
+    (15,)
+    """
+    if not isinstance(pipeline, Pipeline):
+        raise TypeError(f"pipeline must be a Pipeline, got {type(pipeline).__name__}")
+    final_name, final = pipeline.steps[-1]
+    if not hasattr(final, "meta_fit"):
+        raise TypeError(
+            f"the last step of the pipeline ({final_name}) must have meta_fit, got "
+            f"{type(final).__name__}"
+        )
+    pipeline = clone(pipeline)
+    final_name, final = pipeline.steps[-1]
+    preprocessing_steps = pipeline.steps[:-1]
+
+    source = tasks if preprocessing_tasks is None else preprocessing_tasks
+    if isinstance(source, Sequence):
+        read = list(source[:n_preprocessing_tasks])
+    else:
+        iterator = iter(source)
+        read = list(islice(iterator, n_preprocessing_tasks))
+        if source is tasks and iterator is tasks:  # one-shot: keep what was read
+            tasks = chain(read, iterator)
+    if not read:
+        raise ValueError("no tasks to fit the preprocessing steps on")
+    X_parts, y_parts = [], []
+    for task in read:
+        if isinstance(task, (tuple, list)) and len(task) == 4:
+            X_parts += [np.asarray(task[0]), np.asarray(task[2])]
+            y_parts += [np.asarray(task[1]), np.asarray(task[3])]
+    preprocessing = Pipeline(preprocessing_steps).fit(
+        np.concatenate(X_parts), np.concatenate(y_parts)
+    )
+
+    transform = _task_transformer(preprocessing)
+    if isinstance(tasks, Sequence):
+        transformed = _TransformedSequence(tasks, transform)
+    elif iter(tasks) is tasks:
+        transformed = map(transform, tasks)
+    else:
+        transformed = _TransformedIterable(tasks, transform)
+    final.meta_fit(transformed)
+
+    frozen = [
+        (name, step if step is None or step == "passthrough" else FrozenEstimator(step))
+        for name, step in preprocessing.steps
+    ]
+    return Pipeline([*frozen, (final_name, final)], memory=pipeline.memory,
+                    verbose=pipeline.verbose)
