@@ -46,4 +46,4 @@ untrained = MAMLClassifier(hidden_layer_sizes=(64, 64), inner_lr=0.1,
                            inner_steps=5, random_state=0)
 baseline = [untrained.fit(t.X_support, t.y_support).score(t.X_query, t.y_query)
             for t in test_tasks]
-print(f"same steps from a random init:               {sum(baseline) / len(baseline):.3f}")
+print(f"same steps from a random init: {sum(baseline) / len(baseline):.3f}")

@@ -181,7 +181,7 @@ def test_invalid_reptile_inner_optimizer():
 
 
 def test_hidden_layer_sizes_must_be_positive():
-    with pytest.raises(ValueError, match="hidden_layer_sizes must be positive integers"):
+    with pytest.raises(ValueError, match="hidden_layer_sizes must be positive"):
         MAMLClassifier(hidden_layer_sizes=(8, 0), n_meta_iter=1).meta_fit(
             _classification_tasks(1))
 
@@ -353,7 +353,7 @@ def test_warm_start_after_changing_the_architecture_is_refused():
         clf.meta_fit(_classification_tasks(8))
 
 
-# -- checkpoints -------------------------------------------------------------------------
+# -- checkpoints ---------------------------------------------------------------------
 
 def test_checkpoint_resumes_in_a_new_process(tmp_path):
     path = tmp_path / "run.pt"

@@ -224,7 +224,7 @@ def test_weights_only_load_of_a_custom_module_needs_the_module(tmp_path):
 def test_pickles_hold_cpu_tensors_only(meta_fitted, new_task):
     fitted = clone(meta_fitted).fit(new_task.X_support, new_task.y_support)
     state = fitted.__getstate__()
-    tensors = [v for v in state["params_"].values()]
+    tensors = list(state["params_"].values())
     tensors += list(state["module_"].parameters())
     assert all(t.device.type == "cpu" for t in tensors)
     assert "_live_stream" not in state
