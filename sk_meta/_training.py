@@ -7,6 +7,7 @@ estimator as it was.
 """
 
 import copy
+import math
 import time
 import warnings
 from collections.abc import Sequence
@@ -51,6 +52,11 @@ class MetaTrainingState:
         self.optimizer_state = optimizer_state
         self.torch_rng_state = torch_rng_state
         self.forward_strategy = forward_strategy
+
+
+def check_interval(device):
+    """Meta-iterations between two reads of the loss from the device."""
+    return 1 if device.type == "cpu" else _CUDA_CHECK_EVERY
 
 
 def to_task_batch(stacked, device):
@@ -276,7 +282,7 @@ class MetaTrainer:
         self.committed_n_drawn = self.state.n_drawn if self.warm else 0
         self._start_history()
         validation = self._prepare_validation(checker)
-        check_every = 1 if self.device.type == "cpu" else _CUDA_CHECK_EVERY
+        check_every = check_interval(self.device)
         pending = []  # (loss, finite flag) on the device, not yet read back
         snapshot = self._snapshot() if check_every > 1 else None
         interrupted = False
@@ -292,21 +298,27 @@ class MetaTrainer:
             try:
                 while True:
                     grads, loss = self._meta_gradient(groups)
-                    finite = torch.isfinite(loss) & torch.isfinite(
-                        torch.stack(torch._foreach_norm(list(grads.values()))).sum()
-                    )
-                    if check_every == 1 and not bool(finite):
-                        self._diverged(self.n_iter + 1, float(loss))
+                    # the loss if it and every gradient are finite, else NaN
+                    checked = torch.stack(
+                        torch._foreach_norm(list(grads.values()))
+                    ).sum().mul_(0).add_(loss)
+                    if check_every == 1:  # on the CPU reading it back is free
+                        checked = float(checked)
+                        if not math.isfinite(checked):
+                            self._diverged(self.n_iter + 1, float(loss))
+                        self.loss_curve.append(checked)
+                    else:
+                        pending.append(checked)
                     for name, p in self.params.items():
                         p.grad = grads[name]
                     self.optimizer.step()
-                    pending.append((loss.detach(), finite))
                     self.n_iter += 1
                     self.committed_n_drawn = self.stream.n_drawn
                     checkpoint_due = (est.checkpoint_path is not None
                                       and self.n_iter % est.checkpoint_every == 0)
                     history_due = self.n_iter % est.validation_interval == 0
-                    if len(pending) >= check_every or checkpoint_due or history_due:
+                    if (len(pending) >= check_every or checkpoint_due or history_due
+                            or self.estimator.verbose):
                         bad = self._flush(pending, snapshot)
                         if bad is not None:
                             self._diverged(*bad)
@@ -457,14 +469,13 @@ class MetaTrainer:
         """Read back pending losses; on a non-finite one, roll back to the snapshot."""
         if not pending:
             return None
-        losses = torch.stack([loss for loss, _ in pending]).cpu().tolist()
-        flags = torch.stack([flag for _, flag in pending]).cpu().tolist()
+        losses = torch.stack(pending).cpu().tolist()
         pending.clear()
-        if all(flags):
+        if all(map(math.isfinite, losses)):
             self.loss_curve.extend(losses)
             return None
-        first_bad = flags.index(False)
-        n_iter_at_bad = self.n_iter - len(flags) + first_bad + 1
+        first_bad = next(i for i, v in enumerate(losses) if not math.isfinite(v))
+        n_iter_at_bad = self.n_iter - len(losses) + first_bad + 1
         self._restore(snapshot)
         return n_iter_at_bad, losses[first_bad]
 

@@ -223,6 +223,38 @@ def test_divergence_of_a_later_meta_fit_keeps_the_progress_of_that_call():
     assert all(torch.isfinite(v).all() for v in reg.meta_params_.values())
 
 
+@pytest.mark.parametrize("check_every", [2, 3, 5])
+def test_deferred_divergence_checks_roll_back_to_the_last_finite_init(
+        monkeypatch, check_every):
+    # on a GPU the loss is read back every few meta-iterations; the same path
+    # runs here on the CPU
+    monkeypatch.setattr("sk_meta._training.check_interval", lambda device: check_every)
+    params = dict(hidden_layer_sizes=(8,), meta_batch_size=2, n_meta_iter=10,
+                  random_state=0)
+    reg = MAMLRegressor(**params)
+    with pytest.raises(DivergenceError, match="diverged at meta-iteration 3"):
+        reg.meta_partial_fit(_sinusoids_then_overflow(4))
+    # the last check before the divergence: a multiple of check_every below 3
+    kept = 2 if check_every == 2 else 0
+    assert reg.n_meta_iter_ == kept
+    assert len(reg.meta_loss_curve_) == kept
+    if kept:
+        expected = MAMLRegressor(**params).meta_partial_fit(
+            _sinusoids_then_overflow(4)[:4])
+        _assert_same_weights(_weights(reg), _weights(expected))
+    assert all(torch.isfinite(v).all() for v in reg.meta_params_.values())
+
+
+def test_deferred_checks_give_the_same_result_as_checks_every_iteration(
+        monkeypatch):
+    tasks = _classification_tasks(12)
+    every_iteration = _resumable().meta_fit(tasks)
+    monkeypatch.setattr("sk_meta._training.check_interval", lambda device: 4)
+    deferred = _resumable(validation_interval=3).meta_fit(tasks)
+    _assert_same_weights(_weights(deferred), _weights(every_iteration))
+    assert deferred.meta_loss_curve_ == every_iteration.meta_loss_curve_
+
+
 def test_divergent_adaptation_raises_and_changes_nothing():
     task = SinusoidTasks(random_state=0).sample(0)
     reg = MAMLRegressor(hidden_layer_sizes=(8,), random_state=0)
