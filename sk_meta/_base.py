@@ -102,6 +102,8 @@ class BaseMetaEstimator(BaseEstimator):
         "n_meta_iter": [Interval(Integral, 1, None, closed="left")],
         "meta_optimizer": [StrOptions({"adam", "sgd"})],
         "tasks_per_chunk": [None, Interval(Integral, 1, None, closed="left")],
+        "compile": ["boolean", StrOptions({"default", "reduce-overhead",
+                                           "max-autotune"})],
         "validation_interval": [Interval(Integral, 1, None, closed="left")],
         "early_stopping": ["boolean"],
         "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
@@ -117,7 +119,8 @@ class BaseMetaEstimator(BaseEstimator):
 
     def __init__(self, module, *, module_params, hidden_layer_sizes, activation,
                  inner_lr, inner_steps, meta_inner_steps, meta_lr, meta_batch_size,
-                 n_meta_iter, meta_optimizer, tasks_per_chunk, validation_interval,
+                 n_meta_iter, meta_optimizer, tasks_per_chunk, compile,
+                 validation_interval,
                  early_stopping, n_iter_no_change, tol, warm_start, checkpoint_path,
                  checkpoint_every, n_threads, device, random_state, verbose):
         self.module = module
@@ -132,6 +135,7 @@ class BaseMetaEstimator(BaseEstimator):
         self.n_meta_iter = n_meta_iter
         self.meta_optimizer = meta_optimizer
         self.tasks_per_chunk = tasks_per_chunk
+        self.compile = compile
         self.validation_interval = validation_interval
         self.early_stopping = early_stopping
         self.n_iter_no_change = n_iter_no_change
@@ -148,8 +152,12 @@ class BaseMetaEstimator(BaseEstimator):
     def _is_classifier(self):
         raise NotImplementedError
 
-    def _meta_gradient(self, forward, params, batch, *, loss_fn):
-        """Sum over ``batch``'s tasks of the meta-gradient, and of the meta-loss."""
+    def _meta_step(self, compile_mode):
+        """``step(forward, params, batch, *, loss_fn) -> (grads, loss)``.
+
+        Sums over the batch's tasks of the meta-gradient and of the meta-loss,
+        compiled with ``torch.compile`` in ``compile_mode`` unless it is None.
+        """
         raise NotImplementedError
 
     def _adapt_options(self):

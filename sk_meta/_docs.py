@@ -39,6 +39,15 @@ _PARAMETERS_DOC = """
         Split each meta-batch into chunks of at most this many tasks whose
         gradients are accumulated: less memory, less parallelism. ``None``
         processes the whole meta-batch at once.
+    compile : bool or {{"default", "reduce-overhead", "max-autotune"}}, \
+default=False
+        Compile the meta-training step with ``torch.compile`` (a mode name,
+        or ``True`` for CUDA graphs on a GPU and inductor's default on the
+        CPU). Compiling takes from seconds to a minute once per ``meta_fit``
+        call and pays off over long runs (see the Performance section of the
+        README). If compilation fails for a module, meta-training warns and
+        goes on eagerly. ``fit`` is not compiled: a few steps on one support
+        set take milliseconds.
     validation_interval : int, default=100
         Meta-iterations between two rows of ``history_`` (and two evaluations
         on the ``validation_tasks`` given to ``meta_fit``).

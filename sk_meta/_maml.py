@@ -1,25 +1,37 @@
 """MAML and first-order MAML (Finn, Abbeel & Levine, 2017)."""
 
+from functools import partial
+
 from sklearn.base import ClassifierMixin, RegressorMixin
 
 from sk_meta._base import BaseMetaEstimator, MetaClassifierMixin, MetaRegressorMixin
+from sk_meta._compile import CompiledFunction
 from sk_meta._docs import (
     ATTRIBUTES_DOC,
     MAML_REFERENCES_DOC,
     NOTES_DOC,
     parameters_doc,
 )
-from sk_meta.functional import maml_meta_gradient
+from sk_meta.functional import maml_meta_gradient, maml_meta_loss
 
 
 class _MAML(BaseMetaEstimator):
     """The MAML meta-gradient, shared by the four MAML estimators."""
 
-    def _meta_gradient(self, forward, params, batch, *, loss_fn):
-        return maml_meta_gradient(
-            forward, params, batch, loss_fn=loss_fn, lr=self.inner_lr,
+    def _meta_step(self, compile_mode):
+        meta_loss = maml_meta_loss
+        if compile_mode is not None:
+            # the loss (inner steps included) is compiled; its gradient is
+            # taken outside, as autograd cannot differentiate twice through
+            # a compiled graph
+            meta_loss = CompiledFunction(
+                partial(maml_meta_loss, functional=True), maml_meta_loss,
+                compile_mode,
+            )
+        return partial(
+            maml_meta_gradient, lr=self.inner_lr,
             n_steps=self.meta_inner_steps or self.inner_steps,
-            first_order=self.first_order,
+            first_order=self.first_order, meta_loss=meta_loss,
         )
 
 
@@ -72,8 +84,10 @@ class MAMLClassifier(MetaClassifierMixin, ClassifierMixin, _MAML):
                  activation="relu", inner_lr=0.1, inner_steps=5,
                  meta_inner_steps=None, meta_lr=1e-3, meta_batch_size=16,
                  n_meta_iter=1000, meta_optimizer="adam", first_order=False,
-                 tasks_per_chunk=None, validation_interval=100, early_stopping=False,
-                 n_iter_no_change=10, tol=1e-4, warm_start=False, checkpoint_path=None,
+                 tasks_per_chunk=None, compile=False, validation_interval=100,
+                 early_stopping=False,
+                 n_iter_no_change=10, tol=1e-4, warm_start=False,
+                 checkpoint_path=None,
                  checkpoint_every=1000, n_threads=1, device="cpu",
                  random_state=None, verbose=0):
         super().__init__(
@@ -83,10 +97,11 @@ class MAMLClassifier(MetaClassifierMixin, ClassifierMixin, _MAML):
             meta_inner_steps=meta_inner_steps, meta_lr=meta_lr,
             meta_batch_size=meta_batch_size, n_meta_iter=n_meta_iter,
             meta_optimizer=meta_optimizer, tasks_per_chunk=tasks_per_chunk,
-            validation_interval=validation_interval, early_stopping=early_stopping,
+            compile=compile, validation_interval=validation_interval,
+            early_stopping=early_stopping,
             n_iter_no_change=n_iter_no_change, tol=tol, warm_start=warm_start,
-            checkpoint_path=checkpoint_path,
-            checkpoint_every=checkpoint_every, n_threads=n_threads, device=device,
+            checkpoint_path=checkpoint_path, checkpoint_every=checkpoint_every,
+            n_threads=n_threads, device=device,
             random_state=random_state, verbose=verbose,
         )
         self.first_order = first_order
@@ -140,8 +155,10 @@ class FOMAMLClassifier(MAMLClassifier):
                  activation="relu", inner_lr=0.1, inner_steps=5,
                  meta_inner_steps=None, meta_lr=1e-3, meta_batch_size=16,
                  n_meta_iter=1000, meta_optimizer="adam", first_order=True,
-                 tasks_per_chunk=None, validation_interval=100, early_stopping=False,
-                 n_iter_no_change=10, tol=1e-4, warm_start=False, checkpoint_path=None,
+                 tasks_per_chunk=None, compile=False, validation_interval=100,
+                 early_stopping=False,
+                 n_iter_no_change=10, tol=1e-4, warm_start=False,
+                 checkpoint_path=None,
                  checkpoint_every=1000, n_threads=1, device="cpu",
                  random_state=None, verbose=0):
         super().__init__(
@@ -151,10 +168,11 @@ class FOMAMLClassifier(MAMLClassifier):
             meta_inner_steps=meta_inner_steps, meta_lr=meta_lr,
             meta_batch_size=meta_batch_size, n_meta_iter=n_meta_iter,
             meta_optimizer=meta_optimizer, tasks_per_chunk=tasks_per_chunk,
-            validation_interval=validation_interval, early_stopping=early_stopping,
+            compile=compile, validation_interval=validation_interval,
+            early_stopping=early_stopping,
             n_iter_no_change=n_iter_no_change, tol=tol, warm_start=warm_start,
-            checkpoint_path=checkpoint_path,
-            checkpoint_every=checkpoint_every, n_threads=n_threads, device=device,
+            checkpoint_path=checkpoint_path, checkpoint_every=checkpoint_every,
+            n_threads=n_threads, device=device,
             random_state=random_state, verbose=verbose,
         )
         self.first_order = first_order
@@ -201,8 +219,10 @@ class MAMLRegressor(MetaRegressorMixin, RegressorMixin, _MAML):
                  activation="relu", inner_lr=0.01, inner_steps=5,
                  meta_inner_steps=None, meta_lr=1e-3, meta_batch_size=16,
                  n_meta_iter=1000, meta_optimizer="adam", first_order=False,
-                 tasks_per_chunk=None, validation_interval=100, early_stopping=False,
-                 n_iter_no_change=10, tol=1e-4, warm_start=False, checkpoint_path=None,
+                 tasks_per_chunk=None, compile=False, validation_interval=100,
+                 early_stopping=False,
+                 n_iter_no_change=10, tol=1e-4, warm_start=False,
+                 checkpoint_path=None,
                  checkpoint_every=1000, n_threads=1, device="cpu",
                  random_state=None, verbose=0):
         super().__init__(
@@ -212,10 +232,11 @@ class MAMLRegressor(MetaRegressorMixin, RegressorMixin, _MAML):
             meta_inner_steps=meta_inner_steps, meta_lr=meta_lr,
             meta_batch_size=meta_batch_size, n_meta_iter=n_meta_iter,
             meta_optimizer=meta_optimizer, tasks_per_chunk=tasks_per_chunk,
-            validation_interval=validation_interval, early_stopping=early_stopping,
+            compile=compile, validation_interval=validation_interval,
+            early_stopping=early_stopping,
             n_iter_no_change=n_iter_no_change, tol=tol, warm_start=warm_start,
-            checkpoint_path=checkpoint_path,
-            checkpoint_every=checkpoint_every, n_threads=n_threads, device=device,
+            checkpoint_path=checkpoint_path, checkpoint_every=checkpoint_every,
+            n_threads=n_threads, device=device,
             random_state=random_state, verbose=verbose,
         )
         self.first_order = first_order
@@ -261,8 +282,10 @@ class FOMAMLRegressor(MAMLRegressor):
                  activation="relu", inner_lr=0.01, inner_steps=5,
                  meta_inner_steps=None, meta_lr=1e-3, meta_batch_size=16,
                  n_meta_iter=1000, meta_optimizer="adam", first_order=True,
-                 tasks_per_chunk=None, validation_interval=100, early_stopping=False,
-                 n_iter_no_change=10, tol=1e-4, warm_start=False, checkpoint_path=None,
+                 tasks_per_chunk=None, compile=False, validation_interval=100,
+                 early_stopping=False,
+                 n_iter_no_change=10, tol=1e-4, warm_start=False,
+                 checkpoint_path=None,
                  checkpoint_every=1000, n_threads=1, device="cpu",
                  random_state=None, verbose=0):
         super().__init__(
@@ -272,10 +295,11 @@ class FOMAMLRegressor(MAMLRegressor):
             meta_inner_steps=meta_inner_steps, meta_lr=meta_lr,
             meta_batch_size=meta_batch_size, n_meta_iter=n_meta_iter,
             meta_optimizer=meta_optimizer, tasks_per_chunk=tasks_per_chunk,
-            validation_interval=validation_interval, early_stopping=early_stopping,
+            compile=compile, validation_interval=validation_interval,
+            early_stopping=early_stopping,
             n_iter_no_change=n_iter_no_change, tol=tol, warm_start=warm_start,
-            checkpoint_path=checkpoint_path,
-            checkpoint_every=checkpoint_every, n_threads=n_threads, device=device,
+            checkpoint_path=checkpoint_path, checkpoint_every=checkpoint_every,
+            n_threads=n_threads, device=device,
             random_state=random_state, verbose=verbose,
         )
         self.first_order = first_order

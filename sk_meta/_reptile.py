@@ -1,9 +1,12 @@
 """Reptile (Nichol, Achiam & Schulman, 2018)."""
 
+from functools import partial
+
 from sklearn.base import ClassifierMixin, RegressorMixin
 from sklearn.utils._param_validation import StrOptions
 
 from sk_meta._base import BaseMetaEstimator, MetaClassifierMixin, MetaRegressorMixin
+from sk_meta._compile import CompiledFunction
 from sk_meta._docs import (
     ATTRIBUTES_DOC,
     NOTES_DOC,
@@ -16,12 +19,15 @@ from sk_meta.functional import reptile_meta_gradient
 class _Reptile(BaseMetaEstimator):
     """The Reptile update, shared by the two Reptile estimators."""
 
-    def _meta_gradient(self, forward, params, batch, *, loss_fn):
-        return reptile_meta_gradient(
-            forward, params, batch, loss_fn=loss_fn, lr=self.inner_lr,
+    def _meta_step(self, compile_mode):
+        step = partial(
+            reptile_meta_gradient, lr=self.inner_lr,
             n_steps=self.meta_inner_steps or self.inner_steps,
             optimizer=self.inner_optimizer,
         )
+        if compile_mode is None:
+            return step
+        return CompiledFunction(partial(step, functional=True), step, compile_mode)
 
     def _adapt_options(self):
         return {"optimizer": self.inner_optimizer}
@@ -76,8 +82,10 @@ class ReptileClassifier(MetaClassifierMixin, ClassifierMixin, _Reptile):
                  activation="relu", inner_lr=0.1, inner_steps=5,
                  meta_inner_steps=None, meta_lr=0.1, meta_batch_size=16,
                  n_meta_iter=1000, meta_optimizer="sgd", inner_optimizer="sgd",
-                 tasks_per_chunk=None, validation_interval=100, early_stopping=False,
-                 n_iter_no_change=10, tol=1e-4, warm_start=False, checkpoint_path=None,
+                 tasks_per_chunk=None, compile=False, validation_interval=100,
+                 early_stopping=False,
+                 n_iter_no_change=10, tol=1e-4, warm_start=False,
+                 checkpoint_path=None,
                  checkpoint_every=1000, n_threads=1, device="cpu",
                  random_state=None, verbose=0):
         super().__init__(
@@ -87,10 +95,11 @@ class ReptileClassifier(MetaClassifierMixin, ClassifierMixin, _Reptile):
             meta_inner_steps=meta_inner_steps, meta_lr=meta_lr,
             meta_batch_size=meta_batch_size, n_meta_iter=n_meta_iter,
             meta_optimizer=meta_optimizer, tasks_per_chunk=tasks_per_chunk,
-            validation_interval=validation_interval, early_stopping=early_stopping,
+            compile=compile, validation_interval=validation_interval,
+            early_stopping=early_stopping,
             n_iter_no_change=n_iter_no_change, tol=tol, warm_start=warm_start,
-            checkpoint_path=checkpoint_path,
-            checkpoint_every=checkpoint_every, n_threads=n_threads, device=device,
+            checkpoint_path=checkpoint_path, checkpoint_every=checkpoint_every,
+            n_threads=n_threads, device=device,
             random_state=random_state, verbose=verbose,
         )
         self.inner_optimizer = inner_optimizer
@@ -137,8 +146,10 @@ class ReptileRegressor(MetaRegressorMixin, RegressorMixin, _Reptile):
                  activation="relu", inner_lr=0.01, inner_steps=5,
                  meta_inner_steps=None, meta_lr=0.1, meta_batch_size=16,
                  n_meta_iter=1000, meta_optimizer="sgd", inner_optimizer="sgd",
-                 tasks_per_chunk=None, validation_interval=100, early_stopping=False,
-                 n_iter_no_change=10, tol=1e-4, warm_start=False, checkpoint_path=None,
+                 tasks_per_chunk=None, compile=False, validation_interval=100,
+                 early_stopping=False,
+                 n_iter_no_change=10, tol=1e-4, warm_start=False,
+                 checkpoint_path=None,
                  checkpoint_every=1000, n_threads=1, device="cpu",
                  random_state=None, verbose=0):
         super().__init__(
@@ -148,10 +159,11 @@ class ReptileRegressor(MetaRegressorMixin, RegressorMixin, _Reptile):
             meta_inner_steps=meta_inner_steps, meta_lr=meta_lr,
             meta_batch_size=meta_batch_size, n_meta_iter=n_meta_iter,
             meta_optimizer=meta_optimizer, tasks_per_chunk=tasks_per_chunk,
-            validation_interval=validation_interval, early_stopping=early_stopping,
+            compile=compile, validation_interval=validation_interval,
+            early_stopping=early_stopping,
             n_iter_no_change=n_iter_no_change, tol=tol, warm_start=warm_start,
-            checkpoint_path=checkpoint_path,
-            checkpoint_every=checkpoint_every, n_threads=n_threads, device=device,
+            checkpoint_path=checkpoint_path, checkpoint_every=checkpoint_every,
+            n_threads=n_threads, device=device,
             random_state=random_state, verbose=verbose,
         )
         self.inner_optimizer = inner_optimizer

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from skorch.history import History
 
+from sk_meta._compile import resolve_compile_mode
 from sk_meta._signals import deferred_keyboard_interrupt
 from sk_meta._torch_utils import to_cpu
 from sk_meta.exceptions import DivergenceError
@@ -169,6 +170,8 @@ class MetaTrainer:
             for name, p in self.module.named_parameters()
         }
         self.forward = self._choose_forward(first_groups[0])
+        self.compile_mode = resolve_compile_mode(est.compile, self.device)
+        self.meta_step = est._meta_step(self.compile_mode)
         self.optimizer = make_optimizer(
             est.meta_optimizer, list(self.params.values()), est.meta_lr
         )
@@ -233,11 +236,14 @@ class MetaTrainer:
             batch = to_task_batch(stacked, self.device)
             loss_fn = loss_for(batch, self.classification)
             for chunk in split_batch(batch, est.tasks_per_chunk):
-                grads, loss = est._meta_gradient(
+                grads, loss = self.meta_step(
                     self.forward, self.params, chunk, loss_fn=loss_fn
                 )
                 total_loss = total_loss + loss
                 if total_grads is None:
+                    if self.compile_mode == "reduce-overhead":
+                        # CUDA graph outputs are overwritten by the next replay
+                        grads = {k: g.clone() for k, g in grads.items()}
                     total_grads = grads
                 else:
                     total_grads = {k: total_grads[k] + g for k, g in grads.items()}

@@ -4,7 +4,8 @@ import torch
 
 
 def adapt(forward, params, X, y, *, loss_fn, lr, n_steps, create_graph=False,
-          detach=False, optimizer="sgd", betas=(0.0, 0.999), eps=1e-8):
+          detach=False, optimizer="sgd", betas=(0.0, 0.999), eps=1e-8,
+          functional=False):
     """Take ``n_steps`` gradient steps on ``(X, y)`` from ``params``, per task.
 
     Parameters
@@ -34,6 +35,10 @@ def adapt(forward, params, X, y, *, loss_fn, lr, n_steps, create_graph=False,
         ``betas=(0, 0.999)``) starts from a fresh state and needs ``detach``.
     betas, eps : tuple of float, float
         Adam's coefficients.
+    functional : bool, default=False
+        Take the inner gradients with ``torch.func.grad_and_value`` instead of
+        ``torch.autograd.grad``: the same numbers, in a form ``torch.compile``
+        can trace as one graph.
 
     Returns
     -------
@@ -45,28 +50,44 @@ def adapt(forward, params, X, y, *, loss_fn, lr, n_steps, create_graph=False,
     if optimizer == "adam" and not detach:
         raise ValueError("the Adam inner optimizer is only available with detach=True")
     names = list(params)
-    params = {
-        # parameters outside any graph still need gradients for the inner steps
-        name: p.detach().requires_grad_() if detach or not p.requires_grad else p
-        for name, p in params.items()
-    }
+    if functional:
+        params = {name: p.detach() if detach else p for name, p in params.items()}
+
+        def loss_of(task_params):
+            return loss_fn(forward(task_params, X), y)
+
+        grad_and_loss = torch.func.grad_and_value(loss_of)
+    else:
+        params = {
+            # parameters outside any graph still need gradients for the inner steps
+            name: p.detach().requires_grad_() if detach or not p.requires_grad else p
+            for name, p in params.items()
+        }
     adam_state = None
     for step in range(1, n_steps + 1):
         # adaptation needs gradients even when called under torch.no_grad()
         with torch.enable_grad():
-            loss = loss_fn(forward(params, X), y)
-            grads = torch.autograd.grad(
-                loss, [params[name] for name in names], create_graph=create_graph,
-                allow_unused=True, materialize_grads=True,
-            )
+            if functional:
+                grads, loss = grad_and_loss(params)
+                grads = [grads[name] for name in names]
+                if not create_graph:
+                    grads = [g.detach() for g in grads]
+            else:
+                loss = loss_fn(forward(params, X), y)
+                grads = torch.autograd.grad(
+                    loss, [params[name] for name in names],
+                    create_graph=create_graph, allow_unused=True,
+                    materialize_grads=True,
+                )
         if optimizer == "adam":
             grads, adam_state = _adam_directions(grads, adam_state, step, betas, eps)
         if detach:
             with torch.no_grad():
                 params = {
-                    name: (params[name] - lr * g).requires_grad_()
-                    for name, g in zip(names, grads)
+                    name: params[name] - lr * g for name, g in zip(names, grads)
                 }
+            if not functional:
+                params = {name: p.requires_grad_() for name, p in params.items()}
         else:
             params = {name: params[name] - lr * g for name, g in zip(names, grads)}
     if detach:

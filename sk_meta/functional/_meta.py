@@ -27,7 +27,8 @@ class TaskBatch(NamedTuple):
         return self.X_support.shape[0]
 
 
-def maml_meta_loss(forward, params, batch, *, loss_fn, lr, n_steps, first_order=False):
+def maml_meta_loss(forward, params, batch, *, loss_fn, lr, n_steps, first_order=False,
+                   functional=False):
     """Sum over the batch's tasks of the query loss after adaptation (MAML).
 
     For each task ``i``, ``θ'ᵢ`` is ``θ`` after ``n_steps`` SGD steps of size
@@ -48,6 +49,8 @@ def maml_meta_loss(forward, params, batch, *, loss_fn, lr, n_steps, first_order=
     lr : float
     n_steps : int
     first_order : bool, default=False
+    functional : bool, default=False
+        Inner gradients by ``torch.func`` (traceable by ``torch.compile``).
 
     Returns
     -------
@@ -58,13 +61,17 @@ def maml_meta_loss(forward, params, batch, *, loss_fn, lr, n_steps, first_order=
     adapted, _ = adapt(
         forward, task_params, batch.X_support, batch.y_support,
         loss_fn=loss_fn, lr=lr, n_steps=n_steps, create_graph=not first_order,
+        functional=functional,
     )
     return loss_fn(forward(adapted, batch.X_query), batch.y_query)
 
 
 def maml_meta_gradient(forward, params, batch, *, loss_fn, lr, n_steps,
-                       first_order=False):
+                       first_order=False, meta_loss=maml_meta_loss):
     """Gradient of :func:`maml_meta_loss` with respect to ``params``.
+
+    ``meta_loss`` computes the loss itself (a compiled :func:`maml_meta_loss`,
+    say); the gradient is taken outside it with ``torch.autograd.grad``.
 
     Returns
     -------
@@ -78,7 +85,7 @@ def maml_meta_gradient(forward, params, batch, *, loss_fn, lr, n_steps,
         for name, p in params.items()
     }
     with torch.enable_grad():
-        loss = maml_meta_loss(
+        loss = meta_loss(
             forward, params, batch, loss_fn=loss_fn, lr=lr, n_steps=n_steps,
             first_order=first_order,
         )
@@ -89,7 +96,7 @@ def maml_meta_gradient(forward, params, batch, *, loss_fn, lr, n_steps,
 
 
 def reptile_meta_gradient(forward, params, batch, *, loss_fn, lr, n_steps,
-                          optimizer="sgd"):
+                          optimizer="sgd", functional=False):
     """Sum over the batch's tasks of ``θ - φᵢ`` (Reptile).
 
     ``φᵢ`` is ``θ`` after ``n_steps`` steps of the inner optimizer on all of
@@ -109,6 +116,7 @@ def reptile_meta_gradient(forward, params, batch, *, loss_fn, lr, n_steps,
     adapted, loss = adapt(
         forward, expand_params(params, batch.n_tasks), X, y,
         loss_fn=loss_fn, lr=lr, n_steps=n_steps, detach=True, optimizer=optimizer,
+        functional=functional,
     )
     grads = {
         name: batch.n_tasks * p.detach() - adapted[name].sum(0)
