@@ -367,3 +367,61 @@ def test_cuda_meta_fit_and_fit_match_the_cpu(estimator_class):
         cpu.fit(task.X_support, task.y_support).predict_proba(task.X_query),
         rtol=1e-3, atol=1e-4,
     )
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_model_meta_trained_on_cuda_predicts_from_a_cpu_pickle():
+    import pickle
+
+    X, y = _digits()
+    tasks = EpisodeSampler(X, y, 5, 5, 5, random_state=0)
+    clf = MAMLClassifier(hidden_layer_sizes=(32,), meta_batch_size=8, n_meta_iter=3,
+                         device="cuda", random_state=0).meta_fit(tasks)
+    task = tasks.sample(1)
+    clf.fit(task.X_support, task.y_support)
+    assert next(iter(clf.params_.values())).is_cuda
+    expected = clf.predict_proba(task.X_query)
+    loaded = pickle.loads(pickle.dumps(clf))
+    assert all(not v.is_cuda for v in loaded.params_.values())
+    assert all(not p.is_cuda for p in loaded.module_.parameters())
+    np.testing.assert_allclose(loaded.predict_proba(task.X_query), expected,
+                               rtol=1e-4, atol=1e-5)
+    # on a CPU-only machine the pickle's device='cuda' is overridden for fitting
+    loaded.set_params(device="cpu").fit(task.X_support, task.y_support)
+
+
+def _upsampled(X):
+    """8x8 digits as 16x16 images (conv-4 halves the size four times)."""
+    return X.reshape(-1, 1, 8, 8).repeat(2, axis=2).repeat(2, axis=3)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("compile_mode", ["reduce-overhead"])
+def test_compiled_meta_training_on_cuda_with_a_fresh_task_stream(compile_mode):
+    # every meta-iteration samples new task tensors: CUDA graphs must not
+    # hand out outputs that a later replay overwrites
+    X, y = _digits()
+    sampler = EpisodeSampler(X, y, 5, 1, 5, random_state=0)
+    params = dict(module=Conv4, module_params={"in_channels": 1, "n_outputs": 5,
+                                               "n_filters": 8, "image_size": 16},
+                  inner_lr=0.4, inner_steps=1, meta_batch_size=8, n_meta_iter=12,
+                  device="cuda", random_state=0)
+
+    def images(tasks):
+        for t in tasks:
+            yield (_upsampled(t.X_support), t.y_support, _upsampled(t.X_query),
+                   t.y_query)
+
+    stream = [sampler.sample(i) for i in range(96)]
+    eager = MAMLClassifier(**params).meta_fit(list(images(stream)))
+    compiled = MAMLClassifier(compile=compile_mode, **params)
+    compiled.meta_fit(list(images(stream)))
+    np.testing.assert_allclose(compiled.meta_loss_curve_, eager.meta_loss_curve_,
+                               rtol=2e-3, atol=2e-4)
+    # Adam moves near-zero gradients by up to meta_lr per step whatever their
+    # size, so rounding differences show up to about n_meta_iter * meta_lr
+    for name, value in eager.meta_params_.items():
+        torch.testing.assert_close(compiled.meta_params_[name], value, rtol=0,
+                                   atol=12 * 1e-3)
