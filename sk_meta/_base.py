@@ -2,6 +2,7 @@
 
 import copy
 import functools
+import math
 import numbers
 import os
 from numbers import Integral, Real
@@ -474,7 +475,7 @@ class BaseMetaEstimator(BaseEstimator):
             y = y.astype(np.float32, copy=False)
         return X, y
 
-    def _start(self, device, X, n_outputs):
+    def _start(self, device, X, n_outputs, init_seed=None):
         """The module and initial parameters ``fit`` adapts from."""
         if self._is_meta_fitted():
             self._check_architecture_unchanged()
@@ -491,13 +492,13 @@ class BaseMetaEstimator(BaseEstimator):
             module = self.module_
             n_outputs = self.meta_n_outputs_
         else:
-            init_seed = self._seeds()[0]
+            if init_seed is None:
+                init_seed = self._seeds()[0]
             module, n_outputs = self._build_module(
                 X.shape[1:], n_outputs, init_seed, probe=X
             )
         if not hasattr(module, "forward_batched"):
-            module = self._private_module_copy(module)
-        module = module.to(device)
+            module = self._private_module_copy(module).to(device)
         params = {name: p.detach().to(device) for name, p in module.named_parameters()}
         return module, params, n_outputs
 
@@ -513,8 +514,9 @@ class BaseMetaEstimator(BaseEstimator):
 
     def _adapt_to_support(self, X, y_target, n_outputs):
         device = resolve_device(self.device)
+        init_seed, _, torch_seed = self._seeds()
         with torch_threads(self.n_threads):
-            module, params, n_outputs = self._start(device, X, n_outputs)
+            module, params, n_outputs = self._start(device, X, n_outputs, init_seed)
             if self._is_classifier() and n_outputs < len(self.classes_):
                 raise ValueError(
                     f"The support set has {len(self.classes_)} classes, but the "
@@ -526,16 +528,17 @@ class BaseMetaEstimator(BaseEstimator):
             batch = TaskBatch(X_t, y_t, X_t, y_t, n_classes=getattr(
                 self, "_n_fit_classes", None))
             loss_fn = loss_for(batch, self._is_classifier())
-            with seeded_torch(self._seeds()[2], device):
-                module.train()
+            with seeded_torch(torch_seed, device):
+                if not hasattr(module, "forward_batched"):
+                    module.train()  # a private copy (dropout on, as in meta-training)
                 adapted, loss = adapt(
                     self._forward_for(module), expand_params(params, 1), X_t, y_t,
                     loss_fn=loss_fn, lr=self.inner_lr, n_steps=self.inner_steps,
                     detach=True, **self._adapt_options(),
                 )
-            finite = torch.isfinite(loss) & torch.stack(
-                [torch.isfinite(p).all() for p in adapted.values()]).all()
-            if not bool(finite):
+            # NaN unless the loss and every adapted parameter are finite
+            checked = torch.stack(torch._foreach_norm(list(adapted.values()))).sum()
+            if not math.isfinite(float(checked.mul_(0).add_(loss))):
                 raise DivergenceError(
                     f"adaptation diverged: {self.inner_steps} steps at inner_lr="
                     f"{self.inner_lr} gave a non-finite loss or parameters; lower "
@@ -600,7 +603,8 @@ class BaseMetaEstimator(BaseEstimator):
         )
         device = next(iter(self.params_.values())).device
         with torch_threads(self.n_threads), torch.no_grad():
-            self._module.eval()
+            if not hasattr(self._module, "forward_batched"):
+                self._module.eval()  # a private copy (dropout off)
             X_t = torch.from_numpy(X).to(device).unsqueeze(0)
             forward = self._forward_for(self._module)
             out = forward(expand_params(self.params_, 1), X_t)[0]

@@ -64,12 +64,24 @@ def torch_threads(n_threads):
         torch.set_num_threads(previous)
 
 
+def seed_torch(seed, device):
+    """Seed the generators of the CPU and of ``device``.
+
+    Unlike ``torch.manual_seed``, this does not queue a seed for every CUDA
+    device, which costs a stack trace per call before CUDA is initialized.
+    """
+    torch.default_generator.manual_seed(seed)
+    if device.type == "cuda":
+        with torch.cuda.device(device):
+            torch.cuda.manual_seed(seed)
+
+
 @contextlib.contextmanager
 def seeded_torch(seed, device):
     """Fork torch's global RNG (CPU and ``device``), seed it, restore it after."""
     devices = [device] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
+        seed_torch(seed, device)
         yield
 
 

@@ -19,7 +19,7 @@ from skorch.history import History
 
 from sk_meta._compile import resolve_compile_mode
 from sk_meta._signals import deferred_keyboard_interrupt
-from sk_meta._torch_utils import to_cpu
+from sk_meta._torch_utils import seed_torch, to_cpu
 from sk_meta.exceptions import DivergenceError
 from sk_meta.functional import (
     TaskBatch,
@@ -300,7 +300,7 @@ class MetaTrainer:
             if rng_state is not None:
                 torch.set_rng_state(rng_state)
             else:
-                torch.manual_seed(self.state.torch_seed)
+                seed_torch(self.state.torch_seed, self.device)
             try:
                 while True:
                     grads, loss = self._meta_gradient(groups)

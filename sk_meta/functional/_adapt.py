@@ -83,11 +83,12 @@ def adapt(forward, params, X, y, *, loss_fn, lr, n_steps, create_graph=False,
             grads, adam_state = _adam_directions(grads, adam_state, step, betas, eps)
         if detach:
             with torch.no_grad():
-                params = {
-                    name: params[name] - lr * g for name, g in zip(names, grads)
-                }
+                updated = torch._foreach_add(
+                    [params[name] for name in names], list(grads), alpha=-lr
+                )
             if not functional:
-                params = {name: p.requires_grad_() for name, p in params.items()}
+                updated = [p.requires_grad_() for p in updated]
+            params = dict(zip(names, updated))
         else:
             params = {name: params[name] - lr * g for name, g in zip(names, grads)}
     if detach:
