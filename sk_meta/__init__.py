@@ -1,28 +1,38 @@
-"""sk_meta: MAML, first-order MAML and Reptile as scikit-learn estimators."""
+"""sk_meta: MAML, first-order MAML and Reptile as scikit-learn estimators.
 
-from sk_meta._maml import (
-    FOMAMLClassifier,
-    FOMAMLRegressor,
-    MAMLClassifier,
-    MAMLRegressor,
-)
-from sk_meta._persistence import load
-from sk_meta._reptile import ReptileClassifier, ReptileRegressor
+The estimators are imported on first use, so that ``sk_meta.tasks`` and
+``sk_meta.datasets`` (numpy only) load without torch.
+"""
+
+import importlib
 
 __version__ = "0.1.0"
 
-_ESTIMATORS = {
-    cls.__name__: cls
-    for cls in (MAMLClassifier, MAMLRegressor, FOMAMLClassifier, FOMAMLRegressor,
-                ReptileClassifier, ReptileRegressor)
+_LAZY = {
+    "FOMAMLClassifier": "sk_meta._maml",
+    "FOMAMLRegressor": "sk_meta._maml",
+    "MAMLClassifier": "sk_meta._maml",
+    "MAMLRegressor": "sk_meta._maml",
+    "ReptileClassifier": "sk_meta._reptile",
+    "ReptileRegressor": "sk_meta._reptile",
+    "load": "sk_meta._persistence",
 }
 
-__all__ = [
-    "FOMAMLClassifier",
-    "FOMAMLRegressor",
-    "MAMLClassifier",
-    "MAMLRegressor",
-    "ReptileClassifier",
-    "ReptileRegressor",
-    "load",
-]
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'sk_meta' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted([*globals(), *_LAZY])
+
+
+def estimator_classes():
+    """The six estimator classes by name."""
+    return {name: __getattr__(name) for name in _LAZY if name != "load"}

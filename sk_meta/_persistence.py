@@ -185,7 +185,7 @@ def load(path, *, module=None):
     >>> sk_meta.load(path).n_meta_iter_
     3
     """
-    from sk_meta import _ESTIMATORS  # the estimators import this module
+    from sk_meta import estimator_classes  # the estimators import this module
 
     state = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(state, dict) or state.get("format") != _FORMAT:
@@ -195,7 +195,7 @@ def load(path, *, module=None):
             f"{path} was written by a newer sk_meta (format version "
             f"{state['version']}); upgrade sk_meta to read it"
         )
-    estimator_class = _ESTIMATORS[state["estimator"]]
+    estimator_class = estimator_classes()[state["estimator"]]
     params = dict(state["params"])
     params["module"] = _resolve_module(params["module"], module)
     estimator = estimator_class(**params)
