@@ -299,12 +299,22 @@ def prepare_workload(name: str, n_iter: int, task_seed: int = 0,
 # --------------------------------------------------------------------------- #
 # Shared pieces of the baselines
 # --------------------------------------------------------------------------- #
-def task_to_tensors(task: TaskArrays, dtype: torch.dtype = torch.float32):
-    """numpy -> torch the way a user would: floats to the model dtype, labels as is."""
+def task_to_tensors(task: TaskArrays, dtype: torch.dtype = torch.float32,
+                    device: torch.device | str | None = None):
+    """numpy -> torch the way a user would: floats to the model dtype, labels as is,
+    on the model's device."""
     return tuple(
-        torch.as_tensor(array, dtype=dtype if array.dtype.kind == "f" else None)
+        torch.as_tensor(array, dtype=dtype if array.dtype.kind == "f" else None,
+                        device=device)
         for array in task
     )
+
+
+def synchronize(device: torch.device | str) -> None:
+    """Wait for the device's queued kernels, so wall-clock timings are complete."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def _import_or_explain(name: str):
@@ -325,22 +335,24 @@ MetaStep = Callable[[Sequence[TaskArrays]], torch.Tensor]
 
 def _train(make_meta_step: Callable[..., MetaStep], workload: Workload,
            tasks: Sequence[TaskArrays], n_iter: int, first_order: bool,
-           seed: int) -> dict:
+           seed: int, device: torch.device | str = "cpu") -> dict:
     batch_size = workload.meta_batch_size
     if len(tasks) < n_iter * batch_size:
         raise ValueError(
             f"{n_iter} iterations need {n_iter * batch_size} tasks, got {len(tasks)}"
         )
-    module = workload.make_module(seed)
+    module = workload.make_module(seed).to(device)
     meta_step = make_meta_step(workload, module, first_order)
     meta_optimizer = torch.optim.Adam(module.parameters(),
                                       lr=workload.hyperparams["meta_lr"])
+    synchronize(device)
     start = time.perf_counter()
     for iteration in range(n_iter):
         meta_optimizer.zero_grad()
         meta_loss = meta_step(tasks[iteration * batch_size:
                                     (iteration + 1) * batch_size])
         meta_optimizer.step()
+    synchronize(device)
     elapsed = time.perf_counter() - start
     return {"it_per_s": n_iter / elapsed, "final_loss": float(meta_loss)}
 
@@ -355,11 +367,13 @@ def learn2learn_meta_step(workload: Workload, module: nn.Module,
                                first_order=first_order)
     inner_steps = workload.hyperparams["inner_steps"]
     dtype = next(module.parameters()).dtype
+    device = next(module.parameters()).device
 
     def meta_step(batch):
         meta_loss = 0.0
         for task in batch:
-            X_support, y_support, X_query, y_query = task_to_tensors(task, dtype)
+            X_support, y_support, X_query, y_query = task_to_tensors(task, dtype,
+                                                                     device)
             learner = maml.clone()
             for _ in range(inner_steps):
                 learner.adapt(workload.loss_fn(learner(X_support), y_support))
@@ -373,8 +387,10 @@ def learn2learn_meta_step(workload: Workload, module: nn.Module,
 
 
 def run_learn2learn(workload: Workload, tasks: Sequence[TaskArrays], n_iter: int,
-                    first_order: bool = False, *, seed: int = 0) -> dict:
-    return _train(learn2learn_meta_step, workload, tasks, n_iter, first_order, seed)
+                    first_order: bool = False, *, seed: int = 0,
+                    device: torch.device | str = "cpu") -> dict:
+    return _train(learn2learn_meta_step, workload, tasks, n_iter, first_order, seed,
+                  device)
 
 
 # --------------------------------------------------------------------------- #
@@ -387,12 +403,13 @@ def higher_meta_step(workload: Workload, module: nn.Module,
                                       lr=workload.hyperparams["inner_lr"])
     inner_steps = workload.hyperparams["inner_steps"]
     params = list(module.parameters())
-    dtype = params[0].dtype
+    dtype, device = params[0].dtype, params[0].device
 
     def meta_step(batch):
         meta_loss = 0.0
         for task in batch:
-            X_support, y_support, X_query, y_query = task_to_tensors(task, dtype)
+            X_support, y_support, X_query, y_query = task_to_tensors(task, dtype,
+                                                                     device)
             with higher.innerloop_ctx(
                 module, inner_optimizer, copy_initial_weights=False,
                 track_higher_grads=not first_order,
@@ -417,8 +434,10 @@ def higher_meta_step(workload: Workload, module: nn.Module,
 
 
 def run_higher(workload: Workload, tasks: Sequence[TaskArrays], n_iter: int,
-               first_order: bool = False, *, seed: int = 0) -> dict:
-    return _train(higher_meta_step, workload, tasks, n_iter, first_order, seed)
+               first_order: bool = False, *, seed: int = 0,
+               device: torch.device | str = "cpu") -> dict:
+    return _train(higher_meta_step, workload, tasks, n_iter, first_order, seed,
+                  device)
 
 
 # --------------------------------------------------------------------------- #
@@ -448,11 +467,12 @@ def func_loop_meta_step(workload: Workload, module: nn.Module,
     task_loss = _functional_task_loss(workload, module, first_order)
     params = dict(module.named_parameters())
     dtype = next(iter(params.values())).dtype
+    device = next(iter(params.values())).device
 
     def meta_step(batch):
         meta_loss = 0.0
         for task in batch:
-            query_loss = task_loss(params, *task_to_tensors(task, dtype))
+            query_loss = task_loss(params, *task_to_tensors(task, dtype, device))
             (query_loss / len(batch)).backward()
             meta_loss += query_loss.detach() / len(batch)
         return meta_loss
@@ -461,13 +481,16 @@ def func_loop_meta_step(workload: Workload, module: nn.Module,
 
 
 def run_func_loop(workload: Workload, tasks: Sequence[TaskArrays], n_iter: int,
-                  first_order: bool = False, *, seed: int = 0) -> dict:
-    return _train(func_loop_meta_step, workload, tasks, n_iter, first_order, seed)
+                  first_order: bool = False, *, seed: int = 0,
+                  device: torch.device | str = "cpu") -> dict:
+    return _train(func_loop_meta_step, workload, tasks, n_iter, first_order, seed,
+                  device)
 
 
-def _stack_batch(batch: Sequence[TaskArrays], dtype: torch.dtype):
+def _stack_batch(batch: Sequence[TaskArrays], dtype: torch.dtype,
+                 device: torch.device | str | None = None):
     """Meta-batch as 4 tensors with a leading task dimension (same-shape tasks)."""
-    per_task = [task_to_tensors(task, dtype) for task in batch]
+    per_task = [task_to_tensors(task, dtype, device) for task in batch]
     return tuple(torch.stack(parts) for parts in zip(*per_task))
 
 
@@ -477,9 +500,11 @@ def func_vmap_meta_step(workload: Workload, module: nn.Module,
     batched_task_loss = vmap(task_loss, in_dims=(None, 0, 0, 0, 0))
     params = dict(module.named_parameters())
     dtype = next(iter(params.values())).dtype
+    device = next(iter(params.values())).device
 
     def meta_step(batch):
-        meta_loss = batched_task_loss(params, *_stack_batch(batch, dtype)).mean()
+        meta_loss = batched_task_loss(params, *_stack_batch(batch, dtype,
+                                                            device)).mean()
         meta_loss.backward()
         return meta_loss.detach()
 
@@ -487,8 +512,10 @@ def func_vmap_meta_step(workload: Workload, module: nn.Module,
 
 
 def run_func_vmap(workload: Workload, tasks: Sequence[TaskArrays], n_iter: int,
-                  first_order: bool = False, *, seed: int = 0) -> dict:
-    return _train(func_vmap_meta_step, workload, tasks, n_iter, first_order, seed)
+                  first_order: bool = False, *, seed: int = 0,
+                  device: torch.device | str = "cpu") -> dict:
+    return _train(func_vmap_meta_step, workload, tasks, n_iter, first_order, seed,
+                  device)
 
 
 # --------------------------------------------------------------------------- #
@@ -518,7 +545,7 @@ def hand_batched_meta_step(workload: Workload, module: nn.Module,
     inner_steps = workload.hyperparams["inner_steps"]
     inner_lr = workload.hyperparams["inner_lr"]
     loss = workload.hyperparams["loss"]
-    dtype = linears[0].weight.dtype
+    dtype, device = linears[0].weight.dtype, linears[0].weight.device
 
     def forward(batched_params, X):
         hidden = X
@@ -530,7 +557,7 @@ def hand_batched_meta_step(workload: Workload, module: nn.Module,
         return hidden
 
     def meta_step(batch):
-        X_support, y_support, X_query, y_query = _stack_batch(batch, dtype)
+        X_support, y_support, X_query, y_query = _stack_batch(batch, dtype, device)
         n_tasks = len(batch)
         # expand() is a view: each task starts from the same meta-parameters and
         # autograd sums the tasks' gradients back into them.
@@ -555,15 +582,17 @@ def hand_batched_meta_step(workload: Workload, module: nn.Module,
 
 
 def run_hand_batched(workload: Workload, tasks: Sequence[TaskArrays], n_iter: int,
-                     first_order: bool = False, *, seed: int = 0) -> dict:
-    return _train(hand_batched_meta_step, workload, tasks, n_iter, first_order, seed)
+                     first_order: bool = False, *, seed: int = 0,
+                     device: torch.device | str = "cpu") -> dict:
+    return _train(hand_batched_meta_step, workload, tasks, n_iter, first_order, seed,
+                  device)
 
 
 # --------------------------------------------------------------------------- #
 # Reptile, written the way learn2learn's examples do it
 # --------------------------------------------------------------------------- #
 def run_reptile_loop(workload: Workload, tasks: Sequence[TaskArrays], n_iter: int,
-                     *, seed: int = 0) -> dict:
+                     *, seed: int = 0, device: torch.device | str = "cpu") -> dict:
     """Reptile: per task, plain SGD on a deep copy for ``inner_steps`` steps on the
     support set; the outer Adam steps along mean(theta - adapted theta).
 
@@ -575,10 +604,11 @@ def run_reptile_loop(workload: Workload, tasks: Sequence[TaskArrays], n_iter: in
             f"{n_iter} iterations need {n_iter * batch_size} tasks, got {len(tasks)}"
         )
     inner_steps = workload.hyperparams["inner_steps"]
-    module = workload.make_module(seed)
+    module = workload.make_module(seed).to(device)
     params = list(module.parameters())
     dtype = params[0].dtype
     meta_optimizer = torch.optim.Adam(params, lr=workload.hyperparams["meta_lr"])
+    synchronize(device)
     start = time.perf_counter()
     for iteration in range(n_iter):
         batch = tasks[iteration * batch_size:(iteration + 1) * batch_size]
@@ -587,7 +617,8 @@ def run_reptile_loop(workload: Workload, tasks: Sequence[TaskArrays], n_iter: in
             param.grad = torch.zeros_like(param)
         meta_loss = 0.0
         for task in batch:
-            X_support, y_support, X_query, y_query = task_to_tensors(task, dtype)
+            X_support, y_support, X_query, y_query = task_to_tensors(task, dtype,
+                                                                     device)
             learner = copy.deepcopy(module)
             inner_optimizer = torch.optim.SGD(learner.parameters(),
                                               lr=workload.hyperparams["inner_lr"])
@@ -600,6 +631,7 @@ def run_reptile_loop(workload: Workload, tasks: Sequence[TaskArrays], n_iter: in
                 for param, adapted in zip(params, learner.parameters()):
                     param.grad += (param - adapted) / len(batch)
         meta_optimizer.step()
+    synchronize(device)
     elapsed = time.perf_counter() - start
     return {"it_per_s": n_iter / elapsed, "final_loss": float(meta_loss)}
 
@@ -631,11 +663,14 @@ def maml_baselines_for(workload: Workload) -> dict[str, Callable[..., dict]]:
 
 
 def run_baseline(method: str, workload: Workload, tasks: Sequence[TaskArrays],
-                 n_iter: int, first_order: bool = False, *, seed: int = 0) -> dict:
+                 n_iter: int, first_order: bool = False, *, seed: int = 0,
+                 device: torch.device | str = "cpu") -> dict:
     """Dispatch by name, e.g. for ``_harness.peak_rss_in_subprocess``."""
     if method in REPTILE_BASELINES:
-        return REPTILE_BASELINES[method](workload, tasks, n_iter, seed=seed)
-    return MAML_BASELINES[method](workload, tasks, n_iter, first_order, seed=seed)
+        return REPTILE_BASELINES[method](workload, tasks, n_iter, seed=seed,
+                                         device=device)
+    return MAML_BASELINES[method](workload, tasks, n_iter, first_order, seed=seed,
+                                  device=device)
 
 
 # --------------------------------------------------------------------------- #
