@@ -391,3 +391,34 @@ def test_second_order_gradient_through_normalization_layers_under_vmap(norm):
                    ) / (2 * eps)
         analytic = sum((grads[k] * direction[k]).sum() for k in params).item()
         assert numeric == pytest.approx(analytic, rel=1e-6, abs=1e-8)
+
+
+def test_auto_chunking_splits_conv_meta_batches_on_the_cpu_only():
+    from sk_meta import MAMLClassifier
+    from sk_meta._training import MetaTrainer
+    from sk_meta.models import Conv4
+
+    rng = np.random.default_rng(0)
+    tasks = [(rng.random((6, 1, 16, 16), dtype=np.float32), np.repeat([0, 1, 2], 2),
+              rng.random((6, 1, 16, 16), dtype=np.float32), np.repeat([0, 1, 2], 2))
+             for _ in range(8)]
+    conv = MAMLClassifier(Conv4, module_params={"n_outputs": 3, "n_filters": 2,
+                                                "image_size": 16},
+                          meta_batch_size=8, n_meta_iter=1, random_state=0)
+    trainer = MetaTrainer(conv, tasks, device=torch.device("cpu"), incremental=False,
+                          warm=False)
+    trainer.run()
+    assert trainer.chunk_size == 4
+    whole = MAMLClassifier(Conv4, module_params={"n_outputs": 3, "n_filters": 2,
+                                                 "image_size": 16},
+                           meta_batch_size=8, n_meta_iter=1, tasks_per_chunk=None,
+                           random_state=0).meta_fit(tasks)
+    for name, value in whole.meta_params_.items():
+        torch.testing.assert_close(conv.meta_params_[name], value, rtol=1e-4,
+                                   atol=1e-6)
+    mlp = MAMLClassifier(hidden_layer_sizes=(4,), meta_batch_size=8, n_meta_iter=1)
+    trainer = MetaTrainer(mlp, [(t[0].reshape(6, -1), *t[1:2], t[2].reshape(6, -1),
+                                 t[3]) for t in tasks],
+                          device=torch.device("cpu"), incremental=False, warm=False)
+    trainer.run()
+    assert trainer.chunk_size is None
