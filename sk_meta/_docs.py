@@ -195,3 +195,59 @@ REPTILE_REFERENCES_DOC = """
     A. Nichol, J. Achiam and J. Schulman. On First-Order Meta-Learning
     Algorithms. arXiv:1803.02999, 2018.
 """
+
+
+_CLASSES_DOC = """    classes_ : ndarray of shape (n_classes,)
+        Labels of the support set; ``classes_[i]`` maps to output ``i``.
+"""
+
+_CLASSIFIER_EXAMPLE = """
+    Examples
+    --------
+    >>> from sklearn.datasets import load_digits
+    >>> from sk_meta import {name}
+    >>> from sk_meta.tasks import EpisodeSampler
+    >>> X, y = load_digits(return_X_y=True)
+    >>> tasks = EpisodeSampler(X / 16, y, n_way=3, k_shot=5, n_query=5,
+    ...                        classes=range(7), random_state=0)
+    >>> clf = {name}(n_meta_iter=5, random_state=0).meta_fit(tasks)
+    >>> new_task = EpisodeSampler(X / 16, y, n_way=3, k_shot=5, n_query=5,
+    ...                           classes=[7, 8, 9], random_state=1).sample()
+    >>> clf.fit(new_task.X_support, new_task.y_support).classes_
+    array([7, 8, 9])
+    >>> clf.predict(new_task.X_query).shape
+    (15,)
+"""
+
+_REGRESSOR_EXAMPLE = """
+    Examples
+    --------
+    >>> from sk_meta import {name}
+    >>> from sk_meta.tasks import SinusoidTasks
+    >>> reg = {name}(hidden_layer_sizes=(40, 40), n_meta_iter=5,
+    ...     random_state=0)
+    >>> reg = reg.meta_fit(SinusoidTasks(k_shot=10, random_state=0))
+    >>> task = SinusoidTasks(k_shot=10, random_state=1).sample()
+    >>> reg.fit(task.X_support, task.y_support).predict(task.X_query).shape
+    (10,)
+"""
+
+
+def estimator_doc(name, algorithm, *, summary, see_also, **defaults):
+    """The whole docstring of one of the six estimators.
+
+    ``algorithm`` is "maml" or "reptile"; ``defaults`` fills the parameter
+    defaults that differ between the classes (``inner_lr``, ``first_order``).
+    """
+    classifier = name.endswith("Classifier")
+    return (
+        f"{summary}\n"
+        + parameters_doc(algorithm, **defaults)
+        + ATTRIBUTES_DOC
+        + (_CLASSES_DOC if classifier else "")
+        + "\n    See Also\n    --------\n"
+        + "".join(f"    {line}\n" for line in see_also)
+        + NOTES_DOC
+        + (MAML_REFERENCES_DOC if algorithm == "maml" else REPTILE_REFERENCES_DOC)
+        + (_CLASSIFIER_EXAMPLE if classifier else _REGRESSOR_EXAMPLE).format(name=name)
+    )

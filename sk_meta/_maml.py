@@ -6,12 +6,7 @@ from sklearn.base import ClassifierMixin, RegressorMixin
 
 from sk_meta._base import BaseMetaEstimator, MetaClassifierMixin, MetaRegressorMixin
 from sk_meta._compile import CompiledFunction
-from sk_meta._docs import (
-    ATTRIBUTES_DOC,
-    MAML_REFERENCES_DOC,
-    NOTES_DOC,
-    parameters_doc,
-)
+from sk_meta._docs import estimator_doc
 from sk_meta.functional import maml_meta_gradient, maml_meta_loss
 
 
@@ -36,43 +31,17 @@ class _MAML(BaseMetaEstimator):
 
 
 class MAMLClassifier(MetaClassifierMixin, ClassifierMixin, _MAML):
-    __doc__ = (
-        """Few-shot classifier meta-trained with MAML.
+    __doc__ = estimator_doc(
+        "MAMLClassifier", "maml", inner_lr="0.1", first_order="False",
+        summary="""Few-shot classifier meta-trained with MAML.
 
     ``meta_fit`` learns an initialization from many small tasks such that a
     few gradient steps on a new task's support set (``fit``) give a good
-    classifier for that task.
-    """
-        + parameters_doc("maml", inner_lr="0.1", first_order="False")
-        + ATTRIBUTES_DOC
-        + """    classes_ : ndarray of shape (n_classes,)
-        Labels of the support set; ``classes_[i]`` maps to output ``i``.
-    """
-        + """
-    See Also
-    --------
-    FOMAMLClassifier : The same with ``first_order=True``.
-    ReptileClassifier : Reptile, another first-order method.
-    """
-        + NOTES_DOC
-        + MAML_REFERENCES_DOC
-        + """
-    Examples
-    --------
-    >>> from sklearn.datasets import load_digits
-    >>> from sk_meta import MAMLClassifier
-    >>> from sk_meta.tasks import EpisodeSampler
-    >>> X, y = load_digits(return_X_y=True)
-    >>> tasks = EpisodeSampler(X / 16, y, n_way=3, k_shot=5, n_query=5,
-    ...                        classes=range(7), random_state=0)
-    >>> clf = MAMLClassifier(n_meta_iter=5, random_state=0).meta_fit(tasks)
-    >>> new_task = EpisodeSampler(X / 16, y, n_way=3, k_shot=5, n_query=5,
-    ...                           classes=[7, 8, 9], random_state=1).sample()
-    >>> clf.fit(new_task.X_support, new_task.y_support).classes_
-    array([7, 8, 9])
-    >>> clf.predict(new_task.X_query).shape
-    (15,)
-    """
+    classifier for that task.""",
+        see_also=[
+            'FOMAMLClassifier : The same with ``first_order=True``.',
+            'ReptileClassifier : Reptile, another first-order method.',
+        ],
     )
 
     _parameter_constraints = {
@@ -85,10 +54,9 @@ class MAMLClassifier(MetaClassifierMixin, ClassifierMixin, _MAML):
                  meta_inner_steps=None, meta_lr=1e-3, meta_batch_size=16,
                  n_meta_iter=1000, meta_optimizer="adam", first_order=False,
                  tasks_per_chunk="auto", compile=False, validation_interval=100,
-                 early_stopping=False,
-                 n_iter_no_change=10, tol=1e-4, warm_start=False,
-                 checkpoint_path=None,
-                 checkpoint_every=1000, n_threads=1, device="cpu",
+                 early_stopping=False, n_iter_no_change=10, tol=1e-4,
+                 warm_start=False, checkpoint_path=None, checkpoint_every=1000,
+                 n_threads=1, device="cpu",
                  random_state=None, verbose=0):
         super().__init__(
             module, module_params=module_params,
@@ -108,42 +76,16 @@ class MAMLClassifier(MetaClassifierMixin, ClassifierMixin, _MAML):
 
 
 class FOMAMLClassifier(MAMLClassifier):
-    __doc__ = (
-        """Few-shot classifier meta-trained with first-order MAML.
+    __doc__ = estimator_doc(
+        "FOMAMLClassifier", "maml", inner_lr="0.1", first_order="True",
+        summary="""Few-shot classifier meta-trained with first-order MAML.
 
     :class:`MAMLClassifier` with ``first_order=True``: the meta-gradient
-    ignores the second-order term, which makes meta-training cheaper.
-    """
-        + parameters_doc("maml", inner_lr="0.1", first_order="True")
-        + ATTRIBUTES_DOC
-        + """    classes_ : ndarray of shape (n_classes,)
-        Labels of the support set; ``classes_[i]`` maps to output ``i``.
-    """
-        + """
-    See Also
-    --------
-    MAMLClassifier : Second-order MAML.
-    ReptileClassifier : Reptile, another first-order method.
-    """
-        + NOTES_DOC
-        + MAML_REFERENCES_DOC
-        + """
-    Examples
-    --------
-    >>> from sklearn.datasets import load_digits
-    >>> from sk_meta import FOMAMLClassifier
-    >>> from sk_meta.tasks import EpisodeSampler
-    >>> X, y = load_digits(return_X_y=True)
-    >>> tasks = EpisodeSampler(X / 16, y, n_way=3, k_shot=5, n_query=5,
-    ...                        classes=range(7), random_state=0)
-    >>> clf = FOMAMLClassifier(n_meta_iter=5, random_state=0).meta_fit(tasks)
-    >>> new_task = EpisodeSampler(X / 16, y, n_way=3, k_shot=5, n_query=5,
-    ...                           classes=[7, 8, 9], random_state=1).sample()
-    >>> clf.fit(new_task.X_support, new_task.y_support).classes_
-    array([7, 8, 9])
-    >>> clf.predict(new_task.X_query).shape
-    (15,)
-    """
+    ignores the second-order term, which makes meta-training cheaper.""",
+        see_also=[
+            'MAMLClassifier : Second-order MAML.',
+            'ReptileClassifier : Reptile, another first-order method.',
+        ],
     )
 
     _parameter_constraints = {
@@ -156,10 +98,9 @@ class FOMAMLClassifier(MAMLClassifier):
                  meta_inner_steps=None, meta_lr=1e-3, meta_batch_size=16,
                  n_meta_iter=1000, meta_optimizer="adam", first_order=True,
                  tasks_per_chunk="auto", compile=False, validation_interval=100,
-                 early_stopping=False,
-                 n_iter_no_change=10, tol=1e-4, warm_start=False,
-                 checkpoint_path=None,
-                 checkpoint_every=1000, n_threads=1, device="cpu",
+                 early_stopping=False, n_iter_no_change=10, tol=1e-4,
+                 warm_start=False, checkpoint_path=None, checkpoint_every=1000,
+                 n_threads=1, device="cpu",
                  random_state=None, verbose=0):
         super().__init__(
             module, module_params=module_params,
@@ -179,35 +120,17 @@ class FOMAMLClassifier(MAMLClassifier):
 
 
 class MAMLRegressor(MetaRegressorMixin, RegressorMixin, _MAML):
-    __doc__ = (
-        """Few-shot regressor meta-trained with MAML.
+    __doc__ = estimator_doc(
+        "MAMLRegressor", "maml", inner_lr="0.01", first_order="False",
+        summary="""Few-shot regressor meta-trained with MAML.
 
     ``meta_fit`` learns an initialization from many small tasks such that a
     few gradient steps on a new task's support set (``fit``) give a good
-    regressor for that task.
-    """
-        + parameters_doc("maml", inner_lr="0.01", first_order="False")
-        + ATTRIBUTES_DOC
-        + """
-    See Also
-    --------
-    FOMAMLRegressor : The same with ``first_order=True``.
-    ReptileRegressor : Reptile, another first-order method.
-    """
-        + NOTES_DOC
-        + MAML_REFERENCES_DOC
-        + """
-    Examples
-    --------
-    >>> from sk_meta import MAMLRegressor
-    >>> from sk_meta.tasks import SinusoidTasks
-    >>> reg = MAMLRegressor(hidden_layer_sizes=(40, 40), n_meta_iter=5,
-    ...                 random_state=0)
-    >>> reg = reg.meta_fit(SinusoidTasks(k_shot=10, random_state=0))
-    >>> task = SinusoidTasks(k_shot=10, random_state=1).sample()
-    >>> reg.fit(task.X_support, task.y_support).predict(task.X_query).shape
-    (10,)
-    """
+    regressor for that task.""",
+        see_also=[
+            'FOMAMLRegressor : The same with ``first_order=True``.',
+            'ReptileRegressor : Reptile, another first-order method.',
+        ],
     )
 
     _parameter_constraints = {
@@ -220,10 +143,9 @@ class MAMLRegressor(MetaRegressorMixin, RegressorMixin, _MAML):
                  meta_inner_steps=None, meta_lr=1e-3, meta_batch_size=16,
                  n_meta_iter=1000, meta_optimizer="adam", first_order=False,
                  tasks_per_chunk="auto", compile=False, validation_interval=100,
-                 early_stopping=False,
-                 n_iter_no_change=10, tol=1e-4, warm_start=False,
-                 checkpoint_path=None,
-                 checkpoint_every=1000, n_threads=1, device="cpu",
+                 early_stopping=False, n_iter_no_change=10, tol=1e-4,
+                 warm_start=False, checkpoint_path=None, checkpoint_every=1000,
+                 n_threads=1, device="cpu",
                  random_state=None, verbose=0):
         super().__init__(
             module, module_params=module_params,
@@ -243,34 +165,16 @@ class MAMLRegressor(MetaRegressorMixin, RegressorMixin, _MAML):
 
 
 class FOMAMLRegressor(MAMLRegressor):
-    __doc__ = (
-        """Few-shot regressor meta-trained with first-order MAML.
+    __doc__ = estimator_doc(
+        "FOMAMLRegressor", "maml", inner_lr="0.01", first_order="True",
+        summary="""Few-shot regressor meta-trained with first-order MAML.
 
     :class:`MAMLRegressor` with ``first_order=True``: the meta-gradient
-    ignores the second-order term, which makes meta-training cheaper.
-    """
-        + parameters_doc("maml", inner_lr="0.01", first_order="True")
-        + ATTRIBUTES_DOC
-        + """
-    See Also
-    --------
-    MAMLRegressor : Second-order MAML.
-    ReptileRegressor : Reptile, another first-order method.
-    """
-        + NOTES_DOC
-        + MAML_REFERENCES_DOC
-        + """
-    Examples
-    --------
-    >>> from sk_meta import FOMAMLRegressor
-    >>> from sk_meta.tasks import SinusoidTasks
-    >>> reg = FOMAMLRegressor(hidden_layer_sizes=(40, 40), n_meta_iter=5,
-    ...                 random_state=0)
-    >>> reg = reg.meta_fit(SinusoidTasks(k_shot=10, random_state=0))
-    >>> task = SinusoidTasks(k_shot=10, random_state=1).sample()
-    >>> reg.fit(task.X_support, task.y_support).predict(task.X_query).shape
-    (10,)
-    """
+    ignores the second-order term, which makes meta-training cheaper.""",
+        see_also=[
+            'MAMLRegressor : Second-order MAML.',
+            'ReptileRegressor : Reptile, another first-order method.',
+        ],
     )
 
     _parameter_constraints = {
@@ -283,10 +187,9 @@ class FOMAMLRegressor(MAMLRegressor):
                  meta_inner_steps=None, meta_lr=1e-3, meta_batch_size=16,
                  n_meta_iter=1000, meta_optimizer="adam", first_order=True,
                  tasks_per_chunk="auto", compile=False, validation_interval=100,
-                 early_stopping=False,
-                 n_iter_no_change=10, tol=1e-4, warm_start=False,
-                 checkpoint_path=None,
-                 checkpoint_every=1000, n_threads=1, device="cpu",
+                 early_stopping=False, n_iter_no_change=10, tol=1e-4,
+                 warm_start=False, checkpoint_path=None, checkpoint_every=1000,
+                 n_threads=1, device="cpu",
                  random_state=None, verbose=0):
         super().__init__(
             module, module_params=module_params,
