@@ -102,6 +102,7 @@ class BaseMetaEstimator(BaseEstimator):
         "meta_batch_size": [Interval(Integral, 1, None, closed="left")],
         "n_meta_iter": [Interval(Integral, 1, None, closed="left")],
         "meta_optimizer": [StrOptions({"adam", "sgd"})],
+        "meta_lr_schedule": [StrOptions({"constant", "linear"})],
         "tasks_per_chunk": [None, StrOptions({"auto"}),
                             Interval(Integral, 1, None, closed="left")],
         "compile": ["boolean", StrOptions({"default", "reduce-overhead",
@@ -121,7 +122,8 @@ class BaseMetaEstimator(BaseEstimator):
 
     def __init__(self, module, *, module_params, hidden_layer_sizes, activation,
                  inner_lr, inner_steps, meta_inner_steps, meta_lr, meta_batch_size,
-                 n_meta_iter, meta_optimizer, tasks_per_chunk, compile,
+                 n_meta_iter, meta_optimizer, meta_lr_schedule, tasks_per_chunk,
+                 compile,
                  validation_interval,
                  early_stopping, n_iter_no_change, tol, warm_start, checkpoint_path,
                  checkpoint_every, n_threads, device, random_state, verbose):
@@ -136,6 +138,7 @@ class BaseMetaEstimator(BaseEstimator):
         self.meta_batch_size = meta_batch_size
         self.n_meta_iter = n_meta_iter
         self.meta_optimizer = meta_optimizer
+        self.meta_lr_schedule = meta_lr_schedule
         self.tasks_per_chunk = tasks_per_chunk
         self.compile = compile
         self.validation_interval = validation_interval

@@ -34,6 +34,11 @@ _PARAMETERS_DOC = """
         it continues from ``n_meta_iter_`` up to this number.
     meta_optimizer : {{"adam", "sgd"}}, default="{meta_optimizer}"
         {meta_optimizer_doc}
+    meta_lr_schedule : {{"constant", "linear"}}, default="constant"
+        ``"linear"`` decays the outer learning rate linearly from ``meta_lr``
+        to 0 over ``n_meta_iter`` meta-iterations (the Reptile paper's
+        schedule for ε); it depends only on the iteration count, so resumed
+        runs follow the same schedule.
 {algorithm_doc}
     tasks_per_chunk : int, "auto" or None, default="auto"
         Split each meta-batch into chunks of at most this many tasks whose

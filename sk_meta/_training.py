@@ -184,8 +184,7 @@ class MetaTrainer:
             # a copy: the optimizer updates its state in place, and the saved
             # state belongs to the estimator (and its clones)
             self.optimizer.load_state_dict(copy.deepcopy(self.state.optimizer_state))
-            for group in self.optimizer.param_groups:
-                group["lr"] = est.meta_lr
+            self._set_meta_lr(est.meta_lr)
 
     def _n_outputs_needed(self, first_groups, checker):
         if not self.classification:
@@ -197,6 +196,10 @@ class MetaTrainer:
         elif isinstance(self.tasks, Sequence):
             most = max(most, _max_classes_in(self.tasks))
         return most
+
+    def _set_meta_lr(self, lr):
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
 
     def _resolve_chunk_size(self, tasks_per_chunk):
         if tasks_per_chunk != "auto":
@@ -331,6 +334,9 @@ class MetaTrainer:
                         pending.append(checked)
                     for name, p in self.params.items():
                         p.grad = grads[name]
+                    if est.meta_lr_schedule == "linear":
+                        self._set_meta_lr(est.meta_lr * max(
+                            0.0, 1.0 - self.n_iter / est.n_meta_iter))
                     self.optimizer.step()
                     self.n_iter += 1
                     self.committed_n_drawn = self.stream.n_drawn

@@ -444,3 +444,27 @@ def test_repeated_fits_do_not_accumulate_state():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         clf.predict(tasks[0].X_query)
+
+
+def test_linear_meta_lr_schedule_decays_to_zero_and_resumes_exactly():
+    tasks = _classification_tasks(12)
+    params = dict(meta_optimizer="sgd", meta_lr=0.5, meta_lr_schedule="linear",
+                  n_meta_iter=6)
+    run = _resumable(**params).meta_fit(tasks)
+    constant = _resumable(**{**params, "meta_lr_schedule": "constant"}).meta_fit(tasks)
+    assert not all(torch.equal(v, constant.meta_params_[k])
+                   for k, v in run.meta_params_.items())
+    # the step sizes were 0.5 * (1 - t / 6), t = 0..5: replay them by hand
+    manual = _resumable(meta_optimizer="sgd", n_meta_iter=6, warm_start=True)
+    for t in range(6):
+        manual.set_params(meta_lr=0.5 * (1 - t / 6), n_meta_iter=t + 1)
+        manual.meta_fit(tasks)
+    for name, value in run.meta_params_.items():
+        torch.testing.assert_close(manual.meta_params_[name], value, rtol=1e-6,
+                                   atol=1e-7)
+    resumed = _resumable(**{**params, "n_meta_iter": 6, "warm_start": True})
+    resumed.set_params(n_meta_iter=6)
+    with pytest.warns(UserWarning, match="interrupted"):
+        resumed.meta_fit(_InterruptingList(tasks, interrupt_at=9))
+    resumed.meta_fit(tasks)
+    _assert_same_weights(_weights(resumed), _weights(run))

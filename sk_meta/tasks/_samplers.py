@@ -99,6 +99,13 @@ class EpisodeSampler:
         Seed of the episode stream. An int replays the same episodes on every
         ``iter()``; None draws fresh ones each time; a Generator or RandomState
         is shared and advances, so successive iterations differ.
+    shuffle_labels : bool, default=False
+        Return labels ``0 .. n_way - 1`` assigned to the episode's classes in
+        a random order, instead of the original labels. This is how the MAML
+        and Reptile papers build meta-training episodes: a class lands on a
+        different output of the network in each task, so the init cannot
+        memorise classes and must learn to adapt. Use it for meta-training
+        when there are few classes.
 
     Attributes
     ----------
@@ -154,6 +161,7 @@ class EpisodeSampler:
         classes=None,
         n_tasks=None,
         random_state=None,
+        shuffle_labels=False,
     ):
         if sparse.issparse(X):
             X = X.tocsr()  # COO cannot be indexed by rows; CSR is returned as is
@@ -178,6 +186,7 @@ class EpisodeSampler:
         self.n_tasks = _check_n_tasks(n_tasks)
         _check_random_state_type(random_state)
         self.random_state = random_state
+        self.shuffle_labels = bool(shuffle_labels)
 
         all_labels, codes, counts = np.unique(
             y, return_inverse=True, return_counts=True
@@ -251,9 +260,17 @@ default=None
             ]
         ).reshape(self.n_way, rows_per_class)
         # Without these shuffles the rows would come grouped by class.
-        support = rng.permutation(rows[:, : self.k_shot].ravel())
-        query = rng.permutation(rows[:, self.k_shot :].ravel())
-        return Task(self.X[support], self.y[support], self.X[query], self.y[query])
+        support_order = rng.permutation(self.n_way * self.k_shot)
+        query_order = rng.permutation(self.n_way * self.n_query)
+        support = rows[:, : self.k_shot].ravel()[support_order]
+        query = rows[:, self.k_shot :].ravel()[query_order]
+        if not self.shuffle_labels:
+            return Task(self.X[support], self.y[support], self.X[query],
+                        self.y[query])
+        # the classes were chosen in a random order: their position is the label
+        y_support = np.repeat(np.arange(self.n_way), self.k_shot)[support_order]
+        y_query = np.repeat(np.arange(self.n_way), self.n_query)[query_order]
+        return Task(self.X[support], y_support, self.X[query], y_query)
 
     def __iter__(self):
         rng = _make_generator(self.random_state)
@@ -273,7 +290,8 @@ default=None
             f"{type(self).__name__}(<{self.X.shape[0]} samples, {self.n_classes} "
             f"classes>, n_way={self.n_way}, k_shot={self.k_shot}, "
             f"n_query={self.n_query}, n_tasks={self.n_tasks}, "
-            f"random_state={self.random_state!r})"
+            f"random_state={self.random_state!r}, "
+            f"shuffle_labels={self.shuffle_labels})"
         )
 
 

@@ -285,3 +285,25 @@ def test_split_classes_fractions_and_explicit_test_size():
 def test_split_classes_refuses_sizes_that_do_not_fit(sizes, message):
     with pytest.raises(ValueError, match=message):
         split_classes(np.arange(10), **sizes)
+
+
+def test_shuffle_labels_assigns_0_to_n_way_in_a_random_order():
+    y = np.repeat(np.arange(12) * 10, 8)
+    X = np.arange(len(y), dtype=float)[:, None]  # row index as the feature
+    plain = EpisodeSampler(X, y, 4, 2, 3, random_state=5)
+    shuffled = EpisodeSampler(X, y, 4, 2, 3, random_state=5, shuffle_labels=True)
+    assignments = set()
+    for seed in range(20):
+        original, task = plain.sample(seed), shuffled.sample(seed)
+        # the same rows, relabelled
+        np.testing.assert_array_equal(task.X_support, original.X_support)
+        np.testing.assert_array_equal(task.X_query, original.X_query)
+        assert sorted(np.unique(task.y_support)) == [0, 1, 2, 3]
+        assert np.bincount(task.y_support).tolist() == [2] * 4
+        assert np.bincount(task.y_query).tolist() == [3] * 4
+        mapping = {}
+        for old, new in zip(np.concatenate([original.y_support, original.y_query]),
+                            np.concatenate([task.y_support, task.y_query])):
+            assert mapping.setdefault(old, new) == new  # one label per class
+        assignments.add(tuple(new for _, new in sorted(mapping.items())))
+    assert len(assignments) > 5  # not the sorted order every time
