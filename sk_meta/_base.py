@@ -5,6 +5,7 @@ import functools
 import math
 import numbers
 import os
+import types
 from numbers import Integral, Real
 
 import numpy as np
@@ -613,6 +614,26 @@ class BaseMetaEstimator(BaseEstimator):
             forward = self._forward_for(self._module)
             out = forward(expand_params(self.params_, 1), X_t)[0]
         return out.cpu()
+
+
+def with_defaults(init, **defaults):
+    """A copy of the ``__init__`` function ``init`` with other keyword defaults.
+
+    Estimators of one algorithm share a parameter list and differ in a few
+    defaults (``inner_lr`` for regressors, ``first_order`` for FOMAML).
+    scikit-learn reads the parameters and their defaults from the signature
+    of ``__init__``, which reports the copy's defaults.
+    """
+    unknown = set(defaults) - set(init.__kwdefaults__)
+    if unknown:
+        raise TypeError(f"{init.__qualname__} has no keyword parameters {unknown}")
+    copy = types.FunctionType(init.__code__, init.__globals__, init.__name__,
+                              init.__defaults__, init.__closure__)
+    copy.__kwdefaults__ = {**init.__kwdefaults__, **defaults}
+    copy.__qualname__ = init.__qualname__
+    copy.__doc__ = init.__doc__
+    copy.__module__ = init.__module__
+    return copy
 
 
 def _equal(a, b):

@@ -4,7 +4,12 @@ from functools import partial
 
 from sklearn.base import ClassifierMixin, RegressorMixin
 
-from sk_meta._base import BaseMetaEstimator, MetaClassifierMixin, MetaRegressorMixin
+from sk_meta._base import (
+    BaseMetaEstimator,
+    MetaClassifierMixin,
+    MetaRegressorMixin,
+    with_defaults,
+)
 from sk_meta._compile import CompiledFunction
 from sk_meta._docs import estimator_doc
 from sk_meta.functional import maml_meta_gradient, maml_meta_loss
@@ -12,6 +17,36 @@ from sk_meta.functional import maml_meta_gradient, maml_meta_loss
 
 class _MAML(BaseMetaEstimator):
     """The MAML meta-gradient, shared by the four MAML estimators."""
+
+    _parameter_constraints = {
+        **BaseMetaEstimator._parameter_constraints,
+        "first_order": ["boolean"],
+    }
+
+    def __init__(self, module=None, *, module_params=None, hidden_layer_sizes=(64, 64),
+                 activation="relu", inner_lr=0.1, inner_steps=5,
+                 meta_inner_steps=None, meta_lr=1e-3, meta_batch_size=16,
+                 n_meta_iter=1000, meta_optimizer="adam",
+                 meta_lr_schedule="constant", first_order=False, tasks_per_chunk="auto",
+                 compile=False, validation_interval=100, early_stopping=False,
+                 n_iter_no_change=10, tol=1e-4, warm_start=False,
+                 checkpoint_path=None, checkpoint_every=1000, n_threads=1,
+                 device="cpu", random_state=None, verbose=0):
+        super().__init__(
+            module, module_params=module_params,
+            hidden_layer_sizes=hidden_layer_sizes, activation=activation,
+            inner_lr=inner_lr, inner_steps=inner_steps,
+            meta_inner_steps=meta_inner_steps, meta_lr=meta_lr,
+            meta_batch_size=meta_batch_size, n_meta_iter=n_meta_iter,
+            meta_optimizer=meta_optimizer, meta_lr_schedule=meta_lr_schedule,
+            tasks_per_chunk=tasks_per_chunk, compile=compile,
+            validation_interval=validation_interval, early_stopping=early_stopping,
+            n_iter_no_change=n_iter_no_change, tol=tol, warm_start=warm_start,
+            checkpoint_path=checkpoint_path, checkpoint_every=checkpoint_every,
+            n_threads=n_threads, device=device, random_state=random_state,
+            verbose=verbose,
+        )
+        self.first_order = first_order
 
     def _meta_step(self, compile_mode):
         meta_loss = maml_meta_loss
@@ -44,38 +79,6 @@ class MAMLClassifier(MetaClassifierMixin, ClassifierMixin, _MAML):
         ],
     )
 
-    _parameter_constraints = {
-        **BaseMetaEstimator._parameter_constraints,
-        "first_order": ["boolean"],
-    }
-
-    def __init__(self, module=None, *, module_params=None, hidden_layer_sizes=(64, 64),
-                 activation="relu", inner_lr=0.1, inner_steps=5,
-                 meta_inner_steps=None, meta_lr=1e-3, meta_batch_size=16,
-                 n_meta_iter=1000, meta_optimizer="adam", meta_lr_schedule="constant",
-                 first_order=False,
-                 tasks_per_chunk="auto", compile=False, validation_interval=100,
-                 early_stopping=False, n_iter_no_change=10, tol=1e-4,
-                 warm_start=False, checkpoint_path=None, checkpoint_every=1000,
-                 n_threads=1, device="cpu",
-                 random_state=None, verbose=0):
-        super().__init__(
-            module, module_params=module_params,
-            hidden_layer_sizes=hidden_layer_sizes, activation=activation,
-            inner_lr=inner_lr, inner_steps=inner_steps,
-            meta_inner_steps=meta_inner_steps, meta_lr=meta_lr,
-            meta_batch_size=meta_batch_size, n_meta_iter=n_meta_iter,
-            meta_optimizer=meta_optimizer, meta_lr_schedule=meta_lr_schedule,
-            tasks_per_chunk=tasks_per_chunk,
-            compile=compile, validation_interval=validation_interval,
-            early_stopping=early_stopping,
-            n_iter_no_change=n_iter_no_change, tol=tol, warm_start=warm_start,
-            checkpoint_path=checkpoint_path, checkpoint_every=checkpoint_every,
-            n_threads=n_threads, device=device,
-            random_state=random_state, verbose=verbose,
-        )
-        self.first_order = first_order
-
 
 class FOMAMLClassifier(MAMLClassifier):
     __doc__ = estimator_doc(
@@ -90,37 +93,7 @@ class FOMAMLClassifier(MAMLClassifier):
         ],
     )
 
-    _parameter_constraints = {
-        **BaseMetaEstimator._parameter_constraints,
-        "first_order": ["boolean"],
-    }
-
-    def __init__(self, module=None, *, module_params=None, hidden_layer_sizes=(64, 64),
-                 activation="relu", inner_lr=0.1, inner_steps=5,
-                 meta_inner_steps=None, meta_lr=1e-3, meta_batch_size=16,
-                 n_meta_iter=1000, meta_optimizer="adam", meta_lr_schedule="constant",
-                 first_order=True,
-                 tasks_per_chunk="auto", compile=False, validation_interval=100,
-                 early_stopping=False, n_iter_no_change=10, tol=1e-4,
-                 warm_start=False, checkpoint_path=None, checkpoint_every=1000,
-                 n_threads=1, device="cpu",
-                 random_state=None, verbose=0):
-        super().__init__(
-            module, module_params=module_params,
-            hidden_layer_sizes=hidden_layer_sizes, activation=activation,
-            inner_lr=inner_lr, inner_steps=inner_steps,
-            meta_inner_steps=meta_inner_steps, meta_lr=meta_lr,
-            meta_batch_size=meta_batch_size, n_meta_iter=n_meta_iter,
-            meta_optimizer=meta_optimizer, meta_lr_schedule=meta_lr_schedule,
-            tasks_per_chunk=tasks_per_chunk,
-            compile=compile, validation_interval=validation_interval,
-            early_stopping=early_stopping,
-            n_iter_no_change=n_iter_no_change, tol=tol, warm_start=warm_start,
-            checkpoint_path=checkpoint_path, checkpoint_every=checkpoint_every,
-            n_threads=n_threads, device=device,
-            random_state=random_state, verbose=verbose,
-        )
-        self.first_order = first_order
+    __init__ = with_defaults(_MAML.__init__, first_order=True)
 
 
 class MAMLRegressor(MetaRegressorMixin, RegressorMixin, _MAML):
@@ -137,37 +110,7 @@ class MAMLRegressor(MetaRegressorMixin, RegressorMixin, _MAML):
         ],
     )
 
-    _parameter_constraints = {
-        **BaseMetaEstimator._parameter_constraints,
-        "first_order": ["boolean"],
-    }
-
-    def __init__(self, module=None, *, module_params=None, hidden_layer_sizes=(64, 64),
-                 activation="relu", inner_lr=0.01, inner_steps=5,
-                 meta_inner_steps=None, meta_lr=1e-3, meta_batch_size=16,
-                 n_meta_iter=1000, meta_optimizer="adam", meta_lr_schedule="constant",
-                 first_order=False,
-                 tasks_per_chunk="auto", compile=False, validation_interval=100,
-                 early_stopping=False, n_iter_no_change=10, tol=1e-4,
-                 warm_start=False, checkpoint_path=None, checkpoint_every=1000,
-                 n_threads=1, device="cpu",
-                 random_state=None, verbose=0):
-        super().__init__(
-            module, module_params=module_params,
-            hidden_layer_sizes=hidden_layer_sizes, activation=activation,
-            inner_lr=inner_lr, inner_steps=inner_steps,
-            meta_inner_steps=meta_inner_steps, meta_lr=meta_lr,
-            meta_batch_size=meta_batch_size, n_meta_iter=n_meta_iter,
-            meta_optimizer=meta_optimizer, meta_lr_schedule=meta_lr_schedule,
-            tasks_per_chunk=tasks_per_chunk,
-            compile=compile, validation_interval=validation_interval,
-            early_stopping=early_stopping,
-            n_iter_no_change=n_iter_no_change, tol=tol, warm_start=warm_start,
-            checkpoint_path=checkpoint_path, checkpoint_every=checkpoint_every,
-            n_threads=n_threads, device=device,
-            random_state=random_state, verbose=verbose,
-        )
-        self.first_order = first_order
+    __init__ = with_defaults(_MAML.__init__, inner_lr=0.01)
 
 
 class FOMAMLRegressor(MAMLRegressor):
@@ -183,34 +126,6 @@ class FOMAMLRegressor(MAMLRegressor):
         ],
     )
 
-    _parameter_constraints = {
-        **BaseMetaEstimator._parameter_constraints,
-        "first_order": ["boolean"],
-    }
+    __init__ = with_defaults(_MAML.__init__, inner_lr=0.01, first_order=True)
 
-    def __init__(self, module=None, *, module_params=None, hidden_layer_sizes=(64, 64),
-                 activation="relu", inner_lr=0.01, inner_steps=5,
-                 meta_inner_steps=None, meta_lr=1e-3, meta_batch_size=16,
-                 n_meta_iter=1000, meta_optimizer="adam", meta_lr_schedule="constant",
-                 first_order=True,
-                 tasks_per_chunk="auto", compile=False, validation_interval=100,
-                 early_stopping=False, n_iter_no_change=10, tol=1e-4,
-                 warm_start=False, checkpoint_path=None, checkpoint_every=1000,
-                 n_threads=1, device="cpu",
-                 random_state=None, verbose=0):
-        super().__init__(
-            module, module_params=module_params,
-            hidden_layer_sizes=hidden_layer_sizes, activation=activation,
-            inner_lr=inner_lr, inner_steps=inner_steps,
-            meta_inner_steps=meta_inner_steps, meta_lr=meta_lr,
-            meta_batch_size=meta_batch_size, n_meta_iter=n_meta_iter,
-            meta_optimizer=meta_optimizer, meta_lr_schedule=meta_lr_schedule,
-            tasks_per_chunk=tasks_per_chunk,
-            compile=compile, validation_interval=validation_interval,
-            early_stopping=early_stopping,
-            n_iter_no_change=n_iter_no_change, tol=tol, warm_start=warm_start,
-            checkpoint_path=checkpoint_path, checkpoint_every=checkpoint_every,
-            n_threads=n_threads, device=device,
-            random_state=random_state, verbose=verbose,
-        )
-        self.first_order = first_order
+

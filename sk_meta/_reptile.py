@@ -5,7 +5,12 @@ from functools import partial
 from sklearn.base import ClassifierMixin, RegressorMixin
 from sklearn.utils._param_validation import StrOptions
 
-from sk_meta._base import BaseMetaEstimator, MetaClassifierMixin, MetaRegressorMixin
+from sk_meta._base import (
+    BaseMetaEstimator,
+    MetaClassifierMixin,
+    MetaRegressorMixin,
+    with_defaults,
+)
 from sk_meta._compile import CompiledFunction
 from sk_meta._docs import estimator_doc
 from sk_meta.functional import reptile_meta_gradient
@@ -13,6 +18,37 @@ from sk_meta.functional import reptile_meta_gradient
 
 class _Reptile(BaseMetaEstimator):
     """The Reptile update, shared by the two Reptile estimators."""
+
+    _parameter_constraints = {
+        **BaseMetaEstimator._parameter_constraints,
+        "inner_optimizer": [StrOptions({"sgd", "adam"})],
+    }
+
+    def __init__(self, module=None, *, module_params=None, hidden_layer_sizes=(64, 64),
+                 activation="relu", inner_lr=0.1, inner_steps=5,
+                 meta_inner_steps=None, meta_lr=0.1, meta_batch_size=16,
+                 n_meta_iter=1000, meta_optimizer="sgd",
+                 meta_lr_schedule="constant", inner_optimizer="sgd",
+                 tasks_per_chunk="auto", compile=False, validation_interval=100,
+                 early_stopping=False,
+                 n_iter_no_change=10, tol=1e-4, warm_start=False,
+                 checkpoint_path=None, checkpoint_every=1000, n_threads=1,
+                 device="cpu", random_state=None, verbose=0):
+        super().__init__(
+            module, module_params=module_params,
+            hidden_layer_sizes=hidden_layer_sizes, activation=activation,
+            inner_lr=inner_lr, inner_steps=inner_steps,
+            meta_inner_steps=meta_inner_steps, meta_lr=meta_lr,
+            meta_batch_size=meta_batch_size, n_meta_iter=n_meta_iter,
+            meta_optimizer=meta_optimizer, meta_lr_schedule=meta_lr_schedule,
+            tasks_per_chunk=tasks_per_chunk, compile=compile,
+            validation_interval=validation_interval, early_stopping=early_stopping,
+            n_iter_no_change=n_iter_no_change, tol=tol, warm_start=warm_start,
+            checkpoint_path=checkpoint_path, checkpoint_every=checkpoint_every,
+            n_threads=n_threads, device=device, random_state=random_state,
+            verbose=verbose,
+        )
+        self.inner_optimizer = inner_optimizer
 
     def _meta_step(self, compile_mode):
         step = partial(
@@ -42,38 +78,6 @@ class ReptileClassifier(MetaClassifierMixin, ClassifierMixin, _Reptile):
         ],
     )
 
-    _parameter_constraints = {
-        **BaseMetaEstimator._parameter_constraints,
-        "inner_optimizer": [StrOptions({"sgd", "adam"})],
-    }
-
-    def __init__(self, module=None, *, module_params=None, hidden_layer_sizes=(64, 64),
-                 activation="relu", inner_lr=0.1, inner_steps=5,
-                 meta_inner_steps=None, meta_lr=0.1, meta_batch_size=16,
-                 n_meta_iter=1000, meta_optimizer="sgd", meta_lr_schedule="constant",
-                 inner_optimizer="sgd",
-                 tasks_per_chunk="auto", compile=False, validation_interval=100,
-                 early_stopping=False, n_iter_no_change=10, tol=1e-4,
-                 warm_start=False, checkpoint_path=None, checkpoint_every=1000,
-                 n_threads=1, device="cpu",
-                 random_state=None, verbose=0):
-        super().__init__(
-            module, module_params=module_params,
-            hidden_layer_sizes=hidden_layer_sizes, activation=activation,
-            inner_lr=inner_lr, inner_steps=inner_steps,
-            meta_inner_steps=meta_inner_steps, meta_lr=meta_lr,
-            meta_batch_size=meta_batch_size, n_meta_iter=n_meta_iter,
-            meta_optimizer=meta_optimizer, meta_lr_schedule=meta_lr_schedule,
-            tasks_per_chunk=tasks_per_chunk,
-            compile=compile, validation_interval=validation_interval,
-            early_stopping=early_stopping,
-            n_iter_no_change=n_iter_no_change, tol=tol, warm_start=warm_start,
-            checkpoint_path=checkpoint_path, checkpoint_every=checkpoint_every,
-            n_threads=n_threads, device=device,
-            random_state=random_state, verbose=verbose,
-        )
-        self.inner_optimizer = inner_optimizer
-
 
 class ReptileRegressor(MetaRegressorMixin, RegressorMixin, _Reptile):
     __doc__ = estimator_doc(
@@ -89,34 +93,6 @@ class ReptileRegressor(MetaRegressorMixin, RegressorMixin, _Reptile):
         ],
     )
 
-    _parameter_constraints = {
-        **BaseMetaEstimator._parameter_constraints,
-        "inner_optimizer": [StrOptions({"sgd", "adam"})],
-    }
+    __init__ = with_defaults(_Reptile.__init__, inner_lr=0.01)
 
-    def __init__(self, module=None, *, module_params=None, hidden_layer_sizes=(64, 64),
-                 activation="relu", inner_lr=0.01, inner_steps=5,
-                 meta_inner_steps=None, meta_lr=0.1, meta_batch_size=16,
-                 n_meta_iter=1000, meta_optimizer="sgd", meta_lr_schedule="constant",
-                 inner_optimizer="sgd",
-                 tasks_per_chunk="auto", compile=False, validation_interval=100,
-                 early_stopping=False, n_iter_no_change=10, tol=1e-4,
-                 warm_start=False, checkpoint_path=None, checkpoint_every=1000,
-                 n_threads=1, device="cpu",
-                 random_state=None, verbose=0):
-        super().__init__(
-            module, module_params=module_params,
-            hidden_layer_sizes=hidden_layer_sizes, activation=activation,
-            inner_lr=inner_lr, inner_steps=inner_steps,
-            meta_inner_steps=meta_inner_steps, meta_lr=meta_lr,
-            meta_batch_size=meta_batch_size, n_meta_iter=n_meta_iter,
-            meta_optimizer=meta_optimizer, meta_lr_schedule=meta_lr_schedule,
-            tasks_per_chunk=tasks_per_chunk,
-            compile=compile, validation_interval=validation_interval,
-            early_stopping=early_stopping,
-            n_iter_no_change=n_iter_no_change, tol=tol, warm_start=warm_start,
-            checkpoint_path=checkpoint_path, checkpoint_every=checkpoint_every,
-            n_threads=n_threads, device=device,
-            random_state=random_state, verbose=verbose,
-        )
-        self.inner_optimizer = inner_optimizer
+
