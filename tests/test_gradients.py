@@ -399,26 +399,29 @@ def test_auto_chunking_splits_conv_meta_batches_on_the_cpu_only():
     from sk_meta.models import Conv4
 
     rng = np.random.default_rng(0)
-    tasks = [(rng.random((6, 1, 16, 16), dtype=np.float32), np.repeat([0, 1, 2], 2),
-              rng.random((6, 1, 16, 16), dtype=np.float32), np.repeat([0, 1, 2], 2))
-             for _ in range(8)]
-    conv = MAMLClassifier(Conv4, module_params={"n_outputs": 3, "n_filters": 2,
-                                                "image_size": 16},
-                          meta_batch_size=8, n_meta_iter=1, random_state=0)
+    # query sets of 20 images of 32x32: the first conv's output is
+    # 20 x 64 x 32 x 32 floats (5 MiB), above half the 8 MiB chunk budget
+    tasks = [(rng.random((3, 1, 32, 32), dtype=np.float32), np.arange(3),
+              rng.random((20, 1, 32, 32), dtype=np.float32), np.arange(20) % 3)
+             for _ in range(4)]
+    module_params = {"n_outputs": 3, "n_filters": 64, "image_size": 32}
+    # SGD: Adam's first step is lr * sign(gradient), which rounding can flip
+    conv = MAMLClassifier(Conv4, module_params=module_params, meta_batch_size=4,
+                          n_meta_iter=1, meta_optimizer="sgd", random_state=0)
     trainer = MetaTrainer(conv, tasks, device=torch.device("cpu"), incremental=False,
                           warm=False)
     trainer.run()
-    assert trainer.chunk_size == 4
-    whole = MAMLClassifier(Conv4, module_params={"n_outputs": 3, "n_filters": 2,
-                                                 "image_size": 16},
-                           meta_batch_size=8, n_meta_iter=1, tasks_per_chunk=None,
+    assert trainer.chunk_size == 1
+    whole = MAMLClassifier(Conv4, module_params=module_params, meta_batch_size=4,
+                           n_meta_iter=1, meta_optimizer="sgd", tasks_per_chunk=None,
                            random_state=0).meta_fit(tasks)
     for name, value in whole.meta_params_.items():
         torch.testing.assert_close(conv.meta_params_[name], value, rtol=1e-4,
                                    atol=1e-6)
-    mlp = MAMLClassifier(hidden_layer_sizes=(4,), meta_batch_size=8, n_meta_iter=1)
-    trainer = MetaTrainer(mlp, [(t[0].reshape(6, -1), *t[1:2], t[2].reshape(6, -1),
-                                 t[3]) for t in tasks],
-                          device=torch.device("cpu"), incremental=False, warm=False)
+    tasks = [(t[0][..., :8].reshape(3, -1), t[1], t[2][..., :8].reshape(20, -1), t[3])
+             for t in tasks]
+    mlp = MAMLClassifier(hidden_layer_sizes=(4,), meta_batch_size=4, n_meta_iter=1)
+    trainer = MetaTrainer(mlp, tasks, device=torch.device("cpu"), incremental=False,
+                          warm=False)
     trainer.run()
     assert trainer.chunk_size is None
