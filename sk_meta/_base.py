@@ -20,6 +20,7 @@ from sk_meta import _persistence, _skorch
 from sk_meta._torch_utils import (
     DeviceOptions,
     draw_seeds,
+    loss_if_finite,
     resolve_device,
     seeded_torch,
     to_cpu,
@@ -541,9 +542,7 @@ class BaseMetaEstimator(BaseEstimator):
                     loss_fn=loss_fn, lr=self.inner_lr, n_steps=self.inner_steps,
                     detach=True, **self._adapt_options(),
                 )
-            # NaN unless the loss and every adapted parameter are finite
-            checked = torch.stack(torch._foreach_norm(list(adapted.values()))).sum()
-            if not math.isfinite(float(checked.mul_(0).add_(loss))):
+            if not math.isfinite(float(loss_if_finite(loss, adapted.values()))):
                 raise DivergenceError(
                     f"adaptation diverged: {self.inner_steps} steps at inner_lr="
                     f"{self.inner_lr} gave a non-finite loss or parameters; lower "

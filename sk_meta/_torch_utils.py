@@ -85,6 +85,16 @@ def seeded_torch(seed, device):
         yield
 
 
+def loss_if_finite(loss, tensors):
+    """``loss`` if it and every tensor in ``tensors`` are finite, else NaN.
+
+    One scalar to read back instead of one check per tensor (NaN and
+    infinities in the norms turn ``0 * norm`` into NaN).
+    """
+    norms = torch.stack(torch._foreach_norm(list(tensors))).sum()
+    return norms.mul_(0).add_(loss)
+
+
 def draw_seeds(random_state, n):
     """``n`` integer seeds from a ``check_random_state`` object."""
     return [int(s) for s in random_state.randint(np.iinfo(np.int32).max, size=n)]

@@ -20,7 +20,7 @@ from torch import nn
 
 from sk_meta._compile import resolve_compile_mode
 from sk_meta._signals import deferred_keyboard_interrupt
-from sk_meta._torch_utils import seed_torch, to_cpu
+from sk_meta._torch_utils import loss_if_finite, seed_torch, to_cpu
 from sk_meta.exceptions import DivergenceError
 from sk_meta.functional import (
     TaskBatch,
@@ -310,8 +310,6 @@ class MetaTrainer:
             input_shape=est.meta_input_shape_ if self.warm else None,
             y_shape=getattr(est, "_meta_y_shape", None) if self.warm else None,
         )
-        if self.warm:
-            checker._input_shape_source = "the estimator was meta-trained on"
         drawn = self.stream.take(est.meta_batch_size)
         if not drawn:
             raise ValueError(
@@ -343,10 +341,7 @@ class MetaTrainer:
             try:
                 while True:
                     grads, loss = self._meta_gradient(groups)
-                    # the loss if it and every gradient are finite, else NaN
-                    checked = torch.stack(
-                        torch._foreach_norm(list(grads.values()))
-                    ).sum().mul_(0).add_(loss)
+                    checked = loss_if_finite(loss, grads.values())
                     if check_every == 1:  # on the CPU reading it back is free
                         checked = float(checked)
                         if not math.isfinite(checked):
