@@ -425,3 +425,38 @@ def test_auto_chunking_splits_conv_meta_batches_on_the_cpu_only():
                           warm=False)
     trainer.run()
     assert trainer.chunk_size is None
+
+
+def test_conv4_matches_the_papers_block_order_in_value_and_meta_gradient():
+    # Conv4 pools before its ReLU; the papers' blocks apply ReLU first. The two
+    # orders must give the same outputs and the same second-order gradients.
+    import copy
+
+    from sk_meta.models import Conv4
+
+    torch.manual_seed(0)
+    conv4 = prepare_module(Conv4(n_outputs=3, n_filters=4).double())
+    layers = list(conv4.features)
+    for i in [i for i, layer in enumerate(layers) if isinstance(layer, nn.MaxPool2d)]:
+        layers[i], layers[i + 1] = layers[i + 1], layers[i]
+    paper_order = copy.deepcopy(conv4)
+    paper_order.features = nn.Sequential(*layers)  # same parameter names
+    assert [type(m).__name__ for m in paper_order.features[:4]] == [
+        "Conv2d", "BatchNorm2d", "ReLU", "MaxPool2d"]
+    X = torch.randn(6, 1, 28, 28, dtype=torch.float64)
+    y = torch.arange(6) % 3
+    params = {name: p.detach().requires_grad_() for name, p in conv4.named_parameters()}
+
+    def meta_gradient(module):
+        def forward(p, X):
+            return torch.func.functional_call(module, p, (X,))
+
+        loss = F.cross_entropy(forward(params, X[:3]), y[:3])
+        grads = torch.autograd.grad(loss, list(params.values()), create_graph=True)
+        adapted = {name: p - 0.4 * g for (name, p), g in zip(params.items(), grads)}
+        query_loss = F.cross_entropy(forward(adapted, X[3:]), y[3:])
+        return torch.autograd.grad(query_loss, list(params.values()))
+
+    torch.testing.assert_close(conv4(X), paper_order(X), rtol=0, atol=0)
+    for ours, theirs in zip(meta_gradient(conv4), meta_gradient(paper_order)):
+        torch.testing.assert_close(ours, theirs, rtol=1e-12, atol=1e-12)
