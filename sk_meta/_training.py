@@ -240,11 +240,13 @@ class MetaTrainer:
             if strategy == "vmap":
                 # vmap has no batching rule for some layers (RNNs): fall back
                 # to a loop over the tasks of a meta-batch.
+                # two tasks: a single one would run without vmap
                 probe = torch.from_numpy(stacked.X_support[:1]).to(self.device)
+                probe = probe.expand(2, *probe.shape[1:])
                 try:
                     with torch.no_grad():
                         batched_forward(self.module, self.buffers, "vmap")(
-                            expand_params(self.params, 1), probe
+                            expand_params(self.params, 2), probe
                         )
                 except RuntimeError as exc:
                     strategy = "loop"
