@@ -33,6 +33,8 @@ from sk_meta.functional import (
     adapt,
     batched_forward,
     expand_params,
+    has_batch_norm,
+    outputs_beside_support,
     prepare_module,
 )
 from sk_meta.models import MLP
@@ -64,6 +66,7 @@ _FIT_ATTRIBUTES = (
     "_y_ndim",
     "_fit_input_shape",
     "_n_fit_classes",
+    "_support_X",
 )
 
 
@@ -117,6 +120,7 @@ class BaseMetaEstimator(BaseEstimator):
         "checkpoint_path": [None, str, os.PathLike],
         "checkpoint_every": [Interval(Integral, 1, None, closed="left")],
         "n_threads": [None, Interval(Integral, 1, None, closed="left")],
+        "transductive": ["boolean"],
         "device": [DeviceOptions(), torch.device],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
@@ -125,8 +129,7 @@ class BaseMetaEstimator(BaseEstimator):
     def __init__(self, module, *, module_params, hidden_layer_sizes, activation,
                  inner_lr, inner_steps, meta_inner_steps, meta_lr, meta_batch_size,
                  n_meta_iter, meta_optimizer, meta_lr_schedule, tasks_per_chunk,
-                 compile,
-                 validation_interval,
+                 compile, transductive, validation_interval,
                  early_stopping, n_iter_no_change, tol, warm_start, checkpoint_path,
                  checkpoint_every, n_threads, device, random_state, verbose):
         self.module = module
@@ -143,6 +146,7 @@ class BaseMetaEstimator(BaseEstimator):
         self.meta_lr_schedule = meta_lr_schedule
         self.tasks_per_chunk = tasks_per_chunk
         self.compile = compile
+        self.transductive = transductive
         self.validation_interval = validation_interval
         self.early_stopping = early_stopping
         self.n_iter_no_change = n_iter_no_change
@@ -479,7 +483,8 @@ class BaseMetaEstimator(BaseEstimator):
                 y_numeric=True,
             )
             y = y.astype(np.float32, copy=False)
-        return X, y
+        # torch cannot view reversed or strided arrays
+        return np.ascontiguousarray(X), np.ascontiguousarray(y)
 
     def _start(self, device, X, n_outputs, init_seed=None):
         """The module and initial parameters ``fit`` adapts from."""
@@ -593,6 +598,8 @@ class BaseMetaEstimator(BaseEstimator):
             self._y_ndim = y.ndim
         module, params, n_outputs = self._adapt_to_support(X, y_target, n_outputs)
         self._fit_input_shape = X.shape[1:]
+        # for non-transductive prediction, which runs each sample beside it
+        self._support_X = X
         self._module = module
         self.params_ = params
         self.n_outputs_ = n_outputs
@@ -605,13 +612,29 @@ class BaseMetaEstimator(BaseEstimator):
         X = validate_data(
             self, X, reset=False, allow_nd=self.module is not None, dtype=np.float32
         )
+        X = np.ascontiguousarray(X)  # torch cannot view reversed or strided arrays
         device = next(iter(self.params_.values())).device
         with torch_threads(self.n_threads), torch.no_grad():
             if not hasattr(self._module, "forward_batched"):
                 self._module.eval()  # a private copy (dropout off)
-            X_t = torch.from_numpy(X).to(device).unsqueeze(0)
-            forward = self._forward_for(self._module)
-            out = forward(expand_params(self.params_, 1), X_t)[0]
+            batch_norm = has_batch_norm(self._module)
+            if batch_norm and self.transductive and len(X) == 1:
+                raise ValueError(
+                    "cannot predict a single sample transductively: the "
+                    "network's BatchNorm layers would normalize it with its own "
+                    "statistics; pass more samples, or set transductive=False to "
+                    "run each sample beside the support set"
+                )
+            if batch_norm and not self.transductive:
+                out = outputs_beside_support(
+                    self._module, dict(self._module.named_buffers()), self.params_,
+                    torch.from_numpy(self._support_X).to(device),
+                    torch.from_numpy(X).to(device),
+                )
+            else:
+                X_t = torch.from_numpy(X).to(device).unsqueeze(0)
+                forward = self._forward_for(self._module)
+                out = forward(expand_params(self.params_, 1), X_t)[0]
         return out.cpu()
 
 

@@ -55,11 +55,20 @@ _PARAMETERS_DOC = """
 default=False
         Compile the meta-training step with ``torch.compile`` (a mode name,
         or ``True`` for CUDA graphs on a GPU and inductor's default on the
-        CPU). Compiling takes from seconds to a minute once per ``meta_fit``
-        call and pays off over long runs (see the Performance section of the
-        README). If compilation fails for a module, meta-training warns and
-        goes on eagerly. ``fit`` is not compiled: a few steps on one support
-        set take milliseconds.
+        CPU). Compiling takes from seconds to a minute, once (warm-started
+        ``meta_fit`` calls reuse it), and pays off over long runs (see the
+        Performance section of the README). If compilation fails for a
+        module, meta-training warns and goes on eagerly. ``fit`` is not
+        compiled: a few steps on one support set take milliseconds.
+    transductive : bool, default=True
+        How BatchNorm layers normalize at prediction time (no effect on
+        networks without them). ``True``: with the statistics of the batch
+        passed to ``predict`` (the MAML paper's evaluation), so one sample's
+        prediction depends on the others in the batch. ``False``: each sample
+        is run in one batch with the support set given to ``fit`` (the
+        Reptile paper's non-transductive evaluation), so predictions are made
+        one sample at a time, at the cost of a pass over the support set per
+        sample. Applies to validation during ``meta_fit`` too.
     validation_interval : int, default=100
         Meta-iterations between two rows of ``history_`` (and two evaluations
         on the ``validation_tasks`` given to ``meta_fit``).
@@ -181,8 +190,9 @@ NOTES_DOC = """
     ``torch.func.vmap``, else a loop for modules ``vmap`` cannot batch, such
     as RNNs). BatchNorm layers keep no running statistics: as in the MAML
     paper they normalize with the current batch's statistics in every inner
-    step and at prediction time, so predictions on a query set depend on the
-    whole query batch (transductive).
+    step and, by default, at prediction time, so predictions on a query set
+    depend on the whole query batch (transductive); ``transductive=False``
+    predicts each sample beside the support set instead.
 
     ``clone`` keeps the meta-learned init, so after ``meta_fit`` a grid
     search or cross-validation over ``inner_lr`` and ``inner_steps`` adapts

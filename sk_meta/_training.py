@@ -28,7 +28,9 @@ from sk_meta.functional import (
     batched_forward,
     cross_entropy_loss,
     expand_params,
+    has_batch_norm,
     mse_loss,
+    outputs_beside_support,
 )
 from sk_meta.tasks._stream import TaskStream
 from sk_meta.tasks._validation import TaskChecker, stack_tasks
@@ -461,12 +463,23 @@ class MetaTrainer:
             )
             self.module.eval()
             with torch.no_grad():
-                out = self.forward(adapted, batch.X_query)
+                out = self._query_outputs(adapted, batch)
                 total_loss += float(loss_fn(out, batch.y_query))
                 total_score += float(task_scores(out, batch, self.classification).sum())
             self.module.train()
             n_tasks += batch.n_tasks
         return total_loss / n_tasks, total_score / n_tasks
+
+    def _query_outputs(self, adapted, batch):
+        if self.estimator.transductive or not has_batch_norm(self.module):
+            return self.forward(adapted, batch.X_query)
+        return torch.stack([
+            outputs_beside_support(
+                self.module, self.buffers, {k: p[i] for k, p in adapted.items()},
+                batch.X_support[i], batch.X_query[i],
+            )
+            for i in range(batch.n_tasks)
+        ])
 
     def _record_history(self, validation):
         """Add a row to the history; return whether early stopping says stop."""

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+from sklearn.base import clone
 from sklearn.datasets import load_digits
 from torch import nn
 
@@ -425,3 +426,13 @@ def test_compiled_meta_training_on_cuda_with_a_fresh_task_stream(compile_mode):
     for name, value in eager.meta_params_.items():
         torch.testing.assert_close(compiled.meta_params_[name], value, rtol=0,
                                    atol=12 * 1e-3)
+
+
+def test_reversed_and_strided_arrays_give_the_results_of_their_copies():
+    rng = np.random.default_rng(0)
+    wide = rng.normal(size=(12, 8)).astype(np.float32)
+    X, y = wide[::-1, ::2], np.arange(12)[::-1] % 3  # negative and >1 strides
+    clf = MAMLClassifier(hidden_layer_sizes=(8,), inner_steps=2, random_state=0)
+    proba = clf.fit(X, y).predict_proba(X)
+    copied = clone(clf).fit(X.copy(), y.copy())
+    np.testing.assert_array_equal(proba, copied.predict_proba(X.copy()))

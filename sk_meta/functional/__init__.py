@@ -8,7 +8,13 @@ tasks for modules that ``vmap`` cannot batch (RNNs).
 """
 
 from sk_meta.functional._adapt import adapt
-from sk_meta.functional._forward import batched_forward, expand_params, prepare_module
+from sk_meta.functional._forward import (
+    batched_forward,
+    expand_params,
+    has_batch_norm,
+    outputs_beside_support,
+    prepare_module,
+)
 from sk_meta.functional._losses import cross_entropy_loss, mse_loss
 from sk_meta.functional._meta import (
     TaskBatch,
@@ -23,9 +29,11 @@ __all__ = [
     "batched_forward",
     "cross_entropy_loss",
     "expand_params",
+    "has_batch_norm",
     "maml_meta_gradient",
     "maml_meta_loss",
     "mse_loss",
+    "outputs_beside_support",
     "prepare_module",
     "reptile_meta_gradient",
 ]

@@ -3,6 +3,7 @@
 import copy
 
 import torch
+from torch import nn
 from torch.func import functional_call, replace_all_batch_norm_modules_, vmap
 
 
@@ -79,3 +80,46 @@ def batched_forward(module, buffers=None, strategy="auto"):
 
         return forward
     raise ValueError(f"unknown strategy {strategy!r}")
+
+
+def has_batch_norm(module):
+    """Whether ``module`` has layers that normalize over the batch."""
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in module.modules())
+
+
+def outputs_beside_support(module, buffers, params, X_support, X_query, *,
+                           rows_per_call=64):
+    """Outputs on each query sample, run in one batch with the support set.
+
+    The Reptile paper's non-transductive evaluation: BatchNorm layers see the
+    support samples and one query sample, so the output on a query sample
+    does not depend on the other query samples.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        The network (as returned by :func:`prepare_module`).
+    buffers : dict of str to Tensor
+    params : dict of str to Tensor
+        One task's parameters (no task dimension).
+    X_support : Tensor of shape (n_support, ...)
+    X_query : Tensor of shape (n_query, ...)
+    rows_per_call : int, default=64
+        Query samples per batched call (memory grows with it).
+
+    Returns
+    -------
+    outputs : Tensor of shape (n_query, ...)
+    """
+    def output_on(x):
+        batch = torch.cat([X_support, x.unsqueeze(0)])
+        return functional_call(module, (params, buffers), (batch,))[-1]
+
+    on_rows = vmap(output_on, randomness="different")
+    outputs = []
+    for rows in X_query.split(rows_per_call):
+        try:
+            outputs.append(on_rows(rows))
+        except RuntimeError:  # layers vmap cannot batch (RNNs): one row at a time
+            outputs.append(torch.stack([output_on(x) for x in rows]))
+    return torch.cat(outputs)

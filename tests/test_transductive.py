@@ -1,0 +1,79 @@
+"""BatchNorm at prediction time: transductive (batch statistics) or not."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from sklearn.base import clone
+from torch import nn
+
+from sk_meta import MAMLClassifier, ReptileClassifier
+
+
+def _batch_norm_net():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(4, 16), nn.BatchNorm1d(16), nn.ReLU(),
+                         nn.Linear(16, 3))
+
+
+def _task(rng, n_support=9, n_query=7):
+    centers = rng.normal(scale=2.0, size=(3, 4))
+    y = np.concatenate([np.arange(3).repeat(n_support // 3),
+                        rng.integers(0, 3, n_query)])
+    X = (centers[y] + rng.normal(size=(len(y), 4))).astype(np.float32)
+    return X[:n_support], y[:n_support], X[n_support:], y[n_support:]
+
+
+def _by_hand(params, X_support, x):
+    """The adapted network on the support set plus one sample, written out."""
+    batch = torch.cat([torch.from_numpy(X_support), torch.from_numpy(x)[None]])
+    hidden = F.linear(batch, params["0.weight"], params["0.bias"])
+    hidden = F.batch_norm(hidden, None, None, params["1.weight"], params["1.bias"],
+                          training=True)
+    logits = F.linear(F.relu(hidden), params["3.weight"], params["3.bias"])
+    return logits.softmax(-1)[-1].numpy()
+
+
+@pytest.mark.parametrize("estimator_class", [MAMLClassifier, ReptileClassifier])
+def test_non_transductive_prediction_runs_each_sample_beside_the_support_set(
+        estimator_class):
+    X_support, y_support, X_query, _ = _task(np.random.default_rng(0))
+    clf = estimator_class(_batch_norm_net(), inner_steps=3, transductive=False,
+                          random_state=0).fit(X_support, y_support)
+    proba = clf.predict_proba(X_query)
+    expected = np.stack([_by_hand(clf.params_, X_support, x) for x in X_query])
+    np.testing.assert_allclose(proba, expected, rtol=1e-5, atol=1e-6)
+    # a sample's prediction does not depend on the others
+    np.testing.assert_allclose(clf.predict_proba(X_query[2:3]), proba[2:3],
+                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(clf.predict_proba(X_query[::-1]), proba[::-1],
+                               rtol=1e-5, atol=1e-6)
+    # transductive prediction normalizes the query batch with its own statistics
+    transductive = clone(clf).set_params(transductive=True).fit(X_support, y_support)
+    assert not np.allclose(transductive.predict_proba(X_query), proba, atol=1e-3)
+
+
+def test_transductive_prediction_of_one_sample_is_refused_with_batch_norm():
+    X_support, y_support, X_query, _ = _task(np.random.default_rng(1))
+    clf = MAMLClassifier(_batch_norm_net(), inner_steps=1).fit(X_support, y_support)
+    with pytest.raises(ValueError, match="set transductive=False"):
+        clf.predict(X_query[:1])
+    assert clf.predict(X_query[:2]).shape == (2,)
+    # without BatchNorm one sample is fine either way
+    plain = MAMLClassifier(hidden_layer_sizes=(8,), inner_steps=1).fit(X_support,
+                                                                       y_support)
+    assert plain.predict(X_query[:1]).shape == (1,)
+
+
+@pytest.mark.parametrize("transductive", [True, False])
+def test_validation_scores_are_what_fit_and_score_give(transductive):
+    rng = np.random.default_rng(2)
+    tasks = [_task(rng) for _ in range(12)]
+    validation = tasks[:4]
+    clf = MAMLClassifier(_batch_norm_net(), inner_steps=2, meta_batch_size=4,
+                         n_meta_iter=5, validation_interval=5,
+                         transductive=transductive, random_state=0)
+    clf.meta_fit(tasks[4:], validation_tasks=validation)
+    expected = np.mean([clone(clf).fit(Xs, ys).score(Xq, yq)
+                        for Xs, ys, Xq, yq in validation])
+    assert clf.validation_scores_[-1] == pytest.approx(expected, abs=1e-6)
