@@ -95,6 +95,7 @@ from sk_meta.functional import (  # noqa: E402
     batched_forward,
     cross_entropy_loss,
     expand_params,
+    outputs_beside_support,
     prepare_module,
 )
 from sk_meta.models import Conv4  # noqa: E402
@@ -149,7 +150,8 @@ def settings(algorithm, n_way, k_shot, train_shots=None):
     )
 
 
-def make_estimator(algorithm, config, n_way, n_filters, device, seed):
+def make_estimator(algorithm, config, n_way, n_filters, device, seed,
+                   compile=False):
     common = dict(
         module=Conv4, module_params=dict(n_outputs=n_way, n_filters=n_filters),
         inner_lr=config["inner_lr"], inner_steps=config["test_steps"][0],
@@ -157,7 +159,7 @@ def make_estimator(algorithm, config, n_way, n_filters, device, seed):
         meta_batch_size=config["meta_batch_size"], meta_lr=config["meta_lr"],
         meta_optimizer=config["meta_optimizer"], n_meta_iter=1,
         validation_interval=10**9, warm_start=True, device=device,
-        random_state=seed,
+        random_state=seed, compile=compile,
     )
     if algorithm == "maml":
         return MAMLClassifier(**common)
@@ -248,11 +250,14 @@ def _stack(tasks):
     return Xs, np.stack(ys), Xq, np.stack(yq), len(classes)
 
 
-def evaluate(est, tasks, n_steps, *, device, batch_size, module=None):
+def evaluate(est, tasks, n_steps, *, device, batch_size, module=None,
+             transductive=True):
     """Per-task query accuracy after ``n_steps`` adaptation steps (batched).
 
     Adapts from ``est.module_`` (or from ``module``) with ``est``'s inner
-    learning rate and inner optimizer.
+    learning rate and inner optimizer. ``transductive=False`` classifies
+    each query image in one batch with the support set (the Reptile paper's
+    non-transductive evaluation) instead of the whole query batch at once.
     """
     device = torch.device(device)
     module = copy.deepcopy(est.module_ if module is None else module).to(device)
@@ -273,7 +278,16 @@ def evaluate(est, tasks, n_steps, *, device, batch_size, module=None):
                            detach=True, **options)
         module.eval()
         with torch.no_grad():
-            predicted = forward(adapted, Xq)[..., :n_classes].argmax(-1)
+            if transductive:
+                outputs = forward(adapted, Xq)
+            else:
+                outputs = torch.stack([
+                    outputs_beside_support(
+                        module, dict(module.named_buffers()),
+                        {k: p[i] for k, p in adapted.items()}, Xs[i], Xq[i])
+                    for i in range(len(Xs))
+                ])
+            predicted = outputs[..., :n_classes].argmax(-1)
         accuracies.append((predicted == yq).float().mean(1).cpu().numpy())
     return np.concatenate(accuracies)
 
@@ -300,7 +314,7 @@ def run_config(algorithm, n_way, k_shot, data, args, timer, stop_flag, save):
     if args.shuffle_labels:
         sampler = ShuffledLabels(sampler, args.seed)
     est = make_estimator(algorithm, config, n_way, args.n_filters, args.device,
-                         args.seed)
+                         args.seed, compile=args.compile)
     record = {
         "algorithm": algorithm, "n_way": n_way, "k_shot": k_shot,
         "shuffle_labels": args.shuffle_labels,
@@ -347,6 +361,13 @@ def run_config(algorithm, n_way, k_shot, data, args, timer, stop_flag, save):
         record["accuracy"][str(n_steps)] = summary(acc)
         timer.log(f"{label}: {n_steps} test steps: accuracy "
                   f"{format_ci(summary(acc), percent=True, digits=2)} %")
+    if args.non_transductive:
+        n_steps = config["test_steps"][0]
+        acc = evaluate(est, test_tasks, n_steps, device=args.device,
+                       batch_size=args.eval_batch_size, transductive=False)
+        record["accuracy_non_transductive"] = {str(n_steps): summary(acc)}
+        timer.log(f"{label}: {n_steps} test steps, non-transductive: accuracy "
+                  f"{format_ci(summary(acc), percent=True, digits=2)} %")
     # the same adaptation from the untrained initialization: what the
     # network and the test-time steps give without any meta-training
     with torch.random.fork_rng():
@@ -383,7 +404,7 @@ def run_config(algorithm, n_way, k_shot, data, args, timer, stop_flag, save):
 def table(records):
     header = ["method", "N-way", "K-shot", "filters", "meta-iter (target)",
               "train s", "test steps", "accuracy % (95% CI)",
-              "same steps from random init %", "paper %"]
+              "non-transductive %", "same steps from random init %", "paper %"]
     rows = []
     for r in records:
         paper = r.get("paper")
@@ -398,6 +419,9 @@ def table(records):
                 f"{r.get('n_meta_iter', 0)} ({r['n_meta_iter_target']})",
                 f"{r.get('train_seconds', 0):.0f}", steps,
                 format_ci(acc, percent=True, digits=2) if acc else r["status"],
+                format_ci(r["accuracy_non_transductive"][steps], percent=True,
+                          digits=2)
+                if steps in r.get("accuracy_non_transductive", {}) else "",
                 format_ci(r["accuracy_random_init"][steps], percent=True, digits=2)
                 if acc and "accuracy_random_init" in r else "",
                 paper_text,
@@ -445,6 +469,11 @@ def main(argv=None):
                         help="CPU minutes: MAML 5-way 1-shot, 16 filters, "
                              "meta-batch 8, 90 s of meta-training, 100 test "
                              "tasks (with --algorithm reptile: 5 train shots)")
+    parser.add_argument("--compile", action="store_true",
+                        help="compile=True (CUDA graphs on a GPU)")
+    parser.add_argument("--non-transductive", action="store_true",
+                        help="also evaluate each query image beside the support "
+                             "set (the Reptile paper's non-transductive figures)")
     parser.add_argument("--results-dir", default=None)
     parser.add_argument("--save-model", action="store_true")
     parser.add_argument("--name", default=None, help="results file name")
