@@ -104,6 +104,8 @@ def estimator_state(estimator):
             "input_shape": tuple(estimator._fit_input_shape),
             "n_features_in": int(estimator.n_features_in_),
             "y_ndim": getattr(estimator, "_y_ndim", None),
+            # non-transductive prediction runs each sample beside it
+            "support_X": torch.from_numpy(estimator._support_X.copy()),
         }
         if hasattr(estimator, "feature_names_in_"):
             fit["feature_names_in"] = [str(f) for f in estimator.feature_names_in_]
@@ -251,6 +253,7 @@ def _restore_fit(estimator, fit):
     estimator._fit_input_shape = tuple(fit["input_shape"])
     if fit.get("y_ndim") is not None:
         estimator._y_ndim = fit["y_ndim"]
+    estimator._support_X = fit["support_X"].numpy()
     if "feature_names_in" in fit:
         estimator.feature_names_in_ = np.asarray(fit["feature_names_in"], dtype=object)
     if "classes" in fit:

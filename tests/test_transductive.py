@@ -7,13 +7,19 @@ import torch.nn.functional as F
 from sklearn.base import clone
 from torch import nn
 
+import sk_meta
 from sk_meta import MAMLClassifier, ReptileClassifier
+
+
+class _BatchNormNet(nn.Sequential):
+    def __init__(self):
+        super().__init__(nn.Linear(4, 16), nn.BatchNorm1d(16), nn.ReLU(),
+                         nn.Linear(16, 3))
 
 
 def _batch_norm_net():
     torch.manual_seed(0)
-    return nn.Sequential(nn.Linear(4, 16), nn.BatchNorm1d(16), nn.ReLU(),
-                         nn.Linear(16, 3))
+    return _BatchNormNet()
 
 
 def _task(rng, n_support=9, n_query=7):
@@ -77,3 +83,16 @@ def test_validation_scores_are_what_fit_and_score_give(transductive):
     expected = np.mean([clone(clf).fit(Xs, ys).score(Xq, yq)
                         for Xs, ys, Xq, yq in validation])
     assert clf.validation_scores_[-1] == pytest.approx(expected, abs=1e-6)
+
+
+def test_non_transductive_predictions_survive_saving(tmp_path):
+    X_support, y_support, X_query, _ = _task(np.random.default_rng(3))
+    clf = MAMLClassifier(_BatchNormNet, inner_steps=2, transductive=False,
+                         random_state=0).fit(X_support, y_support)
+    path = tmp_path / "clf.pt"
+    clf.save(path)
+    loaded = sk_meta.load(path, module=_BatchNormNet)
+    np.testing.assert_array_equal(loaded.predict_proba(X_query[:1]),
+                                  clf.predict_proba(X_query[:1]))
+    np.testing.assert_array_equal(loaded.predict_proba(X_query),
+                                  clf.predict_proba(X_query))
