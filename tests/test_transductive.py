@@ -96,3 +96,20 @@ def test_non_transductive_predictions_survive_saving(tmp_path):
                                   clf.predict_proba(X_query[:1]))
     np.testing.assert_array_equal(loaded.predict_proba(X_query),
                                   clf.predict_proba(X_query))
+
+
+def test_non_transductive_prediction_with_a_convolutional_network():
+    rng = np.random.default_rng(4)
+    X = rng.normal(size=(15, 1, 6, 6)).astype(np.float32)
+    y = np.arange(15) % 3
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(),
+                        nn.Flatten(), nn.Linear(64, 3))
+    clf = MAMLClassifier(net, inner_steps=2, transductive=False,
+                         random_state=0).fit(X[:9], y[:9])
+    proba = clf.predict_proba(X[9:])
+    for i in range(6):
+        np.testing.assert_allclose(clf.predict_proba(X[9 + i:10 + i]), proba[i:i + 1],
+                                   rtol=1e-5, atol=1e-6)
+    transductive = clone(clf).set_params(transductive=True).fit(X[:9], y[:9])
+    assert not np.allclose(transductive.predict_proba(X[9:]), proba, atol=1e-3)
