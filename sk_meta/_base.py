@@ -617,15 +617,10 @@ class BaseMetaEstimator(BaseEstimator):
         with torch_threads(self.n_threads), torch.no_grad():
             if not hasattr(self._module, "forward_batched"):
                 self._module.eval()  # a private copy (dropout off)
-            batch_norm = has_batch_norm(self._module)
-            if batch_norm and self.transductive and len(X) == 1:
-                raise ValueError(
-                    "cannot predict a single sample transductively: the "
-                    "network's BatchNorm layers would normalize it with its own "
-                    "statistics; pass more samples, or set transductive=False to "
-                    "run each sample beside the support set"
-                )
-            if batch_norm and not self.transductive:
+            # alone, a sample would be normalized with its own statistics
+            beside_support = has_batch_norm(self._module) and (
+                not self.transductive or len(X) == 1)
+            if beside_support:
                 out = outputs_beside_support(
                     self._module, dict(self._module.named_buffers()), self.params_,
                     torch.from_numpy(self._support_X).to(device),

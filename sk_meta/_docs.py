@@ -70,7 +70,9 @@ default=False
         is run in one batch with the support set given to ``fit`` (the
         Reptile paper's non-transductive evaluation), so predictions are made
         one sample at a time, at the cost of a pass over the support set per
-        sample. Applies to validation during ``meta_fit`` too.
+        sample. Applies to validation during ``meta_fit`` too. A single
+        sample is always run beside the support set: alone, it would be
+        normalized with its own statistics.
     validation_interval : int, default=100
         Meta-iterations between two rows of ``history_`` (and two evaluations
         on the ``validation_tasks`` given to ``meta_fit``).

@@ -59,16 +59,15 @@ def test_non_transductive_prediction_runs_each_sample_beside_the_support_set(
     assert not np.allclose(transductive.predict_proba(X_query), proba, atol=1e-3)
 
 
-def test_transductive_prediction_of_one_sample_is_refused_with_batch_norm():
+def test_one_sample_is_predicted_beside_the_support_set_even_transductively():
     X_support, y_support, X_query, _ = _task(np.random.default_rng(1))
     clf = MAMLClassifier(_batch_norm_net(), inner_steps=1).fit(X_support, y_support)
-    with pytest.raises(ValueError, match="set transductive=False"):
-        clf.predict(X_query[:1])
-    assert clf.predict(X_query[:2]).shape == (2,)
-    # without BatchNorm one sample is fine either way
-    plain = MAMLClassifier(hidden_layer_sizes=(8,), inner_steps=1).fit(X_support,
-                                                                       y_support)
-    assert plain.predict(X_query[:1]).shape == (1,)
+    np.testing.assert_allclose(clf.predict_proba(X_query[:1]),
+                               _by_hand(clf.params_, X_support, X_query[0])[None],
+                               rtol=1e-5, atol=1e-6)
+    # two samples are normalized together
+    assert not np.allclose(clf.predict_proba(X_query[:2])[0],
+                           clf.predict_proba(X_query[:1])[0], atol=1e-3)
 
 
 @pytest.mark.parametrize("transductive", [True, False])
