@@ -119,6 +119,7 @@ class BaseMetaEstimator(BaseEstimator):
         "warm_start": ["boolean"],
         "checkpoint_path": [None, str, os.PathLike],
         "checkpoint_every": [Interval(Integral, 1, None, closed="left")],
+        "max_time": [None, Interval(Real, 0, None, closed="neither")],
         "n_threads": [None, Interval(Integral, 1, None, closed="left")],
         "transductive": ["boolean"],
         "device": [DeviceOptions(), torch.device],
@@ -128,7 +129,8 @@ class BaseMetaEstimator(BaseEstimator):
 
     def __init__(self, module, *, module_params, hidden_layer_sizes, activation,
                  inner_lr, inner_steps, meta_inner_steps, meta_lr, meta_batch_size,
-                 n_meta_iter, meta_optimizer, meta_lr_schedule, tasks_per_chunk,
+                 n_meta_iter, max_time, meta_optimizer, meta_lr_schedule,
+                 tasks_per_chunk,
                  compile, transductive, validation_interval,
                  early_stopping, n_iter_no_change, tol, warm_start, checkpoint_path,
                  checkpoint_every, n_threads, device, random_state, verbose):
@@ -142,6 +144,7 @@ class BaseMetaEstimator(BaseEstimator):
         self.meta_lr = meta_lr
         self.meta_batch_size = meta_batch_size
         self.n_meta_iter = n_meta_iter
+        self.max_time = max_time
         self.meta_optimizer = meta_optimizer
         self.meta_lr_schedule = meta_lr_schedule
         self.tasks_per_chunk = tasks_per_chunk

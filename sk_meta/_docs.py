@@ -32,13 +32,20 @@ _PARAMETERS_DOC = """
     n_meta_iter : int, default=1000
         Outer updates that ``meta_fit`` runs in total; with ``warm_start``
         it continues from ``n_meta_iter_`` up to this number.
+    max_time : float, default=None
+        Seconds after which ``meta_fit`` stops, at the end of the
+        meta-iteration that reaches them (``n_meta_iter_`` says how many
+        ran); ``None`` runs all ``n_meta_iter``. With
+        ``meta_lr_schedule="linear"`` the decay follows whichever of
+        iterations and time is further along, so it reaches 0 by the
+        deadline.
     meta_optimizer : {{"adam", "sgd"}}, default="{meta_optimizer}"
         {meta_optimizer_doc}
     meta_lr_schedule : {{"constant", "linear"}}, default="constant"
         ``"linear"`` decays the outer learning rate linearly from ``meta_lr``
         to 0 over ``n_meta_iter`` meta-iterations (the Reptile paper's
-        schedule for ε); it depends only on the iteration count, so resumed
-        runs follow the same schedule.
+        schedule for ε); without ``max_time`` it depends only on the
+        iteration count, so resumed runs follow the same schedule.
 {algorithm_doc}
     tasks_per_chunk : int, "auto" or None, default="auto"
         Split each meta-batch into chunks of at most this many tasks whose

@@ -357,7 +357,7 @@ class MetaTrainer:
                         p.grad = grads[name]
                     if est.meta_lr_schedule == "linear":
                         self._set_meta_lr(est.meta_lr * max(
-                            0.0, 1.0 - self.n_iter / est.n_meta_iter))
+                            0.0, 1.0 - self._progress()))
                     self.optimizer.step()
                     self.n_iter += 1
                     self.committed_n_drawn = self.stream.n_drawn
@@ -380,6 +380,9 @@ class MetaTrainer:
                         break
                     if stop_early or (stop_iter is not None
                                       and self.n_iter >= stop_iter):
+                        break
+                    if (est.max_time is not None
+                            and time.perf_counter() - self.start_time >= est.max_time):
                         break
                     drawn = self.stream.take(est.meta_batch_size)
                     if not drawn:
@@ -407,6 +410,15 @@ class MetaTrainer:
                 "warm_start=True to resume.",
                 UserWarning,
             )
+
+    def _progress(self):
+        """How far along meta-training is, from 0 to 1, by iterations or time."""
+        est = self.estimator
+        progress = self.n_iter / est.n_meta_iter
+        if est.max_time is not None:
+            elapsed = time.perf_counter() - self.start_time
+            progress = max(progress, elapsed / est.max_time)
+        return progress
 
     # -- history, validation and early stopping -------------------------------------
     def _start_history(self):

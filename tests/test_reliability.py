@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 import warnings
 
 import numpy as np
@@ -474,3 +475,44 @@ def test_linear_meta_lr_schedule_decays_to_zero_and_resumes_exactly():
         resumed.meta_fit(_InterruptingList(tasks, interrupt_at=9))
     resumed.meta_fit(tasks)
     _assert_same_weights(_weights(resumed), _weights(run))
+
+
+class _SlowTasks:
+    """Re-iterable tasks that take ``delay`` seconds each to draw."""
+
+    def __init__(self, tasks, delay):
+        self.tasks, self.delay = tasks, delay
+
+    def __iter__(self):
+        for task in self.tasks:
+            time.sleep(self.delay)
+            yield task
+
+
+def test_max_time_stops_meta_training_at_the_end_of_an_iteration():
+    tasks = _classification_tasks(8)
+    clf = _resumable(meta_batch_size=2, n_meta_iter=1000, max_time=0.3)
+    start = time.perf_counter()
+    clf.meta_fit(_SlowTasks(tasks, delay=0.03))  # >= 0.06 s per meta-iteration
+    assert time.perf_counter() - start < 5
+    assert 1 <= clf.n_meta_iter_ < 1000
+    assert len(clf.meta_loss_curve_) == clf.n_meta_iter_
+    # what ran is an ordinary run of that length
+    expected = _resumable(meta_batch_size=2, n_meta_iter=clf.n_meta_iter_)
+    expected.meta_fit(_SlowTasks(tasks, delay=0))
+    _assert_same_weights(_weights(clf), _weights(expected))
+
+
+def test_linear_schedule_reaches_zero_by_the_max_time_deadline():
+    tasks = _classification_tasks(8)
+    clf = _resumable(meta_batch_size=2, n_meta_iter=1000, max_time=0.5,
+                     meta_lr=0.01, meta_lr_schedule="linear")
+    clf.meta_fit(_SlowTasks(tasks, delay=0.03))
+    last_lr = clf._meta_training_state.optimizer_state["param_groups"][0]["lr"]
+    # by iterations alone the rate would still be above 0.0099
+    assert 0 <= last_lr < 0.01 * 0.4
+
+
+def test_max_time_must_be_positive():
+    with pytest.raises(InvalidParameterError, match="max_time"):
+        _resumable(max_time=0).meta_fit(_classification_tasks(4))
