@@ -483,7 +483,10 @@ class MetaTrainer:
         return total_loss / n_tasks, total_score / n_tasks
 
     def _query_outputs(self, adapted, batch):
-        if self.estimator.transductive or not has_batch_norm(self.module):
+        """Outputs on the query sets, normalized as ``predict`` would."""
+        single_sample = batch.X_query.shape[1] == 1
+        if not has_batch_norm(self.module) or (
+                self.estimator.transductive and not single_sample):
             return self.forward(adapted, batch.X_query)
         return torch.stack([
             outputs_beside_support(

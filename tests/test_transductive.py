@@ -70,15 +70,15 @@ def test_one_sample_is_predicted_beside_the_support_set_even_transductively():
                            clf.predict_proba(X_query[:1])[0], atol=1e-3)
 
 
-@pytest.mark.parametrize("transductive", [True, False])
-def test_validation_scores_are_what_fit_and_score_give(transductive):
+@pytest.mark.parametrize("transductive, n_query", [(True, 7), (False, 7), (True, 1)])
+def test_validation_scores_are_what_fit_and_score_give(transductive, n_query):
     rng = np.random.default_rng(2)
-    tasks = [_task(rng) for _ in range(12)]
-    validation = tasks[:4]
+    tasks = [_task(rng) for _ in range(8)]
+    validation = [_task(rng, n_query=n_query) for _ in range(4)]
     clf = MAMLClassifier(_batch_norm_net(), inner_steps=2, meta_batch_size=4,
                          n_meta_iter=5, validation_interval=5,
                          transductive=transductive, random_state=0)
-    clf.meta_fit(tasks[4:], validation_tasks=validation)
+    clf.meta_fit(tasks, validation_tasks=validation)
     expected = np.mean([clone(clf).fit(Xs, ys).score(Xq, yq)
                         for Xs, ys, Xq, yq in validation])
     assert clf.validation_scores_[-1] == pytest.approx(expected, abs=1e-6)
