@@ -23,6 +23,7 @@ from sk_meta._torch_utils import (
     loss_if_finite,
     resolve_device,
     seeded_torch,
+    single_sample_batch_norm_error,
     to_cpu,
     torch_threads,
 )
@@ -545,11 +546,13 @@ class BaseMetaEstimator(BaseEstimator):
             with seeded_torch(torch_seed, device):
                 if not hasattr(module, "forward_batched"):
                     module.train()  # a private copy (dropout on, as in meta-training)
-                adapted, loss = adapt(
-                    self._forward_for(module), expand_params(params, 1), X_t, y_t,
-                    loss_fn=loss_fn, lr=self.inner_lr, n_steps=self.inner_steps,
-                    detach=True, **self._adapt_options(),
-                )
+                with single_sample_batch_norm_error("the support set"):
+                    adapted, loss = adapt(
+                        self._forward_for(module), expand_params(params, 1), X_t,
+                        y_t, loss_fn=loss_fn, lr=self.inner_lr,
+                        n_steps=self.inner_steps, detach=True,
+                        **self._adapt_options(),
+                    )
             if not math.isfinite(float(loss_if_finite(loss, adapted.values()))):
                 raise DivergenceError(
                     f"adaptation diverged: {self.inner_steps} steps at inner_lr="

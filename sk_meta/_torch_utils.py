@@ -85,6 +85,21 @@ def seeded_torch(seed, device):
         yield
 
 
+@contextlib.contextmanager
+def single_sample_batch_norm_error(what):
+    """Turn torch's error for BatchNorm on one sample into one naming ``what``."""
+    try:
+        yield
+    except ValueError as exc:
+        if "Expected more than 1 value per channel" not in str(exc):
+            raise
+        raise ValueError(
+            f"{what} has a single sample, which the network's BatchNorm layers "
+            "cannot normalize (they need more than one value per channel); give "
+            "it at least 2 samples"
+        ) from None
+
+
 def loss_if_finite(loss, tensors):
     """``loss`` if it and every tensor in ``tensors`` are finite, else NaN.
 

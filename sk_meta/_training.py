@@ -20,7 +20,12 @@ from torch import nn
 
 from sk_meta._compile import resolve_compile_mode
 from sk_meta._signals import deferred_keyboard_interrupt
-from sk_meta._torch_utils import loss_if_finite, seed_torch, to_cpu
+from sk_meta._torch_utils import (
+    loss_if_finite,
+    seed_torch,
+    single_sample_batch_norm_error,
+    to_cpu,
+)
 from sk_meta.exceptions import DivergenceError
 from sk_meta.functional import (
     TaskBatch,
@@ -112,6 +117,11 @@ def task_scores(outputs, batch, classification):
     residual = (y - outputs).square().sum((1, 2))
     total = (y - y.mean(1, keepdim=True)).square().sum((1, 2))
     return 1 - residual / total.clamp_min(torch.finfo(total.dtype).tiny)
+
+
+def _format_indices(indices, max_shown=5):
+    shown = ", ".join(str(i) for i in indices[:max_shown])
+    return shown + (", ..." if len(indices) > max_shown else "")
 
 
 def _max_classes_in(tasks):
@@ -278,10 +288,13 @@ class MetaTrainer:
         for stacked in groups:
             batch = to_task_batch(stacked, self.device)
             loss_fn = loss_for(batch, self.classification)
+            sets = (f"the support or query set of the tasks "
+                    f"{_format_indices(stacked.indices)}")
             for chunk in split_batch(batch, self.chunk_size):
-                grads, loss = self.meta_step(
-                    self.forward, self.params, chunk, loss_fn=loss_fn
-                )
+                with single_sample_batch_norm_error(sets):
+                    grads, loss = self.meta_step(
+                        self.forward, self.params, chunk, loss_fn=loss_fn
+                    )
                 total_loss = total_loss + loss
                 if total_grads is None:
                     if self.compile_mode == "reduce-overhead":

@@ -112,3 +112,16 @@ def test_non_transductive_prediction_with_a_convolutional_network():
                                    rtol=1e-5, atol=1e-6)
     transductive = clone(clf).set_params(transductive=True).fit(X[:9], y[:9])
     assert not np.allclose(transductive.predict_proba(X[9:]), proba, atol=1e-3)
+
+
+def test_single_sample_sets_get_a_clear_error_with_batch_norm_1d():
+    rng = np.random.default_rng(5)
+    X_support, y_support, X_query, y_query = _task(rng)
+    one_query = [(X_support, y_support, X_query[:1], y_query[:1])] * 4
+    clf = MAMLClassifier(_batch_norm_net(), meta_batch_size=2, n_meta_iter=2)
+    message = r"query set of the tasks \d+, \d+ has a single sample.*BatchNorm"
+    with pytest.raises(ValueError, match=message):
+        clf.meta_fit(one_query)
+    clf.meta_fit([(X_support, y_support, X_query, y_query)] * 4)
+    with pytest.raises(ValueError, match="the support set has a single sample"):
+        clf.fit(X_support[:1], y_support[:1])
