@@ -2,6 +2,7 @@
 
 import copy
 import functools
+import inspect
 import math
 import numbers
 import os
@@ -201,6 +202,12 @@ class BaseMetaEstimator(BaseEstimator):
         state.pop("_live_stream", None)  # holds the user's iterator
         # Pickles never carry GPU tensors: they load on any machine.
         return to_cpu(state)
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        # parameters added since the pickle was written take their defaults
+        for name, default in _init_defaults(type(self)).items():
+            self.__dict__.setdefault(name, default)
 
     def set_params(self, **params):
         """Set parameters; ``module_params__<name>`` sets one module argument.
@@ -637,6 +644,12 @@ class BaseMetaEstimator(BaseEstimator):
                 forward = self._forward_for(self._module)
                 out = forward(expand_params(self.params_, 1), X_t)[0]
         return out.cpu()
+
+
+def _init_defaults(estimator_class):
+    signature = inspect.signature(estimator_class.__init__)
+    return {name: p.default for name, p in signature.parameters.items()
+            if p.default is not inspect.Parameter.empty}
 
 
 def with_defaults(init, **defaults):

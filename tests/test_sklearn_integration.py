@@ -324,3 +324,16 @@ def test_export_to_skorch_continues_from_the_adapted_network(meta_fitted, new_ta
     for name, value in clf.params_.items():  # the estimator is not affected
         assert not value.requires_grad
 
+
+
+def test_pickles_without_newer_parameters_load_with_their_defaults(meta_fitted,
+                                                                    new_task):
+    fitted = clone(meta_fitted).fit(new_task.X_support, new_task.y_support)
+    state = fitted.__getstate__()
+    for name in ("max_time", "transductive"):  # absent from older pickles
+        del state[name]
+    restored = type(fitted).__new__(type(fitted))
+    restored.__setstate__(state)
+    assert restored.max_time is None and restored.transductive is True
+    np.testing.assert_array_equal(restored.predict(new_task.X_query),
+                                  fitted.predict(new_task.X_query))
