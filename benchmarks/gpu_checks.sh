@@ -37,7 +37,8 @@ speed) stage speed 150 "$PYTHON" benchmarks/bench_speed.py --device cuda \
 compile) stage compile 200 "$PYTHON" benchmarks/bench_compile.py --device cuda \
         --quick --workloads omniglot --omniglot-path "$DATA" ;;
 protocol) stage protocol 300 "$PYTHON" benchmarks/fidelity_omniglot.py --device cuda \
-        --compile --algorithm maml --n-way 5 --k-shot 1 --time-budget 230 \
+        --compile --non-transductive --algorithm maml --n-way 5 --k-shot 1 \
+        --time-budget 230 \
         --path "$DATA" --results-dir "$OUT" --name omniglot_gpu_maml_5w1s_compiled ;;
 *) echo "unknown stage $name" ;;
 esac; done; done
