@@ -28,14 +28,13 @@ from sk_meta._torch_utils import (
     to_cpu,
     torch_threads,
 )
-from sk_meta._training import MetaTrainer, loss_for
+from sk_meta._training import MetaTrainer, loss_for, runs_beside_support
 from sk_meta.exceptions import DivergenceError
 from sk_meta.functional import (
     TaskBatch,
     adapt,
     batched_forward,
     expand_params,
-    has_batch_norm,
     outputs_beside_support,
     prepare_module,
 )
@@ -630,10 +629,7 @@ class BaseMetaEstimator(BaseEstimator):
         with torch_threads(self.n_threads), torch.no_grad():
             if not hasattr(self._module, "forward_batched"):
                 self._module.eval()  # a private copy (dropout off)
-            # alone, a sample would be normalized with its own statistics
-            beside_support = has_batch_norm(self._module) and (
-                not self.transductive or len(X) == 1)
-            if beside_support:
+            if runs_beside_support(self._module, self.transductive, len(X)):
                 out = outputs_beside_support(
                     self._module, dict(self._module.named_buffers()), self.params_,
                     torch.from_numpy(self._support_X).to(device),

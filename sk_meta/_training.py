@@ -119,6 +119,16 @@ def task_scores(outputs, batch, classification):
     return 1 - residual / total.clamp_min(torch.finfo(total.dtype).tiny)
 
 
+def runs_beside_support(module, transductive, n_samples):
+    """Whether ``n_samples`` query samples are each run beside the support set.
+
+    Only BatchNorm makes a sample's output depend on its batch: it is run
+    beside the support set when not ``transductive``, and always when alone
+    (it would otherwise be normalized with its own statistics).
+    """
+    return has_batch_norm(module) and (not transductive or n_samples == 1)
+
+
 def _format_indices(indices, max_shown=5):
     shown = ", ".join(str(i) for i in indices[:max_shown])
     return shown + (", ..." if len(indices) > max_shown else "")
@@ -497,9 +507,8 @@ class MetaTrainer:
 
     def _query_outputs(self, adapted, batch):
         """Outputs on the query sets, normalized as ``predict`` would."""
-        single_sample = batch.X_query.shape[1] == 1
-        if not has_batch_norm(self.module) or (
-                self.estimator.transductive and not single_sample):
+        if not runs_beside_support(self.module, self.estimator.transductive,
+                                   batch.X_query.shape[1]):
             return self.forward(adapted, batch.X_query)
         return torch.stack([
             outputs_beside_support(
