@@ -15,7 +15,6 @@
 """
 
 import argparse
-import contextlib
 import json
 import math
 import os
@@ -35,6 +34,7 @@ for _path in (str(REPO_DIR), str(BENCH_DIR)):
 import numpy as np
 import torch
 from _baselines import DEFAULT_OMNIGLOT_PATH, Workload, synchronize
+from _stats import cpu_model
 from torch import nn
 
 NOISE_NOTE = (
@@ -68,17 +68,6 @@ def parse_device(parser: argparse.ArgumentParser, name: str) -> torch.device:
         parser.error(f"--device {name!r}: CUDA is not available "
                      f"(torch {torch.__version__})")
     return device
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown"
 
 
 def _version(name: str) -> str | None:
@@ -159,19 +148,6 @@ def verdict(value: float, target: float) -> str:
 def round_ratios(samples_a: Sequence[float], samples_b: Sequence[float]) -> list:
     """Rate ratio A/B of each interleaved round (A and B ran back to back)."""
     return [a / b for a, b in zip(samples_a, samples_b)]
-
-
-# --------------------------------------------------------------------------- #
-# Threads and background load
-# --------------------------------------------------------------------------- #
-@contextlib.contextmanager
-def torch_threads(n_threads: int):
-    previous = torch.get_num_threads()
-    torch.set_num_threads(n_threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 # --------------------------------------------------------------------------- #

@@ -96,7 +96,7 @@ def cpu_model():
                     return row.split(":", 1)[1].strip()
     except OSError:
         pass
-    return platform.processor() or "unknown"
+    return platform.processor() or platform.machine() or "unknown"
 
 
 def environment(device="cpu"):

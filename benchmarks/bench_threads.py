@@ -35,9 +35,10 @@ from _common import (
     print_header,
     save_results,
     time_sk_meta,
-    torch_threads,
 )
 from _harness import format_table, interleaved_timing, set_torch_threads
+
+from sk_meta._torch_utils import torch_threads
 
 # Meta-iterations per timed sample, for (1 thread, 2 threads). sk_meta is 5-10x
 # faster, so it runs more. Two threads get far fewer: on a loaded 2-core
