@@ -99,6 +99,19 @@ def cpu_model():
     return platform.processor() or platform.machine() or "unknown"
 
 
+def use_one_thread():
+    """One torch thread and one BLAS thread for the rest of the run.
+
+    One BLAS thread too: tiny scikit-learn fits are many times slower with
+    more on a shared machine.
+    """
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    torch.set_num_threads(1)
+    threadpool_limits(1)
+
+
 def environment(device="cpu"):
     """Hardware and library versions, for the results file."""
     import sklearn

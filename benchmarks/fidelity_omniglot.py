@@ -75,7 +75,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from threadpoolctl import threadpool_limits
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _stats import (  # noqa: E402
@@ -85,6 +84,7 @@ from _stats import (  # noqa: E402
     format_ci,
     markdown_table,
     summary,
+    use_one_thread,
     write_results,
 )
 
@@ -499,10 +499,7 @@ def main(argv=None):
     mode = "quick" if args.quick else "full"
     device_kind = str(args.device).split(":")[0]
     name = args.name or f"omniglot_{mode}_{device_kind}_seed{args.seed}"
-    torch.set_num_threads(1)
-    # one BLAS thread too: tiny scikit-learn fits are many times slower with
-    # more on a shared machine
-    threadpool_limits(1)
+    use_one_thread()
     torch.manual_seed(args.seed)
     timer = Timer()
     stop_flag = StopFlag()

@@ -57,7 +57,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from threadpoolctl import threadpool_limits
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _stats import (  # noqa: E402
@@ -66,6 +65,7 @@ from _stats import (  # noqa: E402
     format_ci,
     markdown_table,
     summary,
+    use_one_thread,
     write_results,
 )
 
@@ -219,10 +219,7 @@ def main(argv=None):
         args.n_meta_iter = 5_000 if args.quick else 70_000
     mode = "quick" if args.quick else "full"
     name = args.name or f"sinusoid_{mode}_seed{args.seed}"
-    torch.set_num_threads(1)
-    # one BLAS thread too: tiny scikit-learn fits are many times slower with
-    # more on a shared machine
-    threadpool_limits(1)
+    use_one_thread()
     timer = Timer()
 
     records = []

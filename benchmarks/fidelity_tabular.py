@@ -80,7 +80,6 @@ from sklearn.datasets import load_digits
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.neighbors import KNeighborsClassifier
-from threadpoolctl import threadpool_limits
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -91,6 +90,7 @@ from _stats import (  # noqa: E402
     format_ci,
     markdown_table,
     summary,
+    use_one_thread,
     write_results,
 )
 
@@ -309,10 +309,7 @@ def main(argv=None):
         args.meta = ["maml", *args.meta]
     mode = "quick" if args.quick else "full"
     name = args.name or f"tabular_{mode}_seed{args.seed}"
-    torch.set_num_threads(1)
-    # one BLAS thread too: tiny scikit-learn fits are many times slower with
-    # more on a shared machine
-    threadpool_limits(1)
+    use_one_thread()
     timer = Timer()
 
     records = []
