@@ -83,7 +83,25 @@ def batched_forward(module, buffers=None, strategy="auto"):
 
 
 def has_batch_norm(module):
-    """Whether ``module`` has layers that normalize over the batch."""
+    """Whether ``module`` has layers that normalize over the batch.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+
+    Returns
+    -------
+    bool
+        True if any submodule is a BatchNorm layer, whose output on a sample
+        depends on the other samples of its batch.
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> from sk_meta.functional import has_batch_norm
+    >>> has_batch_norm(nn.Sequential(nn.Linear(2, 3), nn.BatchNorm1d(3)))
+    True
+    """
     return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in module.modules())
 
 
