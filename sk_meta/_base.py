@@ -75,8 +75,7 @@ def _transactional(method):
     """Leave the estimator exactly as it was if ``method`` raises.
 
     Attributes are replaced, never mutated in place, so restoring the
-    instance dictionary restores the state. Meta-training that stops on
-    divergence has already kept its last finite init and is not rolled back.
+    instance dictionary restores the state.
     """
 
     @functools.wraps(method)
@@ -84,10 +83,9 @@ def _transactional(method):
         saved = self.__dict__.copy()
         try:
             return method(self, *args, **kwargs)
-        except BaseException as exc:
-            if not getattr(exc, "committed", False):
-                self.__dict__.clear()
-                self.__dict__.update(saved)
+        except BaseException:
+            self.__dict__.clear()
+            self.__dict__.update(saved)
             raise
 
     return wrapper
@@ -413,6 +411,8 @@ class BaseMetaEstimator(BaseEstimator):
         warm = (incremental or self.warm_start) and self._is_meta_fitted()
         if warm:
             self._check_architecture_unchanged()
+        if self.checkpoint_path is not None:
+            _persistence.check_saveable(self)
         with torch_threads(self.n_threads):
             trainer = MetaTrainer(
                 self, tasks, device=device, incremental=incremental, warm=warm,
@@ -564,7 +564,6 @@ class BaseMetaEstimator(BaseEstimator):
                     f"adaptation diverged: {self.inner_steps} steps at inner_lr="
                     f"{self.inner_lr} gave a non-finite loss or parameters; lower "
                     "inner_lr or inner_steps",
-                    committed=False,
                 )
         return module, {name: p[0] for name, p in adapted.items()}, n_outputs
 

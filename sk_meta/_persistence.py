@@ -7,9 +7,12 @@ never stored as code: its class is named, and :func:`load` takes it from the
 caller.
 """
 
+import contextlib
 import os
-import tempfile
+import pickle
+import uuid
 import warnings
+import zipfile
 
 import numpy as np
 import torch
@@ -40,6 +43,8 @@ def _plain(value, name):
         return os.fspath(value)
     if isinstance(value, torch.device):
         return str(value)
+    if isinstance(value, np.ndarray) and value.dtype.kind in "biuf":
+        return _plain(value.tolist(), name)
     if isinstance(value, (list, tuple)):
         return type(value)(_plain(v, name) for v in value)
     if isinstance(value, dict):
@@ -116,18 +121,81 @@ def estimator_state(estimator):
     return state
 
 
+def check_saveable(estimator):
+    """Raise a ValueError now if ``estimator`` could not be saved later.
+
+    ``meta_fit`` calls it before training when ``checkpoint_path`` is set, so
+    that a bad setting is found before the run, not at its first checkpoint.
+    """
+    path = os.fspath(estimator.checkpoint_path)
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise ValueError(
+            f"checkpoint_path={path!r}: the directory {directory!r} does not exist"
+        )
+    if os.path.isdir(path):
+        raise ValueError(f"checkpoint_path={path!r} is a directory, not a file")
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise ValueError(
+            f"checkpoint_path={path!r}: the directory {directory!r} is not writable"
+        )
+    try:
+        _estimator_params(estimator)
+    except TypeError as exc:
+        raise ValueError(f"checkpoint_path is set, but {exc}") from None
+
+
 def save(estimator, path):
     """Write ``estimator`` to ``path`` atomically (a crash never leaves half a file)."""
-    state = estimator_state(estimator)
+    _write_atomically(estimator_state(estimator), path)
+
+
+def _write_atomically(state, path):
+    """``torch.save(state, path)``, replacing ``path`` in one step.
+
+    The file gets the permissions ``torch.save`` would give it (those of a
+    new file under the process's umask). Where the system allows it (Linux),
+    the data is written to an unnamed file that only gets a name once it is
+    complete, so a crash while writing leaves nothing behind; elsewhere a
+    temporary file beside ``path`` is removed on any error.
+    """
+    path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp_path = tempfile.mkstemp(dir=directory, prefix=".sk_meta-", suffix=".tmp")
-    os.close(fd)
+    temporary = os.path.join(
+        directory, f".{os.path.basename(path)}.{uuid.uuid4().hex}.tmp"
+    )
     try:
-        torch.save(state, tmp_path)
-        os.replace(tmp_path, path)
+        if not _write_unnamed_then_link(state, directory, temporary):
+            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+            with os.fdopen(fd, "wb") as f:
+                _save_and_sync(state, f)
+        os.replace(temporary, path)
     finally:
-        if os.path.exists(tmp_path):
-            os.remove(tmp_path)
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(temporary)
+
+
+def _write_unnamed_then_link(state, directory, name):
+    """Write to an ``O_TMPFILE`` file and link it as ``name``; False if unsupported."""
+    if not hasattr(os, "O_TMPFILE") or not os.path.isdir("/proc/self/fd"):
+        return False
+    try:
+        fd = os.open(directory, os.O_TMPFILE | os.O_WRONLY, 0o666)
+    except OSError:  # a file system without unnamed files
+        return False
+    with os.fdopen(fd, "wb") as f:
+        _save_and_sync(state, f)
+        try:
+            os.link(f"/proc/self/fd/{f.fileno()}", name)
+        except OSError:
+            return False
+    return True
+
+
+def _save_and_sync(state, f):
+    torch.save(state, f)
+    f.flush()
+    os.fsync(f.fileno())
 
 
 def _resolve_module(spec, module):
@@ -189,23 +257,82 @@ def load(path, *, module=None):
     """
     from sk_meta import estimator_classes  # the estimators import this module
 
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = _read(path)
+    classes = estimator_classes()
+    if state["estimator"] not in classes:
+        raise ValueError(
+            f"{path} is not a valid sk_meta file: unknown estimator "
+            f"{state['estimator']!r}"
+        )
+    estimator_class = classes[state["estimator"]]
+    params = dict(state["params"])
+    unknown = set(params) - set(estimator_class().get_params(deep=False))
+    if unknown:
+        raise ValueError(
+            f"{path} is not a valid sk_meta file: unknown parameters "
+            f"{sorted(unknown)} for {state['estimator']}"
+        )
+    params["module"] = _resolve_module(params.get("module"), module)
+    # a file never arms a write: checkpoints go where this process says
+    checkpoint_path = params.pop("checkpoint_path", None)
+    if checkpoint_path is not None:
+        warnings.warn(
+            f"the file's checkpoint_path ({checkpoint_path!r}) is not restored; "
+            "set it with set_params(checkpoint_path=...) to keep checkpointing",
+            UserWarning,
+        )
+    try:
+        estimator = estimator_class(**params)
+        if "meta" in state:
+            _restore_meta(estimator, state["meta"])
+        if "fit" in state:
+            _restore_fit(estimator, state["fit"])
+    except (KeyError, TypeError, AttributeError, IndexError) as exc:
+        raise ValueError(
+            f"{path} is not a valid sk_meta file: {type(exc).__name__}: {exc}"
+        ) from None
+    return estimator
+
+
+def _read(path):
+    """The file's top-level dict, or a ValueError saying why it is not one."""
+    if not os.path.isfile(path):
+        if os.path.exists(path):
+            raise ValueError(f"{path} is not a file")
+        raise FileNotFoundError(f"No such file: {path!r}")
+    if os.path.getsize(path) == 0:
+        raise ValueError(f"{path} is not a valid sk_meta file: it is empty")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        # weights_only refuses anything but tensors and plain values: the
+        # file holds code or objects, which sk_meta never writes
+        first_line = str(exc).strip().splitlines()[0] if str(exc) else ""
+        raise ValueError(
+            f"{path} is not a valid sk_meta file: it holds objects that loading "
+            f"without running code refuses ({first_line})"
+        ) from None
+    except (OSError, RuntimeError, EOFError, zipfile.BadZipFile) as exc:
+        raise ValueError(
+            f"{path} is not a valid sk_meta file (truncated or not written by "
+            f"torch.save): {type(exc).__name__}: {exc}"
+        ) from None
     if not isinstance(state, dict) or state.get("format") != _FORMAT:
         raise ValueError(f"{path} is not an sk_meta file")
-    if state["version"] > _VERSION:
+    version = state.get("version")
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise ValueError(f"{path} is not a valid sk_meta file: no format version")
+    if version > _VERSION:
         raise ValueError(
             f"{path} was written by a newer sk_meta (format version "
-            f"{state['version']}); upgrade sk_meta to read it"
+            f"{version}); upgrade sk_meta to read it"
         )
-    estimator_class = estimator_classes()[state["estimator"]]
-    params = dict(state["params"])
-    params["module"] = _resolve_module(params["module"], module)
-    estimator = estimator_class(**params)
-    if "meta" in state:
-        _restore_meta(estimator, state["meta"])
-    if "fit" in state:
-        _restore_fit(estimator, state["fit"])
-    return estimator
+    if not isinstance(state.get("estimator"), str) or not isinstance(
+            state.get("params"), dict):
+        raise ValueError(
+            f"{path} is not a valid sk_meta file: no estimator name or parameters"
+        )
+    return state
 
 
 def _skeleton(estimator, input_shape, n_outputs, module_state):

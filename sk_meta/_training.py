@@ -320,6 +320,7 @@ class MetaTrainer:
     def run(self):
         est = self.estimator
         start_iter = est.n_meta_iter_ if self.warm else 0
+        self.start_iter = start_iter
         if self.incremental:
             stop_iter = None
         else:
@@ -595,14 +596,21 @@ class MetaTrainer:
         del self.loss_curve[snapshot["curve_length"]:]
 
     def _diverged(self, n_iter_at_bad, loss):
-        self.state.torch_rng_state = torch.get_rng_state()
-        self.commit()
+        # the call failed: the estimator stays as it was (the caller rolls it
+        # back); the progress up to the last finite init travels with the error
+        last_finite = None
+        if self.n_iter > (self.start_iter):
+            self.state.torch_rng_state = torch.get_rng_state()
+            last_finite = copy.copy(self.estimator)
+            self.commit(target=last_finite)
+        kept = ("exc.estimator holds the last finite init (after "
+                f"{self.n_iter} meta-iterations); " if last_finite is not None
+                else "")
         raise DivergenceError(
             f"meta-training diverged at meta-iteration {n_iter_at_bad}: the "
             f"meta-loss or its gradient is not finite (loss={loss}). The estimator "
-            f"keeps the last finite init (after {self.n_iter} meta-iterations); "
-            "lower meta_lr or inner_lr and resume with warm_start=True.",
-            committed=True,
+            f"is left as it was before this call; {kept}lower meta_lr or inner_lr.",
+            estimator=last_finite,
         )
 
     def _report(self):

@@ -195,32 +195,58 @@ def _sinusoids_then_overflow(n_good):
     return tasks + [bad] * 4
 
 
-def test_divergence_stops_meta_training_and_keeps_the_last_finite_init():
+def test_divergence_stops_meta_training_and_leaves_the_estimator_as_it_was():
     params = dict(hidden_layer_sizes=(8,), meta_batch_size=2, n_meta_iter=10,
                   random_state=0)
     reg = MAMLRegressor(**params)
     with pytest.raises(DivergenceError, match="meta-training diverged at "
-                                              "meta-iteration 3.*keeps the last finite "
-                                              r"init \(after 2 meta-iterations\)"):
+                                              "meta-iteration 3.*left as it was.*"
+                                              r"last finite init \(after 2 "
+                                              "meta-iterations") as info:
         reg.meta_partial_fit(_sinusoids_then_overflow(4))
-    assert reg.n_meta_iter_ == 2
-    assert len(reg.meta_loss_curve_) == 2
-    assert all(np.isfinite(reg.meta_loss_curve_))
+    assert not hasattr(reg, "module_")
+    last_finite = info.value.estimator
+    assert last_finite is not reg
+    assert last_finite.n_meta_iter_ == 2
+    assert len(last_finite.meta_loss_curve_) == 2
+    assert all(np.isfinite(last_finite.meta_loss_curve_))
     expected = MAMLRegressor(**params).meta_partial_fit(_sinusoids_then_overflow(4)[:4])
-    _assert_same_weights(_weights(reg), _weights(expected))
+    _assert_same_weights(_weights(last_finite), _weights(expected))
     task = SinusoidTasks(random_state=1).sample(0)
-    assert np.isfinite(reg.fit(task.X_support, task.y_support).predict(
+    assert np.isfinite(last_finite.fit(task.X_support, task.y_support).predict(
         task.X_query)).all()
 
 
-def test_divergence_of_a_later_meta_fit_keeps_the_progress_of_that_call():
+def test_a_diverging_meta_fit_keeps_a_fitted_estimator_as_it_was():
+    # non-regression: a fresh meta_fit that diverged at its first
+    # meta-iteration used to leave a random init and no adapted model
+    tasks = list(SinusoidTasks(n_tasks=4, random_state=5))
+    reg = MAMLRegressor(hidden_layer_sizes=(8,), meta_batch_size=2, n_meta_iter=2,
+                        random_state=0).meta_fit(tasks)
+    reg.fit(tasks[0].X_support, tasks[0].y_support)
+    predictions = reg.predict(tasks[0].X_query)
+    before = _snapshot(reg)
+    exploding = [t._replace(X_support=t.X_support * 1e30, X_query=t.X_query * 1e30,
+                            y_query=t.y_query * 1e30) for t in tasks]
+    with pytest.raises(DivergenceError, match="meta-iteration 1.*left as it was") \
+            as info:
+        reg.meta_fit(exploding)
+    assert info.value.estimator is None  # no meta-iteration completed
+    _assert_same_state(reg, before)
+    np.testing.assert_array_equal(reg.predict(tasks[0].X_query), predictions)
+
+
+def test_divergence_of_a_later_meta_fit_hands_over_the_progress_of_that_call():
     reg = MAMLRegressor(hidden_layer_sizes=(8,), meta_batch_size=2, n_meta_iter=2,
                         random_state=0).meta_fit(list(SinusoidTasks(n_tasks=4,
                                                                     random_state=5)))
-    with pytest.raises(DivergenceError):
+    before = _snapshot(reg)
+    with pytest.raises(DivergenceError) as info:
         reg.meta_partial_fit(_sinusoids_then_overflow(2))
-    assert reg.n_meta_iter_ == 3
-    assert all(torch.isfinite(v).all() for v in reg.meta_params_.values())
+    _assert_same_state(reg, before)
+    assert info.value.estimator.n_meta_iter_ == 3
+    assert all(torch.isfinite(v).all()
+               for v in info.value.estimator.meta_params_.values())
 
 
 @pytest.mark.parametrize("check_every", [2, 3, 5])
@@ -232,17 +258,21 @@ def test_deferred_divergence_checks_roll_back_to_the_last_finite_init(
     params = dict(hidden_layer_sizes=(8,), meta_batch_size=2, n_meta_iter=10,
                   random_state=0)
     reg = MAMLRegressor(**params)
-    with pytest.raises(DivergenceError, match="diverged at meta-iteration 3"):
+    with pytest.raises(DivergenceError, match="diverged at meta-iteration 3") as info:
         reg.meta_partial_fit(_sinusoids_then_overflow(4))
+    assert not hasattr(reg, "module_")
     # the last check before the divergence: a multiple of check_every below 3
     kept = 2 if check_every == 2 else 0
-    assert reg.n_meta_iter_ == kept
-    assert len(reg.meta_loss_curve_) == kept
+    last_finite = info.value.estimator
     if kept:
+        assert last_finite.n_meta_iter_ == kept
+        assert len(last_finite.meta_loss_curve_) == kept
         expected = MAMLRegressor(**params).meta_partial_fit(
             _sinusoids_then_overflow(4)[:4])
-        _assert_same_weights(_weights(reg), _weights(expected))
-    assert all(torch.isfinite(v).all() for v in reg.meta_params_.values())
+        _assert_same_weights(_weights(last_finite), _weights(expected))
+        assert all(torch.isfinite(v).all() for v in last_finite.meta_params_.values())
+    else:
+        assert last_finite is None
 
 
 def test_deferred_checks_give_the_same_result_as_checks_every_iteration(

@@ -54,11 +54,17 @@ BAD_TASKS = {
     "NaN": (
         lambda: [_task(), _task()._replace(
             X_query=np.where(np.eye(3, 3, dtype=bool), np.nan, 1.0))],
-        ValueError, "task 1: X_query contains NaN or infinity",
+        ValueError, "task 1: X_query contains NaN, infinity",
     ),
     "inf": (
         lambda: [_task()._replace(X_support=np.full((4, 3), np.inf)), _task()],
-        ValueError, "task 0: X_support contains NaN or infinity",
+        ValueError, "task 0: X_support contains NaN, infinity",
+    ),
+    "finite in float64, too large for float32": (
+        # non-regression: these became infinities in float32 and surfaced as
+        # a DivergenceError advising lower learning rates
+        lambda: [_task(), _task()._replace(X_support=np.full((4, 3), 1e39))],
+        ValueError, "task 1: X_support contains .*a value too large for float32",
     ),
     "empty support": (
         lambda: [_task(), _task()._replace(X_support=np.zeros((0, 3)),
@@ -101,6 +107,14 @@ def test_bad_task_is_reported_with_its_index(case):
     make_tasks, error, message = BAD_TASKS[case]
     with pytest.raises(error, match=message):
         _classifier().meta_fit(make_tasks())
+
+
+def test_regression_target_too_large_for_float32_is_reported():
+    task = _task()._replace(y_query=np.array([0.0, 1.0, -1e300]))
+    reg = MAMLRegressor(hidden_layer_sizes=(4,), n_meta_iter=2, random_state=0)
+    with pytest.raises(ValueError, match="task 0: y_query contains .*too large for "
+                                         "float32"):
+        reg.meta_fit([task])
 
 
 @pytest.mark.parametrize("case", list(BAD_TASKS))

@@ -2,5 +2,6 @@
 
 from sk_meta.models._conv import Conv4
 from sk_meta.models._mlp import MLP
+from sk_meta.models._transformer import FTTransformer
 
-__all__ = ["MLP", "Conv4"]
+__all__ = ["MLP", "Conv4", "FTTransformer"]

@@ -175,12 +175,19 @@ def encode_labels(y_support, y_query, index):
 
 
 def _check_finite(stacked, indices, field):
-    if stacked.dtype.kind != "f" or np.isfinite(stacked).all():
+    """Raise for the first task whose values are not finite in float32.
+
+    ``stacked`` is already float32, so values that were finite in float64 but
+    too large for float32 show up as infinities here, as in ``fit``.
+    """
+    if np.isfinite(stacked).all():
         return
     finite_per_task = np.isfinite(stacked.reshape(len(stacked), -1)).all(axis=1)
-    if not finite_per_task.all():
-        bad = indices[int(np.argmin(finite_per_task))]
-        raise ValueError(f"task {bad}: {field} contains NaN or infinity")
+    bad = indices[int(np.argmin(finite_per_task))]
+    raise ValueError(
+        f"task {bad}: {field} contains NaN, infinity or a value too large for "
+        "float32"
+    )
 
 
 def stack_tasks(indexed_tasks, checker):
@@ -219,8 +226,9 @@ def stack_tasks(indexed_tasks, checker):
             if field[0] == "y" and checker.classification:
                 array = array.astype(np.int64, copy=False)
             else:
+                with np.errstate(over="ignore"):  # overflow is reported below
+                    array = array.astype(np.float32, copy=False)
                 _check_finite(array, indices, field)
-                array = array.astype(np.float32, copy=False)
             stacked.append(array)
         groups.append(StackedTasks(*stacked, n_classes=n_classes, indices=indices))
     return groups
