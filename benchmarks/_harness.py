@@ -1,14 +1,18 @@
 # SPDX-License-Identifier: BSD-3-Clause
-"""Small, generic helpers for the benchmark scripts.
+"""How the benchmark scripts run and time things.
 
-* ``set_torch_threads``: pin torch (and subprocesses) to a thread count.
+* ``set_threads``: pin torch, the BLAS pools and later subprocesses to a
+  thread count; ``torch_threads``: the same for torch only, for one block,
+  then restore.
+* ``synchronize``: wait for a device's queued kernels before reading a clock.
 * ``interleaved_timing``: run methods A B C A B C ... and report median it/s and
-  ratios against a baseline, so slow drifts of a shared machine hit all alike.
+  ratios against a baseline, so slow drifts of a shared machine hit all alike;
+  ``ShortWarmup`` and ``round_ratios`` go with it.
 * ``peak_rss_in_subprocess``: peak memory growth of one call, measured in a
   fresh interpreter so the allocations of different methods never mix.
-* ``format_table``: rows of dicts as a Markdown or reStructuredText table.
 """
 
+import contextlib
 import gc
 import os
 import pickle
@@ -18,13 +22,26 @@ import sys
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
+import torch
+
+REPO_DIR = Path(__file__).resolve().parent.parent
 THREAD_ENV_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 
-def set_torch_threads(n_threads: int = 1) -> None:
-    """Use ``n_threads`` intra-op threads here and in subprocesses started later."""
-    import torch
+# --------------------------------------------------------------------------- #
+# Threads and devices
+# --------------------------------------------------------------------------- #
+def set_threads(n_threads: int = 1) -> None:
+    """Use ``n_threads`` threads for the rest of the run.
+
+    torch intra-op (and, when still possible, inter-op) threads, the BLAS and
+    OpenMP pools that numpy and scikit-learn use (tiny scikit-learn fits are
+    many times slower with more threads on a shared machine), and the
+    environment of subprocesses started later.
+    """
+    from threadpoolctl import threadpool_limits
 
     for var in THREAD_ENV_VARS:
         os.environ[var] = str(n_threads)
@@ -33,6 +50,25 @@ def set_torch_threads(n_threads: int = 1) -> None:
         torch.set_num_interop_threads(n_threads)
     except RuntimeError:
         pass  # only settable before the first parallel work; harmless to skip
+    threadpool_limits(n_threads)
+
+
+@contextlib.contextmanager
+def torch_threads(n_threads: int):
+    """Run the block with ``n_threads`` torch threads, then restore the setting."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(n_threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def synchronize(device: torch.device | str) -> None:
+    """Wait for the device's queued kernels, so wall-clock timings are complete."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 # --------------------------------------------------------------------------- #
@@ -49,7 +85,7 @@ class InterleavedTiming:
     results: dict[str, list] = field(default_factory=dict)  # runners' returns
 
     def rows(self) -> list[dict]:
-        """One row per method, ready for ``format_table``."""
+        """One row per method, ready for ``_report.format_table``."""
         return [
             {
                 "method": name,
@@ -75,7 +111,7 @@ def interleaved_timing(runners: Mapping[str, Callable[[], object]], repeats: int
 
     Each runner does one measurement and returns its rate, either as a number of
     iterations per second or as a mapping with an ``"it_per_s"`` key (the
-    ``run_*`` functions of ``_baselines`` return such dicts). Runners time
+    ``run_*`` functions of ``benchmarks.baselines`` return such dicts). Runners time
     themselves so that their setup (model creation, data) stays out of the rate.
 
     Parameters
@@ -108,38 +144,69 @@ def interleaved_timing(runners: Mapping[str, Callable[[], object]], repeats: int
     return InterleavedTiming(baseline, medians, ratios, samples, results)
 
 
+def round_ratios(samples_a: Sequence[float], samples_b: Sequence[float]) -> list:
+    """Rate ratio A/B of each interleaved round (A and B ran back to back)."""
+    return [a / b for a, b in zip(samples_a, samples_b)]
+
+
+class ShortWarmup:
+    """A zero-argument runner for ``interleaved_timing``.
+
+    Calls ``run(n_iter)``; the first ``n_warmup`` calls (the harness's untimed
+    warm-up rounds) use ``warmup_n_iter`` instead, so a slow workload does not
+    spend a full round warming up.
+    """
+
+    def __init__(self, run: Callable[[int], dict], n_iter: int,
+                 warmup_n_iter: int | None = None, n_warmup: int = 1):
+        self.run = run
+        self.n_iter = n_iter
+        self.warmup_n_iter = n_iter if warmup_n_iter is None else warmup_n_iter
+        self.n_warmup = n_warmup
+        self.calls = 0
+
+    def __call__(self) -> dict:
+        n_iter = self.warmup_n_iter if self.calls < self.n_warmup else self.n_iter
+        self.calls += 1
+        return self.run(n_iter)
+
+
 # --------------------------------------------------------------------------- #
 # Peak memory in a fresh interpreter
 # --------------------------------------------------------------------------- #
-def _function_path(function: str | Callable) -> tuple[str, str, str | None]:
-    """(module name, qualified name, file to load it from when it is __main__)."""
+def _function_path(function: str | Callable) -> tuple[str, str]:
+    """(importable module name, qualified name) of a module-level function.
+
+    A function of the running script (``__main__``) is named by the module the
+    script was started as (``python -m benchmarks.bench_memory``), so the
+    child imports it like any other module, without running its ``main``.
+    """
     if isinstance(function, str):
         module_name, _, qualname = function.partition(":")
         if not qualname:
             raise ValueError(f"expected 'module:function', got {function!r}")
-        return module_name, qualname, None
+        return module_name, qualname
     module_name, qualname = function.__module__, function.__qualname__
     if "<locals>" in qualname or "<lambda>" in qualname:
         raise ValueError("only module-level functions can run in a subprocess")
-    main_file = sys.modules[module_name].__file__ if module_name == "__main__" else None
-    return module_name, qualname, main_file
+    if module_name == "__main__":
+        spec = getattr(sys.modules["__main__"], "__spec__", None)
+        if spec is None:
+            raise ValueError(
+                "functions of a script run by path cannot be imported in a "
+                "subprocess; run it as a module: python -m benchmarks.<script>")
+        module_name = spec.name
+    return module_name, qualname
 
 
 _CHILD_CODE = r"""
-import importlib, importlib.util, os, pickle, resource, sys
+import importlib, os, pickle, resource, sys
 payload_path = sys.argv[1]
 with open(payload_path, "rb") as f:
     payload = pickle.load(f)
-sys.path[:0] = payload["sys_path"]
 
-def load(module_name, qualname, main_file):
-    if main_file is not None:  # the caller's script: import it, minus __main__
-        spec = importlib.util.spec_from_file_location("_bench_main", main_file)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    else:
-        module = importlib.import_module(module_name)
-    target = module
+def load(module_name, qualname):
+    target = importlib.import_module(module_name)
     for part in qualname.split("."):
         target = getattr(target, part)
     return target
@@ -215,7 +282,8 @@ def peak_rss_in_subprocess(function: str | Callable, args: Sequence = (),
     before (e.g. one iteration): the first use of torch ops pages in tens of MB
     of library code that every method pays alike. Functions are ``"module:function"``
     strings or module-level callables; ``args``, ``kwargs`` and the results must
-    pickle. The child sees this process's ``sys.path``.
+    pickle. The child runs in the repository root, so ``benchmarks.*`` modules
+    import there as they do in a script started with ``python -m``.
 
     On Linux the peak is reset after setup (``/proc/self/clear_refs``), so the
     growth is exact: peak RSS during the call minus RSS just before it. Elsewhere
@@ -228,7 +296,6 @@ def peak_rss_in_subprocess(function: str | Callable, args: Sequence = (),
         ``exact`` (bool) and ``result`` (what ``function`` returned).
     """
     payload = {
-        "sys_path": [p for p in sys.path if p],
         "n_threads": n_threads,
         "function": _function_path(function),
         "setup": None if setup is None else _function_path(setup),
@@ -244,7 +311,7 @@ def peak_rss_in_subprocess(function: str | Callable, args: Sequence = (),
             pickle.dump(payload, f)
         completed = subprocess.run(
             [sys.executable, "-c", _CHILD_CODE, payload_path],
-            env=env, capture_output=True, text=True, timeout=timeout,
+            env=env, cwd=REPO_DIR, capture_output=True, text=True, timeout=timeout,
         )
         if completed.returncode != 0:
             raise RuntimeError(
@@ -262,40 +329,3 @@ def peak_rss_in_subprocess(function: str | Callable, args: Sequence = (),
         "exact": measured["exact"],
         "result": measured["result"],
     }
-
-
-# --------------------------------------------------------------------------- #
-# Tables
-# --------------------------------------------------------------------------- #
-def _cell(value, floatfmt: str) -> str:
-    if isinstance(value, float):
-        return format(value, floatfmt)
-    return str(value)
-
-
-def format_table(rows: Sequence[Mapping], columns: Sequence[str] | None = None,
-                 fmt: str = "markdown", floatfmt: str = ".3g") -> str:
-    """Rows of dicts as a Markdown pipe table or an RST simple table.
-
-    ``columns`` defaults to the keys of the first row; missing cells are blank.
-    """
-    if not rows:
-        return ""
-    columns = list(columns or rows[0])
-    cells = [[_cell(row.get(col, ""), floatfmt) for col in columns] for row in rows]
-    widths = [max(len(col), *(len(r[i]) for r in cells))
-              for i, col in enumerate(columns)]
-
-    def line(values):
-        return [v.rjust(w) if i else v.ljust(w)
-                for i, (v, w) in enumerate(zip(values, widths))]
-
-    if fmt == "markdown":
-        rule = ["-" * w for w in widths]
-        body = [line(columns), rule, *map(line, cells)]
-        return "\n".join("| " + " | ".join(r) + " |" for r in body)
-    if fmt == "rst":
-        rule = " ".join("=" * w for w in widths)
-        body = [" ".join(line(r)) for r in cells]
-        return "\n".join([rule, " ".join(line(columns)), rule, *body, rule])
-    raise ValueError(f"fmt must be 'markdown' or 'rst', got {fmt!r}")

@@ -17,30 +17,24 @@
 
 Usage::
 
-    python benchmarks/bench_adaptation.py --quick
-    python benchmarks/bench_adaptation.py [--device cuda]
+    python -m benchmarks.bench_adaptation --quick
+    python -m benchmarks.bench_adaptation [--device cuda]
 """
 
 import copy
 import statistics
-import sys
 import time
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from _baselines import sample_digits_tasks, synchronize
-from _common import (
-    machine_info,
-    make_parser,
-    parse_device,
-    print_header,
-    save_results,
-)
-from _harness import format_table, interleaved_timing, set_torch_threads
+from sklearn.model_selection import GridSearchCV
+
+from benchmarks._cli import make_parser, parse_device
+from benchmarks._harness import interleaved_timing, set_threads, synchronize
+from benchmarks._report import environment, format_table, print_header, write_results
+from benchmarks._workloads import sample_digits_tasks
+from sk_meta import MAMLClassifier
 
 PLANS = {
     "quick": {"n_meta_iter": 100, "calls": 30, "repeats": 5, "grid_repeats": 3},
@@ -54,8 +48,6 @@ GRID_TARGET_S = 1.0
 
 
 def meta_trained_classifier(n_meta_iter: int, device: torch.device):
-    from sk_meta import MAMLClassifier
-
     clf = MAMLClassifier(hidden_layer_sizes=(64, 64), inner_steps=INNER_STEPS,
                          inner_lr=INNER_LR, n_meta_iter=n_meta_iter,
                          device=str(device), random_state=0)
@@ -176,8 +168,6 @@ def bench_fit_predict(clf, task, plan, device):
 
 
 def bench_grid_search(clf, task, plan):
-    from sklearn.model_selection import GridSearchCV
-
     X_support, y_support, X_query, y_query = task
     times, search = [], None
     for _ in range(1 + plan["grid_repeats"]):  # the first is a warm-up
@@ -214,9 +204,9 @@ def main(argv=None):
     parser = make_parser(__doc__.split("\n")[0])
     args = parser.parse_args(argv)
     device = parse_device(parser, args.device)
-    set_torch_threads(1)
-    info = machine_info(device)
-    print_header("bench_adaptation: fit + predict after meta_fit", info)
+    set_threads(1)
+    env = environment(device)
+    print_header("bench_adaptation: fit + predict after meta_fit", env)
     plan = PLANS["quick" if args.quick else "full"]
 
     clf, meta_seconds = meta_trained_classifier(plan["n_meta_iter"], device)
@@ -248,11 +238,11 @@ def main(argv=None):
                         if k not in ("grid", "seconds (all)")], floatfmt=".3g"))
     print(f"\nGridSearchCV wall time {grid['seconds (median)']:.3f} s (target "
           f"{grid['target']}): {grid['result']}")
-    save_results("bench_adaptation", {
-        "machine": info, "args": vars(args), "plan": plan,
+    write_results("bench_adaptation", {
+        "environment": env, "args": vars(args), "plan": plan,
         "meta_fit_seconds": meta_seconds, "fit_predict": rows,
         "fit_predict_ratio": speed, "grid_search": grid,
-    })
+    }, announce=True)
 
 
 if __name__ == "__main__":

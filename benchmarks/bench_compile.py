@@ -11,9 +11,9 @@ learn2learn's time for the same iterations is its measured it/s.
 
 Usage::
 
-    python benchmarks/bench_compile.py --quick
-    python benchmarks/bench_compile.py              # sinusoid, 2,000 iterations
-    python benchmarks/bench_compile.py --device cuda --workloads omniglot
+    python -m benchmarks.bench_compile --quick
+    python -m benchmarks.bench_compile              # sinusoid, 2,000 iterations
+    python -m benchmarks.bench_compile --device cuda --workloads omniglot
 """
 
 import json
@@ -23,29 +23,22 @@ import sys
 import tempfile
 import textwrap
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchmarks._cli import make_parser, parse_device
+from benchmarks._estimators import make_sk_estimator
+from benchmarks._harness import REPO_DIR, set_threads, synchronize
+from benchmarks._report import environment, format_table, print_header, write_results
+from benchmarks._workloads import get_workload
+from benchmarks.baselines import run_baseline
 
-from _baselines import get_workload, run_baseline, synchronize
-from _common import (
-    REPO_DIR,
-    machine_info,
-    make_parser,
-    make_sk_estimator,
-    parse_device,
-    print_header,
-    save_results,
-)
-from _harness import format_table, set_torch_threads
-
+# Runs in a fresh interpreter started in the repository root.
 _END_TO_END = textwrap.dedent("""
-    import json, sys, time
-    sys.path.insert(0, {bench_dir!r})
+    import json, time
     import torch
     torch.set_num_threads(1)
-    from _baselines import get_workload, synchronize
-    from _common import make_sk_estimator
+    from benchmarks._estimators import make_sk_estimator
+    from benchmarks._harness import synchronize
+    from benchmarks._workloads import get_workload
     workload = get_workload({workload!r}{workload_kwargs})
     tasks = workload.make_tasks({n_iter}, seed=1)
     est = make_sk_estimator(workload, "maml", device={device!r}, compile=True,
@@ -84,14 +77,13 @@ def steady_state(workload, tasks, n_short, n_long, device, **params):
 
 def end_to_end(workload_name, workload_kwargs, n_iter, device, cache_dir):
     script = _END_TO_END.format(
-        bench_dir=str(Path(__file__).resolve().parent), workload=workload_name,
+        workload=workload_name,
         workload_kwargs="".join(f", {k}={v!r}" for k, v in workload_kwargs.items()),
         n_iter=n_iter, device=str(device),
     )
-    env = dict(os.environ, TORCHINDUCTOR_CACHE_DIR=cache_dir, OMP_NUM_THREADS="1",
-               PYTHONPATH=str(REPO_DIR))
-    result = subprocess.run([sys.executable, "-c", script], env=env, check=True,
-                            capture_output=True, text=True)
+    env = dict(os.environ, TORCHINDUCTOR_CACHE_DIR=cache_dir, OMP_NUM_THREADS="1")
+    result = subprocess.run([sys.executable, "-c", script], env=env, cwd=REPO_DIR,
+                            check=True, capture_output=True, text=True)
     return json.loads(result.stdout.strip().splitlines()[-1])["seconds"]
 
 
@@ -104,9 +96,9 @@ def main(argv=None):
                         choices=["sinusoid", "digits", "omniglot"])
     args = parser.parse_args(argv)
     device = parse_device(parser, args.device)
-    set_torch_threads(1)
-    info = machine_info(device)
-    print_header("Eager against compiled meta-training", info)
+    set_threads(1)
+    env = environment(device)
+    print_header("Eager against compiled meta-training", env)
     plans = {
         "sinusoid": (200, 1200, 2000, 40) if not args.quick else (100, 400, 500, 10),
         "digits": (20, 120, 300, 4) if not args.quick else (10, 40, 60, 3),
@@ -115,7 +107,9 @@ def main(argv=None):
     rows = []
     for name in args.workloads:
         n_short, n_long, n_end, n_baseline = plans[name]
-        kwargs = {"path": args.omniglot_path} if name == "omniglot" else {}
+        # absolute: the end-to-end runs start in the repository root
+        kwargs = ({"path": os.path.abspath(args.omniglot_path)}
+                  if name == "omniglot" else {})
         workload = get_workload(name, **kwargs)
         tasks = workload.make_tasks(max(n_long, n_end), seed=1)
         # learn2learn before and after the sk_meta runs: a drifting machine
@@ -149,7 +143,8 @@ def main(argv=None):
         print(format_table(rows[-5:], columns=COLUMNS))
     print()
     print(format_table(rows, columns=COLUMNS))
-    save_results("bench_compile", {"machine": info, "args": vars(args), "rows": rows})
+    write_results("bench_compile", {"environment": env, "args": vars(args),
+                                    "rows": rows}, announce=True)
 
 
 if __name__ == "__main__":

@@ -21,46 +21,36 @@ On CUDA, (b) and (c) also report the peak of ``torch.cuda.max_memory_allocated``
 
 Usage::
 
-    python benchmarks/bench_memory.py --quick
-    python benchmarks/bench_memory.py [--device cuda] [--omniglot-path PATH]
+    python -m benchmarks.bench_memory --quick
+    python -m benchmarks.bench_memory [--device cuda] [--omniglot-path PATH]
 """
 
 import dataclasses
 import functools
 import gc
-import sys
+import os
 import time
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np
 import torch
-from _baselines import (
-    Workload,
-    digits_workload,
-    make_conv4,
-    run_learn2learn,
-    sample_omniglot_tasks,
-    sinusoid_workload,
-    synchronize,
-)
-from _common import (
+
+from benchmarks._cli import make_parser, parse_device
+from benchmarks._estimators import make_sk_estimator, time_sk_meta
+from benchmarks._harness import (
     ShortWarmup,
-    machine_info,
-    make_parser,
-    make_sk_estimator,
-    parse_device,
-    print_header,
-    save_results,
-    time_sk_meta,
-)
-from _harness import (
-    format_table,
     interleaved_timing,
     peak_rss_in_subprocess,
-    set_torch_threads,
+    set_threads,
+    synchronize,
 )
+from benchmarks._report import environment, format_table, print_header, write_results
+from benchmarks._workloads import (
+    Workload,
+    conv_workload,
+    digits_workload,
+    sinusoid_workload,
+)
+from benchmarks.baselines import run_learn2learn
 
 MB = 1024 * 1024
 PLANS = {
@@ -77,8 +67,6 @@ TASKS_PER_CHUNK = (None, 16, 8, 4, 1)
 
 def _rss_mb() -> float:
     """Resident set size now, from /proc/self/statm (Linux)."""
-    import os
-
     with open("/proc/self/statm") as f:
         resident_pages = int(f.read().split()[1])
     return resident_pages * os.sysconf("SC_PAGE_SIZE") / MB
@@ -185,7 +173,7 @@ def train_sk_meta(workload: Workload, tasks, n_iter: int, device: str,
     """``n_iter`` meta-iterations of a new MAML estimator (runs in the child).
 
     With ``n_iter >= 2`` the first is untimed and the rest timed, as in
-    ``_common.time_sk_meta``; memory counts them all.
+    ``_estimators.time_sk_meta``; memory counts them all.
     """
     device = torch.device(device)
     if device.type == "cuda":
@@ -256,41 +244,6 @@ def part_b(plan, device):
 # --------------------------------------------------------------------------- #
 # (c) tasks_per_chunk on a small conv net
 # --------------------------------------------------------------------------- #
-def sample_random_image_tasks(n_tasks: int, seed: int = 0, *, n_way: int = 5,
-                              n_shot: int = 5, n_query: int = 5):
-    """Omniglot-shaped tasks of random binary 28x28 images (no data file)."""
-    rng = np.random.default_rng(seed)
-    tasks = []
-    for _ in range(n_tasks):
-        images = (rng.random((n_way * (n_shot + n_query), 1, 28, 28)) < 0.2)
-        images = images.astype(np.float32)
-        X_support, X_query = images[:n_way * n_shot], images[n_way * n_shot:]
-        tasks.append((X_support, np.repeat(np.arange(n_way), n_shot),
-                      X_query, np.repeat(np.arange(n_way), n_query)))
-    return tasks
-
-
-def conv_workload(omniglot_path: str | None) -> Workload:
-    """Conv4(n_filters=32), 5-way 5-shot, 5 query per class, meta-batch 32."""
-    if omniglot_path and Path(omniglot_path).is_file():
-        sample = functools.partial(sample_omniglot_tasks, path=str(omniglot_path),
-                                   n_way=5, n_shot=5, n_query=5)
-        data = "omniglot"
-    else:
-        sample = functools.partial(sample_random_image_tasks, n_way=5, n_shot=5,
-                                   n_query=5)
-        data = "random 28x28 images"
-    hyperparams = {
-        "network": "conv4", "n_filters": 32, "loss": "cross_entropy", "n_way": 5,
-        "n_shot": 5, "n_query": 5, "inner_steps": 1, "inner_lr": 0.4,
-        "meta_batch_size": 32, "meta_optimizer": "adam", "meta_lr": 1e-3,
-        "data": data,
-    }
-    return Workload(
-        name="conv4-32 5-shot", hyperparams=hyperparams, sample_tasks=sample,
-        make_module=functools.partial(make_conv4, n_classes=5, n_filters=32))
-
-
 def setup_conv(omniglot_path: str, n_iter: int):
     workload = conv_workload(omniglot_path or None)
     return workload, workload.make_tasks(n_iter, seed=0)
@@ -303,7 +256,8 @@ def part_c(plan, device, omniglot_path):
           "meta-batch 32, second-order MAML, 1 inner step\n", flush=True)
     n_iter = plan["chunk_iters"]
     device_arg = str(device)
-    path_arg = str(omniglot_path or "")
+    # absolute: the memory subprocesses start in the repository root
+    path_arg = os.path.abspath(omniglot_path) if omniglot_path else ""
     settings = [("sk_meta", tpc) for tpc in TASKS_PER_CHUNK] + [("learn2learn", None)]
     labels = [f"sk_meta tasks_per_chunk={tpc}" if method == "sk_meta" else method
               for method, tpc in settings]
@@ -384,18 +338,18 @@ def main(argv=None):
                         choices=["a", "b", "c"])
     args = parser.parse_args(argv)
     device = parse_device(parser, args.device)
-    set_torch_threads(1)
-    info = machine_info(device)
-    print_header("bench_memory: memory of meta-training", info)
+    set_threads(1)
+    env = environment(device)
+    print_header("bench_memory: memory of meta-training", env)
     plan = PLANS["quick" if args.quick else "full"]
-    results = {"machine": info, "args": vars(args), "plan": plan}
+    results = {"environment": env, "args": vars(args), "plan": plan}
     if "a" in args.parts:
         results["a_rss_trace"] = part_a(plan, device)
     if "b" in args.parts:
         results["b_inner_steps"] = part_b(plan, device)
     if "c" in args.parts:
         results["c_tasks_per_chunk"] = part_c(plan, device, args.omniglot_path)
-    save_results("bench_memory", results)
+    write_results("bench_memory", results, announce=True)
 
 
 if __name__ == "__main__":

@@ -17,34 +17,27 @@ the target ratios are medians of per-round ratios.
 
 Usage::
 
-    python benchmarks/bench_speed.py --quick            # about a minute (CPU)
-    python benchmarks/bench_speed.py                    # a few minutes
-    python benchmarks/bench_speed.py --device cuda
-    python benchmarks/bench_speed.py --workloads sinusoid digits
+    python -m benchmarks.bench_speed --quick            # about a minute (CPU)
+    python -m benchmarks.bench_speed                    # a few minutes
+    python -m benchmarks.bench_speed --device cuda
+    python -m benchmarks.bench_speed --workloads sinusoid digits
 """
 
 import functools
 import statistics
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from _baselines import get_workload, run_baseline
-from _common import (
+from benchmarks._cli import make_parser, parse_device
+from benchmarks._estimators import make_sk_estimator, sk_meta_module_like, time_sk_meta
+from benchmarks._harness import (
     ShortWarmup,
-    machine_info,
-    make_parser,
-    make_sk_estimator,
-    parse_device,
-    print_header,
+    interleaved_timing,
     round_ratios,
-    save_results,
-    sk_meta_module_like,
-    time_sk_meta,
-    verdict,
+    set_threads,
 )
-from _harness import format_table, interleaved_timing, set_torch_threads
+from benchmarks._report import environment, format_table, print_header, write_results
+from benchmarks._workloads import get_workload
+from benchmarks.baselines import run_baseline
 
 # Iterations per timed call. sk_meta runs more iterations than the (much
 # slower) baselines so that each of its samples lasts long enough to time;
@@ -178,6 +171,10 @@ def bench_workload(name, plan, device, omniglot_path, quick):
     return workload, timing, rows
 
 
+def verdict(value: float, target: float) -> str:
+    return "PASS" if value >= target else "FAIL"
+
+
 def comparison_rows(timings):
     rows = []
     for workload, numerator, denominator, target, what in COMPARISONS:
@@ -205,9 +202,9 @@ def main(argv=None):
                         choices=list(METHODS))
     args = parser.parse_args(argv)
     device = parse_device(parser, args.device)
-    set_torch_threads(1)
-    info = machine_info(device)
-    print_header("bench_speed: meta-training iterations per second", info)
+    set_threads(1)
+    env = environment(device)
+    print_header("bench_speed: meta-training iterations per second", env)
     plans = PLANS["quick" if args.quick else "full"]
 
     workloads = list(args.workloads)
@@ -240,14 +237,14 @@ def main(argv=None):
     print(format_table(targets, floatfmt=".3g"))
     print(f"\n{sum(r['result'] == 'PASS' for r in targets)} PASS, "
           f"{sum(r['result'] == 'FAIL' for r in targets)} FAIL")
-    save_results("bench_speed", {
-        "machine": info,
+    write_results("bench_speed", {
+        "environment": env,
         "args": vars(args),
         "settings": settings,
         "rows": all_rows,
         "targets": targets,
         "samples_it_per_s": {name: t.samples for name, t in timings.items()},
-    })
+    }, announce=True)
 
 
 if __name__ == "__main__":

@@ -11,8 +11,8 @@ Within one load condition the four methods are interleaved (A B C D, ...).
 
 Usage::
 
-    python benchmarks/bench_threads.py --quick
-    python benchmarks/bench_threads.py [--device cuda]
+    python -m benchmarks.bench_threads --quick
+    python -m benchmarks.bench_threads [--device cuda]
 """
 
 import contextlib
@@ -22,23 +22,13 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from _baselines import get_workload, run_learn2learn
-from _common import (
-    machine_info,
-    make_parser,
-    make_sk_estimator,
-    parse_device,
-    print_header,
-    save_results,
-    time_sk_meta,
-)
-from _harness import format_table, interleaved_timing, set_torch_threads
-
-from sk_meta._torch_utils import torch_threads
+from benchmarks._cli import make_parser, parse_device
+from benchmarks._estimators import make_sk_estimator, time_sk_meta
+from benchmarks._harness import interleaved_timing, set_threads, torch_threads
+from benchmarks._report import environment, format_table, print_header, write_results
+from benchmarks._workloads import get_workload
+from benchmarks.baselines import run_learn2learn
 
 # Meta-iterations per timed sample, for (1 thread, 2 threads). sk_meta is 5-10x
 # faster, so it runs more. Two threads get far fewer: on a loaded 2-core
@@ -111,9 +101,9 @@ def main(argv=None):
     parser = make_parser(__doc__.split("\n")[0])
     args = parser.parse_args(argv)
     device = parse_device(parser, args.device)
-    set_torch_threads(1)
-    info = machine_info(device)
-    print_header("bench_threads: 1 vs 2 torch threads, idle vs one busy core", info)
+    set_threads(1)
+    env = environment(device)
+    print_header("bench_threads: 1 vs 2 torch threads, idle vs one busy core", env)
     plans = PLANS["quick" if args.quick else "full"]
     if device.type == "cuda":
         print("(on CUDA, threads only affect the host side)\n")
@@ -160,9 +150,9 @@ def main(argv=None):
           "`x no spinner`: with the spinning core against without (different "
           "rounds: noisier). `load avg`: the machine's 1-minute load average "
           "before the rounds (other users included).")
-    save_results("bench_threads", {"machine": info, "args": vars(args),
-                                   "plan": plans, "rows": rows,
-                                   "samples_it_per_s": samples})
+    write_results("bench_threads", {"environment": env, "args": vars(args),
+                                    "plan": plans, "rows": rows,
+                                    "samples_it_per_s": samples}, announce=True)
 
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ reptile (Nichol et al. 2018; openai/supervised-reptile README commands)
 Labels: by default the tasks keep the original class ids, which sk_meta maps
 to output units in sorted order; ``--shuffle-labels`` gives each
 meta-training task a random assignment of its classes to output units, as
-both papers' code does (``_stats.ShuffledLabels``, the relabelling that
+both papers' code does (``_workloads.ShuffledLabels``, the relabelling that
 ``EpisodeSampler(shuffle_labels=True)`` now offers).
 
 Time budget: sk_meta has no time limit option; meta-training runs in chunks
@@ -58,8 +58,8 @@ largest difference in their accuracies (it should be 0).
 
 Examples (from the repository root)::
 
-    python benchmarks/fidelity_omniglot.py --quick          # CPU, ~2 min
-    python benchmarks/fidelity_omniglot.py --device cuda --time-budget 300 \\
+    python -m benchmarks.fidelity_omniglot --quick          # CPU, ~2 min
+    python -m benchmarks.fidelity_omniglot --device cuda --time-budget 300 \\
         --algorithm maml fomaml reptile --n-way 5 20 --k-shot 1 5
 """
 
@@ -76,21 +76,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _stats import (  # noqa: E402
-    ShuffledLabels,
+from benchmarks._harness import set_threads
+from benchmarks._report import (
+    RESULTS_DIR,
     Timer,
     environment,
-    format_ci,
-    markdown_table,
-    summary,
-    use_one_thread,
+    format_table,
     write_results,
 )
-
-from sk_meta import FOMAMLClassifier, MAMLClassifier, ReptileClassifier  # noqa: E402
-from sk_meta.datasets import load_omniglot  # noqa: E402
-from sk_meta.functional import (  # noqa: E402
+from benchmarks._stats import format_ci, summary
+from benchmarks._workloads import DEFAULT_OMNIGLOT_PATH, ShuffledLabels
+from sk_meta import FOMAMLClassifier, MAMLClassifier, ReptileClassifier
+from sk_meta.datasets import load_omniglot
+from sk_meta.functional import (
     adapt,
     batched_forward,
     cross_entropy_loss,
@@ -98,11 +96,9 @@ from sk_meta.functional import (  # noqa: E402
     outputs_beside_support,
     prepare_module,
 )
-from sk_meta.models import Conv4  # noqa: E402
-from sk_meta.tasks import EpisodeSampler  # noqa: E402
+from sk_meta.models import Conv4
+from sk_meta.tasks import EpisodeSampler
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_PATH = REPO_ROOT.parent / "shared" / "data" / "omniglot" / "omniglot28.npz"
 ALGORITHMS = ("maml", "fomaml", "reptile")
 
 # Test accuracies (%) of the papers: MAML and first-order MAML from Finn et al.
@@ -426,7 +422,7 @@ def table(records):
                 if acc and "accuracy_random_init" in r else "",
                 paper_text,
             ])
-    return markdown_table(header, rows)
+    return format_table(rows, columns=header)
 
 
 def main(argv=None):
@@ -494,12 +490,13 @@ def main(argv=None):
             setattr(args, key, value)
     if args.eval_batch_size is None:
         args.eval_batch_size = 100 if str(args.device).startswith("cuda") else 25
-    args.results_dir = args.results_dir or str(REPO_ROOT / "benchmarks" / "results")
-    path = args.path or (DEFAULT_PATH if DEFAULT_PATH.is_file() else None)
+    args.results_dir = args.results_dir or str(RESULTS_DIR)
+    path = args.path or (DEFAULT_OMNIGLOT_PATH if DEFAULT_OMNIGLOT_PATH.is_file()
+                         else None)
     mode = "quick" if args.quick else "full"
     device_kind = str(args.device).split(":")[0]
     name = args.name or f"omniglot_{mode}_{device_kind}_seed{args.seed}"
-    use_one_thread()
+    set_threads(1)
     torch.manual_seed(args.seed)
     timer = Timer()
     stop_flag = StopFlag()

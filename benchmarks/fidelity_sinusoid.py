@@ -43,35 +43,25 @@ pretrained
 
 Run from the repository root::
 
-    python benchmarks/fidelity_sinusoid.py --quick              # ~3 min
-    python benchmarks/fidelity_sinusoid.py                      # 70k iterations
+    python -m benchmarks.fidelity_sinusoid --quick              # ~3 min
+    python -m benchmarks.fidelity_sinusoid                      # 70k iterations
 
 Results go to ``benchmarks/results/sinusoid_<mode>_seed<seed>.json`` (written
 after every method, so an interrupted run keeps what it finished).
 """
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _stats import (  # noqa: E402
-    Timer,
-    environment,
-    format_ci,
-    markdown_table,
-    summary,
-    use_one_thread,
-    write_results,
-)
-
-from sk_meta import FOMAMLRegressor, MAMLRegressor, ReptileRegressor  # noqa: E402
-from sk_meta.exceptions import DivergenceError  # noqa: E402
-from sk_meta.tasks import SinusoidTasks  # noqa: E402
+from benchmarks._harness import set_threads
+from benchmarks._report import Timer, environment, format_table, write_results
+from benchmarks._stats import format_ci, summary
+from sk_meta import FOMAMLRegressor, MAMLRegressor, ReptileRegressor
+from sk_meta.exceptions import DivergenceError
+from sk_meta.tasks import SinusoidTasks
 
 ALGORITHMS = ("maml", "fomaml", "reptile", "pretrained")
 # Figures of the MAML paper for K = 5 (70,000 meta-iterations), as quoted in
@@ -197,7 +187,7 @@ def tables(records, steps):
             rows.append([r["k_shot"], "pretrained (best lr)", r["n_meta_iter"], "",
                          "/".join(str(best[str(k)]["lr"]) for k in steps), "",
                          *(format_ci(best[str(k)]) for k in steps), ""])
-    return markdown_table(header, rows)
+    return format_table(rows, columns=header)
 
 
 def main(argv=None):
@@ -219,7 +209,7 @@ def main(argv=None):
         args.n_meta_iter = 5_000 if args.quick else 70_000
     mode = "quick" if args.quick else "full"
     name = args.name or f"sinusoid_{mode}_seed{args.seed}"
-    use_one_thread()
+    set_threads(1)
     timer = Timer()
 
     records = []

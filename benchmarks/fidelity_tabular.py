@@ -47,7 +47,7 @@ maml shuffled
     The same, on tasks whose labels are replaced by a random permutation of
     0..N-1 for every task (the papers' protocol: output units carry no class
     identity, so the init cannot memorise "this digit is unit 2"), with
-    ``_stats.ShuffledLabels``: the relabelling that
+    ``_workloads.ShuffledLabels``: the relabelling that
     ``EpisodeSampler(shuffle_labels=True)`` now offers, kept here so that
     the recorded numbers reproduce.
 reptile shuffled (full mode)
@@ -58,8 +58,8 @@ reptile shuffled (full mode)
 
 Run from the repository root::
 
-    python benchmarks/fidelity_tabular.py --quick      # ~4 min of CPU
-    python benchmarks/fidelity_tabular.py              # ~45 min of CPU
+    python -m benchmarks.fidelity_tabular --quick      # ~4 min of CPU
+    python -m benchmarks.fidelity_tabular              # ~45 min of CPU
 
 Accuracy: mean over test tasks with a 95% interval; ``maml shuffled - best
 support`` is the paired difference between MAML (shuffled labels) and the
@@ -70,7 +70,6 @@ Adam steps.
 """
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
@@ -82,23 +81,13 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.neighbors import KNeighborsClassifier
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _stats import (  # noqa: E402
-    ShuffledLabels,
-    Timer,
-    environment,
-    format_ci,
-    markdown_table,
-    summary,
-    use_one_thread,
-    write_results,
-)
+from benchmarks._harness import set_threads
+from benchmarks._report import Timer, environment, format_table, write_results
+from benchmarks._stats import format_ci, summary
+from benchmarks._workloads import DEFAULT_OMNIGLOT_PATH, ShuffledLabels
+from sk_meta import MAMLClassifier, ReptileClassifier
+from sk_meta.tasks import EpisodeSampler
 
-from sk_meta import MAMLClassifier, ReptileClassifier  # noqa: E402
-from sk_meta.tasks import EpisodeSampler  # noqa: E402
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
-OMNIGLOT_PATH = REPO_ROOT.parent / "shared" / "data" / "omniglot" / "omniglot28.npz"
 HIDDEN = (128, 128)
 SUPPORT_ONLY = ("logreg", "1-nn", "random forest")
 
@@ -273,7 +262,7 @@ def table(records, methods):
                                digits=1),
                      format_ci(r[f"maml{suffix}_minus_pretrain"], percent=True,
                                digits=1)])
-    return markdown_table(header, rows)
+    return format_table(rows, columns=header)
 
 
 def main(argv=None):
@@ -293,7 +282,7 @@ def main(argv=None):
                         help="meta-learners (quote the names with spaces)")
     parser.add_argument("--n-meta-iter", type=int, default=None)
     parser.add_argument("--n-test-tasks", type=int, default=None)
-    parser.add_argument("--omniglot-path", default=str(OMNIGLOT_PATH))
+    parser.add_argument("--omniglot-path", default=str(DEFAULT_OMNIGLOT_PATH))
     parser.add_argument("--name", default=None, help="results file name")
     args = parser.parse_args(argv)
     quick = dict(datasets=["digits", "synthetic"], n_train_classes=[800],
@@ -309,7 +298,7 @@ def main(argv=None):
         args.meta = ["maml", *args.meta]
     mode = "quick" if args.quick else "full"
     name = args.name or f"tabular_{mode}_seed{args.seed}"
-    use_one_thread()
+    set_threads(1)
     timer = Timer()
 
     records = []
