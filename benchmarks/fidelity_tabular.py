@@ -86,23 +86,32 @@ from benchmarks._report import Timer, environment, format_table, write_results
 from benchmarks._stats import format_ci, summary
 from benchmarks._workloads import DEFAULT_OMNIGLOT_PATH, ShuffledLabels
 from sk_meta import MAMLClassifier, ReptileClassifier
+from sk_meta.datasets import load_omniglot
 from sk_meta.tasks import EpisodeSampler
 
 HIDDEN = (128, 128)
-SUPPORT_ONLY = ("logreg", "1-nn", "random forest")
 
 
 # -- data sets -----------------------------------------------------------------
-def load_digits_family():
+# A data set is a loader in DATASETS: it takes the parsed arguments and returns
+# a dict with X (float32, one row per sample), y (class ids), train and test
+# (the meta-training and the held-out class ids), n_way, and optionally
+# sweep_train_classes (True: one setting per --n-train-classes, taking the
+# first n of ``train``). It raises DatasetUnavailable when its data is missing.
+class DatasetUnavailable(Exception):
+    """The data set cannot be loaded here (the run skips it)."""
+
+
+def load_digits_family(args):
     X, y = load_digits(return_X_y=True)
     return dict(X=(X / 16.0).astype(np.float32), y=y, train=np.arange(7),
                 test=np.array([7, 8, 9]), n_way=3)
 
 
-def load_omniglot_family(path):
-    from sk_meta.datasets import load_omniglot
-
-    data = load_omniglot(path, rotations=(90, 180, 270))
+def load_omniglot_family(args):
+    if not Path(args.omniglot_path).is_file():
+        raise DatasetUnavailable(f"no file at {args.omniglot_path}")
+    data = load_omniglot(args.omniglot_path, rotations=(90, 180, 270))
     images = data.data[:, 0]
     pooled = images.reshape(len(images), 14, 2, 14, 2).mean(axis=(2, 4))
     return dict(X=pooled.reshape(len(images), -1).astype(np.float32),
@@ -125,6 +134,17 @@ def make_synthetic_family(n_classes=1000, n_per_class=30, n_latent=8,
     X = X[:, rng.permutation(X.shape[1])].astype(np.float32)
     return dict(X=X, y=y, train=np.arange(800), test=np.arange(800, 1000),
                 n_way=5)
+
+
+def load_synthetic_family(args):
+    return dict(make_synthetic_family(seed=args.seed), sweep_train_classes=True)
+
+
+DATASETS = {
+    "digits": load_digits_family,
+    "omniglot": load_omniglot_family,
+    "synthetic": load_synthetic_family,
+}
 
 
 # -- the pretrained baseline ---------------------------------------------------------
@@ -158,26 +178,39 @@ def pretrain_embedding(X, y, classes, n_steps, seed):
 
 
 # -- methods -----------------------------------------------------------------------
-def support_only(name, seed):
-    if name == "logreg":
-        return LogisticRegression(max_iter=1000)
-    if name == "1-nn":
-        return KNeighborsClassifier(n_neighbors=1)
-    return RandomForestClassifier(n_estimators=100, random_state=seed, n_jobs=1)
+# Support-only methods: name -> factory(seed) of a scikit-learn classifier,
+# fitted on each test task's support set alone.
+SUPPORT_ONLY = {
+    "logreg": lambda seed: LogisticRegression(max_iter=1000),
+    "1-nn": lambda seed: KNeighborsClassifier(n_neighbors=1),
+    "random forest": lambda seed: RandomForestClassifier(
+        n_estimators=100, random_state=seed, n_jobs=1),
+}
+
+
+def make_maml(n_meta_iter, seed):
+    return MAMLClassifier(hidden_layer_sizes=HIDDEN, inner_lr=0.1, inner_steps=5,
+                          meta_batch_size=16, n_meta_iter=n_meta_iter,
+                          random_state=seed)
+
+
+def make_reptile(n_meta_iter, seed):
+    return ReptileClassifier(hidden_layer_sizes=HIDDEN, inner_lr=0.1, inner_steps=10,
+                             meta_inner_steps=5, meta_batch_size=16, meta_lr=1.0,
+                             n_meta_iter=n_meta_iter, random_state=seed)
+
+
+# Meta-learners: name -> (factory(n_meta_iter, seed), meta-train on tasks
+# with shuffled labels?). "maml" always runs: the paired differences use it.
+META_LEARNERS = {
+    "maml": (make_maml, False),
+    "maml shuffled": (make_maml, True),
+    "reptile shuffled": (make_reptile, True),
+}
 
 
 def accuracies(fit_predict, tasks):
     return np.array([np.mean(fit_predict(t) == t.y_query) for t in tasks])
-
-
-def meta_learner(name, n_meta_iter, seed):
-    if name.startswith("maml"):
-        return MAMLClassifier(hidden_layer_sizes=HIDDEN, inner_lr=0.1, inner_steps=5,
-                              meta_batch_size=16, n_meta_iter=n_meta_iter,
-                              random_state=seed)
-    return ReptileClassifier(hidden_layer_sizes=HIDDEN, inner_lr=0.1, inner_steps=10,
-                             meta_inner_steps=5, meta_batch_size=16, meta_lr=1.0,
-                             n_meta_iter=n_meta_iter, random_state=seed)
 
 
 def run_setting(data, dataset, k_shot, train_classes, args, timer, baseline_cache):
@@ -193,7 +226,7 @@ def run_setting(data, dataset, k_shot, train_classes, args, timer, baseline_cach
         cached = {}
         for name in SUPPORT_ONLY:
             start = time.perf_counter()
-            acc = accuracies(lambda t, name=name: support_only(name, args.seed).fit(
+            acc = accuracies(lambda t, name=name: SUPPORT_ONLY[name](args.seed).fit(
                 t.X_support, t.y_support).predict(t.X_query), tasks)
             cached[name] = (acc, time.perf_counter() - start)
         baseline_cache[key] = cached
@@ -215,9 +248,9 @@ def run_setting(data, dataset, k_shot, train_classes, args, timer, baseline_cach
                                 classes=train_classes, random_state=args.seed)
     for name in args.meta:
         start = time.perf_counter()
-        tasks_for = (ShuffledLabels(meta_tasks, args.seed) if "shuffled" in name
-                     else meta_tasks)
-        est = meta_learner(name, args.n_meta_iter, args.seed).meta_fit(tasks_for)
+        make, shuffled = META_LEARNERS[name]
+        tasks_for = ShuffledLabels(meta_tasks, args.seed) if shuffled else meta_tasks
+        est = make(args.n_meta_iter, args.seed).meta_fit(tasks_for)
         results[name] = accuracies(
             lambda t: est.fit(t.X_support, t.y_support).predict(t.X_query), tasks)
         seconds[name] = time.perf_counter() - start
@@ -273,12 +306,12 @@ def main(argv=None):
                              "200 test tasks")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--datasets", nargs="+", default=None,
-                        choices=("digits", "omniglot", "synthetic"))
+                        choices=list(DATASETS))
     parser.add_argument("--k-shot", type=int, nargs="+", default=[1, 5])
     parser.add_argument("--n-train-classes", type=int, nargs="+", default=None,
                         help="synthetic: numbers of meta-training classes")
     parser.add_argument("--meta", nargs="+", default=None,
-                        choices=("maml", "maml shuffled", "reptile shuffled"),
+                        choices=list(META_LEARNERS),
                         help="meta-learners (quote the names with spaces)")
     parser.add_argument("--n-meta-iter", type=int, default=None)
     parser.add_argument("--n-test-tasks", type=int, default=None)
@@ -303,19 +336,18 @@ def main(argv=None):
 
     records = []
     for dataset in args.datasets:
-        if dataset == "digits":
-            data, pools = load_digits_family(), None
-        elif dataset == "omniglot":
-            if not Path(args.omniglot_path).is_file():
-                timer.log(f"omniglot: no file at {args.omniglot_path}, skipped")
-                continue
-            data, pools = load_omniglot_family(args.omniglot_path), None
-        else:
-            data = make_synthetic_family(seed=args.seed)
+        try:
+            data = DATASETS[dataset](args)
+        except DatasetUnavailable as exc:
+            timer.log(f"{dataset}: {exc}, skipped")
+            continue
+        if data.get("sweep_train_classes"):
             pools = [data["train"][:n] for n in sorted(args.n_train_classes)]
+        else:
+            pools = [data["train"]]
         cache = {}
         for k_shot in args.k_shot:
-            for train_classes in pools or [data["train"]]:
+            for train_classes in pools:
                 records.append(run_setting(data, dataset, k_shot, train_classes,
                                            args, timer, cache))
                 write_results(name, {
