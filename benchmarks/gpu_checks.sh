@@ -32,11 +32,11 @@ stage() {  # name seconds command...
 
 for s in "${@:-tests speed compile protocol}"; do for name in $s; do case $name in
 tests) stage tests 150 "$PYTHON" -m pytest -q -m cuda -p no:cacheprovider tests ;;
-speed) stage speed 150 "$PYTHON" benchmarks/bench_speed.py --device cuda \
+speed) stage speed 150 "$PYTHON" -m benchmarks.bench_speed --device cuda \
         --workloads omniglot --omniglot-path "$DATA" ;;
-compile) stage compile 200 "$PYTHON" benchmarks/bench_compile.py --device cuda \
+compile) stage compile 200 "$PYTHON" -m benchmarks.bench_compile --device cuda \
         --quick --workloads omniglot --omniglot-path "$DATA" ;;
-protocol) stage protocol 300 "$PYTHON" benchmarks/fidelity_omniglot.py --device cuda \
+protocol) stage protocol 300 "$PYTHON" -m benchmarks.fidelity_omniglot --device cuda \
         --compile --non-transductive --algorithm maml --n-way 5 --k-shot 1 \
         --time-budget 230 \
         --path "$DATA" --results-dir "$OUT" --name omniglot_gpu_maml_5w1s_compiled ;;
