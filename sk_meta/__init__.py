@@ -15,7 +15,7 @@ _LAZY = {
     "MAMLRegressor": "sk_meta._maml",
     "ReptileClassifier": "sk_meta._reptile",
     "ReptileRegressor": "sk_meta._reptile",
-    "load": "sk_meta._persistence",
+    "load": "sk_meta._load",
 }
 
 __all__ = sorted(_LAZY)

@@ -1,74 +1,28 @@
-"""The shared estimator: meta-training, adaptation, prediction, clone and pickling."""
+"""The shared estimator: parameters, the scikit-learn protocol, thin public methods.
 
-import copy
+The work is done elsewhere: :mod:`sk_meta._fitting` binds the parameters
+and runs meta-training, adaptation and prediction; the results are records
+(:mod:`sk_meta._records`) that this class holds and its fitted attributes
+read from.
+"""
+
 import functools
 import inspect
-import math
-import numbers
 import os
-import types
+import warnings
 from numbers import Integral, Real
 
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, _fit_context
-from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from sk_meta import _persistence, _skorch
-from sk_meta._torch_utils import (
-    DeviceOptions,
-    draw_seeds,
-    loss_if_finite,
-    resolve_device,
-    seeded_torch,
-    single_sample_batch_norm_error,
-    to_cpu,
-    torch_threads,
-)
-from sk_meta._training import MetaTrainer, loss_for, runs_beside_support
-from sk_meta.exceptions import DivergenceError
-from sk_meta.functional import (
-    TaskBatch,
-    adapt,
-    batched_forward,
-    expand_params,
-    outputs_beside_support,
-    prepare_module,
-)
-from sk_meta.models import MLP
-
-# Attributes that make up the meta-learned init. They survive ``clone`` (and
-# so grid searches and cross-validation); ``fit`` never changes them.
-_META_ATTRIBUTES = (
-    "module_",
-    "meta_params_",
-    "n_meta_iter_",
-    "meta_loss_curve_",
-    "meta_input_shape_",
-    "meta_n_outputs_",
-    "meta_architecture_",
-    "history_",
-    "validation_scores_",
-    "best_validation_score_",
-    "_meta_y_shape",
-    "_meta_training_state",
-)
-# Attributes set by ``fit``: the adapted model.
-_FIT_ATTRIBUTES = (
-    "params_",
-    "classes_",
-    "n_outputs_",
-    "n_features_in_",
-    "feature_names_in_",
-    "_module",
-    "_y_ndim",
-    "_fit_input_shape",
-    "_n_fit_classes",
-    "_support_X",
-)
+from sk_meta import _fitting, _persistence, _skorch
+from sk_meta._records import FitResult, MetaResult, MetaTrainingState, record_on_cpu
+from sk_meta._torch_utils import DeviceOptions, torch_tensor_to_numpy, torch_threads
+from sk_meta.exceptions import DivergenceError, FeatureNamesWarning
 
 
 def _transactional(method):
@@ -91,8 +45,25 @@ def _transactional(method):
     return wrapper
 
 
+def _record_attribute(record, field, doc):
+    """A read-only fitted attribute taken from the ``_meta`` or ``_fit`` record."""
+
+    def get(self):
+        value = self.__dict__.get(record)
+        if value is None:
+            raise AttributeError(
+                f"{type(self).__name__} has no attribute {doc!r} before "
+                f"{'meta_fit' if record == '_meta' else 'fit'}"
+            )
+        return getattr(value, field)
+
+    return property(get, doc=f"See the class docstring ({doc}).")
+
+
 class BaseMetaEstimator(BaseEstimator):
     """Hyperparameters and machinery shared by every sk_meta estimator."""
+
+    _algorithm = None  # "maml" or "reptile"
 
     _parameter_constraints = {
         "module": [None, type, torch.nn.Module],
@@ -102,15 +73,21 @@ class BaseMetaEstimator(BaseEstimator):
         "inner_lr": [Interval(Real, 0, None, closed="neither")],
         "inner_steps": [Interval(Integral, 1, None, closed="left")],
         "meta_inner_steps": [None, Interval(Integral, 1, None, closed="left")],
+        "inner_lr_mode": [StrOptions({"fixed", "per_layer_step", "per_parameter"})],
+        "adapt_layers": [StrOptions({"all", "head"})],
+        "head_init": [StrOptions({"meta", "zero", "prototype"})],
+        "multi_step_loss": ["boolean"],
         "meta_lr": [Interval(Real, 0, None, closed="neither")],
         "meta_batch_size": [Interval(Integral, 1, None, closed="left")],
         "n_meta_iter": [Interval(Integral, 1, None, closed="left")],
+        "max_time": [None, Interval(Real, 0, None, closed="neither")],
         "meta_optimizer": [StrOptions({"adam", "sgd"})],
         "meta_lr_schedule": [StrOptions({"constant", "linear"})],
         "tasks_per_chunk": [None, StrOptions({"auto"}),
                             Interval(Integral, 1, None, closed="left")],
         "compile": ["boolean", StrOptions({"default", "reduce-overhead",
                                            "max-autotune"})],
+        "transductive": ["boolean"],
         "validation_interval": [Interval(Integral, 1, None, closed="left")],
         "early_stopping": ["boolean"],
         "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
@@ -118,21 +95,21 @@ class BaseMetaEstimator(BaseEstimator):
         "warm_start": ["boolean"],
         "checkpoint_path": [None, str, os.PathLike],
         "checkpoint_every": [Interval(Integral, 1, None, closed="left")],
-        "max_time": [None, Interval(Real, 0, None, closed="neither")],
+        "distributed": [StrOptions({"auto"}), "boolean"],
         "n_threads": [None, Interval(Integral, 1, None, closed="left")],
-        "transductive": ["boolean"],
         "device": [DeviceOptions(), torch.device],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
     }
 
     def __init__(self, module, *, module_params, hidden_layer_sizes, activation,
-                 inner_lr, inner_steps, meta_inner_steps, meta_lr, meta_batch_size,
+                 inner_lr, inner_steps, meta_inner_steps, inner_lr_mode,
+                 adapt_layers, head_init, multi_step_loss, meta_lr, meta_batch_size,
                  n_meta_iter, max_time, meta_optimizer, meta_lr_schedule,
-                 tasks_per_chunk,
-                 compile, transductive, validation_interval,
+                 tasks_per_chunk, compile, transductive, validation_interval,
                  early_stopping, n_iter_no_change, tol, warm_start, checkpoint_path,
-                 checkpoint_every, n_threads, device, random_state, verbose):
+                 checkpoint_every, distributed, n_threads, device, random_state,
+                 verbose):
         self.module = module
         self.module_params = module_params
         self.hidden_layer_sizes = hidden_layer_sizes
@@ -140,6 +117,10 @@ class BaseMetaEstimator(BaseEstimator):
         self.inner_lr = inner_lr
         self.inner_steps = inner_steps
         self.meta_inner_steps = meta_inner_steps
+        self.inner_lr_mode = inner_lr_mode
+        self.adapt_layers = adapt_layers
+        self.head_init = head_init
+        self.multi_step_loss = multi_step_loss
         self.meta_lr = meta_lr
         self.meta_batch_size = meta_batch_size
         self.n_meta_iter = n_meta_iter
@@ -156,51 +137,72 @@ class BaseMetaEstimator(BaseEstimator):
         self.warm_start = warm_start
         self.checkpoint_path = checkpoint_path
         self.checkpoint_every = checkpoint_every
+        self.distributed = distributed
         self.n_threads = n_threads
         self.device = device
         self.random_state = random_state
         self.verbose = verbose
 
-    # -- what subclasses define -------------------------------------------------
+    # -- fitted attributes, read from the records ----------------------------------
+    module_ = _record_attribute("_meta", "module", "module_")
+    meta_params_ = _record_attribute("_meta", "params", "meta_params_")
+    inner_lrs_ = _record_attribute("_meta", "inner_lrs", "inner_lrs_")
+    n_meta_iter_ = _record_attribute("_meta", "n_meta_iter", "n_meta_iter_")
+    meta_loss_curve_ = _record_attribute("_meta", "loss_curve", "meta_loss_curve_")
+    meta_input_shape_ = _record_attribute("_meta", "input_shape", "meta_input_shape_")
+    meta_n_outputs_ = _record_attribute("_meta", "n_outputs", "meta_n_outputs_")
+    meta_architecture_ = _record_attribute("_meta", "architecture",
+                                           "meta_architecture_")
+    history_ = _record_attribute("_meta", "history", "history_")
+    validation_scores_ = _record_attribute("_meta", "validation_scores",
+                                           "validation_scores_")
+    best_validation_score_ = _record_attribute("_meta", "best_validation_score",
+                                               "best_validation_score_")
+    params_ = _record_attribute("_fit", "params", "params_")
+    n_outputs_ = _record_attribute("_fit", "n_outputs", "n_outputs_")
+
+    @property
+    def device_(self):
+        """The device of the last ``fit`` or, before it, of ``meta_fit``."""
+        record = self.__dict__.get("_fit") or self.__dict__.get("_meta")
+        if record is None:
+            raise AttributeError(
+                f"{type(self).__name__} has no attribute 'device_' before meta_fit "
+                "or fit")
+        return torch.device(record.device)
+
+    # -- what subclasses define ----------------------------------------------------
     def _is_classifier(self):
         raise NotImplementedError
 
-    def _meta_step(self, compile_mode):
-        """``step(forward, params, batch, *, loss_fn) -> (grads, loss)``.
-
-        Sums over the batch's tasks of the meta-gradient and of the meta-loss,
-        compiled with ``torch.compile`` in ``compile_mode`` unless it is None.
-        """
-        raise NotImplementedError
-
-    def _adapt_options(self):
-        """Extra keyword arguments of :func:`adapt` used by ``fit``."""
-        return {}
-
-    # -- scikit-learn protocol ---------------------------------------------------
+    # -- scikit-learn protocol -----------------------------------------------------
     def __sklearn_is_fitted__(self):
-        return hasattr(self, "params_")
+        return self.__dict__.get("_fit") is not None
 
     def _is_meta_fitted(self):
-        return hasattr(self, "module_")
+        return self.__dict__.get("_meta") is not None
 
     def __sklearn_clone__(self):
         # A clone is unfitted, with the same hyperparameters, and adapts from
         # the same meta-learned init: the init is shared, never copied, since
         # nothing in sk_meta modifies it.
         clone = super().__sklearn_clone__()
-        for name in _META_ATTRIBUTES:
-            if name in self.__dict__:
-                clone.__dict__[name] = self.__dict__[name]
+        if self._is_meta_fitted():
+            clone._meta = self._meta
         return clone
 
     def __getstate__(self):
-        state = super().__getstate__()
+        # a copy: object.__getstate__ returns the instance's own dictionary
+        state = dict(super().__getstate__())
         state.pop("_live_stream", None)  # holds the user's iterator
         # Pickles never carry GPU tensors: they load on any machine.
-        return to_cpu(state)
+        for name in ("_meta", "_fit"):
+            if name in state:
+                state[name] = record_on_cpu(state[name])
+        return state
 
     def __setstate__(self, state):
+        _upgrade_pickle(state, self)
         super().__setstate__(state)
         # parameters added since the pickle was written take their defaults
         for name, default in _init_defaults(type(self)).items():
@@ -234,123 +236,6 @@ class BaseMetaEstimator(BaseEstimator):
         tags.input_tags.three_d_array = self.module is not None
         tags.non_deterministic = False
         return tags
-
-    # -- building the network -----------------------------------------------------
-    def _seeds(self):
-        """Seeds of the initialization, the task order and torch's RNG."""
-        return draw_seeds(check_random_state(self.random_state), 3)
-
-    def _architecture(self):
-        """What determines the network's shape, to detect changes after meta_fit."""
-        if self.module is None:
-            return {
-                "module": "MLP",
-                "hidden_layer_sizes": tuple(int(h) for h in self.hidden_layer_sizes),
-                "activation": self.activation,
-            }
-        if isinstance(self.module, type):
-            return {
-                "module": self.module,
-                "module_params": dict(self.module_params or {}),
-            }
-        return {
-            "module": type(self.module),
-            "parameter shapes": tuple(
-                (name, tuple(p.shape)) for name, p in self.module.named_parameters()
-            ),
-        }
-
-    def _check_architecture_unchanged(self):
-        current = self._architecture()
-        meta = self.meta_architecture_
-        changed = [key for key in set(current) | set(meta)
-                   if not _equal(current.get(key), meta.get(key))]
-        if changed:
-            details = "; ".join(
-                f"{key}: {meta.get(key)!r} at meta_fit, now {current.get(key)!r}"
-                for key in sorted(changed)
-            )
-            raise ValueError(
-                "The network's architecture changed since meta_fit "
-                f"({details}); the meta-learned init does not fit it. Restore the "
-                "parameter or call meta_fit again."
-            )
-
-    def _build_module(self, input_shape, n_outputs, seed, probe):
-        """A freshly initialized network, prepared for the functional core.
-
-        Returns the module and its number of outputs. ``probe`` is one task's
-        inputs, used to check what a custom module returns.
-        """
-        if self.module is None:
-            if len(input_shape) != 1:
-                raise ValueError(
-                    "The default MLP takes 2-D input (n_samples, n_features), got "
-                    f"samples of shape {tuple(input_shape)}; pass module=... for "
-                    "N-D input"
-                )
-            hidden = tuple(self.hidden_layer_sizes)
-            if not all(isinstance(h, numbers.Integral) and h > 0 for h in hidden):
-                raise ValueError(
-                    "hidden_layer_sizes must be positive integers, got "
-                    f"{self.hidden_layer_sizes!r}"
-                )
-            with seeded_torch(seed, torch.device("cpu")):
-                module = MLP(input_shape[0], hidden, n_outputs, self.activation)
-            return prepare_module(module), n_outputs
-        if isinstance(self.module, type):
-            if not issubclass(self.module, torch.nn.Module):
-                raise TypeError(
-                    f"module must be a torch.nn.Module class or instance, got "
-                    f"{self.module!r}"
-                )
-            with seeded_torch(seed, torch.device("cpu")):
-                try:
-                    module = self.module(**(self.module_params or {}))
-                except TypeError as exc:
-                    raise TypeError(
-                        f"{self.module.__name__}(**module_params) failed: {exc}"
-                    ) from None
-        else:
-            if self.module_params:
-                raise ValueError(
-                    "module_params only applies when module is a class; got an "
-                    "instance"
-                )
-            module = self.module
-        module = prepare_module(module)
-        return module, self._probe_outputs(module, probe, n_outputs)
-
-    def _probe_outputs(self, module, probe, n_outputs):
-        """Run the module once and check its output shape; return its width."""
-        X = torch.as_tensor(np.asarray(probe, dtype=np.float32))
-        try:
-            with torch.no_grad():
-                out = module(X)
-        except Exception as exc:
-            raise ValueError(
-                f"module failed on inputs of shape {tuple(X.shape)}: "
-                f"{type(exc).__name__}: {exc}"
-            ) from None
-        if not isinstance(out, torch.Tensor) or out.dim() not in (1, 2) or (
-                len(out) != len(X)):
-            raise ValueError(
-                f"module must return a tensor of shape (n_samples, n_outputs); on "
-                f"inputs of shape {tuple(X.shape)} it returned "
-                f"{getattr(out, 'shape', type(out).__name__)}"
-            )
-        width = 1 if out.dim() == 1 else out.shape[1]
-        if self._is_classifier():
-            if width < n_outputs:
-                raise ValueError(
-                    f"module has {width} outputs, but the tasks have up to "
-                    f"{n_outputs} classes"
-                )
-        elif width != n_outputs:
-            raise ValueError(
-                f"module has {width} outputs, but the targets have {n_outputs}"
-            )
-        return width
 
     # -- meta-training -------------------------------------------------------------
     @_fit_context(prefer_skip_nested_validation=True)
@@ -390,8 +275,10 @@ class BaseMetaEstimator(BaseEstimator):
 
         The tasks are used once, in the given order, ``meta_batch_size`` per
         meta-iteration (the last meta-batch may be smaller); ``n_meta_iter``
-        does not apply. Calling it once per meta-batch gives the same init as
-        ``meta_fit`` on the same stream of tasks.
+        does not bound it, and ``meta_lr_schedule="linear"`` is refused (it
+        needs that budget). Calling it once per meta-batch gives the same
+        init as ``meta_fit`` on the same stream of tasks. A sampler without
+        ``n_tasks`` has no end and is refused.
 
         Parameters
         ----------
@@ -407,40 +294,40 @@ class BaseMetaEstimator(BaseEstimator):
         return self._meta_fit(tasks, validation_tasks, incremental=True)
 
     def _meta_fit(self, tasks, validation_tasks, *, incremental):
-        device = resolve_device(self.device)
-        warm = (incremental or self.warm_start) and self._is_meta_fitted()
-        if warm:
-            self._check_architecture_unchanged()
+        checkpoint = None
         if self.checkpoint_path is not None:
             _persistence.check_saveable(self)
+            checkpoint = self._save_checkpoint
         with torch_threads(self.n_threads):
-            trainer = MetaTrainer(
-                self, tasks, device=device, incremental=incremental, warm=warm,
-                validation_tasks=validation_tasks,
-            )
-            trainer.run()
+            try:
+                outcome = _fitting.meta_train(self, tasks, validation_tasks,
+                                              incremental=incremental,
+                                              checkpoint=checkpoint)
+            except DivergenceError as exc:
+                result = getattr(exc, "result", None)
+                if result is not None:
+                    exc.estimator = self._with_meta(result)
+                raise
+        if outcome is not None:
+            self._commit_meta(*outcome)
         return self
 
-    def _commit_meta_state(self, *, module, n_meta_iter, loss_curve, input_shape,
-                           y_shape, n_outputs, training_state, history,
-                           validation_scores, best_validation_score, live_stream):
-        for name in _FIT_ATTRIBUTES:  # an adapted model of an old init is stale
+    def _commit_meta(self, result, stream):
+        # an adapted model of an old init is stale
+        for name in ("_fit", "n_features_in_", "feature_names_in_"):
             self.__dict__.pop(name, None)
-        self.module_ = module
-        self.meta_params_ = {
-            name: p.detach() for name, p in module.named_parameters()
-        }
-        self.n_meta_iter_ = n_meta_iter
-        self.meta_loss_curve_ = loss_curve
-        self.meta_input_shape_ = input_shape
-        self.meta_n_outputs_ = n_outputs
-        self.meta_architecture_ = self._architecture()
-        self.history_ = history
-        self.validation_scores_ = validation_scores
-        self.best_validation_score_ = best_validation_score
-        self._meta_y_shape = y_shape
-        self._meta_training_state = training_state
-        self._live_stream = live_stream
+        self._meta = result
+        self._live_stream = stream
+
+    def _with_meta(self, result):
+        """A shallow copy of this estimator holding ``result`` as its init."""
+        other = type(self).__new__(type(self))
+        other.__dict__.update(self.__dict__)
+        other._commit_meta(result, None)
+        return other
+
+    def _save_checkpoint(self, result):
+        _persistence.save(self._with_meta(result), self.checkpoint_path)
 
     def save(self, path):
         """Save the estimator to ``path`` in a format free of code.
@@ -483,6 +370,7 @@ class BaseMetaEstimator(BaseEstimator):
 
     # -- adaptation ------------------------------------------------------------------
     def _validate_support(self, X, y):
+        X, y = torch_tensor_to_numpy(X), torch_tensor_to_numpy(y)
         allow_nd = self.module is not None
         if self._is_classifier():
             X, y = validate_data(self, X, y, allow_nd=allow_nd, dtype=np.float32)
@@ -493,89 +381,39 @@ class BaseMetaEstimator(BaseEstimator):
                 y_numeric=True,
             )
             y = y.astype(np.float32, copy=False)
+        self._check_feature_names_against_meta()
         # torch cannot view reversed or strided arrays
         return np.ascontiguousarray(X), np.ascontiguousarray(y)
 
-    def _start(self, device, X, n_outputs, init_seed=None):
-        """The module and initial parameters ``fit`` adapts from."""
-        if self._is_meta_fitted():
-            self._check_architecture_unchanged()
-            if X.shape[1:] != tuple(self.meta_input_shape_):
-                what = (f"{X.shape[1]} features" if X.ndim == 2
-                        else f"samples of shape {X.shape[1:]}")
-                meta = self.meta_input_shape_
-                meta_what = (f"{meta[0]} features" if len(meta) == 1
-                             else f"samples of shape {tuple(meta)}")
-                raise ValueError(
-                    f"X has {what}, but {type(self).__name__} was meta-trained on "
-                    f"{meta_what}"
-                )
-            module = self.module_
-            n_outputs = self.meta_n_outputs_
-        else:
-            if init_seed is None:
-                init_seed = self._seeds()[0]
-            module, n_outputs = self._build_module(
-                X.shape[1:], n_outputs, init_seed, probe=X
+    def _check_feature_names_against_meta(self):
+        meta = self.__dict__.get("_meta")
+        names = getattr(self, "feature_names_in_", None)
+        if meta is None or meta.feature_names is None:
+            return
+        if names is None:
+            warnings.warn(
+                f"X does not have feature names, but {type(self).__name__} was "
+                "meta-trained on tasks with feature names",
+                FeatureNamesWarning,
             )
-        if not hasattr(module, "forward_batched"):
-            module = self._private_module_copy(module).to(device)
-        params = {name: p.detach().to(device) for name, p in module.named_parameters()}
-        return module, params, n_outputs
-
-    @staticmethod
-    def _private_module_copy(module):
-        # fit and predict switch the module's train/eval mode: never on a
-        # module that clones share
-        return copy.deepcopy(module)
-
-    def _forward_for(self, module):
-        strategy = "native" if hasattr(module, "forward_batched") else "loop"
-        return batched_forward(module, dict(module.named_buffers()), strategy)
-
-    def _adapt_to_support(self, X, y_target, n_outputs):
-        device = resolve_device(self.device)
-        init_seed, _, torch_seed = self._seeds()
-        with torch_threads(self.n_threads):
-            module, params, n_outputs = self._start(device, X, n_outputs, init_seed)
-            if self._is_classifier() and n_outputs < len(self.classes_):
-                raise ValueError(
-                    f"The support set has {len(self.classes_)} classes, but the "
-                    f"network was meta-trained with {n_outputs} outputs (the most "
-                    "classes in one meta-training task)"
-                )
-            X_t = torch.from_numpy(X).to(device).unsqueeze(0)
-            y_t = torch.from_numpy(y_target).to(device).unsqueeze(0)
-            batch = TaskBatch(X_t, y_t, X_t, y_t, n_classes=getattr(
-                self, "_n_fit_classes", None))
-            loss_fn = loss_for(batch, self._is_classifier())
-            with seeded_torch(torch_seed, device):
-                if not hasattr(module, "forward_batched"):
-                    module.train()  # a private copy (dropout on, as in meta-training)
-                with single_sample_batch_norm_error("the support set"):
-                    adapted, loss = adapt(
-                        self._forward_for(module), expand_params(params, 1), X_t,
-                        y_t, loss_fn=loss_fn, lr=self.inner_lr,
-                        n_steps=self.inner_steps, detach=True,
-                        **self._adapt_options(),
-                    )
-            if not math.isfinite(float(loss_if_finite(loss, adapted.values()))):
-                raise DivergenceError(
-                    f"adaptation diverged: {self.inner_steps} steps at inner_lr="
-                    f"{self.inner_lr} gave a non-finite loss or parameters; lower "
-                    "inner_lr or inner_steps",
-                )
-        return module, {name: p[0] for name, p in adapted.items()}, n_outputs
+            return
+        if list(names) != list(meta.feature_names):
+            raise ValueError(
+                "The feature names should match those of the meta-training tasks, "
+                f"in the same order: meta-trained on {list(meta.feature_names)}, "
+                f"got {list(names)}"
+            )
 
     @_fit_context(prefer_skip_nested_validation=True)
     @_transactional
     def fit(self, X, y):
         """Adapt the meta-learned init to a support set.
 
-        ``inner_steps`` gradient steps at ``inner_lr`` from a copy of the
-        meta-learned init (``module_``); the init itself never changes, so
-        every ``fit`` starts from the same point. Without ``meta_fit``, the
-        steps start from an initialization seeded by ``random_state``.
+        ``inner_steps`` gradient steps at ``inner_lr`` (or the learned rates)
+        from a copy of the meta-learned init (``module_``); the init itself
+        never changes, so every ``fit`` starts from the same point. Without
+        ``meta_fit``, the steps start from an initialization seeded by
+        ``random_state``.
 
         Parameters
         ----------
@@ -590,30 +428,26 @@ class BaseMetaEstimator(BaseEstimator):
             The adapted estimator.
         """
         X, y = self._validate_support(X, y)
+        classes = y_ndim = None
         if self._is_classifier():
             classes, y_target = np.unique(y, return_inverse=True)
-            self.classes_ = classes
-            self._n_fit_classes = len(classes)
             y_target = y_target.astype(np.int64)
-            n_outputs = len(classes)
+            n_classes = n_outputs = len(classes)
         else:
-            y_target = y
+            y_target, n_classes = y, None
             n_outputs = 1 if y.ndim == 1 else y.shape[1]
+            y_ndim = y.ndim
             if self._is_meta_fitted():
-                meta_outputs = int(np.prod(self._meta_y_shape or ()))
+                meta_outputs = int(np.prod(self._meta.y_shape or ()))
                 if n_outputs != meta_outputs:
                     raise ValueError(
                         f"y has {n_outputs} output(s), but {type(self).__name__} "
                         f"was meta-trained on {meta_outputs}"
                     )
-            self._y_ndim = y.ndim
-        module, params, n_outputs = self._adapt_to_support(X, y_target, n_outputs)
-        self._fit_input_shape = X.shape[1:]
-        # for non-transductive prediction, which runs each sample beside it
-        self._support_X = X
-        self._module = module
-        self.params_ = params
-        self.n_outputs_ = n_outputs
+        with torch_threads(self.n_threads):
+            fit = _fitting.adapt_to_support(self, X, y_target, n_classes, n_outputs)
+        fit.classes, fit.y_ndim = classes, y_ndim
+        self._fit = fit
         return self
 
     # -- prediction --------------------------------------------------------------------
@@ -621,24 +455,12 @@ class BaseMetaEstimator(BaseEstimator):
         """Outputs of the adapted network on ``X``, as a tensor on the CPU."""
         check_is_fitted(self)
         X = validate_data(
-            self, X, reset=False, allow_nd=self.module is not None, dtype=np.float32
+            self, torch_tensor_to_numpy(X), reset=False,
+            allow_nd=self.module is not None, dtype=np.float32
         )
         X = np.ascontiguousarray(X)  # torch cannot view reversed or strided arrays
-        device = next(iter(self.params_.values())).device
-        with torch_threads(self.n_threads), torch.no_grad():
-            if not hasattr(self._module, "forward_batched"):
-                self._module.eval()  # a private copy (dropout off)
-            if runs_beside_support(self._module, self.transductive, len(X)):
-                out = outputs_beside_support(
-                    self._module, dict(self._module.named_buffers()), self.params_,
-                    torch.from_numpy(self._support_X).to(device),
-                    torch.from_numpy(X).to(device),
-                )
-            else:
-                X_t = torch.from_numpy(X).to(device).unsqueeze(0)
-                forward = self._forward_for(self._module)
-                out = forward(expand_params(self.params_, 1), X_t)[0]
-        return out.cpu()
+        with torch_threads(self.n_threads):
+            return _fitting.predict_outputs(self, self._fit, X)
 
 
 def _init_defaults(estimator_class):
@@ -647,35 +469,41 @@ def _init_defaults(estimator_class):
             if p.default is not inspect.Parameter.empty}
 
 
-def with_defaults(init, **defaults):
-    """A copy of the ``__init__`` function ``init`` with other keyword defaults.
-
-    Estimators of one algorithm share a parameter list and differ in a few
-    defaults (``inner_lr`` for regressors, ``first_order`` for FOMAML).
-    scikit-learn reads the parameters and their defaults from the signature
-    of ``__init__``, which reports the copy's defaults.
-    """
-    unknown = set(defaults) - set(init.__kwdefaults__)
-    if unknown:
-        raise TypeError(f"{init.__qualname__} has no keyword parameters {unknown}")
-    copy = types.FunctionType(init.__code__, init.__globals__, init.__name__,
-                              init.__defaults__, init.__closure__)
-    copy.__kwdefaults__ = {**init.__kwdefaults__, **defaults}
-    copy.__qualname__ = init.__qualname__
-    copy.__doc__ = init.__doc__
-    copy.__module__ = init.__module__
-    return copy
-
-
-def _equal(a, b):
-    try:
-        return bool(a == b)
-    except Exception:
-        return a is b
+def _upgrade_pickle(state, estimator):
+    """Turn a pickle of sk_meta 0.1 (fitted attributes in the instance) into records."""
+    if "module_" in state:
+        old = {k: state.pop(k) for k in list(state)
+               if k.endswith("_") and not k.startswith("_") and k not in (
+                   "n_features_in_", "feature_names_in_")}
+        training = state.pop("_meta_training_state")
+        state["_meta"] = MetaResult(
+            module=old["module_"], n_meta_iter=old["n_meta_iter_"],
+            loss_curve=old["meta_loss_curve_"],
+            input_shape=tuple(old["meta_input_shape_"]),
+            y_shape=state.pop("_meta_y_shape", None),
+            n_outputs=old["meta_n_outputs_"],
+            training_state=MetaTrainingState(**vars(training)),
+            history=old["history_"], validation_scores=old["validation_scores_"],
+            best_validation_score=old["best_validation_score_"],
+            architecture=old["meta_architecture_"],
+        )
+        state.update({k: v for k, v in old.items() if k in ("params_", "classes_",
+                                                            "n_outputs_")})
+    if "params_" in state:
+        state["_fit"] = FitResult(
+            module=state.pop("_module"), params=state.pop("params_"),
+            n_outputs=state.pop("n_outputs_"),
+            input_shape=tuple(state.pop("_fit_input_shape")),
+            support_X=state.pop("_support_X"), y_ndim=state.pop("_y_ndim", None),
+            classes=state.pop("classes_", None),
+        )
+        state.pop("_n_fit_classes", None)
 
 
 class MetaClassifierMixin:
     """``predict``, ``predict_proba`` for meta-learned classifiers."""
+
+    classes_ = _record_attribute("_fit", "classes", "classes_")
 
     def _is_classifier(self):
         return True
@@ -739,6 +567,6 @@ class MetaRegressorMixin:
         y_pred : ndarray of shape (n_samples,) or (n_samples, n_outputs)
         """
         out = self._raw_outputs(X).numpy().astype(np.float64)
-        if self._y_ndim == 1:
+        if self._fit.y_ndim == 1:
             return out.reshape(len(out))
         return out.reshape(len(out), -1)

@@ -5,6 +5,8 @@ import warnings
 
 import torch
 
+from sk_meta.exceptions import CompileWarning
+
 
 def resolve_compile_mode(compile, device):
     """The ``torch.compile`` mode for the ``compile`` parameter, or None (eager).
@@ -66,6 +68,6 @@ class CompiledFunction:
                 f"torch.compile failed for this module ({type(exc).__name__}: "
                 f"{str(exc).splitlines()[0] if str(exc) else ''}); meta-training "
                 "continues without compilation",
-                UserWarning,
+                CompileWarning,
             )
             return self.eager(*args, **kwargs)

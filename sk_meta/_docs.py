@@ -1,53 +1,117 @@
-"""Docstring sections shared by the six estimators."""
+"""The estimators' docstrings, built from their signatures and one text per parameter.
 
-_PARAMETERS_DOC = """
-    Parameters
-    ----------
-    module : torch.nn.Module class or instance, default=None
+Each parameter is described once here; its name, order and default come
+from the class's ``__init__`` signature, so the documentation cannot drift
+from the code (``tests/test_docstrings.py`` parses every docstring back and
+compares it with the signature).
+"""
+
+import inspect
+
+_MAML_STEPS_NOTE = (
+    "(The MAML paper trains with 1 step and adapts with 10 at test time.)")
+_REPTILE_STEPS_NOTE = (
+    "(The Reptile paper trains with 5 to 10 steps and adapts with 50.)")
+
+# name -> (type, description); a description is a str, or a dict by algorithm
+PARAMETERS = {
+    "module": ("torch.nn.Module class or instance", """
         The network. ``None`` builds an MLP from ``hidden_layer_sizes`` and
         ``activation`` for 2-D input. A class is instantiated with
         ``module_params`` (seeded by ``random_state``); an instance is copied
-        and its weights are the starting point. Its output must have one
-        column per class (at least as many as the most classes in one task)
-        or per regression target. BatchNorm layers always use the statistics
-        of the batch at hand (see Notes).
-    module_params : dict, default=None
+        and its weights are the starting point (a network pretrained with
+        skorch, say). Its output must have one column per class (at least as
+        many as the most classes in one task) or per regression target.
+        BatchNorm layers always use the statistics of the batch at hand (see
+        Notes)."""),
+    "module_params": ("dict", """
         Keyword arguments of ``module`` when it is a class. One entry can be
-        set with ``set_params(module_params__name=value)``.
-    hidden_layer_sizes : array-like of int, default=(64, 64)
-        Hidden layers of the default MLP.
-    activation : {{"relu", "tanh", "logistic", "identity"}}, default="relu"
-        Non-linearity of the default MLP.
-    inner_lr : float, default={inner_lr}
+        set with ``set_params(module_params__name=value)``."""),
+    "hidden_layer_sizes": ("array-like of int", """
+        Hidden layers of the default MLP."""),
+    "activation": ('{"relu", "tanh", "logistic", "identity"}', """
+        Non-linearity of the default MLP."""),
+    "inner_lr": ("float", """
         Learning rate of the inner steps, in meta-training and in ``fit``.
-    inner_steps : int, default=5
-        Inner steps that ``fit`` takes on the support set.
-    meta_inner_steps : int, default=None
+        With learned rates (``inner_lr_mode``) it is their starting value,
+        and ``fit`` scales the learned rates by the ratio of ``inner_lr`` to
+        that value, so tuning it after meta-training still works."""),
+    "inner_steps": ("int", """
+        Inner steps that ``fit`` (and validation) take on the support set."""),
+    "meta_inner_steps": ("int", {
+        "maml": f"""
         Inner steps during meta-training; ``None`` means ``inner_steps``.
-        {meta_inner_steps_note}
-    meta_lr : float, default={meta_lr}
-        {meta_lr_doc}
-    meta_batch_size : int, default=16
-        Tasks per meta-iteration.
-    n_meta_iter : int, default=1000
+        {_MAML_STEPS_NOTE}""",
+        "reptile": f"""
+        Inner steps during meta-training; ``None`` means ``inner_steps``.
+        {_REPTILE_STEPS_NOTE}""",
+    }),
+    "inner_lr_mode": ('{"fixed", "per_layer_step", "per_parameter"}', """
+        ``"fixed"``: every inner step uses ``inner_lr``. Learned rates,
+        initialised at ``inner_lr`` and meta-learned with the init (MAML
+        only; kept by ``clone``, pickle and ``save``; in ``inner_lrs_``):
+        ``"per_layer_step"`` is MAML++'s one rate per parameter tensor and
+        inner step (Antoniou et al., 2019; ``fit`` steps beyond the
+        meta-training steps reuse the last rate), ``"per_parameter"`` is
+        Meta-SGD's one rate per weight (Li et al., 2017)."""),
+    "adapt_layers": ('{"all", "head"}', """
+        Which parameters the inner steps change. ``"head"`` is ANIL (Raghu et
+        al., 2020): only the output layer (the network's last ``nn.Linear``)
+        adapts, the body's features are computed once per task, and the body
+        is learned by the outer loop alone."""),
+    "head_init": ('{"meta", "zero", "prototype"}', """
+        Where each task's output layer starts (classifiers only; regressors
+        take ``"meta"``). ``"meta"``: the meta-learned output layer.
+        ``"zero"``: zeros for every task, the zeroing trick (Ye & Chao,
+        2022), which makes MAML invariant to the order of the labels.
+        ``"prototype"``: ProtoMAML (Triantafillou et al., 2020), the layer of
+        a nearest-prototype classifier on the support set's features
+        (``w_k = 2 c_k``, ``b_k = -||c_k||²``), then adapted; the
+        meta-gradient flows through the prototypes."""),
+    "multi_step_loss": ("bool", """
+        MAML++'s multi-step loss (MAML only): the meta-loss weights the query
+        loss after every inner step, from uniform weights annealed over the
+        first tenth of ``n_meta_iter`` to the last step alone."""),
+    "first_order": ("bool", """
+        Treat the inner gradients as constants (first-order MAML): cheaper,
+        without the second-order term of the meta-gradient."""),
+    "inner_optimizer": ('{"sgd", "adam"}', """
+        Inner update rule, in meta-training and in ``fit``. ``'adam'`` is the
+        Reptile paper's Adam with β1 = 0 (β2 = 0.999), with a fresh state for
+        every task."""),
+    "meta_lr": ("float", {
+        "maml": """
+        Learning rate of the outer optimizer.""",
+        "reptile": """
+        Outer step size ε: ``θ ← θ + ε (mean φᵢ - θ)`` with the default
+        ``meta_optimizer='sgd'``.""",
+    }),
+    "meta_batch_size": ("int", """
+        Tasks per meta-iteration."""),
+    "n_meta_iter": ("int", """
         Outer updates that ``meta_fit`` runs in total; with ``warm_start``
-        it continues from ``n_meta_iter_`` up to this number.
-    max_time : float, default=None
+        it continues from ``n_meta_iter_`` up to this number."""),
+    "max_time": ("float", """
         Seconds after which ``meta_fit`` stops, at the end of the
         meta-iteration that reaches them (``n_meta_iter_`` says how many
         ran); ``None`` runs all ``n_meta_iter``. With
         ``meta_lr_schedule="linear"`` the decay follows whichever of
         iterations and time is further along, so it reaches 0 by the
-        deadline.
-    meta_optimizer : {{"adam", "sgd"}}, default="{meta_optimizer}"
-        {meta_optimizer_doc}
-    meta_lr_schedule : {{"constant", "linear"}}, default="constant"
+        deadline."""),
+    "meta_optimizer": ('{"adam", "sgd"}', {
+        "maml": """
+        Outer optimizer.""",
+        "reptile": """
+        Outer optimizer. ``'sgd'`` is the paper's update; ``'adam'`` treats
+        ``θ - mean φᵢ`` as a gradient.""",
+    }),
+    "meta_lr_schedule": ('{"constant", "linear"}', """
         ``"linear"`` decays the outer learning rate linearly from ``meta_lr``
         to 0 over ``n_meta_iter`` meta-iterations (the Reptile paper's
         schedule for ε); without ``max_time`` it depends only on the
         iteration count, so resumed runs follow the same schedule.
-{algorithm_doc}
-    tasks_per_chunk : int, "auto" or None, default="auto"
+        ``meta_partial_fit`` refuses it (it has no budget)."""),
+    "tasks_per_chunk": ('int, "auto" or None', """
         Split each meta-batch into chunks of at most this many tasks whose
         gradients are accumulated: less memory (a batched meta-batch holds
         every task's graph at once), less parallelism. ``None`` processes the
@@ -55,21 +119,17 @@ _PARAMETERS_DOC = """
         with convolutions on the CPU: there ``vmap`` runs a convolution over
         many tasks as one grouped convolution, which slows down once its
         activations outgrow the caches, so chunks keep each chunk's largest
-        activation under 8 MiB (conv-4 with 64 filters on 28x28 images: one
-        task per chunk, 2.2x faster than the whole meta-batch; with 8
-        filters: 13 tasks).
-    compile : bool or {{"default", "reduce-overhead", "max-autotune"}}, \
-default=False
+        activation under 8 MiB (one task at a time for a conv-4 with 64
+        filters on 28x28 images)."""),
+    "compile": ('bool or {"default", "reduce-overhead", "max-autotune"}', """
         Compile the meta-training step with ``torch.compile`` (a mode name,
         or ``True`` for CUDA graphs on a GPU and inductor's default on the
-        CPU). Compiling takes from seconds to a minute, once (warm-started
-        ``meta_fit`` calls reuse it), and pays off over long runs (see the
-        Performance section of the README). If compilation fails for a
-        module, meta-training warns and goes on eagerly. ``fit`` is not
-        compiled: compiled, 10 steps of the default MLP on a 5-way 5-shot
-        task ran 3.4x faster (0.9 against 3.2 ms) but compiling took 15 s,
-        which about 7,000 fits repay (a 9 x 5 grid search makes 45).
-    transductive : bool, default=True
+        CPU). Compiling takes from seconds to minutes, once (warm-started
+        ``meta_fit`` calls reuse it), and pays off over long runs only (see
+        the Performance section of the documentation). If compilation fails
+        for a module, meta-training warns and goes on eagerly. ``fit`` is not
+        compiled: its compilation would take longer than thousands of fits."""),
+    "transductive": ("bool", """
         How BatchNorm layers normalize at prediction time (no effect on
         networks without them). ``True``: with the statistics of the batch
         passed to ``predict`` (the MAML paper's evaluation), so one sample's
@@ -79,80 +139,76 @@ default=False
         one sample at a time, at the cost of a pass over the support set per
         sample. Applies to validation during ``meta_fit`` too. A single
         sample is always run beside the support set: alone, it would be
-        normalized with its own statistics.
-    validation_interval : int, default=100
+        normalized with its own statistics."""),
+    "validation_interval": ("int", """
         Meta-iterations between two rows of ``history_`` (and two evaluations
-        on the ``validation_tasks`` given to ``meta_fit``).
-    early_stopping : bool, default=False
+        on the ``validation_tasks`` given to ``meta_fit``)."""),
+    "early_stopping": ("bool", """
         Stop meta-training when the mean validation score has not improved
         by ``tol`` for ``n_iter_no_change`` evaluations, and keep the init
-        that scored best. Needs ``validation_tasks``.
-    n_iter_no_change : int, default=10
-        Evaluations without improvement before early stopping.
-    tol : float, default=1e-4
-        Least improvement of the validation score that counts.
-    warm_start : bool, default=False
+        that scored best. Needs ``validation_tasks``."""),
+    "n_iter_no_change": ("int", """
+        Evaluations without improvement before early stopping."""),
+    "tol": ("float", """
+        Least improvement of the validation score that counts."""),
+    "warm_start": ("bool", """
         Make ``meta_fit`` continue from the current meta-learned init (and
-        optimizer state and task stream position) instead of starting over.
-    checkpoint_path : str or path-like, default=None
+        optimizer state and task stream position) instead of starting over."""),
+    "checkpoint_path": ("str or path-like", """
         Where ``meta_fit`` saves a checkpoint every ``checkpoint_every``
-        meta-iterations (see :func:`sk_meta.load`).
-    checkpoint_every : int, default=1000
-        Meta-iterations between checkpoints.
-    n_threads : int, default=1
+        meta-iterations and at the end (see :func:`sk_meta.load`). Its
+        directory must exist. Never restored by :func:`sk_meta.load`."""),
+    "checkpoint_every": ("int", """
+        Meta-iterations between checkpoints."""),
+    "distributed": ('"auto" or False', """
+        ``"auto"``: when a ``torch.distributed`` process group with more than
+        one process is initialized (``torchrun``), each meta-batch is split
+        across the processes and their meta-gradients are all-reduced; every
+        process ends with the same weights. ``False``: each process
+        meta-trains on its own."""),
+    "n_threads": ("int", """
         Torch threads while this estimator computes (restored afterwards).
         One thread is fastest for the small networks of few-shot learning
         and cannot oversubscribe a busy machine; ``None`` keeps torch's
-        setting.
-    device : str or torch.device, default="cpu"
+        setting."""),
+    "device": ("str or torch.device", """
         ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"mps"`` or ``"auto"`` (CUDA
-        when available). The meta-learned init is always stored on the CPU.
-    random_state : int, RandomState instance or None, default=None
+        when available; ``device_`` says which was used). The meta-learned
+        init is always stored on the CPU."""),
+    "random_state": ("int, RandomState instance or None", """
         Seeds the initialization, the order of the tasks and torch's random
-        number generator during meta-training and ``fit``.
-    verbose : int, default=0
-        Print the meta-loss during meta-training (every iteration from 2).
-"""
-
-_MAML_DOCS = {
-    "meta_inner_steps_note": (
-        "(The MAML paper trains with 1 step and adapts with 10 at test time.)"
-    ),
-    "meta_lr": "1e-3",
-    "meta_lr_doc": "Learning rate of the outer optimizer.",
-    "meta_optimizer": "adam",
-    "meta_optimizer_doc": "Outer optimizer.",
-    "algorithm_doc": """    first_order : bool, default={first_order}
-        Treat the inner gradients as constants (first-order MAML): cheaper,
-        without the second-order term of the meta-gradient.""",
-}
-
-_REPTILE_DOCS = {
-    "meta_inner_steps_note": (
-        "(The Reptile paper trains with 5 to 10 steps and adapts with 50.)"
-    ),
-    "meta_lr": "0.1",
-    "meta_lr_doc": (
-        "Outer step size ε: ``θ ← θ + ε (mean φᵢ - θ)`` with the default\n"
-        "        ``meta_optimizer='sgd'``."
-    ),
-    "meta_optimizer": "sgd",
-    "meta_optimizer_doc": (
-        "Outer optimizer. ``'sgd'`` is the paper's update; ``'adam'`` treats\n"
-        "        ``θ - mean φᵢ`` as a gradient."
-    ),
-    "algorithm_doc": """    inner_optimizer : {{"sgd", "adam"}}, default="sgd"
-        Inner update rule, in meta-training and in ``fit``. ``'adam'`` is the
-        Reptile paper's Adam with β1 = 0 (β2 = 0.999), with a fresh state for
-        every task.""",
+        number generator during meta-training and ``fit``."""),
+    "verbose": ("int", """
+        Progress of meta-training: 0 prints nothing; 1 shows a progress bar
+        on a terminal or in a notebook (meta-iteration, meta-loss,
+        validation score, iterations per second, time left) and prints a
+        line every 5 % elsewhere (a log file); 2 prints a line every
+        meta-iteration."""),
 }
 
 
-def parameters_doc(algorithm, **values):
-    """The Parameters section for ``algorithm`` ("maml" or "reptile")."""
-    docs = dict(_MAML_DOCS if algorithm == "maml" else _REPTILE_DOCS)
-    docs["algorithm_doc"] = docs["algorithm_doc"].format(**values)
-    return _PARAMETERS_DOC.format(**docs, **values)
+def format_default(value):
+    """A default as numpydoc writes it: ``default="relu"``, ``default=None``."""
+    if isinstance(value, str):
+        return f'"{value}"'
+    return repr(value)
+
+
+def parameters_doc(estimator_class):
+    """The Parameters section of ``estimator_class``, from its signature."""
+    lines = ["", "    Parameters", "    ----------"]
+    signature = inspect.signature(estimator_class.__init__)
+    algorithm = estimator_class._algorithm
+    for name, parameter in signature.parameters.items():
+        if name == "self":
+            continue
+        type_, description = PARAMETERS[name]
+        if isinstance(description, dict):
+            description = description[algorithm]
+        lines.append(f"    {name} : {type_}, "
+                     f"default={format_default(parameter.default)}")
+        lines.append(description.strip("\n"))
+    return "\n".join(lines) + "\n"
 
 
 ATTRIBUTES_DOC = """
@@ -163,6 +219,9 @@ ATTRIBUTES_DOC = """
         Set by ``meta_fit``; kept by ``clone``.
     meta_params_ : dict of str to Tensor
         The meta-learned init by parameter name (sharing ``module_``'s memory).
+    inner_lrs_ : dict of str to Tensor or None
+        The learned inner learning rates by parameter name (``None`` with
+        ``inner_lr_mode="fixed"``).
     n_meta_iter_ : int
         Meta-iterations run so far.
     meta_loss_curve_ : list of float
@@ -187,6 +246,8 @@ ATTRIBUTES_DOC = """
         The adapted parameters, set by ``fit``.
     n_outputs_ : int
         Outputs of the adapted network.
+    device_ : torch.device
+        The device the last ``fit`` (or ``meta_fit``) computed on.
     n_features_in_ : int
         Number of features seen by ``fit``.
     feature_names_in_ : ndarray of shape (n_features_in_,)
@@ -211,20 +272,26 @@ NOTES_DOC = """
     makes ``fit`` raise.
 """
 
-MAML_REFERENCES_DOC = """
-    References
-    ----------
+_MAML_REFERENCES = """\
     C. Finn, P. Abbeel and S. Levine. Model-Agnostic Meta-Learning for Fast
-    Adaptation of Deep Networks. ICML 2017.
-"""
-
-REPTILE_REFERENCES_DOC = """
-    References
-    ----------
+    Adaptation of Deep Networks. ICML 2017."""
+_REPTILE_REFERENCES = """\
     A. Nichol, J. Achiam and J. Schulman. On First-Order Meta-Learning
-    Algorithms. arXiv:1803.02999, 2018.
-"""
+    Algorithms. arXiv:1803.02999, 2018."""
+_VARIANT_REFERENCES = """\
+    A. Antoniou, H. Edwards and A. Storkey. How to train your MAML. ICLR 2019.
 
+    Z. Li, F. Zhou, F. Chen and H. Li. Meta-SGD: Learning to Learn Quickly for
+    Few-Shot Learning. arXiv:1707.09835, 2017.
+
+    A. Raghu, M. Raghu, S. Bengio and O. Vinyals. Rapid Learning or Feature
+    Reuse? Towards Understanding the Effectiveness of MAML. ICLR 2020.
+
+    E. Triantafillou et al. Meta-Dataset: A Dataset of Datasets for Learning
+    to Learn from Few Examples. ICLR 2020.
+
+    H.-J. Ye and W.-L. Chao. How to Train Your MAML to Excel in Few-Shot
+    Classification. ICLR 2022."""
 
 _CLASSES_DOC = """    classes_ : ndarray of shape (n_classes,)
         Labels of the support set; ``classes_[i]`` maps to output ``i``.
@@ -262,21 +329,21 @@ _REGRESSOR_EXAMPLE = """
 """
 
 
-def estimator_doc(name, algorithm, *, summary, see_also, **defaults):
-    """The whole docstring of one of the six estimators.
-
-    ``algorithm`` is "maml" or "reptile"; ``defaults`` fills the parameter
-    defaults that differ between the classes (``inner_lr``, ``first_order``).
-    """
+def estimator_doc(estimator_class, *, summary, see_also):
+    """The whole docstring of one of the six estimators."""
+    name = estimator_class.__name__
     classifier = name.endswith("Classifier")
+    references = (_MAML_REFERENCES if estimator_class._algorithm == "maml"
+                  else _REPTILE_REFERENCES)
     return (
         f"{summary}\n"
-        + parameters_doc(algorithm, **defaults)
+        + parameters_doc(estimator_class)
         + ATTRIBUTES_DOC
         + (_CLASSES_DOC if classifier else "")
         + "\n    See Also\n    --------\n"
         + "".join(f"    {line}\n" for line in see_also)
         + NOTES_DOC
-        + (MAML_REFERENCES_DOC if algorithm == "maml" else REPTILE_REFERENCES_DOC)
+        + "\n    References\n    ----------\n" + references + "\n\n"
+        + _VARIANT_REFERENCES + "\n"
         + (_CLASSIFIER_EXAMPLE if classifier else _REGRESSOR_EXAMPLE).format(name=name)
     )

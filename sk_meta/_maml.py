@@ -1,134 +1,192 @@
 """MAML and first-order MAML (Finn, Abbeel & Levine, 2017)."""
 
-from functools import partial
-
 from sklearn.base import ClassifierMixin, RegressorMixin
 
-from sk_meta._base import (
-    BaseMetaEstimator,
-    MetaClassifierMixin,
-    MetaRegressorMixin,
-    with_defaults,
-)
-from sk_meta._compile import CompiledFunction
+from sk_meta._base import BaseMetaEstimator, MetaClassifierMixin, MetaRegressorMixin
 from sk_meta._docs import estimator_doc
-from sk_meta.functional import maml_meta_gradient, maml_meta_loss
 
 
 class _MAML(BaseMetaEstimator):
     """The MAML meta-gradient, shared by the four MAML estimators."""
 
+    _algorithm = "maml"
     _parameter_constraints = {
         **BaseMetaEstimator._parameter_constraints,
         "first_order": ["boolean"],
     }
 
+
+class MAMLClassifier(MetaClassifierMixin, ClassifierMixin, _MAML):
     def __init__(self, module=None, *, module_params=None, hidden_layer_sizes=(64, 64),
                  activation="relu", inner_lr=0.1, inner_steps=5,
-                 meta_inner_steps=None, meta_lr=1e-3, meta_batch_size=16,
-                 n_meta_iter=1000, max_time=None, meta_optimizer="adam",
-                 meta_lr_schedule="constant", first_order=False, tasks_per_chunk="auto",
-                 compile=False, transductive=True, validation_interval=100,
-                 early_stopping=False,
-                 n_iter_no_change=10, tol=1e-4, warm_start=False,
-                 checkpoint_path=None, checkpoint_every=1000, n_threads=1,
-                 device="cpu", random_state=None, verbose=0):
+                 meta_inner_steps=None, inner_lr_mode="fixed", adapt_layers="all",
+                 head_init="meta", multi_step_loss=False, first_order=False,
+                 meta_lr=1e-3, meta_batch_size=16, n_meta_iter=1000, max_time=None,
+                 meta_optimizer="adam", meta_lr_schedule="constant",
+                 tasks_per_chunk="auto", compile=False, transductive=True,
+                 validation_interval=100, early_stopping=False, n_iter_no_change=10,
+                 tol=1e-4, warm_start=False, checkpoint_path=None,
+                 checkpoint_every=1000, distributed="auto", n_threads=1, device="cpu",
+                 random_state=None, verbose=0):
         super().__init__(
             module, module_params=module_params,
             hidden_layer_sizes=hidden_layer_sizes, activation=activation,
             inner_lr=inner_lr, inner_steps=inner_steps,
-            meta_inner_steps=meta_inner_steps, meta_lr=meta_lr,
+            meta_inner_steps=meta_inner_steps, inner_lr_mode=inner_lr_mode,
+            adapt_layers=adapt_layers, head_init=head_init,
+            multi_step_loss=multi_step_loss, meta_lr=meta_lr,
             meta_batch_size=meta_batch_size, n_meta_iter=n_meta_iter,
-            max_time=max_time,
-            meta_optimizer=meta_optimizer, meta_lr_schedule=meta_lr_schedule,
-            tasks_per_chunk=tasks_per_chunk, compile=compile,
-            transductive=transductive, validation_interval=validation_interval,
-            early_stopping=early_stopping,
+            max_time=max_time, meta_optimizer=meta_optimizer,
+            meta_lr_schedule=meta_lr_schedule, tasks_per_chunk=tasks_per_chunk,
+            compile=compile, transductive=transductive,
+            validation_interval=validation_interval, early_stopping=early_stopping,
             n_iter_no_change=n_iter_no_change, tol=tol, warm_start=warm_start,
             checkpoint_path=checkpoint_path, checkpoint_every=checkpoint_every,
-            n_threads=n_threads, device=device, random_state=random_state,
-            verbose=verbose,
+            distributed=distributed, n_threads=n_threads, device=device,
+            random_state=random_state, verbose=verbose,
         )
         self.first_order = first_order
 
-    def _meta_step(self, compile_mode):
-        meta_loss = maml_meta_loss
-        if compile_mode is not None:
-            # the loss (inner steps included) is compiled; its gradient is
-            # taken outside, as autograd cannot differentiate twice through
-            # a compiled graph
-            meta_loss = CompiledFunction(
-                partial(maml_meta_loss, functional=True), maml_meta_loss,
-                compile_mode,
-            )
-        return partial(
-            maml_meta_gradient, lr=self.inner_lr,
-            n_steps=self.meta_inner_steps or self.inner_steps,
-            first_order=self.first_order, meta_loss=meta_loss,
+
+class FOMAMLClassifier(MAMLClassifier):
+    def __init__(self, module=None, *, module_params=None, hidden_layer_sizes=(64, 64),
+                 activation="relu", inner_lr=0.1, inner_steps=5,
+                 meta_inner_steps=None, inner_lr_mode="fixed", adapt_layers="all",
+                 head_init="meta", multi_step_loss=False, first_order=True,
+                 meta_lr=1e-3, meta_batch_size=16, n_meta_iter=1000, max_time=None,
+                 meta_optimizer="adam", meta_lr_schedule="constant",
+                 tasks_per_chunk="auto", compile=False, transductive=True,
+                 validation_interval=100, early_stopping=False, n_iter_no_change=10,
+                 tol=1e-4, warm_start=False, checkpoint_path=None,
+                 checkpoint_every=1000, distributed="auto", n_threads=1, device="cpu",
+                 random_state=None, verbose=0):
+        super().__init__(
+            module, module_params=module_params,
+            hidden_layer_sizes=hidden_layer_sizes, activation=activation,
+            inner_lr=inner_lr, inner_steps=inner_steps,
+            meta_inner_steps=meta_inner_steps, inner_lr_mode=inner_lr_mode,
+            adapt_layers=adapt_layers, head_init=head_init,
+            multi_step_loss=multi_step_loss, meta_lr=meta_lr,
+            meta_batch_size=meta_batch_size, n_meta_iter=n_meta_iter,
+            max_time=max_time, meta_optimizer=meta_optimizer,
+            meta_lr_schedule=meta_lr_schedule, tasks_per_chunk=tasks_per_chunk,
+            compile=compile, transductive=transductive,
+            validation_interval=validation_interval, early_stopping=early_stopping,
+            n_iter_no_change=n_iter_no_change, tol=tol, warm_start=warm_start,
+            checkpoint_path=checkpoint_path, checkpoint_every=checkpoint_every,
+            distributed=distributed, n_threads=n_threads, device=device,
+            random_state=random_state, verbose=verbose,
         )
+        self.first_order = first_order
 
 
-class MAMLClassifier(MetaClassifierMixin, ClassifierMixin, _MAML):
-    __doc__ = estimator_doc(
-        "MAMLClassifier", "maml", inner_lr="0.1", first_order="False",
-        summary="""Few-shot classifier meta-trained with MAML.
+class MAMLRegressor(MetaRegressorMixin, RegressorMixin, _MAML):
+    def __init__(self, module=None, *, module_params=None, hidden_layer_sizes=(64, 64),
+                 activation="relu", inner_lr=0.01, inner_steps=5,
+                 meta_inner_steps=None, inner_lr_mode="fixed", adapt_layers="all",
+                 head_init="meta", multi_step_loss=False, first_order=False,
+                 meta_lr=1e-3, meta_batch_size=16, n_meta_iter=1000, max_time=None,
+                 meta_optimizer="adam", meta_lr_schedule="constant",
+                 tasks_per_chunk="auto", compile=False, transductive=True,
+                 validation_interval=100, early_stopping=False, n_iter_no_change=10,
+                 tol=1e-4, warm_start=False, checkpoint_path=None,
+                 checkpoint_every=1000, distributed="auto", n_threads=1, device="cpu",
+                 random_state=None, verbose=0):
+        super().__init__(
+            module, module_params=module_params,
+            hidden_layer_sizes=hidden_layer_sizes, activation=activation,
+            inner_lr=inner_lr, inner_steps=inner_steps,
+            meta_inner_steps=meta_inner_steps, inner_lr_mode=inner_lr_mode,
+            adapt_layers=adapt_layers, head_init=head_init,
+            multi_step_loss=multi_step_loss, meta_lr=meta_lr,
+            meta_batch_size=meta_batch_size, n_meta_iter=n_meta_iter,
+            max_time=max_time, meta_optimizer=meta_optimizer,
+            meta_lr_schedule=meta_lr_schedule, tasks_per_chunk=tasks_per_chunk,
+            compile=compile, transductive=transductive,
+            validation_interval=validation_interval, early_stopping=early_stopping,
+            n_iter_no_change=n_iter_no_change, tol=tol, warm_start=warm_start,
+            checkpoint_path=checkpoint_path, checkpoint_every=checkpoint_every,
+            distributed=distributed, n_threads=n_threads, device=device,
+            random_state=random_state, verbose=verbose,
+        )
+        self.first_order = first_order
+
+
+class FOMAMLRegressor(MAMLRegressor):
+    def __init__(self, module=None, *, module_params=None, hidden_layer_sizes=(64, 64),
+                 activation="relu", inner_lr=0.01, inner_steps=5,
+                 meta_inner_steps=None, inner_lr_mode="fixed", adapt_layers="all",
+                 head_init="meta", multi_step_loss=False, first_order=True,
+                 meta_lr=1e-3, meta_batch_size=16, n_meta_iter=1000, max_time=None,
+                 meta_optimizer="adam", meta_lr_schedule="constant",
+                 tasks_per_chunk="auto", compile=False, transductive=True,
+                 validation_interval=100, early_stopping=False, n_iter_no_change=10,
+                 tol=1e-4, warm_start=False, checkpoint_path=None,
+                 checkpoint_every=1000, distributed="auto", n_threads=1, device="cpu",
+                 random_state=None, verbose=0):
+        super().__init__(
+            module, module_params=module_params,
+            hidden_layer_sizes=hidden_layer_sizes, activation=activation,
+            inner_lr=inner_lr, inner_steps=inner_steps,
+            meta_inner_steps=meta_inner_steps, inner_lr_mode=inner_lr_mode,
+            adapt_layers=adapt_layers, head_init=head_init,
+            multi_step_loss=multi_step_loss, meta_lr=meta_lr,
+            meta_batch_size=meta_batch_size, n_meta_iter=n_meta_iter,
+            max_time=max_time, meta_optimizer=meta_optimizer,
+            meta_lr_schedule=meta_lr_schedule, tasks_per_chunk=tasks_per_chunk,
+            compile=compile, transductive=transductive,
+            validation_interval=validation_interval, early_stopping=early_stopping,
+            n_iter_no_change=n_iter_no_change, tol=tol, warm_start=warm_start,
+            checkpoint_path=checkpoint_path, checkpoint_every=checkpoint_every,
+            distributed=distributed, n_threads=n_threads, device=device,
+            random_state=random_state, verbose=verbose,
+        )
+        self.first_order = first_order
+
+
+MAMLClassifier.__doc__ = estimator_doc(
+    MAMLClassifier,
+    summary="""Few-shot classifier meta-trained with MAML.
 
     ``meta_fit`` learns an initialization from many small tasks such that a
     few gradient steps on a new task's support set (``fit``) give a good
     classifier for that task.""",
-        see_also=[
-            'FOMAMLClassifier : The same with ``first_order=True``.',
-            'ReptileClassifier : Reptile, another first-order method.',
-        ],
-    )
-
-
-class FOMAMLClassifier(MAMLClassifier):
-    __doc__ = estimator_doc(
-        "FOMAMLClassifier", "maml", inner_lr="0.1", first_order="True",
-        summary="""Few-shot classifier meta-trained with first-order MAML.
+    see_also=[
+        "FOMAMLClassifier : The same with ``first_order=True``.",
+        "ReptileClassifier : Reptile, another first-order method.",
+    ],
+)
+FOMAMLClassifier.__doc__ = estimator_doc(
+    FOMAMLClassifier,
+    summary="""Few-shot classifier meta-trained with first-order MAML.
 
     :class:`MAMLClassifier` with ``first_order=True``: the meta-gradient
     ignores the second-order term, which makes meta-training cheaper.""",
-        see_also=[
-            'MAMLClassifier : Second-order MAML.',
-            'ReptileClassifier : Reptile, another first-order method.',
-        ],
-    )
-
-    __init__ = with_defaults(_MAML.__init__, first_order=True)
-
-
-class MAMLRegressor(MetaRegressorMixin, RegressorMixin, _MAML):
-    __doc__ = estimator_doc(
-        "MAMLRegressor", "maml", inner_lr="0.01", first_order="False",
-        summary="""Few-shot regressor meta-trained with MAML.
+    see_also=[
+        "MAMLClassifier : Second-order MAML.",
+        "ReptileClassifier : Reptile, another first-order method.",
+    ],
+)
+MAMLRegressor.__doc__ = estimator_doc(
+    MAMLRegressor,
+    summary="""Few-shot regressor meta-trained with MAML.
 
     ``meta_fit`` learns an initialization from many small tasks such that a
     few gradient steps on a new task's support set (``fit``) give a good
     regressor for that task.""",
-        see_also=[
-            'FOMAMLRegressor : The same with ``first_order=True``.',
-            'ReptileRegressor : Reptile, another first-order method.',
-        ],
-    )
-
-    __init__ = with_defaults(_MAML.__init__, inner_lr=0.01)
-
-
-class FOMAMLRegressor(MAMLRegressor):
-    __doc__ = estimator_doc(
-        "FOMAMLRegressor", "maml", inner_lr="0.01", first_order="True",
-        summary="""Few-shot regressor meta-trained with first-order MAML.
+    see_also=[
+        "FOMAMLRegressor : The same with ``first_order=True``.",
+        "ReptileRegressor : Reptile, another first-order method.",
+    ],
+)
+FOMAMLRegressor.__doc__ = estimator_doc(
+    FOMAMLRegressor,
+    summary="""Few-shot regressor meta-trained with first-order MAML.
 
     :class:`MAMLRegressor` with ``first_order=True``: the meta-gradient
     ignores the second-order term, which makes meta-training cheaper.""",
-        see_also=[
-            'MAMLRegressor : Second-order MAML.',
-            'ReptileRegressor : Reptile, another first-order method.',
-        ],
-    )
-
-    __init__ = with_defaults(_MAML.__init__, inner_lr=0.01, first_order=True)
-
-
+    see_also=[
+        "MAMLRegressor : Second-order MAML.",
+        "ReptileRegressor : Reptile, another first-order method.",
+    ],
+)

@@ -1,10 +1,11 @@
-"""Saving estimators as tensors and plain values, loadable with ``weights_only=True``.
+"""The file format: tensors and plain values, loadable with ``weights_only=True``.
 
 ``pickle``/``joblib`` work too, but unpickling runs code from the file. The
 format here holds only tensors, numbers, strings, lists and dicts, so
 ``torch.load(..., weights_only=True)`` reads it safely; a custom module is
-never stored as code: its class is named, and :func:`load` takes it from the
-caller.
+never stored as code: its class is named, and :func:`sk_meta.load` takes it
+from the caller. This module knows records and parameters, not the
+estimator classes (``sk_meta._load`` maps names to classes).
 """
 
 import contextlib
@@ -16,17 +17,14 @@ import zipfile
 
 import numpy as np
 import torch
-from skorch.history import History
 
-from sk_meta._torch_utils import to_cpu
-from sk_meta._training import MetaTrainingState
+from sk_meta._records import to_plain
+from sk_meta.exceptions import PersistenceWarning
 
-_FORMAT = "sk_meta"
-_VERSION = 1
-_TRAINING_STATE_FIELDS = (
-    "init_seed", "stream_seed", "torch_seed", "n_drawn", "optimizer_state",
-    "torch_rng_state", "forward_strategy",
-)
+FORMAT = "sk_meta"
+# 2: the records' fields (learned inner learning rates, devices, early
+# stopping's state); files of version 1 hold a subset of them and still load
+VERSION = 2
 
 
 def _qualified_name(cls):
@@ -68,7 +66,7 @@ def _estimator_params(estimator):
         elif name == "random_state" and isinstance(value, np.random.RandomState):
             warnings.warn(
                 "random_state is a RandomState instance; it is saved as None",
-                UserWarning,
+                PersistenceWarning,
             )
             params[name] = None
         else:
@@ -79,45 +77,21 @@ def _estimator_params(estimator):
 def estimator_state(estimator):
     """The saved form of ``estimator``: a dict of tensors and plain values."""
     state = {
-        "format": _FORMAT,
-        "version": _VERSION,
+        "format": FORMAT,
+        "version": VERSION,
         "estimator": type(estimator).__name__,
         "params": _estimator_params(estimator),
     }
-    if estimator._is_meta_fitted():
-        training = estimator._meta_training_state
-        state["meta"] = {
-            "module_state": to_cpu(estimator.module_.state_dict()),
-            "n_meta_iter": estimator.n_meta_iter_,
-            "loss_curve": [float(v) for v in estimator.meta_loss_curve_],
-            "input_shape": tuple(estimator.meta_input_shape_),
-            "y_shape": (None if estimator._meta_y_shape is None
-                        else tuple(estimator._meta_y_shape)),
-            "n_outputs": int(estimator.meta_n_outputs_),
-            "history": [dict(row) for row in estimator.history_],
-            "validation_scores": [float(v) for v in estimator.validation_scores_],
-            "best_validation_score": estimator.best_validation_score_,
-            "training_state": {
-                name: to_cpu(getattr(training, name))
-                for name in _TRAINING_STATE_FIELDS
-            },
-        }
-    if hasattr(estimator, "params_"):
-        fit = {
-            "params": to_cpu(estimator.params_),
-            "n_outputs": int(estimator.n_outputs_),
-            "input_shape": tuple(estimator._fit_input_shape),
-            "n_features_in": int(estimator.n_features_in_),
-            "y_ndim": getattr(estimator, "_y_ndim", None),
-            # non-transductive prediction runs each sample beside it
-            "support_X": torch.from_numpy(estimator._support_X.copy()),
-        }
+    meta = estimator.__dict__.get("_meta")
+    if meta is not None:
+        state["meta"] = to_plain(meta)
+    fit = estimator.__dict__.get("_fit")
+    if fit is not None:
+        state["fit"] = to_plain(fit)
+        state["fit"]["n_features_in"] = int(estimator.n_features_in_)
         if hasattr(estimator, "feature_names_in_"):
-            fit["feature_names_in"] = [str(f) for f in estimator.feature_names_in_]
-        if hasattr(estimator, "classes_"):
-            fit["classes"] = estimator.classes_.tolist()
-            fit["classes_dtype"] = estimator.classes_.dtype.str
-        state["fit"] = fit
+            state["fit"]["feature_names_in"] = [
+                str(f) for f in estimator.feature_names_in_]
     return state
 
 
@@ -198,7 +172,8 @@ def _save_and_sync(state, f):
     os.fsync(f.fileno())
 
 
-def _resolve_module(spec, module):
+def resolve_module(spec, module):
+    """The module to rebuild a saved estimator with (the caller's, by name)."""
     if spec is None:
         if module is not None:
             raise ValueError("the saved estimator uses the default MLP; do not pass "
@@ -215,86 +190,12 @@ def _resolve_module(spec, module):
         warnings.warn(
             f"the saved estimator used {saved_name}, loading with "
             f"{_qualified_name(given_class)}",
-            UserWarning,
+            PersistenceWarning,
         )
     return module
 
 
-def load(path, *, module=None):
-    """Load an estimator written by ``save`` or a ``meta_fit`` checkpoint.
-
-    The file is read with ``torch.load(..., weights_only=True)``: no code in
-    it runs. Tensors are loaded on the CPU, whatever device the estimator was
-    trained on.
-
-    Parameters
-    ----------
-    path : str or path-like
-        The file.
-    module : torch.nn.Module class or instance, default=None
-        The custom module the estimator was built with, if any (files never
-        hold code, only the module's name and weights).
-
-    Returns
-    -------
-    estimator : estimator instance
-        Meta-fitted and fitted as it was saved. To resume meta-training from
-        a checkpoint, set ``warm_start=True`` and call ``meta_fit`` with the
-        same tasks.
-
-    Examples
-    --------
-    >>> import os, tempfile
-    >>> import sk_meta
-    >>> from sk_meta import MAMLRegressor
-    >>> from sk_meta.tasks import SinusoidTasks
-    >>> reg = MAMLRegressor(n_meta_iter=3, random_state=0)
-    >>> reg = reg.meta_fit(SinusoidTasks(random_state=0))
-    >>> path = os.path.join(tempfile.mkdtemp(), "model.pt")
-    >>> reg.save(path)
-    >>> sk_meta.load(path).n_meta_iter_
-    3
-    """
-    from sk_meta import estimator_classes  # the estimators import this module
-
-    state = _read(path)
-    classes = estimator_classes()
-    if state["estimator"] not in classes:
-        raise ValueError(
-            f"{path} is not a valid sk_meta file: unknown estimator "
-            f"{state['estimator']!r}"
-        )
-    estimator_class = classes[state["estimator"]]
-    params = dict(state["params"])
-    unknown = set(params) - set(estimator_class().get_params(deep=False))
-    if unknown:
-        raise ValueError(
-            f"{path} is not a valid sk_meta file: unknown parameters "
-            f"{sorted(unknown)} for {state['estimator']}"
-        )
-    params["module"] = _resolve_module(params.get("module"), module)
-    # a file never arms a write: checkpoints go where this process says
-    checkpoint_path = params.pop("checkpoint_path", None)
-    if checkpoint_path is not None:
-        warnings.warn(
-            f"the file's checkpoint_path ({checkpoint_path!r}) is not restored; "
-            "set it with set_params(checkpoint_path=...) to keep checkpointing",
-            UserWarning,
-        )
-    try:
-        estimator = estimator_class(**params)
-        if "meta" in state:
-            _restore_meta(estimator, state["meta"])
-        if "fit" in state:
-            _restore_fit(estimator, state["fit"])
-    except (KeyError, TypeError, AttributeError, IndexError) as exc:
-        raise ValueError(
-            f"{path} is not a valid sk_meta file: {type(exc).__name__}: {exc}"
-        ) from None
-    return estimator
-
-
-def _read(path):
+def read(path):
     """The file's top-level dict, or a ValueError saying why it is not one."""
     if not os.path.isfile(path):
         if os.path.exists(path):
@@ -317,12 +218,12 @@ def _read(path):
             f"{path} is not a valid sk_meta file (truncated or not written by "
             f"torch.save): {type(exc).__name__}: {exc}"
         ) from None
-    if not isinstance(state, dict) or state.get("format") != _FORMAT:
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise ValueError(f"{path} is not an sk_meta file")
     version = state.get("version")
     if not isinstance(version, int) or isinstance(version, bool):
         raise ValueError(f"{path} is not a valid sk_meta file: no format version")
-    if version > _VERSION:
+    if version > VERSION:
         raise ValueError(
             f"{path} was written by a newer sk_meta (format version "
             f"{version}); upgrade sk_meta to read it"
@@ -333,57 +234,3 @@ def _read(path):
             f"{path} is not a valid sk_meta file: no estimator name or parameters"
         )
     return state
-
-
-def _skeleton(estimator, input_shape, n_outputs, module_state):
-    """The network with the saved weights (built, then overwritten)."""
-    probe = np.zeros((2, *input_shape), dtype=np.float32)
-    module, _ = estimator._build_module(tuple(input_shape), n_outputs, 0, probe)
-    try:
-        module.load_state_dict(module_state)
-    except RuntimeError as exc:
-        raise ValueError(f"the saved weights do not fit the module: {exc}") from None
-    return module
-
-
-def _restore_meta(estimator, meta):
-    module = _skeleton(estimator, meta["input_shape"], meta["n_outputs"],
-                       meta["module_state"])
-    training = MetaTrainingState(**meta["training_state"])
-    estimator._commit_meta_state(
-        module=module,
-        n_meta_iter=meta["n_meta_iter"],
-        loss_curve=list(meta["loss_curve"]),
-        input_shape=tuple(meta["input_shape"]),
-        y_shape=None if meta["y_shape"] is None else tuple(meta["y_shape"]),
-        n_outputs=meta["n_outputs"],
-        training_state=training,
-        history=History(meta["history"]),
-        validation_scores=list(meta["validation_scores"]),
-        best_validation_score=meta["best_validation_score"],
-        live_stream=None,
-    )
-
-
-def _restore_fit(estimator, fit):
-    if estimator._is_meta_fitted():
-        module = estimator.module_
-    else:
-        module = _skeleton(estimator, fit["input_shape"], fit["n_outputs"],
-                           fit["params"])
-    if not hasattr(module, "forward_batched"):
-        module = estimator._private_module_copy(module)
-    estimator._module = module
-    estimator.params_ = dict(fit["params"])
-    estimator.n_outputs_ = fit["n_outputs"]
-    estimator.n_features_in_ = fit["n_features_in"]
-    estimator._fit_input_shape = tuple(fit["input_shape"])
-    if fit.get("y_ndim") is not None:
-        estimator._y_ndim = fit["y_ndim"]
-    estimator._support_X = fit["support_X"].numpy()
-    if "feature_names_in" in fit:
-        estimator.feature_names_in_ = np.asarray(fit["feature_names_in"], dtype=object)
-    if "classes" in fit:
-        estimator.classes_ = np.asarray(fit["classes"],
-                                        dtype=np.dtype(fit["classes_dtype"]))
-        estimator._n_fit_classes = len(estimator.classes_)

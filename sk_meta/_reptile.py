@@ -1,101 +1,107 @@
 """Reptile (Nichol, Achiam & Schulman, 2018)."""
 
-from functools import partial
-
 from sklearn.base import ClassifierMixin, RegressorMixin
 from sklearn.utils._param_validation import StrOptions
 
-from sk_meta._base import (
-    BaseMetaEstimator,
-    MetaClassifierMixin,
-    MetaRegressorMixin,
-    with_defaults,
-)
-from sk_meta._compile import CompiledFunction
+from sk_meta._base import BaseMetaEstimator, MetaClassifierMixin, MetaRegressorMixin
 from sk_meta._docs import estimator_doc
-from sk_meta.functional import reptile_meta_gradient
 
 
 class _Reptile(BaseMetaEstimator):
     """The Reptile update, shared by the two Reptile estimators."""
 
+    _algorithm = "reptile"
     _parameter_constraints = {
         **BaseMetaEstimator._parameter_constraints,
         "inner_optimizer": [StrOptions({"sgd", "adam"})],
     }
 
+
+class ReptileClassifier(MetaClassifierMixin, ClassifierMixin, _Reptile):
     def __init__(self, module=None, *, module_params=None, hidden_layer_sizes=(64, 64),
                  activation="relu", inner_lr=0.1, inner_steps=5,
-                 meta_inner_steps=None, meta_lr=0.1, meta_batch_size=16,
-                 n_meta_iter=1000, max_time=None, meta_optimizer="sgd",
-                 meta_lr_schedule="constant", inner_optimizer="sgd",
+                 meta_inner_steps=None, inner_lr_mode="fixed", adapt_layers="all",
+                 head_init="meta", multi_step_loss=False, inner_optimizer="sgd",
+                 meta_lr=0.1, meta_batch_size=16, n_meta_iter=1000, max_time=None,
+                 meta_optimizer="sgd", meta_lr_schedule="constant",
                  tasks_per_chunk="auto", compile=False, transductive=True,
-                 validation_interval=100,
-                 early_stopping=False,
-                 n_iter_no_change=10, tol=1e-4, warm_start=False,
-                 checkpoint_path=None, checkpoint_every=1000, n_threads=1,
-                 device="cpu", random_state=None, verbose=0):
+                 validation_interval=100, early_stopping=False, n_iter_no_change=10,
+                 tol=1e-4, warm_start=False, checkpoint_path=None,
+                 checkpoint_every=1000, distributed="auto", n_threads=1, device="cpu",
+                 random_state=None, verbose=0):
         super().__init__(
             module, module_params=module_params,
             hidden_layer_sizes=hidden_layer_sizes, activation=activation,
             inner_lr=inner_lr, inner_steps=inner_steps,
-            meta_inner_steps=meta_inner_steps, meta_lr=meta_lr,
+            meta_inner_steps=meta_inner_steps, inner_lr_mode=inner_lr_mode,
+            adapt_layers=adapt_layers, head_init=head_init,
+            multi_step_loss=multi_step_loss, meta_lr=meta_lr,
             meta_batch_size=meta_batch_size, n_meta_iter=n_meta_iter,
-            max_time=max_time,
-            meta_optimizer=meta_optimizer, meta_lr_schedule=meta_lr_schedule,
-            tasks_per_chunk=tasks_per_chunk, compile=compile,
-            transductive=transductive, validation_interval=validation_interval,
-            early_stopping=early_stopping,
+            max_time=max_time, meta_optimizer=meta_optimizer,
+            meta_lr_schedule=meta_lr_schedule, tasks_per_chunk=tasks_per_chunk,
+            compile=compile, transductive=transductive,
+            validation_interval=validation_interval, early_stopping=early_stopping,
             n_iter_no_change=n_iter_no_change, tol=tol, warm_start=warm_start,
             checkpoint_path=checkpoint_path, checkpoint_every=checkpoint_every,
-            n_threads=n_threads, device=device, random_state=random_state,
-            verbose=verbose,
+            distributed=distributed, n_threads=n_threads, device=device,
+            random_state=random_state, verbose=verbose,
         )
         self.inner_optimizer = inner_optimizer
 
-    def _meta_step(self, compile_mode):
-        step = partial(
-            reptile_meta_gradient, lr=self.inner_lr,
-            n_steps=self.meta_inner_steps or self.inner_steps,
-            optimizer=self.inner_optimizer,
+
+class ReptileRegressor(MetaRegressorMixin, RegressorMixin, _Reptile):
+    def __init__(self, module=None, *, module_params=None, hidden_layer_sizes=(64, 64),
+                 activation="relu", inner_lr=0.01, inner_steps=5,
+                 meta_inner_steps=None, inner_lr_mode="fixed", adapt_layers="all",
+                 head_init="meta", multi_step_loss=False, inner_optimizer="sgd",
+                 meta_lr=0.1, meta_batch_size=16, n_meta_iter=1000, max_time=None,
+                 meta_optimizer="sgd", meta_lr_schedule="constant",
+                 tasks_per_chunk="auto", compile=False, transductive=True,
+                 validation_interval=100, early_stopping=False, n_iter_no_change=10,
+                 tol=1e-4, warm_start=False, checkpoint_path=None,
+                 checkpoint_every=1000, distributed="auto", n_threads=1, device="cpu",
+                 random_state=None, verbose=0):
+        super().__init__(
+            module, module_params=module_params,
+            hidden_layer_sizes=hidden_layer_sizes, activation=activation,
+            inner_lr=inner_lr, inner_steps=inner_steps,
+            meta_inner_steps=meta_inner_steps, inner_lr_mode=inner_lr_mode,
+            adapt_layers=adapt_layers, head_init=head_init,
+            multi_step_loss=multi_step_loss, meta_lr=meta_lr,
+            meta_batch_size=meta_batch_size, n_meta_iter=n_meta_iter,
+            max_time=max_time, meta_optimizer=meta_optimizer,
+            meta_lr_schedule=meta_lr_schedule, tasks_per_chunk=tasks_per_chunk,
+            compile=compile, transductive=transductive,
+            validation_interval=validation_interval, early_stopping=early_stopping,
+            n_iter_no_change=n_iter_no_change, tol=tol, warm_start=warm_start,
+            checkpoint_path=checkpoint_path, checkpoint_every=checkpoint_every,
+            distributed=distributed, n_threads=n_threads, device=device,
+            random_state=random_state, verbose=verbose,
         )
-        if compile_mode is None:
-            return step
-        return CompiledFunction(partial(step, functional=True), step, compile_mode)
-
-    def _adapt_options(self):
-        return {"optimizer": self.inner_optimizer}
+        self.inner_optimizer = inner_optimizer
 
 
-class ReptileClassifier(MetaClassifierMixin, ClassifierMixin, _Reptile):
-    __doc__ = estimator_doc(
-        "ReptileClassifier", "reptile", inner_lr="0.1",
-        summary="""Few-shot classifier meta-trained with Reptile.
+ReptileClassifier.__doc__ = estimator_doc(
+    ReptileClassifier,
+    summary="""Few-shot classifier meta-trained with Reptile.
 
     ``meta_fit`` learns an initialization from many small tasks such that a
     few gradient steps on a new task's support set (``fit``) give a good
     classifier for that task.""",
-        see_also=[
-            'MAMLClassifier : MAML, which differentiates through the inner steps.',
-            'FOMAMLClassifier : First-order MAML.',
-        ],
-    )
-
-
-class ReptileRegressor(MetaRegressorMixin, RegressorMixin, _Reptile):
-    __doc__ = estimator_doc(
-        "ReptileRegressor", "reptile", inner_lr="0.01",
-        summary="""Few-shot regressor meta-trained with Reptile.
+    see_also=[
+        "MAMLClassifier : MAML, which differentiates through the inner steps.",
+        "FOMAMLClassifier : First-order MAML.",
+    ],
+)
+ReptileRegressor.__doc__ = estimator_doc(
+    ReptileRegressor,
+    summary="""Few-shot regressor meta-trained with Reptile.
 
     ``meta_fit`` learns an initialization from many small tasks such that a
     few gradient steps on a new task's support set (``fit``) give a good
     regressor for that task.""",
-        see_also=[
-            'MAMLRegressor : MAML, which differentiates through the inner steps.',
-            'FOMAMLRegressor : First-order MAML.',
-        ],
-    )
-
-    __init__ = with_defaults(_Reptile.__init__, inner_lr=0.01)
-
-
+    see_also=[
+        "MAMLRegressor : MAML, which differentiates through the inner steps.",
+        "FOMAMLRegressor : First-order MAML.",
+    ],
+)

@@ -28,7 +28,7 @@ def to_skorch(estimator, **net_params):
     See :meth:`BaseMetaEstimator.to_skorch`.
     """
     if hasattr(estimator, "params_"):
-        module, params = estimator._module, estimator.params_
+        module, params = estimator._fit.module, estimator.params_
     elif estimator._is_meta_fitted():
         module, params = estimator.module_, estimator.meta_params_
     else:
@@ -44,8 +44,9 @@ def to_skorch(estimator, **net_params):
     if estimator._is_classifier():
         n_classes = (len(estimator.classes_) if hasattr(estimator, "classes_")
                      else estimator.meta_n_outputs_)
-        if getattr(estimator, "n_outputs_", estimator.__dict__.get(
-                "meta_n_outputs_")) != n_classes:
+        n_outputs = (estimator.n_outputs_ if hasattr(estimator, "params_")
+                     else estimator.meta_n_outputs_)
+        if n_outputs != n_classes:
             module = FirstOutputs(module, n_classes)
         net_params.setdefault("criterion", nn.CrossEntropyLoss)
         net = NeuralNetClassifier(module, **net_params)

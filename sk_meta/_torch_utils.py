@@ -3,6 +3,7 @@
 import contextlib
 import copy
 import re
+import threading
 
 import numpy as np
 import torch
@@ -34,6 +35,11 @@ def resolve_device(device):
     if isinstance(device, str) and device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(device)
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(
+            f"device={str(device)!r} is not supported: use 'cpu', 'cuda', 'cuda:N', "
+            "'mps' or 'auto'"
+        )
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise ValueError(
@@ -50,18 +56,43 @@ def resolve_device(device):
     return device
 
 
+_threads_lock = threading.Lock()
+_threads_users = 0
+_threads_before = None
+
+
 @contextlib.contextmanager
 def torch_threads(n_threads):
-    """Run the block with ``n_threads`` torch threads, then restore the setting."""
-    previous = torch.get_num_threads()
-    if n_threads is None or n_threads == previous:
+    """Run the block with ``n_threads`` torch threads, then restore the setting.
+
+    The setting is process-wide, so estimators computing in several threads
+    at once share it: the first to enter records the setting to restore,
+    the last to leave restores it, whatever the order in which they finish.
+    """
+    global _threads_users, _threads_before
+    if n_threads is None:
         yield
         return
-    torch.set_num_threads(n_threads)
+    with _threads_lock:
+        if _threads_users == 0:
+            _threads_before = torch.get_num_threads()
+        _threads_users += 1
+        if torch.get_num_threads() != n_threads:
+            torch.set_num_threads(n_threads)
     try:
         yield
     finally:
-        torch.set_num_threads(previous)
+        with _threads_lock:
+            _threads_users -= 1
+            if _threads_users == 0 and torch.get_num_threads() != _threads_before:
+                torch.set_num_threads(_threads_before)
+
+
+def torch_tensor_to_numpy(value):
+    """A torch tensor as a numpy array (detached, on the CPU); anything else as is."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu().numpy()
+    return value
 
 
 def seed_torch(seed, device):

@@ -1,11 +1,16 @@
-"""Exceptions and warnings raised by sk_meta."""
+"""Exceptions and warnings raised by sk_meta.
+
+Every warning class derives from ``UserWarning``, so filters written for it
+keep working; a filter on one class silences just that case.
+"""
 
 
 class DivergenceError(FloatingPointError):
     """Meta-training or adaptation produced a NaN or infinite loss.
 
     Raised by ``meta_fit``, ``meta_partial_fit`` and ``fit``, which leave the
-    estimator as it was before the call.
+    estimator as it was before the call. The message is one line that says
+    what diverged and what to lower.
 
     Attributes
     ----------
@@ -20,3 +25,35 @@ class DivergenceError(FloatingPointError):
     def __init__(self, message, *, estimator=None):
         super().__init__(message)
         self.estimator = estimator
+
+
+class InterruptedWarning(UserWarning):
+    """Ctrl-C stopped meta-training at the end of a meta-iteration.
+
+    The estimator keeps the init of that meta-iteration; ``meta_fit`` with
+    ``warm_start=True`` resumes the run.
+    """
+
+
+class BudgetSpentWarning(UserWarning):
+    """``meta_fit`` with ``warm_start=True`` had no meta-iterations left to run.
+
+    ``n_meta_iter`` is the total budget: raise it to continue.
+    """
+
+
+class CompileWarning(UserWarning):
+    """``torch.compile`` failed for the module; meta-training went on eagerly."""
+
+
+class PersistenceWarning(UserWarning):
+    """Something could not be saved or restored as it was.
+
+    For instance a ``random_state`` given as a ``RandomState`` instance (saved
+    as None), a file's ``checkpoint_path`` (never restored by
+    :func:`sk_meta.load`), or a custom module loaded under another name.
+    """
+
+
+class FeatureNamesWarning(UserWarning):
+    """Feature names were seen in meta-training but not at ``fit``, or the reverse."""

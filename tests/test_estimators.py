@@ -36,10 +36,34 @@ def _post_adaptation_mse(estimator, tasks):
 
 
 def test_first_order_flag_of_the_fomaml_classes():
-    assert FOMAMLClassifier().first_order is True
-    assert FOMAMLRegressor().first_order is True
-    assert MAMLClassifier().first_order is False
+    assert FOMAMLClassifier().get_params()["first_order"] is True
+    assert FOMAMLRegressor().get_params()["first_order"] is True
+    assert MAMLClassifier().get_params()["first_order"] is False
+    assert MAMLRegressor().get_params()["first_order"] is False
     assert ReptileRegressor().meta_optimizer == "sgd"
+    # the flag reaches meta-training: a FOMAML meta-iteration is MAML's with
+    # first_order=True, and not second-order MAML's (an SGD outer step, so
+    # the weights follow the meta-gradient itself, not Adam's sign of it)
+    X, y = _digits()
+    sampler = EpisodeSampler(X, y, 3, 4, 4, random_state=0)
+    cases = [
+        (FOMAMLClassifier, MAMLClassifier, 0.3,
+         [sampler.sample(i) for i in range(4)]),
+        (FOMAMLRegressor, MAMLRegressor, 0.1,
+         list(SinusoidTasks(n_tasks=4, random_state=0))),
+    ]
+    for fomaml, maml, inner_lr, tasks in cases:
+        params = dict(hidden_layer_sizes=(8,), inner_lr=inner_lr, inner_steps=2,
+                      meta_optimizer="sgd", meta_lr=0.1, meta_batch_size=4,
+                      n_meta_iter=1, random_state=0)
+        first = fomaml(**params).meta_fit(tasks).meta_params_
+        flagged = maml(first_order=True, **params).meta_fit(tasks).meta_params_
+        second = maml(**params).meta_fit(tasks).meta_params_
+        for name, value in first.items():
+            assert torch.equal(value, flagged[name]), name
+        gap = max(float((value - second[name]).abs().max())
+                  for name, value in first.items())
+        assert gap > 1e-4, (fomaml.__name__, gap)
 
 
 @pytest.mark.parametrize(
@@ -206,16 +230,50 @@ def test_fit_without_meta_fit_is_seeded_by_random_state():
 
 
 def test_reptile_adam_inner_optimizer_differs_from_sgd():
-    tasks = list(SinusoidTasks(n_tasks=8, random_state=0))
-    params = dict(hidden_layer_sizes=(8,), meta_batch_size=4, n_meta_iter=2,
-                  random_state=0)
-    sgd = ReptileRegressor(**params).meta_fit(tasks)
-    adam = ReptileRegressor(inner_optimizer="adam", inner_lr=0.001, **params)
-    adam.meta_fit(tasks)
-    assert not all(torch.equal(v, adam.meta_params_[k])
-                   for k, v in sgd.meta_params_.items())
+    # one meta-iteration is θ + ε (mean φ - θ), each φ after torch.optim.Adam
+    # with betas (0, 0.999), the Reptile paper's, on a task's support and
+    # query sets; fit takes the same Adam steps on the support set alone
+    tasks = list(SinusoidTasks(n_tasks=4, random_state=0))
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        net = nn.Sequential(nn.Linear(1, 8), nn.Tanh(), nn.Linear(8, 1))
+    epsilon, inner_lr, n_steps = 0.5, 0.01, 3
+    params = dict(inner_lr=inner_lr, inner_steps=n_steps, meta_lr=epsilon,
+                  meta_batch_size=4, n_meta_iter=1, random_state=0)
+    adam = ReptileRegressor(net, inner_optimizer="adam", **params).meta_fit(tasks)
+    sgd = ReptileRegressor(net, **params).meta_fit(tasks)
+
+    def adam_steps(init, X, y):
+        reference = nn.Sequential(nn.Linear(1, 8), nn.Tanh(), nn.Linear(8, 1))
+        reference = reference.double()
+        reference.load_state_dict(init)
+        optimizer = torch.optim.Adam(reference.parameters(), lr=inner_lr,
+                                     betas=(0.0, 0.999), eps=1e-8)
+        X, y = torch.from_numpy(X).double(), torch.from_numpy(y).double()
+        for _ in range(n_steps):
+            optimizer.zero_grad()
+            ((reference(X).squeeze(-1) - y) ** 2).mean().backward()
+            optimizer.step()
+        return {k: v.detach() for k, v in reference.named_parameters()}
+
+    theta = {k: v.detach().double() for k, v in net.named_parameters()}
+    phis = [adam_steps(theta, np.concatenate([t.X_support, t.X_query]),
+                       np.concatenate([t.y_support, t.y_query])) for t in tasks]
+    for name, value in adam.meta_params_.items():
+        mean_phi = sum(phi[name] for phi in phis) / len(phis)
+        expected = theta[name] + epsilon * (mean_phi - theta[name])
+        torch.testing.assert_close(value.double(), expected, rtol=0, atol=1e-5)
+    assert max(float((v - adam.meta_params_[k]).abs().max())
+               for k, v in sgd.meta_params_.items()) > 1e-3
     task = tasks[0]
-    assert np.isfinite(adam.fit(task[0], task[1]).predict(task[2])).all()
+    adam.fit(task.X_support, task.y_support)
+    expected = adam_steps(adam.meta_params_, task.X_support, task.y_support)
+    for name, value in adam.params_.items():
+        torch.testing.assert_close(value.double(), expected[name], rtol=0, atol=1e-5)
+    sgd_fit = ReptileRegressor(net, **params).meta_fit(tasks).fit(task.X_support,
+                                                                task.y_support)
+    assert max(float((v - adam.params_[k]).abs().max())
+               for k, v in sgd_fit.params_.items()) > 1e-3
 
 
 # -- custom modules ----------------------------------------------------------------
@@ -264,7 +322,7 @@ def test_recurrent_modules_meta_fit_and_adapt(cell):
                          random_state=0)
     clf.meta_fit(tasks)
     assert clf.meta_input_shape_ == (5, 3)
-    assert clf._meta_training_state.forward_strategy == "loop"
+    assert clf._meta.training_state.forward_strategy == "loop"
     X_s, y_s, X_q, y_q = _sequence_tasks(1, seed=1)[0]
     clf.set_params(inner_steps=20).fit(X_s, y_s)
     assert clf.predict(X_q).shape == (12,)
@@ -284,7 +342,7 @@ def test_conv_net_with_batch_norm_on_images(estimator_class):
                           inner_lr=0.1, inner_steps=2, meta_batch_size=4,
                           n_meta_iter=4, random_state=0)
     clf.meta_fit(tasks)
-    assert clf._meta_training_state.forward_strategy == "vmap"
+    assert clf._meta.training_state.forward_strategy == "vmap"
     assert not any(isinstance(m, nn.BatchNorm2d) and m.track_running_stats
                    for m in clf.module_.modules())
     task = tasks.sample(3)
@@ -298,12 +356,26 @@ def test_batch_norm_module_instance_is_not_modified():
     before = {k: v.clone() for k, v in module.state_dict().items()}
     clf = MAMLClassifier(module, n_meta_iter=3, meta_batch_size=2, random_state=0)
     clf.meta_fit(EpisodeSampler(X, y, 5, 3, 3, random_state=0))
+    task = EpisodeSampler(X, y, 5, 3, 3, random_state=1).sample()
+    proba = clf.fit(task.X_support, task.y_support).predict_proba(task.X_query)
+    # neither meta_fit, fit nor predict touched the instance: its weights,
+    # running statistics and train/eval mode are as they were
     for name, value in module.state_dict().items():
         assert torch.equal(value, before[name])
     assert module.net[1].track_running_stats
-    task = EpisodeSampler(X, y, 5, 3, 3, random_state=1).sample()
-    assert clf.fit(task.X_support, task.y_support).score(task.X_query,
-                                                         task.y_query) >= 0
+    assert module.training
+    # the estimator's copy normalizes with the statistics of the batch at
+    # hand, never with the instance's running statistics
+    functional = torch.nn.functional
+    p = {k: v.double() for k, v in clf.params_.items()}
+    hidden = functional.linear(torch.from_numpy(task.X_query).double(),
+                               p["net.0.weight"], p["net.0.bias"])
+    hidden = functional.batch_norm(hidden, None, None, p["net.1.weight"],
+                                   p["net.1.bias"], training=True)
+    logits = functional.linear(functional.relu(hidden), p["net.3.weight"],
+                               p["net.3.bias"])
+    np.testing.assert_allclose(proba, logits.softmax(-1).numpy(), rtol=1e-4,
+                               atol=1e-5)
 
 
 def test_module_params_can_be_set_one_by_one():

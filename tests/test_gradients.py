@@ -173,15 +173,14 @@ def test_one_reptile_meta_iteration_is_theta_plus_epsilon_times_mean_shift():
         for _ in range(3)
     ]
     epsilon, inner_lr, n_steps = 0.3, 0.05, 2
+    torch.manual_seed(0)
+    init = MLP(2, (4,), 1)  # the init before the update: known weights
     reptile = ReptileRegressor(
-        hidden_layer_sizes=(4,), inner_lr=inner_lr, inner_steps=n_steps,
+        init, inner_lr=inner_lr, inner_steps=n_steps,
         meta_lr=epsilon, meta_batch_size=3, n_meta_iter=1, random_state=0,
     )
     reptile.meta_partial_fit(tasks)
-    # the init before the update: the same seed, no meta-iteration
-    start = ReptileRegressor(hidden_layer_sizes=(4,), random_state=0)
-    theta = {k: v.double() for k, v in start._start(
-        torch.device("cpu"), tasks[0][0].astype(np.float32), 1)[1].items()}
+    theta = {k: v.detach().double() for k, v in init.named_parameters()}
     phis = []
     for X_s, y_s, X_q, y_q in tasks:
         X = torch.from_numpy(np.concatenate([X_s, X_q]))
@@ -322,15 +321,14 @@ def test_chunked_meta_batches_equal_the_whole_meta_batch():
 def test_tasks_of_different_shapes_in_one_meta_batch_are_each_counted_once():
     # support sizes 4 and 6 alternate: two groups in each meta-batch
     tasks = _sinusoid_like_tasks(6, seed=1, n_support=(4, 6))
-    mixed = MAMLRegressor(hidden_layer_sizes=(8,), meta_batch_size=6, inner_steps=1,
+    torch.manual_seed(0)
+    module = MLP(1, (8,), 1)
+    mixed = MAMLRegressor(module, meta_batch_size=6, inner_steps=1,
                           inner_lr=0.1, meta_optimizer="sgd", meta_lr=0.1,
                           random_state=0)
     mixed.meta_partial_fit(tasks)
     # the same update, one task per meta-batch, gradients averaged by hand
-    unfitted = MAMLRegressor(hidden_layer_sizes=(8,), random_state=0)
-    module, theta, _ = unfitted._start(torch.device("cpu"),
-                                     tasks[0][0].astype(np.float32), 1)
-    theta = {k: v.clone() for k, v in theta.items()}
+    theta = {k: v.detach().clone() for k, v in module.named_parameters()}
     total = {k: torch.zeros_like(v) for k, v in theta.items()}
     for X_s, y_s, X_q, y_q in tasks:
         batch = TaskBatch(*(torch.tensor(a[None], dtype=torch.float32)
@@ -395,7 +393,7 @@ def test_second_order_gradient_through_normalization_layers_under_vmap(norm):
 
 def test_auto_chunking_splits_conv_meta_batches_on_the_cpu_only():
     from sk_meta import MAMLClassifier
-    from sk_meta._training import MetaTrainer
+    from sk_meta._inner_loop import InnerLoop, InnerLoopSettings
     from sk_meta.models import Conv4
 
     rng = np.random.default_rng(0)
@@ -405,26 +403,28 @@ def test_auto_chunking_splits_conv_meta_batches_on_the_cpu_only():
               rng.random((20, 1, 32, 32), dtype=np.float32), np.arange(20) % 3)
              for _ in range(4)]
     module_params = {"n_outputs": 3, "n_filters": 64, "image_size": 32}
-    # SGD: Adam's first step is lr * sign(gradient), which rounding can flip
+    settings = InnerLoopSettings(algorithm="maml", classification=True, lr=0.1,
+                                 steps=1, meta_steps=1)
+    cpu = torch.device("cpu")
+    conv_loop = InnerLoop(settings, prepare_module(Conv4(**module_params)),
+                          device=cpu, probe=torch.from_numpy(tasks[0][0]))
+    conv_loop.resolve_chunk_size(torch.from_numpy(tasks[0][2]))
+    assert conv_loop.strategy == "vmap" and conv_loop.chunk_size == 1
+    mlp_loop = InnerLoop(settings, prepare_module(MLP(8, (4,), 3)), device=cpu,
+                         probe=torch.zeros(3, 8))
+    mlp_loop.resolve_chunk_size(torch.zeros(20, 8))
+    assert mlp_loop.chunk_size is None
+    # chunks of one task give the meta-gradient of the whole meta-batch
+    # (SGD: Adam's first step is lr * sign(gradient), which rounding can flip)
     conv = MAMLClassifier(Conv4, module_params=module_params, meta_batch_size=4,
                           n_meta_iter=1, meta_optimizer="sgd", random_state=0)
-    trainer = MetaTrainer(conv, tasks, device=torch.device("cpu"), incremental=False,
-                          warm=False)
-    trainer.run()
-    assert trainer.chunk_size == 1
+    conv.meta_fit(tasks)
     whole = MAMLClassifier(Conv4, module_params=module_params, meta_batch_size=4,
                            n_meta_iter=1, meta_optimizer="sgd", tasks_per_chunk=None,
                            random_state=0).meta_fit(tasks)
     for name, value in whole.meta_params_.items():
         torch.testing.assert_close(conv.meta_params_[name], value, rtol=1e-4,
                                    atol=1e-6)
-    tasks = [(t[0][..., :8].reshape(3, -1), t[1], t[2][..., :8].reshape(20, -1), t[3])
-             for t in tasks]
-    mlp = MAMLClassifier(hidden_layer_sizes=(4,), meta_batch_size=4, n_meta_iter=1)
-    trainer = MetaTrainer(mlp, tasks, device=torch.device("cpu"), incremental=False,
-                          warm=False)
-    trainer.run()
-    assert trainer.chunk_size is None
 
 
 def test_conv4_matches_the_papers_block_order_in_value_and_meta_gradient():

@@ -538,7 +538,7 @@ def test_linear_schedule_reaches_zero_by_the_max_time_deadline():
     clf = _resumable(meta_batch_size=2, n_meta_iter=1000, max_time=0.5,
                      meta_lr=0.01, meta_lr_schedule="linear")
     clf.meta_fit(_SlowTasks(tasks, delay=0.03))
-    last_lr = clf._meta_training_state.optimizer_state["param_groups"][0]["lr"]
+    last_lr = clf._meta.training_state.optimizer_state["param_groups"][0]["lr"]
     # by iterations alone the rate would still be above 0.0099
     assert 0 <= last_lr < 0.01 * 0.4
 

@@ -194,6 +194,22 @@ def test_weights_only_file_loads_with_torch_weights_only(meta_fitted, tmp_path):
     state = torch.load(path, weights_only=True)
     assert state["estimator"] == "MAMLClassifier"
     assert set(state["meta"]["module_state"]) == set(meta_fitted.meta_params_)
+    loaded = sk_meta.load(path)
+    for name, value in meta_fitted.meta_params_.items():
+        assert torch.equal(loaded.meta_params_[name], value)
+    # sk_meta.load reads it in the same weights-only mode: an object that
+    # runs code when unpickled is refused, and its code never runs
+    marker = tmp_path / "code-ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (exec, (f"open({str(marker)!r}, 'w').close()",))
+
+    state["params"]["verbose"] = Payload()
+    torch.save(state, path)
+    with pytest.raises(ValueError, match="not a valid sk_meta file"):
+        sk_meta.load(path)
+    assert not marker.exists()
 
 
 class _TinyNet(nn.Module):
@@ -223,11 +239,13 @@ def test_weights_only_load_of_a_custom_module_needs_the_module(tmp_path):
 
 def test_pickles_hold_cpu_tensors_only(meta_fitted, new_task):
     fitted = clone(meta_fitted).fit(new_task.X_support, new_task.y_support)
-    state = fitted.__getstate__()
-    tensors = list(state["params_"].values())
-    tensors += list(state["module_"].parameters())
+    restored = pickle.loads(pickle.dumps(fitted))
+    tensors = list(restored.params_.values())
+    tensors += list(restored.module_.parameters())
+    tensors += list(restored._fit.module.parameters())
     assert all(t.device.type == "cpu" for t in tensors)
-    assert "_live_stream" not in state
+    assert "_live_stream" not in fitted.__getstate__()
+    assert "_live_stream" in meta_fitted.__dict__  # the estimator keeps its own
 
 
 def test_a_file_that_is_not_sk_meta_is_refused(tmp_path):
@@ -313,16 +331,26 @@ def test_early_stopping_needs_validation_tasks(digits):
 
 def test_export_to_skorch_continues_from_the_adapted_network(meta_fitted, new_task):
     clf = clone(meta_fitted).fit(new_task.X_support, new_task.y_support)
-    net = clf.to_skorch(max_epochs=1, lr=0.0)
+    adapted = {k: v.clone() for k, v in clf.params_.items()}
+    init = {k: v.clone() for k, v in clf.meta_params_.items()}
+    proba = clf.predict_proba(new_task.X_query)
+    net = clf.to_skorch(max_epochs=1, lr=0.5)
     X_query = new_task.X_query.astype(np.float32)
-    np.testing.assert_allclose(net.predict_proba(X_query),
-                               clf.predict_proba(new_task.X_query), rtol=1e-5,
+    np.testing.assert_allclose(net.predict_proba(X_query), proba, rtol=1e-5,
                                atol=1e-6)
     codes = np.searchsorted(clf.classes_, new_task.y_support)
     net.partial_fit(new_task.X_support.astype(np.float32), codes)
     assert len(net.history) == 1
-    for name, value in clf.params_.items():  # the estimator is not affected
+    # the net trained on...
+    assert not np.allclose(net.predict_proba(X_query), proba, atol=1e-3)
+    # ...its own copy: the estimator's adapted and meta-learned weights and
+    # its predictions are as they were
+    for name, value in clf.params_.items():
+        assert torch.equal(value, adapted[name]), name
         assert not value.requires_grad
+    for name, value in clf.meta_params_.items():
+        assert torch.equal(value, init[name]), name
+    np.testing.assert_array_equal(clf.predict_proba(new_task.X_query), proba)
 
 
 

@@ -23,18 +23,21 @@ def _classifier(**params):
 
 
 def _state(estimator):
-    return {k: (v.clone() if isinstance(v, torch.Tensor) else v)
-            for k, v in estimator.__dict__.items()}
+    state = {k: (v.clone() if isinstance(v, torch.Tensor) else v)
+             for k, v in estimator.__dict__.items()}
+    weights = {k: v.clone() for k, v in estimator.meta_params_.items()}
+    return state, weights
 
 
 def _assert_unchanged(estimator, before):
+    before, weights = before
     assert estimator.__dict__.keys() == before.keys()
     for name, value in estimator.__dict__.items():
         if isinstance(value, torch.Tensor):
             assert torch.equal(value, before[name]), name
         else:
             assert value is before[name], name
-    for name, value in before["meta_params_"].items():
+    for name, value in weights.items():
         assert torch.equal(estimator.module_.state_dict()[name], value)
 
 

@@ -3,9 +3,23 @@
 import torch
 
 
+def step_rates(lr, step):
+    """The learning rate(s) of inner step ``step`` (0-based).
+
+    ``lr`` is a float, a dict of rates by parameter name (each a scalar or a
+    tensor shaped like the parameter), or a callable ``lr(step)`` returning
+    either.
+    """
+    return lr(step) if callable(lr) else lr
+
+
+def _rate(rates, name):
+    return rates[name] if isinstance(rates, dict) else rates
+
+
 def adapt(forward, params, X, y, *, loss_fn, lr, n_steps, create_graph=False,
           detach=False, optimizer="sgd", betas=(0.0, 0.999), eps=1e-8,
-          functional=False):
+          functional=False, trainable=None, trajectory=False):
     """Take ``n_steps`` gradient steps on ``(X, y)`` from ``params``, per task.
 
     Parameters
@@ -20,8 +34,12 @@ def adapt(forward, params, X, y, *, loss_fn, lr, n_steps, create_graph=False,
     loss_fn : callable
         ``loss_fn(outputs, y)``: the sum over tasks of each task's mean loss, so
         that the gradient with respect to a task's parameters is its own.
-    lr : float
-        Inner learning rate.
+    lr : float, dict of str to Tensor, or callable
+        Inner learning rate: one float; one rate per parameter name (a scalar,
+        or a tensor of the parameter's shape for per-parameter rates, as in
+        Meta-SGD); or ``lr(step) -> float or dict`` for rates that change with
+        the step (0-based), as in MAML++. Tensor rates stay in the graph, so
+        the meta-gradient reaches them.
     n_steps : int
         Number of gradient steps.
     create_graph : bool, default=False
@@ -39,61 +57,100 @@ def adapt(forward, params, X, y, *, loss_fn, lr, n_steps, create_graph=False,
         Take the inner gradients with ``torch.func.grad_and_value`` instead of
         ``torch.autograd.grad``: the same numbers, in a form ``torch.compile``
         can trace as one graph.
+    trainable : collection of str, default=None
+        Names of the parameters that adapt; the others keep their values
+        (ANIL adapts the output layer only). ``None`` adapts all.
+    trajectory : bool, default=False
+        Also return the parameters after each step (for MAML++'s multi-step
+        loss).
 
     Returns
     -------
     adapted : dict of str to Tensor
-        The parameters after ``n_steps`` steps.
+        All parameters after ``n_steps`` steps (the fixed ones unchanged).
     loss : Tensor
         The (detached) loss at the last step, before its update.
+    steps : list of dict of str to Tensor
+        Only with ``trajectory=True``: the parameters after each step.
     """
     if optimizer == "adam" and not detach:
         raise ValueError("the Adam inner optimizer is only available with detach=True")
-    names = list(params)
+    names = [name for name in params if trainable is None or name in trainable]
+    fixed = {name: p for name, p in params.items() if name not in names}
+    # first order (or detached): the inner gradients are constants, so they
+    # are taken on copies cut from the meta-graph, which they must not free
+    constant_grads = detach or not create_graph
+    grad_fixed = {n: p.detach() for n, p in fixed.items()} if constant_grads else fixed
+    grad_X = X.detach() if constant_grads else X
     if functional:
-        params = {name: p.detach() if detach else p for name, p in params.items()}
+        adapting = {name: params[name].detach() if detach else params[name]
+                    for name in names}
 
         def loss_of(task_params):
-            return loss_fn(forward(task_params, X), y)
+            return loss_fn(forward({**grad_fixed, **task_params}, grad_X), y)
 
         grad_and_loss = torch.func.grad_and_value(loss_of)
     else:
-        params = {
+        adapting = {
             # parameters outside any graph still need gradients for the inner steps
-            name: p.detach().requires_grad_() if detach or not p.requires_grad else p
-            for name, p in params.items()
+            name: (params[name].detach().requires_grad_()
+                   if detach or not params[name].requires_grad else params[name])
+            for name in names
         }
     adam_state = None
-    for step in range(1, n_steps + 1):
+    steps = []
+    loss = None
+    for step in range(n_steps):
         # adaptation needs gradients even when called under torch.no_grad()
         with torch.enable_grad():
             if functional:
-                grads, loss = grad_and_loss(params)
+                grads, loss = grad_and_loss(
+                    {n: p.detach() for n, p in adapting.items()}
+                    if constant_grads else adapting)
                 grads = [grads[name] for name in names]
                 if not create_graph:
                     grads = [g.detach() for g in grads]
             else:
-                loss = loss_fn(forward(params, X), y)
+                leaves = adapting
+                if constant_grads and not detach:
+                    leaves = {n: p.detach().requires_grad_()
+                              for n, p in adapting.items()}
+                loss = loss_fn(forward({**grad_fixed, **leaves}, grad_X), y)
                 grads = torch.autograd.grad(
-                    loss, [params[name] for name in names],
+                    loss, [leaves[name] for name in names],
                     create_graph=create_graph, allow_unused=True,
                     materialize_grads=True,
                 )
         if optimizer == "adam":
-            grads, adam_state = _adam_directions(grads, adam_state, step, betas, eps)
+            grads, adam_state = _adam_directions(grads, adam_state, step + 1, betas,
+                                                 eps)
+        rates = step_rates(lr, step)
+        current = [adapting[name] for name in names]
         if detach:
             with torch.no_grad():
-                updated = torch._foreach_add(
-                    [params[name] for name in names], list(grads), alpha=-lr
-                )
+                if isinstance(rates, dict):
+                    updated = [p - _rate(rates, name) * g
+                               for p, name, g in zip(current, names, grads)]
+                else:
+                    updated = torch._foreach_add(current, list(grads), alpha=-rates)
             if not functional:
                 updated = [p.requires_grad_() for p in updated]
-            params = dict(zip(names, updated))
         else:
-            params = {name: params[name] - lr * g for name, g in zip(names, grads)}
+            updated = [p - _rate(rates, name) * g
+                       for p, name, g in zip(current, names, grads)]
+        adapting = dict(zip(names, updated))
+        if trajectory:
+            steps.append({**fixed, **adapting})
+    if loss is None:
+        raise ValueError(f"n_steps must be at least 1, got {n_steps}")
     if detach:
-        params = {name: p.detach() for name, p in params.items()}
-    return params, loss.detach()
+        adapting = {name: p.detach() for name, p in adapting.items()}
+        steps = [{name: p.detach() for name, p in s.items()} for s in steps]
+    adapted = {name: fixed[name] if name in fixed else adapting[name]
+               for name in params}
+    if trajectory:
+        return adapted, loss.detach(), steps
+    return adapted, loss.detach()
 
 
 def _adam_directions(grads, state, step, betas, eps):

@@ -6,6 +6,8 @@ import torch
 from torch import nn
 from torch.func import functional_call, replace_all_batch_norm_modules_, vmap
 
+from sk_meta.functional._attention import with_math_attention
+
 
 def prepare_module(module):
     """Copy ``module`` into the form the functional core runs.
@@ -61,11 +63,13 @@ def batched_forward(module, buffers=None, strategy="auto"):
     """
     buffers = {} if buffers is None else buffers
     if strategy == "auto":
-        strategy = "native" if hasattr(module, "forward_batched") else "vmap"
+        strategy = choose_strategy(module)
     if strategy == "native":
-        return module.forward_batched
+        return with_math_attention(module.forward_batched)
     if strategy == "loop":
-        return lambda params, X: _loop_forward(module, buffers, params, X)
+        return with_math_attention(
+            lambda params, X: _loop_forward(module, buffers, params, X)
+        )
     if strategy == "vmap":
         def forward_one(params, X):
             return functional_call(module, (params, buffers), (X,))
@@ -78,7 +82,7 @@ def batched_forward(module, buffers=None, strategy="auto"):
                 return _loop_forward(module, buffers, params, X)
             return vmapped(params, X)
 
-        return forward
+        return with_math_attention(forward)
     raise ValueError(f"unknown strategy {strategy!r}")
 
 
@@ -129,6 +133,7 @@ def outputs_beside_support(module, buffers, params, X_support, X_query, *,
     -------
     outputs : Tensor of shape (n_query, ...)
     """
+    @with_math_attention
     def output_on(x):
         batch = torch.cat([X_support, x.unsqueeze(0)])
         return functional_call(module, (params, buffers), (batch,))[-1]
@@ -141,3 +146,38 @@ def outputs_beside_support(module, buffers, params, X_support, X_query, *,
         except RuntimeError:  # layers vmap cannot batch (RNNs): one row at a time
             outputs.append(torch.stack([output_on(x) for x in rows]))
     return torch.cat(outputs)
+
+
+def choose_strategy(module, probe=None):
+    """How ``module`` runs a batch of tasks: ``"native"``, ``"vmap"`` or ``"loop"``.
+
+    ``"native"`` when the module has its own ``forward_batched``; else
+    ``"vmap"``, unless ``vmap`` fails on ``probe`` (modules it has no
+    batching rule for, such as RNNs), then ``"loop"``.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        The network (as returned by :func:`prepare_module`).
+    probe : Tensor of shape (n_samples, ...), default=None
+        Inputs of one task, run as two tasks under ``vmap`` to try it.
+        Without it, ``"vmap"`` is assumed (a single task never runs under
+        ``vmap``).
+
+    Returns
+    -------
+    strategy : str
+    """
+    if hasattr(module, "forward_batched"):
+        return "native"
+    if probe is None:
+        return "vmap"
+    params = {name: p.detach() for name, p in module.named_parameters()}
+    X = probe.unsqueeze(0).expand(2, *probe.shape)
+    try:
+        with torch.no_grad():
+            batched_forward(module, dict(module.named_buffers()), "vmap")(
+                expand_params(params, 2), X)
+    except RuntimeError:
+        return "loop"
+    return "vmap"

@@ -28,14 +28,15 @@ class TaskBatch(NamedTuple):
 
 
 def maml_meta_loss(forward, params, batch, *, loss_fn, lr, n_steps, first_order=False,
-                   functional=False):
+                   functional=False, task_params=None, trainable=None,
+                   step_weights=None):
     """Sum over the batch's tasks of the query loss after adaptation (MAML).
 
-    For each task ``i``, ``θ'ᵢ`` is ``θ`` after ``n_steps`` SGD steps of size
-    ``lr`` on the task's support loss; the result is ``Σᵢ L_query,i(θ'ᵢ)``.
-    Its gradient with respect to ``params`` is the MAML meta-gradient,
-    second-order terms included unless ``first_order``, in which case the
-    inner gradients are constants (FOMAML).
+    For each task ``i``, ``θ'ᵢ`` is ``θ`` after ``n_steps`` SGD steps on the
+    task's support loss; the result is ``Σᵢ L_query,i(θ'ᵢ)``. Its gradient
+    with respect to ``params`` (and to tensor learning rates) is the MAML
+    meta-gradient, second-order terms included unless ``first_order``, in
+    which case the inner gradients are constants (FOMAML).
 
     Parameters
     ----------
@@ -46,24 +47,41 @@ def maml_meta_loss(forward, params, batch, *, loss_fn, lr, n_steps, first_order=
     batch : TaskBatch
     loss_fn : callable
         ``loss_fn(outputs, y)``, summed over tasks.
-    lr : float
+    lr : float, dict or callable
+        Inner learning rate(s), as in :func:`adapt`.
     n_steps : int
     first_order : bool, default=False
     functional : bool, default=False
         Inner gradients by ``torch.func`` (traceable by ``torch.compile``).
+    task_params : dict of str to Tensor, default=None
+        Each task's starting point, with the task dimension, computed from
+        ``params`` (a head initialized per task, say); by default ``params``
+        expanded over the tasks.
+    trainable : collection of str, default=None
+        The parameters that adapt (see :func:`adapt`); ``None``: all.
+    step_weights : Tensor of shape (n_steps,), default=None
+        MAML++'s multi-step loss: ``Σₛ wₛ Σᵢ L_query,i(θᵢ⁽ˢ⁾)`` over the
+        parameters after each step ``s``, instead of the last step's alone.
 
     Returns
     -------
     loss : Tensor
         Scalar, the sum (not the mean) over tasks.
     """
-    task_params = expand_params(params, batch.n_tasks)
-    adapted, _ = adapt(
+    if task_params is None:
+        task_params = expand_params(params, batch.n_tasks)
+    result = adapt(
         forward, task_params, batch.X_support, batch.y_support,
         loss_fn=loss_fn, lr=lr, n_steps=n_steps, create_graph=not first_order,
-        functional=functional,
+        functional=functional, trainable=trainable,
+        trajectory=step_weights is not None,
     )
-    return loss_fn(forward(adapted, batch.X_query), batch.y_query)
+    if step_weights is None:
+        adapted = result[0]
+        return loss_fn(forward(adapted, batch.X_query), batch.y_query)
+    losses = torch.stack([loss_fn(forward(step, batch.X_query), batch.y_query)
+                          for step in result[2]])
+    return (step_weights.to(losses.dtype) * losses).sum()
 
 
 def maml_meta_gradient(forward, params, batch, *, loss_fn, lr, n_steps,
@@ -96,13 +114,25 @@ def maml_meta_gradient(forward, params, batch, *, loss_fn, lr, n_steps,
 
 
 def reptile_meta_gradient(forward, params, batch, *, loss_fn, lr, n_steps,
-                          optimizer="sgd", functional=False):
+                          optimizer="sgd", functional=False, task_params=None,
+                          trainable=None, reinitialized=()):
     """Sum over the batch's tasks of ``θ - φᵢ`` (Reptile).
 
     ``φᵢ`` is ``θ`` after ``n_steps`` steps of the inner optimizer on all of
     task ``i``'s data, support and query together. Divided by the number of
     tasks, it is the direction an outer SGD step of size ``ε`` follows:
     ``θ ← θ - ε (θ - mean φᵢ) = θ + ε (mean φᵢ - θ)``.
+
+    Parameters
+    ----------
+    task_params : dict of str to Tensor, default=None
+        Each task's starting point, as in :func:`maml_meta_loss`.
+    trainable : collection of str, default=None
+        The parameters that adapt; the others get a zero direction.
+    reinitialized : collection of str, default=()
+        Parameters whose start in ``task_params`` is not ``θ`` (a head
+        initialized per task): ``θ`` plays no part in the task, so their
+        direction is zero.
 
     Returns
     -------
@@ -113,13 +143,58 @@ def reptile_meta_gradient(forward, params, batch, *, loss_fn, lr, n_steps,
     """
     X = torch.cat([batch.X_support, batch.X_query], dim=1)
     y = torch.cat([batch.y_support, batch.y_query], dim=1)
+    if task_params is None:
+        task_params = expand_params(params, batch.n_tasks)
     adapted, loss = adapt(
-        forward, expand_params(params, batch.n_tasks), X, y,
+        forward, task_params, X, y,
         loss_fn=loss_fn, lr=lr, n_steps=n_steps, detach=True, optimizer=optimizer,
-        functional=functional,
+        functional=functional, trainable=trainable,
     )
-    grads = {
-        name: batch.n_tasks * p.detach() - adapted[name].sum(0)
+    still = set(reinitialized)
+    if trainable is not None:
+        still |= set(params) - set(trainable)
+    return {
+        name: (torch.zeros_like(p) if name in still
+               else batch.n_tasks * p.detach() - adapted[name].sum(0))
         for name, p in params.items()
-    }
-    return grads, loss
+    }, loss
+
+
+def adapt_and_predict(forward, task_params, X_support, y_support, X_query, *,
+                      loss_fn, lr, n_steps, predict=None, **adapt_options):
+    """Adapt each task's parameters on its support set, then predict its query set.
+
+    Validation during meta-training and ``fit`` followed by ``predict`` both
+    go through this function, so they cannot disagree.
+
+    Parameters
+    ----------
+    forward : callable
+        ``forward(params, X)`` over a batch of tasks.
+    task_params : dict of str to Tensor
+        Each task's starting point (with the task dimension).
+    X_support, y_support, X_query : Tensor
+        With a leading task dimension.
+    loss_fn, lr, n_steps
+        As in :func:`adapt`.
+    predict : callable, default=None
+        ``predict(adapted, X_query) -> outputs``; by default ``forward``
+        under ``torch.no_grad()``.
+    **adapt_options
+        Further options of :func:`adapt` (``optimizer``, ``trainable``...).
+
+    Returns
+    -------
+    adapted : dict of str to Tensor
+        The adapted parameters (detached).
+    outputs : Tensor of shape (B, n_query, ...)
+        Their outputs on the query sets.
+    """
+    adapted, _ = adapt(forward, task_params, X_support, y_support, loss_fn=loss_fn,
+                       lr=lr, n_steps=n_steps, detach=True, **adapt_options)
+    with torch.no_grad():
+        if predict is None:
+            outputs = forward(adapted, X_query)
+        else:
+            outputs = predict(adapted, X_query)
+    return adapted, outputs

@@ -58,6 +58,28 @@ class MLP(nn.Module):
             X = activation(layer(X))
         return self.layers[-1](X)
 
+    def features_batched(self, params, X):
+        """The last hidden layer's activations for ``B`` tasks at once.
+
+        Parameters
+        ----------
+        params : dict of str to Tensor
+            This module's parameters by name, each with a leading task
+            dimension ``B`` (the output layer's are not used).
+        X : Tensor of shape (B, n_samples, n_features)
+
+        Returns
+        -------
+        features : Tensor of shape (B, n_samples, hidden_layer_sizes[-1])
+            ``X`` itself when there is no hidden layer.
+        """
+        activation = _ACTIVATIONS[self.activation]
+        for i in range(len(self.layers) - 1):
+            X = activation(torch.baddbmm(
+                params[f"layers.{i}.bias"].unsqueeze(1), X,
+                params[f"layers.{i}.weight"].transpose(1, 2)))
+        return X
+
     def forward_batched(self, params, X):
         """Forward pass of ``B`` tasks, each with its own parameters.
 
@@ -73,13 +95,8 @@ class MLP(nn.Module):
         -------
         outputs : Tensor of shape (B, n_samples, n_outputs)
         """
-        activation = _ACTIVATIONS[self.activation]
-        n_layers = len(self.layers)
-        for i in range(n_layers):
-            weight = params[f"layers.{i}.weight"]
-            bias = params[f"layers.{i}.bias"]
-            # out = bias + X @ weight.T, for every task at once
-            X = torch.baddbmm(bias.unsqueeze(1), X, weight.transpose(1, 2))
-            if i < n_layers - 1:
-                X = activation(X)
-        return X
+        X = self.features_batched(params, X)
+        last = len(self.layers) - 1
+        # out = bias + X @ weight.T, for every task at once
+        return torch.baddbmm(params[f"layers.{last}.bias"].unsqueeze(1), X,
+                             params[f"layers.{last}.weight"].transpose(1, 2))

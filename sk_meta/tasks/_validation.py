@@ -1,14 +1,17 @@
 """Validation of few-shot tasks and stacking of tasks that share shapes.
 
-Everything here is numpy. The checks that depend only on shapes and dtypes
-run once per distinct signature; what depends on values (finiteness, labels)
-runs on the stacked arrays or per task where it must, so validation stays a
-small fraction of meta-training time.
+Everything here is numpy (no torch). The checks that depend only on shapes
+and dtypes run once per distinct signature; what depends on values
+(finiteness, labels) runs on the stacked arrays or per task where it must,
+so validation stays a small fraction of meta-training time. What ``fit``
+refuses for a support set, these checks refuse for a task, with the task's
+index in the message.
 """
 
 from typing import NamedTuple
 
 import numpy as np
+from scipy import sparse
 
 _FIELDS = ("X_support", "y_support", "X_query", "y_query")
 _NUMERIC_KINDS = "biuf"
@@ -56,10 +59,31 @@ def _unpack(task, index):
 
 
 def _as_array(value, index, field):
+    if sparse.issparse(value):
+        raise TypeError(
+            f"task {index}: {field} is a sparse matrix, but dense data is required "
+            "(as in fit); use .toarray()"
+        )
+    if type(value).__module__.split(".")[0] == "torch" and hasattr(value, "detach"):
+        # a tensor, perhaps requiring grad or on a GPU: its values, as fit takes them
+        return value.detach().cpu().numpy()
     try:
         return np.asarray(value)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"task {index}: {field} cannot be read as an array: {exc}")
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise ValueError(
+            f"task {index}: {field} cannot be read as an array: {exc}"
+        ) from None
+
+
+def feature_names(X):
+    """The column names of a DataFrame-like ``X`` when they are all strings."""
+    columns = getattr(X, "columns", None)
+    if columns is None:
+        return None
+    names = list(columns)
+    if not names or not all(isinstance(name, str) for name in names):
+        return None
+    return names
 
 
 class TaskChecker:
@@ -76,15 +100,36 @@ class TaskChecker:
         Per-sample shape of the regression targets (``()`` for 1-D ``y``).
     """
 
-    def __init__(self, *, classification, input_shape=None, y_shape=None):
+    def __init__(self, *, classification, input_shape=None, y_shape=None,
+                 feature_names=None):
         self.classification = classification
         self.input_shape = input_shape
         self.y_shape = y_shape
+        self.feature_names = feature_names
         self._input_shape_source = "the estimator was meta-trained on"
+        self._feature_names_source = "the estimator was meta-trained with"
         self._valid_signatures = {}
+
+    def _check_feature_names(self, task, index):
+        for X, part in ((task[0], "support"), (task[2], "query")):
+            names = feature_names(X)
+            if names is None:
+                continue
+            if self.feature_names is None:
+                self.feature_names = names
+                self._feature_names_source = f"task {index} has"
+            elif names != list(self.feature_names):
+                raise ValueError(
+                    f"task {index}: X_{part} has the feature names {names}, but "
+                    f"{self._feature_names_source} {list(self.feature_names)} (the "
+                    "same names, in the same order, are needed)"
+                )
 
     def check_structure(self, task, index):
         """Return the task's four arrays and its group key, or raise."""
+        if isinstance(task, (tuple, list)) and len(task) == 4 and hasattr(
+                task[0], "columns"):
+            self._check_feature_names(task, index)
         arrays = task
         if isinstance(task, tuple) and len(task) == 4:
             X_support, y_support, X_query, y_query = task
@@ -159,6 +204,22 @@ class TaskChecker:
 
 def encode_labels(y_support, y_query, index):
     """Map a task's labels to codes 0..k-1 in sorted order; return codes and k."""
+    for y, part in ((y_support, "support"), (y_query, "query")):
+        if y.dtype.kind == "f" and not np.array_equal(y, np.round(y)):
+            raise ValueError(
+                f"task {index}: y_{part} holds continuous values (Unknown label "
+                "type: continuous, as fit says); class labels must be integers "
+                "or strings"
+            )
+        if y.dtype.kind in "fc" and not np.isfinite(y).all():
+            raise ValueError(f"task {index}: y_{part} contains NaN or infinity")
+    kinds = {_label_kind(y) for y in (y_support, y_query)} - {None}
+    if len(kinds) > 1 or "mixed" in kinds:
+        raise ValueError(
+            f"task {index}: the labels mix strings and numbers (support "
+            f"{np.asarray(y_support)[:5].tolist()}, query "
+            f"{np.asarray(y_query)[:5].tolist()}); use one type of label"
+        )
     try:
         classes, support_codes = np.unique(y_support, return_inverse=True)
     except TypeError as exc:
@@ -172,6 +233,18 @@ def encode_labels(y_support, y_query, index):
             f"not appear in the task's support labels {classes.tolist()}"
         )
     return support_codes, query_codes, len(classes)
+
+
+def _label_kind(y):
+    """"string", "number", "mixed", or None for an empty array."""
+    if y.dtype.kind in "US":
+        return "string"
+    if y.dtype.kind != "O":
+        return "number"
+    kinds = {"string" if isinstance(v, str) else "number" for v in y.ravel()}
+    if not kinds:
+        return None
+    return kinds.pop() if len(kinds) == 1 else "mixed"
 
 
 def _check_finite(stacked, indices, field):

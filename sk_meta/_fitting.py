@@ -1,0 +1,296 @@
+"""From an estimator's parameters to a meta-training run, an adaptation, a prediction.
+
+The estimators' public methods are thin: they call these functions, which
+bind the parameters once (:class:`InnerLoopSettings`,
+:class:`TrainerSettings`, :class:`NetworkSpec`), build the network and
+the inner loop, run them, and return records for the estimator to commit.
+"""
+
+import copy
+import dataclasses
+import math
+import warnings
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from sk_meta._inner_loop import InnerLoop, InnerLoopSettings
+from sk_meta._network import NetworkSpec
+from sk_meta._records import FitResult, MetaResult, MetaTrainingState
+from sk_meta._torch_utils import (
+    draw_seeds,
+    loss_if_finite,
+    resolve_device,
+    seeded_torch,
+    to_cpu,
+)
+from sk_meta._training import (
+    MAX_VALIDATION_TASKS,
+    MetaTrainer,
+    TaskSource,
+    TrainerSettings,
+    TrainingStart,
+    to_task_batch,
+)
+from sk_meta.exceptions import BudgetSpentWarning, DivergenceError
+from sk_meta.tasks._stream import TaskStream
+from sk_meta.tasks._validation import TaskChecker, stack_tasks
+
+
+def seeds(random_state):
+    """Seeds of the initialization, the task order and torch's RNG."""
+    from sklearn.utils import check_random_state
+
+    return draw_seeds(check_random_state(random_state), 3)
+
+
+# -- meta-training ---------------------------------------------------------------------
+
+def meta_train(estimator, tasks, validation_tasks, *, incremental, checkpoint=None):
+    """Run meta-training for ``estimator``; return ``(result, stream)`` or None.
+
+    ``result`` is the :class:`MetaResult` to commit; ``stream`` the task
+    stream, kept by the estimator so that a warm start continues it. None
+    when ``warm_start`` finds the budget already spent.
+    """
+    device = resolve_device(estimator.device)
+    inner_settings = InnerLoopSettings.from_estimator(estimator)
+    settings = TrainerSettings.from_estimator(estimator, device=device,
+                                              incremental=incremental)
+    network = NetworkSpec.from_estimator(estimator)
+    meta = estimator.__dict__.get("_meta")
+    warm = (incremental or estimator.warm_start) and meta is not None
+    if warm:
+        network.check_unchanged(meta.architecture)
+        budget = settings.n_meta_iter
+        if budget is not None and meta.n_meta_iter >= budget:
+            warnings.warn(
+                f"{type(estimator).__name__} already ran {meta.n_meta_iter} "
+                f"meta-iterations (n_meta_iter={settings.n_meta_iter}); increase "
+                "n_meta_iter to continue meta-training with warm_start=True",
+                BudgetSpentWarning,
+            )
+            return None
+    if settings.early_stopping and validation_tasks is None:
+        raise ValueError(
+            "early_stopping=True needs validation tasks: call "
+            "meta_fit(tasks, validation_tasks=...)"
+        )
+    if warm:
+        state = dataclasses.replace(meta.training_state)
+    else:
+        state = MetaTrainingState(**dict(zip(
+            ("init_seed", "stream_seed", "torch_seed"), seeds(estimator.random_state))))
+    stream = _stream(estimator, tasks, state, warm=warm, incremental=incremental)
+    checker = TaskChecker(
+        classification=inner_settings.classification,
+        input_shape=meta.input_shape if warm else None,
+        y_shape=meta.y_shape if warm else None,
+        feature_names=meta.feature_names if warm else None,
+    )
+    source = TaskSource(stream, checker)
+    first = source.draw(settings.meta_batch_size)
+    if first is None:
+        raise ValueError(
+            "tasks is empty (or an exhausted iterator): meta-training needs "
+            "at least one task"
+        )
+    if warm:
+        module, n_outputs = meta.module, meta.n_outputs
+    else:
+        module, n_outputs = network.build(
+            checker.input_shape, _n_outputs_needed(first, checker, tasks),
+            state.init_seed, probe=first[0].X_support[0])
+    source.n_outputs = n_outputs
+    source.check_classes(first)
+    module = copy.deepcopy(module).to(device).train()
+    probe_task = first[0]
+    probe = torch.from_numpy(probe_task.X_support[0]).to(device)
+    inner = InnerLoop(inner_settings, module, device=device,
+                      strategy=state.forward_strategy, probe=probe)
+    state.forward_strategy = inner.strategy
+    inner.resolve_chunk_size(torch.from_numpy(
+        max(probe_task.X_support[0], probe_task.X_query[0], key=len)).to(device))
+    validation = _validation_batches(validation_tasks, checker, source, device)
+
+    params = {name: p.detach().to(device) for name, p in module.named_parameters()}
+    lrs = inner.initial_rates(params)
+    if warm:
+        current = state.current or {"params": meta.params, "lrs": meta.inner_lrs}
+        params = {k: p.to(device) for k, p in current["params"].items()}
+        lrs = None if current["lrs"] is None else {
+            k: r.to(device) for k, r in current["lrs"].items()}
+        start = TrainingStart(
+            params=params, lrs=lrs, state=state, n_iter=meta.n_meta_iter,
+            loss_curve=meta.loss_curve, history=meta.history,
+            validation_scores=meta.validation_scores,
+            best_score=meta.best_validation_score)
+    else:
+        start = TrainingStart(params=params, lrs=lrs, state=state)
+
+    def to_result(outcome):
+        cpu_module = to_cpu(copy.deepcopy(module))
+        with torch.no_grad():
+            for name, p in cpu_module.named_parameters():
+                p.copy_(outcome.params[name])
+        return MetaResult(
+            module=cpu_module, n_meta_iter=outcome.n_iter,
+            loss_curve=outcome.loss_curve, input_shape=tuple(checker.input_shape),
+            y_shape=checker.y_shape, n_outputs=n_outputs,
+            training_state=outcome.state, history=outcome.history,
+            validation_scores=outcome.validation_scores,
+            best_validation_score=outcome.best_score, inner_lrs=outcome.lrs,
+            inner_lr_init=(meta.inner_lr_init if warm else inner_settings.lr),
+            feature_names=checker.feature_names,
+            architecture=network.architecture(), device=str(device),
+        )
+
+    trainer = MetaTrainer(settings, inner, start, source, first, to_result=to_result,
+                          validation=validation, checkpoint=checkpoint)
+    return trainer.run(), stream
+
+
+def _stream(estimator, tasks, state, *, warm, incremental):
+    if incremental:
+        if not isinstance(tasks, Sequence) and _declared_endless(tasks):
+            raise ValueError(
+                f"tasks ({type(tasks).__name__}) has no end: meta_partial_fit runs "
+                "one pass over the tasks it is given. Pass a list, a sampler with "
+                "n_tasks, or use meta_fit with n_meta_iter"
+            )
+        return TaskStream(tasks, seed=0, shuffle=False, cycle=False)
+    live = estimator.__dict__.get("_live_stream")
+    if (warm and live is not None and live.tasks is tasks
+            and live.n_drawn == state.n_drawn):
+        return live
+    return TaskStream(tasks, seed=state.stream_seed,
+                      n_drawn=state.n_drawn if warm else 0)
+
+
+def _declared_endless(tasks):
+    """Whether a sampler says it never ends (``len()`` refused, ``n_tasks`` None)."""
+    if not hasattr(tasks, "n_tasks") or iter(tasks) is tasks:
+        return False
+    return tasks.n_tasks is None
+
+
+def _n_outputs_needed(first_groups, checker, tasks):
+    if not checker.classification:
+        return int(np.prod(checker.y_shape)) if checker.y_shape else 1
+    most = max(g.n_classes for g in first_groups)
+    n_way = getattr(tasks, "n_way", None)
+    if isinstance(n_way, (int, np.integer)):
+        most = max(most, int(n_way))
+    elif isinstance(tasks, Sequence):
+        for task in tasks:  # the most distinct labels in one task
+            try:
+                most = max(most, len(np.unique(np.asarray(task[1]))))
+            except Exception:  # malformed tasks are reported when they are drawn
+                continue
+    return most
+
+
+def _validation_batches(tasks, checker, source, device):
+    """Validation tasks validated, stacked and on the device, once."""
+    if tasks is None:
+        return None
+    stream = TaskStream(tasks, seed=0, shuffle=False, cycle=False)
+    drawn = stream.take(MAX_VALIDATION_TASKS + 1)
+    if not drawn:
+        raise ValueError("validation_tasks is empty")
+    if len(drawn) > MAX_VALIDATION_TASKS:
+        raise ValueError(
+            f"validation_tasks must be a finite collection of at most "
+            f"{MAX_VALIDATION_TASKS} tasks (pass a list, or a sampler with "
+            "n_tasks)"
+        )
+    try:
+        groups = stack_tasks(drawn, checker)
+        source.check_classes(groups)
+    except (TypeError, ValueError) as exc:
+        raise type(exc)(f"validation_tasks: {exc}") from None
+    return [to_task_batch(g, device) for g in groups]
+
+
+# -- adaptation and prediction ---------------------------------------------------------
+
+def adapt_to_support(estimator, X, y_target, n_classes, n_outputs):
+    """``fit``'s adaptation: a :class:`FitResult` from the support set ``(X, y)``.
+
+    ``y_target`` holds class codes (classifiers) or targets; ``n_outputs``
+    the outputs a network built from scratch needs.
+    """
+    device = resolve_device(estimator.device)
+    settings = InnerLoopSettings.from_estimator(estimator)
+    init_seed, _, torch_seed = seeds(estimator.random_state)
+    meta = estimator.__dict__.get("_meta")
+    if meta is not None:
+        NetworkSpec.from_estimator(estimator).check_unchanged(meta.architecture)
+        _check_input_shape(estimator, X, meta.input_shape)
+        module, n_outputs, strategy = (meta.module, meta.n_outputs,
+                                       meta.training_state.forward_strategy)
+        lrs, scale = meta.inner_lrs, 1.0
+        if lrs is not None:
+            scale = settings.lr / meta.inner_lr_init
+    else:
+        module, n_outputs = NetworkSpec.from_estimator(estimator).build(
+            X.shape[1:], n_outputs, init_seed, probe=X)
+        strategy, lrs, scale = None, None, 1.0
+    if settings.classification and n_outputs < n_classes:
+        raise ValueError(
+            f"The support set has {n_classes} classes, but the network was "
+            f"meta-trained with {n_outputs} outputs (the most classes in one "
+            "meta-training task)"
+        )
+    # a private copy: adaptation switches its train/eval mode
+    module = copy.deepcopy(module).to(device)
+    X_t = torch.from_numpy(X).to(device)
+    inner = InnerLoop(settings, module, device=device, strategy=strategy, probe=X_t)
+    params = {name: p.detach() for name, p in module.named_parameters()}
+    if lrs is None and settings.lr_mode != "fixed":
+        lrs = inner.initial_rates(params)  # not meta-trained: the initial rates
+    elif lrs is not None:
+        lrs = {k: r.to(device) for k, r in lrs.items()}
+    y_t = torch.from_numpy(y_target).to(device)
+    with seeded_torch(torch_seed, device):
+        adapted, loss = inner.adapt(params, lrs, X_t.unsqueeze(0), y_t.unsqueeze(0),
+                                    n_classes, scale=scale)
+    if not math.isfinite(float(loss_if_finite(loss, adapted.values()))):
+        raise DivergenceError(
+            f"adaptation diverged: {settings.steps} steps at inner_lr="
+            f"{settings.lr} gave a non-finite loss or parameters; lower "
+            "inner_lr or inner_steps"
+        )
+    return FitResult(
+        module=module, params={name: p[0] for name, p in adapted.items()},
+        n_outputs=n_outputs, input_shape=X.shape[1:], support_X=X,
+        strategy=inner.strategy, device=str(device),
+    )
+
+
+def _check_input_shape(estimator, X, meta_shape):
+    if X.shape[1:] == tuple(meta_shape):
+        return
+    what = (f"{X.shape[1]} features" if X.ndim == 2
+            else f"samples of shape {X.shape[1:]}")
+    meta_what = (f"{meta_shape[0]} features" if len(meta_shape) == 1
+                 else f"samples of shape {tuple(meta_shape)}")
+    raise ValueError(
+        f"X has {what}, but {type(estimator).__name__} was meta-trained on "
+        f"{meta_what}"
+    )
+
+
+def predict_outputs(estimator, fit, X):
+    """Outputs of the adapted network (``fit``, a FitResult) on ``X``, on the CPU."""
+    device = resolve_device(estimator.device)
+    settings = InnerLoopSettings.from_estimator(estimator)
+    module = fit.module.to(device)  # the estimator's private copy
+    inner = InnerLoop(dataclasses.replace(settings, head_init="meta",
+                                          adapt_layers="all"),
+                      module, device=device, strategy=fit.strategy)
+    params = {name: p.to(device).unsqueeze(0) for name, p in fit.params.items()}
+    X_t = torch.from_numpy(X).to(device).unsqueeze(0)
+    support = torch.from_numpy(fit.support_X).to(device).unsqueeze(0)
+    return inner.predict(params, X_t, support)[0].cpu()

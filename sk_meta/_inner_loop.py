@@ -1,0 +1,515 @@
+"""The inner loop's one owner.
+
+:class:`InnerLoopSettings` binds the estimator's inner-loop parameters once
+(learning rates, steps with the meta-training override, inner optimizer,
+first or second order, which layers adapt, how the output layer starts,
+the multi-step loss); :class:`InnerLoop` runs them on a network, and is
+what meta-training, validation, ``fit`` and ``predict`` all go through.
+"""
+
+import dataclasses
+from functools import partial
+
+import torch
+from torch import nn
+
+from sk_meta._compile import CompiledFunction, resolve_compile_mode
+from sk_meta._torch_utils import single_sample_batch_norm_error
+from sk_meta.functional import (
+    TaskBatch,
+    adapt,
+    adapt_and_predict,
+    batched_forward,
+    choose_strategy,
+    cross_entropy_loss,
+    expand_params,
+    find_output_layer,
+    has_batch_norm,
+    linear_head,
+    maml_meta_loss,
+    mse_loss,
+    outputs_beside_support,
+    prototype_head,
+    reptile_meta_gradient,
+    zero_head,
+)
+
+# On the CPU, vmap runs a convolution over many tasks as one grouped
+# convolution, which slows down once its activations outgrow the caches:
+# chunks of tasks keep each chunk's largest activation under this size
+# (measured on conv-4 with 4 to 64 filters, 5-way 1-shot Omniglot).
+_CPU_CONV_CHUNK_BYTES = 8 * 2**20
+# MAML++ anneals its multi-step loss over the first tenth of training (10 of
+# 100 epochs in its experiments), then keeps the last step's loss alone.
+_MULTI_STEP_FRACTION = 0.1
+
+
+def loss_for(n_classes, classification):
+    """The task loss: cross-entropy over ``n_classes`` outputs, or squared error."""
+    if classification:
+        return partial(cross_entropy_loss, n_classes=n_classes)
+    return mse_loss
+
+
+def task_scores(outputs, batch, classification):
+    """Per-task score: accuracy for classification, R² for regression."""
+    if classification:
+        predicted = outputs[..., : batch.n_classes].argmax(-1)
+        return (predicted == batch.y_query).float().mean(1)
+    y = batch.y_query.reshape(batch.n_tasks, batch.y_query.shape[1], -1)
+    outputs = outputs.reshape(y.shape)
+    residual = (y - outputs).square().sum((1, 2))
+    total = (y - y.mean(1, keepdim=True)).square().sum((1, 2))
+    return 1 - residual / total.clamp_min(torch.finfo(total.dtype).tiny)
+
+
+def runs_beside_support(module, transductive, n_samples):
+    """Whether ``n_samples`` query samples are each run beside the support set.
+
+    Only BatchNorm makes a sample's output depend on its batch: it is run
+    beside the support set when not ``transductive``, and always when alone
+    (it would otherwise be normalized with its own statistics).
+    """
+    return has_batch_norm(module) and (not transductive or n_samples == 1)
+
+
+def multi_step_weights(n_steps, progress):
+    """MAML++'s per-step loss weights at ``progress`` (0 to 1) of training.
+
+    Uniform at the start; the weights of the steps before the last decay
+    linearly to ``0.03 / n_steps`` over the first tenth of training while
+    the last step's grows; from then on the last step alone counts (MAML++'s
+    ``get_per_step_loss_importance_vector``).
+    """
+    if progress >= _MULTI_STEP_FRACTION:
+        weights = torch.zeros(n_steps)
+        weights[-1] = 1.0
+        return weights
+    epoch = progress / _MULTI_STEP_FRACTION  # 0 to 1 over the annealing
+    decay = 1.0 / n_steps
+    floor = 0.03 / n_steps
+    weights = torch.full((n_steps,), 1.0 / n_steps)
+    weights[:-1] = torch.clamp(weights[:-1] - epoch * decay, min=floor)
+    weights[-1] = min(1.0 / n_steps + epoch * (n_steps - 1) * decay,
+                      1.0 - (n_steps - 1) * floor)
+    return weights
+
+
+@dataclasses.dataclass(frozen=True)
+class InnerLoopSettings:
+    """Every inner-loop choice, bound once from an estimator's parameters."""
+
+    algorithm: str                 # "maml" or "reptile"
+    classification: bool
+    lr: float
+    steps: int                     # fit and validation
+    meta_steps: int                # meta-training
+    optimizer: str = "sgd"         # inner update rule (Reptile may use "adam")
+    first_order: bool = False
+    lr_mode: str = "fixed"
+    adapt_layers: str = "all"
+    head_init: str = "meta"
+    multi_step_loss: bool = False
+    transductive: bool = True
+    compile: object = False
+    tasks_per_chunk: object = "auto"
+
+    @classmethod
+    def from_estimator(cls, estimator):
+        """The settings of ``estimator``; raises for combinations that make no sense."""
+        settings = cls(
+            algorithm=estimator._algorithm,
+            classification=estimator._is_classifier(),
+            lr=float(estimator.inner_lr),
+            steps=int(estimator.inner_steps),
+            meta_steps=int(estimator.meta_inner_steps or estimator.inner_steps),
+            optimizer=getattr(estimator, "inner_optimizer", "sgd"),
+            first_order=bool(getattr(estimator, "first_order", False)),
+            lr_mode=estimator.inner_lr_mode,
+            adapt_layers=estimator.adapt_layers,
+            head_init=estimator.head_init,
+            multi_step_loss=bool(estimator.multi_step_loss),
+            transductive=bool(estimator.transductive),
+            compile=estimator.compile,
+            tasks_per_chunk=estimator.tasks_per_chunk,
+        )
+        settings.check()
+        return settings
+
+    def check(self):
+        if not self.classification and self.head_init != "meta":
+            raise ValueError(
+                f"head_init={self.head_init!r} is for classifiers (it starts the "
+                "output layer from zeros or class prototypes); regressors take "
+                "head_init='meta'"
+            )
+        if self.algorithm == "reptile" and self.lr_mode != "fixed":
+            raise ValueError(
+                f"inner_lr_mode={self.lr_mode!r} needs a meta-gradient with respect "
+                "to the inner learning rates, which Reptile does not compute; use "
+                "inner_lr_mode='fixed' or MAML"
+            )
+        if self.algorithm == "reptile" and self.multi_step_loss:
+            raise ValueError(
+                "multi_step_loss=True weights the query losses after each inner "
+                "step, and Reptile has no query loss; use MAML"
+            )
+        if self.optimizer == "adam" and self.lr_mode != "fixed":
+            raise ValueError(
+                "learned inner learning rates need inner_optimizer='sgd'"
+            )
+
+    @property
+    def needs_output_layer(self):
+        return self.head_init != "meta" or self.adapt_layers == "head"
+
+
+class InnerLoop:
+    """Adaptation on a network, for a batch of tasks at a time.
+
+    Parameters
+    ----------
+    settings : InnerLoopSettings
+    module : torch.nn.Module
+        A prepared network on ``device`` that this object may switch between
+        train and eval mode (nobody else's).
+    device : torch.device
+    strategy : {"native", "vmap", "loop"}, default=None
+        How tasks are batched; chosen from ``probe`` when None.
+    probe : Tensor of shape (n_samples, ...), default=None
+        Inputs of one task, to choose the strategy and find the output layer.
+    """
+
+    def __init__(self, settings, module, *, device, strategy=None, probe=None):
+        self.settings = settings
+        self.module = module
+        self.device = device
+        self.strategy = strategy or choose_strategy(module, probe)
+        self.buffers = dict(module.named_buffers())
+        self.forward = batched_forward(module, self.buffers, self.strategy)
+        self.output_layer = None
+        if settings.needs_output_layer:
+            if probe is None:
+                raise ValueError("the output layer options need a probe of inputs")
+            self.output_layer = find_output_layer(module, self.strategy, probe)
+        self.chunk_size = None
+        self.compile_mode = resolve_compile_mode(settings.compile, device)
+        self._meta_loss = self._maml_loss
+        if self.compile_mode is not None:
+            # the loss (inner steps included) is compiled; its gradient is
+            # taken outside, as autograd cannot differentiate twice through
+            # a compiled graph
+            self._meta_loss = CompiledFunction(
+                partial(self._maml_loss, functional=True), self._maml_loss,
+                self.compile_mode,
+            )
+            self._reptile = CompiledFunction(
+                partial(self._reptile_direction, functional=True),
+                self._reptile_direction, self.compile_mode,
+            )
+        else:
+            self._reptile = self._reptile_direction
+
+    # -- learned inner learning rates -------------------------------------------------
+    def initial_rates(self, params):
+        """Learned rates at their start (``inner_lr``), or None for fixed rates.
+
+        ``"per_layer_step"`` (MAML++): one rate per parameter tensor and
+        meta-training step; ``"per_parameter"`` (Meta-SGD): one per weight.
+        """
+        mode = self.settings.lr_mode
+        if mode == "fixed":
+            return None
+        names = self._trainable_names(params) or list(params)
+        if mode == "per_layer_step":
+            return {name: torch.full((self.settings.meta_steps,), self.settings.lr,
+                                     device=params[name].device)
+                    for name in names}
+        return {name: torch.full_like(params[name], self.settings.lr)
+                for name in names}
+
+    def rates(self, lrs, scale=1.0):
+        """The ``lr`` argument of :func:`adapt`: a float, a dict or a callable.
+
+        Learned rates are multiplied by ``scale`` (``fit`` passes the ratio of
+        ``inner_lr`` to the value they started from, so tuning ``inner_lr``
+        after meta-training scales them). A step beyond the learned
+        per-step rates takes the last one.
+        """
+        if lrs is None:
+            return self.settings.lr
+        if self.settings.lr_mode == "per_parameter":
+            return {name: rate * scale for name, rate in lrs.items()}
+
+        def per_step(step):
+            return {name: rate[min(step, rate.shape[0] - 1)] * scale
+                    for name, rate in lrs.items()}
+
+        return per_step
+
+    # -- where each task starts --------------------------------------------------------
+    def _trainable_names(self, params):
+        if self.settings.adapt_layers == "all":
+            return None
+        layer = self.output_layer
+        return [name for name in (layer.weight, layer.bias) if name is not None]
+
+    def _problem(self, params, X, y, n_classes, n_tasks):
+        """Forward pass, per-task start and inputs of an inner loop.
+
+        Returns ``(forward, start, inputs, trainable, reinitialized)``:
+        ``inputs(X)`` maps a task batch's inputs to what ``forward`` takes
+        (the body's features when only the output layer adapts, which are
+        computed once instead of at every step).
+        """
+        settings = self.settings
+        start = expand_params(params, n_tasks)
+        if not settings.needs_output_layer:
+            return self.forward, start, _same, None, ()
+        layer = self.output_layer
+        head = [name for name in (layer.weight, layer.bias) if name is not None]
+        reinitialized = ()
+        computed = []  # (inputs, features) already computed
+        if settings.head_init != "meta":
+            if settings.head_init == "zero":
+                weight, bias = zero_head(params[layer.weight],
+                                         params.get(layer.bias), n_tasks)
+            else:
+                if layer.bias is None:
+                    raise ValueError(
+                        "head_init='prototype' needs an output layer with a bias"
+                    )
+                n_outputs = params[layer.weight].shape[0]
+                # from a view of θ of their own: the inner gradients with
+                # respect to the body must not flow back through the head
+                features = layer.features(expand_params(params, n_tasks), X)
+                weight, bias = prototype_head(features, y, n_outputs)
+                computed.append((X, features))
+            start = {**start, layer.weight: weight}
+            if layer.bias is not None:
+                start[layer.bias] = bias
+            reinitialized = tuple(head)
+        if settings.adapt_layers == "all":
+            return self.forward, start, _same, None, reinitialized
+        # ANIL: the body is fixed within a task: run it once, adapt the head
+        body = start
+
+        def inputs(X):
+            for known, features in computed:
+                if known is X:
+                    return features
+            return layer.features(body, X)
+
+        def head_forward(head_params, features):
+            return linear_head(head_params[layer.weight],
+                               head_params.get(layer.bias), features)
+
+        return (head_forward, {name: start[name] for name in head}, inputs, None,
+                reinitialized)
+
+    # -- meta-training ----------------------------------------------------------------
+    def meta_gradient(self, params, lrs, batch, *, progress=0.0):
+        """Summed meta-gradient and meta-loss over ``batch``'s tasks.
+
+        Returns ``(grads, lr_grads, loss)``: gradients with respect to
+        ``params`` and to the learned rates ``lrs`` (None for fixed rates),
+        each summed over tasks, and the summed meta-loss.
+        """
+        total_grads = total_lr_grads = None
+        total_loss = 0.0
+        for chunk in _split(batch, self.chunk_size):
+            if self.settings.algorithm == "reptile":
+                grads, loss = self._reptile(params, chunk)
+                lr_grads = None
+            else:
+                grads, lr_grads, loss = self._maml_gradient(params, lrs, chunk,
+                                                            progress)
+            if self.compile_mode == "reduce-overhead":
+                # CUDA graph outputs are overwritten by the next replay
+                grads = {k: g.clone() for k, g in grads.items()}
+            total_loss = total_loss + loss
+            total_grads = _add(total_grads, grads)
+            total_lr_grads = _add(total_lr_grads, lr_grads)
+        return total_grads, total_lr_grads, total_loss
+
+    def _maml_gradient(self, params, lrs, batch, progress):
+        params = {name: p if p.requires_grad else p.detach().requires_grad_()
+                  for name, p in params.items()}
+        weights = None
+        if self.settings.multi_step_loss:
+            weights = multi_step_weights(self.settings.meta_steps, progress).to(
+                self.device)
+        self.module.train()
+        with torch.enable_grad():
+            loss = self._meta_loss(params, lrs, batch, weights)
+            wrt = [*params.values(), *(lrs or {}).values()]
+            grads = torch.autograd.grad(loss, wrt, allow_unused=True,
+                                        materialize_grads=True)
+        param_grads = dict(zip(params, grads[:len(params)]))
+        lr_grads = dict(zip(lrs, grads[len(params):])) if lrs else None
+        return param_grads, lr_grads, loss.detach()
+
+    def _maml_loss(self, params, lrs, batch, step_weights, functional=False):
+        loss_fn = loss_for(batch.n_classes, self.settings.classification)
+        forward, start, inputs, trainable, _ = self._problem(
+            params, batch.X_support, batch.y_support, batch.n_classes, batch.n_tasks)
+        inner_batch = TaskBatch(inputs(batch.X_support), batch.y_support,
+                                inputs(batch.X_query), batch.y_query, batch.n_classes)
+        return maml_meta_loss(
+            forward, params, inner_batch, loss_fn=loss_fn, lr=self.rates(lrs),
+            n_steps=self.settings.meta_steps, first_order=self.settings.first_order,
+            functional=functional, task_params=start, trainable=trainable,
+            step_weights=step_weights,
+        )
+
+    def _reptile_direction(self, params, batch, functional=False):
+        self.module.train()
+        loss_fn = loss_for(batch.n_classes, self.settings.classification)
+        X = torch.cat([batch.X_support, batch.X_query], dim=1)
+        y = torch.cat([batch.y_support, batch.y_query], dim=1)
+        forward, start, inputs, _, reinitialized = self._problem(
+            {k: p.detach() for k, p in params.items()}, X, y, batch.n_classes,
+            batch.n_tasks)
+        features = inputs(X)  # the whole task at once, as the inner loop sees it
+        whole = TaskBatch(features, y, features[:, :0], y[:, :0], batch.n_classes)
+        if start.keys() != params.keys():  # only the output layer adapts
+            grads, loss = reptile_meta_gradient(
+                forward, {k: params[k] for k in start}, whole, loss_fn=loss_fn,
+                lr=self.settings.lr, n_steps=self.settings.meta_steps,
+                optimizer=self.settings.optimizer, functional=functional,
+                task_params=start, reinitialized=reinitialized,
+            )
+            zeros = {k: torch.zeros_like(p) for k, p in params.items()
+                     if k not in grads}
+            return {**zeros, **grads}, loss
+        return reptile_meta_gradient(
+            forward, params, whole, loss_fn=loss_fn, lr=self.settings.lr,
+            n_steps=self.settings.meta_steps, optimizer=self.settings.optimizer,
+            functional=functional, task_params=start, reinitialized=reinitialized,
+        )
+
+    def resolve_chunk_size(self, probe):
+        """Tasks per chunk of a meta-batch (None: the whole meta-batch at once).
+
+        ``probe`` is one task's larger set of inputs, used by ``"auto"`` to
+        size the chunks of convolutional networks on the CPU.
+        """
+        tasks_per_chunk = self.settings.tasks_per_chunk
+        if tasks_per_chunk != "auto":
+            self.chunk_size = tasks_per_chunk
+            return
+        has_convolutions = any(isinstance(m, nn.modules.conv._ConvNd)
+                               for m in self.module.modules())
+        if not (self.device.type == "cpu" and self.strategy == "vmap"
+                and has_convolutions):
+            self.chunk_size = None
+            return
+        per_task = _largest_activation_bytes(self.module, probe)
+        self.chunk_size = max(1, _CPU_CONV_CHUNK_BYTES // max(per_task, 1))
+
+    # -- adaptation and prediction --------------------------------------------------
+    def adapt(self, params, lrs, X, y, n_classes, *, scale=1.0, what="the support set"):
+        """Adapt ``params`` to each task's ``(X, y)`` (with a task dimension).
+
+        Returns every task's adapted parameters (detached) and the last loss.
+        """
+        loss_fn = loss_for(n_classes, self.settings.classification)
+        forward, start, inputs, trainable, _ = self._problem(
+            params, X, y, n_classes, X.shape[0])
+        self.module.train()  # dropout on, as in meta-training
+        with single_sample_batch_norm_error(what):
+            adapted, loss = adapt(
+                forward, start, inputs(X), y, loss_fn=loss_fn,
+                lr=self.rates(lrs, scale), n_steps=self.settings.steps, detach=True,
+                optimizer=self.settings.optimizer, trainable=trainable,
+            )
+        return self._full(params, adapted, X.shape[0]), loss
+
+    def _full(self, params, adapted, n_tasks):
+        """Adapted parameters of the whole network (ANIL adapts only the head)."""
+        if adapted.keys() == params.keys():
+            return adapted
+        return {**{k: p.detach() for k, p in expand_params(params, n_tasks).items()},
+                **adapted}
+
+    def predict(self, adapted, X_query, X_support):
+        """Outputs of each task's adapted network on its query inputs.
+
+        Eval mode (dropout off); with BatchNorm, samples run beside the
+        support set when ``transductive`` is off or when a set holds one.
+        """
+        self.module.eval()
+        try:
+            with torch.no_grad():
+                if not runs_beside_support(self.module, self.settings.transductive,
+                                           X_query.shape[1]):
+                    return self.forward(adapted, X_query)
+                return torch.stack([
+                    outputs_beside_support(
+                        self.module, self.buffers,
+                        {k: p[i] for k, p in adapted.items()},
+                        X_support[i], X_query[i],
+                    )
+                    for i in range(X_query.shape[0])
+                ])
+        finally:
+            self.module.train()
+
+    def evaluate(self, params, lrs, batch, *, scale=1.0):
+        """Summed post-adaptation query loss and score over ``batch``'s tasks."""
+        loss_fn = loss_for(batch.n_classes, self.settings.classification)
+        forward, start, inputs, trainable, _ = self._problem(
+            params, batch.X_support, batch.y_support, batch.n_classes, batch.n_tasks)
+        self.module.train()
+
+        def predict(adapted, X_query):
+            return self.predict(self._full(params, adapted, batch.n_tasks), X_query,
+                                batch.X_support)
+
+        _, outputs = adapt_and_predict(
+            forward, start, inputs(batch.X_support), batch.y_support,
+            batch.X_query, loss_fn=loss_fn, lr=self.rates(lrs, scale),
+            n_steps=self.settings.steps, predict=predict,
+            optimizer=self.settings.optimizer, trainable=trainable,
+        )
+        loss = float(loss_fn(outputs, batch.y_query))
+        score = float(task_scores(outputs, batch, self.settings.classification).sum())
+        return loss, score
+
+
+def _same(X):
+    return X
+
+
+def _add(total, new):
+    if new is None:
+        return total
+    if total is None:
+        return dict(new)
+    return {k: total[k] + g for k, g in new.items()}
+
+
+def _split(batch, chunk_size):
+    """Split a TaskBatch into chunks of at most ``chunk_size`` tasks."""
+    if chunk_size is None or batch.n_tasks <= chunk_size:
+        return [batch]
+    parts = [t.split(chunk_size) for t in batch[:4]]
+    return [TaskBatch(*tensors, batch.n_classes) for tensors in zip(*parts)]
+
+
+def _largest_activation_bytes(module, X):
+    """Bytes of the largest layer output of ``module`` on ``X``."""
+    largest = [0]
+
+    def record(module, inputs, output):
+        if isinstance(output, torch.Tensor):
+            largest[0] = max(largest[0], output.numel() * output.element_size())
+
+    hooks = [m.register_forward_hook(record) for m in module.modules()]
+    try:
+        with torch.no_grad():
+            module(X)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return largest[0]

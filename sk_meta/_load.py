@@ -1,0 +1,128 @@
+"""``sk_meta.load``: an estimator back from a file written by ``save``."""
+
+import copy
+import warnings
+
+import numpy as np
+
+from sk_meta import _persistence
+from sk_meta._maml import (
+    FOMAMLClassifier,
+    FOMAMLRegressor,
+    MAMLClassifier,
+    MAMLRegressor,
+)
+from sk_meta._network import NetworkSpec
+from sk_meta._records import FitResult, MetaResult, from_plain
+from sk_meta._reptile import ReptileClassifier, ReptileRegressor
+from sk_meta.exceptions import PersistenceWarning
+
+ESTIMATOR_CLASSES = {cls.__name__: cls for cls in (
+    MAMLClassifier, MAMLRegressor, FOMAMLClassifier, FOMAMLRegressor,
+    ReptileClassifier, ReptileRegressor,
+)}
+
+
+def load(path, *, module=None):
+    """Load an estimator written by ``save`` or a ``meta_fit`` checkpoint.
+
+    The file is read with ``torch.load(..., weights_only=True)``: no code in
+    it runs. Tensors are loaded on the CPU, whatever device the estimator was
+    trained on; they move to the estimator's ``device`` when it computes.
+    The file's ``checkpoint_path`` is not restored: a file never decides
+    where this process writes (set it again to keep checkpointing).
+
+    Parameters
+    ----------
+    path : str or path-like
+        The file.
+    module : torch.nn.Module class or instance, default=None
+        The custom module the estimator was built with, if any (files never
+        hold code, only the module's name and weights).
+
+    Returns
+    -------
+    estimator : estimator instance
+        Meta-fitted and fitted as it was saved. To resume meta-training from
+        a checkpoint, set ``warm_start=True`` and call ``meta_fit`` with the
+        same tasks.
+
+    Raises
+    ------
+    ValueError
+        When the file is not a valid sk_meta file (empty, truncated, crafted,
+        or holding pickled objects), saying why.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> import sk_meta
+    >>> from sk_meta import MAMLRegressor
+    >>> from sk_meta.tasks import SinusoidTasks
+    >>> reg = MAMLRegressor(n_meta_iter=3, random_state=0)
+    >>> reg = reg.meta_fit(SinusoidTasks(random_state=0))
+    >>> path = os.path.join(tempfile.mkdtemp(), "model.pt")
+    >>> reg.save(path)
+    >>> sk_meta.load(path).n_meta_iter_
+    3
+    """
+    state = _persistence.read(path)
+    if state["estimator"] not in ESTIMATOR_CLASSES:
+        raise ValueError(
+            f"{path} is not a valid sk_meta file: unknown estimator "
+            f"{state['estimator']!r}"
+        )
+    estimator_class = ESTIMATOR_CLASSES[state["estimator"]]
+    params = dict(state["params"])
+    unknown = set(params) - set(estimator_class._get_param_names())
+    if unknown:
+        raise ValueError(
+            f"{path} is not a valid sk_meta file: unknown parameters "
+            f"{sorted(unknown)} for {state['estimator']}"
+        )
+    params["module"] = _persistence.resolve_module(params.get("module"), module)
+    checkpoint_path = params.pop("checkpoint_path", None)
+    if checkpoint_path is not None:
+        warnings.warn(
+            f"the file's checkpoint_path ({checkpoint_path!r}) is not restored; "
+            "set it with set_params(checkpoint_path=...) to keep checkpointing",
+            PersistenceWarning,
+        )
+    try:
+        estimator = estimator_class(**params)
+        network = NetworkSpec.from_estimator(estimator)
+        if "meta" in state:
+            meta = state["meta"]
+            skeleton = _skeleton(network, meta["input_shape"], meta["n_outputs"],
+                                 meta["module_state"])
+            record = from_plain(MetaResult, meta, module=skeleton)
+            record.architecture = network.architecture()
+            estimator._meta = record
+        if "fit" in state:
+            fit = state["fit"]
+            if "meta" in state:
+                skeleton = copy.deepcopy(estimator._meta.module)
+            else:
+                skeleton = _skeleton(network, fit["input_shape"], fit["n_outputs"],
+                                     fit["params"])
+            estimator._fit = from_plain(FitResult, fit, module=skeleton)
+            estimator.n_features_in_ = int(fit["n_features_in"])
+            if "feature_names_in" in fit:
+                estimator.feature_names_in_ = np.asarray(fit["feature_names_in"],
+                                                         dtype=object)
+    except (KeyError, TypeError, AttributeError, IndexError) as exc:
+        raise ValueError(
+            f"{path} is not a valid sk_meta file: {type(exc).__name__}: {exc}"
+        ) from None
+    return estimator
+
+
+def _skeleton(network, input_shape, n_outputs, module_state):
+    """The network with the saved weights (built, then overwritten)."""
+    probe = np.zeros((2, *input_shape), dtype=np.float32)
+    module, _ = network.build(tuple(input_shape), n_outputs, 0, probe)
+    try:
+        module.load_state_dict(module_state)
+    except RuntimeError as exc:
+        raise ValueError(f"the saved weights do not fit the module: {exc}") from None
+    return module

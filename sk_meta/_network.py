@@ -1,0 +1,149 @@
+"""Building the network from the estimator's architecture parameters."""
+
+import dataclasses
+import numbers
+
+import numpy as np
+import torch
+
+from sk_meta._torch_utils import seeded_torch
+from sk_meta.functional import prepare_module
+from sk_meta.models import MLP
+
+
+def _equal(a, b):
+    try:
+        return bool(a == b)
+    except Exception:
+        return a is b
+
+
+@dataclasses.dataclass(frozen=True)
+class NetworkSpec:
+    """The parameters that decide the network: ``module``, ``module_params``,
+    ``hidden_layer_sizes`` and ``activation``."""
+
+    module: object
+    module_params: dict | None
+    hidden_layer_sizes: object
+    activation: str
+    classification: bool
+
+    @classmethod
+    def from_estimator(cls, estimator):
+        return cls(estimator.module, estimator.module_params,
+                   estimator.hidden_layer_sizes, estimator.activation,
+                   estimator._is_classifier())
+
+    def architecture(self):
+        """What determines the network's shape, to detect changes after meta_fit."""
+        if self.module is None:
+            return {
+                "module": "MLP",
+                "hidden_layer_sizes": tuple(int(h) for h in self.hidden_layer_sizes),
+                "activation": self.activation,
+            }
+        if isinstance(self.module, type):
+            return {
+                "module": self.module,
+                "module_params": dict(self.module_params or {}),
+            }
+        return {
+            "module": type(self.module),
+            "parameter shapes": tuple(
+                (name, tuple(p.shape)) for name, p in self.module.named_parameters()
+            ),
+        }
+
+    def check_unchanged(self, meta_architecture):
+        """Raise if the architecture differs from the one meta-trained."""
+        current = self.architecture()
+        changed = [key for key in set(current) | set(meta_architecture)
+                   if not _equal(current.get(key), meta_architecture.get(key))]
+        if changed:
+            details = "; ".join(
+                f"{key}: {meta_architecture.get(key)!r} at meta_fit, now "
+                f"{current.get(key)!r}"
+                for key in sorted(changed)
+            )
+            raise ValueError(
+                "The network's architecture changed since meta_fit "
+                f"({details}); the meta-learned init does not fit it. Restore the "
+                "parameter or call meta_fit again."
+            )
+
+    def build(self, input_shape, n_outputs, seed, probe):
+        """A freshly initialized network, prepared for the functional core.
+
+        Returns the module and its number of outputs. ``probe`` is one task's
+        inputs, used to check what a custom module returns.
+        """
+        if self.module is None:
+            if len(input_shape) != 1:
+                raise ValueError(
+                    "The default MLP takes 2-D input (n_samples, n_features), got "
+                    f"samples of shape {tuple(input_shape)}; pass module=... for "
+                    "N-D input"
+                )
+            hidden = tuple(self.hidden_layer_sizes)
+            if not all(isinstance(h, numbers.Integral) and h > 0 for h in hidden):
+                raise ValueError(
+                    "hidden_layer_sizes must be positive integers, got "
+                    f"{self.hidden_layer_sizes!r}"
+                )
+            with seeded_torch(seed, torch.device("cpu")):
+                module = MLP(input_shape[0], hidden, n_outputs, self.activation)
+            return prepare_module(module), n_outputs
+        if isinstance(self.module, type):
+            if not issubclass(self.module, torch.nn.Module):
+                raise TypeError(
+                    f"module must be a torch.nn.Module class or instance, got "
+                    f"{self.module!r}"
+                )
+            with seeded_torch(seed, torch.device("cpu")):
+                try:
+                    module = self.module(**(self.module_params or {}))
+                except TypeError as exc:
+                    raise TypeError(
+                        f"{self.module.__name__}(**module_params) failed: {exc}"
+                    ) from None
+        else:
+            if self.module_params:
+                raise ValueError(
+                    "module_params only applies when module is a class; got an "
+                    "instance"
+                )
+            module = self.module
+        module = prepare_module(module)
+        return module, self._probe_outputs(module, probe, n_outputs)
+
+    def _probe_outputs(self, module, probe, n_outputs):
+        """Run the module once and check its output shape; return its width."""
+        X = torch.as_tensor(np.asarray(probe, dtype=np.float32))
+        try:
+            with torch.no_grad():
+                out = module(X)
+        except Exception as exc:
+            raise ValueError(
+                f"module failed on inputs of shape {tuple(X.shape)}: "
+                f"{type(exc).__name__}: {exc}"
+            ) from None
+        if not isinstance(out, torch.Tensor) or out.dim() not in (1, 2) or (
+                len(out) != len(X)):
+            raise ValueError(
+                f"module must return a tensor of shape (n_samples, n_outputs); on "
+                f"inputs of shape {tuple(X.shape)} it returned "
+                f"{getattr(out, 'shape', type(out).__name__)}"
+            )
+        width = 1 if out.dim() == 1 else out.shape[1]
+        if self.classification:
+            if width < n_outputs:
+                raise ValueError(
+                    f"module has {width} outputs, but the tasks have up to "
+                    f"{n_outputs} classes"
+                )
+        elif width != n_outputs:
+            raise ValueError(
+                f"module has {width} outputs, but the targets have {n_outputs}"
+            )
+        return width

@@ -1,0 +1,148 @@
+"""What ``meta_fit`` and ``fit`` produce, defined once.
+
+The trainer and ``fit`` build these records, the estimator holds them (its
+public fitted attributes read from them), and persistence writes and reads
+them field by field: a field added here is saved, loaded, cloned and
+pickled with no other change.
+"""
+
+import dataclasses
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from skorch.history import History
+
+from sk_meta._torch_utils import to_cpu
+
+
+@dataclass
+class MetaTrainingState:
+    """What meta-training needs, beyond the init, to continue exactly."""
+
+    init_seed: int
+    stream_seed: int
+    torch_seed: int
+    n_drawn: int = 0
+    optimizer_state: dict | None = None
+    torch_rng_state: torch.Tensor | None = None
+    cuda_rng_state: torch.Tensor | None = None
+    forward_strategy: str | None = None
+    # early stopping: the init kept is the best one, the run goes on from
+    # where it was; both survive an interruption
+    current: dict | None = None
+    best: dict | None = None
+    n_no_improvement: int = 0
+
+
+@dataclass
+class MetaResult:
+    """The meta-learned init and everything needed to adapt from it or resume.
+
+    ``module`` holds the init as its parameters (on the CPU); ``inner_lrs``
+    the learned inner learning rates (``inner_lr_mode`` other than
+    ``"fixed"``), which started at ``inner_lr_init``.
+    """
+
+    module: torch.nn.Module
+    n_meta_iter: int
+    loss_curve: list
+    input_shape: tuple
+    y_shape: tuple | None
+    n_outputs: int
+    training_state: MetaTrainingState
+    history: History = field(default_factory=History)
+    validation_scores: list = field(default_factory=list)
+    best_validation_score: float | None = None
+    inner_lrs: dict | None = None
+    inner_lr_init: float | None = None
+    feature_names: list | None = None
+    device: str = "cpu"
+    # recomputed from the estimator's parameters when a file is loaded
+    architecture: dict | None = field(default=None, metadata={"saved": False})
+
+    @property
+    def params(self):
+        return {name: p.detach() for name, p in self.module.named_parameters()}
+
+
+@dataclass
+class FitResult:
+    """The network adapted to one support set by ``fit``."""
+
+    module: torch.nn.Module
+    params: dict
+    n_outputs: int
+    input_shape: tuple
+    support_X: np.ndarray
+    strategy: str | None = None
+    y_ndim: int | None = None
+    classes: np.ndarray | None = None
+    device: str = "cpu"
+
+
+# -- to and from the weights-only file format --------------------------------------
+
+def to_plain(record):
+    """``record`` as tensors and plain values (the module as its state dict)."""
+    plain = {}
+    for f in dataclasses.fields(record):
+        if not f.metadata.get("saved", True):
+            continue
+        value = getattr(record, f.name)
+        if isinstance(value, torch.nn.Module):
+            plain["module_state"] = to_cpu(value.state_dict())
+        elif dataclasses.is_dataclass(value):
+            plain[f.name] = to_plain(value)
+        elif isinstance(value, History):
+            plain[f.name] = [dict(row) for row in value]
+        elif isinstance(value, np.ndarray):
+            numeric = value.dtype.kind in "biuf"
+            plain[f.name] = (torch.from_numpy(value.copy()) if numeric
+                             else value.tolist())
+            plain[f.name + "_dtype"] = value.dtype.str
+        elif isinstance(value, tuple):
+            plain[f.name] = tuple(value)
+        else:
+            plain[f.name] = to_cpu(value)
+    return plain
+
+
+def from_plain(record_class, plain, module=None):
+    """The record ``to_plain`` wrote (older files lack newer fields: defaults).
+
+    ``module`` is the network, rebuilt by the caller, into which the saved
+    state dict is loaded.
+    """
+    values = {}
+    for f in dataclasses.fields(record_class):
+        if f.name == "module":
+            values["module"] = module
+            continue
+        if f.name not in plain:
+            continue  # a file from before the field existed: its default
+        value = plain[f.name]
+        if f.name == "training_state":
+            value = from_plain(MetaTrainingState, value)
+        elif f.name == "history":
+            value = History(value)
+        elif f.name + "_dtype" in plain:
+            dtype = np.dtype(plain[f.name + "_dtype"])
+            value = (value.numpy().astype(dtype) if isinstance(value, torch.Tensor)
+                     else np.asarray(value, dtype=dtype))
+        elif f.name in ("input_shape", "y_shape") and value is not None:
+            value = tuple(value)
+        elif isinstance(value, torch.Tensor) and f.name == "support_X":
+            value = value.numpy()  # files of format version 1
+        values[f.name] = value
+    return record_class(**values)
+
+
+def record_on_cpu(record):
+    """A copy of ``record`` whose tensors and modules are on the CPU (for pickles)."""
+    if record is None:
+        return None
+    return dataclasses.replace(record, **{
+        f.name: to_cpu(getattr(record, f.name)) for f in dataclasses.fields(record)
+        if f.name != "training_state"
+    })

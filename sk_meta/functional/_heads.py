@@ -1,0 +1,191 @@
+"""The output layer: finding it in a network, and starting it per task.
+
+ANIL adapts only the output layer, the zeroing trick starts it at zero for
+every task, and ProtoMAML starts it from the class prototypes of the
+support set. All three need the network split into a body (features) and a
+final linear layer, which :func:`find_output_layer` finds and checks.
+"""
+
+import copy
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sk_meta.functional._forward import batched_forward
+
+
+class OutputLayer(NamedTuple):
+    """A network seen as ``outputs = features(X) @ weight.T + bias``.
+
+    ``weight`` and ``bias`` are parameter names (``bias`` is None when the
+    layer has none); ``features(params, X)`` runs the network without its
+    output layer on a batch of tasks (``params`` may hold the output
+    layer's parameters too; they are ignored).
+    """
+
+    weight: str
+    bias: str | None
+    features: object
+
+
+def _last_linear(module):
+    linear = [(name, m) for name, m in module.named_modules()
+              if isinstance(m, nn.Linear)]
+    return linear[-1] if linear else (None, None)
+
+
+def find_output_layer(module, strategy, probe):
+    """Split ``module`` into a body and its final ``nn.Linear`` layer.
+
+    The output layer is the last ``nn.Linear`` submodule; the split is
+    checked on ``probe``: the module's outputs must equal that layer applied
+    to the body's 2-D features.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        The network (as returned by :func:`prepare_module`).
+    strategy : {"native", "vmap", "loop"}
+        How the body runs a batch of tasks (``"native"`` uses the module's
+        ``features_batched`` when it has one).
+    probe : Tensor of shape (n_samples, ...)
+        Inputs of one task.
+
+    Returns
+    -------
+    OutputLayer
+
+    Raises
+    ------
+    ValueError
+        When the module has no ``nn.Linear`` layer, or its output is not that
+        layer applied last to 2-D features.
+    """
+    name, layer = _last_linear(module)
+    if layer is None:
+        raise ValueError(
+            f"{type(module).__name__} has no nn.Linear layer: the output layer "
+            "options (head_init other than 'meta', adapt_layers='head') need a "
+            "network whose last operation is an nn.Linear layer"
+        )
+    weight = f"{name}.weight"
+    bias = f"{name}.bias" if layer.bias is not None else None
+    if strategy == "native" and hasattr(module, "features_batched"):
+        body = module
+        features = module.features_batched
+    else:
+        body = copy.deepcopy(module)
+        parent_name, _, attribute = name.rpartition(".")
+        parent = body.get_submodule(parent_name) if parent_name else body
+        setattr(parent, attribute, nn.Identity())
+        body_forward = batched_forward(body, dict(body.named_buffers()),
+                                       "loop" if strategy == "native" else strategy)
+        body_names = {n for n, _ in body.named_parameters()}
+
+        def features(params, X):
+            return body_forward({n: p for n, p in params.items() if n in body_names},
+                                X)
+
+    _check_split(module, body, layer, features, probe, name)
+    return OutputLayer(weight, bias, features)
+
+
+def _check_split(module, body, layer, features, probe, name):
+    params = {n: p.detach().unsqueeze(0) for n, p in module.named_parameters()}
+    # dropout would make two passes differ: compare in eval mode
+    modes = [(m, m.training) for m in (*module.modules(), *body.modules())]
+    module.eval()
+    body.eval()
+    try:
+        _compare_split(module, layer, features, probe, name, params)
+    finally:
+        for m, training in modes:
+            m.training = training
+
+
+def _compare_split(module, layer, features, probe, name, params):
+    with torch.no_grad():
+        expected = module(probe)
+        hidden = features(params, probe.unsqueeze(0))[0]
+        if hidden.dim() != 2 or hidden.shape[-1] != layer.in_features:
+            raise ValueError(
+                f"the output layer options need the network's last layer "
+                f"({name}, an nn.Linear) to map 2-D features to the outputs; the "
+                f"features before it have shape {tuple(hidden.shape)}"
+            )
+        recomposed = F.linear(hidden, layer.weight, layer.bias)
+    scale = float(expected.abs().max().clamp_min(1.0))
+    if expected.shape != recomposed.shape or not torch.allclose(
+            expected, recomposed, rtol=1e-4, atol=1e-5 * scale):
+        raise ValueError(
+            f"the output layer options need the network's output to be its last "
+            f"nn.Linear layer ({name}) applied last; {type(module).__name__} "
+            "does something after it"
+        )
+
+
+def linear_head(weight, bias, features):
+    """``features @ weight.T + bias`` for a batch of tasks.
+
+    Parameters
+    ----------
+    weight : Tensor of shape (B, n_outputs, n_features)
+    bias : Tensor of shape (B, n_outputs) or None
+    features : Tensor of shape (B, n_samples, n_features)
+
+    Returns
+    -------
+    outputs : Tensor of shape (B, n_samples, n_outputs)
+    """
+    if bias is None:
+        return torch.bmm(features, weight.transpose(1, 2))
+    return torch.baddbmm(bias.unsqueeze(1), features, weight.transpose(1, 2))
+
+
+def zero_head(weight, bias, n_tasks):
+    """The zeroing trick's start: an all-zero output layer for every task.
+
+    Parameters
+    ----------
+    weight, bias : Tensor
+        The output layer's parameters (no task dimension; ``bias`` may be
+        None), giving shapes, dtype and device.
+    n_tasks : int
+
+    Returns
+    -------
+    weight, bias : Tensor
+        Zeros with a leading task dimension (``bias`` None if it was).
+    """
+    zero_weight = weight.new_zeros((n_tasks, *weight.shape))
+    zero_bias = None if bias is None else bias.new_zeros((n_tasks, *bias.shape))
+    return zero_weight, zero_bias
+
+
+def prototype_head(features, y, n_outputs):
+    """ProtoMAML's start: the output layer of a nearest-prototype classifier.
+
+    With ``c_k`` the mean support feature of class ``k``, the logits
+    ``-||f - c_k||²`` equal ``f · 2c_k - ||c_k||²`` up to a term that is the
+    same for every class, so ``w_k = 2 c_k`` and ``b_k = -||c_k||²``
+    (Triantafillou et al., 2020). Rows of classes absent from a task are
+    zero. The result is differentiable with respect to ``features``.
+
+    Parameters
+    ----------
+    features : Tensor of shape (B, n_samples, n_features)
+    y : Tensor of shape (B, n_samples)
+        Class codes in ``0 .. n_outputs - 1``.
+    n_outputs : int
+
+    Returns
+    -------
+    weight : Tensor of shape (B, n_outputs, n_features)
+    bias : Tensor of shape (B, n_outputs)
+    """
+    one_hot = F.one_hot(y, n_outputs).to(features.dtype)      # (B, n, K)
+    counts = one_hot.sum(1).clamp_min(1.0)                    # (B, K)
+    prototypes = torch.bmm(one_hot.transpose(1, 2), features) / counts.unsqueeze(-1)
+    return 2 * prototypes, -prototypes.square().sum(-1)

@@ -1,0 +1,366 @@
+"""The MAML variants against independent computations.
+
+ProtoMAML and the zeroing trick (``head_init``), ANIL (``adapt_layers``),
+learned inner learning rates (``inner_lr_mode``: MAML++ and Meta-SGD) and
+MAML++'s multi-step loss are checked through the estimators' public API:
+one meta-iteration of outer SGD with ``meta_lr=1`` moves the init by minus
+the meta-gradient, which is compared with the papers' formulas written out
+here task by task with plain float64 autograd (no code shared with
+``sk_meta``).
+"""
+
+import copy
+import pickle
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from sklearn.base import clone
+
+import sk_meta
+from sk_meta import (
+    FOMAMLClassifier,
+    MAMLClassifier,
+    MAMLRegressor,
+    ReptileClassifier,
+    ReptileRegressor,
+)
+from sk_meta.models import MLP
+from sk_meta.tasks import EpisodeSampler
+
+N_FEATURES, N_HIDDEN, N_WAY = 3, 5, 3
+INNER_LR, N_STEPS = 0.4, 2
+WEIGHT, BIAS = "layers.1.weight", "layers.1.bias"
+
+
+def _tasks(n_tasks=2, seed=0):
+    rng = np.random.default_rng(seed)
+    tasks = []
+    for _ in range(n_tasks):
+        centres = rng.normal(size=(N_WAY, N_FEATURES))
+        y_s = np.repeat(np.arange(N_WAY), 2)
+        y_q = np.repeat(np.arange(N_WAY), 3)
+        X_s = centres[y_s] + 0.5 * rng.normal(size=(len(y_s), N_FEATURES))
+        X_q = centres[y_q] + 0.5 * rng.normal(size=(len(y_q), N_FEATURES))
+        tasks.append((X_s.astype(np.float32), y_s, X_q.astype(np.float32), y_q))
+    return tasks
+
+
+def _init():
+    torch.manual_seed(0)
+    return MLP(N_FEATURES, (N_HIDDEN,), N_WAY)
+
+
+def _features(p, X):
+    return torch.relu(F.linear(X, p["layers.0.weight"], p["layers.0.bias"]))
+
+
+def _logits(p, X):
+    return F.linear(_features(p, X), p[WEIGHT], p[BIAS])
+
+
+def _prototype_head(p, X, y):
+    features = _features(p, X)
+    centres = torch.stack([features[y == k].mean(0) for k in range(N_WAY)])
+    return 2 * centres, -(centres**2).sum(1)
+
+
+def _reference(tasks, *, head=None, adapt=None, rates=None, step_weights=None,
+               first_order=False):
+    """Mean meta-loss gradient over tasks, the papers' way, in float64.
+
+    ``head(p, X, y)`` gives each task's starting output layer (None: θ's);
+    ``adapt`` names the parameters the inner steps change (None: all);
+    ``rates(name, step)`` the inner rate (a tensor in the graph);
+    ``step_weights`` MAML++'s per-step query-loss weights.
+    """
+    theta = {k: v.detach().double().requires_grad_() for k, v in
+             _init().named_parameters()}
+    total = 0.0
+    for X_s, y_s, X_q, y_q in tasks:
+        X_s, X_q = torch.from_numpy(X_s).double(), torch.from_numpy(X_q).double()
+        y_s, y_q = torch.from_numpy(y_s), torch.from_numpy(y_q)
+        # the inner loop's own variables: its gradients with respect to the
+        # body must not flow back through a head computed from θ
+        p = {k: v.clone() for k, v in theta.items()}
+        if head is not None:
+            p[WEIGHT], p[BIAS] = head(theta, X_s, y_s)
+        names = list(p) if adapt is None else adapt
+        query_losses = []
+        for step in range(N_STEPS):
+            loss = F.cross_entropy(_logits(p, X_s), y_s)
+            grads = torch.autograd.grad(loss, [p[n] for n in names],
+                                        create_graph=not first_order,
+                                        retain_graph=True)
+            for name, g in zip(names, grads):
+                if first_order:
+                    g = g.detach()
+                rate = INNER_LR if rates is None else rates(name, step)
+                p[name] = p[name] - rate * g
+            query_losses.append(F.cross_entropy(_logits(p, X_q), y_q))
+        if step_weights is None:
+            total = total + query_losses[-1]
+        else:
+            total = total + sum(w * q for w, q in zip(step_weights, query_losses))
+    return theta, total / len(tasks)
+
+
+def _one_step(**params):
+    """An estimator after one meta-iteration of outer SGD with rate 1."""
+    defaults = dict(inner_lr=INNER_LR, inner_steps=N_STEPS, meta_batch_size=2,
+                    n_meta_iter=1, meta_optimizer="sgd", meta_lr=1.0,
+                    random_state=0)
+    estimator_class = params.pop("estimator_class", MAMLClassifier)
+    est = estimator_class(_init(), **{**defaults, **params})
+    return est.meta_partial_fit(_tasks())
+
+
+def _assert_step_is_minus_gradient(est, theta, loss, ignore=(), also=()):
+    """Check the init's step; return the gradients with respect to ``also``."""
+    all_grads = torch.autograd.grad(loss, [*theta.values(), *also],
+                                    allow_unused=True)
+    grads = dict(zip(theta, all_grads))
+    before = dict(_init().named_parameters())
+    for name, value in est.meta_params_.items():
+        step = (before[name].detach() - value).double()
+        expected = grads[name] if grads[name] is not None else torch.zeros_like(step)
+        if name in ignore:
+            expected = torch.zeros_like(step)
+        torch.testing.assert_close(step, expected, rtol=2e-4, atol=2e-6)
+    return all_grads[len(theta):]
+
+
+@pytest.mark.parametrize("first_order", [False, True])
+def test_prototype_head_and_its_meta_gradient_match_hand_written_autograd(first_order):
+    est = _one_step(head_init="prototype",
+                    estimator_class=FOMAMLClassifier if first_order else MAMLClassifier)
+    theta, loss = _reference(_tasks(), head=_prototype_head, first_order=first_order)
+    # the output layer starts from the prototypes: θ's own is not used
+    _assert_step_is_minus_gradient(est, theta, loss, ignore=(WEIGHT, BIAS))
+    # the body's meta-gradient flows through the prototypes
+    body = est.meta_params_["layers.0.weight"]
+    assert not torch.equal(body, _init().layers[0].weight)
+
+
+def test_prototype_head_starts_as_a_nearest_prototype_classifier():
+    """Before any inner step, the adapted model is the nearest-prototype rule."""
+    X_s, y_s, X_q, y_q = _tasks()[0]
+    clf = MAMLClassifier(_init(), head_init="prototype", inner_lr=1e-12,
+                         inner_steps=1).fit(X_s, y_s)
+    p = {k: v.detach().double() for k, v in _init().named_parameters()}
+    support = _features(p, torch.from_numpy(X_s).double())
+    query = _features(p, torch.from_numpy(X_q).double())
+    centres = torch.stack([support[torch.from_numpy(y_s) == k].mean(0)
+                           for k in range(N_WAY)])
+    nearest = torch.cdist(query, centres).argmin(1).numpy()
+    np.testing.assert_array_equal(clf.predict(X_q), nearest)
+
+
+def test_zero_head_equals_a_hand_zeroed_output_layer():
+    est = _one_step(head_init="zero")
+
+    def zeros(theta, X, y):
+        return (torch.zeros_like(theta[WEIGHT]).requires_grad_(),
+                torch.zeros_like(theta[BIAS]).requires_grad_())
+
+    theta, loss = _reference(_tasks(), head=zeros)
+    _assert_step_is_minus_gradient(est, theta, loss, ignore=(WEIGHT, BIAS))
+
+
+def test_zero_head_makes_predictions_invariant_to_the_label_order():
+    X_s, y_s, X_q, _ = _tasks()[0]
+    est = MAMLClassifier(_init(), head_init="zero", inner_steps=3)
+    relabel = np.array([2, 0, 1])
+    original = est.fit(X_s, y_s).predict(X_q)
+    permuted = est.fit(X_s, relabel[y_s]).predict(X_q)
+    np.testing.assert_array_equal(relabel[original], permuted)
+
+
+def test_anil_equals_maml_with_the_body_frozen_in_the_inner_loop():
+    est = _one_step(adapt_layers="head")
+    theta, loss = _reference(_tasks(), adapt=[WEIGHT, BIAS])
+    _assert_step_is_minus_gradient(est, theta, loss)
+
+
+def test_anil_fit_changes_only_the_output_layer():
+    X_s, y_s, _, _ = _tasks()[0]
+    clf = MAMLClassifier(_init(), adapt_layers="head", inner_steps=3).fit(X_s, y_s)
+    init = dict(_init().named_parameters())
+    for name, value in clf.params_.items():
+        same = torch.equal(value, init[name].detach())
+        assert same == (name not in (WEIGHT, BIAS)), name
+
+
+@pytest.mark.parametrize("mode", ["per_parameter", "per_layer_step"])
+def test_learned_inner_rates_match_an_unrolled_loop(mode):
+    est = _one_step(inner_lr_mode=mode)
+    shapes = {k: v.shape for k, v in _init().named_parameters()}
+    start = {name: torch.full(shapes[name] if mode == "per_parameter" else (N_STEPS,),
+                              INNER_LR, dtype=torch.float64, requires_grad=True)
+             for name in shapes}
+
+    def rates(name, step):
+        return start[name] if mode == "per_parameter" else start[name][step]
+
+    theta, loss = _reference(_tasks(), rates=rates)
+    rate_grads = _assert_step_is_minus_gradient(est, theta, loss,
+                                                also=list(start.values()))
+    for (name, rate), grad in zip(start.items(), rate_grads):
+        torch.testing.assert_close(est.inner_lrs_[name].double(),
+                                   (rate - grad).detach(), rtol=2e-4, atol=2e-6)
+
+
+def test_multi_step_loss_weights_every_step_at_the_start():
+    est = _one_step(multi_step_loss=True)
+    # at the first meta-iteration MAML++'s weights are uniform
+    theta, loss = _reference(_tasks(), step_weights=[1 / N_STEPS] * N_STEPS)
+    _assert_step_is_minus_gradient(est, theta, loss)
+
+
+def test_multi_step_loss_weights_follow_maml_plus_plus():
+    from sk_meta._inner_loop import multi_step_weights
+
+    def maml_plus_plus(n_steps, epoch, n_epochs):  # its own code, transcribed
+        weights = np.ones(n_steps) * (1.0 / n_steps)
+        decay = 1.0 / n_steps / n_epochs
+        floor = 0.03 / n_steps
+        for i in range(n_steps - 1):
+            weights[i] = np.maximum(weights[i] - epoch * decay, floor)
+        weights[-1] = np.minimum(weights[-1] + epoch * (n_steps - 1) * decay,
+                                 1.0 - (n_steps - 1) * floor)
+        return weights
+
+    for epoch in range(10):
+        np.testing.assert_allclose(multi_step_weights(5, epoch / 100).numpy(),
+                                   maml_plus_plus(5, epoch, 10), rtol=1e-6)
+    np.testing.assert_array_equal(multi_step_weights(5, 0.5).numpy(),
+                                  [0, 0, 0, 0, 1])
+
+
+def test_variants_combine():
+    est = _one_step(head_init="prototype", adapt_layers="head",
+                    inner_lr_mode="per_parameter", multi_step_loss=True)
+    shapes = {k: v.shape for k, v in _init().named_parameters()}
+    start = {name: torch.full(shapes[name], INNER_LR, dtype=torch.float64,
+                              requires_grad=True) for name in (WEIGHT, BIAS)}
+    theta, loss = _reference(_tasks(), head=_prototype_head, adapt=[WEIGHT, BIAS],
+                             rates=lambda name, step: start[name],
+                             step_weights=[1 / N_STEPS] * N_STEPS)
+    _assert_step_is_minus_gradient(est, theta, loss, ignore=(WEIGHT, BIAS))
+    assert set(est.inner_lrs_) == {WEIGHT, BIAS}
+
+
+# -- learned rates in fit, clone, pickle and save --------------------------------------
+
+def _with_learned_rates():
+    digits_like = EpisodeSampler(
+        np.random.default_rng(0).normal(size=(90, 4)), np.repeat(np.arange(6), 15),
+        n_way=3, k_shot=2, n_query=3, random_state=0)
+    return MAMLClassifier(hidden_layer_sizes=(6,), inner_lr_mode="per_parameter",
+                          meta_lr=0.05, n_meta_iter=3, random_state=0
+                          ).meta_fit(digits_like), digits_like.sample(0)
+
+
+def test_fit_uses_the_learned_rates():
+    clf, task = _with_learned_rates()
+    clf.fit(task.X_support, task.y_support)
+    # by hand: inner_steps steps with the learned per-parameter rates
+    p = {k: v.detach().clone().double().requires_grad_()
+         for k, v in clf.meta_params_.items()}
+    X = torch.from_numpy(task.X_support).double()
+    y = torch.from_numpy(np.searchsorted(clf.classes_, task.y_support))
+    for _ in range(clf.inner_steps):
+        logits = F.linear(torch.relu(F.linear(X, p["layers.0.weight"],
+                                              p["layers.0.bias"])), p[WEIGHT], p[BIAS])
+        grads = torch.autograd.grad(F.cross_entropy(logits[:, :3], y),
+                                    list(p.values()))
+        p = {k: (v - clf.inner_lrs_[k].double() * g).detach().requires_grad_()
+             for (k, v), g in zip(p.items(), grads)}
+    for name, value in clf.params_.items():
+        torch.testing.assert_close(value.double(), p[name].detach(), rtol=1e-4,
+                                   atol=1e-6)
+
+
+def test_inner_lr_scales_the_learned_rates_at_fit():
+    clf, task = _with_learned_rates()
+    halved = {k: v / 2 for k, v in clf.inner_lrs_.items()}
+    by_scale = clone(clf).set_params(inner_lr=clf.inner_lr / 2).fit(
+        task.X_support, task.y_support)
+    by_hand = copy.deepcopy(clf)
+    by_hand._meta.inner_lrs = halved
+    by_hand.fit(task.X_support, task.y_support)
+    for name, value in by_scale.params_.items():
+        torch.testing.assert_close(value, by_hand.params_[name])
+
+
+def test_learned_rates_survive_clone_pickle_and_save(tmp_path):
+    clf, task = _with_learned_rates()
+    assert not all(torch.all(r == clf.inner_lr) for r in clf.inner_lrs_.values())
+    expected = clf.fit(task.X_support, task.y_support).predict_proba(task.X_query)
+    path = tmp_path / "rates.pt"
+    clf.save(path)
+    for copy_ in (clone(clf), pickle.loads(pickle.dumps(clf)), sk_meta.load(path)):
+        for name, rate in clf.inner_lrs_.items():
+            assert torch.equal(copy_.inner_lrs_[name], rate)
+        np.testing.assert_allclose(
+            copy_.fit(task.X_support, task.y_support).predict_proba(task.X_query),
+            expected, rtol=1e-6)
+
+
+def test_learned_rates_resume_exactly():
+    clf, _ = _with_learned_rates()
+    tasks = EpisodeSampler(np.random.default_rng(0).normal(size=(90, 4)),
+                           np.repeat(np.arange(6), 15), n_way=3, k_shot=2, n_query=3,
+                           random_state=0)
+    at_once = clone(clf).set_params(n_meta_iter=6)
+    at_once.__dict__.pop("_meta")
+    at_once.meta_fit(tasks)
+    clf.set_params(n_meta_iter=6, warm_start=True).meta_fit(tasks)
+    for name, rate in at_once.inner_lrs_.items():
+        assert torch.equal(clf.inner_lrs_[name], rate)
+
+
+# -- combinations that make no sense are refused ---------------------------------------
+
+@pytest.mark.parametrize("estimator_class, params, message", [
+    (MAMLRegressor, {"head_init": "zero"}, "head_init='zero' is for classifiers"),
+    (ReptileRegressor, {"head_init": "prototype"}, "is for classifiers"),
+    (ReptileClassifier, {"inner_lr_mode": "per_parameter"},
+     "Reptile does not compute"),
+    (ReptileClassifier, {"multi_step_loss": True}, "Reptile has no query loss"),
+])
+def test_meaningless_combinations_are_refused(estimator_class, params, message):
+    tasks = _tasks() if estimator_class._is_classifier(None) else [
+        (X_s, y_s.astype(np.float32), X_q, y_q.astype(np.float32))
+        for X_s, y_s, X_q, y_q in _tasks()]
+    with pytest.raises(ValueError, match=message):
+        estimator_class(**params).meta_fit(tasks)
+    with pytest.raises(ValueError, match=message):
+        estimator_class(**params).fit(tasks[0][0], tasks[0][1])
+
+
+class _NoFinalLinear(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.linear = torch.nn.Linear(N_FEATURES, N_WAY)
+
+    def forward(self, X):
+        return torch.tanh(self.linear(X))  # something after the last linear layer
+
+
+def test_a_module_whose_output_is_not_its_last_linear_layer_is_refused():
+    with pytest.raises(ValueError, match="output layer options need the network's "
+                                         "output to be its last nn.Linear layer"):
+        MAMLClassifier(_NoFinalLinear, head_init="zero").meta_fit(_tasks())
+
+
+def test_reptile_with_the_prototype_head_learns_the_body():
+    est = ReptileClassifier(_init(), head_init="prototype", inner_steps=2,
+                            meta_lr=0.5, meta_batch_size=2, n_meta_iter=1)
+    est.meta_partial_fit(_tasks())
+    init = dict(_init().named_parameters())
+    assert not torch.equal(est.meta_params_["layers.0.weight"],
+                           init["layers.0.weight"].detach())
+    # the output layer starts from the prototypes: θ's own does not move
+    assert torch.equal(est.meta_params_[WEIGHT], init[WEIGHT].detach())
