@@ -1,6 +1,68 @@
-"""Model selection across tasks with scikit-learn's own search tools."""
+"""Model selection and evaluation across tasks with scikit-learn's own tools.
+
+:func:`tasks_to_cv` turns held-out tasks into ``(X, y, cv)`` for
+``GridSearchCV`` and ``cross_val_score``; :func:`evaluate_tasks` scores an
+estimator and support-only baselines on each task, with a confidence
+interval of the mean. Nothing here imports torch.
+"""
+
+import numbers
+from typing import NamedTuple
 
 import numpy as np
+from scipy import stats
+from sklearn.base import clone
+from sklearn.metrics import check_scoring
+
+# As for meta_fit's validation_tasks: more is a sign of an endless iterable.
+MAX_TASKS = 10_000
+
+
+def _finite_tasks(tasks, what):
+    """Iterate over ``tasks`` with their index; refuse endless iterables."""
+    if isinstance(tasks, (str, bytes)) or not hasattr(tasks, "__iter__"):
+        raise TypeError(
+            f"{what} must be an iterable of (X_support, y_support, X_query, y_query) "
+            f"tasks, got {type(tasks).__name__}"
+        )
+    if getattr(tasks, "n_tasks", 0) is None:
+        raise ValueError(
+            f"{what} must be a finite collection of tasks, but this "
+            f"{type(tasks).__name__} is endless (n_tasks=None): pass n_tasks, or "
+            "a list of tasks"
+        )
+    for index, task in enumerate(tasks):
+        if index == MAX_TASKS:
+            raise ValueError(
+                f"{what} must be a finite collection of at most {MAX_TASKS} tasks "
+                "(pass a list, or a sampler with n_tasks)"
+            )
+        if not isinstance(task, (tuple, list)) or len(task) != 4:
+            raise TypeError(
+                f"task {index}: expected a 4-tuple (X_support, y_support, X_query, "
+                f"y_query), got {type(task).__name__}"
+            )
+        yield index, task
+
+
+def _concatenate(parts, what):
+    """Rows of all parts, one DataFrame (or Series) when all are pandas objects.
+
+    Keeping DataFrames keeps the feature names that a pipeline fitted on
+    DataFrames checks, and scikit-learn's splitters index them by position.
+    """
+    if all(hasattr(part, "iloc") for part in parts):
+        import pandas as pd  # pandas objects were passed, so pandas is there
+
+        columns = getattr(parts[0], "columns", None)
+        for index, part in enumerate(parts):
+            if columns is not None and not columns.equals(part.columns):
+                raise ValueError(
+                    f"task {index // 2}: the {what} columns differ from those of "
+                    "task 0 (the same names, in the same order, are needed)"
+                )
+        return pd.concat(parts, ignore_index=True)
+    return np.concatenate([np.asarray(part) for part in parts])
 
 
 def tasks_to_cv(tasks):
@@ -12,28 +74,48 @@ def tasks_to_cv(tasks):
     scores it on the matching query set: the mean test score is the mean
     post-adaptation query score over the tasks, the quantity that matters
     for choosing ``inner_lr`` or ``inner_steps`` after meta-training.
+    ``cross_val_score(estimator, X, y, cv=cv)`` gives the score on each task.
 
     Parameters
     ----------
     tasks : iterable of tasks
         ``(X_support, y_support, X_query, y_query)`` tuples or
-        :class:`~sk_meta.tasks.Task` (a finite iterable: a list, or a sampler
-        with ``n_tasks``). The tasks must not be the meta-training tasks.
+        :class:`~sk_meta.tasks.Task`, finite: a list, or a sampler with
+        ``n_tasks`` (an endless sampler is refused). The tasks must not be
+        the meta-training tasks.
 
     Returns
     -------
-    X : ndarray of shape (n_rows, ...)
-        All support and query rows, task after task.
-    y : ndarray of shape (n_rows,) or (n_rows, n_outputs)
+    X : ndarray or DataFrame of shape (n_rows, ...)
+        All support and query rows, task after task; a DataFrame when the
+        tasks hold DataFrames.
+    y : ndarray or Series of shape (n_rows,) or (n_rows, n_outputs)
         Their targets.
     cv : list of (ndarray, ndarray)
         One ``(support_rows, query_rows)`` pair of row indices per task.
+
+    Raises
+    ------
+    ValueError
+        For an endless sampler, more than 10,000 tasks, no task, or a task
+        whose ``X`` and ``y`` lengths differ.
+    TypeError
+        For something that is not an iterable of 4-tuples.
+
+    See Also
+    --------
+    evaluate_tasks : Per-task scores with a confidence interval and baselines.
 
     Notes
     -----
     ``GridSearchCV`` refits the best candidate on all of ``X`` by default,
     which mixes the tasks' labels: pass ``refit=False`` and set the best
     parameters on your meta-trained estimator yourself.
+
+    A candidate whose adaptation diverges raises ``DivergenceError`` in its
+    ``fit``; ``GridSearchCV`` records ``error_score`` for it (NaN by default)
+    and warns with the traceback. The user guide's "Results and evaluation"
+    page shows how to keep that output short.
 
     Examples
     --------
@@ -54,22 +136,188 @@ def tasks_to_cv(tasks):
     """
     X_parts, y_parts, cv = [], [], []
     n_rows = 0
-    for index, task in enumerate(tasks):
-        if not isinstance(task, (tuple, list)) or len(task) != 4:
-            raise TypeError(
-                f"task {index}: expected a 4-tuple (X_support, y_support, X_query, "
-                f"y_query), got {type(task).__name__}"
-            )
-        X_support, y_support, X_query, y_query = (np.asarray(a) for a in task)
-        n_support, n_query = len(X_support), len(X_query)
-        if len(y_support) != n_support or len(y_query) != n_query:
+    for index, task in _finite_tasks(tasks, "tasks"):
+        n_support, n_query = len(task[0]), len(task[2])
+        if len(task[1]) != n_support or len(task[3]) != n_query:
             raise ValueError(f"task {index}: X and y lengths differ")
-        X_parts += [X_support, X_query]
-        y_parts += [y_support, y_query]
+        X_parts += [task[0], task[2]]
+        y_parts += [task[1], task[3]]
         support_rows = np.arange(n_rows, n_rows + n_support)
         query_rows = np.arange(n_rows + n_support, n_rows + n_support + n_query)
         cv.append((support_rows, query_rows))
         n_rows += n_support + n_query
     if not cv:
         raise ValueError("tasks is empty")
-    return np.concatenate(X_parts), np.concatenate(y_parts), cv
+    return _concatenate(X_parts, "X"), _concatenate(y_parts, "y"), cv
+
+
+class TaskScores(NamedTuple):
+    """Scores of one model on each task, their mean and its confidence interval.
+
+    Parameters
+    ----------
+    scores : ndarray of shape (n_tasks,)
+        The score on each task's query set, after fitting on its support set.
+    mean : float
+        Mean of ``scores``.
+    low : float
+        Lower bound of the confidence interval of the mean.
+    high : float
+        Upper bound of the confidence interval of the mean.
+    """
+
+    scores: np.ndarray
+    mean: float
+    low: float
+    high: float
+
+    def __str__(self):
+        return f"{self.mean:.3f} [{self.low:.3f}, {self.high:.3f}]"
+
+
+class TaskEvaluation(dict):
+    """Per-model :class:`TaskScores`, by name; ``print`` shows a table.
+
+    A ``dict`` from model name to :class:`TaskScores`, in the order the models
+    were given (the evaluated estimator first), with ``confidence`` the level
+    of the intervals.
+    """
+
+    def __init__(self, results, *, confidence):
+        super().__init__(results)
+        self.confidence = confidence
+
+    def __str__(self):
+        width = max(len("model"), *(len(name) for name in self))
+        intervals = {name: f"[{result.low:.3f}, {result.high:.3f}]"
+                     for name, result in self.items()}
+        level = f"{100 * self.confidence:g} % interval"
+        level_width = max(len(level), *(len(text) for text in intervals.values()))
+        lines = [f"{'model':<{width}}  {'mean':>6}  {level:<{level_width}}  tasks"]
+        for name, result in self.items():
+            lines.append(f"{name:<{width}}  {result.mean:6.3f}  "
+                         f"{intervals[name]:<{level_width}}  {len(result.scores)}")
+        return "\n".join(lines)
+
+
+def _summarize(scores, confidence):
+    scores = np.asarray(scores, dtype=float)
+    mean = float(scores.mean())
+    if len(scores) < 2:
+        return TaskScores(scores, mean, np.nan, np.nan)
+    # Student's t interval of the mean: tasks are independent draws
+    sem = scores.std(ddof=1) / np.sqrt(len(scores))
+    half = float(stats.t.ppf(0.5 + confidence / 2, len(scores) - 1) * sem)
+    return TaskScores(scores, mean, mean - half, mean + half)
+
+
+def _model_name(estimator):
+    final = estimator.steps[-1][1] if hasattr(estimator, "steps") else estimator
+    return type(final).__name__
+
+
+def evaluate_tasks(estimator, tasks, *, baselines=None, scoring=None,
+                   confidence=0.95):
+    """Score an estimator and baselines on held-out tasks, with intervals.
+
+    For each task, every model is fitted on the support set and scored on
+    the query set: the meta-learned ``estimator`` adapts from its init
+    (``fit`` takes ``inner_steps`` steps), each baseline (any scikit-learn
+    estimator, such as a logistic regression) is fitted from scratch on the
+    support set alone. All models see the same tasks, so their scores can be
+    compared task by task.
+
+    Parameters
+    ----------
+    estimator : estimator
+        A meta-trained sk_meta estimator (or a pipeline ending in one). It
+        is cloned, which keeps its meta-learned init; the original is not
+        changed.
+    tasks : iterable of tasks
+        Finite held-out tasks, from classes (or task parameters) not seen
+        in meta-training: a list, or a sampler with ``n_tasks``.
+    baselines : dict of str to estimator, or list of estimators, default=None
+        Models fitted on each support set alone, by name (a list is named by
+        class). Each is cloned for every task.
+    scoring : str or callable, default=None
+        A scikit-learn scorer name or callable ``scorer(estimator, X, y)``;
+        None uses each model's ``score`` (accuracy for classifiers, R² for
+        regressors).
+    confidence : float, default=0.95
+        Level of the confidence interval of each mean, in (0, 1).
+
+    Returns
+    -------
+    evaluation : TaskEvaluation
+        A dict from model name (the estimator's class name first, then the
+        baselines) to :class:`TaskScores` ``(scores, mean, low, high)``;
+        ``print(evaluation)`` shows a table.
+
+    Raises
+    ------
+    ValueError
+        For an endless sampler, more than 10,000 tasks, no task, a
+        ``confidence`` outside (0, 1), or two models with the same name.
+
+    See Also
+    --------
+    tasks_to_cv : The same evaluation through ``cross_val_score``.
+    sk_meta.tasks.class_splits : Repeat the evaluation over class splits.
+
+    Notes
+    -----
+    The interval is Student's t interval of the mean over tasks,
+    ``mean ± t * std / sqrt(n_tasks)``: it says how precisely the tasks
+    measured the mean score on this pool of classes, not how the score
+    would change with other classes (see :func:`~sk_meta.tasks.class_splits`
+    for that). With a single task the bounds are NaN.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_digits
+    >>> from sklearn.linear_model import LogisticRegression
+    >>> from sk_meta import MAMLClassifier
+    >>> from sk_meta.model_selection import evaluate_tasks
+    >>> from sk_meta.tasks import EpisodeSampler
+    >>> X, y = load_digits(return_X_y=True)
+    >>> clf = MAMLClassifier(n_meta_iter=5, random_state=0).meta_fit(
+    ...     EpisodeSampler(X / 16, y, 3, 5, 5, classes=range(7), random_state=0))
+    >>> test_tasks = EpisodeSampler(X / 16, y, 3, 5, 5, classes=[7, 8, 9],
+    ...                             n_tasks=10, random_state=1)
+    >>> result = evaluate_tasks(clf, test_tasks, baselines={
+    ...     "logistic regression": LogisticRegression()})
+    >>> list(result)
+    ['MAMLClassifier', 'logistic regression']
+    >>> result["MAMLClassifier"].scores.shape
+    (10,)
+    """
+    if (not isinstance(confidence, numbers.Real) or isinstance(confidence, bool)
+            or not 0 < confidence < 1):
+        raise ValueError(f"confidence must be in (0, 1), got {confidence!r}")
+    if baselines is None:
+        baselines = {}
+    elif not isinstance(baselines, dict):
+        baselines = {_model_name(model): model for model in baselines}
+    models = {_model_name(estimator): estimator}
+    for name, model in baselines.items():
+        if name in models:
+            raise ValueError(
+                f"two models are named {name!r}: give the baselines as a dict "
+                "with other names"
+            )
+        models[name] = model
+    scorers = {name: check_scoring(model, scoring=scoring)
+               for name, model in models.items()}
+    adapted = clone(estimator)  # keeps the meta-learned init; fit starts from it
+    scores = {name: [] for name in models}
+    for _, task in _finite_tasks(tasks, "tasks"):
+        X_support, y_support, X_query, y_query = task
+        for name, model in models.items():
+            fitted = (adapted if model is estimator else clone(model)).fit(
+                X_support, y_support)
+            scores[name].append(scorers[name](fitted, X_query, y_query))
+    if not scores[_model_name(estimator)]:
+        raise ValueError("tasks is empty")
+    return TaskEvaluation(
+        {name: _summarize(values, confidence) for name, values in scores.items()},
+        confidence=confidence)

@@ -1,5 +1,6 @@
 """N-way K-shot episode sampling from a labelled dataset, and class pools."""
 
+import math
 import numbers
 from itertools import count
 
@@ -55,6 +56,20 @@ def _check_n_tasks(n_tasks):
     return _check_positive_int(n_tasks, "n_tasks")
 
 
+def _is_frame(data):
+    """Whether ``data`` is a pandas DataFrame or Series (pandas stays optional)."""
+    return hasattr(data, "iloc")
+
+
+def _take_rows(data, rows):
+    """Rows of ``data`` as the same kind of object; sparse rows come back dense."""
+    if _is_frame(data):
+        return data.iloc[rows]
+    if sparse.issparse(data):
+        return data[rows].toarray()
+    return data[rows]
+
+
 def _format_labels(labels, max_shown=10):
     # tolist() gives Python scalars, whose repr is 3 or 'a', not np.int64(3).
     shown = ", ".join(repr(label) for label in labels[:max_shown].tolist())
@@ -79,11 +94,17 @@ class EpisodeSampler:
     ----------
     X : array-like of shape (n_samples, ...)
         Inputs, tabular ``(n_samples, n_features)`` or images such as
-        ``(n_samples, 1, 28, 28)``. A numpy array (or scipy sparse matrix) is
-        kept by reference, not copied; other array-likes are converted once
-        with :func:`numpy.asarray`.
+        ``(n_samples, 1, 28, 28)``. A numpy array, a pandas DataFrame or a
+        scipy sparse matrix is kept by reference, not copied; other
+        array-likes are converted once with :func:`numpy.asarray`. Episodes
+        hold rows of the same kind as ``X``: DataFrame rows stay DataFrames
+        (with their column names and index), so a pipeline sees the feature
+        names it was fitted with. The rows of a sparse matrix are returned
+        dense, since meta-training and ``fit`` need dense data.
     y : array-like of shape (n_samples,)
-        Class labels of any type (ints, strings, ...).
+        Class labels of any type (ints, strings, ...). A pandas Series is
+        kept, and episodes hold Series of its rows (unless
+        ``shuffle_labels``, whose new labels are numpy arrays).
     n_way : int
         Number of classes per episode.
     k_shot : int
@@ -109,9 +130,9 @@ class EpisodeSampler:
 
     Attributes
     ----------
-    X : ndarray or sparse matrix of shape (n_samples, ...)
+    X : ndarray, DataFrame or sparse matrix of shape (n_samples, ...)
         The inputs episodes are indexed from.
-    y : ndarray of shape (n_samples,)
+    y : ndarray or Series of shape (n_samples,)
         The labels.
     class_labels : ndarray of shape (n_classes,)
         Sorted labels that episodes are drawn from.
@@ -129,6 +150,7 @@ class EpisodeSampler:
     See Also
     --------
     split_classes : Split the labels into meta-train, validation and test pools.
+    class_splits : Several random splits of the labels, for few-class data.
     sk_meta.tasks.SinusoidTasks : Regression tasks of the MAML paper.
 
     Notes
@@ -165,8 +187,9 @@ class EpisodeSampler:
     ):
         if sparse.issparse(X):
             X = X.tocsr()  # COO cannot be indexed by rows; CSR is returned as is
-        elif not isinstance(X, np.ndarray):
+        elif not (isinstance(X, np.ndarray) or _is_frame(X)):
             X = np.asarray(X)
+        labels = y
         y = np.asarray(y)
         if X.ndim < 1:
             raise ValueError("X must have a first axis of samples, got a scalar.")
@@ -178,7 +201,7 @@ class EpisodeSampler:
                 f"and {y.shape[0]} labels in y."
             )
         self.X = X
-        self.y = y
+        self.y = labels if _is_frame(labels) else y
         self.n_way = _check_positive_int(n_way, "n_way")
         self.k_shot = _check_positive_int(k_shot, "k_shot")
         self.n_query = _check_positive_int(n_query, "n_query")
@@ -264,13 +287,14 @@ default=None
         query_order = rng.permutation(self.n_way * self.n_query)
         support = rows[:, : self.k_shot].ravel()[support_order]
         query = rows[:, self.k_shot :].ravel()[query_order]
+        X_support, X_query = _take_rows(self.X, support), _take_rows(self.X, query)
         if not self.shuffle_labels:
-            return Task(self.X[support], self.y[support], self.X[query],
-                        self.y[query])
+            return Task(X_support, _take_rows(self.y, support), X_query,
+                        _take_rows(self.y, query))
         # the classes were chosen in a random order: their position is the label
         y_support = np.repeat(np.arange(self.n_way), self.k_shot)[support_order]
         y_query = np.repeat(np.arange(self.n_way), self.n_query)[query_order]
-        return Task(self.X[support], y_support, self.X[query], y_query)
+        return Task(X_support, y_support, X_query, y_query)
 
     def __iter__(self):
         rng = _make_generator(self.random_state)
@@ -355,6 +379,7 @@ def split_classes(y, *, train_size, val_size=0, test_size=None, random_state=Non
     See Also
     --------
     EpisodeSampler : Draws episodes from one pool of classes.
+    class_splits : Several such splits, to report results across them.
 
     Examples
     --------
@@ -387,3 +412,102 @@ def split_classes(y, *, train_size, val_size=0, test_size=None, random_state=Non
     shuffled = classes[_make_generator(random_state).permutation(n_classes)]
     pools = np.split(shuffled[: n_train + n_val + n_test], [n_train, n_train + n_val])
     return tuple(np.sort(pool) for pool in pools)
+
+
+def class_splits(y, n_splits=10, *, train_size, val_size=0, test_size=None,
+                 random_state=None):
+    """Several random splits of the labels of ``y`` into class pools.
+
+    With few classes (a table of 10 to 15 classes), a single split into
+    meta-training and meta-test classes decides much of the result: some
+    classes are easy to tell apart, others are not. Repeating the whole
+    experiment (meta-training, evaluation, baselines) over several random
+    class splits and reporting the mean and the spread across splits gives a
+    result that does not hang on one split.
+
+    Parameters
+    ----------
+    y : array-like of shape (n_samples,)
+        Labels, or directly the class labels; duplicates are ignored.
+    n_splits : int, default=10
+        Number of splits. They are distinct: a ``ValueError`` says so when
+        the classes allow fewer distinct splits.
+    train_size : int or float
+        Number of meta-training classes per split, or their fraction of all
+        classes (rounded down).
+    val_size : int or float, default=0
+        Number or fraction (rounded down) of meta-validation classes per
+        split. With few classes, leave it at 0 and keep the hyperparameters
+        fixed, or tune them on an inner split of the meta-training classes.
+    test_size : int, float or None, default=None
+        Number or fraction (rounded up) of meta-test classes per split. None
+        means all the classes left over.
+    random_state : int, numpy Generator, numpy RandomState or None, default=None
+        Seed of the splits; an int gives the same splits every time.
+
+    Returns
+    -------
+    splits : list of tuple of ndarray
+        ``n_splits`` triples ``(train_classes, val_classes, test_classes)``
+        of sorted, disjoint labels, as :func:`split_classes` returns them.
+
+    Raises
+    ------
+    ValueError
+        When a size is invalid, the sizes add up to more classes than ``y``
+        has, or the classes allow fewer than ``n_splits`` distinct splits.
+
+    See Also
+    --------
+    split_classes : One such split.
+    sk_meta.model_selection.evaluate_tasks : Scores on the tasks of one split.
+
+    Notes
+    -----
+    The protocol the user guide recommends for tables with few classes:
+    for each split, meta-train on tasks of its training classes, then score
+    the meta-learned model and a support-only baseline (a logistic
+    regression fitted on each support set) on the same tasks of its test
+    classes. Report the mean over splits of each model's mean score, the
+    standard deviation across splits, and the mean of the per-split
+    difference to the baseline, which is less noisy than either score
+    because both models see the same classes and tasks.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sk_meta.tasks import class_splits
+    >>> y = np.repeat(np.arange(12), 20)
+    >>> splits = class_splits(y, n_splits=5, train_size=7, random_state=0)
+    >>> len(splits)
+    5
+    >>> [(len(train), len(val), len(test)) for train, val, test in splits][:2]
+    [(7, 0, 5), (7, 0, 5)]
+    """
+    n_splits = _check_positive_int(n_splits, "n_splits")
+    classes = np.unique(np.asarray(y))
+    # the sizes are checked by the first split, before anything is counted
+    first = split_classes(classes, train_size=train_size, val_size=val_size,
+                          test_size=test_size, random_state=0)
+    sizes = [len(pool) for pool in first]
+    n_left = len(classes)
+    n_distinct = 1
+    for size in sizes:
+        n_distinct *= math.comb(n_left, size)
+        n_left -= size
+    if n_splits > n_distinct:
+        raise ValueError(
+            f"n_splits={n_splits}, but {len(classes)} classes split into "
+            f"{sizes[0]} + {sizes[1]} + {sizes[2]} allow only {n_distinct} "
+            "distinct splits."
+        )
+    rng = _make_generator(random_state)
+    splits, seen = [], set()
+    while len(splits) < n_splits:
+        split = split_classes(classes, train_size=sizes[0], val_size=sizes[1],
+                              test_size=sizes[2], random_state=rng)
+        key = tuple(tuple(pool.tolist()) for pool in split)
+        if key not in seen:  # few classes: the same split can come up twice
+            seen.add(key)
+            splits.append(split)
+    return splits
