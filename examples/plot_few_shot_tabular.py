@@ -39,6 +39,7 @@ from sklearn.neighbors import KNeighborsClassifier
 from threadpoolctl import threadpool_limits
 
 from sk_meta import MAMLClassifier
+from sk_meta.model_selection import evaluate_tasks
 from sk_meta.tasks import EpisodeSampler
 
 threadpool_limits(1)  # tiny fits: one BLAS thread is the fastest
@@ -81,8 +82,8 @@ families = {
 SHOTS = (1, 2, 5, 10)
 N_TASKS = 100
 baselines = {
-    "logistic regression": lambda: LogisticRegression(max_iter=1000),
-    "1-NN": lambda: KNeighborsClassifier(n_neighbors=1),
+    "logistic regression": LogisticRegression(max_iter=1000),
+    "1-NN": KNeighborsClassifier(n_neighbors=1),
 }
 results = {}
 for title, (X, y, train_classes, test_classes, n_way) in families.items():
@@ -90,16 +91,14 @@ for title, (X, y, train_classes, test_classes, n_way) in families.items():
                           meta_batch_size=16, n_meta_iter=500, random_state=0)
     maml.meta_fit(EpisodeSampler(X, y, n_way, 5, 10, classes=train_classes,
                                  shuffle_labels=True, random_state=0))
-    curves = {name: [] for name in ("MAML", *baselines)}
+    curves = {name: [] for name in ("MAMLClassifier", *baselines)}
     for k_shot in SHOTS:
-        tasks = list(EpisodeSampler(X, y, n_way, k_shot, 15, classes=test_classes,
-                                    n_tasks=N_TASKS, random_state=1))
-        models = {"MAML": lambda: maml, **baselines}
-        for name, make in models.items():
-            scores = [make().fit(t.X_support, t.y_support).score(t.X_query, t.y_query)
-                      for t in tasks]
-            curves[name].append((np.mean(scores),
-                                 1.96 * np.std(scores, ddof=1) / np.sqrt(N_TASKS)))
+        tasks = EpisodeSampler(X, y, n_way, k_shot, 15, classes=test_classes,
+                               n_tasks=N_TASKS, random_state=1)
+        # every model on the same tasks: MAML adapted from its init, the
+        # baselines fitted on each support set alone
+        for name, scores in evaluate_tasks(maml, tasks, baselines=baselines).items():
+            curves[name].append((scores.mean, scores.high - scores.mean))
     results[title] = curves
     print(title)
     for name, curve in curves.items():
@@ -130,4 +129,5 @@ for ax, (title, curves) in zip(axes, results.items()):
 axes[0].set_ylabel(f"query accuracy % ({N_TASKS} held-out tasks, 95% CI)")
 axes[0].legend()
 fig.tight_layout()
-fig.savefig(Path(__file__).resolve().parent / "plot_few_shot_tabular.png", dpi=100)
+if "__file__" in globals():  # run as a script, not in the documentation
+    fig.savefig(Path(__file__).resolve().parent / "plot_few_shot_tabular.png", dpi=100)

@@ -95,7 +95,8 @@ axes[0].set_ylabel("y")
 handles, labels = axes[0].get_legend_handles_labels()
 fig.legend(handles, labels, loc="lower center", ncol=5, fontsize=9)
 fig.tight_layout(rect=(0, 0.08, 1, 1))
-fig.savefig(Path(__file__).resolve().parent / "plot_sinusoid.png", dpi=100)
+if "__file__" in globals():  # run as a script, not in the documentation
+    fig.savefig(Path(__file__).resolve().parent / "plot_sinusoid.png", dpi=100)
 
 # %%
 # How good is the fit on average?
