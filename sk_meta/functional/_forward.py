@@ -65,10 +65,10 @@ def batched_forward(module, buffers=None, strategy="auto"):
     if strategy == "auto":
         strategy = choose_strategy(module)
     if strategy == "native":
-        return with_math_attention(module.forward_batched)
+        return with_math_attention(module.forward_batched, module)
     if strategy == "loop":
         return with_math_attention(
-            lambda params, X: _loop_forward(module, buffers, params, X)
+            lambda params, X: _loop_forward(module, buffers, params, X), module
         )
     if strategy == "vmap":
         def forward_one(params, X):
@@ -82,7 +82,7 @@ def batched_forward(module, buffers=None, strategy="auto"):
                 return _loop_forward(module, buffers, params, X)
             return vmapped(params, X)
 
-        return with_math_attention(forward)
+        return with_math_attention(forward, module)
     raise ValueError(f"unknown strategy {strategy!r}")
 
 
@@ -133,10 +133,11 @@ def outputs_beside_support(module, buffers, params, X_support, X_query, *,
     -------
     outputs : Tensor of shape (n_query, ...)
     """
-    @with_math_attention
     def output_on(x):
         batch = torch.cat([X_support, x.unsqueeze(0)])
         return functional_call(module, (params, buffers), (batch,))[-1]
+
+    output_on = with_math_attention(output_on, module)
 
     on_rows = vmap(output_on, randomness="different")
     outputs = []

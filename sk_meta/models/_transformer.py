@@ -118,6 +118,22 @@ class FTTransformer(nn.Module):
     >>> net = FTTransformer(n_features=6, n_outputs=3)
     >>> net(torch.zeros(5, 6)).shape
     torch.Size([5, 3])
+
+    As the network of a few-shot classifier (one output per class):
+
+    >>> from sklearn.datasets import load_digits
+    >>> from sk_meta import MAMLClassifier
+    >>> from sk_meta.tasks import EpisodeSampler
+    >>> X, y = load_digits(return_X_y=True)
+    >>> tasks = EpisodeSampler(X[:, ::8] / 16, y, n_way=3, k_shot=2, n_query=2,
+    ...                        random_state=0)
+    >>> clf = MAMLClassifier(FTTransformer,
+    ...                      module_params=dict(n_features=8, n_outputs=3),
+    ...                      meta_batch_size=4, n_meta_iter=2, random_state=0)
+    >>> task = tasks.sample(1)
+    >>> clf.meta_fit(tasks).fit(task.X_support, task.y_support).predict(
+    ...     task.X_query).shape
+    (6,)
     """
 
     def __init__(self, n_features, n_outputs=1, *, d_token=32, n_blocks=2, n_heads=4,
@@ -155,6 +171,12 @@ class FTTransformer(nn.Module):
         self.head = nn.Linear(d_token, n_outputs)
 
     def forward(self, X):
+        n_features = self.tokenizer.weight.shape[0]
+        if X.dim() != 2 or X.shape[1] != n_features:
+            raise ValueError(
+                f"FTTransformer expects inputs of shape (n_samples, {n_features}), "
+                f"got {tuple(X.shape)}"
+            )
         tokens = self.tokenizer(X)
         cls = self.cls_token.expand(X.shape[0], 1, -1)
         tokens = torch.cat([cls, tokens], dim=1)
