@@ -14,6 +14,8 @@ from scipy import stats
 from sklearn.base import clone
 from sklearn.metrics import check_scoring
 
+__all__ = ["TaskEvaluation", "TaskScores", "evaluate_tasks", "tasks_to_cv"]
+
 # As for meta_fit's validation_tasks: more is a sign of an endless iterable.
 MAX_TASKS = 10_000
 
