@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from skorch.history import History
 
+from sk_meta._progress import Progress
 from sk_meta._records import MetaTrainingState
 from sk_meta._signals import deferred_keyboard_interrupt
 from sk_meta._torch_utils import (
@@ -236,6 +237,9 @@ class MetaTrainer:
     def run(self):
         """Meta-train; return the result and whether Ctrl-C stopped the run."""
         self.start_time = time.perf_counter()
+        self.progress = Progress(self.settings.verbose, start=self.n_iter,
+                                 total=self.settings.n_meta_iter,
+                                 max_time=self.settings.max_time)
         interrupted = False
         rng_devices = [self.settings.device] if self.settings.device.type == "cuda" \
             else []
@@ -262,6 +266,9 @@ class MetaTrainer:
             self._check(flush=True)
             if not interrupted and self.history_iter < self.n_iter:
                 self._record_history()  # the last, partial interval
+            self.progress.close(
+                self.n_iter, self.loss_curve[-1] if self.loss_curve else None,
+                self.validation_scores[-1] if self.validation_scores else None)
             self._save_rng()
             result = self.to_result(self._outcome())
             if self.checkpoint is not None:
@@ -323,8 +330,7 @@ class MetaTrainer:
     def _check(self, flush=False):
         """Read back pending losses when due; on a non-finite one, stop."""
         due = (flush or len(self.pending) >= self.check_every
-               or self._checkpoint_due() or self._history_due()
-               or self.settings.verbose)
+               or self._checkpoint_due() or self._history_due())
         if not due or not self.pending:
             return
         losses = torch.stack(self.pending).cpu().tolist()
@@ -343,7 +349,10 @@ class MetaTrainer:
         stop = False
         if self._history_due():
             stop = self._record_history()
-        self._print_progress()
+        if self.settings.verbose:
+            self.progress.update(
+                self.n_iter, self.loss_curve[-1] if self.loss_curve else None,
+                self.validation_scores[-1] if self.validation_scores else None)
         if self._checkpoint_due():
             self._save_rng()
             self.checkpoint(self.to_result(self._outcome()))
@@ -419,9 +428,6 @@ class MetaTrainer:
                 self.state.n_no_improvement += 1
                 stop = (settings.early_stopping
                         and self.state.n_no_improvement >= settings.n_iter_no_change)
-            if settings.verbose:
-                print(f"Meta-iteration {self.n_iter}, validation loss = "
-                      f"{valid_loss:.6f}, score = {valid_score:.4f}")
         self.history.append(row)
         self.history_iter = self.n_iter
         self.history_time = time.perf_counter()
@@ -518,13 +524,3 @@ class MetaTrainer:
             validation_scores=list(self.validation_scores),
             best_score=self.best_score,
         )
-
-    def _print_progress(self):
-        verbose = self.settings.verbose
-        if not verbose or not self.loss_curve:
-            return
-        every = 1 if verbose > 1 else max(1, self.settings.budget // 20)
-        if self.n_iter % every == 0:
-            elapsed = time.perf_counter() - self.start_time
-            print(f"Meta-iteration {self.n_iter}, meta-loss = "
-                  f"{self.loss_curve[-1]:.6f} ({elapsed:.1f} s)")
