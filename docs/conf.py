@@ -79,26 +79,6 @@ sphinx_gallery_conf = {
 os.environ.setdefault("MPLBACKEND", "Agg")  # headless
 
 
-# -- fitted attributes ----------------------------------------------------------------
-# numpydoc replaces the description of an attribute by the docstring of a
-# class property of the same name. The estimators' fitted attributes are
-# properties whose docstring only points back to the class docstring ("See
-# the class docstring (module_)."), so the Attributes sections would lose their
-# text (and the bare trailing underscore is a broken reference). Build the
-# pages from the class docstring: drop those pointer docstrings here.
-def _document_attributes_from_the_class_docstring():
-    for estimator_class in sk_meta.estimator_classes().values():
-        for owner in estimator_class.__mro__:
-            for name, value in list(vars(owner).items()):
-                if (isinstance(value, property) and (value.__doc__ or "")
-                        .startswith("See the class docstring")):
-                    setattr(owner, name, property(value.fget, value.fset,
-                                                  value.fdel))
-
-
-_document_attributes_from_the_class_docstring()
-
-
 # -- every public name is in the API reference ----------------------------------------
 PUBLIC_MODULES = ("sk_meta", "sk_meta.tasks", "sk_meta.datasets", "sk_meta.models",
                   "sk_meta.functional", "sk_meta.model_selection", "sk_meta.pipeline",

@@ -1,7 +1,7 @@
 """sk_meta: MAML, first-order MAML and Reptile as scikit-learn estimators.
 
 The estimators are imported on first use, so that ``sk_meta.tasks`` and
-``sk_meta.datasets`` (numpy only) load without torch.
+``sk_meta.datasets`` (no torch) load without torch.
 """
 
 import importlib

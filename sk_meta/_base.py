@@ -57,7 +57,9 @@ def _record_attribute(record, field, doc):
             )
         return getattr(value, field)
 
-    return property(get, doc=f"See the class docstring ({doc}).")
+    # no docstring of its own: numpydoc would show it instead of the class
+    # docstring's description of the attribute
+    return property(get)
 
 
 class BaseMetaEstimator(BaseEstimator):

@@ -250,7 +250,7 @@ ATTRIBUTES_DOC = """
         The device the last ``fit`` (or ``meta_fit``) computed on.
     n_features_in_ : int
         Number of features seen by ``fit``.
-    feature_names_in_ : ndarray of shape (n_features_in_,)
+    feature_names_in_ : ndarray of shape (`n_features_in_`,)
         Names of features seen by ``fit``, when they are all strings.
 """
 

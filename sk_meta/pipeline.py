@@ -50,6 +50,16 @@ class _TransformedIterable:
         return map(self._transform, self._tasks)
 
 
+def _concatenate(parts):
+    """Rows of all ``parts``; DataFrames stay one DataFrame, so that the
+    preprocessing keeps their feature names."""
+    if all(hasattr(part, "iloc") and hasattr(part, "columns") for part in parts):
+        import pandas as pd  # only reached with DataFrames, so pandas is there
+
+        return pd.concat(parts, ignore_index=True)
+    return np.concatenate([np.asarray(part) for part in parts])
+
+
 def _task_transformer(preprocessing):
     def transform(task):
         if not isinstance(task, (tuple, list)) or len(task) != 4:
@@ -128,10 +138,10 @@ def meta_fit_pipeline(pipeline, tasks, *, preprocessing_tasks=None,
     X_parts, y_parts = [], []
     for task in read:
         if isinstance(task, (tuple, list)) and len(task) == 4:
-            X_parts += [np.asarray(task[0]), np.asarray(task[2])]
+            X_parts += [task[0], task[2]]
             y_parts += [np.asarray(task[1]), np.asarray(task[3])]
     preprocessing = Pipeline(preprocessing_steps).fit(
-        np.concatenate(X_parts), np.concatenate(y_parts)
+        _concatenate(X_parts), np.concatenate(y_parts)
     )
 
     transform = _task_transformer(preprocessing)

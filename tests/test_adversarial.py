@@ -189,7 +189,7 @@ def test_regression_targets_too_large_for_float32_are_refused():
         MAMLRegressor(n_meta_iter=1).meta_fit([bad])
 
 
-# -- interruption and resuming ----------------------------------------------------------
+# -- interruption and resuming --------------------------------------------------------
 
 class _InterruptingList(list):
     """A list of tasks whose n-th access raises KeyboardInterrupt, as Ctrl-C would."""

@@ -69,12 +69,6 @@ def test_meta_fit_and_fit_on_dataframe_episodes_warn_nothing(digits_frame):
     np.testing.assert_array_equal(clf.feature_names_in_, X_frame.columns)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="meta_fit_pipeline (sk_meta/pipeline.py) turns the tasks' DataFrames "
-           "into arrays before fitting the preprocessing; remove this mark when "
-           "it concatenates DataFrames",
-)
 def test_a_pipeline_meta_fitted_on_dataframe_tasks_warns_nothing(digits_frame):
     """Non-regression: a pipeline's scaler was fitted without feature names, so
     every fit/score on a DataFrame warned (2,202 warnings for one meta_fit)."""

@@ -4,7 +4,6 @@ import collections.abc
 
 import numpy as np
 import pytest
-from scipy import sparse
 
 from sk_meta.tasks import EpisodeSampler, Task, split_classes
 
@@ -112,15 +111,6 @@ def test_list_inputs_are_accepted():
     sampler = EpisodeSampler(X.tolist(), Y.tolist(), 2, 1, 1, random_state=0)
     task = sampler.sample(0)
     assert task.X_support.shape == (2, 1)
-
-
-def test_sparse_inputs_are_indexed_by_rows():
-    X_sparse = sparse.coo_matrix(X)
-    task = EpisodeSampler(X_sparse, Y, 2, 1, 3, random_state=0).sample(0)
-    assert sparse.issparse(task.X_query)
-    np.testing.assert_array_equal(
-        Y[task.X_query.toarray()[:, 0].astype(int)], task.y_query
-    )
 
 
 def test_same_seed_gives_same_episodes_on_every_iteration():
