@@ -336,7 +336,9 @@ class InnerLoop:
         params = {name: p if p.requires_grad else p.detach().requires_grad_()
                   for name, p in params.items()}
         weights = None
-        if self.settings.multi_step_loss:
+        if self.settings.multi_step_loss and progress < _MULTI_STEP_FRACTION:
+            # once annealed, the last step alone counts: plain MAML's loss,
+            # without the query passes of the earlier steps
             weights = multi_step_weights(self.settings.meta_steps, progress).to(
                 self.device)
         self.module.train()

@@ -218,6 +218,19 @@ def test_multi_step_loss_weights_every_step_at_the_start():
     _assert_step_is_minus_gradient(est, theta, loss)
 
 
+def test_multi_step_loss_once_annealed_is_plain_maml():
+    """After the first tenth of training only the last step's query loss
+    counts (MAML++), so the meta-step is plain MAML's from the same init."""
+    est = _one_step(multi_step_loss=True)
+    after_first = copy.deepcopy(est.module_)
+    est.meta_partial_fit(_tasks())  # progress 1/1: annealed
+    plain = MAMLClassifier(after_first, inner_lr=INNER_LR, inner_steps=N_STEPS,
+                           meta_batch_size=2, n_meta_iter=1, meta_optimizer="sgd",
+                           meta_lr=1.0, random_state=0).meta_partial_fit(_tasks())
+    for name, value in est.meta_params_.items():
+        torch.testing.assert_close(value, plain.meta_params_[name])
+
+
 def test_multi_step_loss_weights_follow_maml_plus_plus():
     from sk_meta._inner_loop import multi_step_weights
 
