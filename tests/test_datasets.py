@@ -1,9 +1,11 @@
 """Tests of load_omniglot on a tiny synthetic archive with the real layout."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
-from sk_meta.datasets import _omniglot, load_omniglot
+from sk_meta.datasets import get_data_home, load_omniglot
 
 N_ALPHABETS, CHARACTERS_PER_ALPHABET, N_DRAWINGS = 3, 4, 20
 N_CHARACTERS = N_ALPHABETS * CHARACTERS_PER_ALPHABET
@@ -169,15 +171,21 @@ def test_return_X_y_matches_the_bunch(archive):
     np.testing.assert_array_equal(y, omniglot.target)
 
 
-def test_default_path_is_the_shared_copy_beside_the_checkout(archive, monkeypatch):
-    assert _omniglot.DEFAULT_OMNIGLOT_PATH.parts[-4:] == (
-        "shared",
-        "data",
-        "omniglot",
-        "omniglot28.npz",
-    )
-    monkeypatch.setattr(_omniglot, "DEFAULT_OMNIGLOT_PATH", archive[0])
+def test_default_path_is_in_the_data_home(archive, monkeypatch, tmp_path):
+    """Not beside the source tree: that breaks once the package is installed."""
+    home = tmp_path / "data_home"
+    (home / "omniglot").mkdir(parents=True)
+    (home / "omniglot" / "omniglot28.npz").write_bytes(
+        Path(archive[0]).read_bytes())
+    monkeypatch.setenv("SK_META_DATA", str(home))
+    assert get_data_home() == home
     assert load_omniglot(meta_train_size=8).data.shape[0] == N_IMAGES
+    monkeypatch.delenv("SK_META_DATA")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert get_data_home() == tmp_path / "sk_meta_data"
+    with pytest.raises(FileNotFoundError, match="sk_meta_data"):
+        load_omniglot()
+    assert get_data_home("~/elsewhere") == tmp_path / "elsewhere"
 
 
 def test_missing_file_says_where_to_put_it(tmp_path):
@@ -187,7 +195,7 @@ def test_missing_file_says_where_to_put_it(tmp_path):
     message = str(excinfo.value)
     assert str(missing) in message
     assert "never downloads" in message
-    assert "../shared/data/omniglot/omniglot28.npz" in message
+    assert "SK_META_DATA" in message
 
 
 def test_missing_keys_are_named(tmp_path):

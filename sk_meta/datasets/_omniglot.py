@@ -1,5 +1,6 @@
 """Loader of the local Omniglot archive ``omniglot28.npz``."""
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -7,15 +8,38 @@ from sklearn.utils import Bunch
 
 from sk_meta.tasks import split_classes
 
-# The shared data folder sits beside the source checkout: this file is
-# <checkout>/sk_meta/datasets/_omniglot.py, so four levels up is its parent.
-DEFAULT_OMNIGLOT_PATH = (
-    Path(__file__).resolve().parent.parent.parent.parent
-    / "shared"
-    / "data"
-    / "omniglot"
-    / "omniglot28.npz"
-)
+DATA_HOME_ENV = "SK_META_DATA"
+
+
+def get_data_home(data_home=None):
+    """The folder where sk_meta's loaders look for local data files.
+
+    Parameters
+    ----------
+    data_home : str or path-like, default=None
+        The folder. None means the environment variable ``SK_META_DATA``
+        when it is set, else ``~/sk_meta_data``.
+
+    Returns
+    -------
+    data_home : pathlib.Path
+        The folder (not created: sk_meta never downloads data).
+
+    Examples
+    --------
+    >>> from sk_meta.datasets import get_data_home
+    >>> get_data_home("/data/few-shot").as_posix()
+    '/data/few-shot'
+    """
+    if data_home is None:
+        data_home = os.environ.get(DATA_HOME_ENV) or Path.home() / "sk_meta_data"
+    return Path(data_home).expanduser()
+
+
+def default_omniglot_path():
+    """``<data home>/omniglot/omniglot28.npz``, resolved at call time."""
+    return get_data_home() / "omniglot" / "omniglot28.npz"
+
 
 REQUIRED_KEYS = (
     "images",
@@ -63,9 +87,9 @@ def _read_archive(path, image_key):
     if not path.is_file():
         raise FileNotFoundError(
             f"Omniglot archive not found at {str(path)!r}. sk_meta never "
-            "downloads data: put omniglot28.npz at "
-            "../shared/data/omniglot/omniglot28.npz beside your sk_meta checkout, "
-            "or pass its path as load_omniglot(path)."
+            "downloads data: pass the path of omniglot28.npz as "
+            "load_omniglot(path), or put it at <data home>/omniglot/omniglot28.npz, "
+            f"where the data home is ${DATA_HOME_ENV} or ~/sk_meta_data."
         )
     with np.load(path, allow_pickle=False) as archive:
         missing = [key for key in REQUIRED_KEYS if key not in archive.files]
@@ -110,7 +134,7 @@ def load_omniglot(
 
     The archive holds all 1,623 characters of 50 alphabets, 20 drawings each
     (32,460 images). It is never downloaded: see
-    ``shared/data/omniglot/README.md`` for its origin and checksums.
+    the README beside the archive for its origin and checksums.
 
     Besides the original background/evaluation split, the loader makes the
     meta split of the MAML and Reptile papers: all characters are shuffled
@@ -123,8 +147,8 @@ def load_omniglot(
     ----------
     path : str or path-like, default=None
         The ``omniglot28.npz`` file. None means
-        ``../shared/data/omniglot/omniglot28.npz`` beside the root of the
-        sk_meta source checkout.
+        ``omniglot/omniglot28.npz`` in the data home (see
+        :func:`get_data_home`: ``$SK_META_DATA`` or ``~/sk_meta_data``).
     image : {"nearest", "lanczos"}, default="nearest"
         Which resize of the drawings: ``"nearest"`` (the archive's
         ``images_nearest``, binary) is what the MAML and Reptile loaders
@@ -236,7 +260,7 @@ def load_omniglot(
     (4800, 423)
     """
     rotations = _check_options(image, ink, rotations)
-    path = DEFAULT_OMNIGLOT_PATH if path is None else path
+    path = default_omniglot_path() if path is None else path
     arrays = _read_archive(path, _IMAGE_KEYS[image])
     pixels = arrays.pop("pixels")
     character = arrays["character"]
