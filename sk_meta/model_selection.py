@@ -183,6 +183,13 @@ class TaskEvaluation(dict):
     A ``dict`` from model name to :class:`TaskScores`, in the order the models
     were given (the evaluated estimator first), with ``confidence`` the level
     of the intervals.
+
+    Parameters
+    ----------
+    results : dict of str to TaskScores
+        Scores by model name.
+    confidence : float
+        Level of the intervals (0.95: 95 %).
     """
 
     def __init__(self, results, *, confidence):

@@ -9,6 +9,18 @@ def step_rates(lr, step):
     ``lr`` is a float, a dict of rates by parameter name (each a scalar or a
     tensor shaped like the parameter), or a callable ``lr(step)`` returning
     either.
+
+    Parameters
+    ----------
+    lr : float, dict or callable
+        The inner learning rate(s), as in :func:`adapt`.
+    step : int
+        The inner step.
+
+    Returns
+    -------
+    rates : float or dict
+        A float, or rates by parameter name.
     """
     return lr(step) if callable(lr) else lr
 

@@ -17,6 +17,16 @@ def prepare_module(module):
     the query set and at prediction time alike: the MAML paper's choice, and
     the only one under which a meta-batch can be batched with ``vmap``. The
     user's module is never modified.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        The network; it is deep-copied.
+
+    Returns
+    -------
+    module : torch.nn.Module
+        The copy.
     """
     module = copy.deepcopy(module)
     replace_all_batch_norm_modules_(module)
@@ -24,7 +34,20 @@ def prepare_module(module):
 
 
 def expand_params(params, n_tasks):
-    """View each parameter with a leading task dimension of size ``n_tasks``."""
+    """View each parameter with a leading task dimension of size ``n_tasks``.
+
+    Parameters
+    ----------
+    params : dict of str to Tensor
+        Parameters without a task dimension.
+    n_tasks : int
+        Size of the new leading dimension.
+
+    Returns
+    -------
+    task_params : dict of str to Tensor
+        Expanded views (no copy): gradients flow back to ``params``.
+    """
     return {name: p.expand(n_tasks, *p.shape) for name, p in params.items()}
 
 

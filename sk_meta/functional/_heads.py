@@ -23,6 +23,15 @@ class OutputLayer(NamedTuple):
     layer has none); ``features(params, X)`` runs the network without its
     output layer on a batch of tasks (``params`` may hold the output
     layer's parameters too; they are ignored).
+
+    Parameters
+    ----------
+    weight : str
+        Name of the output layer's weight, of shape ``(n_outputs, n_hidden)``.
+    bias : str or None
+        Name of its bias, or None.
+    features : callable
+        ``features(params, X) -> Tensor of shape (B, n, n_hidden)``.
     """
 
     weight: str

@@ -14,6 +14,16 @@ class TaskBatch(NamedTuple):
     ``y_*`` hold class codes (int64) for classification and targets (float)
     for regression. ``n_classes`` is the number of classes of every task in
     the batch (``None`` for regression).
+
+    Parameters
+    ----------
+    X_support, y_support : Tensor
+        Support inputs and labels, of shapes ``(B, n_support, ...)`` and
+        ``(B, n_support[, ...])``.
+    X_query, y_query : Tensor
+        Query inputs and labels, likewise.
+    n_classes : int, default=None
+        Classes per task; None for regression.
     """
 
     X_support: torch.Tensor
@@ -91,6 +101,13 @@ def maml_meta_gradient(forward, params, batch, *, loss_fn, lr, n_steps,
     ``meta_loss`` computes the loss itself (a compiled :func:`maml_meta_loss`,
     say); the gradient is taken outside it with ``torch.autograd.grad``.
 
+    Parameters
+    ----------
+    forward, params, batch, loss_fn, lr, n_steps, first_order
+        As in :func:`maml_meta_loss`.
+    meta_loss : callable, default=maml_meta_loss
+        Called with the same arguments; returns the scalar meta-loss.
+
     Returns
     -------
     grads : dict of str to Tensor
@@ -125,6 +142,12 @@ def reptile_meta_gradient(forward, params, batch, *, loss_fn, lr, n_steps,
 
     Parameters
     ----------
+    forward, params, batch, loss_fn, lr, n_steps
+        As in :func:`maml_meta_loss`.
+    optimizer : {"sgd", "adam"}, default="sgd"
+        The inner optimizer (see :func:`adapt`).
+    functional : bool, default=False
+        Inner gradients by ``torch.func`` (see :func:`adapt`).
     task_params : dict of str to Tensor, default=None
         Each task's starting point, as in :func:`maml_meta_loss`.
     trainable : collection of str, default=None
@@ -175,7 +198,7 @@ def adapt_and_predict(forward, task_params, X_support, y_support, X_query, *,
         Each task's starting point (with the task dimension).
     X_support, y_support, X_query : Tensor
         With a leading task dimension.
-    loss_fn, lr, n_steps
+    loss_fn, lr, n_steps : callable, float and int
         As in :func:`adapt`.
     predict : callable, default=None
         ``predict(adapted, X_query) -> outputs``; by default ``forward``
