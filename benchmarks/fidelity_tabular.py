@@ -106,7 +106,7 @@ from sklearn.neighbors import KNeighborsClassifier
 
 from benchmarks._harness import set_threads
 from benchmarks._report import RESULTS_DIR, Timer, environment, format_table
-from benchmarks._stats import summary
+from benchmarks._stats import format_ci, summary
 from benchmarks._workloads import DEFAULT_OMNIGLOT_PATH, REPO_DIR
 from sk_meta import FOMAMLClassifier, MAMLClassifier, ReptileClassifier
 from sk_meta.datasets import load_omniglot
@@ -566,45 +566,97 @@ def aggregate(by_split, splits):
 
 
 def summarize(stage):
-    """Per (data set, K): every method on the splits all methods share."""
+    """Per (data set, K): every method on the splits the baselines share."""
     results, meta = load_results(stage)
     rows = []
     for (dataset, k), methods in sorted(results.items()):
         baselines = [m for m in methods if m in SUPPORT_ONLY]
         if not baselines:
             continue
-        # a method that lacks a split the baselines have is left out, so every
-        # row compares the same tasks
-        base_splits = sorted(set.intersection(*(set(methods[b]) for b in baselines)))
-        entry = {"dataset": dataset, "k_shot": k, "methods": {}, "splits": base_splits}
+        splits = sorted(set.intersection(*(set(methods[b]) for b in baselines)))
+        entry = {"dataset": dataset, "k_shot": k, "splits": splits, "methods": {}}
         for method, by_split in methods.items():
-            if not set(base_splits) <= set(by_split):
-                continue
-            entry["methods"][method] = aggregate(by_split, base_splits)
+            # a method that lacks one of these splits is left out, so that
+            # every number of a row averages the same tasks
+            if set(splits) <= set(by_split):
+                entry["methods"][method] = aggregate(by_split, splits)
         candidates = [m for m in entry["methods"]
                       if m in SUPPORT_ONLY or m.startswith("pretrain+LR")]
         best = max(candidates, key=lambda m: entry["methods"][m]["mean"])
+        support = [m for m in candidates if m in SUPPORT_ONLY]
         entry["best_baseline"] = best
+        entry["best_support_only"] = max(
+            support, key=lambda m: entry["methods"][m]["mean"])
         for method in entry["methods"]:
             diff = np.concatenate([methods[method][s] - methods[best][s]
-                                   for s in base_splits])
+                                   for s in splits])
             entry["methods"][method]["minus_best_baseline"] = summary(diff)
-        first = next(iter(meta[(dataset, k)].values()))
+        records = meta[(dataset, k)]
+        first = next(iter(records.values()))
         entry.update(n_way=first["n_way"], n_train_classes=first["n_train_classes"],
                      n_query=first["n_query"])
-        iterations = {}
-        for (method, _), record in meta[(dataset, k)].items():
+        iterations, trained = {}, {}
+        for (method, _), record in records.items():
             if "n_meta_iter" in record:
                 iterations.setdefault(method, []).append(record["n_meta_iter"])
+                trained[method] = record["trained_steps"]
         entry["n_meta_iter"] = {m: int(np.median(v)) for m, v in iterations.items()}
+        entry["trained_steps"] = trained
         rows.append(entry)
     return rows
 
 
+def column_name(entry, method):
+    """``method`` as a result name: meta-learners at their own ``inner_steps``
+    unless the name says ``@steps``; "best support-only" is resolved."""
+    if method == "best support-only":
+        return entry["best_support_only"]
+    if "@" in method or method not in entry["trained_steps"]:
+        return method
+    return f"{method} @{entry['trained_steps'][method]}"
+
+
 def _cell(stats, bold=False):
-    text = (f"{100 * stats['mean']:.1f} ({100 * stats['min']:.0f}-"
-            f"{100 * stats['max']:.0f}) ±{100 * stats['ci95']:.1f}")
+    text = (f"{100 * stats['mean']:.1f} ({100 * stats['min']:.1f}-"
+            f"{100 * stats['max']:.1f}) ± {100 * stats['ci95']:.1f}")
     return f"**{text}**" if bold else text
+
+
+def accuracy_tables(rows, methods):
+    """Accuracy table and paired-difference table (Markdown) for ``methods``."""
+    acc_rows, diff_rows = [], []
+    for r in rows:
+        names = [column_name(r, m) for m in methods]
+        present = [r["methods"].get(n) for n in names]
+        best = max(s["mean"] for s in present if s is not None)
+        head = [r["dataset"], r["n_train_classes"],
+                f"{r['n_way']}-way {r['k_shot']}-shot", len(r["splits"])]
+        acc_rows.append([*head, r["best_baseline"], *(
+            "" if s is None else _cell(s, s["mean"] == best) for s in present)])
+        diff_rows.append([*head, r["best_baseline"], *(
+            "" if s is None else format_ci(s["minus_best_baseline"], percent=True,
+                                           digits=1) for s in present)])
+    columns = ["data set", "train classes", "task", "splits", "best baseline",
+               *methods]
+    return format_table(acc_rows, columns), format_table(diff_rows, columns)
+
+
+def pilot_ranking(rows, top=None):
+    """Every method@steps by its mean difference to the best baseline."""
+    names = sorted({m for r in rows for m in r["methods"]})
+    ranking = []
+    for name in names:
+        diffs = [r["methods"][name]["minus_best_baseline"]["mean"] for r in rows
+                 if name in r["methods"]]
+        if len(diffs) < len(rows):
+            continue
+        ranking.append({"method": name, "mean diff": 100 * np.mean(diffs),
+                        "worst diff": 100 * np.min(diffs),
+                        **{f"{r['dataset'][:8]} {r['k_shot']}s":
+                           100 * r["methods"][name]["minus_best_baseline"]["mean"]
+                           for r in rows}})
+    ranking.sort(key=lambda x: -x["mean diff"])
+    return format_table(ranking[:top], floatfmt="+.1f")
 
 
 def report(stage, methods=None, out=None):
@@ -612,32 +664,17 @@ def report(stage, methods=None, out=None):
     if not rows:
         print(f"no results under {OUT_DIR / stage}")
         return rows
-    all_methods = []
-    for r in rows:
-        for m in r["methods"]:
-            if m not in all_methods:
-                all_methods.append(m)
-    if methods:
-        wanted = [m for m in all_methods
-                  if any(m == w or m.startswith(w + " @") for w in methods)]
+    if stage == "pilot":
+        print("Points above the best baseline (validation classes), by method:\n")
+        print(pilot_ranking(rows))
     else:
-        wanted = all_methods
-    table_rows = []
-    for r in rows:
-        best_all = max(r["methods"][m]["mean"] for m in wanted if m in r["methods"])
-        best = r["best_baseline"]
-        cells = [f"{r['dataset']} ({r['n_train_classes']})",
-                 f"{r['n_way']}w{r['k_shot']}s", len(r["splits"]),
-                 f"{best} {100 * r['methods'][best]['mean']:.1f}"]
-        for m in wanted:
-            s = r["methods"].get(m)
-            cells.append("" if s is None else
-                         f"{_cell(s, s['mean'] == best_all)} "
-                         f"[{100 * s['minus_best_baseline']['mean']:+.1f}]")
-        table_rows.append(cells)
-    text = format_table(table_rows, columns=["data set (train classes)", "task",
-                                             "splits", "best baseline", *wanted])
-    print(text)
+        methods = methods or ["best support-only", "pretrain+LR", *TEST_METHODS]
+        acc, diff = accuracy_tables(rows, methods)
+        print("Accuracy %: mean over splits (min-max over splits) ± 95% interval "
+              "over all test tasks\n")
+        print(acc)
+        print("\nPaired difference to the best baseline (points, ± 95% interval)\n")
+        print(diff)
     if out:
         write_json(Path(out), {"stage": stage, "rows": rows})
     return rows

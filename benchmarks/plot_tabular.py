@@ -1,0 +1,88 @@
+# SPDX-License-Identifier: BSD-3-Clause
+"""Figure of the few-shot tabular benchmark: accuracy by data set and method.
+
+Reads the summary that ``python -m benchmarks.fidelity_tabular --report``
+writes (``benchmarks/results/tabular/summary_test.json``) and saves
+``benchmarks/results/tabular_fidelity.png``: one panel per number of shots,
+one group of points per data set (mean over class splits, bars from the
+worst to the best split), data sets ordered by their number of
+meta-training classes.
+
+Usage::
+
+    python -m benchmarks.plot_tabular
+    python -m benchmarks.plot_tabular --stage pilot --methods maml "maml proto"
+"""
+
+import argparse
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from benchmarks._report import RESULTS_DIR  # noqa: E402
+from benchmarks.fidelity_tabular import OUT_DIR, column_name  # noqa: E402
+
+DEFAULT_METHODS = ["best support-only", "pretrain+LR", "maml", "fomaml", "reptile",
+                   "proposed", "fomaml proposed", "reptile proposed"]
+MARKERS = "osD^v<>PX*"
+
+
+def plot(rows, methods, path, title):
+    shots = sorted({r["k_shot"] for r in rows})
+    fig, axes = plt.subplots(len(shots), 1, figsize=(11, 3.6 * len(shots)),
+                             squeeze=False, sharex=True)
+    width = 0.8 / len(methods)
+    for ax, k in zip(axes[:, 0], shots):
+        panel = sorted((r for r in rows if r["k_shot"] == k),
+                       key=lambda r: r["n_train_classes"])
+        for i, method in enumerate(methods):
+            xs, means, low, high = [], [], [], []
+            for j, r in enumerate(panel):
+                stats = r["methods"].get(column_name(r, method))
+                if stats is None:
+                    continue
+                xs.append(j - 0.4 + (i + 0.5) * width)
+                means.append(100 * stats["mean"])
+                low.append(100 * (stats["mean"] - stats["min"]))
+                high.append(100 * (stats["max"] - stats["mean"]))
+            ax.errorbar(xs, means, yerr=[low, high], fmt=MARKERS[i % len(MARKERS)],
+                        capsize=2, markersize=5, label=method,
+                        linestyle="none")
+        ax.set_xticks(range(len(panel)))
+        ax.set_xticklabels([f"{r['dataset']}\n{r['n_train_classes']} cl., "
+                            f"{r['n_way']}-way" for r in panel], fontsize=8)
+        ax.set_ylabel(f"{k}-shot accuracy %")
+        ax.grid(axis="y", alpha=0.3)
+    axes[0, 0].legend(ncol=4, fontsize=8, loc="lower left")
+    axes[0, 0].set_title(title, fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--stage", default="test", choices=["pilot", "test", "quick"])
+    parser.add_argument("--methods", nargs="+", default=DEFAULT_METHODS)
+    parser.add_argument("--out", default=None, help="PNG path")
+    args = parser.parse_args(argv)
+    summary = OUT_DIR / f"summary_{args.stage}.json"
+    if not summary.is_file():
+        parser.error(f"no {summary}: run python -m benchmarks.fidelity_tabular "
+                     f"--stage {args.stage} --report first")
+    rows = json.loads(summary.read_text())["rows"]
+    out = args.out or RESULTS_DIR / f"tabular_fidelity_{args.stage}.png"
+    path = plot(rows, args.methods, Path(out),
+                "Held-out classes: mean over class splits (bars: worst to best "
+                "split)")
+    print(f"figure written to {path}")
+
+
+if __name__ == "__main__":
+    main()
