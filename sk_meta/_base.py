@@ -24,6 +24,8 @@ from sk_meta._records import FitResult, MetaResult, MetaTrainingState, record_on
 from sk_meta._torch_utils import DeviceOptions, torch_tensor_to_numpy, torch_threads
 from sk_meta.exceptions import DivergenceError, FeatureNamesWarning
 
+MAX_THREADS = 1024  # n_threads above it is refused (see the constraint)
+
 
 def _transactional(method):
     """Leave the estimator exactly as it was if ``method`` raises.
@@ -98,7 +100,9 @@ class BaseMetaEstimator(BaseEstimator):
         "checkpoint_path": [None, str, os.PathLike],
         "checkpoint_every": [Interval(Integral, 1, None, closed="left")],
         "distributed": [StrOptions({"auto"}), "boolean"],
-        "n_threads": [None, Interval(Integral, 1, None, closed="left")],
+        # bounded: torch kills the process (libgomp cannot create the threads,
+        # or a segfault) when asked for far more threads than a system has
+        "n_threads": [None, Interval(Integral, 1, MAX_THREADS, closed="both")],
         "device": [DeviceOptions(), torch.device],
         "random_state": ["random_state"],
         "verbose": ["verbose"],

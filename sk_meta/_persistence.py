@@ -9,6 +9,7 @@ estimator classes (``sk_meta._load`` maps names to classes).
 """
 
 import contextlib
+import errno
 import os
 import pickle
 import uuid
@@ -133,8 +134,16 @@ def _write_atomically(state, path):
     complete, so a crash while writing leaves nothing behind; elsewhere a
     temporary file beside ``path`` is removed on any error.
     """
-    path = os.fspath(path)
+    path = os.fsdecode(os.fspath(path))  # bytes too, as open() takes them
     directory = os.path.dirname(os.path.abspath(path))
+    # Say what is wrong with path itself: writing would fail on the
+    # temporary file beside it, and the error would name that file.
+    if os.path.isdir(path):
+        raise IsADirectoryError(errno.EISDIR, "cannot save to a directory; give a "
+                                "file name", path)
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(errno.ENOENT, f"cannot save: the directory "
+                                f"{directory!r} does not exist", path)
     temporary = os.path.join(
         directory, f".{os.path.basename(path)}.{uuid.uuid4().hex}.tmp"
     )

@@ -100,7 +100,8 @@ def tasks_to_cv(tasks):
     ------
     ValueError
         For an endless sampler, more than 10,000 tasks, no task, or a task
-        whose ``X`` and ``y`` lengths differ.
+        whose ``X`` and ``y`` lengths differ or whose per-sample shapes differ
+        from task 0's (the message names the task).
     TypeError
         For something that is not an iterable of 4-tuples.
 
@@ -138,10 +139,28 @@ def tasks_to_cv(tasks):
     """
     X_parts, y_parts, cv = [], [], []
     n_rows = 0
+    first_shapes = None
     for index, task in _finite_tasks(tasks, "tasks"):
-        n_support, n_query = len(task[0]), len(task[2])
-        if len(task[1]) != n_support or len(task[3]) != n_query:
+        # checked here so that the error names the task, not numpy's concatenation
+        shapes = [np.shape(part) for part in task]
+        if any(len(shape) == 0 for shape in shapes):
+            raise ValueError(
+                f"task {index}: X_support, y_support, X_query and y_query must be "
+                f"arrays of samples, got shapes {shapes}"
+            )
+        n_support, n_query = shapes[0][0], shapes[2][0]
+        if shapes[1][0] != n_support or shapes[3][0] != n_query:
             raise ValueError(f"task {index}: X and y lengths differ")
+        if first_shapes is None:
+            first_shapes = shapes
+        for position, name in enumerate(("X_support", "y_support", "X_query",
+                                         "y_query")):
+            if shapes[position][1:] != first_shapes[position][1:]:
+                raise ValueError(
+                    f"task {index}: {name} has per-sample shape "
+                    f"{shapes[position][1:]}, but task 0 has "
+                    f"{first_shapes[position][1:]}"
+                )
         X_parts += [task[0], task[2]]
         y_parts += [task[1], task[3]]
         support_rows = np.arange(n_rows, n_rows + n_support)
@@ -319,12 +338,16 @@ def evaluate_tasks(estimator, tasks, *, baselines=None, scoring=None,
                for name, model in models.items()}
     adapted = clone(estimator)  # keeps the meta-learned init; fit starts from it
     scores = {name: [] for name in models}
-    for _, task in _finite_tasks(tasks, "tasks"):
+    for index, task in _finite_tasks(tasks, "tasks"):
         X_support, y_support, X_query, y_query = task
         for name, model in models.items():
-            fitted = (adapted if model is estimator else clone(model)).fit(
-                X_support, y_support)
-            scores[name].append(scorers[name](fitted, X_query, y_query))
+            try:
+                fitted = (adapted if model is estimator else clone(model)).fit(
+                    X_support, y_support)
+                scores[name].append(scorers[name](fitted, X_query, y_query))
+            except (ValueError, TypeError) as exc:
+                # the model's own message does not say which task is bad
+                raise type(exc)(f"task {index}: {name}: {exc}") from exc
     if not scores[_model_name(estimator)]:
         raise ValueError("tasks is empty")
     return TaskEvaluation(

@@ -70,6 +70,23 @@ def _take_rows(data, rows):
     return data[rows]
 
 
+def _check_labels(y):
+    """Refuse missing labels: np.unique would make NaN a class, and fail on
+    None among strings with a bare ``TypeError``."""
+    if y.dtype.kind in "fc":
+        missing = ~np.isfinite(y)
+    elif y.dtype.kind == "O":
+        missing = np.array([v is None or (isinstance(v, float) and v != v)
+                            for v in y], dtype=bool)
+    else:
+        return
+    if missing.any():
+        raise ValueError(
+            f"y contains {int(missing.sum())} missing or infinite labels (first at "
+            f"row {int(np.argmax(missing))}); every row needs a class label."
+        )
+
+
 def _format_labels(labels, max_shown=10):
     # tolist() gives Python scalars, whose repr is 3 or 'a', not np.int64(3).
     shown = ", ".join(repr(label) for label in labels[:max_shown].tolist())
@@ -211,9 +228,13 @@ class EpisodeSampler:
         self.random_state = random_state
         self.shuffle_labels = bool(shuffle_labels)
 
-        all_labels, codes, counts = np.unique(
-            y, return_inverse=True, return_counts=True
-        )
+        _check_labels(y)
+        try:
+            all_labels, codes, counts = np.unique(
+                y, return_inverse=True, return_counts=True
+            )
+        except TypeError as exc:  # labels of several types
+            raise ValueError(f"y's labels cannot be sorted: {exc}.") from None
         if classes is None:
             pool = np.arange(len(all_labels))
         else:
