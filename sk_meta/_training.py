@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from skorch.history import History
 
+from sk_meta import _distributed
 from sk_meta._progress import Progress
 from sk_meta._records import MetaTrainingState
 from sk_meta._signals import deferred_keyboard_interrupt
@@ -84,6 +85,7 @@ class TrainerSettings:
     checkpoint_every: int | None   # None: no periodic checkpoints
     verbose: int
     device: torch.device
+    world: _distributed.World | None = None  # None: this process alone
 
     @classmethod
     def from_estimator(cls, estimator, *, device, incremental):
@@ -94,6 +96,8 @@ class TrainerSettings:
                 "use meta_lr_schedule='constant' with meta_partial_fit, or "
                 "meta_fit with warm_start=True"
             )
+        world = _distributed.world(estimator.distributed)
+        _distributed.check_device(world, device)
         return cls(
             meta_batch_size=estimator.meta_batch_size,
             n_meta_iter=None if incremental else estimator.n_meta_iter,
@@ -110,6 +114,7 @@ class TrainerSettings:
                               else estimator.checkpoint_every),
             verbose=estimator.verbose,
             device=device,
+            world=world,
         )
 
 
@@ -198,12 +203,20 @@ class MetaTrainer:
     def __init__(self, settings, inner_loop, start, source, first_groups, *,
                  to_result, validation=None, checkpoint=None):
         self.settings = settings
+        self.world = world = settings.world
         self.inner_loop = inner_loop
         self.source = source
         self.groups = first_groups
         self.to_result = to_result
         self.validation = validation
         self.checkpoint = checkpoint
+        if world is not None:
+            # each process validates its share of the tasks
+            if validation is not None:
+                shares = (_distributed.shard_batch(b, world) for b in validation)
+                self.validation = [b for b in shares if b is not None]
+            if checkpoint is not None and not world.writes:
+                self.checkpoint = _skip_checkpoint
         self.state = copy.copy(start.state)
         self.params = {name: p.detach().clone().requires_grad_()
                        for name, p in start.params.items()}
@@ -217,6 +230,11 @@ class MetaTrainer:
         self.validation_scores = list(start.validation_scores)
         self.best_score = start.best_score
         self.committed_n_drawn = self.state.n_drawn
+        if world is not None:
+            _distributed.broadcast_from_first(
+                {**self.params, **{("lr", k): r for k, r in (self.lrs or {}).items()}},
+                world, settings.device)
+        self.elapsed = 0.0  # across processes: the largest, agreed on
         self.optimizer = make_optimizer(
             settings.meta_optimizer,
             [*self.params.values(), *(self.lrs or {}).values()], settings.meta_lr,
@@ -237,7 +255,9 @@ class MetaTrainer:
     def run(self):
         """Meta-train; return the result and whether Ctrl-C stopped the run."""
         self.start_time = time.perf_counter()
-        self.progress = Progress(self.settings.verbose, start=self.n_iter,
+        verbose = self.settings.verbose if self.world is None or self.world.writes \
+            else 0  # one progress bar, not one per process
+        self.progress = Progress(verbose, start=self.n_iter,
                                  total=self.settings.n_meta_iter,
                                  max_time=self.settings.max_time)
         interrupted = False
@@ -251,10 +271,11 @@ class MetaTrainer:
                     self._step(self.groups)
                     self._check()
                     stop = self._report()
-                    if sigint.is_set:
-                        interrupted = True
+                    interrupted, out_of_time = self._agree(sigint.is_set,
+                                                           self._out_of_time())
+                    if interrupted:
                         break
-                    if stop or self._budget_spent():
+                    if stop or out_of_time or self._iterations_spent():
                         break
                     self.groups = self.source.draw(self.settings.meta_batch_size)
                     if self.groups is None:
@@ -305,6 +326,8 @@ class MetaTrainer:
 
     def _meta_gradient(self, groups):
         """Mean meta-gradient and meta-loss over all tasks of the meta-batch."""
+        if self.world is not None:
+            groups = _distributed.shard(groups, self.world)
         n_tasks = sum(len(g.indices) for g in groups)
         total = total_lrs = None
         total_loss = 0.0
@@ -322,10 +345,34 @@ class MetaTrainer:
             if lr_grads is not None:
                 total_lrs = lr_grads if total_lrs is None else {
                     k: total_lrs[k] + g for k, g in lr_grads.items()}
+        if self.world is not None:
+            total, total_lrs, total_loss, n_tasks = self._sum_over_processes(
+                total, total_lrs, total_loss, n_tasks)
         mean = {k: g / n_tasks for k, g in total.items()}
         mean_lrs = None if total_lrs is None else {
             k: g / n_tasks for k, g in total_lrs.items()}
         return mean, mean_lrs, total_loss / n_tasks
+
+    def _sum_over_processes(self, grads, lr_grads, loss, n_tasks):
+        """The sums of all processes' shares (zeros from a process without one)."""
+        if grads is None:
+            grads = {k: torch.zeros_like(p) for k, p in self.params.items()}
+        if lr_grads is None and self.lrs is not None:
+            lr_grads = {k: torch.zeros_like(r) for k, r in self.lrs.items()}
+        dtype = next(iter(grads.values())).dtype
+        summed = _distributed.all_reduce_sum({
+            **{("grad", k): g for k, g in grads.items()},
+            **{("lr", k): g for k, g in (lr_grads or {}).items()},
+            "loss": torch.as_tensor(loss, dtype=dtype, device=self.settings.device),
+            "n_tasks": torch.tensor(float(n_tasks), dtype=dtype,
+                                    device=self.settings.device),
+        }, self.world, self.settings.device)
+        return (
+            {k: summed["grad", k] for k in grads},
+            None if lr_grads is None else {k: summed["lr", k] for k in lr_grads},
+            summed["loss"],
+            summed["n_tasks"],  # a tensor: reading it back would stall a GPU
+        )
 
     def _check(self, flush=False):
         """Read back pending losses when due; on a non-finite one, stop."""
@@ -358,12 +405,34 @@ class MetaTrainer:
             self.checkpoint(self.to_result(self._outcome()))
         return stop
 
-    def _budget_spent(self):
-        settings = self.settings
-        if settings.n_meta_iter is not None and self.n_iter >= settings.n_meta_iter:
-            return True
-        return (settings.max_time is not None
-                and time.perf_counter() - self.start_time >= settings.max_time)
+    def _iterations_spent(self):
+        n_meta_iter = self.settings.n_meta_iter
+        return n_meta_iter is not None and self.n_iter >= n_meta_iter
+
+    def _out_of_time(self):
+        max_time = self.settings.max_time
+        return max_time is not None and self._elapsed() >= max_time
+
+    def _elapsed(self):
+        # across processes, the time agreed on: their schedules must not differ
+        if self.world is not None:
+            return self.elapsed
+        return time.perf_counter() - self.start_time
+
+    def _agree(self, interrupted, out_of_time):
+        """Whether to stop for Ctrl-C or ``max_time``: on any process, all stop.
+
+        Processes agree when the loss is read back (every meta-iteration on
+        the CPU); in between, only their common stop conditions count.
+        """
+        if self.world is None:
+            return interrupted, out_of_time
+        if self.n_iter % self.check_every:
+            return False, False
+        interrupted, self.elapsed = _distributed.all_reduce_max(
+            [interrupted, time.perf_counter() - self.start_time], self.world,
+            self.settings.device)
+        return bool(interrupted), self._out_of_time()
 
     def _history_due(self):
         return self.n_iter % self.settings.validation_interval == 0
@@ -377,8 +446,7 @@ class MetaTrainer:
         settings = self.settings
         progress = self.n_iter / settings.budget
         if settings.max_time is not None and hasattr(self, "start_time"):
-            elapsed = time.perf_counter() - self.start_time
-            progress = max(progress, elapsed / settings.max_time)
+            progress = max(progress, self._elapsed() / settings.max_time)
         return progress
 
     def _set_meta_lr(self, lr):
@@ -451,6 +519,13 @@ class MetaTrainer:
                 total_loss += loss
                 total_score += score
                 n_tasks += batch.n_tasks
+        if self.world is not None:
+            summed = _distributed.all_reduce_sum(
+                {k: torch.tensor(v, dtype=torch.float64) for k, v in
+                 (("loss", total_loss), ("score", total_score), ("n", n_tasks))},
+                self.world, self.settings.device)
+            total_loss, total_score, n_tasks = (summed[k].item() for k in
+                                                ("loss", "score", "n"))
         return total_loss / n_tasks, total_score / n_tasks
 
     def _current(self):
@@ -524,3 +599,7 @@ class MetaTrainer:
             validation_scores=list(self.validation_scores),
             best_score=self.best_score,
         )
+
+
+def _skip_checkpoint(result):
+    """Processes other than rank 0 write no checkpoint."""
