@@ -6,7 +6,6 @@ import re
 
 import numpy as np
 import pytest
-from numpydoc.docscrape import ClassDoc, FunctionDoc
 
 import sk_meta
 import sk_meta.datasets
@@ -16,7 +15,8 @@ import sk_meta.models
 import sk_meta.pipeline
 import sk_meta.tasks
 
-pytest.importorskip("numpydoc")
+docscrape = pytest.importorskip("numpydoc.docscrape")
+ClassDoc, FunctionDoc = docscrape.ClassDoc, docscrape.FunctionDoc
 
 MODULES = [sk_meta, sk_meta.tasks, sk_meta.datasets, sk_meta.models,
            sk_meta.functional, sk_meta.model_selection, sk_meta.pipeline]
