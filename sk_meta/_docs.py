@@ -164,13 +164,16 @@ PARAMETERS = {
         ``"auto"``: when a ``torch.distributed`` process group with more than
         one process is initialized (``torchrun``), each meta-batch is split
         across the processes and their meta-gradients are all-reduced; every
-        process ends with the same weights. ``False``: each process
-        meta-trains on its own."""),
+        process ends with the same weights (a meta-batch that the number of
+        processes does not divide is split unevenly, weighted as one process
+        would). A process that fails or stops answering makes the others
+        raise after the group's ``timeout`` (``init_process_group``).
+        ``False``: each process meta-trains on its own."""),
     "n_threads": ("int", """
         Torch threads while this estimator computes (restored afterwards).
         One thread is fastest for the small networks of few-shot learning
         and cannot oversubscribe a busy machine; ``None`` keeps torch's
-        setting."""),
+        setting. At most 1024."""),
     "device": ("str or torch.device", """
         ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"mps"`` or ``"auto"`` (CUDA
         when available; ``device_`` says which was used). The meta-learned

@@ -5,7 +5,8 @@ standard error is a terminal or the code runs in a notebook, and otherwise
 prints a line every 5 % of the run (a log file gets readable lines, not
 carriage returns); ``verbose=2`` prints a line every meta-iteration. Each
 shows the meta-iteration, the meta-loss, the last validation score, the
-rate and the time left.
+rate and the time left. Output that can no longer be written (a closed
+pipe, ``| head``) ends the report, never the meta-training.
 """
 
 import sys
@@ -62,10 +63,19 @@ class Progress:
                             unit="it", desc="meta_fit", dynamic_ncols=True,
                             leave=True)
 
+    def _write(self, report, *args):
+        # a reader that went away must not fail (and so roll back) the run
+        try:
+            report(*args)
+        except (OSError, ValueError):
+            self.verbose, self.bar = 0, None
+
     def update(self, n_iter, loss, valid_score=None):
         """Report the state after meta-iteration ``n_iter``."""
-        if not self.verbose:
-            return
+        if self.verbose:
+            self._write(self._update, n_iter, loss, valid_score)
+
+    def _update(self, n_iter, loss, valid_score):
         if self.bar is not None:
             postfix = {"meta_loss": f"{loss:.4g}" if loss is not None else "-"}
             if valid_score is not None:
@@ -108,10 +118,12 @@ class Progress:
 
     def close(self, n_iter, loss, valid_score=None):
         """Report the final state (after the last validation) and end the bar."""
-        if not self.verbose:
-            return
+        if self.verbose:
+            self._write(self._close, n_iter, loss, valid_score)
+
+    def _close(self, n_iter, loss, valid_score):
         if self.bar is not None:
-            self.update(n_iter, loss, valid_score)
+            self._update(n_iter, loss, valid_score)
             self.bar.refresh()
             self.bar.close()
         elif self.last_printed != n_iter or valid_score != self.last_score:
