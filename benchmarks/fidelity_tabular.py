@@ -110,6 +110,7 @@ from benchmarks._stats import format_ci, summary
 from benchmarks._workloads import DEFAULT_OMNIGLOT_PATH, REPO_DIR
 from sk_meta import FOMAMLClassifier, MAMLClassifier, ReptileClassifier
 from sk_meta.datasets import load_omniglot
+from sk_meta.exceptions import DivergenceError
 from sk_meta.models import MLP
 from sk_meta.tasks import EpisodeSampler, split_classes
 
@@ -517,12 +518,16 @@ def run_setting(dataset, setting, split, k_shot, args, timer):
             meta_seconds = time.perf_counter() - t0
             steps = [est.inner_steps, *(s for s in args.test_steps
                                         if s != est.inner_steps)]
-            acc = {}
+            acc, diverged = {}, []
             for s in steps:
                 est.set_params(inner_steps=s)
-                acc[str(s)] = accuracies(
-                    lambda t: est.fit(t.X_support, t.y_support).predict(t.X_query),
-                    tasks)
+                try:
+                    acc[str(s)] = accuracies(
+                        lambda t: est.fit(t.X_support, t.y_support).predict(
+                            t.X_query), tasks)
+                except DivergenceError:
+                    diverged.append(s)  # reported as missing, never as a score
+            record["diverged_at_steps"] = diverged
             record.update(kind="meta", params={k: str(v) for k, v in spec.params},
                           pretrained=spec.pretrained, trained_steps=steps[0],
                           n_meta_iter=int(est.n_meta_iter_),
