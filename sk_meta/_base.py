@@ -469,10 +469,19 @@ class BaseMetaEstimator(BaseEstimator):
             return _fitting.predict_outputs(self, self._fit, X)
 
 
+# Parameters whose default changed: a file or pickle written before the
+# parameter existed keeps the behaviour it was written with.
+PARAMETERS_OF_OLDER_FILES = {"head_init": "meta"}
+
+
 def _init_defaults(estimator_class):
+    """Defaults for the parameters a file or pickle lacks (``PARAMETERS_OF_OLDER_FILES``
+    first, then the signature's)."""
     signature = inspect.signature(estimator_class.__init__)
-    return {name: p.default for name, p in signature.parameters.items()
-            if p.default is not inspect.Parameter.empty}
+    defaults = {name: p.default for name, p in signature.parameters.items()
+                if p.default is not inspect.Parameter.empty}
+    return {**defaults, **{name: value for name, value in
+                           PARAMETERS_OF_OLDER_FILES.items() if name in defaults}}
 
 
 def _upgrade_pickle(state, estimator):

@@ -67,7 +67,10 @@ PARAMETERS = {
         ``"prototype"``: ProtoMAML (Triantafillou et al., 2020), the layer of
         a nearest-prototype classifier on the support set's features
         (``w_k = 2 c_k``, ``b_k = -||c_k||²``), then adapted; the
-        meta-gradient flows through the prototypes."""),
+        meta-gradient flows through the prototypes. It needs a network whose
+        last operation is an ``nn.Linear`` layer with a bias (the default
+        MLP is one); the classifiers' default, chosen on few-shot tables
+        (see the Results page of the documentation)."""),
     "multi_step_loss": ("bool", """
         MAML++'s multi-step loss (MAML only): the meta-loss weights the query
         loss after every inner step, from uniform weights annealed over the

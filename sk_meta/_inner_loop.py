@@ -191,7 +191,9 @@ class InnerLoop:
         if settings.needs_output_layer:
             if probe is None:
                 raise ValueError("the output layer options need a probe of inputs")
-            self.output_layer = find_output_layer(module, self.strategy, probe)
+            # the probe is a support set: one sample is the user's error to name
+            with single_sample_batch_norm_error("the support set"):
+                self.output_layer = find_output_layer(module, self.strategy, probe)
         self.chunk_size = None
         self.compile_mode = resolve_compile_mode(settings.compile, device)
         self._meta_loss = self._maml_loss
@@ -416,10 +418,10 @@ class InnerLoop:
         Returns every task's adapted parameters (detached) and the last loss.
         """
         loss_fn = loss_for(n_classes, self.settings.classification)
-        forward, start, inputs, trainable, _ = self._problem(
-            params, X, y, n_classes, X.shape[0])
-        self.module.train()  # dropout on, as in meta-training
+        self.module.train()  # dropout on, as in meta-training (prototypes too)
         with single_sample_batch_norm_error(what):
+            forward, start, inputs, trainable, _ = self._problem(
+                params, X, y, n_classes, X.shape[0])
             adapted, loss = adapt(
                 forward, start, inputs(X), y, loss_fn=loss_fn,
                 lr=self.rates(lrs, scale), n_steps=self.settings.steps, detach=True,

@@ -6,6 +6,7 @@ import warnings
 import numpy as np
 
 from sk_meta import _persistence
+from sk_meta._base import PARAMETERS_OF_OLDER_FILES
 from sk_meta._maml import (
     FOMAMLClassifier,
     FOMAMLRegressor,
@@ -80,6 +81,8 @@ def load(path, *, module=None):
             f"{path} is not a valid sk_meta file: unknown parameters "
             f"{sorted(unknown)} for {state['estimator']}"
         )
+    for name, value in PARAMETERS_OF_OLDER_FILES.items():  # written before it existed
+        params.setdefault(name, value)
     params["module"] = _persistence.resolve_module(params.get("module"), module)
     checkpoint_path = params.pop("checkpoint_path", None)
     if checkpoint_path is not None:

@@ -374,6 +374,19 @@ def test_dataframe_column_order_is_checked_between_meta_fit_and_fit():
         _classifier(meta_batch_size=2).meta_partial_fit([frames[0], reordered])
 
 
+def test_files_written_before_head_init_existed_keep_the_meta_learned_head(tmp_path):
+    # head_init's default became "prototype"; a file without the parameter was
+    # written when every output layer was meta-learned, and must stay so
+    path = _saved_file(tmp_path)
+    state = torch.load(path, weights_only=True)
+    assert state["params"].pop("head_init") == "prototype"
+    torch.save(state, path)
+    assert sk_meta.load(path).head_init == "meta"
+    state["params"]["head_init"] = "zero"
+    torch.save(state, path)
+    assert sk_meta.load(path).head_init == "zero"
+
+
 def test_an_unsupported_torch_device_is_a_clear_error():
     """device=torch.device("meta") passed validation and failed deep inside."""
     with pytest.raises(ValueError, match="device='meta' is not supported"):

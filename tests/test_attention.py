@@ -168,7 +168,7 @@ def test_the_users_attention_module_is_not_modified():
     module.eval()
     before = {k: v.clone() for k, v in module.state_dict().items()}
     clf = MAMLClassifier(module, inner_steps=1, meta_batch_size=2, n_meta_iter=2,
-                         random_state=0).meta_fit(train)
+                         head_init="meta", random_state=0).meta_fit(train)
     task = train.sample(5)
     clf.fit(task.X_support, task.y_support).predict(task.X_query)
     assert not module.training

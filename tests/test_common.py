@@ -18,8 +18,19 @@ ESTIMATORS = [
 ]
 
 
-# No expected failures: every check passes, the comparisons of two fits by
-# seeding (the checks set random_state).
-@parametrize_with_checks(ESTIMATORS)
+# One expected failure. The classifiers start each task's output layer from
+# the class prototypes, whose logits 2 c.h - ||c||^2 cancel large terms: in
+# float32, predicting a subset of rows differs from predicting them in a larger
+# batch by about 1e-6 (matrix products are blocked by batch size), above the
+# check's 1e-7. tests/test_estimators.py holds them to 1e-5. Every other check
+# passes, the comparisons of two fits by seeding (the checks set random_state).
+def _expected_failures(estimator):
+    if estimator.get_params().get("head_init") == "prototype":
+        return {"check_methods_subset_invariance":
+                "float32 prototype logits: subsets differ by ~1e-6 (> 1e-7)"}
+    return {}
+
+
+@parametrize_with_checks(ESTIMATORS, expected_failed_checks=_expected_failures)
 def test_sklearn_compatible_estimator(estimator, check):
     check(estimator)

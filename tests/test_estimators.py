@@ -319,7 +319,7 @@ def test_recurrent_modules_meta_fit_and_adapt(cell):
     tasks = _sequence_tasks(16, seed=0)
     clf = MAMLClassifier(_RecurrentNet, module_params={"cell": cell}, inner_lr=0.5,
                          inner_steps=3, meta_batch_size=8, n_meta_iter=10,
-                         random_state=0)
+                         head_init="meta", random_state=0)
     clf.meta_fit(tasks)
     assert clf.meta_input_shape_ == (5, 3)
     assert clf._meta.training_state.forward_strategy == "loop"
@@ -508,3 +508,20 @@ def test_reversed_and_strided_arrays_give_the_results_of_their_copies():
     proba = clf.fit(X, y).predict_proba(X)
     copied = clone(clf).fit(X.copy(), y.copy())
     np.testing.assert_array_equal(proba, copied.predict_proba(X.copy()))
+
+
+@pytest.mark.parametrize("estimator_class",
+                         [MAMLClassifier, FOMAMLClassifier, ReptileClassifier])
+def test_predictions_of_row_subsets_equal_those_of_the_whole_batch(estimator_class):
+    # scikit-learn's check_methods_subset_invariance at float32's precision
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(60, 4)).astype(np.float32) * 3
+    y = np.tile(np.arange(3), 20)
+    tasks = [(X[i::4][:9], y[i::4][:9], X[i::4][9:], y[i::4][9:]) for i in range(4)]
+    clf = estimator_class(hidden_layer_sizes=(16,), n_meta_iter=2, random_state=0)
+    clf.meta_fit(tasks).fit(X[:30], y[:30])
+    whole = clf.predict_proba(X[30:])
+    for rows in (slice(0, 1), slice(3, 10), slice(10, 30)):
+        np.testing.assert_allclose(clf.predict_proba(X[30:][rows]), whole[rows],
+                                   rtol=1e-5, atol=1e-6)
+    assert (clf.predict(X[30:][3:10]) == clf.predict(X[30:])[3:10]).all()

@@ -34,12 +34,19 @@ def test_defaults_of_each_estimator_are_those_of_its_signature():
     import inspect
 
     expected = {
-        "MAMLClassifier": {"inner_lr": 0.1, "first_order": False},
-        "FOMAMLClassifier": {"inner_lr": 0.1, "first_order": True},
-        "MAMLRegressor": {"inner_lr": 0.01, "first_order": False},
-        "FOMAMLRegressor": {"inner_lr": 0.01, "first_order": True},
-        "ReptileClassifier": {"inner_lr": 0.1, "inner_optimizer": "sgd"},
-        "ReptileRegressor": {"inner_lr": 0.01, "inner_optimizer": "sgd"},
+        # the classifiers' defaults were chosen by benchmarks/fidelity_tabular.py
+        "MAMLClassifier": {"inner_lr": 0.1, "first_order": False,
+                           "head_init": "prototype", "inner_steps": 5},
+        "FOMAMLClassifier": {"inner_lr": 0.1, "first_order": True,
+                             "head_init": "prototype", "inner_steps": 5},
+        "MAMLRegressor": {"inner_lr": 0.01, "first_order": False,
+                          "head_init": "meta", "inner_steps": 5},
+        "FOMAMLRegressor": {"inner_lr": 0.01, "first_order": True,
+                            "head_init": "meta", "inner_steps": 5},
+        "ReptileClassifier": {"inner_lr": 0.1, "inner_optimizer": "sgd",
+                              "head_init": "prototype", "inner_steps": 10},
+        "ReptileRegressor": {"inner_lr": 0.01, "inner_optimizer": "sgd",
+                             "head_init": "meta", "inner_steps": 5},
     }
     for name, defaults in expected.items():
         cls = getattr(sk_meta, name)

@@ -192,7 +192,7 @@ def test_one_meta_iteration_steps_along_the_meta_gradient_of_its_order(
     est = estimator_class(
         net, inner_lr=inner_lr, inner_steps=inner_steps,
         meta_inner_steps=meta_inner_steps, meta_optimizer="sgd", meta_lr=meta_lr,
-        meta_batch_size=len(tasks), n_meta_iter=1, random_state=0,
+        meta_batch_size=len(tasks), n_meta_iter=1, head_init="meta", random_state=0,
     ).meta_fit(tasks)
     n_steps = meta_inner_steps or inner_steps
     gradients = {
@@ -308,7 +308,8 @@ def test_fit_takes_exactly_inner_steps_sgd_steps_at_inner_lr(estimator_class):
         net = _seeded_net(2, 8, 1, seed=6)
     X_s, y_s, X_q, _ = _to_torch(task, classification)
     lr, n_steps = 0.037, 3
-    est = estimator_class(net, inner_lr=lr, inner_steps=n_steps, random_state=0)
+    est = estimator_class(net, inner_lr=lr, inner_steps=n_steps, head_init="meta",
+                          random_state=0)
     est.fit(task[0], task[1])
 
     def reference(lr=lr, n_steps=n_steps):
@@ -354,7 +355,8 @@ class _Sliced(nn.Module):
 def test_fit_of_the_default_mlp_after_meta_fit_starts_from_the_meta_learned_init():
     tasks = _classification_tasks(8, seed=7, labels=(0, 1, 2, 3))
     clf = MAMLClassifier(hidden_layer_sizes=(6,), inner_steps=2, meta_batch_size=4,
-                         n_meta_iter=2, random_state=0).meta_fit(tasks)
+                         head_init="meta", n_meta_iter=2, random_state=0
+                         ).meta_fit(tasks)
     assert clf.meta_n_outputs_ == 4
     init = _float64(clf.meta_params_)
     task = _classification_tasks(1, seed=8, labels=(30, 10, 20), per_class=4)[0]

@@ -110,7 +110,7 @@ def _one_step(**params):
     """An estimator after one meta-iteration of outer SGD with rate 1."""
     defaults = dict(inner_lr=INNER_LR, inner_steps=N_STEPS, meta_batch_size=2,
                     n_meta_iter=1, meta_optimizer="sgd", meta_lr=1.0,
-                    random_state=0)
+                    head_init="meta", random_state=0)
     estimator_class = params.pop("estimator_class", MAMLClassifier)
     est = estimator_class(_init(), **{**defaults, **params})
     return est.meta_partial_fit(_tasks())
@@ -226,7 +226,8 @@ def test_multi_step_loss_once_annealed_is_plain_maml():
     est.meta_partial_fit(_tasks())  # progress 1/1: annealed
     plain = MAMLClassifier(after_first, inner_lr=INNER_LR, inner_steps=N_STEPS,
                            meta_batch_size=2, n_meta_iter=1, meta_optimizer="sgd",
-                           meta_lr=1.0, random_state=0).meta_partial_fit(_tasks())
+                           meta_lr=1.0, head_init="meta", random_state=0
+                           ).meta_partial_fit(_tasks())
     for name, value in est.meta_params_.items():
         torch.testing.assert_close(value, plain.meta_params_[name])
 
@@ -271,7 +272,7 @@ def _with_learned_rates():
         np.random.default_rng(0).normal(size=(90, 4)), np.repeat(np.arange(6), 15),
         n_way=3, k_shot=2, n_query=3, random_state=0)
     return MAMLClassifier(hidden_layer_sizes=(6,), inner_lr_mode="per_parameter",
-                          meta_lr=0.05, n_meta_iter=3, random_state=0
+                          head_init="meta", meta_lr=0.05, n_meta_iter=3, random_state=0
                           ).meta_fit(digits_like), digits_like.sample(0)
 
 
