@@ -62,14 +62,16 @@ maml, fomaml, reptile
     ``MAMLClassifier()``, ``FOMAMLClassifier()``, ``ReptileClassifier()``
     with the package defaults.
 maml <variant>...
-    MAML with one or more of the options of the issue: ``zero`` and
+    MAML with one or more of the options: ``zero`` and
     ``proto`` (``head_init``), ``lslr`` (``inner_lr_mode="per_layer_step"``),
     ``metasgd`` (``"per_parameter"``), ``anil`` (``adapt_layers="head"``),
-    ``msl`` (``multi_step_loss``), ``pre`` (the module is the pretrained
+    ``msl`` (``multi_step_loss``), ``meta`` (``head_init="meta"``), ``pre``
+    (the module is the pretrained
     network of pretrain+LR with a new output layer: pretrain, then
     meta-learn).
-proposed, fomaml proposed, reptile proposed
-    The configurations proposed as the new defaults (see ``PROPOSED``).
+maml meta, reptile meta steps=5, ...
+    The classifiers' defaults before this benchmark chose new ones
+    (``head_init="meta"``; Reptile with 5 inner steps).
 
 Every meta-learner meta-trains for at most ``--max-time`` seconds (and its
 ``n_meta_iter``) and is evaluated after ``inner_steps`` adaptation steps and
@@ -361,6 +363,7 @@ class MetaLearner:
 
 # The options of the issue, by short name, combinable in a method name.
 VARIANTS = {
+    "meta": {"head_init": "meta"},
     "zero": {"head_init": "zero"},
     "proto": {"head_init": "prototype"},
     "lslr": {"inner_lr_mode": "per_layer_step"},
@@ -370,21 +373,6 @@ VARIANTS = {
 }
 ESTIMATORS = {"maml": MAMLClassifier, "fomaml": FOMAMLClassifier,
               "reptile": ReptileClassifier}
-
-# The configurations proposed as new defaults (chosen by the pilot on
-# validation classes; see FIDELITY.md).
-PROPOSED = {
-    "proposed": MetaLearner(MAMLClassifier, (
-        ("head_init", "prototype"), ("adapt_layers", "head"),
-        ("hidden_layer_sizes", (128, 128)), ("inner_lr", 0.1), ("inner_steps", 10),
-        ("n_meta_iter", 2000))),
-    "fomaml proposed": MetaLearner(FOMAMLClassifier, (
-        ("head_init", "prototype"), ("hidden_layer_sizes", (128, 128)),
-        ("n_meta_iter", 2000))),
-    "reptile proposed": MetaLearner(ReptileClassifier, (
-        ("head_init", "zero"), ("hidden_layer_sizes", (128, 128)),
-        ("n_meta_iter", 2000))),
-}
 
 # extra estimator parameters written in a method name: "maml proto lr=0.3"
 _PARAM_NAMES = {"lr": ("inner_lr", float), "steps": ("inner_steps", int),
@@ -398,11 +386,8 @@ def meta_learner(name):
 
     ``"maml"``, ``"fomaml"``, ``"reptile"``, followed by variants
     (``VARIANTS``, ``pre``) and ``key=value`` settings (``_PARAM_NAMES``),
-    e.g. ``"maml pre proto anil h=128x128 steps=10"``; or a name of
-    ``PROPOSED``.
+    e.g. ``"maml pre proto anil h=128x128 steps=10"``.
     """
-    if name in PROPOSED:
-        return PROPOSED[name]
     words = name.split()
     if not words or words[0] not in ESTIMATORS:
         raise ValueError(f"unknown method {name!r}")
@@ -431,7 +416,10 @@ PILOT_METHODS = [
     "maml proto anil h=128x128", "maml pre proto anil h=128x128",
     "fomaml proto", "reptile zero",
 ]
-TEST_METHODS = ["maml", "fomaml", "reptile", *PROPOSED]
+# the defaults, the defaults before this benchmark chose them, and
+# pretraining followed by meta-learning with the defaults
+TEST_METHODS = ["maml", "fomaml", "reptile", "maml meta", "reptile meta steps=5",
+                "maml pre lr=0.01"]
 
 
 # -- running -----------------------------------------------------------------------
@@ -693,7 +681,7 @@ def main(argv=None):
                              "classes (to report)")
     parser.add_argument("--quick", action="store_true",
                         help="digits and libras, split 0, 100 test tasks, 10 s "
-                             "per meta-training, baselines, maml and proposed")
+                             "per meta-training, baselines and the defaults")
     parser.add_argument("--datasets", nargs="+", default=None, choices=list(DATASETS))
     parser.add_argument("--splits", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--k-shot", type=int, nargs="+", default=[1, 5])
@@ -715,7 +703,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     baselines = [*SUPPORT_ONLY, "pretrain+LR", "pretrain+LR h=128x128"]
     if args.list:
-        print("\n".join([*baselines, *PILOT_METHODS, *PROPOSED]))
+        print("\n".join([*baselines, *PILOT_METHODS, *TEST_METHODS]))
         return
     if args.report:
         report(args.stage, args.methods,
@@ -724,7 +712,7 @@ def main(argv=None):
     if args.quick:
         args.datasets = args.datasets or ["digits", "movement_libras"]
         args.splits, args.n_test_tasks, args.max_time = [0], 100, 10.0
-        args.methods = args.methods or [*baselines, "maml", "proposed"]
+        args.methods = args.methods or [*baselines, "maml", "fomaml", "reptile"]
         args.stage = "quick"
     if args.datasets is None:
         args.datasets = list(DATASETS)

@@ -27,7 +27,7 @@ extensions = [
 ]
 
 templates_path = ["_templates"]
-exclude_patterns = ["_build", "_proposed_README.rst", "**/sg_execution_times.rst",
+exclude_patterns = ["_build", "**/sg_execution_times.rst",
                     "sg_execution_times.rst"]
 root_doc = "index"
 default_role = "literal"  # `name` renders as code, as ``name`` does
