@@ -364,9 +364,31 @@ class _NoFinalLinear(torch.nn.Module):
 
 
 def test_a_module_whose_output_is_not_its_last_linear_layer_is_refused():
-    with pytest.raises(ValueError, match="output layer options need the network's "
-                                         "output to be its last nn.Linear layer"):
+    with pytest.raises(ValueError, match="need the network's output to be its "
+                                         "last nn.Linear layer"):
         MAMLClassifier(_NoFinalLinear, head_init="zero").meta_fit(_tasks())
+    # with the default head the message says what the user did not choose
+    with pytest.raises(ValueError, match=r"head_init='prototype' \(the classifiers' "
+                                         r"default\).*pass head_init='meta'"):
+        MAMLClassifier(_NoFinalLinear).meta_fit(_tasks())
+    # and that setting works
+    MAMLClassifier(_NoFinalLinear, head_init="meta", n_meta_iter=1).meta_fit(_tasks())
+
+
+def test_a_single_linear_layer_takes_the_prototype_head_on_its_inputs():
+    """A module that is one nn.Linear (logistic regression): the prototypes
+    are class means of the inputs themselves."""
+    linear = torch.nn.Linear(N_FEATURES, N_WAY)
+    clf = MAMLClassifier(linear, inner_lr=1e-9, inner_steps=1, n_meta_iter=1,
+                         random_state=0).meta_fit(_tasks())
+    X, y = _tasks()[0][:2]
+    clf.fit(X, y)
+    means = np.stack([X[y == k].mean(0) for k in range(N_WAY)])
+    nearest = ((X[:, None, :] - means[None]) ** 2).sum(-1).argmin(1)
+    assert (clf.predict(X) == nearest).all()
+    torch.testing.assert_close(clf.params_["weight"].double(),
+                               torch.from_numpy(2 * means).double(), atol=1e-5,
+                               rtol=1e-5)
 
 
 def test_reptile_with_the_prototype_head_learns_the_body():

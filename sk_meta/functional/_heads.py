@@ -39,6 +39,11 @@ class OutputLayer(NamedTuple):
     features: object
 
 
+_OPTIONS = ("head_init='prototype' (the classifiers' default) or 'zero', and "
+            "adapt_layers='head',")
+_OTHERWISE = "for this network, pass head_init='meta' and adapt_layers='all'"
+
+
 def _last_linear(module):
     linear = [(name, m) for name, m in module.named_modules()
               if isinstance(m, nn.Linear)]
@@ -75,20 +80,23 @@ def find_output_layer(module, strategy, probe):
     name, layer = _last_linear(module)
     if layer is None:
         raise ValueError(
-            f"{type(module).__name__} has no nn.Linear layer: the output layer "
-            "options (head_init other than 'meta', adapt_layers='head') need a "
-            "network whose last operation is an nn.Linear layer"
+            f"{type(module).__name__} has no nn.Linear layer: {_OPTIONS} need a "
+            f"network whose last operation is an nn.Linear layer; {_OTHERWISE}"
         )
-    weight = f"{name}.weight"
-    bias = f"{name}.bias" if layer.bias is not None else None
+    prefix = f"{name}." if name else ""
+    weight = f"{prefix}weight"
+    bias = f"{prefix}bias" if layer.bias is not None else None
     if strategy == "native" and hasattr(module, "features_batched"):
         body = module
         features = module.features_batched
     else:
-        body = copy.deepcopy(module)
-        parent_name, _, attribute = name.rpartition(".")
-        parent = body.get_submodule(parent_name) if parent_name else body
-        setattr(parent, attribute, nn.Identity())
+        if not name:  # the module is one nn.Linear: its features are its inputs
+            body = nn.Identity()
+        else:
+            body = copy.deepcopy(module)
+            parent_name, _, attribute = name.rpartition(".")
+            parent = body.get_submodule(parent_name) if parent_name else body
+            setattr(parent, attribute, nn.Identity())
         body_forward = batched_forward(body, dict(body.named_buffers()),
                                        "loop" if strategy == "native" else strategy)
         body_names = {n for n, _ in body.named_parameters()}
@@ -120,18 +128,18 @@ def _compare_split(module, layer, features, probe, name, params):
         hidden = features(params, probe.unsqueeze(0))[0]
         if hidden.dim() != 2 or hidden.shape[-1] != layer.in_features:
             raise ValueError(
-                f"the output layer options need the network's last layer "
-                f"({name}, an nn.Linear) to map 2-D features to the outputs; the "
-                f"features before it have shape {tuple(hidden.shape)}"
+                f"{_OPTIONS} need the network's last nn.Linear layer ({name}) "
+                f"to map 2-D features to the outputs; the features before it "
+                f"have shape {tuple(hidden.shape)}; {_OTHERWISE}"
             )
         recomposed = F.linear(hidden, layer.weight, layer.bias)
     scale = float(expected.abs().max().clamp_min(1.0))
     if expected.shape != recomposed.shape or not torch.allclose(
             expected, recomposed, rtol=1e-4, atol=1e-5 * scale):
         raise ValueError(
-            f"the output layer options need the network's output to be its last "
-            f"nn.Linear layer ({name}) applied last; {type(module).__name__} "
-            "does something after it"
+            f"{_OPTIONS} need the network's output to be its last nn.Linear "
+            f"layer ({name}) applied last; {type(module).__name__} does something "
+            f"after it; {_OTHERWISE}"
         )
 
 
