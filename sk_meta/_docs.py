@@ -37,7 +37,11 @@ PARAMETERS = {
         and ``fit`` scales the learned rates by the ratio of ``inner_lr`` to
         that value, so tuning it after meta-training still works."""),
     "inner_steps": ("int", """
-        Inner steps that ``fit`` (and validation) take on the support set."""),
+        Inner steps that ``fit`` (and validation) take on the support set.
+        The classifiers adapt with more steps than they meta-train with
+        (``meta_inner_steps``): on few-shot tables 20 steps gained up to 8
+        points over 5 at 5 shots, and lost nothing at 1 shot (see the Results
+        page of the documentation)."""),
     "meta_inner_steps": ("int", {
         "maml": f"""
         Inner steps during meta-training; ``None`` means ``inner_steps``.

@@ -18,8 +18,8 @@ class _MAML(BaseMetaEstimator):
 
 class MAMLClassifier(MetaClassifierMixin, ClassifierMixin, _MAML):
     def __init__(self, module=None, *, module_params=None, hidden_layer_sizes=(64, 64),
-                 activation="relu", inner_lr=0.1, inner_steps=5,
-                 meta_inner_steps=None, inner_lr_mode="fixed", adapt_layers="all",
+                 activation="relu", inner_lr=0.1, inner_steps=20,
+                 meta_inner_steps=5, inner_lr_mode="fixed", adapt_layers="all",
                  head_init="prototype", multi_step_loss=False, first_order=False,
                  meta_lr=1e-3, meta_batch_size=16, n_meta_iter=1000, max_time=None,
                  meta_optimizer="adam", meta_lr_schedule="constant",
@@ -50,8 +50,8 @@ class MAMLClassifier(MetaClassifierMixin, ClassifierMixin, _MAML):
 
 class FOMAMLClassifier(MAMLClassifier):
     def __init__(self, module=None, *, module_params=None, hidden_layer_sizes=(64, 64),
-                 activation="relu", inner_lr=0.1, inner_steps=5,
-                 meta_inner_steps=None, inner_lr_mode="fixed", adapt_layers="all",
+                 activation="relu", inner_lr=0.1, inner_steps=20,
+                 meta_inner_steps=5, inner_lr_mode="fixed", adapt_layers="all",
                  head_init="prototype", multi_step_loss=False, first_order=True,
                  meta_lr=1e-3, meta_batch_size=16, n_meta_iter=1000, max_time=None,
                  meta_optimizer="adam", meta_lr_schedule="constant",

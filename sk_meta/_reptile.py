@@ -19,8 +19,8 @@ class _Reptile(BaseMetaEstimator):
 
 class ReptileClassifier(MetaClassifierMixin, ClassifierMixin, _Reptile):
     def __init__(self, module=None, *, module_params=None, hidden_layer_sizes=(64, 64),
-                 activation="relu", inner_lr=0.1, inner_steps=10,
-                 meta_inner_steps=None, inner_lr_mode="fixed", adapt_layers="all",
+                 activation="relu", inner_lr=0.1, inner_steps=20,
+                 meta_inner_steps=10, inner_lr_mode="fixed", adapt_layers="all",
                  head_init="prototype", multi_step_loss=False, inner_optimizer="sgd",
                  meta_lr=0.1, meta_batch_size=16, n_meta_iter=1000, max_time=None,
                  meta_optimizer="sgd", meta_lr_schedule="constant",

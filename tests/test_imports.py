@@ -36,17 +36,23 @@ def test_defaults_of_each_estimator_are_those_of_its_signature():
     expected = {
         # the classifiers' defaults were chosen by benchmarks/fidelity_tabular.py
         "MAMLClassifier": {"inner_lr": 0.1, "first_order": False,
-                           "head_init": "prototype", "inner_steps": 5},
+                           "head_init": "prototype", "inner_steps": 20,
+                           "meta_inner_steps": 5},
         "FOMAMLClassifier": {"inner_lr": 0.1, "first_order": True,
-                             "head_init": "prototype", "inner_steps": 5},
+                             "head_init": "prototype", "inner_steps": 20,
+                             "meta_inner_steps": 5},
         "MAMLRegressor": {"inner_lr": 0.01, "first_order": False,
-                          "head_init": "meta", "inner_steps": 5},
+                          "head_init": "meta", "inner_steps": 5,
+                          "meta_inner_steps": None},
         "FOMAMLRegressor": {"inner_lr": 0.01, "first_order": True,
-                            "head_init": "meta", "inner_steps": 5},
+                            "head_init": "meta", "inner_steps": 5,
+                            "meta_inner_steps": None},
         "ReptileClassifier": {"inner_lr": 0.1, "inner_optimizer": "sgd",
-                              "head_init": "prototype", "inner_steps": 10},
+                              "head_init": "prototype", "inner_steps": 20,
+                              "meta_inner_steps": 10},
         "ReptileRegressor": {"inner_lr": 0.01, "inner_optimizer": "sgd",
-                             "head_init": "meta", "inner_steps": 5},
+                             "head_init": "meta", "inner_steps": 5,
+                             "meta_inner_steps": None},
     }
     for name, defaults in expected.items():
         cls = getattr(sk_meta, name)

@@ -110,7 +110,7 @@ def _one_step(**params):
     """An estimator after one meta-iteration of outer SGD with rate 1."""
     defaults = dict(inner_lr=INNER_LR, inner_steps=N_STEPS, meta_batch_size=2,
                     n_meta_iter=1, meta_optimizer="sgd", meta_lr=1.0,
-                    head_init="meta", random_state=0)
+                    meta_inner_steps=None, head_init="meta", random_state=0)
     estimator_class = params.pop("estimator_class", MAMLClassifier)
     est = estimator_class(_init(), **{**defaults, **params})
     return est.meta_partial_fit(_tasks())
@@ -225,8 +225,9 @@ def test_multi_step_loss_once_annealed_is_plain_maml():
     after_first = copy.deepcopy(est.module_)
     est.meta_partial_fit(_tasks())  # progress 1/1: annealed
     plain = MAMLClassifier(after_first, inner_lr=INNER_LR, inner_steps=N_STEPS,
-                           meta_batch_size=2, n_meta_iter=1, meta_optimizer="sgd",
-                           meta_lr=1.0, head_init="meta", random_state=0
+                           meta_inner_steps=None, meta_batch_size=2, n_meta_iter=1,
+                           meta_optimizer="sgd", meta_lr=1.0, head_init="meta",
+                           random_state=0
                            ).meta_partial_fit(_tasks())
     for name, value in est.meta_params_.items():
         torch.testing.assert_close(value, plain.meta_params_[name])
