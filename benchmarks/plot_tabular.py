@@ -26,8 +26,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 from benchmarks._report import RESULTS_DIR  # noqa: E402
 from benchmarks.fidelity_tabular import OUT_DIR, column_name  # noqa: E402
 
-DEFAULT_METHODS = ["best support-only", "pretrain+LR", "maml", "fomaml", "reptile",
-                   "proposed", "fomaml proposed", "reptile proposed"]
+DEFAULT_METHODS = ["best support-only", "pretrain+LR", "maml @20", "fomaml @20",
+                   "reptile @20", "maml meta @5", "maml pre lr=0.01 @20"]
 MARKERS = "osD^v<>PX*"
 
 
@@ -36,12 +36,17 @@ def plot(rows, methods, path, title):
     fig, axes = plt.subplots(len(shots), 1, figsize=(11, 3.6 * len(shots)),
                              squeeze=False, sharex=True)
     width = 0.8 / len(methods)
+    # one position per data set in every panel (a panel may lack one)
+    first = {}
+    for r in sorted(rows, key=lambda r: r["n_train_classes"]):
+        first.setdefault(r["dataset"], r)
+    position = {name: j for j, name in enumerate(first)}
     for ax, k in zip(axes[:, 0], shots):
-        panel = sorted((r for r in rows if r["k_shot"] == k),
-                       key=lambda r: r["n_train_classes"])
+        panel = [r for r in rows if r["k_shot"] == k]
         for i, method in enumerate(methods):
             xs, means, low, high = [], [], [], []
-            for j, r in enumerate(panel):
+            for r in panel:
+                j = position[r["dataset"]]
                 stats = r["methods"].get(column_name(r, method))
                 if stats is None:
                     continue
@@ -52,9 +57,9 @@ def plot(rows, methods, path, title):
             ax.errorbar(xs, means, yerr=[low, high], fmt=MARKERS[i % len(MARKERS)],
                         capsize=2, markersize=5, label=method,
                         linestyle="none")
-        ax.set_xticks(range(len(panel)))
+        ax.set_xticks(range(len(first)))
         ax.set_xticklabels([f"{r['dataset']}\n{r['n_train_classes']} cl., "
-                            f"{r['n_way']}-way" for r in panel], fontsize=8)
+                            f"{r['n_way']}-way" for r in first.values()], fontsize=8)
         ax.set_ylabel(f"{k}-shot accuracy %")
         ax.grid(axis="y", alpha=0.3)
     axes[0, 0].legend(ncol=4, fontsize=8, loc="lower left")
