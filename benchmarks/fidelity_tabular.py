@@ -419,7 +419,7 @@ PILOT_METHODS = [
 # the defaults, the defaults before this benchmark chose them, and
 # pretraining followed by meta-learning with the defaults
 TEST_METHODS = ["maml", "fomaml", "reptile", "maml meta", "reptile meta steps=5",
-                "maml pre lr=0.01"]
+                "maml pre lr=0.01 mlr=0.0001"]
 
 
 # The report's columns: the defaults (20 steps in fit), the defaults before
@@ -427,7 +427,7 @@ TEST_METHODS = ["maml", "fomaml", "reptile", "maml meta", "reptile meta steps=5"
 # configuration of the row (chosen on the test classes: optimistic).
 REPORT_METHODS = ["best support-only", "pretrain+LR", "maml @20", "fomaml @20",
                   "reptile @20", "maml meta @5", "reptile meta steps=5 @5",
-                  "maml pre lr=0.01 @20", "best sk_meta"]
+                  "maml pre lr=0.01 mlr=0.0001 @20", "best sk_meta"]
 
 
 # -- running -----------------------------------------------------------------------

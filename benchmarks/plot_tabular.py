@@ -27,7 +27,7 @@ from benchmarks._report import RESULTS_DIR  # noqa: E402
 from benchmarks.fidelity_tabular import OUT_DIR, column_name  # noqa: E402
 
 DEFAULT_METHODS = ["best support-only", "pretrain+LR", "maml @20", "fomaml @20",
-                   "reptile @20", "maml meta @5", "maml pre lr=0.01 @20"]
+                   "reptile @20", "maml meta @5", "maml pre lr=0.01 mlr=0.0001 @20"]
 MARKERS = "osD^v<>PX*"
 
 
