@@ -40,8 +40,8 @@ PARAMETERS = {
         Inner steps that ``fit`` (and validation) take on the support set.
         The classifiers adapt with more steps than they meta-train with
         (``meta_inner_steps``): on few-shot tables 20 steps gained up to 8
-        points over 5 at 5 shots, and lost nothing at 1 shot (see the Results
-        page of the documentation)."""),
+        points over 5 at 5 shots and lost at most 0.2 at 1 shot (see the
+        Results page of the documentation)."""),
     "meta_inner_steps": ("int", {
         "maml": f"""
         Inner steps during meta-training; ``None`` means ``inner_steps``.
