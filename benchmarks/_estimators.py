@@ -76,8 +76,13 @@ def make_sk_estimator(workload: Workload, algorithm: str = "maml", *,
     estimator_class = getattr(sk_meta, prefix + kind)
     if module is None:
         module = sk_meta_module_like(workload, seed)
+    # the same work as the baselines: plain MAML/Reptile (a meta-learned output
+    # layer, the workload's steps in meta-training and in fit), whatever the
+    # classifiers' defaults are
     kwargs = {
         "module": module,
+        "head_init": "meta",
+        "meta_inner_steps": None,
         "inner_lr": hp["inner_lr"],
         "inner_steps": hp["inner_steps"],
         "meta_batch_size": hp["meta_batch_size"],

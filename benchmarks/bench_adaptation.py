@@ -49,6 +49,7 @@ GRID_TARGET_S = 1.0
 
 def meta_trained_classifier(n_meta_iter: int, device: torch.device):
     clf = MAMLClassifier(hidden_layer_sizes=(64, 64), inner_steps=INNER_STEPS,
+                         meta_inner_steps=None, head_init="meta",
                          inner_lr=INNER_LR, n_meta_iter=n_meta_iter,
                          device=str(device), random_state=0)
     tasks = sample_digits_tasks(400, seed=0)

@@ -152,6 +152,7 @@ def make_estimator(algorithm, config, n_way, n_filters, device, seed,
         module=Conv4, module_params=dict(n_outputs=n_way, n_filters=n_filters),
         inner_lr=config["inner_lr"], inner_steps=config["test_steps"][0],
         meta_inner_steps=config["meta_inner_steps"],
+        head_init="meta",  # the papers' meta-learned output layer
         meta_batch_size=config["meta_batch_size"], meta_lr=config["meta_lr"],
         meta_optimizer=config["meta_optimizer"], n_meta_iter=1,
         validation_interval=10**9, warm_start=True, device=device,
