@@ -211,7 +211,7 @@ class BaseMetaEstimator(BaseEstimator):
         _upgrade_pickle(state, self)
         super().__setstate__(state)
         # parameters added since the pickle was written take their defaults
-        for name, default in _init_defaults(type(self)).items():
+        for name, default in values_for_missing_parameters(type(self)).items():
             self.__dict__.setdefault(name, default)
 
     def set_params(self, **params):
@@ -474,9 +474,9 @@ class BaseMetaEstimator(BaseEstimator):
 PARAMETERS_OF_OLDER_FILES = {"head_init": "meta"}
 
 
-def _init_defaults(estimator_class):
-    """Defaults for the parameters a file or pickle lacks (``PARAMETERS_OF_OLDER_FILES``
-    first, then the signature's)."""
+def values_for_missing_parameters(estimator_class):
+    """The value of each parameter for a file or pickle that lacks it:
+    ``PARAMETERS_OF_OLDER_FILES`` first, then the signature's default."""
     signature = inspect.signature(estimator_class.__init__)
     defaults = {name: p.default for name, p in signature.parameters.items()
                 if p.default is not inspect.Parameter.empty}

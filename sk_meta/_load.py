@@ -6,7 +6,7 @@ import warnings
 import numpy as np
 
 from sk_meta import _persistence
-from sk_meta._base import PARAMETERS_OF_OLDER_FILES
+from sk_meta._base import values_for_missing_parameters
 from sk_meta._maml import (
     FOMAMLClassifier,
     FOMAMLRegressor,
@@ -81,8 +81,8 @@ def load(path, *, module=None):
             f"{path} is not a valid sk_meta file: unknown parameters "
             f"{sorted(unknown)} for {state['estimator']}"
         )
-    for name, value in PARAMETERS_OF_OLDER_FILES.items():  # written before it existed
-        params.setdefault(name, value)
+    # a file written before a parameter existed keeps the behaviour it had
+    params = {**values_for_missing_parameters(estimator_class), **params}
     params["module"] = _persistence.resolve_module(params.get("module"), module)
     checkpoint_path = params.pop("checkpoint_path", None)
     if checkpoint_path is not None:
