@@ -74,6 +74,7 @@ class BaseMetaEstimator(BaseEstimator):
         "module_params": [None, dict],
         "hidden_layer_sizes": ["array-like"],
         "activation": [StrOptions({"relu", "tanh", "logistic", "identity"})],
+        "concat_input": ["boolean"],
         "inner_lr": [Interval(Real, 0, None, closed="neither")],
         "inner_steps": [Interval(Integral, 1, None, closed="left")],
         "meta_inner_steps": [None, Interval(Integral, 1, None, closed="left")],
@@ -109,7 +110,7 @@ class BaseMetaEstimator(BaseEstimator):
     }
 
     def __init__(self, module, *, module_params, hidden_layer_sizes, activation,
-                 inner_lr, inner_steps, meta_inner_steps, inner_lr_mode,
+                 concat_input, inner_lr, inner_steps, meta_inner_steps, inner_lr_mode,
                  adapt_layers, head_init, multi_step_loss, meta_lr, meta_batch_size,
                  n_meta_iter, max_time, meta_optimizer, meta_lr_schedule,
                  tasks_per_chunk, compile, transductive, validation_interval,
@@ -120,6 +121,7 @@ class BaseMetaEstimator(BaseEstimator):
         self.module_params = module_params
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
+        self.concat_input = concat_input
         self.inner_lr = inner_lr
         self.inner_steps = inner_steps
         self.meta_inner_steps = meta_inner_steps

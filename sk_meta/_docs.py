@@ -31,6 +31,13 @@ PARAMETERS = {
         Hidden layers of the default MLP."""),
     "activation": ('{"relu", "tanh", "logistic", "identity"}', """
         Non-linearity of the default MLP."""),
+    "concat_input": ("bool", """
+        The default MLP's output layer also sees the raw features, beside
+        its last hidden layer. With the prototype head a new task's class
+        prototypes then include the raw features, which helps when the
+        meta-training classes are few (features learned on them may not
+        separate new classes) and can hurt when they are many (see the
+        Results page)."""),
     "inner_lr": ("float", """
         Learning rate of the inner steps, in meta-training and in ``fit``.
         With learned rates (``inner_lr_mode``) it is their starting value,

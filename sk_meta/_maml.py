@@ -18,7 +18,7 @@ class _MAML(BaseMetaEstimator):
 
 class MAMLClassifier(MetaClassifierMixin, ClassifierMixin, _MAML):
     def __init__(self, module=None, *, module_params=None, hidden_layer_sizes=(64, 64),
-                 activation="relu", inner_lr=0.1, inner_steps=20,
+                 activation="relu", concat_input=False, inner_lr=0.1, inner_steps=20,
                  meta_inner_steps=5, inner_lr_mode="fixed", adapt_layers="all",
                  head_init="prototype", multi_step_loss=False, first_order=False,
                  meta_lr=1e-3, meta_batch_size=16, n_meta_iter=1000, max_time=None,
@@ -31,6 +31,7 @@ class MAMLClassifier(MetaClassifierMixin, ClassifierMixin, _MAML):
         super().__init__(
             module, module_params=module_params,
             hidden_layer_sizes=hidden_layer_sizes, activation=activation,
+            concat_input=concat_input,
             inner_lr=inner_lr, inner_steps=inner_steps,
             meta_inner_steps=meta_inner_steps, inner_lr_mode=inner_lr_mode,
             adapt_layers=adapt_layers, head_init=head_init,
@@ -50,7 +51,7 @@ class MAMLClassifier(MetaClassifierMixin, ClassifierMixin, _MAML):
 
 class FOMAMLClassifier(MAMLClassifier):
     def __init__(self, module=None, *, module_params=None, hidden_layer_sizes=(64, 64),
-                 activation="relu", inner_lr=0.1, inner_steps=20,
+                 activation="relu", concat_input=False, inner_lr=0.1, inner_steps=20,
                  meta_inner_steps=5, inner_lr_mode="fixed", adapt_layers="all",
                  head_init="prototype", multi_step_loss=False, first_order=True,
                  meta_lr=1e-3, meta_batch_size=16, n_meta_iter=1000, max_time=None,
@@ -63,6 +64,7 @@ class FOMAMLClassifier(MAMLClassifier):
         super().__init__(
             module, module_params=module_params,
             hidden_layer_sizes=hidden_layer_sizes, activation=activation,
+            concat_input=concat_input,
             inner_lr=inner_lr, inner_steps=inner_steps,
             meta_inner_steps=meta_inner_steps, inner_lr_mode=inner_lr_mode,
             adapt_layers=adapt_layers, head_init=head_init,
@@ -82,7 +84,7 @@ class FOMAMLClassifier(MAMLClassifier):
 
 class MAMLRegressor(MetaRegressorMixin, RegressorMixin, _MAML):
     def __init__(self, module=None, *, module_params=None, hidden_layer_sizes=(64, 64),
-                 activation="relu", inner_lr=0.01, inner_steps=5,
+                 activation="relu", concat_input=False, inner_lr=0.01, inner_steps=5,
                  meta_inner_steps=None, inner_lr_mode="fixed", adapt_layers="all",
                  head_init="meta", multi_step_loss=False, first_order=False,
                  meta_lr=1e-3, meta_batch_size=16, n_meta_iter=1000, max_time=None,
@@ -95,6 +97,7 @@ class MAMLRegressor(MetaRegressorMixin, RegressorMixin, _MAML):
         super().__init__(
             module, module_params=module_params,
             hidden_layer_sizes=hidden_layer_sizes, activation=activation,
+            concat_input=concat_input,
             inner_lr=inner_lr, inner_steps=inner_steps,
             meta_inner_steps=meta_inner_steps, inner_lr_mode=inner_lr_mode,
             adapt_layers=adapt_layers, head_init=head_init,
@@ -114,7 +117,7 @@ class MAMLRegressor(MetaRegressorMixin, RegressorMixin, _MAML):
 
 class FOMAMLRegressor(MAMLRegressor):
     def __init__(self, module=None, *, module_params=None, hidden_layer_sizes=(64, 64),
-                 activation="relu", inner_lr=0.01, inner_steps=5,
+                 activation="relu", concat_input=False, inner_lr=0.01, inner_steps=5,
                  meta_inner_steps=None, inner_lr_mode="fixed", adapt_layers="all",
                  head_init="meta", multi_step_loss=False, first_order=True,
                  meta_lr=1e-3, meta_batch_size=16, n_meta_iter=1000, max_time=None,
@@ -127,6 +130,7 @@ class FOMAMLRegressor(MAMLRegressor):
         super().__init__(
             module, module_params=module_params,
             hidden_layer_sizes=hidden_layer_sizes, activation=activation,
+            concat_input=concat_input,
             inner_lr=inner_lr, inner_steps=inner_steps,
             meta_inner_steps=meta_inner_steps, inner_lr_mode=inner_lr_mode,
             adapt_layers=adapt_layers, head_init=head_init,

@@ -21,28 +21,33 @@ def _equal(a, b):
 @dataclasses.dataclass(frozen=True)
 class NetworkSpec:
     """The parameters that decide the network: ``module``, ``module_params``,
-    ``hidden_layer_sizes`` and ``activation``."""
+    ``hidden_layer_sizes``, ``activation`` and ``concat_input``."""
 
     module: object
     module_params: dict | None
     hidden_layer_sizes: object
     activation: str
+    concat_input: bool
     classification: bool
 
     @classmethod
     def from_estimator(cls, estimator):
         return cls(estimator.module, estimator.module_params,
                    estimator.hidden_layer_sizes, estimator.activation,
-                   estimator._is_classifier())
+                   bool(estimator.concat_input), estimator._is_classifier())
 
     def architecture(self):
         """What determines the network's shape, to detect changes after meta_fit."""
         if self.module is None:
-            return {
+            architecture = {
                 "module": "MLP",
                 "hidden_layer_sizes": tuple(int(h) for h in self.hidden_layer_sizes),
                 "activation": self.activation,
             }
+            # only when set: files meta-trained before the option compare equal
+            if self.concat_input:
+                architecture["concat_input"] = True
+            return architecture
         if isinstance(self.module, type):
             return {
                 "module": self.module,
@@ -92,7 +97,8 @@ class NetworkSpec:
                     f"{self.hidden_layer_sizes!r}"
                 )
             with seeded_torch(seed, torch.device("cpu")):
-                module = MLP(input_shape[0], hidden, n_outputs, self.activation)
+                module = MLP(input_shape[0], hidden, n_outputs, self.activation,
+                             concat_input=self.concat_input)
             return prepare_module(module), n_outputs
         if isinstance(self.module, type):
             if not issubclass(self.module, torch.nn.Module):

@@ -19,7 +19,7 @@ class _Reptile(BaseMetaEstimator):
 
 class ReptileClassifier(MetaClassifierMixin, ClassifierMixin, _Reptile):
     def __init__(self, module=None, *, module_params=None, hidden_layer_sizes=(64, 64),
-                 activation="relu", inner_lr=0.1, inner_steps=20,
+                 activation="relu", concat_input=False, inner_lr=0.1, inner_steps=20,
                  meta_inner_steps=10, inner_lr_mode="fixed", adapt_layers="all",
                  head_init="prototype", multi_step_loss=False, inner_optimizer="sgd",
                  meta_lr=0.1, meta_batch_size=16, n_meta_iter=1000, max_time=None,
@@ -32,6 +32,7 @@ class ReptileClassifier(MetaClassifierMixin, ClassifierMixin, _Reptile):
         super().__init__(
             module, module_params=module_params,
             hidden_layer_sizes=hidden_layer_sizes, activation=activation,
+            concat_input=concat_input,
             inner_lr=inner_lr, inner_steps=inner_steps,
             meta_inner_steps=meta_inner_steps, inner_lr_mode=inner_lr_mode,
             adapt_layers=adapt_layers, head_init=head_init,
@@ -51,7 +52,7 @@ class ReptileClassifier(MetaClassifierMixin, ClassifierMixin, _Reptile):
 
 class ReptileRegressor(MetaRegressorMixin, RegressorMixin, _Reptile):
     def __init__(self, module=None, *, module_params=None, hidden_layer_sizes=(64, 64),
-                 activation="relu", inner_lr=0.01, inner_steps=5,
+                 activation="relu", concat_input=False, inner_lr=0.01, inner_steps=5,
                  meta_inner_steps=None, inner_lr_mode="fixed", adapt_layers="all",
                  head_init="meta", multi_step_loss=False, inner_optimizer="sgd",
                  meta_lr=0.1, meta_batch_size=16, n_meta_iter=1000, max_time=None,
@@ -64,6 +65,7 @@ class ReptileRegressor(MetaRegressorMixin, RegressorMixin, _Reptile):
         super().__init__(
             module, module_params=module_params,
             hidden_layer_sizes=hidden_layer_sizes, activation=activation,
+            concat_input=concat_input,
             inner_lr=inner_lr, inner_steps=inner_steps,
             meta_inner_steps=meta_inner_steps, inner_lr_mode=inner_lr_mode,
             adapt_layers=adapt_layers, head_init=head_init,

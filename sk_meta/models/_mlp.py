@@ -29,6 +29,12 @@ class MLP(nn.Module):
         Number of outputs (classes for a classifier).
     activation : {"relu", "tanh", "logistic", "identity"}, default="relu"
         Non-linearity after each hidden layer.
+    concat_input : bool, default=False
+        Feed the output layer the inputs beside the last hidden layer
+        (``[X, h(X)]``, as in wide-and-deep networks). With a prototype
+        head, the class prototypes then include the raw features, so a
+        new task is never left with only features learned on other
+        classes; this helps when meta-training classes are few.
 
     Examples
     --------
@@ -40,23 +46,28 @@ class MLP(nn.Module):
     """
 
     def __init__(self, n_features, hidden_layer_sizes=(64, 64), n_outputs=1,
-                 activation="relu"):
+                 activation="relu", concat_input=False):
         super().__init__()
         if activation not in _ACTIVATIONS:
             raise ValueError(
                 f"activation must be one of {sorted(_ACTIVATIONS)}, got {activation!r}"
             )
         self.activation = activation
-        sizes = [n_features, *hidden_layer_sizes, n_outputs]
-        self.layers = nn.ModuleList(
-            nn.Linear(n_in, n_out) for n_in, n_out in zip(sizes[:-1], sizes[1:])
-        )
+        # without hidden layers the output layer sees the inputs already
+        self.concat_input = bool(concat_input) and len(hidden_layer_sizes) > 0
+        sizes = [n_features, *hidden_layer_sizes]
+        layers = [nn.Linear(n_in, n_out) for n_in, n_out in zip(sizes[:-1], sizes[1:])]
+        head_width = sizes[-1] + (n_features if self.concat_input else 0)
+        self.layers = nn.ModuleList([*layers, nn.Linear(head_width, n_outputs)])
 
     def forward(self, X):
         activation = _ACTIVATIONS[self.activation]
+        hidden = X
         for layer in self.layers[:-1]:
-            X = activation(layer(X))
-        return self.layers[-1](X)
+            hidden = activation(layer(hidden))
+        if self.concat_input:
+            hidden = torch.cat([X, hidden], dim=-1)
+        return self.layers[-1](hidden)
 
     def features_batched(self, params, X):
         """The last hidden layer's activations for ``B`` tasks at once.
@@ -70,15 +81,19 @@ class MLP(nn.Module):
 
         Returns
         -------
-        features : Tensor of shape (B, n_samples, hidden_layer_sizes[-1])
+        features : Tensor of shape (B, n_samples, n_head_inputs)
+            The last hidden layer (after ``X`` with ``concat_input``), or
             ``X`` itself when there is no hidden layer.
         """
         activation = _ACTIVATIONS[self.activation]
+        hidden = X
         for i in range(len(self.layers) - 1):
-            X = activation(torch.baddbmm(
-                params[f"layers.{i}.bias"].unsqueeze(1), X,
+            hidden = activation(torch.baddbmm(
+                params[f"layers.{i}.bias"].unsqueeze(1), hidden,
                 params[f"layers.{i}.weight"].transpose(1, 2)))
-        return X
+        if self.concat_input:
+            hidden = torch.cat([X, hidden], dim=-1)
+        return hidden
 
     def forward_batched(self, params, X):
         """Forward pass of ``B`` tasks, each with its own parameters.
