@@ -63,12 +63,19 @@ class NetworkSpec:
     def check_unchanged(self, meta_architecture):
         """Raise if the architecture differs from the one meta-trained."""
         current = self.architecture()
+
+        def value(architecture, key):
+            # an MLP's architecture names concat_input only when it is set
+            if architecture.get("module") == "MLP" and key == "concat_input":
+                return architecture.get(key, False)
+            return architecture.get(key)
+
         changed = [key for key in set(current) | set(meta_architecture)
-                   if not _equal(current.get(key), meta_architecture.get(key))]
+                   if not _equal(value(current, key), value(meta_architecture, key))]
         if changed:
             details = "; ".join(
-                f"{key}: {meta_architecture.get(key)!r} at meta_fit, now "
-                f"{current.get(key)!r}"
+                f"{key}: {value(meta_architecture, key)!r} at meta_fit, now "
+                f"{value(current, key)!r}"
                 for key in sorted(changed)
             )
             raise ValueError(
@@ -100,6 +107,12 @@ class NetworkSpec:
                 module = MLP(input_shape[0], hidden, n_outputs, self.activation,
                              concat_input=self.concat_input)
             return prepare_module(module), n_outputs
+        if self.concat_input:
+            raise ValueError(
+                "concat_input=True applies to the default MLP only (module=None); "
+                f"got module={self.module!r}: build the concatenation into your "
+                "module, or pass concat_input=False"
+            )
         if isinstance(self.module, type):
             if not issubclass(self.module, torch.nn.Module):
                 raise TypeError(

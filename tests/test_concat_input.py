@@ -137,7 +137,7 @@ def test_changing_it_after_meta_fit_is_refused_and_leaves_the_fit_as_it_was():
     clf.fit(X_s, y_s)
     before = clf.predict_proba(X_q)
     clf.set_params(concat_input=False)
-    with pytest.raises(ValueError, match="concat_input: True at meta_fit"):
+    with pytest.raises(ValueError, match="concat_input: True at meta_fit, now False"):
         clf.fit(X_s, y_s)
     clf.set_params(concat_input=True)
     np.testing.assert_array_equal(clf.predict_proba(X_q), before)
@@ -164,3 +164,31 @@ def test_files_without_it_load_as_before(tmp_path):
     assert loaded.concat_input is False
     np.testing.assert_allclose(loaded.fit(X_s, y_s).predict_proba(X_q),
                                clf.fit(X_s, y_s).predict_proba(X_q), rtol=1e-6)
+
+
+def test_a_custom_module_with_it_is_refused_clearly():
+    # it would be ignored silently: the option belongs to the default MLP
+    for module in (MLP(N_FEATURES, (4,), N_WAY), MLP):
+        clf = MAMLClassifier(module, module_params=None if module is not MLP else
+                             {"n_features": N_FEATURES, "n_outputs": N_WAY},
+                             concat_input=True, n_meta_iter=1)
+        with pytest.raises(ValueError, match="concat_input=True applies to the "
+                                             "default MLP only"):
+            clf.meta_fit(_tasks())
+        with pytest.raises(ValueError, match="default MLP only"):
+            clf.fit(*_tasks()[0][:2])
+
+
+def test_save_load_and_pickle_keep_it(tmp_path):
+    import pickle
+
+    tasks = _tasks(4)
+    X_s, y_s, X_q, _ = tasks[0]
+    clf = MAMLClassifier(hidden_layer_sizes=(8,), concat_input=True, n_meta_iter=2,
+                         random_state=0).meta_fit(tasks)
+    expected = clf.fit(X_s, y_s).predict_proba(X_q)
+    clf.save(tmp_path / "m.skmeta")
+    for copy in (sk_meta.load(tmp_path / "m.skmeta"), pickle.loads(pickle.dumps(clf))):
+        assert copy.concat_input is True
+        np.testing.assert_allclose(copy.fit(X_s, y_s).predict_proba(X_q), expected,
+                                   rtol=1e-6)
