@@ -65,7 +65,12 @@ maml <variant>...
     MAML with one or more of the options: ``zero`` and
     ``proto`` (``head_init``), ``lslr`` (``inner_lr_mode="per_layer_step"``),
     ``metasgd`` (``"per_parameter"``), ``anil`` (``adapt_layers="head"``),
-    ``msl`` (``multi_step_loss``), ``meta`` (``head_init="meta"``), ``pre``
+    ``msl`` (``multi_step_loss``), ``meta`` (``head_init="meta"``),
+    ``concat`` (``concat_input=True``: the raw features beside the last
+    hidden layer), ``val`` (``n_val`` of the meta-training classes are
+    held out as validation classes; ``early_stopping=True`` keeps the init
+    that scored best on 100 of their tasks, checked every 50
+    meta-iterations, and stops after 5 checks without improvement), ``pre``
     (the module is the pretrained
     network of pretrain+LR with a new output layer: pretrain, then
     meta-learn).
@@ -243,6 +248,7 @@ class Setting:
     train: np.ndarray
     test: np.ndarray  # the validation classes in the pilot
     n_way: int
+    n_val: int = 0
 
 
 def make_setting(table, split, stage):
@@ -276,7 +282,7 @@ def make_setting(table, split, stage):
         std = np.where(std > 0, std, 1.0)
     X = ((X - mean) / std).astype(np.float32)
     return Setting(X, table.y, np.asarray(train), np.asarray(test),
-                   min(table.n_way, len(test)))
+                   min(table.n_way, len(test)), table.n_val)
 
 
 def n_query_for(setting, k_shot, classes):
@@ -341,11 +347,13 @@ def with_new_head(net, n_way, seed):
 @dataclasses.dataclass(frozen=True)
 class MetaLearner:
     """An sk_meta estimator class and its parameters (``pretrained``: the
-    module is the pretrained network with a new output layer)."""
+    module is the pretrained network with a new output layer; ``validated``:
+    early stopping on held-out meta-training classes)."""
 
     estimator: type
     params: tuple = ()
     pretrained: bool = False
+    validated: bool = False
 
     def make(self, n_way, seed, max_time, pretrained_net=None):
         params = dict(self.params)
@@ -370,6 +378,7 @@ VARIANTS = {
     "metasgd": {"inner_lr_mode": "per_parameter"},
     "anil": {"adapt_layers": "head"},
     "msl": {"multi_step_loss": True},
+    "concat": {"concat_input": True},
 }
 ESTIMATORS = {"maml": MAMLClassifier, "fomaml": FOMAMLClassifier,
               "reptile": ReptileClassifier}
@@ -391,10 +400,14 @@ def meta_learner(name):
     words = name.split()
     if not words or words[0] not in ESTIMATORS:
         raise ValueError(f"unknown method {name!r}")
-    params, pretrained = {}, False
+    params, pretrained, validated = {}, False, False
     for word in words[1:]:
         if word == "pre":
             pretrained = True
+        elif word == "val":
+            validated = True
+            params.update(early_stopping=True, validation_interval=50,
+                          n_iter_no_change=5)
         elif word in VARIANTS:
             params.update(VARIANTS[word])
         elif "=" in word and word.split("=")[0] in _PARAM_NAMES:
@@ -404,7 +417,7 @@ def meta_learner(name):
         else:
             raise ValueError(f"unknown word {word!r} in method {name!r}")
     return MetaLearner(ESTIMATORS[words[0]], tuple(sorted(params.items())),
-                       pretrained)
+                       pretrained, validated)
 
 
 # The pilot's methods: the defaults, each variant alone on MAML, combinations.
@@ -427,7 +440,11 @@ TEST_METHODS = ["maml", "fomaml", "reptile", "maml meta", "reptile meta steps=5"
 # configuration of the row (chosen on the test classes: optimistic).
 REPORT_METHODS = ["best support-only", "pretrain+LR", "maml @20", "fomaml @20",
                   "reptile @20", "maml meta @5", "reptile meta steps=5 @5",
-                  "maml pre lr=0.01 mlr=0.0001 @20", "best sk_meta"]
+                  "maml pre lr=0.01 mlr=0.0001 @20", "maml concat @20",
+                  "maml val @20", "maml concat val @20", "best sk_meta"]
+# few meta-training classes: the raw features beside the last hidden layer,
+# early stopping on held-out meta-training classes, and both
+FEW_CLASS_METHODS = ["maml concat", "maml val", "maml concat val"]
 
 
 # -- running -----------------------------------------------------------------------
@@ -504,13 +521,17 @@ def run_setting(dataset, setting, split, k_shot, args, timer):
             if spec.pretrained:
                 net, n_steps, seconds = pretrained_net(spec.hidden)
                 record.update(pretrain_steps=n_steps, pretrain_seconds=seconds)
+            train, validation_tasks = setting.train, None
+            if spec.validated:
+                train, validation_tasks = _validation_split(setting, k_shot, split,
+                                                            dataset)
             meta_tasks = EpisodeSampler(
                 setting.X, setting.y, n_way, k_shot,
-                n_query_for(setting, k_shot, setting.train), classes=setting.train,
+                n_query_for(setting, k_shot, train), classes=train,
                 shuffle_labels=True, random_state=split)
             est = spec.make(n_way, split, args.max_time, net)
             t0 = time.perf_counter()
-            est.meta_fit(meta_tasks)
+            est.meta_fit(meta_tasks, validation_tasks=validation_tasks)
             meta_seconds = time.perf_counter() - t0
             steps = [est.inner_steps, *(s for s in args.test_steps
                                         if s != est.inner_steps)]
@@ -535,6 +556,22 @@ def run_setting(dataset, setting, split, k_shot, args, timer):
         timer.log(f"{label} {name}: {means} ({record['seconds']:.0f} s"
                   + (f", {record['n_meta_iter']} it" if "n_meta_iter" in record
                      else "") + ")")
+
+
+def _validation_split(setting, k_shot, split, dataset):
+    """Meta-training classes minus ``n_val`` validation classes, and 100
+    tasks of those (at most ``n_way`` of them per task)."""
+    if dataset == "omniglot":  # rotations of one character are four classes
+        raise ValueError("'val' methods do not run on omniglot")
+    train, _, val = split_classes(setting.train,
+                                  train_size=len(setting.train) - setting.n_val,
+                                  test_size=setting.n_val,
+                                  random_state=2000 + split)
+    tasks = list(EpisodeSampler(setting.X, setting.y, min(setting.n_way, len(val)),
+                                k_shot, n_query_for(setting, k_shot, val),
+                                classes=val, n_tasks=100,
+                                random_state=20_000 + split))
+    return np.asarray(train), tasks
 
 
 def _parse_hidden(name):
@@ -717,7 +754,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     baselines = [*SUPPORT_ONLY, "pretrain+LR", "pretrain+LR h=128x128"]
     if args.list:
-        print("\n".join([*baselines, *PILOT_METHODS, *TEST_METHODS]))
+        print("\n".join([*baselines, *PILOT_METHODS, *TEST_METHODS,
+                         *FEW_CLASS_METHODS]))
         return
     if args.report:
         report(args.stage, args.methods,
