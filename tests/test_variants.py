@@ -1,8 +1,9 @@
 """The MAML variants against independent computations.
 
 ProtoMAML and the zeroing trick (``head_init``), ANIL (``adapt_layers``),
-learned inner learning rates (``inner_lr_mode``: MAML++ and Meta-SGD) and
-MAML++'s multi-step loss are checked through the estimators' public API:
+learned inner learning rates (``inner_lr_mode``: MAML++ and Meta-SGD),
+MAML++'s multi-step loss and the raw features beside the last hidden layer
+(``concat_input``) are checked through the estimators' public API:
 one meta-iteration of outer SGD with ``meta_lr=1`` moves the init by minus
 the meta-gradient, which is compared with the papers' formulas written out
 here task by task with plain float64 autograd (no code shared with
@@ -47,13 +48,18 @@ def _tasks(n_tasks=2, seed=0):
     return tasks
 
 
-def _init():
+def _init(concat_input=False):
     torch.manual_seed(0)
-    return MLP(N_FEATURES, (N_HIDDEN,), N_WAY)
+    return MLP(N_FEATURES, (N_HIDDEN,), N_WAY, concat_input=concat_input)
 
 
 def _features(p, X):
-    return torch.relu(F.linear(X, p["layers.0.weight"], p["layers.0.bias"]))
+    """The output layer's inputs: ``relu(W0 X + b0)``, after ``X`` when the
+    output layer is wider than the hidden layer (``concat_input``)."""
+    hidden = torch.relu(F.linear(X, p["layers.0.weight"], p["layers.0.bias"]))
+    if p[WEIGHT].shape[1] == N_FEATURES + N_HIDDEN:
+        return torch.cat([X, hidden], dim=-1)
+    return hidden
 
 
 def _logits(p, X):
@@ -67,16 +73,17 @@ def _prototype_head(p, X, y):
 
 
 def _reference(tasks, *, head=None, adapt=None, rates=None, step_weights=None,
-               first_order=False):
+               first_order=False, concat_input=False):
     """Mean meta-loss gradient over tasks, the papers' way, in float64.
 
     ``head(p, X, y)`` gives each task's starting output layer (None: θ's);
     ``adapt`` names the parameters the inner steps change (None: all);
     ``rates(name, step)`` the inner rate (a tensor in the graph);
-    ``step_weights`` MAML++'s per-step query-loss weights.
+    ``step_weights`` MAML++'s per-step query-loss weights; ``concat_input``
+    the network of :func:`_init`.
     """
     theta = {k: v.detach().double().requires_grad_() for k, v in
-             _init().named_parameters()}
+             _init(concat_input).named_parameters()}
     total = 0.0
     for X_s, y_s, X_q, y_q in tasks:
         X_s, X_q = torch.from_numpy(X_s).double(), torch.from_numpy(X_q).double()
@@ -106,22 +113,23 @@ def _reference(tasks, *, head=None, adapt=None, rates=None, step_weights=None,
     return theta, total / len(tasks)
 
 
-def _one_step(**params):
+def _one_step(concat_input=False, **params):
     """An estimator after one meta-iteration of outer SGD with rate 1."""
     defaults = dict(inner_lr=INNER_LR, inner_steps=N_STEPS, meta_batch_size=2,
                     n_meta_iter=1, meta_optimizer="sgd", meta_lr=1.0,
                     meta_inner_steps=None, head_init="meta", random_state=0)
     estimator_class = params.pop("estimator_class", MAMLClassifier)
-    est = estimator_class(_init(), **{**defaults, **params})
+    est = estimator_class(_init(concat_input), **{**defaults, **params})
     return est.meta_partial_fit(_tasks())
 
 
-def _assert_step_is_minus_gradient(est, theta, loss, ignore=(), also=()):
+def _assert_step_is_minus_gradient(est, theta, loss, ignore=(), also=(),
+                                   concat_input=False):
     """Check the init's step; return the gradients with respect to ``also``."""
     all_grads = torch.autograd.grad(loss, [*theta.values(), *also],
                                     allow_unused=True)
     grads = dict(zip(theta, all_grads))
-    before = dict(_init().named_parameters())
+    before = dict(_init(concat_input).named_parameters())
     for name, value in est.meta_params_.items():
         step = (before[name].detach() - value).double()
         expected = grads[name] if grads[name] is not None else torch.zeros_like(step)
@@ -401,3 +409,128 @@ def test_reptile_with_the_prototype_head_learns_the_body():
                            init["layers.0.weight"].detach())
     # the output layer starts from the prototypes: θ's own does not move
     assert torch.equal(est.meta_params_[WEIGHT], init[WEIGHT].detach())
+
+
+# -- concat_input: the output layer sees the raw features too -----------------
+def test_the_output_layer_sees_the_inputs_beside_the_last_hidden_layer():
+    net = _init(concat_input=True)
+    assert net.layers[-1].in_features == N_FEATURES + N_HIDDEN
+    X = torch.randn(7, N_FEATURES)
+    p = dict(net.named_parameters())
+    torch.testing.assert_close(net(X), _logits(p, X))
+    # the batched forward of meta-training: one parameter set per task
+    batched = {k: torch.stack([v, 2 * v]) for k, v in p.items()}
+    doubled = {k: 2 * v for k, v in p.items()}
+    out = net.forward_batched(batched, torch.stack([X, X]))
+    torch.testing.assert_close(out[0], _logits(p, X))
+    torch.testing.assert_close(out[1], _logits(doubled, X))
+    # without hidden layers there is nothing to concatenate
+    assert MLP(N_FEATURES, (), N_WAY, concat_input=True).layers[0].in_features == 3
+
+
+def test_prototypes_include_the_raw_features():
+    """Before any inner step, the adapted model is the nearest-prototype rule
+    on ``[X, h(X)]``."""
+    X_s, y_s, X_q, _ = _tasks()[0]
+    clf = MAMLClassifier(_init(concat_input=True), inner_lr=1e-12,
+                         inner_steps=1).fit(X_s, y_s)
+    p = {k: v.detach().double() for k, v in _init(concat_input=True).named_parameters()}
+    support = _features(p, torch.from_numpy(X_s).double())
+    centres = torch.stack([support[torch.from_numpy(y_s) == k].mean(0)
+                           for k in range(N_WAY)])
+    torch.testing.assert_close(clf.params_[WEIGHT].double(), 2 * centres,
+                               rtol=1e-5, atol=1e-6)
+    query = _features(p, torch.from_numpy(X_q).double())
+    nearest = torch.cdist(query, centres).argmin(1).numpy()
+    np.testing.assert_array_equal(clf.predict(X_q), nearest)
+
+
+def test_concat_input_prototype_meta_gradient_matches_hand_written_autograd():
+    est = _one_step(concat_input=True, head_init="prototype")
+    theta, loss = _reference(_tasks(), head=_prototype_head, concat_input=True)
+    _assert_step_is_minus_gradient(est, theta, loss, ignore=(WEIGHT, BIAS),
+                                   concat_input=True)
+    # the body's meta-gradient flows through the raw-feature prototypes too
+    body = est.meta_params_["layers.0.weight"]
+    assert not torch.equal(body, _init(concat_input=True).layers[0].weight)
+
+
+@pytest.mark.parametrize("estimator_class", [MAMLClassifier, ReptileClassifier,
+                                             MAMLRegressor])
+def test_estimators_build_the_default_mlp_with_concat_input(estimator_class):
+    tasks = _tasks(4)
+    if estimator_class is MAMLRegressor:
+        tasks = [(X_s, X_s.sum(1), X_q, X_q.sum(1)) for X_s, _, X_q, _ in tasks]
+    est = estimator_class(hidden_layer_sizes=(8,), concat_input=True, n_meta_iter=3,
+                          meta_batch_size=2, random_state=0).meta_fit(tasks)
+    assert est.module_.layers[-1].in_features == N_FEATURES + 8
+    assert est.meta_architecture_["concat_input"] is True
+    X_s, y_s, X_q, _ = tasks[0]
+    assert est.fit(X_s, y_s).predict(X_q).shape == (len(X_q),)
+    plain = estimator_class(hidden_layer_sizes=(8,), n_meta_iter=3, meta_batch_size=2,
+                            random_state=0).meta_fit(tasks)
+    assert plain.module_.layers[-1].in_features == 8
+    assert "concat_input" not in plain.meta_architecture_
+
+
+def test_changing_concat_input_after_meta_fit_is_refused_and_keeps_the_fit():
+    X_s, y_s, X_q, _ = _tasks()[0]
+    clf = MAMLClassifier(hidden_layer_sizes=(8,), concat_input=True, n_meta_iter=2,
+                         random_state=0).meta_fit(_tasks(4))
+    clf.fit(X_s, y_s)
+    before = clf.predict_proba(X_q)
+    clf.set_params(concat_input=False)
+    with pytest.raises(ValueError, match="concat_input: True at meta_fit, now False"):
+        clf.fit(X_s, y_s)
+    clf.set_params(concat_input=True)
+    np.testing.assert_array_equal(clf.predict_proba(X_q), before)
+
+
+def test_concat_input_is_validated_as_a_boolean():
+    with pytest.raises(ValueError, match="concat_input"):
+        MAMLClassifier(concat_input="yes").meta_fit(_tasks())
+
+
+def test_files_without_concat_input_load_as_before(tmp_path):
+    """A file written before the option existed has no such parameter and
+    an architecture without the key: it loads, fits and predicts as before."""
+    tasks = _tasks(4)
+    X_s, y_s, X_q, _ = tasks[0]
+    clf = MAMLClassifier(hidden_layer_sizes=(8,), n_meta_iter=2,
+                         random_state=0).meta_fit(tasks)
+    path = tmp_path / "old.skmeta"
+    clf.save(path)
+    state = torch.load(path, weights_only=True)
+    assert state["params"].pop("concat_input") is False
+    torch.save(state, path)
+    loaded = sk_meta.load(path)
+    assert loaded.concat_input is False
+    np.testing.assert_allclose(loaded.fit(X_s, y_s).predict_proba(X_q),
+                               clf.fit(X_s, y_s).predict_proba(X_q), rtol=1e-6)
+
+
+def test_concat_input_with_a_custom_module_is_refused_clearly():
+    # it would be ignored silently: the option belongs to the default MLP
+    for module in (MLP(N_FEATURES, (4,), N_WAY), MLP):
+        clf = MAMLClassifier(module, module_params=None if module is not MLP else
+                             {"n_features": N_FEATURES, "n_outputs": N_WAY},
+                             concat_input=True, n_meta_iter=1)
+        with pytest.raises(ValueError, match="concat_input=True applies to the "
+                                             "default MLP only"):
+            clf.meta_fit(_tasks())
+        with pytest.raises(ValueError, match="default MLP only"):
+            clf.fit(*_tasks()[0][:2])
+
+
+def test_save_load_and_pickle_keep_concat_input(tmp_path):
+    tasks = _tasks(4)
+    X_s, y_s, X_q, _ = tasks[0]
+    clf = MAMLClassifier(hidden_layer_sizes=(8,), concat_input=True, n_meta_iter=2,
+                         random_state=0).meta_fit(tasks)
+    expected = clf.fit(X_s, y_s).predict_proba(X_q)
+    clf.save(tmp_path / "m.skmeta")
+    for copied in (sk_meta.load(tmp_path / "m.skmeta"),
+                   pickle.loads(pickle.dumps(clf))):
+        assert copied.concat_input is True
+        np.testing.assert_allclose(copied.fit(X_s, y_s).predict_proba(X_q),
+                                   expected, rtol=1e-6)
