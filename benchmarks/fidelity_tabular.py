@@ -347,13 +347,11 @@ def with_new_head(net, n_way, seed):
 @dataclasses.dataclass(frozen=True)
 class MetaLearner:
     """An sk_meta estimator class and its parameters (``pretrained``: the
-    module is the pretrained network with a new output layer; ``validated``:
-    early stopping on held-out meta-training classes)."""
+    module is the pretrained network with a new output layer)."""
 
     estimator: type
     params: tuple = ()
     pretrained: bool = False
-    validated: bool = False
 
     def make(self, n_way, seed, max_time, pretrained_net=None):
         params = dict(self.params)
@@ -368,6 +366,11 @@ class MetaLearner:
     def hidden(self):
         return dict(self.params).get("hidden_layer_sizes", HIDDEN)
 
+    @property
+    def validated(self):
+        """Early stopping: on held-out meta-training classes (``val``)."""
+        return dict(self.params).get("early_stopping", False)
+
 
 # The options of the issue, by short name, combinable in a method name.
 VARIANTS = {
@@ -379,6 +382,7 @@ VARIANTS = {
     "anil": {"adapt_layers": "head"},
     "msl": {"multi_step_loss": True},
     "concat": {"concat_input": True},
+    "val": {"early_stopping": True, "validation_interval": 50, "n_iter_no_change": 5},
 }
 ESTIMATORS = {"maml": MAMLClassifier, "fomaml": FOMAMLClassifier,
               "reptile": ReptileClassifier}
@@ -400,14 +404,10 @@ def meta_learner(name):
     words = name.split()
     if not words or words[0] not in ESTIMATORS:
         raise ValueError(f"unknown method {name!r}")
-    params, pretrained, validated = {}, False, False
+    params, pretrained = {}, False
     for word in words[1:]:
         if word == "pre":
             pretrained = True
-        elif word == "val":
-            validated = True
-            params.update(early_stopping=True, validation_interval=50,
-                          n_iter_no_change=5)
         elif word in VARIANTS:
             params.update(VARIANTS[word])
         elif "=" in word and word.split("=")[0] in _PARAM_NAMES:
@@ -417,7 +417,7 @@ def meta_learner(name):
         else:
             raise ValueError(f"unknown word {word!r} in method {name!r}")
     return MetaLearner(ESTIMATORS[words[0]], tuple(sorted(params.items())),
-                       pretrained, validated)
+                       pretrained)
 
 
 # The pilot's methods: the defaults, each variant alone on MAML, combinations.
