@@ -118,6 +118,7 @@ from benchmarks._workloads import DEFAULT_OMNIGLOT_PATH, REPO_DIR
 from sk_meta import FOMAMLClassifier, MAMLClassifier, ReptileClassifier
 from sk_meta.datasets import load_omniglot
 from sk_meta.exceptions import DivergenceError
+from sk_meta.model_selection import MetaGridSearch
 from sk_meta.models import MLP
 from sk_meta.tasks import EpisodeSampler, split_classes
 
@@ -352,6 +353,7 @@ class MetaLearner:
     estimator: type
     params: tuple = ()
     pretrained: bool = False
+    searched: bool = False
 
     def make(self, n_way, seed, max_time, pretrained_net=None):
         params = dict(self.params)
@@ -360,7 +362,10 @@ class MetaLearner:
             params["module"] = with_new_head(pretrained_net, n_way, seed)
         else:
             params["hidden_layer_sizes"] = hidden
-        return self.estimator(max_time=max_time, random_state=seed, **params)
+        estimator = self.estimator(max_time=max_time, random_state=seed, **params)
+        if self.searched:
+            return MetaGridSearch(estimator, SEARCH_GRID, random_state=seed)
+        return estimator
 
     @property
     def hidden(self):
@@ -384,6 +389,9 @@ VARIANTS = {
     "concat": {"concat_input": True},
     "val": {"early_stopping": True, "validation_interval": 50, "n_iter_no_change": 5},
 }
+# 'search': MetaGridSearch with its defaults over this grid (held-out classes
+# choose the network and the number of meta-iterations, then a refit on all)
+SEARCH_GRID = {"concat_input": [False, True]}
 ESTIMATORS = {"maml": MAMLClassifier, "fomaml": FOMAMLClassifier,
               "reptile": ReptileClassifier}
 
@@ -404,10 +412,12 @@ def meta_learner(name):
     words = name.split()
     if not words or words[0] not in ESTIMATORS:
         raise ValueError(f"unknown method {name!r}")
-    params, pretrained = {}, False
+    params, pretrained, searched = {}, False, False
     for word in words[1:]:
         if word == "pre":
             pretrained = True
+        elif word == "search":
+            searched = True
         elif word in VARIANTS:
             params.update(VARIANTS[word])
         elif "=" in word and word.split("=")[0] in _PARAM_NAMES:
@@ -417,7 +427,7 @@ def meta_learner(name):
         else:
             raise ValueError(f"unknown word {word!r} in method {name!r}")
     return MetaLearner(ESTIMATORS[words[0]], tuple(sorted(params.items())),
-                       pretrained)
+                       pretrained, searched)
 
 
 # The pilot's methods: the defaults, each variant alone on MAML, combinations.
@@ -441,10 +451,10 @@ TEST_METHODS = ["maml", "fomaml", "reptile", "maml meta", "reptile meta steps=5"
 REPORT_METHODS = ["best support-only", "pretrain+LR", "maml @20", "fomaml @20",
                   "reptile @20", "maml meta @5", "reptile meta steps=5 @5",
                   "maml pre lr=0.01 mlr=0.0001 @20", "maml concat @20",
-                  "maml val @20", "maml concat val @20", "best sk_meta"]
+                  "maml val @20", "maml concat val @20", "maml search @20", "best sk_meta"]
 # few meta-training classes: the raw features beside the last hidden layer,
 # early stopping on held-out meta-training classes, and both
-FEW_CLASS_METHODS = ["maml concat", "maml val", "maml concat val"]
+FEW_CLASS_METHODS = ["maml concat", "maml val", "maml concat val", "maml search"]
 
 
 # -- running -----------------------------------------------------------------------
@@ -533,6 +543,12 @@ def run_setting(dataset, setting, split, k_shot, args, timer):
             t0 = time.perf_counter()
             est.meta_fit(meta_tasks, validation_tasks=validation_tasks)
             meta_seconds = time.perf_counter() - t0
+            if spec.searched:
+                record.update(search={k: [str(v) for v in values]
+                                      for k, values in est.results_.items()},
+                              best_params={k: str(v)
+                                           for k, v in est.best_params_.items()})
+                est = est.best_estimator_
             steps = [est.inner_steps, *(s for s in args.test_steps
                                         if s != est.inner_steps)]
             acc, diverged = {}, []

@@ -11,10 +11,16 @@ from typing import NamedTuple
 
 import numpy as np
 from scipy import stats
-from sklearn.base import clone
+from sklearn.base import BaseEstimator, MetaEstimatorMixin, clone
 from sklearn.metrics import check_scoring
+from sklearn.model_selection import ParameterGrid
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import HasMethods, Interval
+from sklearn.utils.metaestimators import available_if
+from sklearn.utils.validation import check_is_fitted
 
-__all__ = ["TaskEvaluation", "TaskScores", "evaluate_tasks", "tasks_to_cv"]
+__all__ = ["MetaGridSearch", "TaskEvaluation", "TaskScores", "evaluate_tasks",
+           "tasks_to_cv"]
 
 # As for meta_fit's validation_tasks: more is a sign of an endless iterable.
 MAX_TASKS = 10_000
@@ -353,3 +359,294 @@ def evaluate_tasks(estimator, tasks, *, baselines=None, scoring=None,
     return TaskEvaluation(
         {name: _summarize(values, confidence) for name, values in scores.items()},
         confidence=confidence)
+
+
+def _estimator_has(method):
+    """For ``available_if``: the method exists on the wrapped estimator."""
+    def check(search):
+        getattr(search.best_estimator_ if hasattr(search, "best_estimator_")
+                else search.estimator, method)
+        return True
+
+    return check
+
+
+def _seed(rng):
+    return int(rng.integers(np.iinfo(np.int32).max))
+
+
+def _n_val_classes(val_size, n_classes):
+    """``val_size`` as a number of classes: an int, or a fraction rounded up."""
+    if isinstance(val_size, numbers.Integral) and not isinstance(val_size, bool):
+        n_val = int(val_size)
+    elif isinstance(val_size, numbers.Real) and not isinstance(val_size, bool):
+        if not 0 < val_size < 1:
+            raise ValueError(
+                f"val_size as a fraction must be in (0, 1), got {val_size!r}; pass "
+                "an int for a number of classes"
+            )
+        n_val = max(2, int(np.ceil(val_size * n_classes)))
+    else:
+        raise TypeError(
+            f"val_size must be an int (number of classes) or a float (fraction), "
+            f"got {type(val_size).__name__}"
+        )
+    if n_val < 2:
+        raise ValueError(
+            f"val_size={val_size!r} gives {n_val} validation class; at least 2 "
+            "are needed to score adaptation on them"
+        )
+    return n_val
+
+
+def _best_meta_iter(history):
+    """The meta-iteration at which the validation score was best."""
+    best = [row["meta_iter"] for row in history if row.get("valid_score_best")]
+    return best[-1]
+
+
+class MetaGridSearch(MetaEstimatorMixin, BaseEstimator):
+    """Choose meta-training parameters on held-out classes, then meta-train.
+
+    Which network, head or inner loop works best depends on the table: the
+    wide network (``concat_input=True``) gains up to 8 points where the
+    support set alone separates the classes and loses as much where the
+    learned features are what works, and how long to meta-train depends on
+    how many classes there are. Both show on classes held out of
+    meta-training. ``meta_fit(sampler)`` holds out ``val_size`` of the
+    sampler's classes, meta-trains a clone of ``estimator`` for each
+    candidate of ``param_grid`` on the other classes with early stopping on
+    tasks of the held-out ones, and then meta-trains the best candidate on
+    all the sampler's classes for as many meta-iterations as it took to
+    reach its best validation score (``refit``). ``fit``, ``predict``,
+    ``predict_proba`` and ``score`` are those of ``best_estimator_``.
+
+    With ``meta_fit(tasks, validation_tasks=...)`` the validation tasks are
+    yours: each candidate meta-trains on ``tasks`` with early stopping on
+    them, and the best candidate, with its best init, is kept.
+
+    Parameters
+    ----------
+    estimator : sk_meta estimator
+        The estimator to meta-train, with its other parameters (including
+        ``n_meta_iter``, the most meta-iterations a candidate takes, and
+        ``validation_interval``, how often candidates are scored).
+    param_grid : dict or list of dicts
+        Parameter names to lists of values, as for scikit-learn's
+        ``GridSearchCV``; every combination is a candidate.
+    val_size : int or float, default=0.25
+        Number of held-out classes, or their fraction of the sampler's
+        classes (rounded up, at least 2).
+    n_val_tasks : int, default=100
+        Number of validation tasks drawn from the held-out classes; each has
+        ``min(n_way, held-out classes)`` classes and the sampler's
+        ``k_shot`` and ``n_query``.
+    random_state : int, RandomState instance or None, default=None
+        Seeds the choice of held-out classes and the validation tasks.
+
+    Attributes
+    ----------
+    best_estimator_ : sk_meta estimator
+        The meta-trained estimator with the best parameters.
+    best_params_ : dict
+        The candidate with the best validation score.
+    best_score_ : float
+        Its best validation score (the estimator's ``score`` after
+        adaptation, averaged over the validation tasks).
+    best_n_meta_iter_ : int
+        The meta-iteration at which it reached that score.
+    results_ : dict of lists
+        ``params``, ``validation_score`` (best validation score),
+        ``best_meta_iter`` and ``n_meta_iter`` (iterations run) of every
+        candidate, in the order of ``param_grid``.
+    val_classes_ : ndarray or None
+        The held-out classes (None when the validation tasks were passed).
+
+    See Also
+    --------
+    tasks_to_cv : Choose ``inner_lr`` or ``inner_steps`` for ``fit`` after
+        meta-training, with ``GridSearchCV``.
+    sk_meta.tasks.split_classes : Class pools for meta-training and testing.
+
+    Notes
+    -----
+    It meta-trains once per candidate and once more to refit: with two
+    candidates, about three times the cost of one ``meta_fit``. The
+    candidates meta-train on fewer classes than the refit; what is chosen
+    is the parameters and the number of meta-iterations, not the init.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_digits
+    >>> from sk_meta import MAMLClassifier
+    >>> from sk_meta.model_selection import MetaGridSearch
+    >>> from sk_meta.tasks import EpisodeSampler
+    >>> X, y = load_digits(return_X_y=True)
+    >>> sampler = EpisodeSampler(X / 16, y, 3, 1, 5, classes=range(7),
+    ...                          shuffle_labels=True, random_state=0)
+    >>> search = MetaGridSearch(
+    ...     MAMLClassifier(n_meta_iter=20, validation_interval=10, random_state=0),
+    ...     {"concat_input": [False, True]}, n_val_tasks=10, random_state=0)
+    >>> search.meta_fit(sampler).results_["params"]
+    [{'concat_input': False}, {'concat_input': True}]
+    >>> X_support, y_support = X[[7, 8, 9]] / 16, [7, 8, 9]
+    >>> search.fit(X_support, y_support).predict(X_support).shape
+    (3,)
+    """
+
+    _parameter_constraints = {
+        "estimator": [HasMethods(["meta_fit", "fit"])],
+        "param_grid": [dict, list],
+        "val_size": [Interval(numbers.Integral, 2, None, closed="left"),
+                     Interval(numbers.Real, 0, 1, closed="neither")],
+        "n_val_tasks": [Interval(numbers.Integral, 1, None, closed="left")],
+        "random_state": ["random_state"],
+    }
+
+    def __init__(self, estimator, param_grid, *, val_size=0.25, n_val_tasks=100,
+                 random_state=None):
+        self.estimator = estimator
+        self.param_grid = param_grid
+        self.val_size = val_size
+        self.n_val_tasks = n_val_tasks
+        self.random_state = random_state
+
+    def meta_fit(self, tasks, validation_tasks=None):
+        """Meta-train every candidate, choose the best, and refit it.
+
+        Parameters
+        ----------
+        tasks : EpisodeSampler or re-iterable tasks
+            Without ``validation_tasks``, an
+            :class:`~sk_meta.tasks.EpisodeSampler`, whose classes are split
+            into meta-training and held-out ones. With them, any collection
+            that can be iterated once per candidate (a list or a sampler;
+            not a generator).
+        validation_tasks : iterable of tasks, default=None
+            Finite held-out tasks to choose on.
+
+        Returns
+        -------
+        self : MetaGridSearch
+        """
+        self._validate_params()
+        grid = list(ParameterGrid(self.param_grid))
+        if validation_tasks is None:
+            search_tasks, validation_tasks, val_classes = self._hold_out(tasks)
+        else:
+            if iter(tasks) is tasks:
+                raise TypeError(
+                    f"tasks is a {type(tasks).__name__}, which can be read only "
+                    "once; every candidate meta-trains on it: pass a list or a "
+                    "sampler"
+                )
+            search_tasks, val_classes = tasks, None
+            validation_tasks = [task for _, task in
+                                _finite_tasks(validation_tasks, "validation_tasks")]
+            if not validation_tasks:
+                raise ValueError("validation_tasks is empty")
+        results = {"params": [], "validation_score": [], "best_meta_iter": [],
+                   "n_meta_iter": []}
+        best = None
+        for params in grid:
+            candidate = clone(self.estimator).set_params(**params, early_stopping=True)
+            candidate.meta_fit(search_tasks, validation_tasks=validation_tasks)
+            score = float(candidate.best_validation_score_)
+            results["params"].append(params)
+            results["validation_score"].append(score)
+            results["best_meta_iter"].append(_best_meta_iter(candidate.history_))
+            results["n_meta_iter"].append(int(candidate.n_meta_iter_))
+            if best is None or score > best[1]:
+                best = (len(results["params"]) - 1, score, candidate)
+        index, score, best_estimator = best
+        best_params = results["params"][index]
+        best_n_meta_iter = results["best_meta_iter"][index]
+        if val_classes is not None:  # refit on every class
+            best_estimator = clone(self.estimator).set_params(
+                **best_params, n_meta_iter=best_n_meta_iter)
+            best_estimator.meta_fit(tasks)
+        self.results_ = results
+        self.best_params_ = best_params
+        self.best_score_ = score
+        self.best_n_meta_iter_ = best_n_meta_iter
+        self.val_classes_ = val_classes
+        self.best_estimator_ = best_estimator
+        return self
+
+    def _hold_out(self, sampler):
+        from sk_meta.tasks import EpisodeSampler
+
+        if not isinstance(sampler, EpisodeSampler):
+            raise TypeError(
+                f"without validation_tasks, tasks must be an EpisodeSampler (its "
+                f"classes are split into meta-training and held-out classes), got "
+                f"{type(sampler).__name__}; with tasks of your own, pass "
+                "validation_tasks as well"
+            )
+        classes = sampler.class_labels
+        n_val = _n_val_classes(self.val_size, len(classes))
+        n_train = len(classes) - n_val
+        if n_train < sampler.n_way:
+            raise ValueError(
+                f"val_size={self.val_size!r} holds out {n_val} of the sampler's "
+                f"{len(classes)} classes, which leaves {n_train} to meta-train on, "
+                f"fewer than n_way={sampler.n_way}"
+            )
+        rng = np.random.default_rng(
+            check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
+        order = rng.permutation(len(classes))
+        val_classes = np.sort(classes[order[:n_val]])
+        train_classes = np.sort(classes[order[n_val:]])
+        search_tasks = EpisodeSampler(
+            sampler.X, sampler.y, sampler.n_way, sampler.k_shot, sampler.n_query,
+            classes=train_classes, n_tasks=sampler.n_tasks,
+            random_state=sampler.random_state, shuffle_labels=sampler.shuffle_labels)
+        validation_tasks = list(EpisodeSampler(
+            sampler.X, sampler.y, min(sampler.n_way, n_val), sampler.k_shot,
+            sampler.n_query, classes=val_classes, n_tasks=self.n_val_tasks,
+            random_state=_seed(rng)))
+        return search_tasks, validation_tasks, val_classes
+
+    @available_if(_estimator_has("fit"))
+    def fit(self, X, y):
+        """Adapt the best estimator to a support set (its ``fit``).
+
+        Returns
+        -------
+        self : MetaGridSearch
+        """
+        check_is_fitted(self, "best_estimator_")
+        self.best_estimator_.fit(X, y)
+        return self
+
+    @available_if(_estimator_has("predict"))
+    def predict(self, X):
+        """Predictions of the adapted best estimator."""
+        check_is_fitted(self, "best_estimator_")
+        return self.best_estimator_.predict(X)
+
+    @available_if(_estimator_has("predict_proba"))
+    def predict_proba(self, X):
+        """Class probabilities of the adapted best estimator."""
+        check_is_fitted(self, "best_estimator_")
+        return self.best_estimator_.predict_proba(X)
+
+    @available_if(_estimator_has("score"))
+    def score(self, X, y):
+        """The adapted best estimator's score on ``(X, y)``."""
+        check_is_fitted(self, "best_estimator_")
+        return self.best_estimator_.score(X, y)
+
+    @property
+    def classes_(self):
+        """The classes of the last support set (classifiers)."""
+        check_is_fitted(self, "best_estimator_")
+        return self.best_estimator_.classes_
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        inner = self.estimator.__sklearn_tags__()
+        tags.estimator_type = inner.estimator_type
+        tags.classifier_tags = inner.classifier_tags
+        tags.regressor_tags = inner.regressor_tags
+        return tags
