@@ -3,7 +3,9 @@
 :func:`tasks_to_cv` turns held-out tasks into ``(X, y, cv)`` for
 ``GridSearchCV`` and ``cross_val_score``; :func:`evaluate_tasks` scores an
 estimator and support-only baselines on each task, with a confidence
-interval of the mean. Nothing here imports torch.
+interval of the mean; :class:`MetaGridSearch` chooses meta-training
+parameters on classes held out of meta-training. Nothing here imports
+torch.
 """
 
 import numbers
@@ -531,6 +533,14 @@ class MetaGridSearch(MetaEstimatorMixin, BaseEstimator):
         """
         self._validate_params()
         grid = list(ParameterGrid(self.param_grid))
+        if not grid:
+            raise ValueError("param_grid has no candidate")
+        if any("early_stopping" in params for params in grid):
+            raise ValueError(
+                "param_grid must not set early_stopping: MetaGridSearch turns it "
+                "on for the candidates, which is how it reads their best "
+                "validation score and meta-iteration"
+            )
         if validation_tasks is None:
             search_tasks, validation_tasks, val_classes = self._hold_out(tasks)
         else:
@@ -549,7 +559,8 @@ class MetaGridSearch(MetaEstimatorMixin, BaseEstimator):
                    "n_meta_iter": []}
         best = None
         for params in grid:
-            candidate = clone(self.estimator).set_params(**params, early_stopping=True)
+            candidate = clone(self.estimator).set_params(
+                **{**params, "early_stopping": True})
             candidate.meta_fit(search_tasks, validation_tasks=validation_tasks)
             score = float(candidate.best_validation_score_)
             results["params"].append(params)
@@ -562,8 +573,10 @@ class MetaGridSearch(MetaEstimatorMixin, BaseEstimator):
         best_params = results["params"][index]
         best_n_meta_iter = results["best_meta_iter"][index]
         if val_classes is not None:  # refit on every class
+            # n_meta_iter in the grid bounds a candidate; the refit stops at
+            # the candidate's best iteration
             best_estimator = clone(self.estimator).set_params(
-                **best_params, n_meta_iter=best_n_meta_iter)
+                **{**best_params, "n_meta_iter": best_n_meta_iter})
             best_estimator.meta_fit(tasks)
         self.results_ = results
         self.best_params_ = best_params

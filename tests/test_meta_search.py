@@ -1,0 +1,294 @@
+"""MetaGridSearch: meta-training parameters chosen on held-out classes.
+
+The selection logic is checked with a recording stand-in estimator whose
+validation scores are set by its parameters (no torch), the whole path with
+MAMLClassifier against a by-hand repetition of what the search does.
+"""
+
+import pickle
+
+import numpy as np
+import pytest
+from sklearn.base import BaseEstimator, clone
+from sklearn.datasets import load_digits
+from sklearn.utils._param_validation import InvalidParameterError
+
+from sk_meta import MAMLClassifier
+from sk_meta.model_selection import MetaGridSearch
+from sk_meta.tasks import EpisodeSampler
+
+
+class Recorder(BaseEstimator):
+    """Meta-trains by reading tasks; its validation curve is set by ``quality``.
+
+    Validation scores rise to ``quality`` at meta-iteration ``peak`` and fall
+    after it, one history row every 10 iterations; every call is recorded.
+    """
+
+    calls = []
+
+    def __init__(self, quality=0.5, peak=30, n_meta_iter=60, early_stopping=False):
+        self.quality = quality
+        self.peak = peak
+        self.n_meta_iter = n_meta_iter
+        self.early_stopping = early_stopping
+
+    def meta_fit(self, tasks, validation_tasks=None):
+        seen = set()
+        for _, (_, y_support, _, y_query) in zip(range(40), tasks):
+            seen.update(np.asarray(y_support).tolist())
+            seen.update(np.asarray(y_query).tolist())
+        val_seen = set()
+        for task in validation_tasks or []:
+            val_seen.update(np.asarray(task[1]).tolist())
+        Recorder.calls.append(dict(self.get_params(), seen=seen, val_seen=val_seen,
+                                   n_validation=len(validation_tasks or [])))
+        self.history_, best = [], None
+        for it in range(10, self.n_meta_iter + 1, 10):
+            score = self.quality - abs(it - self.peak) / 1000
+            improved = best is None or score > best
+            best = score if improved else best
+            self.history_.append({"meta_iter": it, "valid_score": score,
+                                  "valid_score_best": improved})
+        self.best_validation_score_ = best
+        self.n_meta_iter_ = self.n_meta_iter
+        return self
+
+    def fit(self, X, y):
+        self.classes_ = np.unique(y)
+        return self
+
+    def predict(self, X):
+        return np.full(len(X), self.classes_[0])
+
+
+@pytest.fixture
+def sampler():
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(10), 8)
+    X = rng.normal(size=(80, 3)) + y[:, None]
+    return EpisodeSampler(X, y, 3, 2, 3, random_state=0)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_calls():
+    Recorder.calls.clear()
+
+
+def test_chooses_the_best_candidate_and_refits_it_on_every_class(sampler):
+    search = MetaGridSearch(Recorder(), {"quality": [0.6, 0.9, 0.7],
+                                         "peak": [20, 40]}, random_state=0)
+    search.meta_fit(sampler)
+    assert search.best_params_ == {"peak": 20, "quality": 0.9}
+    assert search.best_score_ == pytest.approx(0.9)
+    assert search.best_n_meta_iter_ == 20
+    assert search.results_["best_meta_iter"] == [20, 20, 20, 40, 40, 40]
+    assert search.results_["n_meta_iter"] == [60] * 6
+    *candidates, refit = Recorder.calls
+    assert len(candidates) == 6
+    # held-out classes: ceil(0.25 * 10) = 3, never meta-trained on by candidates
+    val = set(search.val_classes_.tolist())
+    assert len(val) == 3 and val <= set(range(10))
+    for call in candidates:
+        assert call["early_stopping"] is True
+        assert call["seen"].isdisjoint(val) and call["seen"]
+        assert call["val_seen"] <= val and call["n_validation"] == 100
+    # the refit: all classes, the best parameters, the best number of iterations,
+    # and the user's early_stopping (False), without validation tasks
+    assert refit["quality"] == 0.9 and refit["peak"] == 20
+    assert refit["n_meta_iter"] == 20 and refit["early_stopping"] is False
+    assert refit["n_validation"] == 0
+    assert refit["seen"] & val
+    assert search.best_estimator_.n_meta_iter == 20
+
+
+def test_with_validation_tasks_keeps_the_best_candidate_without_refit(sampler):
+    val_tasks = list(EpisodeSampler(sampler.X, sampler.y, 3, 2, 3, n_tasks=7,
+                                    random_state=1))
+    search = MetaGridSearch(Recorder(), {"quality": [0.3, 0.8]})
+    search.meta_fit(sampler, validation_tasks=val_tasks)
+    assert len(Recorder.calls) == 2  # no refit
+    assert [c["n_validation"] for c in Recorder.calls] == [7, 7]
+    assert search.best_params_ == {"quality": 0.8}
+    assert search.best_estimator_.quality == 0.8
+    assert search.best_estimator_.early_stopping is True
+    assert search.val_classes_ is None
+
+
+def test_ties_go_to_the_first_candidate(sampler):
+    search = MetaGridSearch(Recorder(), [{"quality": [0.5]}, {"quality": [0.5]}],
+                            random_state=0).meta_fit(sampler)
+    assert search.results_["validation_score"] == [0.5, 0.5]
+    assert Recorder.calls[-1]["quality"] == 0.5
+
+
+def test_val_size_as_a_count_and_the_seed(sampler):
+    first = MetaGridSearch(Recorder(), {"quality": [0.5]}, val_size=2,
+                           random_state=3).meta_fit(sampler)
+    again = MetaGridSearch(Recorder(), {"quality": [0.5]}, val_size=2,
+                           random_state=3).meta_fit(sampler)
+    other = [MetaGridSearch(Recorder(), {"quality": [0.5]}, val_size=2,
+                            random_state=seed).meta_fit(sampler).val_classes_.tolist()
+             for seed in range(6)]
+    assert len(first.val_classes_) == 2
+    np.testing.assert_array_equal(first.val_classes_, again.val_classes_)
+    assert len({tuple(v) for v in other}) > 1
+
+
+def test_nothing_passed_in_is_changed(sampler):
+    estimator = Recorder(quality=0.1)
+    grid = {"quality": [0.2, 0.4]}
+    classes_before = sampler.class_labels.copy()
+    MetaGridSearch(estimator, grid, random_state=0).meta_fit(sampler)
+    assert grid == {"quality": [0.2, 0.4]}
+    assert estimator.quality == 0.1 and not hasattr(estimator, "history_")
+    np.testing.assert_array_equal(sampler.class_labels, classes_before)
+    assert sampler.n_classes == 10
+
+
+@pytest.mark.parametrize("val_size, match", [
+    (8, "leaves 2 to meta-train on, fewer than n_way=3"),
+    (0.9, "leaves 1 to meta-train on"),
+])
+def test_too_many_held_out_classes(sampler, val_size, match):
+    with pytest.raises(ValueError, match=match):
+        MetaGridSearch(Recorder(), {"quality": [0.5]},
+                       val_size=val_size).meta_fit(sampler)
+    assert not Recorder.calls
+
+
+@pytest.mark.parametrize("val_size", [1, 0, 1.0, -0.5, "a"])
+def test_bad_val_size(sampler, val_size):
+    with pytest.raises(InvalidParameterError, match="val_size"):
+        MetaGridSearch(Recorder(), {"quality": [0.5]},
+                       val_size=val_size).meta_fit(sampler)
+
+
+def test_tasks_it_cannot_split_or_read_twice(sampler):
+    tasks = [sampler.sample(s) for s in range(5)]
+    search = MetaGridSearch(Recorder(), {"quality": [0.5]})
+    with pytest.raises(TypeError, match="must be an EpisodeSampler"):
+        search.meta_fit(tasks)
+    with pytest.raises(TypeError, match="can be read only once"):
+        search.meta_fit(iter(tasks), validation_tasks=tasks)
+    with pytest.raises(ValueError, match="validation_tasks is empty"):
+        search.meta_fit(tasks, validation_tasks=[])
+    endless = EpisodeSampler(sampler.X, sampler.y, 3, 2, 3)
+    with pytest.raises(ValueError, match="endless"):
+        search.meta_fit(tasks, validation_tasks=endless)
+    assert not Recorder.calls
+
+
+def test_n_meta_iter_in_the_grid_bounds_the_candidates(sampler):
+    search = MetaGridSearch(Recorder(), {"n_meta_iter": [20, 80], "peak": [50]},
+                            random_state=0).meta_fit(sampler)
+    assert search.results_["best_meta_iter"] == [20, 50]
+    assert search.best_params_ == {"n_meta_iter": 80, "peak": 50}
+    assert Recorder.calls[-1]["n_meta_iter"] == 50  # the refit
+
+
+def test_bad_grid_and_estimator(sampler):
+    with pytest.raises(ValueError, match="must not set early_stopping"):
+        MetaGridSearch(Recorder(), {"early_stopping": [False]}).meta_fit(sampler)
+    with pytest.raises(ValueError, match="no candidate"):
+        MetaGridSearch(Recorder(), []).meta_fit(sampler)
+    with pytest.raises(ValueError, match="Invalid parameter 'nope'"):
+        MetaGridSearch(Recorder(), {"nope": [1]}).meta_fit(sampler)
+    with pytest.raises(InvalidParameterError, match="estimator"):
+        MetaGridSearch(object(), {"quality": [1]}).meta_fit(sampler)
+    with pytest.raises(InvalidParameterError, match="param_grid"):
+        MetaGridSearch(Recorder(), "quality").meta_fit(sampler)
+
+
+def test_a_failed_meta_fit_leaves_a_fitted_search_as_it_was(sampler):
+    search = MetaGridSearch(Recorder(), {"quality": [0.5, 0.7]}, random_state=0)
+    search.meta_fit(sampler)
+    before = (search.best_params_, search.best_estimator_, search.val_classes_)
+    search.set_params(val_size=9)
+    with pytest.raises(ValueError, match="leaves 1"):
+        search.meta_fit(sampler)
+    assert (search.best_params_, search.best_estimator_) == before[:2]
+    np.testing.assert_array_equal(search.val_classes_, before[2])
+
+
+def test_not_fitted_yet(sampler):
+    from sklearn.exceptions import NotFittedError
+
+    search = MetaGridSearch(Recorder(), {"quality": [0.5]})
+    with pytest.raises(NotFittedError):
+        search.fit(sampler.X[:3], [0, 1, 2])
+
+
+# -- with MAMLClassifier ---------------------------------------------------------------
+@pytest.fixture(scope="module")
+def digits_sampler():
+    X, y = load_digits(return_X_y=True)
+    return EpisodeSampler((X / 16).astype(np.float32), y, 3, 2, 4, classes=range(7),
+                          shuffle_labels=True, random_state=0)
+
+
+@pytest.fixture(scope="module")
+def maml_search(digits_sampler):
+    estimator = MAMLClassifier(hidden_layer_sizes=(16,), n_meta_iter=12,
+                               validation_interval=4, inner_steps=3,
+                               meta_inner_steps=1, random_state=0)
+    return MetaGridSearch(estimator, {"concat_input": [False, True]},
+                          n_val_tasks=6, random_state=0).meta_fit(digits_sampler)
+
+
+def test_maml_search_equals_doing_it_by_hand(maml_search, digits_sampler):
+    search = maml_search
+    assert search.results_["params"] == [{"concat_input": False},
+                                         {"concat_input": True}]
+    assert set(search.results_["best_meta_iter"]) <= {4, 8, 12}
+    best = int(np.argmax(search.results_["validation_score"]))
+    assert search.best_params_ == search.results_["params"][best]
+    # by hand: meta-train the best parameters on all classes for the chosen
+    # number of iterations; the init must be the refit's
+    by_hand = clone(search.estimator).set_params(
+        **search.best_params_, n_meta_iter=search.best_n_meta_iter_)
+    by_hand.meta_fit(digits_sampler)
+    assert search.best_estimator_.n_meta_iter_ == search.best_n_meta_iter_
+    for name, value in by_hand.module_.state_dict().items():
+        np.testing.assert_array_equal(
+            search.best_estimator_.module_.state_dict()[name].numpy(), value.numpy())
+    assert search.best_estimator_.concat_input == search.best_params_["concat_input"]
+
+
+def test_maml_with_validation_tasks_scores_each_candidate_as_by_hand(
+        maml_search, digits_sampler):
+    X, y = digits_sampler.X, digits_sampler.y
+    train = EpisodeSampler(X, y, 3, 2, 4, classes=range(5), shuffle_labels=True,
+                           random_state=0)
+    val_tasks = list(EpisodeSampler(X, y, 2, 2, 4, classes=[5, 6], n_tasks=6,
+                                    random_state=1))
+    search = MetaGridSearch(maml_search.estimator, {"concat_input": [False, True]})
+    search.meta_fit(train, validation_tasks=val_tasks)
+    for params, score in zip(search.results_["params"],
+                             search.results_["validation_score"]):
+        by_hand = clone(maml_search.estimator).set_params(
+            **params, early_stopping=True).meta_fit(train, validation_tasks=val_tasks)
+        assert score == pytest.approx(by_hand.best_validation_score_, abs=1e-6)
+    # the kept candidate holds its best init: adapting it on the validation
+    # tasks gives back the best score
+    best = search.best_estimator_
+    mean_score = np.mean([clone(best).fit(t[0], t[1]).score(t[2], t[3])
+                          for t in val_tasks])
+    assert search.best_score_ == pytest.approx(mean_score, abs=1e-6)
+    assert search.best_score_ == max(search.results_["validation_score"])
+
+
+def test_maml_search_predicts_pickles_and_clones(maml_search, digits_sampler):
+    X, y = load_digits(return_X_y=True)
+    rows = np.flatnonzero(np.isin(y, [7, 8, 9]))[:30]
+    Xs, ys = (X[rows] / 16).astype(np.float32), y[rows]
+    proba = maml_search.fit(Xs, ys).predict_proba(Xs)
+    assert proba.shape == (30, 3)
+    np.testing.assert_array_equal(maml_search.classes_, [7, 8, 9])
+    assert 0 <= maml_search.score(Xs, ys) <= 1
+    restored = pickle.loads(pickle.dumps(maml_search))
+    np.testing.assert_allclose(restored.fit(Xs, ys).predict_proba(Xs), proba,
+                               atol=1e-6)
+    unfitted = clone(maml_search)
+    assert not hasattr(unfitted, "best_estimator_")
+    assert unfitted.get_params()["estimator__hidden_layer_sizes"] == (16,)
