@@ -620,6 +620,13 @@ class MetaGridSearch(MetaEstimatorMixin, BaseEstimator):
             random_state=_seed(rng)))
         return search_tasks, validation_tasks, val_classes
 
+    def _check_searched(self):
+        check_is_fitted(self, "best_estimator_", msg=(
+            "This %(name)s has not searched yet: call meta_fit first. A clone "
+            "of it has not either: in cross_val_score or GridSearchCV, pass "
+            "search.best_estimator_, which keeps its meta-learned init when "
+            "cloned."))
+
     @available_if(_estimator_has("fit"))
     def fit(self, X, y):
         """Adapt the best estimator to a support set (its ``fit``).
@@ -628,32 +635,32 @@ class MetaGridSearch(MetaEstimatorMixin, BaseEstimator):
         -------
         self : MetaGridSearch
         """
-        check_is_fitted(self, "best_estimator_")
+        self._check_searched()
         self.best_estimator_.fit(X, y)
         return self
 
     @available_if(_estimator_has("predict"))
     def predict(self, X):
         """Predictions of the adapted best estimator."""
-        check_is_fitted(self, "best_estimator_")
+        self._check_searched()
         return self.best_estimator_.predict(X)
 
     @available_if(_estimator_has("predict_proba"))
     def predict_proba(self, X):
         """Class probabilities of the adapted best estimator."""
-        check_is_fitted(self, "best_estimator_")
+        self._check_searched()
         return self.best_estimator_.predict_proba(X)
 
     @available_if(_estimator_has("score"))
     def score(self, X, y):
         """The adapted best estimator's score on ``(X, y)``."""
-        check_is_fitted(self, "best_estimator_")
+        self._check_searched()
         return self.best_estimator_.score(X, y)
 
     @property
     def classes_(self):
         """The classes of the last support set (classifiers)."""
-        check_is_fitted(self, "best_estimator_")
+        self._check_searched()
         return self.best_estimator_.classes_
 
     def __sklearn_tags__(self):

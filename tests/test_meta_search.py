@@ -215,8 +215,11 @@ def test_not_fitted_yet(sampler):
     from sklearn.exceptions import NotFittedError
 
     search = MetaGridSearch(Recorder(), {"quality": [0.5]})
-    with pytest.raises(NotFittedError):
+    with pytest.raises(NotFittedError, match="call meta_fit first"):
         search.fit(sampler.X[:3], [0, 1, 2])
+    search.meta_fit(sampler)
+    with pytest.raises(NotFittedError, match="best_estimator_"):
+        clone(search).predict(sampler.X[:3])
 
 
 # -- with MAMLClassifier ---------------------------------------------------------------
