@@ -73,7 +73,10 @@ maml <variant>...
     meta-iterations, and stops after 5 checks without improvement), ``pre``
     (the module is the pretrained
     network of pretrain+LR with a new output layer: pretrain, then
-    meta-learn).
+    meta-learn), ``search`` (``MetaGridSearch`` over ``SEARCH_GRID`` with
+    its defaults: a quarter of the meta-training classes held out, the best
+    candidate meta-trained again on all of them for its best number of
+    meta-iterations).
 maml meta, reptile meta steps=5, ...
     The classifiers' defaults before this benchmark chose new ones
     (``head_init="meta"``; Reptile with 5 inner steps).
@@ -451,9 +454,11 @@ TEST_METHODS = ["maml", "fomaml", "reptile", "maml meta", "reptile meta steps=5"
 REPORT_METHODS = ["best support-only", "pretrain+LR", "maml @20", "fomaml @20",
                   "reptile @20", "maml meta @5", "reptile meta steps=5 @5",
                   "maml pre lr=0.01 mlr=0.0001 @20", "maml concat @20",
-                  "maml val @20", "maml concat val @20", "maml search @20", "best sk_meta"]
+                  "maml val @20", "maml concat val @20", "maml search @20",
+                  "best sk_meta"]
 # few meta-training classes: the raw features beside the last hidden layer,
-# early stopping on held-out meta-training classes, and both
+# early stopping on held-out meta-training classes, both, and the choice
+# between the first and the defaults made on held-out classes
 FEW_CLASS_METHODS = ["maml concat", "maml val", "maml concat val", "maml search"]
 
 
