@@ -281,6 +281,16 @@ def test_maml_with_validation_tasks_scores_each_candidate_as_by_hand(
     assert search.best_score_ == max(search.results_["validation_score"])
 
 
+def test_tags_follow_the_estimator():
+    from sklearn.base import is_classifier, is_regressor
+
+    from sk_meta import MAMLRegressor
+
+    assert is_classifier(MetaGridSearch(MAMLClassifier(), {}))
+    assert is_regressor(MetaGridSearch(MAMLRegressor(), {}))
+    assert not is_classifier(MetaGridSearch(Recorder(), {}))
+
+
 def test_maml_search_predicts_pickles_and_clones(maml_search, digits_sampler):
     X, y = load_digits(return_X_y=True)
     rows = np.flatnonzero(np.isin(y, [7, 8, 9]))[:30]
