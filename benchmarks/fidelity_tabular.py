@@ -73,9 +73,10 @@ maml <variant>...
     meta-iterations, and stops after 5 checks without improvement), ``pre``
     (the module is the pretrained
     network of pretrain+LR with a new output layer: pretrain, then
-    meta-learn), ``search`` (``MetaGridSearch`` over ``SEARCH_GRID`` with
-    its defaults: a quarter of the meta-training classes held out, the best
-    candidate meta-trained again on all of them for its best number of
+    meta-learn), ``search`` and ``searchlr`` (``MetaGridSearch`` with its
+    defaults over ``concat_input`` and over ``inner_lr``, ``SEARCH_GRIDS``:
+    a quarter of the meta-training classes held out, the best candidate
+    meta-trained again on all of them for its best number of
     meta-iterations).
 maml meta, reptile meta steps=5, ...
     The classifiers' defaults before this benchmark chose new ones
@@ -356,7 +357,7 @@ class MetaLearner:
     estimator: type
     params: tuple = ()
     pretrained: bool = False
-    searched: bool = False
+    search_grid: tuple = ()
 
     def make(self, n_way, seed, max_time, pretrained_net=None):
         params = dict(self.params)
@@ -366,9 +367,14 @@ class MetaLearner:
         else:
             params["hidden_layer_sizes"] = hidden
         estimator = self.estimator(max_time=max_time, random_state=seed, **params)
-        if self.searched:
-            return MetaGridSearch(estimator, SEARCH_GRID, random_state=seed)
+        if self.search_grid:
+            return MetaGridSearch(estimator, {k: list(v) for k, v in self.search_grid},
+                                  random_state=seed)
         return estimator
+
+    @property
+    def searched(self):
+        return bool(self.search_grid)
 
     @property
     def hidden(self):
@@ -392,9 +398,10 @@ VARIANTS = {
     "concat": {"concat_input": True},
     "val": {"early_stopping": True, "validation_interval": 50, "n_iter_no_change": 5},
 }
-# 'search': MetaGridSearch with its defaults over this grid (held-out classes
-# choose the network and the number of meta-iterations, then a refit on all)
-SEARCH_GRID = {"concat_input": [False, True]}
+# MetaGridSearch with its defaults over a grid (held-out classes choose the
+# parameters and the number of meta-iterations, then a refit on all classes)
+SEARCH_GRIDS = {"search": {"concat_input": [False, True]},
+                "searchlr": {"inner_lr": [0.03, 0.1]}}
 ESTIMATORS = {"maml": MAMLClassifier, "fomaml": FOMAMLClassifier,
               "reptile": ReptileClassifier}
 
@@ -415,12 +422,12 @@ def meta_learner(name):
     words = name.split()
     if not words or words[0] not in ESTIMATORS:
         raise ValueError(f"unknown method {name!r}")
-    params, pretrained, searched = {}, False, False
+    params, pretrained, search_grid = {}, False, ()
     for word in words[1:]:
         if word == "pre":
             pretrained = True
-        elif word == "search":
-            searched = True
+        elif word in SEARCH_GRIDS:
+            search_grid = tuple((k, tuple(v)) for k, v in SEARCH_GRIDS[word].items())
         elif word in VARIANTS:
             params.update(VARIANTS[word])
         elif "=" in word and word.split("=")[0] in _PARAM_NAMES:
@@ -430,7 +437,7 @@ def meta_learner(name):
         else:
             raise ValueError(f"unknown word {word!r} in method {name!r}")
     return MetaLearner(ESTIMATORS[words[0]], tuple(sorted(params.items())),
-                       pretrained, searched)
+                       pretrained, search_grid)
 
 
 # The pilot's methods: the defaults, each variant alone on MAML, combinations.
