@@ -567,9 +567,11 @@ class MetaGridSearch(MetaEstimatorMixin, BaseEstimator):
             results["validation_score"].append(score)
             results["best_meta_iter"].append(_best_meta_iter(candidate.history_))
             results["n_meta_iter"].append(int(candidate.n_meta_iter_))
-            if best is None or score > best[1]:
-                best = (len(results["params"]) - 1, score, candidate)
-        index, score, best_estimator = best
+            # a NaN score (a diverged candidate) never wins
+            rank = score if np.isfinite(score) else -np.inf
+            if best is None or rank > best[3]:
+                best = (len(results["params"]) - 1, score, candidate, rank)
+        index, score, best_estimator, _ = best
         best_params = results["params"][index]
         best_n_meta_iter = results["best_meta_iter"][index]
         if val_classes is not None:  # refit on every class
@@ -630,6 +632,13 @@ class MetaGridSearch(MetaEstimatorMixin, BaseEstimator):
     @available_if(_estimator_has("fit"))
     def fit(self, X, y):
         """Adapt the best estimator to a support set (its ``fit``).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, ...)
+            The support set.
+        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
+            Its targets.
 
         Returns
         -------

@@ -122,6 +122,12 @@ def test_ties_go_to_the_first_candidate(sampler):
     assert Recorder.calls[-1]["quality"] == 0.5
 
 
+def test_a_nan_validation_score_never_wins(sampler):
+    search = MetaGridSearch(Recorder(), {"quality": [np.nan, 0.2]},
+                            random_state=0).meta_fit(sampler)
+    assert search.best_params_ == {"quality": 0.2}
+
+
 def test_val_size_as_a_count_and_the_seed(sampler):
     first = MetaGridSearch(Recorder(), {"quality": [0.5]}, val_size=2,
                            random_state=3).meta_fit(sampler)
