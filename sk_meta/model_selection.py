@@ -16,7 +16,7 @@ from scipy import stats
 from sklearn.base import BaseEstimator, MetaEstimatorMixin, clone
 from sklearn.metrics import check_scoring
 from sklearn.model_selection import ParameterGrid
-from sklearn.utils import check_random_state, get_tags
+from sklearn.utils import get_tags
 from sklearn.utils._param_validation import HasMethods, Interval
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import check_is_fitted
@@ -377,30 +377,6 @@ def _seed(rng):
     return int(rng.integers(np.iinfo(np.int32).max))
 
 
-def _n_val_classes(val_size, n_classes):
-    """``val_size`` as a number of classes: an int, or a fraction rounded up."""
-    if isinstance(val_size, numbers.Integral) and not isinstance(val_size, bool):
-        n_val = int(val_size)
-    elif isinstance(val_size, numbers.Real) and not isinstance(val_size, bool):
-        if not 0 < val_size < 1:
-            raise ValueError(
-                f"val_size as a fraction must be in (0, 1), got {val_size!r}; pass "
-                "an int for a number of classes"
-            )
-        n_val = max(2, int(np.ceil(val_size * n_classes)))
-    else:
-        raise TypeError(
-            f"val_size must be an int (number of classes) or a float (fraction), "
-            f"got {type(val_size).__name__}"
-        )
-    if n_val < 2:
-        raise ValueError(
-            f"val_size={val_size!r} gives {n_val} validation class; at least 2 "
-            "are needed to score adaptation on them"
-        )
-    return n_val
-
-
 def _best_meta_iter(history):
     """The meta-iteration at which the validation score was best."""
     best = [row["meta_iter"] for row in history if row.get("valid_score_best")]
@@ -444,7 +420,9 @@ class MetaGridSearch(MetaEstimatorMixin, BaseEstimator):
         ``min(n_way, held-out classes)`` classes and the sampler's
         ``k_shot`` and ``n_query``.
     random_state : int, RandomState instance or None, default=None
-        Seeds the choice of held-out classes and the validation tasks.
+        Seeds the choice of held-out classes (the validation pool of
+        :func:`~sk_meta.tasks.split_classes` with this seed) and the
+        validation tasks.
 
     Attributes
     ----------
@@ -589,7 +567,8 @@ class MetaGridSearch(MetaEstimatorMixin, BaseEstimator):
         return self
 
     def _hold_out(self, sampler):
-        from sk_meta.tasks import EpisodeSampler
+        from sk_meta.tasks import EpisodeSampler, split_classes
+        from sk_meta.tasks._samplers import _make_generator, _resolve_size
 
         if not isinstance(sampler, EpisodeSampler):
             raise TypeError(
@@ -599,7 +578,10 @@ class MetaGridSearch(MetaEstimatorMixin, BaseEstimator):
                 "validation_tasks as well"
             )
         classes = sampler.class_labels
-        n_val = _n_val_classes(self.val_size, len(classes))
+        # A fraction rounds up, to at least 2 classes: adaptation to fewer
+        # cannot be scored.
+        n_val = max(2, _resolve_size(self.val_size, "val_size", len(classes),
+                                     round_up=True))
         n_train = len(classes) - n_val
         if n_train < sampler.n_way:
             raise ValueError(
@@ -607,11 +589,9 @@ class MetaGridSearch(MetaEstimatorMixin, BaseEstimator):
                 f"{len(classes)} classes, which leaves {n_train} to meta-train on, "
                 f"fewer than n_way={sampler.n_way}"
             )
-        rng = np.random.default_rng(
-            check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
-        order = rng.permutation(len(classes))
-        val_classes = np.sort(classes[order[:n_val]])
-        train_classes = np.sort(classes[order[n_val:]])
+        rng = _make_generator(self.random_state)
+        train_classes, val_classes, _ = split_classes(
+            classes, train_size=n_train, val_size=n_val, random_state=rng)
         search_tasks = EpisodeSampler(
             sampler.X, sampler.y, sampler.n_way, sampler.k_shot, sampler.n_query,
             classes=train_classes, n_tasks=sampler.n_tasks,

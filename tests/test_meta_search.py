@@ -15,7 +15,7 @@ from sklearn.utils._param_validation import InvalidParameterError
 
 from sk_meta import MAMLClassifier
 from sk_meta.model_selection import MetaGridSearch
-from sk_meta.tasks import EpisodeSampler
+from sk_meta.tasks import EpisodeSampler, split_classes
 
 
 class Recorder(BaseEstimator):
@@ -139,6 +139,16 @@ def test_val_size_as_a_count_and_the_seed(sampler):
     assert len(first.val_classes_) == 2
     np.testing.assert_array_equal(first.val_classes_, again.val_classes_)
     assert len({tuple(v) for v in other}) > 1
+
+
+@pytest.mark.parametrize("val_size, n_val", [(0.25, 3), (0.1, 2), (0.3, 3), (4, 4)])
+def test_held_out_classes_are_split_classes_validation_pool(sampler, val_size, n_val):
+    # A fraction rounds up, to at least 2; the split is the project's own.
+    search = MetaGridSearch(Recorder(), {"quality": [0.5]}, val_size=val_size,
+                            random_state=7).meta_fit(sampler)
+    _, expected, _ = split_classes(sampler.class_labels, train_size=10 - n_val,
+                                   val_size=n_val, random_state=7)
+    np.testing.assert_array_equal(search.val_classes_, expected)
 
 
 def test_nothing_passed_in_is_changed(sampler):

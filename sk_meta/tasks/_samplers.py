@@ -340,8 +340,11 @@ default=None
         )
 
 
-def _resolve_size(size, name, n_classes):
-    """Turn an int count or a float fraction into a number of classes."""
+def _resolve_size(size, name, n_classes, *, round_up=False):
+    """Turn an int count or a float fraction into a number of classes.
+
+    A fraction is rounded down, or up with ``round_up``.
+    """
     if isinstance(size, numbers.Integral) and not isinstance(size, bool):
         if size < 0:
             raise ValueError(f"{name} must be non-negative, got {size}.")
@@ -352,9 +355,7 @@ def _resolve_size(size, name, n_classes):
                 f"{name} as a fraction must be in [0, 1), got {size}; pass an int "
                 "for a number of classes."
             )
-        # Round the test pool up, the others down, as train_test_split does.
-        rounded = np.ceil if name == "test_size" else np.floor
-        return int(rounded(size * n_classes))
+        return int((np.ceil if round_up else np.floor)(size * n_classes))
     raise ValueError(
         f"{name} must be an int (number of classes) or a float (fraction), "
         f"got {size!r}."
@@ -423,7 +424,8 @@ def split_classes(y, *, train_size, val_size=0, test_size=None, random_state=Non
     if test_size is None:
         n_test = n_classes - n_train - n_val
     else:
-        n_test = _resolve_size(test_size, "test_size", n_classes)
+        # Round the test pool up, the others down, as train_test_split does.
+        n_test = _resolve_size(test_size, "test_size", n_classes, round_up=True)
     if n_test < 0 or n_train + n_val + n_test > n_classes:
         raise ValueError(
             f"train_size={train_size!r}, val_size={val_size!r} and "
