@@ -9,15 +9,17 @@ torch.
 """
 
 import numbers
+import warnings
 from typing import NamedTuple
 
 import numpy as np
 from scipy import stats
 from sklearn.base import BaseEstimator, MetaEstimatorMixin, clone
+from sklearn.exceptions import FitFailedWarning
 from sklearn.metrics import check_scoring
 from sklearn.model_selection import ParameterGrid
 from sklearn.utils import get_tags
-from sklearn.utils._param_validation import HasMethods, Interval
+from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import check_is_fitted
 
@@ -419,6 +421,12 @@ class MetaGridSearch(MetaEstimatorMixin, BaseEstimator):
         Number of validation tasks drawn from the held-out classes; each has
         ``min(n_way, held-out classes)`` classes and the sampler's
         ``k_shot`` and ``n_query``.
+    error_score : "raise" or float, default=np.nan
+        The validation score of a candidate whose ``meta_fit`` raises (for
+        example a ``DivergenceError`` at a large ``meta_lr``), with a
+        ``FitFailedWarning``; such a candidate never wins, and when every
+        candidate fails ``meta_fit`` raises a ``ValueError``. ``"raise"``
+        raises the candidate's error at once.
     random_state : int, RandomState instance or None, default=None
         Seeds the choice of held-out classes (the validation pool of
         :func:`~sk_meta.tasks.split_classes` with this seed) and the
@@ -438,7 +446,8 @@ class MetaGridSearch(MetaEstimatorMixin, BaseEstimator):
     results_ : dict of lists
         ``params``, ``validation_score`` (best validation score),
         ``best_meta_iter`` and ``n_meta_iter`` (iterations run) of every
-        candidate, in the order of ``param_grid``.
+        candidate, in the order of ``param_grid`` (None for the last two of a
+        candidate that failed).
     val_classes_ : ndarray or None
         The held-out classes (None when the validation tasks were passed).
 
@@ -480,15 +489,17 @@ class MetaGridSearch(MetaEstimatorMixin, BaseEstimator):
         "val_size": [Interval(numbers.Integral, 2, None, closed="left"),
                      Interval(numbers.Real, 0, 1, closed="neither")],
         "n_val_tasks": [Interval(numbers.Integral, 1, None, closed="left")],
+        "error_score": [StrOptions({"raise"}), numbers.Real],
         "random_state": ["random_state"],
     }
 
     def __init__(self, estimator, param_grid, *, val_size=0.25, n_val_tasks=100,
-                 random_state=None):
+                 error_score=np.nan, random_state=None):
         self.estimator = estimator
         self.param_grid = param_grid
         self.val_size = val_size
         self.n_val_tasks = n_val_tasks
+        self.error_score = error_score
         self.random_state = random_state
 
     def meta_fit(self, tasks, validation_tasks=None):
@@ -535,11 +546,27 @@ class MetaGridSearch(MetaEstimatorMixin, BaseEstimator):
                 raise ValueError("validation_tasks is empty")
         results = {"params": [], "validation_score": [], "best_meta_iter": [],
                    "n_meta_iter": []}
-        best = None
+        best, first_error = None, None
         for params in grid:
             candidate = clone(self.estimator).set_params(
                 **{**params, "early_stopping": True})
-            candidate.meta_fit(search_tasks, validation_tasks=validation_tasks)
+            try:
+                candidate.meta_fit(search_tasks, validation_tasks=validation_tasks)
+            except Exception as error:
+                if self.error_score == "raise":
+                    raise
+                # as GridSearchCV: one diverging candidate does not end the search
+                first_error = first_error or error
+                warnings.warn(
+                    f"Candidate {params} failed to meta-train and scores "
+                    f"error_score={self.error_score!r}: "
+                    f"{type(error).__name__}: {error}", FitFailedWarning,
+                    stacklevel=2)
+                results["params"].append(params)
+                results["validation_score"].append(float(self.error_score))
+                results["best_meta_iter"].append(None)
+                results["n_meta_iter"].append(None)
+                continue
             score = float(candidate.best_validation_score_)
             results["params"].append(params)
             results["validation_score"].append(score)
@@ -549,6 +576,11 @@ class MetaGridSearch(MetaEstimatorMixin, BaseEstimator):
             rank = score if np.isfinite(score) else -np.inf
             if best is None or rank > best[3]:
                 best = (len(results["params"]) - 1, score, candidate, rank)
+        if best is None:
+            raise ValueError(
+                f"All {len(grid)} candidates failed to meta-train; the first "
+                f"error: {type(first_error).__name__}: {first_error}"
+            ) from first_error
         index, score, best_estimator, _ = best
         best_params = results["params"][index]
         best_n_meta_iter = results["best_meta_iter"][index]

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from sklearn.base import BaseEstimator, clone
 from sklearn.datasets import load_digits
+from sklearn.exceptions import FitFailedWarning
 from sklearn.utils._param_validation import InvalidParameterError
 
 from sk_meta import MAMLClassifier
@@ -27,13 +28,17 @@ class Recorder(BaseEstimator):
 
     calls = []
 
-    def __init__(self, quality=0.5, peak=30, n_meta_iter=60, early_stopping=False):
+    def __init__(self, quality=0.5, peak=30, n_meta_iter=60, early_stopping=False,
+                 fail=False):
         self.quality = quality
         self.peak = peak
         self.n_meta_iter = n_meta_iter
         self.early_stopping = early_stopping
+        self.fail = fail
 
     def meta_fit(self, tasks, validation_tasks=None):
+        if self.fail:
+            raise RuntimeError("the meta-loss diverged")
         seen = set()
         for _, (_, y_support, _, y_query) in zip(range(40), tasks):
             seen.update(np.asarray(y_support).tolist())
@@ -126,6 +131,38 @@ def test_a_nan_validation_score_never_wins(sampler):
     search = MetaGridSearch(Recorder(), {"quality": [np.nan, 0.2]},
                             random_state=0).meta_fit(sampler)
     assert search.best_params_ == {"quality": 0.2}
+
+
+def test_a_failing_candidate_scores_error_score_and_never_wins(sampler):
+    grid = [{"quality": [0.9], "fail": [True]},
+            {"quality": [0.3, 0.2], "fail": [False]}]
+    with pytest.warns(FitFailedWarning, match="diverged") as caught:
+        search = MetaGridSearch(Recorder(), grid, random_state=0).meta_fit(sampler)
+    assert len(caught) == 1
+    assert search.best_params_ == {"fail": False, "quality": 0.3}
+    assert np.isnan(search.results_["validation_score"][0])
+    assert search.results_["best_meta_iter"][0] is None
+    assert search.results_["n_meta_iter"][0] is None
+    # a numeric error_score is recorded but a failed candidate still never wins
+    with pytest.warns(FitFailedWarning):
+        search = MetaGridSearch(Recorder(), grid, error_score=1.0,
+                                random_state=0).meta_fit(sampler)
+    assert search.best_params_ == {"fail": False, "quality": 0.3}
+    assert 1.0 in search.results_["validation_score"]
+
+
+def test_error_score_raise_and_every_candidate_failing(sampler):
+    with pytest.raises(RuntimeError, match="diverged"):
+        MetaGridSearch(Recorder(), {"fail": [False, True]}, error_score="raise",
+                       random_state=0).meta_fit(sampler)
+    fitted = MetaGridSearch(Recorder(), {"fail": [False]},
+                            random_state=0).meta_fit(sampler)
+    before = fitted.best_estimator_
+    fitted.set_params(param_grid={"fail": [True], "quality": [0.1, 0.2]})
+    with pytest.warns(FitFailedWarning), pytest.raises(
+            ValueError, match="All 2 candidates failed.*RuntimeError: the meta-loss"):
+        fitted.meta_fit(sampler)
+    assert fitted.best_estimator_ is before  # a failed call leaves the fit as it was
 
 
 def test_val_size_as_a_count_and_the_seed(sampler):
