@@ -254,6 +254,7 @@ class Setting:
     test: np.ndarray  # the validation classes in the pilot
     n_way: int
     n_val: int = 0
+    groups: object = None  # per row: classes MetaGridSearch holds out together
 
 
 def make_setting(table, split, stage):
@@ -286,8 +287,12 @@ def make_setting(table, split, stage):
         mean, std = X[rows].mean(axis=0), X[rows].std(axis=0)
         std = np.where(std > 0, std, 1.0)
     X = ((X - mean) / std).astype(np.float32)
+    groups = None
+    if isinstance(table.extra_train, dict):  # a character's four rotations
+        char_of_class = table.extra_train["char_of_class"]
+        groups = np.array([char_of_class[c][0] for c in table.y])
     return Setting(X, table.y, np.asarray(train), np.asarray(test),
-                   min(table.n_way, len(test)), table.n_val)
+                   min(table.n_way, len(test)), table.n_val, groups)
 
 
 def n_query_for(setting, k_shot, classes):
@@ -553,7 +558,11 @@ def run_setting(dataset, setting, split, k_shot, args, timer):
                 shuffle_labels=True, random_state=split)
             est = spec.make(n_way, split, args.max_time, net)
             t0 = time.perf_counter()
-            est.meta_fit(meta_tasks, validation_tasks=validation_tasks)
+            if spec.searched and setting.groups is not None:
+                est.meta_fit(meta_tasks, groups=setting.groups)
+                record.update(search_groups="character")
+            else:
+                est.meta_fit(meta_tasks, validation_tasks=validation_tasks)
             meta_seconds = time.perf_counter() - t0
             if spec.searched:
                 record.update(search={k: [str(v) for v in values]

@@ -379,6 +379,35 @@ def _seed(rng):
     return int(rng.integers(np.iinfo(np.int32).max))
 
 
+def _group_of_class(sampler, groups):
+    """The group of each of the sampler's classes (the class itself without groups)."""
+    classes = sampler.class_labels
+    if groups is None:
+        return classes
+    groups = np.asarray(groups)
+    if groups.shape != (len(sampler.y),):
+        raise ValueError(
+            f"groups must have one label per row of the sampler ({len(sampler.y)}), "
+            f"got shape {groups.shape}"
+        )
+    y = np.asarray(sampler.y)
+    rows = np.isin(y, classes)
+    class_codes = np.searchsorted(classes, y[rows])
+    group_labels, group_codes = np.unique(groups[rows], return_inverse=True)
+    pairs = np.unique(np.stack([class_codes, group_codes.ravel()]), axis=1)
+    n_groups = np.bincount(pairs[0], minlength=len(classes))
+    if (n_groups > 1).any():
+        first = np.argmax(n_groups > 1)
+        label = classes[first:first + 1].tolist()[0]
+        raise ValueError(
+            f"class {label!r} has rows in {n_groups[first]} groups; "
+            "every class must lie in one group"
+        )
+    group_of_class = np.empty(len(classes), dtype=int)
+    group_of_class[pairs[0]] = pairs[1]
+    return group_labels[group_of_class]
+
+
 def _best_meta_iter(history):
     """The meta-iteration at which the validation score was best."""
     best = [row["meta_iter"] for row in history if row.get("valid_score_best")]
@@ -502,7 +531,7 @@ class MetaGridSearch(MetaEstimatorMixin, BaseEstimator):
         self.error_score = error_score
         self.random_state = random_state
 
-    def meta_fit(self, tasks, validation_tasks=None):
+    def meta_fit(self, tasks, validation_tasks=None, *, groups=None):
         """Meta-train every candidate, choose the best, and refit it.
 
         Parameters
@@ -515,6 +544,12 @@ class MetaGridSearch(MetaEstimatorMixin, BaseEstimator):
             not a generator).
         validation_tasks : iterable of tasks, default=None
             Finite held-out tasks to choose on.
+        groups : array-like of shape (n_samples,), default=None
+            Group labels of the sampler's rows, as for scikit-learn's
+            ``GroupKFold``: classes of one group (for example the rotations
+            of one Omniglot character) are held out together, and
+            ``val_size`` counts groups. Every class must lie in one group.
+            Only without ``validation_tasks``.
 
         Returns
         -------
@@ -531,7 +566,13 @@ class MetaGridSearch(MetaEstimatorMixin, BaseEstimator):
                 "validation score and meta-iteration"
             )
         if validation_tasks is None:
-            search_tasks, validation_tasks, val_classes = self._hold_out(tasks)
+            search_tasks, validation_tasks, val_classes = self._hold_out(tasks,
+                                                                         groups)
+        elif groups is not None:
+            raise ValueError(
+                "groups chooses which classes are held out; with validation_tasks "
+                "nothing is held out: pass one or the other"
+            )
         else:
             if iter(tasks) is tasks:
                 raise TypeError(
@@ -598,7 +639,7 @@ class MetaGridSearch(MetaEstimatorMixin, BaseEstimator):
         self.best_estimator_ = best_estimator
         return self
 
-    def _hold_out(self, sampler):
+    def _hold_out(self, sampler, groups):
         from sk_meta.tasks import EpisodeSampler, split_classes
         from sk_meta.tasks._samplers import _make_generator, _resolve_size
 
@@ -610,20 +651,33 @@ class MetaGridSearch(MetaEstimatorMixin, BaseEstimator):
                 "validation_tasks as well"
             )
         classes = sampler.class_labels
-        # A fraction rounds up, to at least 2 classes: adaptation to fewer
-        # cannot be scored.
-        n_val = max(2, _resolve_size(self.val_size, "val_size", len(classes),
+        group_of_class = _group_of_class(sampler, groups)
+        units = np.unique(group_of_class)
+        # A fraction rounds up, to at least 2 classes (or groups): adaptation
+        # to fewer cannot be scored.
+        n_val = max(2, _resolve_size(self.val_size, "val_size", len(units),
                                      round_up=True))
-        n_train = len(classes) - n_val
-        if n_train < sampler.n_way:
+        n_train = len(units) - n_val
+        if n_train < 1 or (groups is None and n_train < sampler.n_way):
+            what = "classes" if groups is None else "groups"
             raise ValueError(
                 f"val_size={self.val_size!r} holds out {n_val} of the sampler's "
-                f"{len(classes)} classes, which leaves {n_train} to meta-train on, "
-                f"fewer than n_way={sampler.n_way}"
+                f"{len(units)} {what}, which leaves {max(n_train, 0)} to "
+                f"meta-train on" + (f", fewer than n_way={sampler.n_way}"
+                                    if groups is None else "")
             )
         rng = _make_generator(self.random_state)
-        train_classes, val_classes, _ = split_classes(
-            classes, train_size=n_train, val_size=n_val, random_state=rng)
+        train_units, val_units, _ = split_classes(
+            units, train_size=n_train, val_size=n_val, random_state=rng)
+        train_classes = classes[np.isin(group_of_class, train_units)]
+        val_classes = classes[np.isin(group_of_class, val_units)]
+        if len(train_classes) < sampler.n_way or len(val_classes) < 2:
+            raise ValueError(
+                f"the held-out groups hold {len(val_classes)} classes and leave "
+                f"{len(train_classes)} to meta-train on; at least 2 and "
+                f"n_way={sampler.n_way} are needed: change val_size or "
+                "random_state"
+            )
         search_tasks = EpisodeSampler(
             sampler.X, sampler.y, sampler.n_way, sampler.k_shot, sampler.n_query,
             classes=train_classes, n_tasks=sampler.n_tasks,

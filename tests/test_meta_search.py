@@ -188,6 +188,40 @@ def test_held_out_classes_are_split_classes_validation_pool(sampler, val_size, n
     np.testing.assert_array_equal(search.val_classes_, expected)
 
 
+def test_groups_are_held_out_whole(sampler):
+    groups = sampler.y // 2  # five groups of two classes
+    search = MetaGridSearch(Recorder(), {"quality": [0.5]}, val_size=2,
+                            random_state=1).meta_fit(sampler, groups=groups)
+    val = set(search.val_classes_.tolist())
+    assert len(val) == 4
+    assert all((c ^ 1) in val for c in val)  # a class's group-mate is held out too
+    candidate = Recorder.calls[0]
+    assert not candidate["seen"] & val and candidate["val_seen"] <= val
+    # groups of one class each: the same split as without groups
+    plain = MetaGridSearch(Recorder(), {"quality": [0.5]}, val_size=2,
+                           random_state=1)
+    np.testing.assert_array_equal(
+        plain.meta_fit(sampler).val_classes_,
+        plain.meta_fit(sampler, groups=sampler.y * 10).val_classes_)
+
+
+@pytest.mark.parametrize("groups, match", [
+    (np.arange(80) % 2, "class 0 has rows in 2 groups"),
+    (np.zeros(79), "one label per row of the sampler"),
+    (np.zeros(80), "holds out 2 of the sampler's 1 groups"),
+])
+def test_bad_groups(sampler, groups, match):
+    with pytest.raises(ValueError, match=match):
+        MetaGridSearch(Recorder(), {"quality": [0.5]}).meta_fit(sampler,
+                                                                groups=groups)
+
+
+def test_groups_with_validation_tasks_is_refused(sampler):
+    with pytest.raises(ValueError, match="one or the other"):
+        MetaGridSearch(Recorder(), {"quality": [0.5]}).meta_fit(
+            sampler, validation_tasks=[next(iter(sampler))], groups=sampler.y)
+
+
 def test_nothing_passed_in_is_changed(sampler):
     estimator = Recorder(quality=0.1)
     grid = {"quality": [0.2, 0.4]}
