@@ -26,8 +26,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 from benchmarks._report import RESULTS_DIR  # noqa: E402
 from benchmarks.fidelity_tabular import OUT_DIR, column_name  # noqa: E402
 
+# "a|b": the first of a and b that a row has (MetaGridSearch searches
+# concat_input on the tables and inner_lr on Omniglot)
 DEFAULT_METHODS = ["best support-only", "pretrain+LR", "maml @20", "fomaml @20",
-                   "reptile @20", "maml meta @5", "maml pre lr=0.01 mlr=0.0001 @20"]
+                   "reptile @20", "maml search @20|maml searchlr @20"]
+LABELS = {"maml search @20|maml searchlr @20": "MetaGridSearch (MAML) @20"}
 MARKERS = "osD^v<>PX*"
 
 
@@ -47,7 +50,9 @@ def plot(rows, methods, path, title):
             xs, means, low, high = [], [], [], []
             for r in panel:
                 j = position[r["dataset"]]
-                stats = r["methods"].get(column_name(r, method))
+                stats = next((r["methods"][name] for name in
+                              (column_name(r, m) for m in method.split("|"))
+                              if name in r["methods"]), None)
                 if stats is None:
                     continue
                 xs.append(j - 0.4 + (i + 0.5) * width)
@@ -55,7 +60,7 @@ def plot(rows, methods, path, title):
                 low.append(100 * (stats["mean"] - stats["min"]))
                 high.append(100 * (stats["max"] - stats["mean"]))
             ax.errorbar(xs, means, yerr=[low, high], fmt=MARKERS[i % len(MARKERS)],
-                        capsize=2, markersize=5, label=method,
+                        capsize=2, markersize=5, label=LABELS.get(method, method),
                         linestyle="none")
         ax.set_xticks(range(len(first)))
         ax.set_xticklabels([f"{r['dataset']}\n{r['n_train_classes']} cl., "
