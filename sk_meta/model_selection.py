@@ -393,7 +393,10 @@ def _group_of_class(sampler, groups):
     y = np.asarray(sampler.y)
     rows = np.isin(y, classes)
     class_codes = np.searchsorted(classes, y[rows])
-    group_labels, group_codes = np.unique(groups[rows], return_inverse=True)
+    try:
+        group_labels, group_codes = np.unique(groups[rows], return_inverse=True)
+    except TypeError as exc:  # labels of several types
+        raise ValueError(f"groups' labels cannot be sorted: {exc}") from None
     pairs = np.unique(np.stack([class_codes, group_codes.ravel()]), axis=1)
     n_groups = np.bincount(pairs[0], minlength=len(classes))
     if (n_groups > 1).any():

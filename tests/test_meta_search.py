@@ -209,6 +209,7 @@ def test_groups_are_held_out_whole(sampler):
     (np.arange(80) % 2, "class 0 has rows in 2 groups"),
     (np.zeros(79), "one label per row of the sampler"),
     (np.zeros(80), "holds out 2 of the sampler's 1 groups"),
+    (np.array([1, "a"] * 40, dtype=object), "groups' labels cannot be sorted"),
 ])
 def test_bad_groups(sampler, groups, match):
     with pytest.raises(ValueError, match=match):
