@@ -606,16 +606,18 @@ class MetaGridSearch(MetaEstimatorMixin, BaseEstimator):
                     f"error_score={self.error_score!r}: "
                     f"{type(error).__name__}: {error}", FitFailedWarning,
                     stacklevel=2)
-                results["params"].append(params)
-                results["validation_score"].append(float(self.error_score))
-                results["best_meta_iter"].append(None)
-                results["n_meta_iter"].append(None)
-                continue
-            score = float(candidate.best_validation_score_)
+                candidate, score = None, float(self.error_score)
+                best_meta_iter = n_meta_iter = None
+            else:
+                score = float(candidate.best_validation_score_)
+                best_meta_iter = _best_meta_iter(candidate.history_)
+                n_meta_iter = int(candidate.n_meta_iter_)
             results["params"].append(params)
             results["validation_score"].append(score)
-            results["best_meta_iter"].append(_best_meta_iter(candidate.history_))
-            results["n_meta_iter"].append(int(candidate.n_meta_iter_))
+            results["best_meta_iter"].append(best_meta_iter)
+            results["n_meta_iter"].append(n_meta_iter)
+            if candidate is None:  # a failed candidate never wins
+                continue
             # a NaN score (a diverged candidate) never wins
             rank = score if np.isfinite(score) else -np.inf
             if best is None or rank > best[3]:
