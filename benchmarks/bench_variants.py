@@ -3,7 +3,8 @@
 
 The options added for few-shot tabular classification (``head_init``,
 ``inner_lr_mode``, ``adapt_layers``, ``multi_step_loss``) each change the
-inner loop; this script measures what they cost. Every variant meta-trains
+inner loop, and ``task_interpolation`` mixes the meta-batch's inputs in
+numpy; this script measures what they cost. Every variant meta-trains
 ``MAMLClassifier`` / ``MAMLRegressor`` through ``meta_partial_fit`` on the
 same numpy tasks from the same seeded network (``_estimators.time_sk_meta``),
 interleaved with plain MAML in one process (A B C ..., A B C ...); the ratio
@@ -54,6 +55,8 @@ VARIANTS = {
     "multi_step_loss (first 10%)": ({"multi_step_loss": True}, True),
     "multi_step_loss (annealed)": ({"multi_step_loss": True, "n_meta_iter": 1},
                                    True),
+    # numpy work on the meta-batch before it reaches the device
+    "task_interpolation=0.5": ({"task_interpolation": 0.5}, False),
     "prototype + ANIL": ({"head_init": "prototype", "adapt_layers": "head"}, False),
     "zero + per_layer_step + msl (first 10%)": ({"head_init": "zero",
                                                  "inner_lr_mode": "per_layer_step",

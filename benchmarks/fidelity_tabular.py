@@ -402,6 +402,8 @@ VARIANTS = {
     "msl": {"multi_step_loss": True},
     "concat": {"concat_input": True},
     "val": {"early_stopping": True, "validation_interval": 50, "n_iter_no_change": 5},
+    "mlti": {"task_interpolation": 0.5},
+    "nomix": {"task_interpolation": 0.0},
 }
 # MetaGridSearch with its defaults over a grid (held-out classes choose the
 # parameters and the number of meta-iterations, then a refit on all classes)

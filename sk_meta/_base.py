@@ -82,6 +82,7 @@ class BaseMetaEstimator(BaseEstimator):
         "adapt_layers": [StrOptions({"all", "head"})],
         "head_init": [StrOptions({"meta", "zero", "prototype"})],
         "multi_step_loss": ["boolean"],
+        "task_interpolation": [Interval(Real, 0, 1, closed="both")],
         "meta_lr": [Interval(Real, 0, None, closed="neither")],
         "meta_batch_size": [Interval(Integral, 1, None, closed="left")],
         "n_meta_iter": [Interval(Integral, 1, None, closed="left")],
@@ -111,7 +112,8 @@ class BaseMetaEstimator(BaseEstimator):
 
     def __init__(self, module, *, module_params, hidden_layer_sizes, activation,
                  concat_input, inner_lr, inner_steps, meta_inner_steps, inner_lr_mode,
-                 adapt_layers, head_init, multi_step_loss, meta_lr, meta_batch_size,
+                 adapt_layers, head_init, multi_step_loss, task_interpolation,
+                 meta_lr, meta_batch_size,
                  n_meta_iter, max_time, meta_optimizer, meta_lr_schedule,
                  tasks_per_chunk, compile, transductive, validation_interval,
                  early_stopping, n_iter_no_change, tol, warm_start, checkpoint_path,
@@ -129,6 +131,7 @@ class BaseMetaEstimator(BaseEstimator):
         self.adapt_layers = adapt_layers
         self.head_init = head_init
         self.multi_step_loss = multi_step_loss
+        self.task_interpolation = task_interpolation
         self.meta_lr = meta_lr
         self.meta_batch_size = meta_batch_size
         self.n_meta_iter = n_meta_iter

@@ -86,6 +86,15 @@ PARAMETERS = {
         MAML++'s multi-step loss (MAML only): the meta-loss weights the query
         loss after every inner step, from uniform weights annealed over the
         first tenth of ``n_meta_iter`` to the last step alone."""),
+    "task_interpolation": ("float", """
+        Chance, in [0, 1], that a meta-training task is replaced by its
+        interpolation with another task of the meta-batch (MLTI, Yao et al.,
+        2022; classifiers only): the classes of the two tasks are paired at
+        random and every row becomes ``lam * x + (1 - lam) * x'``, with
+        ``lam ~ Beta(2, 2)`` per task and the labels of the first task. The
+        interpolated classes are new ones, so meta-training sees more tasks
+        than few classes give; the inputs are mixed as they are (scale them
+        first). ``fit``, validation and ``predict`` never interpolate."""),
     "first_order": ("bool", """
         Treat the inner gradients as constants (first-order MAML): cheaper,
         without the second-order term of the meta-gradient."""),

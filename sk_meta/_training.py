@@ -29,6 +29,7 @@ from sk_meta._torch_utils import (
 )
 from sk_meta.exceptions import DivergenceError, InterruptedWarning
 from sk_meta.functional import TaskBatch
+from sk_meta.tasks._interpolation import interpolate_tasks
 from sk_meta.tasks._validation import stack_tasks
 
 # On a GPU, reading the loss back every iteration would stall the pipeline;
@@ -86,6 +87,7 @@ class TrainerSettings:
     verbose: int
     device: torch.device
     world: _distributed.World | None = None  # None: this process alone
+    task_interpolation: float = 0.0  # chance a task is replaced (MLTI)
 
     @classmethod
     def from_estimator(cls, estimator, *, device, incremental):
@@ -95,6 +97,12 @@ class TrainerSettings:
                 "meta-iterations, a budget that meta_partial_fit does not have; "
                 "use meta_lr_schedule='constant' with meta_partial_fit, or "
                 "meta_fit with warm_start=True"
+            )
+        if estimator.task_interpolation and not estimator._is_classifier():
+            raise ValueError(
+                f"task_interpolation={estimator.task_interpolation!r} is for "
+                "classifiers (it mixes the rows of two tasks' classes into new "
+                "classes); regressors take task_interpolation=0.0"
             )
         world = _distributed.world(estimator.distributed)
         _distributed.check_device(world, device)
@@ -115,6 +123,7 @@ class TrainerSettings:
             verbose=estimator.verbose,
             device=device,
             world=world,
+            task_interpolation=float(estimator.task_interpolation),
         )
 
 
@@ -332,7 +341,11 @@ class MetaTrainer:
         total = total_lrs = None
         total_loss = 0.0
         progress = self._progress()
+        rng = self._interpolation_rng()
         for stacked in groups:
+            if rng is not None:
+                stacked = interpolate_tasks(stacked, self.settings.task_interpolation,
+                                            rng)
             batch = to_task_batch(stacked, self.settings.device)
             sets = (f"the support or query set of the tasks "
                     f"{format_indices(stacked.indices)}")
@@ -454,6 +467,13 @@ class MetaTrainer:
             group["lr"] = lr
 
     # -- random state --------------------------------------------------------------
+    def _interpolation_rng(self):
+        """A numpy generator seeded from torch's RNG, which checkpoints and
+        warm starts restore; None without task interpolation."""
+        if not self.settings.task_interpolation:
+            return None
+        return np.random.default_rng(int(torch.randint(2**62, (1,)).item()))
+
     def _restore_rng(self):
         state = self.state
         if state.torch_rng_state is None:
