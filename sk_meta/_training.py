@@ -335,17 +335,19 @@ class MetaTrainer:
 
     def _meta_gradient(self, groups):
         """Mean meta-gradient and meta-loss over all tasks of the meta-batch."""
+        rng = self._interpolation_rng()
+        if rng is not None:
+            # before sharding: every process draws the same, so the processes
+            # of a distributed run see the tasks one process would
+            groups = [interpolate_tasks(g, self.settings.task_interpolation, rng)
+                      for g in groups]
         if self.world is not None:
             groups = _distributed.shard(groups, self.world)
         n_tasks = sum(len(g.indices) for g in groups)
         total = total_lrs = None
         total_loss = 0.0
         progress = self._progress()
-        rng = self._interpolation_rng()
         for stacked in groups:
-            if rng is not None:
-                stacked = interpolate_tasks(stacked, self.settings.task_interpolation,
-                                            rng)
             batch = to_task_batch(stacked, self.settings.device)
             sets = (f"the support or query set of the tasks "
                     f"{format_indices(stacked.indices)}")

@@ -117,7 +117,8 @@ def _one_step(concat_input=False, **params):
     """An estimator after one meta-iteration of outer SGD with rate 1."""
     defaults = dict(inner_lr=INNER_LR, inner_steps=N_STEPS, meta_batch_size=2,
                     n_meta_iter=1, meta_optimizer="sgd", meta_lr=1.0,
-                    meta_inner_steps=None, head_init="meta", random_state=0)
+                    meta_inner_steps=None, head_init="meta", random_state=0,
+                    task_interpolation=0.0)  # the tasks as the reference sees them
     estimator_class = params.pop("estimator_class", MAMLClassifier)
     est = estimator_class(_init(concat_input), **{**defaults, **params})
     return est.meta_partial_fit(_tasks())
@@ -235,7 +236,7 @@ def test_multi_step_loss_once_annealed_is_plain_maml():
     plain = MAMLClassifier(after_first, inner_lr=INNER_LR, inner_steps=N_STEPS,
                            meta_inner_steps=None, meta_batch_size=2, n_meta_iter=1,
                            meta_optimizer="sgd", meta_lr=1.0, head_init="meta",
-                           random_state=0
+                           task_interpolation=0.0, random_state=0
                            ).meta_partial_fit(_tasks())
     for name, value in est.meta_params_.items():
         torch.testing.assert_close(value, plain.meta_params_[name])
