@@ -28,9 +28,10 @@ from benchmarks.fidelity_tabular import OUT_DIR, column_name  # noqa: E402
 
 # "a|b": the first of a and b that a row has (MetaGridSearch searches
 # concat_input on the tables and inner_lr on Omniglot)
-DEFAULT_METHODS = ["best support-only", "pretrain+LR", "maml @20", "fomaml @20",
-                   "reptile @20", "maml search @20|maml searchlr @20"]
-LABELS = {"maml search @20|maml searchlr @20": "MetaGridSearch (MAML) @20"}
+DEFAULT_METHODS = ["best support-only", "pretrain+LR", "maml nomix @20", "maml @20",
+                   "fomaml @20", "reptile @20", "maml search @20|maml searchlr @20"]
+LABELS = {"maml nomix @20": "maml, task_interpolation=0 @20",
+          "maml search @20|maml searchlr @20": "MetaGridSearch (MAML) @20"}
 MARKERS = "osD^v<>PX*"
 
 

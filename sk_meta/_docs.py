@@ -94,7 +94,11 @@ PARAMETERS = {
         ``lam ~ Beta(2, 2)`` per task and the labels of the first task. The
         interpolated classes are new ones, so meta-training sees more tasks
         than few classes give; the inputs are mixed as they are (scale them
-        first). ``fit``, validation and ``predict`` never interpolate."""),
+        first). ``fit``, validation and ``predict`` never interpolate. The
+        classifiers of MAML and FOMAML default to 0.5, chosen on few-shot
+        tables, where it helps most with few meta-training classes and can
+        cost a point or two with thousands (see the Results page of the
+        documentation); Reptile's default is 0.0."""),
     "first_order": ("bool", """
         Treat the inner gradients as constants (first-order MAML): cheaper,
         without the second-order term of the meta-gradient."""),
