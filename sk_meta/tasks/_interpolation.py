@@ -2,16 +2,14 @@
 
 import numpy as np
 
-from sk_meta.tasks._validation import StackedTasks
-
 # lambda ~ Beta(2, 2), as in MLTI's released code: mostly between 0.2 and 0.8,
 # so an interpolated class lies between its two source classes
 _ALPHA = 2.0
 
 
-def _mix_rows(X, y, X_other, y_other, lam, class_map, rng):
-    """Rows of ``X`` mixed with rows of the partner's mapped classes."""
-    mixed = X.copy()
+def _mix_rows(out, X, y, X_other, y_other, lam, class_map, rng):
+    """Write into ``out`` the rows of ``X`` mixed with rows of the partner's
+    mapped classes (``out`` starts as a copy of ``X``)."""
     for code, partner_code in enumerate(class_map):
         rows = np.flatnonzero(y == code)
         partner_rows = np.flatnonzero(y_other == partner_code)
@@ -19,8 +17,7 @@ def _mix_rows(X, y, X_other, y_other, lam, class_map, rng):
             continue
         picked = rng.choice(partner_rows, len(rows),
                             replace=len(partner_rows) < len(rows))
-        mixed[rows] = lam * X[rows] + (1 - lam) * X_other[picked]
-    return mixed
+        out[rows] = lam * X[rows] + (1 - lam) * X_other[picked]
 
 
 def interpolate_tasks(stacked, probability, rng):
@@ -53,17 +50,14 @@ def interpolate_tasks(stacked, probability, rng):
     chosen = np.flatnonzero(rng.random(n_tasks) < probability)
     if len(chosen) == 0:
         return stacked
-    X_support, X_query = stacked.X_support.copy(), stacked.X_query.copy()
+    parts = ((stacked.X_support, stacked.y_support), (stacked.X_query, stacked.y_query))
+    mixed = [X.copy() for X, _ in parts]
     for task in chosen.tolist():
         # another task of the stack when there is one
         partner = (task + rng.integers(1, n_tasks)) % n_tasks if n_tasks > 1 else task
         lam = np.float32(rng.beta(_ALPHA, _ALPHA))
         class_map = rng.permutation(stacked.n_classes)
-        X_support[task] = _mix_rows(
-            stacked.X_support[task], stacked.y_support[task],
-            stacked.X_support[partner], stacked.y_support[partner], lam, class_map, rng)
-        X_query[task] = _mix_rows(
-            stacked.X_query[task], stacked.y_query[task],
-            stacked.X_query[partner], stacked.y_query[partner], lam, class_map, rng)
-    return StackedTasks(X_support, stacked.y_support, X_query, stacked.y_query,
-                        n_classes=stacked.n_classes, indices=stacked.indices)
+        for out, (X, y) in zip(mixed, parts):  # support, then query
+            _mix_rows(out[task], X[task], y[task], X[partner], y[partner], lam,
+                      class_map, rng)
+    return stacked._replace(X_support=mixed[0], X_query=mixed[1])
