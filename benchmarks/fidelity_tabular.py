@@ -77,7 +77,8 @@ maml <variant>...
     defaults over ``concat_input`` and over ``inner_lr``, ``SEARCH_GRIDS``:
     a quarter of the meta-training classes held out, the best candidate
     meta-trained again on all of them for its best number of
-    meta-iterations).
+    meta-iterations); ``cv=K`` after ``search`` averages the validation
+    curves over K disjoint class folds (``MetaGridSearch(cv=K)``).
 maml meta, reptile meta steps=5, ...
     The classifiers' defaults before this benchmark chose new ones
     (``head_init="meta"``; Reptile with 5 inner steps).
@@ -363,6 +364,7 @@ class MetaLearner:
     params: tuple = ()
     pretrained: bool = False
     search_grid: tuple = ()
+    search_cv: int = 1
 
     def make(self, n_way, seed, max_time, pretrained_net=None):
         params = dict(self.params)
@@ -374,7 +376,7 @@ class MetaLearner:
         estimator = self.estimator(max_time=max_time, random_state=seed, **params)
         if self.search_grid:
             return MetaGridSearch(estimator, {k: list(v) for k, v in self.search_grid},
-                                  random_state=seed)
+                                  cv=self.search_cv, random_state=seed)
         return estimator
 
     @property
@@ -429,10 +431,12 @@ def meta_learner(name):
     words = name.split()
     if not words or words[0] not in ESTIMATORS:
         raise ValueError(f"unknown method {name!r}")
-    params, pretrained, search_grid = {}, False, ()
+    params, pretrained, search_grid, search_cv = {}, False, (), 1
     for word in words[1:]:
         if word == "pre":
             pretrained = True
+        elif word.startswith("cv=") and word[3:].isdigit():
+            search_cv = int(word[3:])
         elif word in SEARCH_GRIDS:
             search_grid = tuple((k, tuple(v)) for k, v in SEARCH_GRIDS[word].items())
         elif word in VARIANTS:
@@ -443,8 +447,10 @@ def meta_learner(name):
             params[param] = convert(value)
         else:
             raise ValueError(f"unknown word {word!r} in method {name!r}")
+    if search_cv != 1 and not search_grid:
+        raise ValueError(f"cv= needs search or searchlr in method {name!r}")
     return MetaLearner(ESTIMATORS[words[0]], tuple(sorted(params.items())),
-                       pretrained, search_grid)
+                       pretrained, search_grid, search_cv)
 
 
 # The pilot's methods: the defaults, each variant alone on MAML, combinations.

@@ -411,10 +411,29 @@ def _group_of_class(sampler, groups):
     return group_labels[group_of_class]
 
 
-def _best_meta_iter(history):
-    """The meta-iteration at which the validation score was best."""
-    best = [row["meta_iter"] for row in history if row.get("valid_score_best")]
-    return best[-1]
+def _validation_curve(history):
+    """``(meta_iter, valid_score)`` of every validation in a meta-fit history."""
+    return [(row["meta_iter"], row["valid_score"]) for row in history
+            if "valid_score" in row]
+
+
+def _best_of_mean_curve(curves, tol):
+    """Best meta-iteration, score and per-fold scores of the folds' mean curve.
+
+    An improvement must exceed ``tol``, as in the estimators' early stopping,
+    so one fold gives the meta-iteration and score its estimator kept.
+    Folds stopped early are compared over the validations they all ran.
+    """
+    n_common = min(len(curve) for curve in curves)
+    meta_iters = [meta_iter for meta_iter, _ in curves[0][:n_common]]
+    scores = np.array([[score for _, score in curve[:n_common]]
+                       for curve in curves])
+    mean = scores.mean(axis=0)
+    best = None
+    for index, score in enumerate(mean):
+        if best is None or score > mean[best] + tol:
+            best = index
+    return meta_iters[best], float(mean[best]), [float(s) for s in scores[:, best]]
 
 
 class MetaGridSearch(MetaEstimatorMixin, BaseEstimator):
@@ -449,6 +468,15 @@ class MetaGridSearch(MetaEstimatorMixin, BaseEstimator):
     val_size : int or float, default=0.25
         Number of held-out classes, or their fraction of the sampler's
         classes (rounded up, at least 2).
+    cv : int, default=1
+        Number of class folds: each holds out ``val_size`` classes that no
+        other fold holds out, every candidate meta-trains once per fold, and
+        its validation scores are averaged over the folds at each
+        validation before the best meta-iteration is read off the mean. On
+        tables with 6 to 10 classes which classes a single fold holds out
+        moves the choice; more folds cost proportionally more. Needs
+        ``cv * val_size`` classes (groups); only without
+        ``validation_tasks``.
     n_val_tasks : int, default=100
         Number of validation tasks drawn from the held-out classes; each has
         ``min(n_way, held-out classes)`` classes and the sampler's
@@ -472,16 +500,21 @@ class MetaGridSearch(MetaEstimatorMixin, BaseEstimator):
         The candidate with the best validation score.
     best_score_ : float
         Its best validation score (the estimator's ``score`` after
-        adaptation, averaged over the validation tasks).
+        adaptation, averaged over the validation tasks and the folds).
     best_n_meta_iter_ : int
         The meta-iteration at which it reached that score.
     results_ : dict of lists
-        ``params``, ``validation_score`` (best validation score),
-        ``best_meta_iter`` and ``n_meta_iter`` (iterations run) of every
-        candidate, in the order of ``param_grid`` (None for the last two of a
-        candidate that failed).
+        ``params``, ``validation_score`` (best score of the folds' mean),
+        ``best_meta_iter``, ``n_meta_iter`` (iterations run, the fewest
+        over the folds) and ``fold_validation_scores`` (each fold's score
+        at ``best_meta_iter``) of every candidate, in the order of
+        ``param_grid`` (None for the last three of a candidate that
+        failed).
     val_classes_ : ndarray or None
-        The held-out classes (None when the validation tasks were passed).
+        The held-out classes of the first fold (None when the validation
+        tasks were passed).
+    fold_val_classes_ : list of ndarray or None
+        The held-out classes of each fold.
 
     See Also
     --------
@@ -491,8 +524,9 @@ class MetaGridSearch(MetaEstimatorMixin, BaseEstimator):
 
     Notes
     -----
-    It meta-trains once per candidate and once more to refit: with two
-    candidates, about three times the cost of one ``meta_fit``. The
+    It meta-trains ``cv`` times per candidate and once more to refit: with
+    two candidates and ``cv=1``, about three times the cost of one
+    ``meta_fit``. The
     candidates meta-train on fewer classes than the refit; what is chosen
     is the parameters and the number of meta-iterations, not the init.
 
@@ -520,16 +554,18 @@ class MetaGridSearch(MetaEstimatorMixin, BaseEstimator):
         "param_grid": [dict, list],
         "val_size": [Interval(numbers.Integral, 2, None, closed="left"),
                      Interval(numbers.Real, 0, 1, closed="neither")],
+        "cv": [Interval(numbers.Integral, 1, None, closed="left")],
         "n_val_tasks": [Interval(numbers.Integral, 1, None, closed="left")],
         "error_score": [StrOptions({"raise"}), numbers.Real],
         "random_state": ["random_state"],
     }
 
-    def __init__(self, estimator, param_grid, *, val_size=0.25, n_val_tasks=100,
-                 error_score=np.nan, random_state=None):
+    def __init__(self, estimator, param_grid, *, val_size=0.25, cv=1,
+                 n_val_tasks=100, error_score=np.nan, random_state=None):
         self.estimator = estimator
         self.param_grid = param_grid
         self.val_size = val_size
+        self.cv = cv
         self.n_val_tasks = n_val_tasks
         self.error_score = error_score
         self.random_state = random_state
@@ -569,12 +605,17 @@ class MetaGridSearch(MetaEstimatorMixin, BaseEstimator):
                 "validation score and meta-iteration"
             )
         if validation_tasks is None:
-            search_tasks, validation_tasks, val_classes = self._hold_out(tasks,
-                                                                         groups)
+            folds = self._hold_out(tasks, groups)
         elif groups is not None:
             raise ValueError(
                 "groups chooses which classes are held out; with validation_tasks "
                 "nothing is held out: pass one or the other"
+            )
+        elif self.cv != 1:
+            raise ValueError(
+                f"cv={self.cv} holds out classes in {self.cv} folds; with "
+                "validation_tasks nothing is held out: pass cv=1 or no "
+                "validation_tasks"
             )
         else:
             if iter(tasks) is tasks:
@@ -583,19 +624,25 @@ class MetaGridSearch(MetaEstimatorMixin, BaseEstimator):
                     "once; every candidate meta-trains on it: pass a list or a "
                     "sampler"
                 )
-            search_tasks, val_classes = tasks, None
             validation_tasks = [task for _, task in
                                 _finite_tasks(validation_tasks, "validation_tasks")]
             if not validation_tasks:
                 raise ValueError("validation_tasks is empty")
+            folds = [(tasks, validation_tasks, None)]
         results = {"params": [], "validation_score": [], "best_meta_iter": [],
-                   "n_meta_iter": []}
+                   "n_meta_iter": [], "fold_validation_scores": []}
         best, first_error = None, None
         for params in grid:
-            candidate = clone(self.estimator).set_params(
-                **{**params, "early_stopping": True})
             try:
-                candidate.meta_fit(search_tasks, validation_tasks=validation_tasks)
+                curves, n_meta_iter = [], None
+                for search_tasks, fold_validation, _ in folds:
+                    candidate = clone(self.estimator).set_params(
+                        **{**params, "early_stopping": True})
+                    candidate.meta_fit(search_tasks,
+                                       validation_tasks=fold_validation)
+                    curves.append(_validation_curve(candidate.history_))
+                    n_meta_iter = min(n_meta_iter or np.inf,
+                                      int(candidate.n_meta_iter_))
             except Exception as error:
                 if self.error_score == "raise":
                     raise
@@ -607,15 +654,15 @@ class MetaGridSearch(MetaEstimatorMixin, BaseEstimator):
                     f"{type(error).__name__}: {error}", FitFailedWarning,
                     stacklevel=2)
                 candidate, score = None, float(self.error_score)
-                best_meta_iter = n_meta_iter = None
+                best_meta_iter = n_meta_iter = fold_scores = None
             else:
-                score = float(candidate.best_validation_score_)
-                best_meta_iter = _best_meta_iter(candidate.history_)
-                n_meta_iter = int(candidate.n_meta_iter_)
+                best_meta_iter, score, fold_scores = _best_of_mean_curve(
+                    curves, candidate.get_params().get("tol", 0.0))
             results["params"].append(params)
             results["validation_score"].append(score)
             results["best_meta_iter"].append(best_meta_iter)
             results["n_meta_iter"].append(n_meta_iter)
+            results["fold_validation_scores"].append(fold_scores)
             if candidate is None:  # a failed candidate never wins
                 continue
             # a NaN score (a diverged candidate) never wins
@@ -630,7 +677,8 @@ class MetaGridSearch(MetaEstimatorMixin, BaseEstimator):
         index, score, best_estimator, _ = best
         best_params = results["params"][index]
         best_n_meta_iter = results["best_meta_iter"][index]
-        if val_classes is not None:  # refit on every class
+        val_classes = [fold_classes for *_, fold_classes in folds]
+        if val_classes[0] is not None:  # refit on every class
             # n_meta_iter in the grid bounds a candidate; the refit stops at
             # the candidate's best iteration
             best_estimator = clone(self.estimator).set_params(
@@ -640,11 +688,13 @@ class MetaGridSearch(MetaEstimatorMixin, BaseEstimator):
         self.best_params_ = best_params
         self.best_score_ = score
         self.best_n_meta_iter_ = best_n_meta_iter
-        self.val_classes_ = val_classes
+        self.val_classes_ = val_classes[0]
+        self.fold_val_classes_ = val_classes
         self.best_estimator_ = best_estimator
         return self
 
     def _hold_out(self, sampler, groups):
+        """``cv`` folds: (meta-training sampler, validation tasks, held-out classes)."""
         from sk_meta.tasks import EpisodeSampler, split_classes
         from sk_meta.tasks._samplers import _make_generator, _resolve_size
 
@@ -658,40 +708,56 @@ class MetaGridSearch(MetaEstimatorMixin, BaseEstimator):
         classes = sampler.class_labels
         group_of_class = _group_of_class(sampler, groups)
         units = np.unique(group_of_class)
+        what = "classes" if groups is None else "groups"
         # A fraction rounds up, to at least 2 classes (or groups): adaptation
         # to fewer cannot be scored.
         n_val = max(2, _resolve_size(self.val_size, "val_size", len(units),
                                      round_up=True))
         n_train = len(units) - n_val
         if n_train < 1 or (groups is None and n_train < sampler.n_way):
-            what = "classes" if groups is None else "groups"
             raise ValueError(
                 f"val_size={self.val_size!r} holds out {n_val} of the sampler's "
                 f"{len(units)} {what}, which leaves {max(n_train, 0)} to "
                 f"meta-train on" + (f", fewer than n_way={sampler.n_way}"
                                     if groups is None else "")
             )
+        if self.cv * n_val > len(units):
+            raise ValueError(
+                f"cv={self.cv} disjoint folds of {n_val} held-out {what} "
+                f"(val_size={self.val_size!r}) need {self.cv * n_val} {what}; "
+                f"the sampler has {len(units)}: lower cv or val_size"
+            )
         rng = _make_generator(self.random_state)
         train_units, val_units, _ = split_classes(
             units, train_size=n_train, val_size=n_val, random_state=rng)
-        train_classes = classes[np.isin(group_of_class, train_units)]
-        val_classes = classes[np.isin(group_of_class, val_units)]
-        if len(train_classes) < sampler.n_way or len(val_classes) < 2:
-            raise ValueError(
-                f"the held-out groups hold {len(val_classes)} classes and leave "
-                f"{len(train_classes)} to meta-train on; at least 2 and "
-                f"n_way={sampler.n_way} are needed: change val_size or "
-                "random_state"
-            )
-        search_tasks = EpisodeSampler(
-            sampler.X, sampler.y, sampler.n_way, sampler.k_shot, sampler.n_query,
-            classes=train_classes, n_tasks=sampler.n_tasks,
-            random_state=sampler.random_state, shuffle_labels=sampler.shuffle_labels)
-        validation_tasks = list(EpisodeSampler(
-            sampler.X, sampler.y, min(sampler.n_way, n_val), sampler.k_shot,
-            sampler.n_query, classes=val_classes, n_tasks=self.n_val_tasks,
-            random_state=_seed(rng)))
-        return search_tasks, validation_tasks, val_classes
+        held_out = [(val_units, _seed(rng))]
+        # later folds hold out classes no earlier fold held out
+        never_held_out = rng.permutation(train_units)
+        for fold in range(1, self.cv):
+            units_out = never_held_out[(fold - 1) * n_val:fold * n_val]
+            held_out.append((np.sort(units_out), _seed(rng)))
+        folds = []
+        for val_units, seed in held_out:
+            is_val = np.isin(group_of_class, val_units)
+            train_classes, val_classes = classes[~is_val], classes[is_val]
+            if len(train_classes) < sampler.n_way or len(val_classes) < 2:
+                raise ValueError(
+                    f"the held-out groups hold {len(val_classes)} classes and "
+                    f"leave {len(train_classes)} to meta-train on; at least 2 "
+                    f"and n_way={sampler.n_way} are needed: change val_size or "
+                    "random_state"
+                )
+            search_tasks = EpisodeSampler(
+                sampler.X, sampler.y, sampler.n_way, sampler.k_shot,
+                sampler.n_query, classes=train_classes, n_tasks=sampler.n_tasks,
+                random_state=sampler.random_state,
+                shuffle_labels=sampler.shuffle_labels)
+            validation_tasks = list(EpisodeSampler(
+                sampler.X, sampler.y, min(sampler.n_way, n_val),
+                sampler.k_shot, sampler.n_query, classes=val_classes,
+                n_tasks=self.n_val_tasks, random_state=seed))
+            folds.append((search_tasks, validation_tasks, val_classes))
+        return folds
 
     def _check_searched(self):
         check_is_fitted(self, "best_estimator_", msg=(

@@ -393,3 +393,162 @@ def test_maml_search_predicts_pickles_and_clones(maml_search, digits_sampler):
     unfitted = clone(maml_search)
     assert not hasattr(unfitted, "best_estimator_")
     assert unfitted.get_params()["estimator__hidden_layer_sizes"] == (16,)
+
+
+# -- class folds (cv) ------------------------------------------------------------------
+class FoldRecorder(Recorder):
+    """A Recorder whose curve depends on which classes its fold holds out.
+
+    ``lucky``: 0.3 more on the fold that holds that class out. ``peak_by_class``:
+    the peak at ``10 * (1 + min(held-out class) % 5)``. ``short_if_held_out``:
+    only 40 meta-iterations on the fold that holds that class out.
+    """
+
+    def __init__(self, quality=0.5, peak=30, n_meta_iter=60, early_stopping=False,
+                 fail=False, lucky=None, peak_by_class=False,
+                 short_if_held_out=None, tol=0.0):
+        super().__init__(quality, peak, n_meta_iter, early_stopping, fail)
+        self.lucky = lucky
+        self.peak_by_class = peak_by_class
+        self.short_if_held_out = short_if_held_out
+        self.tol = tol
+
+    def meta_fit(self, tasks, validation_tasks=None):
+        super().meta_fit(tasks, validation_tasks)
+        val_seen = Recorder.calls[-1]["val_seen"]
+        peak = (10 * (1 + min(val_seen) % 5) if self.peak_by_class and val_seen
+                else self.peak)
+        last = 40 if self.short_if_held_out in val_seen else self.n_meta_iter
+        bonus = 0.3 if self.lucky in val_seen else 0.0
+        self.history_ = [
+            {"meta_iter": it, "valid_score": self.quality - abs(it - peak) / 1000
+             + bonus} for it in range(10, last + 1, 10)]
+        self.n_meta_iter_ = last
+        return self
+
+
+def test_cv_folds_hold_out_disjoint_classes_no_candidate_meta_trains_on(sampler):
+    search = MetaGridSearch(FoldRecorder(), {"quality": [0.4, 0.6]}, val_size=3,
+                            cv=3, random_state=0).meta_fit(sampler)
+    folds = [set(classes.tolist()) for classes in search.fold_val_classes_]
+    assert [len(fold) for fold in folds] == [3, 3, 3]
+    assert len(set().union(*folds)) == 9  # disjoint
+    # the first fold is the one cv=1 holds out with the same seed
+    single = MetaGridSearch(FoldRecorder(), {"quality": [0.4, 0.6]}, val_size=3,
+                            random_state=0).meta_fit(sampler)
+    np.testing.assert_array_equal(search.val_classes_, single.val_classes_)
+    np.testing.assert_array_equal(search.fold_val_classes_[0], single.val_classes_)
+    calls = Recorder.calls[:7]  # the cv=3 search: 2 candidates x 3 folds, refit
+    *candidates, refit = calls
+    assert [c["quality"] for c in candidates] == [0.4] * 3 + [0.6] * 3
+    for call, fold in zip(candidates, folds * 2):
+        assert call["seen"] and call["seen"].isdisjoint(fold)
+        assert call["val_seen"] <= fold and call["n_validation"] == 100
+    assert refit["quality"] == 0.6 and refit["n_validation"] == 0
+    assert refit["seen"] & set().union(*folds)
+
+
+def test_cv_a_candidate_lucky_on_one_fold_loses_on_the_mean(sampler):
+    first_fold = MetaGridSearch(FoldRecorder(), {"quality": [0.5]}, val_size=3,
+                                random_state=0).meta_fit(sampler).val_classes_
+    grid = [{"quality": [0.5], "lucky": [int(first_fold[0])]}, {"quality": [0.65]}]
+    one = MetaGridSearch(FoldRecorder(), grid, val_size=3,
+                         random_state=0).meta_fit(sampler)
+    assert one.best_params_["quality"] == 0.5  # 0.8 on the one fold it sees
+    three = MetaGridSearch(FoldRecorder(), grid, val_size=3, cv=3,
+                           random_state=0).meta_fit(sampler)
+    assert three.best_params_ == {"quality": 0.65}
+    assert three.results_["validation_score"] == pytest.approx([0.6, 0.65])
+    assert three.results_["fold_validation_scores"][0] == pytest.approx(
+        [0.8, 0.5, 0.5])
+
+
+def test_cv_reads_the_best_meta_iter_off_the_mean_of_the_folds(sampler):
+    search = MetaGridSearch(FoldRecorder(peak_by_class=True), {"quality": [0.5]},
+                            val_size=3, cv=3, random_state=0).meta_fit(sampler)
+    peaks = [10 * (1 + min(fold) % 5) for fold in search.fold_val_classes_]
+    # by hand: each fold's curve at 10, 20, ... 60, their mean, its argmax
+    its = np.arange(10, 61, 10)
+    curves = np.array([0.5 - np.abs(its - peak) / 1000 for peak in peaks])
+    best = int(np.argmax(curves.mean(axis=0)))
+    assert search.best_n_meta_iter_ == its[best]
+    assert search.best_score_ == pytest.approx(curves.mean(axis=0)[best])
+    assert search.results_["fold_validation_scores"][0] == pytest.approx(
+        curves[:, best])
+    assert Recorder.calls[-1]["n_meta_iter"] == its[best]  # the refit
+
+
+def test_cv_folds_stopped_early_are_compared_over_the_validations_all_ran(sampler):
+    fold = MetaGridSearch(FoldRecorder(), {"quality": [0.5]}, val_size=3, cv=3,
+                          random_state=0).meta_fit(sampler).fold_val_classes_[1]
+    # the peak at 60 lies beyond the short fold's 40 iterations
+    search = MetaGridSearch(
+        FoldRecorder(peak=60, short_if_held_out=int(fold[0])), {"quality": [0.5]},
+        val_size=3, cv=3, random_state=0).meta_fit(sampler)
+    assert search.best_n_meta_iter_ == 40
+    assert search.results_["n_meta_iter"] == [40]
+    assert search.best_score_ == pytest.approx(0.5 - 20 / 1000)
+
+
+def test_cv_an_improvement_of_the_mean_must_exceed_tol(sampler):
+    # each fold rises 0.01 per validation up to its peak at 60; tol=0.015:
+    # 10 (0.45), then 0.47 at 30 and 0.49 at 50 improve enough, 0.50 at 60 not
+    search = MetaGridSearch(FoldRecorder(peak=60, tol=0.015), {"quality": [0.5]},
+                            val_size=3, cv=3, random_state=0).meta_fit(sampler)
+    assert search.best_n_meta_iter_ == 50
+    assert search.best_score_ == pytest.approx(0.49)
+
+
+@pytest.mark.parametrize("cv, val_size, match", [
+    (4, 3, r"cv=4 disjoint folds of 3 held-out classes \(val_size=3\) need 12 "
+           r"classes; the sampler has 10"),
+    (6, 0.2, r"cv=6 disjoint folds of 2 held-out classes .* need 12"),
+])
+def test_cv_with_too_few_classes(sampler, cv, val_size, match):
+    with pytest.raises(ValueError, match=match):
+        MetaGridSearch(FoldRecorder(), {"quality": [0.5]}, val_size=val_size,
+                       cv=cv).meta_fit(sampler)
+    assert not Recorder.calls
+
+
+def test_cv_with_validation_tasks_is_refused(sampler):
+    val_tasks = list(EpisodeSampler(sampler.X, sampler.y, 3, 2, 3, n_tasks=3,
+                                    random_state=1))
+    with pytest.raises(ValueError, match="cv=2 holds out classes in 2 folds"):
+        MetaGridSearch(FoldRecorder(), {"quality": [0.5]}, cv=2).meta_fit(
+            sampler, validation_tasks=val_tasks)
+
+
+@pytest.mark.parametrize("cv", [0, -1, 1.5, "3", None])
+def test_bad_cv(sampler, cv):
+    with pytest.raises(InvalidParameterError, match="'cv' parameter"):
+        MetaGridSearch(FoldRecorder(), {"quality": [0.5]}, cv=cv).meta_fit(sampler)
+
+
+def test_cv_a_candidate_failing_on_one_fold_fails(sampler):
+    with pytest.warns(FitFailedWarning, match="failed to meta-train"):
+        search = MetaGridSearch(FoldRecorder(), [{"fail": [True]},
+                                                 {"quality": [0.2]}],
+                                cv=2, random_state=0).meta_fit(sampler)
+    assert search.best_params_ == {"quality": 0.2}
+    assert search.results_["fold_validation_scores"][0] is None
+    assert np.isnan(search.results_["validation_score"][0])
+
+
+def test_maml_search_with_class_folds(digits_sampler):
+    estimator = MAMLClassifier(hidden_layer_sizes=(16,), n_meta_iter=8,
+                               validation_interval=4, inner_steps=2,
+                               meta_inner_steps=1, random_state=0)
+    search = MetaGridSearch(estimator, {"concat_input": [False, True]}, cv=2,
+                            n_val_tasks=4, random_state=0).meta_fit(digits_sampler)
+    first, second = (set(c.tolist()) for c in search.fold_val_classes_)
+    assert len(first) == len(second) == 2 and first.isdisjoint(second)
+    for scores, mean in zip(search.results_["fold_validation_scores"],
+                            search.results_["validation_score"]):
+        assert len(scores) == 2 and np.mean(scores) == pytest.approx(mean)
+    by_hand = clone(estimator).set_params(
+        **search.best_params_, n_meta_iter=search.best_n_meta_iter_)
+    by_hand.meta_fit(digits_sampler)
+    for name, value in by_hand.module_.state_dict().items():
+        np.testing.assert_array_equal(
+            search.best_estimator_.module_.state_dict()[name].numpy(), value.numpy())
