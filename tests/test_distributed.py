@@ -473,4 +473,7 @@ def test_grid_search_on_a_dask_cluster_scores_as_in_one_process():
 
 
 if __name__ == "__main__":
+    # A shell that starts pytest in the background makes it ignore SIGINT,
+    # and the workers inherit that; _ctrl_c needs Python's Ctrl-C handling.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     _worker(int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4])
