@@ -475,8 +475,8 @@ class MetaGridSearch(MetaEstimatorMixin, BaseEstimator):
         validation before the best meta-iteration is read off the mean. On
         tables with 6 to 10 classes which classes a single fold holds out
         moves the choice; more folds cost proportionally more. Needs
-        ``cv * val_size`` classes (groups); only without
-        ``validation_tasks``.
+        ``cv`` times as many classes (groups) as one fold holds out; only
+        without ``validation_tasks``.
     n_val_tasks : int, default=100
         Number of validation tasks drawn from the held-out classes; each has
         ``min(n_way, held-out classes)`` classes and the sampler's
@@ -514,7 +514,8 @@ class MetaGridSearch(MetaEstimatorMixin, BaseEstimator):
         The held-out classes of the first fold (None when the validation
         tasks were passed).
     fold_val_classes_ : list of ndarray or None
-        The held-out classes of each fold.
+        The held-out classes of each fold (None when the validation tasks
+        were passed).
 
     See Also
     --------
@@ -526,9 +527,9 @@ class MetaGridSearch(MetaEstimatorMixin, BaseEstimator):
     -----
     It meta-trains ``cv`` times per candidate and once more to refit: with
     two candidates and ``cv=1``, about three times the cost of one
-    ``meta_fit``. The
-    candidates meta-train on fewer classes than the refit; what is chosen
-    is the parameters and the number of meta-iterations, not the init.
+    ``meta_fit``, with ``cv=3`` about seven. The candidates meta-train on
+    fewer classes than the refit; what is chosen is the parameters and the
+    number of meta-iterations, not the init.
 
     Examples
     --------
@@ -634,15 +635,14 @@ class MetaGridSearch(MetaEstimatorMixin, BaseEstimator):
         best, first_error = None, None
         for params in grid:
             try:
-                curves, n_meta_iter = [], None
+                curves, n_meta_iters = [], []
                 for search_tasks, fold_validation, _ in folds:
                     candidate = clone(self.estimator).set_params(
                         **{**params, "early_stopping": True})
                     candidate.meta_fit(search_tasks,
                                        validation_tasks=fold_validation)
                     curves.append(_validation_curve(candidate.history_))
-                    n_meta_iter = min(n_meta_iter or np.inf,
-                                      int(candidate.n_meta_iter_))
+                    n_meta_iters.append(int(candidate.n_meta_iter_))
             except Exception as error:
                 if self.error_score == "raise":
                     raise
@@ -658,6 +658,7 @@ class MetaGridSearch(MetaEstimatorMixin, BaseEstimator):
             else:
                 best_meta_iter, score, fold_scores = _best_of_mean_curve(
                     curves, candidate.get_params().get("tol", 0.0))
+                n_meta_iter = min(n_meta_iters)
             results["params"].append(params)
             results["validation_score"].append(score)
             results["best_meta_iter"].append(best_meta_iter)
@@ -689,7 +690,7 @@ class MetaGridSearch(MetaEstimatorMixin, BaseEstimator):
         self.best_score_ = score
         self.best_n_meta_iter_ = best_n_meta_iter
         self.val_classes_ = val_classes[0]
-        self.fold_val_classes_ = val_classes
+        self.fold_val_classes_ = None if val_classes[0] is None else val_classes
         self.best_estimator_ = best_estimator
         return self
 

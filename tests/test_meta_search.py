@@ -117,7 +117,7 @@ def test_with_validation_tasks_keeps_the_best_candidate_without_refit(sampler):
     assert search.best_params_ == {"quality": 0.8}
     assert search.best_estimator_.quality == 0.8
     assert search.best_estimator_.early_stopping is True
-    assert search.val_classes_ is None
+    assert search.val_classes_ is None and search.fold_val_classes_ is None
 
 
 def test_ties_go_to_the_first_candidate(sampler):
