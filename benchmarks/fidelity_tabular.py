@@ -41,6 +41,9 @@ Protocol, per data set and split seed ``s`` (``--splits``):
   standard deviation, constant columns left unscaled), pixel data sets
   (digits, Omniglot) with one mean and standard deviation over all pixels,
   as images are (a column z-score would blow up near-empty border pixels).
+  ``--clip C`` then clips the standardized features to ``[-C, C]``, for
+  every method, and keeps the results apart (``test_clipC``): a few rows
+  tens of standard deviations out (flavia) make gradient steps blow up.
 * ``--n-test-tasks`` N-way K-shot test tasks (seeded by the split, the same
   for every method), 15 query rows per class (fewer where a class has too
   few rows); meta-training tasks have the same N, K and query size, with
@@ -258,7 +261,7 @@ class Setting:
     groups: object = None  # per row: classes MetaGridSearch holds out together
 
 
-def make_setting(table, split, stage):
+def make_setting(table, split, stage, clip=None):
     if isinstance(table.extra_train, dict):  # Omniglot: load_omniglot's split
         info = table.extra_train
         test = info["test"]
@@ -288,6 +291,8 @@ def make_setting(table, split, stage):
         mean, std = X[rows].mean(axis=0), X[rows].std(axis=0)
         std = np.where(std > 0, std, 1.0)
     X = ((X - mean) / std).astype(np.float32)
+    if clip is not None:  # heavy tails: a few rows far out make gradient steps blow up
+        X = np.clip(X, -clip, clip)
     groups = None
     if isinstance(table.extra_train, dict):  # a character's four rotations
         char_of_class = table.extra_train["char_of_class"]
@@ -417,6 +422,7 @@ ESTIMATORS = {"maml": MAMLClassifier, "fomaml": FOMAMLClassifier,
 # extra estimator parameters written in a method name: "maml proto lr=0.3"
 _PARAM_NAMES = {"lr": ("inner_lr", float), "steps": ("inner_steps", int),
                 "mlr": ("meta_lr", float), "mbs": ("meta_batch_size", int),
+                "it": ("n_meta_iter", int),
                 "h": ("hidden_layer_sizes",
                       lambda v: tuple(int(x) for x in v.split("x")))}
 
@@ -487,8 +493,13 @@ def _slug(text):
     return re.sub(r"[^A-Za-z0-9=.+-]+", "_", text).strip("_")
 
 
-def result_path(stage, dataset, split, k_shot, method):
-    folder = OUT_DIR / stage / dataset / f"split{split}_k{k_shot}"
+def results_folder(stage, clip=None):
+    """Where a stage's results live: ``test``, or ``test_clip5`` with ``--clip 5``."""
+    return stage if clip is None else f"{stage}_clip{clip:g}"
+
+
+def result_path(folder, dataset, split, k_shot, method):
+    folder = OUT_DIR / folder / dataset / f"split{split}_k{k_shot}"
     return folder / f"{_slug(method)}.json"
 
 
@@ -511,7 +522,7 @@ def run_setting(dataset, setting, split, k_shot, args, timer):
                                 classes=setting.test, n_tasks=args.n_test_tasks,
                                 random_state=10_000 + split))
     common = {"dataset": dataset, "split": split, "k_shot": k_shot, "n_way": n_way,
-              "n_query": n_query, "stage": args.stage,
+              "n_query": n_query, "stage": args.stage, "clip": args.clip,
               "n_train_classes": len(setting.train),
               "n_test_classes": len(setting.test), "n_test_tasks": len(tasks)}
     label = f"{dataset} split {split} {n_way}-way {k_shot}-shot"
@@ -529,7 +540,8 @@ def run_setting(dataset, setting, split, k_shot, args, timer):
         return path.is_file() and not args.force
 
     for name in args.methods:
-        path = result_path(args.stage, dataset, split, k_shot, name)
+        path = result_path(results_folder(args.stage, args.clip), dataset, split,
+                           k_shot, name)
         if done(path):
             continue
         start = time.perf_counter()
@@ -625,10 +637,10 @@ def _parse_hidden(name):
 
 
 # -- report ------------------------------------------------------------------------
-def load_results(stage):
+def load_results(folder):
     """{(dataset, k): {method@steps: {split: per-task accuracies}}} and metadata."""
     results, meta = {}, {}
-    for path in sorted((OUT_DIR / stage).glob("*/*/*.json")):
+    for path in sorted((OUT_DIR / folder).glob("*/*/*.json")):
         record = json.loads(path.read_text())
         key = (record["dataset"], record["k_shot"])
         for steps, acc in record["accuracy"].items():
@@ -648,9 +660,9 @@ def aggregate(by_split, splits):
             "n_splits": len(splits), "n_tasks": int(pooled.size)}
 
 
-def summarize(stage):
+def summarize(folder):
     """Per (data set, K): every method on the splits the baselines share."""
-    results, meta = load_results(stage)
+    results, meta = load_results(folder)
     rows = []
     for (dataset, k), methods in sorted(results.items()):
         baselines = [m for m in methods if m in SUPPORT_ONLY]
@@ -748,10 +760,11 @@ def pilot_ranking(rows, top=None):
     return format_table(ranking[:top], floatfmt="+.1f")
 
 
-def report(stage, methods=None, out=None):
-    rows = summarize(stage)
+def report(stage, methods=None, out=None, folder=None):
+    folder = folder or stage
+    rows = summarize(folder)
     if not rows:
-        print(f"no results under {OUT_DIR / stage}")
+        print(f"no results under {OUT_DIR / folder}")
         return rows
     if stage == "pilot":
         print("Points above the best baseline (validation classes), by method:\n")
@@ -765,7 +778,7 @@ def report(stage, methods=None, out=None):
         print("\nPaired difference to the best baseline (points, ± 95% interval)\n")
         print(diff)
     if out:
-        write_json(Path(out), {"stage": stage, "rows": rows})
+        write_json(Path(out), {"stage": stage, "folder": folder, "rows": rows})
     return rows
 
 
@@ -791,6 +804,9 @@ def main(argv=None):
     parser.add_argument("--n-test-tasks", type=int, default=200)
     parser.add_argument("--omniglot-path", default=str(DEFAULT_OMNIGLOT_PATH))
     parser.add_argument("--tabular-dir", default=str(TABULAR_DIR))
+    parser.add_argument("--clip", type=float, default=None,
+                        help="clip the standardized features to [-CLIP, CLIP] "
+                             "for every method; results under STAGE_clipCLIP")
     parser.add_argument("--force", action="store_true",
                         help="recompute results that exist")
     parser.add_argument("--report", action="store_true",
@@ -802,15 +818,17 @@ def main(argv=None):
         print("\n".join([*baselines, *PILOT_METHODS, *TEST_METHODS,
                          *FEW_CLASS_METHODS]))
         return
+    folder = results_folder(args.stage, args.clip)
     if args.report:
-        report(args.stage, args.methods,
-               out=OUT_DIR / f"summary_{args.stage}.json")
+        report(args.stage, args.methods, out=OUT_DIR / f"summary_{folder}.json",
+               folder=folder)
         return
     if args.quick:
         args.datasets = args.datasets or ["digits", "movement_libras"]
         args.splits, args.n_test_tasks, args.max_time = [0], 100, 10.0
         args.methods = args.methods or [*baselines, "maml", "fomaml", "reptile"]
         args.stage = "quick"
+        folder = results_folder(args.stage, args.clip)
     if args.datasets is None:
         args.datasets = list(DATASETS)
     if args.methods is None:
@@ -834,11 +852,11 @@ def main(argv=None):
             except DatasetUnavailable as exc:
                 timer.log(f"{dataset}: {exc}, skipped")
                 continue
-            setting = make_setting(table, split, args.stage)
+            setting = make_setting(table, split, args.stage, args.clip)
             for k_shot in args.k_shot:
                 run_setting(dataset, setting, split, k_shot, args, timer)
     print()
-    report(args.stage, out=OUT_DIR / f"summary_{args.stage}.json")
+    report(args.stage, out=OUT_DIR / f"summary_{folder}.json", folder=folder)
     print(f"\ntotal {timer.elapsed():.0f} s")
 
 

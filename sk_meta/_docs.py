@@ -91,10 +91,12 @@ PARAMETERS = {
         interpolation with another task of the meta-batch (MLTI, Yao et al.,
         2022; classifiers only): the classes of the two tasks are paired at
         random and every row becomes ``lam * x + (1 - lam) * x'``, with
-        ``lam ~ Beta(2, 2)`` per task and the labels of the first task. The
-        interpolated classes are new ones, so meta-training sees more tasks
-        than few classes give; the inputs are mixed as they are (scale them
-        first). ``fit``, validation and ``predict`` never interpolate. The
+        ``lam ~ Beta(2, 2)`` per task and the labels of the first task,
+        rescaled about the mean row of the meta-batch by
+        ``1 / sqrt(lam**2 + (1 - lam)**2)`` so that mixed rows spread as much
+        as real ones. The interpolated classes are new ones, so
+        meta-training sees more tasks than few classes give; scale the
+        inputs first. ``fit``, validation and ``predict`` never interpolate. The
         classifiers of MAML and FOMAML default to 0.5, chosen on few-shot
         tables, where it helps most with few meta-training classes and can
         cost a point or two with thousands (see the Results page of the

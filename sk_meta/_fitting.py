@@ -260,13 +260,27 @@ def adapt_to_support(estimator, X, y_target, n_classes, n_outputs):
         raise DivergenceError(
             f"adaptation diverged: {settings.steps} steps at inner_lr="
             f"{settings.lr} gave a non-finite loss or parameters; lower "
-            "inner_lr or inner_steps"
+            f"inner_lr or inner_steps{_extreme_values_hint(X)}"
         )
     return FitResult(
         module=module, params={name: p[0] for name, p in adapted.items()},
         n_outputs=n_outputs, input_shape=X.shape[1:], support_X=X,
         strategy=inner.strategy, device=str(device),
     )
+
+
+# standardized features this far out are outliers that make the gradient
+# steps of adaptation large (ReLU networks are linear in their input)
+EXTREME_FEATURE_VALUE = 10.0
+
+
+def _extreme_values_hint(X):
+    largest = float(np.max(np.abs(X))) if np.issubdtype(X.dtype, np.floating) else 0.0
+    if not largest > EXTREME_FEATURE_VALUE:  # also False for NaN
+        return ""
+    return (f", or tame the features: the support set has values up to {largest:.3g} "
+            "(after your preprocessing); clip standardized features, for example "
+            "to [-5, 5]")
 
 
 def _check_input_shape(estimator, X, meta_shape):

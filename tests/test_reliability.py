@@ -296,6 +296,30 @@ def test_divergent_adaptation_raises_and_changes_nothing():
     _assert_same_state(reg, before)
 
 
+def test_divergence_from_an_outlier_names_the_extreme_values():
+    rng = np.random.RandomState(0)
+    X = rng.randn(15, 6).astype(np.float32)
+    y = np.repeat([0, 1, 2], 5)
+    clf = MAMLClassifier(random_state=0).fit(X, y)
+    before = _snapshot(clf)
+    outlier = X.copy()
+    outlier[0, 0] = 1e4  # one value far out: the gradient steps blow up
+    with pytest.raises(DivergenceError, match=r"values up to 1e\+04.*clip"):
+        clf.fit(outlier, y)
+    _assert_same_state(clf, before)
+    # the remedy the message names works on the same support set
+    clipped = np.clip(outlier, -5, 5)
+    adapted = MAMLClassifier(random_state=0).fit(clipped, y)
+    assert adapted.predict(clipped).shape == (15,)
+
+
+def test_divergence_without_outliers_does_not_blame_the_features():
+    task = SinusoidTasks(random_state=0).sample(0)
+    with pytest.raises(DivergenceError, match="lower inner_lr or inner_steps$"):
+        MAMLRegressor(hidden_layer_sizes=(8,), inner_lr=1e20, random_state=0).fit(
+            task.X_support, task.y_support)
+
+
 # -- interruption and resuming -------------------------------------------------------
 
 class _InterruptingList(list):

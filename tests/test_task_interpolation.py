@@ -34,24 +34,45 @@ def _stack(n_tasks=6, n_way=3, k_shot=2, n_query=4, n_features=5, seed=0):
                         indices=tuple(range(n_tasks)))
 
 
+def _center(stacked):
+    """The mean of every row of the stack, computed here in float64."""
+    rows = np.concatenate([stacked.X_support.reshape(-1, stacked.X_support.shape[-1]),
+                           stacked.X_query.reshape(-1, stacked.X_query.shape[-1])])
+    return rows.astype(np.float64).mean(axis=0)
+
+
+def _solve_mix(mixed, x, x_other, center):
+    """``(lam, residual)`` with ``mixed = c + s (lam x + (1 - lam) x' - c)`` and
+    ``s = 1 / sqrt(lam^2 + (1 - lam)^2)``: ``mixed - c = a (x - c) + b (x' - c)``
+    is linear in ``a = s lam``, ``b = s (1 - lam)``; the residual also counts
+    how far ``a + b`` is from the ``s`` of ``lam = a / (a + b)``."""
+    basis = np.stack([x - center, x_other - center], axis=1)
+    (a, b), *_ = np.linalg.lstsq(basis, mixed - center, rcond=None)
+    if a + b <= 0:
+        return None, np.inf
+    lam = a / (a + b)
+    residual = np.abs(basis @ [a, b] - (mixed - center)).max()
+    return float(lam), max(residual, abs(a + b - 1 / np.hypot(lam, 1 - lam)))
+
+
 def _trace(mixed, own, y, stacked, part, task):
     """For each row: (lam, partner task, partner class) found by least squares
     over every row of every other task; asserts that exactly one fits."""
-    X_all = getattr(stacked, f"X_{part}")
+    X_all = getattr(stacked, f"X_{part}").astype(np.float64)
     y_all = getattr(stacked, f"y_{part}")
+    center = _center(stacked)
     found = []
     for row in range(len(mixed)):
         fits = []
         for other in range(len(X_all)):
             for other_row in range(X_all.shape[1]):
-                # mixed - x' = lam (x - x'): one unknown, solved in float64
-                d = own[row].astype(np.float64) - X_all[other, other_row]
-                r = mixed[row].astype(np.float64) - X_all[other, other_row]
-                if not d.any():
+                if other == task:
                     continue
-                lam = float(d @ r / (d @ d))
-                if np.abs(lam * d - r).max() < 1e-5 and 0 < lam < 1:
-                    fits.append((round(lam, 5), other, int(y_all[other, other_row])))
+                lam, residual = _solve_mix(mixed[row].astype(np.float64),
+                                           own[row].astype(np.float64),
+                                           X_all[other, other_row], center)
+                if residual < 1e-4 and 0 < lam < 1:
+                    fits.append((round(lam, 4), other, int(y_all[other, other_row])))
         assert len(fits) == 1, (part, task, row, fits)
         found.append((*fits[0], int(y[row])))
     return found
@@ -91,20 +112,43 @@ def test_the_probability_decides_how_many_tasks_are_replaced():
 
 
 def test_lam_follows_beta_2_2():
-    # one row per class, x = 0 in task 0 and 1 in task 1: a mixed row of
-    # task 0 (whose partner is task 1) reads 1 - lam
-    X = np.array([[[0.0], [0.0]], [[1.0], [1.0]]], dtype=np.float32)
-    y = np.tile(np.arange(2), (2, 1))
-    stacked = StackedTasks(X, y, X.copy(), y.copy(), n_classes=2, indices=(0, 1))
+    # one row per class, task k's rows the unit vector e_k: a mixed row of
+    # task 0 gives lam back exactly (its partner is task 1 or 2)
+    X = np.repeat(np.eye(3, dtype=np.float32)[:, None, :], 2, axis=1)
+    y = np.tile(np.arange(2), (3, 1))
+    stacked = StackedTasks(X, y, X.copy(), y.copy(), n_classes=2, indices=(0, 1, 2))
+    center = _center(stacked)
     lams = []
     rng = np.random.default_rng(0)
-    for _ in range(5000):
+    for _ in range(3000):
         out = interpolate_tasks(stacked, 1.0, rng)
-        lams.append(1 - float(out.X_support[0, 0, 0]))
+        mixed = out.X_support[0, 0].astype(np.float64)
+        partner = 1 if mixed[1] > mixed[2] else 2
+        lam, residual = _solve_mix(mixed, X[0, 0], X[partner, 0], center)
+        assert residual < 1e-5
+        lams.append(lam)
     lams = np.array(lams)
     assert abs(lams.mean() - 0.5) < 0.012
     assert abs(lams.var() - 1 / 20) < 0.006  # Beta(2, 2): variance 1/20
     assert lams.min() > 0 and lams.max() < 1
+
+
+def test_mixed_rows_spread_as_much_as_real_rows():
+    # plain lam x + (1 - lam) x' of independent rows would have about 0.6
+    # times their variance; the rescaling about the mean keeps it, and the
+    # mean too when the features are not centred (pixels in [0, 16])
+    rng = np.random.default_rng(0)
+    for loc in (0.0, 8.0):
+        stacked = _stack(n_tasks=400, n_features=3, seed=1)
+        stacked = stacked._replace(X_support=stacked.X_support * 2 + loc,
+                                   X_query=stacked.X_query * 2 + loc)
+        out = interpolate_tasks(stacked, 1.0, rng)
+        for before, after in ((stacked.X_support, out.X_support),
+                              (stacked.X_query, out.X_query)):
+            np.testing.assert_allclose(after.var(axis=(0, 1)), before.var(axis=(0, 1)),
+                                       rtol=0.06)
+            np.testing.assert_allclose(after.mean(axis=(0, 1)),
+                                       before.mean(axis=(0, 1)), atol=0.1)
 
 
 def test_a_class_missing_from_the_partner_leaves_its_rows_as_they_were():

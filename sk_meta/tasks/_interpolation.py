@@ -7,9 +7,15 @@ import numpy as np
 _ALPHA = 2.0
 
 
-def _mix_rows(out, X, y, X_other, y_other, lam, class_map, rng):
+def _mix_rows(out, X, y, X_other, y_other, lam, class_map, center, rng):
     """Write into ``out`` the rows of ``X`` mixed with rows of the partner's
     mapped classes (``out`` starts as a copy of ``X``)."""
+    # lam * x + (1 - lam) * x' of two independent rows has lam^2 + (1 - lam)^2
+    # times their variance (0.6 on average): rescaled about the mean, the
+    # mixed rows spread as real ones do. Unscaled, MAML tunes the init's
+    # curvature to the narrower mixed inputs, and adapting it to real tasks
+    # at the same inner_lr overshoots.
+    scale = np.float32(1.0 / np.sqrt(lam ** 2 + (1 - lam) ** 2))
     for code, partner_code in enumerate(class_map):
         rows = np.flatnonzero(y == code)
         partner_rows = np.flatnonzero(y_other == partner_code)
@@ -17,7 +23,8 @@ def _mix_rows(out, X, y, X_other, y_other, lam, class_map, rng):
             continue
         picked = rng.choice(partner_rows, len(rows),
                             replace=len(partner_rows) < len(rows))
-        out[rows] = lam * X[rows] + (1 - lam) * X_other[picked]
+        mixed = lam * X[rows] + (1 - lam) * X_other[picked]
+        out[rows] = center + scale * (mixed - center)
 
 
 def interpolate_tasks(stacked, probability, rng):
@@ -32,6 +39,13 @@ def interpolate_tasks(stacked, probability, rng):
     labels stay those of the task: each interpolated class is a new class,
     lying between two real ones, so meta-training sees more distinct tasks
     than the classes alone give.
+
+    The mixed rows are then rescaled about ``m``, the mean of all rows of
+    the stack: ``m + (lam * x + (1 - lam) * x' - m) / sqrt(lam**2 + (1 -
+    lam)**2)``, so that they spread as much as real rows (a mix of two
+    independent rows has ``lam**2 + (1 - lam)**2`` times their variance).
+    MLTI mixes without rescaling; with second-order MAML that made the init
+    fit the narrower mixed inputs and adapt unstably to real tasks.
 
     Parameters
     ----------
@@ -52,6 +66,10 @@ def interpolate_tasks(stacked, probability, rng):
         return stacked
     parts = ((stacked.X_support, stacked.y_support), (stacked.X_query, stacked.y_query))
     mixed = [X.copy() for X, _ in parts]
+    n_rows = stacked.X_support[0].shape[0] + stacked.X_query[0].shape[0]
+    total = (stacked.X_support.sum(axis=(0, 1), dtype=np.float64)
+             + stacked.X_query.sum(axis=(0, 1), dtype=np.float64))
+    center = (total / (n_tasks * n_rows)).astype(stacked.X_support.dtype)
     for task in chosen.tolist():
         # another task of the stack when there is one
         partner = (task + rng.integers(1, n_tasks)) % n_tasks if n_tasks > 1 else task
@@ -59,5 +77,5 @@ def interpolate_tasks(stacked, probability, rng):
         class_map = rng.permutation(stacked.n_classes)
         for out, (X, y) in zip(mixed, parts):  # support, then query
             _mix_rows(out[task], X[task], y[task], X[partner], y[partner], lam,
-                      class_map, rng)
+                      class_map, center, rng)
     return stacked._replace(X_support=mixed[0], X_query=mixed[1])
