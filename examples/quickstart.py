@@ -67,9 +67,9 @@ result = evaluate_tasks(clf, test_tasks, baselines={
 print(result)
 
 # %%
-# From the same five examples per class, the meta-learned init is only a
-# little better than the same network from a random init: each task's output
-# layer starts from the class means of the support set (``head_init``'s
+# From the same five examples per class, the meta-learned init is a few
+# points better than the same network from a random init, not more: each
+# task's output layer starts from the class means of the support set (``head_init``'s
 # default, "prototype"), which makes even a random network a
 # nearest-class-mean classifier in its features. Seven meta-training classes
 # are few, and a logistic regression fitted on each support set alone does
