@@ -18,7 +18,6 @@ import numpy as np
 from benchmarks import fidelity_tabular as ft
 from benchmarks._harness import set_threads
 from sk_meta.exceptions import DivergenceError
-from sk_meta.tasks import EpisodeSampler
 
 STEPS = (1, 5, 10, 20, 40, 80)
 
@@ -50,14 +49,10 @@ def main(argv=None):
         parser.error("pretrained, searched and validated methods are not supported")
     setting = ft.make_setting(ft.DATASETS[args.dataset](args, args.split), args.split,
                               args.stage, args.clip)
-    k, n_way = args.k_shot, setting.n_way
-    tasks = list(EpisodeSampler(  # the benchmark's 200 test tasks, the first ones
-        setting.X, setting.y, n_way, k, ft.n_query_for(setting, k, setting.test),
-        classes=setting.test, n_tasks=200,
-        random_state=10_000 + args.split))[:args.n_tasks]
-    meta_tasks = EpisodeSampler(
-        setting.X, setting.y, n_way, k, ft.n_query_for(setting, k, setting.train),
-        classes=setting.train, shuffle_labels=True, random_state=args.split)
+    k = args.k_shot
+    # the first of the benchmark's 200 test tasks
+    tasks = ft.test_tasks(setting, k, args.split, 200)[:args.n_tasks]
+    meta_tasks = ft.meta_training_tasks(setting, k, args.split, setting.train)
     est = spec.make(setting.n_way, args.split, args.max_time).meta_fit(meta_tasks)
     print(f"{args.dataset} split {args.split} {setting.n_way}-way {k}-shot "
           f"{args.method!r} (clip {args.clip}): {est.n_meta_iter_} meta-iterations")

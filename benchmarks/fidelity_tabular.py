@@ -510,6 +510,21 @@ def write_json(path, payload):
     tmp.replace(path)
 
 
+def test_tasks(setting, k_shot, split, n_tasks):
+    """The test tasks of one (data set, split, K): the same for every method."""
+    return list(EpisodeSampler(setting.X, setting.y, setting.n_way, k_shot,
+                               n_query_for(setting, k_shot, setting.test),
+                               classes=setting.test, n_tasks=n_tasks,
+                               random_state=10_000 + split))
+
+
+def meta_training_tasks(setting, k_shot, split, classes):
+    """Endless meta-training tasks of ``classes``, labels shuffled per task."""
+    return EpisodeSampler(setting.X, setting.y, setting.n_way, k_shot,
+                          n_query_for(setting, k_shot, classes), classes=classes,
+                          shuffle_labels=True, random_state=split)
+
+
 def accuracies(fit_predict, tasks):
     return [float(np.mean(fit_predict(t) == t.y_query)) for t in tasks]
 
@@ -518,9 +533,7 @@ def run_setting(dataset, setting, split, k_shot, args, timer):
     """Every requested method on one (data set, split, K); one file each."""
     n_way = setting.n_way
     n_query = n_query_for(setting, k_shot, setting.test)
-    tasks = list(EpisodeSampler(setting.X, setting.y, n_way, k_shot, n_query,
-                                classes=setting.test, n_tasks=args.n_test_tasks,
-                                random_state=10_000 + split))
+    tasks = test_tasks(setting, k_shot, split, args.n_test_tasks)
     common = {"dataset": dataset, "split": split, "k_shot": k_shot, "n_way": n_way,
               "n_query": n_query, "stage": args.stage, "clip": args.clip,
               "n_train_classes": len(setting.train),
@@ -572,10 +585,7 @@ def run_setting(dataset, setting, split, k_shot, args, timer):
             if spec.validated:
                 train, validation_tasks = _validation_split(setting, k_shot, split,
                                                             dataset)
-            meta_tasks = EpisodeSampler(
-                setting.X, setting.y, n_way, k_shot,
-                n_query_for(setting, k_shot, train), classes=train,
-                shuffle_labels=True, random_state=split)
+            meta_tasks = meta_training_tasks(setting, k_shot, split, train)
             est = spec.make(n_way, split, args.max_time, net)
             t0 = time.perf_counter()
             if spec.searched and setting.groups is not None:
