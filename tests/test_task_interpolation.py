@@ -66,10 +66,10 @@ def _trace(mixed, own, y, stacked, part, task):
         fits = []
         for other in range(len(X_all)):
             for other_row in range(X_all.shape[1]):
-                if other == task:
-                    continue
-                lam, residual = _solve_mix(mixed[row].astype(np.float64),
-                                           own[row].astype(np.float64),
+                x = own[row].astype(np.float64)
+                if np.array_equal(X_all[other, other_row], x):
+                    continue  # the row itself: nothing to solve for
+                lam, residual = _solve_mix(mixed[row].astype(np.float64), x,
                                            X_all[other, other_row], center)
                 if residual < 1e-4 and 0 < lam < 1:
                     fits.append((round(lam, 4), other, int(y_all[other, other_row])))
