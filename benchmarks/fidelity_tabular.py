@@ -380,7 +380,8 @@ class MetaLearner:
             params["hidden_layer_sizes"] = hidden
         estimator = self.estimator(max_time=max_time, random_state=seed, **params)
         if self.search_grid:
-            return MetaGridSearch(estimator, {k: list(v) for k, v in self.search_grid},
+            grids = [{k: list(v) for k, v in grid} for grid in self.search_grid]
+            return MetaGridSearch(estimator, grids[0] if len(grids) == 1 else grids,
                                   cv=self.search_cv, random_state=seed)
         return estimator
 
@@ -411,18 +412,24 @@ VARIANTS = {
     "val": {"early_stopping": True, "validation_interval": 50, "n_iter_no_change": 5},
     "mlti": {"task_interpolation": 0.5},
     "nomix": {"task_interpolation": 0.0},
+    "linear": {"hidden_layer_sizes": ()},  # no hidden layer: the output layer alone
 }
 # MetaGridSearch with its defaults over a grid (held-out classes choose the
 # parameters and the number of meta-iterations, then a refit on all classes)
 SEARCH_GRIDS = {"search": {"concat_input": [False, True]},
-                "searchlr": {"inner_lr": [0.03, 0.1]}}
+                "searchlr": {"inner_lr": [0.03, 0.1]},
+                # the MLP with or without the raw features, or the output
+                # layer alone on the raw features (a linear model started
+                # from scaled prototypes)
+                "searchlin": [{"concat_input": [False, True]},
+                              {"hidden_layer_sizes": [()], "prototype_scale": [0.1]}]}
 ESTIMATORS = {"maml": MAMLClassifier, "fomaml": FOMAMLClassifier,
               "reptile": ReptileClassifier}
 
 # extra estimator parameters written in a method name: "maml proto lr=0.3"
 _PARAM_NAMES = {"lr": ("inner_lr", float), "steps": ("inner_steps", int),
                 "mlr": ("meta_lr", float), "mbs": ("meta_batch_size", int),
-                "it": ("n_meta_iter", int),
+                "it": ("n_meta_iter", int), "ps": ("prototype_scale", float),
                 "h": ("hidden_layer_sizes",
                       lambda v: tuple(int(x) for x in v.split("x")))}
 
@@ -444,7 +451,10 @@ def meta_learner(name):
         elif word.startswith("cv=") and word[3:].isdigit():
             search_cv = int(word[3:])
         elif word in SEARCH_GRIDS:
-            search_grid = tuple((k, tuple(v)) for k, v in SEARCH_GRIDS[word].items())
+            grids = SEARCH_GRIDS[word]
+            search_grid = tuple(tuple((k, tuple(v)) for k, v in grid.items())
+                                for grid in (grids if isinstance(grids, list)
+                                             else [grids]))
         elif word in VARIANTS:
             params.update(VARIANTS[word])
         elif "=" in word and word.split("=")[0] in _PARAM_NAMES:

@@ -81,6 +81,7 @@ class BaseMetaEstimator(BaseEstimator):
         "inner_lr_mode": [StrOptions({"fixed", "per_layer_step", "per_parameter"})],
         "adapt_layers": [StrOptions({"all", "head"})],
         "head_init": [StrOptions({"meta", "zero", "prototype"})],
+        "prototype_scale": [Interval(Real, 0, None, closed="neither")],
         "multi_step_loss": ["boolean"],
         "task_interpolation": [Interval(Real, 0, 1, closed="both")],
         "meta_lr": [Interval(Real, 0, None, closed="neither")],
@@ -112,7 +113,8 @@ class BaseMetaEstimator(BaseEstimator):
 
     def __init__(self, module, *, module_params, hidden_layer_sizes, activation,
                  concat_input, inner_lr, inner_steps, meta_inner_steps, inner_lr_mode,
-                 adapt_layers, head_init, multi_step_loss, task_interpolation,
+                 adapt_layers, head_init, prototype_scale, multi_step_loss,
+                 task_interpolation,
                  meta_lr, meta_batch_size,
                  n_meta_iter, max_time, meta_optimizer, meta_lr_schedule,
                  tasks_per_chunk, compile, transductive, validation_interval,
@@ -130,6 +132,7 @@ class BaseMetaEstimator(BaseEstimator):
         self.inner_lr_mode = inner_lr_mode
         self.adapt_layers = adapt_layers
         self.head_init = head_init
+        self.prototype_scale = prototype_scale
         self.multi_step_loss = multi_step_loss
         self.task_interpolation = task_interpolation
         self.meta_lr = meta_lr
@@ -476,7 +479,8 @@ class BaseMetaEstimator(BaseEstimator):
 
 # Parameters whose default changed: a file or pickle written before the
 # parameter existed keeps the behaviour it was written with.
-PARAMETERS_OF_OLDER_FILES = {"head_init": "meta", "task_interpolation": 0.0}
+PARAMETERS_OF_OLDER_FILES = {"head_init": "meta", "task_interpolation": 0.0,
+                             "prototype_scale": 1.0}
 
 
 def values_for_missing_parameters(estimator_class):

@@ -260,7 +260,7 @@ def adapt_to_support(estimator, X, y_target, n_classes, n_outputs):
         raise DivergenceError(
             f"adaptation diverged: {settings.steps} steps at inner_lr="
             f"{settings.lr} gave a non-finite loss or parameters; lower "
-            f"inner_lr or inner_steps{_extreme_values_hint(X)}"
+            f"inner_lr{_scale_hint(settings)} or inner_steps{_extreme_values_hint(X)}"
         )
     return FitResult(
         module=module, params={name: p[0] for name, p in adapted.items()},
@@ -272,6 +272,13 @@ def adapt_to_support(estimator, X, y_target, n_classes, n_outputs):
 # standardized features this far out are outliers that make the gradient
 # steps of adaptation large (ReLU networks are linear in their input)
 EXTREME_FEATURE_VALUE = 10.0
+
+
+def _scale_hint(settings):
+    # a scale above 1 makes the prototype head's starting logits, and steps, larger
+    if settings.head_init == "prototype" and settings.prototype_scale > 1.0:
+        return f", prototype_scale (now {settings.prototype_scale:g})"
+    return ""
 
 
 def _extreme_values_hint(X):

@@ -109,6 +109,7 @@ class InnerLoopSettings:
     lr_mode: str = "fixed"
     adapt_layers: str = "all"
     head_init: str = "meta"
+    prototype_scale: float = 1.0
     multi_step_loss: bool = False
     transductive: bool = True
     compile: object = False
@@ -128,6 +129,7 @@ class InnerLoopSettings:
             lr_mode=estimator.inner_lr_mode,
             adapt_layers=estimator.adapt_layers,
             head_init=estimator.head_init,
+            prototype_scale=float(estimator.prototype_scale),
             multi_step_loss=bool(estimator.multi_step_loss),
             transductive=bool(estimator.transductive),
             compile=estimator.compile,
@@ -142,6 +144,13 @@ class InnerLoopSettings:
                 f"head_init={self.head_init!r} is for classifiers (it starts the "
                 "output layer from zeros or class prototypes); regressors take "
                 "head_init='meta'"
+            )
+        if self.prototype_scale != 1.0 and self.head_init != "prototype":
+            raise ValueError(
+                f"prototype_scale={self.prototype_scale!r} scales the output layer "
+                "that head_init='prototype' builds from class prototypes; with "
+                f"head_init={self.head_init!r} it would do nothing: leave "
+                "prototype_scale at 1.0"
             )
         if self.algorithm == "reptile" and self.lr_mode != "fixed":
             raise ValueError(
@@ -285,7 +294,8 @@ class InnerLoop:
                 # from a view of θ of their own: the inner gradients with
                 # respect to the body must not flow back through the head
                 features = layer.features(expand_params(params, n_tasks), X)
-                weight, bias = prototype_head(features, y, n_outputs)
+                weight, bias = prototype_head(features, y, n_outputs,
+                                              scale=settings.prototype_scale)
                 computed.append((X, features))
             start = {**start, layer.weight: weight}
             if layer.bias is not None:

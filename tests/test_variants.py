@@ -22,11 +22,13 @@ from sklearn.base import clone
 import sk_meta
 from sk_meta import (
     FOMAMLClassifier,
+    FOMAMLRegressor,
     MAMLClassifier,
     MAMLRegressor,
     ReptileClassifier,
     ReptileRegressor,
 )
+from sk_meta.exceptions import DivergenceError
 from sk_meta.models import MLP
 from sk_meta.tasks import EpisodeSampler
 
@@ -164,6 +166,94 @@ def test_prototype_head_starts_as_a_nearest_prototype_classifier():
                            for k in range(N_WAY)])
     nearest = torch.cdist(query, centres).argmin(1).numpy()
     np.testing.assert_array_equal(clf.predict(X_q), nearest)
+
+
+def _scaled_prototype_head(scale):
+    def head(p, X, y):
+        weight, bias = _prototype_head(p, X, y)
+        return scale * weight, scale * bias
+    return head
+
+
+@pytest.mark.parametrize("first_order", [False, True])
+def test_scaled_prototype_head_and_its_meta_gradient_match_hand_written_autograd(
+        first_order):
+    est = _one_step(head_init="prototype", prototype_scale=0.3,
+                    estimator_class=FOMAMLClassifier if first_order else MAMLClassifier)
+    theta, loss = _reference(_tasks(), head=_scaled_prototype_head(0.3),
+                             first_order=first_order)
+    _assert_step_is_minus_gradient(est, theta, loss, ignore=(WEIGHT, BIAS))
+    # the scale changes the meta-gradient: the check above can tell them apart
+    _, unscaled = _reference(_tasks(), head=_prototype_head, first_order=first_order)
+    assert not torch.isclose(loss, unscaled, rtol=1e-3)
+
+
+def test_scaled_prototype_head_starts_from_scaled_prototype_logits():
+    """Before any inner step, the probabilities are a softmax of
+    ``-prototype_scale * ||f - c_k||²``."""
+    X_s, y_s, X_q, _ = _tasks()[0]
+    p = {k: v.detach().double() for k, v in _init().named_parameters()}
+    support = _features(p, torch.from_numpy(X_s).double())
+    query = _features(p, torch.from_numpy(X_q).double())
+    centres = torch.stack([support[torch.from_numpy(y_s) == k].mean(0)
+                           for k in range(N_WAY)])
+    for scale in (1.0, 0.1, 4.0):
+        clf = MAMLClassifier(_init(), head_init="prototype", inner_lr=1e-12,
+                             inner_steps=1, prototype_scale=scale).fit(X_s, y_s)
+        expected = torch.softmax(-scale * torch.cdist(query, centres).square(), 1)
+        np.testing.assert_allclose(clf.predict_proba(X_q), expected.numpy(),
+                                   rtol=1e-4, atol=1e-6)
+
+
+def test_prototype_scale_survives_clone_pickle_and_save(tmp_path):
+    tasks = _tasks(4)
+    X_s, y_s, X_q, _ = tasks[0]
+    clf = MAMLClassifier(hidden_layer_sizes=(8,), n_meta_iter=2, prototype_scale=0.2,
+                         random_state=0).meta_fit(tasks)
+    expected = clf.fit(X_s, y_s).predict_proba(X_q)
+    clf.save(tmp_path / "scaled.skmeta")
+    for other in (sk_meta.load(tmp_path / "scaled.skmeta"),
+                  pickle.loads(pickle.dumps(clf))):
+        assert other.prototype_scale == 0.2
+        np.testing.assert_allclose(other.fit(X_s, y_s).predict_proba(X_q), expected,
+                                   rtol=1e-6)
+    assert clone(clf).prototype_scale == 0.2
+    # and it is used: the same init at scale 1 predicts otherwise
+    unscaled = clf.set_params(prototype_scale=1.0).fit(X_s, y_s).predict_proba(X_q)
+    assert not np.allclose(unscaled, expected, atol=1e-3)
+
+
+def test_files_without_prototype_scale_load_with_scale_one(tmp_path):
+    tasks = _tasks(4)
+    X_s, y_s, X_q, _ = tasks[0]
+    clf = MAMLClassifier(hidden_layer_sizes=(8,), n_meta_iter=2,
+                         random_state=0).meta_fit(tasks)
+    path = tmp_path / "old.skmeta"
+    clf.save(path)
+    state = torch.load(path, weights_only=True)
+    assert state["params"].pop("prototype_scale") == 1.0
+    torch.save(state, path)
+    loaded = sk_meta.load(path)
+    assert loaded.prototype_scale == 1.0
+    np.testing.assert_allclose(loaded.fit(X_s, y_s).predict_proba(X_q),
+                               clf.fit(X_s, y_s).predict_proba(X_q), rtol=1e-6)
+
+
+def test_a_divergence_from_a_large_prototype_scale_names_it():
+    X_s, y_s, X_q, _ = _tasks()[0]
+    clf = MAMLClassifier(_init(), head_init="prototype", inner_steps=2).fit(X_s, y_s)
+    before = clf.predict_proba(X_q)
+    clf.set_params(prototype_scale=1e30)
+    with pytest.raises(DivergenceError, match=r"prototype_scale \(now 1e\+30\)"):
+        clf.fit(X_s, y_s)
+    np.testing.assert_array_equal(clf.set_params(prototype_scale=1.0)
+                                  .predict_proba(X_q), before)
+
+
+@pytest.mark.parametrize("value", [0, -0.5, "small", None])
+def test_prototype_scale_must_be_a_positive_number(value):
+    with pytest.raises(ValueError, match="prototype_scale"):
+        MAMLClassifier(prototype_scale=value).meta_fit(_tasks())
 
 
 def test_zero_head_equals_a_hand_zeroed_output_layer():
@@ -353,6 +443,11 @@ def test_learned_rates_resume_exactly():
     (ReptileClassifier, {"inner_lr_mode": "per_parameter"},
      "Reptile does not compute"),
     (ReptileClassifier, {"multi_step_loss": True}, "Reptile has no query loss"),
+    (MAMLClassifier, {"head_init": "zero", "prototype_scale": 0.5},
+     "prototype_scale=0.5 scales"),
+    (ReptileClassifier, {"head_init": "meta", "prototype_scale": 2.0},
+     "with head_init='meta' it would do nothing"),
+    (FOMAMLRegressor, {"prototype_scale": 0.5}, "prototype_scale=0.5"),
 ])
 def test_meaningless_combinations_are_refused(estimator_class, params, message):
     tasks = _tasks() if estimator_class._is_classifier(None) else [

@@ -181,14 +181,18 @@ def zero_head(weight, bias, n_tasks):
     return zero_weight, zero_bias
 
 
-def prototype_head(features, y, n_outputs):
+def prototype_head(features, y, n_outputs, scale=1.0):
     """ProtoMAML's start: the output layer of a nearest-prototype classifier.
 
     With ``c_k`` the mean support feature of class ``k``, the logits
     ``-||f - c_k||²`` equal ``f · 2c_k - ||c_k||²`` up to a term that is the
     same for every class, so ``w_k = 2 c_k`` and ``b_k = -||c_k||²``
-    (Triantafillou et al., 2020). Rows of classes absent from a task are
-    zero. The result is differentiable with respect to ``features``.
+    (Triantafillou et al., 2020). ``scale`` multiplies both, and so the
+    logits: the metric scaling of Oreshkin et al. (2018). Below 1 the
+    starting classifier is less sure of itself, so the gradient steps that
+    follow still have a support loss to reduce. Rows of classes absent from
+    a task are zero. The result is differentiable with respect to
+    ``features``.
 
     Parameters
     ----------
@@ -196,6 +200,8 @@ def prototype_head(features, y, n_outputs):
     y : Tensor of shape (B, n_samples)
         Class codes in ``0 .. n_outputs - 1``.
     n_outputs : int
+    scale : float, default=1.0
+        Factor of the weights and biases.
 
     Returns
     -------
@@ -205,4 +211,4 @@ def prototype_head(features, y, n_outputs):
     one_hot = F.one_hot(y, n_outputs).to(features.dtype)      # (B, n, K)
     counts = one_hot.sum(1).clamp_min(1.0)                    # (B, K)
     prototypes = torch.bmm(one_hot.transpose(1, 2), features) / counts.unsqueeze(-1)
-    return 2 * prototypes, -prototypes.square().sum(-1)
+    return 2 * scale * prototypes, -scale * prototypes.square().sum(-1)
