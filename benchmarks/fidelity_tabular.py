@@ -749,7 +749,7 @@ def accuracy_tables(rows, methods):
     for r in rows:
         names = [column_name(r, m) for m in methods]
         present = [r["methods"].get(n) for n in names]
-        best = max(s["mean"] for s in present if s is not None)
+        best = max((s["mean"] for s in present if s is not None), default=None)
         head = [r["dataset"], r["n_train_classes"],
                 f"{r['n_way']}-way {r['k_shot']}-shot", len(r["splits"])]
         acc_rows.append([*head, r["best_baseline"], *(
