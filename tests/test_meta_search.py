@@ -327,6 +327,36 @@ def maml_search(digits_sampler):
                           n_val_tasks=6, random_state=0).meta_fit(digits_sampler)
 
 
+def test_a_linear_candidate_is_scored_like_the_networks(digits_sampler):
+    """The user guide's grid: the MLP, with or without the raw features, or
+    a linear model started from scaled class means. The three are scored in
+    order, the linear one is the output layer alone, and the search adapts
+    the refit best candidate."""
+    estimator = MAMLClassifier(hidden_layer_sizes=(16,), n_meta_iter=8,
+                               validation_interval=4, inner_steps=3,
+                               meta_inner_steps=1, random_state=0)
+    grid = [{"concat_input": [False, True]},
+            {"hidden_layer_sizes": [()], "prototype_scale": [0.1]}]
+    search = MetaGridSearch(estimator, grid, n_val_tasks=6,
+                            random_state=0).meta_fit(digits_sampler)
+    assert search.results_["params"] == [
+        {"concat_input": False}, {"concat_input": True},
+        {"hidden_layer_sizes": (), "prototype_scale": 0.1}]
+    linear = clone(estimator).set_params(hidden_layer_sizes=(), prototype_scale=0.1,
+                                         n_meta_iter=4)
+    linear.meta_fit(digits_sampler)
+    # no hidden layer: the output layer alone, on the 64 pixels
+    assert {name: tuple(p.shape) for name, p in linear.meta_params_.items()} == {
+        "layers.0.weight": (3, 64), "layers.0.bias": (3,)}
+    best = search.best_estimator_
+    assert best.get_params()["prototype_scale"] == search.best_params_.get(
+        "prototype_scale", 1.0)
+    X_s, y_s, X_q, y_q = next(iter(EpisodeSampler(
+        digits_sampler.X, digits_sampler.y, 3, 5, 5, classes=range(7, 10),
+        random_state=1)))
+    assert search.fit(X_s, y_s).score(X_q, y_q) == best.fit(X_s, y_s).score(X_q, y_q)
+
+
 def test_maml_search_equals_doing_it_by_hand(maml_search, digits_sampler):
     search = maml_search
     assert search.results_["params"] == [{"concat_input": False},
