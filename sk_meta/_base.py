@@ -479,8 +479,7 @@ class BaseMetaEstimator(BaseEstimator):
 
 # Parameters whose default changed: a file or pickle written before the
 # parameter existed keeps the behaviour it was written with.
-PARAMETERS_OF_OLDER_FILES = {"head_init": "meta", "task_interpolation": 0.0,
-                             "prototype_scale": 1.0}
+PARAMETERS_OF_OLDER_FILES = {"head_init": "meta", "task_interpolation": 0.0}
 
 
 def values_for_missing_parameters(estimator_class):

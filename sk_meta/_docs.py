@@ -89,8 +89,8 @@ PARAMETERS = {
         already sure of every support row on standardized features, and the
         inner steps barely move it; below 1 it starts less sure, and the
         steps go on from the prototypes towards a logistic regression on the
-        network's features. Used with ``head_init="prototype"`` only (other
-        values raise a ``ValueError`` with another head)."""),
+        network's features. Used with ``head_init="prototype"`` only: with
+        another head, a value other than 1.0 raises a ``ValueError``."""),
     "multi_step_loss": ("bool", """
         MAML++'s multi-step loss (MAML only): the meta-loss weights the query
         loss after every inner step, from uniform weights annealed over the
