@@ -275,10 +275,8 @@ EXTREME_FEATURE_VALUE = 10.0
 
 
 def _scale_hint(settings):
-    # a scale above 1 makes the prototype head's starting logits, and steps, larger
-    if settings.head_init == "prototype" and settings.prototype_scale > 1.0:
-        return f", prototype_scale (now {settings.prototype_scale:g})"
-    return ""
+    scale = settings.large_prototype_scale()
+    return f", {scale}" if scale else ""
 
 
 def _extreme_values_hint(X):

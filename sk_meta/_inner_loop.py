@@ -168,6 +168,13 @@ class InnerLoopSettings:
                 "learned inner learning rates need inner_optimizer='sgd'"
             )
 
+    def large_prototype_scale(self):
+        """``"prototype_scale (now s)"`` when a scale above 1 may be what made
+        the steps diverge (it makes the starting logits larger), else None."""
+        if self.head_init == "prototype" and self.prototype_scale > 1.0:
+            return f"prototype_scale (now {self.prototype_scale:g})"
+        return None
+
     @property
     def needs_output_layer(self):
         return self.head_init != "meta" or self.adapt_layers == "head"

@@ -580,6 +580,10 @@ class MetaTrainer:
         self.committed_n_drawn = snapshot["n_drawn"]
         del self.loss_curve[snapshot["curve_length"]:]
 
+    def _scale_hint(self):
+        scale = self.inner_loop.settings.large_prototype_scale()
+        return f", or {scale}" if scale else ""
+
     def _diverged(self, n_iter_at_bad, loss):
         # the call failed: the estimator stays as it was; the progress up to
         # the last finite init travels with the error
@@ -592,7 +596,8 @@ class MetaTrainer:
         error = DivergenceError(
             f"meta-training diverged at meta-iteration {n_iter_at_bad}: the "
             f"meta-loss or its gradient is not finite (loss={loss}). The estimator "
-            f"is left as it was before this call; {kept}lower meta_lr or inner_lr."
+            f"is left as it was before this call; {kept}lower meta_lr or inner_lr"
+            f"{self._scale_hint()}."
         )
         error.result = result
         raise error

@@ -250,6 +250,18 @@ def test_a_divergence_from_a_large_prototype_scale_names_it():
                                   .predict_proba(X_q), before)
 
 
+def test_a_meta_training_divergence_from_a_large_prototype_scale_names_it():
+    clf = MAMLClassifier(_init(), n_meta_iter=2,
+                         meta_batch_size=2, inner_steps=2, inner_lr=1e-8,
+                         meta_lr=1e-8, prototype_scale=1e20, random_state=0)
+    with pytest.raises(DivergenceError,
+                       match=r"lower meta_lr or inner_lr, or prototype_scale "
+                             r"\(now 1e\+20\)\."):
+        clf.meta_fit(_tasks())
+    with pytest.raises(DivergenceError, match=r"lower meta_lr or inner_lr\.$"):
+        clf.set_params(prototype_scale=1.0, meta_lr=1e30).meta_fit(_tasks())
+
+
 @pytest.mark.parametrize("value", [0, -0.5, "small", None])
 def test_prototype_scale_must_be_a_positive_number(value):
     with pytest.raises(ValueError, match="prototype_scale"):
