@@ -223,22 +223,6 @@ def test_prototype_scale_survives_clone_pickle_and_save(tmp_path):
     assert not np.allclose(unscaled, expected, atol=1e-3)
 
 
-def test_files_without_prototype_scale_load_with_scale_one(tmp_path):
-    tasks = _tasks(4)
-    X_s, y_s, X_q, _ = tasks[0]
-    clf = MAMLClassifier(hidden_layer_sizes=(8,), n_meta_iter=2,
-                         random_state=0).meta_fit(tasks)
-    path = tmp_path / "old.skmeta"
-    clf.save(path)
-    state = torch.load(path, weights_only=True)
-    assert state["params"].pop("prototype_scale") == 1.0
-    torch.save(state, path)
-    loaded = sk_meta.load(path)
-    assert loaded.prototype_scale == 1.0
-    np.testing.assert_allclose(loaded.fit(X_s, y_s).predict_proba(X_q),
-                               clf.fit(X_s, y_s).predict_proba(X_q), rtol=1e-6)
-
-
 def test_a_divergence_from_a_large_prototype_scale_names_it():
     X_s, y_s, X_q, _ = _tasks()[0]
     clf = MAMLClassifier(_init(), head_init="prototype", inner_steps=2).fit(X_s, y_s)
@@ -599,9 +583,12 @@ def test_concat_input_is_validated_as_a_boolean():
         MAMLClassifier(concat_input="yes").meta_fit(_tasks())
 
 
-def test_files_without_concat_input_load_as_before(tmp_path):
-    """A file written before the option existed has no such parameter and
-    an architecture without the key: it loads, fits and predicts as before."""
+@pytest.mark.parametrize("name, value", [("concat_input", False),
+                                         ("prototype_scale", 1.0)])
+def test_files_without_a_newer_parameter_load_as_before(tmp_path, name, value):
+    """A file written before the option existed has no such parameter (and,
+    for concat_input, an architecture without the key): it loads with the
+    behaviour it was written with, and fits and predicts as before."""
     tasks = _tasks(4)
     X_s, y_s, X_q, _ = tasks[0]
     clf = MAMLClassifier(hidden_layer_sizes=(8,), n_meta_iter=2,
@@ -609,10 +596,12 @@ def test_files_without_concat_input_load_as_before(tmp_path):
     path = tmp_path / "old.skmeta"
     clf.save(path)
     state = torch.load(path, weights_only=True)
-    assert state["params"].pop("concat_input") is False
+    saved = state["params"].pop(name)
+    assert type(saved) is type(value) and saved == value
     torch.save(state, path)
     loaded = sk_meta.load(path)
-    assert loaded.concat_input is False
+    assert type(loaded.get_params()[name]) is type(value)
+    assert loaded.get_params()[name] == value
     np.testing.assert_allclose(loaded.fit(X_s, y_s).predict_proba(X_q),
                                clf.fit(X_s, y_s).predict_proba(X_q), rtol=1e-6)
 
