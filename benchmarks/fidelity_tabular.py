@@ -63,7 +63,9 @@ pretrain+LR
     (the "Baseline" of Chen et al., ICLR 2019).
 maml, fomaml, reptile
     ``MAMLClassifier()``, ``FOMAMLClassifier()``, ``ReptileClassifier()``
-    with the package defaults.
+    with the package defaults. Until the tenth run of FIDELITY.md their
+    ``prototype_scale`` was 1.0 (now ``"auto"``, 0.3): add ``ps=1`` to a
+    method name to rerun the earlier runs' configurations.
 maml <variant>...
     MAML with one or more of the options: ``zero`` and
     ``proto`` (``head_init``), ``lslr`` (``inner_lr_mode="per_layer_step"``),

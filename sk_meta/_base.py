@@ -81,7 +81,8 @@ class BaseMetaEstimator(BaseEstimator):
         "inner_lr_mode": [StrOptions({"fixed", "per_layer_step", "per_parameter"})],
         "adapt_layers": [StrOptions({"all", "head"})],
         "head_init": [StrOptions({"meta", "zero", "prototype"})],
-        "prototype_scale": [Interval(Real, 0, None, closed="neither")],
+        "prototype_scale": [StrOptions({"auto"}),
+                            Interval(Real, 0, None, closed="neither")],
         "multi_step_loss": ["boolean"],
         "task_interpolation": [Interval(Real, 0, 1, closed="both")],
         "meta_lr": [Interval(Real, 0, None, closed="neither")],
@@ -479,7 +480,8 @@ class BaseMetaEstimator(BaseEstimator):
 
 # Parameters whose default changed: a file or pickle written before the
 # parameter existed keeps the behaviour it was written with.
-PARAMETERS_OF_OLDER_FILES = {"head_init": "meta", "task_interpolation": 0.0}
+PARAMETERS_OF_OLDER_FILES = {"head_init": "meta", "task_interpolation": 0.0,
+                             "prototype_scale": 1.0}
 
 
 def values_for_missing_parameters(estimator_class):

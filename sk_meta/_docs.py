@@ -82,15 +82,18 @@ PARAMETERS = {
         last operation is an ``nn.Linear`` layer with a bias (the default
         MLP is one); the classifiers' default, chosen on few-shot tables
         (see the Results page of the documentation)."""),
-    "prototype_scale": ("float", """
+    "prototype_scale": ('"auto" or float', """
         Factor of the output layer that ``head_init="prototype"`` builds, and
         so of its starting logits (metric scaling, Oreshkin et al., 2018).
         At 1.0, ProtoMAML's start, the nearest-prototype classifier is often
         already sure of every support row on standardized features, and the
         inner steps barely move it; below 1 it starts less sure, and the
         steps go on from the prototypes towards a logistic regression on the
-        network's features. Used with ``head_init="prototype"`` only: with
-        another head, a value other than 1.0 raises a ``ValueError``."""),
+        network's features. ``"auto"`` (the classifiers' default) is 0.3
+        with the prototype head, chosen on few-shot tables (see the Results
+        page of the documentation), and no scale with any other head. A
+        number other than 1.0 needs ``head_init="prototype"`` (with another
+        head it raises a ``ValueError``)."""),
     "multi_step_loss": ("bool", """
         MAML++'s multi-step loss (MAML only): the meta-loss weights the query
         loss after every inner step, from uniform weights annealed over the

@@ -95,6 +95,20 @@ def multi_step_weights(n_steps, progress):
     return weights
 
 
+# prototype_scale="auto" with the prototype head: chosen on the few-shot
+# tables of benchmarks/fidelity_tabular.py (FIDELITY.md, tenth run)
+AUTO_PROTOTYPE_SCALE = 0.3
+
+
+def _resolve_prototype_scale(prototype_scale, head_init):
+    """The number ``prototype_scale`` stands for: ``"auto"`` is
+    ``AUTO_PROTOTYPE_SCALE`` with the prototype head and 1.0 (no scale) with
+    any other, so changing ``head_init`` alone never trips the check below."""
+    if isinstance(prototype_scale, str) and prototype_scale == "auto":
+        return AUTO_PROTOTYPE_SCALE if head_init == "prototype" else 1.0
+    return float(prototype_scale)
+
+
 @dataclasses.dataclass(frozen=True)
 class InnerLoopSettings:
     """Every inner-loop choice, bound once from an estimator's parameters."""
@@ -129,7 +143,8 @@ class InnerLoopSettings:
             lr_mode=estimator.inner_lr_mode,
             adapt_layers=estimator.adapt_layers,
             head_init=estimator.head_init,
-            prototype_scale=float(estimator.prototype_scale),
+            prototype_scale=_resolve_prototype_scale(estimator.prototype_scale,
+                                                     estimator.head_init),
             multi_step_loss=bool(estimator.multi_step_loss),
             transductive=bool(estimator.transductive),
             compile=estimator.compile,
@@ -150,7 +165,7 @@ class InnerLoopSettings:
                 f"prototype_scale={self.prototype_scale!r} scales the output layer "
                 "that head_init='prototype' builds from class prototypes; with "
                 f"head_init={self.head_init!r} it would do nothing: leave "
-                "prototype_scale at 1.0"
+                "prototype_scale at 'auto' or 1.0"
             )
         if self.algorithm == "reptile" and self.lr_mode != "fixed":
             raise ValueError(

@@ -21,7 +21,7 @@ class ReptileClassifier(MetaClassifierMixin, ClassifierMixin, _Reptile):
     def __init__(self, module=None, *, module_params=None, hidden_layer_sizes=(64, 64),
                  activation="relu", concat_input=False, inner_lr=0.1, inner_steps=20,
                  meta_inner_steps=10, inner_lr_mode="fixed", adapt_layers="all",
-                 head_init="prototype", prototype_scale=1.0,
+                 head_init="prototype", prototype_scale="auto",
                  multi_step_loss=False,
                  task_interpolation=0.0, inner_optimizer="sgd",
                  meta_lr=0.1, meta_batch_size=16, n_meta_iter=1000, max_time=None,

@@ -350,7 +350,7 @@ def test_a_linear_candidate_is_scored_like_the_networks(digits_sampler):
         "layers.0.weight": (3, 64), "layers.0.bias": (3,)}
     best = search.best_estimator_
     assert best.get_params()["prototype_scale"] == search.best_params_.get(
-        "prototype_scale", 1.0)
+        "prototype_scale", "auto")
     X_s, y_s, X_q, y_q = next(iter(EpisodeSampler(
         digits_sampler.X, digits_sampler.y, 3, 5, 5, classes=range(7, 10),
         random_state=1)))

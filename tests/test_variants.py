@@ -144,7 +144,8 @@ def _assert_step_is_minus_gradient(est, theta, loss, ignore=(), also=(),
 
 @pytest.mark.parametrize("first_order", [False, True])
 def test_prototype_head_and_its_meta_gradient_match_hand_written_autograd(first_order):
-    est = _one_step(head_init="prototype",
+    # prototype_scale=1.0: the paper's head, w_k = 2 c_k, b_k = -||c_k||²
+    est = _one_step(head_init="prototype", prototype_scale=1.0,
                     estimator_class=FOMAMLClassifier if first_order else MAMLClassifier)
     theta, loss = _reference(_tasks(), head=_prototype_head, first_order=first_order)
     # the output layer starts from the prototypes: θ's own is not used
@@ -349,7 +350,7 @@ def test_multi_step_loss_weights_follow_maml_plus_plus():
 
 
 def test_variants_combine():
-    est = _one_step(head_init="prototype", adapt_layers="head",
+    est = _one_step(head_init="prototype", prototype_scale=1.0, adapt_layers="head",
                     inner_lr_mode="per_parameter", multi_step_loss=True)
     shapes = {k: v.shape for k, v in _init().named_parameters()}
     start = {name: torch.full(shapes[name], INNER_LR, dtype=torch.float64,
@@ -481,7 +482,7 @@ def test_a_single_linear_layer_takes_the_prototype_head_on_its_inputs():
     are class means of the inputs themselves."""
     linear = torch.nn.Linear(N_FEATURES, N_WAY)
     clf = MAMLClassifier(linear, inner_lr=1e-9, inner_steps=1, n_meta_iter=1,
-                         random_state=0).meta_fit(_tasks())
+                         prototype_scale=1.0, random_state=0).meta_fit(_tasks())
     X, y = _tasks()[0][:2]
     clf.fit(X, y)
     means = np.stack([X[y == k].mean(0) for k in range(N_WAY)])
@@ -525,7 +526,7 @@ def test_prototypes_include_the_raw_features():
     on ``[X, h(X)]``."""
     X_s, y_s, X_q, _ = _tasks()[0]
     clf = MAMLClassifier(_init(concat_input=True), inner_lr=1e-12,
-                         inner_steps=1).fit(X_s, y_s)
+                         inner_steps=1, prototype_scale=1.0).fit(X_s, y_s)
     p = {k: v.detach().double() for k, v in _init(concat_input=True).named_parameters()}
     support = _features(p, torch.from_numpy(X_s).double())
     centres = torch.stack([support[torch.from_numpy(y_s) == k].mean(0)
@@ -538,7 +539,7 @@ def test_prototypes_include_the_raw_features():
 
 
 def test_concat_input_prototype_meta_gradient_matches_hand_written_autograd():
-    est = _one_step(concat_input=True, head_init="prototype")
+    est = _one_step(concat_input=True, head_init="prototype", prototype_scale=1.0)
     theta, loss = _reference(_tasks(), head=_prototype_head, concat_input=True)
     _assert_step_is_minus_gradient(est, theta, loss, ignore=(WEIGHT, BIAS),
                                    concat_input=True)
@@ -591,8 +592,8 @@ def test_files_without_a_newer_parameter_load_as_before(tmp_path, name, value):
     behaviour it was written with, and fits and predicts as before."""
     tasks = _tasks(4)
     X_s, y_s, X_q, _ = tasks[0]
-    clf = MAMLClassifier(hidden_layer_sizes=(8,), n_meta_iter=2,
-                         random_state=0).meta_fit(tasks)
+    clf = MAMLClassifier(hidden_layer_sizes=(8,), n_meta_iter=2, random_state=0,
+                         **{name: value}).meta_fit(tasks)
     path = tmp_path / "old.skmeta"
     clf.save(path)
     state = torch.load(path, weights_only=True)
@@ -631,3 +632,36 @@ def test_save_load_and_pickle_keep_concat_input(tmp_path):
         assert copied.concat_input is True
         np.testing.assert_allclose(copied.fit(X_s, y_s).predict_proba(X_q),
                                    expected, rtol=1e-6)
+
+
+# -- prototype_scale="auto": 0.3 with the prototype head, nothing with others ----
+def test_auto_prototype_scale_is_point_three_with_the_prototype_head():
+    tasks = _tasks(4)
+    X_s, y_s, X_q, _ = tasks[0]
+    probas = {}
+    for scale in ("auto", 0.3, 1.0):
+        clf = MAMLClassifier(hidden_layer_sizes=(8,), n_meta_iter=3, meta_batch_size=2,
+                             prototype_scale=scale, random_state=0).meta_fit(tasks)
+        probas[scale] = clf.fit(X_s, y_s).predict_proba(X_q)
+    np.testing.assert_array_equal(probas["auto"], probas[0.3])
+    assert not np.allclose(probas["auto"], probas[1.0], atol=1e-3)
+
+
+@pytest.mark.parametrize("estimator_class, head_init", [
+    (MAMLClassifier, "zero"), (FOMAMLClassifier, "meta"), (ReptileClassifier, "zero"),
+    (MAMLRegressor, "meta")])
+def test_auto_prototype_scale_scales_nothing_with_another_head(estimator_class,
+                                                               head_init):
+    """Changing head_init alone works (no error about a scale the user never
+    set) and gives what an explicit 1.0 gives."""
+    tasks = _tasks(4)
+    if estimator_class is MAMLRegressor:
+        tasks = [(X_s, X_s.sum(1), X_q, X_q.sum(1)) for X_s, _, X_q, _ in tasks]
+    X_s, y_s, X_q, _ = tasks[0]
+    outputs = []
+    for scale in ("auto", 1.0):
+        est = estimator_class(hidden_layer_sizes=(8,), head_init=head_init,
+                              n_meta_iter=3, meta_batch_size=2, prototype_scale=scale,
+                              random_state=0).meta_fit(tasks)
+        outputs.append(est.fit(X_s, y_s).predict(X_q))
+    np.testing.assert_array_equal(*outputs)
