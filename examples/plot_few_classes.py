@@ -106,8 +106,8 @@ for column, name in ((0, "MAML"), (2, "MetaGridSearch")):
 # regression on the support set alone does better than MAML meta-trained
 # for 200 iterations (see "When not to use it" in the user guide).
 # MetaGridSearch, which chose the raw features beside the learned ones and
-# 50 to 100 meta-iterations on two held-out meta-training classes, comes
-# within about a point of it (1.2 below on average, ahead on one split), and
+# 50 to 150 meta-iterations on two held-out meta-training classes, comes
+# within about two points of it (2.0 below on average, ahead on one split), and
 # its scores swing less with the split than MAML's. The scores
 # themselves swing with the test classes, which is why one split is not
 # enough to judge a method on such a table.

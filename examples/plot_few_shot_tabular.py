@@ -110,8 +110,8 @@ for title, (X, y, train_classes, test_classes, n_way) in families.items():
 # -----------
 # On the synthetic family the meta-learned init has learned something about
 # which columns carry signal: it beats the models that start from nothing
-# at every number of shots, by less as the support set grows (about 28
-# points over logistic regression at 1 shot, 7 at 10). Even this short run (500
+# at every number of shots, by less as the support set grows (about 27
+# points over logistic regression at 1 shot, 6 at 10). Even this short run (500
 # meta-iterations) reaches about 90% at 1 shot, against about 62% for
 # logistic regression. On digits, seven meta-training classes are too few to
 # learn features that transfer, and the support-only models win at every
