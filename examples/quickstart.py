@@ -74,7 +74,6 @@ print(result)
 # so even the random network starts as a nearest-class-mean classifier in
 # its features. Seven meta-training classes are few, and a logistic
 # regression fitted on each support set alone does better still on these
-# digits. Meta-learning pays
-# off with many related meta-training classes; the documentation's
-# "Evaluating on new tasks" and "When not to use it" pages say how to check
-# which case yours is.
+# digits. Meta-learning pays off with many related meta-training classes;
+# the documentation's "Evaluating on new tasks" and "When not to use it"
+# pages say how to check which case yours is.

@@ -104,7 +104,7 @@ def _resolve_prototype_scale(prototype_scale, head_init):
     """The number ``prototype_scale`` stands for: ``"auto"`` is
     ``AUTO_PROTOTYPE_SCALE`` with the prototype head and 1.0 (no scale) with
     any other, so changing ``head_init`` alone never trips the check below."""
-    if isinstance(prototype_scale, str) and prototype_scale == "auto":
+    if prototype_scale == "auto":
         return AUTO_PROTOTYPE_SCALE if head_init == "prototype" else 1.0
     return float(prototype_scale)
 
