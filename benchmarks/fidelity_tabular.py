@@ -432,6 +432,7 @@ ESTIMATORS = {"maml": MAMLClassifier, "fomaml": FOMAMLClassifier,
 _PARAM_NAMES = {"lr": ("inner_lr", float), "steps": ("inner_steps", int),
                 "mlr": ("meta_lr", float), "mbs": ("meta_batch_size", int),
                 "it": ("n_meta_iter", int), "ps": ("prototype_scale", float),
+                "sched": ("meta_lr_schedule", str), "mopt": ("meta_optimizer", str),
                 "h": ("hidden_layer_sizes",
                       lambda v: tuple(int(x) for x in v.split("x")))}
 
