@@ -28,8 +28,10 @@ reptile (Nichol et al. 2018; openai/supervised-reptile README commands)
     shots, 12 steps, lr 4.6e-4, meta-batch 3, ε = 1, 200k, 97 test steps.
     Differences: sk_meta's inner steps are full-batch on all the task's
     images, where the paper takes minibatches (``--inner-batch``) of them;
-    sk_meta's ``meta_lr_schedule="linear"`` decays by iteration count and
-    cannot follow a time budget, so this script anneals ε piecewise instead:
+    meta-training runs in chunks here (see "Time budget" below) that
+    raise ``n_meta_iter`` each time, over which
+    ``meta_lr_schedule="linear"`` would decay, so this script anneals ε
+    piecewise instead:
     meta-fit runs in chunks with ``warm_start=True`` and ``meta_lr`` set
     before each chunk to ε·(1 - progress) (progress = the larger of the
     fractions of iterations and of the time budget used), with
@@ -42,9 +44,10 @@ meta-training task a random assignment of its classes to output units, as
 both papers' code does (``_workloads.ShuffledLabels``, the relabelling that
 ``EpisodeSampler(shuffle_labels=True)`` now offers).
 
-Time budget: sk_meta has no time limit option; meta-training runs in chunks
-(``warm_start=True``, ``n_meta_iter`` raised by a chunk each time, about
-``--report-every`` seconds each) until ``--n-meta-iter`` or
+Time budget: meta-training runs in chunks, so that progress is printed and
+the results are written as it goes (``max_time`` would bound a single
+``meta_fit``): ``warm_start=True``, ``n_meta_iter`` raised by a chunk of
+about ``--report-every`` seconds each time, until ``--n-meta-iter`` or
 ``--time-budget`` seconds are reached. Progress lines carry timestamps; the
 results JSON is rewritten after every chunk and every configuration, and
 SIGTERM (e.g. ``timeout``) stops training at the end of the current

@@ -87,6 +87,14 @@ maml <variant>...
 maml meta, reptile meta steps=5, ...
     The classifiers' defaults before this benchmark chose new ones
     (``head_init="meta"``; Reptile with 5 inner steps).
+<method> key=value...
+    Parameters written in the name (``_PARAM_NAMES``): ``lr`` (``inner_lr``),
+    ``steps`` (``inner_steps``), ``mlr`` (``meta_lr``), ``mbs``
+    (``meta_batch_size``), ``it`` (``n_meta_iter``), ``ps``
+    (``prototype_scale``), ``sched`` (``meta_lr_schedule``), ``mopt``
+    (``meta_optimizer``), ``iopt`` (``inner_optimizer``, Reptile) and ``h``
+    (``hidden_layer_sizes``, e.g. ``h=128x128``), e.g.
+    ``"reptile sched=linear"``.
 
 Every meta-learner meta-trains for at most ``--max-time`` seconds (and its
 ``n_meta_iter``) and is evaluated after ``inner_steps`` adaptation steps and
@@ -433,6 +441,7 @@ _PARAM_NAMES = {"lr": ("inner_lr", float), "steps": ("inner_steps", int),
                 "mlr": ("meta_lr", float), "mbs": ("meta_batch_size", int),
                 "it": ("n_meta_iter", int), "ps": ("prototype_scale", float),
                 "sched": ("meta_lr_schedule", str), "mopt": ("meta_optimizer", str),
+                "iopt": ("inner_optimizer", str),
                 "h": ("hidden_layer_sizes",
                       lambda v: tuple(int(x) for x in v.split("x")))}
 
