@@ -73,12 +73,19 @@ def main(argv=None):
     parser.add_argument("--omniglot-path", default=str(ft.DEFAULT_OMNIGLOT_PATH))
     parser.add_argument("--tabular-dir", default=str(ft.TABULAR_DIR))
     args = parser.parse_args(argv)
-    set_threads(1)
-    spec = ft.meta_learner(args.method)
+    if min(args.checkpoints) < 1 or args.n_tasks < 1:
+        parser.error("--checkpoints and --n-tasks take positive integers")
+    if any(lr <= 0 for lr in args.fit_lrs):
+        parser.error("--fit-lrs take positive learning rates")
+    try:
+        spec = ft.meta_learner(args.method)
+        table = ft.DATASETS[args.dataset](args, args.split)
+    except (ValueError, ft.DatasetUnavailable) as exc:
+        parser.error(str(exc))
     if spec.pretrained or spec.searched or spec.validated:
         parser.error("pretrained, searched and validated methods are not supported")
-    setting = ft.make_setting(ft.DATASETS[args.dataset](args, args.split), args.split,
-                              args.stage)
+    set_threads(1)
+    setting = ft.make_setting(table, args.split, args.stage)
     k = args.k_shot
     tasks = ft.test_tasks(setting, k, args.split, 200)[:args.n_tasks]
     meta_tasks = ft.meta_training_tasks(setting, k, args.split, setting.train)
