@@ -92,7 +92,8 @@ maml meta, reptile meta steps=5, ...
     ``steps`` (``inner_steps``), ``mlr`` (``meta_lr``), ``mbs``
     (``meta_batch_size``), ``it`` (``n_meta_iter``), ``ps``
     (``prototype_scale``), ``sched`` (``meta_lr_schedule``), ``mopt``
-    (``meta_optimizer``), ``iopt`` (``inner_optimizer``, Reptile) and ``h``
+    (``meta_optimizer``), ``iopt`` (``inner_optimizer``, Reptile),
+    ``msteps`` (``meta_inner_steps``) and ``h``
     (``hidden_layer_sizes``, e.g. ``h=128x128``), e.g.
     ``"reptile sched=linear"``.
 
@@ -441,7 +442,7 @@ _PARAM_NAMES = {"lr": ("inner_lr", float), "steps": ("inner_steps", int),
                 "mlr": ("meta_lr", float), "mbs": ("meta_batch_size", int),
                 "it": ("n_meta_iter", int), "ps": ("prototype_scale", float),
                 "sched": ("meta_lr_schedule", str), "mopt": ("meta_optimizer", str),
-                "iopt": ("inner_optimizer", str),
+                "iopt": ("inner_optimizer", str), "msteps": ("meta_inner_steps", int),
                 "h": ("hidden_layer_sizes",
                       lambda v: tuple(int(x) for x in v.split("x")))}
 
