@@ -18,7 +18,6 @@ eleventh run of ``FIDELITY.md``)::
 import argparse
 
 import numpy as np
-import torch
 
 from benchmarks import fidelity_tabular as ft
 from benchmarks._harness import set_threads
@@ -26,20 +25,11 @@ from sk_meta.exceptions import DivergenceError
 
 
 def feature_norm(est, tasks):
-    """Mean norm of the input of the network's last linear layer on the
-    support rows: the scale of the features the output layer sees."""
-    last = [m for m in est.module_.modules() if isinstance(m, torch.nn.Linear)][-1]
-    device = next(est.module_.parameters()).device
-    norms = []
-    hook = last.register_forward_hook(
-        lambda module, inputs, output: norms.append(inputs[0].norm(dim=1).mean()))
-    try:
-        with torch.no_grad():
-            for task in tasks:
-                est.module_(torch.as_tensor(task.X_support, device=device))
-    finally:
-        hook.remove()
-    return float(torch.stack(norms).mean())
+    """Mean norm of the features the output layer sees (the default MLP's
+    last hidden layer, ``fidelity_tabular.hidden_features``) on the support
+    rows."""
+    return float(np.mean([np.linalg.norm(ft.hidden_features(est.module_, t.X_support),
+                                         axis=1).mean() for t in tasks]))
 
 
 def query_accuracy(est, tasks):
@@ -104,12 +94,10 @@ def main(argv=None):
               f"{query_accuracy(est, tasks):5.1f} %, feature norm "
               f"{feature_norm(est, tasks):6.2f}, meta-loss {np.mean(chunk):.3f}",
               flush=True)
-    default_lr = est.inner_lr
     for lr in args.fit_lrs:
         est.set_params(inner_lr=lr)
         print(f"  fit at inner_lr={lr}: query accuracy "
               f"{query_accuracy(est, tasks):5.1f} %")
-    est.set_params(inner_lr=default_lr)
 
 
 if __name__ == "__main__":
