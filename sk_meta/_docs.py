@@ -62,9 +62,11 @@ PARAMETERS = {
         initialised at ``inner_lr`` and meta-learned with the init (MAML
         only; kept by ``clone``, pickle and ``save``; in ``inner_lrs_``):
         ``"per_layer_step"`` is MAML++'s one rate per parameter tensor and
-        inner step (Antoniou et al., 2019; ``fit`` steps beyond the
-        meta-training steps reuse the last rate), ``"per_parameter"`` is
-        Meta-SGD's one rate per weight (Li et al., 2017)."""),
+        inner step (Antoniou et al., 2019), ``"per_parameter"`` is
+        Meta-SGD's one rate per weight (Li et al., 2017). As in the papers
+        the rates are unbounded, and some can turn negative (a step that
+        ascends the support loss); ``fit`` steps beyond the meta-training
+        steps take the last rate floored at zero, so they never ascend."""),
     "adapt_layers": ('{"all", "head"}', """
         Which parameters the inner steps change. ``"head"`` is ANIL (Raghu et
         al., 2020): only the output layer (the network's last ``nn.Linear``)

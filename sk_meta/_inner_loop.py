@@ -266,16 +266,28 @@ class InnerLoop:
 
         Learned rates are multiplied by ``scale`` (``fit`` passes the ratio of
         ``inner_lr`` to the value they started from, so tuning ``inner_lr``
-        after meta-training scales them). A step beyond the learned
-        per-step rates takes the last one.
+        after meta-training scales them). Neither MAML++ nor Meta-SGD bounds
+        them, and meta-training can drive some below zero: the init then
+        relies on those steps ascending the support loss, for exactly the
+        meta-training steps. A step beyond those (``fit`` with more
+        ``inner_steps``) has no learned rate of its own: it takes the last
+        one floored at zero, so that it never ascends.
         """
         if lrs is None:
             return self.settings.lr
         if self.settings.lr_mode == "per_parameter":
-            return {name: rate * scale for name, rate in lrs.items()}
+            learned = {name: rate * scale for name, rate in lrs.items()}
+            floored = {name: rate.clamp_min(0) * scale for name, rate in lrs.items()}
+            n_learned = self.settings.meta_steps
+
+            def per_parameter(step):
+                return learned if step < n_learned else floored
+
+            return per_parameter
 
         def per_step(step):
-            return {name: rate[min(step, rate.shape[0] - 1)] * scale
+            return {name: (rate[step] if step < rate.shape[0]
+                           else rate[-1].clamp_min(0)) * scale
                     for name, rate in lrs.items()}
 
         return per_step

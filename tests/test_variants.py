@@ -364,33 +364,85 @@ def test_variants_combine():
 
 # -- learned rates in fit, clone, pickle and save --------------------------------------
 
-def _with_learned_rates():
+def _with_learned_rates(mode="per_parameter"):
     digits_like = EpisodeSampler(
         np.random.default_rng(0).normal(size=(90, 4)), np.repeat(np.arange(6), 15),
         n_way=3, k_shot=2, n_query=3, random_state=0)
-    return MAMLClassifier(hidden_layer_sizes=(6,), inner_lr_mode="per_parameter",
+    return MAMLClassifier(hidden_layer_sizes=(6,), inner_lr_mode=mode,
                           head_init="meta", meta_lr=0.05, n_meta_iter=3, random_state=0
                           ).meta_fit(digits_like), digits_like.sample(0)
 
 
-def test_fit_uses_the_learned_rates():
-    clf, task = _with_learned_rates()
-    clf.fit(task.X_support, task.y_support)
-    # by hand: inner_steps steps with the learned per-parameter rates
+def _support_loss(p, X, y):
+    logits = F.linear(torch.relu(F.linear(X, p["layers.0.weight"], p["layers.0.bias"])),
+                      p[WEIGHT], p[BIAS])
+    return F.cross_entropy(logits[:, :3], y)
+
+
+def _fit_by_hand(clf, task):
+    """``clf.inner_steps`` steps in float64 with the learned rates: step ``t``
+    of the ``meta_inner_steps`` meta-training ones takes its rate as learned,
+    a later step the last rate floored at zero. Returns the parameters and the
+    support loss before each step."""
     p = {k: v.detach().clone().double().requires_grad_()
          for k, v in clf.meta_params_.items()}
     X = torch.from_numpy(task.X_support).double()
     y = torch.from_numpy(np.searchsorted(clf.classes_, task.y_support))
-    for _ in range(clf.inner_steps):
-        logits = F.linear(torch.relu(F.linear(X, p["layers.0.weight"],
-                                              p["layers.0.bias"])), p[WEIGHT], p[BIAS])
-        grads = torch.autograd.grad(F.cross_entropy(logits[:, :3], y),
-                                    list(p.values()))
-        p = {k: (v - clf.inner_lrs_[k].double() * g).detach().requires_grad_()
+    losses = []
+    for step in range(clf.inner_steps):
+        loss = _support_loss(p, X, y)
+        losses.append(float(loss.detach()))
+        grads = torch.autograd.grad(loss, list(p.values()))
+        rates = {}
+        for name, rate in clf.inner_lrs_.items():
+            rate = rate.double()
+            if clf.inner_lr_mode == "per_layer_step":
+                rate = rate[min(step, len(rate) - 1)]
+            rates[name] = rate if step < clf.meta_inner_steps else rate.clamp_min(0)
+        p = {k: (v - rates[k] * g).detach().requires_grad_()
              for (k, v), g in zip(p.items(), grads)}
+    return p, losses
+
+
+@pytest.mark.parametrize("mode", ["per_parameter", "per_layer_step"])
+def test_fit_uses_the_learned_rates(mode):
+    clf, task = _with_learned_rates(mode)
+    assert clf.inner_steps > clf.meta_inner_steps  # the defaults: 20 and 5
+    clf.fit(task.X_support, task.y_support)
+    expected, _ = _fit_by_hand(clf, task)
     for name, value in clf.params_.items():
-        torch.testing.assert_close(value.double(), p[name].detach(), rtol=1e-4,
+        torch.testing.assert_close(value.double(), expected[name].detach(), rtol=1e-4,
                                    atol=1e-6)
+
+
+@pytest.mark.parametrize("mode", ["per_parameter", "per_layer_step"])
+def test_steps_beyond_meta_training_never_ascend_on_negative_learned_rates(mode):
+    """Meta-training may drive learned rates below zero (the init then uses
+    steps that ascend the support loss); ``fit``'s extra steps floor them."""
+    clf, task = _with_learned_rates(mode)
+    clf._meta.inner_lrs = {name: -0.5 * rate.abs() - 0.01
+                           for name, rate in clf.inner_lrs_.items()}
+    for inner_steps in (clf.meta_inner_steps, clf.meta_inner_steps + 15):
+        clf.set_params(inner_steps=inner_steps).fit(task.X_support, task.y_support)
+        expected, losses = _fit_by_hand(clf, task)
+        for name, value in clf.params_.items():
+            torch.testing.assert_close(value.double(), expected[name].detach(),
+                                       rtol=1e-4, atol=1e-6)
+    # the meta-training steps ascend as learned; the later ones change nothing
+    assert losses[clf.meta_inner_steps - 1] > losses[0]
+    assert losses[-1] == pytest.approx(losses[clf.meta_inner_steps], rel=1e-9)
+
+
+def test_steps_beyond_meta_training_keep_descending_on_positive_learned_rates():
+    clf, task = _with_learned_rates("per_layer_step")
+    clf._meta.inner_lrs = {name: rate.abs() for name, rate in clf.inner_lrs_.items()}
+    clf.set_params(inner_steps=clf.meta_inner_steps + 15).fit(task.X_support,
+                                                              task.y_support)
+    expected, losses = _fit_by_hand(clf, task)
+    for name, value in clf.params_.items():
+        torch.testing.assert_close(value.double(), expected[name].detach(), rtol=1e-4,
+                                   atol=1e-6)
+    assert losses[-1] < losses[clf.meta_inner_steps]
 
 
 def test_inner_lr_scales_the_learned_rates_at_fit():
