@@ -66,7 +66,10 @@ PARAMETERS = {
         Meta-SGD's one rate per weight (Li et al., 2017). As in the papers
         the rates are unbounded, and some can turn negative (a step that
         ascends the support loss); ``fit`` steps beyond the meta-training
-        steps take the last rate floored at zero, so they never ascend."""),
+        steps take the last rate floored at zero, so they never ascend. Set
+        to ``"fixed"`` after meta-training, ``fit`` adapts with ``inner_lr``
+        alone; rates learned in the other learned mode, or for the output
+        layer alone when ``adapt_layers="all"``, are refused."""),
     "adapt_layers": ('{"all", "head"}', """
         Which parameters the inner steps change. ``"head"`` is ANIL (Raghu et
         al., 2020): only the output layer (the network's last ``nn.Linear``)

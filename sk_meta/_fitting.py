@@ -119,8 +119,9 @@ def meta_train(estimator, tasks, validation_tasks, *, incremental, checkpoint=No
     if warm:
         current = state.current or {"params": meta.params, "lrs": meta.inner_lrs}
         params = {k: p.to(device) for k, p in current["params"].items()}
-        lrs = None if current["lrs"] is None else {
-            k: r.to(device) for k, r in current["lrs"].items()}
+        lrs = inner.usable_rates(None if current["lrs"] is None else {
+            k: r.to(device) for k, r in current["lrs"].items()}, params,
+            meta_training=True)
         start = TrainingStart(
             params=params, lrs=lrs, state=state, n_iter=meta.n_meta_iter,
             loss_curve=meta.loss_curve, history=meta.history,
@@ -248,10 +249,9 @@ def adapt_to_support(estimator, X, y_target, n_classes, n_outputs):
     X_t = torch.from_numpy(X).to(device)
     inner = InnerLoop(settings, module, device=device, strategy=strategy, probe=X_t)
     params = {name: p.detach() for name, p in module.named_parameters()}
-    if lrs is None and settings.lr_mode != "fixed":
-        lrs = inner.initial_rates(params)  # not meta-trained: the initial rates
-    elif lrs is not None:
+    if lrs is not None:
         lrs = {k: r.to(device) for k, r in lrs.items()}
+    lrs = inner.usable_rates(lrs, params)
     y_t = torch.from_numpy(y_target).to(device)
     with seeded_torch(torch_seed, device):
         adapted, loss = inner.adapt(params, lrs, X_t.unsqueeze(0), y_t.unsqueeze(0),

@@ -261,6 +261,54 @@ class InnerLoop:
         return {name: torch.full_like(params[name], self.settings.lr)
                 for name in names}
 
+    def usable_rates(self, lrs, params, *, meta_training=False):
+        """The learned rates ``lrs`` of a meta-trained init, for these settings.
+
+        ``"fixed"`` adapts with ``inner_lr`` alone, so it drops them; a
+        learned mode without any (the init was meta-trained with ``"fixed"``)
+        starts them at ``inner_lr``. Rates learned in the other learned mode,
+        or for fewer layers than now adapt, cannot be used, nor can
+        meta-training continue (``meta_training``) with another number of
+        per-step rates or between fixed and learned rates: a clear error
+        instead of a shape error or wrong rates inside the inner loop.
+        """
+        mode = self.settings.lr_mode
+        again = "set it back, or meta_fit again with warm_start=False"
+        if meta_training and (mode == "fixed") != (lrs is None):
+            # the meta-optimizer's state holds the rates, or does not
+            raise ValueError(
+                f"inner_lr_mode={mode!r}, but the init was meta-trained "
+                + ("with learned rates" if lrs is not None else "with fixed rates")
+                + f" and meta-training continues where it stopped: {again}")
+        if mode == "fixed":
+            return None
+        if lrs is None:
+            return self.initial_rates(params)
+        per_step = all(rate.dim() == 1 for rate in lrs.values())
+        per_weight = all(rate.shape == params[name].shape
+                         for name, rate in lrs.items() if name in params)
+        learned = mode if per_step == per_weight else (
+            "per_layer_step" if per_step else "per_parameter")
+        if learned != mode:
+            raise ValueError(
+                f"inner_lr_mode={mode!r}, but the init's rates (inner_lrs_) were "
+                f"learned with inner_lr_mode={learned!r}: {again}")
+        missing = [name for name in (self._trainable_names(params) or params)
+                   if name not in lrs]
+        if missing:
+            raise ValueError(
+                f"adapt_layers={self.settings.adapt_layers!r} adapts {missing[0]!r}, "
+                "which has no learned rate: the rates (inner_lrs_) were learned for "
+                f"the output layer alone (adapt_layers='head'); {again}")
+        n_learned = {rate.shape[0] for rate in lrs.values()}
+        if meta_training and mode == "per_layer_step" and n_learned != {
+                self.settings.meta_steps}:
+            raise ValueError(
+                f"meta_inner_steps={self.settings.meta_steps}, but the init's "
+                f"per-step rates were learned for {min(n_learned)} meta-training "
+                f"steps: {again}")
+        return lrs
+
     def rates(self, lrs, scale=1.0):
         """The ``lr`` argument of :func:`adapt`: a float, a dict or a callable.
 

@@ -379,11 +379,11 @@ def _support_loss(p, X, y):
     return F.cross_entropy(logits[:, :3], y)
 
 
-def _fit_by_hand(clf, task):
+def _fit_by_hand(clf, task, fixed=False):
     """``clf.inner_steps`` steps in float64 with the learned rates: step ``t``
     of the ``meta_inner_steps`` meta-training ones takes its rate as learned,
-    a later step the last rate floored at zero. Returns the parameters and the
-    support loss before each step."""
+    a later step the last rate floored at zero (``fixed``: ``inner_lr`` at
+    every step). Returns the parameters and the support loss before each step."""
     p = {k: v.detach().clone().double().requires_grad_()
          for k, v in clf.meta_params_.items()}
     X = torch.from_numpy(task.X_support).double()
@@ -393,8 +393,9 @@ def _fit_by_hand(clf, task):
         loss = _support_loss(p, X, y)
         losses.append(float(loss.detach()))
         grads = torch.autograd.grad(loss, list(p.values()))
-        rates = {}
-        for name, rate in clf.inner_lrs_.items():
+        rates = {name: torch.tensor(clf.inner_lr, dtype=torch.float64)
+                 for name in p} if fixed else {}
+        for name, rate in ({} if fixed else clf.inner_lrs_).items():
             rate = rate.double()
             if clf.inner_lr_mode == "per_layer_step":
                 rate = rate[min(step, len(rate) - 1)]
@@ -443,6 +444,69 @@ def test_steps_beyond_meta_training_keep_descending_on_positive_learned_rates():
         torch.testing.assert_close(value.double(), expected[name].detach(), rtol=1e-4,
                                    atol=1e-6)
     assert losses[-1] < losses[clf.meta_inner_steps]
+
+
+@pytest.mark.parametrize("mode", ["per_parameter", "per_layer_step"])
+def test_fixed_mode_after_learned_rates_adapts_with_inner_lr_alone(mode):
+    clf, task = _with_learned_rates(mode)
+    clf.set_params(inner_lr_mode="fixed").fit(task.X_support, task.y_support)
+    expected, _ = _fit_by_hand(clf, task, fixed=True)
+    for name, value in clf.params_.items():
+        torch.testing.assert_close(value.double(), expected[name].detach(), rtol=1e-4,
+                                   atol=1e-6)
+
+
+def _state(clf, task):
+    return (clf.n_meta_iter_, {k: v.clone() for k, v in clf.inner_lrs_.items()},
+            clf.predict_proba(task.X_query))
+
+
+@pytest.mark.parametrize("learned, changed, message", [
+    ({"inner_lr_mode": "per_parameter"}, {"inner_lr_mode": "per_layer_step"},
+     "learned with inner_lr_mode='per_parameter'"),
+    ({"inner_lr_mode": "per_layer_step"}, {"inner_lr_mode": "per_parameter"},
+     "learned with inner_lr_mode='per_layer_step'"),
+    ({"inner_lr_mode": "per_layer_step", "adapt_layers": "head"},
+     {"adapt_layers": "all"}, "'layers.0.weight', which has no learned rate"),
+    ({"inner_lr_mode": "per_parameter", "adapt_layers": "head"},
+     {"adapt_layers": "all"}, "'layers.0.weight', which has no learned rate"),
+])
+def test_rates_learned_for_other_settings_are_refused_and_keep_the_fit(
+        learned, changed, message):
+    clf, task = _with_learned_rates(learned["inner_lr_mode"])
+    if "adapt_layers" in learned:
+        clf = clone(clf).set_params(**learned).meta_fit(
+            [task] * 3).fit(task.X_support, task.y_support)
+    else:
+        clf.fit(task.X_support, task.y_support)
+    before = _state(clf, task)
+    clf.set_params(**changed)
+    with pytest.raises(ValueError, match=message):
+        clf.fit(task.X_support, task.y_support)
+    with pytest.raises(ValueError, match=message):
+        clf.set_params(warm_start=True, n_meta_iter=5).meta_fit([task] * 3)
+    clf.set_params(**{k: learned.get(k, v) for k, v in changed.items()})
+    after = _state(clf, task)
+    assert after[0] == before[0]
+    for name, rate in before[1].items():
+        assert torch.equal(after[1][name], rate)
+    np.testing.assert_array_equal(after[2], before[2])
+
+
+@pytest.mark.parametrize("mode, changed, message", [
+    ("per_layer_step", {"inner_lr_mode": "fixed"}, "meta-trained with learned rates"),
+    ("per_parameter", {"inner_lr_mode": "fixed"}, "meta-trained with learned rates"),
+    ("fixed", {"inner_lr_mode": "per_layer_step"}, "meta-trained with fixed rates"),
+    ("per_layer_step", {"meta_inner_steps": 8}, "learned for 5 meta-training steps"),
+])
+def test_meta_training_cannot_continue_with_other_rates(mode, changed, message):
+    clf, task = _with_learned_rates(mode)
+    n_meta_iter = clf.n_meta_iter_
+    clf.set_params(warm_start=True, n_meta_iter=6, **changed)
+    with pytest.raises(ValueError, match=message):
+        clf.meta_fit([task] * 3)
+    assert clf.n_meta_iter_ == n_meta_iter
+    clf.fit(task.X_support, task.y_support)  # fit takes the changed setting
 
 
 def test_inner_lr_scales_the_learned_rates_at_fit():
