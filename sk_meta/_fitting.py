@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from sk_meta._inner_loop import InnerLoop, InnerLoopSettings
+from sk_meta._inner_loop import InnerLoop, InnerLoopSettings, check_learned_rates
 from sk_meta._network import NetworkSpec
 from sk_meta._records import FitResult, MetaResult, MetaTrainingState
 from sk_meta._torch_utils import (
@@ -89,6 +89,14 @@ def meta_train(estimator, tasks, validation_tasks, *, incremental, checkpoint=No
         y_shape=meta.y_shape if warm else None,
         feature_names=meta.feature_names if warm else None,
     )
+    if warm:
+        # before any task is drawn: a refusal must not consume the user's iterator
+        current = state.current or {"params": meta.params, "lrs": meta.inner_lrs}
+        check_learned_rates(
+            inner_settings, current["lrs"], current["params"],
+            trainable=None if inner_settings.adapt_layers == "all" else (),
+            learned_mode=meta.inner_lr_mode, learned_steps=meta.inner_lr_steps,
+            meta_training=True)
     source = TaskSource(stream, checker)
     first = source.draw(settings.meta_batch_size)
     if first is None:
@@ -119,9 +127,10 @@ def meta_train(estimator, tasks, validation_tasks, *, incremental, checkpoint=No
     if warm:
         current = state.current or {"params": meta.params, "lrs": meta.inner_lrs}
         params = {k: p.to(device) for k, p in current["params"].items()}
-        lrs = inner.usable_rates(None if current["lrs"] is None else {
-            k: r.to(device) for k, r in current["lrs"].items()}, params,
-            meta_training=True)
+        lrs = None if current["lrs"] is None else {
+            k: r.to(device) for k, r in current["lrs"].items()}
+        if lrs is not None:  # a changed inner_lr scales them, as in fit
+            inner.rate_scale = inner_settings.lr / meta.inner_lr_init
         start = TrainingStart(
             params=params, lrs=lrs, state=state, n_iter=meta.n_meta_iter,
             loss_curve=meta.loss_curve, history=meta.history,
@@ -143,6 +152,9 @@ def meta_train(estimator, tasks, validation_tasks, *, incremental, checkpoint=No
             validation_scores=outcome.validation_scores,
             best_validation_score=outcome.best_score, inner_lrs=outcome.lrs,
             inner_lr_init=(meta.inner_lr_init if warm else inner_settings.lr),
+            inner_lr_mode=inner_settings.lr_mode if outcome.lrs is not None else None,
+            inner_lr_steps=(inner_settings.meta_steps if outcome.lrs is not None
+                            else None),
             feature_names=checker.feature_names,
             architecture=network.architecture(), device=str(device),
         )
@@ -232,12 +244,14 @@ def adapt_to_support(estimator, X, y_target, n_classes, n_outputs):
         module, n_outputs, strategy = (meta.module, meta.n_outputs,
                                        meta.training_state.forward_strategy)
         lrs, scale = meta.inner_lrs, 1.0
+        learned = {"learned_mode": meta.inner_lr_mode,
+                   "learned_steps": meta.inner_lr_steps}
         if lrs is not None:
             scale = settings.lr / meta.inner_lr_init
     else:
         module, n_outputs = NetworkSpec.from_estimator(estimator).build(
             X.shape[1:], n_outputs, init_seed, probe=X)
-        strategy, lrs, scale = None, None, 1.0
+        strategy, lrs, scale, learned = None, None, 1.0, {}
     if settings.classification and n_outputs < n_classes:
         raise ValueError(
             f"The support set has {n_classes} classes, but the network was "
@@ -251,7 +265,9 @@ def adapt_to_support(estimator, X, y_target, n_classes, n_outputs):
     params = {name: p.detach() for name, p in module.named_parameters()}
     if lrs is not None:
         lrs = {k: r.to(device) for k, r in lrs.items()}
-    lrs = inner.usable_rates(lrs, params)
+    lrs = inner.usable_rates(lrs, params, **learned)
+    if learned.get("learned_steps"):
+        inner.learned_steps = learned["learned_steps"]
     y_t = torch.from_numpy(y_target).to(device)
     with seeded_torch(torch_seed, device):
         adapted, loss = inner.adapt(params, lrs, X_t.unsqueeze(0), y_t.unsqueeze(0),

@@ -109,6 +109,53 @@ def _resolve_prototype_scale(prototype_scale, head_init):
     return float(prototype_scale)
 
 
+def check_learned_rates(settings, lrs, params, *, trainable=None, learned_mode=None,
+                        learned_steps=None, meta_training=False):
+    """Raise a ValueError when ``settings`` cannot use the learned rates ``lrs``.
+
+    ``learned_mode`` and ``learned_steps`` say how the rates were learned
+    (None in files written before they were recorded: the mode is then read
+    from the rates' shapes). Refused: rates of the other learned mode, rates
+    for fewer layers than ``trainable`` adapts (None: all of ``params``), and, to
+    continue meta-training (``meta_training``), a switch between fixed and
+    learned rates or per-step rates for another number of steps. Without
+    this, the inner loop would read them wrongly or fail deep inside torch.
+    """
+    mode = settings.lr_mode
+    again = "set it back, or meta_fit again with warm_start=False"
+    if meta_training and (mode == "fixed") != (lrs is None):
+        # the meta-optimizer's state holds the rates, or does not
+        raise ValueError(
+            f"inner_lr_mode={mode!r}, but the init was meta-trained "
+            + ("with learned rates" if lrs is not None else "with fixed rates")
+            + f" and meta-training continues where it stopped: {again}")
+    if mode == "fixed" or lrs is None:
+        return
+    if learned_mode is None:
+        per_step = all(rate.dim() == 1 for rate in lrs.values())
+        per_weight = all(rate.shape == params[name].shape
+                         for name, rate in lrs.items() if name in params)
+        learned_mode = mode if per_step == per_weight else (
+            "per_layer_step" if per_step else "per_parameter")
+    if learned_mode != mode:
+        raise ValueError(
+            f"inner_lr_mode={mode!r}, but the init's rates (inner_lrs_) were "
+            f"learned with inner_lr_mode={learned_mode!r}: {again}")
+    missing = [name for name in (params if trainable is None else trainable)
+               if name not in lrs]
+    if missing:
+        raise ValueError(
+            f"adapt_layers={settings.adapt_layers!r} adapts {missing[0]!r}, which "
+            "has no learned rate: the rates (inner_lrs_) were learned for the "
+            f"output layer alone (adapt_layers='head'); {again}")
+    n_learned = learned_steps or next(iter(lrs.values())).shape[0]
+    if meta_training and mode == "per_layer_step" and n_learned != settings.meta_steps:
+        raise ValueError(
+            f"meta-training would take {settings.meta_steps} inner steps "
+            "(meta_inner_steps, or inner_steps where it is None), but the init's "
+            f"per-step rates were learned for {n_learned}: {again}")
+
+
 @dataclasses.dataclass(frozen=True)
 class InnerLoopSettings:
     """Every inner-loop choice, bound once from an estimator's parameters."""
@@ -218,6 +265,11 @@ class InnerLoop:
         self.strategy = strategy or choose_strategy(module, probe)
         self.buffers = dict(module.named_buffers())
         self.forward = batched_forward(module, self.buffers, self.strategy)
+        # learned rates: their scale, and the meta-training steps they were
+        # learned for (steps beyond those floor them); fit sets both from
+        # the meta-training record
+        self.rate_scale = 1.0
+        self.learned_steps = settings.meta_steps
         self.output_layer = None
         if settings.needs_output_layer:
             if probe is None:
@@ -261,72 +313,43 @@ class InnerLoop:
         return {name: torch.full_like(params[name], self.settings.lr)
                 for name in names}
 
-    def usable_rates(self, lrs, params, *, meta_training=False):
+    def usable_rates(self, lrs, params, **learned):
         """The learned rates ``lrs`` of a meta-trained init, for these settings.
 
         ``"fixed"`` adapts with ``inner_lr`` alone, so it drops them; a
         learned mode without any (the init was meta-trained with ``"fixed"``)
-        starts them at ``inner_lr``. Rates learned in the other learned mode,
-        or for fewer layers than now adapt, cannot be used, nor can
-        meta-training continue (``meta_training``) with another number of
-        per-step rates or between fixed and learned rates: a clear error
-        instead of a shape error or wrong rates inside the inner loop.
+        starts them at ``inner_lr``. ``learned`` goes to
+        :func:`check_learned_rates`, which refuses rates these settings
+        cannot use.
         """
-        mode = self.settings.lr_mode
-        again = "set it back, or meta_fit again with warm_start=False"
-        if meta_training and (mode == "fixed") != (lrs is None):
-            # the meta-optimizer's state holds the rates, or does not
-            raise ValueError(
-                f"inner_lr_mode={mode!r}, but the init was meta-trained "
-                + ("with learned rates" if lrs is not None else "with fixed rates")
-                + f" and meta-training continues where it stopped: {again}")
-        if mode == "fixed":
+        check_learned_rates(self.settings, lrs, params,
+                            trainable=self._trainable_names(params), **learned)
+        if self.settings.lr_mode == "fixed":
             return None
         if lrs is None:
             return self.initial_rates(params)
-        per_step = all(rate.dim() == 1 for rate in lrs.values())
-        per_weight = all(rate.shape == params[name].shape
-                         for name, rate in lrs.items() if name in params)
-        learned = mode if per_step == per_weight else (
-            "per_layer_step" if per_step else "per_parameter")
-        if learned != mode:
-            raise ValueError(
-                f"inner_lr_mode={mode!r}, but the init's rates (inner_lrs_) were "
-                f"learned with inner_lr_mode={learned!r}: {again}")
-        missing = [name for name in (self._trainable_names(params) or params)
-                   if name not in lrs]
-        if missing:
-            raise ValueError(
-                f"adapt_layers={self.settings.adapt_layers!r} adapts {missing[0]!r}, "
-                "which has no learned rate: the rates (inner_lrs_) were learned for "
-                f"the output layer alone (adapt_layers='head'); {again}")
-        n_learned = {rate.shape[0] for rate in lrs.values()}
-        if meta_training and mode == "per_layer_step" and n_learned != {
-                self.settings.meta_steps}:
-            raise ValueError(
-                f"meta_inner_steps={self.settings.meta_steps}, but the init's "
-                f"per-step rates were learned for {min(n_learned)} meta-training "
-                f"steps: {again}")
         return lrs
 
-    def rates(self, lrs, scale=1.0):
+    def rates(self, lrs, scale=None):
         """The ``lr`` argument of :func:`adapt`: a float, a dict or a callable.
 
-        Learned rates are multiplied by ``scale`` (``fit`` passes the ratio of
-        ``inner_lr`` to the value they started from, so tuning ``inner_lr``
-        after meta-training scales them). Neither MAML++ nor Meta-SGD bounds
-        them, and meta-training can drive some below zero: the init then
-        relies on those steps ascending the support loss, for exactly the
-        meta-training steps. A step beyond those (``fit`` with more
+        Learned rates are multiplied by ``scale`` (by default ``rate_scale``:
+        the ratio of ``inner_lr`` to the value they started from, so that
+        changing ``inner_lr`` after meta-training scales them in ``fit``,
+        validation and continued meta-training alike). Neither MAML++ nor
+        Meta-SGD bounds them, and meta-training can drive some below zero: the
+        init then relies on those steps ascending the support loss, for
+        exactly the meta-training steps. A step beyond those (``fit`` with more
         ``inner_steps``) has no learned rate of its own: it takes the last
         one floored at zero, so that it never ascends.
         """
         if lrs is None:
             return self.settings.lr
+        scale = self.rate_scale if scale is None else scale
         if self.settings.lr_mode == "per_parameter":
             learned = {name: rate * scale for name, rate in lrs.items()}
             floored = {name: rate.clamp_min(0) * scale for name, rate in lrs.items()}
-            n_learned = self.settings.meta_steps
+            n_learned = self.learned_steps
 
             def per_parameter(step):
                 return learned if step < n_learned else floored
@@ -504,7 +527,8 @@ class InnerLoop:
         self.chunk_size = max(1, _CPU_CONV_CHUNK_BYTES // max(per_task, 1))
 
     # -- adaptation and prediction --------------------------------------------------
-    def adapt(self, params, lrs, X, y, n_classes, *, scale=1.0, what="the support set"):
+    def adapt(self, params, lrs, X, y, n_classes, *, scale=None,
+              what="the support set"):
         """Adapt ``params`` to each task's ``(X, y)`` (with a task dimension).
 
         Returns every task's adapted parameters (detached) and the last loss.
@@ -551,7 +575,7 @@ class InnerLoop:
         finally:
             self.module.train()
 
-    def evaluate(self, params, lrs, batch, *, scale=1.0):
+    def evaluate(self, params, lrs, batch, *, scale=None):
         """Summed post-adaptation query loss and score over ``batch``'s tasks."""
         loss_fn = loss_for(batch.n_classes, self.settings.classification)
         forward, start, inputs, trainable, _ = self._problem(

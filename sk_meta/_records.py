@@ -41,7 +41,9 @@ class MetaResult:
 
     ``module`` holds the init as its parameters (on the CPU); ``inner_lrs``
     the learned inner learning rates (``inner_lr_mode`` other than
-    ``"fixed"``), which started at ``inner_lr_init``.
+    ``"fixed"``), which started at ``inner_lr_init`` and were learned with
+    ``inner_lr_mode`` for ``inner_lr_steps`` meta-training steps (both None
+    in files written before they were recorded).
     """
 
     module: torch.nn.Module
@@ -56,6 +58,8 @@ class MetaResult:
     best_validation_score: float | None = None
     inner_lrs: dict | None = None
     inner_lr_init: float | None = None
+    inner_lr_mode: str | None = None
+    inner_lr_steps: int | None = None
     feature_names: list | None = None
     device: str = "cpu"
     # recomputed from the estimator's parameters when a file is loaded

@@ -379,11 +379,14 @@ def _support_loss(p, X, y):
     return F.cross_entropy(logits[:, :3], y)
 
 
-def _fit_by_hand(clf, task, fixed=False):
+def _fit_by_hand(clf, task, fixed=False, n_learned=None):
     """``clf.inner_steps`` steps in float64 with the learned rates: step ``t``
     of the ``meta_inner_steps`` meta-training ones takes its rate as learned,
     a later step the last rate floored at zero (``fixed``: ``inner_lr`` at
-    every step). Returns the parameters and the support loss before each step."""
+    every step; ``n_learned``: the meta-training steps when they are not
+    ``meta_inner_steps``). Returns the parameters and the support loss before
+    each step."""
+    n_learned = n_learned or clf.meta_inner_steps
     p = {k: v.detach().clone().double().requires_grad_()
          for k, v in clf.meta_params_.items()}
     X = torch.from_numpy(task.X_support).double()
@@ -399,7 +402,7 @@ def _fit_by_hand(clf, task, fixed=False):
             rate = rate.double()
             if clf.inner_lr_mode == "per_layer_step":
                 rate = rate[min(step, len(rate) - 1)]
-            rates[name] = rate if step < clf.meta_inner_steps else rate.clamp_min(0)
+            rates[name] = rate if step < n_learned else rate.clamp_min(0)
         p = {k: (v - rates[k] * g).detach().requires_grad_()
              for (k, v), g in zip(p.items(), grads)}
     return p, losses
@@ -497,7 +500,7 @@ def test_rates_learned_for_other_settings_are_refused_and_keep_the_fit(
     ("per_layer_step", {"inner_lr_mode": "fixed"}, "meta-trained with learned rates"),
     ("per_parameter", {"inner_lr_mode": "fixed"}, "meta-trained with learned rates"),
     ("fixed", {"inner_lr_mode": "per_layer_step"}, "meta-trained with fixed rates"),
-    ("per_layer_step", {"meta_inner_steps": 8}, "learned for 5 meta-training steps"),
+    ("per_layer_step", {"meta_inner_steps": 8}, "take 8 inner steps .* learned for 5"),
 ])
 def test_meta_training_cannot_continue_with_other_rates(mode, changed, message):
     clf, task = _with_learned_rates(mode)
@@ -507,6 +510,75 @@ def test_meta_training_cannot_continue_with_other_rates(mode, changed, message):
         clf.meta_fit([task] * 3)
     assert clf.n_meta_iter_ == n_meta_iter
     clf.fit(task.X_support, task.y_support)  # fit takes the changed setting
+
+
+def test_per_parameter_steps_beyond_meta_training_floor_with_meta_inner_steps_none():
+    # meta_inner_steps=None: meta-training took inner_steps (2) steps; a
+    # larger inner_steps at fit must not move where the floor starts
+    clf, task = _with_learned_rates("per_parameter")
+    clf = clone(clf).set_params(meta_inner_steps=None, inner_steps=2).meta_fit(
+        [task] * 3)
+    clf._meta.inner_lrs = {name: -0.5 * rate.abs() - 0.01
+                           for name, rate in clf.inner_lrs_.items()}
+    clf.set_params(inner_steps=12).fit(task.X_support, task.y_support)
+    expected, losses = _fit_by_hand(clf, task, n_learned=2)
+    for name, value in clf.params_.items():
+        torch.testing.assert_close(value.double(), expected[name].detach(), rtol=1e-4,
+                                   atol=1e-6)
+    assert losses[-1] == pytest.approx(losses[2], rel=1e-9)
+
+
+def test_a_refused_warm_start_draws_no_task_from_an_iterator():
+    clf, task = _with_learned_rates("per_layer_step")
+    tasks = iter([task] * 40)
+    clf.set_params(warm_start=True, n_meta_iter=5, inner_lr_mode="per_parameter")
+    with pytest.raises(ValueError, match="learned with inner_lr_mode"):
+        clf.meta_fit(tasks)
+    assert len(list(tasks)) == 40
+
+
+def test_a_changed_inner_lr_scales_learned_rates_in_continued_meta_training():
+    sampler = _with_learned_rates()[0]  # only for its settings
+    tasks = [t for _, t in zip(range(6), EpisodeSampler(
+        np.random.default_rng(0).normal(size=(90, 4)), np.repeat(np.arange(6), 15),
+        n_way=3, k_shot=2, n_query=3, random_state=0))]
+    clf = clone(sampler).set_params(inner_steps=5, validation_interval=1).meta_fit(
+        tasks, validation_tasks=tasks)
+    clf.set_params(inner_lr=clf.inner_lr * 4, warm_start=True, n_meta_iter=4).meta_fit(
+        tasks, validation_tasks=tasks)
+    # validation after the last meta-iteration adapts as fit does from the init
+    by_fit = np.mean([clf.fit(t.X_support, t.y_support).score(t.X_query, t.y_query)
+                      for t in tasks])
+    assert clf.validation_scores_[-1] == pytest.approx(by_fit)
+
+
+class _Scales(torch.nn.Module):
+    """Only 1-D parameters: the rates' shapes cannot tell the two modes apart."""
+
+    def __init__(self):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.full((4,), 0.5))
+        self.bias = torch.nn.Parameter(torch.zeros(4))
+
+    def forward(self, X):
+        return X * self.weight + self.bias
+
+
+def test_the_learned_mode_is_recorded_where_shapes_cannot_tell_it(tmp_path):
+    digits_like = EpisodeSampler(
+        np.random.default_rng(0).normal(size=(90, 4)), np.repeat(np.arange(6), 15),
+        n_way=3, k_shot=2, n_query=3, random_state=0)
+    clf = MAMLClassifier(module=_Scales(), inner_lr_mode="per_layer_step",
+                         meta_inner_steps=4, head_init="meta", n_meta_iter=3,
+                         random_state=0).meta_fit(digits_like)
+    task = digits_like.sample(0)
+    clf.save(tmp_path / "scales.pt")
+    loaded = sk_meta.load(tmp_path / "scales.pt", module=_Scales)
+    for copy_ in (clf, pickle.loads(pickle.dumps(clf)), loaded):
+        copy_.set_params(inner_lr_mode="per_parameter")
+        with pytest.raises(ValueError,
+                           match="learned with inner_lr_mode='per_layer_step'"):
+            copy_.fit(task.X_support, task.y_support)
 
 
 def test_inner_lr_scales_the_learned_rates_at_fit():
