@@ -443,6 +443,7 @@ class BaseMetaEstimator(BaseEstimator):
             The adapted estimator.
         """
         X, y = self._validate_support(X, y)
+        _fitting.warn_if_large_features(self, [X], "The support set")
         classes = y_ndim = None
         if self._is_classifier():
             classes, y_target = np.unique(y, return_inverse=True)

@@ -33,7 +33,7 @@ from sk_meta._training import (
     TrainingStart,
     to_task_batch,
 )
-from sk_meta.exceptions import BudgetSpentWarning, DivergenceError
+from sk_meta.exceptions import BudgetSpentWarning, DivergenceError, FeatureScaleWarning
 from sk_meta.tasks._stream import TaskStream
 from sk_meta.tasks._validation import TaskChecker, stack_tasks
 
@@ -104,6 +104,9 @@ def meta_train(estimator, tasks, validation_tasks, *, incremental, checkpoint=No
             "tasks is empty (or an exhausted iterator): meta-training needs "
             "at least one task"
         )
+    warn_if_large_features(
+        estimator, [X for group in first for X in (group.X_support, group.X_query)],
+        "The first meta-batch")
     if warm:
         module, n_outputs = meta.module, meta.n_outputs
     else:
@@ -288,6 +291,28 @@ def adapt_to_support(estimator, X, y_target, n_classes, n_outputs):
 # standardized features this far out are outliers that make the gradient
 # steps of adaptation large (ReLU networks are linear in their input)
 EXTREME_FEATURE_VALUE = 10.0
+
+
+# far beyond any standardized feature; the default MLP's gradient steps then
+# swamp the others (one value of 1e4 in a digits support set: chance-level
+# predictions, no divergence)
+LARGE_FEATURE_VALUE = 1e3
+
+
+def warn_if_large_features(estimator, arrays, what):
+    """Warn when the default MLP gets values beyond ``LARGE_FEATURE_VALUE``."""
+    if estimator.module is not None:
+        return  # a custom module may normalize its inputs itself
+    largest = max(float(np.max(np.abs(a))) if a.size else 0.0 for a in arrays)
+    if largest > LARGE_FEATURE_VALUE:
+        warnings.warn(
+            f"{what} has values up to {largest:.3g}: the default MLP adapts with "
+            "gradient steps that grow with its inputs, and may predict one class "
+            "for every sample without diverging. Standardize the features with "
+            "the meta-training rows' statistics, and clip them, for example to "
+            "[-5, 5]",
+            FeatureScaleWarning,
+        )
 
 
 def _scale_hint(settings):

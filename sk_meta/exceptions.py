@@ -57,3 +57,16 @@ class PersistenceWarning(UserWarning):
 
 class FeatureNamesWarning(UserWarning):
     """Feature names were seen in meta-training but not at ``fit``, or the reverse."""
+
+
+class FeatureScaleWarning(UserWarning):
+    """Inputs far larger than the default MLP can adapt to.
+
+    Raised by ``fit`` (for the support set) and ``meta_fit`` (for the first
+    meta-batch) when a value exceeds 1,000 in absolute value and the network
+    is the default MLP: gradient steps scale with the inputs, so one such
+    value can leave every query predicted as one class without the loss
+    diverging. Standardize the features (with the meta-training rows'
+    statistics) and clip them, for example to [-5, 5]. Custom modules may
+    normalize their inputs themselves and get no warning.
+    """

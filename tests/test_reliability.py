@@ -572,3 +572,40 @@ def test_linear_schedule_reaches_zero_by_the_max_time_deadline():
 def test_max_time_must_be_positive():
     with pytest.raises(InvalidParameterError, match="max_time"):
         _resumable(max_time=0).meta_fit(_classification_tasks(4))
+
+
+# -- inputs far beyond standardized features ----------------------------------------
+def test_fit_warns_about_an_outlier_in_the_support_set():
+    clf, tasks = _fitted_classifier()
+    task = tasks[1]
+    X = task.X_support.copy()
+    X[0, 1] = 1e4
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", sk_meta.exceptions.FeatureScaleWarning)
+        clf.fit(task.X_support, task.y_support)  # standardized-like: no warning
+    with pytest.warns(sk_meta.exceptions.FeatureScaleWarning,
+                      match="The support set has values up to 1e\\+04"):
+        clf.fit(X, task.y_support)
+
+
+def test_meta_fit_warns_about_large_values_in_its_first_meta_batch():
+    tasks = [(t.X_support * 2000, t.y_support, t.X_query * 2000, t.y_query)
+             for t in _classification_tasks()]
+    with pytest.warns(sk_meta.exceptions.FeatureScaleWarning,
+                      match="The first meta-batch has values up to"):
+        try:
+            MAMLClassifier(hidden_layer_sizes=(8,), meta_batch_size=4, n_meta_iter=2,
+                           random_state=0).meta_fit(tasks)
+        except DivergenceError:
+            pass  # the warning came first
+
+
+def test_a_custom_module_gets_no_feature_scale_warning():
+    tasks = [(t.X_support * 2000, t.y_support, t.X_query * 2000, t.y_query)
+             for t in _classification_tasks()]
+    module = torch.nn.Sequential(torch.nn.LayerNorm(4), torch.nn.Linear(4, 3))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", sk_meta.exceptions.FeatureScaleWarning)
+        clf = MAMLClassifier(module=module, head_init="meta", meta_batch_size=4,
+                             n_meta_iter=2, random_state=0).meta_fit(tasks)
+        clf.fit(tasks[0][0], tasks[0][1])
