@@ -277,6 +277,7 @@ def test_predicting_after_meta_fit_without_fit_is_not_fitted_error(method):
         getattr(clf, method)(*args)
 
 
+@pytest.mark.filterwarnings("ignore::sk_meta.exceptions.FeatureScaleWarning")
 def test_a_diverging_fit_keeps_the_previous_adaptation():
     clf, tasks = _fitted_classifier()
     proba = clf.predict_proba(tasks[0].X_query)

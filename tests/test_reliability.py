@@ -217,6 +217,7 @@ def test_divergence_stops_meta_training_and_leaves_the_estimator_as_it_was():
         task.X_query)).all()
 
 
+@pytest.mark.filterwarnings("ignore::sk_meta.exceptions.FeatureScaleWarning")
 def test_a_diverging_meta_fit_keeps_a_fitted_estimator_as_it_was():
     # non-regression: a fresh meta_fit that diverged at its first
     # meta-iteration used to leave a random init and no adapted model
@@ -296,6 +297,7 @@ def test_divergent_adaptation_raises_and_changes_nothing():
     _assert_same_state(reg, before)
 
 
+@pytest.mark.filterwarnings("ignore::sk_meta.exceptions.FeatureScaleWarning")
 def test_divergence_from_an_outlier_names_the_extreme_values():
     rng = np.random.RandomState(0)
     X = rng.randn(15, 6).astype(np.float32)
