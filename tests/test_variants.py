@@ -538,11 +538,11 @@ def test_a_refused_warm_start_draws_no_task_from_an_iterator():
 
 
 def test_a_changed_inner_lr_scales_learned_rates_in_continued_meta_training():
-    sampler = _with_learned_rates()[0]  # only for its settings
+    template = _with_learned_rates()[0]  # only for its settings
     tasks = [t for _, t in zip(range(6), EpisodeSampler(
         np.random.default_rng(0).normal(size=(90, 4)), np.repeat(np.arange(6), 15),
         n_way=3, k_shot=2, n_query=3, random_state=0))]
-    clf = clone(sampler).set_params(inner_steps=5, validation_interval=1).meta_fit(
+    clf = clone(template).set_params(inner_steps=5, validation_interval=1).meta_fit(
         tasks, validation_tasks=tasks)
     clf.set_params(inner_lr=clf.inner_lr * 4, warm_start=True, n_meta_iter=4).meta_fit(
         tasks, validation_tasks=tasks)
