@@ -330,7 +330,7 @@ class InnerLoop:
             return self.initial_rates(params)
         return lrs
 
-    def rates(self, lrs, scale=None):
+    def rates(self, lrs, scale=None, n_steps=None):
         """The ``lr`` argument of :func:`adapt`: a float, a dict or a callable.
 
         Learned rates are multiplied by ``scale`` (by default ``rate_scale``:
@@ -341,18 +341,23 @@ class InnerLoop:
         init then relies on those steps ascending the support loss, for
         exactly the meta-training steps. A step beyond those (``fit`` with more
         ``inner_steps``) has no learned rate of its own: it takes the last
-        one floored at zero, so that it never ascends.
+        one floored at zero, so that it never ascends. ``n_steps``, when
+        given, lets per-parameter rates that never reach such a step come as
+        a plain dict.
         """
         if lrs is None:
             return self.settings.lr
         scale = self.rate_scale if scale is None else scale
         if self.settings.lr_mode == "per_parameter":
             learned = {name: rate * scale for name, rate in lrs.items()}
-            floored = {name: rate.clamp_min(0) * scale for name, rate in lrs.items()}
             n_learned = self.learned_steps
+            if n_steps is not None and n_steps <= n_learned:
+                return learned  # no step beyond the learned ones
 
             def per_parameter(step):
-                return learned if step < n_learned else floored
+                if step < n_learned:
+                    return learned
+                return {name: rate.clamp_min(0) * scale for name, rate in lrs.items()}
 
             return per_parameter
 
@@ -475,7 +480,8 @@ class InnerLoop:
         inner_batch = TaskBatch(inputs(batch.X_support), batch.y_support,
                                 inputs(batch.X_query), batch.y_query, batch.n_classes)
         return maml_meta_loss(
-            forward, params, inner_batch, loss_fn=loss_fn, lr=self.rates(lrs),
+            forward, params, inner_batch, loss_fn=loss_fn,
+            lr=self.rates(lrs, n_steps=self.settings.meta_steps),
             n_steps=self.settings.meta_steps, first_order=self.settings.first_order,
             functional=functional, task_params=start, trainable=trainable,
             step_weights=step_weights,
@@ -540,7 +546,8 @@ class InnerLoop:
                 params, X, y, n_classes, X.shape[0])
             adapted, loss = adapt(
                 forward, start, inputs(X), y, loss_fn=loss_fn,
-                lr=self.rates(lrs, scale), n_steps=self.settings.steps, detach=True,
+                lr=self.rates(lrs, scale, self.settings.steps),
+                n_steps=self.settings.steps, detach=True,
                 optimizer=self.settings.optimizer, trainable=trainable,
             )
         return self._full(params, adapted, X.shape[0]), loss
@@ -588,7 +595,8 @@ class InnerLoop:
 
         _, outputs = adapt_and_predict(
             forward, start, inputs(batch.X_support), batch.y_support,
-            batch.X_query, loss_fn=loss_fn, lr=self.rates(lrs, scale),
+            batch.X_query, loss_fn=loss_fn,
+            lr=self.rates(lrs, scale, self.settings.steps),
             n_steps=self.settings.steps, predict=predict,
             optimizer=self.settings.optimizer, trainable=trainable,
         )
