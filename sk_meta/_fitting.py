@@ -95,8 +95,7 @@ def meta_train(estimator, tasks, validation_tasks, *, incremental, checkpoint=No
         check_learned_rates(
             inner_settings, current["lrs"], current["params"],
             trainable=None if inner_settings.adapt_layers == "all" else (),
-            learned_mode=meta.inner_lr_mode, learned_steps=meta.inner_lr_steps,
-            meta_training=True)
+            learned_mode=meta.inner_lr_mode, meta_training=True)
     source = TaskSource(stream, checker)
     first = source.draw(settings.meta_batch_size)
     if first is None:
@@ -246,15 +245,11 @@ def adapt_to_support(estimator, X, y_target, n_classes, n_outputs):
         _check_input_shape(estimator, X, meta.input_shape)
         module, n_outputs, strategy = (meta.module, meta.n_outputs,
                                        meta.training_state.forward_strategy)
-        lrs, scale = meta.inner_lrs, 1.0
-        learned = {"learned_mode": meta.inner_lr_mode,
-                   "learned_steps": meta.inner_lr_steps}
-        if lrs is not None:
-            scale = settings.lr / meta.inner_lr_init
+        lrs, learned_mode = meta.inner_lrs, meta.inner_lr_mode
     else:
         module, n_outputs = NetworkSpec.from_estimator(estimator).build(
             X.shape[1:], n_outputs, init_seed, probe=X)
-        strategy, lrs, scale, learned = None, None, 1.0, {}
+        strategy, lrs, learned_mode = None, None, None
     if settings.classification and n_outputs < n_classes:
         raise ValueError(
             f"The support set has {n_classes} classes, but the network was "
@@ -268,13 +263,15 @@ def adapt_to_support(estimator, X, y_target, n_classes, n_outputs):
     params = {name: p.detach() for name, p in module.named_parameters()}
     if lrs is not None:
         lrs = {k: r.to(device) for k, r in lrs.items()}
-    lrs = inner.usable_rates(lrs, params, **learned)
-    if learned.get("learned_steps"):
-        inner.learned_steps = learned["learned_steps"]
+        # tuning inner_lr after meta-training scales them; steps beyond the
+        # ones they were learned for floor them
+        inner.rate_scale = settings.lr / meta.inner_lr_init
+        inner.learned_steps = meta.inner_lr_steps or settings.meta_steps
+    lrs = inner.usable_rates(lrs, params, learned_mode=learned_mode)
     y_t = torch.from_numpy(y_target).to(device)
     with seeded_torch(torch_seed, device):
         adapted, loss = inner.adapt(params, lrs, X_t.unsqueeze(0), y_t.unsqueeze(0),
-                                    n_classes, scale=scale)
+                                    n_classes)
     if not math.isfinite(float(loss_if_finite(loss, adapted.values()))):
         raise DivergenceError(
             f"adaptation diverged: {settings.steps} steps at inner_lr="

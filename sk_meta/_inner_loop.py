@@ -110,12 +110,12 @@ def _resolve_prototype_scale(prototype_scale, head_init):
 
 
 def check_learned_rates(settings, lrs, params, *, trainable=None, learned_mode=None,
-                        learned_steps=None, meta_training=False):
+                        meta_training=False):
     """Raise a ValueError when ``settings`` cannot use the learned rates ``lrs``.
 
-    ``learned_mode`` and ``learned_steps`` say how the rates were learned
-    (None in files written before they were recorded: the mode is then read
-    from the rates' shapes). Refused: rates of the other learned mode, rates
+    ``learned_mode`` is the mode they were learned with (None in files
+    written before it was recorded: it is then read from the rates' shapes).
+    Refused: rates of the other learned mode, rates
     for fewer layers than ``trainable`` adapts (None: all of ``params``), and, to
     continue meta-training (``meta_training``), a switch between fixed and
     learned rates or per-step rates for another number of steps. Without
@@ -148,7 +148,7 @@ def check_learned_rates(settings, lrs, params, *, trainable=None, learned_mode=N
             f"adapt_layers={settings.adapt_layers!r} adapts {missing[0]!r}, which "
             "has no learned rate: the rates (inner_lrs_) were learned for the "
             f"output layer alone (adapt_layers='head'); {again}")
-    n_learned = learned_steps or next(iter(lrs.values())).shape[0]
+    n_learned = next(iter(lrs.values())).shape[0]  # per-step rates: one per step
     if meta_training and mode == "per_layer_step" and n_learned != settings.meta_steps:
         raise ValueError(
             f"meta-training would take {settings.meta_steps} inner steps "
@@ -267,7 +267,7 @@ class InnerLoop:
         self.forward = batched_forward(module, self.buffers, self.strategy)
         # learned rates: their scale, and the meta-training steps they were
         # learned for (steps beyond those floor them); fit sets both from
-        # the meta-training record
+        # the meta-training record, continued meta-training the scale
         self.rate_scale = 1.0
         self.learned_steps = settings.meta_steps
         self.output_layer = None
@@ -330,13 +330,13 @@ class InnerLoop:
             return self.initial_rates(params)
         return lrs
 
-    def rates(self, lrs, scale=None, n_steps=None):
+    def rates(self, lrs, n_steps=None):
         """The ``lr`` argument of :func:`adapt`: a float, a dict or a callable.
 
-        Learned rates are multiplied by ``scale`` (by default ``rate_scale``:
-        the ratio of ``inner_lr`` to the value they started from, so that
-        changing ``inner_lr`` after meta-training scales them in ``fit``,
-        validation and continued meta-training alike). Neither MAML++ nor
+        Learned rates are multiplied by ``rate_scale`` (the ratio of
+        ``inner_lr`` to the value they started from, so that changing
+        ``inner_lr`` after meta-training scales them in ``fit``, validation
+        and continued meta-training alike). Neither MAML++ nor
         Meta-SGD bounds them, and meta-training can drive some below zero: the
         init then relies on those steps ascending the support loss, for
         exactly the meta-training steps. A step beyond those (``fit`` with more
@@ -347,7 +347,7 @@ class InnerLoop:
         """
         if lrs is None:
             return self.settings.lr
-        scale = self.rate_scale if scale is None else scale
+        scale = self.rate_scale
         if self.settings.lr_mode == "per_parameter":
             learned = {name: rate * scale for name, rate in lrs.items()}
             n_learned = self.learned_steps
@@ -533,8 +533,7 @@ class InnerLoop:
         self.chunk_size = max(1, _CPU_CONV_CHUNK_BYTES // max(per_task, 1))
 
     # -- adaptation and prediction --------------------------------------------------
-    def adapt(self, params, lrs, X, y, n_classes, *, scale=None,
-              what="the support set"):
+    def adapt(self, params, lrs, X, y, n_classes, *, what="the support set"):
         """Adapt ``params`` to each task's ``(X, y)`` (with a task dimension).
 
         Returns every task's adapted parameters (detached) and the last loss.
@@ -546,7 +545,7 @@ class InnerLoop:
                 params, X, y, n_classes, X.shape[0])
             adapted, loss = adapt(
                 forward, start, inputs(X), y, loss_fn=loss_fn,
-                lr=self.rates(lrs, scale, self.settings.steps),
+                lr=self.rates(lrs, self.settings.steps),
                 n_steps=self.settings.steps, detach=True,
                 optimizer=self.settings.optimizer, trainable=trainable,
             )
@@ -582,7 +581,7 @@ class InnerLoop:
         finally:
             self.module.train()
 
-    def evaluate(self, params, lrs, batch, *, scale=None):
+    def evaluate(self, params, lrs, batch):
         """Summed post-adaptation query loss and score over ``batch``'s tasks."""
         loss_fn = loss_for(batch.n_classes, self.settings.classification)
         forward, start, inputs, trainable, _ = self._problem(
@@ -596,7 +595,7 @@ class InnerLoop:
         _, outputs = adapt_and_predict(
             forward, start, inputs(batch.X_support), batch.y_support,
             batch.X_query, loss_fn=loss_fn,
-            lr=self.rates(lrs, scale, self.settings.steps),
+            lr=self.rates(lrs, self.settings.steps),
             n_steps=self.settings.steps, predict=predict,
             optimizer=self.settings.optimizer, trainable=trainable,
         )
