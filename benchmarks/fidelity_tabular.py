@@ -96,6 +96,12 @@ maml meta, reptile meta steps=5, ...
     ``msteps`` (``meta_inner_steps``) and ``h``
     (``hidden_layer_sizes``, e.g. ``h=128x128``), e.g.
     ``"reptile sched=linear"``.
+<method> seed=N
+    Meta-training seed N (default 0): the estimator's ``random_state`` and
+    the meta-training task stream are seeded with ``split + 100 * N``
+    instead of ``split``; the test tasks, the classes and the pretrained
+    network stay those of the split. ``"maml seed=1"`` is MAML's defaults
+    meta-trained once more from another draw: the seed-to-seed spread.
 
 Every meta-learner meta-trains for at most ``--max-time`` seconds (and its
 ``n_meta_iter``) and is evaluated after ``inner_steps`` adaptation steps and
@@ -381,6 +387,11 @@ class MetaLearner:
     pretrained: bool = False
     search_grid: tuple = ()
     search_cv: int = 1
+    seed: int = 0
+
+    def meta_seed(self, split):
+        """The seed of meta-training (init and task stream) for ``split``."""
+        return split + 100 * self.seed
 
     def make(self, n_way, seed, max_time, pretrained_net=None):
         params = dict(self.params)
@@ -457,10 +468,12 @@ def meta_learner(name):
     words = name.split()
     if not words or words[0] not in ESTIMATORS:
         raise ValueError(f"unknown method {name!r}")
-    params, pretrained, search_grid, search_cv = {}, False, (), 1
+    params, pretrained, search_grid, search_cv, seed = {}, False, (), 1, 0
     for word in words[1:]:
         if word == "pre":
             pretrained = True
+        elif word.startswith("seed=") and word[5:].isdigit():
+            seed = int(word[5:])
         elif word.startswith("cv=") and word[3:].isdigit():
             search_cv = int(word[3:])
         elif word in SEARCH_GRIDS:
@@ -479,7 +492,7 @@ def meta_learner(name):
     if search_cv != 1 and not search_grid:
         raise ValueError(f"cv= needs search or searchlr in method {name!r}")
     return MetaLearner(ESTIMATORS[words[0]], tuple(sorted(params.items())),
-                       pretrained, search_grid, search_cv)
+                       pretrained, search_grid, search_cv, seed)
 
 
 # The pilot's methods: the defaults, each variant alone on MAML, combinations.
@@ -541,11 +554,11 @@ def test_tasks(setting, k_shot, split, n_tasks):
                                random_state=10_000 + split))
 
 
-def meta_training_tasks(setting, k_shot, split, classes):
+def meta_training_tasks(setting, k_shot, seed, classes):
     """Endless meta-training tasks of ``classes``, labels shuffled per task."""
     return EpisodeSampler(setting.X, setting.y, setting.n_way, k_shot,
                           n_query_for(setting, k_shot, classes), classes=classes,
-                          shuffle_labels=True, random_state=split)
+                          shuffle_labels=True, random_state=seed)
 
 
 def accuracies(fit_predict, tasks):
@@ -608,8 +621,9 @@ def run_setting(dataset, setting, split, k_shot, args, timer):
             if spec.validated:
                 train, validation_tasks = _validation_split(setting, k_shot, split,
                                                             dataset)
-            meta_tasks = meta_training_tasks(setting, k_shot, split, train)
-            est = spec.make(n_way, split, args.max_time, net)
+            meta_tasks = meta_training_tasks(setting, k_shot, spec.meta_seed(split),
+                                             train)
+            est = spec.make(n_way, spec.meta_seed(split), args.max_time, net)
             t0 = time.perf_counter()
             if spec.searched and setting.groups is not None:
                 est.meta_fit(meta_tasks, groups=setting.groups)
