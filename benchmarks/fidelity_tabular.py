@@ -885,7 +885,10 @@ def main(argv=None):
     args.methods = [*baselines, *(m for m in args.methods if m not in baselines)]
     for name in args.methods:  # fail before hours of work, not during
         if name not in SUPPORT_ONLY and not name.startswith("pretrain+LR"):
-            meta_learner(name)
+            try:
+                meta_learner(name)
+            except ValueError as exc:
+                parser.error(str(exc))
     set_threads(1)
     timer = Timer()
     env = environment()
