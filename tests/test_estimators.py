@@ -475,8 +475,9 @@ class _StridedConv(nn.Module):
     Conv-4's max-pooling makes a one-step MAML trajectory chaotic: near-tied
     maxima route the inner gradient one way or another, and on the CPU a
     1e-6 relative change of the inputs moved 12 meta-iterations' losses by
-    up to 9 %. Without max-pooling the same change moves them by 1e-6, so a
-    compiled-against-eager difference here is the compiled code's own.
+    up to 5 % (10 % with other rates). Without max-pooling the same change
+    moves them by 1e-6, so a compiled-against-eager difference here is the
+    compiled code's own.
     Convolutions without bias before BatchNorm: the bias would get a
     gradient of pure rounding noise, which Adam turns into steps of meta_lr.
     """
