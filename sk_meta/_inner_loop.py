@@ -148,8 +148,10 @@ def check_learned_rates(settings, lrs, params, *, trainable=None, learned_mode=N
             f"adapt_layers={settings.adapt_layers!r} adapts {missing[0]!r}, which "
             "has no learned rate: the rates (inner_lrs_) were learned for the "
             f"output layer alone (adapt_layers='head'); {again}")
+    if not (meta_training and mode == "per_layer_step"):
+        return
     n_learned = next(iter(lrs.values())).shape[0]  # per-step rates: one per step
-    if meta_training and mode == "per_layer_step" and n_learned != settings.meta_steps:
+    if n_learned != settings.meta_steps:
         raise ValueError(
             f"meta-training would take {settings.meta_steps} inner steps "
             "(meta_inner_steps, or inner_steps where it is None), but the init's "

@@ -581,6 +581,39 @@ def test_the_learned_mode_is_recorded_where_shapes_cannot_tell_it(tmp_path):
             copy_.fit(task.X_support, task.y_support)
 
 
+class _Tempered(torch.nn.Module):
+    """A scalar parameter first: its per-parameter rate has no dimension."""
+
+    def __init__(self):
+        super().__init__()
+        self.temperature = torch.nn.Parameter(torch.tensor(1.0))
+        self.linear = torch.nn.Linear(4, 3)
+
+    def forward(self, X):
+        return self.linear(X) * self.temperature
+
+
+@pytest.mark.parametrize("mode", ["per_parameter", "per_layer_step"])
+def test_learned_rates_of_a_scalar_parameter_are_used(mode):
+    tasks = EpisodeSampler(
+        np.random.default_rng(0).normal(size=(90, 4)), np.repeat(np.arange(6), 15),
+        n_way=3, k_shot=2, n_query=3, random_state=0)
+    clf = MAMLClassifier(module=_Tempered, inner_lr_mode=mode, head_init="meta",
+                         meta_inner_steps=2, inner_steps=4, n_meta_iter=3,
+                         random_state=0).meta_fit(tasks)
+    clf.set_params(warm_start=True, n_meta_iter=5).meta_fit(tasks)
+    task = tasks.sample(0)
+    clf.fit(task.X_support, task.y_support)
+    by_hand = copy.deepcopy(clf)
+    by_hand._meta.inner_lrs = {k: torch.zeros_like(v)
+                               for k, v in clf.inner_lrs_.items()}
+    by_hand.fit(task.X_support, task.y_support)
+    # with zero rates nothing moves; with the learned ones the scalar does
+    init = dict(clf.module_.named_parameters())["temperature"].detach()
+    torch.testing.assert_close(by_hand.params_["temperature"], init)
+    assert not torch.equal(clf.params_["temperature"], init)
+
+
 def test_inner_lr_scales_the_learned_rates_at_fit():
     clf, task = _with_learned_rates()
     halved = {k: v / 2 for k, v in clf.inner_lrs_.items()}
