@@ -332,7 +332,7 @@ class InnerLoop:
             return self.initial_rates(params)
         return lrs
 
-    def rates(self, lrs, n_steps=None):
+    def rates(self, lrs, n_steps):
         """The ``lr`` argument of :func:`adapt`: a float, a dict or a callable.
 
         Learned rates are multiplied by ``rate_scale`` (the ratio of
@@ -343,9 +343,9 @@ class InnerLoop:
         init then relies on those steps ascending the support loss, for
         exactly the meta-training steps. A step beyond those (``fit`` with more
         ``inner_steps``) has no learned rate of its own: it takes the last
-        one floored at zero, so that it never ascends. ``n_steps``, when
-        given, lets per-parameter rates that never reach such a step come as
-        a plain dict.
+        one floored at zero, so that it never ascends. Per-parameter rates
+        come as a plain dict when none of the ``n_steps`` steps goes beyond
+        the learned ones.
         """
         if lrs is None:
             return self.settings.lr
@@ -353,15 +353,10 @@ class InnerLoop:
         if self.settings.lr_mode == "per_parameter":
             learned = {name: rate * scale for name, rate in lrs.items()}
             n_learned = self.learned_steps
-            if n_steps is not None and n_steps <= n_learned:
+            if n_steps <= n_learned:
                 return learned  # no step beyond the learned ones
-
-            def per_parameter(step):
-                if step < n_learned:
-                    return learned
-                return {name: rate.clamp_min(0) * scale for name, rate in lrs.items()}
-
-            return per_parameter
+            floored = {name: rate.clamp_min(0) * scale for name, rate in lrs.items()}
+            return lambda step: learned if step < n_learned else floored
 
         def per_step(step):
             return {name: (rate[step] if step < rate.shape[0]
@@ -483,7 +478,7 @@ class InnerLoop:
                                 inputs(batch.X_query), batch.y_query, batch.n_classes)
         return maml_meta_loss(
             forward, params, inner_batch, loss_fn=loss_fn,
-            lr=self.rates(lrs, n_steps=self.settings.meta_steps),
+            lr=self.rates(lrs, self.settings.meta_steps),
             n_steps=self.settings.meta_steps, first_order=self.settings.first_order,
             functional=functional, task_params=start, trainable=trainable,
             step_weights=step_weights,
