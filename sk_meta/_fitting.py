@@ -126,8 +126,7 @@ def meta_train(estimator, tasks, validation_tasks, *, incremental, checkpoint=No
 
     params = {name: p.detach().to(device) for name, p in module.named_parameters()}
     lrs = inner.initial_rates(params)
-    if warm:
-        current = state.current or {"params": meta.params, "lrs": meta.inner_lrs}
+    if warm:  # current: where meta-training stopped (read above)
         params = {k: p.to(device) for k, p in current["params"].items()}
         lrs = None if current["lrs"] is None else {
             k: r.to(device) for k, r in current["lrs"].items()}
