@@ -364,10 +364,15 @@ def test_variants_combine():
 
 # -- learned rates in fit, clone, pickle and save --------------------------------------
 
-def _with_learned_rates(mode="per_parameter"):
-    digits_like = EpisodeSampler(
+def _gaussian_tasks():
+    """3-way 2-shot tasks of six Gaussian classes in four features."""
+    return EpisodeSampler(
         np.random.default_rng(0).normal(size=(90, 4)), np.repeat(np.arange(6), 15),
         n_way=3, k_shot=2, n_query=3, random_state=0)
+
+
+def _with_learned_rates(mode="per_parameter"):
+    digits_like = _gaussian_tasks()
     return MAMLClassifier(hidden_layer_sizes=(6,), inner_lr_mode=mode,
                           head_init="meta", meta_lr=0.05, n_meta_iter=3, random_state=0
                           ).meta_fit(digits_like), digits_like.sample(0)
@@ -539,9 +544,7 @@ def test_a_refused_warm_start_draws_no_task_from_an_iterator():
 
 def test_a_changed_inner_lr_scales_learned_rates_in_continued_meta_training():
     template = _with_learned_rates()[0]  # only for its settings
-    tasks = [t for _, t in zip(range(6), EpisodeSampler(
-        np.random.default_rng(0).normal(size=(90, 4)), np.repeat(np.arange(6), 15),
-        n_way=3, k_shot=2, n_query=3, random_state=0))]
+    tasks = [t for _, t in zip(range(6), _gaussian_tasks())]
     clf = clone(template).set_params(inner_steps=5, validation_interval=1).meta_fit(
         tasks, validation_tasks=tasks)
     clf.set_params(inner_lr=clf.inner_lr * 4, warm_start=True, n_meta_iter=4).meta_fit(
@@ -565,9 +568,7 @@ class _Scales(torch.nn.Module):
 
 
 def test_the_learned_mode_is_recorded_where_shapes_cannot_tell_it(tmp_path):
-    digits_like = EpisodeSampler(
-        np.random.default_rng(0).normal(size=(90, 4)), np.repeat(np.arange(6), 15),
-        n_way=3, k_shot=2, n_query=3, random_state=0)
+    digits_like = _gaussian_tasks()
     clf = MAMLClassifier(module=_Scales(), inner_lr_mode="per_layer_step",
                          meta_inner_steps=4, head_init="meta", n_meta_iter=3,
                          random_state=0).meta_fit(digits_like)
@@ -595,9 +596,7 @@ class _Tempered(torch.nn.Module):
 
 @pytest.mark.parametrize("mode", ["per_parameter", "per_layer_step"])
 def test_learned_rates_of_a_scalar_parameter_are_used(mode):
-    tasks = EpisodeSampler(
-        np.random.default_rng(0).normal(size=(90, 4)), np.repeat(np.arange(6), 15),
-        n_way=3, k_shot=2, n_query=3, random_state=0)
+    tasks = _gaussian_tasks()
     clf = MAMLClassifier(module=_Tempered, inner_lr_mode=mode, head_init="meta",
                          meta_inner_steps=2, inner_steps=4, n_meta_iter=3,
                          random_state=0).meta_fit(tasks)
@@ -642,9 +641,7 @@ def test_learned_rates_survive_clone_pickle_and_save(tmp_path):
 
 def test_learned_rates_resume_exactly():
     clf, _ = _with_learned_rates()
-    tasks = EpisodeSampler(np.random.default_rng(0).normal(size=(90, 4)),
-                           np.repeat(np.arange(6), 15), n_way=3, k_shot=2, n_query=3,
-                           random_state=0)
+    tasks = _gaussian_tasks()
     at_once = clone(clf).set_params(n_meta_iter=6)
     at_once.__dict__.pop("_meta")
     at_once.meta_fit(tasks)
