@@ -196,8 +196,8 @@ def train_with_budget(est, sampler, *, n_meta_iter, time_budget, config, args,
     start = time.perf_counter()
     chunk, rate = 5, None
     epsilon0 = config["meta_lr"]
-    while est.__dict__.get("n_meta_iter_", 0) < n_meta_iter and not stop_flag.stop:
-        done = est.__dict__.get("n_meta_iter_", 0)
+    while getattr(est, "n_meta_iter_", 0) < n_meta_iter and not stop_flag.stop:
+        done = getattr(est, "n_meta_iter_", 0)
         used = time.perf_counter() - start
         if time_budget is not None and (
                 used >= time_budget
@@ -336,7 +336,7 @@ def run_config(algorithm, n_way, k_shot, data, args, timer, stop_flag, save):
         config=config, args=args, timer=timer, label=label,
         on_progress=on_progress, stop_flag=stop_flag,
     )
-    record.update(n_meta_iter=int(est.__dict__.get("n_meta_iter_", 0)),
+    record.update(n_meta_iter=int(getattr(est, "n_meta_iter_", 0)),
                   train_seconds=train_s, status="evaluating",
                   stopped_by_signal=stop_flag.stop)
     if not record["n_meta_iter"]:
