@@ -188,6 +188,10 @@ class StopFlag:
                 signal.raise_signal(signal.SIGINT)
 
         signal.signal(signal.SIGTERM, handler)
+        if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+            # a background job (`nohup ... &`) starts with SIGINT ignored:
+            # sk_meta then leaves it so, and the passed-on signal is lost
+            signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def train_with_budget(est, sampler, *, n_meta_iter, time_budget, config, args,
@@ -227,10 +231,11 @@ def train_with_budget(est, sampler, *, n_meta_iter, time_budget, config, args,
             finally:
                 stop_flag.training = False
         chunk_s = time.perf_counter() - chunk_start
-        n_new = est.n_meta_iter_ - done
-        if n_new > 0:
-            rate = n_new / chunk_s
-        loss = float(np.mean(est.meta_loss_curve_[-max(n_new, 1):]))
+        n_new = getattr(est, "n_meta_iter_", 0) - done
+        if n_new <= 0:  # stopped before the chunk's first meta-iteration
+            break
+        rate = n_new / chunk_s
+        loss = float(np.mean(est.meta_loss_curve_[-n_new:]))
         timer.log(f"{label}: meta-iter {est.n_meta_iter_}, {rate or 0:.2f} it/s, "
                   f"meta-loss {loss:.4f}, meta_lr {est.meta_lr:.3g}, "
                   f"{time.perf_counter() - start:.0f} s")

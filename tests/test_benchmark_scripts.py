@@ -2,6 +2,7 @@
 
 import argparse
 import io
+import signal
 import warnings
 
 import numpy as np
@@ -33,13 +34,46 @@ def test_chunked_meta_training_counts_the_iterations_already_run():
     progress = []
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a chunk that trains nothing warns
-        seconds = fidelity_omniglot.train_with_budget(
-            est, sampler, n_meta_iter=23, time_budget=30.0,
-            config={"meta_lr": 1e-3, "epsilon_schedule": "none"},
-            args=argparse.Namespace(report_every=0.05, epsilon_schedule="none"),
-            timer=_SilentTimer(), label="test",
-            on_progress=lambda est, seconds: progress.append(est.n_meta_iter_),
-            stop_flag=fidelity_omniglot.StopFlag())
+        seconds = _budget_run(est, sampler, fidelity_omniglot.StopFlag(), progress)
     assert est.n_meta_iter_ == 23
     assert progress[-1] == 23 and progress == sorted(progress)
     assert seconds < 30.0
+
+
+def _budget_run(est, sampler, stop_flag, progress):
+    return fidelity_omniglot.train_with_budget(
+        est, sampler, n_meta_iter=23, time_budget=30.0,
+        config={"meta_lr": 1e-3, "epsilon_schedule": "none"},
+        args=argparse.Namespace(report_every=0.05, epsilon_schedule="none"),
+        timer=_SilentTimer(), label="test",
+        on_progress=lambda est, seconds: progress.append(est.n_meta_iter_),
+        stop_flag=stop_flag)
+
+
+def test_a_stop_before_the_first_meta_iteration_leaves_nothing_to_report():
+    # Ctrl-C (or the SIGTERM passed on as one) while the first chunk is set
+    # up: the estimator has no meta-iteration, and the script must say so
+    # rather than fail reading attributes it does not have.
+    def interrupted():
+        raise KeyboardInterrupt
+        yield
+
+    est = MAMLClassifier(hidden_layer_sizes=(8,), n_meta_iter=1, warm_start=True)
+    stop_flag, progress = fidelity_omniglot.StopFlag(), []
+    _budget_run(est, interrupted(), stop_flag, progress)
+    assert stop_flag.stop and progress == []
+    assert getattr(est, "n_meta_iter_", 0) == 0
+
+
+def test_the_stop_signal_reaches_a_background_run():
+    # `nohup ... &` starts the script with SIGINT ignored; sk_meta leaves an
+    # ignored SIGINT alone, so SIGTERM passed on as SIGINT would be lost and
+    # the run would stop only at the end of its chunk.
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        fidelity_omniglot.StopFlag().install()
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
