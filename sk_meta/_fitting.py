@@ -61,8 +61,22 @@ def meta_train(estimator, tasks, validation_tasks, *, incremental, checkpoint=No
     network = NetworkSpec.from_estimator(estimator)
     meta = estimator.__dict__.get("_meta")
     warm = (incremental or estimator.warm_start) and meta is not None
+    if settings.early_stopping and validation_tasks is None:
+        raise ValueError(
+            "early_stopping=True needs validation tasks: call "
+            "meta_fit(tasks, validation_tasks=...)"
+        )
     if warm:
+        # every refusal before the budget check (a call that trains nothing
+        # still refuses what the next one would) and before any task is
+        # drawn (a refusal must not consume the user's iterator)
         network.check_unchanged(meta.architecture)
+        state = dataclasses.replace(meta.training_state)
+        current = state.current or {"params": meta.params, "lrs": meta.inner_lrs}
+        check_learned_rates(
+            inner_settings, current["lrs"], current["params"],
+            trainable=None if inner_settings.adapt_layers == "all" else (),
+            learned_mode=meta.inner_lr_mode, meta_training=True)
         budget = settings.n_meta_iter
         if budget is not None and meta.n_meta_iter >= budget:
             warnings.warn(
@@ -72,13 +86,6 @@ def meta_train(estimator, tasks, validation_tasks, *, incremental, checkpoint=No
                 BudgetSpentWarning,
             )
             return None
-    if settings.early_stopping and validation_tasks is None:
-        raise ValueError(
-            "early_stopping=True needs validation tasks: call "
-            "meta_fit(tasks, validation_tasks=...)"
-        )
-    if warm:
-        state = dataclasses.replace(meta.training_state)
     else:
         state = MetaTrainingState(**dict(zip(
             ("init_seed", "stream_seed", "torch_seed"), seeds(estimator.random_state))))
@@ -89,13 +96,6 @@ def meta_train(estimator, tasks, validation_tasks, *, incremental, checkpoint=No
         y_shape=meta.y_shape if warm else None,
         feature_names=meta.feature_names if warm else None,
     )
-    if warm:
-        # before any task is drawn: a refusal must not consume the user's iterator
-        current = state.current or {"params": meta.params, "lrs": meta.inner_lrs}
-        check_learned_rates(
-            inner_settings, current["lrs"], current["params"],
-            trainable=None if inner_settings.adapt_layers == "all" else (),
-            learned_mode=meta.inner_lr_mode, meta_training=True)
     source = TaskSource(stream, checker)
     first = source.draw(settings.meta_batch_size)
     if first is None:

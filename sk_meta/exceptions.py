@@ -38,7 +38,10 @@ class InterruptedWarning(UserWarning):
 class BudgetSpentWarning(UserWarning):
     """``meta_fit`` with ``warm_start=True`` had no meta-iterations left to run.
 
-    ``n_meta_iter`` is the total budget: raise it to continue.
+    ``n_meta_iter`` is the total budget: raise it to continue. Settings that
+    the next meta-iteration would refuse (another architecture or learned
+    rate mode, ``early_stopping`` without validation tasks) are refused
+    first, with a ``ValueError``, even when none is left to run.
     """
 
 

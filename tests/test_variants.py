@@ -507,10 +507,13 @@ def test_rates_learned_for_other_settings_are_refused_and_keep_the_fit(
     ("fixed", {"inner_lr_mode": "per_layer_step"}, "meta-trained with fixed rates"),
     ("per_layer_step", {"meta_inner_steps": 8}, "take 8 inner steps .* learned for 5"),
 ])
-def test_meta_training_cannot_continue_with_other_rates(mode, changed, message):
+@pytest.mark.parametrize("more", [3, 0], ids=["more iterations", "budget spent"])
+def test_meta_training_cannot_continue_with_other_rates(mode, changed, message, more):
+    # refused also by a call with no iteration left to run, as the next
+    # call that trains would be
     clf, task = _with_learned_rates(mode)
     n_meta_iter = clf.n_meta_iter_
-    clf.set_params(warm_start=True, n_meta_iter=6, **changed)
+    clf.set_params(warm_start=True, n_meta_iter=n_meta_iter + more, **changed)
     with pytest.raises(ValueError, match=message):
         clf.meta_fit([task] * 3)
     assert clf.n_meta_iter_ == n_meta_iter
