@@ -886,3 +886,10 @@ def test_auto_prototype_scale_scales_nothing_with_another_head(estimator_class,
                               random_state=0).meta_fit(tasks)
         outputs.append(est.fit(X_s, y_s).predict(X_q))
     np.testing.assert_array_equal(*outputs)
+
+
+def test_early_stopping_without_validation_tasks_is_refused_with_the_budget_spent():
+    clf, task = _with_learned_rates("fixed")
+    clf.set_params(warm_start=True, early_stopping=True)  # n_meta_iter_ reached
+    with pytest.raises(ValueError, match="early_stopping=True needs validation"):
+        clf.meta_fit([task] * 3)
