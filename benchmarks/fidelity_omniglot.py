@@ -236,7 +236,7 @@ def train_with_budget(est, sampler, *, n_meta_iter, time_budget, config, args,
             break
         rate = n_new / chunk_s
         loss = float(np.mean(est.meta_loss_curve_[-n_new:]))
-        timer.log(f"{label}: meta-iter {est.n_meta_iter_}, {rate or 0:.2f} it/s, "
+        timer.log(f"{label}: meta-iter {est.n_meta_iter_}, {rate:.2f} it/s, "
                   f"meta-loss {loss:.4f}, meta_lr {est.meta_lr:.3g}, "
                   f"{time.perf_counter() - start:.0f} s")
         on_progress(est, time.perf_counter() - start)

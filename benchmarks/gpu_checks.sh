@@ -40,7 +40,7 @@ compile) stage compile 200 "$PYTHON" -m benchmarks.bench_compile --device cuda \
         --no-end-to-end --workloads omniglot --omniglot-path "$DATA" ;;
 protocol) stage protocol 300 "$PYTHON" -m benchmarks.fidelity_omniglot --device cuda \
         --compile --non-transductive --algorithm maml --n-way 5 --k-shot 1 \
-        --time-budget 230 \
+        --time-budget 200 \
         --path "$DATA" --results-dir "$OUT" --name omniglot_gpu_maml_5w1s_compiled ;;
 *) echo "unknown stage $name" ;;
 esac; done; done
