@@ -194,14 +194,22 @@ class StopFlag:
             signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
+def _meta_iterations_run(est):
+    """``n_meta_iter_``, or 0 before the first meta-iteration (a fitted
+    attribute served from the estimator's record, not its ``__dict__``)."""
+    return getattr(est, "n_meta_iter_", 0)
+
+
 def train_with_budget(est, sampler, *, n_meta_iter, time_budget, config, args,
                       timer, label, on_progress, stop_flag):
     """meta_fit in warm-started chunks until n_meta_iter or the time budget."""
     start = time.perf_counter()
     chunk, rate = 5, None
     epsilon0 = config["meta_lr"]
-    while getattr(est, "n_meta_iter_", 0) < n_meta_iter and not stop_flag.stop:
-        done = getattr(est, "n_meta_iter_", 0)
+    while not stop_flag.stop:
+        done = _meta_iterations_run(est)
+        if done >= n_meta_iter:
+            break
         used = time.perf_counter() - start
         if time_budget is not None and (
                 used >= time_budget
@@ -231,7 +239,7 @@ def train_with_budget(est, sampler, *, n_meta_iter, time_budget, config, args,
             finally:
                 stop_flag.training = False
         chunk_s = time.perf_counter() - chunk_start
-        n_new = getattr(est, "n_meta_iter_", 0) - done
+        n_new = _meta_iterations_run(est) - done
         if n_new <= 0:  # stopped before the chunk's first meta-iteration
             break
         rate = n_new / chunk_s
@@ -341,7 +349,7 @@ def run_config(algorithm, n_way, k_shot, data, args, timer, stop_flag, save):
         config=config, args=args, timer=timer, label=label,
         on_progress=on_progress, stop_flag=stop_flag,
     )
-    record.update(n_meta_iter=int(getattr(est, "n_meta_iter_", 0)),
+    record.update(n_meta_iter=int(_meta_iterations_run(est)),
                   train_seconds=train_s, status="evaluating",
                   stopped_by_signal=stop_flag.stop)
     if not record["n_meta_iter"]:
