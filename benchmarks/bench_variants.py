@@ -3,8 +3,9 @@
 
 The options added for few-shot tabular classification (``head_init``,
 ``inner_lr_mode``, ``adapt_layers``, ``multi_step_loss``) each change the
-inner loop, and ``task_interpolation`` mixes the meta-batch's inputs in
-numpy; this script measures what they cost. Every variant meta-trains
+inner loop, ``task_interpolation`` mixes the meta-batch's inputs in numpy
+and ``meta_grad_max_norm`` rescales the meta-gradient before the outer
+step; this script measures what they cost. Every variant meta-trains
 ``MAMLClassifier`` / ``MAMLRegressor`` through ``meta_partial_fit`` on the
 same numpy tasks from the same seeded network (``_estimators.time_sk_meta``),
 interleaved with plain MAML in one process (A B C ..., A B C ...); the ratio
@@ -57,6 +58,8 @@ VARIANTS = {
                                    True),
     # numpy work on the meta-batch before it reaches the device
     "task_interpolation=0.5": ({"task_interpolation": 0.5}, False),
+    # one norm over all meta-gradients and a scaling, on the device
+    "meta_grad_max_norm=1": ({"meta_grad_max_norm": 1.0}, True),
     "prototype + ANIL": ({"head_init": "prototype", "adapt_layers": "head"}, False),
     "zero + per_layer_step + msl (first 10%)": ({"head_init": "zero",
                                                  "inner_lr_mode": "per_layer_step",

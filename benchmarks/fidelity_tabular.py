@@ -93,7 +93,8 @@ maml meta, reptile meta steps=5, ...
     (``meta_batch_size``), ``it`` (``n_meta_iter``), ``ps``
     (``prototype_scale``), ``sched`` (``meta_lr_schedule``), ``mopt``
     (``meta_optimizer``), ``iopt`` (``inner_optimizer``, Reptile),
-    ``msteps`` (``meta_inner_steps``) and ``h``
+    ``msteps`` (``meta_inner_steps``), ``gclip`` (``meta_grad_max_norm``;
+    ``gclip=none``: no clipping) and ``h``
     (``hidden_layer_sizes``, e.g. ``h=128x128``), e.g.
     ``"reptile sched=linear"``.
 <method> seed=N
@@ -454,6 +455,8 @@ _PARAM_NAMES = {"lr": ("inner_lr", float), "steps": ("inner_steps", int),
                 "it": ("n_meta_iter", int), "ps": ("prototype_scale", float),
                 "sched": ("meta_lr_schedule", str), "mopt": ("meta_optimizer", str),
                 "iopt": ("inner_optimizer", str), "msteps": ("meta_inner_steps", int),
+                "gclip": ("meta_grad_max_norm",
+                          lambda v: None if v == "none" else float(v)),
                 "h": ("hidden_layer_sizes",
                       lambda v: tuple(int(x) for x in v.split("x")))}
 

@@ -91,6 +91,7 @@ class BaseMetaEstimator(BaseEstimator):
         "max_time": [None, Interval(Real, 0, None, closed="neither")],
         "meta_optimizer": [StrOptions({"adam", "sgd"})],
         "meta_lr_schedule": [StrOptions({"constant", "linear"})],
+        "meta_grad_max_norm": [None, Interval(Real, 0, None, closed="neither")],
         "tasks_per_chunk": [None, StrOptions({"auto"}),
                             Interval(Integral, 1, None, closed="left")],
         "compile": ["boolean", StrOptions({"default", "reduce-overhead",
@@ -118,6 +119,7 @@ class BaseMetaEstimator(BaseEstimator):
                  task_interpolation,
                  meta_lr, meta_batch_size,
                  n_meta_iter, max_time, meta_optimizer, meta_lr_schedule,
+                 meta_grad_max_norm,
                  tasks_per_chunk, compile, transductive, validation_interval,
                  early_stopping, n_iter_no_change, tol, warm_start, checkpoint_path,
                  checkpoint_every, distributed, n_threads, device, random_state,
@@ -142,6 +144,7 @@ class BaseMetaEstimator(BaseEstimator):
         self.max_time = max_time
         self.meta_optimizer = meta_optimizer
         self.meta_lr_schedule = meta_lr_schedule
+        self.meta_grad_max_norm = meta_grad_max_norm
         self.tasks_per_chunk = tasks_per_chunk
         self.compile = compile
         self.transductive = transductive
@@ -482,7 +485,7 @@ class BaseMetaEstimator(BaseEstimator):
 # Parameters whose default changed: a file or pickle written before the
 # parameter existed keeps the behaviour it was written with.
 PARAMETERS_OF_OLDER_FILES = {"head_init": "meta", "task_interpolation": 0.0,
-                             "prototype_scale": 1.0}
+                             "prototype_scale": 1.0, "meta_grad_max_norm": None}
 
 
 def values_for_missing_parameters(estimator_class):

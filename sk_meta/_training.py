@@ -79,6 +79,7 @@ class TrainerSettings:
     meta_optimizer: str
     meta_lr: float
     meta_lr_schedule: str
+    meta_grad_max_norm: float | None
     validation_interval: int
     early_stopping: bool
     n_iter_no_change: int
@@ -114,6 +115,7 @@ class TrainerSettings:
             meta_optimizer=estimator.meta_optimizer,
             meta_lr=estimator.meta_lr,
             meta_lr_schedule=estimator.meta_lr_schedule,
+            meta_grad_max_norm=estimator.meta_grad_max_norm,
             validation_interval=estimator.validation_interval,
             early_stopping=estimator.early_stopping,
             n_iter_no_change=estimator.n_iter_no_change,
@@ -327,6 +329,11 @@ class MetaTrainer:
             p.grad = grads[name]
         for name, r in (self.lrs or {}).items():
             r.grad = lr_grads[name]
+        if self.settings.meta_grad_max_norm is not None:
+            # scales on the device, without reading the norm back (no sync)
+            torch.nn.utils.clip_grad_norm_(
+                [*self.params.values(), *(self.lrs or {}).values()],
+                self.settings.meta_grad_max_norm, foreach=True)
         if self.settings.meta_lr_schedule == "linear":
             self._set_meta_lr(self.settings.meta_lr * max(0.0, 1.0 - self._progress()))
         self.optimizer.step()

@@ -193,7 +193,8 @@ def test_one_meta_iteration_steps_along_the_meta_gradient_of_its_order(
         net, inner_lr=inner_lr, inner_steps=inner_steps,
         meta_inner_steps=meta_inner_steps, meta_optimizer="sgd", meta_lr=meta_lr,
         meta_batch_size=len(tasks), n_meta_iter=1, head_init="meta", random_state=0,
-        task_interpolation=0.0,  # the tasks as drawn, as the reference sees them
+        # the tasks as drawn and the step unclipped, as the reference sees them
+        task_interpolation=0.0, meta_grad_max_norm=None,
     ).meta_fit(tasks)
     n_steps = meta_inner_steps or inner_steps
     gradients = {

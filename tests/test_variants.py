@@ -120,7 +120,8 @@ def _one_step(concat_input=False, **params):
     defaults = dict(inner_lr=INNER_LR, inner_steps=N_STEPS, meta_batch_size=2,
                     n_meta_iter=1, meta_optimizer="sgd", meta_lr=1.0,
                     meta_inner_steps=None, head_init="meta", random_state=0,
-                    task_interpolation=0.0)  # the tasks as the reference sees them
+                    # the tasks and the step as the reference sees them
+                    task_interpolation=0.0, meta_grad_max_norm=None)
     estimator_class = params.pop("estimator_class", MAMLClassifier)
     est = estimator_class(_init(concat_input), **{**defaults, **params})
     return est.meta_partial_fit(_tasks())
@@ -307,6 +308,77 @@ def test_learned_inner_rates_match_an_unrolled_loop(mode):
                                    (rate - grad).detach(), rtol=2e-4, atol=2e-6)
 
 
+@pytest.mark.parametrize("factor", [0.25, 2.0], ids=["clipped", "under the bound"])
+@pytest.mark.parametrize("mode", ["fixed", "per_parameter"])
+def test_meta_grad_max_norm_scales_the_meta_gradient_down_to_it(mode, factor):
+    """The outer step is the hand-written meta-gradient, init and learned
+    rates together, scaled down to norm ``meta_grad_max_norm`` when longer."""
+    shapes = {k: v.shape for k, v in _init().named_parameters()}
+    start = {name: torch.full(shapes[name], INNER_LR, dtype=torch.float64,
+                              requires_grad=True) for name in shapes}
+    learned = mode != "fixed"
+    theta, loss = _reference(_tasks(), rates=(lambda name, step: start[name])
+                             if learned else None)
+    variables = [*theta.values(), *(start.values() if learned else ())]
+    grads = torch.autograd.grad(loss, variables)
+    norm = torch.sqrt(sum((g**2).sum() for g in grads))
+    max_norm = factor * float(norm)
+    est = _one_step(inner_lr_mode=mode, meta_grad_max_norm=max_norm)
+    scale = min(1.0, max_norm / float(norm))
+    before = dict(_init().named_parameters())
+    for name, grad in zip(theta, grads):
+        step = (before[name].detach() - est.meta_params_[name]).double()
+        torch.testing.assert_close(step, scale * grad, rtol=2e-4, atol=2e-6)
+    for name, grad in zip(start, grads[len(theta):]):
+        torch.testing.assert_close(est.inner_lrs_[name].double(),
+                                   (start[name] - scale * grad).detach(),
+                                   rtol=2e-4, atol=2e-6)
+
+
+def test_meta_grad_max_norm_bounds_reptiles_outer_step():
+    tasks = _tasks()
+    params = dict(meta_batch_size=2, n_meta_iter=1, meta_optimizer="sgd", meta_lr=1.0,
+                  inner_steps=N_STEPS, random_state=0)
+    before = {k: v.detach() for k, v in _init().named_parameters()}
+    free = ReptileClassifier(_init(), **params).meta_partial_fit(tasks)
+    steps = {k: before[k] - v for k, v in free.meta_params_.items()}
+    norm = float(torch.sqrt(sum((s**2).sum() for s in steps.values())))
+    bounded = ReptileClassifier(_init(), meta_grad_max_norm=norm / 3,
+                                **params).meta_partial_fit(tasks)
+    for name, step in steps.items():
+        torch.testing.assert_close(before[name] - bounded.meta_params_[name],
+                                   step / 3, rtol=1e-4, atol=1e-6)
+
+
+def test_files_and_pickles_without_meta_grad_max_norm_load_unclipped(tmp_path):
+    """Written before the parameter existed, a model was meta-trained without
+    clipping: it loads with None (a warm start continues the same way), while
+    a new MAMLClassifier clips at 1.0."""
+    clf = MAMLClassifier(hidden_layer_sizes=(8,), n_meta_iter=2, meta_batch_size=2,
+                         random_state=0).meta_fit(_tasks(4))
+    assert clf.meta_grad_max_norm == 1.0
+    path = tmp_path / "old.skmeta"
+    clf.save(path)
+    state = torch.load(path, weights_only=True)
+    assert state["params"].pop("meta_grad_max_norm") == 1.0
+    torch.save(state, path)
+    assert sk_meta.load(path).meta_grad_max_norm is None
+    old = copy.deepcopy(clf)
+    del old.__dict__["meta_grad_max_norm"]
+    assert pickle.loads(pickle.dumps(old)).meta_grad_max_norm is None
+    assert pickle.loads(pickle.dumps(clf)).meta_grad_max_norm == 1.0
+    clf.save(path)
+    assert sk_meta.load(path).meta_grad_max_norm == 1.0
+
+
+@pytest.mark.parametrize("value", [0, -1.0, "1"])
+def test_meta_grad_max_norm_must_be_a_positive_number(value):
+    for estimator in (MAMLClassifier(meta_grad_max_norm=value),
+                      ReptileClassifier(meta_grad_max_norm=value)):
+        with pytest.raises(ValueError, match="'meta_grad_max_norm' parameter"):
+            estimator.meta_fit(_tasks())
+
+
 def test_multi_step_loss_weights_every_step_at_the_start():
     est = _one_step(multi_step_loss=True)
     # at the first meta-iteration MAML++'s weights are uniform
@@ -323,8 +395,8 @@ def test_multi_step_loss_once_annealed_is_plain_maml():
     plain = MAMLClassifier(after_first, inner_lr=INNER_LR, inner_steps=N_STEPS,
                            meta_inner_steps=None, meta_batch_size=2, n_meta_iter=1,
                            meta_optimizer="sgd", meta_lr=1.0, head_init="meta",
-                           task_interpolation=0.0, random_state=0
-                           ).meta_partial_fit(_tasks())
+                           task_interpolation=0.0, meta_grad_max_norm=None,
+                           random_state=0).meta_partial_fit(_tasks())
     for name, value in est.meta_params_.items():
         torch.testing.assert_close(value, plain.meta_params_[name])
 
