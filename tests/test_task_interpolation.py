@@ -254,22 +254,3 @@ def test_bad_values_are_refused_with_the_parameter_named(value):
     clf = MAMLClassifier(task_interpolation=value, **_SMALL)
     with pytest.raises((ValueError, TypeError), match="task_interpolation"):
         clf.meta_fit(_sampler())
-
-
-def test_files_without_the_parameter_load_with_it_off(tmp_path):
-    """A file written before the parameter existed was meta-trained without
-    interpolation; it loads with 0.0 (so a warm start continues the same way),
-    while a new estimator's default is 0.5."""
-    import sk_meta
-
-    clf = MAMLClassifier(**_SMALL).meta_fit(_sampler())
-    assert clf.task_interpolation == 0.5
-    path = tmp_path / "old.skmeta"
-    clf.save(path)
-    state = torch.load(path, weights_only=True)
-    assert state["params"].pop("task_interpolation") == 0.5
-    torch.save(state, path)
-    assert sk_meta.load(path).task_interpolation == 0.0
-    clf.save(path)
-    assert sk_meta.load(path).task_interpolation == 0.5
-    assert pickle.loads(pickle.dumps(clf)).task_interpolation == 0.5

@@ -350,25 +350,32 @@ def test_meta_grad_max_norm_bounds_reptiles_outer_step():
                                    step / 3, rtol=1e-4, atol=1e-6)
 
 
-def test_files_and_pickles_without_meta_grad_max_norm_load_unclipped(tmp_path):
-    """Written before the parameter existed, a model was meta-trained without
-    clipping: it loads with None (a warm start continues the same way), while
-    a new MAMLClassifier clips at 1.0."""
+# parameters whose default changed, and the value older models were trained with
+@pytest.mark.parametrize("name, old_value", [("head_init", "meta"),
+                                             ("meta_grad_max_norm", None),
+                                             ("prototype_scale", 1.0),
+                                             ("task_interpolation", 0.0)])
+def test_files_and_pickles_without_a_parameter_keep_its_old_behaviour(
+        tmp_path, name, old_value):
+    """Written before a parameter whose default changed existed, a model was
+    meta-trained the old way: a file or pickle without it loads with the old
+    value (a warm start continues the same way); with it, the value it has."""
     clf = MAMLClassifier(hidden_layer_sizes=(8,), n_meta_iter=2, meta_batch_size=2,
                          random_state=0).meta_fit(_tasks(4))
-    assert clf.meta_grad_max_norm == 1.0
+    default = clf.get_params()[name]
+    assert default != old_value
     path = tmp_path / "old.skmeta"
     clf.save(path)
     state = torch.load(path, weights_only=True)
-    assert state["params"].pop("meta_grad_max_norm") == 1.0
+    assert state["params"].pop(name) == default
     torch.save(state, path)
-    assert sk_meta.load(path).meta_grad_max_norm is None
+    assert sk_meta.load(path).get_params()[name] == old_value
     old = copy.deepcopy(clf)
-    del old.__dict__["meta_grad_max_norm"]
-    assert pickle.loads(pickle.dumps(old)).meta_grad_max_norm is None
-    assert pickle.loads(pickle.dumps(clf)).meta_grad_max_norm == 1.0
+    del old.__dict__[name]
+    assert pickle.loads(pickle.dumps(old)).get_params()[name] == old_value
+    assert pickle.loads(pickle.dumps(clf)).get_params()[name] == default
     clf.save(path)
-    assert sk_meta.load(path).meta_grad_max_norm == 1.0
+    assert sk_meta.load(path).get_params()[name] == default
 
 
 @pytest.mark.parametrize("value", [0, -1.0, "1"])
