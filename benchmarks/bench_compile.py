@@ -149,9 +149,8 @@ def main(argv=None):
                 {"workload": name, "method": f"end to end {n_end} it, warm cache",
                  "seconds": warm, "x learn2learn": baseline_seconds / warm},
             ]
-        rows += workload_rows
-        if args.end_to_end:
             print(format_table(workload_rows, columns=COLUMNS), flush=True)
+        rows += workload_rows
     print()
     print(format_table(rows, columns=COLUMNS))
     write_results("bench_compile", {"environment": env, "args": vars(args),
