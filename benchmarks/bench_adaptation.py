@@ -14,6 +14,10 @@
    cv=5)`` on one 5-way 5-shot support set (25 samples) after ``meta_fit``:
    45 adaptations + 45 scores + 1 refit, wall time (target < 1 s on CPU,
    ``n_jobs=None``).
+3. The cost of ``backtracking=True`` (a line search on the support loss):
+   the same ``fit`` + ``predict`` with it, against without it, on a task
+   whose steps all lower the loss (one more forward pass per ``fit``);
+   target: within 1.3x.
 
 Usage::
 
@@ -44,6 +48,7 @@ INNER_STEPS = 10
 INNER_LR = 0.1
 GRID = {"inner_lr": [0.03, 0.1, 0.3], "inner_steps": [1, 5, 10]}
 SPEED_TARGET = 2.0  # sk_meta fit + predict within 2x of the bare loop
+BACKTRACKING_TARGET = 1.3  # with the line search, within 1.3x of without
 GRID_TARGET_S = 1.0
 
 
@@ -51,7 +56,8 @@ def meta_trained_classifier(n_meta_iter: int, device: torch.device):
     clf = MAMLClassifier(hidden_layer_sizes=(64, 64), inner_steps=INNER_STEPS,
                          meta_inner_steps=None, head_init="meta",
                          inner_lr=INNER_LR, n_meta_iter=n_meta_iter,
-                         device=str(device), random_state=0)
+                         # plain steps: the work of the bare loops
+                         backtracking=False, device=str(device), random_state=0)
     tasks = sample_digits_tasks(400, seed=0)
     start = time.perf_counter()
     clf.meta_fit(tasks)
@@ -114,9 +120,12 @@ def bench_fit_predict(clf, task, plan, device):
     # keep it); each bare call adapts a deep copy of it
     module = copy.deepcopy(clf.module_).to(device)
     kwargs = {"lr": INNER_LR, "steps": INNER_STEPS, "device": device}
+    searched = copy.deepcopy(clf).set_params(backtracking=True)
     methods = {
         "sk_meta fit + predict": lambda: sk_fit_predict(clf, X_support, y_support,
                                                         X_query),
+        "sk_meta fit + predict, backtracking": lambda: sk_fit_predict(
+            searched, X_support, y_support, X_query),
         "bare loop, torch.optim.SGD": lambda: bare_fit_predict_optim(
             module, X_support, y_support, X_query, **kwargs),
         "bare loop, manual SGD": lambda: bare_fit_predict_manual(
@@ -150,6 +159,10 @@ def bench_fit_predict(clf, task, plan, device):
                                       timing.samples[fastest_bare])
     ]
     slowdown = statistics.median(per_round)
+    backtracking = statistics.median(
+        plain / line_searched for plain, line_searched in zip(
+            timing.samples["sk_meta fit + predict"],
+            timing.samples["sk_meta fit + predict, backtracking"]))
     agreement = {
         name: float(np.mean(pred == predictions["sk_meta"]))
         for name, pred in predictions.items() if name != "sk_meta"
@@ -163,6 +176,13 @@ def bench_fit_predict(clf, task, plan, device):
         "per-round": per_round,
         "target": f"<= {SPEED_TARGET:g}",
         "result": "PASS" if slowdown <= SPEED_TARGET else "FAIL",
+        "backtracking time / plain time": backtracking,
+        "backtracking target": f"<= {BACKTRACKING_TARGET:g}",
+        "backtracking result": ("PASS" if backtracking <= BACKTRACKING_TARGET
+                                else "FAIL"),
+        "backtracking predictions equal": bool(np.array_equal(
+            sk_fit_predict(searched, X_support, y_support, X_query),
+            predictions["sk_meta"])),
         "prediction agreement with sk_meta": agreement,
         "query accuracy": accuracy,
     }
@@ -225,6 +245,11 @@ def main(argv=None):
     print(f"\nsk_meta fit + predict takes {speed['sk_meta time / bare time']:.2f}x "
           f"the time of the {speed['vs']} (median of per-round ratios; target "
           f"{speed['target']}): {speed['result']}")
+    ratio = speed["backtracking time / plain time"]
+    print(f"with backtracking=True it takes {ratio:.2f}x the time of plain steps "
+          f"(target {speed['backtracking target']}; same predictions: "
+          f"{speed['backtracking predictions equal']}): "
+          f"{speed['backtracking result']}")
     if speed["module_ device after fit"] != "cpu":
         print(f"NOTE: clf.module_ is on {speed['module_ device after fit']} after "
               "fit (its docstring says the init is stored on the CPU)")

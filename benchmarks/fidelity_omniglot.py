@@ -156,9 +156,9 @@ def make_estimator(algorithm, config, n_way, n_filters, device, seed,
         inner_lr=config["inner_lr"], inner_steps=config["test_steps"][0],
         meta_inner_steps=config["meta_inner_steps"],
         head_init="meta",  # the papers' meta-learned output layer
-        # the papers' tasks and meta-gradients: no task interpolation or
-        # clipping, whatever the classifiers' defaults are
-        task_interpolation=0.0, meta_grad_max_norm=None,
+        # the papers' tasks, meta-gradients and steps: no task interpolation,
+        # clipping or line search, whatever the classifiers' defaults are
+        task_interpolation=0.0, meta_grad_max_norm=None, backtracking=False,
         meta_batch_size=config["meta_batch_size"], meta_lr=config["meta_lr"],
         meta_optimizer=config["meta_optimizer"], n_meta_iter=1,
         validation_interval=10**9, warm_start=True, device=device,

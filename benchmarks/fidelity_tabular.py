@@ -71,6 +71,7 @@ maml <variant>...
     ``proto`` (``head_init``), ``lslr`` (``inner_lr_mode="per_layer_step"``),
     ``metasgd`` (``"per_parameter"``), ``anil`` (``adapt_layers="head"``),
     ``msl`` (``multi_step_loss``), ``meta`` (``head_init="meta"``),
+    ``bt`` and ``nobt`` (``backtracking`` on or off),
     ``concat`` (``concat_input=True``: the raw features beside the last
     hidden layer), ``val`` (``n_val`` of the meta-training classes are
     held out as validation classes; ``early_stopping=True`` keeps the init
@@ -431,6 +432,8 @@ VARIANTS = {
     "metasgd": {"inner_lr_mode": "per_parameter"},
     "anil": {"adapt_layers": "head"},
     "msl": {"multi_step_loss": True},
+    "bt": {"backtracking": True},
+    "nobt": {"backtracking": False},
     "concat": {"concat_input": True},
     "val": {"early_stopping": True, "validation_interval": 50, "n_iter_no_change": 5},
     "mlti": {"task_interpolation": 0.5},

@@ -84,6 +84,7 @@ class BaseMetaEstimator(BaseEstimator):
         "prototype_scale": [StrOptions({"auto"}),
                             Interval(Real, 0, None, closed="neither")],
         "multi_step_loss": ["boolean"],
+        "backtracking": ["boolean"],
         "task_interpolation": [Interval(Real, 0, 1, closed="both")],
         "meta_lr": [Interval(Real, 0, None, closed="neither")],
         "meta_batch_size": [Interval(Integral, 1, None, closed="left")],
@@ -116,7 +117,7 @@ class BaseMetaEstimator(BaseEstimator):
     def __init__(self, module, *, module_params, hidden_layer_sizes, activation,
                  concat_input, inner_lr, inner_steps, meta_inner_steps, inner_lr_mode,
                  adapt_layers, head_init, prototype_scale, multi_step_loss,
-                 task_interpolation,
+                 backtracking, task_interpolation,
                  meta_lr, meta_batch_size,
                  n_meta_iter, max_time, meta_optimizer, meta_lr_schedule,
                  meta_grad_max_norm,
@@ -137,6 +138,7 @@ class BaseMetaEstimator(BaseEstimator):
         self.head_init = head_init
         self.prototype_scale = prototype_scale
         self.multi_step_loss = multi_step_loss
+        self.backtracking = backtracking
         self.task_interpolation = task_interpolation
         self.meta_lr = meta_lr
         self.meta_batch_size = meta_batch_size
@@ -485,7 +487,8 @@ class BaseMetaEstimator(BaseEstimator):
 # Parameters whose default changed: a file or pickle written before the
 # parameter existed keeps the behaviour it was written with.
 PARAMETERS_OF_OLDER_FILES = {"head_init": "meta", "task_interpolation": 0.0,
-                             "prototype_scale": 1.0, "meta_grad_max_norm": None}
+                             "prototype_scale": 1.0, "meta_grad_max_norm": None,
+                             "backtracking": False}
 
 
 def values_for_missing_parameters(estimator_class):

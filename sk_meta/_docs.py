@@ -103,6 +103,34 @@ PARAMETERS = {
         MAML++'s multi-step loss (MAML only): the meta-loss weights the query
         loss after every inner step, from uniform weights annealed over the
         first tenth of ``n_meta_iter`` to the last step alone."""),
+    "backtracking": ("bool", {
+        "maml": """
+        In ``fit`` (and when validation tasks are scored), halve a gradient
+        step, up to 10 times, while it would raise the support loss, and
+        skip it if it still does (a backtracking line search); steps that
+        lower the loss are taken as they are, and a step to a non-finite
+        loss still raises :class:`~sk_meta.exceptions.DivergenceError`.
+        Meta-training's inner loop always takes plain steps. Off by
+        default: MAML's init is meta-trained for the plain steps of its
+        inner loop (learned inner rates may ascend on purpose, and a line
+        search would refuse those steps), and on the few-shot tables of
+        the results page the line search changed MAML's and FOMAML's
+        accuracy by +0.02 and +0.03 points on average.""",
+        "reptile": """
+        In ``fit`` (and when validation tasks are scored), halve a gradient
+        step, up to 10 times, while it would raise the support loss, and
+        skip it if it still does (a backtracking line search); steps that
+        lower the loss are taken as they are, and a step to a non-finite
+        loss still raises :class:`~sk_meta.exceptions.DivergenceError`.
+        Meta-training's inner loop always takes plain steps, as in the
+        paper. Features meta-trained on few classes can be so large on new
+        ones that ``inner_lr`` overshoots: ``ReptileClassifier``'s default,
+        True, was chosen by measurement (few-shot tabular benchmark:
+        movement_libras 5-shot from 54.9 to 70.9 %, +1.0 points on average
+        over 16 rows, 1.5 points lost on digits 5-shot, where plain steps
+        that first raise the loss end on a better model).
+        ``ReptileRegressor`` keeps plain steps.""",
+    }),
     "task_interpolation": ("float", """
         Chance, in [0, 1], that a meta-training task is replaced by its
         interpolation with another task of the meta-batch (MLTI, Yao et al.,

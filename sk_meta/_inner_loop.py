@@ -174,6 +174,7 @@ class InnerLoopSettings:
     head_init: str = "meta"
     prototype_scale: float = 1.0
     multi_step_loss: bool = False
+    backtracking: bool = False     # fit and validation only
     transductive: bool = True
     compile: object = False
     tasks_per_chunk: object = "auto"
@@ -195,6 +196,7 @@ class InnerLoopSettings:
             prototype_scale=_resolve_prototype_scale(estimator.prototype_scale,
                                                      estimator.head_init),
             multi_step_loss=bool(estimator.multi_step_loss),
+            backtracking=bool(estimator.backtracking),
             transductive=bool(estimator.transductive),
             compile=estimator.compile,
             tasks_per_chunk=estimator.tasks_per_chunk,
@@ -545,6 +547,7 @@ class InnerLoop:
                 lr=self.rates(lrs, self.settings.steps),
                 n_steps=self.settings.steps, detach=True,
                 optimizer=self.settings.optimizer, trainable=trainable,
+                backtracking=self.settings.backtracking,
             )
         return self._full(params, adapted, X.shape[0]), loss
 
@@ -595,6 +598,7 @@ class InnerLoop:
             lr=self.rates(lrs, self.settings.steps),
             n_steps=self.settings.steps, predict=predict,
             optimizer=self.settings.optimizer, trainable=trainable,
+            backtracking=self.settings.backtracking,
         )
         loss = float(loss_fn(outputs, batch.y_query))
         score = float(task_scores(outputs, batch, self.settings.classification).sum())

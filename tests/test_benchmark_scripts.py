@@ -76,12 +76,14 @@ def test_the_stop_signal_reaches_a_background_run():
 
 
 def test_the_omniglot_protocol_meta_trains_as_the_papers_do():
-    # The classifiers' defaults mix tasks (MAML, FOMAML) and clip MAML's
-    # meta-gradient; the papers' protocol does neither, whatever the defaults.
+    # The classifiers' defaults mix tasks (MAML, FOMAML), clip MAML's
+    # meta-gradient and line-search fit's steps; the papers' protocol does
+    # none of these, whatever the defaults.
     for algorithm in ("maml", "fomaml", "reptile"):
         config = fidelity_omniglot.settings(algorithm, 5, 1)
         est = fidelity_omniglot.make_estimator(algorithm, config, n_way=5,
                                                n_filters=4, device="cpu", seed=0)
         assert est.task_interpolation == 0.0
         assert est.meta_grad_max_norm is None
+        assert est.backtracking is False
         assert est.head_init == "meta"

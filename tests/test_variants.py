@@ -11,6 +11,7 @@ here task by task with plain float64 autograd (no code shared with
 """
 
 import copy
+import functools
 import pickle
 
 import numpy as np
@@ -29,6 +30,7 @@ from sk_meta import (
     ReptileRegressor,
 )
 from sk_meta.exceptions import DivergenceError
+from sk_meta.functional import adapt, batched_forward, cross_entropy_loss, expand_params
 from sk_meta.models import MLP
 from sk_meta.tasks import EpisodeSampler
 
@@ -351,17 +353,20 @@ def test_meta_grad_max_norm_bounds_reptiles_outer_step():
 
 
 # parameters whose default changed, and the value older models were trained with
-@pytest.mark.parametrize("name, old_value", [("head_init", "meta"),
-                                             ("meta_grad_max_norm", None),
-                                             ("prototype_scale", 1.0),
-                                             ("task_interpolation", 0.0)])
+@pytest.mark.parametrize("estimator_class, name, old_value", [
+    (MAMLClassifier, "head_init", "meta"),
+    (MAMLClassifier, "meta_grad_max_norm", None),
+    (ReptileClassifier, "backtracking", False),
+    (MAMLClassifier, "prototype_scale", 1.0),
+    (MAMLClassifier, "task_interpolation", 0.0)])
 def test_files_and_pickles_without_a_parameter_keep_its_old_behaviour(
-        tmp_path, name, old_value):
+        tmp_path, estimator_class, name, old_value):
     """Written before a parameter whose default changed existed, a model was
-    meta-trained the old way: a file or pickle without it loads with the old
-    value (a warm start continues the same way); with it, the value it has."""
-    clf = MAMLClassifier(hidden_layer_sizes=(8,), n_meta_iter=2, meta_batch_size=2,
-                         random_state=0).meta_fit(_tasks(4))
+    meta-trained (and adapted) the old way: a file or pickle without it loads
+    with the old value (a warm start continues the same way); with it, the
+    value it has."""
+    clf = estimator_class(hidden_layer_sizes=(8,), n_meta_iter=2, meta_batch_size=2,
+                          random_state=0).meta_fit(_tasks(4))
     default = clf.get_params()[name]
     assert default != old_value
     path = tmp_path / "old.skmeta"
@@ -972,3 +977,191 @@ def test_early_stopping_without_validation_tasks_is_refused_with_the_budget_spen
     clf.set_params(warm_start=True, early_stopping=True)  # n_meta_iter_ reached
     with pytest.raises(ValueError, match="early_stopping=True needs validation"):
         clf.meta_fit([task] * 3)
+
+
+# -- backtracking ---------------------------------------------------------------------
+
+def _line_search(start, X, y, lr, n_steps):
+    """``n_steps`` gradient steps in float64, each halved (at most 10 times)
+    while it would raise the loss and skipped if it still does; also returns
+    how many halvings there were."""
+    p = {k: v.detach().double() for k, v in start.items()}
+    X, y = torch.from_numpy(X).double(), torch.from_numpy(y)
+    halvings = 0
+    for _ in range(n_steps):
+        p = {k: v.requires_grad_() for k, v in p.items()}
+        loss = F.cross_entropy(_logits(p, X), y)
+        grads = dict(zip(p, torch.autograd.grad(loss, list(p.values()))))
+        with torch.no_grad():
+            for halving in range(11):
+                rate = lr / 2**halving
+                stepped = {k: v - rate * grads[k] for k, v in p.items()}
+                if F.cross_entropy(_logits(stepped, X), y) <= loss:
+                    break
+                halvings += 1
+            else:
+                stepped = p
+        p = {k: v.detach() for k, v in stepped.items()}
+    return p, halvings
+
+
+def _fitted_support_loss(est, X, y):
+    return F.cross_entropy(_logits({k: torch.as_tensor(v).double()
+                                    for k, v in est.params_.items()},
+                                   torch.from_numpy(X).double()),
+                           torch.from_numpy(y)).item()
+
+
+@pytest.mark.parametrize("lr", [30.0, 0.05], ids=["overshooting", "descending"])
+def test_backtracking_fit_matches_a_hand_written_line_search(lr):
+    est = _one_step()
+    X, y, _, _ = _tasks(1, seed=5)[0]
+    expected, halvings = _line_search(est.meta_params_, X, y, lr, 4)
+    est.set_params(inner_lr=lr, inner_steps=4, backtracking=True).fit(X, y)
+    for name, value in est.params_.items():
+        torch.testing.assert_close(torch.as_tensor(value).double(), expected[name],
+                                   rtol=1e-4, atol=1e-5)
+    plain = copy.deepcopy(est).set_params(backtracking=False).fit(X, y)
+    if lr > 1:  # the steps were halved, and plain steps would raise the loss
+        assert halvings > 0
+        assert _fitted_support_loss(plain, X, y) > _fitted_support_loss(est, X, y) + 0.1
+    else:  # plain steps that lower the loss are taken as they are
+        assert halvings == 0
+        for name, value in est.params_.items():
+            torch.testing.assert_close(value, plain.params_[name])
+
+
+def test_backtracking_halves_each_tasks_step_on_its_own_loss():
+    """Tasks adapted together are line-searched one by one: a batch of two
+    tasks, one whose steps overshoot, ends where each task alone does."""
+    module = _init()
+    forward = batched_forward(module)
+    loss_fn = functools.partial(cross_entropy_loss, n_classes=N_WAY)
+    tasks = _tasks(2, seed=3)
+    X = torch.stack([torch.from_numpy(t[0]) for t in tasks])
+    y = torch.stack([torch.from_numpy(t[1]) for t in tasks])
+    X[1] *= 20  # large inputs: steps at this rate overshoot on task 1 only
+    params = {k: p.detach() for k, p in module.named_parameters()}
+
+    def run(X, y):
+        start = expand_params(params, X.shape[0])
+        return adapt(forward, start, X, y, loss_fn=loss_fn, lr=1.0, n_steps=3,
+                     detach=True, backtracking=True)[0]
+
+    together = run(X, y)
+    for i in range(2):
+        alone = run(X[i:i + 1], y[i:i + 1])
+        reference, halvings = _line_search(params, tasks[i][0] * (20 if i else 1),
+                                           tasks[i][1], 1.0, 3)
+        assert (halvings > 0) == (i == 1)
+        for name in params:
+            torch.testing.assert_close(together[name][i], alone[name][0])
+            torch.testing.assert_close(together[name][i].double(), reference[name],
+                                       rtol=1e-4, atol=1e-5)
+
+
+def test_backtracking_is_refused_where_the_steps_are_differentiated():
+    module = _init()
+    start = expand_params(dict(module.named_parameters()), 1)
+    X, y = torch.randn(1, 6, N_FEATURES), torch.zeros(1, 6, dtype=torch.long)
+    with pytest.raises(ValueError, match="backtracking is only available with "
+                                         "detach=True"):
+        adapt(batched_forward(module), start, X, y,
+              loss_fn=functools.partial(cross_entropy_loss, n_classes=N_WAY),
+              lr=0.1, n_steps=1, backtracking=True)
+
+
+@pytest.mark.filterwarnings("ignore::sk_meta.exceptions.FeatureScaleWarning")
+def test_backtracking_still_reports_a_divergence():
+    """A step to a non-finite loss is divergence, not a step to shorten."""
+    X, y, _, _ = _tasks(1)[0]
+    est = MAMLClassifier(hidden_layer_sizes=(8,), backtracking=True, random_state=0)
+    est.fit(X, y)
+    before = est.predict_proba(X)
+    with pytest.raises(DivergenceError, match="adaptation diverged"):
+        est.set_params(inner_lr=1e30).fit(X * 1e30, y)
+    np.testing.assert_array_equal(est.predict_proba(X), before)
+
+
+@pytest.mark.parametrize("value", ["yes", 1.5, None])
+def test_backtracking_must_be_a_boolean(value):
+    X, y, _, _ = _tasks(1)[0]
+    for estimator in (MAMLClassifier(backtracking=value),
+                      ReptileClassifier(backtracking=value)):
+        with pytest.raises(ValueError, match="'backtracking' parameter"):
+            estimator.fit(X, y)
+
+
+def test_validation_scores_adapt_with_backtracking_as_fit_does():
+    tasks = [(10 * Xs, ys, 10 * Xq, yq) for Xs, ys, Xq, yq in _tasks(12, seed=7)]
+    train, validation = tasks[:8], tasks[8:]
+
+    def meta_fitted(backtracking):
+        return MAMLClassifier(hidden_layer_sizes=(8,), inner_lr=1.0, inner_steps=4,
+                              meta_inner_steps=1, meta_batch_size=4, n_meta_iter=4,
+                              validation_interval=4, backtracking=backtracking,
+                              random_state=0).meta_fit(train,
+                                                       validation_tasks=validation)
+
+    searched, plain = meta_fitted(True), meta_fitted(False)
+    for clf in (searched, plain):
+        expected = np.mean([copy.deepcopy(clf).fit(Xs, ys).score(Xq, yq)
+                            for Xs, ys, Xq, yq in validation])
+        assert clf.validation_scores_[-1] == pytest.approx(expected, abs=1e-6)
+    # the same init (meta-training takes plain steps either way), other scores
+    for name, value in searched.meta_params_.items():
+        torch.testing.assert_close(value, plain.meta_params_[name])
+    assert searched.validation_scores_[-1] != plain.validation_scores_[-1]
+
+
+# rates at which plain steps raise the support loss and stay finite
+@pytest.mark.parametrize("estimator_class, params, lr", [
+    (MAMLClassifier, {}, 3.0),
+    (MAMLClassifier, {"adapt_layers": "head"}, 1.0),
+    (MAMLClassifier, {"inner_lr_mode": "per_parameter"}, 3.0),
+    (ReptileClassifier, {"inner_optimizer": "adam"}, 3.0),
+    (MAMLRegressor, {}, 0.03),
+], ids=["prototype head", "ANIL", "learned rates", "Reptile's Adam", "regressor"])
+def test_backtracking_never_raises_the_support_loss(estimator_class, params, lr):
+    """Each step of ``fit`` lowers the support loss or leaves it, whatever the
+    variant, where plain steps at the same rate raise it."""
+    rng = np.random.default_rng(0)
+    X = (8 * rng.normal(size=(12, N_FEATURES))).astype(np.float32)
+    if estimator_class is MAMLRegressor:
+        y = X @ rng.normal(size=N_FEATURES).astype(np.float32)
+    else:
+        y = np.arange(12) % N_WAY
+    train = [(X, y, X, y)] * 2
+    est = estimator_class(hidden_layer_sizes=(16,), inner_steps=1, meta_batch_size=2,
+                          n_meta_iter=1, random_state=0, **params).meta_fit(train)
+
+    def support_losses(backtracking):
+        losses = []
+        for steps in range(1, 6):
+            fitted = copy.deepcopy(est).set_params(
+                inner_lr=lr, inner_steps=steps, backtracking=backtracking).fit(X, y)
+            if estimator_class is MAMLRegressor:
+                losses.append(np.mean((fitted.predict(X) - y) ** 2))
+            else:
+                proba = fitted.predict_proba(X)
+                losses.append(-np.mean(np.log(proba[np.arange(len(y)), y] + 1e-12)))
+        return np.array(losses)
+
+    assert np.all(np.diff(support_losses(True)) <= 1e-5)
+    assert np.any(np.diff(support_losses(False)) > 1e-3)
+
+
+def test_backtracking_takes_learned_rates_in_a_graph_as_values():
+    module = _init()
+    params = {k: p.detach() for k, p in module.named_parameters()}
+    X_s, y_s, _, _ = _tasks(1)[0]
+    X, y = torch.from_numpy(X_s)[None], torch.from_numpy(y_s)[None]
+    rates = {k: torch.full_like(p, 0.5, requires_grad=True) for k, p in params.items()}
+    adapted, _ = adapt(batched_forward(module), expand_params(params, 1), X, y,
+                       loss_fn=functools.partial(cross_entropy_loss, n_classes=N_WAY),
+                       lr=rates, n_steps=2, detach=True, backtracking=True)
+    expected, _ = _line_search(params, X_s, y_s, 0.5, 2)
+    for name, value in adapted.items():
+        assert not value.requires_grad
+        torch.testing.assert_close(value[0].double(), expected[name], rtol=1e-4,
+                                   atol=1e-5)

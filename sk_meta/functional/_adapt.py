@@ -31,7 +31,7 @@ def _rate(rates, name):
 
 def adapt(forward, params, X, y, *, loss_fn, lr, n_steps, create_graph=False,
           detach=False, optimizer="sgd", betas=(0.0, 0.999), eps=1e-8,
-          functional=False, trainable=None, trajectory=False):
+          functional=False, trainable=None, trajectory=False, backtracking=False):
     """Take ``n_steps`` gradient steps on ``(X, y)`` from ``params``, per task.
 
     Parameters
@@ -75,6 +75,12 @@ def adapt(forward, params, X, y, *, loss_fn, lr, n_steps, create_graph=False,
     trajectory : bool, default=False
         Also return the parameters after each step (for MAML++'s multi-step
         loss).
+    backtracking : bool, default=False
+        Halve a task's step, up to ``MAX_HALVINGS`` times, while it would
+        raise that task's loss, and skip it if it still does (a backtracking
+        line search). A step to a non-finite loss is taken, so that a
+        divergence stays visible. Needs ``detach`` (the choice of step has
+        no gradient); ``functional`` is ignored.
 
     Returns
     -------
@@ -87,8 +93,16 @@ def adapt(forward, params, X, y, *, loss_fn, lr, n_steps, create_graph=False,
     """
     if optimizer == "adam" and not detach:
         raise ValueError("the Adam inner optimizer is only available with detach=True")
+    if backtracking and not detach:
+        raise ValueError("backtracking is only available with detach=True")
+    if n_steps < 1:
+        raise ValueError(f"n_steps must be at least 1, got {n_steps}")
     names = [name for name in params if trainable is None or name in trainable]
     fixed = {name: p for name, p in params.items() if name not in names}
+    if backtracking:
+        return _line_searched(forward, params, names, X, y, loss_fn=loss_fn, lr=lr,
+                              n_steps=n_steps, optimizer=optimizer, betas=betas,
+                              eps=eps, trajectory=trajectory)
     # first order (or detached): the inner gradients are constants, so they
     # are taken on copies cut from the meta-graph, which they must not free
     constant_grads = detach or not create_graph
@@ -153,12 +167,79 @@ def adapt(forward, params, X, y, *, loss_fn, lr, n_steps, create_graph=False,
         adapting = dict(zip(names, updated))
         if trajectory:
             steps.append({**fixed, **adapting})
-    if loss is None:
-        raise ValueError(f"n_steps must be at least 1, got {n_steps}")
     if detach:
         adapting = {name: p.detach() for name, p in adapting.items()}
         steps = [{name: p.detach() for name, p in s.items()} for s in steps]
     adapted = {name: fixed[name] if name in fixed else adapting[name]
+               for name in params}
+    if trajectory:
+        return adapted, loss.detach(), steps
+    return adapted, loss.detach()
+
+
+# a step that still raises the loss at 2**-10 of the rate is not a matter of
+# step size: it is skipped
+MAX_HALVINGS = 10
+
+
+def _per_task(loss_fn, outputs, y):
+    """Each task's loss (``loss_fn`` sums them), as a tensor of shape (B,)."""
+    return torch.stack([loss_fn(outputs[i:i + 1], y[i:i + 1])
+                        for i in range(y.shape[0])])
+
+
+def _line_searched(forward, params, names, X, y, *, loss_fn, lr, n_steps, optimizer,
+                   betas, eps, trajectory):
+    """:func:`adapt` with ``detach=True, backtracking=True``.
+
+    The forward pass that accepts a step also gives the next step's
+    gradient, so steps that lower the loss cost what plain ones do, plus one
+    forward pass in all.
+    """
+    fixed = {name: p.detach() for name, p in params.items() if name not in names}
+    X = X.detach()
+
+    def losses_at(adapting):
+        return _per_task(loss_fn, forward({**fixed, **adapting}, X), y)
+
+    def stepped(current, directions, rates, factor):
+        with torch.no_grad():  # learned rates may be in a graph: not this one
+            return {name: (p - _rate(rates, name)
+                           * factor.view(-1, *[1] * (p.dim() - 1)).to(p.dtype) * g
+                           ).requires_grad_()
+                    for (name, p), g in zip(current.items(), directions)}
+
+    adapting = {name: params[name].detach().requires_grad_() for name in names}
+    adam_state = None
+    steps = []
+    with torch.enable_grad():  # adaptation needs gradients even under no_grad()
+        losses = losses_at(adapting)
+        for step in range(n_steps):
+            loss = losses.sum()
+            directions = torch.autograd.grad(loss, list(adapting.values()),
+                                             allow_unused=True, materialize_grads=True)
+            if optimizer == "adam":
+                directions, adam_state = _adam_directions(directions, adam_state,
+                                                          step + 1, betas, eps)
+            current = {name: p.detach() for name, p in adapting.items()}
+            rates = step_rates(lr, step)
+            old = losses.detach()
+            factor = torch.ones_like(old)
+            for _ in range(MAX_HALVINGS + 1):
+                adapting = stepped(current, directions, rates, factor)
+                losses = losses_at(adapting)
+                # a non-finite loss is a divergence, not a step to shorten
+                rejected = (losses.detach() > old) & torch.isfinite(losses.detach())
+                if not bool(rejected.any()):
+                    break
+                factor = torch.where(rejected, factor / 2, factor)
+            else:
+                adapting = stepped(current, directions, rates,
+                                   torch.where(rejected, 0.0, factor))
+                losses = losses_at(adapting)
+            if trajectory:
+                steps.append({**fixed, **{n: p.detach() for n, p in adapting.items()}})
+    adapted = {name: fixed[name] if name in fixed else adapting[name].detach()
                for name in params}
     if trajectory:
         return adapted, loss.detach(), steps
