@@ -184,6 +184,8 @@ MAX_HALVINGS = 10
 
 def _per_task(loss_fn, outputs, y):
     """Each task's loss (``loss_fn`` sums them), as a tensor of shape (B,)."""
+    if y.shape[0] == 1:  # fit: one task
+        return loss_fn(outputs, y).reshape(1)
     return torch.stack([loss_fn(outputs[i:i + 1], y[i:i + 1])
                         for i in range(y.shape[0])])
 
@@ -202,12 +204,18 @@ def _line_searched(forward, params, names, X, y, *, loss_fn, lr, n_steps, optimi
     def losses_at(adapting):
         return _per_task(loss_fn, forward({**fixed, **adapting}, X), y)
 
-    def stepped(current, directions, rates, factor):
+    def stepped(current, directions, rates, factor=None):
+        """The step from ``current``, each task's scaled by ``factor``."""
+        values = list(current.values())
         with torch.no_grad():  # learned rates may be in a graph: not this one
-            return {name: (p - _rate(rates, name)
-                           * factor.view(-1, *[1] * (p.dim() - 1)).to(p.dtype) * g
-                           ).requires_grad_()
-                    for (name, p), g in zip(current.items(), directions)}
+            if factor is None and isinstance(rates, (int, float)):
+                updated = torch._foreach_add(values, list(directions), alpha=-rates)
+            else:
+                updated = [
+                    p - _rate(rates, name) * (g if factor is None else g * factor.view(
+                        -1, *[1] * (p.dim() - 1)).to(p.dtype))
+                    for p, name, g in zip(values, current, directions)]
+        return {name: p.requires_grad_() for name, p in zip(current, updated)}
 
     adapting = {name: params[name].detach().requires_grad_() for name in names}
     adam_state = None
@@ -224,16 +232,20 @@ def _line_searched(forward, params, names, X, y, *, loss_fn, lr, n_steps, optimi
             current = {name: p.detach() for name, p in adapting.items()}
             rates = step_rates(lr, step)
             old = losses.detach()
-            factor = torch.ones_like(old)
+            factor = None  # the full step first
             for _ in range(MAX_HALVINGS + 1):
                 adapting = stepped(current, directions, rates, factor)
                 losses = losses_at(adapting)
+                new = losses.detach()
                 # a non-finite loss is a divergence, not a step to shorten
-                rejected = (losses.detach() > old) & torch.isfinite(losses.detach())
+                rejected = (new > old) & torch.isfinite(new)
                 if not bool(rejected.any()):
                     break
+                if factor is None:
+                    factor = torch.ones_like(old)
                 factor = torch.where(rejected, factor / 2, factor)
-            else:
+            else:  # still higher at the smallest step: no step
+                factor = torch.ones_like(old) if factor is None else factor
                 adapting = stepped(current, directions, rates,
                                    torch.where(rejected, 0.0, factor))
                 losses = losses_at(adapting)
