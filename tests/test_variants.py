@@ -1156,11 +1156,12 @@ def test_backtracking_takes_learned_rates_in_a_graph_as_values():
     params = {k: p.detach() for k, p in module.named_parameters()}
     X_s, y_s, _, _ = _tasks(1)[0]
     X, y = torch.from_numpy(X_s)[None], torch.from_numpy(y_s)[None]
-    rates = {k: torch.full_like(p, 0.5, requires_grad=True) for k, p in params.items()}
+    rates = {k: torch.full_like(p, 30.0, requires_grad=True) for k, p in params.items()}
     adapted, _ = adapt(batched_forward(module), expand_params(params, 1), X, y,
                        loss_fn=functools.partial(cross_entropy_loss, n_classes=N_WAY),
-                       lr=rates, n_steps=2, detach=True, backtracking=True)
-    expected, _ = _line_search(params, X_s, y_s, 0.5, 2)
+                       lr=rates, n_steps=3, detach=True, backtracking=True)
+    expected, halvings = _line_search(params, X_s, y_s, 30.0, 3)
+    assert halvings > 0
     for name, value in adapted.items():
         assert not value.requires_grad
         torch.testing.assert_close(value[0].double(), expected[name], rtol=1e-4,
