@@ -12,7 +12,10 @@ falling; when the features grow meanwhile and a smaller ``inner_lr`` in
 eleventh run of ``FIDELITY.md``)::
 
     python -m benchmarks.meta_overfitting --dataset movement_libras --split 2 \\
-        --k-shot 5 --method reptile
+        --k-shot 5 --method "reptile nobt"
+
+(``reptile nobt``: ``fit`` with plain steps, as in that run; since the
+sixteenth run ``reptile`` line-searches them, ``backtracking=True``.)
 """
 
 import argparse
