@@ -1166,3 +1166,34 @@ def test_backtracking_takes_learned_rates_in_a_graph_as_values():
         assert not value.requires_grad
         torch.testing.assert_close(value[0].double(), expected[name], rtol=1e-4,
                                    atol=1e-5)
+
+
+def test_backtracking_with_dropout_compares_trials_under_the_steps_own_noise():
+    """Each step draws its dropout masks once, as a plain step does, and its
+    trials are compared under them: where no step needs halving, the line
+    search ends where plain steps do (fresh masks for every trial would
+    reject steps that lower the loss, at random)."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(30, 8)).astype(np.float32)
+    y = np.arange(30) % 3
+
+    def adapted(backtracking):
+        torch.manual_seed(0)
+        net = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(),
+                                  torch.nn.Dropout(0.5), torch.nn.Linear(16, 3))
+        est = ReptileClassifier(net, head_init="meta", inner_lr=1e-3, inner_steps=20,
+                                backtracking=backtracking, random_state=0)
+        return est.fit(X, y).params_
+
+    line_searched, plain = adapted(True), adapted(False)
+    for name, value in plain.items():
+        torch.testing.assert_close(line_searched[name], value)
+
+
+def test_a_last_step_to_a_non_finite_loss_raises():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(6, 3)).astype(np.float32)
+    y = X @ rng.normal(size=3).astype(np.float32)
+    with pytest.raises(DivergenceError, match="adaptation diverged"):
+        ReptileRegressor(hidden_layer_sizes=(8,), inner_steps=1, inner_lr=1e12,
+                         backtracking=True, random_state=0).fit(X, y)

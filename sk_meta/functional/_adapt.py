@@ -79,15 +79,17 @@ def adapt(forward, params, X, y, *, loss_fn, lr, n_steps, create_graph=False,
         Halve a task's step, up to ``MAX_HALVINGS`` times, while it would
         raise that task's loss, and skip it if it still does (a backtracking
         line search). A step to a non-finite loss is taken, so that a
-        divergence stays visible. Needs ``detach`` (the choice of step has
-        no gradient); ``functional`` is ignored.
+        divergence stays visible (after the last step, in the loss
+        returned). Needs ``detach`` (the choice of step has no gradient);
+        ``functional`` is ignored.
 
     Returns
     -------
     adapted : dict of str to Tensor
         All parameters after ``n_steps`` steps (the fixed ones unchanged).
     loss : Tensor
-        The (detached) loss at the last step, before its update.
+        The (detached) loss at the last step, before its update (with
+        ``backtracking``, after it where that is not finite).
     steps : list of dict of str to Tensor
         Only with ``trajectory=True``: the parameters after each step.
     """
@@ -196,10 +198,13 @@ def _line_searched(forward, params, names, X, y, *, loss_fn, lr, n_steps, optimi
 
     The forward pass that accepts a step also gives the next step's
     gradient, so steps that lower the loss cost what plain ones do, plus one
-    forward pass in all.
+    forward pass in all. A forward pass that draws random numbers (dropout)
+    gives another loss at the same parameters: then each step draws its
+    noise once, as a plain step does, and compares every trial under it.
     """
     fixed = {name: p.detach() for name, p in params.items() if name not in names}
     X = X.detach()
+    device = X.device
 
     def losses_at(adapting):
         return _per_task(loss_fn, forward({**fixed, **adapting}, X), y)
@@ -221,8 +226,14 @@ def _line_searched(forward, params, names, X, y, *, loss_fn, lr, n_steps, optimi
     adam_state = None
     steps = []
     with torch.enable_grad():  # adaptation needs gradients even under no_grad()
+        before = _rng_state(device)
         losses = losses_at(adapting)
+        noisy = not _same_state(before, _rng_state(device))
         for step in range(n_steps):
+            if noisy and step:  # the step's own noise, drawn as a plain step would
+                before = _rng_state(device)
+                losses = losses_at(adapting)
+            after = _rng_state(device) if noisy else None
             loss = losses.sum()
             directions = torch.autograd.grad(loss, list(adapting.values()),
                                              allow_unused=True, materialize_grads=True)
@@ -235,6 +246,8 @@ def _line_searched(forward, params, names, X, y, *, loss_fn, lr, n_steps, optimi
             factor = None  # the full step first
             for _ in range(MAX_HALVINGS + 1):
                 adapting = stepped(current, directions, rates, factor)
+                if noisy:
+                    _set_rng_state(before, device)
                 losses = losses_at(adapting)
                 new = losses.detach()
                 # a non-finite loss is a divergence, not a step to shorten
@@ -248,14 +261,38 @@ def _line_searched(forward, params, names, X, y, *, loss_fn, lr, n_steps, optimi
                 factor = torch.ones_like(old) if factor is None else factor
                 adapting = stepped(current, directions, rates,
                                    torch.where(rejected, 0.0, factor))
+                if noisy:
+                    _set_rng_state(before, device)
                 losses = losses_at(adapting)
+            if noisy:
+                _set_rng_state(after, device)
             if trajectory:
                 steps.append({**fixed, **{n: p.detach() for n, p in adapting.items()}})
     adapted = {name: fixed[name] if name in fixed else adapting[name].detach()
                for name in params}
+    if not bool(torch.isfinite(losses).all()):
+        loss = losses.sum()  # the last step was taken to a non-finite loss
     if trajectory:
         return adapted, loss.detach(), steps
     return adapted, loss.detach()
+
+
+def _rng_state(device):
+    """The state of the random generators a forward pass on ``device`` draws from."""
+    state = [torch.get_rng_state()]
+    if device.type == "cuda":
+        state.append(torch.cuda.get_rng_state(device))
+    return state
+
+
+def _set_rng_state(state, device):
+    torch.set_rng_state(state[0])
+    if device.type == "cuda":
+        torch.cuda.set_rng_state(state[1], device)
+
+
+def _same_state(first, second):
+    return all(torch.equal(a, b) for a, b in zip(first, second))
 
 
 def _adam_directions(grads, state, step, betas, eps):
