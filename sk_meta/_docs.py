@@ -110,6 +110,7 @@ PARAMETERS = {
         skip it if it still does (a backtracking line search); steps that
         lower the loss are taken as they are, and a step to a non-finite
         loss still raises :class:`~sk_meta.exceptions.DivergenceError`.
+        With dropout, a step's trials share the step's own dropout masks.
         Meta-training's inner loop always takes plain steps. Off by
         default: MAML's init is meta-trained for the plain steps of its
         inner loop (learned inner rates may ascend on purpose, and a line
@@ -122,6 +123,7 @@ PARAMETERS = {
         skip it if it still does (a backtracking line search); steps that
         lower the loss are taken as they are, and a step to a non-finite
         loss still raises :class:`~sk_meta.exceptions.DivergenceError`.
+        With dropout, a step's trials share the step's own dropout masks.
         Meta-training's inner loop always takes plain steps, as in the
         paper. Features meta-trained on few classes can be so large on new
         ones that ``inner_lr`` overshoots: ``ReptileClassifier``'s default,
