@@ -12,6 +12,15 @@ _MAML_STEPS_NOTE = (
     "(The MAML paper trains with 1 step and adapts with 10 at test time.)")
 _REPTILE_STEPS_NOTE = (
     "(The Reptile paper trains with 5 to 10 steps and adapts with 50.)")
+# what backtracking does, the same for every algorithm (the default and its
+# reason differ)
+_BACKTRACKING_RULE = """\
+        In ``fit`` (and when validation tasks are scored), halve a gradient
+        step, up to 10 times, while it would raise the support loss, and
+        skip it if it still does (a backtracking line search); steps that
+        lower the loss are taken as they are, and a step to a non-finite
+        loss still raises :class:`~sk_meta.exceptions.DivergenceError`.
+        With dropout, a step's trials share the step's own dropout masks."""
 
 # name -> (type, description); a description is a str, or a dict by algorithm
 PARAMETERS = {
@@ -104,26 +113,16 @@ PARAMETERS = {
         loss after every inner step, from uniform weights annealed over the
         first tenth of ``n_meta_iter`` to the last step alone."""),
     "backtracking": ("bool", {
-        "maml": """
-        In ``fit`` (and when validation tasks are scored), halve a gradient
-        step, up to 10 times, while it would raise the support loss, and
-        skip it if it still does (a backtracking line search); steps that
-        lower the loss are taken as they are, and a step to a non-finite
-        loss still raises :class:`~sk_meta.exceptions.DivergenceError`.
-        With dropout, a step's trials share the step's own dropout masks.
+        "maml": f"""
+{_BACKTRACKING_RULE}
         Meta-training's inner loop always takes plain steps. Off by
         default: MAML's init is meta-trained for the plain steps of its
         inner loop (learned inner rates may ascend on purpose, and a line
         search would refuse those steps), and on the few-shot tables of
         the results page the line search changed MAML's and FOMAML's
         accuracy by +0.02 and +0.03 points on average.""",
-        "reptile": """
-        In ``fit`` (and when validation tasks are scored), halve a gradient
-        step, up to 10 times, while it would raise the support loss, and
-        skip it if it still does (a backtracking line search); steps that
-        lower the loss are taken as they are, and a step to a non-finite
-        loss still raises :class:`~sk_meta.exceptions.DivergenceError`.
-        With dropout, a step's trials share the step's own dropout masks.
+        "reptile": f"""
+{_BACKTRACKING_RULE}
         Meta-training's inner loop always takes plain steps, as in the
         paper. Features meta-trained on few classes can be so large on new
         ones that ``inner_lr`` overshoots: ``ReptileClassifier``'s default,
