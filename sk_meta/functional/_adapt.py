@@ -155,12 +155,7 @@ def adapt(forward, params, X, y, *, loss_fn, lr, n_steps, create_graph=False,
         rates = step_rates(lr, step)
         current = [adapting[name] for name in names]
         if detach:
-            with torch.no_grad():
-                if isinstance(rates, dict):
-                    updated = [p - _rate(rates, name) * g
-                               for p, name, g in zip(current, names, grads)]
-                else:
-                    updated = torch._foreach_add(current, list(grads), alpha=-rates)
+            updated = _detached_step(current, names, grads, rates)
             if not functional:
                 updated = [p.requires_grad_() for p in updated]
         else:
@@ -177,6 +172,18 @@ def adapt(forward, params, X, y, *, loss_fn, lr, n_steps, create_graph=False,
     if trajectory:
         return adapted, loss.detach(), steps
     return adapted, loss.detach()
+
+
+def _detached_step(current, names, grads, rates, factor=None):
+    """``p - rate * g`` for each parameter, outside any graph (learned rates
+    may be in one: not this one); ``factor``, of shape (B,), scales each
+    task's step."""
+    with torch.no_grad():
+        if factor is None and not isinstance(rates, dict):
+            return torch._foreach_add(current, list(grads), alpha=-rates)
+        return [p - _rate(rates, name) * (g if factor is None else g * factor.view(
+                    -1, *[1] * (p.dim() - 1)).to(p.dtype))
+                for p, name, g in zip(current, names, grads)]
 
 
 # a step that still raises the loss at 2**-10 of the rate is not a matter of
@@ -210,16 +217,8 @@ def _line_searched(forward, params, names, X, y, *, loss_fn, lr, n_steps, optimi
         return _per_task(loss_fn, forward({**fixed, **adapting}, X), y)
 
     def stepped(current, directions, rates, factor=None):
-        """The step from ``current``, each task's scaled by ``factor``."""
-        values = list(current.values())
-        with torch.no_grad():  # learned rates may be in a graph: not this one
-            if factor is None and isinstance(rates, (int, float)):
-                updated = torch._foreach_add(values, list(directions), alpha=-rates)
-            else:
-                updated = [
-                    p - _rate(rates, name) * (g if factor is None else g * factor.view(
-                        -1, *[1] * (p.dim() - 1)).to(p.dtype))
-                    for p, name, g in zip(values, current, directions)]
+        updated = _detached_step(list(current.values()), list(current), directions,
+                                 rates, factor)
         return {name: p.requires_grad_() for name, p in zip(current, updated)}
 
     adapting = {name: params[name].detach().requires_grad_() for name in names}
