@@ -1006,10 +1006,8 @@ def _line_search(start, X, y, lr, n_steps):
 
 
 def _fitted_support_loss(est, X, y):
-    return F.cross_entropy(_logits({k: torch.as_tensor(v).double()
-                                    for k, v in est.params_.items()},
-                                   torch.from_numpy(X).double()),
-                           torch.from_numpy(y)).item()
+    return _support_loss({k: v.double() for k, v in est.params_.items()},
+                         torch.from_numpy(X).double(), torch.from_numpy(y)).item()
 
 
 @pytest.mark.parametrize("lr", [30.0, 0.05], ids=["overshooting", "descending"])
