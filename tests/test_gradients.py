@@ -243,6 +243,45 @@ def test_adapt_adam_matches_torch_optim_adam_with_beta1_zero(regression_setup):
                                        atol=1e-11)
 
 
+@pytest.mark.parametrize("options, error, message", [
+    ({"trainable": set()}, ValueError, "trainable is empty"),
+    ({"trainable": {"layers.0.weight", "layer.0.wieght"}}, ValueError,
+     "params lacks: \\['layer.0.wieght'\\]"),
+    ({"trainable": "layers.0.weight"}, TypeError, "not one string"),
+    ({"lr": {"layers.0.weight": 0.1}}, ValueError, "no rate for .*layers.0.bias"),
+    ({"lr": lambda step: {"layers.0.weight": 0.1}}, ValueError, "no rate for"),
+    ({"lr": "0.1"}, TypeError, "lr must be a float.*got str"),
+    ({"lr": lambda step: None}, TypeError, "got NoneType at step 0"),
+    ({"n_steps": 2.0}, TypeError, "n_steps must be an int"),
+    ({"n_steps": True}, TypeError, "n_steps must be an int"),
+    ({"n_steps": 0}, ValueError, "at least 1"),
+    ({"optimizer": "rmsprop"}, ValueError, "optimizer must be one of"),
+    ({"n_tasks_of_X": N_TASKS - 1}, ValueError, "same number of tasks"),
+])
+def test_adapt_refuses_misuse_naming_the_argument(regression_setup, options, error,
+                                                   message):
+    module, params, batch = regression_setup
+    n_tasks = options.pop("n_tasks_of_X", N_TASKS)
+    arguments = {"loss_fn": mse_loss, "lr": 0.1, "n_steps": 2, "detach": True,
+                 **options}
+    with pytest.raises(error, match=message):
+        adapt(module.forward_batched, expand_params(params, N_TASKS),
+              batch.X_support[:n_tasks], batch.y_support[:n_tasks], **arguments)
+
+
+def test_adapt_accepts_numpy_step_counts_and_a_subset_of_trainable_names(
+        regression_setup):
+    module, params, batch = regression_setup
+    head = {"layers.2.weight", "layers.2.bias"}
+    adapted, _ = adapt(module.forward_batched, expand_params(params, N_TASKS),
+                       batch.X_support, batch.y_support, loss_fn=mse_loss,
+                       lr=dict.fromkeys(head, 0.1), n_steps=np.int64(2),
+                       detach=True, trainable=head)
+    for name, p in adapted.items():
+        changed = not torch.equal(p[0], params[name])
+        assert changed == (name in head), name
+
+
 class _SmallConvNet(nn.Module):
     def __init__(self):
         super().__init__()

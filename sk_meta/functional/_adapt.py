@@ -1,6 +1,10 @@
 """The inner loop: a few gradient steps from given parameters, for a batch of tasks."""
 
+import numbers
+
 import torch
+
+OPTIMIZERS = ("sgd", "adam")
 
 
 def step_rates(lr, step):
@@ -27,6 +31,52 @@ def step_rates(lr, step):
 
 def _rate(rates, name):
     return rates[name] if isinstance(rates, dict) else rates
+
+
+def _checked_rates(lr, step, names):
+    """``step_rates``, refusing a rate of the wrong kind or a dict without a
+    rate for every adapting parameter (a KeyError deep in a step otherwise)."""
+    rates = step_rates(lr, step)
+    if isinstance(rates, dict):
+        missing = [name for name in names if name not in rates]
+        if missing:
+            raise ValueError(f"lr has no rate for the adapting parameter(s) {missing}")
+    elif isinstance(rates, bool) or not isinstance(rates, (numbers.Real, torch.Tensor)):
+        raise TypeError(
+            "lr must be a float, a dict of rates by parameter name, or a callable "
+            f"returning either; got {type(rates).__name__}"
+            + (f" at step {step}" if callable(lr) else "")
+        )
+    return rates
+
+
+def _check_arguments(params, X, y, *, n_steps, optimizer, trainable):
+    """Refuse what would fail deep inside torch, naming the problem."""
+    if isinstance(n_steps, bool) or not isinstance(n_steps, numbers.Integral):
+        raise TypeError(f"n_steps must be an int, got {type(n_steps).__name__}")
+    if n_steps < 1:
+        raise ValueError(f"n_steps must be at least 1, got {n_steps}")
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
+    if trainable is not None:
+        if isinstance(trainable, str):
+            raise TypeError("trainable must be a collection of parameter names, "
+                            f"not one string ({trainable!r})")
+        unknown = sorted(set(trainable) - set(params))
+        if unknown:
+            raise ValueError(f"trainable names parameters that params lacks: {unknown}")
+        if not set(trainable):
+            raise ValueError("trainable is empty: no parameter would adapt")
+    n_tasks = {"X": X.shape[0] if X.dim() else None,
+               "y": y.shape[0] if y.dim() else None}
+    n_tasks.update({f"params[{name!r}]": p.shape[0] if p.dim() else None
+                    for name, p in params.items()
+                    if trainable is None or name in trainable})
+    if len(set(n_tasks.values())) > 1:
+        raise ValueError(
+            "X, y and the adapting parameters need the same number of tasks in "
+            f"their first dimension; got {n_tasks}"
+        )
 
 
 def adapt(forward, params, X, y, *, loss_fn, lr, n_steps, create_graph=False,
@@ -93,12 +143,12 @@ def adapt(forward, params, X, y, *, loss_fn, lr, n_steps, create_graph=False,
     steps : list of dict of str to Tensor
         Only with ``trajectory=True``: the parameters after each step.
     """
+    _check_arguments(params, X, y, n_steps=n_steps, optimizer=optimizer,
+                     trainable=trainable)
     if optimizer == "adam" and not detach:
         raise ValueError("the Adam inner optimizer is only available with detach=True")
     if backtracking and not detach:
         raise ValueError("backtracking is only available with detach=True")
-    if n_steps < 1:
-        raise ValueError(f"n_steps must be at least 1, got {n_steps}")
     names = [name for name in params if trainable is None or name in trainable]
     fixed = {name: p for name, p in params.items() if name not in names}
     if backtracking:
@@ -152,7 +202,7 @@ def adapt(forward, params, X, y, *, loss_fn, lr, n_steps, create_graph=False,
         if optimizer == "adam":
             grads, adam_state = _adam_directions(grads, adam_state, step + 1, betas,
                                                  eps)
-        rates = step_rates(lr, step)
+        rates = _checked_rates(lr, step, names)
         current = [adapting[name] for name in names]
         if detach:
             updated = _detached_step(current, names, grads, rates)
@@ -240,7 +290,7 @@ def _line_searched(forward, params, names, X, y, *, loss_fn, lr, n_steps, optimi
                 directions, adam_state = _adam_directions(directions, adam_state,
                                                           step + 1, betas, eps)
             current = {name: p.detach() for name, p in adapting.items()}
-            rates = step_rates(lr, step)
+            rates = _checked_rates(lr, step, names)
             old = losses.detach()
             factor = None  # the full step first
             for _ in range(MAX_HALVINGS + 1):
