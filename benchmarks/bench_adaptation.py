@@ -16,8 +16,8 @@
    ``n_jobs=None``).
 3. The cost of ``backtracking=True`` (a line search on the support loss):
    the same ``fit`` + ``predict`` with it, against without it, on a task
-   whose steps all lower the loss (one more forward pass per ``fit``);
-   target: within 1.3x.
+   whose steps all lower the loss (each step's trial forward pass gives the
+   next step's gradient); target: within 1.3x.
 
 Usage::
 

@@ -535,7 +535,8 @@ class InnerLoop:
     def adapt(self, params, lrs, X, y, n_classes, *, what="the support set"):
         """Adapt ``params`` to each task's ``(X, y)`` (with a task dimension).
 
-        Returns every task's adapted parameters (detached) and the last loss.
+        Returns every task's adapted parameters (detached) and a loss on the
+        support sets that is non-finite if adaptation diverged.
         """
         loss_fn = loss_for(n_classes, self.settings.classification)
         self.module.train()  # dropout on, as in meta-training (prototypes too)
@@ -549,7 +550,14 @@ class InnerLoop:
                 optimizer=self.settings.optimizer, trainable=trainable,
                 backtracking=self.settings.backtracking,
             )
-        return self._full(params, adapted, X.shape[0]), loss
+        adapted = self._full(params, adapted, X.shape[0])
+        if not self.settings.backtracking:
+            # a plain step reports the loss before it; the outputs predict
+            # gives on the support set show a last step that overflowed them
+            # with finite parameters (the line search reports that itself)
+            with torch.no_grad():
+                loss = loss_fn(self.predict(adapted, X, X), y)
+        return adapted, loss
 
     def _full(self, params, adapted, n_tasks):
         """Adapted parameters of the whole network (ANIL adapts only the head)."""

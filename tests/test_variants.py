@@ -1188,10 +1188,19 @@ def test_backtracking_with_dropout_compares_trials_under_the_steps_own_noise():
         torch.testing.assert_close(line_searched[name], value)
 
 
-def test_a_last_step_to_a_non_finite_loss_raises():
+@pytest.mark.parametrize("estimator_class", [ReptileRegressor, MAMLRegressor])
+@pytest.mark.parametrize("backtracking", [True, False])
+def test_a_last_step_to_a_non_finite_loss_raises(estimator_class, backtracking):
+    # one step to finite parameters whose outputs overflow the squared error:
+    # the loss before that step is finite, the predictions are garbage
     rng = np.random.default_rng(0)
     X = rng.normal(size=(6, 3)).astype(np.float32)
     y = X @ rng.normal(size=3).astype(np.float32)
+    estimator = estimator_class(hidden_layer_sizes=(8,), inner_steps=1,
+                                inner_lr=1e12, backtracking=backtracking,
+                                random_state=0)
     with pytest.raises(DivergenceError, match="adaptation diverged"):
-        ReptileRegressor(hidden_layer_sizes=(8,), inner_steps=1, inner_lr=1e12,
-                         backtracking=True, random_state=0).fit(X, y)
+        estimator.fit(X, y)
+    # a rate that keeps the loss finite still fits
+    estimator.set_params(inner_lr=1e-3).fit(X, y)
+    assert np.isfinite(estimator.predict(X)).all()
