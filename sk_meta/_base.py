@@ -400,7 +400,10 @@ class BaseMetaEstimator(BaseEstimator):
                 self, X, y, allow_nd=allow_nd, dtype=np.float32, multi_output=True,
                 y_numeric=True,
             )
-            y = y.astype(np.float32, copy=False)
+            with np.errstate(over="ignore"):  # said below, in a ValueError
+                y = y.astype(np.float32, copy=False)
+            if not np.isfinite(y).all():  # finite in float64, too large for float32
+                raise ValueError("y contains a value too large for float32")
         self._check_feature_names_against_meta()
         # torch cannot view reversed or strided arrays
         return np.ascontiguousarray(X), np.ascontiguousarray(y)
@@ -479,9 +482,18 @@ class BaseMetaEstimator(BaseEstimator):
             self, torch_tensor_to_numpy(X), reset=False,
             allow_nd=self.module is not None, dtype=np.float32
         )
+        _fitting.check_input_shape(self, X, self._fit.input_shape, trained="fitted")
         X = np.ascontiguousarray(X)  # torch cannot view reversed or strided arrays
         with torch_threads(self.n_threads):
-            return _fitting.predict_outputs(self, self._fit, X)
+            outputs = _fitting.predict_outputs(self, self._fit, X)
+        if not bool(torch.isfinite(outputs).all()):
+            # finite float32 inputs can still overflow the network
+            raise ValueError(
+                "the adapted network's outputs on X are not finite (X has values up "
+                f"to {float(np.max(np.abs(X))):.3g}); scale the features as the "
+                "support set was"
+            )
+        return outputs
 
 
 # Parameters whose default changed: a file or pickle written before the

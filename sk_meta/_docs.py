@@ -255,7 +255,7 @@ PARAMETERS = {
         directory must exist. Never restored by :func:`sk_meta.load`."""),
     "checkpoint_every": ("int", """
         Meta-iterations between checkpoints."""),
-    "distributed": ('"auto" or False', """
+    "distributed": ('"auto", True or False', """
         ``"auto"``: when a ``torch.distributed`` process group with more than
         one process is initialized (``torchrun``), each meta-batch is split
         across the processes and their meta-gradients are all-reduced; every
@@ -263,7 +263,8 @@ PARAMETERS = {
         processes does not divide is split unevenly, weighted as one process
         would). A process that fails or stops answering makes the others
         raise after the group's ``timeout`` (``init_process_group``).
-        ``False``: each process meta-trains on its own."""),
+        ``True`` is the same as ``"auto"``. ``False``: each process
+        meta-trains on its own."""),
     "n_threads": ("int", """
         Torch threads while this estimator computes (restored afterwards).
         One thread is fastest for the small networks of few-shot learning

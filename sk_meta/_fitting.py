@@ -66,6 +66,10 @@ def meta_train(estimator, tasks, validation_tasks, *, incremental, checkpoint=No
             "early_stopping=True needs validation tasks: call "
             "meta_fit(tasks, validation_tasks=...)"
         )
+    if validation_tasks is not None and hasattr(validation_tasks, "__len__") and (
+            len(validation_tasks) == 0):
+        raise ValueError("validation_tasks is empty")
+    network.check()
     if warm:
         # every refusal before the budget check (a call that trains nothing
         # still refuses what the next one would) and before any task is
@@ -209,7 +213,10 @@ def _validation_batches(tasks, checker, source, device):
     """Validation tasks validated, stacked and on the device, once."""
     if tasks is None:
         return None
-    stream = TaskStream(tasks, seed=0, shuffle=False, cycle=False)
+    try:
+        stream = TaskStream(tasks, seed=0, shuffle=False, cycle=False)
+    except (TypeError, ValueError) as exc:
+        raise type(exc)(f"validation_tasks: {exc}") from None
     drawn = stream.take(MAX_VALIDATION_TASKS + 1)
     if not drawn:
         raise ValueError("validation_tasks is empty")
@@ -241,7 +248,7 @@ def adapt_to_support(estimator, X, y_target, n_classes, n_outputs):
     meta = estimator.__dict__.get("_meta")
     if meta is not None:
         NetworkSpec.from_estimator(estimator).check_unchanged(meta.architecture)
-        _check_input_shape(estimator, X, meta.input_shape)
+        check_input_shape(estimator, X, meta.input_shape)
         module, n_outputs, strategy = (meta.module, meta.n_outputs,
                                        meta.training_state.forward_strategy)
         lrs, learned_mode = meta.inner_lrs, meta.inner_lr_mode
@@ -279,7 +286,8 @@ def adapt_to_support(estimator, X, y_target, n_classes, n_outputs):
         )
     return FitResult(
         module=module, params={name: p[0] for name, p in adapted.items()},
-        n_outputs=n_outputs, input_shape=X.shape[1:], support_X=X,
+        # a copy: predictions read it (BatchNorm), the caller may reuse X
+        n_outputs=n_outputs, input_shape=X.shape[1:], support_X=X.copy(),
         strategy=inner.strategy, device=str(device),
     )
 
@@ -325,16 +333,17 @@ def _extreme_values_hint(X):
             "to [-5, 5]")
 
 
-def _check_input_shape(estimator, X, meta_shape):
-    if X.shape[1:] == tuple(meta_shape):
+def check_input_shape(estimator, X, expected_shape, *, trained="meta-trained"):
+    """Refuse samples of another shape than ``expected_shape`` (N-D inputs:
+    ``n_features_in_`` only sees the first dimension)."""
+    if X.shape[1:] == tuple(expected_shape):
         return
     what = (f"{X.shape[1]} features" if X.ndim == 2
             else f"samples of shape {X.shape[1:]}")
-    meta_what = (f"{meta_shape[0]} features" if len(meta_shape) == 1
-                 else f"samples of shape {tuple(meta_shape)}")
+    expected = (f"{expected_shape[0]} features" if len(expected_shape) == 1
+                else f"samples of shape {tuple(expected_shape)}")
     raise ValueError(
-        f"X has {what}, but {type(estimator).__name__} was meta-trained on "
-        f"{meta_what}"
+        f"X has {what}, but {type(estimator).__name__} was {trained} on {expected}"
     )
 
 

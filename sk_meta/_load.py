@@ -16,7 +16,7 @@ from sk_meta._maml import (
 from sk_meta._network import NetworkSpec
 from sk_meta._records import FitResult, MetaResult, from_plain
 from sk_meta._reptile import ReptileClassifier, ReptileRegressor
-from sk_meta.exceptions import PersistenceWarning
+from sk_meta.exceptions import FrozenParametersWarning, PersistenceWarning
 
 ESTIMATOR_CLASSES = {cls.__name__: cls for cls in (
     MAMLClassifier, MAMLRegressor, FOMAMLClassifier, FOMAMLRegressor,
@@ -93,6 +93,7 @@ def load(path, *, module=None):
         )
     try:
         estimator = estimator_class(**params)
+        estimator._validate_params()  # a hand-edited file: refused here, not later
         network = NetworkSpec.from_estimator(estimator)
         if "meta" in state:
             meta = state["meta"]
@@ -123,7 +124,10 @@ def load(path, *, module=None):
 def _skeleton(network, input_shape, n_outputs, module_state):
     """The network with the saved weights (built, then overwritten)."""
     probe = np.zeros((2, *input_shape), dtype=np.float32)
-    module, _ = network.build(tuple(input_shape), n_outputs, 0, probe)
+    with warnings.catch_warnings():
+        # said when the estimator was trained; loading changes nothing
+        warnings.simplefilter("ignore", FrozenParametersWarning)
+        module, _ = network.build(tuple(input_shape), n_outputs, 0, probe)
     try:
         module.load_state_dict(module_state)
     except RuntimeError as exc:

@@ -2,11 +2,13 @@
 
 import dataclasses
 import numbers
+import warnings
 
 import numpy as np
 import torch
 
 from sk_meta._torch_utils import seeded_torch
+from sk_meta.exceptions import FrozenParametersWarning
 from sk_meta.functional import prepare_module
 from sk_meta.models import MLP
 
@@ -84,29 +86,18 @@ class NetworkSpec:
                 "parameter or call meta_fit again."
             )
 
-    def build(self, input_shape, n_outputs, seed, probe):
-        """A freshly initialized network, prepared for the functional core.
-
-        Returns the module and its number of outputs. ``probe`` is one task's
-        inputs, used to check what a custom module returns.
-        """
+    def check(self):
+        """Refuse what the parameters alone make impossible, before ``meta_fit``
+        draws a task (a refusal must not consume the user's iterator)."""
         if self.module is None:
-            if len(input_shape) != 1:
-                raise ValueError(
-                    "The default MLP takes 2-D input (n_samples, n_features), got "
-                    f"samples of shape {tuple(input_shape)}; pass module=... for "
-                    "N-D input"
-                )
             hidden = tuple(self.hidden_layer_sizes)
-            if not all(isinstance(h, numbers.Integral) and h > 0 for h in hidden):
+            if not all(isinstance(h, numbers.Integral) and not isinstance(h, bool)
+                       and h > 0 for h in hidden):
                 raise ValueError(
                     "hidden_layer_sizes must be positive integers, got "
                     f"{self.hidden_layer_sizes!r}"
                 )
-            with seeded_torch(seed, torch.device("cpu")):
-                module = MLP(input_shape[0], hidden, n_outputs, self.activation,
-                             concat_input=self.concat_input)
-            return prepare_module(module), n_outputs
+            return
         if self.concat_input:
             raise ValueError(
                 "concat_input=True applies to the default MLP only (module=None); "
@@ -119,6 +110,32 @@ class NetworkSpec:
                     f"module must be a torch.nn.Module class or instance, got "
                     f"{self.module!r}"
                 )
+        elif self.module_params:
+            raise ValueError(
+                "module_params only applies when module is a class; got an "
+                "instance"
+            )
+
+    def build(self, input_shape, n_outputs, seed, probe):
+        """A freshly initialized network, prepared for the functional core.
+
+        Returns the module and its number of outputs. ``probe`` is one task's
+        inputs, used to check what a custom module returns.
+        """
+        self.check()
+        if self.module is None:
+            if len(input_shape) != 1:
+                raise ValueError(
+                    "The default MLP takes 2-D input (n_samples, n_features), got "
+                    f"samples of shape {tuple(input_shape)}; pass module=... for "
+                    "N-D input"
+                )
+            hidden = tuple(self.hidden_layer_sizes)
+            with seeded_torch(seed, torch.device("cpu")):
+                module = MLP(input_shape[0], hidden, n_outputs, self.activation,
+                             concat_input=self.concat_input)
+            return prepare_module(module), n_outputs
+        if isinstance(self.module, type):
             with seeded_torch(seed, torch.device("cpu")):
                 try:
                     module = self.module(**(self.module_params or {}))
@@ -127,12 +144,17 @@ class NetworkSpec:
                         f"{self.module.__name__}(**module_params) failed: {exc}"
                     ) from None
         else:
-            if self.module_params:
-                raise ValueError(
-                    "module_params only applies when module is a class; got an "
-                    "instance"
-                )
             module = self.module
+        frozen = [name for name, p in module.named_parameters() if not p.requires_grad]
+        if frozen:
+            warnings.warn(
+                "module has parameters with requires_grad=False ("
+                f"{', '.join(frozen[:5])}{', ...' if len(frozen) > 5 else ''}"
+                "): sk_meta meta-trains and adapts every parameter of the module, so "
+                "these change too. To adapt only the output layer in the inner "
+                "loop, pass adapt_layers='head'",
+                FrozenParametersWarning, stacklevel=3,
+            )
         module = prepare_module(module)
         return module, self._probe_outputs(module, probe, n_outputs)
 

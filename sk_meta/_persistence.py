@@ -14,7 +14,6 @@ import os
 import pickle
 import uuid
 import warnings
-import zipfile
 
 import numpy as np
 import torch
@@ -135,6 +134,9 @@ def _write_atomically(state, path):
     temporary file beside ``path`` is removed on any error.
     """
     path = os.fsdecode(os.fspath(path))  # bytes too, as open() takes them
+    if not path:
+        raise FileNotFoundError(errno.ENOENT, "cannot save to an empty path; give "
+                                "a file name", path)
     directory = os.path.dirname(os.path.abspath(path))
     # Say what is wrong with path itself: writing would fail on the
     # temporary file beside it, and the error would name that file.
@@ -206,6 +208,7 @@ def resolve_module(spec, module):
 
 def read(path):
     """The file's top-level dict, or a ValueError saying why it is not one."""
+    path = os.fsdecode(os.fspath(path))  # bytes too, as save takes them
     if not os.path.isfile(path):
         if os.path.exists(path):
             raise ValueError(f"{path} is not a file")
@@ -222,7 +225,9 @@ def read(path):
             f"{path} is not a valid sk_meta file: it holds objects that loading "
             f"without running code refuses ({first_line})"
         ) from None
-    except (OSError, RuntimeError, EOFError, zipfile.BadZipFile) as exc:
+    except Exception as exc:
+        # torch's unpickler fails on a file that is not a zip (a text file,
+        # say) with any error: IndexError, KeyError, OSError...
         raise ValueError(
             f"{path} is not a valid sk_meta file (truncated or not written by "
             f"torch.save): {type(exc).__name__}: {exc}"

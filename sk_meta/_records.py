@@ -101,9 +101,13 @@ def to_plain(record):
         elif isinstance(value, History):
             plain[f.name] = [dict(row) for row in value]
         elif isinstance(value, np.ndarray):
-            numeric = value.dtype.kind in "biuf"
-            plain[f.name] = (torch.from_numpy(value.copy()) if numeric
-                             else value.tolist())
+            if value.dtype.kind in "mM":  # dates and durations: their int64 counts
+                value_saved = torch.from_numpy(value.view(np.int64).copy())
+            elif value.dtype.kind in "biuf":
+                value_saved = torch.from_numpy(value.copy())
+            else:
+                value_saved = value.tolist()
+            plain[f.name] = value_saved
             plain[f.name + "_dtype"] = value.dtype.str
         elif isinstance(value, tuple):
             plain[f.name] = tuple(value)

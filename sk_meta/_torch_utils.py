@@ -2,6 +2,7 @@
 
 import contextlib
 import copy
+import numbers
 import re
 import threading
 
@@ -34,7 +35,10 @@ def resolve_device(device):
     """
     if isinstance(device, str) and device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError) as exc:  # "garbage", 3.5: torch's own words
+        raise ValueError(f"device={device!r} is not a device: {exc}") from None
     if device.type not in ("cpu", "cuda", "mps"):
         raise ValueError(
             f"device={str(device)!r} is not supported: use 'cpu', 'cuda', 'cuda:N', "
@@ -73,6 +77,10 @@ def torch_threads(n_threads):
     if n_threads is None:
         yield
         return
+    if isinstance(n_threads, bool) or not isinstance(n_threads, numbers.Integral) or (
+            n_threads < 1):
+        # predict after an invalid set_params: fit would have refused it
+        raise ValueError(f"n_threads must be a positive int or None, got {n_threads!r}")
     with _threads_lock:
         if _threads_users == 0:
             _threads_before = torch.get_num_threads()

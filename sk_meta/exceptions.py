@@ -58,6 +58,16 @@ class PersistenceWarning(UserWarning):
     """
 
 
+class FrozenParametersWarning(UserWarning):
+    """The module has parameters with ``requires_grad=False``.
+
+    sk_meta meta-trains and adapts every parameter of the module it is
+    given, as MAML and Reptile do, so a frozen layer changes too. To keep
+    a pretrained body fixed within each task, pass ``adapt_layers="head"``
+    (ANIL: only the output layer adapts in the inner loop).
+    """
+
+
 class FeatureNamesWarning(UserWarning):
     """Feature names were seen in meta-training but not at ``fit``, or the reverse."""
 

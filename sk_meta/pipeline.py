@@ -12,6 +12,7 @@ A plain ``Pipeline`` is fine when its steps need no fitting on the data
 fitting them on each support set is what you want.
 """
 
+import numbers
 from collections.abc import Sequence
 from itertools import chain, islice
 
@@ -48,6 +49,19 @@ class _TransformedIterable:
 
     def __iter__(self):
         return map(self._transform, self._tasks)
+
+
+def _check_same_sample_shape(X_parts):
+    """Refuse, naming the task, inputs whose samples differ in shape from the
+    first task's (concatenating them would fail without saying where)."""
+    shapes = [np.shape(part)[1:] for part in X_parts]
+    for position, shape in enumerate(shapes):
+        if shape != shapes[0]:
+            part = "X_support" if position % 2 == 0 else "X_query"
+            raise ValueError(
+                f"task {position // 2}: {part} has samples of shape {shape}, but "
+                f"task 0 has {shapes[0]}: the preprocessing steps need one shape"
+            )
 
 
 def _concatenate(parts):
@@ -121,9 +135,20 @@ def meta_fit_pipeline(pipeline, tasks, *, preprocessing_tasks=None,
             f"the last step of the pipeline ({final_name}) must have meta_fit, got "
             f"{type(final).__name__}"
         )
+    if isinstance(n_preprocessing_tasks, bool) or not isinstance(
+            n_preprocessing_tasks, numbers.Integral):
+        raise TypeError("n_preprocessing_tasks must be an int, got "
+                        f"{type(n_preprocessing_tasks).__name__}")
+    if n_preprocessing_tasks < 1:
+        raise ValueError("n_preprocessing_tasks must be at least 1, got "
+                         f"{n_preprocessing_tasks}")
     pipeline = clone(pipeline)
     final_name, final = pipeline.steps[-1]
     preprocessing_steps = pipeline.steps[:-1]
+    if not preprocessing_steps:  # nothing to fit before the estimator
+        final.meta_fit(tasks)
+        return Pipeline([(final_name, final)], memory=pipeline.memory,
+                        verbose=pipeline.verbose)
 
     source = tasks if preprocessing_tasks is None else preprocessing_tasks
     if isinstance(source, Sequence):
@@ -136,10 +161,16 @@ def meta_fit_pipeline(pipeline, tasks, *, preprocessing_tasks=None,
     if not read:
         raise ValueError("no tasks to fit the preprocessing steps on")
     X_parts, y_parts = [], []
-    for task in read:
-        if isinstance(task, (tuple, list)) and len(task) == 4:
-            X_parts += [task[0], task[2]]
-            y_parts += [np.asarray(task[1]), np.asarray(task[3])]
+    for index, task in enumerate(read):
+        if not isinstance(task, (tuple, list)) or len(task) != 4:
+            raise TypeError(
+                f"task {index}: expected a 4-tuple (X_support, y_support, X_query, "
+                f"y_query), got {type(task).__name__}"
+                + (f" of length {len(task)}" if isinstance(task, (tuple, list)) else "")
+            )
+        X_parts += [task[0], task[2]]
+        y_parts += [np.asarray(task[1]), np.asarray(task[3])]
+    _check_same_sample_shape(X_parts)
     preprocessing = Pipeline(preprocessing_steps).fit(
         _concatenate(X_parts), np.concatenate(y_parts)
     )

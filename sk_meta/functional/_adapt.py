@@ -1,5 +1,6 @@
 """The inner loop: a few gradient steps from given parameters, for a batch of tasks."""
 
+import math
 import numbers
 
 import torch
@@ -41,7 +42,10 @@ def _checked_rates(lr, step, names):
         missing = [name for name in names if name not in rates]
         if missing:
             raise ValueError(f"lr has no rate for the adapting parameter(s) {missing}")
-    elif isinstance(rates, bool) or not isinstance(rates, (numbers.Real, torch.Tensor)):
+    elif isinstance(rates, numbers.Real) and not isinstance(rates, bool):
+        if not math.isfinite(rates):
+            raise ValueError(f"lr must be finite, got {rates}")
+    elif not isinstance(rates, torch.Tensor):
         raise TypeError(
             "lr must be a float, a dict of rates by parameter name, or a callable "
             f"returning either; got {type(rates).__name__}"
@@ -76,6 +80,10 @@ def _check_arguments(params, X, y, *, n_steps, optimizer, trainable):
         raise ValueError(
             "X, y and the adapting parameters need the same number of tasks in "
             f"their first dimension; got {n_tasks}"
+        )
+    if X.dim() >= 2 and y.dim() >= 2 and X.shape[1] != y.shape[1]:
+        raise ValueError(
+            f"X has {X.shape[1]} samples per task, y has {y.shape[1]}"
         )
 
 

@@ -31,6 +31,6 @@ def mse_loss(outputs, y):
     outputs : Tensor of shape (B, n_samples, n_outputs)
     y : Tensor of shape (B, n_samples) or (B, n_samples, n_outputs)
     """
-    if y.dim() == 2:
+    if outputs.shape != y.shape:  # one output: (B, n) or (B, n, 1) either side
         outputs = outputs.reshape(y.shape)
     return (outputs - y).square().sum() / y[0].numel()

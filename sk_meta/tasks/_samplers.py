@@ -412,7 +412,9 @@ def split_classes(y, *, train_size, val_size=0, test_size=None, random_state=Non
     >>> len(train), len(val), len(test)
     (6, 2, 2)
     """
-    classes = np.unique(np.asarray(y))
+    y = np.asarray(y)
+    _check_labels(y)
+    classes = np.unique(y)
     n_classes = len(classes)
     n_train = _resolve_size(train_size, "train_size", n_classes)
     n_val = _resolve_size(val_size, "val_size", n_classes)
@@ -508,7 +510,9 @@ def class_splits(y, n_splits=10, *, train_size, val_size=0, test_size=None,
     [(7, 0, 5), (7, 0, 5)]
     """
     n_splits = _check_positive_int(n_splits, "n_splits")
-    classes = np.unique(np.asarray(y))
+    y = np.asarray(y)
+    _check_labels(y)
+    classes = np.unique(y)
     # the sizes are checked by the first split, before anything is counted
     first = split_classes(classes, train_size=train_size, val_size=val_size,
                           test_size=test_size, random_state=0)

@@ -76,13 +76,28 @@ def _as_array(value, index, field):
 
 
 def feature_names(X):
-    """The column names of a DataFrame-like ``X`` when they are all strings."""
+    """The column names of a DataFrame-like ``X`` when they are all strings.
+
+    Mixed string and other names, and repeated names, are refused, as
+    scikit-learn's ``fit`` refuses them.
+    """
     columns = getattr(X, "columns", None)
     if columns is None:
         return None
     names = list(columns)
-    if not names or not all(isinstance(name, str) for name in names):
+    are_strings = {isinstance(name, str) for name in names}
+    if are_strings == {True, False}:
+        kinds = sorted({type(name).__name__ for name in names})
+        raise TypeError(
+            "feature names must all be strings or none of them (as scikit-learn "
+            f"requires); got column names of types {kinds}: convert them with "
+            "X.columns = X.columns.astype(str)"
+        )
+    if not names or are_strings == {False}:
         return None
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise ValueError(f"feature names must be unique; repeated: {repeated}")
     return names
 
 
@@ -112,7 +127,10 @@ class TaskChecker:
 
     def _check_feature_names(self, task, index):
         for X, part in ((task[0], "support"), (task[2], "query")):
-            names = feature_names(X)
+            try:
+                names = feature_names(X)
+            except (TypeError, ValueError) as exc:
+                raise type(exc)(f"task {index}: X_{part}: {exc}") from None
             if names is None:
                 continue
             if self.feature_names is None:
@@ -127,8 +145,8 @@ class TaskChecker:
 
     def check_structure(self, task, index):
         """Return the task's four arrays and its group key, or raise."""
-        if isinstance(task, (tuple, list)) and len(task) == 4 and hasattr(
-                task[0], "columns"):
+        if isinstance(task, (tuple, list)) and len(task) == 4 and (
+                hasattr(task[0], "columns") or hasattr(task[2], "columns")):
             self._check_feature_names(task, index)
         arrays = task
         if isinstance(task, tuple) and len(task) == 4:
@@ -164,6 +182,11 @@ class TaskChecker:
                 )
             if len(X) == 0:
                 raise ValueError(f"task {index}: the {part} set is empty")
+            if 0 in X.shape[1:]:
+                raise ValueError(
+                    f"task {index}: X_{part} has samples of shape {X.shape[1:]}: "
+                    "no features"
+                )
             if y.ndim == 0 or len(X) != len(y):
                 raise ValueError(
                     f"task {index}: X_{part} has {len(X)} samples but y_{part} "
@@ -187,8 +210,13 @@ class TaskChecker:
                     f"task {index}: y_{part} must be 1-D class labels, got shape "
                     f"{y.shape}"
                 )
+            if y.dtype.kind in "cSV":  # fit refuses these too
+                raise ValueError(
+                    f"task {index}: y_{part} has labels of dtype {y.dtype}; use "
+                    "integer or string labels"
+                )
             return
-        if y.ndim > 2 or y.dtype.kind not in _NUMERIC_KINDS:
+        if y.ndim > 2 or y.dtype.kind not in _NUMERIC_KINDS or 0 in y.shape[1:]:
             raise ValueError(
                 f"task {index}: y_{part} must be numeric of shape (n_samples,) or "
                 f"(n_samples, n_outputs), got dtype {y.dtype} and shape {y.shape}"

@@ -1,0 +1,266 @@
+"""A hostile user's cases, third round: custom modules' outputs, N-D inputs
+at predict, the support set kept by ``fit``, frozen parameters, overflow,
+files, meta_fit refusing what fit refuses, and the pipeline helper.
+
+Each test is one case that once went wrong (its docstring says how).
+"""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from torch import nn
+
+import sk_meta
+from sk_meta import MAMLClassifier, MAMLRegressor
+from sk_meta.exceptions import FrozenParametersWarning
+from sk_meta.pipeline import meta_fit_pipeline
+from sk_meta.tasks import EpisodeSampler, class_splits, split_classes
+
+RNG = np.random.RandomState(0)
+X6 = RNG.randn(6, 4)
+Y6 = np.array([0, 1, 2] * 2)
+
+
+class _OneDimensionalOutput(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.linear = nn.Linear(4, 1)
+
+    def forward(self, X):
+        return self.linear(X)[:, 0]
+
+
+def test_a_module_with_1d_outputs_learns_targets_given_as_a_column():
+    """Outputs of shape (n,) against y of shape (n, 1) were broadcast into an
+    (n, n) loss: fit trained to a constant, meta_fit raised torch's error."""
+    X = np.random.RandomState(0).randn(20, 4)
+    y = X @ np.array([1.0, 2, 3, 4])
+    options = {"inner_steps": 20, "inner_lr": 0.02, "random_state": 0}
+    flat = MAMLRegressor(_OneDimensionalOutput, **options).fit(X, y)
+    column = MAMLRegressor(_OneDimensionalOutput, **options).fit(X, y[:, None])
+    assert column.predict(X).shape == (20, 1)
+    np.testing.assert_allclose(column.predict(X).ravel(), flat.predict(X), rtol=1e-5)
+    assert np.std(column.predict(X)) > 1.0  # not a constant
+    task = (X[:10], y[:10, None], X[10:], y[10:, None])
+    meta = MAMLRegressor(_OneDimensionalOutput, n_meta_iter=2, random_state=0)
+    meta.meta_fit([task, task]).fit(X[:10], y[:10, None])
+    assert np.isfinite(meta.predict(X)).all()
+
+
+class _PooledConv(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3)
+        self.out = nn.Linear(4, 3)
+
+    def forward(self, X):
+        return self.out(self.conv(X).relu().mean((2, 3)))
+
+
+@pytest.mark.parametrize("shape", [(1, 40, 7), (1, 16)])
+def test_predict_refuses_samples_of_another_shape_than_fit_saw(shape):
+    """predict checked only n_features_in_ (the channels): other image sizes
+    returned labels, or raised from inside torch's convolution."""
+    X = np.random.RandomState(0).rand(9, 1, 16, 16).astype(np.float32)
+    clf = MAMLClassifier(_PooledConv(), random_state=0).fit(X, np.repeat([0, 1, 2], 3))
+    with pytest.raises(ValueError, match=r"samples of shape .* fitted on samples of "
+                                         r"shape \(1, 16, 16\)"):
+        clf.predict(np.random.rand(3, *shape))
+    assert clf.predict(X).shape == (9,)
+
+
+def test_changing_the_support_array_after_fit_does_not_change_predictions():
+    """fit kept the caller's float32 array itself, which BatchNorm modules read
+    at predict: scaling it afterwards changed the fitted model."""
+    rng = np.random.RandomState(0)
+    X_support = rng.randn(9, 4).astype(np.float32)
+    X_query = rng.randn(1, 4)
+    module = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.ReLU(),
+                           nn.Linear(8, 3))
+    clf = MAMLClassifier(module=module, random_state=0).fit(
+        X_support, np.repeat([0, 1, 2], 3))
+    before = clf.predict_proba(X_query)
+    X_support *= 100
+    np.testing.assert_array_equal(clf.predict_proba(X_query), before)
+
+
+def test_a_module_with_frozen_parameters_gets_a_warning():
+    """requires_grad=False was silently ignored: the frozen layer changed."""
+    module = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
+    module[0].weight.requires_grad_(False)
+    with pytest.warns(FrozenParametersWarning, match=r"requires_grad=False \(0.weight"):
+        MAMLClassifier(module=module, n_meta_iter=2, random_state=0).meta_fit(
+            [(X6, Y6, X6, Y6)])
+    with pytest.warns(FrozenParametersWarning):
+        MAMLClassifier(module=module, random_state=0).fit(X6, Y6)
+
+
+def test_a_module_without_frozen_parameters_gets_no_warning(recwarn):
+    module = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
+    MAMLClassifier(module=module, random_state=0).fit(X6, Y6)
+    assert not [w for w in recwarn if w.category is FrozenParametersWarning]
+
+
+def test_outputs_that_overflow_are_refused_not_returned_as_nan():
+    """Finite float32 inputs of 3e38 gave NaN probabilities and label 0."""
+    clf = MAMLClassifier(random_state=0).fit(X6, Y6)
+    for method in (clf.predict, clf.predict_proba):
+        with pytest.raises(ValueError, match="outputs on X are not finite"):
+            method(np.full((2, 4), 3e38))
+    assert np.isfinite(clf.predict_proba(X6)).all()
+
+
+def test_targets_too_large_for_float32_are_refused_by_fit_as_by_meta_fit():
+    """fit cast 1e39 to inf and blamed inner_lr (DivergenceError)."""
+    with pytest.raises(ValueError, match="too large for float32"):
+        MAMLRegressor(random_state=0).fit(X6, np.full(6, 1e39))
+    with pytest.raises(ValueError, match="too large for float32"):
+        MAMLRegressor(n_meta_iter=1).meta_fit([(X6, np.full(6, 1e39), X6, Y6)])
+
+
+@pytest.mark.parametrize("task, message", [
+    ((X6, Y6 + 0j, X6, Y6 + 0j), "labels of dtype complex"),
+    ((X6, Y6.astype("S1"), X6, Y6.astype("S1")), "labels of dtype"),
+    ((X6[:, :0], Y6, X6[:, :0], Y6), "no features"),
+    ((pd.DataFrame(X6, columns=["a", 1, "c", "d"]), Y6, X6, Y6), "must all be strings"),
+    ((pd.DataFrame(X6, columns=list("aacd")), Y6, X6, Y6), "unique; repeated: \\['a'\\]"),
+])
+def test_meta_fit_refuses_for_a_task_what_fit_refuses(task, message):
+    """meta_fit accepted complex and bytes labels, tasks without features and
+    malformed column names, all of which fit refuses."""
+    with pytest.raises((TypeError, ValueError)):
+        MAMLClassifier(random_state=0).fit(task[0], task[1])
+    with pytest.raises((TypeError, ValueError), match=f"task 0: .*{message}"):
+        MAMLClassifier(n_meta_iter=1, random_state=0).meta_fit([task])
+
+
+def test_meta_fit_compares_query_feature_names_when_the_support_set_has_none():
+    named = pd.DataFrame(X6, columns=list("abcd"))
+    renamed = pd.DataFrame(X6, columns=list("wxyz"))
+    tasks = [(named, Y6, named, Y6), (X6, Y6, renamed, Y6)]
+    # meta_fit shuffles the tasks: either may be the one blamed
+    with pytest.raises(ValueError, match=r"task \d: X_\w+ has the feature names"):
+        MAMLClassifier(n_meta_iter=2, random_state=0).meta_fit(tasks)
+
+
+def test_a_regressor_task_without_target_columns_is_refused():
+    """meta_fit raised DivergenceError (NaN loss) instead of a ValueError."""
+    with pytest.raises(ValueError, match="y_support must be numeric of shape"):
+        MAMLRegressor(n_meta_iter=1).meta_fit([(X6, np.zeros((6, 0)), X6,
+                                                np.zeros((6, 0)))])
+
+
+@pytest.mark.parametrize("options, error", [
+    ({"concat_input": True, "module": nn.Linear(4, 3)}, ValueError),
+    ({"hidden_layer_sizes": (True,)}, ValueError),
+    ({"hidden_layer_sizes": (0,)}, ValueError),
+    ({"module": nn.Linear(4, 3), "module_params": {"in_features": 4}}, ValueError),
+    ({"module": dict}, TypeError),
+])
+def test_a_refusal_that_depends_on_parameters_only_draws_no_task(options, error):
+    """Such refusals came after the first meta-batch was drawn: 16 tasks of
+    the user's iterator were lost."""
+    X = np.random.RandomState(0).randn(60, 4)
+    y = np.repeat(np.arange(6), 10)
+    tasks = iter(EpisodeSampler(X, y, 3, 3, 3, n_tasks=40, random_state=0))
+    with pytest.raises(error):
+        MAMLClassifier(n_meta_iter=2, **options).meta_fit(tasks)
+    assert len(list(tasks)) == 40
+
+
+def test_empty_validation_tasks_are_named_as_such():
+    """The message said that tasks, not validation_tasks, was empty."""
+    for empty in ([], iter([])):
+        with pytest.raises(ValueError, match="validation_tasks"):
+            MAMLClassifier(n_meta_iter=2).meta_fit([(X6, Y6, X6, Y6)],
+                                                   validation_tasks=empty)
+
+
+def test_predict_after_an_invalid_set_params_names_the_parameter():
+    """predict raised torch's RuntimeError for n_threads=0, and a device
+    that is no device."""
+    clf = MAMLClassifier(random_state=0).fit(X6, Y6)
+    clf.set_params(n_threads=0)
+    with pytest.raises(ValueError, match="n_threads must be a positive int"):
+        clf.predict(X6)
+    clf.set_params(n_threads=1, device="garbage")
+    with pytest.raises(ValueError, match="device='garbage' is not a device"):
+        clf.predict(X6)
+
+
+@pytest.mark.parametrize("content", [b"a,b\n1,2\n", b"hello", b"\x80\x03K\x01."])
+def test_load_refuses_a_file_of_another_kind(tmp_path, content):
+    """A text file gave the unpickler's IndexError or KeyError."""
+    path = tmp_path / "data.csv"
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match="not a valid sk_meta file|not an sk_meta"):
+        sk_meta.load(path)
+
+
+def test_load_refuses_a_file_with_invalid_parameters(tmp_path):
+    """A hand-edited device loaded, then predict failed inside torch."""
+    path = tmp_path / "model.skm"
+    MAMLClassifier(random_state=0).fit(X6, Y6).save(path)
+    state = torch.load(path, weights_only=True)
+    state["params"]["inner_lr"] = "abc"
+    torch.save(state, path)
+    with pytest.raises(ValueError, match="not a valid sk_meta file.*inner_lr"):
+        sk_meta.load(path)
+
+
+def test_save_and_load_take_bytes_paths_and_refuse_an_empty_one(tmp_path):
+    clf = MAMLClassifier(random_state=0).fit(X6, Y6)
+    path = bytes(tmp_path / "model.skm")
+    clf.save(path)
+    np.testing.assert_array_equal(sk_meta.load(path).predict(X6), clf.predict(X6))
+    with pytest.raises(FileNotFoundError, match="empty path"):
+        clf.save("")
+
+
+@pytest.mark.parametrize("labels", [
+    np.array(["2024-01-01", "2024-01-02", "2024-01-03"] * 2, dtype="datetime64[D]"),
+    np.array([1, 2, 3] * 2, dtype="timedelta64[s]"),
+])
+def test_date_labels_survive_save_and_load(tmp_path, labels):
+    """save wrote dates as Python objects, which load then refused."""
+    clf = MAMLClassifier(random_state=0).fit(X6, labels)
+    clf.save(tmp_path / "model.skm")
+    loaded = sk_meta.load(tmp_path / "model.skm")
+    assert loaded.classes_.dtype == labels.dtype
+    np.testing.assert_array_equal(loaded.predict(X6), clf.predict(X6))
+
+
+def test_meta_fit_pipeline_with_the_estimator_alone():
+    """A pipeline without preprocessing said "The pipeline is empty"."""
+    pipe = meta_fit_pipeline(make_pipeline(MAMLClassifier(n_meta_iter=2,
+                                                          random_state=0)),
+                             [(X6, Y6, X6, Y6)] * 3)
+    assert pipe.fit(X6, Y6).predict(X6).shape == (6,)
+
+
+@pytest.mark.parametrize("tasks, n, error, message", [
+    ([(X6, Y6, X6)] * 3, 10, TypeError, "task 0: expected a 4-tuple"),
+    ([(X6, Y6, X6, Y6), (X6[:, :2], Y6, X6[:, :2], Y6)], 10, ValueError,
+     "task 1: X_support has samples of shape"),
+    ([(X6, Y6, X6, Y6)] * 3, -1, ValueError, "at least 1"),
+    ([(X6, Y6, X6, Y6)] * 3, 2.5, TypeError, "must be an int"),
+])
+def test_meta_fit_pipeline_names_the_bad_task_or_size(tasks, n, error, message):
+    """Malformed tasks gave pandas' or numpy's concatenation errors; -1 read
+    all tasks but the last."""
+    pipe = make_pipeline(StandardScaler(), MAMLClassifier(n_meta_iter=2))
+    with pytest.raises(error, match=message):
+        meta_fit_pipeline(pipe, tasks, n_preprocessing_tasks=n)
+
+
+@pytest.mark.parametrize("split", [
+    lambda y: split_classes(y, train_size=2),
+    lambda y: class_splits(y, 2, train_size=2),
+])
+def test_class_splits_refuse_missing_labels_as_the_sampler_does(split):
+    """split_classes made NaN a class."""
+    with pytest.raises(ValueError, match="missing or infinite labels"):
+        split(np.array([0.0, 1, 2, np.nan]))
