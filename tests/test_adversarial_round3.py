@@ -126,7 +126,8 @@ def test_targets_too_large_for_float32_are_refused_by_fit_as_by_meta_fit():
     ((X6, Y6.astype("S1"), X6, Y6.astype("S1")), "labels of dtype"),
     ((X6[:, :0], Y6, X6[:, :0], Y6), "no features"),
     ((pd.DataFrame(X6, columns=["a", 1, "c", "d"]), Y6, X6, Y6), "must all be strings"),
-    ((pd.DataFrame(X6, columns=list("aacd")), Y6, X6, Y6), "unique; repeated: \\['a'\\]"),
+    ((pd.DataFrame(X6, columns=list("aacd")), Y6, X6, Y6),
+     "unique; repeated: \\['a'\\]"),
 ])
 def test_meta_fit_refuses_for_a_task_what_fit_refuses(task, message):
     """meta_fit accepted complex and bytes labels, tasks without features and
@@ -264,3 +265,14 @@ def test_class_splits_refuse_missing_labels_as_the_sampler_does(split):
     """split_classes made NaN a class."""
     with pytest.raises(ValueError, match="missing or infinite labels"):
         split(np.array([0.0, 1, 2, np.nan]))
+
+
+def test_meta_fit_reads_pandas_nullable_columns_as_fit_does():
+    """A Float64 DataFrame worked in fit but meta_fit called it dtype object."""
+    X = pd.DataFrame(X6, columns=list("abcd")).astype("Float64")
+    clf = MAMLClassifier(n_meta_iter=2, random_state=0).meta_fit([(X, Y6, X, Y6)])
+    assert clf.fit(X, Y6).predict(X).shape == (6,)
+    X_missing = X.copy()
+    X_missing.iloc[0, 0] = pd.NA
+    with pytest.raises(ValueError, match="task 0: X_support contains NaN"):
+        MAMLClassifier(n_meta_iter=2).meta_fit([(X_missing, Y6, X, Y6)])

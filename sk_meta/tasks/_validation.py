@@ -68,11 +68,19 @@ def _as_array(value, index, field):
         # a tensor, perhaps requiring grad or on a GPU: its values, as fit takes them
         return value.detach().cpu().numpy()
     try:
-        return np.asarray(value)
+        array = np.asarray(value)
     except (TypeError, ValueError, RuntimeError) as exc:
         raise ValueError(
             f"task {index}: {field} cannot be read as an array: {exc}"
         ) from None
+    if array.dtype == object and field.startswith("X") and hasattr(value, "to_numpy"):
+        # pandas' nullable dtypes (Float64, Int64) read as objects; fit reads
+        # them as numbers (missing values as NaN, refused later)
+        try:
+            array = value.to_numpy(dtype=np.float64, na_value=np.nan)
+        except (TypeError, ValueError):
+            pass  # not numbers: refused as such by the structure check
+    return array
 
 
 def feature_names(X):
