@@ -66,8 +66,7 @@ def meta_train(estimator, tasks, validation_tasks, *, incremental, checkpoint=No
             "early_stopping=True needs validation tasks: call "
             "meta_fit(tasks, validation_tasks=...)"
         )
-    if validation_tasks is not None and hasattr(validation_tasks, "__len__") and (
-            len(validation_tasks) == 0):
+    if validation_tasks is not None and _has_no_tasks(validation_tasks):
         raise ValueError("validation_tasks is empty")
     network.check()
     if warm:
@@ -207,6 +206,14 @@ def _n_outputs_needed(first_groups, checker, tasks):
             except Exception:  # malformed tasks are reported when they are drawn
                 continue
     return most
+
+
+def _has_no_tasks(tasks):
+    """Whether a sized collection is empty (an endless sampler has no len())."""
+    try:
+        return len(tasks) == 0
+    except TypeError:
+        return False
 
 
 def _validation_batches(tasks, checker, source, device):

@@ -8,6 +8,7 @@ what meta-training, validation, ``fit`` and ``predict`` all go through.
 """
 
 import dataclasses
+import math
 from functools import partial
 
 import torch
@@ -543,21 +544,21 @@ class InnerLoop:
         with single_sample_batch_norm_error(what):
             forward, start, inputs, trainable, _ = self._problem(
                 params, X, y, n_classes, X.shape[0])
+            support = inputs(X)
             adapted, loss = adapt(
-                forward, start, inputs(X), y, loss_fn=loss_fn,
+                forward, start, support, y, loss_fn=loss_fn,
                 lr=self.rates(lrs, self.settings.steps),
                 n_steps=self.settings.steps, detach=True,
                 optimizer=self.settings.optimizer, trainable=trainable,
                 backtracking=self.settings.backtracking,
             )
-        adapted = self._full(params, adapted, X.shape[0])
-        if not self.settings.backtracking:
-            # a plain step reports the loss before it; the outputs predict
-            # gives on the support set show a last step that overflowed them
-            # with finite parameters (the line search reports that itself)
-            with torch.no_grad():
-                loss = loss_fn(self.predict(adapted, X, X), y)
-        return adapted, loss
+            if not self.settings.backtracking:
+                # a plain step reports the loss before it: one forward pass
+                # more shows a last step that overflowed the outputs with
+                # finite parameters (the line search reports that itself)
+                with torch.no_grad():
+                    loss = loss_fn(forward(adapted, support), y)
+        return self._full(params, adapted, X.shape[0]), loss
 
     def _full(self, params, adapted, n_tasks):
         """Adapted parameters of the whole network (ANIL adapts only the head)."""
@@ -610,6 +611,10 @@ class InnerLoop:
         )
         loss = float(loss_fn(outputs, batch.y_query))
         score = float(task_scores(outputs, batch, self.settings.classification).sum())
+        if not math.isfinite(loss):
+            # outputs that overflowed: predict refuses them, so no score (an
+            # argmax over NaN would count as class 0)
+            score = math.nan
         return loss, score
 
 

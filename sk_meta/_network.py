@@ -150,9 +150,9 @@ class NetworkSpec:
             warnings.warn(
                 "module has parameters with requires_grad=False ("
                 f"{', '.join(frozen[:5])}{', ...' if len(frozen) > 5 else ''}"
-                "): sk_meta meta-trains and adapts every parameter of the module, so "
-                "these change too. To adapt only the output layer in the inner "
-                "loop, pass adapt_layers='head'",
+                "): sk_meta meta-trains every parameter of the module, and adapts "
+                "them all in the inner loop unless adapt_layers='head', so these "
+                "change too",
                 FrozenParametersWarning, stacklevel=3,
             )
         module = prepare_module(module)

@@ -101,7 +101,9 @@ def check_saveable(estimator):
     ``meta_fit`` calls it before training when ``checkpoint_path`` is set, so
     that a bad setting is found before the run, not at its first checkpoint.
     """
-    path = os.fspath(estimator.checkpoint_path)
+    path = os.fsdecode(os.fspath(estimator.checkpoint_path))
+    if not path:
+        raise ValueError("checkpoint_path is empty; give a file name, or None")
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
         raise ValueError(

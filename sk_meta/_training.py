@@ -511,8 +511,9 @@ class MetaTrainer:
         stop = False
         if self.validation is not None:
             valid_loss, valid_score = self._evaluate()
-            improved = (self.best_score is None
-                        or valid_score > self.best_score + settings.tol)
+            # a NaN score (outputs that overflowed) is never the best
+            improved = math.isfinite(valid_score) and (
+                self.best_score is None or valid_score > self.best_score + settings.tol)
             row.update(valid_loss=valid_loss, valid_score=valid_score,
                        valid_score_best=improved)
             self.validation_scores.append(valid_score)

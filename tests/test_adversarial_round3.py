@@ -276,3 +276,81 @@ def test_meta_fit_reads_pandas_nullable_columns_as_fit_does():
     X_missing.iloc[0, 0] = pd.NA
     with pytest.raises(ValueError, match="task 0: X_support contains NaN"):
         MAMLClassifier(n_meta_iter=2).meta_fit([(X_missing, Y6, X, Y6)])
+
+
+def test_fit_judges_its_last_step_without_running_samples_beside_the_support_set(
+        monkeypatch):
+    """The check of the last step ran predict's path: with BatchNorm and
+    transductive=False each support row ran beside the whole support set
+    (3,000 rows: 8 s instead of 0.06 s)."""
+    from sk_meta import _inner_loop
+
+    calls = []
+    original = _inner_loop.outputs_beside_support
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(_inner_loop, "outputs_beside_support", counted)
+    torch.manual_seed(0)
+    module = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.ReLU(),
+                           nn.Linear(8, 3))
+    X = np.random.RandomState(0).randn(30, 4).astype(np.float32)
+    clf = MAMLClassifier(module, transductive=False, random_state=0)
+    clf.fit(X, np.arange(30) % 3)
+    assert calls == []
+    clf.predict(X[:2])
+    assert calls  # predict does run them beside it
+
+
+def test_validation_tasks_whose_outputs_overflow_score_nan_never_best():
+    """Validation scored NaN outputs as class 0 (1/3 on 3-way tasks) and
+    marked that score the best; MetaGridSearch chose on it."""
+    X = np.random.RandomState(0).randn(12, 4).astype(np.float32)
+    y = np.arange(12) % 3
+    good = (X[:6], y[:6], X[6:], y[6:])
+    bad = (X[:6], y[:6], np.full((6, 4), 3e38, np.float32), y[6:])
+    clf = MAMLClassifier(n_meta_iter=4, meta_batch_size=2, inner_steps=2,
+                         validation_interval=2, early_stopping=True, random_state=0)
+    clf.meta_fit([good] * 3, validation_tasks=[bad])
+    row = clf.history_[0]
+    assert np.isnan(row["valid_score"]) and not row["valid_score_best"]
+    assert clf.best_validation_score_ is None
+    clf.meta_fit([good] * 3, validation_tasks=[good])
+    assert clf.history_[0]["valid_score_best"]
+
+
+def test_an_endless_sampler_as_validation_tasks_gets_the_value_error():
+    """A len() check for empty validation tasks raised the sampler's
+    TypeError (no len) instead of the ValueError about finite collections."""
+    rng = np.random.RandomState(0)
+    sampler = EpisodeSampler(rng.randn(200, 5), rng.randint(0, 8, 200), 3, 4, 4,
+                             classes=range(5), random_state=0)
+    with pytest.raises(ValueError, match="finite collection"):
+        MAMLClassifier(n_meta_iter=3, meta_batch_size=2).meta_fit(
+            sampler, validation_tasks=sampler)
+
+
+def test_an_empty_checkpoint_path_is_refused_before_any_task_is_drawn():
+    """It was refused at the first checkpoint, after the training before it."""
+    tasks = iter([(X6, Y6, X6, Y6)] * 5)
+    with pytest.raises(ValueError, match="checkpoint_path is empty"):
+        MAMLClassifier(n_meta_iter=300, checkpoint_path="",
+                       checkpoint_every=250).meta_fit(tasks)
+    assert len(list(tasks)) == 5
+
+
+@pytest.mark.parametrize("labels", [
+    pd.Series(list("abcd") + [None, "f"], dtype="string"),
+    np.array(list("abcd") + [np.float32("nan"), "f"], dtype=object),
+    np.array(["2020-01-01", "2020-01-02", "2020-01-03", "2020-01-04", "NaT",
+              "2020-01-06"], "datetime64[D]"),
+])
+def test_every_kind_of_missing_label_is_refused_by_the_class_splits(labels):
+    """pandas' NA, float32 NaN among objects and NaT got through: bare
+    TypeErrors, or NaT as a class."""
+    for split in (lambda y: split_classes(y, train_size=3),
+                  lambda y: class_splits(y, 2, train_size=3)):
+        with pytest.raises(ValueError, match="missing or infinite labels"):
+            split(labels)

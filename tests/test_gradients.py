@@ -269,6 +269,29 @@ def test_adapt_refuses_misuse_naming_the_argument(regression_setup, options, err
               batch.X_support[:n_tasks], batch.y_support[:n_tasks], **arguments)
 
 
+def test_adapt_leaves_the_targets_to_the_callers_loss(regression_setup):
+    """The argument checks refused a semi-supervised loss (fewer targets than
+    inputs) and targets given as a tuple, which only loss_fn reads."""
+    module, params, batch = regression_setup
+
+    def semi_supervised(outputs, y):
+        return mse_loss(outputs[:, :3], y) + 0.1 * outputs[:, 3:].var(1).sum()
+
+    def weighted(outputs, y):
+        targets, weights = y
+        return (((outputs.squeeze(-1) - targets) ** 2) * weights).mean(1).sum()
+
+    start = expand_params(params, N_TASKS)
+    for loss_fn, y in ((semi_supervised, batch.y_support[:, :3]),
+                       (weighted, (batch.y_support, torch.ones_like(batch.y_support)))):
+        adapted, loss = adapt(module.forward_batched, start, batch.X_support, y,
+                              loss_fn=loss_fn, lr=0.1, n_steps=torch.tensor(2),
+                              detach=True,
+                              trainable=(name for name in params))  # a generator
+        assert torch.isfinite(loss)
+        assert not torch.equal(adapted["layers.2.bias"], start["layers.2.bias"])
+
+
 def test_adapt_accepts_numpy_step_counts_and_a_subset_of_trainable_names(
         regression_setup):
     module, params, batch = regression_setup

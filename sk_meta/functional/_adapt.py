@@ -2,6 +2,7 @@
 
 import math
 import numbers
+import operator
 
 import torch
 
@@ -55,9 +56,15 @@ def _checked_rates(lr, step, names):
 
 
 def _check_arguments(params, X, y, *, n_steps, optimizer, trainable):
-    """Refuse what would fail deep inside torch, naming the problem."""
-    if isinstance(n_steps, bool) or not isinstance(n_steps, numbers.Integral):
-        raise TypeError(f"n_steps must be an int, got {type(n_steps).__name__}")
+    """Refuse what would fail deep inside torch, naming the problem. ``y`` and
+    ``loss_fn`` are the caller's: only their task dimension is checked."""
+    if isinstance(n_steps, bool):
+        raise TypeError("n_steps must be an int, got bool")
+    try:
+        n_steps = operator.index(n_steps)  # ints, numpy ints, 0-d int tensors
+    except TypeError:
+        raise TypeError(
+            f"n_steps must be an int, got {type(n_steps).__name__}") from None
     if n_steps < 1:
         raise ValueError(f"n_steps must be at least 1, got {n_steps}")
     if optimizer not in OPTIMIZERS:
@@ -71,8 +78,9 @@ def _check_arguments(params, X, y, *, n_steps, optimizer, trainable):
             raise ValueError(f"trainable names parameters that params lacks: {unknown}")
         if not set(trainable):
             raise ValueError("trainable is empty: no parameter would adapt")
-    n_tasks = {"X": X.shape[0] if X.dim() else None,
-               "y": y.shape[0] if y.dim() else None}
+    n_tasks = {"X": X.shape[0] if X.dim() else None}
+    if isinstance(y, torch.Tensor):
+        n_tasks["y"] = y.shape[0] if y.dim() else None
     n_tasks.update({f"params[{name!r}]": p.shape[0] if p.dim() else None
                     for name, p in params.items()
                     if trainable is None or name in trainable})
@@ -80,10 +88,6 @@ def _check_arguments(params, X, y, *, n_steps, optimizer, trainable):
         raise ValueError(
             "X, y and the adapting parameters need the same number of tasks in "
             f"their first dimension; got {n_tasks}"
-        )
-    if X.dim() >= 2 and y.dim() >= 2 and X.shape[1] != y.shape[1]:
-        raise ValueError(
-            f"X has {X.shape[1]} samples per task, y has {y.shape[1]}"
         )
 
 
@@ -151,8 +155,11 @@ def adapt(forward, params, X, y, *, loss_fn, lr, n_steps, create_graph=False,
     steps : list of dict of str to Tensor
         Only with ``trajectory=True``: the parameters after each step.
     """
+    if trainable is not None and not isinstance(trainable, str):
+        trainable = frozenset(trainable)  # read once: it may be a generator
     _check_arguments(params, X, y, n_steps=n_steps, optimizer=optimizer,
                      trainable=trainable)
+    n_steps = operator.index(n_steps)
     if optimizer == "adam" and not detach:
         raise ValueError("the Adam inner optimizer is only available with detach=True")
     if backtracking and not detach:

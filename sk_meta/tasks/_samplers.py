@@ -70,14 +70,24 @@ def _take_rows(data, rows):
     return data[rows]
 
 
+def _is_missing(value):
+    """None, NaN of any float type, NaT, or pandas' NA (without importing pandas)."""
+    if value is None or type(value).__name__ == "NAType":
+        return True
+    if isinstance(value, (float, np.floating)):
+        return not np.isfinite(value)
+    return isinstance(value, (np.datetime64, np.timedelta64)) and bool(np.isnat(value))
+
+
 def _check_labels(y):
     """Refuse missing labels: np.unique would make NaN a class, and fail on
     None among strings with a bare ``TypeError``."""
     if y.dtype.kind in "fc":
         missing = ~np.isfinite(y)
+    elif y.dtype.kind in "mM":
+        missing = np.isnat(y)
     elif y.dtype.kind == "O":
-        missing = np.array([v is None or (isinstance(v, float) and v != v)
-                            for v in y], dtype=bool)
+        missing = np.array([_is_missing(v) for v in y.ravel()], dtype=bool)
     else:
         return
     if missing.any():
