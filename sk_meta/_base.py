@@ -64,10 +64,21 @@ def _record_attribute(record, field, doc):
     return property(get)
 
 
+@functools.cache
+def _param_names(estimator_class):
+    return tuple(BaseEstimator._get_param_names.__func__(estimator_class))
+
+
 class BaseMetaEstimator(BaseEstimator):
     """Hyperparameters and machinery shared by every sk_meta estimator."""
 
     _algorithm = None  # "maml" or "reptile"
+
+    @classmethod
+    def _get_param_names(cls):
+        # scikit-learn reads the signature on every get_params, three times
+        # per fit: a tenth of the time of fit + predict on a small network
+        return list(_param_names(cls))
 
     _parameter_constraints = {
         "module": [None, type, torch.nn.Module],

@@ -21,6 +21,7 @@ from sk_meta._records import FitResult, MetaResult, MetaTrainingState
 from sk_meta._torch_utils import (
     draw_seeds,
     loss_if_finite,
+    on_device,
     resolve_device,
     seeded_torch,
     to_cpu,
@@ -270,7 +271,7 @@ def adapt_to_support(estimator, X, y_target, n_classes, n_outputs):
             "meta-training task)"
         )
     # a private copy: adaptation switches its train/eval mode
-    module = copy.deepcopy(module).to(device)
+    module = on_device(copy.deepcopy(module), device)
     X_t = torch.from_numpy(X).to(device)
     inner = InnerLoop(settings, module, device=device, strategy=strategy, probe=X_t)
     params = {name: p.detach() for name, p in module.named_parameters()}
@@ -358,7 +359,7 @@ def predict_outputs(estimator, fit, X):
     """Outputs of the adapted network (``fit``, a FitResult) on ``X``, on the CPU."""
     device = resolve_device(estimator.device)
     settings = InnerLoopSettings.from_estimator(estimator)
-    module = fit.module.to(device)  # the estimator's private copy
+    module = on_device(fit.module, device)  # the estimator's private copy
     inner = InnerLoop(dataclasses.replace(settings, head_init="meta",
                                           adapt_layers="all"),
                       module, device=device, strategy=fit.strategy)

@@ -354,3 +354,21 @@ def test_every_kind_of_missing_label_is_refused_by_the_class_splits(labels):
                   lambda y: class_splits(y, 2, train_size=3)):
         with pytest.raises(ValueError, match="missing or infinite labels"):
             split(labels)
+
+
+def test_parameter_names_are_read_per_class_also_for_subclasses():
+    """The names are cached (scikit-learn reads the signature on every
+    get_params); a subclass with a parameter of its own must still see it."""
+    from sklearn.base import clone
+
+    class WithExtra(MAMLClassifier):
+        def __init__(self, extra=1, **kwargs):
+            super().__init__(**kwargs)
+            self.extra = extra
+
+    assert "extra" not in MAMLClassifier().get_params()
+    assert WithExtra(extra=3).get_params()["extra"] == 3
+    assert clone(WithExtra(extra=3)).extra == 3
+    params = MAMLClassifier().get_params()
+    params.pop("inner_lr")  # the caller's copy: the cache is not changed
+    assert "inner_lr" in MAMLClassifier().get_params()
