@@ -76,6 +76,7 @@ def meta_train(estimator, tasks, validation_tasks, *, incremental, checkpoint=No
         # drawn (a refusal must not consume the user's iterator)
         network.check_unchanged(meta.architecture)
         state = dataclasses.replace(meta.training_state)
+        _check_same_meta_optimizer(state.optimizer_state, settings.meta_optimizer)
         current = state.current or {"params": meta.params, "lrs": meta.inner_lrs}
         check_learned_rates(
             inner_settings, current["lrs"], current["params"],
@@ -207,6 +208,20 @@ def _n_outputs_needed(first_groups, checker, tasks):
             except Exception:  # malformed tasks are reported when they are drawn
                 continue
     return most
+
+
+def _check_same_meta_optimizer(optimizer_state, meta_optimizer):
+    """Refuse resuming with another meta_optimizer: its saved state would
+    fail to load inside torch (Adam's has betas, SGD's momentum)."""
+    if not optimizer_state or not optimizer_state.get("param_groups"):
+        return
+    saved = "adam" if "betas" in optimizer_state["param_groups"][0] else "sgd"
+    if saved != meta_optimizer:
+        raise ValueError(
+            f"meta_optimizer changed since meta_fit ({saved!r}, now "
+            f"{meta_optimizer!r}): its state cannot be resumed. Restore it, or call "
+            "meta_fit with warm_start=False"
+        )
 
 
 def _has_no_tasks(tasks):

@@ -90,6 +90,12 @@ class NetworkSpec:
         """Refuse what the parameters alone make impossible, before ``meta_fit``
         draws a task (a refusal must not consume the user's iterator)."""
         if self.module is None:
+            if self.module_params:
+                raise ValueError(
+                    "module_params only applies when module is a class; with "
+                    "module=None the default MLP takes hidden_layer_sizes and "
+                    f"activation (got module_params={self.module_params!r})"
+                )
             hidden = tuple(self.hidden_layer_sizes)
             if not all(isinstance(h, numbers.Integral) and not isinstance(h, bool)
                        and h > 0 for h in hidden):
@@ -141,6 +147,10 @@ class NetworkSpec:
                     module = self.module(**(self.module_params or {}))
                 except TypeError as exc:
                     raise TypeError(
+                        f"{self.module.__name__}(**module_params) failed: {exc}"
+                    ) from None
+                except RuntimeError as exc:  # torch's, from inside the constructor
+                    raise ValueError(
                         f"{self.module.__name__}(**module_params) failed: {exc}"
                     ) from None
         else:

@@ -161,6 +161,12 @@ def tasks_to_cv(tasks):
         n_support, n_query = shapes[0][0], shapes[2][0]
         if shapes[1][0] != n_support or shapes[3][0] != n_query:
             raise ValueError(f"task {index}: X and y lengths differ")
+        for support, query, what in ((0, 2, "X"), (1, 3, "y")):
+            if shapes[support][1:] != shapes[query][1:]:
+                raise ValueError(
+                    f"task {index}: {what}_query has per-sample shape "
+                    f"{shapes[query][1:]}, but {what}_support has {shapes[support][1:]}"
+                )
         if first_shapes is None:
             first_shapes = shapes
         for position, name in enumerate(("X_support", "y_support", "X_query",
@@ -179,7 +185,25 @@ def tasks_to_cv(tasks):
         n_rows += n_support + n_query
     if not cv:
         raise ValueError("tasks is empty")
+    _check_label_kinds(y_parts)
     return _concatenate(X_parts, "X"), _concatenate(y_parts, "y"), cv
+
+
+def _check_label_kinds(y_parts):
+    """Refuse string labels beside numbers: concatenating would turn the
+    numbers into strings (1 into '1') without a word."""
+    kinds = {}
+    for position, part in enumerate(y_parts):
+        kind = np.asarray(part).dtype.kind
+        kinds.setdefault("string" if kind in "US" else "number" if kind in "biuf"
+                         else kind, position)
+    if "string" in kinds and "number" in kinds:
+        later = max(kinds["string"], kinds["number"])
+        part = "y_support" if later % 2 == 0 else "y_query"
+        raise ValueError(
+            f"task {later // 2}: {part} mixes numeric and string labels with the "
+            "other tasks' sets; use one kind of label"
+        )
 
 
 class TaskScores(NamedTuple):
@@ -335,7 +359,15 @@ def evaluate_tasks(estimator, tasks, *, baselines=None, scoring=None,
     if baselines is None:
         baselines = {}
     elif not isinstance(baselines, dict):
-        baselines = {_model_name(model): model for model in baselines}
+        baselines = list(baselines)
+        names = [_model_name(model) for model in baselines]
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise ValueError(
+                f"two baselines are named {repeated[0]!r}: give the baselines as a "
+                "dict with other names"
+            )
+        baselines = dict(zip(names, baselines))
     models = {_model_name(estimator): estimator}
     for name, model in baselines.items():
         if name in models:
@@ -390,6 +422,9 @@ def _group_of_class(sampler, groups):
             f"groups must have one label per row of the sampler ({len(sampler.y)}), "
             f"got shape {groups.shape}"
         )
+    from sk_meta.tasks._samplers import _check_labels
+
+    _check_labels(groups, "groups")
     y = np.asarray(sampler.y)
     rows = np.isin(y, classes)
     class_codes = np.searchsorted(classes, y[rows])
@@ -599,6 +634,16 @@ class MetaGridSearch(MetaEstimatorMixin, BaseEstimator):
         grid = list(ParameterGrid(self.param_grid))
         if not grid:
             raise ValueError("param_grid has no candidate")
+        valid = self.estimator.get_params(deep=True)
+        unknown = sorted({name for params in grid for name in params
+                          if name not in valid and "__" not in name})
+        if unknown:
+            # a typo, not a candidate that failed to meta-train
+            raise ValueError(
+                f"Invalid parameter {unknown[0]!r} for estimator "
+                f"{type(self.estimator).__name__}: param_grid names parameters it "
+                f"does not have: {unknown}"
+            )
         if any("early_stopping" in params for params in grid):
             raise ValueError(
                 "param_grid must not set early_stopping: MetaGridSearch turns it "

@@ -372,3 +372,163 @@ def test_parameter_names_are_read_per_class_also_for_subclasses():
     params = MAMLClassifier().get_params()
     params.pop("inner_lr")  # the caller's copy: the cache is not changed
     assert "inner_lr" in MAMLClassifier().get_params()
+
+
+# -- third pass: models, samplers, model selection, datasets -------------------------
+
+def _sampler_tasks(n_tasks=8):
+    X = np.random.default_rng(0).normal(size=(60, 4)).astype(np.float32)
+    y = np.repeat(np.arange(6), 10)
+    return X, y, list(EpisodeSampler(X, y, 2, 2, 2, random_state=0, n_tasks=n_tasks))
+
+
+@pytest.mark.parametrize("resume", ["warm_start", "partial"])
+def test_resuming_with_another_meta_optimizer_is_refused_before_drawing(resume):
+    """The saved Adam state went into SGD: torch's KeyError 'momentum', after
+    two of the user's one-shot tasks were drawn."""
+    from sk_meta import FOMAMLClassifier
+
+    _, _, tasks = _sampler_tasks()
+    clf = FOMAMLClassifier(meta_batch_size=2, n_meta_iter=1, random_state=0)
+    clf.meta_fit(tasks[:2])
+    before = clf.predict_proba(tasks[0][2]) if hasattr(clf, "classes_") else None
+    clf.set_params(meta_optimizer="sgd", warm_start=True, n_meta_iter=3)
+    rest = iter(tasks[2:])
+    with pytest.raises(ValueError, match="meta_optimizer changed since meta_fit"):
+        if resume == "partial":
+            clf.meta_partial_fit(rest)
+        else:
+            clf.meta_fit(rest)
+    assert len(list(rest)) == 6
+    assert before is None
+
+
+def test_evaluate_tasks_refuses_two_baselines_of_one_name():
+    """The first of two LogisticRegression baselines was silently dropped."""
+    from sklearn.linear_model import LogisticRegression
+
+    from sk_meta.model_selection import evaluate_tasks
+
+    X, y, _ = _sampler_tasks()
+    tasks = EpisodeSampler(X, y, 2, 2, 2, n_tasks=3, random_state=1)
+    with pytest.raises(ValueError, match="two baselines are named 'LogisticRegr"):
+        evaluate_tasks(MAMLClassifier(random_state=0), tasks,
+                       baselines=[LogisticRegression(C=1e-3), LogisticRegression()])
+
+
+def test_load_omniglot_refuses_files_of_other_kinds(tmp_path):
+    """Text, empty, .npy and truncated files gave numpy's or zipfile's errors
+    (a text file: "contains pickled data ... allow_pickle")."""
+    from sk_meta.datasets import load_omniglot
+
+    (tmp_path / "text.npz").write_text("hello\n")
+    (tmp_path / "empty.npz").write_bytes(b"")
+    np.save(tmp_path / "array.npy", np.zeros(3))
+    buffer = tmp_path / "archive.npz"
+    np.savez(buffer, images=np.zeros((4, 28, 28), np.uint8))
+    (tmp_path / "truncated.npz").write_bytes(buffer.read_bytes()[:300])
+    for name in ("text.npz", "empty.npz", "array.npy", "truncated.npz"):
+        with pytest.raises(ValueError, match="is not a.* omniglot28 archive"):
+            load_omniglot(tmp_path / name)
+
+
+@pytest.mark.parametrize("task, message", [
+    ((X6[:4], Y6[:4], X6[:4, :3], Y6[:4]), "X_query has per-sample shape \\(3,\\), "
+                                          "but X_support has \\(4,\\)"),
+    ((X6[:4], Y6[:4], X6[:4], Y6[:4, None]), "y_query has per-sample shape"),
+    ((X6[:2], np.array(["a", "b"]), X6[:2], np.array([1, 2])),
+     "y_query mixes numeric and string labels"),
+])
+def test_tasks_to_cv_checks_the_query_against_the_support_set(task, message):
+    """numpy's concatenation error came out, or integer labels silently
+    became strings ('1')."""
+    from sk_meta.model_selection import tasks_to_cv
+
+    with pytest.raises(ValueError, match=f"task 0: {message}"):
+        tasks_to_cv([task])
+
+
+@pytest.mark.parametrize("build, message", [
+    (lambda: sk_meta.models.MLP(-1), "n_features must be a positive integer"),
+    (lambda: sk_meta.models.MLP(3, 8), "hidden_layer_sizes must be a sequence"),
+    (lambda: sk_meta.models.MLP(3, (4, True)), "hidden_layer_sizes\\[1\\]"),
+    (lambda: sk_meta.models.MLP(3, (4,), n_outputs=0), "n_outputs must be"),
+    (lambda: sk_meta.models.Conv4(image_size=15), "image_size must be at least 16"),
+    (lambda: sk_meta.models.Conv4(n_filters=0), "n_filters must be"),
+    (lambda: sk_meta.models.FTTransformer(3, ffn_factor=float("inf")),
+     "ffn_factor must be positive \\(a finite number\\)"),
+    (lambda: sk_meta.models.FTTransformer(3, ffn_factor=None), "ffn_factor"),
+    (lambda: sk_meta.models.FTTransformer(3, attention_dropout=None),
+     "attention_dropout"),
+])
+def test_the_ready_made_networks_name_a_bad_argument(build, message):
+    """MLP and Conv4 took any value: torch's RuntimeError, a network with no
+    outputs, or a Conv4 that could never run."""
+    import sk_meta.models  # noqa: F401
+
+    with pytest.raises(ValueError, match=message):
+        build()
+
+
+class _Widths(nn.Module):
+    def __init__(self, width=8):
+        super().__init__()
+        self.layer = nn.Linear(4, width)  # torch's RuntimeError for width < 0
+
+    def forward(self, X):
+        return self.layer(X)
+
+
+def test_a_module_class_whose_constructor_fails_in_torch_is_named():
+    with pytest.raises(ValueError, match=r"_Widths\(\*\*module_params\) failed"):
+        MAMLClassifier(_Widths, module_params={"width": -2}).fit(X6, Y6)
+
+
+def test_module_params_without_a_module_class_is_refused():
+    """With module=None, module_params was silently ignored."""
+    with pytest.raises(ValueError, match="module_params only applies"):
+        MAMLClassifier(module_params={"hidden_layer_sizes": (2,)}).fit(X6, Y6)
+
+
+def test_meta_grid_search_refuses_a_parameter_name_the_estimator_lacks():
+    """A typo counted as a candidate that failed to meta-train (a warning and
+    a NaN score) instead of an error."""
+    from sk_meta.model_selection import MetaGridSearch
+
+    X, y, _ = _sampler_tasks()
+    sampler = EpisodeSampler(X, y, 2, 2, 2, random_state=0)
+    search = MetaGridSearch(MAMLClassifier(n_meta_iter=2),
+                            [{"meta_lr": [0.01]}, {"metalr": [0.1]}], n_val_tasks=2)
+    with pytest.raises(ValueError, match="does not have: \\['metalr'\\]"):
+        search.meta_fit(sampler)
+
+
+def test_meta_grid_search_blames_groups_for_missing_groups():
+    """NaN groups were reported as missing labels of y."""
+    from sk_meta.model_selection import MetaGridSearch
+
+    X, y, _ = _sampler_tasks()
+    sampler = EpisodeSampler(X, y, 2, 2, 2, random_state=0)
+    with pytest.raises(ValueError, match="groups contains 10 missing"):
+        MetaGridSearch(MAMLClassifier(n_meta_iter=2), {}, n_val_tasks=2).meta_fit(
+            sampler, groups=np.where(y < 5, y, np.nan))
+
+
+@pytest.mark.parametrize("options, error, message", [
+    ({"random_state": -1}, ValueError, "random_state must be non-negative"),
+    ({"classes": [1, None]}, ValueError, "classes contains 1 missing"),
+    ({"classes": [[1, 2], [3, 4]]}, ValueError, "1-D list of labels"),
+])
+def test_episode_sampler_refuses_bad_classes_and_seeds_at_construction(
+        options, error, message):
+    X, y, _ = _sampler_tasks()
+    with pytest.raises(error, match=message):
+        EpisodeSampler(X, y, 2, 2, 2, **options)
+
+
+@pytest.mark.parametrize("classes", [{1, 2, 3}, (c for c in [1, 2, 3])])
+def test_episode_sampler_reads_classes_from_a_set_or_a_generator(classes):
+    """They were read as one label: "classes not found in y: [{1, 2, 3}]"."""
+    X, y, _ = _sampler_tasks()
+    sampler = EpisodeSampler(X, y, 2, 2, 2, classes=classes, random_state=0)
+    np.testing.assert_array_equal(sampler.class_labels, [1, 2, 3])

@@ -1,6 +1,7 @@
 """Loader of the local Omniglot archive ``omniglot28.npz``."""
 
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -91,7 +92,19 @@ def _read_archive(path, image_key):
             "load_omniglot(path), or put it at <data home>/omniglot/omniglot28.npz, "
             f"where the data home is ${DATA_HOME_ENV} or ~/sk_meta_data."
         )
-    with np.load(path, allow_pickle=False) as archive:
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except Exception as exc:  # a text, empty or truncated file: numpy's errors vary
+        raise ValueError(
+            f"{str(path)!r} is not a valid omniglot28 archive (an .npz file): "
+            f"{type(exc).__name__}: {exc}"
+        ) from None
+    if not isinstance(archive, np.lib.npyio.NpzFile):
+        raise ValueError(
+            f"{str(path)!r} is not an omniglot28 archive: it holds one array (an "
+            ".npy file), not the archive's named arrays"
+        )
+    with archive:
         missing = [key for key in REQUIRED_KEYS if key not in archive.files]
         if missing:
             raise ValueError(
@@ -100,8 +113,23 @@ def _read_archive(path, image_key):
             )
         # Read only the chosen image array: the other one is never unpacked.
         wanted = [key for key in REQUIRED_KEYS if key not in _IMAGE_KEYS.values()]
-        arrays = {key: archive[key] for key in wanted}
-        arrays["pixels"] = archive[image_key]
+        try:
+            arrays = {key: archive[key] for key in wanted}
+            arrays["pixels"] = archive[image_key]
+        except Exception as exc:  # a truncated member
+            raise ValueError(
+                f"{str(path)!r} is not a valid omniglot28 archive: "
+                f"{type(exc).__name__}: {exc}"
+            ) from None
+    lengths = {key: len(arrays[key]) if np.ndim(arrays[key]) else None
+               for key in ("split", "alphabet", "character", "character_in_alphabet",
+                           "drawing", "source_id")}
+    lengths["images"] = len(arrays["pixels"])
+    if len(set(lengths.values())) > 1:
+        raise ValueError(
+            f"{str(path)!r} is not a valid omniglot28 archive: its arrays have "
+            f"different lengths {lengths}"
+        )
     if arrays["pixels"].ndim != 3:
         raise ValueError(
             f"{image_key} must have shape (n_images, height, width), got "
@@ -266,13 +294,17 @@ def load_omniglot(
     character = arrays["character"]
     n_characters = int(character.max()) + 1
 
-    train_chars, val_chars, test_chars = split_classes(
-        character,
-        train_size=meta_train_size,
-        val_size=meta_val_size,
-        test_size=meta_test_size,
-        random_state=random_state,
-    )
+    try:
+        train_chars, val_chars, test_chars = split_classes(
+            character,
+            train_size=meta_train_size,
+            val_size=meta_val_size,
+            test_size=meta_test_size,
+            random_state=random_state,
+        )
+    except ValueError as exc:  # it names its own arguments: train_size...
+        message = re.sub(r"\b(train|val|test)_size\b", r"meta_\1_size", str(exc))
+        raise ValueError(message) from None
     # -1 marks characters left out of every pool when meta_test_size is set.
     pool_of_character = np.full(n_characters, -1, dtype=np.int8)
     train_chars, val_chars, test_chars = (

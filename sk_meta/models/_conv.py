@@ -2,6 +2,8 @@
 
 from torch import nn
 
+from sk_meta.models._checks import check_positive_ints
+
 
 class Conv4(nn.Module):
     """Four blocks of 3x3 convolution, BatchNorm, 2x2 max-pooling and ReLU.
@@ -36,6 +38,13 @@ class Conv4(nn.Module):
     def __init__(self, in_channels=1, n_outputs=5, n_filters=64, image_size=28,
                  batch_norm=True):
         super().__init__()
+        check_positive_ints(in_channels=in_channels, n_outputs=n_outputs,
+                            n_filters=n_filters, image_size=image_size)
+        if image_size < 16:
+            raise ValueError(
+                "image_size must be at least 16 (four 2x2 poolings halve it four "
+                f"times), got {image_size}"
+            )
         blocks = []
         channels, size = in_channels, image_size
         for _ in range(4):

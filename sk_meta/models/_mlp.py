@@ -1,7 +1,12 @@
 """The default network for tabular data, with a hand-batched forward pass."""
 
+import numbers
+from collections.abc import Iterable
+
 import torch
 from torch import nn
+
+from sk_meta.models._checks import check_positive_ints
 
 _ACTIVATIONS = {
     "relu": torch.relu,
@@ -48,6 +53,14 @@ class MLP(nn.Module):
     def __init__(self, n_features, hidden_layer_sizes=(64, 64), n_outputs=1,
                  activation="relu", concat_input=False):
         super().__init__()
+        if isinstance(hidden_layer_sizes, (str, numbers.Integral)) or not isinstance(
+                hidden_layer_sizes, Iterable):
+            raise ValueError("hidden_layer_sizes must be a sequence of positive "
+                             f"integers, such as (64, 64); got {hidden_layer_sizes!r}")
+        hidden_layer_sizes = tuple(hidden_layer_sizes)
+        sizes_named = {f"hidden_layer_sizes[{i}]": size
+                       for i, size in enumerate(hidden_layer_sizes)}
+        check_positive_ints(n_features=n_features, n_outputs=n_outputs, **sizes_named)
         if activation not in _ACTIVATIONS:
             raise ValueError(
                 f"activation must be one of {sorted(_ACTIVATIONS)}, got {activation!r}"

@@ -1,11 +1,12 @@
 """A small FT-Transformer for tabular data (Gorishniy et al., 2021)."""
 
 import math
-import numbers
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from sk_meta.models._checks import check_positive_ints, check_real
 
 
 class _FeatureTokenizer(nn.Module):
@@ -140,24 +141,18 @@ class FTTransformer(nn.Module):
                  ffn_factor=4 / 3, attention_dropout=0.0, ffn_dropout=0.0,
                  residual_dropout=0.0):
         super().__init__()
-        for name, value in [("n_features", n_features), ("n_outputs", n_outputs),
-                            ("d_token", d_token), ("n_blocks", n_blocks),
-                            ("n_heads", n_heads)]:
-            if (isinstance(value, bool) or not isinstance(value, numbers.Integral)
-                    or value < 1):
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        check_positive_ints(n_features=n_features, n_outputs=n_outputs,
+                            d_token=d_token, n_blocks=n_blocks, n_heads=n_heads)
         if d_token % n_heads:
             raise ValueError(
                 f"d_token must be a multiple of n_heads, got d_token={d_token} and "
                 f"n_heads={n_heads}"
             )
-        if not ffn_factor > 0:
-            raise ValueError(f"ffn_factor must be positive, got {ffn_factor!r}")
+        check_real("ffn_factor", ffn_factor, low=0, low_closed=False)
         for name, value in [("attention_dropout", attention_dropout),
                             ("ffn_dropout", ffn_dropout),
                             ("residual_dropout", residual_dropout)]:
-            if not 0 <= value < 1:
-                raise ValueError(f"{name} must be in [0, 1), got {value!r}")
+            check_real(name, value, low=0, high=1)
         self.tokenizer = _FeatureTokenizer(n_features, d_token)
         bound = 1 / math.sqrt(d_token)
         self.cls_token = nn.Parameter(torch.empty(d_token).uniform_(-bound, bound))

@@ -26,6 +26,8 @@ def _check_random_state_type(random_state):
         raise TypeError(
             f"random_state must be {_RANDOM_STATE_TYPES}, got {random_state!r}."
         )
+    if isinstance(random_state, numbers.Integral) and random_state < 0:
+        raise ValueError(f"random_state must be non-negative, got {random_state}.")
 
 
 def _make_generator(random_state):
@@ -79,7 +81,7 @@ def _is_missing(value):
     return isinstance(value, (np.datetime64, np.timedelta64)) and bool(np.isnat(value))
 
 
-def _check_labels(y):
+def _check_labels(y, name="y"):
     """Refuse missing labels: np.unique would make NaN a class, and fail on
     None among strings with a bare ``TypeError``."""
     if y.dtype.kind in "fc":
@@ -91,9 +93,11 @@ def _check_labels(y):
     else:
         return
     if missing.any():
+        where = "row" if name != "classes" else "position"
         raise ValueError(
-            f"y contains {int(missing.sum())} missing or infinite labels (first at "
-            f"row {int(np.argmax(missing))}); every row needs a class label."
+            f"{name} contains {int(missing.sum())} missing or infinite labels (first "
+            f"at {where} {int(np.argmax(missing))})"
+            + ("; every row needs a class label." if name == "y" else ".")
         )
 
 
@@ -248,7 +252,19 @@ class EpisodeSampler:
         if classes is None:
             pool = np.arange(len(all_labels))
         else:
-            wanted = np.unique(np.asarray(classes))
+            if isinstance(classes, (set, frozenset)) or iter(classes) is classes:
+                classes = list(classes)  # a set or a generator: its labels
+            classes_array = np.asarray(classes)
+            if classes_array.ndim != 1:
+                raise ValueError(
+                    f"classes must be a 1-D list of labels, got shape "
+                    f"{classes_array.shape}."
+                )
+            _check_labels(classes_array, "classes")
+            try:
+                wanted = np.unique(classes_array)
+            except TypeError as exc:  # labels of several types
+                raise ValueError(f"classes' labels cannot be sorted: {exc}.") from None
             known = np.isin(wanted, all_labels)
             if not known.all():
                 raise ValueError(
