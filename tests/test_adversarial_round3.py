@@ -532,3 +532,17 @@ def test_episode_sampler_reads_classes_from_a_set_or_a_generator(classes):
     X, y, _ = _sampler_tasks()
     sampler = EpisodeSampler(X, y, 2, 2, 2, classes=classes, random_state=0)
     np.testing.assert_array_equal(sampler.class_labels, [1, 2, 3])
+
+
+@pytest.mark.parametrize("build", [
+    lambda: sk_meta.tasks.SinusoidTasks().make_task(np.nan, 0),
+    lambda: sk_meta.tasks.SinusoidTasks().make_task("a", 0),
+    lambda: sk_meta.tasks.SinusoidTasks(amplitude_range=(1e39, 1e40)),
+])
+def test_sinusoid_tasks_refuse_values_that_would_make_garbage_targets(build):
+    """make_task(nan) gave an all-NaN task, ranges beyond float32 infinite
+    targets, make_task('a') numpy's UFuncTypeError."""
+    import sk_meta.tasks  # noqa: F401
+
+    with pytest.raises(ValueError, match="finite number"):
+        build()

@@ -13,6 +13,14 @@ from sk_meta.tasks._samplers import (
 )
 from sk_meta.tasks._task import Task
 
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def _finite_float32(value):
+    """A real number that stays finite in the tasks' float32 arrays."""
+    return (isinstance(value, numbers.Real) and not isinstance(value, bool)
+            and bool(np.isfinite(value)) and abs(value) <= _FLOAT32_MAX)
+
 
 def _check_range(value, name, *, allow_empty):
     """Validate a ``(low, high)`` pair of finite numbers."""
@@ -20,10 +28,11 @@ def _check_range(value, name, *, allow_empty):
         low, high = value
     except (TypeError, ValueError):
         raise ValueError(f"{name} must be a (low, high) pair, got {value!r}.") from None
-    if not all(
-        isinstance(bound, numbers.Real) and np.isfinite(bound) for bound in (low, high)
-    ):
-        raise ValueError(f"{name} must hold two finite numbers, got {value!r}.")
+    if not all(_finite_float32(bound) for bound in (low, high)):
+        raise ValueError(
+            f"{name} must hold two finite numbers within float32's range, got "
+            f"{value!r}."
+        )
     if low > high or (low == high and not allow_empty):
         relation = "<=" if allow_empty else "<"
         raise ValueError(f"{name} must satisfy low {relation} high, got {value!r}.")
@@ -138,6 +147,12 @@ default=None
         >>> task.X_query.shape
         (3, 1)
         """
+        for name, value in (("amplitude", amplitude), ("phase", phase)):
+            if not _finite_float32(value):
+                raise ValueError(
+                    f"{name} must be a finite number within float32's range, got "
+                    f"{value!r}."
+                )
         return self._draw_points(_make_generator(random_state), amplitude, phase)
 
     def sample_with_params(self, random_state=None):
