@@ -23,6 +23,7 @@ from sk_meta import _fitting, _persistence, _skorch
 from sk_meta._records import FitResult, MetaResult, MetaTrainingState, record_on_cpu
 from sk_meta._torch_utils import DeviceOptions, torch_tensor_to_numpy, torch_threads
 from sk_meta.exceptions import DivergenceError, FeatureNamesWarning
+from sk_meta.functional._adapt import check_not_inference_mode
 
 MAX_THREADS = 1024  # n_threads above it is refused (see the constraint)
 
@@ -36,6 +37,7 @@ def _transactional(method):
 
     @functools.wraps(method)
     def wrapper(self, *args, **kwargs):
+        check_not_inference_mode(f"{type(self).__name__}.{method.__name__}")
         saved = self.__dict__.copy()
         try:
             return method(self, *args, **kwargs)

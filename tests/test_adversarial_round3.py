@@ -546,3 +546,86 @@ def test_sinusoid_tasks_refuse_values_that_would_make_garbage_targets(build):
 
     with pytest.raises(ValueError, match="finite number"):
         build()
+
+
+# -- fourth pass: the functional core ---------------------------------------------
+
+class _HeadRegisteredFirst(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.out = nn.Linear(8, 3)  # registered first, applied last
+        self.first = nn.Linear(4, 8)
+
+    def forward(self, X):
+        return self.out(torch.relu(self.first(X)))
+
+
+def test_the_output_layer_is_the_linear_layer_applied_last():
+    """It was the one registered last: torch's shape error under the default
+    prototype head."""
+    from sk_meta.functional import find_output_layer, prepare_module
+
+    torch.manual_seed(0)
+    module = prepare_module(_HeadRegisteredFirst())
+    assert find_output_layer(module, "vmap", torch.randn(5, 4)).weight == "out.weight"
+    clf = MAMLClassifier(_HeadRegisteredFirst, n_meta_iter=2, random_state=0)
+    clf.meta_fit([(X6, Y6, X6, Y6)] * 2).fit(X6, Y6)
+    assert clf.predict_proba(X6).shape == (6, 3)
+
+
+def test_an_output_layer_with_a_computed_weight_is_refused_with_the_way_out():
+    """weight_norm on the output layer gave a bare KeyError."""
+    from torch.nn.utils import parametrizations
+
+    module = nn.Sequential(nn.Linear(4, 8), nn.ReLU(),
+                           parametrizations.weight_norm(nn.Linear(8, 3)))
+    with pytest.raises(ValueError, match="parametrization.*head_init='meta'"):
+        MAMLClassifier(module, random_state=0).fit(X6, Y6)
+    MAMLClassifier(module, head_init="meta", random_state=0).fit(X6, Y6)
+
+
+def test_inference_mode_is_refused_by_what_takes_gradients_only():
+    """fit, meta_fit and adapt raised autograd's "does not require grad"."""
+    from sk_meta.functional import adapt, batched_forward, expand_params, prepare_module
+    from sk_meta.functional import mse_loss as functional_mse
+
+    clf = MAMLClassifier(random_state=0).fit(X6, Y6)
+    expected = clf.predict(X6)
+    module = prepare_module(nn.Linear(4, 1))
+    params = expand_params({k: p.detach() for k, p in module.named_parameters()}, 2)
+    with torch.inference_mode():
+        X, y = torch.randn(2, 5, 4), torch.randn(2, 5)
+        for call in (lambda: clf.fit(X6, Y6),
+                     lambda: MAMLClassifier(n_meta_iter=1).meta_fit([(X6, Y6, X6, Y6)]),
+                     lambda: adapt(batched_forward(module), params, X, y,
+                                   loss_fn=functional_mse, lr=0.1, n_steps=1)):
+            with pytest.raises(RuntimeError, match="inference_mode"):
+                call()
+        np.testing.assert_array_equal(clf.predict(X6), expected)
+
+
+@pytest.mark.parametrize("outputs, targets", [((2, 5, 2), (2, 2, 5)),
+                                              ((2, 5, 1), (1, 10))])
+def test_mse_loss_refuses_shapes_it_would_only_reshape(outputs, targets):
+    """Any outputs and targets of one size were reshaped into each other."""
+    from sk_meta.functional import mse_loss as functional_mse
+
+    with pytest.raises(ValueError, match="one shape"):
+        functional_mse(torch.randn(*outputs), torch.randn(*targets))
+    one_output = functional_mse(torch.ones(2, 5), torch.zeros(2, 5, 1))
+    assert float(one_output) == pytest.approx(2.0)  # a sum over tasks of means
+
+
+@pytest.mark.parametrize("rate, error", [(float("inf"), ValueError),
+                                         ("0.1", TypeError)])
+def test_a_rate_dict_with_a_bad_rate_is_refused(rate, error):
+    """A dict of infinite rates gave non-finite weights, of strings torch's
+    "only integer tensors ... converted to an index"."""
+    from sk_meta.functional import adapt, batched_forward, expand_params, prepare_module
+    from sk_meta.functional import mse_loss as functional_mse
+
+    module = prepare_module(nn.Linear(4, 1))
+    params = expand_params({k: p.detach() for k, p in module.named_parameters()}, 2)
+    with pytest.raises(error, match=r"lr\['(weight|bias)'\]"):
+        adapt(batched_forward(module), params, torch.randn(2, 5, 4), torch.randn(2, 5),
+              loss_fn=functional_mse, lr=dict.fromkeys(params, rate), n_steps=1)

@@ -9,6 +9,18 @@ import torch
 OPTIMIZERS = ("sgd", "adam")
 
 
+def check_not_inference_mode(what):
+    """Refuse to run under ``torch.inference_mode()``: adaptation and
+    meta-training take gradients, which it forbids (``torch.no_grad()`` is
+    fine: sk_meta turns gradients on where it needs them)."""
+    # a traced graph (torch.compile) runs the check where it is called from
+    if not torch.compiler.is_compiling() and torch.is_inference_mode_enabled():
+        raise RuntimeError(
+            f"{what} takes gradients, which torch.inference_mode() forbids; call it "
+            "outside inference mode (torch.no_grad() is fine)"
+        )
+
+
 def step_rates(lr, step):
     """The learning rate(s) of inner step ``step`` (0-based).
 
@@ -43,9 +55,10 @@ def _checked_rates(lr, step, names):
         missing = [name for name in names if name not in rates]
         if missing:
             raise ValueError(f"lr has no rate for the adapting parameter(s) {missing}")
+        for name in names:
+            _check_rate(rates[name], f"lr[{name!r}]")
     elif isinstance(rates, numbers.Real) and not isinstance(rates, bool):
-        if not math.isfinite(rates):
-            raise ValueError(f"lr must be finite, got {rates}")
+        _check_rate(rates, "lr")
     elif not isinstance(rates, torch.Tensor):
         raise TypeError(
             "lr must be a float, a dict of rates by parameter name, or a callable "
@@ -55,9 +68,22 @@ def _checked_rates(lr, step, names):
     return rates
 
 
+def _check_rate(rate, name):
+    """A number must be finite (tensors, which may live on a GPU, are not
+    read back for it)."""
+    if isinstance(rate, torch.Tensor):
+        return
+    if isinstance(rate, bool) or not isinstance(rate, numbers.Real):
+        raise TypeError(f"{name} must be a number or a tensor, got "
+                        f"{type(rate).__name__}")
+    if not math.isfinite(rate):
+        raise ValueError(f"{name} must be finite, got {rate}")
+
+
 def _check_arguments(params, X, y, *, n_steps, optimizer, trainable):
     """Refuse what would fail deep inside torch, naming the problem. ``y`` and
     ``loss_fn`` are the caller's: only their task dimension is checked."""
+    check_not_inference_mode("adapt")
     if isinstance(n_steps, bool):
         raise TypeError("n_steps must be an int, got bool")
     try:

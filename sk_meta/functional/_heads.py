@@ -44,10 +44,29 @@ _OPTIONS = ("head_init='prototype' (the classifiers' default) or 'zero', and "
 _OTHERWISE = "for this network, pass head_init='meta' and adapt_layers='all'"
 
 
-def _last_linear(module):
-    linear = [(name, m) for name, m in module.named_modules()
-              if isinstance(m, nn.Linear)]
-    return linear[-1] if linear else (None, None)
+def _last_linear(module, probe):
+    """The ``nn.Linear`` layer that ``module`` applies last to ``probe`` (the
+    order of registration need not be the order of calls), with its name."""
+    names = {m: name for name, m in module.named_modules() if isinstance(m, nn.Linear)}
+    if not names:
+        return None, None
+    calls = []
+    hooks = [m.register_forward_hook(lambda m, inputs, output: calls.append(m))
+             for m in names]
+    modes = [(m, m.training) for m in module.modules()]
+    module.eval()
+    try:
+        with torch.no_grad():
+            module(probe)
+    except Exception:  # the split check below reports a failing module
+        calls.clear()
+    finally:
+        for hook in hooks:
+            hook.remove()
+        for m, training in modes:
+            m.training = training
+    layer = calls[-1] if calls else list(names)[-1]
+    return names[layer], layer
 
 
 def find_output_layer(module, strategy, probe):
@@ -77,7 +96,7 @@ def find_output_layer(module, strategy, probe):
         When the module has no ``nn.Linear`` layer, or its output is not that
         layer applied last to 2-D features.
     """
-    name, layer = _last_linear(module)
+    name, layer = _last_linear(module, probe)
     if layer is None:
         raise ValueError(
             f"{type(module).__name__} has no nn.Linear layer: {_OPTIONS} need a "
@@ -86,6 +105,12 @@ def find_output_layer(module, strategy, probe):
     prefix = f"{name}." if name else ""
     weight = f"{prefix}weight"
     bias = f"{prefix}bias" if layer.bias is not None else None
+    if weight not in dict(module.named_parameters()):
+        raise ValueError(
+            f"{_OPTIONS} need the last nn.Linear layer ({name}) to hold its weight "
+            "as a parameter; it is computed (a parametrization such as weight_norm)"
+            f"; {_OTHERWISE}"
+        )
     if strategy == "native" and hasattr(module, "features_batched"):
         body = module
         features = module.features_batched
@@ -125,7 +150,13 @@ def _check_split(module, body, layer, features, probe, name):
 def _compare_split(module, layer, features, probe, name, params):
     with torch.no_grad():
         expected = module(probe)
-        hidden = features(params, probe.unsqueeze(0))[0]
+        try:
+            hidden = features(params, probe.unsqueeze(0))[0]
+        except RuntimeError as exc:  # the body does not run without that layer
+            raise ValueError(
+                f"{_OPTIONS} need the network without its last nn.Linear layer "
+                f"({name}) to compute the features; it fails: {exc}; {_OTHERWISE}"
+            ) from None
         if hidden.dim() != 2 or hidden.shape[-1] != layer.in_features:
             raise ValueError(
                 f"{_OPTIONS} need the network's last nn.Linear layer ({name}) "

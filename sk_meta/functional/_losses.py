@@ -31,6 +31,14 @@ def mse_loss(outputs, y):
     outputs : Tensor of shape (B, n_samples, n_outputs)
     y : Tensor of shape (B, n_samples) or (B, n_samples, n_outputs)
     """
-    if outputs.shape != y.shape:  # one output: (B, n) or (B, n, 1) either side
+    if outputs.shape != y.shape:
+        # one output: (B, n) on one side, (B, n, 1) on the other
+        if outputs.shape[:2] != y.shape[:2] or outputs[0, 0].numel() != 1 or (
+                y[0, 0].numel() != 1):
+            raise ValueError(
+                f"mse_loss needs outputs and targets of one shape, (B, n_samples) "
+                f"or (B, n_samples, n_outputs); got {tuple(outputs.shape)} and "
+                f"{tuple(y.shape)}"
+            )
         outputs = outputs.reshape(y.shape)
     return (outputs - y).square().sum() / y[0].numel()
