@@ -15,7 +15,11 @@ from numbers import Integral, Real
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, _fit_context
-from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils._param_validation import (
+    Interval,
+    InvalidParameterError,
+    StrOptions,
+)
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
@@ -75,6 +79,20 @@ class BaseMetaEstimator(BaseEstimator):
     """Hyperparameters and machinery shared by every sk_meta estimator."""
 
     _algorithm = None  # "maml" or "reptile"
+
+    def _validate_params(self):
+        super()._validate_params()
+        # scikit-learn's Interval takes True for 1: a number parameter given a
+        # bool is a mistake (tasks_per_chunk=True failed inside torch)
+        for name, constraints in self._parameter_constraints.items():
+            value = getattr(self, name, None)
+            is_number = any(isinstance(c, Interval) for c in constraints)
+            if (isinstance(value, (bool, np.bool_)) and is_number
+                    and "boolean" not in constraints):
+                raise InvalidParameterError(
+                    f"The {name!r} parameter of {type(self).__name__} must be a "
+                    f"number, not a bool; got {value!r}."
+                )
 
     @classmethod
     def _get_param_names(cls):

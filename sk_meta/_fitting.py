@@ -373,7 +373,7 @@ def check_input_shape(estimator, X, expected_shape, *, trained="meta-trained"):
 def predict_outputs(estimator, fit, X):
     """Outputs of the adapted network (``fit``, a FitResult) on ``X``, on the CPU."""
     device = resolve_device(estimator.device)
-    settings = InnerLoopSettings.from_estimator(estimator)
+    settings = InnerLoopSettings.from_estimator(estimator, check=False)
     module = on_device(fit.module, device)  # the estimator's private copy
     inner = InnerLoop(dataclasses.replace(settings, head_init="meta",
                                           adapt_layers="all"),

@@ -59,9 +59,14 @@ def task_scores(outputs, batch, classification):
         return (predicted == batch.y_query).float().mean(1)
     y = batch.y_query.reshape(batch.n_tasks, batch.y_query.shape[1], -1)
     outputs = outputs.reshape(y.shape)
-    residual = (y - outputs).square().sum((1, 2))
-    total = (y - y.mean(1, keepdim=True)).square().sum((1, 2))
-    return 1 - residual / total.clamp_min(torch.finfo(total.dtype).tiny)
+    residual = (y - outputs).square().sum(1)
+    total = (y - y.mean(1, keepdim=True)).square().sum(1)
+    # scikit-learn's r2_score, as score() gives it: per output, averaged; a
+    # constant target (one query row, say) scores 1 if fitted exactly, else 0
+    constant = total == 0
+    r2 = torch.where(constant, (residual == 0).to(y.dtype),
+                     1 - residual / torch.where(constant, 1.0, total))
+    return r2.mean(1)
 
 
 def runs_beside_support(module, transductive, n_samples):
@@ -181,8 +186,10 @@ class InnerLoopSettings:
     tasks_per_chunk: object = "auto"
 
     @classmethod
-    def from_estimator(cls, estimator):
-        """The settings of ``estimator``; raises for combinations that make no sense."""
+    def from_estimator(cls, estimator, *, check=True):
+        """The settings of ``estimator``; raises for combinations that make no
+        sense (unless ``check`` is False: ``predict`` needs only some of them,
+        and a meta-training option set after ``fit`` must not stop it)."""
         settings = cls(
             algorithm=estimator._algorithm,
             classification=estimator._is_classifier(),
@@ -202,7 +209,8 @@ class InnerLoopSettings:
             compile=estimator.compile,
             tasks_per_chunk=estimator.tasks_per_chunk,
         )
-        settings.check()
+        if check:
+            settings.check()
         return settings
 
     def check(self):

@@ -629,3 +629,59 @@ def test_a_rate_dict_with_a_bad_rate_is_refused(rate, error):
     with pytest.raises(error, match=r"lr\['(weight|bias)'\]"):
         adapt(batched_forward(module), params, torch.randn(2, 5, 4), torch.randn(2, 5),
               loss_fn=functional_mse, lr=dict.fromkeys(params, rate), n_steps=1)
+
+
+# -- fifth pass: regressors and variants ---------------------------------------------
+
+def test_validation_scores_regression_tasks_as_score_does():
+    """R² of a constant query target (one query row) was -inf or -1e37: early
+    stopping kept no init, one such task swamped the mean."""
+    from sklearn.metrics import r2_score
+
+    from sk_meta.tasks import SinusoidTasks
+
+    train = list(SinusoidTasks(k_shot=5, n_query=5, n_tasks=20, random_state=0))
+    one_row = list(SinusoidTasks(k_shot=5, n_query=1, n_tasks=4, random_state=3))
+    reg = MAMLRegressor(hidden_layer_sizes=(8,), n_meta_iter=4, meta_batch_size=4,
+                        validation_interval=2, early_stopping=True, random_state=0)
+    reg.meta_fit(train, validation_tasks=one_row)
+    assert reg.validation_scores_ == [0.0, 0.0]
+    assert reg.best_validation_score_ == 0.0
+    # on ordinary tasks, multi-output too: the mean of score() over the tasks
+    rng = np.random.RandomState(0)
+    tasks = [(rng.randn(5, 2), rng.randn(5, 2), rng.randn(6, 2), rng.randn(6, 2))
+             for _ in range(3)]
+    reg = MAMLRegressor(hidden_layer_sizes=(8,), n_meta_iter=1, meta_batch_size=3,
+                        validation_interval=1, random_state=0)
+    reg.meta_fit(tasks, validation_tasks=tasks)
+    # validated after the one meta-iteration: the init reg ends with
+    expected = [r2_score(y_q, reg.fit(X_s, y_s).predict(X_q))
+                for X_s, y_s, X_q, y_q in tasks]
+    assert reg.validation_scores_[0] == pytest.approx(np.mean(expected), abs=1e-5)
+
+
+@pytest.mark.parametrize("name", ["tasks_per_chunk", "inner_steps", "meta_batch_size",
+                                  "prototype_scale"])
+def test_a_number_parameter_given_a_bool_is_refused(name):
+    """scikit-learn's Interval took True for 1: tasks_per_chunk=True failed
+    inside torch's split."""
+    from sklearn.utils._param_validation import InvalidParameterError
+
+    with pytest.raises(InvalidParameterError, match=f"'{name}'.*not a bool"):
+        MAMLClassifier(**{name: True}).fit(X6, Y6)
+
+
+@pytest.mark.parametrize("change", [{"multi_step_loss": True}, {"head_init": "zero"},
+                                    {"inner_lr_mode": "per_layer_step"}])
+def test_predict_is_not_stopped_by_a_meta_training_option_set_after_fit(change):
+    """predict re-checked every inner-loop setting, so an adapted Reptile
+    regressor could not predict after set_params(multi_step_loss=True)."""
+    from sk_meta import ReptileRegressor
+
+    X = np.random.RandomState(0).randn(10, 1)
+    reg = ReptileRegressor(hidden_layer_sizes=(8,), random_state=0).fit(X, X[:, 0])
+    expected = reg.predict(X)
+    reg.set_params(**change)
+    np.testing.assert_array_equal(reg.predict(X), expected)
+    with pytest.raises(ValueError):
+        reg.fit(X, X[:, 0])  # fit does refuse the combination
