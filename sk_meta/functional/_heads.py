@@ -72,7 +72,8 @@ def _last_linear(module, probe):
 def find_output_layer(module, strategy, probe):
     """Split ``module`` into a body and its final ``nn.Linear`` layer.
 
-    The output layer is the last ``nn.Linear`` submodule; the split is
+    The output layer is the ``nn.Linear`` submodule the module applies last
+    to ``probe`` (whatever the order it was registered in); the split is
     checked on ``probe``: the module's outputs must equal that layer applied
     to the body's 2-D features.
 
@@ -93,8 +94,9 @@ def find_output_layer(module, strategy, probe):
     Raises
     ------
     ValueError
-        When the module has no ``nn.Linear`` layer, or its output is not that
-        layer applied last to 2-D features.
+        When the module has no ``nn.Linear`` layer, its output is not that
+        layer applied last to 2-D features, or that layer's weight is
+        computed (a parametrization such as ``weight_norm``).
     """
     name, layer = _last_linear(module, probe)
     if layer is None:
