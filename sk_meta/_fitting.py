@@ -70,6 +70,8 @@ def meta_train(estimator, tasks, validation_tasks, *, incremental, checkpoint=No
     if validation_tasks is not None and _has_no_tasks(validation_tasks):
         raise ValueError("validation_tasks is empty")
     network.check()
+    if not warm:
+        network.warn_if_ignored()
     if warm:
         # every refusal before the budget check (a call that trains nothing
         # still refuses what the next one would) and before any task is
@@ -276,8 +278,9 @@ def adapt_to_support(estimator, X, y_target, n_classes, n_outputs):
                                        meta.training_state.forward_strategy)
         lrs, learned_mode = meta.inner_lrs, meta.inner_lr_mode
     else:
-        module, n_outputs = NetworkSpec.from_estimator(estimator).build(
-            X.shape[1:], n_outputs, init_seed, probe=X)
+        network = NetworkSpec.from_estimator(estimator)
+        network.warn_if_ignored()
+        module, n_outputs = network.build(X.shape[1:], n_outputs, init_seed, probe=X)
         strategy, lrs, learned_mode = None, None, None
     if settings.classification and n_outputs < n_classes:
         raise ValueError(

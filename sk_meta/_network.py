@@ -90,12 +90,6 @@ class NetworkSpec:
         """Refuse what the parameters alone make impossible, before ``meta_fit``
         draws a task (a refusal must not consume the user's iterator)."""
         if self.module is None:
-            if self.module_params:
-                raise ValueError(
-                    "module_params only applies when module is a class; with "
-                    "module=None the default MLP takes hidden_layer_sizes and "
-                    f"activation (got module_params={self.module_params!r})"
-                )
             hidden = tuple(self.hidden_layer_sizes)
             if not all(isinstance(h, numbers.Integral) and not isinstance(h, bool)
                        and h > 0 for h in hidden):
@@ -120,6 +114,18 @@ class NetworkSpec:
             raise ValueError(
                 "module_params only applies when module is a class; got an "
                 "instance"
+            )
+
+    def warn_if_ignored(self):
+        """Say that ``module_params`` is ignored with the default MLP (a
+        warning, not an error: a grid over ``module`` may include None, and
+        files saved so must still load and resume)."""
+        if self.module is None and self.module_params:
+            warnings.warn(
+                f"module_params={self.module_params!r} is ignored: it applies when "
+                "module is a class; the default MLP (module=None) takes "
+                "hidden_layer_sizes and activation",
+                UserWarning, stacklevel=4,
             )
 
     def build(self, input_shape, n_outputs, seed, probe):

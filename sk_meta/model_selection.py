@@ -424,9 +424,9 @@ def _group_of_class(sampler, groups):
         )
     from sk_meta.tasks._samplers import _check_labels
 
-    _check_labels(groups, "groups")
     y = np.asarray(sampler.y)
     rows = np.isin(y, classes)
+    _check_labels(groups[rows], "groups (of the sampler's rows)")
     class_codes = np.searchsorted(classes, y[rows])
     try:
         group_labels, group_codes = np.unique(groups[rows], return_inverse=True)

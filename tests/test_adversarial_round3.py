@@ -484,10 +484,42 @@ def test_a_module_class_whose_constructor_fails_in_torch_is_named():
         MAMLClassifier(_Widths, module_params={"width": -2}).fit(X6, Y6)
 
 
-def test_module_params_without_a_module_class_is_refused():
-    """With module=None, module_params was silently ignored."""
-    with pytest.raises(ValueError, match="module_params only applies"):
-        MAMLClassifier(module_params={"hidden_layer_sizes": (2,)}).fit(X6, Y6)
+def test_module_params_without_a_module_class_is_said_to_be_ignored(tmp_path):
+    """With module=None, module_params was silently ignored. A warning, not an
+    error: a grid over module may hold None, and a file saved so must load
+    and resume (a refusal broke both)."""
+    with pytest.warns(UserWarning, match="module_params=.* is ignored"):
+        clf = MAMLClassifier(module_params={"hidden_layer_sizes": (2,)},
+                             n_meta_iter=2, random_state=0).meta_fit([(X6, Y6, X6, Y6)])
+    clf.save(tmp_path / "model.skm")
+    loaded = sk_meta.load(tmp_path / "model.skm")
+    loaded.set_params(warm_start=True, n_meta_iter=3).meta_fit([(X6, Y6, X6, Y6)])
+    assert loaded.n_meta_iter_ == 3
+    with pytest.warns(UserWarning, match="is ignored"):
+        MAMLClassifier(module_params={"width": 3}, random_state=0).fit(X6, Y6)
+
+
+class _AuxiliaryAfterTheHead(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Linear(4, 8)
+        self.head = nn.Linear(8, 3)
+        self.auxiliary = nn.Linear(8, 1)  # called after the head, output unused
+
+    def forward(self, X):
+        hidden = torch.relu(self.body(X))
+        out = self.head(hidden)
+        self.auxiliary(hidden)
+        return out
+
+
+def test_a_linear_layer_called_after_the_head_is_not_taken_for_it():
+    """The last layer called was taken for the head even when the module
+    returns another layer's output."""
+    from sk_meta.functional import find_output_layer, prepare_module
+
+    module = prepare_module(_AuxiliaryAfterTheHead())
+    assert find_output_layer(module, "vmap", torch.randn(5, 4)).weight == "head.weight"
 
 
 def test_meta_grid_search_refuses_a_parameter_name_the_estimator_lacks():
@@ -503,13 +535,30 @@ def test_meta_grid_search_refuses_a_parameter_name_the_estimator_lacks():
         search.meta_fit(sampler)
 
 
+def test_groups_may_be_missing_for_rows_outside_the_samplers_classes():
+    """Missing groups were refused on every row, also on the rows of classes
+    the sampler never draws."""
+    from sk_meta.model_selection import MetaGridSearch
+
+    X = np.random.default_rng(0).normal(size=(100, 4)).astype(np.float32)
+    y = np.repeat(np.arange(10), 10)
+    sampler = EpisodeSampler(X, y, 2, 2, 2, classes=range(8), random_state=0)
+    groups = (y // 2).astype(float)
+    groups[y >= 8] = np.nan
+    search = MetaGridSearch(MAMLClassifier(n_meta_iter=2, meta_batch_size=2,
+                                           random_state=0),
+                            {"inner_lr": [0.1]}, n_val_tasks=2, val_size=2,
+                            random_state=0).meta_fit(sampler, groups=groups)
+    assert len(search.val_classes_) == 4
+
+
 def test_meta_grid_search_blames_groups_for_missing_groups():
     """NaN groups were reported as missing labels of y."""
     from sk_meta.model_selection import MetaGridSearch
 
     X, y, _ = _sampler_tasks()
     sampler = EpisodeSampler(X, y, 2, 2, 2, random_state=0)
-    with pytest.raises(ValueError, match="groups contains 10 missing"):
+    with pytest.raises(ValueError, match="groups .*contains 10 missing"):
         MetaGridSearch(MAMLClassifier(n_meta_iter=2), {}, n_val_tasks=2).meta_fit(
             sampler, groups=np.where(y < 5, y, np.nan))
 
@@ -685,3 +734,20 @@ def test_predict_is_not_stopped_by_a_meta_training_option_set_after_fit(change):
     np.testing.assert_array_equal(reg.predict(X), expected)
     with pytest.raises(ValueError):
         reg.fit(X, X[:, 0])  # fit does refuse the combination
+
+
+def test_numbers_given_as_numpy_or_torch_scalars_are_numbers():
+    """The new argument checks refused 0-d arrays, torch scalars and
+    Fractions that worked before them."""
+    from fractions import Fraction
+
+    from sk_meta.models import MLP, FTTransformer
+    from sk_meta.tasks import SinusoidTasks
+
+    FTTransformer(4, ffn_dropout=np.array(0.1), ffn_factor=torch.tensor(2.0))
+    assert MLP(torch.tensor(5), torch.tensor([8, 4])).layers[0].in_features == 5
+    tasks = SinusoidTasks(k_shot=2, n_query=2)
+    assert tasks.make_task(np.array(1.5), 0.0, 0).y_query.shape == (2,)
+    assert tasks.make_task(Fraction(3, 2), 0, 0).y_query.shape == (2,)
+    X, y, _ = _sampler_tasks()
+    assert EpisodeSampler(X, y, 1, 2, 2, classes=np.int64(5)).n_classes == 1

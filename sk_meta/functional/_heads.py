@@ -50,14 +50,17 @@ def _last_linear(module, probe):
     names = {m: name for name, m in module.named_modules() if isinstance(m, nn.Linear)}
     if not names:
         return None, None
-    calls = []
-    hooks = [m.register_forward_hook(lambda m, inputs, output: calls.append(m))
-             for m in names]
+    calls = []  # (layer, its output), in the order of the calls
+    def record(layer, inputs, output):
+        calls.append((layer, output))
+
+    hooks = [m.register_forward_hook(record) for m in names]
     modes = [(m, m.training) for m in module.modules()]
     module.eval()
+    returned = None
     try:
         with torch.no_grad():
-            module(probe)
+            returned = module(probe)
     except Exception:  # the split check below reports a failing module
         calls.clear()
     finally:
@@ -65,7 +68,10 @@ def _last_linear(module, probe):
             hook.remove()
         for m, training in modes:
             m.training = training
-    layer = calls[-1] if calls else list(names)[-1]
+    # the layer whose output the module returns; else the last one called (a
+    # layer called after the head, whose output is dropped, is not the head)
+    returning = [m for m, output in calls if output is returned]
+    layer = (returning or [m for m, _ in calls] or list(names))[-1]
     return names[layer], layer
 
 

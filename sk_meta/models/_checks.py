@@ -1,22 +1,30 @@
 """Argument checks shared by the ready-made networks."""
 
 import math
-import numbers
+import operator
 
 
 def check_positive_ints(**named):
-    """Refuse any value that is not an int >= 1 (bools too), naming it."""
+    """Refuse any value that is not an integer >= 1 (ints, numpy and 0-d
+    torch integers; not bools), naming it."""
     for name, value in named.items():
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or (
-                value < 1):
+        try:
+            number = None if isinstance(value, bool) else operator.index(value)
+        except TypeError:
+            number = None
+        if number is None or number < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
 
 def check_real(name, value, *, low, high=math.inf, low_closed=True):
-    """Refuse a value that is not a finite real in [low, high) (or (low, high))."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (
-            math.isfinite(value) and (low <= value if low_closed else low < value)
-            and value < high):
+    """Refuse a value that is not a finite real in [low, high) (or (low, high));
+    numpy and 0-d torch numbers count."""
+    try:
+        number = None if isinstance(value, bool) else float(value)
+    except (TypeError, ValueError):
+        number = None
+    if number is None or not (math.isfinite(number) and (
+            low <= number if low_closed else low < number) and number < high):
         if not low_closed and low == 0 and high == math.inf:
             wanted = "positive"
         else:

@@ -2,6 +2,7 @@
 
 import math
 import numbers
+from collections.abc import Iterator
 from itertools import count
 
 import numpy as np
@@ -252,9 +253,11 @@ class EpisodeSampler:
         if classes is None:
             pool = np.arange(len(all_labels))
         else:
-            if isinstance(classes, (set, frozenset)) or iter(classes) is classes:
+            if isinstance(classes, (set, frozenset, Iterator)):
                 classes = list(classes)  # a set or a generator: its labels
             classes_array = np.asarray(classes)
+            if classes_array.ndim == 0:  # one class
+                classes_array = classes_array.reshape(1)
             if classes_array.ndim != 1:
                 raise ValueError(
                     f"classes must be a 1-D list of labels, got shape "

@@ -1,5 +1,6 @@
 """The sinusoid regression task family of the MAML paper."""
 
+import math
 import numbers
 from itertools import count
 
@@ -17,9 +18,16 @@ _FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 def _finite_float32(value):
-    """A real number that stays finite in the tasks' float32 arrays."""
-    return (isinstance(value, numbers.Real) and not isinstance(value, bool)
-            and bool(np.isfinite(value)) and abs(value) <= _FLOAT32_MAX)
+    """A real number (numpy's and 0-d arrays too, not bools) that stays
+    finite in the tasks' float32 arrays."""
+    if isinstance(value, (bool, np.bool_)) or (
+            not isinstance(value, numbers.Real) and np.ndim(value) != 0):
+        return False
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return False
+    return math.isfinite(number) and abs(number) <= _FLOAT32_MAX
 
 
 def _check_range(value, name, *, allow_empty):
