@@ -70,8 +70,6 @@ def meta_train(estimator, tasks, validation_tasks, *, incremental, checkpoint=No
     if validation_tasks is not None and _has_no_tasks(validation_tasks):
         raise ValueError("validation_tasks is empty")
     network.check()
-    if not warm:
-        network.warn_if_ignored()
     if warm:
         # every refusal before the budget check (a call that trains nothing
         # still refuses what the next one would) and before any task is
@@ -94,6 +92,7 @@ def meta_train(estimator, tasks, validation_tasks, *, incremental, checkpoint=No
             )
             return None
     else:
+        network.warn_if_ignored()
         state = MetaTrainingState(**dict(zip(
             ("init_seed", "stream_seed", "torch_seed"), seeds(estimator.random_state))))
     stream = _stream(estimator, tasks, state, warm=warm, incremental=incremental)
