@@ -751,3 +751,60 @@ def test_numbers_given_as_numpy_or_torch_scalars_are_numbers():
     assert tasks.make_task(Fraction(3, 2), 0, 0).y_query.shape == (2,)
     X, y, _ = _sampler_tasks()
     assert EpisodeSampler(X, y, 1, 2, 2, classes=np.int64(5)).n_classes == 1
+
+
+@pytest.mark.parametrize("call, error, message", [
+    (lambda F: F.expand_params({"w": torch.zeros(2)}, -1), ValueError, "n_tasks"),
+    (lambda F: F.expand_params({"w": torch.zeros(2)}, 2.0), TypeError, "n_tasks"),
+    (lambda F: F.zero_head(torch.zeros(3, 2), None, 0), ValueError, "n_tasks"),
+    (lambda F: F.cross_entropy_loss(torch.zeros(2, 5, 3), torch.zeros(2, 5).long(), 6),
+     ValueError, "n_classes=6, but the logits have 3 outputs"),
+    (lambda F: F.cross_entropy_loss(torch.zeros(2, 5, 3), torch.zeros(10).long(), 3),
+     ValueError, "y of shape \\(B, n_samples\\)"),
+])
+def test_functional_helpers_name_a_bad_argument(call, error, message):
+    """They failed inside torch ("shape '[10, 6]' is invalid", "not enough
+    values to unpack", negative sizes)."""
+    import sk_meta.functional as functional
+
+    with pytest.raises(error, match=message):
+        call(functional)
+
+
+def _linear_meta_problem():
+    from sk_meta.functional import (
+        TaskBatch,
+        batched_forward,
+        expand_params,
+        mse_loss,
+        prepare_module,
+    )
+
+    module = prepare_module(nn.Linear(3, 1))
+    params = {k: p.detach() for k, p in module.named_parameters()}
+    batch = TaskBatch(torch.randn(2, 4, 3), torch.randn(2, 4), torch.randn(2, 4, 3),
+                      torch.randn(2, 4))
+    return batched_forward(module), params, expand_params, batch, mse_loss
+
+
+def test_step_weights_need_one_weight_per_step():
+    """A list gave an AttributeError, one weight for two steps was broadcast."""
+    from sk_meta.functional import maml_meta_loss
+
+    forward, params, _, batch, loss_fn = _linear_meta_problem()
+    options = {"loss_fn": loss_fn, "lr": 0.1, "n_steps": 2}
+    with pytest.raises(ValueError, match="one weight per step \\(2\\)"):
+        maml_meta_loss(forward, params, batch, step_weights=torch.ones(1), **options)
+    listed = maml_meta_loss(forward, params, batch, step_weights=[0.0, 1.0], **options)
+    plain = maml_meta_loss(forward, params, batch, **options)
+    torch.testing.assert_close(listed, plain)
+
+
+def test_reinitialized_given_as_one_string_is_refused():
+    """'weight' was read as the set of its characters."""
+    from sk_meta.functional import reptile_meta_gradient
+
+    forward, params, _, batch, loss_fn = _linear_meta_problem()
+    with pytest.raises(TypeError, match="not one string"):
+        reptile_meta_gradient(forward, params, batch, loss_fn=loss_fn, lr=0.1,
+                              n_steps=1, reinitialized="weight")

@@ -1,6 +1,7 @@
 """Forward passes over a batch of tasks, each task with its own parameters."""
 
 import copy
+import operator
 
 import torch
 from torch import nn
@@ -33,6 +34,19 @@ def prepare_module(module):
     return module
 
 
+def check_n_tasks(n_tasks):
+    """``n_tasks`` as an int >= 1, or a TypeError/ValueError naming it."""
+    try:
+        number = None if isinstance(n_tasks, bool) else operator.index(n_tasks)
+    except TypeError:
+        number = None
+    if number is None:
+        raise TypeError(f"n_tasks must be an int, got {type(n_tasks).__name__}")
+    if number < 1:
+        raise ValueError(f"n_tasks must be at least 1, got {number}")
+    return number
+
+
 def expand_params(params, n_tasks):
     """View each parameter with a leading task dimension of size ``n_tasks``.
 
@@ -48,6 +62,7 @@ def expand_params(params, n_tasks):
     task_params : dict of str to Tensor
         Expanded views (no copy): gradients flow back to ``params``.
     """
+    n_tasks = check_n_tasks(n_tasks)
     return {name: p.expand(n_tasks, *p.shape) for name, p in params.items()}
 
 

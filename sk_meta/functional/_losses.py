@@ -18,6 +18,14 @@ def cross_entropy_loss(logits, y, n_classes):
     n_classes : int
         Classes in these tasks; only the first ``n_classes`` outputs are used.
     """
+    if y.dim() != 2 or logits.dim() != 3 or logits.shape[:2] != y.shape:
+        raise ValueError(
+            "cross_entropy_loss needs logits of shape (B, n_samples, n_outputs) and "
+            f"y of shape (B, n_samples); got {tuple(logits.shape)} and {tuple(y.shape)}"
+        )
+    if logits.shape[-1] < n_classes:
+        raise ValueError(f"n_classes={n_classes}, but the logits have "
+                         f"{logits.shape[-1]} outputs")
     n_tasks, n_samples = y.shape
     logits = logits[..., :n_classes].reshape(n_tasks * n_samples, n_classes)
     return F.cross_entropy(logits, y.reshape(-1), reduction="sum") / n_samples

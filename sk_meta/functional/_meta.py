@@ -89,6 +89,10 @@ def maml_meta_loss(forward, params, batch, *, loss_fn, lr, n_steps, first_order=
     if step_weights is None:
         adapted = result[0]
         return loss_fn(forward(adapted, batch.X_query), batch.y_query)
+    step_weights = torch.as_tensor(step_weights)
+    if tuple(step_weights.shape) != (n_steps,):
+        raise ValueError(f"step_weights needs one weight per step ({n_steps}), got "
+                         f"shape {tuple(step_weights.shape)}")
     losses = torch.stack([loss_fn(forward(step, batch.X_query), batch.y_query)
                           for step in result[2]])
     return (step_weights.to(losses.dtype) * losses).sum()
@@ -173,6 +177,9 @@ def reptile_meta_gradient(forward, params, batch, *, loss_fn, lr, n_steps,
         loss_fn=loss_fn, lr=lr, n_steps=n_steps, detach=True, optimizer=optimizer,
         functional=functional, trainable=trainable,
     )
+    if isinstance(reinitialized, str):
+        raise TypeError("reinitialized must be a collection of parameter names, "
+                        f"not one string ({reinitialized!r})")
     still = set(reinitialized)
     if trainable is not None:
         still |= set(params) - set(trainable)
