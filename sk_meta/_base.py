@@ -86,9 +86,8 @@ class BaseMetaEstimator(BaseEstimator):
         # bool is a mistake (tasks_per_chunk=True failed inside torch)
         for name, constraints in self._parameter_constraints.items():
             value = getattr(self, name, None)
-            is_number = any(isinstance(c, Interval) for c in constraints)
-            if (isinstance(value, (bool, np.bool_)) and is_number
-                    and "boolean" not in constraints):
+            if (isinstance(value, (bool, np.bool_)) and "boolean" not in constraints
+                    and any(isinstance(c, Interval) for c in constraints)):
                 raise InvalidParameterError(
                     f"The {name!r} parameter of {type(self).__name__} must be a "
                     f"number, not a bool; got {value!r}."

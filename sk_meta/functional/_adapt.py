@@ -2,9 +2,10 @@
 
 import math
 import numbers
-import operator
 
 import torch
+
+from sk_meta.functional._forward import check_positive_int
 
 OPTIMIZERS = ("sgd", "adam")
 
@@ -81,18 +82,11 @@ def _check_rate(rate, name):
 
 
 def _check_arguments(params, X, y, *, n_steps, optimizer, trainable):
-    """Refuse what would fail deep inside torch, naming the problem. ``y`` and
-    ``loss_fn`` are the caller's: only their task dimension is checked."""
+    """Refuse what would fail deep inside torch, naming the problem; return
+    ``n_steps`` as an int. ``y`` and ``loss_fn`` are the caller's: only their
+    task dimension is checked."""
     check_not_inference_mode("adapt")
-    if isinstance(n_steps, bool):
-        raise TypeError("n_steps must be an int, got bool")
-    try:
-        n_steps = operator.index(n_steps)  # ints, numpy ints, 0-d int tensors
-    except TypeError:
-        raise TypeError(
-            f"n_steps must be an int, got {type(n_steps).__name__}") from None
-    if n_steps < 1:
-        raise ValueError(f"n_steps must be at least 1, got {n_steps}")
+    n_steps = check_positive_int(n_steps, "n_steps")
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
     if trainable is not None:
@@ -115,6 +109,7 @@ def _check_arguments(params, X, y, *, n_steps, optimizer, trainable):
             "X, y and the adapting parameters need the same number of tasks in "
             f"their first dimension; got {n_tasks}"
         )
+    return n_steps
 
 
 def adapt(forward, params, X, y, *, loss_fn, lr, n_steps, create_graph=False,
@@ -183,9 +178,8 @@ def adapt(forward, params, X, y, *, loss_fn, lr, n_steps, create_graph=False,
     """
     if trainable is not None and not isinstance(trainable, str):
         trainable = frozenset(trainable)  # read once: it may be a generator
-    _check_arguments(params, X, y, n_steps=n_steps, optimizer=optimizer,
-                     trainable=trainable)
-    n_steps = operator.index(n_steps)
+    n_steps = _check_arguments(params, X, y, n_steps=n_steps, optimizer=optimizer,
+                               trainable=trainable)
     if optimizer == "adam" and not detach:
         raise ValueError("the Adam inner optimizer is only available with detach=True")
     if backtracking and not detach:

@@ -34,16 +34,17 @@ def prepare_module(module):
     return module
 
 
-def check_n_tasks(n_tasks):
-    """``n_tasks`` as an int >= 1, or a TypeError/ValueError naming it."""
+def check_positive_int(value, name):
+    """``value`` as an int >= 1 (ints, numpy and 0-d torch integers; not
+    bools), or a TypeError/ValueError naming it."""
     try:
-        number = None if isinstance(n_tasks, bool) else operator.index(n_tasks)
+        number = None if isinstance(value, bool) else operator.index(value)
     except TypeError:
         number = None
     if number is None:
-        raise TypeError(f"n_tasks must be an int, got {type(n_tasks).__name__}")
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
     if number < 1:
-        raise ValueError(f"n_tasks must be at least 1, got {number}")
+        raise ValueError(f"{name} must be at least 1, got {number}")
     return number
 
 
@@ -62,7 +63,7 @@ def expand_params(params, n_tasks):
     task_params : dict of str to Tensor
         Expanded views (no copy): gradients flow back to ``params``.
     """
-    n_tasks = check_n_tasks(n_tasks)
+    n_tasks = check_positive_int(n_tasks, "n_tasks")
     return {name: p.expand(n_tasks, *p.shape) for name, p in params.items()}
 
 

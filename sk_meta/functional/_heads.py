@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sk_meta.functional._forward import batched_forward, check_n_tasks
+from sk_meta.functional._forward import batched_forward, check_positive_int
 
 
 class OutputLayer(NamedTuple):
@@ -215,7 +215,7 @@ def zero_head(weight, bias, n_tasks):
     weight, bias : Tensor
         Zeros with a leading task dimension (``bias`` None if it was).
     """
-    n_tasks = check_n_tasks(n_tasks)
+    n_tasks = check_positive_int(n_tasks, "n_tasks")
     zero_weight = weight.new_zeros((n_tasks, *weight.shape))
     zero_bias = None if bias is None else bias.new_zeros((n_tasks, *bias.shape))
     return zero_weight, zero_bias

@@ -4,6 +4,8 @@ Summing (rather than averaging) over tasks makes the gradient with respect to
 each task's own copy of the parameters exactly that task's gradient.
 """
 
+import math
+
 import torch.nn.functional as F
 
 
@@ -41,8 +43,8 @@ def mse_loss(outputs, y):
     """
     if outputs.shape != y.shape:
         # one output: (B, n) on one side, (B, n, 1) on the other
-        if outputs.shape[:2] != y.shape[:2] or outputs[0, 0].numel() != 1 or (
-                y[0, 0].numel() != 1):
+        if outputs.shape[:2] != y.shape[:2] or math.prod(outputs.shape[2:]) != 1 or (
+                math.prod(y.shape[2:]) != 1):
             raise ValueError(
                 f"mse_loss needs outputs and targets of one shape, (B, n_samples) "
                 f"or (B, n_samples, n_outputs); got {tuple(outputs.shape)} and "
