@@ -12,7 +12,6 @@ A plain ``Pipeline`` is fine when its steps need no fitting on the data
 fitting them on each support set is what you want.
 """
 
-import numbers
 from collections.abc import Sequence
 from itertools import chain, islice
 
@@ -21,6 +20,7 @@ from sklearn.base import clone
 from sklearn.frozen import FrozenEstimator
 from sklearn.pipeline import Pipeline
 
+from sk_meta.functional._forward import check_positive_int
 from sk_meta.tasks import Task
 
 
@@ -135,13 +135,8 @@ def meta_fit_pipeline(pipeline, tasks, *, preprocessing_tasks=None,
             f"the last step of the pipeline ({final_name}) must have meta_fit, got "
             f"{type(final).__name__}"
         )
-    if isinstance(n_preprocessing_tasks, bool) or not isinstance(
-            n_preprocessing_tasks, numbers.Integral):
-        raise TypeError("n_preprocessing_tasks must be an int, got "
-                        f"{type(n_preprocessing_tasks).__name__}")
-    if n_preprocessing_tasks < 1:
-        raise ValueError("n_preprocessing_tasks must be at least 1, got "
-                         f"{n_preprocessing_tasks}")
+    n_preprocessing_tasks = check_positive_int(n_preprocessing_tasks,
+                                               "n_preprocessing_tasks")
     pipeline = clone(pipeline)
     final_name, final = pipeline.steps[-1]
     preprocessing_steps = pipeline.steps[:-1]
