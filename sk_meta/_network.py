@@ -20,6 +20,17 @@ def _equal(a, b):
         return a is b
 
 
+def _dtype_hint(module):
+    """A hint for a module failing on float32 inputs: its parameters'
+    other floating dtype, if it has one."""
+    other = sorted({str(p.dtype) for p in module.parameters()
+                    if p.is_floating_point() and p.dtype != torch.float32})
+    if not other:
+        return ""
+    return (f" (sk_meta feeds float32 inputs, and the module has "
+            f"{', '.join(other)} parameters: pass module.float())")
+
+
 @dataclasses.dataclass(frozen=True)
 class NetworkSpec:
     """The parameters that decide the network: ``module``, ``module_params``,
@@ -183,7 +194,7 @@ class NetworkSpec:
         except Exception as exc:
             raise ValueError(
                 f"module failed on inputs of shape {tuple(X.shape)}: "
-                f"{type(exc).__name__}: {exc}"
+                f"{type(exc).__name__}: {exc}{_dtype_hint(module)}"
             ) from None
         if not isinstance(out, torch.Tensor) or out.dim() not in (1, 2) or (
                 len(out) != len(X)):

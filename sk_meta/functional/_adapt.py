@@ -98,6 +98,8 @@ def _check_arguments(params, X, y, *, n_steps, optimizer, trainable):
             raise ValueError(f"trainable names parameters that params lacks: {unknown}")
         if not set(trainable):
             raise ValueError("trainable is empty: no parameter would adapt")
+    if not isinstance(X, torch.Tensor):
+        raise TypeError(f"X must be a tensor, got {type(X).__name__}")
     n_tasks = {"X": X.shape[0] if X.dim() else None}
     if isinstance(y, torch.Tensor):
         n_tasks["y"] = y.shape[0] if y.dim() else None

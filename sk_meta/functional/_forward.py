@@ -103,13 +103,20 @@ def batched_forward(module, buffers=None, strategy="auto"):
     buffers = {} if buffers is None else buffers
     if strategy == "auto":
         strategy = choose_strategy(module)
+    if strategy not in ("native", "loop", "vmap"):
+        raise ValueError(f"unknown strategy {strategy!r}; expected one of "
+                         "'auto', 'native', 'vmap', 'loop'")
     if strategy == "native":
-        return with_math_attention(module.forward_batched, module)
-    if strategy == "loop":
-        return with_math_attention(
-            lambda params, X: _loop_forward(module, buffers, params, X), module
-        )
-    if strategy == "vmap":
+        if not hasattr(module, "forward_batched"):
+            raise ValueError(
+                f"strategy='native' needs a module with its own forward_batched; "
+                f"{type(module).__name__} has none (use 'vmap' or 'loop')"
+            )
+        forward = module.forward_batched
+    elif strategy == "loop":
+        def forward(params, X):
+            return _loop_forward(module, buffers, params, X)
+    else:
         def forward_one(params, X):
             return functional_call(module, (params, buffers), (X,))
 
@@ -121,8 +128,17 @@ def batched_forward(module, buffers=None, strategy="auto"):
                 return _loop_forward(module, buffers, params, X)
             return vmapped(params, X)
 
-        return with_math_attention(forward, module)
-    raise ValueError(f"unknown strategy {strategy!r}")
+    names = frozenset(name for name, _ in module.named_parameters())
+
+    def complete_forward(params, X):
+        # functional_call would run a missing parameter at the module's own
+        # value, silently: it would neither adapt nor be meta-learned
+        if not names <= params.keys():
+            missing = sorted(names - params.keys())
+            raise ValueError(f"params lacks the module's parameter(s) {missing}")
+        return forward(params, X)
+
+    return with_math_attention(complete_forward, module)
 
 
 def has_batch_norm(module):
@@ -172,12 +188,23 @@ def outputs_beside_support(module, buffers, params, X_support, X_query, *,
     -------
     outputs : Tensor of shape (n_query, ...)
     """
+    rows_per_call = check_positive_int(rows_per_call, "rows_per_call")
+    if X_query.dim() < 1 or X_support.shape[1:] != X_query.shape[1:]:
+        raise ValueError(
+            "X_query needs the sample shape of X_support: got "
+            f"{tuple(X_query.shape)} and {tuple(X_support.shape)}"
+        )
+
     def output_on(x):
         batch = torch.cat([X_support, x.unsqueeze(0)])
         return functional_call(module, (params, buffers), (batch,))[-1]
 
     output_on = with_math_attention(output_on, module)
 
+    if not len(X_query):  # no rows: the output shape, from the support set
+        with torch.no_grad():
+            shape = functional_call(module, (params, buffers), (X_support,)).shape
+        return X_support.new_empty((0, *shape[1:]))
     on_rows = vmap(output_on, randomness="different")
     outputs = []
     for rows in X_query.split(rows_per_call):
@@ -214,10 +241,15 @@ def choose_strategy(module, probe=None):
         return "vmap"
     params = {name: p.detach() for name, p in module.named_parameters()}
     X = probe.unsqueeze(0).expand(2, *probe.shape)
+    buffers = dict(module.named_buffers())
     try:
         with torch.no_grad():
-            batched_forward(module, dict(module.named_buffers()), "vmap")(
-                expand_params(params, 2), X)
+            batched_forward(module, buffers, "vmap")(expand_params(params, 2), X)
     except RuntimeError:
+        # "loop" only if the module runs without vmap: an error of the module
+        # itself (inputs of the wrong shape) is raised as it is, not hidden
+        # until the first step
+        with torch.no_grad():
+            batched_forward(module, buffers, "loop")(expand_params(params, 1), X[:1])
         return "loop"
     return "vmap"

@@ -171,10 +171,18 @@ def _compare_split(module, layer, features, probe, name, params):
                 f"to map 2-D features to the outputs; the features before it "
                 f"have shape {tuple(hidden.shape)}; {_OTHERWISE}"
             )
-        recomposed = F.linear(hidden, layer.weight, layer.bias)
+        try:
+            recomposed = F.linear(hidden, layer.weight, layer.bias)
+        except RuntimeError as exc:  # the body casts or reshapes before that layer
+            raise ValueError(
+                f"{_OPTIONS} need the features before the network's last "
+                f"nn.Linear layer ({name}) to feed it as they are; they do not: "
+                f"{exc}; {_OTHERWISE}"
+            ) from None
     scale = float(expected.abs().max().clamp_min(1.0))
-    if expected.shape != recomposed.shape or not torch.allclose(
-            expected, recomposed, rtol=1e-4, atol=1e-5 * scale):
+    if (expected.shape != recomposed.shape or expected.dtype != recomposed.dtype
+            or not torch.allclose(expected, recomposed, rtol=1e-4,
+                                  atol=1e-5 * scale)):
         raise ValueError(
             f"{_OPTIONS} need the network's output to be its last nn.Linear "
             f"layer ({name}) applied last; {type(module).__name__} does something "
@@ -195,9 +203,29 @@ def linear_head(weight, bias, features):
     -------
     outputs : Tensor of shape (B, n_samples, n_outputs)
     """
+    _check_head_shapes(weight, bias, features)
     if bias is None:
         return torch.bmm(features, weight.transpose(1, 2))
     return torch.baddbmm(bias.unsqueeze(1), features, weight.transpose(1, 2))
+
+
+def _check_head_shapes(weight, bias, features):
+    """Shapes only (values are not read: no device sync in the inner loop)."""
+    if weight.dim() != 3 or features.dim() != 3:
+        raise ValueError(
+            "linear_head takes a batch of tasks: weight of shape (B, n_outputs, "
+            "n_features) and features of shape (B, n_samples, n_features); got "
+            f"{tuple(weight.shape)} and {tuple(features.shape)}"
+        )
+    if weight.shape[0] != features.shape[0] or weight.shape[2] != features.shape[2]:
+        raise ValueError(
+            f"weight of shape {tuple(weight.shape)} does not fit features of shape "
+            f"{tuple(features.shape)}: they need the same number of tasks and of "
+            "features"
+        )
+    if bias is not None and tuple(bias.shape) != tuple(weight.shape[:2]):
+        raise ValueError(f"bias must have shape {tuple(weight.shape[:2])} (B, "
+                         f"n_outputs), got {tuple(bias.shape)}")
 
 
 def zero_head(weight, bias, n_tasks):
@@ -248,6 +276,17 @@ def prototype_head(features, y, n_outputs, scale=1.0):
     weight : Tensor of shape (B, n_outputs, n_features)
     bias : Tensor of shape (B, n_outputs)
     """
+    n_outputs = check_positive_int(n_outputs, "n_outputs")
+    if features.dim() != 3 or y.dim() != 2 or y.shape != features.shape[:2]:
+        raise ValueError(
+            "prototype_head takes features of shape (B, n_samples, n_features) and "
+            "y of shape (B, n_samples); got "
+            f"{tuple(features.shape)} and {tuple(y.shape)}"
+        )
+    if y.dtype != torch.long:
+        raise TypeError(f"y must hold class codes as int64 (torch.long), got {y.dtype}")
+    if not features.is_floating_point():
+        raise TypeError(f"features must be floating point, got {features.dtype}")
     one_hot = F.one_hot(y, n_outputs).to(features.dtype)      # (B, n, K)
     counts = one_hot.sum(1).clamp_min(1.0)                    # (B, K)
     prototypes = torch.bmm(one_hot.transpose(1, 2), features) / counts.unsqueeze(-1)

@@ -1,0 +1,185 @@
+"""Misuse of the functional core (``sk_meta.functional``) that once ran on
+silently or failed deep inside torch.
+
+Each test is one case that once went wrong (its docstring says how).
+"""
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from sk_meta.functional import (
+    adapt,
+    batched_forward,
+    choose_strategy,
+    expand_params,
+    linear_head,
+    mse_loss,
+    outputs_beside_support,
+    prepare_module,
+    prototype_head,
+)
+
+
+def _linear():
+    torch.manual_seed(0)
+    module = prepare_module(nn.Linear(3, 2))
+    params = {name: p.detach() for name, p in module.named_parameters()}
+    return module, params
+
+
+def test_params_missing_a_parameter_are_refused():
+    """functional_call ran the missing bias at the module's own value: adapt
+    returned it unadapted, with no sign that it had not been trained."""
+    module, params = _linear()
+    X, y = torch.randn(2, 5, 3), torch.randn(2, 5, 2)
+    for strategy in ("vmap", "loop"):
+        forward = batched_forward(module, strategy=strategy)
+        missing = r"lacks the module's parameter\(s\) \['bias'\]"
+        with pytest.raises(ValueError, match=missing):
+            forward(expand_params({"weight": params["weight"]}, 2), X)
+        with pytest.raises(ValueError, match="bias"):
+            adapt(forward, expand_params({"weight": params["weight"]}, 2), X, y,
+                  loss_fn=mse_loss, lr=0.1, n_steps=1)
+        # complete params (and extra keys' absence) still run
+        assert forward(expand_params(params, 2), X).shape == (2, 5, 2)
+
+
+def test_native_strategy_needs_forward_batched():
+    """strategy='native' on a module without forward_batched raised a bare
+    AttributeError from the first call."""
+    module, _ = _linear()
+    with pytest.raises(ValueError, match="forward_batched"):
+        batched_forward(module, strategy="native")
+    with pytest.raises(ValueError, match="unknown strategy 'fast'"):
+        batched_forward(module, strategy="fast")
+
+
+def test_choose_strategy_raises_the_modules_own_error():
+    """Any RuntimeError under vmap was read as "vmap cannot batch this
+    module": inputs of the wrong shape chose the slow loop, and the error
+    came later, from the first step."""
+    module, _ = _linear()
+    with pytest.raises(RuntimeError, match="shapes cannot be multiplied"):
+        choose_strategy(module, probe=torch.randn(4, 7))
+    assert choose_strategy(module, probe=torch.randn(4, 3)) == "vmap"
+
+
+def test_choose_strategy_still_picks_the_loop_for_what_vmap_cannot_batch():
+    class Unbatchable(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = nn.Linear(3, 2)
+
+        def forward(self, X):
+            out = self.linear(X)
+            if out.sum() > -1e30:  # data-dependent control flow: vmap refuses it
+                return out
+            return -out
+
+    module = prepare_module(Unbatchable())
+    assert choose_strategy(module, probe=torch.randn(4, 3)) == "loop"
+
+
+def test_outputs_beside_support_on_no_query_rows_and_bad_row_counts():
+    """An empty query set raised torch.cat's "expected a non-empty list";
+    rows_per_call=0 raised from Tensor.split."""
+    module, params = _linear()
+    X_support = torch.randn(4, 3)
+    outputs = outputs_beside_support(module, {}, params, X_support, torch.empty(0, 3))
+    assert outputs.shape == (0, 2)
+    with pytest.raises(ValueError, match="rows_per_call must be at least 1"):
+        outputs_beside_support(module, {}, params, X_support, torch.randn(2, 3),
+                               rows_per_call=0)
+    with pytest.raises(ValueError, match="sample shape of X_support"):
+        outputs_beside_support(module, {}, params, X_support, torch.randn(2, 5))
+
+
+def test_adapt_refuses_inputs_that_are_not_a_tensor():
+    """A numpy array failed on ``X.dim()`` with an AttributeError."""
+    module, params = _linear()
+    X, y = torch.randn(2, 5, 3), torch.randn(2, 5, 2)
+    with pytest.raises(TypeError, match="X must be a tensor, got ndarray"):
+        adapt(batched_forward(module), expand_params(params, 2), X.numpy(), y,
+              loss_fn=mse_loss, lr=0.1, n_steps=1)
+
+
+class _CastsToFloat64(nn.Module):
+    """float64 parameters; float32 in and out (a legitimate module)."""
+
+    def __init__(self):
+        super().__init__()
+        self.hidden = nn.Linear(4, 8).double()
+        self.out = nn.Linear(8, 3).double()
+
+    def forward(self, X):
+        return self.out(torch.relu(self.hidden(X.double()))).float()
+
+
+def _six_class_tasks():
+    from sk_meta.tasks import EpisodeSampler
+
+    rng = np.random.RandomState(0)
+    X, y = rng.randn(120, 4), np.arange(120) % 6
+    return X, y, EpisodeSampler(X, y, 3, 2, 3, random_state=0)
+
+
+def test_a_float64_module_gets_a_named_error_or_works():
+    """With float64 parameters, the default prototype head raised torch's
+    "mat1 and mat2 must have the same dtype" from find_output_layer; a
+    plain float64 module failed with no word of the dtype."""
+    from sk_meta import MAMLClassifier
+
+    X, y, tasks = _six_class_tasks()
+    # the head split cannot run this module: the error says what to use
+    with pytest.raises(ValueError, match="head_init='meta'"):
+        MAMLClassifier(module=_CastsToFloat64, n_meta_iter=2,
+                       random_state=0).meta_fit(tasks)
+    # which works: the module casts its own inputs
+    clf = MAMLClassifier(module=_CastsToFloat64, head_init="meta", n_meta_iter=2,
+                         random_state=0).meta_fit(tasks)
+    support = np.isin(y, [0, 1, 2])
+    assert clf.fit(X[support][:9], y[support][:9]).predict(X[:4]).shape == (4,)
+    with pytest.raises(ValueError, match=r"has torch.float64 parameters: pass "
+                                         r"module.float\(\)"):
+        MAMLClassifier(module=nn.Linear(4, 3).double(), head_init="meta",
+                       n_meta_iter=2).meta_fit(tasks)
+
+
+@pytest.mark.parametrize("call, error, message", [
+    (lambda: prototype_head(torch.randn(2, 6, 4), torch.zeros(2, 6).long(), 0),
+     ValueError, "n_outputs must be at least 1"),
+    (lambda: prototype_head(torch.randn(2, 6, 4), torch.zeros(2, 5).long(), 3),
+     ValueError, "y of shape \\(B, n_samples\\)"),
+    (lambda: prototype_head(torch.randn(6, 4), torch.zeros(6).long(), 3),
+     ValueError, "features of shape \\(B, n_samples, n_features\\)"),
+    (lambda: prototype_head(torch.randn(2, 6, 4), torch.zeros(2, 6), 3),
+     TypeError, "int64"),
+    (lambda: linear_head(torch.randn(2, 3, 4), torch.randn(2, 3), torch.randn(2, 6, 5)),
+     ValueError, "same number of tasks and of features"),
+    (lambda: linear_head(torch.randn(2, 3, 4), torch.randn(3), torch.randn(2, 6, 4)),
+     ValueError, "bias must have shape \\(2, 3\\)"),
+    (lambda: linear_head(torch.randn(3, 4), None, torch.randn(6, 4)),
+     ValueError, "batch of tasks"),
+])
+def test_heads_name_a_bad_argument(call, error, message):
+    """They failed inside torch (one_hot's "Class values must be smaller
+    than num_classes", baddbmm's shape errors) or, with float labels,
+    one_hot's "one_hot is only applicable to index tensor"."""
+    with pytest.raises(error, match=message):
+        call()
+
+
+def test_heads_still_compute_what_they_did():
+    features = torch.randn(2, 6, 4, dtype=torch.float64)
+    y = torch.tensor([[0, 1, 2, 0, 1, 2], [2, 2, 1, 1, 0, 0]])
+    weight, bias = prototype_head(features, y, 3, scale=0.5)
+    for task in range(2):
+        for k in range(3):
+            centre = features[task][y[task] == k].mean(0)
+            torch.testing.assert_close(weight[task, k], centre)  # 2 * 0.5 * c_k
+            torch.testing.assert_close(bias[task, k], -0.5 * centre.square().sum())
+    outputs = linear_head(weight, bias, features)
+    torch.testing.assert_close(outputs, features @ weight.transpose(1, 2)
+                               + bias.unsqueeze(1))
