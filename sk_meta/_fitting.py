@@ -69,7 +69,11 @@ def meta_train(estimator, tasks, validation_tasks, *, incremental, checkpoint=No
         )
     if validation_tasks is not None and _has_no_tasks(validation_tasks):
         raise ValueError("validation_tasks is empty")
-    network.check()
+    if not warm:  # a warm start keeps its network: nothing is built
+        network.check(needs_output_layer=inner_settings.needs_output_layer,
+                      construct=True)
+    else:
+        network.check()
     if warm:
         # every refusal before the budget check (a call that trains nothing
         # still refuses what the next one would) and before any task is

@@ -10,6 +10,7 @@ import torch
 from sk_meta._torch_utils import seeded_torch
 from sk_meta.exceptions import FrozenParametersWarning
 from sk_meta.functional import prepare_module
+from sk_meta.functional._heads import check_has_linear_layer
 from sk_meta.models import MLP
 
 
@@ -97,9 +98,14 @@ class NetworkSpec:
                 "parameter or call meta_fit again."
             )
 
-    def check(self):
+    def check(self, *, needs_output_layer=False, construct=False):
         """Refuse what the parameters alone make impossible, before ``meta_fit``
-        draws a task (a refusal must not consume the user's iterator)."""
+        draws a task (a refusal must not consume the user's iterator).
+
+        ``construct``: also build a module class once, so that its
+        constructor's failure and, with ``needs_output_layer``, a network
+        without an ``nn.Linear`` layer are refused before any task is drawn.
+        """
         if self.module is None:
             hidden = tuple(self.hidden_layer_sizes)
             if not all(isinstance(h, numbers.Integral) and not isinstance(h, bool)
@@ -121,11 +127,32 @@ class NetworkSpec:
                     f"module must be a torch.nn.Module class or instance, got "
                     f"{self.module!r}"
                 )
+            if not construct:
+                return
+            module = self._construct(seed=0)
         elif self.module_params:
             raise ValueError(
                 "module_params only applies when module is a class; got an "
                 "instance"
             )
+        else:
+            module = self.module
+        if needs_output_layer:
+            check_has_linear_layer(module)
+
+    def _construct(self, seed):
+        """An instance of the module class, its constructor's failure named."""
+        with seeded_torch(seed, torch.device("cpu")):
+            try:
+                return self.module(**(self.module_params or {}))
+            except TypeError as exc:
+                raise TypeError(
+                    f"{self.module.__name__}(**module_params) failed: {exc}"
+                ) from None
+            except RuntimeError as exc:  # torch's, from inside the constructor
+                raise ValueError(
+                    f"{self.module.__name__}(**module_params) failed: {exc}"
+                ) from None
 
     def warn_if_ignored(self):
         """Say that ``module_params`` is ignored with the default MLP (a
@@ -159,17 +186,7 @@ class NetworkSpec:
                              concat_input=self.concat_input)
             return prepare_module(module), n_outputs
         if isinstance(self.module, type):
-            with seeded_torch(seed, torch.device("cpu")):
-                try:
-                    module = self.module(**(self.module_params or {}))
-                except TypeError as exc:
-                    raise TypeError(
-                        f"{self.module.__name__}(**module_params) failed: {exc}"
-                    ) from None
-                except RuntimeError as exc:  # torch's, from inside the constructor
-                    raise ValueError(
-                        f"{self.module.__name__}(**module_params) failed: {exc}"
-                    ) from None
+            module = self._construct(seed)
         else:
             module = self.module
         frozen = [name for name, p in module.named_parameters() if not p.requires_grad]

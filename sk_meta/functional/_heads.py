@@ -44,6 +44,17 @@ _OPTIONS = ("head_init='prototype' (the classifiers' default) or 'zero', and "
 _OTHERWISE = "for this network, pass head_init='meta' and adapt_layers='all'"
 
 
+def check_has_linear_layer(module):
+    """Refuse a module with no ``nn.Linear`` layer for the options that
+    split off the output layer (it needs no inputs: checked before any task
+    is drawn)."""
+    if not any(isinstance(m, nn.Linear) for m in module.modules()):
+        raise ValueError(
+            f"{type(module).__name__} has no nn.Linear layer: {_OPTIONS} need a "
+            f"network whose last operation is an nn.Linear layer; {_OTHERWISE}"
+        )
+
+
 def _last_linear(module, probe):
     """The ``nn.Linear`` layer that ``module`` applies last to ``probe`` (the
     order of registration need not be the order of calls), with its name."""
@@ -104,12 +115,8 @@ def find_output_layer(module, strategy, probe):
         layer applied last to 2-D features, or that layer's weight is
         computed (a parametrization such as ``weight_norm``).
     """
+    check_has_linear_layer(module)
     name, layer = _last_linear(module, probe)
-    if layer is None:
-        raise ValueError(
-            f"{type(module).__name__} has no nn.Linear layer: {_OPTIONS} need a "
-            f"network whose last operation is an nn.Linear layer; {_OTHERWISE}"
-        )
     prefix = f"{name}." if name else ""
     weight = f"{prefix}weight"
     bias = f"{prefix}bias" if layer.bias is not None else None
