@@ -329,12 +329,16 @@ def _line_searched(forward, params, names, X, y, *, loss_fn, lr, n_steps, optimi
             current = {name: p.detach() for name, p in adapting.items()}
             rates = _checked_rates(lr, step, names)
             old = losses.detach()
-            factor = None  # the full step first
-            for _ in range(MAX_HALVINGS + 1):
+
+            def trial(factor):  # the step scaled by factor, under the step's noise
                 adapting = stepped(current, directions, rates, factor)
                 if noisy:
                     _set_rng_state(before, device)
-                losses = losses_at(adapting)
+                return adapting, losses_at(adapting)
+
+            factor = None  # the full step first
+            for _ in range(MAX_HALVINGS + 1):
+                adapting, losses = trial(factor)
                 new = losses.detach()
                 # a non-finite loss is a divergence, not a step to shorten
                 rejected = (new > old) & torch.isfinite(new)
@@ -344,12 +348,7 @@ def _line_searched(forward, params, names, X, y, *, loss_fn, lr, n_steps, optimi
                     factor = torch.ones_like(old)
                 factor = torch.where(rejected, factor / 2, factor)
             else:  # still higher at the smallest step: no step
-                factor = torch.ones_like(old) if factor is None else factor
-                adapting = stepped(current, directions, rates,
-                                   torch.where(rejected, 0.0, factor))
-                if noisy:
-                    _set_rng_state(before, device)
-                losses = losses_at(adapting)
+                adapting, losses = trial(torch.where(rejected, 0.0, factor))
             if noisy:
                 _set_rng_state(after, device)
             if trajectory:

@@ -1,19 +1,19 @@
 """Argument checks shared by the ready-made networks."""
 
 import math
-import operator
+
+from sk_meta.functional._forward import check_positive_int
 
 
 def check_positive_ints(**named):
-    """Refuse any value that is not an integer >= 1 (ints, numpy and 0-d
-    torch integers; not bools), naming it."""
+    """Refuse any value that is not an integer >= 1 (what the functional
+    core's ``check_positive_int`` takes), naming it, as a ValueError."""
     for name, value in named.items():
         try:
-            number = None if isinstance(value, bool) else operator.index(value)
-        except TypeError:
-            number = None
-        if number is None or number < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+            check_positive_int(value, name)
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"{name} must be a positive integer, got {value!r}") from None
 
 
 def check_real(name, value, *, low, high=math.inf, low_closed=True):
