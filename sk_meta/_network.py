@@ -1,6 +1,7 @@
 """Building the network from the estimator's architecture parameters."""
 
 import dataclasses
+import inspect
 import numbers
 import warnings
 
@@ -19,6 +20,17 @@ def _equal(a, b):
         return bool(a == b)
     except Exception:
         return a is b
+
+
+def _differs(value, default):
+    """Whether a parameter is set away from its default (a list of sizes
+    equal to the default tuple is not)."""
+    if isinstance(default, tuple):
+        try:
+            value = tuple(value)
+        except TypeError:
+            return True
+    return not _equal(value, default)
 
 
 def _dtype_hint(module):
@@ -43,12 +55,22 @@ class NetworkSpec:
     activation: str
     concat_input: bool
     classification: bool
+    # the default MLP's parameters set away from their defaults beside a module
+    ignored_mlp_params: tuple = ()
 
     @classmethod
     def from_estimator(cls, estimator):
+        ignored = ()
+        if estimator.module is not None:
+            defaults = inspect.signature(type(estimator)).parameters
+            ignored = tuple(
+                name for name in ("hidden_layer_sizes", "activation")
+                if name in defaults
+                and _differs(getattr(estimator, name), defaults[name].default))
         return cls(estimator.module, estimator.module_params,
                    estimator.hidden_layer_sizes, estimator.activation,
-                   bool(estimator.concat_input), estimator._is_classifier())
+                   bool(estimator.concat_input), estimator._is_classifier(),
+                   ignored)
 
     def architecture(self):
         """What determines the network's shape, to detect changes after meta_fit."""
@@ -155,9 +177,21 @@ class NetworkSpec:
                 ) from None
 
     def warn_if_ignored(self):
-        """Say that ``module_params`` is ignored with the default MLP (a
-        warning, not an error: a grid over ``module`` may include None, and
-        files saved so must still load and resume)."""
+        """Say that ``module_params`` is ignored with the default MLP, and
+        ``hidden_layer_sizes`` or ``activation`` with a module (a warning,
+        not an error: a grid over ``module`` may include None, and files
+        saved so must still load and resume)."""
+        if self.ignored_mlp_params:
+            names = " and ".join(self.ignored_mlp_params)
+            plural = len(self.ignored_mlp_params) > 1
+            warnings.warn(
+                f"{names} {'are' if plural else 'is'} ignored: "
+                f"{'they shape' if plural else 'it shapes'} the default MLP "
+                "(module=None); with "
+                f"module={getattr(self.module, '__name__', type(self.module).__name__)}"
+                " the network is the module's (pass its sizes in module_params)",
+                UserWarning, stacklevel=4,
+            )
         if self.module is None and self.module_params:
             warnings.warn(
                 f"module_params={self.module_params!r} is ignored: it applies when "

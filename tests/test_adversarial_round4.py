@@ -95,3 +95,24 @@ def test_the_trial_construction_leaves_the_init_and_the_rng_as_they_were(
         _counted_tasks()[0]).module_.state_dict()
     for name, value in without.items():
         torch.testing.assert_close(with_trial[name], value, rtol=0, atol=0)
+
+
+def test_mlp_parameters_beside_a_module_are_said_to_be_ignored():
+    """hidden_layer_sizes and activation set beside module= were silently
+    ignored (module_params beside the default MLP already warned)."""
+    tasks = _counted_tasks()[0]
+    with pytest.warns(UserWarning, match="hidden_layer_sizes and activation are "
+                                         "ignored: they shape the default MLP"):
+        MAMLClassifier(module=_Width, module_params={"width": 3},
+                       hidden_layer_sizes=(8,), activation="tanh", n_meta_iter=1,
+                       meta_batch_size=2).meta_fit(tasks)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        # the defaults, also given as a list, say nothing
+        MAMLClassifier(module=_Width, module_params={"width": 3},
+                       hidden_layer_sizes=[64, 64], n_meta_iter=1,
+                       meta_batch_size=2).meta_fit(_counted_tasks()[0])
+        MAMLClassifier(hidden_layer_sizes=(8,), n_meta_iter=1,
+                       meta_batch_size=2).meta_fit(_counted_tasks()[0])
