@@ -83,7 +83,11 @@ PARAMETERS = {
         Which parameters the inner steps change. ``"head"`` is ANIL (Raghu et
         al., 2020): only the output layer (the network's last ``nn.Linear``)
         adapts, the body's features are computed once per task, and the body
-        is learned by the outer loop alone."""),
+        is learned by the outer loop alone (MAML, FOMAML). Reptile's outer
+        step follows the adapted weights, so with it the body is not
+        meta-trained: only a meta-learned output layer (``head_init="meta"``)
+        is, and meta-training refuses the other heads, which would train
+        nothing; ``fit`` takes ``"head"`` with any head."""),
     "head_init": ('{"meta", "zero", "prototype"}', """
         Where each task's output layer starts (classifiers only; regressors
         take ``"meta"``). ``"meta"``: the meta-learned output layer.

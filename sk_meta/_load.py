@@ -107,8 +107,10 @@ def load(path, *, module=None):
             if "meta" in state:
                 skeleton = copy.deepcopy(estimator._meta.module)
             else:
+                # the module's whole state (buffers, tied weights), saved
+                # beside the adapted parameters; files without it: those
                 skeleton = _skeleton(network, fit["input_shape"], fit["n_outputs"],
-                                     fit["params"])
+                                     fit.get("module_state", fit["params"]))
             estimator._fit = from_plain(FitResult, fit, module=skeleton)
             estimator.n_features_in_ = int(fit["n_features_in"])
             if "feature_names_in" in fit:

@@ -16,10 +16,36 @@ from sk_meta.models import MLP
 
 
 def _equal(a, b):
+    """Equal by value, also for what ``clone`` deep-copies into
+    ``module_params``: arrays, tensors and modules (equal state), nested in
+    dicts, lists and tuples."""
+    if a is b:
+        return True
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_equal(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return (type(a) is type(b) and len(a) == len(b)
+                and all(_equal(x, y) for x, y in zip(a, b)))
+    if isinstance(a, torch.nn.Module) or isinstance(b, torch.nn.Module):
+        return type(a) is type(b) and _equal(_state(a), _state(b))
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        return (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor)
+                and a.shape == b.shape and a.dtype == b.dtype
+                and bool(torch.equal(a.detach().cpu(), b.detach().cpu())))
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        return (isinstance(a, np.ndarray) and isinstance(b, np.ndarray)
+                and a.shape == b.shape and a.dtype == b.dtype
+                and bool(np.array_equal(a, b, equal_nan=a.dtype.kind in "fc")))
     try:
         return bool(a == b)
     except Exception:
-        return a is b
+        return False
+
+
+def _state(module):
+    """A module's parameters and buffers by name (lazy ones by their kind)."""
+    return {name: ("lazy" if torch.nn.parameter.is_lazy(value) else value)
+            for name, value in module.state_dict(keep_vars=True).items()}
 
 
 def _differs(value, default):
@@ -31,6 +57,14 @@ def _differs(value, default):
         except TypeError:
             return True
     return not _equal(value, default)
+
+
+def _check_has_parameters(module):
+    if next(iter(module.parameters()), None) is None:
+        raise ValueError(
+            f"{type(module).__name__} has no parameters: there is nothing to "
+            "meta-train or adapt"
+        )
 
 
 def _dtype_hint(module):
@@ -92,7 +126,10 @@ class NetworkSpec:
         return {
             "module": type(self.module),
             "parameter shapes": tuple(
-                (name, tuple(p.shape)) for name, p in self.module.named_parameters()
+                # a lazy layer of the user's instance has no shape yet (the
+                # network sk_meta trains is a copy, materialized on the data)
+                (name, None if torch.nn.parameter.is_lazy(p) else tuple(p.shape))
+                for name, p in self.module.named_parameters()
             ),
         }
 
@@ -120,13 +157,15 @@ class NetworkSpec:
                 "parameter or call meta_fit again."
             )
 
-    def check(self, *, needs_output_layer=False, construct=False):
+    def check(self, *, needs_output_layer=False, needs_bias=False, construct=False):
         """Refuse what the parameters alone make impossible, before ``meta_fit``
         draws a task (a refusal must not consume the user's iterator).
 
         ``construct``: also build a module class once, so that its
-        constructor's failure and, with ``needs_output_layer``, a network
-        without an ``nn.Linear`` layer are refused before any task is drawn.
+        constructor's failure, a network without parameters and, with
+        ``needs_output_layer``, one without an ``nn.Linear`` layer (with
+        ``needs_bias``, without one that has a bias) are refused before any
+        task is drawn.
         """
         if self.module is None:
             hidden = tuple(self.hidden_layer_sizes)
@@ -159,8 +198,15 @@ class NetworkSpec:
             )
         else:
             module = self.module
+        _check_has_parameters(module)
         if needs_output_layer:
             check_has_linear_layer(module)
+        if needs_bias and not any(isinstance(m, torch.nn.Linear) and m.bias is not None
+                                  for m in module.modules()):
+            raise ValueError(
+                "head_init='prototype' needs an output layer with a bias; no "
+                f"nn.Linear layer of {type(module).__name__} has one"
+            )
 
     def _construct(self, seed):
         """An instance of the module class, its constructor's failure named."""
@@ -223,6 +269,7 @@ class NetworkSpec:
             module = self._construct(seed)
         else:
             module = self.module
+        _check_has_parameters(module)
         frozen = [name for name, p in module.named_parameters() if not p.requires_grad]
         if frozen:
             warnings.warn(

@@ -7,6 +7,7 @@ that the estimator commits. It works on copies, so the estimator changes
 only when it commits, after the last completed meta-iteration.
 """
 
+import contextlib
 import copy
 import dataclasses
 import math
@@ -66,6 +67,24 @@ def make_optimizer(name, params, lr):
         return optimizer_class(params, lr=lr, fused=True)
     except (RuntimeError, TypeError, ValueError):
         return optimizer_class(params, lr=lr, foreach=True)
+
+
+@contextlib.contextmanager
+def _interpolated_inputs_error(interpolated):
+    """Name task interpolation where a module fails on its made-up rows as on
+    indices out of range (inputs read as token ids or categories)."""
+    try:
+        yield
+    except (IndexError, RuntimeError) as exc:
+        if not interpolated or (isinstance(exc, RuntimeError)
+                                and "out of range" not in str(exc)):
+            raise
+        raise ValueError(
+            f"the module failed on a meta-batch with interpolated tasks "
+            f"({type(exc).__name__}: {exc}). task_interpolation mixes the rows of "
+            "two tasks into new inputs; a module that reads its inputs as indices "
+            "or categories needs task_interpolation=0.0"
+        ) from exc
 
 
 @dataclasses.dataclass(frozen=True)
@@ -358,7 +377,8 @@ class MetaTrainer:
             batch = to_task_batch(stacked, self.settings.device)
             sets = (f"the support or query set of the tasks "
                     f"{format_indices(stacked.indices)}")
-            with single_sample_batch_norm_error(sets):
+            with single_sample_batch_norm_error(sets), \
+                    _interpolated_inputs_error(rng is not None):
                 grads, lr_grads, loss = self.inner_loop.meta_gradient(
                     self.params, self.lrs, batch, progress=progress)
             total_loss = total_loss + loss

@@ -116,3 +116,357 @@ def test_mlp_parameters_beside_a_module_are_said_to_be_ignored():
                        meta_batch_size=2).meta_fit(_counted_tasks()[0])
         MAMLClassifier(hidden_layer_sizes=(8,), n_meta_iter=1,
                        meta_batch_size=2).meta_fit(_counted_tasks()[0])
+
+
+# -- the fourth adversarial pass: custom modules and the functional core ----------
+
+def _tiny_tasks(n=8, regression=False, seed=0):
+    rng = np.random.RandomState(seed)
+
+    def targets():
+        return rng.randn(6).astype("f") if regression else np.repeat([0, 1], 3)
+
+    return [(rng.randn(6, 4).astype("f"), targets(), rng.randn(6, 4).astype("f"),
+             targets()) for _ in range(n)]
+
+
+TINY = {"n_meta_iter": 3, "meta_batch_size": 2, "inner_steps": 2, "random_state": 0}
+
+
+@pytest.mark.parametrize("head_init", ["zero", "prototype"])
+def test_reptile_anil_with_a_rebuilt_head_is_refused(head_init):
+    """Reptile with adapt_layers='head' and a head rebuilt per task moved no
+    weight at all (its direction is zero everywhere), silently."""
+    from sk_meta import ReptileClassifier
+
+    tasks = iter(_tiny_tasks())
+    with pytest.raises(ValueError, match="would meta-train nothing"):
+        ReptileClassifier(adapt_layers="head", head_init=head_init,
+                          **TINY).meta_fit(tasks)
+    assert len(list(tasks)) == 8  # refused before drawing
+
+
+def test_reptile_anil_with_the_meta_head_trains_the_head_and_fit_takes_any_head():
+    from sk_meta import ReptileClassifier
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+    clf = ReptileClassifier(net, adapt_layers="head", head_init="meta",
+                            **TINY).meta_fit(_tiny_tasks())
+    assert not torch.equal(clf.module_[2].weight, net[2].weight)
+    X, y = _tiny_tasks()[0][:2]
+    clf.set_params(head_init="prototype").fit(X, y)  # fit-time ANIL: allowed
+    assert clf.predict(X).shape == (6,)
+
+
+def test_reptile_meta_gradient_reads_a_generator_of_trainable_names_once():
+    """adapt exhausted the generator, then every direction was zero."""
+    import functools
+
+    import sk_meta.functional as F
+
+    torch.manual_seed(0)
+    net = F.prepare_module(nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3)))
+    params = {n: p.detach() for n, p in net.named_parameters()}
+    batch = F.TaskBatch(torch.randn(2, 6, 4), torch.randint(0, 3, (2, 6)),
+                        torch.randn(2, 6, 4), torch.randint(0, 3, (2, 6)), 3)
+    loss = functools.partial(F.cross_entropy_loss, n_classes=3)
+    head = ["2.weight", "2.bias"]
+    options = {"loss_fn": loss, "lr": 0.1, "n_steps": 2}
+    listed, _ = F.reptile_meta_gradient(F.batched_forward(net), params, batch,
+                                        trainable=head, **options)
+    generated, _ = F.reptile_meta_gradient(F.batched_forward(net), params, batch,
+                                           trainable=(n for n in head), **options)
+    assert float(listed["2.weight"].abs().sum()) > 0
+    for name in params:
+        torch.testing.assert_close(generated[name], listed[name])
+
+
+@pytest.mark.parametrize("n_classes, error", [(-1, ValueError), (0, ValueError),
+                                              (None, TypeError), (3.0, TypeError)])
+def test_cross_entropy_loss_checks_n_classes(n_classes, error):
+    """n_classes=-1 silently dropped the last output; 0 and None raised from
+    inside torch."""
+    from sk_meta.functional import cross_entropy_loss
+
+    with pytest.raises(error, match="n_classes"):
+        cross_entropy_loss(torch.randn(2, 3, 4), torch.zeros(2, 3).long(), n_classes)
+
+
+class _Centered(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("mean", torch.full((4,), 0.5))
+        self.net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+
+    def forward(self, X):
+        return self.net(X - self.mean)
+
+
+class _TiedBody(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Linear(4, 4)
+        self.b = nn.Linear(4, 4)
+        self.b.weight = self.a.weight
+        self.out = nn.Linear(4, 2)
+
+    def forward(self, X):
+        return self.out(torch.relu(self.b(torch.relu(self.a(X)))))
+
+
+@pytest.mark.parametrize("module_class", [_Centered, _TiedBody])
+def test_a_fit_only_estimator_saves_buffers_and_tied_weights(module_class, tmp_path):
+    """save() without meta_fit wrote the parameters only: load() refused the
+    file (missing buffer, missing alias of a tied weight)."""
+    import sk_meta
+
+    torch.manual_seed(0)
+    X, y, X_query, _ = _tiny_tasks()[0]
+    clf = MAMLClassifier(module_class(), inner_steps=2, random_state=0).fit(X, y)
+    clf.save(tmp_path / "fit_only.skm")
+    loaded = sk_meta.load(tmp_path / "fit_only.skm", module=module_class())
+    np.testing.assert_array_equal(loaded.predict_proba(X_query),
+                                  clf.predict_proba(X_query))
+
+
+class _WithModuleParams(nn.Module):
+    def __init__(self, backbone=None, class_weights=None):
+        super().__init__()
+        self.body = backbone if backbone is not None else nn.Linear(4, 8)
+        self.out = nn.Linear(8, 2)
+
+    def forward(self, X):
+        return self.out(torch.relu(self.body(X)))
+
+
+@pytest.mark.parametrize("module_params", [
+    {"backbone": nn.Linear(4, 8)}, {"class_weights": np.ones(2)},
+    {"class_weights": torch.ones(2)}, {"class_weights": [np.ones(2), (1, 2)]},
+], ids=["module", "array", "tensor", "nested"])
+def test_a_clone_fits_when_module_params_hold_arrays_or_modules(module_params):
+    """clone deep-copies module_params; the architecture check compared them
+    with ==, so the clone's fit said the architecture had changed (and
+    cross_val_score, GridSearchCV failed)."""
+    from sklearn.base import clone
+
+    X, y = _tiny_tasks()[0][:2]
+    clf = MAMLClassifier(_WithModuleParams, module_params=module_params,
+                         **TINY).meta_fit(_tiny_tasks())
+    clone(clf).fit(X, y)
+    # a real change is still one
+    changed = clone(clf)
+    if "backbone" in module_params:
+        with torch.no_grad():
+            changed.module_params["backbone"].weight.add_(1.0)
+    else:
+        changed.set_params(module_params={"class_weights": np.zeros(2)})
+    with pytest.raises(ValueError, match="architecture changed"):
+        changed.fit(X, y)
+
+
+def test_a_lazy_module_instance_meta_trains():
+    """meta_fit ran every meta-iteration, then failed reading the shape of
+    the user's uninitialized LazyLinear: the run was lost."""
+    net = nn.Sequential(nn.LazyLinear(8), nn.ReLU(), nn.LazyLinear(2))
+    clf = MAMLClassifier(net, head_init="meta", **TINY).meta_fit(_tiny_tasks())
+    X, y, X_query, _ = _tiny_tasks()[0]
+    assert clf.fit(X, y).predict(X_query).shape == (6,)
+    assert torch.nn.parameter.is_lazy(net[0].weight)  # the user's stays as it was
+
+
+class _OneOutputAsVector(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.hidden = nn.Linear(4, 8)
+        self.out = nn.Linear(8, 1)
+
+    def forward(self, X):
+        return self.out(torch.relu(self.hidden(X))).squeeze(-1)
+
+
+class _OneOutputAsColumn(_OneOutputAsVector):
+    def forward(self, X):
+        return self.out(torch.relu(self.hidden(X)))
+
+
+def test_regressor_anil_takes_a_module_returning_a_vector():
+    """adapt_layers='head' refused an (n,) output ("does something after
+    it"), which the regressors accept elsewhere; it now trains as the same
+    network returning an (n, 1) column."""
+    from sk_meta import MAMLRegressor
+
+    tasks = _tiny_tasks(regression=True)
+    X, y, X_query, _ = tasks[0]
+    predictions = []
+    for module_class in (_OneOutputAsVector, _OneOutputAsColumn):
+        torch.manual_seed(0)
+        clf = MAMLRegressor(module_class(), adapt_layers="head", **TINY)
+        predictions.append(clf.meta_fit(tasks).fit(X, y).predict(X_query))
+    assert predictions[0].shape == (6,)
+    np.testing.assert_allclose(predictions[0], predictions[1].ravel(), rtol=1e-5,
+                               atol=1e-6)
+
+
+class _NoParameters(nn.Module):
+    def forward(self, X):
+        return X[:, :2] * 1.0
+
+
+class _BiasFree(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.hidden = nn.Linear(4, 8, bias=False)
+        self.out = nn.Linear(8, 2, bias=False)
+
+    def forward(self, X):
+        return self.out(torch.relu(self.hidden(X)))
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"module": _NoParameters(), "head_init": "meta"}, "has no parameters"),
+    ({"module": _NoParameters, "head_init": "meta"}, "has no parameters"),
+    ({"module": _BiasFree()}, "needs an output layer with a bias"),
+])
+def test_modules_refused_before_any_task_is_drawn(params, message):
+    """A module without parameters failed with "optimizer got an empty
+    parameter list" (and fit with torch's "inputs argument to grad() cannot
+    be empty"); bias-free layers under the prototype head were refused after
+    a meta-batch had been drawn."""
+    tasks = iter(_tiny_tasks())
+    with pytest.raises(ValueError, match=message):
+        MAMLClassifier(**TINY, **params).meta_fit(tasks)
+    assert len(list(tasks)) == 8
+    if "no parameters" in message:
+        X, y = _tiny_tasks()[0][:2]
+        with pytest.raises(ValueError, match=message):
+            MAMLClassifier(**TINY, **params).fit(X, y)
+
+
+def test_adapt_refuses_empty_params():
+    from sk_meta.functional import adapt, mse_loss
+
+    with pytest.raises(ValueError, match="params is empty"):
+        adapt(lambda params, X: X, {}, torch.randn(2, 3, 1), torch.randn(2, 3),
+              loss_fn=mse_loss, lr=0.1, n_steps=1)
+
+
+class _TiedHead(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Linear(4, 4)
+        self.out = nn.Linear(4, 4)
+        self.out.weight = self.a.weight
+
+    def forward(self, X):
+        return self.out(torch.relu(self.a(X)))
+
+
+def test_a_tied_output_layer_is_refused_for_what_it_is():
+    """It was said to be "computed (a parametrization such as weight_norm)"."""
+    with pytest.raises(ValueError, match="shares it with a.weight"):
+        MAMLClassifier(_TiedHead(), **TINY).meta_fit(_tiny_tasks())
+
+
+class _ReturnsTuple(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.hidden = nn.Linear(4, 8)
+        self.out = nn.Linear(8, 3)
+
+    def forward(self, X):
+        features = torch.relu(self.hidden(X))
+        return self.out(features), features
+
+
+def test_functional_helpers_refuse_a_module_returning_a_tuple():
+    """outputs_beside_support took [-1] of the tuple (the hidden features of
+    every row) and returned them as outputs; the others raised AttributeError."""
+    import sk_meta.functional as F
+
+    module = F.prepare_module(_ReturnsTuple())
+    params = {n: p.detach() for n, p in module.named_parameters()}
+    support, query = torch.randn(6, 4), torch.randn(2, 4)
+    for call in (lambda: F.outputs_beside_support(module, {}, params, support, query),
+                 lambda: F.outputs_beside_support(module, {}, params, support,
+                                                  query[:0]),
+                 lambda: F.find_output_layer(module, "vmap", support),
+                 lambda: F.mse_loss(module(support), torch.randn(6)),
+                 lambda: F.cross_entropy_loss(module(support), torch.zeros(1, 6).long(),
+                                              3)):
+        with pytest.raises(TypeError, match="must return one tensor"):
+            call()
+
+
+class _BatchedReadsSelf(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.hidden = nn.Linear(4, 8)
+        self.out = nn.Linear(8, 2)
+
+    def forward(self, X):
+        return self.out(torch.relu(self.hidden(X)))
+
+    def forward_batched(self, params, X):  # out.bias read from self, not params
+        hidden = torch.relu(torch.baddbmm(params["hidden.bias"].unsqueeze(1), X,
+                                          params["hidden.weight"].mT))
+        return hidden @ params["out.weight"].mT + self.out.bias
+
+
+class _BatchedReturnsTuple(_BatchedReadsSelf):
+    def forward_batched(self, params, X):
+        return torch.func.vmap(
+            lambda p, x: torch.func.functional_call(self, p, (x,)))(params, X), None
+
+
+class _BatchedRight(_BatchedReadsSelf):
+    def forward_batched(self, params, X):
+        hidden = torch.relu(torch.baddbmm(params["hidden.bias"].unsqueeze(1), X,
+                                          params["hidden.weight"].mT))
+        return torch.baddbmm(params["out.bias"].unsqueeze(1), hidden,
+                             params["out.weight"].mT)
+
+
+@pytest.mark.parametrize("module_class, error, message", [
+    (_BatchedReadsSelf, ValueError, "must read every parameter from params"),
+    (_BatchedReturnsTuple, TypeError, "forward_batched must return one tensor"),
+])
+def test_a_wrong_forward_batched_is_refused(module_class, error, message):
+    """A forward_batched reading out.bias from the module left it out of
+    meta-training and fit, silently; one returning a tuple failed inside the
+    loss with an AttributeError."""
+    with pytest.raises(error, match=message):
+        MAMLClassifier(module_class(), head_init="meta", **TINY).meta_fit(
+            _tiny_tasks())
+    X, y = _tiny_tasks()[0][:2]
+    with pytest.raises(error, match=message):
+        MAMLClassifier(module_class(), head_init="meta", **TINY).fit(X, y)
+
+
+def test_a_right_forward_batched_is_used_and_trains_every_parameter():
+    torch.manual_seed(0)
+    net = _BatchedRight()
+    clf = MAMLClassifier(net, head_init="meta", meta_lr=0.1,
+                         **TINY).meta_fit(_tiny_tasks())
+    assert not torch.equal(clf.module_.out.bias, net.out.bias)
+
+
+class _Tokens(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.embedding = nn.Embedding(10, 4)
+        self.out = nn.Linear(16, 2)
+
+    def forward(self, X):
+        return self.out(self.embedding(X.long()).flatten(1))
+
+
+def test_task_interpolation_on_token_ids_names_the_cause():
+    """Mixed rows fell outside the vocabulary: a bare IndexError from
+    nn.Embedding in the middle of meta-training."""
+    rng = np.random.RandomState(0)
+    tasks = [(rng.randint(0, 10, (6, 4)), np.repeat([0, 1], 3),
+              rng.randint(0, 10, (6, 4)), np.repeat([0, 1], 3)) for _ in range(8)]
+    MAMLClassifier(_Tokens(), task_interpolation=0.0, **TINY).meta_fit(tasks)
+    with pytest.raises(ValueError, match="needs task_interpolation=0.0"):
+        MAMLClassifier(_Tokens(), task_interpolation=1.0, **TINY).meta_fit(tasks)

@@ -87,6 +87,8 @@ def _check_arguments(params, X, y, *, n_steps, optimizer, trainable):
     task dimension is checked."""
     check_not_inference_mode("adapt")
     n_steps = check_positive_int(n_steps, "n_steps")
+    if not params:
+        raise ValueError("params is empty: no parameter would adapt")
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
     if trainable is not None:

@@ -197,14 +197,18 @@ def outputs_beside_support(module, buffers, params, X_support, X_query, *,
 
     def output_on(x):
         batch = torch.cat([X_support, x.unsqueeze(0)])
-        return functional_call(module, (params, buffers), (batch,))[-1]
+        outputs = functional_call(module, (params, buffers), (batch,))
+        if not isinstance(outputs, torch.Tensor):
+            raise TypeError(f"the module must return one tensor, got "
+                            f"{type(outputs).__name__}")
+        return outputs[-1]
 
     output_on = with_math_attention(output_on, module)
 
-    if not len(X_query):  # no rows: the output shape, from the support set
+    if not len(X_query):  # no rows: the output shape, from one row
         with torch.no_grad():
-            shape = functional_call(module, (params, buffers), (X_support,)).shape
-        return X_support.new_empty((0, *shape[1:]))
+            shape = output_on(X_support[0]).shape
+        return X_support.new_empty((0, *shape))
     on_rows = vmap(output_on, randomness="different")
     outputs = []
     for rows in X_query.split(rows_per_call):
@@ -213,6 +217,46 @@ def outputs_beside_support(module, buffers, params, X_support, X_query, *,
         except RuntimeError:  # layers vmap cannot batch (RNNs): one row at a time
             outputs.append(torch.stack([output_on(x) for x in rows]))
     return torch.cat(outputs)
+
+
+def _own_batched_forward(module):
+    """Whether ``forward`` and ``forward_batched`` are both sk_meta's own
+    (its networks are tested to agree; ``fit`` skips the check for them)."""
+    return all(getattr(getattr(type(module), name, None), "__module__", "")
+               .startswith("sk_meta.models") for name in ("forward", "forward_batched"))
+
+
+def _check_forward_batched(module, probe):
+    """A module's own ``forward_batched`` must compute what ``forward`` does
+    with each task's parameters: one that read a parameter from the module
+    instead would leave it out of adaptation and meta-training, silently."""
+    params = {name: p.detach() for name, p in module.named_parameters()}
+    # two tasks, the second with every parameter changed
+    tasks = {name: torch.stack([p, 0.5 * p + 0.01]) for name, p in params.items()}
+    X = probe.unsqueeze(0).expand(2, *probe.shape)
+    modes = [(m, m.training) for m in module.modules()]
+    module.eval()  # dropout would make the two computations differ
+    try:
+        with torch.no_grad():
+            batched = module.forward_batched(tasks, X)
+            expected = torch.stack([
+                functional_call(module, {n: p[i] for n, p in tasks.items()}, (probe,))
+                for i in range(2)])
+    finally:
+        for m, training in modes:
+            m.training = training
+    if not isinstance(batched, torch.Tensor):
+        raise TypeError(f"{type(module).__name__}.forward_batched must return one "
+                        f"tensor, got {type(batched).__name__}")
+    scale = float(expected.abs().max().clamp_min(1.0))
+    if batched.shape != expected.shape or not torch.allclose(
+            batched, expected.to(batched.dtype), rtol=1e-4, atol=1e-5 * scale):
+        raise ValueError(
+            f"{type(module).__name__}.forward_batched(params, X) differs from "
+            "forward with each task's parameters (on two tasks with other "
+            f"parameters: shape {tuple(batched.shape)} against "
+            f"{tuple(expected.shape)}); it must read every parameter from params"
+        )
 
 
 def choose_strategy(module, probe=None):
@@ -236,6 +280,8 @@ def choose_strategy(module, probe=None):
     strategy : str
     """
     if hasattr(module, "forward_batched"):
+        if probe is not None and not _own_batched_forward(module):
+            _check_forward_batched(module, probe)
         return "native"
     if probe is None:
         return "vmap"

@@ -120,6 +120,13 @@ def find_output_layer(module, strategy, probe):
     prefix = f"{name}." if name else ""
     weight = f"{prefix}weight"
     bias = f"{prefix}bias" if layer.bias is not None else None
+    shared = [other for other, p in module.named_parameters()
+              if p is layer.weight and other != weight]
+    if shared:
+        raise ValueError(
+            f"{_OPTIONS} need the last nn.Linear layer ({name}) to own its weight; "
+            f"it shares it with {shared[0]} (tied weights); {_OTHERWISE}"
+        )
     if weight not in dict(module.named_parameters()):
         raise ValueError(
             f"{_OPTIONS} need the last nn.Linear layer ({name}) to hold its weight "
@@ -165,6 +172,9 @@ def _check_split(module, body, layer, features, probe, name):
 def _compare_split(module, layer, features, probe, name, params):
     with torch.no_grad():
         expected = module(probe)
+        if not isinstance(expected, torch.Tensor):
+            raise TypeError(f"the module must return one tensor, got "
+                            f"{type(expected).__name__}")
         try:
             hidden = features(params, probe.unsqueeze(0))[0]
         except RuntimeError as exc:  # the body does not run without that layer
@@ -186,6 +196,8 @@ def _compare_split(module, layer, features, probe, name, params):
                 f"nn.Linear layer ({name}) to feed it as they are; they do not: "
                 f"{exc}; {_OTHERWISE}"
             ) from None
+    if expected.dim() == 1 and recomposed.shape == (len(expected), 1):
+        recomposed = recomposed[:, 0]  # one output as (n,): as mse_loss reads it
     scale = float(expected.abs().max().clamp_min(1.0))
     if (expected.shape != recomposed.shape or expected.dtype != recomposed.dtype
             or not torch.allclose(expected, recomposed, rtol=1e-4,

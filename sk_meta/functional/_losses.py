@@ -6,7 +6,16 @@ each task's own copy of the parameters exactly that task's gradient.
 
 import math
 
+import torch
 import torch.nn.functional as F
+
+from sk_meta.functional._forward import check_positive_int
+
+
+def _check_tensor(outputs, what):
+    if not isinstance(outputs, torch.Tensor):
+        raise TypeError(f"{what} must be one tensor (the module must return one "
+                        f"tensor), got {type(outputs).__name__}")
 
 
 def cross_entropy_loss(logits, y, n_classes):
@@ -20,6 +29,8 @@ def cross_entropy_loss(logits, y, n_classes):
     n_classes : int
         Classes in these tasks; only the first ``n_classes`` outputs are used.
     """
+    _check_tensor(logits, "logits")
+    n_classes = check_positive_int(n_classes, "n_classes")
     if y.dim() != 2 or logits.dim() != 3 or logits.shape[:2] != y.shape:
         raise ValueError(
             "cross_entropy_loss needs logits of shape (B, n_samples, n_outputs) and "
@@ -41,6 +52,7 @@ def mse_loss(outputs, y):
     outputs : Tensor of shape (B, n_samples, n_outputs)
     y : Tensor of shape (B, n_samples) or (B, n_samples, n_outputs)
     """
+    _check_tensor(outputs, "outputs")
     if outputs.shape != y.shape:
         # one output: (B, n) on one side, (B, n, 1) on the other
         if outputs.shape[:2] != y.shape[:2] or math.prod(outputs.shape[2:]) != 1 or (

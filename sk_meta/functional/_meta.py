@@ -168,6 +168,13 @@ def reptile_meta_gradient(forward, params, batch, *, loss_fn, lr, n_steps,
     loss : Tensor
         Sum over tasks of the inner loss at the last step.
     """
+    if isinstance(reinitialized, str):
+        raise TypeError("reinitialized must be a collection of parameter names, "
+                        f"not one string ({reinitialized!r})")
+    still = set(reinitialized)
+    if trainable is not None and not isinstance(trainable, str):
+        trainable = frozenset(trainable)  # read once: adapt reads it too
+        still |= set(params) - trainable
     X = torch.cat([batch.X_support, batch.X_query], dim=1)
     y = torch.cat([batch.y_support, batch.y_query], dim=1)
     if task_params is None:
@@ -177,12 +184,6 @@ def reptile_meta_gradient(forward, params, batch, *, loss_fn, lr, n_steps,
         loss_fn=loss_fn, lr=lr, n_steps=n_steps, detach=True, optimizer=optimizer,
         functional=functional, trainable=trainable,
     )
-    if isinstance(reinitialized, str):
-        raise TypeError("reinitialized must be a collection of parameter names, "
-                        f"not one string ({reinitialized!r})")
-    still = set(reinitialized)
-    if trainable is not None:
-        still |= set(params) - set(trainable)
     return {
         name: (torch.zeros_like(p) if name in still
                else batch.n_tasks * p.detach() - adapted[name].sum(0))
