@@ -85,8 +85,9 @@ print(results[0])
 # -------------
 # Each split's mean has its own interval (how precisely 40 tasks measured
 # it); the spread *across* splits is what the choice of classes adds. The
-# per-split difference between the models varies less than either score,
-# since both face the same classes.
+# per-split difference between two models need not vary less than their
+# scores: both face the same classes, but one may suit a split the other
+# does not.
 names = list(results[0])
 means = np.array([[result[name].mean for name in names] for result in results])
 for name, column in zip(names, means.T):

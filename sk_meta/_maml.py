@@ -180,7 +180,7 @@ MAMLClassifier.__doc__ = estimator_doc(
     few gradient steps on a new task's support set (``fit``) give a good
     classifier for that task.""",
     see_also=[
-        "FOMAMLClassifier : The same with ``first_order=True``.",
+        "FOMAMLClassifier : First-order MAML (``first_order=True``), unclipped.",
         "ReptileClassifier : Reptile, another first-order method.",
     ],
 )
@@ -188,7 +188,8 @@ FOMAMLClassifier.__doc__ = estimator_doc(
     FOMAMLClassifier,
     summary="""Few-shot classifier meta-trained with first-order MAML.
 
-    :class:`MAMLClassifier` with ``first_order=True``: the meta-gradient
+    :class:`MAMLClassifier` with ``first_order=True`` and without its
+    meta-gradient clipping (``meta_grad_max_norm=None``): the meta-gradient
     ignores the second-order term, which makes meta-training cheaper.""",
     see_also=[
         "MAMLClassifier : Second-order MAML.",
