@@ -80,12 +80,7 @@ def meta_train(estimator, tasks, validation_tasks, *, incremental, checkpoint=No
             "so no weight moves. Meta-train with adapt_layers='all' (then fit "
             "may use 'head'), or use MAML/FOMAML for ANIL"
         )
-    if not warm:  # a warm start keeps its network: nothing is built
-        network.check(needs_output_layer=inner_settings.needs_output_layer,
-                      needs_bias=inner_settings.head_init == "prototype",
-                      construct=True)
-    else:
-        network.check()
+    network.check()
     if warm:
         # every refusal before the budget check (a call that trains nothing
         # still refuses what the next one would) and before any task is
@@ -111,6 +106,10 @@ def meta_train(estimator, tasks, validation_tasks, *, incremental, checkpoint=No
         network.warn_if_ignored()
         state = MetaTrainingState(**dict(zip(
             ("init_seed", "stream_seed", "torch_seed"), seeds(estimator.random_state))))
+        # a module class is built here, once, before any task is drawn
+        instance = network.check(
+            needs_output_layer=inner_settings.needs_output_layer,
+            needs_bias=inner_settings.head_init == "prototype", seed=state.init_seed)
     stream = _stream(estimator, tasks, state, warm=warm, incremental=incremental)
     checker = TaskChecker(
         classification=inner_settings.classification,
@@ -133,7 +132,7 @@ def meta_train(estimator, tasks, validation_tasks, *, incremental, checkpoint=No
     else:
         module, n_outputs = network.build(
             checker.input_shape, _n_outputs_needed(first, checker, tasks),
-            state.init_seed, probe=first[0].X_support[0])
+            state.init_seed, probe=first[0].X_support[0], instance=instance)
     source.n_outputs = n_outputs
     source.check_classes(first)
     module = copy.deepcopy(module).to(device).train()

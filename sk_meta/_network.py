@@ -157,15 +157,17 @@ class NetworkSpec:
                 "parameter or call meta_fit again."
             )
 
-    def check(self, *, needs_output_layer=False, needs_bias=False, construct=False):
+    def check(self, *, needs_output_layer=False, needs_bias=False, seed=None):
         """Refuse what the parameters alone make impossible, before ``meta_fit``
         draws a task (a refusal must not consume the user's iterator).
 
-        ``construct``: also build a module class once, so that its
-        constructor's failure, a network without parameters and, with
+        With ``seed``, a module class is built here, at that seed, and the
+        instance returned for :meth:`build` (built once: a constructor may
+        draw from other generators than torch's), so that its constructor's
+        failure is refused before any task is drawn, as are, for a class or
+        an instance, a network without parameters and, with
         ``needs_output_layer``, one without an ``nn.Linear`` layer (with
-        ``needs_bias``, without one that has a bias) are refused before any
-        task is drawn.
+        ``needs_bias``, without one that has a bias). Returns None otherwise.
         """
         if self.module is None:
             hidden = tuple(self.hidden_layer_sizes)
@@ -175,7 +177,7 @@ class NetworkSpec:
                     "hidden_layer_sizes must be positive integers, got "
                     f"{self.hidden_layer_sizes!r}"
                 )
-            return
+            return None
         if self.concat_input:
             raise ValueError(
                 "concat_input=True applies to the default MLP only (module=None); "
@@ -188,16 +190,16 @@ class NetworkSpec:
                     f"module must be a torch.nn.Module class or instance, got "
                     f"{self.module!r}"
                 )
-            if not construct:
-                return
-            module = self._construct(seed=0)
+            if seed is None:
+                return None
+            module = instance = self._construct(seed)
         elif self.module_params:
             raise ValueError(
                 "module_params only applies when module is a class; got an "
                 "instance"
             )
         else:
-            module = self.module
+            module, instance = self.module, None
         _check_has_parameters(module)
         if needs_output_layer:
             check_has_linear_layer(module)
@@ -207,6 +209,7 @@ class NetworkSpec:
                 "head_init='prototype' needs an output layer with a bias; no "
                 f"nn.Linear layer of {type(module).__name__} has one"
             )
+        return instance
 
     def _construct(self, seed):
         """An instance of the module class, its constructor's failure named."""
@@ -246,11 +249,12 @@ class NetworkSpec:
                 UserWarning, stacklevel=4,
             )
 
-    def build(self, input_shape, n_outputs, seed, probe):
+    def build(self, input_shape, n_outputs, seed, probe, instance=None):
         """A freshly initialized network, prepared for the functional core.
 
         Returns the module and its number of outputs. ``probe`` is one task's
-        inputs, used to check what a custom module returns.
+        inputs, used to check what a custom module returns. ``instance``: the
+        module class already built at ``seed`` by :meth:`check`.
         """
         self.check()
         if self.module is None:
@@ -266,7 +270,7 @@ class NetworkSpec:
                              concat_input=self.concat_input)
             return prepare_module(module), n_outputs
         if isinstance(self.module, type):
-            module = self._construct(seed)
+            module = self._construct(seed) if instance is None else instance
         else:
             module = self.module
         _check_has_parameters(module)

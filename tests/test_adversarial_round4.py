@@ -75,26 +75,37 @@ def test_a_network_without_linear_layer_still_meta_trains_where_allowed():
                      n_meta_iter=2).meta_fit(SinusoidTasks(k_shot=5, n_query=5))
 
 
-def test_the_trial_construction_leaves_the_init_and_the_rng_as_they_were(
-        monkeypatch):
-    """The check builds the module class once more, under a forked RNG: the
-    global stream and the meta-learned init are those of a single build."""
-    from sk_meta._network import NetworkSpec
+class _DrawsFromNumpy(nn.Module):
+    built = 0
 
-    clf = MAMLClassifier(module=_Width, module_params={"width": 3}, n_meta_iter=1,
-                         random_state=0)
-    before = torch.get_rng_state()
-    NetworkSpec.from_estimator(clf).check(needs_output_layer=True, construct=True)
-    assert torch.equal(before, torch.get_rng_state())
+    def __init__(self, width=3):
+        super().__init__()
+        type(self).built += 1
+        self.linear = nn.Linear(4, width)
+        with torch.no_grad():  # an init drawn from numpy's global generator
+            self.linear.weight.copy_(torch.from_numpy(np.random.randn(width, 4)))
 
-    with_trial = clf.meta_fit(_counted_tasks()[0]).module_.state_dict()
-    check = NetworkSpec.check
-    monkeypatch.setattr(NetworkSpec, "check",
-                        lambda self, **kwargs: check(self))  # no trial build
-    without = MAMLClassifier(**clf.get_params()).meta_fit(
-        _counted_tasks()[0]).module_.state_dict()
-    for name, value in without.items():
-        torch.testing.assert_close(with_trial[name], value, rtol=0, atol=0)
+    def forward(self, X):
+        return self.linear(X)
+
+
+def test_a_module_class_is_built_once_per_meta_fit():
+    """The check before drawing tasks built the class once more: a
+    constructor drawing from numpy's generator gave another init than the
+    one it would have given."""
+    np.random.seed(0)
+    expected = np.random.randn(3, 4)
+    np.random.seed(0)
+    _DrawsFromNumpy.built = 0
+    clf = MAMLClassifier(module=_DrawsFromNumpy, head_init="meta", n_meta_iter=1,
+                         meta_lr=1e-12, meta_batch_size=2, random_state=0)
+    clf.meta_fit(_counted_tasks()[0])
+    assert _DrawsFromNumpy.built == 1
+    np.testing.assert_allclose(clf.module_.linear.weight.detach().numpy(), expected,
+                               rtol=1e-5, atol=1e-6)
+    X, y = _tiny_tasks()[0][:2]
+    clf.fit(X, y)
+    assert _DrawsFromNumpy.built == 1  # fit adapts the meta-learned copy
 
 
 def test_mlp_parameters_beside_a_module_are_said_to_be_ignored():
@@ -470,3 +481,48 @@ def test_task_interpolation_on_token_ids_names_the_cause():
     MAMLClassifier(_Tokens(), task_interpolation=0.0, **TINY).meta_fit(tasks)
     with pytest.raises(ValueError, match="needs task_interpolation=0.0"):
         MAMLClassifier(_Tokens(), task_interpolation=1.0, **TINY).meta_fit(tasks)
+
+
+class _BatchedWithView(_BatchedRight):
+    def forward_batched(self, params, X):
+        n_tasks, n_samples, n_features = X.shape
+        flat = X.view(n_tasks * n_samples, n_features)  # needs a contiguous X
+        return super().forward_batched(params, flat.view(n_tasks, n_samples,
+                                                         n_features))
+
+
+def test_the_forward_batched_check_feeds_contiguous_inputs():
+    """The check fed an expanded (non-contiguous) probe: a correct
+    forward_batched calling X.view(...) was refused with torch's error."""
+    X, y, X_query, _ = _tiny_tasks()[0]
+    torch.manual_seed(0)
+    viewed = MAMLClassifier(_BatchedWithView(), head_init="meta", **TINY).fit(X, y)
+    torch.manual_seed(0)
+    plain = MAMLClassifier(_BatchedRight(), head_init="meta", **TINY).fit(X, y)
+    np.testing.assert_allclose(viewed.predict_proba(X_query),
+                               plain.predict_proba(X_query), rtol=1e-5, atol=1e-6)
+
+
+class _LoopOnlyWithDropout(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.hidden = nn.Linear(4, 8)
+        self.dropout = nn.Dropout(0.5)
+        self.out = nn.Linear(8, 2)
+
+    def forward(self, X):
+        if X.sum() < -1e30:  # data-dependent control flow: vmap stops here
+            X = -X
+        return self.out(self.dropout(torch.relu(self.hidden(X))))
+
+
+def test_choosing_the_loop_leaves_the_global_generator_alone():
+    """choose_strategy's trial of the loop ran dropout on torch's global
+    generator: the user's next torch.rand() changed after fit."""
+    from sk_meta.functional import choose_strategy, prepare_module
+
+    module = prepare_module(_LoopOnlyWithDropout())
+    probe = torch.randn(6, 4)
+    before = torch.get_rng_state()
+    assert choose_strategy(module, probe=probe) == "loop"
+    assert torch.equal(torch.get_rng_state(), before)

@@ -29,21 +29,23 @@ def _linear():
     return module, params
 
 
-def test_params_missing_a_parameter_are_refused():
-    """functional_call ran the missing bias at the module's own value: adapt
-    returned it unadapted, with no sign that it had not been trained."""
+def test_params_holding_some_parameters_adapt_those_alone():
+    """As with functional_call, the parameters params leaves out run at the
+    module's values: adapting the head's params alone equals adapting the
+    whole dict with trainable= the head (a refusal of this, once added,
+    broke that use)."""
     module, params = _linear()
     X, y = torch.randn(2, 5, 3), torch.randn(2, 5, 2)
     for strategy in ("vmap", "loop"):
         forward = batched_forward(module, strategy=strategy)
-        missing = r"lacks the module's parameter\(s\) \['bias'\]"
-        with pytest.raises(ValueError, match=missing):
-            forward(expand_params({"weight": params["weight"]}, 2), X)
-        with pytest.raises(ValueError, match="bias"):
-            adapt(forward, expand_params({"weight": params["weight"]}, 2), X, y,
-                  loss_fn=mse_loss, lr=0.1, n_steps=1)
-        # complete params (and extra keys' absence) still run
-        assert forward(expand_params(params, 2), X).shape == (2, 5, 2)
+        options = {"loss_fn": mse_loss, "lr": 0.1, "n_steps": 2, "detach": True}
+        alone, loss_alone = adapt(forward, expand_params({"bias": params["bias"]}, 2),
+                                  X, y, **options)
+        whole, loss_whole = adapt(forward, expand_params(params, 2), X, y,
+                                  trainable=["bias"], **options)
+        assert sorted(alone) == ["bias"]
+        torch.testing.assert_close(alone["bias"], whole["bias"])
+        torch.testing.assert_close(loss_alone, loss_whole)
 
 
 def test_native_strategy_needs_forward_batched():

@@ -98,7 +98,11 @@ def batched_forward(module, buffers=None, strategy="auto"):
     forward : callable
         ``forward(params, X)`` with ``params`` a dict of tensors of shape
         ``(B, *parameter_shape)`` and ``X`` of shape ``(B, n_samples, ...)``;
-        returns the outputs of shape ``(B, n_samples, ...)``.
+        returns the outputs of shape ``(B, n_samples, ...)``. As with
+        ``torch.func.functional_call``, ``params`` may hold some of the
+        module's parameters only ("vmap" and "loop"): the others run at the
+        module's own values, the same for every task, and so do not adapt
+        (``adapt`` adapts what ``params`` holds).
     """
     buffers = {} if buffers is None else buffers
     if strategy == "auto":
@@ -128,17 +132,7 @@ def batched_forward(module, buffers=None, strategy="auto"):
                 return _loop_forward(module, buffers, params, X)
             return vmapped(params, X)
 
-    names = frozenset(name for name, _ in module.named_parameters())
-
-    def complete_forward(params, X):
-        # functional_call would run a missing parameter at the module's own
-        # value, silently: it would neither adapt nor be meta-learned
-        if not names <= params.keys():
-            missing = sorted(names - params.keys())
-            raise ValueError(f"params lacks the module's parameter(s) {missing}")
-        return forward(params, X)
-
-    return with_math_attention(complete_forward, module)
+    return with_math_attention(forward, module)
 
 
 def has_batch_norm(module):
@@ -233,7 +227,7 @@ def _check_forward_batched(module, probe):
     params = {name: p.detach() for name, p in module.named_parameters()}
     # two tasks, the second with every parameter changed
     tasks = {name: torch.stack([p, 0.5 * p + 0.01]) for name, p in params.items()}
-    X = probe.unsqueeze(0).expand(2, *probe.shape)
+    X = torch.stack([probe, probe])  # contiguous, as real batches are
     modes = [(m, m.training) for m in module.modules()]
     module.eval()  # dropout would make the two computations differ
     try:
@@ -295,7 +289,8 @@ def choose_strategy(module, probe=None):
         # "loop" only if the module runs without vmap: an error of the module
         # itself (inputs of the wrong shape) is raised as it is, not hidden
         # until the first step
-        with torch.no_grad():
+        devices = [probe.device] if probe.device.type == "cuda" else []
+        with torch.no_grad(), torch.random.fork_rng(devices=devices):
             batched_forward(module, buffers, "loop")(expand_params(params, 1), X[:1])
         return "loop"
     return "vmap"
