@@ -526,3 +526,26 @@ def test_choosing_the_loop_leaves_the_global_generator_alone():
     before = torch.get_rng_state()
     assert choose_strategy(module, probe=probe) == "loop"
     assert torch.equal(torch.get_rng_state(), before)
+
+
+def test_fits_share_the_default_mlp_without_changing_it():
+    """fit uses sk_meta's MLP as it is (no copy): the meta-learned init,
+    its mode and every later fit stay as they would be with a private copy."""
+    import pickle
+
+    from sklearn.base import clone
+
+    tasks = _tiny_tasks(n=10)
+    clf = MAMLClassifier(**TINY).meta_fit(tasks[:6])
+    init = {k: v.clone() for k, v in clf.module_.state_dict().items()}
+    mode = clf.module_.training
+    first = clf.fit(*tasks[6][:2]).predict_proba(tasks[6][2])
+    second = clf.fit(*tasks[7][:2]).predict_proba(tasks[7][2])
+    assert clf.module_.training == mode
+    for name, value in clf.module_.state_dict().items():
+        assert torch.equal(value, init[name])
+    fresh = pickle.loads(pickle.dumps(clf))  # its own copy of the init
+    np.testing.assert_array_equal(fresh.fit(*tasks[6][:2]).predict_proba(tasks[6][2]),
+                                  first)
+    np.testing.assert_array_equal(clone(clf).fit(*tasks[7][:2]).predict_proba(
+        tasks[7][2]), second)
