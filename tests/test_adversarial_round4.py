@@ -4,7 +4,10 @@
 Each test is one case that once went wrong (its docstring says how).
 """
 
+import functools
+
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from torch import nn
@@ -549,3 +552,147 @@ def test_fits_share_the_default_mlp_without_changing_it():
                                   first)
     np.testing.assert_array_equal(clone(clf).fit(*tasks[7][:2]).predict_proba(
         tasks[7][2]), second)
+
+
+# -- the fifth pass: the new checks themselves --------------------------------------
+
+class _Activated(nn.Module):
+    def __init__(self, activation=None, extra=None):
+        super().__init__()
+        self.hidden = nn.Linear(4, 8)
+        self.activation = activation if activation is not None else nn.ReLU()
+        self.out = nn.Linear(8, 2)
+
+    def forward(self, X):
+        return self.out(self.activation(self.hidden(X)))
+
+
+@pytest.mark.parametrize("changed", [nn.Tanh(), nn.LeakyReLU(0.5), nn.Dropout(0.3)],
+                         ids=["Tanh", "LeakyReLU slope", "Dropout rate"])
+def test_a_module_in_module_params_changed_in_its_settings_is_a_change(changed):
+    """Modules were compared by type and state only: a stateless layer
+    swapped or reconfigured after meta_fit was accepted, and fit ran the old
+    network."""
+    first = nn.LeakyReLU(0.01) if isinstance(changed, nn.LeakyReLU) else (
+        nn.Dropout(0.1) if isinstance(changed, nn.Dropout) else nn.ReLU())
+    X, y = _tiny_tasks()[0][:2]
+    clf = MAMLClassifier(_Activated, module_params={"activation": first},
+                         head_init="meta", **TINY).meta_fit(_tiny_tasks())
+    clf.set_params(module_params={"activation": changed})
+    with pytest.raises(ValueError, match="architecture changed"):
+        clf.fit(X, y)
+
+
+@pytest.mark.parametrize("extra", [
+    functools.partial(torch.nn.functional.leaky_relu, negative_slope=0.1),
+    pd.Series([1.0, 2.0]),
+    np.random.RandomState(0), float("nan"), torch.tensor([float("nan"), 1.0]),
+    torch.eye(2).to_sparse(),
+], ids=["partial", "Series", "RandomState", "nan", "nan tensor", "sparse tensor"])
+def test_clones_and_pickles_fit_with_odd_values_in_module_params(extra):
+    """Values whose == gives no single True (NaN, a Series, a partial, a
+    RandomState) made a clone's or an unpickled copy's fit say that the
+    architecture had changed; a sparse tensor raised torch's error."""
+    import pickle
+
+    from sklearn.base import clone
+
+    X, y = _tiny_tasks()[0][:2]
+    clf = MAMLClassifier(_Activated, module_params={"extra": extra},
+                         head_init="meta", **TINY).meta_fit(_tiny_tasks())
+    expected = clf.fit(X, y).predict_proba(X)
+    for copy_of in (clone, lambda est: pickle.loads(pickle.dumps(est))):
+        np.testing.assert_array_equal(copy_of(clf).fit(X, y).predict_proba(X),
+                                      expected)
+
+
+class _TiedHeadFirst(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.out = nn.Linear(8, 8)  # registered before the layer it shares with
+        self.a = nn.Linear(4, 8)
+        self.b = nn.Linear(8, 8)
+        self.b.weight = self.out.weight
+
+    def forward(self, X):
+        return self.out(torch.relu(self.b(torch.relu(self.a(X)))))
+
+
+def test_a_tied_output_layer_is_refused_whatever_the_registration_order():
+    """Registered first, the output layer's tie went unseen: the body layer
+    sharing its weight was silently never meta-trained."""
+    with pytest.raises(ValueError, match="shares it with b.weight"):
+        MAMLClassifier(_TiedHeadFirst(), **TINY).meta_fit(_tiny_tasks())
+
+
+class _NoisyInputs(_BatchedRight):
+    def forward(self, X):
+        return super().forward(X + 0.01 * torch.randn_like(X))
+
+    def forward_batched(self, params, X):
+        return super().forward_batched(params, X + 0.01 * torch.randn_like(X))
+
+
+def test_the_forward_batched_check_takes_a_module_that_draws_noise():
+    """Two unseeded passes were compared: a correct module adding input
+    noise was refused as reading a parameter from itself."""
+    X, y, X_query, _ = _tiny_tasks()[0]
+    clf = MAMLClassifier(_NoisyInputs(), head_init="meta", **TINY).fit(X, y)
+    assert clf.predict(X_query).shape == (6,)
+
+
+def test_only_an_interpolated_meta_batch_blames_task_interpolation():
+    """With task_interpolation on, any IndexError was blamed on it, also one
+    raised by the user's own data in a meta-batch with no mixed task."""
+    rng = np.random.RandomState(0)
+    labels = np.repeat([0, 1], 3)
+    tasks = [(rng.randint(0, 10, (6, 4)), labels, rng.randint(0, 10, (6, 4)), labels)
+             for _ in range(4)]
+    tasks[2][2][0, 0] = 12  # a token outside the vocabulary, in the user's data
+    with pytest.raises(IndexError):
+        MAMLClassifier(_Tokens(), task_interpolation=1e-12, n_meta_iter=3,
+                       meta_batch_size=4, random_state=0).meta_fit(tasks)
+
+
+def test_fit_with_dropout_leaves_the_users_generator_alone():
+    """The output probe and the strategy trial ran dropout on torch's global
+    generator: the user's next torch.rand() changed after fit."""
+    X, y = _tiny_tasks()[0][:2]
+    for head_init in ("meta", "prototype"):
+        torch.manual_seed(0)
+        module = _LoopOnlyWithDropout()
+        expected = torch.rand(3)
+        torch.manual_seed(0)
+        module = _LoopOnlyWithDropout()
+        MAMLClassifier(module, head_init=head_init, inner_steps=2,
+                       random_state=0).fit(X, y)
+        assert torch.equal(torch.rand(3), expected)
+
+
+def test_the_functional_helpers_refuse_arrays_for_tensors():
+    from sk_meta.functional import (
+        choose_strategy,
+        outputs_beside_support,
+        prepare_module,
+    )
+
+    module = prepare_module(nn.Linear(4, 2))
+    params = {n: p.detach() for n, p in module.named_parameters()}
+    with pytest.raises(TypeError, match="X_query must be a tensor"):
+        outputs_beside_support(module, {}, params, torch.randn(3, 4), np.zeros((2, 4)))
+    with pytest.raises(TypeError, match="probe must be a tensor"):
+        choose_strategy(module, probe=np.zeros((2, 4)))
+
+
+def test_lazy_layers_are_initialized_from_random_state():
+    """A lazy layer of a module instance was initialized from torch's global
+    generator at each fit: the same random_state gave another model after
+    any other draw (and the next fit another init)."""
+    X, y, X_query, _ = _tiny_tasks()[0]
+    net = nn.Sequential(nn.LazyLinear(8), nn.ReLU(), nn.Linear(8, 2))
+    clf = MAMLClassifier(net, head_init="meta", inner_steps=2, random_state=0)
+    torch.manual_seed(1)
+    first = clf.fit(X, y).predict_proba(X_query)
+    torch.manual_seed(2)
+    np.testing.assert_array_equal(clf.fit(X, y).predict_proba(X_query), first)
+    np.testing.assert_array_equal(clf.fit(X, y).predict_proba(X_query), first)

@@ -183,6 +183,9 @@ def outputs_beside_support(module, buffers, params, X_support, X_query, *,
     outputs : Tensor of shape (n_query, ...)
     """
     rows_per_call = check_positive_int(rows_per_call, "rows_per_call")
+    for name, X in (("X_support", X_support), ("X_query", X_query)):
+        if not isinstance(X, torch.Tensor):
+            raise TypeError(f"{name} must be a tensor, got {type(X).__name__}")
     if X_query.dim() < 1 or X_support.shape[1:] != X_query.shape[1:]:
         raise ValueError(
             "X_query needs the sample shape of X_support: got "
@@ -228,17 +231,29 @@ def _check_forward_batched(module, probe):
     # two tasks, the second with every parameter changed
     tasks = {name: torch.stack([p, 0.5 * p + 0.01]) for name, p in params.items()}
     X = torch.stack([probe, probe])  # contiguous, as real batches are
+    def per_task():
+        return torch.stack([
+            functional_call(module, {n: p[i] for n, p in tasks.items()}, (probe,))
+            for i in range(2)])
+
     modes = [(m, m.training) for m in module.modules()]
     module.eval()  # dropout would make the two computations differ
+    devices = [probe.device] if probe.device.type == "cuda" else []
     try:
-        with torch.no_grad():
+        # each from the same draws, if the module draws any (input noise);
+        # the user's generator is left as it was
+        with torch.no_grad(), torch.random.fork_rng(devices=devices):
+            torch.manual_seed(0)
             batched = module.forward_batched(tasks, X)
-            expected = torch.stack([
-                functional_call(module, {n: p[i] for n, p in tasks.items()}, (probe,))
-                for i in range(2)])
+            torch.manual_seed(0)
+            expected = per_task()
+            torch.manual_seed(1)
+            random = not torch.equal(per_task(), expected)
     finally:
         for m, training in modes:
             m.training = training
+    if random and isinstance(batched, torch.Tensor):
+        return  # forward draws differently from forward_batched: not comparable
     if not isinstance(batched, torch.Tensor):
         raise TypeError(f"{type(module).__name__}.forward_batched must return one "
                         f"tensor, got {type(batched).__name__}")
@@ -273,6 +288,8 @@ def choose_strategy(module, probe=None):
     -------
     strategy : str
     """
+    if probe is not None and not isinstance(probe, torch.Tensor):
+        raise TypeError(f"probe must be a tensor, got {type(probe).__name__}")
     if hasattr(module, "forward_batched"):
         if probe is not None and not _own_batched_forward(module):
             _check_forward_batched(module, probe)
@@ -282,15 +299,15 @@ def choose_strategy(module, probe=None):
     params = {name: p.detach() for name, p in module.named_parameters()}
     X = probe.unsqueeze(0).expand(2, *probe.shape)
     buffers = dict(module.named_buffers())
-    try:
-        with torch.no_grad():
+    devices = [probe.device] if probe.device.type == "cuda" else []
+    # the trials leave the user's generator as it was (dropout draws from it)
+    with torch.no_grad(), torch.random.fork_rng(devices=devices):
+        try:
             batched_forward(module, buffers, "vmap")(expand_params(params, 2), X)
-    except RuntimeError:
-        # "loop" only if the module runs without vmap: an error of the module
-        # itself (inputs of the wrong shape) is raised as it is, not hidden
-        # until the first step
-        devices = [probe.device] if probe.device.type == "cuda" else []
-        with torch.no_grad(), torch.random.fork_rng(devices=devices):
+        except RuntimeError:
+            # "loop" only if the module runs without vmap: an error of the
+            # module itself (inputs of the wrong shape) is raised as it is,
+            # not hidden until the first step
             batched_forward(module, buffers, "loop")(expand_params(params, 1), X[:1])
-        return "loop"
+            return "loop"
     return "vmap"

@@ -120,8 +120,12 @@ def find_output_layer(module, strategy, probe):
     prefix = f"{name}." if name else ""
     weight = f"{prefix}weight"
     bias = f"{prefix}bias" if layer.bias is not None else None
-    shared = [other for other, p in module.named_parameters()
-              if p is layer.weight and other != weight]
+    # whichever layer was registered first (named_parameters names a tied
+    # tensor once)
+    shared = [f"{owner}.{key}" if owner else key
+              for owner, m in module.named_modules()
+              for key, p in m._parameters.items()
+              if p is layer.weight and m is not layer]
     if shared:
         raise ValueError(
             f"{_OPTIONS} need the last nn.Linear layer ({name}) to own its weight; "
