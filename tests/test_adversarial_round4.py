@@ -696,3 +696,45 @@ def test_lazy_layers_are_initialized_from_random_state():
     torch.manual_seed(2)
     np.testing.assert_array_equal(clf.fit(X, y).predict_proba(X_query), first)
     np.testing.assert_array_equal(clf.fit(X, y).predict_proba(X_query), first)
+
+
+class _OneOutputReshaped(_OneOutputAsVector):
+    def __init__(self, how):
+        super().__init__()
+        self.how = how
+
+    def forward(self, X):
+        out = self.out(torch.relu(self.hidden(X)))
+        return {"view": out.view(-1), "flatten": out.flatten(),
+                "index": out[:, 0]}[self.how]
+
+
+@pytest.mark.parametrize("how", ["view", "flatten", "index"])
+def test_regressor_anil_takes_any_reshape_of_one_output(how):
+    """Only .squeeze(-1) was taken: without the output layer, .view(-1),
+    .flatten() or [:, 0] reshaped the features themselves, and the split
+    was refused ("the features before it have shape (80,)"). The features
+    are now read as the layer's input."""
+    from sk_meta import MAMLRegressor
+
+    tasks = _tiny_tasks(regression=True)
+    X, y, X_query, _ = tasks[0]
+    predictions = []
+    for module in (_OneOutputReshaped(how), _OneOutputAsColumn()):
+        torch.manual_seed(0)
+        module.load_state_dict(_OneOutputAsColumn().state_dict())
+        clf = MAMLRegressor(module, adapt_layers="head", **TINY)
+        predictions.append(clf.meta_fit(tasks).fit(X, y).predict(X_query))
+    np.testing.assert_array_equal(predictions[0], predictions[1].ravel())
+
+
+def test_an_operation_after_the_output_layer_is_still_refused():
+    class Doubled(_OneOutputAsColumn):
+        def forward(self, X):
+            return 2 * super().forward(X)
+
+    from sk_meta import MAMLRegressor
+
+    with pytest.raises(ValueError, match="does something after it"):
+        MAMLRegressor(Doubled(), adapt_layers="head", **TINY).meta_fit(
+            _tiny_tasks(regression=True))

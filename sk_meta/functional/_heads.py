@@ -12,7 +12,9 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.func import functional_call, vmap
 
+from sk_meta.functional._attention import with_math_attention
 from sk_meta.functional._forward import batched_forward, check_positive_int
 
 
@@ -156,8 +158,70 @@ def find_output_layer(module, strategy, probe):
             return body_forward({n: p for n, p in params.items() if n in body_names},
                                 X)
 
-    _check_split(module, body, layer, features, probe, name)
+    try:
+        _check_split(module, body, layer, features, probe, name)
+    except ValueError:
+        if not name or body is module:
+            raise
+        # the module reshapes the layer's output (``.view(-1)``, ``[:, 0]``):
+        # without the layer that would reshape the features; read them as
+        # the layer's input instead (the first error stands if this fails too)
+        captured_body, captured = _captured_features(module, name, layer, strategy)
+        try:
+            _check_split(module, captured_body, layer, captured, probe, name)
+        except (ValueError, RuntimeError):
+            pass
+        else:
+            return OutputLayer(weight, bias, captured)
+        raise
     return OutputLayer(weight, bias, features)
+
+
+class _Capture(nn.Module):
+    """Stands for the output layer: keeps its input, returns zeros of the
+    layer's output shape, so that what the module does after it still runs."""
+
+    def __init__(self, out_features):
+        super().__init__()
+        self.out_features = out_features
+        self.last = None
+
+    def forward(self, x):
+        self.last = x
+        return x.new_zeros((*x.shape[:-1], self.out_features))
+
+
+def _captured_features(module, name, layer, strategy):
+    """The body and ``features(params, X)`` that read the output layer's
+    input on the way through the whole module."""
+    body = copy.deepcopy(module)
+    parent_name, _, attribute = name.rpartition(".")
+    parent = body.get_submodule(parent_name) if parent_name else body
+    capture = _Capture(layer.out_features)
+    setattr(parent, attribute, capture)
+    buffers = dict(body.named_buffers())
+    body_names = {n for n, _ in body.named_parameters()}
+
+    def one_task(params, X):
+        functional_call(body, (params, buffers), (X,))
+        captured, capture.last = capture.last, None
+        return captured
+
+    vmapped = vmap(one_task, randomness="different")
+
+    def mapped(params, X):
+        # as batched_forward: vmap over a single task only adds overhead
+        if strategy == "vmap" and X.shape[0] > 1:
+            return vmapped(params, X)
+        return torch.stack([one_task({n: p[i] for n, p in params.items()}, X[i])
+                            for i in range(X.shape[0])])
+
+    mapped = with_math_attention(mapped, body)
+
+    def features(params, X):
+        return mapped({n: p for n, p in params.items() if n in body_names}, X)
+
+    return body, features
 
 
 def _check_split(module, body, layer, features, probe, name):
