@@ -362,15 +362,15 @@ class MetaTrainer:
     def _meta_gradient(self, groups):
         """Mean meta-gradient and meta-loss over all tasks of the meta-batch."""
         rng = self._interpolation_rng()
-        interpolated = set()  # ids of the groups with a mixed task
+        interpolated = set()  # tasks (by index) in a group with a mixed task
         if rng is not None:
             # before sharding: every process draws the same, so the processes
             # of a distributed run see the tasks one process would
             drawn = groups
             groups = [interpolate_tasks(g, self.settings.task_interpolation, rng)
                       for g in drawn]
-            interpolated = {id(new) for new, old in zip(groups, drawn)
-                            if new is not old}
+            interpolated = {index for new, old in zip(groups, drawn)
+                            if new is not old for index in new.indices}
         if self.world is not None:
             groups = _distributed.shard(groups, self.world)
         n_tasks = sum(len(g.indices) for g in groups)
@@ -382,7 +382,8 @@ class MetaTrainer:
             sets = (f"the support or query set of the tasks "
                     f"{format_indices(stacked.indices)}")
             with single_sample_batch_norm_error(sets), \
-                    _interpolated_inputs_error(id(stacked) in interpolated):
+                    _interpolated_inputs_error(
+                        not interpolated.isdisjoint(stacked.indices)):
                 grads, lr_grads, loss = self.inner_loop.meta_gradient(
                     self.params, self.lrs, batch, progress=progress)
             total_loss = total_loss + loss
