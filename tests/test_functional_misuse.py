@@ -185,3 +185,22 @@ def test_heads_still_compute_what_they_did():
     outputs = linear_head(weight, bias, features)
     torch.testing.assert_close(outputs, features @ weight.transpose(1, 2)
                                + bias.unsqueeze(1))
+
+
+@pytest.mark.parametrize("lr", [
+    torch.tensor(float("nan")), {"weight": torch.tensor(float("inf")), "bias": 0.1},
+], ids=["tensor", "dict of tensors"])
+def test_adapt_refuses_a_constant_tensor_rate_that_is_not_finite(lr):
+    """A NaN or infinite rate given as a CPU tensor ran every step to NaN
+    weights; floats were already refused."""
+    module, params = _linear()
+    X, y = torch.randn(2, 5, 3), torch.randn(2, 5, 2)
+    with pytest.raises(ValueError, match="must be finite"):
+        adapt(batched_forward(module), expand_params(params, 2), X, y,
+              loss_fn=mse_loss, lr=lr, n_steps=2)
+    # a finite tensor rate still gives what the float gives
+    as_tensor, _ = adapt(batched_forward(module), expand_params(params, 2), X, y,
+                         loss_fn=mse_loss, lr=torch.tensor(0.1), n_steps=2)
+    as_float, _ = adapt(batched_forward(module), expand_params(params, 2), X, y,
+                        loss_fn=mse_loss, lr=0.1, n_steps=2)
+    torch.testing.assert_close(as_tensor, as_float)

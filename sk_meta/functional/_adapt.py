@@ -52,15 +52,19 @@ def _checked_rates(lr, step, names):
     """``step_rates``, refusing a rate of the wrong kind or a dict without a
     rate for every adapting parameter (a KeyError deep in a step otherwise)."""
     rates = step_rates(lr, step)
+    # a constant tensor is read once (rates from a callable, as learned
+    # per-step rates come, are not read back at every step)
+    read = not callable(lr) and step == 0
     if isinstance(rates, dict):
         missing = [name for name in names if name not in rates]
         if missing:
             raise ValueError(f"lr has no rate for the adapting parameter(s) {missing}")
         for name in names:
-            _check_rate(rates[name], f"lr[{name!r}]")
-    elif isinstance(rates, numbers.Real) and not isinstance(rates, bool):
-        _check_rate(rates, "lr")
-    elif not isinstance(rates, torch.Tensor):
+            _check_rate(rates[name], f"lr[{name!r}]", read)
+    elif isinstance(rates, torch.Tensor) or (
+            isinstance(rates, numbers.Real) and not isinstance(rates, bool)):
+        _check_rate(rates, "lr", read)
+    else:
         raise TypeError(
             "lr must be a float, a dict of rates by parameter name, or a callable "
             f"returning either; got {type(rates).__name__}"
@@ -69,10 +73,15 @@ def _checked_rates(lr, step, names):
     return rates
 
 
-def _check_rate(rate, name):
-    """A number must be finite (tensors, which may live on a GPU, are not
+def _check_rate(rate, name, read_tensor=False):
+    """A number must be finite; so must a one-element tensor on the CPU that
+    takes no gradient, with ``read_tensor`` (one on a GPU, or learned, is not
     read back for it)."""
     if isinstance(rate, torch.Tensor):
+        if (read_tensor and rate.device.type == "cpu" and not rate.requires_grad
+                and rate.numel() <= 1 and not torch.compiler.is_compiling()
+                and not bool(torch.isfinite(rate).all())):
+            raise ValueError(f"{name} must be finite, got {rate}")
         return
     if isinstance(rate, bool) or not isinstance(rate, numbers.Real):
         raise TypeError(f"{name} must be a number or a tensor, got "
