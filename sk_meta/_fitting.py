@@ -22,6 +22,7 @@ from sk_meta._network import NetworkSpec
 from sk_meta._records import FitResult, MetaResult, MetaTrainingState
 from sk_meta._torch_utils import (
     draw_seeds,
+    is_on_device,
     loss_if_finite,
     on_device,
     resolve_device,
@@ -320,7 +321,7 @@ def adapt_to_support(estimator, X, y_target, n_classes, n_outputs):
     # has no layer that reads the mode, and the steps change no weight of the
     # module (they are passed as params): it is used as it is (a copy is 5 %
     # of a small fit)
-    if not (type(module) is MLP and on_device(module, device) is module):
+    if not (type(module) is MLP and is_on_device(module, device)):
         module = on_device(copy.deepcopy(module), device)
     X_t = torch.from_numpy(X).to(device)
     inner = InnerLoop(settings, module, device=device, strategy=strategy, probe=X_t)

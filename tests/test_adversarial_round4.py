@@ -738,3 +738,17 @@ def test_an_operation_after_the_output_layer_is_still_refused():
     with pytest.raises(ValueError, match="does something after it"):
         MAMLRegressor(Doubled(), adapt_layers="head", **TINY).meta_fit(
             _tiny_tasks(regression=True))
+
+
+def test_fit_on_another_device_leaves_the_shared_mlp_where_it_was(monkeypatch):
+    """The check that let fit use sk_meta's MLP without a copy called
+    on_device, which moves a module in place: fit on another device than
+    the meta-learned init's moved the init itself there."""
+    import sk_meta._fitting as fitting
+
+    tasks = _tiny_tasks(n=8)
+    clf = MAMLClassifier(**TINY).meta_fit(tasks[:6])
+    monkeypatch.setattr(fitting, "resolve_device", lambda device: torch.device("meta"))
+    with pytest.raises(Exception):  # meta tensors hold no values to adapt with
+        clf.fit(*tasks[6][:2])
+    assert all(p.device.type == "cpu" for p in clf.module_.parameters())
