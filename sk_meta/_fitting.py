@@ -45,20 +45,21 @@ from sk_meta.tasks._validation import TaskChecker, stack_tasks
 
 def seeds(random_state):
     """Seeds of the initialization, the task order and torch's RNG."""
-    from sklearn.utils import check_random_state
-
     if isinstance(random_state, numbers.Integral) and not isinstance(
             random_state, bool):
         return _seeds_of_int(int(random_state))
-    return draw_seeds(check_random_state(random_state), 3)
+    return _drawn_seeds(random_state)
 
 
-@functools.lru_cache(maxsize=64)
-def _seeds_of_int(random_state):
-    # seeding a RandomState costs about 0.1 ms, 2 % of a small fit
+def _drawn_seeds(random_state):
     from sklearn.utils import check_random_state
 
     return tuple(draw_seeds(check_random_state(random_state), 3))
+
+
+# an int always gives the same seeds, and seeding a RandomState costs about
+# 0.1 ms, 2 % of a small fit
+_seeds_of_int = functools.lru_cache(maxsize=64)(_drawn_seeds)
 
 
 # -- meta-training ---------------------------------------------------------------------

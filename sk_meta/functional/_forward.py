@@ -1,5 +1,6 @@
 """Forward passes over a batch of tasks, each task with its own parameters."""
 
+import contextlib
 import copy
 import operator
 
@@ -32,6 +33,20 @@ def prepare_module(module):
     module = copy.deepcopy(module)
     replace_all_batch_norm_modules_(module)
     return module
+
+
+@contextlib.contextmanager
+def eval_mode(*modules):
+    """Every submodule of ``modules`` in eval mode (a check compares two
+    passes, which dropout would make differ), each mode restored after."""
+    modes = [(m, m.training) for module in modules for m in module.modules()]
+    for module in modules:
+        module.eval()
+    try:
+        yield
+    finally:
+        for m, training in modes:
+            m.training = training
 
 
 def check_positive_int(value, name):
@@ -236,22 +251,16 @@ def _check_forward_batched(module, probe):
             functional_call(module, {n: p[i] for n, p in tasks.items()}, (probe,))
             for i in range(2)])
 
-    modes = [(m, m.training) for m in module.modules()]
-    module.eval()  # dropout would make the two computations differ
     devices = [probe.device] if probe.device.type == "cuda" else []
-    try:
-        # each from the same draws, if the module draws any (input noise);
-        # the user's generator is left as it was
-        with torch.no_grad(), torch.random.fork_rng(devices=devices):
-            torch.manual_seed(0)
-            batched = module.forward_batched(tasks, X)
-            torch.manual_seed(0)
-            expected = per_task()
-            torch.manual_seed(1)
-            random = not torch.equal(per_task(), expected)
-    finally:
-        for m, training in modes:
-            m.training = training
+    # each from the same draws, if the module draws any (input noise); the
+    # user's generator is left as it was
+    with eval_mode(module), torch.no_grad(), torch.random.fork_rng(devices=devices):
+        torch.manual_seed(0)
+        batched = module.forward_batched(tasks, X)
+        torch.manual_seed(0)
+        expected = per_task()
+        torch.manual_seed(1)
+        random = not torch.equal(per_task(), expected)
     if random and isinstance(batched, torch.Tensor):
         return  # forward draws differently from forward_batched: not comparable
     if not isinstance(batched, torch.Tensor):

@@ -15,7 +15,7 @@ from torch import nn
 from torch.func import functional_call, vmap
 
 from sk_meta.functional._attention import with_math_attention
-from sk_meta.functional._forward import batched_forward, check_positive_int
+from sk_meta.functional._forward import batched_forward, check_positive_int, eval_mode
 
 
 class OutputLayer(NamedTuple):
@@ -61,26 +61,20 @@ def _last_linear(module, probe):
     """The ``nn.Linear`` layer that ``module`` applies last to ``probe`` (the
     order of registration need not be the order of calls), with its name."""
     names = {m: name for name, m in module.named_modules() if isinstance(m, nn.Linear)}
-    if not names:
-        return None, None
     calls = []  # (layer, its output), in the order of the calls
     def record(layer, inputs, output):
         calls.append((layer, output))
 
     hooks = [m.register_forward_hook(record) for m in names]
-    modes = [(m, m.training) for m in module.modules()]
-    module.eval()
     returned = None
     try:
-        with torch.no_grad():
+        with eval_mode(module), torch.no_grad():
             returned = module(probe)
     except Exception:  # the split check below reports a failing module
         calls.clear()
     finally:
         for hook in hooks:
             hook.remove()
-        for m, training in modes:
-            m.training = training
     # the layer whose output the module returns; else the last one called (a
     # layer called after the head, whose output is dropped, is not the head)
     returning = [m for m, output in calls if output is returned]
@@ -146,10 +140,7 @@ def find_output_layer(module, strategy, probe):
         if not name:  # the module is one nn.Linear: its features are its inputs
             body = nn.Identity()
         else:
-            body = copy.deepcopy(module)
-            parent_name, _, attribute = name.rpartition(".")
-            parent = body.get_submodule(parent_name) if parent_name else body
-            setattr(parent, attribute, nn.Identity())
+            body = _with_layer_replaced(module, name, nn.Identity())
         body_forward = batched_forward(body, dict(body.named_buffers()),
                                        "loop" if strategy == "native" else strategy)
         body_names = {n for n, _ in body.named_parameters()}
@@ -177,6 +168,15 @@ def find_output_layer(module, strategy, probe):
     return OutputLayer(weight, bias, features)
 
 
+def _with_layer_replaced(module, name, replacement):
+    """A copy of ``module`` with its submodule ``name`` replaced."""
+    body = copy.deepcopy(module)
+    parent_name, _, attribute = name.rpartition(".")
+    parent = body.get_submodule(parent_name) if parent_name else body
+    setattr(parent, attribute, replacement)
+    return body
+
+
 class _Capture(nn.Module):
     """Stands for the output layer: keeps its input, returns zeros of the
     layer's output shape, so that what the module does after it still runs."""
@@ -194,11 +194,8 @@ class _Capture(nn.Module):
 def _captured_features(module, name, layer, strategy):
     """The body and ``features(params, X)`` that read the output layer's
     input on the way through the whole module."""
-    body = copy.deepcopy(module)
-    parent_name, _, attribute = name.rpartition(".")
-    parent = body.get_submodule(parent_name) if parent_name else body
     capture = _Capture(layer.out_features)
-    setattr(parent, attribute, capture)
+    body = _with_layer_replaced(module, name, capture)
     buffers = dict(body.named_buffers())
     body_names = {n for n, _ in body.named_parameters()}
 
@@ -226,15 +223,8 @@ def _captured_features(module, name, layer, strategy):
 
 def _check_split(module, body, layer, features, probe, name):
     params = {n: p.detach().unsqueeze(0) for n, p in module.named_parameters()}
-    # dropout would make two passes differ: compare in eval mode
-    modes = [(m, m.training) for m in (*module.modules(), *body.modules())]
-    module.eval()
-    body.eval()
-    try:
+    with eval_mode(module, body):
         _compare_split(module, layer, features, probe, name, params)
-    finally:
-        for m, training in modes:
-            m.training = training
 
 
 def _compare_split(module, layer, features, probe, name, params):
