@@ -289,19 +289,27 @@ def test_a_lazy_module_instance_meta_trains():
     assert torch.nn.parameter.is_lazy(net[0].weight)  # the user's stays as it was
 
 
-class _OneOutputAsVector(nn.Module):
-    def __init__(self):
+class _TwoLayers(nn.Module):
+    """4 features, a hidden layer of 8, an output layer; the variants below
+    change what forward returns."""
+
+    def __init__(self, n_outputs=2):
         super().__init__()
         self.hidden = nn.Linear(4, 8)
-        self.out = nn.Linear(8, 1)
+        self.out = nn.Linear(8, n_outputs)
 
-    def forward(self, X):
-        return self.out(torch.relu(self.hidden(X))).squeeze(-1)
-
-
-class _OneOutputAsColumn(_OneOutputAsVector):
     def forward(self, X):
         return self.out(torch.relu(self.hidden(X)))
+
+
+class _OneOutputAsColumn(_TwoLayers):
+    def __init__(self):
+        super().__init__(n_outputs=1)
+
+
+class _OneOutputAsVector(_OneOutputAsColumn):
+    def forward(self, X):
+        return super().forward(X).squeeze(-1)
 
 
 def test_regressor_anil_takes_a_module_returning_a_vector():
@@ -382,11 +390,9 @@ def test_a_tied_output_layer_is_refused_for_what_it_is():
         MAMLClassifier(_TiedHead(), **TINY).meta_fit(_tiny_tasks())
 
 
-class _ReturnsTuple(nn.Module):
+class _ReturnsTuple(_TwoLayers):
     def __init__(self):
-        super().__init__()
-        self.hidden = nn.Linear(4, 8)
-        self.out = nn.Linear(8, 3)
+        super().__init__(n_outputs=3)
 
     def forward(self, X):
         features = torch.relu(self.hidden(X))
@@ -412,15 +418,7 @@ def test_functional_helpers_refuse_a_module_returning_a_tuple():
             call()
 
 
-class _BatchedReadsSelf(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.hidden = nn.Linear(4, 8)
-        self.out = nn.Linear(8, 2)
-
-    def forward(self, X):
-        return self.out(torch.relu(self.hidden(X)))
-
+class _BatchedReadsSelf(_TwoLayers):
     def forward_batched(self, params, X):  # out.bias read from self, not params
         hidden = torch.relu(torch.baddbmm(params["hidden.bias"].unsqueeze(1), X,
                                           params["hidden.weight"].mT))
@@ -698,13 +696,13 @@ def test_lazy_layers_are_initialized_from_random_state():
     np.testing.assert_array_equal(clf.fit(X, y).predict_proba(X_query), first)
 
 
-class _OneOutputReshaped(_OneOutputAsVector):
+class _OneOutputReshaped(_OneOutputAsColumn):
     def __init__(self, how):
         super().__init__()
         self.how = how
 
     def forward(self, X):
-        out = self.out(torch.relu(self.hidden(X)))
+        out = super().forward(X)
         return {"view": out.view(-1), "flatten": out.flatten(),
                 "index": out[:, 0]}[self.how]
 
