@@ -85,17 +85,7 @@ def meta_train(estimator, tasks, validation_tasks, *, incremental, checkpoint=No
         )
     if validation_tasks is not None and _has_no_tasks(validation_tasks):
         raise ValueError("validation_tasks is empty")
-    if (inner_settings.algorithm == "reptile" and inner_settings.adapt_layers == "head"
-            and inner_settings.head_init != "meta"):
-        # the body never moves within a task and the head restarts in each:
-        # Reptile's direction (init minus adapted weights) is zero everywhere
-        raise ValueError(
-            f"Reptile with adapt_layers='head' and head_init="
-            f"{inner_settings.head_init!r} would meta-train nothing: the body does "
-            "not change within a task and the output layer is rebuilt for each, "
-            "so no weight moves. Meta-train with adapt_layers='all' (then fit "
-            "may use 'head'), or use MAML/FOMAML for ANIL"
-        )
+    inner_settings.check_meta_training()
     network.check()
     if warm:
         # every refusal before the budget check (a call that trains nothing

@@ -250,6 +250,20 @@ class InnerLoopSettings:
             return f"prototype_scale (now {self.prototype_scale:g})"
         return None
 
+    def check_meta_training(self):
+        """What meta-training refuses beyond :meth:`check` (``fit`` takes it)."""
+        if (self.algorithm == "reptile" and self.adapt_layers == "head"
+                and self.head_init != "meta"):
+            # the body never moves within a task and the head restarts in each:
+            # Reptile's direction (init minus adapted weights) is zero everywhere
+            raise ValueError(
+                f"Reptile with adapt_layers='head' and head_init={self.head_init!r} "
+                "would meta-train nothing: the body does not change within a task "
+                "and the output layer is rebuilt for each, so no weight moves. "
+                "Meta-train with adapt_layers='all' (then fit may use 'head'), or "
+                "use MAML/FOMAML for ANIL"
+            )
+
     @property
     def needs_output_layer(self):
         return self.head_init != "meta" or self.adapt_layers == "head"
