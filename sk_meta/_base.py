@@ -28,6 +28,7 @@ from sk_meta._records import FitResult, MetaResult, MetaTrainingState, record_on
 from sk_meta._torch_utils import DeviceOptions, torch_tensor_to_numpy, torch_threads
 from sk_meta.exceptions import DivergenceError, FeatureNamesWarning
 from sk_meta.functional._adapt import check_not_inference_mode
+from sk_meta.tasks._validation import check_no_datetimes
 
 MAX_THREADS = 1024  # n_threads above it is refused (see the constraint)
 
@@ -343,6 +344,14 @@ class BaseMetaEstimator(BaseEstimator):
         """
         return self._meta_fit(tasks, validation_tasks, incremental=True)
 
+    def _check_meta_fit(self, validation_tasks=None):
+        """Raise what ``meta_fit`` refuses before it reads a task (for callers
+        that read the tasks first, such as ``meta_fit_pipeline``)."""
+        self._validate_params()
+        if self.checkpoint_path is not None:
+            _persistence.check_saveable(self)
+        _fitting.check_settings(self, validation_tasks, incremental=False)
+
     def _meta_fit(self, tasks, validation_tasks, *, incremental):
         checkpoint = None
         if self.checkpoint_path is not None:
@@ -421,6 +430,7 @@ class BaseMetaEstimator(BaseEstimator):
     # -- adaptation ------------------------------------------------------------------
     def _validate_support(self, X, y):
         X, y = torch_tensor_to_numpy(X), torch_tensor_to_numpy(y)
+        check_no_datetimes(X)  # else numpy's DTypePromotionError, or nanoseconds
         allow_nd = self.module is not None
         if self._is_classifier():
             X, y = validate_data(self, X, y, allow_nd=allow_nd, dtype=np.float32)
@@ -488,6 +498,7 @@ class BaseMetaEstimator(BaseEstimator):
             y_target = y_target.astype(np.int64)
             n_classes = n_outputs = len(classes)
         else:
+            _fitting.warn_if_large_targets([y], "The support set")
             y_target, n_classes = y, None
             n_outputs = 1 if y.ndim == 1 else y.shape[1]
             y_ndim = y.ndim
@@ -508,8 +519,10 @@ class BaseMetaEstimator(BaseEstimator):
     def _raw_outputs(self, X):
         """Outputs of the adapted network on ``X``, as a tensor on the CPU."""
         check_is_fitted(self)
+        X = torch_tensor_to_numpy(X)
+        check_no_datetimes(X)
         X = validate_data(
-            self, torch_tensor_to_numpy(X), reset=False,
+            self, X, reset=False,
             allow_nd=self.module is not None, dtype=np.float32
         )
         _fitting.check_input_shape(self, X, self._fit.input_shape, trained="fitted")

@@ -142,7 +142,8 @@ def test_boolean_labels_work_from_meta_fit_to_score():
     assert 0 <= clf.score(tasks[0].X_query, tasks[0].y_query) <= 1
 
 
-@pytest.mark.parametrize("dtype", [object, complex, str])
+# numbers held as objects are read as numbers, as fit reads them (round 5)
+@pytest.mark.parametrize("dtype", [complex, str])
 def test_non_numeric_inputs_are_refused_in_tasks(dtype):
     tasks = _classification_tasks(2)
     bad = tasks[1]._replace(X_support=tasks[1].X_support.astype(dtype))

@@ -8,6 +8,7 @@ refuses for a support set, these checks refuse for a task, with the task's
 index in the message.
 """
 
+import warnings
 from typing import NamedTuple
 
 import numpy as np
@@ -15,6 +16,7 @@ from scipy import sparse
 
 _FIELDS = ("X_support", "y_support", "X_query", "y_query")
 _NUMERIC_KINDS = "biuf"
+_TIME_KINDS = ("m", "M")  # timedelta64, datetime64 (tz-aware ones too)
 
 
 class StackedTasks(NamedTuple):
@@ -73,14 +75,80 @@ def _as_array(value, index, field):
         raise ValueError(
             f"task {index}: {field} cannot be read as an array: {exc}"
         ) from None
-    if array.dtype == object and field.startswith("X") and hasattr(value, "to_numpy"):
-        # pandas' nullable dtypes (Float64, Int64) read as objects; fit reads
-        # them as numbers (missing values as NaN, refused later)
+    if field[0] == "X" and array.dtype.kind in "OmM" and hasattr(value, "to_numpy"):
+        # a DataFrame with datetime columns reads as objects, which to_numpy
+        # would turn into nanoseconds since 1970
         try:
-            array = value.to_numpy(dtype=np.float64, na_value=np.nan)
-        except (TypeError, ValueError):
-            pass  # not numbers: refused as such by the structure check
+            check_no_datetimes(value, field)
+        except ValueError as exc:
+            raise ValueError(f"task {index}: {exc}") from None
+        if array.dtype == object:
+            # pandas' nullable dtypes (Float64, Int64) read as objects; fit
+            # reads them as numbers (missing values as NaN, refused later)
+            try:
+                array = value.to_numpy(dtype=np.float64, na_value=np.nan)
+            except (TypeError, ValueError, OverflowError) as exc:
+                raise ValueError(
+                    f"task {index}: {_not_numeric(value, field, exc)}"
+                ) from None
     return array
+
+
+def _not_numeric(frame, field, exc):
+    """Why ``frame`` (a DataFrame, or another pandas object) is not numeric:
+    the columns that are not numbers, with their dtypes."""
+    dtypes = getattr(frame, "dtypes", None)
+    columns = []
+    if hasattr(dtypes, "items"):
+        for position, (name, dtype) in enumerate(dtypes.items()):
+            if getattr(dtype, "kind", None) in tuple(_NUMERIC_KINDS):
+                continue
+            try:
+                frame.iloc[:, position].to_numpy(dtype=np.float64, na_value=np.nan)
+            except (TypeError, ValueError, OverflowError):
+                columns.append(f"{name!r} ({dtype})")
+    if not columns:
+        return f"{field} must be numeric, got dtype object ({exc})"
+    return (
+        f"{field} must be numeric, but its column(s) {', '.join(columns)} hold "
+        "values that are not numbers; encode them first, for example with a "
+        "OneHotEncoder (in a ColumnTransformer) in a Pipeline meta-fitted by "
+        "sk_meta.pipeline.meta_fit_pipeline"
+    )
+
+
+def _object_to_float(array, index, field):
+    """An object array's values as float64, as ``fit`` reads them."""
+    try:
+        return array.astype(np.float64)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise ValueError(
+            f"task {index}: {field} must be numeric, got dtype object holding a "
+            f"value that is not a number ({exc})"
+        ) from None
+
+
+def check_no_datetimes(X, name="X"):
+    """Refuse datetime and timedelta data: a DataFrame's columns or an array.
+
+    numpy reads them as counts of nanoseconds (or days...), which a network
+    cannot learn from; ``fit`` and ``meta_fit`` refuse them alike.
+    """
+    dtypes = getattr(X, "dtypes", None)
+    if hasattr(dtypes, "items") and hasattr(X, "columns"):
+        columns = [f"{column!r} ({dtype})" for column, dtype in dtypes.items()
+                   if getattr(dtype, "kind", None) in _TIME_KINDS]
+        if columns:
+            raise ValueError(
+                f"{name} has datetime or timedelta column(s) {', '.join(columns)}: "
+                "they are not numeric features; convert them first (for example "
+                "to elapsed days, or to the day of the week)"
+            )
+    elif getattr(getattr(X, "dtype", None), "kind", None) in _TIME_KINDS:
+        raise ValueError(
+            f"{name} has dtype {X.dtype}: datetimes and timedeltas are not numeric "
+            "features; convert them first (for example to elapsed days)"
+        )
 
 
 def feature_names(X):
@@ -121,17 +189,25 @@ class TaskChecker:
         meta-training); otherwise taken from the first task.
     y_shape : tuple of int, optional
         Per-sample shape of the regression targets (``()`` for 1-D ``y``).
+        Targets of per-sample shape ``()`` and ``(1,)`` are one output, as
+        in ``fit``: they are reshaped to this one (else to the first seen).
+
+    Numbers held as objects (X; regression targets) are read as float, and
+    column vectors of class labels as 1-D (with scikit-learn's
+    DataConversionWarning, once), as ``fit`` reads them.
     """
 
     def __init__(self, *, classification, input_shape=None, y_shape=None,
                  feature_names=None):
         self.classification = classification
         self.input_shape = input_shape
-        self.y_shape = y_shape
+        self.y_shape = None if y_shape is None else tuple(y_shape)
         self.feature_names = feature_names
         self._input_shape_source = "the estimator was meta-trained on"
         self._feature_names_source = "the estimator was meta-trained with"
+        # signature -> (group key, conversions the task's arrays need)
         self._valid_signatures = {}
+        self._warned_column_labels = False
 
     def _check_feature_names(self, task, index):
         for X, part in ((task[0], "support"), (task[2], "query")):
@@ -169,21 +245,39 @@ class TaskChecker:
         signature = (X_support.shape, X_support.dtype, y_support.shape,
                      y_support.dtype, X_query.shape, X_query.dtype, y_query.shape,
                      y_query.dtype)
-        key = self._valid_signatures.get(signature)
-        if key is None:
-            key = self._check_signature(arrays, index)
-            self._valid_signatures[signature] = key
+        entry = self._valid_signatures.get(signature)
+        if entry is None:
+            entry = self._check_signature(arrays, index)
+            self._valid_signatures[signature] = entry
+        key, conversions = entry
+        if conversions:
+            arrays = _convert(arrays, conversions, index)
         return arrays, key
 
     def _check_signature(self, arrays, index):
-        X_support, y_support, X_query, y_query = arrays
-        for X, y, part in ((X_support, y_support, "support"),
-                           (X_query, y_query, "query")):
+        """Check a task's shapes and dtypes; return its group key and the
+        conversions (see ``_convert``) that every task of its signature needs."""
+        conversions = [
+            (position, None) for position, (array, field)
+            in enumerate(zip(arrays, _FIELDS))
+            if array.dtype == object and (field[0] == "X" or not self.classification)
+        ]
+        # the values of this task's objects; the other tasks' are converted
+        # (and refused) one by one
+        converted = _convert(arrays, conversions, index)
+        X_support, y_support, X_query, y_query = converted
+        for position, X, y, part in ((1, X_support, y_support, "support"),
+                                     (3, X_query, y_query, "query")):
             if X.ndim < 2:
                 raise ValueError(
                     f"task {index}: X_{part} must have at least 2 dimensions "
                     f"(n_samples, n_features, ...), got shape {X.shape}"
                 )
+            if X.dtype.kind in _TIME_KINDS:
+                try:
+                    check_no_datetimes(X, f"X_{part}")
+                except ValueError as exc:
+                    raise ValueError(f"task {index}: {exc}") from None
             if X.dtype.kind not in _NUMERIC_KINDS:
                 raise ValueError(
                     f"task {index}: X_{part} must be numeric, got dtype {X.dtype}"
@@ -200,7 +294,11 @@ class TaskChecker:
                     f"task {index}: X_{part} has {len(X)} samples but y_{part} "
                     f"has {y.shape[0] if y.ndim else 0} (shape {y.shape})"
                 )
-            self._check_targets(y, index, part)
+            y_shape = self._check_targets(y, index, part)
+            if y_shape is not None:
+                conversions.append((position, y_shape))
+                if part == "support":
+                    y_support = y.reshape(len(y), *y_shape)
             if self.input_shape is None:
                 self.input_shape = X.shape[1:]
                 self._input_shape_source = f"task {index} has"
@@ -209,11 +307,14 @@ class TaskChecker:
                     f"task {index}: X_{part} has per-sample shape {X.shape[1:]}, "
                     f"but {self._input_shape_source} {self.input_shape}"
                 )
-        return (len(X_support), len(X_query), y_support.shape[1:])
+        return (len(X_support), len(X_query), y_support.shape[1:]), tuple(conversions)
 
     def _check_targets(self, y, index, part):
+        """Check targets; return the per-sample shape to reshape them to, or
+        None to keep theirs."""
         if self.classification:
-            if y.ndim != 1:
+            column = y.ndim == 2 and y.shape[1] == 1
+            if y.ndim != 1 and not column:
                 raise ValueError(
                     f"task {index}: y_{part} must be 1-D class labels, got shape "
                     f"{y.shape}"
@@ -223,7 +324,19 @@ class TaskChecker:
                     f"task {index}: y_{part} has labels of dtype {y.dtype}; use "
                     "integer or string labels"
                 )
-            return
+            if not column:
+                return None
+            if not self._warned_column_labels:  # fit ravels them, and warns
+                from sklearn.exceptions import DataConversionWarning
+
+                warnings.warn(
+                    "A column-vector y was passed when a 1d array was expected "
+                    f"(task {index}: y_{part} of shape {y.shape}). Please change "
+                    "the shape of y to (n_samples, ), for example using ravel().",
+                    DataConversionWarning, stacklevel=2,
+                )
+                self._warned_column_labels = True
+            return ()
         if y.ndim > 2 or y.dtype.kind not in _NUMERIC_KINDS or 0 in y.shape[1:]:
             raise ValueError(
                 f"task {index}: y_{part} must be numeric of shape (n_samples,) or "
@@ -232,10 +345,26 @@ class TaskChecker:
         if self.y_shape is None:
             self.y_shape = y.shape[1:]
         elif y.shape[1:] != self.y_shape:
+            if {y.shape[1:], self.y_shape} == {(), (1,)}:
+                return self.y_shape  # one output either way, as in fit
             raise ValueError(
                 f"task {index}: y_{part} has per-sample shape {y.shape[1:]}, "
                 f"expected {self.y_shape}"
             )
+        return None
+
+
+def _convert(arrays, conversions, index):
+    """Apply ``conversions``, pairs ``(position, shape)``: a shape reshapes
+    the array to ``(n_samples, *shape)``, None reads its objects as float."""
+    arrays = list(arrays)
+    for position, shape in conversions:
+        array = arrays[position]
+        if shape is None:
+            arrays[position] = _object_to_float(array, index, _FIELDS[position])
+        else:
+            arrays[position] = array.reshape(len(array), *shape)
+    return tuple(arrays)
 
 
 def encode_labels(y_support, y_query, index):
