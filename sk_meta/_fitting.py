@@ -16,6 +16,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+from sklearn.exceptions import DataConversionWarning
 
 from sk_meta._inner_loop import InnerLoop, InnerLoopSettings, check_learned_rates
 from sk_meta._network import NetworkSpec
@@ -37,7 +38,12 @@ from sk_meta._training import (
     TrainingStart,
     to_task_batch,
 )
-from sk_meta.exceptions import BudgetSpentWarning, DivergenceError, FeatureScaleWarning
+from sk_meta.exceptions import (
+    BudgetSpentWarning,
+    DivergenceError,
+    FeatureScaleWarning,
+    TargetScaleWarning,
+)
 from sk_meta.models import MLP
 from sk_meta.tasks._stream import TaskStream
 from sk_meta.tasks._validation import TaskChecker, stack_tasks
@@ -64,20 +70,14 @@ _seeds_of_int = functools.lru_cache(maxsize=64)(_drawn_seeds)
 
 # -- meta-training ---------------------------------------------------------------------
 
-def meta_train(estimator, tasks, validation_tasks, *, incremental, checkpoint=None):
-    """Run meta-training for ``estimator``; return ``(result, stream)`` or None.
-
-    ``result`` is the :class:`MetaResult` to commit; ``stream`` the task
-    stream, kept by the estimator so that a warm start continues it. None
-    when ``warm_start`` finds the budget already spent.
-    """
+def check_settings(estimator, validation_tasks, *, incremental):
+    """What meta-training refuses from the parameters alone (no task read);
+    returns the device and the settings it binds."""
     device = resolve_device(estimator.device)
     inner_settings = InnerLoopSettings.from_estimator(estimator)
     settings = TrainerSettings.from_estimator(estimator, device=device,
                                               incremental=incremental)
     network = NetworkSpec.from_estimator(estimator)
-    meta = estimator.__dict__.get("_meta")
-    warm = (incremental or estimator.warm_start) and meta is not None
     if settings.early_stopping and validation_tasks is None:
         raise ValueError(
             "early_stopping=True needs validation tasks: call "
@@ -87,11 +87,26 @@ def meta_train(estimator, tasks, validation_tasks, *, incremental, checkpoint=No
         raise ValueError("validation_tasks is empty")
     inner_settings.check_meta_training()
     network.check()
+    return device, inner_settings, settings, network
+
+
+def meta_train(estimator, tasks, validation_tasks, *, incremental, checkpoint=None):
+    """Run meta-training for ``estimator``; return ``(result, stream)`` or None.
+
+    ``result`` is the :class:`MetaResult` to commit; ``stream`` the task
+    stream, kept by the estimator so that a warm start continues it. None
+    when ``warm_start`` finds the budget already spent.
+    """
+    device, inner_settings, settings, network = check_settings(
+        estimator, validation_tasks, incremental=incremental)
+    meta = estimator.__dict__.get("_meta")
+    warm = (incremental or estimator.warm_start) and meta is not None
     if warm:
         # every refusal before the budget check (a call that trains nothing
         # still refuses what the next one would) and before any task is
         # drawn (a refusal must not consume the user's iterator)
         network.check_unchanged(meta.architecture)
+        network.warn_if_ignored()
         state = dataclasses.replace(meta.training_state)
         _check_same_meta_optimizer(state.optimizer_state, settings.meta_optimizer)
         current = state.current or {"params": meta.params, "lrs": meta.inner_lrs}
@@ -116,6 +131,11 @@ def meta_train(estimator, tasks, validation_tasks, *, incremental, checkpoint=No
         instance = network.check(
             needs_output_layer=inner_settings.needs_output_layer,
             needs_bias=inner_settings.head_init == "prototype", seed=state.init_seed)
+    # read and checked before the first draw: a refusal of them needs no
+    # training task and must not consume the user's iterator
+    validation_drawn = _read_validation_tasks(
+        validation_tasks, inner_settings.classification,
+        meta if warm else None)
     stream = _stream(estimator, tasks, state, warm=warm, incremental=incremental)
     checker = TaskChecker(
         classification=inner_settings.classification,
@@ -130,9 +150,11 @@ def meta_train(estimator, tasks, validation_tasks, *, incremental, checkpoint=No
             "tasks is empty (or an exhausted iterator): meta-training needs "
             "at least one task"
         )
-    warn_if_large_features(
-        estimator, [X for group in first for X in (group.X_support, group.X_query)],
-        "The first meta-batch")
+    first_X = [X for group in first for X in (group.X_support, group.X_query)]
+    first_y = ([] if inner_settings.classification else
+               [y for group in first for y in (group.y_support, group.y_query)])
+    warn_if_large_features(estimator, first_X, "The first meta-batch")
+    warn_if_large_targets(first_y, "The first meta-batch")
     if warm:
         module, n_outputs = meta.module, meta.n_outputs
     else:
@@ -149,7 +171,7 @@ def meta_train(estimator, tasks, validation_tasks, *, incremental, checkpoint=No
     state.forward_strategy = inner.strategy
     inner.resolve_chunk_size(torch.from_numpy(
         max(probe_task.X_support[0], probe_task.X_query[0], key=len)).to(device))
-    validation = _validation_batches(validation_tasks, checker, source, device)
+    validation = _validation_batches(validation_drawn, checker, source, device)
 
     params = {name: p.detach().to(device) for name, p in module.named_parameters()}
     lrs = inner.initial_rates(params)
@@ -189,6 +211,7 @@ def meta_train(estimator, tasks, validation_tasks, *, incremental, checkpoint=No
 
     trainer = MetaTrainer(settings, inner, start, source, first, to_result=to_result,
                           validation=validation, checkpoint=checkpoint)
+    trainer.divergence_hint = divergence_hint(first_X, first_y)
     return trainer.run(), stream
 
 
@@ -254,8 +277,9 @@ def _has_no_tasks(tasks):
         return False
 
 
-def _validation_batches(tasks, checker, source, device):
-    """Validation tasks validated, stacked and on the device, once."""
+def _read_validation_tasks(tasks, classification, meta):
+    """The validation tasks as ``(index, task)``, checked on their own (and
+    against what ``meta``, a warm start's record, fixes); None without."""
     if tasks is None:
         return None
     try:
@@ -271,6 +295,26 @@ def _validation_batches(tasks, checker, source, device):
             f"{MAX_VALIDATION_TASKS} tasks (pass a list, or a sampler with "
             "n_tasks)"
         )
+    checker = TaskChecker(
+        classification=classification,
+        input_shape=None if meta is None else meta.input_shape,
+        y_shape=None if meta is None else meta.y_shape,
+        feature_names=None if meta is None else meta.feature_names)
+    try:
+        with warnings.catch_warnings():
+            # what these checks warn of, the checks after the first draw warn
+            warnings.simplefilter("ignore", DataConversionWarning)
+            stack_tasks(drawn, checker)
+    except (TypeError, ValueError) as exc:
+        raise type(exc)(f"validation_tasks: {exc}") from None
+    return drawn
+
+
+def _validation_batches(drawn, checker, source, device):
+    """Validation tasks checked against the training tasks, stacked and on
+    the device, once."""
+    if drawn is None:
+        return None
     try:
         groups = stack_tasks(drawn, checker)
         source.check_classes(groups)
@@ -292,7 +336,9 @@ def adapt_to_support(estimator, X, y_target, n_classes, n_outputs):
     init_seed, _, torch_seed = seeds(estimator.random_state)
     meta = estimator.__dict__.get("_meta")
     if meta is not None:
-        NetworkSpec.from_estimator(estimator).check_unchanged(meta.architecture)
+        network = NetworkSpec.from_estimator(estimator)
+        network.check_unchanged(meta.architecture)
+        network.warn_if_ignored()
         check_input_shape(estimator, X, meta.input_shape)
         module, n_outputs, strategy = (meta.module, meta.n_outputs,
                                        meta.training_state.forward_strategy)
@@ -306,7 +352,9 @@ def adapt_to_support(estimator, X, y_target, n_classes, n_outputs):
         raise ValueError(
             f"The support set has {n_classes} classes, but the network was "
             f"meta-trained with {n_outputs} outputs (the most classes in one "
-            "meta-training task)"
+            f"meta-training task): meta-train on tasks of {n_classes} or more "
+            "classes to adapt to such tasks. (A GridSearchCV over tasks_to_cv "
+            "refits on the rows of all tasks at once: pass refit=False.)"
         )
     # a private copy: adaptation switches its train/eval mode. sk_meta's MLP
     # has no layer that reads the mode, and the steps change no weight of the
@@ -332,7 +380,8 @@ def adapt_to_support(estimator, X, y_target, n_classes, n_outputs):
         raise DivergenceError(
             f"adaptation diverged: {settings.steps} steps at inner_lr="
             f"{settings.lr} gave a non-finite loss or parameters; lower "
-            f"inner_lr{_scale_hint(settings)} or inner_steps{_extreme_values_hint(X)}"
+            f"inner_lr{_scale_hint(settings)} or inner_steps"
+            f"{divergence_hint([X], () if settings.classification else [y_target])}"
         )
     return FitResult(
         module=module, params={name: p[0] for name, p in adapted.items()},
@@ -369,18 +418,43 @@ def warn_if_large_features(estimator, arrays, what):
         )
 
 
+LARGE_TARGET_VALUE = 100.0
+
+
+def warn_if_large_targets(arrays, what):
+    """Warn when regression targets go beyond ``LARGE_TARGET_VALUE``."""
+    largest = _largest(arrays)
+    if largest > LARGE_TARGET_VALUE:
+        warnings.warn(
+            f"{what} has targets up to {largest:.3g}: squared-error gradient "
+            "steps grow with the targets and overshoot at the default rates. "
+            "Standardize y with the meta-training tasks' mean and standard "
+            "deviation (and invert the predictions)",
+            TargetScaleWarning,
+        )
+
+
+def _largest(arrays):
+    return max((float(np.max(np.abs(a))) for a in arrays if a.size), default=0.0)
+
+
+def divergence_hint(X_arrays, y_arrays=()):
+    """What to tame besides the rates: extreme features, large targets."""
+    hint = ""
+    largest = _largest(X_arrays)
+    if largest > EXTREME_FEATURE_VALUE:
+        hint += (f", or tame the features: values up to {largest:.3g} (after "
+                 "your preprocessing); clip standardized features, for example "
+                 "to [-5, 5]")
+    largest = _largest(y_arrays)
+    if largest > LARGE_TARGET_VALUE:
+        hint += (f", or standardize the targets: they reach {largest:.3g}")
+    return hint
+
+
 def _scale_hint(settings):
     scale = settings.large_prototype_scale()
     return f", {scale}" if scale else ""
-
-
-def _extreme_values_hint(X):
-    largest = float(np.max(np.abs(X)))  # X: fit's validated, finite float32 rows
-    if largest <= EXTREME_FEATURE_VALUE:
-        return ""
-    return (f", or tame the features: the support set has values up to {largest:.3g} "
-            "(after your preprocessing); clip standardized features, for example "
-            "to [-5, 5]")
 
 
 def check_input_shape(estimator, X, expected_shape, *, trained="meta-trained"):

@@ -259,12 +259,18 @@ class MetaTrainer:
         self.history = History(copy.deepcopy(list(start.history)))
         self.validation_scores = list(start.validation_scores)
         self.best_score = start.best_score
+        if settings.early_stopping and self.state.best is None:
+            # early stopping turned on at a warm start: the earlier runs' best
+            # init was not kept, so their scores cannot be what it keeps
+            self.best_score = None
+            self.state.n_no_improvement = 0
         self.committed_n_drawn = self.state.n_drawn
         if world is not None:
             _distributed.broadcast_from_first(
                 {**self.params, **{("lr", k): r for k, r in (self.lrs or {}).items()}},
                 world, settings.device)
         self.elapsed = 0.0  # across processes: the largest, agreed on
+        self.divergence_hint = ""  # what to tame besides the rates
         self.optimizer = make_optimizer(
             settings.meta_optimizer,
             [*self.params.values(), *(self.lrs or {}).values()], settings.meta_lr,
@@ -315,8 +321,12 @@ class MetaTrainer:
                     raise
                 interrupted = True
             self._check(flush=True)
-            if not interrupted and self.history_iter < self.n_iter:
-                self._record_history()  # the last, partial interval
+            if (not interrupted and self.history_iter < self.n_iter
+                    and self.settings.n_meta_iter is not None):
+                # the last, partial interval; meta_partial_fit leaves it to the
+                # next call, so it validates every validation_interval
+                # meta-iterations as meta_fit does, not once per call
+                self._record_history()
             self.progress.close(
                 self.n_iter, self.loss_curve[-1] if self.loss_curve else None,
                 self.validation_scores[-1] if self.validation_scores else None)
@@ -630,7 +640,7 @@ class MetaTrainer:
             f"meta-training diverged at meta-iteration {n_iter_at_bad}: the "
             f"meta-loss or its gradient is not finite (loss={loss}). The estimator "
             f"is left as it was before this call; {kept}lower meta_lr or inner_lr"
-            f"{self._scale_hint()}."
+            f"{self._scale_hint()}{self.divergence_hint}."
         )
         error.result = result
         raise error

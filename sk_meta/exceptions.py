@@ -83,3 +83,16 @@ class FeatureScaleWarning(UserWarning):
     statistics) and clip them, for example to [-5, 5]. Custom modules may
     normalize their inputs themselves and get no warning.
     """
+
+
+class TargetScaleWarning(UserWarning):
+    """Regression targets far larger than gradient steps can adapt to.
+
+    Raised by a regressor's ``fit`` (for the support targets) and
+    ``meta_fit`` (for the first meta-batch) when a target exceeds 100 in
+    absolute value: the squared-error gradient grows with the targets, so
+    the steps at the default rates overshoot, and lowering the rates until
+    they do not leaves the model learning nothing. Standardize the targets
+    with the meta-training tasks' mean and standard deviation, and invert
+    the predictions.
+    """

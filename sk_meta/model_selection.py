@@ -8,6 +8,7 @@ parameters on classes held out of meta-training. Nothing here imports
 torch.
 """
 
+import contextlib
 import numbers
 import warnings
 from typing import NamedTuple
@@ -22,6 +23,8 @@ from sklearn.utils import get_tags
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import check_is_fitted
+
+from sk_meta.exceptions import InterruptedWarning
 
 __all__ = ["MetaGridSearch", "TaskEvaluation", "TaskScores", "evaluate_tasks",
            "tasks_to_cv"]
@@ -471,6 +474,29 @@ def _best_of_mean_curve(curves, tol):
     return meta_iters[best], float(mean[best]), [float(s) for s in scores[:, best]]
 
 
+def _fresh(estimator, params, **fixed):
+    """An unfitted copy of ``estimator`` with ``params``: it meta-trains from a
+    fresh init, whatever a meta-fitted estimator's clone would keep."""
+    candidate = clone(estimator).set_params(**{**params, **fixed})
+    if "warm_start" in candidate.get_params():
+        candidate.set_params(warm_start=False)
+    return candidate
+
+
+@contextlib.contextmanager
+def _interrupt_stops_search(what):
+    """Ctrl-C during a candidate's meta-training stops the whole search (as
+    in GridSearchCV), instead of scoring a candidate cut short."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", InterruptedWarning)
+        try:
+            yield
+        except InterruptedWarning:
+            raise KeyboardInterrupt(
+                f"MetaGridSearch interrupted while meta-training {what}; the "
+                "search keeps no result") from None
+
+
 class MetaGridSearch(MetaEstimatorMixin, BaseEstimator):
     """Choose meta-training parameters on held-out classes, then meta-train.
 
@@ -650,6 +676,12 @@ class MetaGridSearch(MetaEstimatorMixin, BaseEstimator):
                 "on for the candidates, which is how it reads their best "
                 "validation score and meta-iteration"
             )
+        if any("warm_start" in params for params in grid):
+            raise ValueError(
+                "param_grid must not set warm_start: every candidate meta-trains "
+                "from a fresh init (an init meta-trained before would have seen "
+                "the held-out classes)"
+            )
         if validation_tasks is None:
             folds = self._hold_out(tasks, groups)
         elif groups is not None:
@@ -682,10 +714,11 @@ class MetaGridSearch(MetaEstimatorMixin, BaseEstimator):
             try:
                 curves, n_meta_iters = [], []
                 for search_tasks, fold_validation, _ in folds:
-                    candidate = clone(self.estimator).set_params(
-                        **{**params, "early_stopping": True})
-                    candidate.meta_fit(search_tasks,
-                                       validation_tasks=fold_validation)
+                    candidate = _fresh(self.estimator, params,
+                                       early_stopping=True)
+                    with _interrupt_stops_search(f"the candidate {params}"):
+                        candidate.meta_fit(search_tasks,
+                                           validation_tasks=fold_validation)
                     curves.append(_validation_curve(candidate.history_))
                     n_meta_iters.append(int(candidate.n_meta_iter_))
             except Exception as error:
@@ -727,9 +760,11 @@ class MetaGridSearch(MetaEstimatorMixin, BaseEstimator):
         if val_classes[0] is not None:  # refit on every class
             # n_meta_iter in the grid bounds a candidate; the refit stops at
             # the candidate's best iteration
-            best_estimator = clone(self.estimator).set_params(
-                **{**best_params, "n_meta_iter": best_n_meta_iter})
-            best_estimator.meta_fit(tasks)
+            best_estimator = _fresh(self.estimator, best_params,
+                                    n_meta_iter=best_n_meta_iter,
+                                    early_stopping=False)
+            with _interrupt_stops_search(f"the refit of {best_params}"):
+                best_estimator.meta_fit(tasks)
         self.results_ = results
         self.best_params_ = best_params
         self.best_score_ = score

@@ -16,12 +16,13 @@ from collections.abc import Sequence
 from itertools import chain, islice
 
 import numpy as np
+from scipy import sparse
 from sklearn.base import clone
 from sklearn.frozen import FrozenEstimator
 from sklearn.pipeline import Pipeline
 
 from sk_meta.functional._forward import check_positive_int
-from sk_meta.tasks import Task
+from sk_meta.tasks import EpisodeSampler, Task
 
 
 class _TransformedSequence(Sequence):
@@ -85,8 +86,24 @@ def _task_transformer(preprocessing):
     return transform
 
 
-def meta_fit_pipeline(pipeline, tasks, *, preprocessing_tasks=None,
-                      n_preprocessing_tasks=1000):
+def _transformed(tasks, transform_task, preprocessing):
+    """``tasks`` with their inputs transformed by the fitted preprocessing.
+
+    An :class:`~sk_meta.tasks.EpisodeSampler` over a dense table is
+    transformed once, on the rows of its classes, and draws the same
+    episodes; other tasks are transformed as they are read.
+    """
+    if isinstance(tasks, EpisodeSampler) and not sparse.issparse(tasks.X):
+        return tasks._with_transformed_inputs(preprocessing.transform)
+    if isinstance(tasks, Sequence):
+        return _TransformedSequence(tasks, transform_task)
+    if iter(tasks) is tasks:
+        return map(transform_task, tasks)
+    return _TransformedIterable(tasks, transform_task)
+
+
+def meta_fit_pipeline(pipeline, tasks, *, validation_tasks=None,
+                      preprocessing_tasks=None, n_preprocessing_tasks=1000):
     """Meta-fit a pipeline: fit and freeze its preprocessing, meta-fit its last step.
 
     Parameters
@@ -95,7 +112,15 @@ def meta_fit_pipeline(pipeline, tasks, *, preprocessing_tasks=None,
         Preprocessing steps followed by an sk_meta estimator. It is not
         modified.
     tasks : iterable of tasks
-        The meta-training tasks, as for ``meta_fit``.
+        The meta-training tasks, as for ``meta_fit``. An
+        :class:`~sk_meta.tasks.EpisodeSampler` over a dense table has its
+        rows transformed once, not once per episode (scikit-learn's
+        transformers transform each row on its own, so the episodes are the
+        same).
+    validation_tasks : iterable of tasks, default=None
+        Passed, transformed by the fitted preprocessing, to the last step's
+        ``meta_fit`` (validation scores, ``early_stopping``). The
+        preprocessing is not fitted on them.
     preprocessing_tasks : iterable of tasks, default=None
         Tasks whose inputs (support and query) the preprocessing steps are
         fitted on; by default the first ``n_preprocessing_tasks`` of
@@ -139,9 +164,16 @@ def meta_fit_pipeline(pipeline, tasks, *, preprocessing_tasks=None,
                                                "n_preprocessing_tasks")
     pipeline = clone(pipeline)
     final_name, final = pipeline.steps[-1]
+    check_final = getattr(final, "_check_meta_fit", None)
+    if check_final is not None:
+        # what the last step refuses from its parameters, before any task is
+        # read (a refusal must not consume the user's iterator)
+        check_final(validation_tasks)
+    meta_fit_kwargs = ({} if validation_tasks is None
+                       else {"validation_tasks": validation_tasks})
     preprocessing_steps = pipeline.steps[:-1]
     if not preprocessing_steps:  # nothing to fit before the estimator
-        final.meta_fit(tasks)
+        final.meta_fit(tasks, **meta_fit_kwargs)
         return Pipeline([(final_name, final)], memory=pipeline.memory,
                         verbose=pipeline.verbose)
 
@@ -170,14 +202,12 @@ def meta_fit_pipeline(pipeline, tasks, *, preprocessing_tasks=None,
         _concatenate(X_parts), np.concatenate(y_parts)
     )
 
-    transform = _task_transformer(preprocessing)
-    if isinstance(tasks, Sequence):
-        transformed = _TransformedSequence(tasks, transform)
-    elif iter(tasks) is tasks:
-        transformed = map(transform, tasks)
-    else:
-        transformed = _TransformedIterable(tasks, transform)
-    final.meta_fit(transformed)
+    transform_task = _task_transformer(preprocessing)
+    if validation_tasks is not None:
+        meta_fit_kwargs["validation_tasks"] = _transformed(
+            validation_tasks, transform_task, preprocessing)
+    final.meta_fit(_transformed(tasks, transform_task, preprocessing),
+                   **meta_fit_kwargs)
 
     frozen = [
         (name, step if step is None or step == "passthrough" else FrozenEstimator(step))

@@ -47,6 +47,18 @@ def _make_generator(random_state):
     return np.random.default_rng(random_state)
 
 
+def _sample_generator(sampler, random_state):
+    """The generator of one ``sample()``: ``random_state`` when given, else
+    the sampler's own stream, seeded from its ``random_state`` at the first
+    draw (an int makes a script's draws reproducible; each call draws anew)."""
+    if random_state is not None:
+        return _make_generator(random_state)
+    rng = sampler.__dict__.get("_sample_rng")
+    if rng is None:
+        rng = sampler._sample_rng = _make_generator(sampler.random_state)
+    return rng
+
+
 def _check_positive_int(value, name):
     if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}.")
@@ -310,7 +322,10 @@ class EpisodeSampler:
         ----------
         random_state : int, numpy Generator, numpy RandomState or None, \
 default=None
-            Randomness of this one draw; a Generator advances.
+            Randomness of this one draw; a Generator advances. None draws
+            from the sampler's own stream, seeded from its ``random_state``
+            at the first call: with an int, a script's first ``sample()`` is
+            always the same episode, and each call gives a new one.
 
         Returns
         -------
@@ -320,7 +335,7 @@ default=None
             ``(n_way * n_query, ...)`` and ``y_query`` of shape
             ``(n_way * n_query,)``.
         """
-        return self._draw(_make_generator(random_state))
+        return self._draw(_sample_generator(self, random_state))
 
     def _draw(self, rng):
         rows_per_class = self.k_shot + self.n_query
@@ -345,6 +360,16 @@ default=None
         y_support = np.repeat(np.arange(self.n_way), self.k_shot)[support_order]
         y_query = np.repeat(np.arange(self.n_way), self.n_query)[query_order]
         return Task(X_support, y_support, X_query, y_query)
+
+    def _with_transformed_inputs(self, transform):
+        """A sampler that draws the same episodes, with ``transform`` applied
+        once to the rows of its classes instead of to every episode's rows."""
+        rows = np.sort(np.concatenate(self._pool_rows))
+        return EpisodeSampler(
+            transform(_take_rows(self.X, rows)), _take_rows(self.y, rows),
+            self.n_way, self.k_shot, self.n_query, classes=self.class_labels,
+            n_tasks=self.n_tasks, random_state=self.random_state,
+            shuffle_labels=self.shuffle_labels)
 
     def __iter__(self):
         rng = _make_generator(self.random_state)

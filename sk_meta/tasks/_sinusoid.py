@@ -11,6 +11,7 @@ from sk_meta.tasks._samplers import (
     _check_positive_int,
     _check_random_state_type,
     _make_generator,
+    _sample_generator,
 )
 from sk_meta.tasks._task import Task
 
@@ -140,7 +141,8 @@ class SinusoidTasks:
             Phase of the curve in radians; it need not lie in ``phase_range``.
         random_state : int, numpy Generator, numpy RandomState or None, \
 default=None
-            Randomness of the input points; a Generator advances.
+            Randomness of the input points; a Generator advances. None
+            draws from the sampler's own stream, as :meth:`sample` does.
 
         Returns
         -------
@@ -161,7 +163,8 @@ default=None
                     f"{name} must be a finite number within float32's range, got "
                     f"{value!r}."
                 )
-        return self._draw_points(_make_generator(random_state), amplitude, phase)
+        return self._draw_points(_sample_generator(self, random_state), amplitude,
+                                 phase)
 
     def sample_with_params(self, random_state=None):
         """Draw one task together with the amplitude and phase of its curve.
@@ -170,7 +173,10 @@ default=None
         ----------
         random_state : int, numpy Generator, numpy RandomState or None, \
 default=None
-            Randomness of this one draw; a Generator advances.
+            Randomness of this one draw; a Generator advances. None draws
+            from the sampler's own stream, seeded from its ``random_state``
+            at the first call: with an int, a script's first draw is always
+            the same, and each call draws anew.
 
         Returns
         -------
@@ -189,7 +195,7 @@ default=None
         >>> x = np.linspace(-5, 5, 100)
         >>> true_curve = amplitude * np.sin(x - phase)
         """
-        return self._draw(_make_generator(random_state))
+        return self._draw(_sample_generator(self, random_state))
 
     def sample(self, random_state=None):
         """Draw one task.
@@ -198,14 +204,17 @@ default=None
         ----------
         random_state : int, numpy Generator, numpy RandomState or None, \
 default=None
-            Randomness of this one draw; a Generator advances.
+            Randomness of this one draw; a Generator advances. None draws
+            from the sampler's own stream, seeded from its ``random_state``
+            at the first call: with an int, a script's first draw is always
+            the same, and each call draws anew.
 
         Returns
         -------
         task : Task
             Support and query points of a random curve.
         """
-        return self._draw(_make_generator(random_state))[0]
+        return self._draw(_sample_generator(self, random_state))[0]
 
     def _draw(self, rng):
         amplitude = float(rng.uniform(*self.amplitude_range))

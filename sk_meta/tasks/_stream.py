@@ -101,8 +101,11 @@ class TaskStream:
                 pass_number, position = divmod(self.n_drawn, n_tasks)
                 if pass_number > 0 and not self.cycle:
                     break
-                if position == 0 or not hasattr(self, "_order"):
+                # a list that grew or shrank since a warm start gets the order
+                # a stream rebuilt at this position would have
+                if getattr(self, "_order_key", None) != (pass_number, n_tasks):
                     self._order = self._pass_order(pass_number)
+                    self._order_key = (pass_number, n_tasks)
                 index = int(self._order[position])
                 drawn.append((index, self.tasks[index]))
                 self.n_drawn += 1
