@@ -328,8 +328,9 @@ class BaseMetaEstimator(BaseEstimator):
         meta-iteration (the last meta-batch may be smaller); ``n_meta_iter``
         does not bound it, and ``meta_lr_schedule="linear"`` is refused (it
         needs that budget). Calling it once per meta-batch gives the same
-        init as ``meta_fit`` on the same stream of tasks. A sampler without
-        ``n_tasks`` has no end and is refused.
+        init as ``meta_fit`` on the same stream of tasks, validated at the
+        same meta-iterations (every ``validation_interval``, counted across
+        calls). A sampler without ``n_tasks`` has no end and is refused.
 
         Parameters
         ----------

@@ -592,6 +592,12 @@ class MetaGridSearch(MetaEstimatorMixin, BaseEstimator):
     fewer classes than the refit; what is chosen is the parameters and the
     number of meta-iterations, not the init.
 
+    Every candidate and the refit meta-train from a fresh init, with
+    ``warm_start=False``, whatever init ``estimator`` holds (an init
+    meta-trained before would have seen the held-out classes); the refit
+    runs without early stopping. Ctrl-C during the search raises
+    ``KeyboardInterrupt`` and keeps no result, as in ``GridSearchCV``.
+
     Examples
     --------
     >>> from sklearn.datasets import load_digits
