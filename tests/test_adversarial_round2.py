@@ -274,7 +274,7 @@ def test_predicting_after_meta_fit_without_fit_is_not_fitted_error(method):
     tasks = _classification_tasks(4)
     clf = _classifier().meta_fit(tasks)
     args = (tasks[0].X_query, tasks[0].y_query)[: 2 if method == "score" else 1]
-    with pytest.raises(NotFittedError, match="Call 'fit'"):
+    with pytest.raises(NotFittedError, match=r"call fit\(X_support, y_support\)"):
         getattr(clf, method)(*args)
 
 

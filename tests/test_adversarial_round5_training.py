@@ -326,3 +326,15 @@ def test_ignored_network_parameters_set_after_meta_fit_are_said_to_be_ignored():
         clf.fit(task.X_support, task.y_support)
     with pytest.warns(UserWarning, match="module_params=.* is ignored"):
         clf.set_params(warm_start=True, n_meta_iter=8).meta_fit(_sampler())
+
+
+def test_predict_after_meta_fit_says_to_adapt_first():
+    """predict after meta_fit (no fit) said "Call 'fit' with appropriate
+    arguments", which did not tell a new user that fit adapts the init to a
+    task's support set."""
+    from sklearn.exceptions import NotFittedError
+
+    clf = _classifier().meta_fit(_sampler())
+    with pytest.raises(NotFittedError, match=r"meta-trained but not adapted.*"
+                                             r"fit\(X_support, y_support\)"):
+        clf.predict(X_DIGITS[:3])

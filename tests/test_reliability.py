@@ -142,7 +142,7 @@ def test_predict_before_fit(estimator):
 def test_predict_after_meta_fit_only_asks_for_fit():
     clf = MAMLClassifier(hidden_layer_sizes=(4,), n_meta_iter=1).meta_fit(
         _classification_tasks(4))
-    with pytest.raises(NotFittedError, match="is not fitted yet"):
+    with pytest.raises(NotFittedError, match="meta-trained but not adapted"):
         clf.predict(np.zeros((2, 4)))
 
 
