@@ -78,3 +78,16 @@ def test_every_page_that_uses_the_setups_names_includes_it():
         defines_its_own = "split_classes(" in code or "load_digits(" in code
         if any(name in code for name in names) and not defines_its_own:
             assert "literalinclude:: _setup.py" in path.read_text(), path.name
+
+
+@pytest.mark.parametrize("page", ["tasks"])
+def test_standalone_pages_python_blocks_run(page, tmp_path, monkeypatch):
+    """Pages whose blocks define their own data (no setup) run too."""
+    monkeypatch.chdir(tmp_path)
+    namespace = {"__name__": "__user_guide__"}
+    blocks = _python_blocks(page)
+    assert len(blocks) >= 3
+    for line, code in blocks:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            exec(compile(_shorter(code), f"{page}.rst:{line}", "exec"), namespace)
