@@ -316,7 +316,12 @@ def _validation_batches(drawn, checker, source, device):
     if drawn is None:
         return None
     try:
-        groups = stack_tasks(drawn, checker)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", DataConversionWarning)
+            groups = stack_tasks(drawn, checker)
+        for warning in caught:  # said of the validation tasks, by name
+            warnings.warn(f"validation_tasks: {warning.message}", warning.category,
+                          stacklevel=2)
         source.check_classes(groups)
     except (TypeError, ValueError) as exc:
         raise type(exc)(f"validation_tasks: {exc}") from None

@@ -86,15 +86,46 @@ def _task_transformer(preprocessing):
     return transform
 
 
+def _row_by_row(transform):
+    """``transform`` wrapped to return None unless its output is dense and
+    the same for a few rows alone as for all rows together (scaling,
+    encoding, imputation: yes; a transform of each set by its own
+    statistics, or a random one: no)."""
+    def checked(X):
+        out = transform(X)
+        if sparse.issparse(out) or len(out) < 2:
+            return None
+        few = min(16, len(out) - 1)
+        for block in (slice(0, few), slice(-1, None)):
+            alone = transform(_rows(X, block))
+            if sparse.issparse(alone):
+                return None
+            alone, together = np.asarray(alone), np.asarray(_rows(out, block))
+            if (alone.shape != together.shape or alone.dtype.kind not in "biuf"
+                    or not np.allclose(alone, together, rtol=1e-6, atol=1e-9,
+                                       equal_nan=True)):
+                return None
+        return out
+
+    return checked
+
+
+def _rows(X, rows):
+    return X.iloc[rows] if hasattr(X, "iloc") else X[rows]
+
+
 def _transformed(tasks, transform_task, preprocessing):
     """``tasks`` with their inputs transformed by the fitted preprocessing.
 
-    An :class:`~sk_meta.tasks.EpisodeSampler` over a dense table is
-    transformed once, on the rows of its classes, and draws the same
-    episodes; other tasks are transformed as they are read.
+    An :class:`~sk_meta.tasks.EpisodeSampler` (not a subclass) over a dense
+    table whose rows the preprocessing transforms one by one is transformed
+    once, on the rows of its classes, and draws the same episodes; other
+    tasks are transformed as they are read.
     """
-    if isinstance(tasks, EpisodeSampler) and not sparse.issparse(tasks.X):
-        return tasks._with_transformed_inputs(preprocessing.transform)
+    if type(tasks) is EpisodeSampler and not sparse.issparse(tasks.X):
+        fast = tasks._with_transformed_inputs(_row_by_row(preprocessing.transform))
+        if fast is not None:
+            return fast
     if isinstance(tasks, Sequence):
         return _TransformedSequence(tasks, transform_task)
     if iter(tasks) is tasks:
@@ -114,9 +145,10 @@ def meta_fit_pipeline(pipeline, tasks, *, validation_tasks=None,
     tasks : iterable of tasks
         The meta-training tasks, as for ``meta_fit``. An
         :class:`~sk_meta.tasks.EpisodeSampler` over a dense table has its
-        rows transformed once, not once per episode (scikit-learn's
-        transformers transform each row on its own, so the episodes are the
-        same).
+        rows transformed once, not once per episode, when the preprocessing
+        gives dense output and transforms a few rows alone as it does all
+        rows together (scikit-learn's scalers, encoders and imputers do):
+        the episodes are the same.
     validation_tasks : iterable of tasks, default=None
         Passed, transformed by the fitted preprocessing, to the last step's
         ``meta_fit`` (validation scores, ``early_stopping``). The

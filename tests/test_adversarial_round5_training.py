@@ -244,7 +244,8 @@ def test_meta_fit_pipeline_transforms_a_sampler_once():
                              _sampler(), n_preprocessing_tasks=5)
     slow = meta_fit_pipeline(make_pipeline(_CountingScaler(), _classifier()),
                              _Reiterable(_sampler()), n_preprocessing_tasks=5)
-    assert fast[0].estimator.calls_[0] == 1
+    # the table once, and two blocks of rows that check it transforms row by row
+    assert fast[0].estimator.calls_[0] == 3
     assert slow[0].estimator.calls_[0] > 10
     assert _same(_weights(fast[-1]), _weights(slow[-1]))
 
@@ -338,3 +339,68 @@ def test_predict_after_meta_fit_says_to_adapt_first():
     with pytest.raises(NotFittedError, match=r"meta-trained but not adapted.*"
                                              r"fit\(X_support, y_support\)"):
         clf.predict(X_DIGITS[:3])
+
+
+def _per_set_standardize(X):
+    X = np.asarray(X, dtype=float)
+    return (X - X.mean(axis=0)) / (X.std(axis=0) + 1.0)
+
+
+class _AugmentedSampler(EpisodeSampler):
+    """A subclass whose episodes are not the table's rows."""
+
+    def __iter__(self):
+        for task in super().__iter__():
+            yield task._replace(X_support=task.X_support + 1.0,
+                                X_query=task.X_query + 1.0)
+
+
+def test_meta_fit_pipeline_transforms_once_only_what_transforms_row_by_row():
+    """The one-time transform of a sampler's table (found by the review of
+    this change): a transform of each set by its own statistics changed
+    meta-training silently; a subclass's own episodes were replaced by the
+    table's; a sparse output meta-trained fully and then failed in fit."""
+    from sklearn.preprocessing import FunctionTransformer, OneHotEncoder
+
+    per_set = FunctionTransformer(_per_set_standardize)
+    fast = meta_fit_pipeline(make_pipeline(per_set, _classifier()), _sampler(),
+                             n_preprocessing_tasks=5)
+    slow = meta_fit_pipeline(make_pipeline(per_set, _classifier()),
+                             _Reiterable(_sampler()), n_preprocessing_tasks=5)
+    assert _same(_weights(fast[-1]), _weights(slow[-1]))
+
+    subclass = meta_fit_pipeline(make_pipeline(StandardScaler(), _classifier()),
+                                 _AugmentedSampler(X_DIGITS, Y_DIGITS, 3, 3, 5,
+                                                   classes=range(7), random_state=0),
+                                 n_preprocessing_tasks=5)
+    by_hand = meta_fit_pipeline(make_pipeline(StandardScaler(), _classifier()),
+                                _Reiterable(_AugmentedSampler(
+                                    X_DIGITS, Y_DIGITS, 3, 3, 5, classes=range(7),
+                                    random_state=0)), n_preprocessing_tasks=5)
+    assert _same(_weights(subclass[-1]), _weights(by_hand[-1]))
+
+    codes = (X_DIGITS[:, 20:23] * 4).round()
+    sparse_out = make_pipeline(OneHotEncoder(handle_unknown="ignore"), _classifier())
+    with pytest.raises(TypeError, match="sparse matrix"):
+        meta_fit_pipeline(sparse_out, EpisodeSampler(codes, Y_DIGITS, 3, 3, 5,
+                                                     classes=range(7),
+                                                     random_state=0))
+
+
+def test_sample_without_a_seed_draws_fresh_in_copies_too():
+    """With random_state=None, copies of a sampler (pickled to workers) that
+    had drawn once carried the same stream and drew the same tasks."""
+    sampler = EpisodeSampler(X_DIGITS, Y_DIGITS, 3, 2, 2)
+    sampler.sample()
+    copies = [pickle.loads(pickle.dumps(sampler)) for _ in range(4)]
+    drawn = {tuple(c.sample().X_support.ravel()[:20]) for c in copies}
+    assert len(drawn) == 4
+
+
+def test_column_labels_of_validation_tasks_are_said_to_be_theirs():
+    """The DataConversionWarning for (n, 1) labels in validation tasks named
+    "task 0", which was a 1-D training task."""
+    val = [t._replace(y_support=np.asarray(t.y_support)[:, None])
+           for t in _validation(2)]
+    with pytest.warns(UserWarning, match="validation_tasks: A column-vector y"):
+        _classifier(n_meta_iter=2).meta_fit(_sampler(), validation_tasks=val)

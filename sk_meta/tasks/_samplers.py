@@ -50,8 +50,9 @@ def _make_generator(random_state):
 def _sample_generator(sampler, random_state):
     """The generator of one ``sample()``: ``random_state`` when given, else
     the sampler's own stream, seeded from its ``random_state`` at the first
-    draw (an int makes a script's draws reproducible; each call draws anew)."""
-    if random_state is not None:
+    draw (an int makes a script's draws reproducible; each call draws anew).
+    Without a seed every draw is fresh, in copies of the sampler too."""
+    if random_state is not None or sampler.random_state is None:
         return _make_generator(random_state)
     rng = sampler.__dict__.get("_sample_rng")
     if rng is None:
@@ -325,7 +326,10 @@ default=None
             Randomness of this one draw; a Generator advances. None draws
             from the sampler's own stream, seeded from its ``random_state``
             at the first call: with an int, a script's first ``sample()`` is
-            always the same episode, and each call gives a new one.
+            always the same episode, and each call gives a new one (a copy
+            or pickle of the sampler goes on with the same stream); with a
+            Generator or RandomState, from that shared generator; with
+            None, a fresh draw.
 
         Returns
         -------
@@ -363,10 +367,14 @@ default=None
 
     def _with_transformed_inputs(self, transform):
         """A sampler that draws the same episodes, with ``transform`` applied
-        once to the rows of its classes instead of to every episode's rows."""
+        once to the rows of its classes instead of to every episode's rows;
+        None if ``transform`` returns None."""
         rows = np.sort(np.concatenate(self._pool_rows))
+        X = transform(_take_rows(self.X, rows))
+        if X is None:
+            return None
         return EpisodeSampler(
-            transform(_take_rows(self.X, rows)), _take_rows(self.y, rows),
+            X, _take_rows(self.y, rows),
             self.n_way, self.k_shot, self.n_query, classes=self.class_labels,
             n_tasks=self.n_tasks, random_state=self.random_state,
             shuffle_labels=self.shuffle_labels)
