@@ -1,7 +1,5 @@
 """Tasks made of the rows of one group each: a store, a patient, a site."""
 
-from itertools import count
-
 import numpy as np
 from scipy import sparse
 
@@ -10,16 +8,16 @@ from sk_meta.tasks._samplers import (
     _check_n_tasks,
     _check_positive_int,
     _check_random_state_type,
+    _DrawnTasks,
     _format_labels,
     _is_frame,
-    _make_generator,
     _sample_generator,
     _take_rows,
 )
 from sk_meta.tasks._task import Task
 
 
-class GroupTaskSampler:
+class GroupTaskSampler(_DrawnTasks):
     """Iterable of tasks, each drawn from the rows of one group.
 
     Where the rows of a table come in groups that each make a task (the
@@ -187,18 +185,6 @@ default=None
         support, query = rows[:self.k_shot], rows[self.k_shot:]
         return Task(_take_rows(self.X, support), _take_rows(self.y, support),
                     _take_rows(self.X, query), _take_rows(self.y, query))
-
-    def __iter__(self):
-        rng = _make_generator(self.random_state)
-        tasks = count() if self.n_tasks is None else range(self.n_tasks)
-        for _ in tasks:
-            yield self._draw(rng)
-
-    def __len__(self):
-        if self.n_tasks is None:
-            raise TypeError(
-                "This GroupTaskSampler is endless (n_tasks=None) and has no len().")
-        return self.n_tasks
 
     def __repr__(self):
         return (

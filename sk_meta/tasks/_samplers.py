@@ -123,7 +123,27 @@ def _format_labels(labels, max_shown=10):
     return f"[{shown}]"
 
 
-class EpisodeSampler:
+class _DrawnTasks:
+    """Iteration shared by the samplers: ``n_tasks`` draws (None: endless)
+    of ``self._draw(rng)``, restarting from ``random_state`` at every
+    ``iter()``."""
+
+    def __iter__(self):
+        rng = _make_generator(self.random_state)
+        draws = count() if self.n_tasks is None else range(self.n_tasks)
+        for _ in draws:
+            yield self._draw(rng)
+
+    def __len__(self):
+        if self.n_tasks is None:
+            raise TypeError(
+                f"This {type(self).__name__} is endless (n_tasks=None) and has "
+                "no len()."
+            )
+        return self.n_tasks
+
+
+class EpisodeSampler(_DrawnTasks):
     """Iterable of N-way K-shot classification episodes drawn from one dataset.
 
     Each episode is a :class:`~sk_meta.tasks.Task`: ``n_way`` distinct classes
@@ -378,19 +398,6 @@ default=None
             self.n_way, self.k_shot, self.n_query, classes=self.class_labels,
             n_tasks=self.n_tasks, random_state=self.random_state,
             shuffle_labels=self.shuffle_labels)
-
-    def __iter__(self):
-        rng = _make_generator(self.random_state)
-        episodes = count() if self.n_tasks is None else range(self.n_tasks)
-        for _ in episodes:
-            yield self._draw(rng)
-
-    def __len__(self):
-        if self.n_tasks is None:
-            raise TypeError(
-                "This EpisodeSampler is endless (n_tasks=None) and has no len()."
-            )
-        return self.n_tasks
 
     def __repr__(self):
         return (
