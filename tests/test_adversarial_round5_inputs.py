@@ -10,6 +10,7 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from sklearn.exceptions import DataConversionWarning
 
 from sk_meta import MAMLClassifier, MAMLRegressor
@@ -213,3 +214,25 @@ def test_categorical_column_is_named_with_a_hint_to_encode_it():
                                          r".*OneHotEncoder.*meta_fit_pipeline"):
         _classifier().meta_fit([(df.iloc[:6], LABELS12[:6], df.iloc[6:],
                                  LABELS12[6:])])
+
+
+def test_numbers_written_as_strings_are_read_as_fit_reads_them():
+    """fit (as scikit-learn's estimators) reads an array of numeric strings
+    as numbers; meta_fit refused it as "must be numeric"."""
+    rng = np.random.RandomState(0)
+    X, y = rng.randn(12, 3), np.arange(12) % 3
+    tasks = [(X[:6], y[:6], X[6:], y[6:])]
+    as_text = [(X[:6].astype(str), y[:6], X[6:].astype(str), y[6:])]
+
+    def init(task_list):
+        clf = MAMLClassifier(hidden_layer_sizes=(4,), n_meta_iter=2, random_state=0)
+        return [p.detach() for p in clf.meta_fit(task_list)._meta.module.parameters()]
+
+    assert all(torch.equal(a, b) for a, b in zip(init(tasks), init(as_text)))
+    targets = X @ np.array([1.0, 2.0, 3.0])
+    reg = MAMLRegressor(hidden_layer_sizes=(4,), n_meta_iter=2, random_state=0)
+    reg.meta_fit([(X[:6], targets[:6].astype(str), X[6:], targets[6:].astype(str))])
+    with pytest.raises(ValueError, match="task 0: X_query must be numeric, got dtype "
+                                         "<U1 holding a value that is not a number"):
+        MAMLClassifier(n_meta_iter=2).meta_fit(
+            [(X[:6], y[:6], np.full((6, 3), "a"), y[6:])])

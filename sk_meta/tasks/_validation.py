@@ -118,13 +118,14 @@ def _not_numeric(frame, field, exc):
 
 
 def _object_to_float(array, index, field):
-    """An object array's values as float64, as ``fit`` reads them."""
+    """An object or string array's values as float64, as ``fit`` reads them
+    (numbers, and strings of numbers, as scikit-learn reads them)."""
     try:
         return array.astype(np.float64)
     except (TypeError, ValueError, OverflowError) as exc:
         raise ValueError(
-            f"task {index}: {field} must be numeric, got dtype object holding a "
-            f"value that is not a number ({exc})"
+            f"task {index}: {field} must be numeric, got dtype {array.dtype} "
+            f"holding a value that is not a number ({exc})"
         ) from None
 
 
@@ -260,7 +261,8 @@ class TaskChecker:
         conversions = [
             (position, None) for position, (array, field)
             in enumerate(zip(arrays, _FIELDS))
-            if array.dtype == object and (field[0] == "X" or not self.classification)
+            if array.dtype.kind in "OUS"
+            and (field[0] == "X" or not self.classification)
         ]
         # the values of this task's objects; the other tasks' are converted
         # (and refused) one by one
