@@ -23,7 +23,7 @@ from sklearn.utils._param_validation import (
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from sk_meta import _fitting, _persistence, _skorch
+from sk_meta import _distributed, _fitting, _persistence, _skorch
 from sk_meta._records import FitResult, MetaResult, MetaTrainingState, record_on_cpu
 from sk_meta._torch_utils import DeviceOptions, torch_tensor_to_numpy, torch_threads
 from sk_meta.exceptions import DivergenceError, FeatureNamesWarning
@@ -345,18 +345,27 @@ class BaseMetaEstimator(BaseEstimator):
         """
         return self._meta_fit(tasks, validation_tasks, incremental=True)
 
+    def _writes_checkpoints(self):
+        """Whether this process writes ``checkpoint_path`` (in a distributed
+        run, process 0 alone: the others need not see its directory)."""
+        if self.checkpoint_path is None:
+            return False
+        world = _distributed.world(self.distributed)
+        return world is None or world.writes
+
     def _check_meta_fit(self, validation_tasks=None):
         """Raise what ``meta_fit`` refuses before it reads a task (for callers
         that read the tasks first, such as ``meta_fit_pipeline``)."""
         self._validate_params()
-        if self.checkpoint_path is not None:
+        if self._writes_checkpoints():
             _persistence.check_saveable(self)
         _fitting.check_settings(self, validation_tasks, incremental=False)
 
     def _meta_fit(self, tasks, validation_tasks, *, incremental):
         checkpoint = None
         if self.checkpoint_path is not None:
-            _persistence.check_saveable(self)
+            if self._writes_checkpoints():
+                _persistence.check_saveable(self)
             checkpoint = self._save_checkpoint
         with torch_threads(self.n_threads):
             try:

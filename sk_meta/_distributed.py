@@ -12,6 +12,7 @@ fails, is killed or falls that far behind, the others raise a
 """
 
 import dataclasses
+import zlib
 
 import numpy as np
 import torch
@@ -143,6 +144,35 @@ def all_reduce_max(values, world, device):
     _collective(dist.all_reduce, buffer, dist.ReduceOp.MAX, world=world,
                 what="the stop flags")
     return buffer.tolist()
+
+
+def check_agreement(facts, world, device):
+    """Raise on every process if the numbers ``facts`` (name -> number) are
+    not the same on all of them: a setup that differs between processes
+    would pair their collectives wrongly (a loss read as a stop flag) or
+    abort in the backend."""
+    names = list(facts)
+    values = [float(facts[name]) for name in names]
+    buffer = torch.tensor(values + [-v for v in values], dtype=torch.float64,
+                          device=_comm_device(world, device))
+    _collective(dist.all_reduce, buffer, dist.ReduceOp.MAX, world=world,
+                what="the meta-training setup")
+    highest, lowest = buffer[:len(values)].tolist(), (-buffer[len(values):]).tolist()
+    differ = [name for name, high, low in zip(names, highest, lowest) if high != low]
+    if differ:
+        raise ValueError(
+            f"distributed meta-training: the processes differ in {'; '.join(differ)} "
+            f"(process {world.rank} of {world.size}). Every process runs the same "
+            "script: the same estimator settings, the same tasks and "
+            "validation_tasks (pass them on every process; each validates its "
+            "share)."
+        )
+
+
+def shape_signature(tensors):
+    """A number that changes with the names and shapes of ``tensors``."""
+    described = repr([(str(name), tuple(t.shape)) for name, t in tensors.items()])
+    return zlib.crc32(described.encode())
 
 
 def broadcast_from_first(tensors, world, device):

@@ -266,9 +266,14 @@ class MetaTrainer:
             self.state.n_no_improvement = 0
         self.committed_n_drawn = self.state.n_drawn
         if world is not None:
-            _distributed.broadcast_from_first(
-                {**self.params, **{("lr", k): r for k, r in (self.lrs or {}).items()}},
-                world, settings.device)
+            shared = {**self.params,
+                      **{("lr", k): r for k, r in (self.lrs or {}).items()}}
+            _distributed.check_agreement({
+                "whether validation_tasks were passed": validation is not None,
+                "the network's parameter names and shapes":
+                    _distributed.shape_signature(shared),
+            }, world, settings.device)
+            _distributed.broadcast_from_first(shared, world, settings.device)
         self.elapsed = 0.0  # across processes: the largest, agreed on
         self.divergence_hint = ""  # what to tame besides the rates
         self.optimizer = make_optimizer(

@@ -10,6 +10,7 @@ torch.
 
 import contextlib
 import numbers
+import sys
 import warnings
 from typing import NamedTuple
 
@@ -689,6 +690,7 @@ class MetaGridSearch(MetaEstimatorMixin, BaseEstimator):
                 "the held-out classes)"
             )
         if validation_tasks is None:
+            self._check_same_hold_out_everywhere()
             folds = self._hold_out(tasks, groups)
         elif groups is not None:
             raise ValueError(
@@ -779,6 +781,22 @@ class MetaGridSearch(MetaEstimatorMixin, BaseEstimator):
         self.fold_val_classes_ = None if val_classes[0] is None else val_classes
         self.best_estimator_ = best_estimator
         return self
+
+    def _check_same_hold_out_everywhere(self):
+        """In a distributed job (a torch.distributed group the estimator
+        uses), every process must hold out the same classes: refuse a seed
+        each process would draw for itself."""
+        distributed = sys.modules.get("torch.distributed")
+        if (self.random_state is not None or distributed is None
+                or not distributed.is_available() or not distributed.is_initialized()
+                or distributed.get_world_size() < 2
+                or self.estimator.get_params().get("distributed") is False):
+            return
+        raise ValueError(
+            "MetaGridSearch(random_state=None) in a distributed job: each process "
+            "would hold out other classes, and meta-train on the others' held-out "
+            "ones. Pass an int random_state (the same in every process)."
+        )
 
     def _hold_out(self, sampler, groups):
         """``cv`` folds: (meta-training sampler, validation tasks, held-out classes)."""

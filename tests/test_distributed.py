@@ -10,6 +10,7 @@ the test compares it with the same checks run in this one process.
 import contextlib
 import datetime
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -183,6 +184,53 @@ def _not_distributed(rank=None):
     return _record(clf.meta_fit(_classification_tasks()))
 
 
+def _refusal(call):
+    try:
+        call()
+    except ValueError as exc:
+        return {"error": str(exc)}
+    return {"error": None}
+
+
+def _validation_on_the_first_process_only(rank=None):
+    # the first process's validation collectives were paired with the
+    # others' stop flags: a loss read as a Ctrl-C nobody pressed
+    tasks = _classification_tasks()
+    return _refusal(lambda: MAMLClassifier(
+        meta_batch_size=5, n_meta_iter=6, validation_interval=2, **SMALL).meta_fit(
+            tasks[:20], validation_tasks=tasks[20:26] if rank == 0 else None))
+
+
+def _networks_that_differ(rank=None):
+    # the backend aborted the first process with a collective mismatch
+    sizes = (8,) if rank == 0 else (9,)
+    return _refusal(lambda: MAMLClassifier(
+        meta_batch_size=5, n_meta_iter=3, hidden_layer_sizes=sizes,
+        random_state=0).meta_fit(_classification_tasks()))
+
+
+def _checkpoint_directory_on_the_first_process_only(rank=None):
+    # as on other machines: only the writing process needs the directory
+    directory = _OUT / f"checkpoints_{_WORLD}" if rank == 0 else _OUT / "absent"
+    directory.mkdir(exist_ok=True) if rank == 0 else None
+    clf = MAMLClassifier(meta_batch_size=5, n_meta_iter=3,
+                         checkpoint_path=directory / "maml.skm", **SMALL)
+    return _record(clf.meta_fit(_classification_tasks()),
+                   written=(directory / "maml.skm").exists())
+
+
+def _grid_search_without_a_seed(rank=None):
+    # each process held out other classes and meta-trained on the others'
+    from sk_meta.model_selection import MetaGridSearch
+
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(240, 4)).astype(np.float32), np.repeat(np.arange(12), 20)
+    search = MetaGridSearch(MAMLClassifier(n_meta_iter=2, **SMALL),
+                            {"inner_lr": [0.1]})
+    return _refusal(lambda: search.meta_fit(
+        EpisodeSampler(X, y, 3, 2, 3, random_state=0)))
+
+
 # the same as in one process
 EQUAL = {f.__name__: f for f in (
     _maml_classifier, _fomaml_regressor, _reptile_classifier,
@@ -211,7 +259,13 @@ def _last_process_fails(rank=None):
     return {"error": None}
 
 
-CHECKS = {**EQUAL, **AGREED, "_not_distributed": _not_distributed}
+# refused alike on every process, without waiting for a timeout
+REFUSED = {f.__name__: f for f in (
+    _validation_on_the_first_process_only, _networks_that_differ,
+    _grid_search_without_a_seed)}
+CHECKS = {**EQUAL, **AGREED, **REFUSED, "_not_distributed": _not_distributed,
+          "_checkpoint_directory_on_the_first_process_only":
+              _checkpoint_directory_on_the_first_process_only}
 # seconds: the collectives' timeout; a process that hangs is given up after it
 TIMEOUT = 8
 _RANK = _WORLD = _OUT = None
@@ -427,6 +481,38 @@ def test_distributed_false_ignores_the_group(groups):
                    for k in got["weights"])
     first, second = (r["_not_distributed"]["weights"] for r in found[2])
     assert not all(torch.equal(first[k], second[k]) for k in first)
+
+
+@pytest.mark.parametrize("world_size", [2, 3])
+@pytest.mark.parametrize("check, message", [
+    ("_validation_on_the_first_process_only",
+     "the processes differ in whether validation_tasks were passed"),
+    ("_networks_that_differ",
+     "the processes differ in the network's parameter names and shapes"),
+    ("_grid_search_without_a_seed", r"MetaGridSearch\(random_state=None\) in a "
+                                    "distributed job"),
+])
+def test_setups_that_differ_between_processes_are_refused_on_all(
+        groups, world_size, check, message):
+    """Validation tasks on one process only ended as a fake interruption on
+    the others; networks of other shapes aborted the backend; MetaGridSearch
+    without a seed held out other classes on each process."""
+    checks, _, _ = groups
+    for rank, found in enumerate(checks[world_size]):
+        assert found[check]["error"] is not None, (check, rank)
+        assert re.search(message, found[check]["error"]), found[check]["error"]
+
+
+@pytest.mark.parametrize("world_size", [2, 3])
+def test_only_the_writing_process_needs_the_checkpoint_directory(groups, world_size):
+    """Every process checked checkpoint_path's directory, so a directory
+    present only on the first machine refused the whole job."""
+    checks, _, _ = groups
+    found = [r["_checkpoint_directory_on_the_first_process_only"]
+             for r in checks[world_size]]
+    assert [r["n_meta_iter"] for r in found] == [3] * world_size
+    assert found[0]["written"] and not any(r["written"] for r in found[1:])
+    _assert_close(found[0]["weights"], found[-1]["weights"], "checkpointed run")
 
 
 @pytest.mark.parametrize("world_size", [2, 3])
