@@ -4,7 +4,9 @@
 Data: ``load_omniglot(path, rotations=(90, 180, 270))``: 1,200 meta-training
 characters (seeded shuffle, not the papers' unrecorded split) plus their
 three rotations as extra classes (4,800 classes), 423 meta-test characters.
-Network: ``Conv4`` (64 filters, BatchNorm with the statistics of the batch at
+Network: ``Conv4`` (64 filters, 2x2 max-pooling: the papers' Omniglot
+network uses stride-2 convolutions instead, ``Conv4(downsample="stride")``;
+BatchNorm with the statistics of the batch at
 hand: transductive, as in the MAML code and Reptile's ``--transductive``
 runs). Accuracy over 600 test tasks (5 query images per class) with a 95%
 interval.
@@ -20,7 +22,8 @@ maml / fomaml (Finn et al. 2017; cbfinn/maml ``main.py`` commands)
     (the code's ``update_batch_size * 2`` images per class), 60,000
     meta-iterations (the paper; the code's final header says 40,000).
 reptile (Nichol et al. 2018; openai/supervised-reptile README commands)
-    Inner Adam with β1 = 0, fresh per task; outer SGD step ε annealed
+    Inner Adam with β1 = 0, fresh per task (the code keeps Adam's moments
+    across tasks); outer SGD step ε annealed
     linearly to 0. 5-way 1-shot: the transductive command (15 train shots,
     3 inner steps, lr 1e-3, meta-batch 10, ε = 1, 100k iterations, 5 test
     steps). 5-way 5-shot: 10 shots, 5 steps, lr 1.5e-3, meta-batch 5,

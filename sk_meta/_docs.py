@@ -157,7 +157,8 @@ PARAMETERS = {
     "inner_optimizer": ('{"sgd", "adam"}', """
         Inner update rule, in meta-training and in ``fit``. ``'adam'`` is the
         Reptile paper's Adam with β1 = 0 (β2 = 0.999), with a fresh state for
-        every task."""),
+        every task (the Reptile code keeps Adam's moments from task to
+        task)."""),
     "meta_lr": ("float", {
         "maml": """
         Learning rate of the outer optimizer.""",

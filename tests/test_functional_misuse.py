@@ -204,3 +204,27 @@ def test_adapt_refuses_a_constant_tensor_rate_that_is_not_finite(lr):
     as_float, _ = adapt(batched_forward(module), expand_params(params, 2), X, y,
                         loss_fn=mse_loss, lr=0.1, n_steps=2)
     torch.testing.assert_close(as_tensor, as_float)
+
+
+def test_batched_forward_auto_falls_back_to_the_loop_for_an_rnn():
+    """batched_forward(module) ("auto", no probe) assumed vmap, so a GRU
+    failed with torch's "Batching rule not implemented for aten::gru.input",
+    though the docs say RNNs run task by task."""
+    from sk_meta.functional import batched_forward, expand_params, prepare_module
+
+    class LastStep(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.gru = torch.nn.GRU(3, 5, batch_first=True)
+            self.head = torch.nn.Linear(5, 2)
+
+        def forward(self, X):
+            return self.head(self.gru(X)[0][:, -1])
+
+    torch.manual_seed(0)
+    module = prepare_module(LastStep())
+    params = expand_params({k: p.detach() for k, p in module.named_parameters()}, 3)
+    X = torch.randn(3, 4, 6, 3)
+    auto = batched_forward(module)(params, X)
+    loop = batched_forward(module, strategy="loop")(params, X)
+    torch.testing.assert_close(auto, loop, rtol=0, atol=0)

@@ -522,3 +522,50 @@ def test_conv4_matches_the_papers_block_order_in_value_and_meta_gradient():
     torch.testing.assert_close(conv4(X), paper_order(X), rtol=0, atol=0)
     for ours, theirs in zip(meta_gradient(conv4), meta_gradient(paper_order)):
         torch.testing.assert_close(ours, theirs, rtol=1e-12, atol=1e-12)
+
+
+def test_conv4_with_strided_convolutions_is_the_maml_papers_omniglot_network():
+    """Conv4's docstring called its max-pooling network the papers' Omniglot
+    network, which downsamples with stride-2 convolutions and averages the
+    last 2x2 map (cbfinn/maml, max_pool=False). downsample="stride" is that
+    network: the same outputs and meta-gradients as one written by hand."""
+    from sk_meta.models import Conv4
+
+    torch.manual_seed(0)
+    conv4 = prepare_module(
+        Conv4(n_outputs=3, n_filters=4, downsample="stride").double())
+    assert not any(isinstance(m, nn.MaxPool2d) for m in conv4.modules())
+
+    def by_hand(params, X):
+        h = X
+        for i in range(4):
+            conv, norm = 3 * i, 3 * i + 1
+            h = F.conv2d(h, params[f"features.{conv}.weight"],
+                         params[f"features.{conv}.bias"], stride=2, padding=1)
+            h = F.batch_norm(h, None, None, params[f"features.{norm}.weight"],
+                             params[f"features.{norm}.bias"], training=True)
+            h = F.relu(h)
+        assert h.shape[-2:] == (2, 2)  # 28 -> 14 -> 7 -> 4 -> 2
+        return F.linear(h.mean(dim=(2, 3)), params["classifier.weight"],
+                        params["classifier.bias"])
+
+    X = torch.randn(6, 1, 28, 28, dtype=torch.float64)
+    y = torch.arange(6) % 3
+    params = {name: p.detach().requires_grad_() for name, p in conv4.named_parameters()}
+
+    def meta_gradient(forward):
+        loss = F.cross_entropy(forward(params, X[:3]), y[:3])
+        grads = torch.autograd.grad(loss, list(params.values()), create_graph=True)
+        adapted = {name: p - 0.4 * g for (name, p), g in zip(params.items(), grads)}
+        query_loss = F.cross_entropy(forward(adapted, X[3:]), y[3:])
+        return torch.autograd.grad(query_loss, list(params.values()))
+
+    def ours(p, X):
+        return torch.func.functional_call(conv4, p, (X,))
+
+    torch.testing.assert_close(ours(params, X), by_hand(params, X), rtol=1e-12,
+                               atol=1e-12)
+    for a, b in zip(meta_gradient(ours), meta_gradient(by_hand), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+    with pytest.raises(ValueError, match="downsample must be 'maxpool' or 'stride'"):
+        Conv4(downsample="avg")

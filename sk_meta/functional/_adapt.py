@@ -158,7 +158,8 @@ def adapt(forward, params, X, y, *, loss_fn, lr, n_steps, create_graph=False,
         evaluation): nothing will be differentiated through the adaptation.
     optimizer : {"sgd", "adam"}, default="sgd"
         Inner update rule. ``"adam"`` (the Reptile paper's, with
-        ``betas=(0, 0.999)``) starts from a fresh state and needs ``detach``.
+        ``betas=(0, 0.999)``) starts from a fresh state (the Reptile code
+        keeps Adam's moments from task to task) and needs ``detach``.
     betas, eps : tuple of float, float
         Adam's coefficients.
     functional : bool, default=False

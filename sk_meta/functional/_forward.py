@@ -106,7 +106,9 @@ def batched_forward(module, buffers=None, strategy="auto"):
         ``"vmap"`` maps ``functional_call`` over the tasks; ``"loop"`` calls
         it once per task (for modules ``vmap`` cannot batch, such as RNNs).
         ``"auto"`` picks ``"native"`` when the module has ``forward_batched``
-        and ``"vmap"`` otherwise.
+        and ``"vmap"`` otherwise, falling back to ``"loop"`` for good at the
+        first call that ``vmap`` cannot batch (an RNN's layers);
+        :func:`choose_strategy` with a probe decides before any call.
 
     Returns
     -------
@@ -122,6 +124,8 @@ def batched_forward(module, buffers=None, strategy="auto"):
     buffers = {} if buffers is None else buffers
     if strategy == "auto":
         strategy = choose_strategy(module)
+        if strategy == "vmap":  # not tried on a probe: try it at the first call
+            return _vmap_or_loop(module, buffers)
     if strategy not in ("native", "loop", "vmap"):
         raise ValueError(f"unknown strategy {strategy!r}; expected one of "
                          "'auto', 'native', 'vmap', 'loop'")
@@ -148,6 +152,31 @@ def batched_forward(module, buffers=None, strategy="auto"):
             return vmapped(params, X)
 
     return with_math_attention(forward, module)
+
+
+def _vmap_or_loop(module, buffers):
+    """``forward(params, X)`` by ``vmap``, or by the loop from the first call
+    on which ``vmap`` raises (the trial's random draws are undone)."""
+    by_vmap = batched_forward(module, buffers, "vmap")
+    by_loop = batched_forward(module, buffers, "loop")
+    chosen = []
+
+    def forward(params, X):
+        if chosen:
+            return chosen[0](params, X)
+        if X.shape[0] == 1:  # one task runs without vmap: nothing learned yet
+            return by_loop(params, X)
+        devices = [X.device] if X.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            try:
+                by_vmap(params, X)
+                works = True
+            except RuntimeError:
+                works = False
+        chosen.append(by_vmap if works else by_loop)
+        return chosen[0](params, X)
+
+    return forward
 
 
 def has_batch_norm(module):
