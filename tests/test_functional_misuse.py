@@ -228,3 +228,43 @@ def test_batched_forward_auto_falls_back_to_the_loop_for_an_rnn():
     auto = batched_forward(module)(params, X)
     loop = batched_forward(module, strategy="loop")(params, X)
     torch.testing.assert_close(auto, loop, rtol=0, atol=0)
+
+
+def test_maml_meta_gradient_takes_the_meta_losss_options():
+    """maml_meta_gradient had no trainable/step_weights/task_params/functional
+    options, which maml_meta_loss has: ANIL or MAML++ in one's own loop
+    needed maml_meta_loss and autograd by hand. With them, the gradient is
+    that of maml_meta_loss with the same options."""
+    import functools
+
+    from sk_meta.functional import (
+        TaskBatch,
+        batched_forward,
+        cross_entropy_loss,
+        maml_meta_gradient,
+        maml_meta_loss,
+        prepare_module,
+    )
+
+    torch.manual_seed(0)
+    module = prepare_module(torch.nn.Sequential(
+        torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3)).double())
+    forward = batched_forward(module)
+    params = {k: p.detach().clone().requires_grad_()
+              for k, p in module.named_parameters()}
+    y = torch.arange(6).remainder(3).expand(2, 6)
+    batch = TaskBatch(torch.randn(2, 6, 4, dtype=torch.float64), y,
+                      torch.randn(2, 6, 4, dtype=torch.float64), y, n_classes=3)
+    loss_fn = functools.partial(cross_entropy_loss, n_classes=3)
+    options = dict(trainable={"2.weight", "2.bias"},
+                   step_weights=torch.tensor([0.2, 0.8]))
+    grads, _ = maml_meta_gradient(forward, params, batch, loss_fn=loss_fn, lr=0.3,
+                                  n_steps=2, **options)
+    loss = maml_meta_loss(forward, params, batch, loss_fn=loss_fn, lr=0.3, n_steps=2,
+                          **options)
+    expected = torch.autograd.grad(loss, list(params.values()))
+    for name, value in zip(params, expected, strict=True):
+        torch.testing.assert_close(grads[name], value, rtol=1e-12, atol=1e-14)
+    plain, _ = maml_meta_gradient(forward, params, batch, loss_fn=loss_fn, lr=0.3,
+                                  n_steps=2)
+    assert not torch.allclose(plain["0.weight"], grads["0.weight"])

@@ -99,11 +99,13 @@ def maml_meta_loss(forward, params, batch, *, loss_fn, lr, n_steps, first_order=
 
 
 def maml_meta_gradient(forward, params, batch, *, loss_fn, lr, n_steps,
-                       first_order=False, meta_loss=maml_meta_loss):
+                       first_order=False, meta_loss=maml_meta_loss, **options):
     """Gradient of :func:`maml_meta_loss` with respect to ``params``.
 
     ``meta_loss`` computes the loss itself (a compiled :func:`maml_meta_loss`,
     say); the gradient is taken outside it with ``torch.autograd.grad``.
+    Gradients of learned (tensor) rates are not returned: differentiate
+    :func:`maml_meta_loss` with respect to them yourself.
 
     Parameters
     ----------
@@ -111,6 +113,12 @@ def maml_meta_gradient(forward, params, batch, *, loss_fn, lr, n_steps,
         As in :func:`maml_meta_loss`.
     meta_loss : callable, default=maml_meta_loss
         Called with the same arguments; returns the scalar meta-loss.
+    **options
+        Passed on to ``meta_loss``: :func:`maml_meta_loss`'s
+        ``functional``, ``task_params`` (computed from ``params`` that
+        require grad, so that the gradient reaches them), ``trainable``
+        (ANIL: ``trainable={"head.weight", "head.bias"}``) and
+        ``step_weights``.
 
     Returns
     -------
@@ -126,7 +134,7 @@ def maml_meta_gradient(forward, params, batch, *, loss_fn, lr, n_steps,
     with torch.enable_grad():
         loss = meta_loss(
             forward, params, batch, loss_fn=loss_fn, lr=lr, n_steps=n_steps,
-            first_order=first_order,
+            first_order=first_order, **options,
         )
         grads = torch.autograd.grad(
             loss, list(params.values()), allow_unused=True, materialize_grads=True
