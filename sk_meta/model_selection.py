@@ -552,7 +552,8 @@ class MetaGridSearch(MetaEstimatorMixin, BaseEstimator):
     random_state : int, RandomState instance or None, default=None
         Seeds the choice of held-out classes (the validation pool of
         :func:`~sk_meta.tasks.split_classes` with this seed) and the
-        validation tasks.
+        validation tasks. In a distributed job, an int (the same in every
+        process) is required when the search holds out classes itself.
 
     Attributes
     ----------
@@ -787,15 +788,18 @@ class MetaGridSearch(MetaEstimatorMixin, BaseEstimator):
         uses), every process must hold out the same classes: refuse a seed
         each process would draw for itself."""
         distributed = sys.modules.get("torch.distributed")
-        if (self.random_state is not None or distributed is None
+        seeded = (isinstance(self.random_state, numbers.Integral)
+                  and not isinstance(self.random_state, bool))
+        if (seeded or distributed is None
                 or not distributed.is_available() or not distributed.is_initialized()
                 or distributed.get_world_size() < 2
                 or self.estimator.get_params().get("distributed") is False):
             return
         raise ValueError(
-            "MetaGridSearch(random_state=None) in a distributed job: each process "
-            "would hold out other classes, and meta-train on the others' held-out "
-            "ones. Pass an int random_state (the same in every process)."
+            f"MetaGridSearch(random_state={self.random_state!r}) in a distributed "
+            "job: each process would hold out other classes, and meta-train on "
+            "the others' held-out ones. Pass an int random_state (the same in "
+            "every process)."
         )
 
     def _hold_out(self, sampler, groups):

@@ -219,16 +219,20 @@ def _checkpoint_directory_on_the_first_process_only(rank=None):
                    written=(directory / "maml.skm").exists())
 
 
-def _grid_search_without_a_seed(rank=None):
+def _grid_search_without_a_seed(rank=None, random_state=None):
     # each process held out other classes and meta-trained on the others'
     from sk_meta.model_selection import MetaGridSearch
 
     rng = np.random.default_rng(0)
     X, y = rng.normal(size=(240, 4)).astype(np.float32), np.repeat(np.arange(12), 20)
     search = MetaGridSearch(MAMLClassifier(n_meta_iter=2, **SMALL),
-                            {"inner_lr": [0.1]})
+                            {"inner_lr": [0.1]}, random_state=random_state)
     return _refusal(lambda: search.meta_fit(
         EpisodeSampler(X, y, 3, 2, 3, random_state=0)))
+
+
+def _grid_search_with_an_unseeded_random_state(rank=None):
+    return _grid_search_without_a_seed(rank, np.random.RandomState())
 
 
 # the same as in one process
@@ -262,7 +266,7 @@ def _last_process_fails(rank=None):
 # refused alike on every process, without waiting for a timeout
 REFUSED = {f.__name__: f for f in (
     _validation_on_the_first_process_only, _networks_that_differ,
-    _grid_search_without_a_seed)}
+    _grid_search_without_a_seed, _grid_search_with_an_unseeded_random_state)}
 CHECKS = {**EQUAL, **AGREED, **REFUSED, "_not_distributed": _not_distributed,
           "_checkpoint_directory_on_the_first_process_only":
               _checkpoint_directory_on_the_first_process_only}
@@ -491,6 +495,8 @@ def test_distributed_false_ignores_the_group(groups):
      "the processes differ in the network's parameter names and shapes"),
     ("_grid_search_without_a_seed", r"MetaGridSearch\(random_state=None\) in a "
                                     "distributed job"),
+    ("_grid_search_with_an_unseeded_random_state",
+     r"MetaGridSearch\(random_state=RandomState.*in a distributed job"),
 ])
 def test_setups_that_differ_between_processes_are_refused_on_all(
         groups, world_size, check, message):

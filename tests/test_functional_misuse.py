@@ -268,3 +268,57 @@ def test_maml_meta_gradient_takes_the_meta_losss_options():
     plain, _ = maml_meta_gradient(forward, params, batch, loss_fn=loss_fn, lr=0.3,
                                   n_steps=2)
     assert not torch.allclose(plain["0.weight"], grads["0.weight"])
+
+
+def test_the_auto_fallback_to_the_loop_needs_the_loop_to_run():
+    """A first call that failed for the module's own reason (inputs of the
+    wrong width) switched the "auto" forward to the loop for good: every
+    later call ran task by task, about 9 times slower, with no message."""
+    from sk_meta.functional import batched_forward, expand_params, prepare_module
+
+    module = prepare_module(torch.nn.Linear(3, 2))
+    forward = batched_forward(module)
+    params = expand_params({k: p.detach() for k, p in module.named_parameters()}, 4)
+    with pytest.raises(RuntimeError):
+        forward(params, torch.randn(4, 5, 4))  # 4 features, not 3
+    calls = []
+    original = torch.func.functional_call
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    import sk_meta.functional._forward as forward_module
+
+    forward_module.functional_call, saved = counting, forward_module.functional_call
+    try:
+        forward(params, torch.randn(4, 5, 3))
+        forward(params, torch.randn(4, 5, 3))
+    finally:
+        forward_module.functional_call = saved
+    # vmap: one traced call per forward (plus the first call's trial), not 4
+    assert len(calls) <= 3
+
+
+def test_task_params_with_params_that_do_not_require_grad_are_refused():
+    """maml_meta_gradient replaced such params by new leaves that task_params
+    did not depend on: an all-zero gradient, silently."""
+    import functools
+
+    from sk_meta.functional import (
+        TaskBatch,
+        batched_forward,
+        cross_entropy_loss,
+        expand_params,
+        maml_meta_gradient,
+        prepare_module,
+    )
+
+    module = prepare_module(torch.nn.Linear(4, 3))
+    params = {k: p.detach() for k, p in module.named_parameters()}
+    y = torch.arange(6).remainder(3).expand(2, 6)
+    batch = TaskBatch(torch.randn(2, 6, 4), y, torch.randn(2, 6, 4), y, n_classes=3)
+    with pytest.raises(ValueError, match="some params do not require grad"):
+        maml_meta_gradient(batched_forward(module), params, batch,
+                           loss_fn=functools.partial(cross_entropy_loss, n_classes=3),
+                           lr=0.1, n_steps=1, task_params=expand_params(params, 2))

@@ -106,9 +106,10 @@ def batched_forward(module, buffers=None, strategy="auto"):
         ``"vmap"`` maps ``functional_call`` over the tasks; ``"loop"`` calls
         it once per task (for modules ``vmap`` cannot batch, such as RNNs).
         ``"auto"`` picks ``"native"`` when the module has ``forward_batched``
-        and ``"vmap"`` otherwise, falling back to ``"loop"`` for good at the
-        first call that ``vmap`` cannot batch (an RNN's layers);
-        :func:`choose_strategy` with a probe decides before any call.
+        and ``"vmap"`` otherwise, tried at the first call with two or more
+        tasks: where ``vmap`` fails and the loop runs (an RNN's layers),
+        ``"loop"`` from then on. :func:`choose_strategy` with a probe
+        decides before any call.
 
     Returns
     -------
@@ -173,8 +174,14 @@ def _vmap_or_loop(module, buffers):
                 works = True
             except RuntimeError:
                 works = False
-        chosen.append(by_vmap if works else by_loop)
-        return chosen[0](params, X)
+        if works:
+            chosen.append(by_vmap)
+            return by_vmap(params, X)
+        # the loop only where it runs: an error of the module itself (inputs
+        # of the wrong shape) is raised, and decides nothing
+        outputs = by_loop(params, X)
+        chosen.append(by_loop)
+        return outputs
 
     return forward
 

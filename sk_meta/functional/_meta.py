@@ -127,6 +127,14 @@ def maml_meta_gradient(forward, params, batch, *, loss_fn, lr, n_steps,
     loss : Tensor
         The detached meta-loss, summed over tasks.
     """
+    if options.get("task_params") is not None and not all(
+            p.requires_grad for p in params.values()):
+        raise ValueError(
+            "task_params is given, but some params do not require grad: the "
+            "gradient cannot reach params through task_params computed from them "
+            "(it would be all zeros). Pass params with requires_grad=True and "
+            "compute task_params from those"
+        )
     params = {
         name: p if p.requires_grad else p.detach().requires_grad_()
         for name, p in params.items()
