@@ -528,13 +528,11 @@ class BaseMetaEstimator(BaseEstimator):
     # -- prediction --------------------------------------------------------------------
     def _raw_outputs(self, X):
         """Outputs of the adapted network on ``X``, as a tensor on the CPU."""
-        if self._is_meta_fitted():
-            # meta_fit learns an init; predicting needs it adapted to a task
-            check_is_fitted(self, msg=(
-                "This %(name)s is meta-trained but not adapted to a task yet: "
-                "call fit(X_support, y_support) with the new task's labelled "
-                "samples before predicting."))
-        check_is_fitted(self)
+        # meta_fit learns an init; predicting needs it adapted to a task
+        check_is_fitted(self, msg=(
+            "This %(name)s is meta-trained but not adapted to a task yet: call "
+            "fit(X_support, y_support) with the new task's labelled samples "
+            "before predicting.") if self._is_meta_fitted() else None)
         X = torch_tensor_to_numpy(X)
         check_no_datetimes(X)
         X = validate_data(

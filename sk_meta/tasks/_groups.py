@@ -4,13 +4,13 @@ import numpy as np
 from scipy import sparse
 
 from sk_meta.tasks._samplers import (
-    _check_labels,
     _check_n_tasks,
     _check_positive_int,
     _check_random_state_type,
     _DrawnTasks,
     _format_labels,
     _is_frame,
+    _rows_of_labels,
     _sample_generator,
     _take_rows,
 )
@@ -121,29 +121,9 @@ class GroupTaskSampler(_DrawnTasks):
         _check_random_state_type(random_state)
         self.random_state = random_state
 
-        _check_labels(group_of_row, "groups")
-        try:
-            all_groups, codes, counts = np.unique(
-                group_of_row, return_inverse=True, return_counts=True)
-        except TypeError as exc:
-            raise ValueError(f"groups' labels cannot be sorted: {exc}.") from None
-        if group_labels is None:
-            pool = np.arange(len(all_groups))
-        else:
-            wanted = np.asarray(list(group_labels) if isinstance(
-                group_labels, (set, frozenset)) else group_labels).reshape(-1)
-            _check_labels(wanted, "group_labels")
-            try:
-                wanted = np.unique(wanted)
-            except TypeError as exc:
-                raise ValueError(
-                    f"group_labels cannot be sorted: {exc}.") from None
-            known = np.isin(wanted, all_groups)
-            if not known.all():
-                raise ValueError(
-                    f"group_labels not found in groups: "
-                    f"{_format_labels(wanted[~known])}.")
-            pool = np.searchsorted(all_groups, wanted)
+        all_groups, pool, counts, self._pool_rows = _rows_of_labels(
+            group_of_row, group_labels, labels_name="groups",
+            wanted_name="group_labels")
         if len(pool) == 0:
             raise ValueError("group_labels is empty: no group to draw tasks from.")
         rows_needed = self.k_shot + self.n_query
@@ -156,9 +136,6 @@ class GroupTaskSampler(_DrawnTasks):
                 "or n_query, or leave them out with group_labels.")
         self.group_labels_drawn = all_groups[pool]
         self.n_groups = len(pool)
-        rows_by_group = np.split(np.argsort(codes, kind="stable"),
-                                 np.cumsum(counts)[:-1])
-        self._pool_rows = [rows_by_group[code] for code in pool]
 
     def sample(self, random_state=None):
         """Draw one task.

@@ -115,6 +115,53 @@ def _check_labels(y, name="y"):
         )
 
 
+def _rows_of_labels(labels, wanted, *, labels_name, wanted_name):
+    """The distinct labels of ``labels`` and the rows of those in ``wanted``.
+
+    Returns ``(all_labels, pool, counts, pool_rows)``: the sorted distinct
+    labels, the positions among them of ``wanted`` (every label when None),
+    each label's number of rows, and the rows of each label of the pool in
+    their order (one sort now, so that a draw only touches the rows it
+    returns). Missing, unsortable or unknown labels are refused, naming
+    ``labels_name`` and ``wanted_name``.
+    """
+    _check_labels(labels, labels_name)
+    try:
+        all_labels, codes, counts = np.unique(
+            labels, return_inverse=True, return_counts=True
+        )
+    except TypeError as exc:  # labels of several types
+        raise ValueError(f"{labels_name}'s labels cannot be sorted: {exc}.") from None
+    if wanted is None:
+        pool = np.arange(len(all_labels))
+    else:
+        if isinstance(wanted, (set, frozenset, Iterator)):
+            wanted = list(wanted)  # a set or a generator: its labels
+        wanted_array = np.asarray(wanted)
+        if wanted_array.ndim == 0:  # one label
+            wanted_array = wanted_array.reshape(1)
+        if wanted_array.ndim != 1:
+            raise ValueError(
+                f"{wanted_name} must be a 1-D list of labels, got shape "
+                f"{wanted_array.shape}."
+            )
+        _check_labels(wanted_array, wanted_name)
+        try:
+            wanted_array = np.unique(wanted_array)
+        except TypeError as exc:  # labels of several types
+            raise ValueError(
+                f"{wanted_name}' labels cannot be sorted: {exc}.") from None
+        known = np.isin(wanted_array, all_labels)
+        if not known.all():
+            raise ValueError(
+                f"{wanted_name} not found in {labels_name}: "
+                f"{_format_labels(wanted_array[~known])}."
+            )
+        pool = np.searchsorted(all_labels, wanted_array)
+    rows = np.split(np.argsort(codes, kind="stable"), np.cumsum(counts)[:-1])
+    return all_labels, pool, counts, [rows[code] for code in pool]
+
+
 def _format_labels(labels, max_shown=10):
     # tolist() gives Python scalars, whose repr is 3 or 'a', not np.int64(3).
     shown = ", ".join(repr(label) for label in labels[:max_shown].tolist())
@@ -276,37 +323,8 @@ class EpisodeSampler(_DrawnTasks):
         self.random_state = random_state
         self.shuffle_labels = bool(shuffle_labels)
 
-        _check_labels(y)
-        try:
-            all_labels, codes, counts = np.unique(
-                y, return_inverse=True, return_counts=True
-            )
-        except TypeError as exc:  # labels of several types
-            raise ValueError(f"y's labels cannot be sorted: {exc}.") from None
-        if classes is None:
-            pool = np.arange(len(all_labels))
-        else:
-            if isinstance(classes, (set, frozenset, Iterator)):
-                classes = list(classes)  # a set or a generator: its labels
-            classes_array = np.asarray(classes)
-            if classes_array.ndim == 0:  # one class
-                classes_array = classes_array.reshape(1)
-            if classes_array.ndim != 1:
-                raise ValueError(
-                    f"classes must be a 1-D list of labels, got shape "
-                    f"{classes_array.shape}."
-                )
-            _check_labels(classes_array, "classes")
-            try:
-                wanted = np.unique(classes_array)
-            except TypeError as exc:  # labels of several types
-                raise ValueError(f"classes' labels cannot be sorted: {exc}.") from None
-            known = np.isin(wanted, all_labels)
-            if not known.all():
-                raise ValueError(
-                    f"classes not found in y: {_format_labels(wanted[~known])}."
-                )
-            pool = np.searchsorted(all_labels, wanted)
+        all_labels, pool, counts, self._pool_rows = _rows_of_labels(
+            y, classes, labels_name="y", wanted_name="classes")
         self.class_labels = all_labels[pool]
         self.n_classes = len(pool)
 
@@ -330,11 +348,6 @@ class EpisodeSampler(_DrawnTasks):
                 f"{details}" + (" (and more)" if len(too_small) > 10 else "") + "."
             )
 
-        # One sort now so that an episode only touches the rows it returns.
-        rows_by_class = np.split(
-            np.argsort(codes, kind="stable"), np.cumsum(counts)[:-1]
-        )
-        self._pool_rows = [rows_by_class[code] for code in pool]
 
     def sample(self, random_state=None):
         """Draw one episode.

@@ -2,7 +2,6 @@
 
 import math
 import numbers
-from itertools import count
 
 import numpy as np
 
@@ -10,7 +9,7 @@ from sk_meta.tasks._samplers import (
     _check_n_tasks,
     _check_positive_int,
     _check_random_state_type,
-    _make_generator,
+    _DrawnTasks,
     _sample_generator,
 )
 from sk_meta.tasks._task import Task
@@ -48,7 +47,7 @@ def _check_range(value, name, *, allow_empty):
     return float(low), float(high)
 
 
-class SinusoidTasks:
+class SinusoidTasks(_DrawnTasks):
     """Iterable of sinusoid regression tasks, as in the MAML paper.
 
     Each task is a sine curve ``y = amplitude * sin(x - phase)`` with
@@ -195,7 +194,7 @@ default=None
         >>> x = np.linspace(-5, 5, 100)
         >>> true_curve = amplitude * np.sin(x - phase)
         """
-        return self._draw(_sample_generator(self, random_state))
+        return self._draw_with_params(_sample_generator(self, random_state))
 
     def sample(self, random_state=None):
         """Draw one task.
@@ -214,9 +213,12 @@ default=None
         task : Task
             Support and query points of a random curve.
         """
-        return self._draw(_sample_generator(self, random_state))[0]
+        return self._draw(_sample_generator(self, random_state))
 
     def _draw(self, rng):
+        return self._draw_with_params(rng)[0]
+
+    def _draw_with_params(self, rng):
         amplitude = float(rng.uniform(*self.amplitude_range))
         phase = float(rng.uniform(*self.phase_range))
         return self._draw_points(rng, amplitude, phase), amplitude, phase
@@ -228,19 +230,6 @@ default=None
         return Task(
             X[: self.k_shot], y[: self.k_shot], X[self.k_shot :], y[self.k_shot :]
         )
-
-    def __iter__(self):
-        rng = _make_generator(self.random_state)
-        tasks = count() if self.n_tasks is None else range(self.n_tasks)
-        for _ in tasks:
-            yield self._draw(rng)[0]
-
-    def __len__(self):
-        if self.n_tasks is None:
-            raise TypeError(
-                "This SinusoidTasks is endless (n_tasks=None) and has no len()."
-            )
-        return self.n_tasks
 
     def __repr__(self):
         return (
