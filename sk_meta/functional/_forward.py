@@ -156,32 +156,19 @@ def batched_forward(module, buffers=None, strategy="auto"):
 
 
 def _vmap_or_loop(module, buffers):
-    """``forward(params, X)`` by ``vmap``, or by the loop from the first call
-    on which ``vmap`` raises (the trial's random draws are undone)."""
-    by_vmap = batched_forward(module, buffers, "vmap")
-    by_loop = batched_forward(module, buffers, "loop")
+    """``forward(params, X)`` whose strategy :func:`choose_strategy` picks on
+    the inputs of the first call with two or more tasks (a single task runs
+    without ``vmap`` anyway): ``"vmap"``, or ``"loop"`` where ``vmap`` fails
+    and the loop runs. A call that fails either way decides nothing."""
     chosen = []
 
     def forward(params, X):
-        if chosen:
-            return chosen[0](params, X)
-        if X.shape[0] == 1:  # one task runs without vmap: nothing learned yet
-            return by_loop(params, X)
-        devices = [X.device] if X.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):
-            try:
-                by_vmap(params, X)
-                works = True
-            except RuntimeError:
-                works = False
-        if works:
-            chosen.append(by_vmap)
-            return by_vmap(params, X)
-        # the loop only where it runs: an error of the module itself (inputs
-        # of the wrong shape) is raised, and decides nothing
-        outputs = by_loop(params, X)
-        chosen.append(by_loop)
-        return outputs
+        if not chosen:
+            if X.shape[0] == 1:
+                return batched_forward(module, buffers, "loop")(params, X)
+            chosen.append(batched_forward(module, buffers,
+                                          choose_strategy(module, X[0])))
+        return chosen[0](params, X)
 
     return forward
 
