@@ -28,7 +28,10 @@ from sk_meta._records import FitResult, MetaResult, MetaTrainingState, record_on
 from sk_meta._torch_utils import DeviceOptions, torch_tensor_to_numpy, torch_threads
 from sk_meta.exceptions import DivergenceError, FeatureNamesWarning
 from sk_meta.functional._adapt import check_not_inference_mode
-from sk_meta.tasks._validation import check_no_datetimes
+from sk_meta.tasks._validation import (
+    check_labels_not_object_numbers,
+    check_no_datetimes,
+)
 
 MAX_THREADS = 1024  # n_threads above it is refused (see the constraint)
 
@@ -444,6 +447,7 @@ class BaseMetaEstimator(BaseEstimator):
         allow_nd = self.module is not None
         if self._is_classifier():
             X, y = validate_data(self, X, y, allow_nd=allow_nd, dtype=np.float32)
+            check_labels_not_object_numbers(y)
             check_classification_targets(y)
         else:
             X, y = validate_data(

@@ -62,6 +62,25 @@ def test_meta_fit_reads_an_object_ndarray_of_numbers_as_fit_does():
     _assert_same_init(clf, _classifier().meta_fit([_task(X12, LABELS12)]))
 
 
+def test_class_labels_stored_as_object_numbers_are_refused_alike():
+    """meta_fit trained on class labels held as numbers of dtype object (a pandas
+    column read as object), then fit refused the same labels with scikit-learn's
+    "Unknown label type: unknown". Both now refuse them with the conversion;
+    the task that holds them is named, and string labels of dtype object pass."""
+    labels = pd.Series(LABELS12, dtype=object)
+    with pytest.raises(ValueError, match=r"^y holds numbers with dtype object "
+                                         r"\(\[0, 1, 2\]\.\.\.\) as class labels; "
+                                         r"convert .*y\.astype\(int\)"):
+        _classifier().fit(X12, labels)
+    strings = LABELS12.astype(str).astype(object)
+    with pytest.raises(ValueError, match=r"^task 1: y_query holds numbers with "
+                                         r"dtype object"):
+        _classifier(meta_batch_size=2).meta_fit(
+            [_task(X12, strings), (X12[:6], strings[:6], X12[6:], labels[6:])])
+    clf = _classifier().meta_fit([_task(X12, strings)]).fit(X12, strings)
+    assert list(clf.classes_) == ["0", "1", "2"]
+
+
 def test_object_values_that_are_not_numbers_are_refused_with_their_task():
     """With object numbers accepted, the task whose objects are not numbers must
     be the one blamed (all object tasks were refused as task 0 before)."""
