@@ -129,21 +129,20 @@ def _object_to_float(array, index, field):
         ) from None
 
 
-def check_labels_not_object_numbers(y, name="y"):
+def check_labels_not_object_numbers(y, name="y", prefix=""):
     """Refuse class labels that are numbers stored with dtype object.
 
     scikit-learn reads them as an unknown label type; ``fit`` and
     ``meta_fit`` refuse them alike, with the conversion that fixes them.
     Strings in an object array are labels as usual.
     """
-    if getattr(y, "dtype", None) != object:
-        return
     values = np.asarray(y).ravel()
-    if len(values) and not any(isinstance(value, str) for value in values):
+    if (values.dtype.kind == "O" and len(values)
+            and not any(isinstance(value, str) for value in values)):
         raise ValueError(
-            f"{name} holds numbers with dtype object ({values[:3].tolist()}...) "
-            "as class labels; convert them to integers or strings, for example "
-            "with y.astype(int)"
+            f"{prefix}Unknown label type: {name} holds numbers with dtype object "
+            f"({values[:3].tolist()}...); class labels must be integers or "
+            "strings: convert them, for example with y.astype(int)"
         )
 
 
@@ -390,7 +389,7 @@ def _convert(arrays, conversions, index):
 def encode_labels(y_support, y_query, index):
     """Map a task's labels to codes 0..k-1 in sorted order; return codes and k."""
     for y, part in ((y_support, "support"), (y_query, "query")):
-        check_labels_not_object_numbers(y, f"task {index}: y_{part}")
+        check_labels_not_object_numbers(y, f"y_{part}", prefix=f"task {index}: ")
         if y.dtype.kind == "f" and not np.array_equal(y, np.round(y)):
             raise ValueError(
                 f"task {index}: y_{part} holds continuous values (Unknown label "
