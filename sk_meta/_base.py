@@ -110,7 +110,7 @@ class BaseMetaEstimator(BaseEstimator):
         "activation": [StrOptions({"relu", "tanh", "logistic", "identity"})],
         "concat_input": ["boolean"],
         "inner_lr": [Interval(Real, 0, None, closed="neither")],
-        "inner_steps": [Interval(Integral, 1, None, closed="left")],
+        "inner_steps": [Interval(Integral, 0, None, closed="left")],
         "meta_inner_steps": [None, Interval(Integral, 1, None, closed="left")],
         "inner_lr_mode": [StrOptions({"fixed", "per_layer_step", "per_parameter"})],
         "adapt_layers": [StrOptions({"all", "head"})],

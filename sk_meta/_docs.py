@@ -57,7 +57,10 @@ PARAMETERS = {
         The classifiers adapt with more steps than they meta-train with
         (``meta_inner_steps``): on few-shot tables 20 steps gained up to 8
         points over 5 at 5 shots and lost at most 0.2 at 1 shot (see the
-        Results page of the documentation)."""),
+        Results page of the documentation). With 0, ``fit`` takes no step:
+        the predictions are the init's (with ``head_init="prototype"``, its
+        nearest class mean), the point before adaptation of a learning
+        curve; meta-training then needs ``meta_inner_steps``."""),
     "meta_inner_steps": ("int", {
         "maml": f"""
         Inner steps during meta-training; ``None`` means ``inner_steps``.

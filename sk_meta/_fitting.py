@@ -382,11 +382,15 @@ def adapt_to_support(estimator, X, y_target, n_classes, n_outputs):
         adapted, loss = inner.adapt(params, lrs, X_t.unsqueeze(0), y_t.unsqueeze(0),
                                     n_classes)
     if not math.isfinite(float(loss_if_finite(loss, adapted.values()))):
+        hint = divergence_hint([X], () if settings.classification else [y_target])
+        if settings.steps == 0:  # no step to blame: the init's outputs overflow
+            raise DivergenceError(
+                "the init gives a non-finite loss on the support set (inner_steps"
+                f"=0: no step was taken): check the inputs{hint}")
         raise DivergenceError(
             f"adaptation diverged: {settings.steps} steps at inner_lr="
             f"{settings.lr} gave a non-finite loss or parameters; lower "
-            f"inner_lr{_scale_hint(settings)} or inner_steps"
-            f"{divergence_hint([X], () if settings.classification else [y_target])}"
+            f"inner_lr{_scale_hint(settings)} or inner_steps{hint}"
         )
     return FitResult(
         module=module, params={name: p[0] for name, p in adapted.items()},

@@ -252,6 +252,12 @@ class InnerLoopSettings:
 
     def check_meta_training(self):
         """What meta-training refuses beyond :meth:`check` (``fit`` takes it)."""
+        if self.meta_steps == 0:
+            raise ValueError(
+                "inner_steps=0 takes no inner step, and meta-training needs at "
+                "least one: set meta_inner_steps to the steps meta-training "
+                "takes (inner_steps=0 then acts in fit alone)"
+            )
         if (self.algorithm == "reptile" and self.adapt_layers == "head"
                 and self.head_init != "meta"):
             # the body never moves within a task and the head restarts in each:

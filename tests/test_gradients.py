@@ -254,7 +254,7 @@ def test_adapt_adam_matches_torch_optim_adam_with_beta1_zero(regression_setup):
     ({"lr": lambda step: None}, TypeError, "got NoneType at step 0"),
     ({"n_steps": 2.0}, TypeError, "n_steps must be an int"),
     ({"n_steps": True}, TypeError, "n_steps must be an int"),
-    ({"n_steps": 0}, ValueError, "at least 1"),
+    ({"n_steps": -1}, ValueError, "at least 0, got -1"),
     ({"optimizer": "rmsprop"}, ValueError, "optimizer must be one of"),
     ({"n_tasks_of_X": N_TASKS - 1}, ValueError, "same number of tasks"),
 ])

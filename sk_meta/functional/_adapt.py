@@ -95,7 +95,7 @@ def _check_arguments(params, X, y, *, n_steps, optimizer, trainable):
     ``n_steps`` as an int. ``y`` and ``loss_fn`` are the caller's: only their
     task dimension is checked."""
     check_not_inference_mode("adapt")
-    n_steps = check_positive_int(n_steps, "n_steps")
+    n_steps = check_positive_int(n_steps, "n_steps", minimum=0)
     if not params:
         raise ValueError("params is empty: no parameter would adapt")
     if optimizer not in OPTIMIZERS:
@@ -149,7 +149,8 @@ def adapt(forward, params, X, y, *, loss_fn, lr, n_steps, create_graph=False,
         the step (0-based), as in MAML++. Tensor rates stay in the graph, so
         the meta-gradient reaches them.
     n_steps : int
-        Number of gradient steps.
+        Number of gradient steps. With 0, ``params`` come back as they are
+        (cut from their graph with ``detach``), with their loss.
     create_graph : bool, default=False
         Differentiate through the inner gradients (second-order MAML). Without
         it the inner gradients are constants (first-order MAML).
@@ -263,6 +264,9 @@ def adapt(forward, params, X, y, *, loss_fn, lr, n_steps, create_graph=False,
         adapting = dict(zip(names, updated))
         if trajectory:
             steps.append({**fixed, **adapting})
+    if loss is None:  # no step: the loss where the parameters start
+        with torch.no_grad():
+            loss = loss_fn(forward({**grad_fixed, **adapting}, grad_X), y)
     if detach:
         adapting = {name: p.detach() for name, p in adapting.items()}
         steps = [{name: p.detach() for name, p in s.items()} for s in steps]
@@ -327,6 +331,7 @@ def _line_searched(forward, params, names, X, y, *, loss_fn, lr, n_steps, optimi
         before = _rng_state(device)
         losses = losses_at(adapting)
         noisy = not _same_state(before, _rng_state(device))
+        loss = losses.sum()  # what a fit of no step reports
         for step in range(n_steps):
             if noisy and step:  # the step's own noise, drawn as a plain step would
                 before = _rng_state(device)

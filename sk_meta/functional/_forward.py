@@ -49,17 +49,17 @@ def eval_mode(*modules):
             m.training = training
 
 
-def check_positive_int(value, name):
-    """``value`` as an int >= 1 (ints, numpy and 0-d torch integers; not
-    bools), or a TypeError/ValueError naming it."""
+def check_positive_int(value, name, minimum=1):
+    """``value`` as an int >= ``minimum`` (ints, numpy and 0-d torch
+    integers; not bools), or a TypeError/ValueError naming it."""
     try:
         number = None if isinstance(value, bool) else operator.index(value)
     except TypeError:
         number = None
     if number is None:
         raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if number < 1:
-        raise ValueError(f"{name} must be at least 1, got {number}")
+    if number < minimum:
+        raise ValueError(f"{name} must be at least {minimum}, got {number}")
     return number
 
 

@@ -5,7 +5,7 @@ from typing import NamedTuple
 import torch
 
 from sk_meta.functional._adapt import adapt
-from sk_meta.functional._forward import expand_params
+from sk_meta.functional._forward import check_positive_int, expand_params
 
 
 class TaskBatch(NamedTuple):
@@ -78,6 +78,8 @@ def maml_meta_loss(forward, params, batch, *, loss_fn, lr, n_steps, first_order=
     loss : Tensor
         Scalar, the sum (not the mean) over tasks.
     """
+    # without a step the init is trained as one network, not meta-learned
+    check_positive_int(n_steps, "n_steps")
     if task_params is None:
         task_params = expand_params(params, batch.n_tasks)
     result = adapt(
@@ -184,6 +186,7 @@ def reptile_meta_gradient(forward, params, batch, *, loss_fn, lr, n_steps,
     loss : Tensor
         Sum over tasks of the inner loss at the last step.
     """
+    check_positive_int(n_steps, "n_steps")  # no step: no direction
     if isinstance(reinitialized, str):
         raise TypeError("reinitialized must be a collection of parameter names, "
                         f"not one string ({reinitialized!r})")
