@@ -154,10 +154,16 @@ def meta_fit_pipeline(pipeline, tasks, *, validation_tasks=None,
         ``meta_fit`` (validation scores, ``early_stopping``). The
         preprocessing is not fitted on them.
     preprocessing_tasks : iterable of tasks, default=None
-        Tasks whose inputs (support and query) the preprocessing steps are
-        fitted on; by default the first ``n_preprocessing_tasks`` of
-        ``tasks``. A one-shot iterator of tasks is not lost: the tasks read
-        for preprocessing are also used for meta-training.
+        Tasks whose inputs (support and query) and labels the preprocessing
+        steps are fitted on; by default the first ``n_preprocessing_tasks``
+        of ``tasks``. A one-shot iterator of tasks is not lost: the tasks
+        read for preprocessing are also used for meta-training. An
+        :class:`~sk_meta.tasks.EpisodeSampler` with ``shuffle_labels=True``
+        is not read episode by episode: its labels are drawn anew for each
+        episode, noise to a step that uses ``y`` (feature selection, a
+        target encoder), so the steps are fitted on the rows of its classes
+        with their own labels. Tasks of your own that shuffle labels should
+        come with ``preprocessing_tasks`` that do not.
     n_preprocessing_tasks : int, default=1000
         At most this many tasks are read to fit the preprocessing.
 
@@ -210,6 +216,33 @@ def meta_fit_pipeline(pipeline, tasks, *, validation_tasks=None,
                         verbose=pipeline.verbose)
 
     source = tasks if preprocessing_tasks is None else preprocessing_tasks
+    if isinstance(source, EpisodeSampler) and source.shuffle_labels:
+        # its episodes' labels are codes drawn anew per episode, noise to a
+        # step that uses y: the rows of its classes, with their own labels
+        X_rows, y_rows = source._labelled_rows()
+        preprocessing = Pipeline(preprocessing_steps).fit(X_rows, y_rows)
+    else:
+        preprocessing, tasks = _fitted_on_tasks(preprocessing_steps, source, tasks,
+                                                n_preprocessing_tasks)
+    transform_task = _task_transformer(preprocessing)
+    if validation_tasks is not None:
+        meta_fit_kwargs["validation_tasks"] = _transformed(
+            validation_tasks, transform_task, preprocessing)
+    final.meta_fit(_transformed(tasks, transform_task, preprocessing),
+                   **meta_fit_kwargs)
+
+    frozen = [
+        (name, step if step is None or step == "passthrough" else FrozenEstimator(step))
+        for name, step in preprocessing.steps
+    ]
+    return Pipeline([*frozen, (final_name, final)], memory=pipeline.memory,
+                    verbose=pipeline.verbose)
+
+
+def _fitted_on_tasks(preprocessing_steps, source, tasks, n_preprocessing_tasks):
+    """The preprocessing fitted on the inputs and labels of the first
+    ``n_preprocessing_tasks`` of ``source``, and ``tasks`` (a one-shot
+    iterator of them keeps the tasks read)."""
     if isinstance(source, Sequence):
         read = list(source[:n_preprocessing_tasks])
     else:
@@ -233,17 +266,4 @@ def meta_fit_pipeline(pipeline, tasks, *, validation_tasks=None,
     preprocessing = Pipeline(preprocessing_steps).fit(
         _concatenate(X_parts), np.concatenate(y_parts)
     )
-
-    transform_task = _task_transformer(preprocessing)
-    if validation_tasks is not None:
-        meta_fit_kwargs["validation_tasks"] = _transformed(
-            validation_tasks, transform_task, preprocessing)
-    final.meta_fit(_transformed(tasks, transform_task, preprocessing),
-                   **meta_fit_kwargs)
-
-    frozen = [
-        (name, step if step is None or step == "passthrough" else FrozenEstimator(step))
-        for name, step in preprocessing.steps
-    ]
-    return Pipeline([*frozen, (final_name, final)], memory=pipeline.memory,
-                    verbose=pipeline.verbose)
+    return preprocessing, tasks

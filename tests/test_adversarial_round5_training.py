@@ -8,12 +8,14 @@ import os
 import pickle
 import signal
 import warnings
+from itertools import islice
 
 import numpy as np
 import pytest
 import torch
-from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.base import BaseEstimator, TransformerMixin, clone
 from sklearn.datasets import load_digits
+from sklearn.feature_selection import SelectKBest, f_classif
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
@@ -240,14 +242,41 @@ def test_meta_fit_pipeline_transforms_a_sampler_once():
     """Every episode's rows went through the preprocessing again (8 times the
     meta-training time on a DataFrame with a ColumnTransformer); a sampler
     is now transformed once and draws the same episodes."""
+    # the same preprocessing for both (a shuffled sampler alone is fitted on
+    # its rows, not on its episodes)
+    fitted_on = list(islice(_sampler(), 5))
     fast = meta_fit_pipeline(make_pipeline(_CountingScaler(), _classifier()),
-                             _sampler(), n_preprocessing_tasks=5)
+                             _sampler(), preprocessing_tasks=fitted_on)
     slow = meta_fit_pipeline(make_pipeline(_CountingScaler(), _classifier()),
-                             _Reiterable(_sampler()), n_preprocessing_tasks=5)
+                             _Reiterable(_sampler()), preprocessing_tasks=fitted_on)
     # the table once, and two blocks of rows that check it transforms row by row
     assert fast[0].estimator.calls_[0] == 3
     assert slow[0].estimator.calls_[0] > 10
     assert _same(_weights(fast[-1]), _weights(slow[-1]))
+
+
+def test_meta_fit_pipeline_fits_steps_that_use_y_on_the_rows_own_labels():
+    """With shuffle_labels=True the preprocessing was fitted on the episodes'
+    labels, codes drawn anew per episode: SelectKBest chose 0 of the 10 best
+    features of the true labels, silently. A shuffled sampler's steps are now
+    fitted on the rows of its classes with their own labels."""
+    X, y = load_digits(return_X_y=True)
+    train = np.isin(y, range(7))
+    tasks = EpisodeSampler(X / 16, y, 3, 5, 5, classes=range(7),
+                           shuffle_labels=True, random_state=0)
+    selector = SelectKBest(f_classif, k=10)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # constant pixels
+        pipe = meta_fit_pipeline(make_pipeline(selector, _classifier()), tasks)
+        expected = clone(selector).fit(X[train] / 16, y[train]).get_support()
+    np.testing.assert_array_equal(pipe[0].estimator.get_support(), expected)
+    # a sampler whose labels are the classes' own is read as before
+    plain = EpisodeSampler(X / 16, y, 3, 5, 5, classes=range(7), random_state=0)
+    scaled = meta_fit_pipeline(make_pipeline(StandardScaler(), _classifier()), plain,
+                               n_preprocessing_tasks=2)
+    first_two = list(islice(plain, 2))
+    rows = np.concatenate([part for task in first_two for part in (task[0], task[2])])
+    np.testing.assert_allclose(scaled[0].estimator.mean_, rows.mean(0))
 
 
 def test_meta_fit_pipeline_takes_validation_tasks():

@@ -398,16 +398,21 @@ default=None
         y_query = np.repeat(np.arange(self.n_way), self.n_query)[query_order]
         return Task(X_support, y_support, X_query, y_query)
 
+    def _labelled_rows(self):
+        """The inputs and own labels of the rows of its classes."""
+        rows = np.sort(np.concatenate(self._pool_rows))
+        return _take_rows(self.X, rows), _take_rows(self.y, rows)
+
     def _with_transformed_inputs(self, transform):
         """A sampler that draws the same episodes, with ``transform`` applied
         once to the rows of its classes instead of to every episode's rows;
         None if ``transform`` returns None."""
-        rows = np.sort(np.concatenate(self._pool_rows))
-        X = transform(_take_rows(self.X, rows))
+        X_rows, y_rows = self._labelled_rows()
+        X = transform(X_rows)
         if X is None:
             return None
         return EpisodeSampler(
-            X, _take_rows(self.y, rows),
+            X, y_rows,
             self.n_way, self.k_shot, self.n_query, classes=self.class_labels,
             n_tasks=self.n_tasks, random_state=self.random_state,
             shuffle_labels=self.shuffle_labels)
