@@ -74,7 +74,7 @@ def load(path, *, module=None):
             f"{state['estimator']!r}"
         )
     estimator_class = ESTIMATOR_CLASSES[state["estimator"]]
-    params = dict(state["params"])
+    params = _persistence.restored_params(dict(state["params"]))
     unknown = set(params) - set(estimator_class._get_param_names())
     if unknown:
         raise ValueError(
@@ -106,6 +106,10 @@ def load(path, *, module=None):
             fit = state["fit"]
             if "meta" in state:
                 skeleton = copy.deepcopy(estimator._meta.module)
+                if "module_state" in fit:
+                    # buffers that fit updated (running statistics of an
+                    # InstanceNorm, a running normalizer) are not the init's
+                    _load_state(skeleton, fit["module_state"])
             else:
                 # the module's whole state (buffers, tied weights), saved
                 # beside the adapted parameters; files without it: those
@@ -130,8 +134,12 @@ def _skeleton(network, input_shape, n_outputs, module_state):
         # said when the estimator was trained; loading changes nothing
         warnings.simplefilter("ignore", FrozenParametersWarning)
         module, _ = network.build(tuple(input_shape), n_outputs, 0, probe)
+    _load_state(module, module_state)
+    return module
+
+
+def _load_state(module, module_state):
     try:
         module.load_state_dict(module_state)
     except RuntimeError as exc:
         raise ValueError(f"the saved weights do not fit the module: {exc}") from None
-    return module

@@ -42,7 +42,8 @@ def _plain(value, name):
     if isinstance(value, torch.device):
         return str(value)
     if isinstance(value, np.ndarray) and value.dtype.kind in "biuf":
-        return _plain(value.tolist(), name)
+        # a tensor, read back as the array (a list would reach the module)
+        return torch.from_numpy(np.array(value))
     if isinstance(value, (list, tuple)):
         return type(value)(_plain(v, name) for v in value)
     if isinstance(value, dict):
@@ -51,6 +52,17 @@ def _plain(value, name):
         f"parameter {name}={value!r} cannot be saved in the weights-only format; "
         "use pickle or joblib for this estimator"
     )
+
+
+def restored_params(value):
+    """The parameters as ``_plain`` saved them, numpy arrays read back as arrays."""
+    if isinstance(value, torch.Tensor):
+        return value.numpy()
+    if isinstance(value, (list, tuple)):
+        return type(value)(restored_params(v) for v in value)
+    if isinstance(value, dict):
+        return {k: restored_params(v) for k, v in value.items()}
+    return value
 
 
 def _estimator_params(estimator):
