@@ -153,8 +153,8 @@ def test_predict_after_meta_fit_only_asks_for_fit():
                           r"the range \(0.0, inf\)"),
         ({"inner_lr": -0.1}, "'inner_lr' parameter"),
         ({"meta_lr": 0.0}, "'meta_lr' parameter"),
-        ({"inner_steps": 0}, "'inner_steps' parameter of MAMLClassifier must be an int "
-                             r"in the range \[1, inf\)"),
+        ({"inner_steps": -1}, "'inner_steps' parameter of MAMLClassifier must be an "
+                              r"int in the range \[0, inf\)"),
         ({"inner_steps": 2.5}, "'inner_steps' parameter"),
         ({"meta_inner_steps": 0}, "'meta_inner_steps' parameter"),
         ({"n_meta_iter": 0}, "'n_meta_iter' parameter"),
