@@ -92,3 +92,35 @@ def test_a_numpy_array_in_module_params_loads_as_an_array(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # nothing to warn about
         sk_meta.load(path, module=_Projected)
+
+
+class _ScaledHead(nn.Module):
+    """The output layer, then a learned scale that starts at 1 (or a learned
+    shift that starts at 0): the identity until meta-training moves it."""
+
+    def __init__(self, shift=False):
+        super().__init__()
+        self.hidden = nn.Linear(6, 8)
+        self.out = nn.Linear(8, 3)
+        self.after = nn.Parameter(torch.zeros(1) if shift else torch.ones(1))
+        self.shift = shift
+
+    def forward(self, x):
+        out = self.out(torch.relu(self.hidden(x)))
+        return out + self.after if self.shift else out * self.after
+
+
+@pytest.mark.parametrize("shift", [False, True])
+def test_a_learned_step_after_the_output_layer_is_refused_before_meta_training(shift):
+    """The check that the output layer comes last ran on the starting weights,
+    where a learned scale of 1 changes nothing; meta-training moved it to
+    1.019, and every fit after it refused the network: the whole
+    meta-training was lost. It is refused before the first meta-iteration."""
+    clf = MAMLClassifier(module=_ScaledHead, module_params={"shift": shift},
+                         n_meta_iter=50, random_state=0)
+    with pytest.raises(ValueError, match=r"last nn.Linear layer \(out\) applied "
+                                         r"last; _ScaledHead does something after"):
+        clf.meta_fit(_tasks())
+    assert not hasattr(clf, "meta_params_")
+    # the way out the message gives works
+    clf.set_params(head_init="meta").meta_fit(_tasks()).fit(*_tasks(1, seed=5)[0][:2])
