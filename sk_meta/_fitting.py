@@ -164,6 +164,9 @@ def meta_train(estimator, tasks, validation_tasks, *, incremental, checkpoint=No
     source.n_outputs = n_outputs
     source.check_classes(first)
     module = copy.deepcopy(module).to(device).train()
+    # copied before any forward pass under vmap: one that leaves a tensor on
+    # the module (a cached activation) makes it impossible to copy after
+    pristine = copy.deepcopy(module)
     probe_task = first[0]
     probe = torch.from_numpy(probe_task.X_support[0]).to(device)
     inner = InnerLoop(inner_settings, module, device=device,
@@ -190,7 +193,7 @@ def meta_train(estimator, tasks, validation_tasks, *, incremental, checkpoint=No
         start = TrainingStart(params=params, lrs=lrs, state=state)
 
     def to_result(outcome):
-        cpu_module = to_cpu(copy.deepcopy(module))
+        cpu_module = to_cpu(_copy_of_trained(module, pristine))
         with torch.no_grad():
             for name, p in cpu_module.named_parameters():
                 p.copy_(outcome.params[name])
@@ -213,6 +216,18 @@ def meta_train(estimator, tasks, validation_tasks, *, incremental, checkpoint=No
                           validation=validation, checkpoint=checkpoint)
     trainer.divergence_hint = divergence_hint(first_X, first_y)
     return trainer.run(), stream
+
+
+def _copy_of_trained(module, pristine):
+    """A copy of the module being trained; where an attribute a forward pass
+    left on it (a cached activation, batched by vmap) cannot be copied, the
+    copy from before training with the module's state."""
+    try:
+        return copy.deepcopy(module)
+    except (RuntimeError, NotImplementedError):
+        trained = copy.deepcopy(pristine)
+        trained.load_state_dict(module.state_dict())
+        return trained
 
 
 def _stream(estimator, tasks, state, *, warm, incremental):

@@ -1,5 +1,6 @@
 """Building the network from the estimator's architecture parameters."""
 
+import copy
 import dataclasses
 import inspect
 import math
@@ -96,11 +97,32 @@ def _differs(value, default):
 
 
 def _check_has_parameters(module):
+    """Refuse a network the inner loop cannot train: no parameters, sparse
+    gradients, or one that cannot be copied (sk_meta trains a copy)."""
     if next(iter(module.parameters()), None) is None:
         raise ValueError(
             f"{type(module).__name__} has no parameters: there is nothing to "
             "meta-train or adapt"
         )
+    sparse = [name for name, m in module.named_modules()
+              if isinstance(m, (torch.nn.Embedding, torch.nn.EmbeddingBag))
+              and m.sparse]
+    if sparse:
+        raise ValueError(
+            f"{type(module).__name__}.{sparse[0]} is an embedding with "
+            "sparse=True: its sparse gradients cannot take the inner loop's "
+            "steps; build it with sparse=False"
+        )
+    try:
+        copy.deepcopy(module)
+    except (RuntimeError, TypeError, NotImplementedError) as exc:
+        raise ValueError(
+            f"{type(module).__name__} cannot be copied (copy.deepcopy failed: "
+            f"{exc}); sk_meta trains a copy, so that your module is not changed. "
+            "The hook-based torch.nn.utils.weight_norm and spectral_norm cannot "
+            "be copied: use torch.nn.utils.parametrizations.weight_norm and "
+            "spectral_norm"
+        ) from None
 
 
 def _dtype_hint(module):

@@ -124,3 +124,78 @@ def test_a_learned_step_after_the_output_layer_is_refused_before_meta_training(s
     assert not hasattr(clf, "meta_params_")
     # the way out the message gives works
     clf.set_params(head_init="meta").meta_fit(_tasks()).fit(*_tasks(1, seed=5)[0][:2])
+
+
+class _KeepsFeatures(nn.Module):
+    """Keeps its last hidden layer as an attribute, to be looked at."""
+
+    def __init__(self):
+        super().__init__()
+        self.hidden = nn.Linear(6, 8)
+        self.out = nn.Linear(8, 3)
+        self.last_features = None
+
+    def forward(self, x):
+        self.last_features = torch.relu(self.hidden(x))
+        return self.out(self.last_features)
+
+
+@pytest.mark.parametrize("cls", [MAMLClassifier, ReptileClassifier])
+def test_a_module_that_keeps_an_activation_keeps_its_meta_training(cls, tmp_path):
+    """Every meta-iteration ran, then copying the trained module failed on the
+    batched tensor its forward pass had left on it (torch's 'Cannot access
+    storage of BatchedTensorImpl'): the whole run was lost."""
+    clf = cls(module=_KeepsFeatures, n_meta_iter=4, meta_batch_size=2,
+              random_state=0).meta_fit(_tasks())
+    assert clf.n_meta_iter_ == 4
+    reference = cls(module=_KeepsFeatures, n_meta_iter=4, meta_batch_size=1,
+                    random_state=0)
+    assert reference.meta_fit(_tasks()).n_meta_iter_ == 4
+    X_s, y_s, X_q, _ = _tasks(1, seed=5)[0]
+    clf.fit(X_s, y_s)
+    clf.save(tmp_path / "model.skm")
+    loaded = sk_meta.load(tmp_path / "model.skm", module=_KeepsFeatures)
+    np.testing.assert_array_equal(loaded.predict_proba(X_q), clf.predict_proba(X_q))
+
+
+class _OldWeightNorm(nn.Module):
+    def __init__(self):
+        super().__init__()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # torch deprecates it
+            self.hidden = torch.nn.utils.weight_norm(nn.Linear(6, 8))
+        self.out = nn.Linear(8, 3)
+
+    def forward(self, x):
+        return self.out(torch.relu(self.hidden(x)))
+
+
+class _SparseEmbedding(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Embedding(10, 4, sparse=True)
+        self.out = nn.Linear(24, 3)
+
+    def forward(self, x):
+        return self.out(self.embed(x.long().clamp(0, 9)).flatten(1))
+
+
+@pytest.mark.parametrize("module, message", [
+    (_OldWeightNorm, r"_OldWeightNorm cannot be copied \(copy.deepcopy failed: .*\); "
+                     r".*use torch.nn.utils.parametrizations.weight_norm"),
+    (_SparseEmbedding, r"_SparseEmbedding.embed is an embedding with sparse=True: "
+                       r".*build it with sparse=False"),
+])
+def test_a_network_the_inner_loop_cannot_train_is_refused_before_a_task_is_read(
+        module, message):
+    """The hook-based weight_norm failed with torch's deepcopy error after two
+    tasks of the user's generator were drawn, a sparse embedding with torch's
+    'reshape is not implemented for sparse tensors' from inside the inner
+    loop; fit, the same."""
+    tasks = iter(_tasks(6))
+    with pytest.raises(ValueError, match=message):
+        MAMLClassifier(module=module, n_meta_iter=2, random_state=0).meta_fit(tasks)
+    assert len(list(tasks)) == 6
+    X_s, y_s = _tasks(1, seed=5)[0][:2]
+    with pytest.raises(ValueError, match=message):
+        MAMLClassifier(module=module(), random_state=0).fit(X_s, y_s)
