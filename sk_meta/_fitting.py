@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from sklearn.exceptions import DataConversionWarning
 
+from sk_meta._errors import raise_with_context
 from sk_meta._inner_loop import InnerLoop, InnerLoopSettings, check_learned_rates
 from sk_meta._network import NetworkSpec
 from sk_meta._records import FitResult, MetaResult, MetaTrainingState
@@ -300,7 +301,7 @@ def _read_validation_tasks(tasks, classification, meta):
     try:
         stream = TaskStream(tasks, seed=0, shuffle=False, cycle=False)
     except (TypeError, ValueError) as exc:
-        raise type(exc)(f"validation_tasks: {exc}") from None
+        raise_with_context(exc, "validation_tasks")
     drawn = stream.take(MAX_VALIDATION_TASKS + 1)
     if not drawn:
         raise ValueError("validation_tasks is empty")
@@ -321,7 +322,7 @@ def _read_validation_tasks(tasks, classification, meta):
             warnings.simplefilter("ignore", DataConversionWarning)
             stack_tasks(drawn, checker)
     except (TypeError, ValueError) as exc:
-        raise type(exc)(f"validation_tasks: {exc}") from None
+        raise_with_context(exc, "validation_tasks")
     return drawn
 
 
@@ -339,7 +340,7 @@ def _validation_batches(drawn, checker, source, device):
                           stacklevel=2)
         source.check_classes(groups)
     except (TypeError, ValueError) as exc:
-        raise type(exc)(f"validation_tasks: {exc}") from None
+        raise_with_context(exc, "validation_tasks")
     return [to_task_batch(g, device) for g in groups]
 
 

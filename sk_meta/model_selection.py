@@ -25,6 +25,7 @@ from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import check_is_fitted
 
+from sk_meta._errors import raise_with_context
 from sk_meta.exceptions import InterruptedWarning
 
 __all__ = ["MetaGridSearch", "TaskEvaluation", "TaskScores", "evaluate_tasks",
@@ -393,7 +394,7 @@ def evaluate_tasks(estimator, tasks, *, baselines=None, scoring=None,
                 scores[name].append(scorers[name](fitted, X_query, y_query))
             except (ValueError, TypeError) as exc:
                 # the model's own message does not say which task is bad
-                raise type(exc)(f"task {index}: {name}: {exc}") from exc
+                raise_with_context(exc, f"task {index}: {name}", chain=True)
     if not scores[_model_name(estimator)]:
         raise ValueError("tasks is empty")
     return TaskEvaluation(

@@ -199,3 +199,37 @@ def test_a_network_the_inner_loop_cannot_train_is_refused_before_a_task_is_read(
     X_s, y_s = _tasks(1, seed=5)[0][:2]
     with pytest.raises(ValueError, match=message):
         MAMLClassifier(module=module(), random_state=0).fit(X_s, y_s)
+
+
+class _BrokenBaseline:
+    """A baseline whose fit raises an exception that takes five arguments."""
+
+    def get_params(self, deep=True):
+        return {}
+
+    def set_params(self, **params):
+        return self
+
+    def fit(self, X, y):
+        raise UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte")
+
+    def score(self, X, y):
+        return 0.0
+
+
+def test_evaluate_tasks_keeps_a_models_own_error():
+    """evaluate_tasks said a model's error again as type(exc)(message), which
+    exception classes of other signatures refuse: a baseline's
+    UnicodeDecodeError came out as 'TypeError: function takes exactly 5
+    arguments (1 given)', and except UnicodeDecodeError no longer caught it."""
+    from sk_meta.model_selection import evaluate_tasks
+
+    clf = MAMLClassifier(hidden_layer_sizes=(4,), n_meta_iter=2,
+                         random_state=0).meta_fit(_tasks())
+    with pytest.raises(UnicodeDecodeError) as caught:
+        evaluate_tasks(clf, _tasks(2, seed=3), baselines=[_BrokenBaseline()])
+    if hasattr(caught.value, "__notes__"):  # Python 3.11 and newer
+        assert caught.value.__notes__ == ["task 0: _BrokenBaseline"]
+    # an error that takes one message still says where, as its own type
+    with pytest.raises(ValueError, match=r"^task 1: MAMLClassifier: .*"):
+        evaluate_tasks(clf, [_tasks(1, seed=3)[0], _tasks(1, shape=(7,))[0]])

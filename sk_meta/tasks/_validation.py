@@ -14,6 +14,8 @@ from typing import NamedTuple
 import numpy as np
 from scipy import sparse
 
+from sk_meta._errors import raise_with_context
+
 _FIELDS = ("X_support", "y_support", "X_query", "y_query")
 _NUMERIC_KINDS = "biuf"
 _TIME_KINDS = ("m", "M")  # timedelta64, datetime64 (tz-aware ones too)
@@ -232,7 +234,7 @@ class TaskChecker:
             try:
                 names = feature_names(X)
             except (TypeError, ValueError) as exc:
-                raise type(exc)(f"task {index}: X_{part}: {exc}") from None
+                raise_with_context(exc, f"task {index}: X_{part}")
             if names is None:
                 continue
             if self.feature_names is None:
