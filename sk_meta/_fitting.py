@@ -211,12 +211,67 @@ def meta_train(estimator, tasks, validation_tasks, *, incremental, checkpoint=No
                             else None),
             feature_names=checker.feature_names,
             architecture=network.architecture(), device=str(device),
+            training_params=training_params(estimator),
         )
 
     trainer = MetaTrainer(settings, inner, start, source, first, to_result=to_result,
                           validation=validation, checkpoint=checkpoint)
     trainer.divergence_hint = divergence_hint(first_X, first_y)
     return trainer.run(), stream
+
+
+# what acts in meta-training alone: fit does not read these
+META_TRAINING_PARAMS = (
+    "n_meta_iter", "meta_lr", "meta_batch_size", "meta_optimizer",
+    "meta_lr_schedule", "meta_grad_max_norm", "meta_inner_steps", "first_order",
+    "multi_step_loss", "task_interpolation", "head_init",
+)
+
+
+def _plain_value(value):
+    """``value`` as a plain value to compare and save (a repr for others)."""
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        return float(value)
+    return repr(value)
+
+
+def training_params(estimator):
+    """The meta-training settings of ``estimator``, as plain values."""
+    return {name: _plain_value(getattr(estimator, name))
+            for name in META_TRAINING_PARAMS if hasattr(estimator, name)}
+
+
+def warn_if_training_params_changed(estimator, trained_with):
+    """Say that meta-training settings changed since ``meta_fit`` act in
+    ``meta_fit`` alone (a grid search over them after meta-training would
+    otherwise score every value the same, silently)."""
+    if trained_with is None:  # a file from before they were recorded
+        return
+    now = training_params(estimator)
+    changed = [name for name in now
+               if name in trained_with and now[name] != trained_with[name]]
+    head_init = trained_with.get("head_init")
+    if "head_init" in changed and now["head_init"] != "meta":
+        changed.remove("head_init")  # a new head per task: nothing untrained
+    if not changed:
+        return
+    untrained_head = "head_init" in changed
+    warnings.warn(
+        f"{', '.join(f'{n}={getattr(estimator, n)!r}' for n in changed)} "
+        f"{'differ' if len(changed) > 1 else 'differs'} from what the init was "
+        "meta-trained with ("
+        + ", ".join(f"{n}={trained_with[n]!r}" for n in changed)
+        + "): fit adapts from that init, which meta-training settings do not "
+        "change; call meta_fit to meta-train with them"
+        + (f". With head_init='meta', fit adapts the init's output layer, "
+           f"which meta-training with head_init={head_init!r} never trained"
+           if untrained_head else ""),
+        UserWarning, stacklevel=6,
+    )
 
 
 def _copy_of_trained(module, pristine):
@@ -360,6 +415,7 @@ def adapt_to_support(estimator, X, y_target, n_classes, n_outputs):
         network = NetworkSpec.from_estimator(estimator)
         network.check_unchanged(meta.architecture)
         network.warn_if_ignored()
+        warn_if_training_params_changed(estimator, meta.training_params)
         check_input_shape(estimator, X, meta.input_shape)
         module, n_outputs, strategy = (meta.module, meta.n_outputs,
                                        meta.training_state.forward_strategy)

@@ -62,6 +62,9 @@ class MetaResult:
     inner_lr_steps: int | None = None
     feature_names: list | None = None
     device: str = "cpu"
+    # the meta-training settings the init was trained with, as plain values
+    # (None in files written before they were recorded)
+    training_params: dict | None = None
     # recomputed from the estimator's parameters when a file is loaded
     architecture: dict | None = field(default=None, metadata={"saved": False})
 

@@ -233,3 +233,33 @@ def test_evaluate_tasks_keeps_a_models_own_error():
     # an error that takes one message still says where, as its own type
     with pytest.raises(ValueError, match=r"^task 1: MAMLClassifier: .*"):
         evaluate_tasks(clf, [_tasks(1, seed=3)[0], _tasks(1, shape=(7,))[0]])
+
+
+def test_meta_training_settings_changed_after_meta_fit_are_said_to_act_in_meta_fit():
+    """set_params(meta_lr=...) or n_meta_iter after meta_fit changed nothing in
+    fit, silently: a GridSearchCV over them scored every value the same and
+    chose the first; head_init='meta' on an init meta-trained with the
+    prototype head adapted an output layer that was never trained."""
+    from sklearn.base import clone
+
+    clf = MAMLClassifier(hidden_layer_sizes=(4,), n_meta_iter=3,
+                         random_state=0).meta_fit(_tasks())
+    X_s, y_s = _tasks(1, seed=5)[0][:2]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the settings it was trained with
+        clone(clf).fit(X_s, y_s)
+        clone(clf).set_params(inner_steps=3, inner_lr=0.05).fit(X_s, y_s)
+        clone(clf).set_params(head_init="zero").fit(X_s, y_s)  # a head per task
+    with pytest.warns(UserWarning, match=r"^n_meta_iter=1000, meta_lr=0.5 differ "
+                                         r"from what the init was meta-trained with "
+                                         r"\(n_meta_iter=3, meta_lr=0.001\): fit adapts"):
+        clone(clf).set_params(n_meta_iter=1000, meta_lr=0.5).fit(X_s, y_s)
+    with pytest.warns(UserWarning, match=r"fit adapts the init's output layer, which "
+                                         r"meta-training with head_init='prototype' "
+                                         r"never trained"):
+        clone(clf).set_params(head_init="meta").fit(X_s, y_s)
+    # meta_fit again with them: nothing to say
+    retrained = clone(clf).set_params(n_meta_iter=4, meta_lr=0.5).meta_fit(_tasks())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        retrained.fit(X_s, y_s)
