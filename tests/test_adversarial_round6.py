@@ -252,7 +252,7 @@ def test_meta_training_settings_changed_after_meta_fit_are_said_to_act_in_meta_f
         clone(clf).set_params(head_init="zero").fit(X_s, y_s)  # a head per task
     with pytest.warns(UserWarning, match=r"^n_meta_iter=1000, meta_lr=0.5 differ "
                                          r"from what the init was meta-trained with "
-                                         r"\(n_meta_iter=3, meta_lr=0.001\): fit adapts"):
+                                         r"\(n_meta_iter=3, meta_lr=0.001\): fit"):
         clone(clf).set_params(n_meta_iter=1000, meta_lr=0.5).fit(X_s, y_s)
     with pytest.warns(UserWarning, match=r"fit adapts the init's output layer, which "
                                          r"meta-training with head_init='prototype' "
