@@ -8,7 +8,10 @@ what meta-training, validation, ``fit`` and ``predict`` all go through.
 """
 
 import dataclasses
+import functools
 import math
+import threading
+import weakref
 from functools import partial
 
 import torch
@@ -273,6 +276,24 @@ class InnerLoopSettings:
     @property
     def needs_output_layer(self):
         return self.head_init != "meta" or self.adapt_layers == "head"
+
+
+# A module's train/eval mode is state that adaptation and prediction set,
+# and the clones of a fitted estimator (and the threads using one) share its
+# module: one lock per module keeps a prediction from running in another
+# call's mode (dropout on in predict).
+_MODE_LOCKS = weakref.WeakKeyDictionary()
+_MODE_LOCKS_GUARD = threading.Lock()
+
+
+def _holding_mode_lock(method):
+    @functools.wraps(method)
+    def locked(self, *args, **kwargs):
+        with _MODE_LOCKS_GUARD:
+            lock = _MODE_LOCKS.setdefault(self.module, threading.RLock())
+        with lock:
+            return method(self, *args, **kwargs)
+    return locked
 
 
 class InnerLoop:
@@ -561,6 +582,7 @@ class InnerLoop:
         self.chunk_size = max(1, _CPU_CONV_CHUNK_BYTES // max(per_task, 1))
 
     # -- adaptation and prediction --------------------------------------------------
+    @_holding_mode_lock
     def adapt(self, params, lrs, X, y, n_classes, *, what="the support set"):
         """Adapt ``params`` to each task's ``(X, y)`` (with a task dimension).
 
@@ -595,6 +617,7 @@ class InnerLoop:
         return {**{k: p.detach() for k, p in expand_params(params, n_tasks).items()},
                 **adapted}
 
+    @_holding_mode_lock
     def predict(self, adapted, X_query, X_support):
         """Outputs of each task's adapted network on its query inputs.
 
@@ -618,6 +641,7 @@ class InnerLoop:
         finally:
             self.module.train()
 
+    @_holding_mode_lock
     def evaluate(self, params, lrs, batch):
         """Summed post-adaptation query loss and score over ``batch``'s tasks."""
         loss_fn = loss_for(batch.n_classes, self.settings.classification)
