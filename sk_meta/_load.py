@@ -1,12 +1,14 @@
 """``sk_meta.load``: an estimator back from a file written by ``save``."""
 
 import copy
+import numbers
 import warnings
 
 import numpy as np
 
 from sk_meta import _persistence
 from sk_meta._base import values_for_missing_parameters
+from sk_meta._fitting import seeds
 from sk_meta._maml import (
     FOMAMLClassifier,
     FOMAMLRegressor,
@@ -98,7 +100,8 @@ def load(path, *, module=None):
         if "meta" in state:
             meta = state["meta"]
             skeleton = _skeleton(network, meta["input_shape"], meta["n_outputs"],
-                                 meta["module_state"])
+                                 meta["module_state"],
+                                 meta["training_state"].get("init_seed", 0))
             record = from_plain(MetaResult, meta, module=skeleton)
             record.architecture = network.architecture()
             estimator._meta = record
@@ -114,7 +117,8 @@ def load(path, *, module=None):
                 # the module's whole state (buffers, tied weights), saved
                 # beside the adapted parameters; files without it: those
                 skeleton = _skeleton(network, fit["input_shape"], fit["n_outputs"],
-                                     fit.get("module_state", fit["params"]))
+                                     fit.get("module_state", fit["params"]),
+                                     _fit_seed(estimator.random_state))
             estimator._fit = from_plain(FitResult, fit, module=skeleton)
             estimator.n_features_in_ = int(fit["n_features_in"])
             if "feature_names_in" in fit:
@@ -127,13 +131,24 @@ def load(path, *, module=None):
     return estimator
 
 
-def _skeleton(network, input_shape, n_outputs, module_state):
-    """The network with the saved weights (built, then overwritten)."""
+def _fit_seed(random_state):
+    """The seed ``fit`` built a network from scratch at, where it is known."""
+    if isinstance(random_state, numbers.Integral) and not isinstance(random_state,
+                                                                    bool):
+        return seeds(random_state)[0]
+    return 0
+
+
+def _skeleton(network, input_shape, n_outputs, module_state, seed):
+    """The network with the saved weights (built, then overwritten). Built at
+    the seed it was trained from: what its state dict leaves out (buffers
+    with persistent=False, such as fixed random features) comes back as the
+    constructor drew it."""
     probe = np.zeros((2, *input_shape), dtype=np.float32)
     with warnings.catch_warnings():
         # said when the estimator was trained; loading changes nothing
         warnings.simplefilter("ignore", FrozenParametersWarning)
-        module, _ = network.build(tuple(input_shape), n_outputs, 0, probe)
+        module, _ = network.build(tuple(input_shape), n_outputs, seed, probe)
     _load_state(module, module_state)
     return module
 

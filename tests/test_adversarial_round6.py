@@ -325,3 +325,35 @@ def test_predict_and_fit_in_threads_keep_their_own_mode():
     assert len(results) == 24
     for result in results:
         np.testing.assert_array_equal(result, expected)
+
+
+class _RandomFeatures(nn.Module):
+    """Fixed random features, kept out of the state dict."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("projection", torch.randn(6, 16), persistent=False)
+        self.out = nn.Linear(32, 3)
+
+    def forward(self, x):
+        z = x @ self.projection
+        return self.out(torch.cat([z.sin(), z.cos()], 1))
+
+
+@pytest.mark.parametrize("meta_fitted", [True, False])
+def test_load_rebuilds_buffers_outside_the_state_dict_as_they_were_drawn(
+        meta_fitted, tmp_path):
+    """load built the network at seed 0, whatever seed it was trained from: a
+    buffer with persistent=False (fixed random features) came back another,
+    and the loaded estimator's probabilities differed by up to 0.99."""
+    X_s, y_s, X_q, _ = _tasks(1, seed=5)[0]
+    clf = MAMLClassifier(module=_RandomFeatures, n_meta_iter=2, meta_batch_size=2,
+                         inner_steps=3, random_state=7)
+    if meta_fitted:
+        clf.meta_fit(_tasks())
+    clf.fit(X_s, y_s)
+    clf.save(tmp_path / "model.skm")
+    loaded = sk_meta.load(tmp_path / "model.skm", module=_RandomFeatures)
+    torch.testing.assert_close(loaded._fit.module.projection,
+                               clf._fit.module.projection, rtol=0, atol=0)
+    np.testing.assert_array_equal(loaded.predict_proba(X_q), clf.predict_proba(X_q))
