@@ -133,7 +133,8 @@ def _dtype_hint(module):
     if not other:
         return ""
     return (f" (sk_meta feeds float32 inputs, and the module has "
-            f"{', '.join(other)} parameters: pass module.float())")
+            f"{', '.join(other)} parameters: convert it to float32, with "
+            "module.float() or in its constructor)")
 
 
 @dataclasses.dataclass(frozen=True)
