@@ -143,8 +143,8 @@ def test_a_float64_module_gets_a_named_error_or_works():
                          random_state=0).meta_fit(tasks)
     support = np.isin(y, [0, 1, 2])
     assert clf.fit(X[support][:9], y[support][:9]).predict(X[:4]).shape == (4,)
-    with pytest.raises(ValueError, match=r"has torch.float64 parameters: pass "
-                                         r"module.float\(\)"):
+    with pytest.raises(ValueError, match=r"has torch.float64 parameters: convert "
+                                         r"it to float32, with module.float\(\)"):
         MAMLClassifier(module=nn.Linear(4, 3).double(), head_init="meta",
                        n_meta_iter=2).meta_fit(tasks)
 
