@@ -10,11 +10,16 @@ def raise_with_context(exc, context, *, chain=False):
     type must still catch it. ``chain`` keeps ``exc`` as the cause.
     """
     message = f"{context}: {exc}"
-    try:
-        renamed = type(exc)(message)
-    except Exception:  # noqa: BLE001 - any constructor that refuses one message
-        renamed = None
-    if renamed is None or str(renamed) != message:
+    renamed = None
+    # attributes of its own (a status code) would not survive a new instance
+    if not (set(vars(exc)) - {"__notes__"}):
+        try:
+            renamed = type(exc)(message)
+            if str(renamed) != message:
+                renamed = None
+        except Exception:  # noqa: BLE001 - a constructor or str that refuses it
+            renamed = None
+    if renamed is None:
         if hasattr(exc, "add_note"):
             exc.add_note(context)
         raise exc

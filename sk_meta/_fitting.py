@@ -245,6 +245,13 @@ def training_params(estimator):
             for name in META_TRAINING_PARAMS if hasattr(estimator, name)}
 
 
+def _same_setting(a, b):
+    """Equal, floats up to rounding (0.001 set as np.float32 is 0.001)."""
+    if isinstance(a, float) and isinstance(b, float):
+        return math.isclose(a, b, rel_tol=1e-6)
+    return a == b
+
+
 def warn_if_training_params_changed(estimator, trained_with):
     """Say that meta-training settings changed since ``meta_fit`` act in
     ``meta_fit`` alone (a grid search over them after meta-training would
@@ -252,8 +259,8 @@ def warn_if_training_params_changed(estimator, trained_with):
     if trained_with is None:  # a file from before they were recorded
         return
     now = training_params(estimator)
-    changed = [name for name in now
-               if name in trained_with and now[name] != trained_with[name]]
+    changed = [name for name in now if name in trained_with
+               and not _same_setting(now[name], trained_with[name])]
     head_init = trained_with.get("head_init")
     if "head_init" in changed and now["head_init"] != "meta":
         changed.remove("head_init")  # a new head per task: nothing untrained
@@ -469,6 +476,7 @@ def adapt_to_support(estimator, X, y_target, n_classes, n_outputs):
         # a copy: predictions read it (BatchNorm), the caller may reuse X
         n_outputs=n_outputs, input_shape=X.shape[1:], support_X=X.copy(),
         strategy=inner.strategy, device=str(device),
+        init_seed=None if meta is not None else int(init_seed),
     )
 
 

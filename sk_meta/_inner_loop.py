@@ -10,6 +10,7 @@ what meta-training, validation, ``fit`` and ``predict`` all go through.
 import dataclasses
 import functools
 import math
+import os
 import threading
 import weakref
 from functools import partial
@@ -284,6 +285,18 @@ class InnerLoopSettings:
 # call's mode (dropout on in predict).
 _MODE_LOCKS = weakref.WeakKeyDictionary()
 _MODE_LOCKS_GUARD = threading.Lock()
+
+
+def _new_mode_locks():
+    """Locks of its own for a forked process: a lock another thread of the
+    parent held at the fork would stay held in the child for good."""
+    global _MODE_LOCKS, _MODE_LOCKS_GUARD
+    _MODE_LOCKS = weakref.WeakKeyDictionary()
+    _MODE_LOCKS_GUARD = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_mode_locks)
 
 
 def _holding_mode_lock(method):

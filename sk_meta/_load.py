@@ -118,7 +118,7 @@ def load(path, *, module=None):
                 # beside the adapted parameters; files without it: those
                 skeleton = _skeleton(network, fit["input_shape"], fit["n_outputs"],
                                      fit.get("module_state", fit["params"]),
-                                     _fit_seed(estimator.random_state))
+                                     _fit_seed(fit, estimator.random_state))
             estimator._fit = from_plain(FitResult, fit, module=skeleton)
             estimator.n_features_in_ = int(fit["n_features_in"])
             if "feature_names_in" in fit:
@@ -131,8 +131,11 @@ def load(path, *, module=None):
     return estimator
 
 
-def _fit_seed(random_state):
-    """The seed ``fit`` built a network from scratch at, where it is known."""
+def _fit_seed(fit, random_state):
+    """The seed ``fit`` built a network from scratch at, where it is known
+    (files written before it was recorded: from an int random_state)."""
+    if fit.get("init_seed") is not None:
+        return int(fit["init_seed"])
     if isinstance(random_state, numbers.Integral) and not isinstance(random_state,
                                                                     bool):
         return seeds(random_state)[0]

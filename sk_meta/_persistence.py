@@ -43,7 +43,7 @@ def _plain(value, name):
         return str(value)
     if isinstance(value, np.ndarray) and value.dtype.kind in "biuf":
         # a tensor, read back as the array (a list would reach the module)
-        return torch.from_numpy(np.array(value))
+        return torch.from_numpy(np.array(value, dtype=value.dtype.newbyteorder("=")))
     if isinstance(value, (list, tuple)):
         return type(value)(_plain(v, name) for v in value)
     if isinstance(value, dict):

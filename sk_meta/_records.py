@@ -86,6 +86,9 @@ class FitResult:
     y_ndim: int | None = None
     classes: np.ndarray | None = None
     device: str = "cpu"
+    # the seed a network built by fit (never meta-trained) was built at; None
+    # for one adapted from a meta-learned init, and in older files
+    init_seed: int | None = None
 
 
 # -- to and from the weights-only file format --------------------------------------

@@ -357,3 +357,119 @@ def test_load_rebuilds_buffers_outside_the_state_dict_as_they_were_drawn(
     torch.testing.assert_close(loaded._fit.module.projection,
                                clf._fit.module.projection, rtol=0, atol=0)
     np.testing.assert_array_equal(loaded.predict_proba(X_q), clf.predict_proba(X_q))
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_process_forked_while_a_thread_predicts_can_predict():
+    """The per-module lock was inherited held by a process forked while another
+    thread was in predict (multiprocessing's fork, a prefork server): the
+    child's predict hung, in 10 of 10 forks."""
+    import multiprocessing
+
+    X_s, y_s, X_q, _ = _tasks(1, seed=5)[0]
+    clf = MAMLClassifier(module=_SlowDropout, inner_steps=1,
+                         random_state=0).fit(X_s, y_s)
+    stop = threading.Event()
+
+    def busy():
+        while not stop.is_set():
+            clf.predict_proba(X_q)
+
+    thread = threading.Thread(target=busy, daemon=True)
+    thread.start()
+    context = multiprocessing.get_context("fork")
+    hung = 0
+    try:
+        for _ in range(3):
+            time.sleep(0.003)  # the thread is inside a slow forward pass
+            child = context.Process(target=clf.predict, args=(X_q,))
+            child.start()
+            child.join(20)
+            if child.is_alive():
+                hung += 1
+                child.kill()
+                child.join()
+            else:
+                assert child.exitcode == 0
+    finally:
+        stop.set()
+        thread.join()
+    assert hung == 0
+
+
+class _MixingRate(nn.Module):
+    """A parameter with a domain: a rate in (0, 1) under a square root."""
+
+    def __init__(self):
+        super().__init__()
+        self.hidden = nn.Linear(6, 8)
+        self.rate = nn.Parameter(torch.tensor(0.9))
+        self.out = nn.Linear(8, 3)
+
+    def forward(self, x):
+        h = torch.relu(self.hidden(x))
+        return self.out(torch.sqrt(1 - self.rate) * h + self.rate * h.tanh())
+
+
+def test_the_moved_check_keeps_a_parameter_in_its_domain():
+    """The check made with the other parameters moved took a rate of 0.9 to
+    1.175 and the outputs to NaN: torch's 'atol must be greater than or equal
+    to zero, but got -nan' refused a network that works."""
+    clf = MAMLClassifier(module=_MixingRate, n_meta_iter=2,
+                         random_state=0).meta_fit(_tasks())
+    X_s, y_s, X_q, _ = _tasks(1, seed=5)[0]
+    assert np.isfinite(clf.fit(X_s, y_s).predict_proba(X_q)).all()
+
+
+def test_load_rebuilds_a_network_fit_built_at_a_drawn_seed(tmp_path):
+    """An estimator never meta-trained with random_state=None was rebuilt at
+    seed 0 by load: its random features were others, the probabilities 0.21
+    apart. fit's seed is now saved with it."""
+    X_s, y_s, X_q, _ = _tasks(1, seed=5)[0]
+    clf = MAMLClassifier(module=_RandomFeatures, inner_steps=3).fit(X_s, y_s)
+    clf.save(tmp_path / "model.skm")
+    loaded = sk_meta.load(tmp_path / "model.skm", module=_RandomFeatures)
+    np.testing.assert_array_equal(loaded.predict_proba(X_q), clf.predict_proba(X_q))
+
+
+def test_save_takes_arrays_of_either_byte_order_in_module_params(tmp_path):
+    """A big-endian array (np.load of data written elsewhere) made save fail
+    with torch's 'byte order different from the native byte order'."""
+    projection = RNG.randn(6, 4).astype(">f4")
+    clf = MAMLClassifier(module=_Projected,
+                         module_params={"projection": projection.astype(np.float32)},
+                         n_meta_iter=2, random_state=0).meta_fit(_tasks())
+    clf.set_params(module_params={"projection": projection})
+    clf.save(tmp_path / "model.skm")
+    loaded = sk_meta.load(tmp_path / "model.skm", module=_Projected)
+    np.testing.assert_array_equal(loaded.module_params["projection"], projection)
+
+
+class _StatusError(ValueError):
+    def __init__(self, message, status=500):
+        super().__init__(message)
+        self.status = status
+
+
+class _LateStrError(ValueError):
+    def __str__(self):
+        return f"bad row {self.row}"
+
+
+@pytest.mark.parametrize("error", [_StatusError("unavailable", status=404),
+                                   _LateStrError("x")])
+def test_an_error_said_again_keeps_what_it_carries(error):
+    """raise_with_context rebuilt an error from its message alone: a status of
+    404 came back 500, and an error whose str reads an attribute set after
+    it was made came out as an AttributeError, which except ValueError did
+    not catch."""
+    from sk_meta._errors import raise_with_context
+
+    error.row = 3
+    with pytest.raises(ValueError) as caught:
+        try:
+            raise error
+        except ValueError as exc:
+            raise_with_context(exc, "task 2: model")
+    assert caught.value is error
+    assert getattr(error, "status", 404) == 404

@@ -225,22 +225,37 @@ def _check_split(module, body, layer, features, probe, name):
     params = {n: p.detach().unsqueeze(0) for n, p in module.named_parameters()}
     own = {n for n, p in module.named_parameters()
            if p is layer.weight or p is layer.bias}
-    # a parameter applied after the layer (a learned scale that starts at 1,
-    # a shift at 0) is the identity where it starts, not once meta-training
-    # has moved it: the check is made again with the other parameters moved
-    moved = {n: p if n in own else p * 1.25 + 0.05 for n, p in params.items()}
-
-    def run_moved():
-        return functional_call(module, {n: p[0] for n, p in moved.items()}, (probe,))
-
     with eval_mode(module, body):
         _compare_split(module, layer, features, probe, name, params)
-        _compare_split(module, layer, features, probe, name, moved, run=run_moved)
+        # a parameter applied after the layer (a learned scale that starts at
+        # 1, a shift at 0) is the identity where it starts, not once
+        # meta-training has moved it: the check is made again with the other
+        # parameters moved, by the first move that keeps the outputs finite
+        # (a parameter may have a domain: a rate in (0, 1) under a sqrt)
+        for move in _MOVES:
+            moved = {n: p if n in own else move(p) for n, p in params.items()}
+            try:
+                with torch.no_grad():
+                    expected = functional_call(
+                        module, {n: p[0] for n, p in moved.items()}, (probe,))
+            except Exception:  # noqa: BLE001 - out of the module's domain
+                continue
+            if isinstance(expected, torch.Tensor) and bool(
+                    torch.isfinite(expected).all()):
+                _compare_split(module, layer, features, probe, name, moved,
+                               expected=expected)
+                break
 
 
-def _compare_split(module, layer, features, probe, name, params, run=None):
+# moves of the body's parameters, tried in turn, that take a scale of 1 and a
+# shift of 0 off the identity
+_MOVES = (lambda p: p * 1.25 + 0.05, lambda p: p * 0.8 + 0.01, lambda p: p * 0.8)
+
+
+def _compare_split(module, layer, features, probe, name, params, expected=None):
     with torch.no_grad():
-        expected = module(probe) if run is None else run()
+        if expected is None:
+            expected = module(probe)
         if not isinstance(expected, torch.Tensor):
             raise TypeError(f"the module must return one tensor, got "
                             f"{type(expected).__name__}")
@@ -267,7 +282,8 @@ def _compare_split(module, layer, features, probe, name, params, run=None):
             ) from None
     if expected.dim() == 1 and recomposed.shape == (len(expected), 1):
         recomposed = recomposed[:, 0]  # one output as (n,): as mse_loss reads it
-    scale = float(expected.abs().max().clamp_min(1.0))
+    scale = float(torch.nan_to_num(expected.abs(), nan=0.0, posinf=0.0).max()
+                  .clamp_min(1.0))
     if (expected.shape != recomposed.shape or expected.dtype != recomposed.dtype
             or not torch.allclose(expected, recomposed, rtol=1e-4,
                                   atol=1e-5 * scale, equal_nan=True)):

@@ -8,6 +8,7 @@ refuses for a support set, these checks refuse for a task, with the task's
 index in the message.
 """
 
+import numbers
 import warnings
 from typing import NamedTuple
 
@@ -140,7 +141,7 @@ def check_labels_not_object_numbers(y, name="y", prefix=""):
     """
     values = np.asarray(y).ravel()
     if (values.dtype.kind == "O" and len(values)
-            and not any(isinstance(value, str) for value in values)):
+            and all(isinstance(value, numbers.Number) for value in values)):
         raise ValueError(
             f"{prefix}Unknown label type: {name} holds numbers with dtype object "
             f"({values[:3].tolist()}...); class labels must be integers or "
