@@ -21,6 +21,7 @@ from sklearn.exceptions import DataConversionWarning
 from sk_meta._errors import raise_with_context
 from sk_meta._inner_loop import InnerLoop, InnerLoopSettings, check_learned_rates
 from sk_meta._network import NetworkSpec
+from sk_meta._persistence import plain_value
 from sk_meta._records import FitResult, MetaResult, MetaTrainingState
 from sk_meta._torch_utils import (
     draw_seeds,
@@ -164,10 +165,11 @@ def meta_train(estimator, tasks, validation_tasks, *, incremental, checkpoint=No
             state.init_seed, probe=first[0].X_support[0], instance=instance)
     source.n_outputs = n_outputs
     source.check_classes(first)
+    # the network as built, before any forward pass under vmap: one that
+    # leaves a tensor on the module (a cached activation) makes the trained
+    # copy impossible to copy after
+    untrained = module
     module = copy.deepcopy(module).to(device).train()
-    # copied before any forward pass under vmap: one that leaves a tensor on
-    # the module (a cached activation) makes it impossible to copy after
-    pristine = copy.deepcopy(module)
     probe_task = first[0]
     probe = torch.from_numpy(probe_task.X_support[0]).to(device)
     inner = InnerLoop(inner_settings, module, device=device,
@@ -194,7 +196,7 @@ def meta_train(estimator, tasks, validation_tasks, *, incremental, checkpoint=No
         start = TrainingStart(params=params, lrs=lrs, state=state)
 
     def to_result(outcome):
-        cpu_module = to_cpu(_copy_of_trained(module, pristine))
+        cpu_module = to_cpu(_copy_of_trained(module, untrained))
         with torch.no_grad():
             for name, p in cpu_module.named_parameters():
                 p.copy_(outcome.params[name])
@@ -228,20 +230,9 @@ META_TRAINING_PARAMS = (
 )
 
 
-def _plain_value(value):
-    """``value`` as a plain value to compare and save (a repr for others)."""
-    if value is None or isinstance(value, (bool, str)):
-        return value
-    if isinstance(value, numbers.Integral):
-        return int(value)
-    if isinstance(value, numbers.Real):
-        return float(value)
-    return repr(value)
-
-
 def training_params(estimator):
     """The meta-training settings of ``estimator``, as plain values."""
-    return {name: _plain_value(getattr(estimator, name))
+    return {name: plain_value(getattr(estimator, name), name)
             for name in META_TRAINING_PARAMS if hasattr(estimator, name)}
 
 
@@ -281,14 +272,14 @@ def warn_if_training_params_changed(estimator, trained_with):
     )
 
 
-def _copy_of_trained(module, pristine):
+def _copy_of_trained(module, untrained):
     """A copy of the module being trained; where an attribute a forward pass
-    left on it (a cached activation, batched by vmap) cannot be copied, the
-    copy from before training with the module's state."""
+    left on it (a cached activation, batched by vmap) cannot be copied, a
+    copy of the network as built, with the module's state."""
     try:
         return copy.deepcopy(module)
     except (RuntimeError, NotImplementedError):
-        trained = copy.deepcopy(pristine)
+        trained = copy.deepcopy(untrained)
         trained.load_state_dict(module.state_dict())
         return trained
 

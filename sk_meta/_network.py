@@ -1,6 +1,5 @@
 """Building the network from the estimator's architecture parameters."""
 
-import copy
 import dataclasses
 import inspect
 import math
@@ -14,6 +13,7 @@ import torch
 from sk_meta._torch_utils import seeded_torch
 from sk_meta.exceptions import FrozenParametersWarning
 from sk_meta.functional import prepare_module
+from sk_meta.functional._forward import copy_network
 from sk_meta.functional._heads import check_has_linear_layer
 from sk_meta.models import MLP
 
@@ -96,9 +96,9 @@ def _differs(value, default):
     return not _equal(value, default)
 
 
-def _check_has_parameters(module):
-    """Refuse a network the inner loop cannot train: no parameters, sparse
-    gradients, or one that cannot be copied (sk_meta trains a copy)."""
+def _check_trainable(module):
+    """Refuse a network the inner loop cannot train: no parameters, or
+    sparse gradients."""
     if next(iter(module.parameters()), None) is None:
         raise ValueError(
             f"{type(module).__name__} has no parameters: there is nothing to "
@@ -113,16 +113,6 @@ def _check_has_parameters(module):
             "sparse=True: its sparse gradients cannot take the inner loop's "
             "steps; build it with sparse=False"
         )
-    try:
-        copy.deepcopy(module)
-    except (RuntimeError, TypeError, NotImplementedError) as exc:
-        raise ValueError(
-            f"{type(module).__name__} cannot be copied (copy.deepcopy failed: "
-            f"{exc}); sk_meta trains a copy, so that your module is not changed. "
-            "The hook-based torch.nn.utils.weight_norm and spectral_norm cannot "
-            "be copied: use torch.nn.utils.parametrizations.weight_norm and "
-            "spectral_norm"
-        ) from None
 
 
 def _dtype_hint(module):
@@ -224,7 +214,8 @@ class NetworkSpec:
         instance returned for :meth:`build` (built once: a constructor may
         draw from other generators than torch's), so that its constructor's
         failure is refused before any task is drawn, as are, for a class or
-        an instance, a network without parameters and, with
+        an instance, a network without parameters, with sparse gradients or
+        (with ``seed``) that cannot be copied and, with
         ``needs_output_layer``, one without an ``nn.Linear`` layer (with
         ``needs_bias``, without one that has a bias). Returns None otherwise.
         """
@@ -259,7 +250,9 @@ class NetworkSpec:
             )
         else:
             module, instance = self.module, None
-        _check_has_parameters(module)
+        _check_trainable(module)
+        if seed is not None:  # meta_fit, before a task is read
+            copy_network(module)
         if needs_output_layer:
             check_has_linear_layer(module)
         if needs_bias and not any(isinstance(m, torch.nn.Linear) and m.bias is not None
@@ -332,7 +325,7 @@ class NetworkSpec:
             module = self._construct(seed) if instance is None else instance
         else:
             module = self.module
-        _check_has_parameters(module)
+        _check_trainable(module)
         frozen = [name for name, p in module.named_parameters() if not p.requires_grad]
         if frozen:
             warnings.warn(

@@ -31,7 +31,7 @@ def _qualified_name(cls):
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
-def _plain(value, name):
+def plain_value(value, name):
     """``value`` as plain data for the file, or raise for what cannot be stored."""
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
@@ -45,9 +45,9 @@ def _plain(value, name):
         # a tensor, read back as the array (a list would reach the module)
         return torch.from_numpy(np.array(value, dtype=value.dtype.newbyteorder("=")))
     if isinstance(value, (list, tuple)):
-        return type(value)(_plain(v, name) for v in value)
+        return type(value)(plain_value(v, name) for v in value)
     if isinstance(value, dict):
-        return {str(k): _plain(v, name) for k, v in value.items()}
+        return {str(k): plain_value(v, name) for k, v in value.items()}
     raise TypeError(
         f"parameter {name}={value!r} cannot be saved in the weights-only format; "
         "use pickle or joblib for this estimator"
@@ -55,7 +55,8 @@ def _plain(value, name):
 
 
 def restored_params(value):
-    """The parameters as ``_plain`` saved them, numpy arrays read back as arrays."""
+    """The parameters as :func:`plain_value` saved them, numpy arrays read
+    back as arrays."""
     if isinstance(value, torch.Tensor):
         return value.numpy()
     if isinstance(value, (list, tuple)):
@@ -82,7 +83,7 @@ def _estimator_params(estimator):
             )
             params[name] = None
         else:
-            params[name] = _plain(value, name)
+            params[name] = plain_value(value, name)
     return params
 
 

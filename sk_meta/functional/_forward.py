@@ -11,6 +11,21 @@ from torch.func import functional_call, replace_all_batch_norm_modules_, vmap
 from sk_meta.functional._attention import with_math_attention
 
 
+def copy_network(module):
+    """``copy.deepcopy(module)``, or a ValueError saying why it cannot be
+    copied: sk_meta trains and adapts a copy, so that yours is not changed."""
+    try:
+        return copy.deepcopy(module)
+    except (RuntimeError, TypeError, NotImplementedError) as exc:
+        raise ValueError(
+            f"{type(module).__name__} cannot be copied (copy.deepcopy failed: "
+            f"{exc}); sk_meta trains a copy, so that your module is not changed. "
+            "The hook-based torch.nn.utils.weight_norm and spectral_norm cannot "
+            "be copied: use torch.nn.utils.parametrizations.weight_norm and "
+            "spectral_norm"
+        ) from None
+
+
 def prepare_module(module):
     """Copy ``module`` into the form the functional core runs.
 
@@ -30,7 +45,7 @@ def prepare_module(module):
     module : torch.nn.Module
         The copy.
     """
-    module = copy.deepcopy(module)
+    module = copy_network(module)
     replace_all_batch_norm_modules_(module)
     return module
 
