@@ -21,7 +21,7 @@ from sklearn.base import clone
 from sklearn.frozen import FrozenEstimator
 from sklearn.pipeline import Pipeline
 
-from sk_meta.functional._forward import check_positive_int
+from sk_meta._checks import check_positive_int
 from sk_meta.tasks import EpisodeSampler, Task
 
 

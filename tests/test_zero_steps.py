@@ -117,3 +117,26 @@ def test_functional_adapt_without_a_step_returns_the_start_and_its_loss():
                                 loss_fn=loss_fn, lr=0.1, n_steps=0)
     with pytest.raises(ValueError, match="n_steps must be at least 0, got -1"):
         F.adapt(forward, params, X_t, y_t, loss_fn=loss_fn, lr=0.1, n_steps=-1)
+
+
+@pytest.mark.parametrize("lr, error, message", [
+    (float("nan"), ValueError, "lr"),
+    ("0.1", TypeError, "lr must be a float"),
+    ({"other": 0.1}, ValueError,
+     r"lr has no rate for the adapting parameter\(s\) \['w'\]"),
+])
+def test_adapt_without_steps_refuses_the_rates_a_step_refuses(lr, error, message):
+    params = {"w": torch.zeros(2, 3)}
+    X_t, y_t = torch.ones(2, 4, 3), torch.zeros(2, 4)
+
+    def forward(p, X):
+        return torch.einsum("bnd,bd->bn", X, p["w"])
+
+    def loss_fn(outputs, y):
+        return ((outputs - y) ** 2).mean(1).sum()
+
+    for n_steps in (1, 0):  # the same refusal with no step to take
+        for options in ({}, {"detach": True, "backtracking": True}):
+            with pytest.raises(error, match=message):
+                F.adapt(forward, params, X_t, y_t, loss_fn=loss_fn, lr=lr,
+                        n_steps=n_steps, **options)

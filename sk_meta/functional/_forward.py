@@ -2,12 +2,12 @@
 
 import contextlib
 import copy
-import operator
 
 import torch
 from torch import nn
 from torch.func import functional_call, replace_all_batch_norm_modules_, vmap
 
+from sk_meta._checks import check_positive_int
 from sk_meta.functional._attention import with_math_attention
 
 
@@ -62,20 +62,6 @@ def eval_mode(*modules):
     finally:
         for m, training in modes:
             m.training = training
-
-
-def check_positive_int(value, name, minimum=1):
-    """``value`` as an int >= ``minimum`` (ints, numpy and 0-d torch
-    integers; not bools), or a TypeError/ValueError naming it."""
-    try:
-        number = None if isinstance(value, bool) else operator.index(value)
-    except TypeError:
-        number = None
-    if number is None:
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if number < minimum:
-        raise ValueError(f"{name} must be at least {minimum}, got {number}")
-    return number
 
 
 def expand_params(params, n_tasks):

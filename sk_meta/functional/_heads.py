@@ -14,8 +14,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, vmap
 
+from sk_meta._checks import check_positive_int
 from sk_meta.functional._attention import with_math_attention
-from sk_meta.functional._forward import batched_forward, check_positive_int, eval_mode
+from sk_meta.functional._forward import batched_forward, eval_mode
 
 
 class OutputLayer(NamedTuple):

@@ -9,7 +9,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from sk_meta.functional._forward import check_positive_int
+from sk_meta._checks import check_positive_int
 
 
 def _check_tensor(outputs, what):

@@ -4,8 +4,9 @@ from typing import NamedTuple
 
 import torch
 
+from sk_meta._checks import check_positive_int
 from sk_meta.functional._adapt import adapt
-from sk_meta.functional._forward import check_positive_int, expand_params
+from sk_meta.functional._forward import expand_params
 
 
 class TaskBatch(NamedTuple):

@@ -2,18 +2,13 @@
 
 import math
 
-from sk_meta.functional._forward import check_positive_int
+from sk_meta._checks import positive_int_setting
 
 
 def check_positive_ints(**named):
-    """Refuse any value that is not an integer >= 1 (what the functional
-    core's ``check_positive_int`` takes), naming it, as a ValueError."""
+    """Refuse any value that is not an integer >= 1, naming it, as a ValueError."""
     for name, value in named.items():
-        try:
-            check_positive_int(value, name)
-        except (TypeError, ValueError):
-            raise ValueError(
-                f"{name} must be a positive integer, got {value!r}") from None
+        positive_int_setting(value, name)
 
 
 def check_real(name, value, *, low, high=math.inf, low_closed=True):

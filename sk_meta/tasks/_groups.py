@@ -3,9 +3,9 @@
 import numpy as np
 from scipy import sparse
 
+from sk_meta._checks import positive_int_setting
 from sk_meta.tasks._samplers import (
     _check_n_tasks,
-    _check_positive_int,
     _check_random_state_type,
     _DrawnTasks,
     _format_labels,
@@ -114,8 +114,8 @@ class GroupTaskSampler(_DrawnTasks):
         self.X = X
         self.y = y
         self.groups = groups
-        self.k_shot = _check_positive_int(k_shot, "k_shot")
-        self.n_query = _check_positive_int(n_query, "n_query")
+        self.k_shot = positive_int_setting(k_shot, "k_shot")
+        self.n_query = positive_int_setting(n_query, "n_query")
         self.group_labels = group_labels
         self.n_tasks = _check_n_tasks(n_tasks)
         _check_random_state_type(random_state)

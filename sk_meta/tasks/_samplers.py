@@ -8,6 +8,7 @@ from itertools import count
 import numpy as np
 from scipy import sparse
 
+from sk_meta._checks import positive_int_setting
 from sk_meta.tasks._task import Task
 
 _RANDOM_STATE_TYPES = "None, an int, a numpy Generator or a numpy RandomState"
@@ -60,16 +61,10 @@ def _sample_generator(sampler, random_state):
     return rng
 
 
-def _check_positive_int(value, name):
-    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}.")
-    return int(value)
-
-
 def _check_n_tasks(n_tasks):
     if n_tasks is None:
         return None
-    return _check_positive_int(n_tasks, "n_tasks")
+    return positive_int_setting(n_tasks, "n_tasks")
 
 
 def _is_frame(data):
@@ -314,9 +309,9 @@ class EpisodeSampler(_DrawnTasks):
             )
         self.X = X
         self.y = labels if _is_frame(labels) else y
-        self.n_way = _check_positive_int(n_way, "n_way")
-        self.k_shot = _check_positive_int(k_shot, "k_shot")
-        self.n_query = _check_positive_int(n_query, "n_query")
+        self.n_way = positive_int_setting(n_way, "n_way")
+        self.k_shot = positive_int_setting(k_shot, "k_shot")
+        self.n_query = positive_int_setting(n_query, "n_query")
         self.classes = classes
         self.n_tasks = _check_n_tasks(n_tasks)
         _check_random_state_type(random_state)
@@ -596,7 +591,7 @@ def class_splits(y, n_splits=10, *, train_size, val_size=0, test_size=None,
     >>> [(len(train), len(val), len(test)) for train, val, test in splits][:2]
     [(7, 0, 5), (7, 0, 5)]
     """
-    n_splits = _check_positive_int(n_splits, "n_splits")
+    n_splits = positive_int_setting(n_splits, "n_splits")
     y = np.asarray(y)
     _check_labels(y)
     classes = np.unique(y)

@@ -5,9 +5,9 @@ import numbers
 
 import numpy as np
 
+from sk_meta._checks import positive_int_setting
 from sk_meta.tasks._samplers import (
     _check_n_tasks,
-    _check_positive_int,
     _check_random_state_type,
     _DrawnTasks,
     _sample_generator,
@@ -118,8 +118,8 @@ class SinusoidTasks(_DrawnTasks):
         n_tasks=None,
         random_state=None,
     ):
-        self.k_shot = _check_positive_int(k_shot, "k_shot")
-        self.n_query = _check_positive_int(n_query, "n_query")
+        self.k_shot = positive_int_setting(k_shot, "k_shot")
+        self.n_query = positive_int_setting(n_query, "n_query")
         self.amplitude_range = _check_range(
             amplitude_range, "amplitude_range", allow_empty=True
         )

@@ -1,0 +1,27 @@
+"""Argument checks shared by the functional core, the networks and the task
+samplers (no torch here: the ``tasks`` code does not need it)."""
+
+import operator
+
+
+def check_positive_int(value, name, minimum=1):
+    """``value`` as an int >= ``minimum`` (ints, numpy and 0-d torch
+    integers; not bools), or a TypeError/ValueError naming it."""
+    try:
+        number = None if isinstance(value, bool) else operator.index(value)
+    except TypeError:
+        number = None
+    if number is None:
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if number < minimum:
+        raise ValueError(f"{name} must be at least {minimum}, got {number}")
+    return number
+
+
+def positive_int_setting(value, name):
+    """``check_positive_int`` for a constructor setting, where any bad value
+    is a ValueError (scikit-learn's convention for parameter values)."""
+    try:
+        return check_positive_int(value, name)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a positive integer, got {value!r}") from None
