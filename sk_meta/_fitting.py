@@ -294,7 +294,8 @@ def _stream(estimator, tasks, state, *, warm, incremental):
             )
         return TaskStream(tasks, seed=0, shuffle=False, cycle=False)
     live = estimator.__dict__.get("_live_stream")
-    if (warm and live is not None and live.tasks is tasks
+    # meta_partial_fit's stream is one pass, in order: meta_fit's must cycle
+    if (warm and live is not None and live.tasks is tasks and live.cycle
             and live.n_drawn == state.n_drawn):
         return live
     return TaskStream(tasks, seed=state.stream_seed,
@@ -351,6 +352,11 @@ def _read_validation_tasks(tasks, classification, meta):
     against what ``meta``, a warm start's record, fixes); None without."""
     if tasks is None:
         return None
+    if _declared_endless(tasks):  # refused before its first draw
+        raise ValueError(
+            f"validation_tasks must be a finite collection of at most "
+            f"{MAX_VALIDATION_TASKS} tasks; this {type(tasks).__name__} has no end "
+            "(pass a list, or a sampler with n_tasks)")
     try:
         stream = TaskStream(tasks, seed=0, shuffle=False, cycle=False)
     except (TypeError, ValueError) as exc:
@@ -372,7 +378,7 @@ def _read_validation_tasks(tasks, classification, meta):
     try:
         with warnings.catch_warnings():
             # what these checks warn of, the checks after the first draw warn
-            warnings.simplefilter("ignore", DataConversionWarning)
+            warnings.simplefilter("ignore")
             stack_tasks(drawn, checker)
     except (TypeError, ValueError) as exc:
         raise_with_context(exc, "validation_tasks")
@@ -384,6 +390,7 @@ def _validation_batches(drawn, checker, source, device):
     the device, once."""
     if drawn is None:
         return None
+    checker.name_tasks_seen("meta-training")
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", DataConversionWarning)

@@ -33,6 +33,9 @@ class MetaTrainingState:
     current: dict | None = None
     best: dict | None = None
     n_no_improvement: int = 0
+    # a digest of the validation tasks the best score was measured on (None
+    # in files written before it was recorded): scores on others do not compare
+    validation_key: str | None = None
 
 
 @dataclass

@@ -10,6 +10,7 @@ only when it commits, after the last completed meta-iteration.
 import contextlib
 import copy
 import dataclasses
+import hashlib
 import math
 import time
 import warnings
@@ -240,6 +241,15 @@ class MetaTrainer:
         self.to_result = to_result
         self.validation = validation
         self.checkpoint = checkpoint
+        self.state = copy.copy(start.state)
+        self.best_score = start.best_score
+        if validation is not None:
+            key = _tasks_digest(validation)
+            if self.state.validation_key not in (None, key):
+                # new validation tasks: the earlier best was scored on others
+                self.best_score = self.state.best = None
+                self.state.n_no_improvement = 0
+            self.state.validation_key = key
         if world is not None:
             # each process validates its share of the tasks
             if validation is not None:
@@ -247,7 +257,6 @@ class MetaTrainer:
                 self.validation = [b for b in shares if b is not None]
             if checkpoint is not None and not world.writes:
                 self.checkpoint = _skip_checkpoint
-        self.state = copy.copy(start.state)
         self.params = {name: p.detach().clone().requires_grad_()
                        for name, p in start.params.items()}
         self.lrs = (None if start.lrs is None else
@@ -258,7 +267,6 @@ class MetaTrainer:
         self.loss_curve = list(start.loss_curve)
         self.history = History(copy.deepcopy(list(start.history)))
         self.validation_scores = list(start.validation_scores)
-        self.best_score = start.best_score
         if settings.early_stopping and self.state.best is None:
             # early stopping turned on at a warm start: the earlier runs' best
             # init was not kept, so their scores cannot be what it keeps
@@ -560,8 +568,9 @@ class MetaTrainer:
             if improved:
                 self.best_score = valid_score
                 self.state.n_no_improvement = 0
-                if settings.early_stopping:
-                    self.state.best = self._current()
+                # without early stopping the best score's init is not kept:
+                # a later run with it must not go back to an older one
+                self.state.best = self._current() if settings.early_stopping else None
             else:
                 self.state.n_no_improvement += 1
                 stop = (settings.early_stopping
@@ -674,6 +683,16 @@ class MetaTrainer:
             validation_scores=list(self.validation_scores),
             best_score=self.best_score,
         )
+
+
+def _tasks_digest(batches):
+    """A digest of validation tasks' values and shapes."""
+    digest = hashlib.sha256()
+    for batch in batches:
+        for tensor in (batch.X_support, batch.y_support, batch.X_query, batch.y_query):
+            digest.update(repr((tuple(tensor.shape), str(tensor.dtype))).encode())
+            digest.update(tensor.detach().cpu().numpy().tobytes())
+    return digest.hexdigest()
 
 
 def _skip_checkpoint(result):

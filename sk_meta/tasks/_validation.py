@@ -229,6 +229,8 @@ class TaskChecker:
         # signature -> (group key, conversions the task's arrays need)
         self._valid_signatures = {}
         self._warned_column_labels = False
+        self._unnamed_source = None  # the first task without feature names
+        self._warned_mixed_names = False
 
     def _check_feature_names(self, task, index):
         for X, part in ((task[0], "support"), (task[2], "query")):
@@ -238,6 +240,13 @@ class TaskChecker:
                 raise_with_context(exc, f"task {index}: X_{part}")
             if names is None:
                 continue
+            if self.feature_names is None and self._unnamed_source is not None:
+                # the unnamed tasks' columns cannot be checked against names
+                self._warn_mixed_names(
+                    f"task {index}: X_{part} has feature names, but "
+                    f"{self._unnamed_source} has none; the names are not kept "
+                    "or checked")
+                return
             if self.feature_names is None:
                 self.feature_names = names
                 self._feature_names_source = f"task {index} has"
@@ -248,11 +257,32 @@ class TaskChecker:
                     "same names, in the same order, are needed)"
                 )
 
+    def name_tasks_seen(self, prefix):
+        """Call the tasks checked so far ``prefix`` tasks in messages about
+        the next ones (validation tasks, numbered from 0 again)."""
+        for name in ("_input_shape_source", "_feature_names_source",
+                     "_unnamed_source"):
+            source = getattr(self, name)
+            if source is not None and source.startswith("task "):
+                setattr(self, name, f"{prefix} {source}")
+
+    def _warn_mixed_names(self, message):
+        if not self._warned_mixed_names:  # once: every later task would repeat it
+            warnings.warn(message, UserWarning, stacklevel=4)
+            self._warned_mixed_names = True
+
     def check_structure(self, task, index):
         """Return the task's four arrays and its group key, or raise."""
         if isinstance(task, (tuple, list)) and len(task) == 4 and (
                 hasattr(task[0], "columns") or hasattr(task[2], "columns")):
             self._check_feature_names(task, index)
+        elif self._unnamed_source is None:
+            self._unnamed_source = f"task {index}"
+            if self.feature_names is not None:  # as fit warns of X without names
+                self._warn_mixed_names(
+                    f"task {index} has no feature names, but "
+                    f"{self._feature_names_source} {list(self.feature_names)}: "
+                    "its columns are taken to be in that order")
         arrays = task
         if isinstance(task, tuple) and len(task) == 4:
             X_support, y_support, X_query, y_query = task

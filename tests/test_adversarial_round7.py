@@ -1,0 +1,174 @@
+"""Warm starts, validation tasks and feature names across calls: each case
+was a silent wrong state (an init other than the one scored, a stream that
+ran dry, names taken from the validation tasks) or a costly refusal."""
+
+import os
+import signal
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from sk_meta import MAMLClassifier, MAMLRegressor
+from sk_meta.tasks import EpisodeSampler, SinusoidTasks, Task
+
+COLUMNS = list("abcde")
+
+
+def _tasks(n, seed=0, n_way=3, scale=1.0):
+    rng = np.random.default_rng(seed)
+    tasks = []
+    for _ in range(n):
+        centers = rng.normal(0, 2, (n_way, 5))
+        y_support = np.repeat(np.arange(n_way), 3)
+        y_query = np.repeat(np.arange(n_way), 4)
+        X_support = centers[y_support] + rng.normal(size=(9, 5))
+        X_query = centers[y_query] + rng.normal(size=(12, 5))
+        tasks.append(Task(scale * X_support, y_support, scale * X_query, y_query))
+    return tasks
+
+
+def _small(cls=MAMLClassifier, **params):
+    settings = dict(hidden_layer_sizes=(8,), inner_steps=2, meta_inner_steps=1,
+                    meta_batch_size=2, n_meta_iter=4, random_state=0)
+    settings.update(params)
+    return cls(**settings)
+
+
+def _params(estimator):
+    return {k: v.detach().clone() for k, v in estimator.meta_params_.items()}
+
+
+def _equal(first, second):
+    return all(torch.equal(first[k], second[k]) for k in first)
+
+
+def _framed(task):
+    return (pd.DataFrame(task.X_support, columns=COLUMNS), task.y_support,
+            pd.DataFrame(task.X_query, columns=COLUMNS), task.y_query)
+
+
+def test_early_stopping_on_off_on_keeps_the_init_whose_score_it_reports():
+    val = list(SinusoidTasks(k_shot=5, n_query=10, n_tasks=5, random_state=1))
+    train = SinusoidTasks(k_shot=5, n_query=10, random_state=0)
+    reg = _small(MAMLRegressor, hidden_layer_sizes=(20,), meta_batch_size=4,
+                 meta_lr=0.01, n_meta_iter=3, validation_interval=1,
+                 early_stopping=True, n_iter_no_change=50)
+    reg.meta_fit(train, validation_tasks=val)
+    first = _params(reg)
+    reg.set_params(warm_start=True, early_stopping=False, n_meta_iter=40)
+    reg.meta_fit(train, validation_tasks=val)
+    assert reg.best_validation_score_ > max(reg.validation_scores_[:3])
+    # no improvement counts as one now: early stopping keeps the best init it scored
+    reg.set_params(early_stopping=True, n_meta_iter=200, n_iter_no_change=2, tol=1.0)
+    reg.meta_fit(train, validation_tasks=val)
+    assert not _equal(first, _params(reg))  # run 1's init was scored lower
+    scores = [np.mean([reg.fit(t.X_support, t.y_support).score(t.X_query, t.y_query)
+                       for t in val])]
+    np.testing.assert_allclose(scores[0], reg.best_validation_score_, rtol=1e-4)
+
+
+def test_new_validation_tasks_at_a_warm_start_do_not_compare_with_old_scores():
+    tasks = _tasks(10)
+    clf = _small(n_meta_iter=4, validation_interval=2, early_stopping=True,
+                 n_iter_no_change=2)
+    clf.meta_fit(tasks, validation_tasks=_tasks(3, seed=3))
+    first = _params(clf)
+    assert clf.best_validation_score_ > 0.9
+    hard = _tasks(3, seed=4, scale=0.1)  # classes that barely separate
+    clf.set_params(warm_start=True, n_meta_iter=40)
+    clf.meta_fit(tasks, validation_tasks=hard)
+    assert not _equal(first, _params(clf))
+    assert clf.best_validation_score_ == max(clf.validation_scores_[2:])
+
+
+def test_the_same_validation_tasks_keep_their_best_across_a_warm_start():
+    tasks, val = _tasks(10), _tasks(3, seed=3)
+    clf = _small(n_meta_iter=4, validation_interval=2, early_stopping=True,
+                 n_iter_no_change=2)
+    clf.meta_fit(tasks, validation_tasks=val)
+    best = clf.best_validation_score_
+    clf.set_params(warm_start=True, n_meta_iter=8)
+    clf.meta_fit(tasks, validation_tasks=[tuple(t) for t in val])  # equal values
+    assert clf.best_validation_score_ >= best
+
+
+def test_warm_meta_fit_after_a_partial_pass_over_the_same_list_cycles_it():
+    tasks = _tasks(6)
+    clf = _small(task_interpolation=0.0)
+    clf.meta_partial_fit(tasks)
+    clf.set_params(warm_start=True, n_meta_iter=8)
+    clf.meta_fit(tasks)  # raised "tasks is empty"
+    assert clf.n_meta_iter_ == 8
+
+
+def test_warm_meta_fit_after_an_interrupted_partial_pass_runs_its_budget():
+    class InterruptedOnce(list):
+        armed = True
+
+        def __getitem__(self, index):
+            if self.armed and index == 2:
+                self.armed = False
+                os.kill(os.getpid(), signal.SIGINT)
+            return list.__getitem__(self, index)
+
+    tasks = InterruptedOnce(_tasks(8))
+    clf = _small(task_interpolation=0.0)
+    with pytest.warns(UserWarning, match="interrupted"):
+        clf.meta_partial_fit(tasks)
+    clf.set_params(warm_start=True, n_meta_iter=12)
+    clf.meta_fit(tasks)  # stopped silently at 4
+    assert clf.n_meta_iter_ == 12
+
+
+def test_an_endless_validation_sampler_is_refused_before_any_draw():
+    class CountingSampler(EpisodeSampler):
+        drawn = 0
+
+        def __iter__(self):
+            for task in super().__iter__():
+                type(self).drawn += 1
+                yield task
+
+    X = np.random.default_rng(0).normal(size=(60, 5))
+    y = np.repeat(np.arange(6), 10)
+    endless = CountingSampler(X, y, 3, 2, 3, random_state=0)
+    with pytest.raises(ValueError,
+                       match="finite collection.*CountingSampler has no end"):
+        _small().meta_fit(_tasks(4), validation_tasks=endless)
+    assert CountingSampler.drawn == 0
+
+
+def test_validation_tasks_names_are_not_the_estimators():
+    tasks = _tasks(6)
+    with pytest.warns(UserWarning, match="validation_tasks: task 0: X_support has "
+                      r"feature names, but meta-training task \d has none"):
+        clf = _small().meta_fit(tasks,
+                                validation_tasks=[_framed(t) for t in _tasks(2, 3)])
+    assert not hasattr(clf, "feature_names_in_")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # warned that the init saw names
+        clf.fit(tasks[0].X_support, tasks[0].y_support)
+
+
+@pytest.mark.parametrize("named_first", [True, False])
+def test_tasks_with_and_without_feature_names_in_one_stream_warn(named_first):
+    tasks = _tasks(4)
+    mixed = ([_framed(tasks[0])] + tasks[1:] if named_first
+             else tasks[:3] + [_framed(tasks[3])])
+    # meta_fit shuffles a list: which task comes first is the stream's
+    message = (r"task [1-3] has no feature names, but task 0 has" if named_first
+               else r"task 3: X_support has feature names, but task [0-2] has none")
+    with pytest.warns(UserWarning, match=message):
+        _small(meta_batch_size=4, n_meta_iter=2).meta_fit(mixed)
+
+
+def test_a_validation_shape_error_names_the_meta_training_task():
+    tasks = _tasks(4)
+    val = [(t.X_support[:, :4], t.y_support, t.X_query[:, :4], t.y_query)
+           for t in _tasks(2, seed=3)]
+    with pytest.raises(ValueError, match=r"validation_tasks: task 0: X_support has "
+                       r"per-sample shape \(4,\), but meta-training task 0 has \(5,\)"):
+        _small().meta_fit(tasks, validation_tasks=val)
