@@ -297,6 +297,7 @@ class MetaTrainer:
         self.history_iter = last_row if last_row <= self.n_iter else self.n_iter
         self.history_time = time.perf_counter()
         self.pending = []  # (loss) on the device, not yet read back
+        self.committing = False  # inside an update that must not be cut short
         self.check_every = check_interval(settings.device)
         self.snapshot = self._snapshot() if self.check_every > 1 else None
 
@@ -330,7 +331,12 @@ class MetaTrainer:
                     if self.groups is None:
                         break
             except KeyboardInterrupt:
-                if sigint.is_set:  # second Ctrl-C: give up at once
+                # a second Ctrl-C gives up at once; an interrupt that was not
+                # deferred (the program's own SIGINT handler, or the task
+                # iterator raising it) may land in the middle of an update,
+                # or leave other processes waiting: the call fails, and the
+                # estimator stays as it was
+                if sigint.is_set or self.committing or self.world is not None:
                     raise
                 interrupted = True
             self._check(flush=True)
@@ -364,6 +370,8 @@ class MetaTrainer:
             checked = float(checked)
             if not math.isfinite(checked):
                 self._diverged(self.n_iter + 1, float(loss))
+        self.committing = True  # from here to the count, the iteration is half done
+        if self.check_every == 1:
             self.loss_curve.append(checked)
         else:
             self.pending.append(checked)
@@ -381,6 +389,7 @@ class MetaTrainer:
         self.optimizer.step()
         self.n_iter += 1
         self.committed_n_drawn = self.source.stream.n_drawn
+        self.committing = False
 
     def _meta_gradient(self, groups):
         """Mean meta-gradient and meta-loss over all tasks of the meta-batch."""
@@ -564,6 +573,7 @@ class MetaTrainer:
                 self.best_score is None or valid_score > self.best_score + settings.tol)
             row.update(valid_loss=valid_loss, valid_score=valid_score,
                        valid_score_best=improved)
+            self.committing = True  # the score, the best init and the row go together
             self.validation_scores.append(valid_score)
             if improved:
                 self.best_score = valid_score
@@ -578,6 +588,7 @@ class MetaTrainer:
         self.history.append(row)
         self.history_iter = self.n_iter
         self.history_time = time.perf_counter()
+        self.committing = False
         return stop
 
     def _evaluate(self):

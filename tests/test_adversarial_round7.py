@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from sk_meta import MAMLClassifier, MAMLRegressor
 from sk_meta.tasks import EpisodeSampler, SinusoidTasks, Task
@@ -172,3 +173,37 @@ def test_a_validation_shape_error_names_the_meta_training_task():
     with pytest.raises(ValueError, match=r"validation_tasks: task 0: X_support has "
                        r"per-sample shape \(4,\), but meta-training task 0 has \(5,\)"):
         _small().meta_fit(tasks, validation_tasks=val)
+
+
+def test_an_interrupt_inside_an_update_fails_the_call_and_changes_nothing():
+    """An interrupt sk_meta does not defer (the program has its own SIGINT
+    handler) landing after the optimizer step but before the count kept a
+    third step under two meta-iterations; the call now fails instead."""
+    tasks = _tasks(8)
+    clf = _small(task_interpolation=0.0, n_meta_iter=2).meta_fit(tasks)
+    before = _params(clf)
+    steps = {"n": 0}
+
+    def interrupt_the_second_step(optimizer, args, kwargs):
+        steps["n"] += 1
+        if steps["n"] == 2:
+            raise KeyboardInterrupt
+
+    def own_handler(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, own_handler)
+    hook = register_optimizer_step_post_hook(
+        interrupt_the_second_step)
+    try:
+        clf.set_params(warm_start=True, n_meta_iter=6)
+        with pytest.raises(KeyboardInterrupt):
+            clf.meta_fit(tasks)
+    finally:
+        hook.remove()
+        signal.signal(signal.SIGINT, previous)
+    assert clf.n_meta_iter_ == 2 and len(clf.meta_loss_curve_) == 2
+    assert _equal(before, _params(clf))
+    clf.meta_fit(tasks)  # resumes as if the failed call had not happened
+    reference = _small(task_interpolation=0.0, n_meta_iter=6).meta_fit(tasks)
+    assert _equal(_params(reference), _params(clf))
