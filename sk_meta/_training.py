@@ -14,6 +14,7 @@ import hashlib
 import math
 import time
 import warnings
+import zlib
 
 import numpy as np
 import torch
@@ -280,6 +281,12 @@ class MetaTrainer:
                 "whether validation_tasks were passed": validation is not None,
                 "the network's parameter names and shapes":
                     _distributed.shape_signature(shared),
+                "the meta-training settings (meta_lr, inner_lr, meta_batch_size, "
+                "n_meta_iter, early stopping, ...)": self._settings_signature(),
+                "the validation tasks": zlib.crc32(
+                    (self.state.validation_key or "").encode()),
+                "the number of tasks (meta_partial_fit's pass)":
+                    _pass_length(source.stream),
             }, world, settings.device)
             _distributed.broadcast_from_first(shared, world, settings.device)
         self.elapsed = 0.0  # across processes: the largest, agreed on
@@ -300,6 +307,17 @@ class MetaTrainer:
         self.committing = False  # inside an update that must not be cut short
         self.check_every = check_interval(settings.device)
         self.snapshot = self._snapshot() if self.check_every > 1 else None
+
+    def _settings_signature(self):
+        """A number that changes with every setting that changes the result
+        (not with how it is computed, printed or saved)."""
+        local = {"verbose", "device", "world", "checkpoint_every", "compile",
+                 "tasks_per_chunk"}
+        described = [
+            (field.name, repr(getattr(settings, field.name)))
+            for settings in (self.settings, self.inner_loop.settings)
+            for field in dataclasses.fields(settings) if field.name not in local]
+        return zlib.crc32(repr(described).encode())
 
     # -- the loop: draw, step, check, report, stop ------------------------------------
     def run(self):
@@ -694,6 +712,13 @@ class MetaTrainer:
             validation_scores=list(self.validation_scores),
             best_score=self.best_score,
         )
+
+
+def _pass_length(stream):
+    """The tasks in one pass of a stream that does not cycle (-1: unknown)."""
+    if stream.cycle or not stream.is_sequence:
+        return -1
+    return len(stream.tasks)
 
 
 def _tasks_digest(batches):

@@ -209,6 +209,29 @@ def _networks_that_differ(rank=None):
         random_state=0).meta_fit(_classification_tasks()))
 
 
+def _meta_lr_that_differs(rank=None):
+    # the processes ended with other weights (process 0 saves its own)
+    return _refusal(lambda: MAMLClassifier(
+        meta_batch_size=5, n_meta_iter=3, meta_lr=1e-3 if rank == 0 else 1e-2,
+        **SMALL).meta_fit(_classification_tasks()))
+
+
+def _validation_tasks_that_differ(rank=None):
+    # each process scored other tasks: the summed score was no one's
+    tasks = _classification_tasks()
+    return _refusal(lambda: MAMLClassifier(
+        meta_batch_size=5, n_meta_iter=4, validation_interval=2, **SMALL).meta_fit(
+            tasks[:20], validation_tasks=tasks[20:26] if rank == 0 else tasks[20:24]))
+
+
+def _partial_passes_that_differ(rank=None):
+    # the shorter pass ended while the others waited for it
+    tasks = _classification_tasks()
+    return _refusal(lambda: MAMLClassifier(
+        meta_batch_size=5, **SMALL).meta_partial_fit(
+            tasks[:20] if rank == 0 else tasks[:15]))
+
+
 def _checkpoint_directory_on_the_first_process_only(rank=None):
     # as on other machines: only the writing process needs the directory
     directory = _OUT / f"checkpoints_{_WORLD}" if rank == 0 else _OUT / "absent"
@@ -266,6 +289,7 @@ def _last_process_fails(rank=None):
 # refused alike on every process, without waiting for a timeout
 REFUSED = {f.__name__: f for f in (
     _validation_on_the_first_process_only, _networks_that_differ,
+    _meta_lr_that_differs, _validation_tasks_that_differ, _partial_passes_that_differ,
     _grid_search_without_a_seed, _grid_search_with_an_unseeded_random_state)}
 CHECKS = {**EQUAL, **AGREED, **REFUSED, "_not_distributed": _not_distributed,
           "_checkpoint_directory_on_the_first_process_only":
@@ -493,6 +517,11 @@ def test_distributed_false_ignores_the_group(groups):
      "the processes differ in whether validation_tasks were passed"),
     ("_networks_that_differ",
      "the processes differ in the network's parameter names and shapes"),
+    ("_meta_lr_that_differs",
+     r"the processes differ in the meta-training settings \(meta_lr, inner_lr"),
+    ("_validation_tasks_that_differ", "the processes differ in the validation tasks"),
+    ("_partial_passes_that_differ",
+     r"the processes differ in the number of tasks \(meta_partial_fit's pass\)"),
     ("_grid_search_without_a_seed", r"MetaGridSearch\(random_state=None\) in a "
                                     "distributed job"),
     ("_grid_search_with_an_unseeded_random_state",
