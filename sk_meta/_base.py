@@ -29,7 +29,7 @@ from sk_meta._torch_utils import DeviceOptions, torch_tensor_to_numpy, torch_thr
 from sk_meta.exceptions import DivergenceError, FeatureNamesWarning
 from sk_meta.functional._adapt import check_not_inference_mode
 from sk_meta.tasks._validation import (
-    check_labels_not_object_numbers,
+    check_label_values,
     check_no_datetimes,
 )
 
@@ -446,8 +446,9 @@ class BaseMetaEstimator(BaseEstimator):
         check_no_datetimes(X)  # else numpy's DTypePromotionError, or nanoseconds
         allow_nd = self.module is not None
         if self._is_classifier():
+            if y is not None:  # before scikit-learn's checks, which stop on them
+                check_label_values(np.asarray(y))
             X, y = validate_data(self, X, y, allow_nd=allow_nd, dtype=np.float32)
-            check_labels_not_object_numbers(y)
             check_classification_targets(y)
         else:
             X, y = validate_data(
@@ -508,7 +509,10 @@ class BaseMetaEstimator(BaseEstimator):
         _fitting.warn_if_large_features(self, [X], "The support set")
         classes = y_ndim = None
         if self._is_classifier():
-            classes, y_target = np.unique(y, return_inverse=True)
+            try:
+                classes, y_target = np.unique(y, return_inverse=True)
+            except TypeError as exc:  # as meta_fit says of a task's labels
+                raise ValueError(f"y: labels cannot be sorted: {exc}") from None
             y_target = y_target.astype(np.int64)
             n_classes = n_outputs = len(classes)
         else:

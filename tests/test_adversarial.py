@@ -310,8 +310,11 @@ def test_labels_mixing_strings_and_numbers_are_refused_with_the_task_index():
                                          "numbers"):
         _classifier().meta_fit([tasks[0], tasks[1], bad])
     mixed = np.array([0, "a", 1, 0, "a", 1, 0, "a", 1], dtype=object)
-    with pytest.raises(ValueError, match="Unknown label type|Mix of label"):
+    with pytest.raises(ValueError, match=r"y mixes strings and other labels"):
         _classifier().fit(tasks[0].X_support, mixed)
+    within = tasks[1]._replace(y_support=mixed)
+    with pytest.raises(ValueError, match=r"task 1: y_support mixes strings and other"):
+        _classifier().meta_fit([tasks[0], within])
 
 
 def test_continuous_labels_are_refused_in_tasks_as_in_fit():

@@ -207,3 +207,44 @@ def test_an_interrupt_inside_an_update_fails_the_call_and_changes_nothing():
     clf.meta_fit(tasks)  # resumes as if the failed call had not happened
     reference = _small(task_interpolation=0.0, n_meta_iter=6).meta_fit(tasks)
     assert _equal(_params(reference), _params(clf))
+
+
+@pytest.mark.parametrize("labels, message", [
+    (np.array(["a", "a", "a", "b", "b", "b", None, None, None], dtype=object),
+     r"holds 3 missing label\(s\) \(None\)"),
+    (pd.Series(["a", "a", "a", "b", "b", "b", pd.NA, "a", "b"], dtype=object),
+     r"holds 1 missing label\(s\) \(<NA>\)"),
+])
+def test_missing_labels_are_refused_by_fit_and_meta_fit_alike(labels, message):
+    """fit stopped in numpy's sort ("'<' not supported between 'NoneType' and
+    'str'") or pandas ("boolean value of NA is ambiguous")."""
+    task = _tasks(1)[0]
+    with pytest.raises(ValueError, match="y " + message):
+        _small().fit(task.X_support, labels)
+    labelled = (task.X_support, labels, task.X_query, task.y_query)
+    with pytest.raises(ValueError, match="task 0: y_support " + message):
+        _small().meta_fit([labelled])
+
+
+@pytest.mark.parametrize("nullable", [False, True])
+def test_a_nan_label_in_a_task_is_called_missing_not_continuous(nullable):
+    """meta_fit said "holds continuous values" where fit says "contains NaN"."""
+    task = _tasks(1)[0]
+    labels = task.y_support.astype(float)
+    labels[-1] = np.nan
+    if nullable:
+        labels = pd.array([*task.y_support[:-1], None], dtype="Int64")
+    with pytest.raises(ValueError, match="Input y contains NaN"):
+        _small().fit(task.X_support, labels)
+    with pytest.raises(ValueError, match="task 0: y_support contains NaN"):
+        _small().meta_fit([(task.X_support, labels, task.X_query, task.y_query)])
+
+
+def test_a_new_generator_at_a_warm_start_numbers_its_tasks_from_zero():
+    tasks = _tasks(8)
+    clf = _small().meta_fit(iter(tasks))
+    clf.set_params(warm_start=True, n_meta_iter=8)
+    bad = tasks[1]._replace(X_support=tasks[1].X_support[:, :4],
+                            X_query=tasks[1].X_query[:, :4])
+    with pytest.raises(ValueError, match="^task 1: X_support has per-sample shape"):
+        clf.meta_fit(iter([tasks[0], bad, *tasks[2:]]))

@@ -52,6 +52,9 @@ class TaskStream:
             raise ValueError("tasks is empty: meta-training needs at least one task")
         self._iterator = None
         self._drawn_this_pass = 0
+        # a one-shot iterator starts afresh: its tasks are numbered from its
+        # first, not from the tasks an earlier call drew (a warm start)
+        self._first_index = n_drawn if self.is_one_shot else 0
         self._exhausted = False
         if not self.is_sequence:
             self._start_pass()
@@ -92,7 +95,8 @@ class TaskStream:
         -------
         list of (int, task)
             Each task with its index for messages: its position in a sequence,
-            else the count of tasks drawn before it from this stream.
+            else the count of tasks drawn before it from this iterable (from
+            this stream, for a one-shot iterator).
         """
         drawn = []
         if self.is_sequence:
@@ -111,7 +115,7 @@ class TaskStream:
                 self.n_drawn += 1
             return drawn
         while len(drawn) < n and not self._exhausted:
-            index = self.n_drawn
+            index = self.n_drawn - self._first_index
             task = self._next_from_iterable()
             if task is None:
                 break

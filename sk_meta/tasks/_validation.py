@@ -132,21 +132,41 @@ def _object_to_float(array, index, field):
         ) from None
 
 
-def check_labels_not_object_numbers(y, name="y", prefix=""):
-    """Refuse class labels that are numbers stored with dtype object.
+def check_label_values(y, name="y", prefix=""):
+    """Refuse class labels held as objects that are missing (None, NaN) or
+    numbers: ``fit`` and ``meta_fit`` refuse them alike, with the fix.
 
-    scikit-learn reads them as an unknown label type; ``fit`` and
-    ``meta_fit`` refuse them alike, with the conversion that fixes them.
-    Strings in an object array are labels as usual.
+    scikit-learn reads numbers with dtype object as an unknown label type,
+    and a None among strings stops numpy's sort with a TypeError. Strings
+    in an object array are labels as usual.
     """
     values = np.asarray(y).ravel()
-    if (values.dtype.kind == "O" and len(values)
-            and all(isinstance(value, numbers.Number) for value in values)):
+    if values.dtype.kind != "O" or not len(values):
+        return
+    missing = [value for value in values if value is None or (
+        isinstance(value, float) and value != value) or _is_pandas_missing(value)]
+    if missing:
+        raise ValueError(
+            f"{prefix}{name} holds {len(missing)} missing label(s) ({missing[0]!r}); "
+            "drop those rows or give them a class"
+        )
+    strings = sum(isinstance(value, str) for value in values)
+    if 0 < strings < len(values):
+        raise ValueError(
+            f"{prefix}{name} mixes strings and other labels "
+            f"({values[:5].tolist()}); use one type of label"
+        )
+    if all(isinstance(value, numbers.Number) for value in values):
         raise ValueError(
             f"{prefix}Unknown label type: {name} holds numbers with dtype object "
             f"({values[:3].tolist()}...); class labels must be integers or "
             "strings: convert them, for example with y.astype(int)"
         )
+
+
+def _is_pandas_missing(value):
+    """pandas' NA and NaT, without importing pandas."""
+    return type(value).__name__ in ("NAType", "NaTType")
 
 
 def check_no_datetimes(X, name="X"):
@@ -422,15 +442,16 @@ def _convert(arrays, conversions, index):
 def encode_labels(y_support, y_query, index):
     """Map a task's labels to codes 0..k-1 in sorted order; return codes and k."""
     for y, part in ((y_support, "support"), (y_query, "query")):
-        check_labels_not_object_numbers(y, f"y_{part}", prefix=f"task {index}: ")
+        check_label_values(y, f"y_{part}", prefix=f"task {index}: ")
+        # NaN first: it is a missing label (as fit says), not a continuous one
+        if y.dtype.kind in "fc" and not np.isfinite(y).all():
+            raise ValueError(f"task {index}: y_{part} contains NaN or infinity")
         if y.dtype.kind == "f" and not np.array_equal(y, np.round(y)):
             raise ValueError(
                 f"task {index}: y_{part} holds continuous values (Unknown label "
                 "type: continuous, as fit says); class labels must be integers "
                 "or strings"
             )
-        if y.dtype.kind in "fc" and not np.isfinite(y).all():
-            raise ValueError(f"task {index}: y_{part} contains NaN or infinity")
     kinds = {_label_kind(y) for y in (y_support, y_query)} - {None}
     if len(kinds) > 1 or "mixed" in kinds:
         raise ValueError(
