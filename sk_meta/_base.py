@@ -217,7 +217,8 @@ class BaseMetaEstimator(BaseEstimator):
 
     @property
     def device_(self):
-        """The device of the last ``fit`` or, before it, of ``meta_fit``."""
+        # the device of the last fit or, before it, of meta_fit; no docstring:
+        # the class's Attributes section documents it, as the others
         record = self.__dict__.get("_fit") or self.__dict__.get("_meta")
         if record is None:
             raise AttributeError(
@@ -466,7 +467,15 @@ class BaseMetaEstimator(BaseEstimator):
     def _check_feature_names_against_meta(self):
         meta = self.__dict__.get("_meta")
         names = getattr(self, "feature_names_in_", None)
-        if meta is None or meta.feature_names is None:
+        if meta is None:
+            return
+        if meta.feature_names is None:
+            if names is not None:  # as scikit-learn warns at predict
+                warnings.warn(
+                    f"X has feature names, but {type(self).__name__} was "
+                    "meta-trained on tasks without feature names",
+                    FeatureNamesWarning,
+                )
             return
         if names is None:
             warnings.warn(

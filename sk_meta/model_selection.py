@@ -132,8 +132,8 @@ def tasks_to_cv(tasks):
 
     A candidate whose adaptation diverges raises ``DivergenceError`` in its
     ``fit``; ``GridSearchCV`` records ``error_score`` for it (NaN by default)
-    and warns with the traceback. The user guide's "Results and evaluation"
-    page shows how to keep that output short.
+    and warns with the traceback. :ref:`diverging_candidates` in the user
+    guide shows how to keep that output short.
 
     Examples
     --------
