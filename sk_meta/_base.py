@@ -31,6 +31,8 @@ from sk_meta.functional._adapt import check_not_inference_mode
 from sk_meta.tasks._validation import (
     check_label_values,
     check_no_datetimes,
+    integers_lost_in_float32,
+    warn_integers_lost_in_float32,
 )
 
 MAX_THREADS = 1024  # n_threads above it is refused (see the constraint)
@@ -445,6 +447,8 @@ class BaseMetaEstimator(BaseEstimator):
     def _validate_support(self, X, y):
         X, y = torch_tensor_to_numpy(X), torch_tensor_to_numpy(y)
         check_no_datetimes(X)  # else numpy's DTypePromotionError, or nanoseconds
+        if integers_lost_in_float32(X):  # said at the user's call, past fit's wrappers
+            warn_integers_lost_in_float32("X", stacklevel=5)
         allow_nd = self.module is not None
         if self._is_classifier():
             if y is not None:  # before scikit-learn's checks, which stop on them
@@ -552,6 +556,8 @@ class BaseMetaEstimator(BaseEstimator):
             "before predicting.") if self._is_meta_fitted() else None)
         X = torch_tensor_to_numpy(X)
         check_no_datetimes(X)
+        if integers_lost_in_float32(X):
+            warn_integers_lost_in_float32("X", stacklevel=3)
         X = validate_data(
             self, X, reset=False,
             allow_nd=self.module is not None, dtype=np.float32

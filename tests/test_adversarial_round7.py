@@ -248,3 +248,28 @@ def test_a_new_generator_at_a_warm_start_numbers_its_tasks_from_zero():
                             X_query=tasks[1].X_query[:, :4])
     with pytest.raises(ValueError, match="^task 1: X_support has per-sample shape"):
         clf.meta_fit(iter([tasks[0], bad, *tasks[2:]]))
+
+
+def test_integer_ids_that_float32_would_merge_are_warned_of():
+    """2**24 + 1 becomes 2**24 in float32: two ids of an embedding were one,
+    silently."""
+    from sklearn.exceptions import DataConversionWarning
+
+    ids = np.array([[2**24], [2**24 + 1], [2**24 + 2]] * 3, dtype=np.int64)
+    assert np.float32(ids[1, 0]) == np.float32(ids[0, 0])  # the collision itself
+    y = np.repeat(np.arange(3), 3)
+    clf = _small(inner_steps=0)
+    message = "holds integers beyond 2\\*\\*24, which float32"
+    with pytest.warns(DataConversionWarning, match="X " + message):
+        clf.fit(ids, y)
+    with pytest.warns(DataConversionWarning, match="X " + message):
+        clf.predict(ids)
+    frame = pd.DataFrame({"id": ids[:, 0], "value": np.linspace(0, 1, 9)})
+    with pytest.warns(DataConversionWarning, match="X " + message):
+        clf.fit(frame, y)
+    with pytest.warns(DataConversionWarning, match="task [01] " + message):
+        _small(inner_lr=1e-9, meta_lr=1e-9, n_meta_iter=1).meta_fit(
+            [(ids, y, ids, y)] * 2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DataConversionWarning)
+        clf.fit(ids - 2**24, y)  # small ids are exact

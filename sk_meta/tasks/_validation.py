@@ -192,6 +192,37 @@ def check_no_datetimes(X, name="X"):
         )
 
 
+# integers beyond this are not all exact in float32, the networks' input type
+FLOAT32_EXACT_INTEGERS = 2**24
+
+
+def integers_lost_in_float32(X):
+    """Whether ``X`` (an array or a DataFrame) holds integer features that
+    float32 cannot tell apart: ids into an embedding would collide."""
+    dtypes = getattr(X, "dtypes", None)
+    if hasattr(dtypes, "items") and hasattr(X, "columns"):
+        columns = [i for i, (_, dtype) in enumerate(dtypes.items())
+                   if getattr(dtype, "kind", None) in "iu"]
+        values = [X.iloc[:, i] for i in columns]
+    elif getattr(getattr(X, "dtype", None), "kind", None) in "iu":
+        values = [X]
+    else:
+        return False
+    return any(len(v) and (v.max() > FLOAT32_EXACT_INTEGERS
+                           or v.min() < -FLOAT32_EXACT_INTEGERS) for v in values)
+
+
+def warn_integers_lost_in_float32(name, stacklevel):
+    from sklearn.exceptions import DataConversionWarning
+
+    warnings.warn(
+        f"{name} holds integers beyond 2**24, which float32 (the network's input "
+        "type) cannot all tell apart: neighbouring ids of an embedding would "
+        "collide. Map them to a smaller range (for example with "
+        "sklearn.preprocessing.OrdinalEncoder)", DataConversionWarning,
+        stacklevel=stacklevel + 1)
+
+
 def feature_names(X):
     """The column names of a DataFrame-like ``X`` when they are all strings.
 
@@ -251,6 +282,7 @@ class TaskChecker:
         self._warned_column_labels = False
         self._unnamed_source = None  # the first task without feature names
         self._warned_mixed_names = False
+        self._warned_integers = False
 
     def _check_feature_names(self, task, index):
         for X, part in ((task[0], "support"), (task[2], "query")):
@@ -313,6 +345,12 @@ class TaskChecker:
         else:
             arrays = _unpack(task, index)
         X_support, y_support, X_query, y_query = arrays
+        if not self._warned_integers and (
+                integers_lost_in_float32(task[0]) or integers_lost_in_float32(task[2])
+                or integers_lost_in_float32(X_support)
+                or integers_lost_in_float32(X_query)):
+            warn_integers_lost_in_float32(f"task {index}", stacklevel=3)
+            self._warned_integers = True
         signature = (X_support.shape, X_support.dtype, y_support.shape,
                      y_support.dtype, X_query.shape, X_query.dtype, y_query.shape,
                      y_query.dtype)
