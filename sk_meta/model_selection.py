@@ -26,13 +26,14 @@ from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import check_is_fitted
 
 from sk_meta._errors import raise_with_context
+from sk_meta._training import MAX_VALIDATION_TASKS
 from sk_meta.exceptions import InterruptedWarning
 
 __all__ = ["MetaGridSearch", "TaskEvaluation", "TaskScores", "evaluate_tasks",
            "tasks_to_cv"]
 
 # As for meta_fit's validation_tasks: more is a sign of an endless iterable.
-MAX_TASKS = 10_000
+MAX_TASKS = MAX_VALIDATION_TASKS
 
 
 def _finite_tasks(tasks, what):
@@ -68,18 +69,30 @@ def _concatenate(parts, what):
     Keeping DataFrames keeps the feature names that a pipeline fitted on
     DataFrames checks, and scikit-learn's splitters index them by position.
     """
-    if all(hasattr(part, "iloc") for part in parts):
+    framed = [hasattr(part, "iloc") for part in parts]
+    if all(framed):
         import pandas as pd  # pandas objects were passed, so pandas is there
 
         columns = getattr(parts[0], "columns", None)
         for index, part in enumerate(parts):
             if columns is not None and not columns.equals(part.columns):
                 raise ValueError(
-                    f"task {index // 2}: the {what} columns differ from those of "
-                    "task 0 (the same names, in the same order, are needed)"
+                    f"task {index // 2}: {what}_{_PARTS[index % 2]}'s columns "
+                    "differ from task 0's X_support (the same names, in the same "
+                    "order, are needed)"
                 )
         return pd.concat(parts, ignore_index=True)
+    if any(framed) and what == "X":
+        index = framed.index(not framed[0])
+        warnings.warn(
+            f"task {index // 2}: X_{_PARTS[index % 2]} is "
+            f"{'a DataFrame' if framed[index] else 'not a DataFrame'}, unlike task "
+            "0's X_support: X is returned as an array, without feature names",
+            UserWarning, stacklevel=3)
     return np.concatenate([np.asarray(part) for part in parts])
+
+
+_PARTS = ("support", "query")
 
 
 def tasks_to_cv(tasks):
@@ -166,6 +179,10 @@ def tasks_to_cv(tasks):
         n_support, n_query = shapes[0][0], shapes[2][0]
         if shapes[1][0] != n_support or shapes[3][0] != n_query:
             raise ValueError(f"task {index}: X and y lengths differ")
+        if not n_support or not n_query:  # as meta_fit refuses it
+            raise ValueError(
+                f"task {index}: the {'support' if not n_support else 'query'} set "
+                "is empty")
         for support, query, what in ((0, 2, "X"), (1, 3, "y")):
             if shapes[support][1:] != shapes[query][1:]:
                 raise ValueError(
@@ -199,9 +216,16 @@ def _check_label_kinds(y_parts):
     numbers into strings (1 into '1') without a word."""
     kinds = {}
     for position, part in enumerate(y_parts):
-        kind = np.asarray(part).dtype.kind
-        kinds.setdefault("string" if kind in "US" else "number" if kind in "biuf"
-                         else kind, position)
+        values = np.asarray(part)
+        kind = values.dtype.kind
+        if kind == "O":  # objects: strings, numbers or both (fit refuses both)
+            found = {"string" if isinstance(v, str) else "number"
+                     for v in values.ravel()}
+        else:
+            found = {"string" if kind in "US" else "number" if kind in "biuf"
+                     else kind}
+        for one in found:
+            kinds.setdefault(one, position)
     if "string" in kinds and "number" in kinds:
         later = max(kinds["string"], kinds["number"])
         part = "y_support" if later % 2 == 0 else "y_query"
@@ -361,8 +385,17 @@ def evaluate_tasks(estimator, tasks, *, baselines=None, scoring=None,
     if (not isinstance(confidence, numbers.Real) or isinstance(confidence, bool)
             or not 0 < confidence < 1):
         raise ValueError(f"confidence must be in (0, 1), got {confidence!r}")
+    if isinstance(scoring, (list, tuple, set, dict)):
+        raise ValueError(
+            "scoring must be one scorer (a name or a callable): evaluate_tasks "
+            f"reports one score per task and model, got {type(scoring).__name__}")
     if baselines is None:
         baselines = {}
+    elif hasattr(baselines, "fit") or not hasattr(baselines, "__iter__"):
+        raise TypeError(
+            "baselines must be a dict from name to estimator, or a list of "
+            f"estimators; got {type(baselines).__name__} (put one estimator in a "
+            "list)")
     elif not isinstance(baselines, dict):
         baselines = list(baselines)
         names = [_model_name(model) for model in baselines]
@@ -374,7 +407,10 @@ def evaluate_tasks(estimator, tasks, *, baselines=None, scoring=None,
             )
         baselines = dict(zip(names, baselines))
     models = {_model_name(estimator): estimator}
+    _warn_if_not_meta_trained(estimator)
     for name, model in baselines.items():
+        if not isinstance(name, str):
+            raise TypeError(f"baseline names must be strings, got {name!r}")
         if name in models:
             raise ValueError(
                 f"two models are named {name!r}: give the baselines as a dict "
@@ -400,6 +436,16 @@ def evaluate_tasks(estimator, tasks, *, baselines=None, scoring=None,
     return TaskEvaluation(
         {name: _summarize(values, confidence) for name, values in scores.items()},
         confidence=confidence)
+
+
+def _warn_if_not_meta_trained(estimator):
+    final = estimator.steps[-1][1] if hasattr(estimator, "steps") else estimator
+    is_meta_fitted = getattr(final, "_is_meta_fitted", None)
+    if is_meta_fitted is not None and not is_meta_fitted():
+        warnings.warn(
+            f"{type(final).__name__} is not meta-trained: each task adapts it from "
+            "a random init. Pass the estimator meta_fit returned (for a pipeline, "
+            "the one meta_fit_pipeline returned)", UserWarning, stacklevel=3)
 
 
 def _estimator_has(method):
@@ -541,9 +587,9 @@ class MetaGridSearch(MetaEstimatorMixin, BaseEstimator):
         ``cv`` times as many classes (groups) as one fold holds out; only
         without ``validation_tasks``.
     n_val_tasks : int, default=100
-        Number of validation tasks drawn from the held-out classes; each has
-        ``min(n_way, held-out classes)`` classes and the sampler's
-        ``k_shot`` and ``n_query``.
+        Number of validation tasks drawn from the held-out classes (at most
+        10,000); each has ``min(n_way, held-out classes)`` classes and the
+        sampler's ``k_shot`` and ``n_query``.
     error_score : "raise" or float, default=np.nan
         The validation score of a candidate whose ``meta_fit`` raises (for
         example a ``DivergenceError`` at a large ``meta_lr``), with a
@@ -626,7 +672,8 @@ class MetaGridSearch(MetaEstimatorMixin, BaseEstimator):
         "val_size": [Interval(numbers.Integral, 2, None, closed="left"),
                      Interval(numbers.Real, 0, 1, closed="neither")],
         "cv": [Interval(numbers.Integral, 1, None, closed="left")],
-        "n_val_tasks": [Interval(numbers.Integral, 1, None, closed="left")],
+        # what validation_tasks may hold
+        "n_val_tasks": [Interval(numbers.Integral, 1, MAX_TASKS, closed="both")],
         "error_score": [StrOptions({"raise"}), numbers.Real],
         "random_state": ["random_state"],
     }
@@ -666,6 +713,12 @@ class MetaGridSearch(MetaEstimatorMixin, BaseEstimator):
         self : MetaGridSearch
         """
         self._validate_params()
+        if isinstance(self.estimator, type):
+            raise TypeError(
+                f"estimator must be an estimator, not the class "
+                f"{self.estimator.__name__}: pass {self.estimator.__name__}()")
+        if isinstance(self.cv, bool):
+            raise TypeError(f"cv must be an int, got {self.cv!r}")
         grid = list(ParameterGrid(self.param_grid))
         if not grid:
             raise ValueError("param_grid has no candidate")
@@ -814,6 +867,16 @@ class MetaGridSearch(MetaEstimatorMixin, BaseEstimator):
                 f"classes are split into meta-training and held-out classes), got "
                 f"{type(sampler).__name__}; with tasks of your own, pass "
                 "validation_tasks as well"
+            )
+        if type(sampler) is not EpisodeSampler:
+            # the folds are EpisodeSamplers of its data: what the subclass
+            # changes would act in the refit alone, not in the choice
+            raise TypeError(
+                f"without validation_tasks, tasks must be an EpisodeSampler, not a "
+                f"subclass of it ({type(sampler).__name__}): the candidates would "
+                "be meta-trained and scored on EpisodeSamplers of its X and y, and "
+                "only the refit on it. Pass validation_tasks, and tasks of its "
+                "meta-training classes"
             )
         classes = sampler.class_labels
         group_of_class = _group_of_class(sampler, groups)

@@ -22,6 +22,7 @@ from sklearn.frozen import FrozenEstimator
 from sklearn.pipeline import Pipeline
 
 from sk_meta._checks import check_positive_int
+from sk_meta.model_selection import MetaGridSearch
 from sk_meta.tasks import EpisodeSampler, Task
 
 
@@ -198,6 +199,18 @@ def meta_fit_pipeline(pipeline, tasks, *, validation_tasks=None,
             f"the last step of the pipeline ({final_name}) must have meta_fit, got "
             f"{type(final).__name__}"
         )
+    for name, given in (("tasks", tasks), ("preprocessing_tasks", preprocessing_tasks)):
+        if given is not None and (isinstance(given, (str, bytes))
+                                  or not hasattr(given, "__iter__")):
+            raise TypeError(
+                f"{name} must be an iterable of (X_support, y_support, X_query, "
+                f"y_query) tasks, got {type(given).__name__}")
+    if (isinstance(final, MetaGridSearch) and validation_tasks is None
+            and len(pipeline.steps) > 1):
+        raise TypeError(
+            f"the last step ({type(final).__name__}) holds classes of tasks out to "
+            "choose on, but the preprocessing would be fitted on every class of "
+            "tasks, the held-out ones too: pass validation_tasks of other classes")
     n_preprocessing_tasks = check_positive_int(n_preprocessing_tasks,
                                                "n_preprocessing_tasks")
     pipeline = clone(pipeline)

@@ -273,3 +273,125 @@ def test_integer_ids_that_float32_would_merge_are_warned_of():
     with warnings.catch_warnings():
         warnings.simplefilter("error", DataConversionWarning)
         clf.fit(ids - 2**24, y)  # small ids are exact
+
+
+# -- model selection and samplers (a hostile pass) -------------------------------------
+
+def _table(n_classes=12, rows=10, seed=0):
+    X = np.random.default_rng(seed).normal(size=(n_classes * rows, 4))
+    return X, np.repeat(np.arange(n_classes), rows)
+
+
+def test_string_classes_for_number_labels_are_refused_not_matched_as_text():
+    """classes=['11'] for labels 0..11 drew every episode from class 2."""
+    from sk_meta.tasks import GroupTaskSampler
+
+    X, y = _table()
+    with pytest.raises(ValueError, match=r"classes holds string labels \(\['11'\]\), "
+                       "but y holds number labels"):
+        EpisodeSampler(X, y, 1, 1, 1, classes=["11"])
+    with pytest.raises(ValueError, match="group_labels holds string labels"):
+        GroupTaskSampler(X, y.astype(float), y, 1, 1, group_labels=["3"])
+    assert EpisodeSampler(X, y, 1, 1, 1, classes=[11]).class_labels.tolist() == [11]
+
+
+def test_meta_grid_search_refuses_a_sampler_subclass_it_would_replace():
+    from sk_meta.model_selection import MetaGridSearch
+
+    class Noisy(EpisodeSampler):
+        pass
+
+    X, y = _table()
+    search = MetaGridSearch(_small(), {"inner_lr": [0.1]}, random_state=0)
+    with pytest.raises(TypeError, match=r"not a subclass of it \(Noisy\)"):
+        search.meta_fit(Noisy(X, y, 2, 1, 1, random_state=0))
+
+
+@pytest.mark.parametrize("params, error, message", [
+    ({"n_val_tasks": 10_001}, ValueError, r"'n_val_tasks' parameter .* \[1, 10000\]"),
+    ({"cv": True}, TypeError, "cv must be an int, got True"),
+])
+def test_meta_grid_search_settings_are_checked_before_any_task(params, error, message):
+    from sk_meta.model_selection import MetaGridSearch
+
+    X, y = _table()
+    search = MetaGridSearch(_small(), {"inner_lr": [0.1]}, random_state=0, **params)
+    with pytest.raises(error, match=message):
+        search.meta_fit(EpisodeSampler(X, y, 2, 1, 1, random_state=0))
+    with pytest.raises(TypeError, match=r"not the class MAMLClassifier: pass "
+                       r"MAMLClassifier\(\)"):
+        MetaGridSearch(MAMLClassifier, {}).meta_fit(
+            EpisodeSampler(X, y, 2, 1, 1, random_state=0))
+
+
+def test_evaluate_tasks_warns_of_an_estimator_never_meta_trained():
+    from sk_meta.model_selection import evaluate_tasks
+
+    with pytest.warns(UserWarning, match="MAMLClassifier is not meta-trained"):
+        evaluate_tasks(_small(inner_steps=0), _tasks(2))
+
+
+def test_evaluate_tasks_refuses_what_it_cannot_report_before_fitting():
+    from sklearn.linear_model import LogisticRegression
+
+    from sk_meta.model_selection import evaluate_tasks
+
+    clf = _small().meta_fit(_tasks(4))
+    with pytest.raises(ValueError, match="scoring must be one scorer"):
+        evaluate_tasks(clf, _tasks(2), scoring=["accuracy", "f1_macro"])
+    with pytest.raises(TypeError, match="got LogisticRegression \\(put one estimator "
+                       "in a list\\)"):
+        evaluate_tasks(clf, _tasks(2), baselines=LogisticRegression())
+    with pytest.raises(TypeError, match="baseline names must be strings, got 1"):
+        evaluate_tasks(clf, _tasks(2), baselines={1: LogisticRegression()})
+
+
+def test_meta_fit_pipeline_refuses_a_search_whose_held_out_classes_it_would_see():
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from sk_meta.model_selection import MetaGridSearch
+    from sk_meta.pipeline import meta_fit_pipeline
+
+    X, y = _table()
+    pipe = make_pipeline(StandardScaler(),
+                         MetaGridSearch(_small(), {"inner_lr": [0.1]}, random_state=0))
+    with pytest.raises(TypeError, match="the held-out ones too: pass validation_tasks"):
+        meta_fit_pipeline(pipe, EpisodeSampler(X, y, 2, 1, 1, random_state=0))
+    with pytest.raises(TypeError, match="tasks must be an iterable .* got int"):
+        meta_fit_pipeline(make_pipeline(StandardScaler(), _small()), 5)
+
+
+def test_tasks_to_cv_refuses_what_meta_fit_refuses():
+    from sk_meta.model_selection import tasks_to_cv
+
+    tasks = _tasks(2)
+    empty = tasks[1]._replace(X_query=tasks[1].X_query[:0],
+                              y_query=tasks[1].y_query[:0])
+    with pytest.raises(ValueError, match="task 1: the query set is empty"):
+        tasks_to_cv([tasks[0], empty])
+    objects = tasks[1]._replace(y_support=np.array(list("aaabbbccc"), dtype=object),
+                                y_query=np.array(list("aaaabbbbcccc"), dtype=object))
+    with pytest.raises(ValueError, match="task 1: y_support mixes numeric and string"):
+        tasks_to_cv([tasks[0], objects])  # a baseline then failed on "Unknown label"
+    with pytest.warns(UserWarning, match="task 1: X_support is not a DataFrame, "
+                      "unlike task 0's X_support"):
+        tasks_to_cv([_framed(tasks[0]), tasks[1]])
+
+
+@pytest.mark.parametrize("call, error, message", [
+    (lambda X, y: EpisodeSampler(X, y, 2, 1, 1, shuffle_labels="no"), TypeError,
+     "shuffle_labels must be True or False, got 'no'"),
+    (lambda X, y: EpisodeSampler(X, y, 2, 1, 1, n_tasks=10**30), ValueError,
+     "n_tasks must be at most"),
+    (lambda X, y: __import__("sk_meta.tasks").tasks.split_classes(
+        np.c_[y, y], train_size=3), ValueError, r"y must be 1-D class labels"),
+    (lambda X, y: __import__("sk_meta.tasks").tasks.split_classes(
+        np.array(["a", 1, "b", 2], dtype=object), train_size=1), ValueError,
+     "y's labels cannot be sorted"),
+])
+def test_sampler_arguments_that_were_taken_silently_or_with_a_bare_error(
+        call, error, message):
+    X, y = _table()
+    with pytest.raises(error, match=message):
+        call(X, y)

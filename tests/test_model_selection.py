@@ -97,7 +97,12 @@ def test_tasks_to_cv_keeps_dataframes(held_out):
     np.testing.assert_array_equal(y_cv.iloc[query], held_out[2].y_query)
     renamed = list(frames)
     renamed[3] = (frames[3][0].rename(columns={"pixel_0": "x"}), *frames[3][1:])
-    with pytest.raises(ValueError, match="task 3: the X columns differ"):
+    with pytest.raises(ValueError, match="task 3: X_support's columns differ"):
+        tasks_to_cv(renamed)
+    renamed[3] = (frames[3][0], frames[3][1],
+                  frames[3][2].rename(columns={"pixel_0": "x"}), frames[3][3])
+    with pytest.raises(ValueError, match="task 3: X_query's columns differ from task "
+                       "0's X_support"):
         tasks_to_cv(renamed)
 
 

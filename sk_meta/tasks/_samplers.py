@@ -2,6 +2,7 @@
 
 import math
 import numbers
+import sys
 from collections.abc import Iterator
 from itertools import count
 
@@ -64,7 +65,12 @@ def _sample_generator(sampler, random_state):
 def _check_n_tasks(n_tasks):
     if n_tasks is None:
         return None
-    return positive_int_setting(n_tasks, "n_tasks")
+    n_tasks = positive_int_setting(n_tasks, "n_tasks")
+    if n_tasks > sys.maxsize:  # len() could not say it
+        raise ValueError(
+            f"n_tasks must be at most {sys.maxsize}, got {n_tasks}; use "
+            "n_tasks=None for an endless sampler.")
+    return n_tasks
 
 
 def _is_frame(data):
@@ -141,6 +147,15 @@ def _rows_of_labels(labels, wanted, *, labels_name, wanted_name):
                 f"{wanted_array.shape}."
             )
         _check_labels(wanted_array, wanted_name)
+        kinds = _label_kind(wanted_array), _label_kind(all_labels)
+        if None not in kinds and kinds[0] != kinds[1]:
+            # numpy would compare them as text, and pick another class
+            raise ValueError(
+                f"{wanted_name} holds {kinds[0]} labels "
+                f"({_format_labels(wanted_array, 3)}), but {labels_name} holds "
+                f"{kinds[1]} labels ({_format_labels(all_labels, 3)}): give them "
+                f"as they are in {labels_name}."
+            )
         try:
             wanted_array = np.unique(wanted_array)
         except TypeError as exc:  # labels of several types
@@ -155,6 +170,21 @@ def _rows_of_labels(labels, wanted, *, labels_name, wanted_name):
         pool = np.searchsorted(all_labels, wanted_array)
     rows = np.split(np.argsort(codes, kind="stable"), np.cumsum(counts)[:-1])
     return all_labels, pool, counts, [rows[code] for code in pool]
+
+
+def _label_kind(labels):
+    """"string" or "number" for labels all of one of them, else None."""
+    if labels.dtype.kind in "US":
+        return "string"
+    if labels.dtype.kind in "biuf":
+        return "number"
+    values = labels.ravel()
+    if labels.dtype.kind == "O" and len(values):
+        if all(isinstance(v, str) for v in values):
+            return "string"
+        if all(isinstance(v, numbers.Number) for v in values):
+            return "number"
+    return None
 
 
 def _format_labels(labels, max_shown=10):
@@ -316,6 +346,9 @@ class EpisodeSampler(_DrawnTasks):
         self.n_tasks = _check_n_tasks(n_tasks)
         _check_random_state_type(random_state)
         self.random_state = random_state
+        if not isinstance(shuffle_labels, (bool, np.bool_)):  # "no" is truthy
+            raise TypeError(
+                f"shuffle_labels must be True or False, got {shuffle_labels!r}.")
         self.shuffle_labels = bool(shuffle_labels)
 
         all_labels, pool, counts, self._pool_rows = _rows_of_labels(
@@ -495,8 +528,15 @@ def split_classes(y, *, train_size, val_size=0, test_size=None, random_state=Non
     (6, 2, 2)
     """
     y = np.asarray(y)
+    if y.ndim == 2 and y.shape[1] == 1:  # a column of labels
+        y = y.ravel()
+    if y.ndim != 1:  # several columns would be read as one long row of labels
+        raise ValueError(f"y must be 1-D class labels, got shape {y.shape}.")
     _check_labels(y)
-    classes = np.unique(y)
+    try:
+        classes = np.unique(y)
+    except TypeError as exc:  # labels of several types
+        raise ValueError(f"y's labels cannot be sorted: {exc}.") from None
     n_classes = len(classes)
     n_train = _resolve_size(train_size, "train_size", n_classes)
     n_val = _resolve_size(val_size, "val_size", n_classes)

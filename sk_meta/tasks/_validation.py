@@ -202,9 +202,9 @@ def integers_lost_in_float32(X):
     dtypes = getattr(X, "dtypes", None)
     if hasattr(dtypes, "items") and hasattr(X, "columns"):
         columns = [i for i, (_, dtype) in enumerate(dtypes.items())
-                   if getattr(dtype, "kind", None) in "iu"]
+                   if getattr(dtype, "kind", None) in ("i", "u")]
         values = [X.iloc[:, i] for i in columns]
-    elif getattr(getattr(X, "dtype", None), "kind", None) in "iu":
+    elif getattr(getattr(X, "dtype", None), "kind", None) in ("i", "u"):
         values = [X]
     else:
         return False
