@@ -471,15 +471,9 @@ class BaseMetaEstimator(BaseEstimator):
     def _check_feature_names_against_meta(self):
         meta = self.__dict__.get("_meta")
         names = getattr(self, "feature_names_in_", None)
-        if meta is None:
-            return
-        if meta.feature_names is None:
-            if names is not None:  # as scikit-learn warns at predict
-                warnings.warn(
-                    f"X has feature names, but {type(self).__name__} was "
-                    "meta-trained on tasks without feature names",
-                    FeatureNamesWarning,
-                )
+        # None: meta-trained without names, or in a file that did not record
+        # them; either way there is nothing to check against
+        if meta is None or meta.feature_names is None:
             return
         if names is None:
             warnings.warn(

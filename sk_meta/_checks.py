@@ -3,6 +3,10 @@ samplers (no torch here: the ``tasks`` code does not need it)."""
 
 import operator
 
+# the most validation tasks meta_fit (and the tools that take held-out tasks)
+# reads: more is a sign of an endless iterable
+MAX_VALIDATION_TASKS = 10_000
+
 
 def check_positive_int(value, name, minimum=1):
     """``value`` as an int >= ``minimum`` (ints, numpy and 0-d torch

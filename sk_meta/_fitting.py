@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from sklearn.exceptions import DataConversionWarning
 
+from sk_meta._checks import MAX_VALIDATION_TASKS
 from sk_meta._errors import raise_with_context
 from sk_meta._inner_loop import InnerLoop, InnerLoopSettings, check_learned_rates
 from sk_meta._network import NetworkSpec
@@ -33,7 +34,6 @@ from sk_meta._torch_utils import (
     to_cpu,
 )
 from sk_meta._training import (
-    MAX_VALIDATION_TASKS,
     MetaTrainer,
     TaskSource,
     TrainerSettings,

@@ -12,6 +12,7 @@ import copy
 import dataclasses
 import hashlib
 import math
+import numbers
 import time
 import warnings
 import zlib
@@ -38,7 +39,6 @@ from sk_meta.tasks._validation import stack_tasks
 # On a GPU, reading the loss back every iteration would stall the pipeline;
 # losses are checked for NaN in blocks, with a snapshot to fall back on.
 _CUDA_CHECK_EVERY = 25
-MAX_VALIDATION_TASKS = 10_000
 
 
 def check_interval(device):
@@ -282,7 +282,8 @@ class MetaTrainer:
                 "the network's parameter names and shapes":
                     _distributed.shape_signature(shared),
                 "the meta-training settings (meta_lr, inner_lr, meta_batch_size, "
-                "n_meta_iter, early stopping, ...)": self._settings_signature(),
+                "n_meta_iter, early stopping, ..., random_state for a list of "
+                "tasks)": self._settings_signature(),
                 "the validation tasks": zlib.crc32(
                     (self.state.validation_key or "").encode()),
                 "the number of tasks (meta_partial_fit's pass)":
@@ -314,9 +315,12 @@ class MetaTrainer:
         local = {"verbose", "device", "world", "checkpoint_every", "compile",
                  "tasks_per_chunk"}
         described = [
-            (field.name, repr(getattr(settings, field.name)))
+            (field.name, _plain_repr(getattr(settings, field.name)))
             for settings in (self.settings, self.inner_loop.settings)
             for field in dataclasses.fields(settings) if field.name not in local]
+        stream = self.source.stream
+        if stream.is_sequence and stream.shuffle:  # random_state orders a list
+            described.append(("stream_seed", stream.seed))
         return zlib.crc32(repr(described).encode())
 
     # -- the loop: draw, step, check, report, stop ------------------------------------
@@ -485,6 +489,7 @@ class MetaTrainer:
             return
         first_bad = next(i for i, v in enumerate(losses) if not math.isfinite(v))
         n_iter_at_bad = self.n_iter - len(losses) + first_bad + 1
+        self.committing = True  # the losses are read: the restore must complete
         self._restore(self.snapshot)
         self._diverged(n_iter_at_bad, losses[first_bad])
 
@@ -584,6 +589,9 @@ class MetaTrainer:
             "dur": now - self.history_time,
         }
         stop = False
+        # the scores, the best init and the row go together: an interrupt
+        # inside them would leave a row out of the history
+        self.committing = True
         if self.validation is not None:
             valid_loss, valid_score = self._evaluate()
             # a NaN score (outputs that overflowed) is never the best
@@ -591,7 +599,6 @@ class MetaTrainer:
                 self.best_score is None or valid_score > self.best_score + settings.tol)
             row.update(valid_loss=valid_loss, valid_score=valid_score,
                        valid_score_best=improved)
-            self.committing = True  # the score, the best init and the row go together
             self.validation_scores.append(valid_score)
             if improved:
                 self.best_score = valid_score
@@ -714,6 +721,13 @@ class MetaTrainer:
         )
 
 
+def _plain_repr(value):
+    """``repr`` that writes equal numbers alike (60 and 60.0, np.int64(3) and 3)."""
+    if isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)):
+        return repr(float(value))
+    return repr(value)
+
+
 def _pass_length(stream):
     """The tasks in one pass of a stream that does not cycle (-1: unknown)."""
     if stream.cycle or not stream.is_sequence:
@@ -722,13 +736,18 @@ def _pass_length(stream):
 
 
 def _tasks_digest(batches):
-    """A digest of validation tasks' values and shapes."""
-    digest = hashlib.sha256()
+    """A digest of validation tasks' values and shapes, in any order."""
+    tasks = []
     for batch in batches:
-        for tensor in (batch.X_support, batch.y_support, batch.X_query, batch.y_query):
-            digest.update(repr((tuple(tensor.shape), str(tensor.dtype))).encode())
-            digest.update(tensor.detach().cpu().numpy().tobytes())
-    return digest.hexdigest()
+        arrays = [t.detach().cpu().numpy() for t in
+                  (batch.X_support, batch.y_support, batch.X_query, batch.y_query)]
+        for i in range(len(arrays[0])):
+            digest = hashlib.sha256()
+            for array in arrays:
+                digest.update(repr((array[i].shape, str(array.dtype))).encode())
+                digest.update(np.ascontiguousarray(array[i]).tobytes())
+            tasks.append(digest.hexdigest())
+    return hashlib.sha256("".join(sorted(tasks)).encode()).hexdigest()
 
 
 def _skip_checkpoint(result):

@@ -69,7 +69,7 @@ class FrozenParametersWarning(UserWarning):
 
 
 class FeatureNamesWarning(UserWarning):
-    """Feature names were seen in meta-training but not at ``fit``, or the reverse.
+    """Feature names were seen in meta-training but not at ``fit``.
 
     Without names the columns cannot be checked: they are taken to be in
     the order of the meta-training tasks' columns.

@@ -25,14 +25,15 @@ from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import check_is_fitted
 
+from sk_meta._checks import MAX_VALIDATION_TASKS
 from sk_meta._errors import raise_with_context
-from sk_meta._training import MAX_VALIDATION_TASKS
 from sk_meta.exceptions import InterruptedWarning
+from sk_meta.tasks._validation import check_no_missing_labels
 
 __all__ = ["MetaGridSearch", "TaskEvaluation", "TaskScores", "evaluate_tasks",
            "tasks_to_cv"]
 
-# As for meta_fit's validation_tasks: more is a sign of an endless iterable.
+# as for meta_fit's validation_tasks
 MAX_TASKS = MAX_VALIDATION_TASKS
 
 
@@ -219,8 +220,14 @@ def _check_label_kinds(y_parts):
         values = np.asarray(part)
         kind = values.dtype.kind
         if kind == "O":  # objects: strings, numbers or both (fit refuses both)
+            name = f"y_{_PARTS[position % 2]}"
+            prefix = f"task {position // 2}: "
+            check_no_missing_labels(values, name, prefix)
             found = {"string" if isinstance(v, str) else "number"
                      for v in values.ravel()}
+            if len(found) > 1:
+                raise ValueError(f"{prefix}{name} mixes strings and other labels "
+                                 f"({values.ravel()[:5].tolist()}); use one type")
         else:
             found = {"string" if kind in "US" else "number" if kind in "biuf"
                      else kind}

@@ -20,6 +20,7 @@ from scipy import sparse
 from sklearn.base import clone
 from sklearn.frozen import FrozenEstimator
 from sklearn.pipeline import Pipeline
+from sklearn.utils import get_tags
 
 from sk_meta._checks import check_positive_int
 from sk_meta.model_selection import MetaGridSearch
@@ -200,17 +201,26 @@ def meta_fit_pipeline(pipeline, tasks, *, validation_tasks=None,
             f"{type(final).__name__}"
         )
     for name, given in (("tasks", tasks), ("preprocessing_tasks", preprocessing_tasks)):
-        if given is not None and (isinstance(given, (str, bytes))
-                                  or not hasattr(given, "__iter__")):
+        if given is None:
+            continue
+        try:
+            if isinstance(given, (str, bytes)):
+                raise TypeError
+            iter(given)  # a map-style dataset iterates by index
+        except TypeError:
             raise TypeError(
                 f"{name} must be an iterable of (X_support, y_support, X_query, "
-                f"y_query) tasks, got {type(given).__name__}")
+                f"y_query) tasks, got {type(given).__name__}") from None
+    fitted_steps = [step for _, step in pipeline.steps[:-1]
+                    if step is not None and step != "passthrough"
+                    and get_tags(step).requires_fit]
     if (isinstance(final, MetaGridSearch) and validation_tasks is None
-            and len(pipeline.steps) > 1):
-        raise TypeError(
+            and preprocessing_tasks is None and fitted_steps):
+        raise ValueError(
             f"the last step ({type(final).__name__}) holds classes of tasks out to "
             "choose on, but the preprocessing would be fitted on every class of "
-            "tasks, the held-out ones too: pass validation_tasks of other classes")
+            "tasks, the held-out ones too: pass validation_tasks of other classes, "
+            "or preprocessing_tasks")
     n_preprocessing_tasks = check_positive_int(n_preprocessing_tasks,
                                                "n_preprocessing_tasks")
     pipeline = clone(pipeline)

@@ -356,8 +356,13 @@ def test_meta_fit_pipeline_refuses_a_search_whose_held_out_classes_it_would_see(
     X, y = _table()
     pipe = make_pipeline(StandardScaler(),
                          MetaGridSearch(_small(), {"inner_lr": [0.1]}, random_state=0))
-    with pytest.raises(TypeError, match="the held-out ones too: pass validation_tasks"):
-        meta_fit_pipeline(pipe, EpisodeSampler(X, y, 2, 1, 1, random_state=0))
+    sampler = EpisodeSampler(X, y, 2, 1, 1, n_tasks=8, random_state=0)
+    with pytest.raises(ValueError, match="the held-out ones too: pass validation"):
+        meta_fit_pipeline(pipe, sampler)
+    # preprocessing fitted elsewhere, or nothing fitted: nothing is seen
+    other = EpisodeSampler(X, y, 2, 1, 1, classes=[0, 1, 2], n_tasks=8, random_state=0)
+    meta_fit_pipeline(pipe, sampler, preprocessing_tasks=other)
+    meta_fit_pipeline(make_pipeline("passthrough", pipe[-1]), sampler)
     with pytest.raises(TypeError, match="tasks must be an iterable .* got int"):
         meta_fit_pipeline(make_pipeline(StandardScaler(), _small()), 5)
 
@@ -395,3 +400,56 @@ def test_sampler_arguments_that_were_taken_silently_or_with_a_bare_error(
     X, y = _table()
     with pytest.raises(error, match=message):
         call(X, y)
+
+
+def test_validation_tasks_in_another_order_keep_their_best():
+    tasks, val = _tasks(10), _tasks(4, seed=3)
+    clf = _small(n_meta_iter=4, validation_interval=2, early_stopping=True,
+                 n_iter_no_change=2)
+    clf.meta_fit(tasks, validation_tasks=val)
+    best, kept = clf.best_validation_score_, _params(clf)
+    clf.set_params(warm_start=True, n_meta_iter=6, tol=10.0)  # no score improves
+    clf.meta_fit(tasks, validation_tasks=val[::-1])
+    assert clf.best_validation_score_ == best
+    assert _equal(kept, _params(clf))
+
+
+def test_an_interrupt_inside_validation_fails_the_call():
+    """A history row was lost: the resumed history differed from an
+    uninterrupted run's."""
+    from sk_meta import _training
+
+    tasks, val = _tasks(8), _tasks(2, seed=3)
+    clf = _small(task_interpolation=0.0, n_meta_iter=2, validation_interval=2)
+    clf.meta_fit(tasks, validation_tasks=val)
+    before = _params(clf)
+    evaluate = _training.MetaTrainer._evaluate
+
+    def interrupted(self):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, lambda *args: None)  # not deferred
+    _training.MetaTrainer._evaluate = interrupted
+    try:
+        clf.set_params(warm_start=True, n_meta_iter=4)
+        with pytest.raises(KeyboardInterrupt):
+            clf.meta_fit(tasks, validation_tasks=val)
+    finally:
+        _training.MetaTrainer._evaluate = evaluate
+        signal.signal(signal.SIGINT, previous)
+    assert clf.n_meta_iter_ == 2 and len(clf.history_) == 1
+    assert _equal(before, _params(clf))
+
+
+@pytest.mark.parametrize("value", [1, 0, np.True_])
+def test_shuffle_labels_takes_the_bools_it_took(value):
+    X, y = _table()
+    assert EpisodeSampler(X, y, 2, 1, 1, shuffle_labels=value).shuffle_labels is bool(
+        value)
+
+
+def test_a_float32_nan_among_string_labels_is_a_missing_label():
+    task = _tasks(1)[0]
+    labels = np.array(["a"] * 8 + [np.float32("nan")], dtype=object)
+    with pytest.raises(ValueError, match=r"y holds 1 missing label\(s\)"):
+        _small().fit(task.X_support, labels)

@@ -18,7 +18,6 @@ from torch import nn
 
 import sk_meta
 from sk_meta import MAMLClassifier, MAMLRegressor, ReptileClassifier
-from sk_meta.exceptions import FeatureNamesWarning
 from sk_meta.model_selection import tasks_to_cv
 from sk_meta.pipeline import meta_fit_pipeline
 from sk_meta.tasks import EpisodeSampler, SinusoidTasks
@@ -263,10 +262,7 @@ def test_a_file_that_is_not_sk_meta_is_refused(tmp_path):
 def test_dataframes_set_and_check_feature_names(meta_fitted, new_task):
     columns = [f"pixel_{i}" for i in range(64)]
     X_support = pd.DataFrame(new_task.X_support, columns=columns)
-    # as scikit-learn warns at predict: the columns cannot be checked
-    with pytest.warns(FeatureNamesWarning, match="X has feature names, but "
-                      "MAMLClassifier was meta-trained on tasks without"):
-        clf = clone(meta_fitted).fit(X_support, pd.Series(new_task.y_support))
+    clf = clone(meta_fitted).fit(X_support, pd.Series(new_task.y_support))
     np.testing.assert_array_equal(clf.feature_names_in_, columns)
     X_query = pd.DataFrame(new_task.X_query, columns=columns)
     np.testing.assert_array_equal(clf.predict(X_query),

@@ -201,7 +201,7 @@ def adapt(forward, params, X, y, *, loss_fn, lr, n_steps, create_graph=False,
         raise ValueError("backtracking is only available with detach=True")
     names = [name for name in params if trainable is None or name in trainable]
     fixed = {name: p for name, p in params.items() if name not in names}
-    if n_steps == 0:  # the steps check their rate: a bad one is refused without too
+    if n_steps == 0 and not callable(lr):  # the steps check their rate: so does 0
         _checked_rates(lr, 0, names)
     if backtracking:
         return _line_searched(forward, params, names, X, y, loss_fn=loss_fn, lr=lr,

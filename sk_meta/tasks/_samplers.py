@@ -346,7 +346,9 @@ class EpisodeSampler(_DrawnTasks):
         self.n_tasks = _check_n_tasks(n_tasks)
         _check_random_state_type(random_state)
         self.random_state = random_state
-        if not isinstance(shuffle_labels, (bool, np.bool_)):  # "no" is truthy
+        if not (isinstance(shuffle_labels, (bool, np.bool_))  # "no" is truthy
+                or (isinstance(shuffle_labels, numbers.Integral)
+                    and shuffle_labels in (0, 1))):
             raise TypeError(
                 f"shuffle_labels must be True or False, got {shuffle_labels!r}.")
         self.shuffle_labels = bool(shuffle_labels)

@@ -143,13 +143,7 @@ def check_label_values(y, name="y", prefix=""):
     values = np.asarray(y).ravel()
     if values.dtype.kind != "O" or not len(values):
         return
-    missing = [value for value in values if value is None or (
-        isinstance(value, float) and value != value) or _is_pandas_missing(value)]
-    if missing:
-        raise ValueError(
-            f"{prefix}{name} holds {len(missing)} missing label(s) ({missing[0]!r}); "
-            "drop those rows or give them a class"
-        )
+    check_no_missing_labels(values, name, prefix)
     strings = sum(isinstance(value, str) for value in values)
     if 0 < strings < len(values):
         raise ValueError(
@@ -161,6 +155,18 @@ def check_label_values(y, name="y", prefix=""):
             f"{prefix}Unknown label type: {name} holds numbers with dtype object "
             f"({values[:3].tolist()}...); class labels must be integers or "
             "strings: convert them, for example with y.astype(int)"
+        )
+
+
+def check_no_missing_labels(values, name="y", prefix=""):
+    """Refuse None, NaN or pandas' NA among labels held as objects."""
+    missing = [value for value in values.ravel() if value is None or (
+        isinstance(value, (float, np.floating)) and value != value)
+        or _is_pandas_missing(value)]
+    if missing:
+        raise ValueError(
+            f"{prefix}{name} holds {len(missing)} missing label(s) ({missing[0]!r}); "
+            "drop those rows or give them a class"
         )
 
 
@@ -199,17 +205,21 @@ FLOAT32_EXACT_INTEGERS = 2**24
 def integers_lost_in_float32(X):
     """Whether ``X`` (an array or a DataFrame) holds integer features that
     float32 cannot tell apart: ids into an embedding would collide."""
-    dtypes = getattr(X, "dtypes", None)
-    if hasattr(dtypes, "items") and hasattr(X, "columns"):
-        columns = [i for i, (_, dtype) in enumerate(dtypes.items())
-                   if getattr(dtype, "kind", None) in ("i", "u")]
-        values = [X.iloc[:, i] for i in columns]
+    if sparse.issparse(X):
+        return False
+    select = getattr(X, "select_dtypes", None)
+    if select is not None and hasattr(X, "columns"):
+        integers = select(include="integer")  # one pass, nullable ones too
+        if integers.size == 0:
+            return False
+        values = integers.to_numpy(dtype=np.float64, na_value=np.nan)
+        values = values[~np.isnan(values)]
     elif getattr(getattr(X, "dtype", None), "kind", None) in ("i", "u"):
-        values = [X]
+        values = np.asarray(X)
     else:
         return False
-    return any(len(v) and (v.max() > FLOAT32_EXACT_INTEGERS
-                           or v.min() < -FLOAT32_EXACT_INTEGERS) for v in values)
+    return bool(values.size) and bool(values.max() > FLOAT32_EXACT_INTEGERS
+                                      or values.min() < -FLOAT32_EXACT_INTEGERS)
 
 
 def warn_integers_lost_in_float32(name, stacklevel):
