@@ -284,8 +284,9 @@ class MetaTrainer:
                 "the meta-training settings (meta_lr, inner_lr, meta_batch_size, "
                 "n_meta_iter, early stopping, ..., random_state for a list of "
                 "tasks)": self._settings_signature(),
-                "the validation tasks": zlib.crc32(
-                    (self.state.validation_key or "").encode()),
+                "the validation tasks and their order": zlib.crc32(
+                    (_tasks_digest(validation, ordered=True) if validation is not None
+                     else "").encode()),
                 "the number of tasks (meta_partial_fit's pass)":
                     _pass_length(source.stream),
             }, world, settings.device)
@@ -722,8 +723,11 @@ class MetaTrainer:
 
 
 def _plain_repr(value):
-    """``repr`` that writes equal numbers alike (60 and 60.0, np.int64(3) and 3)."""
-    if isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)):
+    """``repr`` that writes equal values alike (60 and 60.0, np.int64(3) and 3,
+    np.True_ and True)."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
         return repr(float(value))
     return repr(value)
 
@@ -735,8 +739,9 @@ def _pass_length(stream):
     return len(stream.tasks)
 
 
-def _tasks_digest(batches):
-    """A digest of validation tasks' values and shapes, in any order."""
+def _tasks_digest(batches, ordered=False):
+    """A digest of validation tasks' values and shapes, in any order (or,
+    ``ordered``, in theirs: distributed processes validate shares by position)."""
     tasks = []
     for batch in batches:
         arrays = [t.detach().cpu().numpy() for t in
@@ -747,7 +752,8 @@ def _tasks_digest(batches):
                 digest.update(repr((array[i].shape, str(array.dtype))).encode())
                 digest.update(np.ascontiguousarray(array[i]).tobytes())
             tasks.append(digest.hexdigest())
-    return hashlib.sha256("".join(sorted(tasks)).encode()).hexdigest()
+    return hashlib.sha256("".join(tasks if ordered else sorted(tasks)).encode()
+                          ).hexdigest()
 
 
 def _skip_checkpoint(result):

@@ -213,6 +213,7 @@ def meta_fit_pipeline(pipeline, tasks, *, validation_tasks=None,
                 f"y_query) tasks, got {type(given).__name__}") from None
     fitted_steps = [step for _, step in pipeline.steps[:-1]
                     if step is not None and step != "passthrough"
+                    and not isinstance(step, FrozenEstimator)
                     and get_tags(step).requires_fit]
     if (isinstance(final, MetaGridSearch) and validation_tasks is None
             and preprocessing_tasks is None and fitted_steps):

@@ -363,6 +363,10 @@ def test_meta_fit_pipeline_refuses_a_search_whose_held_out_classes_it_would_see(
     other = EpisodeSampler(X, y, 2, 1, 1, classes=[0, 1, 2], n_tasks=8, random_state=0)
     meta_fit_pipeline(pipe, sampler, preprocessing_tasks=other)
     meta_fit_pipeline(make_pipeline("passthrough", pipe[-1]), sampler)
+    from sklearn.frozen import FrozenEstimator
+
+    frozen = FrozenEstimator(StandardScaler().fit(X))
+    meta_fit_pipeline(make_pipeline(frozen, pipe[-1]), sampler)
     with pytest.raises(TypeError, match="tasks must be an iterable .* got int"):
         meta_fit_pipeline(make_pipeline(StandardScaler(), _small()), 5)
 

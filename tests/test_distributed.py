@@ -225,6 +225,16 @@ def _validation_tasks_that_differ(rank=None):
             tasks[:20], validation_tasks=tasks[20:26] if rank == 0 else tasks[20:24]))
 
 
+def _validation_tasks_in_another_order(rank=None):
+    # each process validates the tasks at its positions: two were scored
+    # twice and two never
+    tasks = _classification_tasks()
+    val = tasks[20:26] if rank == 0 else tasks[20:26][::-1]
+    return _refusal(lambda: MAMLClassifier(
+        meta_batch_size=5, n_meta_iter=4, validation_interval=2, **SMALL).meta_fit(
+            tasks[:20], validation_tasks=val))
+
+
 def _partial_passes_that_differ(rank=None):
     # the shorter pass ended while the others waited for it
     tasks = _classification_tasks()
@@ -290,7 +300,8 @@ def _last_process_fails(rank=None):
 # refused alike on every process, without waiting for a timeout
 REFUSED = {f.__name__: f for f in (
     _validation_on_the_first_process_only, _networks_that_differ,
-    _meta_lr_that_differs, _validation_tasks_that_differ, _partial_passes_that_differ,
+    _meta_lr_that_differs, _validation_tasks_that_differ,
+    _validation_tasks_in_another_order, _partial_passes_that_differ,
     _grid_search_without_a_seed, _grid_search_with_an_unseeded_random_state)}
 CHECKS = {**EQUAL, **AGREED, **REFUSED, "_not_distributed": _not_distributed,
           "_checkpoint_directory_on_the_first_process_only":
@@ -520,7 +531,10 @@ def test_distributed_false_ignores_the_group(groups):
      "the processes differ in the network's parameter names and shapes"),
     ("_meta_lr_that_differs",
      r"the processes differ in the meta-training settings \(meta_lr, inner_lr"),
-    ("_validation_tasks_that_differ", "the processes differ in the validation tasks"),
+    ("_validation_tasks_that_differ",
+     "the processes differ in the validation tasks and their order"),
+    ("_validation_tasks_in_another_order",
+     "the processes differ in the validation tasks and their order"),
     ("_partial_passes_that_differ",
      r"the processes differ in the number of tasks \(meta_partial_fit's pass\)"),
     ("_grid_search_without_a_seed", r"MetaGridSearch\(random_state=None\) in a "
