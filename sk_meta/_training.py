@@ -244,8 +244,9 @@ class MetaTrainer:
         self.checkpoint = checkpoint
         self.state = copy.copy(start.state)
         self.best_score = start.best_score
+        digests = [] if validation is None else _task_digests(validation)
         if validation is not None:
-            key = _tasks_digest(validation)
+            key = _combined_digest(sorted(digests))  # the same tasks in any order
             if self.state.validation_key not in (None, key):
                 # new validation tasks: the earlier best was scored on others
                 self.best_score = self.state.best = None
@@ -284,9 +285,9 @@ class MetaTrainer:
                 "the meta-training settings (meta_lr, inner_lr, meta_batch_size, "
                 "n_meta_iter, early stopping, ..., random_state for a list of "
                 "tasks)": self._settings_signature(),
+                # each process validates the tasks at its positions
                 "the validation tasks and their order": zlib.crc32(
-                    (_tasks_digest(validation, ordered=True) if validation is not None
-                     else "").encode()),
+                    _combined_digest(digests).encode()),
                 "the number of tasks (meta_partial_fit's pass)":
                     _pass_length(source.stream),
             }, world, settings.device)
@@ -739,10 +740,9 @@ def _pass_length(stream):
     return len(stream.tasks)
 
 
-def _tasks_digest(batches, ordered=False):
-    """A digest of validation tasks' values and shapes, in any order (or,
-    ``ordered``, in theirs: distributed processes validate shares by position)."""
-    tasks = []
+def _task_digests(batches):
+    """A digest of each validation task's values and shapes, in their order."""
+    digests = []
     for batch in batches:
         arrays = [t.detach().cpu().numpy() for t in
                   (batch.X_support, batch.y_support, batch.X_query, batch.y_query)]
@@ -751,9 +751,12 @@ def _tasks_digest(batches, ordered=False):
             for array in arrays:
                 digest.update(repr((array[i].shape, str(array.dtype))).encode())
                 digest.update(np.ascontiguousarray(array[i]).tobytes())
-            tasks.append(digest.hexdigest())
-    return hashlib.sha256("".join(tasks if ordered else sorted(tasks)).encode()
-                          ).hexdigest()
+            digests.append(digest.hexdigest())
+    return digests
+
+
+def _combined_digest(digests):
+    return hashlib.sha256("".join(digests).encode()).hexdigest()
 
 
 def _skip_checkpoint(result):

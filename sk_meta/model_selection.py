@@ -28,7 +28,7 @@ from sklearn.utils.validation import check_is_fitted
 from sk_meta._checks import MAX_VALIDATION_TASKS
 from sk_meta._errors import raise_with_context
 from sk_meta.exceptions import InterruptedWarning
-from sk_meta.tasks._validation import check_no_missing_labels
+from sk_meta.tasks._validation import check_no_missing_labels, label_kind
 
 __all__ = ["MetaGridSearch", "TaskEvaluation", "TaskScores", "evaluate_tasks",
            "tasks_to_cv"]
@@ -223,9 +223,8 @@ def _check_label_kinds(y_parts):
             name = f"y_{_PARTS[position % 2]}"
             prefix = f"task {position // 2}: "
             check_no_missing_labels(values, name, prefix)
-            found = {"string" if isinstance(v, str) else "number"
-                     for v in values.ravel()}
-            if len(found) > 1:
+            found = {label_kind(values)} - {None}
+            if "mixed" in found:
                 raise ValueError(f"{prefix}{name} mixes strings and other labels "
                                  f"({values.ravel()[:5].tolist()}); use one type")
         else:
@@ -309,9 +308,13 @@ def _summarize(scores, confidence):
     return TaskScores(scores, mean, mean - half, mean + half)
 
 
+def _final_step(estimator):
+    """A pipeline's last step; any other estimator itself."""
+    return estimator.steps[-1][1] if hasattr(estimator, "steps") else estimator
+
+
 def _model_name(estimator):
-    final = estimator.steps[-1][1] if hasattr(estimator, "steps") else estimator
-    return type(final).__name__
+    return type(_final_step(estimator)).__name__
 
 
 def evaluate_tasks(estimator, tasks, *, baselines=None, scoring=None,
@@ -446,7 +449,7 @@ def evaluate_tasks(estimator, tasks, *, baselines=None, scoring=None,
 
 
 def _warn_if_not_meta_trained(estimator):
-    final = estimator.steps[-1][1] if hasattr(estimator, "steps") else estimator
+    final = _final_step(estimator)
     is_meta_fitted = getattr(final, "_is_meta_fitted", None)
     if is_meta_fitted is not None and not is_meta_fitted():
         warnings.warn(

@@ -211,12 +211,9 @@ def meta_fit_pipeline(pipeline, tasks, *, validation_tasks=None,
             raise TypeError(
                 f"{name} must be an iterable of (X_support, y_support, X_query, "
                 f"y_query) tasks, got {type(given).__name__}") from None
-    fitted_steps = [step for _, step in pipeline.steps[:-1]
-                    if step is not None and step != "passthrough"
-                    and not isinstance(step, FrozenEstimator)
-                    and get_tags(step).requires_fit]
     if (isinstance(final, MetaGridSearch) and validation_tasks is None
-            and preprocessing_tasks is None and fitted_steps):
+            and preprocessing_tasks is None
+            and any(_fitted_here(step) for _, step in pipeline.steps[:-1])):
         raise ValueError(
             f"the last step ({type(final).__name__}) holds classes of tasks out to "
             "choose on, but the preprocessing would be fitted on every class of "
@@ -261,6 +258,12 @@ def meta_fit_pipeline(pipeline, tasks, *, validation_tasks=None,
     ]
     return Pipeline([*frozen, (final_name, final)], memory=pipeline.memory,
                     verbose=pipeline.verbose)
+
+
+def _fitted_here(step):
+    """Whether meta_fit_pipeline fits ``step`` on the tasks' rows."""
+    return (step is not None and step != "passthrough"
+            and not isinstance(step, FrozenEstimator) and get_tags(step).requires_fit)
 
 
 def _fitted_on_tasks(preprocessing_steps, source, tasks, n_preprocessing_tasks):

@@ -398,6 +398,12 @@ def test_tasks_to_cv_refuses_what_meta_fit_refuses():
     (lambda X, y: __import__("sk_meta.tasks").tasks.split_classes(
         np.array(["a", 1, "b", 2], dtype=object), train_size=1), ValueError,
      "y's labels cannot be sorted"),
+    # class_splits reads labels as split_classes does (it gave numpy's TypeError)
+    (lambda X, y: __import__("sk_meta.tasks").tasks.class_splits(
+        np.array(["a", 1, "b", 2], dtype=object), 2, train_size=1), ValueError,
+     "y's labels cannot be sorted"),
+    (lambda X, y: __import__("sk_meta.tasks").tasks.class_splits(
+        np.c_[y, y], 2, train_size=3), ValueError, r"y must be 1-D class labels"),
 ])
 def test_sampler_arguments_that_were_taken_silently_or_with_a_bare_error(
         call, error, message):

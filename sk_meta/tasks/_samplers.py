@@ -11,6 +11,7 @@ from scipy import sparse
 
 from sk_meta._checks import positive_int_setting
 from sk_meta.tasks._task import Task
+from sk_meta.tasks._validation import is_missing_label, label_kind
 
 _RANDOM_STATE_TYPES = "None, an int, a numpy Generator or a numpy RandomState"
 
@@ -87,15 +88,6 @@ def _take_rows(data, rows):
     return data[rows]
 
 
-def _is_missing(value):
-    """None, NaN of any float type, NaT, or pandas' NA (without importing pandas)."""
-    if value is None or type(value).__name__ == "NAType":
-        return True
-    if isinstance(value, (float, np.floating)):
-        return not np.isfinite(value)
-    return isinstance(value, (np.datetime64, np.timedelta64)) and bool(np.isnat(value))
-
-
 def _check_labels(y, name="y"):
     """Refuse missing labels: np.unique would make NaN a class, and fail on
     None among strings with a bare ``TypeError``."""
@@ -104,7 +96,7 @@ def _check_labels(y, name="y"):
     elif y.dtype.kind in "mM":
         missing = np.isnat(y)
     elif y.dtype.kind == "O":
-        missing = np.array([_is_missing(v) for v in y.ravel()], dtype=bool)
+        missing = np.array([is_missing_label(v) for v in y.ravel()], dtype=bool)
     else:
         return
     if missing.any():
@@ -114,6 +106,27 @@ def _check_labels(y, name="y"):
             f"at {where} {int(np.argmax(missing))})"
             + ("; every row needs a class label." if name == "y" else ".")
         )
+
+
+def _one_label_per_row(y):
+    """``y`` as a 1-D array of labels (a column of them too)."""
+    y = np.asarray(y)
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y.ravel()
+    if y.ndim != 1:  # several columns would be read as one long row of labels
+        raise ValueError(f"y must be 1-D class labels, got shape {y.shape}.")
+    return y
+
+
+def _unique_labels(labels, name, **unique_options):
+    """``np.unique`` of ``labels``, missing labels and labels of several types
+    (which numpy cannot sort) refused, naming ``name``."""
+    _check_labels(labels, name)
+    try:
+        return np.unique(labels, **unique_options)
+    except TypeError as exc:
+        owner = f"{name}'" if name.endswith("s") else f"{name}'s"
+        raise ValueError(f"{owner} labels cannot be sorted: {exc}.") from None
 
 
 def _rows_of_labels(labels, wanted, *, labels_name, wanted_name):
@@ -126,13 +139,8 @@ def _rows_of_labels(labels, wanted, *, labels_name, wanted_name):
     returns). Missing, unsortable or unknown labels are refused, naming
     ``labels_name`` and ``wanted_name``.
     """
-    _check_labels(labels, labels_name)
-    try:
-        all_labels, codes, counts = np.unique(
-            labels, return_inverse=True, return_counts=True
-        )
-    except TypeError as exc:  # labels of several types
-        raise ValueError(f"{labels_name}'s labels cannot be sorted: {exc}.") from None
+    all_labels, codes, counts = _unique_labels(
+        labels, labels_name, return_inverse=True, return_counts=True)
     if wanted is None:
         pool = np.arange(len(all_labels))
     else:
@@ -147,8 +155,8 @@ def _rows_of_labels(labels, wanted, *, labels_name, wanted_name):
                 f"{wanted_array.shape}."
             )
         _check_labels(wanted_array, wanted_name)
-        kinds = _label_kind(wanted_array), _label_kind(all_labels)
-        if None not in kinds and kinds[0] != kinds[1]:
+        kinds = label_kind(wanted_array), label_kind(all_labels)
+        if set(kinds) == {"string", "number"}:
             # numpy would compare them as text, and pick another class
             raise ValueError(
                 f"{wanted_name} holds {kinds[0]} labels "
@@ -156,11 +164,7 @@ def _rows_of_labels(labels, wanted, *, labels_name, wanted_name):
                 f"{kinds[1]} labels ({_format_labels(all_labels, 3)}): give them "
                 f"as they are in {labels_name}."
             )
-        try:
-            wanted_array = np.unique(wanted_array)
-        except TypeError as exc:  # labels of several types
-            raise ValueError(
-                f"{wanted_name}' labels cannot be sorted: {exc}.") from None
+        wanted_array = _unique_labels(wanted_array, wanted_name)
         known = np.isin(wanted_array, all_labels)
         if not known.all():
             raise ValueError(
@@ -170,21 +174,6 @@ def _rows_of_labels(labels, wanted, *, labels_name, wanted_name):
         pool = np.searchsorted(all_labels, wanted_array)
     rows = np.split(np.argsort(codes, kind="stable"), np.cumsum(counts)[:-1])
     return all_labels, pool, counts, [rows[code] for code in pool]
-
-
-def _label_kind(labels):
-    """"string" or "number" for labels all of one of them, else None."""
-    if labels.dtype.kind in "US":
-        return "string"
-    if labels.dtype.kind in "biuf":
-        return "number"
-    values = labels.ravel()
-    if labels.dtype.kind == "O" and len(values):
-        if all(isinstance(v, str) for v in values):
-            return "string"
-        if all(isinstance(v, numbers.Number) for v in values):
-            return "number"
-    return None
 
 
 def _format_labels(labels, max_shown=10):
@@ -529,16 +518,7 @@ def split_classes(y, *, train_size, val_size=0, test_size=None, random_state=Non
     >>> len(train), len(val), len(test)
     (6, 2, 2)
     """
-    y = np.asarray(y)
-    if y.ndim == 2 and y.shape[1] == 1:  # a column of labels
-        y = y.ravel()
-    if y.ndim != 1:  # several columns would be read as one long row of labels
-        raise ValueError(f"y must be 1-D class labels, got shape {y.shape}.")
-    _check_labels(y)
-    try:
-        classes = np.unique(y)
-    except TypeError as exc:  # labels of several types
-        raise ValueError(f"y's labels cannot be sorted: {exc}.") from None
+    classes = _unique_labels(_one_label_per_row(y), "y")
     n_classes = len(classes)
     n_train = _resolve_size(train_size, "train_size", n_classes)
     n_val = _resolve_size(val_size, "val_size", n_classes)
@@ -634,9 +614,7 @@ def class_splits(y, n_splits=10, *, train_size, val_size=0, test_size=None,
     [(7, 0, 5), (7, 0, 5)]
     """
     n_splits = positive_int_setting(n_splits, "n_splits")
-    y = np.asarray(y)
-    _check_labels(y)
-    classes = np.unique(y)
+    classes = _unique_labels(_one_label_per_row(y), "y")
     # the sizes are checked by the first split, before anything is counted
     first = split_classes(classes, train_size=train_size, val_size=val_size,
                           test_size=test_size, random_state=0)

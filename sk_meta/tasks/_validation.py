@@ -144,8 +144,7 @@ def check_label_values(y, name="y", prefix=""):
     if values.dtype.kind != "O" or not len(values):
         return
     check_no_missing_labels(values, name, prefix)
-    strings = sum(isinstance(value, str) for value in values)
-    if 0 < strings < len(values):
+    if label_kind(values) == "mixed":
         raise ValueError(
             f"{prefix}{name} mixes strings and other labels "
             f"({values[:5].tolist()}); use one type of label"
@@ -159,10 +158,8 @@ def check_label_values(y, name="y", prefix=""):
 
 
 def check_no_missing_labels(values, name="y", prefix=""):
-    """Refuse None, NaN or pandas' NA among labels held as objects."""
-    missing = [value for value in values.ravel() if value is None or (
-        isinstance(value, (float, np.floating)) and value != value)
-        or _is_pandas_missing(value)]
+    """Refuse missing labels (``is_missing_label``) held as objects."""
+    missing = [value for value in values.ravel() if is_missing_label(value)]
     if missing:
         raise ValueError(
             f"{prefix}{name} holds {len(missing)} missing label(s) ({missing[0]!r}); "
@@ -170,9 +167,14 @@ def check_no_missing_labels(values, name="y", prefix=""):
         )
 
 
-def _is_pandas_missing(value):
-    """pandas' NA and NaT, without importing pandas."""
-    return type(value).__name__ in ("NAType", "NaTType")
+def is_missing_label(value):
+    """None, NaN (or infinity) of any float type, NaT, or pandas' NA (without
+    importing pandas)."""
+    if value is None or type(value).__name__ == "NAType":
+        return True
+    if isinstance(value, (float, np.floating)):
+        return not np.isfinite(value)
+    return isinstance(value, (np.datetime64, np.timedelta64)) and bool(np.isnat(value))
 
 
 def check_no_datetimes(X, name="X"):
@@ -355,10 +357,12 @@ class TaskChecker:
         else:
             arrays = _unpack(task, index)
         X_support, y_support, X_query, y_query = arrays
-        if not self._warned_integers and (
-                integers_lost_in_float32(task[0]) or integers_lost_in_float32(task[2])
-                or integers_lost_in_float32(X_support)
-                or integers_lost_in_float32(X_query)):
+        # a DataFrame as given (its integer columns are floats once mixed
+        # with others in one array); any other input as read
+        if not self._warned_integers and any(
+                integers_lost_in_float32(given if hasattr(given, "select_dtypes")
+                                         else read)
+                for given, read in ((task[0], X_support), (task[2], X_query))):
             warn_integers_lost_in_float32(f"task {index}", stacklevel=3)
             self._warned_integers = True
         signature = (X_support.shape, X_support.dtype, y_support.shape,
@@ -500,7 +504,7 @@ def encode_labels(y_support, y_query, index):
                 "type: continuous, as fit says); class labels must be integers "
                 "or strings"
             )
-    kinds = {_label_kind(y) for y in (y_support, y_query)} - {None}
+    kinds = {label_kind(y) for y in (y_support, y_query)} - {None}
     if len(kinds) > 1 or "mixed" in kinds:
         raise ValueError(
             f"task {index}: the labels mix strings and numbers (support "
@@ -522,7 +526,7 @@ def encode_labels(y_support, y_query, index):
     return support_codes, query_codes, len(classes)
 
 
-def _label_kind(y):
+def label_kind(y):
     """"string", "number", "mixed", or None for an empty array."""
     if y.dtype.kind in "US":
         return "string"
