@@ -439,6 +439,9 @@ VARIANTS = {
     "mlti": {"task_interpolation": 0.5},
     "nomix": {"task_interpolation": 0.0},
     "linear": {"hidden_layer_sizes": ()},  # no hidden layer: the output layer alone
+    # the classifiers' default since the nineteenth run: with fewer than 15
+    # classes, three class folds choose between the MLP and "linear"
+    "auto": {"hidden_layer_sizes": "auto"},
 }
 # MetaGridSearch with its defaults over a grid (held-out classes choose the
 # parameters and the number of meta-iterations, then a refit on all classes)
@@ -643,6 +646,9 @@ def run_setting(dataset, setting, split, k_shot, args, timer):
                               best_params={k: str(v)
                                            for k, v in est.best_params_.items()})
                 est = est.best_estimator_
+            elif getattr(est, "hidden_layer_sizes_search_", None) is not None:
+                record.update(hidden_layer_sizes=str(est.hidden_layer_sizes_),
+                              hidden_layer_sizes_search=est.hidden_layer_sizes_search_)
             steps = [est.inner_steps, *(s for s in args.test_steps
                                         if s != est.inner_steps)]
             acc, diverged = {}, []

@@ -24,6 +24,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from sk_meta import _distributed, _fitting, _persistence, _skorch
+from sk_meta._checks import DEFAULT_HIDDEN_LAYER_SIZES
 from sk_meta._records import FitResult, MetaResult, MetaTrainingState, record_on_cpu
 from sk_meta._torch_utils import DeviceOptions, torch_tensor_to_numpy, torch_threads
 from sk_meta.exceptions import DivergenceError, FeatureNamesWarning
@@ -108,7 +109,7 @@ class BaseMetaEstimator(BaseEstimator):
     _parameter_constraints = {
         "module": [None, type, torch.nn.Module],
         "module_params": [None, dict],
-        "hidden_layer_sizes": ["array-like"],
+        "hidden_layer_sizes": [StrOptions({"auto"}), "array-like"],
         "activation": [StrOptions({"relu", "tanh", "logistic", "identity"})],
         "concat_input": ["boolean"],
         "inner_lr": [Interval(Real, 0, None, closed="neither")],
@@ -209,6 +210,10 @@ class BaseMetaEstimator(BaseEstimator):
     meta_n_outputs_ = _record_attribute("_meta", "n_outputs", "meta_n_outputs_")
     meta_architecture_ = _record_attribute("_meta", "architecture",
                                            "meta_architecture_")
+    hidden_layer_sizes_ = _record_attribute("_meta", "hidden_layer_sizes",
+                                            "hidden_layer_sizes_")
+    hidden_layer_sizes_search_ = _record_attribute(
+        "_meta", "hidden_layer_sizes_search", "hidden_layer_sizes_search_")
     history_ = _record_attribute("_meta", "history", "history_")
     validation_scores_ = _record_attribute("_meta", "validation_scores",
                                            "validation_scores_")
@@ -373,19 +378,59 @@ class BaseMetaEstimator(BaseEstimator):
             if self._writes_checkpoints():
                 _persistence.check_saveable(self)
             checkpoint = self._save_checkpoint
+        search, validation_tasks = self._choose_hidden_layer_sizes(
+            tasks, validation_tasks, incremental=incremental)
         with torch_threads(self.n_threads):
             try:
                 outcome = _fitting.meta_train(self, tasks, validation_tasks,
                                               incremental=incremental,
-                                              checkpoint=checkpoint)
+                                              checkpoint=checkpoint,
+                                              hidden_layer_sizes_search=search)
             except DivergenceError as exc:
                 result = getattr(exc, "result", None)
                 if result is not None:
                     exc.estimator = self._with_meta(result)
                 raise
+        self.__dict__.pop("_chosen_hidden_layer_sizes", None)  # now in _meta
         if outcome is not None:
             self._commit_meta(*outcome)
         return self
+
+    def _choose_hidden_layer_sizes(self, tasks, validation_tasks, *, incremental):
+        """With ``hidden_layer_sizes="auto"``, fix the MLP a fresh
+        meta-training builds: a classifier given an EpisodeSampler of few
+        classes chooses it on class folds. Returns what they scored (None
+        when they did not run) and the validation tasks (read before the
+        folds, which may take minutes, so that their refusal comes first)."""
+        auto = (isinstance(self.hidden_layer_sizes, str)
+                and self.hidden_layer_sizes == "auto")
+        if (not auto or self.module is not None
+                or _fitting.continues_meta_training(self, incremental)):
+            return None, validation_tasks  # a warm start keeps the init's network
+        chosen, search = None, None
+        if self._is_classifier() and not incremental:
+            from sk_meta.model_selection import choose_on_class_folds
+
+            # what meta_fit refuses before reading a training task
+            _fitting.check_settings(self, validation_tasks, incremental=False)
+            if validation_tasks is not None:
+                validation_tasks = [task for _, task in _fitting.read_validation_tasks(
+                    validation_tasks, classification=True, meta=None)]
+            candidates = [{"hidden_layer_sizes": DEFAULT_HIDDEN_LAYER_SIZES},
+                          {"hidden_layer_sizes": ()}]
+            with torch_threads(self.n_threads):
+                params, search = choose_on_class_folds(self, tasks, candidates)
+            if params is not None:
+                chosen = params["hidden_layer_sizes"]
+                if self.verbose:
+                    mlp, linear = search["scores"]
+                    print(f"hidden_layer_sizes='auto': {chosen}, by the mean "
+                          f"validation score over {search['n_folds']} class "
+                          f"folds (MLP {mlp:.4f}, linear {linear:.4f})")
+        # a fresh meta-training does not keep an earlier init's choice
+        self._chosen_hidden_layer_sizes = (DEFAULT_HIDDEN_LAYER_SIZES if chosen is None
+                                           else chosen)
+        return search, validation_tasks
 
     def _commit_meta(self, result, stream):
         # an adapted model of an old init is stale

@@ -7,6 +7,10 @@ import operator
 # reads: more is a sign of an endless iterable
 MAX_VALIDATION_TASKS = 10_000
 
+# the MLP hidden_layer_sizes="auto" stands for, unless a classifier's
+# meta_fit chose the one without hidden layers on class folds
+DEFAULT_HIDDEN_LAYER_SIZES = (64, 64)
+
 
 def check_positive_int(value, name, minimum=1):
     """``value`` as an int >= ``minimum`` (ints, numpy and 0-d torch

@@ -92,17 +92,27 @@ def check_settings(estimator, validation_tasks, *, incremental):
     return device, inner_settings, settings, network
 
 
-def meta_train(estimator, tasks, validation_tasks, *, incremental, checkpoint=None):
+def continues_meta_training(estimator, incremental):
+    """Whether ``meta_fit`` (``meta_partial_fit`` when ``incremental``) goes on
+    from the init meta-trained before, rather than from a fresh one."""
+    return ((incremental or estimator.warm_start)
+            and estimator.__dict__.get("_meta") is not None)
+
+
+def meta_train(estimator, tasks, validation_tasks, *, incremental, checkpoint=None,
+               hidden_layer_sizes_search=None):
     """Run meta-training for ``estimator``; return ``(result, stream)`` or None.
 
     ``result`` is the :class:`MetaResult` to commit; ``stream`` the task
     stream, kept by the estimator so that a warm start continues it. None
     when ``warm_start`` finds the budget already spent.
+    ``hidden_layer_sizes_search``: what chose ``hidden_layer_sizes="auto"``,
+    recorded with the init.
     """
     device, inner_settings, settings, network = check_settings(
         estimator, validation_tasks, incremental=incremental)
     meta = estimator.__dict__.get("_meta")
-    warm = (incremental or estimator.warm_start) and meta is not None
+    warm = continues_meta_training(estimator, incremental)
     if warm:
         # every refusal before the budget check (a call that trains nothing
         # still refuses what the next one would) and before any task is
@@ -135,7 +145,7 @@ def meta_train(estimator, tasks, validation_tasks, *, incremental, checkpoint=No
             needs_bias=inner_settings.head_init == "prototype", seed=state.init_seed)
     # read and checked before the first draw: a refusal of them needs no
     # training task and must not consume the user's iterator
-    validation_drawn = _read_validation_tasks(
+    validation_drawn = read_validation_tasks(
         validation_tasks, inner_settings.classification,
         meta if warm else None)
     stream = _stream(estimator, tasks, state, warm=warm, incremental=incremental)
@@ -214,6 +224,10 @@ def meta_train(estimator, tasks, validation_tasks, *, incremental, checkpoint=No
             feature_names=checker.feature_names,
             architecture=network.architecture(), device=str(device),
             training_params=training_params(estimator),
+            hidden_layer_sizes=(tuple(int(h) for h in network.hidden_layer_sizes)
+                                if network.module is None else None),
+            hidden_layer_sizes_search=(meta.hidden_layer_sizes_search if warm
+                                       else hidden_layer_sizes_search),
         )
 
     trainer = MetaTrainer(settings, inner, start, source, first, to_result=to_result,
@@ -347,7 +361,7 @@ def _has_no_tasks(tasks):
         return False
 
 
-def _read_validation_tasks(tasks, classification, meta):
+def read_validation_tasks(tasks, classification, meta):
     """The validation tasks as ``(index, task)``, checked on their own (and
     against what ``meta``, a warm start's record, fixes); None without."""
     if tasks is None:

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from sk_meta._compile import CompiledFunction, resolve_compile_mode
+from sk_meta._network import is_linear_mlp
 from sk_meta._torch_utils import single_sample_batch_norm_error
 from sk_meta.functional import (
     TaskBatch,
@@ -106,16 +107,22 @@ def multi_step_weights(n_steps, progress):
 
 
 # prototype_scale="auto" with the prototype head: chosen on the few-shot
-# tables of benchmarks/fidelity_tabular.py (FIDELITY.md, tenth run)
+# tables of benchmarks/fidelity_tabular.py (FIDELITY.md, tenth run; for the
+# MLP without hidden layers, the eighth run)
 AUTO_PROTOTYPE_SCALE = 0.3
+AUTO_PROTOTYPE_SCALE_LINEAR = 0.1
 
 
-def _resolve_prototype_scale(prototype_scale, head_init):
+def _resolve_prototype_scale(prototype_scale, head_init, linear=False):
     """The number ``prototype_scale`` stands for: ``"auto"`` is
-    ``AUTO_PROTOTYPE_SCALE`` with the prototype head and 1.0 (no scale) with
-    any other, so changing ``head_init`` alone never trips the check below."""
+    ``AUTO_PROTOTYPE_SCALE`` with the prototype head (``_LINEAR`` when the
+    network is the default MLP without hidden layers) and 1.0 (no scale)
+    with any other, so changing ``head_init`` alone never trips the check
+    below."""
     if prototype_scale == "auto":
-        return AUTO_PROTOTYPE_SCALE if head_init == "prototype" else 1.0
+        if head_init != "prototype":
+            return 1.0
+        return AUTO_PROTOTYPE_SCALE_LINEAR if linear else AUTO_PROTOTYPE_SCALE
     return float(prototype_scale)
 
 
@@ -205,8 +212,9 @@ class InnerLoopSettings:
             lr_mode=estimator.inner_lr_mode,
             adapt_layers=estimator.adapt_layers,
             head_init=estimator.head_init,
-            prototype_scale=_resolve_prototype_scale(estimator.prototype_scale,
-                                                     estimator.head_init),
+            prototype_scale=_resolve_prototype_scale(
+                estimator.prototype_scale, estimator.head_init,
+                linear=is_linear_mlp(estimator)),
             multi_step_loss=bool(estimator.multi_step_loss),
             backtracking=bool(estimator.backtracking),
             transductive=bool(estimator.transductive),

@@ -96,7 +96,12 @@ def load(path, *, module=None):
     try:
         estimator = estimator_class(**params)
         estimator._validate_params()  # a hand-edited file: refused here, not later
+        if state.get("meta", {}).get("hidden_layer_sizes") is not None:
+            # hidden_layer_sizes="auto" reads the network meta_fit chose
+            estimator._chosen_hidden_layer_sizes = tuple(
+                state["meta"]["hidden_layer_sizes"])
         network = NetworkSpec.from_estimator(estimator)
+        estimator.__dict__.pop("_chosen_hidden_layer_sizes", None)
         if "meta" in state:
             meta = state["meta"]
             skeleton = _skeleton(network, meta["input_shape"], meta["n_outputs"],

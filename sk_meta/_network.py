@@ -10,6 +10,7 @@ import warnings
 import numpy as np
 import torch
 
+from sk_meta._checks import DEFAULT_HIDDEN_LAYER_SIZES
 from sk_meta._torch_utils import seeded_torch
 from sk_meta.exceptions import FrozenParametersWarning
 from sk_meta.functional import prepare_module
@@ -85,6 +86,30 @@ def _state(module):
             for name, value in module.state_dict(keep_vars=True).items()}
 
 
+
+def hidden_layer_sizes_of(estimator):
+    """The default MLP's hidden layers: ``hidden_layer_sizes``, with
+    ``"auto"`` read as the choice of the ``meta_fit`` under way, else the one
+    the init was meta-trained with, else ``DEFAULT_HIDDEN_LAYER_SIZES``."""
+    sizes = estimator.hidden_layer_sizes
+    if not (isinstance(sizes, str) and sizes == "auto"):
+        return sizes
+    chosen = estimator.__dict__.get("_chosen_hidden_layer_sizes")
+    if chosen is None:
+        chosen = getattr(estimator.__dict__.get("_meta"), "hidden_layer_sizes", None)
+    return DEFAULT_HIDDEN_LAYER_SIZES if chosen is None else tuple(chosen)
+
+
+def is_linear_mlp(estimator):
+    """Whether the network is the default MLP without hidden layers."""
+    if estimator.module is not None:
+        return False
+    try:
+        return len(hidden_layer_sizes_of(estimator)) == 0
+    except TypeError:  # not a sequence: refused where the network is built
+        return False
+
+
 def _differs(value, default):
     """Whether a parameter is set away from its default (a list of sizes
     equal to the default tuple is not)."""
@@ -149,9 +174,14 @@ class NetworkSpec:
             ignored = tuple(
                 name for name in ("hidden_layer_sizes", "activation")
                 if name in defaults
-                and _differs(getattr(estimator, name), defaults[name].default))
+                and _differs(getattr(estimator, name), defaults[name].default)
+                # the MLP "auto" stands for, written out
+                and not (name == "hidden_layer_sizes"
+                         and defaults[name].default == "auto"
+                         and not _differs(getattr(estimator, name),
+                                          DEFAULT_HIDDEN_LAYER_SIZES)))
         return cls(estimator.module, estimator.module_params,
-                   estimator.hidden_layer_sizes, estimator.activation,
+                   hidden_layer_sizes_of(estimator), estimator.activation,
                    bool(estimator.concat_input), estimator._is_classifier(),
                    ignored)
 

@@ -68,6 +68,12 @@ class MetaResult:
     # the meta-training settings the init was trained with, as plain values
     # (None in files written before they were recorded)
     training_params: dict | None = None
+    # the default MLP's hidden layers (None with a module, and in files
+    # written before they were recorded); with hidden_layer_sizes="auto", what
+    # the class folds of meta_fit scored ("candidates", "scores" averaged
+    # over the folds, "fold_scores") when they ran
+    hidden_layer_sizes: tuple | None = None
+    hidden_layer_sizes_search: dict | None = None
     # recomputed from the estimator's parameters when a file is loaded
     architecture: dict | None = field(default=None, metadata={"saved": False})
 
@@ -147,7 +153,8 @@ def from_plain(record_class, plain, module=None):
             dtype = np.dtype(plain[f.name + "_dtype"])
             value = (value.numpy().astype(dtype) if isinstance(value, torch.Tensor)
                      else np.asarray(value, dtype=dtype))
-        elif f.name in ("input_shape", "y_shape") and value is not None:
+        elif f.name in ("input_shape", "y_shape",
+                        "hidden_layer_sizes") and value is not None:
             value = tuple(value)
         elif isinstance(value, torch.Tensor) and f.name == "support_X":
             value = value.numpy()  # files of format version 1

@@ -25,7 +25,7 @@ from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import check_is_fitted
 
-from sk_meta._checks import MAX_VALIDATION_TASKS
+from sk_meta._checks import DEFAULT_HIDDEN_LAYER_SIZES, MAX_VALIDATION_TASKS
 from sk_meta._errors import raise_with_context
 from sk_meta.exceptions import InterruptedWarning
 from sk_meta.tasks._validation import check_no_missing_labels, label_kind
@@ -538,11 +538,69 @@ def _fresh(estimator, params, **fixed):
     candidate = clone(estimator).set_params(**{**params, **fixed})
     if "warm_start" in candidate.get_params():
         candidate.set_params(warm_start=False)
+    if _is_auto(candidate.get_params().get("hidden_layer_sizes")):
+        # the grid is the choice here: not class folds inside each candidate
+        candidate.set_params(hidden_layer_sizes=DEFAULT_HIDDEN_LAYER_SIZES)
     return candidate
 
 
+def _is_auto(value):
+    return isinstance(value, str) and value == "auto"
+
+
+def _score_candidates(estimator, grid, folds, error_score, *, searcher, **fixed):
+    """Meta-train a fresh copy of ``estimator`` per candidate of ``grid`` and
+    fold, with early stopping on the fold's validation tasks.
+
+    Returns ``results`` (as ``MetaGridSearch.results_``), the best candidate
+    as ``(index, score, estimator of the last fold, rank)`` (None when every
+    candidate failed) and the first error. ``fixed``: parameters set on every
+    copy.
+    """
+    results = {"params": [], "validation_score": [], "best_meta_iter": [],
+               "n_meta_iter": [], "fold_validation_scores": []}
+    best, first_error = None, None
+    for params in grid:
+        try:
+            curves, n_meta_iters = [], []
+            for search_tasks, fold_validation, _ in folds:
+                candidate = _fresh(estimator, params, early_stopping=True, **fixed)
+                with _interrupt_stops_search(f"the candidate {params}", searcher):
+                    candidate.meta_fit(search_tasks, validation_tasks=fold_validation)
+                curves.append(_validation_curve(candidate.history_))
+                n_meta_iters.append(int(candidate.n_meta_iter_))
+        except Exception as error:
+            if error_score == "raise":
+                raise
+            # as GridSearchCV: one diverging candidate does not end the search
+            first_error = first_error or error
+            warnings.warn(
+                f"Candidate {params} failed to meta-train and scores "
+                f"error_score={error_score!r}: "
+                f"{type(error).__name__}: {error}", FitFailedWarning,
+                stacklevel=3)
+            candidate, score = None, float(error_score)
+            best_meta_iter = n_meta_iter = fold_scores = None
+        else:
+            best_meta_iter, score, fold_scores = _best_of_mean_curve(
+                curves, candidate.get_params().get("tol", 0.0))
+            n_meta_iter = min(n_meta_iters)
+        results["params"].append(params)
+        results["validation_score"].append(score)
+        results["best_meta_iter"].append(best_meta_iter)
+        results["n_meta_iter"].append(n_meta_iter)
+        results["fold_validation_scores"].append(fold_scores)
+        if candidate is None:  # a failed candidate never wins
+            continue
+        # a NaN score (a diverged candidate) never wins
+        rank = score if np.isfinite(score) else -np.inf
+        if best is None or rank > best[3]:
+            best = (len(results["params"]) - 1, score, candidate, rank)
+    return results, best, first_error
+
+
 @contextlib.contextmanager
-def _interrupt_stops_search(what):
+def _interrupt_stops_search(what, searcher):
     """Ctrl-C during a candidate's meta-training stops the whole search (as
     in GridSearchCV), instead of scoring a candidate cut short."""
     with warnings.catch_warnings():
@@ -551,8 +609,73 @@ def _interrupt_stops_search(what):
             yield
         except InterruptedWarning:
             raise KeyboardInterrupt(
-                f"MetaGridSearch interrupted while meta-training {what}; the "
+                f"{searcher} interrupted while meta-training {what}; the "
                 "search keeps no result") from None
+
+
+# hidden_layer_sizes="auto" (the classifiers' default): with fewer classes
+# than this, class folds choose the network (FIDELITY.md, nineteenth run)
+AUTO_CHOICE_MAX_CLASSES = 15
+AUTO_CHOICE_FOLDS = 3
+
+
+def choose_on_class_folds(estimator, sampler, candidates):
+    """The candidate, of ``candidates`` (dicts of parameters), that scores
+    best on classes held out of ``sampler``, and what each scored.
+
+    What ``hidden_layer_sizes="auto"`` runs in a classifier's ``meta_fit``:
+    up to ``AUTO_CHOICE_FOLDS`` disjoint class folds, as in
+    ``MetaGridSearch(cv=3)``, each candidate meta-trained on the other
+    classes with early stopping on tasks of the held-out ones. Returns
+    ``(None, None)`` where that cannot be done or is not needed: a sampler
+    other than an :class:`~sk_meta.tasks.EpisodeSampler`, with
+    ``AUTO_CHOICE_MAX_CLASSES`` classes or more, or with too few for two
+    folds that leave ``n_way`` classes to meta-train on. Ties go to the
+    first candidate. A candidate's error is raised, as ``meta_fit`` would.
+    """
+    from sk_meta.tasks import EpisodeSampler
+    from sk_meta.tasks._samplers import _resolve_size
+
+    if type(sampler) is not EpisodeSampler:
+        return None, None
+    n_classes = len(sampler.class_labels)
+    if n_classes >= AUTO_CHOICE_MAX_CLASSES:
+        return None, None
+    n_val = max(2, _resolve_size(0.25, "val_size", n_classes, round_up=True))
+    n_folds = min(AUTO_CHOICE_FOLDS, n_classes // n_val)
+    if n_folds < 2 or n_classes - n_val < sampler.n_way:
+        return None, None
+    random_state = estimator.random_state
+    if not (isinstance(random_state, numbers.Integral)
+            and not isinstance(random_state, bool)):
+        try:
+            MetaGridSearch(estimator, candidates, random_state=random_state
+                           )._check_same_hold_out_everywhere()
+        except ValueError:
+            raise ValueError(
+                f"hidden_layer_sizes='auto' with {n_classes} classes chooses the "
+                "network on classes held out of the sampler; in a distributed "
+                "job every process must hold out the same ones: pass an int "
+                "random_state (the same in every process), or set "
+                "hidden_layer_sizes"
+            ) from None
+        # the held-out classes, drawn from the estimator's generator
+        from sklearn.utils import check_random_state
+
+        random_state = int(check_random_state(random_state).randint(
+            np.iinfo(np.int32).max))
+    search = MetaGridSearch(estimator, candidates, val_size=n_val, cv=n_folds,
+                            random_state=random_state)
+    folds = search._hold_out(sampler, None)
+    results, best, _ = _score_candidates(
+        estimator, candidates, folds, "raise",
+        searcher="hidden_layer_sizes='auto'", checkpoint_path=None, verbose=0)
+    record = {"candidates": [dict(params) for params in candidates],
+              "scores": results["validation_score"],
+              "fold_scores": results["fold_validation_scores"],
+              "n_folds": n_folds}
+    return candidates[best[0]], record
+
 
 
 class MetaGridSearch(MetaEstimatorMixin, BaseEstimator):
@@ -780,47 +903,8 @@ class MetaGridSearch(MetaEstimatorMixin, BaseEstimator):
             if not validation_tasks:
                 raise ValueError("validation_tasks is empty")
             folds = [(tasks, validation_tasks, None)]
-        results = {"params": [], "validation_score": [], "best_meta_iter": [],
-                   "n_meta_iter": [], "fold_validation_scores": []}
-        best, first_error = None, None
-        for params in grid:
-            try:
-                curves, n_meta_iters = [], []
-                for search_tasks, fold_validation, _ in folds:
-                    candidate = _fresh(self.estimator, params,
-                                       early_stopping=True)
-                    with _interrupt_stops_search(f"the candidate {params}"):
-                        candidate.meta_fit(search_tasks,
-                                           validation_tasks=fold_validation)
-                    curves.append(_validation_curve(candidate.history_))
-                    n_meta_iters.append(int(candidate.n_meta_iter_))
-            except Exception as error:
-                if self.error_score == "raise":
-                    raise
-                # as GridSearchCV: one diverging candidate does not end the search
-                first_error = first_error or error
-                warnings.warn(
-                    f"Candidate {params} failed to meta-train and scores "
-                    f"error_score={self.error_score!r}: "
-                    f"{type(error).__name__}: {error}", FitFailedWarning,
-                    stacklevel=2)
-                candidate, score = None, float(self.error_score)
-                best_meta_iter = n_meta_iter = fold_scores = None
-            else:
-                best_meta_iter, score, fold_scores = _best_of_mean_curve(
-                    curves, candidate.get_params().get("tol", 0.0))
-                n_meta_iter = min(n_meta_iters)
-            results["params"].append(params)
-            results["validation_score"].append(score)
-            results["best_meta_iter"].append(best_meta_iter)
-            results["n_meta_iter"].append(n_meta_iter)
-            results["fold_validation_scores"].append(fold_scores)
-            if candidate is None:  # a failed candidate never wins
-                continue
-            # a NaN score (a diverged candidate) never wins
-            rank = score if np.isfinite(score) else -np.inf
-            if best is None or rank > best[3]:
-                best = (len(results["params"]) - 1, score, candidate, rank)
+        results, best, first_error = _score_candidates(
+            self.estimator, grid, folds, self.error_score, searcher="MetaGridSearch")
         if best is None:
             raise ValueError(
                 f"All {len(grid)} candidates failed to meta-train; the first "
@@ -836,7 +920,8 @@ class MetaGridSearch(MetaEstimatorMixin, BaseEstimator):
             best_estimator = _fresh(self.estimator, best_params,
                                     n_meta_iter=best_n_meta_iter,
                                     early_stopping=False)
-            with _interrupt_stops_search(f"the refit of {best_params}"):
+            with _interrupt_stops_search(f"the refit of {best_params}",
+                                         "MetaGridSearch"):
                 best_estimator.meta_fit(tasks)
         self.results_ = results
         self.best_params_ = best_params

@@ -1,0 +1,297 @@
+"""hidden_layer_sizes="auto", the classifiers' default: with an EpisodeSampler
+of fewer than 15 classes, class folds choose between the MLP and the model
+without hidden layers; otherwise it is the (64, 64) MLP."""
+
+import pickle
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from sklearn.base import clone
+from sklearn.datasets import load_digits
+
+import sk_meta._fitting
+import sk_meta.model_selection
+from sk_meta import (
+    FOMAMLClassifier,
+    MAMLClassifier,
+    MAMLRegressor,
+    ReptileClassifier,
+    load,
+)
+from sk_meta.model_selection import MetaGridSearch
+from sk_meta.tasks import EpisodeSampler
+
+FAST = dict(n_meta_iter=60, validation_interval=20, random_state=0)
+
+
+def _digits(n_classes=7):
+    """Pixel digits: the support set alone separates new classes."""
+    X, y = load_digits(return_X_y=True)
+    keep = y < n_classes
+    return X[keep] / 16, y[keep]
+
+
+def _rings(n_classes=8, n_per_class=60, seed=0):
+    """Concentric rings, one per class: every class has the same mean, so a
+    linear model started from the class means cannot tell them apart."""
+    rng = np.random.default_rng(seed)
+    y = np.repeat(np.arange(n_classes), n_per_class)
+    angle = rng.uniform(0, 2 * np.pi, len(y))
+    radius = 0.5 + 0.5 * y + rng.normal(0, 0.08, len(y))
+    return np.c_[radius * np.cos(angle), radius * np.sin(angle)], y
+
+
+def _sampler(X, y, **kwargs):
+    return EpisodeSampler(X, y, 3, 1, 5, shuffle_labels=True, random_state=0,
+                          **kwargs)
+
+
+@pytest.fixture(scope="module")
+def digits_choice():
+    sampler = _sampler(*_digits())
+    return MAMLClassifier(**FAST).meta_fit(sampler), sampler
+
+
+@pytest.fixture(scope="module")
+def rings_choice():
+    sampler = _sampler(*_rings())
+    return MAMLClassifier(**FAST).meta_fit(sampler), sampler
+
+
+def _same_params(a, b):
+    return (a.keys() == b.keys()
+            and all(torch.equal(a[name], b[name]) for name in a))
+
+
+def test_the_classifiers_default_to_auto():
+    for cls in (MAMLClassifier, FOMAMLClassifier, ReptileClassifier):
+        assert cls().hidden_layer_sizes == "auto"
+    assert MAMLRegressor().hidden_layer_sizes == (64, 64)
+
+
+def test_digits_choose_the_model_without_hidden_layers(digits_choice):
+    est, _ = digits_choice
+    search = est.hidden_layer_sizes_search_
+    assert est.hidden_layer_sizes_ == ()
+    assert est.meta_architecture_["hidden_layer_sizes"] == ()
+    assert search["candidates"] == [{"hidden_layer_sizes": (64, 64)},
+                                    {"hidden_layer_sizes": ()}]
+    assert search["n_folds"] == 3
+    assert all(len(fold) == 3 for fold in search["fold_scores"])
+    assert search["scores"][1] > search["scores"][0]
+    # the score of a candidate is its folds' mean at one validation
+    np.testing.assert_allclose(search["scores"],
+                               [np.mean(fold) for fold in search["fold_scores"]])
+
+
+def test_rings_keep_the_mlp(rings_choice):
+    est, _ = rings_choice
+    assert est.hidden_layer_sizes_ == (64, 64)
+    scores = est.hidden_layer_sizes_search_["scores"]
+    assert scores[0] > scores[1] + 0.1
+
+
+@pytest.mark.parametrize("which", ["digits", "rings"])
+def test_the_chosen_network_meta_trains_as_if_it_had_been_set(
+        which, digits_choice, rings_choice):
+    """The folds draw neither from the sampler nor from the estimator's
+    seeds: the init is the one the chosen sizes, set by hand, give."""
+    est, sampler = digits_choice if which == "digits" else rings_choice
+    by_hand = MAMLClassifier(hidden_layer_sizes=est.hidden_layer_sizes_, **FAST)
+    by_hand.meta_fit(sampler)
+    assert _same_params(est.meta_params_, by_hand.meta_params_)
+    assert by_hand.hidden_layer_sizes_search_ is None
+
+
+def test_auto_prototype_scale_without_hidden_layers_is_a_tenth():
+    X, y = _digits(10)
+    sampler = _sampler(X[y < 7], y[y < 7])
+    X_new, y_new = X[y >= 7], y[y >= 7]
+    support = np.r_[[np.flatnonzero(y_new == c)[0] for c in (7, 8, 9)]]
+
+    def proba(scale):
+        est = MAMLClassifier(hidden_layer_sizes=(), prototype_scale=scale,
+                             n_meta_iter=2, random_state=0).meta_fit(sampler)
+        return est.fit(X_new[support], y_new[support]).predict_proba(X_new)
+
+    auto = proba("auto")
+    np.testing.assert_allclose(auto, proba(0.1), rtol=1e-5, atol=1e-6)
+    assert not np.allclose(auto, proba(0.3), atol=1e-3)
+
+
+def _fails_if_called(*args, **kwargs):
+    raise AssertionError("the class folds ran")
+
+
+@pytest.mark.parametrize("case", [
+    "15 classes", "too few classes for two folds", "a list of tasks",
+    "a sampler subclass", "a module", "meta_partial_fit", "sizes set"])
+def test_no_folds_where_they_do_not_apply(case, monkeypatch):
+    monkeypatch.setattr(sk_meta.model_selection, "_score_candidates",
+                        _fails_if_called)
+    X, y = _rings(n_classes=15 if case == "15 classes" else 8, n_per_class=12)
+    params = dict(n_meta_iter=2, random_state=0)
+    tasks = _sampler(X, y)
+    if case == "too few classes for two folds":
+        keep = y < 4  # 2 held out of 4 leave 2, fewer than n_way=3
+        tasks = _sampler(X[keep], y[keep])
+    elif case == "a list of tasks":
+        tasks = list(_sampler(X, y, n_tasks=4))
+    elif case == "a sampler subclass":
+        class Sampler(EpisodeSampler):
+            pass
+
+        tasks = Sampler(X, y, 3, 1, 5, random_state=0)
+    elif case == "a module":
+        params["module"] = torch.nn.Linear(2, 3)
+    elif case == "sizes set":
+        params["hidden_layer_sizes"] = (8,)
+    est = MAMLClassifier(**params)
+    if case == "meta_partial_fit":
+        est.meta_partial_fit(_sampler(X, y, n_tasks=4))
+    else:
+        est.meta_fit(tasks)
+    assert est.hidden_layer_sizes_search_ is None
+    expected = {"a module": None, "sizes set": (8,)}.get(case, (64, 64))
+    assert est.hidden_layer_sizes_ == expected
+
+
+def test_regressors_take_auto_as_the_mlp(monkeypatch):
+    monkeypatch.setattr(sk_meta.model_selection, "_score_candidates",
+                        _fails_if_called)
+    rng = np.random.default_rng(0)
+    tasks = [(rng.normal(size=(5, 2)), rng.normal(size=5),
+              rng.normal(size=(5, 2)), rng.normal(size=5)) for _ in range(4)]
+    est = MAMLRegressor(hidden_layer_sizes="auto", n_meta_iter=2,
+                        random_state=0).meta_fit(tasks)
+    assert est.hidden_layer_sizes_ == (64, 64)
+
+
+def test_warm_start_keeps_the_choice_and_a_new_meta_fit_makes_its_own(
+        digits_choice, monkeypatch):
+    est, sampler = digits_choice
+    warm = clone(est).set_params(warm_start=True, n_meta_iter=80)
+    with monkeypatch.context() as patch:
+        patch.setattr(sk_meta.model_selection, "_score_candidates",
+                      _fails_if_called)
+        warm.meta_fit(sampler)
+    assert warm.n_meta_iter_ == 80
+    assert warm.hidden_layer_sizes_ == ()
+    assert warm.hidden_layer_sizes_search_ == est.hidden_layer_sizes_search_
+    # a fresh meta-training of the same estimator on 15 classes: the MLP
+    fresh = clone(est).set_params(n_meta_iter=2)
+    fresh.meta_fit(_sampler(*_rings(n_classes=15, n_per_class=12)))
+    assert fresh.hidden_layer_sizes_ == (64, 64)
+    assert fresh.hidden_layer_sizes_search_ is None
+
+
+def test_the_choice_survives_save_pickle_and_clone(digits_choice, tmp_path):
+    est, _ = digits_choice
+    X, y = _digits(10)
+    support = np.r_[[np.flatnonzero(y == c)[0] for c in (7, 8, 9)]]
+    X_query = X[y >= 7]
+    expected = est.fit(X[support], y[support]).predict_proba(X_query)
+    est.save(tmp_path / "est.pt")
+    copies = [load(tmp_path / "est.pt"), pickle.loads(pickle.dumps(est)), clone(est)]
+    for copy in copies:
+        assert copy.hidden_layer_sizes == "auto"
+        assert copy.hidden_layer_sizes_ == ()
+        assert copy.hidden_layer_sizes_search_ == est.hidden_layer_sizes_search_
+        np.testing.assert_allclose(
+            copy.fit(X[support], y[support]).predict_proba(X_query), expected,
+            rtol=1e-5, atol=1e-6)
+
+
+def test_setting_other_sizes_after_the_choice_is_refused(digits_choice):
+    est, _ = digits_choice
+    X, y = _digits(10)
+    other = clone(est).set_params(hidden_layer_sizes=(64, 64))
+    with pytest.raises(ValueError, match="architecture changed.*hidden_layer_sizes"):
+        other.fit(X[:6], y[:6])
+
+
+def test_bad_validation_tasks_are_refused_before_the_folds(monkeypatch):
+    monkeypatch.setattr(sk_meta.model_selection, "_score_candidates",
+                        _fails_if_called)
+    X, y = _digits()
+    bad = [(X[:3, :5], y[:3], X[3:6, :5], y[3:6]), (X[:3], y[:3], X[3:6], y[3:6])]
+    with pytest.raises(ValueError, match="validation_tasks"):
+        MAMLClassifier(**FAST).meta_fit(_sampler(X, y), validation_tasks=bad)
+
+
+def test_validation_tasks_from_a_generator_are_read_once(digits_choice):
+    est, sampler = digits_choice
+    X, y = _digits(10)
+    held_out = EpisodeSampler(X, y, 3, 1, 5, classes=[7, 8, 9], n_tasks=4,
+                              random_state=1)
+    from_list = MAMLClassifier(**FAST).meta_fit(sampler,
+                                                validation_tasks=list(held_out))
+    from_generator = MAMLClassifier(**FAST).meta_fit(
+        sampler, validation_tasks=(task for task in held_out))
+    assert from_generator.validation_scores_ == from_list.validation_scores_
+    assert len(from_list.validation_scores_) == 3
+
+
+def test_a_failed_meta_fit_leaves_the_choice(digits_choice, monkeypatch):
+    est, sampler = digits_choice
+    failing = clone(est)
+    before = failing.meta_params_
+
+    def interrupted(*args, **kwargs):
+        raise ValueError("meta-training failed")
+
+    monkeypatch.setattr(sk_meta._fitting, "meta_train", interrupted)
+    with pytest.raises(ValueError, match="meta-training failed"):
+        failing.meta_fit(_sampler(*_rings()))
+    assert failing.hidden_layer_sizes_ == ()
+    assert _same_params(failing.meta_params_, before)
+    assert "_chosen_hidden_layer_sizes" not in failing.__dict__
+
+
+def test_checkpoints_are_written_by_the_meta_training_alone(tmp_path, monkeypatch):
+    path = tmp_path / "checkpoint.pt"
+    written = []
+    original = MAMLClassifier._save_checkpoint
+
+    def recorded(self, result):
+        written.append(result.hidden_layer_sizes)
+        original(self, result)
+
+    monkeypatch.setattr(MAMLClassifier, "_save_checkpoint", recorded)
+    MAMLClassifier(checkpoint_path=path, checkpoint_every=30, **FAST).meta_fit(
+        _sampler(*_digits()))
+    assert load(path).hidden_layer_sizes_ == ()
+    chosen, written[:] = list(written), []
+    MAMLClassifier(hidden_layer_sizes=(), checkpoint_path=path, checkpoint_every=30,
+                   **FAST).meta_fit(_sampler(*_digits()))
+    # as many as without the folds: none of them wrote one
+    assert chosen == written
+    assert len(written) >= 2
+
+
+def test_verbose_says_what_was_chosen(capsys):
+    MAMLClassifier(verbose=1, **FAST).meta_fit(_sampler(*_digits()))
+    out = capsys.readouterr().out
+    assert "hidden_layer_sizes='auto': ()" in out
+    assert "3 class folds" in out
+
+
+def test_metagridsearch_candidates_do_not_run_folds_of_their_own(monkeypatch):
+    calls = []
+    original = sk_meta.model_selection._score_candidates
+
+    def counted(*args, **kwargs):
+        calls.append(kwargs["searcher"])
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(sk_meta.model_selection, "_score_candidates", counted)
+    search = MetaGridSearch(MAMLClassifier(n_meta_iter=20, validation_interval=10,
+                                           random_state=0),
+                            {"inner_lr": [0.1]}, n_val_tasks=5, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        search.meta_fit(_sampler(*_digits()))
+    assert calls == ["MetaGridSearch"]
+    assert search.best_estimator_.hidden_layer_sizes_ == (64, 64)
