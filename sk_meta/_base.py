@@ -25,10 +25,12 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from sk_meta import _distributed, _fitting, _persistence, _skorch
 from sk_meta._checks import DEFAULT_HIDDEN_LAYER_SIZES
+from sk_meta._network import hidden_layer_sizes_of
 from sk_meta._records import FitResult, MetaResult, MetaTrainingState, record_on_cpu
 from sk_meta._torch_utils import DeviceOptions, torch_tensor_to_numpy, torch_threads
 from sk_meta.exceptions import DivergenceError, FeatureNamesWarning
 from sk_meta.functional._adapt import check_not_inference_mode
+from sk_meta.tasks import EpisodeSampler
 from sk_meta.tasks._validation import (
     check_label_values,
     check_no_datetimes,
@@ -210,8 +212,6 @@ class BaseMetaEstimator(BaseEstimator):
     meta_n_outputs_ = _record_attribute("_meta", "n_outputs", "meta_n_outputs_")
     meta_architecture_ = _record_attribute("_meta", "architecture",
                                            "meta_architecture_")
-    hidden_layer_sizes_ = _record_attribute("_meta", "hidden_layer_sizes",
-                                            "hidden_layer_sizes_")
     hidden_layer_sizes_search_ = _record_attribute(
         "_meta", "hidden_layer_sizes_search", "hidden_layer_sizes_search_")
     history_ = _record_attribute("_meta", "history", "history_")
@@ -221,6 +221,18 @@ class BaseMetaEstimator(BaseEstimator):
                                                "best_validation_score_")
     params_ = _record_attribute("_fit", "params", "params_")
     n_outputs_ = _record_attribute("_fit", "n_outputs", "n_outputs_")
+
+    @property
+    def hidden_layer_sizes_(self):
+        meta = self.__dict__.get("_meta")
+        if meta is None:
+            raise AttributeError(
+                f"{type(self).__name__} has no attribute 'hidden_layer_sizes_' "
+                "before meta_fit")
+        if meta.hidden_layer_sizes is not None or self.module is not None:
+            return meta.hidden_layer_sizes
+        # a file written before the network was recorded: its parameter
+        return tuple(hidden_layer_sizes_of(self))
 
     @property
     def device_(self):
@@ -415,7 +427,8 @@ class BaseMetaEstimator(BaseEstimator):
             _fitting.check_settings(self, validation_tasks, incremental=False)
             if validation_tasks is not None:
                 validation_tasks = [task for _, task in _fitting.read_validation_tasks(
-                    validation_tasks, classification=True, meta=None)]
+                    validation_tasks, classification=True, meta=None,
+                    sampler=tasks if type(tasks) is EpisodeSampler else None)]
             candidates = [{"hidden_layer_sizes": DEFAULT_HIDDEN_LAYER_SIZES},
                           {"hidden_layer_sizes": ()}]
             with torch_threads(self.n_threads):

@@ -39,18 +39,25 @@ PARAMETERS = {
     "hidden_layer_sizes": ('"auto" or array-like of int', """
         Hidden layers of the default MLP. ``"auto"`` (the classifiers'
         default) is ``(64, 64)``, except in a classifier's ``meta_fit`` given
-        an :class:`~sk_meta.tasks.EpisodeSampler` of fewer than 15 classes:
-        there three class folds (as ``MetaGridSearch(cv=3)``) meta-train
-        ``(64, 64)`` and ``()``, no hidden layer (a logistic regression on
-        the raw features, started from the class means), on the other
-        classes, and the one with the better score on the held-out classes is
-        meta-trained on all of them. With few meta-training classes, learned
-        features may not separate new classes where the raw features already
-        do: on two such tables the choice gained 4 to 8 points (see the
-        Results page). The folds cost up to six more meta-trainings; they do
-        not run for other tasks, ``meta_partial_fit``, a warm start (which
-        keeps the network) or a ``module``. ``hidden_layer_sizes_`` is the
-        network used."""),
+        an :class:`~sk_meta.tasks.EpisodeSampler` of fewer than 15 classes.
+        There up to three disjoint class folds (as ``MetaGridSearch(cv=3)``;
+        two with 4 or 5 classes) each meta-train ``(64, 64)`` and ``()``, no
+        hidden layer, on the other classes, and the one with the better mean
+        score on the held-out classes is meta-trained on all of them. With
+        few meta-training classes, learned features may not separate new
+        classes where the raw features already do: on two such tables the
+        choice gained 4 to 8 points (see the Results page). ``()`` with the
+        prototype head is a logistic regression on the raw features started
+        from the class means; its meta-training changes no weight. The
+        folds cost up to six more meta-trainings (``max_time`` bounds each);
+        Ctrl-C during them raises ``KeyboardInterrupt`` and keeps nothing.
+        They do not run for other tasks, for samplers too small for two
+        folds that leave ``n_way`` classes to meta-train on, in
+        ``meta_partial_fit``, a warm start (which keeps the network), with a
+        ``module``, or inside ``MetaGridSearch`` (where ``"auto"`` is
+        ``(64, 64)``). In :func:`~sk_meta.pipeline.meta_fit_pipeline` they
+        run on the transformed sampler, whose preprocessing saw every class.
+        ``hidden_layer_sizes_`` is the network used."""),
     "activation": ('{"relu", "tanh", "logistic", "identity"}', """
         Non-linearity of the default MLP."""),
     "concat_input": ("bool", """
@@ -355,7 +362,7 @@ ATTRIBUTES_DOC = """
         The architecture parameters at meta-training, checked by ``fit``.
     hidden_layer_sizes_ : tuple of int or None
         The default MLP's hidden layers as meta-trained (what
-        ``hidden_layer_sizes="auto"`` chose); None with a ``module``.
+        ``hidden_layer_sizes="auto"`` stands for); None with a ``module``.
     hidden_layer_sizes_search_ : dict or None
         What the class folds of ``hidden_layer_sizes="auto"`` scored:
         ``candidates``, ``scores`` (validation accuracy averaged over the

@@ -48,7 +48,7 @@ from sk_meta.exceptions import (
 )
 from sk_meta.models import MLP
 from sk_meta.tasks._stream import TaskStream
-from sk_meta.tasks._validation import TaskChecker, stack_tasks
+from sk_meta.tasks._validation import TaskChecker, feature_names, stack_tasks
 
 
 def seeds(random_state):
@@ -361,9 +361,10 @@ def _has_no_tasks(tasks):
         return False
 
 
-def read_validation_tasks(tasks, classification, meta):
+def read_validation_tasks(tasks, classification, meta, *, sampler=None):
     """The validation tasks as ``(index, task)``, checked on their own (and
-    against what ``meta``, a warm start's record, fixes); None without."""
+    against what ``meta``, a warm start's record, fixes, or the inputs of
+    ``sampler``, an EpisodeSampler to meta-train on); None without."""
     if tasks is None:
         return None
     if _declared_endless(tasks):  # refused before its first draw
@@ -389,6 +390,12 @@ def read_validation_tasks(tasks, classification, meta):
         input_shape=None if meta is None else meta.input_shape,
         y_shape=None if meta is None else meta.y_shape,
         feature_names=None if meta is None else meta.feature_names)
+    if sampler is not None:
+        checker.input_shape = tuple(getattr(sampler.X, "shape", None)
+                                    or np.shape(sampler.X))[1:]
+        checker.feature_names = feature_names(sampler.X)
+        checker._input_shape_source = "the meta-training sampler's X has"
+        checker._feature_names_source = "the meta-training sampler's X has"
     try:
         with warnings.catch_warnings():
             # what these checks warn of, the checks after the first draw warn

@@ -548,14 +548,21 @@ def _is_auto(value):
     return isinstance(value, str) and value == "auto"
 
 
-def _score_candidates(estimator, grid, folds, error_score, *, searcher, **fixed):
+def _is_int(value):
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _score_candidates(estimator, grid, folds, error_score, *, searcher,
+                      say_fold=False, **fixed):
     """Meta-train a fresh copy of ``estimator`` per candidate of ``grid`` and
     fold, with early stopping on the fold's validation tasks.
 
     Returns ``results`` (as ``MetaGridSearch.results_``), the best candidate
     as ``(index, score, estimator of the last fold, rank)`` (None when every
     candidate failed) and the first error. ``fixed``: parameters set on every
-    copy.
+    copy. ``say_fold``: an error raised (``error_score="raise"``) says which
+    fold and candidate raised it, and a ``DivergenceError`` holds no
+    estimator (the fold's copy is not the caller's).
     """
     results = {"params": [], "validation_score": [], "best_meta_iter": [],
                "n_meta_iter": [], "fold_validation_scores": []}
@@ -563,10 +570,20 @@ def _score_candidates(estimator, grid, folds, error_score, *, searcher, **fixed)
     for params in grid:
         try:
             curves, n_meta_iters = [], []
-            for search_tasks, fold_validation, _ in folds:
+            for fold, (search_tasks, fold_validation, _) in enumerate(folds):
                 candidate = _fresh(estimator, params, early_stopping=True, **fixed)
-                with _interrupt_stops_search(f"the candidate {params}", searcher):
-                    candidate.meta_fit(search_tasks, validation_tasks=fold_validation)
+                try:
+                    with _interrupt_stops_search(f"the candidate {params}", searcher):
+                        candidate.meta_fit(search_tasks,
+                                           validation_tasks=fold_validation)
+                except Exception as error:
+                    if error_score == "raise" and say_fold:
+                        if hasattr(error, "estimator"):
+                            error.estimator = None
+                        raise_with_context(
+                            error, f"{searcher}, meta-training {params} on class "
+                                   f"fold {fold + 1} of {len(folds)}")
+                    raise
                 curves.append(_validation_curve(candidate.history_))
                 n_meta_iters.append(int(candidate.n_meta_iter_))
         except Exception as error:
@@ -646,8 +663,7 @@ def choose_on_class_folds(estimator, sampler, candidates):
     if n_folds < 2 or n_classes - n_val < sampler.n_way:
         return None, None
     random_state = estimator.random_state
-    if not (isinstance(random_state, numbers.Integral)
-            and not isinstance(random_state, bool)):
+    if not _is_int(random_state):
         try:
             MetaGridSearch(estimator, candidates, random_state=random_state
                            )._check_same_hold_out_everywhere()
@@ -669,7 +685,8 @@ def choose_on_class_folds(estimator, sampler, candidates):
     folds = search._hold_out(sampler, None)
     results, best, _ = _score_candidates(
         estimator, candidates, folds, "raise",
-        searcher="hidden_layer_sizes='auto'", checkpoint_path=None, verbose=0)
+        searcher="hidden_layer_sizes='auto'", say_fold=True, checkpoint_path=None,
+        verbose=0)
     record = {"candidates": [dict(params) for params in candidates],
               "scores": results["validation_score"],
               "fold_scores": results["fold_validation_scores"],
@@ -774,6 +791,10 @@ class MetaGridSearch(MetaEstimatorMixin, BaseEstimator):
     fewer classes than the refit; what is chosen is the parameters and the
     number of meta-iterations, not the init.
 
+    An estimator's ``hidden_layer_sizes="auto"`` is ``(64, 64)`` here: the
+    grid is the choice (list ``()`` in it to compare the model without
+    hidden layers), and no candidate runs class folds of its own.
+
     Every candidate and the refit meta-train from a fresh init, with
     ``warm_start=False``, whatever init ``estimator`` holds (an init
     meta-trained before would have seen the held-out classes); the refit
@@ -870,6 +891,12 @@ class MetaGridSearch(MetaEstimatorMixin, BaseEstimator):
                 "param_grid must not set early_stopping: MetaGridSearch turns it "
                 "on for the candidates, which is how it reads their best "
                 "validation score and meta-iteration"
+            )
+        if any(_is_auto(params.get("hidden_layer_sizes")) for params in grid):
+            raise ValueError(
+                "param_grid must not set hidden_layer_sizes='auto': it chooses "
+                "between (64, 64) and () on class folds itself; list the sizes "
+                "to compare, e.g. [(64, 64), ()]"
             )
         if any("warm_start" in params for params in grid):
             raise ValueError(
@@ -1015,10 +1042,13 @@ class MetaGridSearch(MetaEstimatorMixin, BaseEstimator):
                     f"and n_way={sampler.n_way} are needed: change val_size or "
                     "random_state"
                 )
+            # a generator of the user's sampler is not drawn from: the
+            # folds' episodes come from the fold's own seed
             search_tasks = EpisodeSampler(
                 sampler.X, sampler.y, sampler.n_way, sampler.k_shot,
                 sampler.n_query, classes=train_classes, n_tasks=sampler.n_tasks,
-                random_state=sampler.random_state,
+                random_state=(sampler.random_state if _is_int(sampler.random_state)
+                              else seed + 1),
                 shuffle_labels=sampler.shuffle_labels)
             validation_tasks = list(EpisodeSampler(
                 sampler.X, sampler.y, min(sampler.n_way, n_val),

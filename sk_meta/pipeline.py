@@ -150,7 +150,9 @@ def meta_fit_pipeline(pipeline, tasks, *, validation_tasks=None,
         rows transformed once, not once per episode, when the preprocessing
         gives dense output and transforms a few rows alone as it does all
         rows together (scikit-learn's scalers, encoders and imputers do):
-        the episodes are the same.
+        the episodes are the same. A classifier's
+        ``hidden_layer_sizes="auto"`` chooses its network on class folds of
+        that sampler, whose preprocessing was fitted on all its classes.
     validation_tasks : iterable of tasks, default=None
         Passed, transformed by the fitted preprocessing, to the last step's
         ``meta_fit`` (validation scores, ``early_stopping``). The

@@ -295,3 +295,88 @@ def test_metagridsearch_candidates_do_not_run_folds_of_their_own(monkeypatch):
         search.meta_fit(_sampler(*_digits()))
     assert calls == ["MetaGridSearch"]
     assert search.best_estimator_.hidden_layer_sizes_ == (64, 64)
+
+
+def test_files_from_before_the_choice_keep_their_prototype_scale(tmp_path):
+    """An init without hidden layers saved before ``"auto"`` meant 0.1 for
+    it was meta-trained, and is adapted, at 0.3."""
+    X, y = _digits(10)
+    sampler = _sampler(X[y < 7], y[y < 7])
+    support = np.r_[[np.flatnonzero(y == c)[0] for c in (7, 8, 9)]]
+    est = MAMLClassifier(hidden_layer_sizes=(), head_init="prototype",
+                         n_meta_iter=2, random_state=0).meta_fit(sampler)
+    est.save(tmp_path / "new.pt")
+    state = torch.load(tmp_path / "new.pt", weights_only=True)
+    for field in ("hidden_layer_sizes", "hidden_layer_sizes_search"):
+        del state["meta"][field]  # as written before they were recorded
+    torch.save(state, tmp_path / "old.pt")
+    old, new = load(tmp_path / "old.pt"), load(tmp_path / "new.pt")
+    assert old.hidden_layer_sizes_ == new.hidden_layer_sizes_ == ()
+
+    def proba(model, **params):
+        model = clone(model).set_params(**params)
+        return model.fit(X[support], y[support]).predict_proba(X[y >= 7])
+
+    np.testing.assert_allclose(proba(old), proba(est, prototype_scale=0.3),
+                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(proba(new), proba(est, prototype_scale=0.1),
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_validation_tasks_unlike_the_sampler_are_refused_before_the_folds(
+        monkeypatch):
+    import pandas as pd
+
+    monkeypatch.setattr(sk_meta.model_selection, "_score_candidates",
+                        _fails_if_called)
+    X, y = _digits()
+    narrow = [(X[:3, :5], y[:3], X[3:6, :5], y[3:6])] * 2
+    with pytest.raises(ValueError, match="meta-training sampler's X has"):
+        MAMLClassifier(**FAST).meta_fit(_sampler(X, y), validation_tasks=narrow)
+    columns = [f"pixel{i}" for i in range(64)]
+    frame = pd.DataFrame(X, columns=columns)
+    renamed = frame.rename(columns={"pixel0": "other"})
+    other_names = [(renamed[:3], y[:3], renamed[3:6], y[3:6])]
+    with pytest.raises(ValueError, match="feature names|pixel0"):
+        MAMLClassifier(**FAST).meta_fit(_sampler(frame, y),
+                                        validation_tasks=other_names)
+
+
+def test_an_error_in_a_fold_says_where_and_holds_no_fold_estimator():
+    from sk_meta.exceptions import DivergenceError
+
+    X, y = _digits()
+    X = X.copy()
+    X[np.flatnonzero(y == 5)[:3]] = np.nan
+    with pytest.raises(ValueError, match=r"^hidden_layer_sizes='auto', meta-training "
+                                         r"\{'hidden_layer_sizes': \(64, 64\)\} on "
+                                         r"class fold 1 of 3: .*NaN"):
+        MAMLClassifier(**FAST).meta_fit(_sampler(X, y))
+    with pytest.raises(DivergenceError) as caught:
+        FOMAMLClassifier(meta_lr=1e12, meta_optimizer="sgd", **FAST).meta_fit(
+            _sampler(*_digits()))
+    assert caught.value.estimator is None
+    said = [str(caught.value), *getattr(caught.value, "__notes__", [])]
+    assert any("class fold 1 of 3" in text for text in said)
+
+
+def test_metagridsearch_refuses_auto_in_its_grid():
+    search = MetaGridSearch(MAMLClassifier(**FAST),
+                            {"hidden_layer_sizes": ["auto", ()]}, random_state=0)
+    with pytest.raises(ValueError, match="must not set hidden_layer_sizes='auto'"):
+        search.meta_fit(_sampler(*_digits()))
+
+
+def test_the_folds_do_not_draw_from_the_samplers_generator():
+    X, y = _digits()
+
+    def sampler():
+        return EpisodeSampler(X, y, 3, 1, 5, shuffle_labels=True,
+                              random_state=np.random.default_rng(0))
+
+    params = dict(head_init="meta", **FAST)
+    auto = MAMLClassifier(**params).meta_fit(sampler())
+    by_hand = MAMLClassifier(hidden_layer_sizes=auto.hidden_layer_sizes_,
+                             **params).meta_fit(sampler())
+    assert auto.hidden_layer_sizes_search_ is not None
+    assert _same_params(auto.meta_params_, by_hand.meta_params_)
