@@ -429,12 +429,18 @@ class BaseMetaEstimator(BaseEstimator):
                 validation_tasks = [task for _, task in _fitting.read_validation_tasks(
                     validation_tasks, classification=True, meta=None,
                     sampler=tasks if type(tasks) is EpisodeSampler else None)]
-            candidates = [{"hidden_layer_sizes": DEFAULT_HIDDEN_LAYER_SIZES},
-                          {"hidden_layer_sizes": ()}]
+            linear = {"hidden_layer_sizes": ()}
+            if self.head_init == "prototype" and self.inner_lr_mode == "fixed":
+                # no weight of it moves in meta-training (its one layer is
+                # rebuilt for every task): one meta-iteration scores it
+                linear["n_meta_iter"] = 1
+            candidates = [{"hidden_layer_sizes": DEFAULT_HIDDEN_LAYER_SIZES}, linear]
             with torch_threads(self.n_threads):
                 params, search = choose_on_class_folds(self, tasks, candidates)
             if params is not None:
                 chosen = params["hidden_layer_sizes"]
+                search["candidates"] = [{"hidden_layer_sizes": c["hidden_layer_sizes"]}
+                                        for c in candidates]
                 if self.verbose:
                     mlp, linear = search["scores"]
                     print(f"hidden_layer_sizes='auto': {chosen}, by the mean "

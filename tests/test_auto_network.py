@@ -380,3 +380,36 @@ def test_the_folds_do_not_draw_from_the_samplers_generator():
                              **params).meta_fit(sampler())
     assert auto.hidden_layer_sizes_search_ is not None
     assert _same_params(auto.meta_params_, by_hand.meta_params_)
+
+
+def test_one_meta_iteration_scores_the_model_without_hidden_layers():
+    """What lets the folds meta-train it for one meta-iteration: with the
+    prototype head its score does not move with more."""
+    from sk_meta.model_selection import choose_on_class_folds
+
+    for cls in (MAMLClassifier, ReptileClassifier):
+        _, search = choose_on_class_folds(
+            cls(**FAST), _sampler(*_digits()),
+            [{"hidden_layer_sizes": ()},
+             {"hidden_layer_sizes": (), "n_meta_iter": 1}])
+        assert search["scores"][0] == search["scores"][1]
+        assert search["fold_scores"][0] == search["fold_scores"][1]
+
+
+@pytest.mark.parametrize("params, shortened", [
+    ({}, True), ({"inner_lr_mode": "per_layer_step"}, False),
+    ({"head_init": "meta"}, False)])
+def test_the_folds_shorten_only_a_model_that_learns_nothing(
+        params, shortened, monkeypatch):
+    grids = []
+
+    def recorded(estimator, grid, folds, *args, **kwargs):
+        grids.append(grid)
+        raise KeyboardInterrupt  # enough seen
+
+    monkeypatch.setattr(sk_meta.model_selection, "_score_candidates", recorded)
+    with pytest.raises(KeyboardInterrupt):
+        MAMLClassifier(**params, **FAST).meta_fit(_sampler(*_digits()))
+    assert grids[0][0] == {"hidden_layer_sizes": (64, 64)}
+    expected = {"hidden_layer_sizes": ()}
+    assert grids[0][1] == ({**expected, "n_meta_iter": 1} if shortened else expected)
