@@ -63,9 +63,16 @@ pretrain+LR
     (the "Baseline" of Chen et al., ICLR 2019).
 maml, fomaml, reptile
     ``MAMLClassifier()``, ``FOMAMLClassifier()``, ``ReptileClassifier()``
-    with the package defaults. Until the tenth run of FIDELITY.md their
-    ``prototype_scale`` was 1.0 (now ``"auto"``, 0.3): add ``ps=1`` to a
-    method name to rerun the earlier runs' configurations.
+    with the package defaults, except the network: ``hidden_layer_sizes``
+    is ``(64, 64)`` unless a method name says otherwise. Until the tenth
+    run of FIDELITY.md their ``prototype_scale`` was 1.0 (now ``"auto"``,
+    0.3): add ``ps=1`` to a method name to rerun the earlier runs'
+    configurations.
+maml auto, fomaml auto, reptile auto
+    The package defaults with their default network,
+    ``hidden_layer_sizes="auto"`` (the nineteenth run): with fewer than 15
+    meta-training classes, three class folds choose between ``(64, 64)``
+    and ``()``.
 maml <variant>...
     MAML with one or more of the options: ``zero`` and
     ``proto`` (``head_init``), ``lslr`` (``inner_lr_mode="per_layer_step"``),
@@ -152,7 +159,7 @@ from sk_meta.tasks import EpisodeSampler, split_classes
 TABULAR_DIR = REPO_DIR.parent / "shared" / "data" / "tabular"
 OUT_DIR = RESULTS_DIR / "tabular"
 N_QUERY = 15
-HIDDEN = (64, 64)  # MAMLClassifier's default hidden layers
+HIDDEN = (64, 64)  # the MLP of hidden_layer_sizes="auto" (15 classes or more)
 
 
 # -- data sets -----------------------------------------------------------------
@@ -513,10 +520,10 @@ PILOT_METHODS = [
     "maml proto anil h=128x128", "maml pre proto anil h=128x128",
     "fomaml proto", "reptile zero",
 ]
-# the defaults, the defaults before this benchmark chose them, and
-# pretraining followed by meta-learning with the defaults
-TEST_METHODS = ["maml", "fomaml", "reptile", "maml meta", "reptile meta steps=5",
-                "maml pre lr=0.01 mlr=0.0001"]
+# the defaults (with their network, then with the MLP), the defaults before
+# this benchmark chose them, and pretraining followed by meta-learning
+TEST_METHODS = ["maml auto", "fomaml auto", "reptile auto", "maml", "fomaml", "reptile",
+                "maml meta", "reptile meta steps=5", "maml pre lr=0.01 mlr=0.0001"]
 
 
 # The report's columns: the defaults (20 steps in fit), the defaults before
