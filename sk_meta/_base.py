@@ -25,7 +25,6 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from sk_meta import _distributed, _fitting, _persistence, _skorch
 from sk_meta._checks import DEFAULT_HIDDEN_LAYER_SIZES
-from sk_meta._network import hidden_layer_sizes_of
 from sk_meta._records import FitResult, MetaResult, MetaTrainingState, record_on_cpu
 from sk_meta._torch_utils import DeviceOptions, torch_tensor_to_numpy, torch_threads
 from sk_meta.exceptions import DivergenceError, FeatureNamesWarning
@@ -231,8 +230,8 @@ class BaseMetaEstimator(BaseEstimator):
                 "before meta_fit")
         if meta.hidden_layer_sizes is not None or self.module is not None:
             return meta.hidden_layer_sizes
-        # a file written before the network was recorded: its parameter
-        return tuple(hidden_layer_sizes_of(self))
+        # a file written before the network was recorded: as it was loaded
+        return tuple(meta.architecture["hidden_layer_sizes"])
 
     @property
     def device_(self):
@@ -429,18 +428,17 @@ class BaseMetaEstimator(BaseEstimator):
                 validation_tasks = [task for _, task in _fitting.read_validation_tasks(
                     validation_tasks, classification=True, meta=None,
                     sampler=tasks if type(tasks) is EpisodeSampler else None)]
-            linear = {"hidden_layer_sizes": ()}
-            if self.head_init == "prototype" and self.inner_lr_mode == "fixed":
-                # no weight of it moves in meta-training (its one layer is
-                # rebuilt for every task): one meta-iteration scores it
-                linear["n_meta_iter"] = 1
-            candidates = [{"hidden_layer_sizes": DEFAULT_HIDDEN_LAYER_SIZES}, linear]
+            candidates = [{"hidden_layer_sizes": DEFAULT_HIDDEN_LAYER_SIZES},
+                          {"hidden_layer_sizes": ()}]
+            # no weight of the linear model moves in meta-training with the
+            # prototype head (its one layer is rebuilt for every task)
+            unchanged = ((1,) if self.head_init == "prototype"
+                         and self.inner_lr_mode == "fixed" else ())
             with torch_threads(self.n_threads):
-                params, search = choose_on_class_folds(self, tasks, candidates)
+                params, search = choose_on_class_folds(
+                    self, tasks, candidates, one_iteration=unchanged)
             if params is not None:
                 chosen = params["hidden_layer_sizes"]
-                search["candidates"] = [{"hidden_layer_sizes": c["hidden_layer_sizes"]}
-                                        for c in candidates]
                 if self.verbose:
                     mlp, linear = search["scores"]
                     print(f"hidden_layer_sizes='auto': {chosen}, by the mean "

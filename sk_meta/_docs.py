@@ -48,8 +48,11 @@ PARAMETERS = {
         classes where the raw features already do: on two such tables the
         choice gained 4 to 8 points (see the Results page). ``()`` with the
         prototype head is a logistic regression on the raw features started
-        from the class means; its meta-training changes no weight. The
-        folds cost up to six more meta-trainings (``max_time`` bounds each);
+        from the class means; its meta-training changes no weight, so the
+        folds meta-train it for one meta-iteration (with a fixed inner
+        rate; in full with another head or learned rates). The folds cost
+        up to three more meta-trainings of the MLP, each on three quarters
+        of the classes (``max_time`` bounds each);
         Ctrl-C during them raises ``KeyboardInterrupt`` and keeps nothing.
         They do not run for other tasks, for samplers too small for two
         folds that leave ``n_way`` classes to meta-train on, in

@@ -20,7 +20,12 @@ from sklearn.exceptions import DataConversionWarning
 
 from sk_meta._checks import MAX_VALIDATION_TASKS
 from sk_meta._errors import raise_with_context
-from sk_meta._inner_loop import InnerLoop, InnerLoopSettings, check_learned_rates
+from sk_meta._inner_loop import (
+    InnerLoop,
+    InnerLoopSettings,
+    auto_prototype_scale,
+    check_learned_rates,
+)
 from sk_meta._network import NetworkSpec
 from sk_meta._persistence import plain_value
 from sk_meta._records import FitResult, MetaResult, MetaTrainingState
@@ -76,7 +81,8 @@ def check_settings(estimator, validation_tasks, *, incremental):
     """What meta-training refuses from the parameters alone (no task read);
     returns the device and the settings it binds."""
     device = resolve_device(estimator.device)
-    inner_settings = InnerLoopSettings.from_estimator(estimator)
+    inner_settings = InnerLoopSettings.from_estimator(
+        estimator, afresh=not continues_meta_training(estimator, incremental))
     settings = TrainerSettings.from_estimator(estimator, device=device,
                                               incremental=incremental)
     network = NetworkSpec.from_estimator(estimator)
@@ -228,6 +234,8 @@ def meta_train(estimator, tasks, validation_tasks, *, incremental, checkpoint=No
                                 if network.module is None else None),
             hidden_layer_sizes_search=(meta.hidden_layer_sizes_search if warm
                                        else hidden_layer_sizes_search),
+            auto_prototype_scale=(meta.auto_prototype_scale if warm
+                                  else auto_prototype_scale(estimator, afresh=True)),
         )
 
     trainer = MetaTrainer(settings, inner, start, source, first, to_result=to_result,

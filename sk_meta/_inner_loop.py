@@ -113,16 +113,27 @@ AUTO_PROTOTYPE_SCALE = 0.3
 AUTO_PROTOTYPE_SCALE_LINEAR = 0.1
 
 
-def _resolve_prototype_scale(prototype_scale, head_init, linear=False):
-    """The number ``prototype_scale`` stands for: ``"auto"`` is
-    ``AUTO_PROTOTYPE_SCALE`` with the prototype head (``_LINEAR`` when the
-    network is the default MLP without hidden layers) and 1.0 (no scale)
-    with any other, so changing ``head_init`` alone never trips the check
-    below."""
+def auto_prototype_scale(estimator, *, afresh=False):
+    """What ``prototype_scale="auto"`` stands for with the prototype head:
+    the scale the init was meta-trained at, else (``afresh``: a meta-training
+    that starts a new init, or no init) ``AUTO_PROTOTYPE_SCALE``, or
+    ``_LINEAR`` when the network is the default MLP without hidden layers."""
+    meta = None if afresh else estimator.__dict__.get("_meta")
+    if meta is not None:
+        # files written before the scale was recorded: "auto" was 0.3 then
+        return (AUTO_PROTOTYPE_SCALE if meta.auto_prototype_scale is None
+                else meta.auto_prototype_scale)
+    if is_linear_mlp(estimator):
+        return AUTO_PROTOTYPE_SCALE_LINEAR
+    return AUTO_PROTOTYPE_SCALE
+
+
+def _resolve_prototype_scale(prototype_scale, head_init, auto):
+    """The number ``prototype_scale`` stands for: ``"auto"`` is ``auto``
+    with the prototype head and 1.0 (no scale) with any other, so changing
+    ``head_init`` alone never trips the check below."""
     if prototype_scale == "auto":
-        if head_init != "prototype":
-            return 1.0
-        return AUTO_PROTOTYPE_SCALE_LINEAR if linear else AUTO_PROTOTYPE_SCALE
+        return auto if head_init == "prototype" else 1.0
     return float(prototype_scale)
 
 
@@ -197,10 +208,11 @@ class InnerLoopSettings:
     tasks_per_chunk: object = "auto"
 
     @classmethod
-    def from_estimator(cls, estimator, *, check=True):
+    def from_estimator(cls, estimator, *, check=True, afresh=False):
         """The settings of ``estimator``; raises for combinations that make no
         sense (unless ``check`` is False: ``predict`` needs only some of them,
-        and a meta-training option set after ``fit`` must not stop it)."""
+        and a meta-training option set after ``fit`` must not stop it).
+        ``afresh``: for a meta-training that starts a new init."""
         settings = cls(
             algorithm=estimator._algorithm,
             classification=estimator._is_classifier(),
@@ -214,7 +226,7 @@ class InnerLoopSettings:
             head_init=estimator.head_init,
             prototype_scale=_resolve_prototype_scale(
                 estimator.prototype_scale, estimator.head_init,
-                linear=is_linear_mlp(estimator)),
+                auto_prototype_scale(estimator, afresh=afresh)),
             multi_step_loss=bool(estimator.multi_step_loss),
             backtracking=bool(estimator.backtracking),
             transductive=bool(estimator.transductive),

@@ -101,14 +101,8 @@ def hidden_layer_sizes_of(estimator):
 
 
 def is_linear_mlp(estimator):
-    """Whether the network is the default MLP without hidden layers, as
-    ``prototype_scale="auto"`` reads it: not for an init from a file written
-    before the network was recorded (meta-trained at the scale of any MLP)."""
+    """Whether the network is the default MLP without hidden layers."""
     if estimator.module is not None:
-        return False
-    meta = estimator.__dict__.get("_meta")
-    if (meta is not None and meta.hidden_layer_sizes is None
-            and "_chosen_hidden_layer_sizes" not in estimator.__dict__):
         return False
     try:
         return len(hidden_layer_sizes_of(estimator)) == 0

@@ -74,6 +74,9 @@ class MetaResult:
     # over the folds, "fold_scores") when they ran
     hidden_layer_sizes: tuple | None = None
     hidden_layer_sizes_search: dict | None = None
+    # what prototype_scale="auto" stands for with the prototype head, for
+    # this init (None in files written before it was recorded: 0.3)
+    auto_prototype_scale: float | None = None
     # recomputed from the estimator's parameters when a file is loaded
     architecture: dict | None = field(default=None, metadata={"saved": False})
 

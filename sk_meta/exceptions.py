@@ -19,7 +19,9 @@ class DivergenceError(FloatingPointError):
         init (the meta-iterations of the failed call that completed before
         the divergence), to inspect or to resume from with
         ``warm_start=True`` at a lower learning rate; ``None`` when no
-        meta-iteration completed, and for ``fit``.
+        meta-iteration completed, when the divergence happened in the class
+        folds of ``hidden_layer_sizes="auto"`` (before the estimator's own
+        meta-training), and for ``fit``.
     """
 
     def __init__(self, message, *, estimator=None):

@@ -10,6 +10,7 @@ torch.
 
 import contextlib
 import numbers
+import re
 import sys
 import warnings
 from typing import NamedTuple
@@ -27,7 +28,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from sk_meta._checks import DEFAULT_HIDDEN_LAYER_SIZES, MAX_VALIDATION_TASKS
 from sk_meta._errors import raise_with_context
-from sk_meta.exceptions import InterruptedWarning
+from sk_meta.exceptions import DivergenceError, InterruptedWarning
 from sk_meta.tasks._validation import check_no_missing_labels, label_kind
 
 __all__ = ["MetaGridSearch", "TaskEvaluation", "TaskScores", "evaluate_tasks",
@@ -553,36 +554,40 @@ def _is_int(value):
 
 
 def _score_candidates(estimator, grid, folds, error_score, *, searcher,
-                      say_fold=False, **fixed):
+                      inside=None, **fixed):
     """Meta-train a fresh copy of ``estimator`` per candidate of ``grid`` and
     fold, with early stopping on the fold's validation tasks.
 
     Returns ``results`` (as ``MetaGridSearch.results_``), the best candidate
     as ``(index, score, estimator of the last fold, rank)`` (None when every
     candidate failed) and the first error. ``fixed``: parameters set on every
-    copy. ``say_fold``: an error raised (``error_score="raise"``) says which
-    fold and candidate raised it, and a ``DivergenceError`` holds no
-    estimator (the fold's copy is not the caller's).
+    copy. ``inside``: the names of the candidates, for a search that runs
+    inside a caller's ``meta_fit``: an error raised (``error_score="raise"``)
+    says which fold and candidate raised it, a divergence offers no init
+    (the fold's is not the caller's), and the copies' warnings are not
+    repeated (the caller's own meta-training gives them once).
     """
     results = {"params": [], "validation_score": [], "best_meta_iter": [],
                "n_meta_iter": [], "fold_validation_scores": []}
     best, first_error = None, None
-    for params in grid:
+    for index, params in enumerate(grid):
         try:
             curves, n_meta_iters = [], []
             for fold, (search_tasks, fold_validation, _) in enumerate(folds):
                 candidate = _fresh(estimator, params, early_stopping=True, **fixed)
                 try:
-                    with _interrupt_stops_search(f"the candidate {params}", searcher):
-                        candidate.meta_fit(search_tasks,
-                                           validation_tasks=fold_validation)
+                    with warnings.catch_warnings():
+                        if inside is not None:
+                            warnings.simplefilter("ignore")
+                        with _interrupt_stops_search(f"the candidate {params}",
+                                                     searcher):
+                            candidate.meta_fit(search_tasks,
+                                               validation_tasks=fold_validation)
                 except Exception as error:
-                    if error_score == "raise" and say_fold:
-                        if hasattr(error, "estimator"):
-                            error.estimator = None
-                        raise_with_context(
-                            error, f"{searcher}, meta-training {params} on class "
-                                   f"fold {fold + 1} of {len(folds)}")
+                    if error_score == "raise" and inside is not None:
+                        _raise_in_fold(error, f"{searcher}, meta-training "
+                                              f"{inside[index]} on class fold "
+                                              f"{fold + 1} of {len(folds)}")
                     raise
                 curves.append(_validation_curve(candidate.history_))
                 n_meta_iters.append(int(candidate.n_meta_iter_))
@@ -616,6 +621,16 @@ def _score_candidates(estimator, grid, folds, error_score, *, searcher,
     return results, best, first_error
 
 
+def _raise_in_fold(error, context):
+    """Raise ``error`` of a fold's meta-training again, led by ``context``."""
+    if isinstance(error, DivergenceError):
+        # the fold's last finite init is not one to resume the caller's from
+        message = re.sub(r"exc\.estimator holds the last finite init \(after \d+ "
+                         r"meta-iterations\); ", "", str(error))
+        raise DivergenceError(f"{context}: {message}") from None
+    raise_with_context(error, context)
+
+
 @contextlib.contextmanager
 def _interrupt_stops_search(what, searcher):
     """Ctrl-C during a candidate's meta-training stops the whole search (as
@@ -636,9 +651,11 @@ AUTO_CHOICE_MAX_CLASSES = 15
 AUTO_CHOICE_FOLDS = 3
 
 
-def choose_on_class_folds(estimator, sampler, candidates):
+def choose_on_class_folds(estimator, sampler, candidates, *, one_iteration=()):
     """The candidate, of ``candidates`` (dicts of parameters), that scores
     best on classes held out of ``sampler``, and what each scored.
+    ``one_iteration``: the indices of candidates that meta-training does not
+    change, scored after one meta-iteration.
 
     What ``hidden_layer_sizes="auto"`` runs in a classifier's ``meta_fit``:
     up to ``AUTO_CHOICE_FOLDS`` disjoint class folds, as in
@@ -683,10 +700,12 @@ def choose_on_class_folds(estimator, sampler, candidates):
     search = MetaGridSearch(estimator, candidates, val_size=n_val, cv=n_folds,
                             random_state=random_state)
     folds = search._hold_out(sampler, None)
+    # a candidate of one_iteration is scored after one meta-iteration
+    grid = [dict(params, n_meta_iter=1) if index in one_iteration else params
+            for index, params in enumerate(candidates)]
     results, best, _ = _score_candidates(
-        estimator, candidates, folds, "raise",
-        searcher="hidden_layer_sizes='auto'", say_fold=True, checkpoint_path=None,
-        verbose=0)
+        estimator, grid, folds, "raise", searcher="hidden_layer_sizes='auto'",
+        inside=candidates, checkpoint_path=None, verbose=0)
     record = {"candidates": [dict(params) for params in candidates],
               "scores": results["validation_score"],
               "fold_scores": results["fold_validation_scores"],

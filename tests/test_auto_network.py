@@ -297,6 +297,18 @@ def test_metagridsearch_candidates_do_not_run_folds_of_their_own(monkeypatch):
     assert search.best_estimator_.hidden_layer_sizes_ == (64, 64)
 
 
+def _old_file(tmp_path, est):
+    """``est`` saved as a file written before the network and the scale of
+    ``prototype_scale="auto"`` were recorded."""
+    est.save(tmp_path / "new.pt")
+    state = torch.load(tmp_path / "new.pt", weights_only=True)
+    for field in ("hidden_layer_sizes", "hidden_layer_sizes_search",
+                  "auto_prototype_scale"):
+        del state["meta"][field]
+    torch.save(state, tmp_path / "old.pt")
+    return tmp_path / "old.pt"
+
+
 def test_files_from_before_the_choice_keep_their_prototype_scale(tmp_path):
     """An init without hidden layers saved before ``"auto"`` meant 0.1 for
     it was meta-trained, and is adapted, at 0.3."""
@@ -305,12 +317,7 @@ def test_files_from_before_the_choice_keep_their_prototype_scale(tmp_path):
     support = np.r_[[np.flatnonzero(y == c)[0] for c in (7, 8, 9)]]
     est = MAMLClassifier(hidden_layer_sizes=(), head_init="prototype",
                          n_meta_iter=2, random_state=0).meta_fit(sampler)
-    est.save(tmp_path / "new.pt")
-    state = torch.load(tmp_path / "new.pt", weights_only=True)
-    for field in ("hidden_layer_sizes", "hidden_layer_sizes_search"):
-        del state["meta"][field]  # as written before they were recorded
-    torch.save(state, tmp_path / "old.pt")
-    old, new = load(tmp_path / "old.pt"), load(tmp_path / "new.pt")
+    old, new = load(_old_file(tmp_path, est)), load(tmp_path / "new.pt")
     assert old.hidden_layer_sizes_ == new.hidden_layer_sizes_ == ()
 
     def proba(model, **params):
@@ -356,8 +363,11 @@ def test_an_error_in_a_fold_says_where_and_holds_no_fold_estimator():
         FOMAMLClassifier(meta_lr=1e12, meta_optimizer="sgd", **FAST).meta_fit(
             _sampler(*_digits()))
     assert caught.value.estimator is None
-    said = [str(caught.value), *getattr(caught.value, "__notes__", [])]
-    assert any("class fold 1 of 3" in text for text in said)
+    assert getattr(caught.value, "result", None) is None
+    assert str(caught.value).startswith("hidden_layer_sizes='auto', meta-training "
+                                        "{'hidden_layer_sizes': (64, 64)} on class "
+                                        "fold 1 of 3: meta-training diverged")
+    assert "exc.estimator" not in str(caught.value)
 
 
 def test_metagridsearch_refuses_auto_in_its_grid():
@@ -413,3 +423,85 @@ def test_the_folds_shorten_only_a_model_that_learns_nothing(
     assert grids[0][0] == {"hidden_layer_sizes": (64, 64)}
     expected = {"hidden_layer_sizes": ()}
     assert grids[0][1] == ({**expected, "n_meta_iter": 1} if shortened else expected)
+
+
+def _scales_used(monkeypatch):
+    """The prototype scales the inner loop is built with, in order."""
+    import sk_meta._inner_loop as inner_loop
+
+    used = []
+    original = inner_loop.InnerLoopSettings.from_estimator.__func__
+
+    def recorded(cls, estimator, **kwargs):
+        settings = original(cls, estimator, **kwargs)
+        used.append(settings.prototype_scale)
+        return settings
+
+    monkeypatch.setattr(inner_loop.InnerLoopSettings, "from_estimator",
+                        classmethod(recorded))
+    return used
+
+
+def test_an_old_init_goes_on_at_its_scale_and_a_new_one_at_the_new(
+        tmp_path, monkeypatch):
+    X, y = _digits(10)
+    sampler = _sampler(X[y < 7], y[y < 7])
+    support = np.r_[[np.flatnonzero(y == c)[0] for c in (7, 8, 9)]]
+    est = MAMLClassifier(hidden_layer_sizes=(), n_meta_iter=2,
+                         random_state=0).meta_fit(sampler)
+    path = _old_file(tmp_path, est)
+    used = _scales_used(monkeypatch)
+    warm = load(path).set_params(warm_start=True, n_meta_iter=4).meta_fit(sampler)
+    warm.fit(X[support], y[support])
+    assert set(used) == {0.3}  # meta-trained and adapted at the old scale
+    warm.save(tmp_path / "warm.pt")
+    used.clear()
+    load(tmp_path / "warm.pt").fit(X[support], y[support])
+    assert set(used) == {0.3}
+    used.clear()
+    fresh = load(path).set_params(n_meta_iter=2).meta_fit(sampler)
+    fresh.fit(X[support], y[support])
+    assert set(used) == {0.1}  # a new init: the new scale, in both
+
+
+def test_an_old_files_network_is_the_one_it_was_loaded_with(tmp_path):
+    est = MAMLClassifier(hidden_layer_sizes=(), n_meta_iter=2,
+                         random_state=0).meta_fit(_sampler(*_digits()))
+    old = load(_old_file(tmp_path, est))
+    for sizes in [(32,), "auto"]:
+        assert old.set_params(hidden_layer_sizes=sizes).hidden_layer_sizes_ == ()
+
+
+def test_the_folds_do_not_repeat_warnings():
+    from sk_meta.exceptions import FeatureScaleWarning
+
+    X, y = _digits()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        MAMLClassifier(n_meta_iter=2, validation_interval=1, random_state=0).meta_fit(
+            _sampler(X * 1e5, y))
+    scale = [w for w in caught if issubclass(w.category, FeatureScaleWarning)]
+    assert len(scale) == 1
+
+
+def test_a_fold_error_names_the_candidate_as_the_user_knows_it():
+    X, y = _digits()
+    calls = []
+    original = sk_meta.model_selection._fresh
+
+    def cannot_build(*args, **kwargs):
+        raise ValueError("cannot build it")
+
+    def failing_linear(estimator, params, **fixed):
+        calls.append(params)
+        candidate = original(estimator, params, **fixed)
+        if params["hidden_layer_sizes"] == ():
+            candidate.meta_fit = cannot_build
+        return candidate
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sk_meta.model_selection, "_fresh", failing_linear)
+        with pytest.raises(ValueError, match=r"meta-training \{'hidden_layer_sizes': "
+                                             r"\(\)\} on class fold 1 of 3: cannot"):
+            MAMLClassifier(**FAST).meta_fit(_sampler(X, y))
+    assert calls[-1] == {"hidden_layer_sizes": (), "n_meta_iter": 1}
