@@ -95,6 +95,28 @@ def _reptile_classifier(rank=None):
                    .meta_fit(_classification_tasks()))
 
 
+def _auto_network(rank=None):
+    """hidden_layer_sizes="auto": the class folds meta-train in the group too,
+    and every process chooses the same network."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(160, 4)).astype(np.float32)
+    y = np.repeat(np.arange(8), 20)
+    X[:, 0] += y
+    clf = MAMLClassifier(meta_batch_size=5, n_meta_iter=6, validation_interval=3,
+                         random_state=0)
+    clf.meta_fit(EpisodeSampler(X, y, n_way=3, k_shot=2, n_query=3, random_state=0))
+    return _record(clf, chosen=clf.hidden_layer_sizes_,
+                   scores=clf.hidden_layer_sizes_search_["scores"])
+
+
+def _auto_network_without_a_seed(rank=None):
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(160, 4)).astype(np.float32), np.repeat(np.arange(8), 20)
+    clf = MAMLClassifier(n_meta_iter=2, random_state=None)
+    return _refusal(lambda: clf.meta_fit(EpisodeSampler(X, y, 3, 2, 3,
+                                                        random_state=0)))
+
+
 def _learned_rates_with_idle_processes(rank=None):
     # 2 tasks per meta-batch: with 3 processes, one gets none
     return _record(MAMLClassifier(meta_batch_size=2, n_meta_iter=5,
@@ -273,7 +295,7 @@ def _grid_search_with_an_unseeded_random_state(rank=None):
 EQUAL = {f.__name__: f for f in (
     _maml_classifier, _fomaml_regressor, _reptile_classifier,
     _learned_rates_with_idle_processes, _early_stopping_and_checkpoints, _warm_start,
-    _partial_fit, _divergence, _reads_back_every_3,
+    _partial_fit, _divergence, _reads_back_every_3, _auto_network,
 )}
 # the same on every process
 AGREED = {f.__name__: f for f in (_max_time, _ctrl_c)}
@@ -302,7 +324,8 @@ REFUSED = {f.__name__: f for f in (
     _validation_on_the_first_process_only, _networks_that_differ,
     _meta_lr_that_differs, _validation_tasks_that_differ,
     _validation_tasks_in_another_order, _partial_passes_that_differ,
-    _grid_search_without_a_seed, _grid_search_with_an_unseeded_random_state)}
+    _grid_search_without_a_seed, _grid_search_with_an_unseeded_random_state,
+    _auto_network_without_a_seed)}
 CHECKS = {**EQUAL, **AGREED, **REFUSED, "_not_distributed": _not_distributed,
           "_checkpoint_directory_on_the_first_process_only":
               _checkpoint_directory_on_the_first_process_only}
@@ -458,6 +481,18 @@ def test_the_checks_exercise_what_they_claim(alone):
     assert alone["_partial_fit"]["n_meta_iter"] == 3
     assert any(k.startswith("lr.")
                for k in alone["_learned_rates_with_idle_processes"]["weights"])
+    assert len(alone["_auto_network"]["scores"]) == 2
+
+
+@pytest.mark.parametrize("world_size", [2, 3])
+def test_every_process_chooses_the_network_one_process_chooses(groups, alone,
+                                                              world_size):
+    checks, _, _ = groups
+    expected = alone["_auto_network"]
+    for found in checks[world_size]:
+        assert found["_auto_network"]["chosen"] == expected["chosen"]
+        np.testing.assert_allclose(found["_auto_network"]["scores"],
+                                   expected["scores"], rtol=1e-5)
 
 
 @pytest.mark.parametrize("world_size", [2, 3])
@@ -541,6 +576,8 @@ def test_distributed_false_ignores_the_group(groups):
                                     "distributed job"),
     ("_grid_search_with_an_unseeded_random_state",
      r"MetaGridSearch\(random_state=RandomState.*in a distributed job"),
+    ("_auto_network_without_a_seed",
+     r"hidden_layer_sizes='auto' with 8 classes .* in a distributed job"),
 ])
 def test_setups_that_differ_between_processes_are_refused_on_all(
         groups, world_size, check, message):
