@@ -24,7 +24,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from sk_meta import _distributed, _fitting, _persistence, _skorch
-from sk_meta._checks import DEFAULT_HIDDEN_LAYER_SIZES
+from sk_meta._checks import DEFAULT_HIDDEN_LAYER_SIZES, is_auto
 from sk_meta._records import FitResult, MetaResult, MetaTrainingState, record_on_cpu
 from sk_meta._torch_utils import DeviceOptions, torch_tensor_to_numpy, torch_threads
 from sk_meta.exceptions import DivergenceError, FeatureNamesWarning
@@ -413,9 +413,7 @@ class BaseMetaEstimator(BaseEstimator):
         classes chooses it on class folds. Returns what they scored (None
         when they did not run) and the validation tasks (read before the
         folds, which may take minutes, so that their refusal comes first)."""
-        auto = (isinstance(self.hidden_layer_sizes, str)
-                and self.hidden_layer_sizes == "auto")
-        if (not auto or self.module is not None
+        if (not is_auto(self.hidden_layer_sizes) or self.module is not None
                 or _fitting.continues_meta_training(self, incremental)):
             return None, validation_tasks  # a warm start keeps the init's network
         chosen, search = None, None
@@ -460,6 +458,7 @@ class BaseMetaEstimator(BaseEstimator):
         """A shallow copy of this estimator holding ``result`` as its init."""
         other = type(self).__new__(type(self))
         other.__dict__.update(self.__dict__)
+        other.__dict__.pop("_chosen_hidden_layer_sizes", None)  # in the record
         other._commit_meta(result, None)
         return other
 

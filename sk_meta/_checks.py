@@ -12,6 +12,11 @@ MAX_VALIDATION_TASKS = 10_000
 DEFAULT_HIDDEN_LAYER_SIZES = (64, 64)
 
 
+def is_auto(value):
+    """Whether a parameter is ``"auto"`` (an array of sizes is not compared)."""
+    return isinstance(value, str) and value == "auto"
+
+
 def check_positive_int(value, name, minimum=1):
     """``value`` as an int >= ``minimum`` (ints, numpy and 0-d torch
     integers; not bools), or a TypeError/ValueError naming it."""

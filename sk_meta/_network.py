@@ -10,7 +10,7 @@ import warnings
 import numpy as np
 import torch
 
-from sk_meta._checks import DEFAULT_HIDDEN_LAYER_SIZES
+from sk_meta._checks import DEFAULT_HIDDEN_LAYER_SIZES, is_auto
 from sk_meta._torch_utils import seeded_torch
 from sk_meta.exceptions import FrozenParametersWarning
 from sk_meta.functional import prepare_module
@@ -86,13 +86,12 @@ def _state(module):
             for name, value in module.state_dict(keep_vars=True).items()}
 
 
-
 def hidden_layer_sizes_of(estimator):
     """The default MLP's hidden layers: ``hidden_layer_sizes``, with
     ``"auto"`` read as the choice of the ``meta_fit`` under way, else the one
     the init was meta-trained with, else ``DEFAULT_HIDDEN_LAYER_SIZES``."""
     sizes = estimator.hidden_layer_sizes
-    if not (isinstance(sizes, str) and sizes == "auto"):
+    if not is_auto(sizes):
         return sizes
     chosen = estimator.__dict__.get("_chosen_hidden_layer_sizes")
     if chosen is None:
@@ -177,7 +176,7 @@ class NetworkSpec:
                 and _differs(getattr(estimator, name), defaults[name].default)
                 # the MLP "auto" stands for, written out
                 and not (name == "hidden_layer_sizes"
-                         and defaults[name].default == "auto"
+                         and is_auto(defaults[name].default)
                          and not _differs(getattr(estimator, name),
                                           DEFAULT_HIDDEN_LAYER_SIZES)))
         return cls(estimator.module, estimator.module_params,

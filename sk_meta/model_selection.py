@@ -26,7 +26,7 @@ from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import check_is_fitted
 
-from sk_meta._checks import DEFAULT_HIDDEN_LAYER_SIZES, MAX_VALIDATION_TASKS
+from sk_meta._checks import DEFAULT_HIDDEN_LAYER_SIZES, MAX_VALIDATION_TASKS, is_auto
 from sk_meta._errors import raise_with_context
 from sk_meta.exceptions import DivergenceError, InterruptedWarning
 from sk_meta.tasks._validation import check_no_missing_labels, label_kind
@@ -539,14 +539,10 @@ def _fresh(estimator, params, **fixed):
     candidate = clone(estimator).set_params(**{**params, **fixed})
     if "warm_start" in candidate.get_params():
         candidate.set_params(warm_start=False)
-    if _is_auto(candidate.get_params().get("hidden_layer_sizes")):
+    if is_auto(candidate.get_params().get("hidden_layer_sizes")):
         # the grid is the choice here: not class folds inside each candidate
         candidate.set_params(hidden_layer_sizes=DEFAULT_HIDDEN_LAYER_SIZES)
     return candidate
-
-
-def _is_auto(value):
-    return isinstance(value, str) and value == "auto"
 
 
 def _is_int(value):
@@ -911,7 +907,7 @@ class MetaGridSearch(MetaEstimatorMixin, BaseEstimator):
                 "on for the candidates, which is how it reads their best "
                 "validation score and meta-iteration"
             )
-        if any(_is_auto(params.get("hidden_layer_sizes")) for params in grid):
+        if any(is_auto(params.get("hidden_layer_sizes")) for params in grid):
             raise ValueError(
                 "param_grid must not set hidden_layer_sizes='auto': it chooses "
                 "between (64, 64) and () on class folds itself; list the sizes "
