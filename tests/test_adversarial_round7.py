@@ -275,6 +275,35 @@ def test_integer_ids_that_float32_would_merge_are_warned_of():
         clf.fit(ids - 2**24, y)  # small ids are exact
 
 
+def test_integer_ids_held_as_lists_objects_or_categories_are_warned_of_too():
+    from sklearn.exceptions import DataConversionWarning
+
+    ids = [[2**24], [2**24 + 1], [2**24 + 2]] * 3
+    y = np.repeat(np.arange(3), 3)
+    clf = _small(inner_steps=0)
+    message = "holds integers beyond 2\\*\\*24, which float32"
+    with pytest.warns(DataConversionWarning, match="X " + message):
+        clf.fit(ids, y)  # a list
+    with pytest.warns(DataConversionWarning, match="X " + message):
+        clf.predict(ids)
+    held = np.array(ids, dtype=object)
+    with pytest.warns(DataConversionWarning, match="task [01] " + message):
+        _small(inner_lr=1e-9, meta_lr=1e-9, n_meta_iter=1).meta_fit(
+            [(held, y, held, y)] * 2)
+    for column in (pd.Series([row[0] for row in ids], dtype=object),
+                   pd.Categorical([row[0] for row in ids])):
+        frame = pd.DataFrame({"id": column, "value": np.linspace(0, 1, 9)})
+        with pytest.warns(DataConversionWarning, match="X " + message):
+            try:
+                clf.fit(frame, y)
+            except (TypeError, ValueError):
+                pass  # refused further on, after the warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DataConversionWarning)
+        clf.fit([[row[0] - 2**24] for row in ids], y)  # small ids are exact
+        clf.fit(np.array([[1.5], [2.5], [3.5]] * 3, dtype=object), y)
+
+
 # -- model selection and samplers (a hostile pass) -------------------------------------
 
 def _table(n_classes=12, rows=10, seed=0):

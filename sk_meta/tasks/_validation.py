@@ -205,23 +205,40 @@ FLOAT32_EXACT_INTEGERS = 2**24
 
 
 def integers_lost_in_float32(X):
-    """Whether ``X`` (an array or a DataFrame) holds integer features that
-    float32 cannot tell apart: ids into an embedding would collide."""
+    """Whether ``X`` (an array, a DataFrame or nested lists) holds integer
+    features that float32 cannot tell apart: ids into an embedding would
+    collide."""
     if sparse.issparse(X):
         return False
     select = getattr(X, "select_dtypes", None)
     if select is not None and hasattr(X, "columns"):
         integers = select(include="integer")  # one pass, nullable ones too
-        if integers.size == 0:
-            return False
         values = integers.to_numpy(dtype=np.float64, na_value=np.nan)
         values = values[~np.isnan(values)]
-    elif getattr(getattr(X, "dtype", None), "kind", None) in ("i", "u"):
-        values = np.asarray(X)
-    else:
-        return False
+        # ints held as objects, or as the categories of a categorical column
+        held = select(include=["object", "category"])
+        return _beyond_float32(values) or (
+            held.size > 0 and _objects_beyond_float32(held.to_numpy(dtype=object)))
+    if not hasattr(X, "dtype"):  # lists
+        try:
+            X = np.asarray(X)
+        except (TypeError, ValueError):  # ragged: refused where X is read
+            return False
+    kind = X.dtype.kind
+    if kind in ("i", "u"):
+        return _beyond_float32(np.asarray(X))
+    return kind == "O" and _objects_beyond_float32(X)
+
+
+def _beyond_float32(values):
     return bool(values.size) and bool(values.max() > FLOAT32_EXACT_INTEGERS
                                       or values.min() < -FLOAT32_EXACT_INTEGERS)
+
+
+def _objects_beyond_float32(values):
+    return any(isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+               and abs(int(v)) > FLOAT32_EXACT_INTEGERS
+               for v in np.asarray(values, dtype=object).ravel())
 
 
 def warn_integers_lost_in_float32(name, stacklevel):
