@@ -42,8 +42,11 @@ PARAMETERS = {
         an :class:`~sk_meta.tasks.EpisodeSampler` of fewer than 15 classes.
         There up to three disjoint class folds (as ``MetaGridSearch(cv=3)``;
         two with 4 or 5 classes) each meta-train ``(64, 64)`` and ``()``, no
-        hidden layer, on the other classes, and the one with the better mean
-        score on the held-out classes is meta-trained on all of them. With
+        hidden layer, on the other classes, with early stopping on 100 tasks
+        of the held-out classes (``min(n_way, held-out classes)``-way: 2-way
+        with 8 classes or fewer), and the one with the better mean score at
+        its best validation is meta-trained on all of them, for
+        ``n_meta_iter``. With
         few meta-training classes, learned features may not separate new
         classes where the raw features already do: on two such tables the
         choice gained 4 to 8 points (see the Results page). ``()`` with the
@@ -204,7 +207,9 @@ PARAMETERS = {
         ran); ``None`` runs all ``n_meta_iter``. With
         ``meta_lr_schedule="linear"`` the decay follows whichever of
         iterations and time is further along, so it reaches 0 by the
-        deadline."""),
+        deadline. With ``hidden_layer_sizes="auto"``, it bounds each
+        meta-training of its class folds and the final one (up to about
+        four times ``max_time`` in all)."""),
     "meta_optimizer": ('{"adam", "sgd"}', {
         "maml": """
         Outer optimizer.""",

@@ -696,6 +696,11 @@ def choose_on_class_folds(estimator, sampler, candidates, *, one_iteration=()):
     search = MetaGridSearch(estimator, candidates, val_size=n_val, cv=n_folds,
                             random_state=random_state)
     folds = search._hold_out(sampler, None)
+    if estimator.get_params().get("verbose"):
+        print(f"hidden_layer_sizes='auto': meta-training "
+              f"{', '.join(str(c['hidden_layer_sizes']) for c in candidates)} "
+              f"on {n_folds} folds of the {n_classes} classes, to choose the "
+              "network", flush=True)
     # a candidate of one_iteration is scored after one meta-iteration
     grid = [dict(params, n_meta_iter=1) if index in one_iteration else params
             for index, params in enumerate(candidates)]
@@ -705,6 +710,7 @@ def choose_on_class_folds(estimator, sampler, candidates, *, one_iteration=()):
     record = {"candidates": [dict(params) for params in candidates],
               "scores": results["validation_score"],
               "fold_scores": results["fold_validation_scores"],
+              "best_meta_iter": results["best_meta_iter"],
               "n_folds": n_folds}
     return candidates[best[0]], record
 
@@ -826,7 +832,8 @@ class MetaGridSearch(MetaEstimatorMixin, BaseEstimator):
     >>> sampler = EpisodeSampler(X / 16, y, 3, 1, 5, classes=range(7),
     ...                          shuffle_labels=True, random_state=0)
     >>> search = MetaGridSearch(
-    ...     MAMLClassifier(n_meta_iter=20, validation_interval=10, random_state=0),
+    ...     MAMLClassifier(hidden_layer_sizes=(64, 64), n_meta_iter=20,
+    ...                    validation_interval=10, random_state=0),
     ...     {"concat_input": [False, True]}, n_val_tasks=10, random_state=0)
     >>> search.meta_fit(sampler).results_["params"]
     [{'concat_input': False}, {'concat_input': True}]
@@ -913,6 +920,17 @@ class MetaGridSearch(MetaEstimatorMixin, BaseEstimator):
                 "between (64, 64) and () on class folds itself; list the sizes "
                 "to compare, e.g. [(64, 64), ()]"
             )
+        if (is_auto(valid.get("hidden_layer_sizes"))
+                and get_tags(self.estimator).estimator_type == "classifier"
+                and valid.get("module") is None
+                and not any("hidden_layer_sizes" in params for params in grid)):
+            warnings.warn(
+                "The estimator's hidden_layer_sizes='auto' is (64, 64) in every "
+                "candidate: MetaGridSearch does not compare it with the network "
+                "without hidden layers as the estimator's own meta_fit would. "
+                "Add {'hidden_layer_sizes': [(64, 64), ()]} to the grid to compare "
+                "them, or set hidden_layer_sizes=(64, 64) to say you want the MLP",
+                UserWarning, stacklevel=2)
         if any("warm_start" in params for params in grid):
             raise ValueError(
                 "param_grid must not set warm_start: every candidate meta-trains "

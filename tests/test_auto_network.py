@@ -274,8 +274,47 @@ def test_checkpoints_are_written_by_the_meta_training_alone(tmp_path, monkeypatc
 def test_verbose_says_what_was_chosen(capsys):
     MAMLClassifier(verbose=1, **FAST).meta_fit(_sampler(*_digits()))
     out = capsys.readouterr().out
-    assert "hidden_layer_sizes='auto': ()" in out
+    # before the folds, which may take minutes, then their outcome
+    assert out.index("meta-training (64, 64), () on 3 folds of the 7 classes") \
+        < out.index("hidden_layer_sizes='auto': ()")
     assert "3 class folds" in out
+
+
+def test_metagridsearch_says_when_auto_stands_for_the_mlp_alone():
+    X, y = _digits()
+    grids = {"no candidate sets it": ({"inner_lr": [0.1]}, True),
+             "one does": ([{"inner_lr": [0.1]}, {"hidden_layer_sizes": [()]}], False)}
+    for grid, warns in grids.values():
+        search = MetaGridSearch(MAMLClassifier(n_meta_iter=2, random_state=0), grid,
+                                n_val_tasks=2, random_state=0)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            search.meta_fit(_sampler(X, y))
+        said = [w for w in caught if "in every candidate" in str(w.message)]
+        assert bool(said) == warns
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        MetaGridSearch(MAMLClassifier(hidden_layer_sizes=(64, 64), n_meta_iter=2,
+                                      random_state=0), {"inner_lr": [0.1]},
+                       n_val_tasks=2, random_state=0).meta_fit(_sampler(X, y))
+
+
+def test_to_skorch_before_fit_says_the_head_is_not_trained():
+    est = MAMLClassifier(hidden_layer_sizes=(8,), n_meta_iter=2, random_state=0)
+    est.meta_fit(_sampler(*_digits()))
+    with pytest.warns(UserWarning, match="the output layer is built from a task's "
+                                         "support set by fit"):
+        est.to_skorch()
+    X, y = _digits(10)
+    support = np.r_[[np.flatnonzero(y == c)[0] for c in (7, 8, 9)]]
+    est.fit(X[support], y[support])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        est.to_skorch()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        MAMLClassifier(head_init="meta", hidden_layer_sizes=(8,), n_meta_iter=2,
+                       random_state=0).meta_fit(_sampler(*_digits())).to_skorch()
 
 
 def test_metagridsearch_candidates_do_not_run_folds_of_their_own(monkeypatch):
@@ -290,8 +329,8 @@ def test_metagridsearch_candidates_do_not_run_folds_of_their_own(monkeypatch):
     search = MetaGridSearch(MAMLClassifier(n_meta_iter=20, validation_interval=10,
                                            random_state=0),
                             {"inner_lr": [0.1]}, n_val_tasks=5, random_state=0)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
+    with pytest.warns(UserWarning, match="hidden_layer_sizes='auto' is \\(64, 64\\) "
+                                         "in every candidate"):
         search.meta_fit(_sampler(*_digits()))
     assert calls == ["MetaGridSearch"]
     assert search.best_estimator_.hidden_layer_sizes_ == (64, 64)
