@@ -1,6 +1,7 @@
 """Argument checks shared by the functional core, the networks and the task
 samplers (no torch here: the ``tasks`` code does not need it)."""
 
+import numbers
 import operator
 
 # the most validation tasks meta_fit (and the tools that take held-out tasks)
@@ -10,6 +11,11 @@ MAX_VALIDATION_TASKS = 10_000
 # the MLP hidden_layer_sizes="auto" stands for, unless a classifier's
 # meta_fit chose the one without hidden layers on class folds
 DEFAULT_HIDDEN_LAYER_SIZES = (64, 64)
+
+
+def is_int(value):
+    """Whether ``value`` is an integer (numpy's too), not a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 def is_auto(value):

@@ -10,7 +10,6 @@ import copy
 import dataclasses
 import functools
 import math
-import numbers
 import warnings
 from collections.abc import Sequence
 
@@ -18,7 +17,7 @@ import numpy as np
 import torch
 from sklearn.exceptions import DataConversionWarning
 
-from sk_meta._checks import MAX_VALIDATION_TASKS
+from sk_meta._checks import MAX_VALIDATION_TASKS, is_int
 from sk_meta._errors import raise_with_context
 from sk_meta._inner_loop import (
     InnerLoop,
@@ -58,8 +57,7 @@ from sk_meta.tasks._validation import TaskChecker, feature_names, stack_tasks
 
 def seeds(random_state):
     """Seeds of the initialization, the task order and torch's RNG."""
-    if isinstance(random_state, numbers.Integral) and not isinstance(
-            random_state, bool):
+    if is_int(random_state):
         return _seeds_of_int(int(random_state))
     return _drawn_seeds(random_state)
 

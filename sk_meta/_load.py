@@ -1,13 +1,13 @@
 """``sk_meta.load``: an estimator back from a file written by ``save``."""
 
 import copy
-import numbers
 import warnings
 
 import numpy as np
 
 from sk_meta import _persistence
 from sk_meta._base import values_for_missing_parameters
+from sk_meta._checks import is_int
 from sk_meta._fitting import seeds
 from sk_meta._maml import (
     FOMAMLClassifier,
@@ -141,8 +141,7 @@ def _fit_seed(fit, random_state):
     (files written before it was recorded: from an int random_state)."""
     if fit.get("init_seed") is not None:
         return int(fit["init_seed"])
-    if isinstance(random_state, numbers.Integral) and not isinstance(random_state,
-                                                                    bool):
+    if is_int(random_state):
         return seeds(random_state)[0]
     return 0
 

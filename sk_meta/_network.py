@@ -10,7 +10,7 @@ import warnings
 import numpy as np
 import torch
 
-from sk_meta._checks import DEFAULT_HIDDEN_LAYER_SIZES, is_auto
+from sk_meta._checks import DEFAULT_HIDDEN_LAYER_SIZES, is_auto, is_int
 from sk_meta._torch_utils import seeded_torch
 from sk_meta.exceptions import FrozenParametersWarning
 from sk_meta.functional import prepare_module
@@ -250,8 +250,7 @@ class NetworkSpec:
         """
         if self.module is None:
             hidden = tuple(self.hidden_layer_sizes)
-            if not all(isinstance(h, numbers.Integral) and not isinstance(h, bool)
-                       and h > 0 for h in hidden):
+            if not all(is_int(h) and h > 0 for h in hidden):
                 raise ValueError(
                     "hidden_layer_sizes must be positive integers, got "
                     f"{self.hidden_layer_sizes!r}"

@@ -26,7 +26,12 @@ from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import check_is_fitted
 
-from sk_meta._checks import DEFAULT_HIDDEN_LAYER_SIZES, MAX_VALIDATION_TASKS, is_auto
+from sk_meta._checks import (
+    DEFAULT_HIDDEN_LAYER_SIZES,
+    MAX_VALIDATION_TASKS,
+    is_auto,
+    is_int,
+)
 from sk_meta._errors import raise_with_context
 from sk_meta.exceptions import DivergenceError, InterruptedWarning
 from sk_meta.tasks._validation import check_no_missing_labels, label_kind
@@ -545,10 +550,6 @@ def _fresh(estimator, params, **fixed):
     return candidate
 
 
-def _is_int(value):
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
 def _score_candidates(estimator, grid, folds, error_score, *, searcher,
                       inside=None, **fixed):
     """Meta-train a fresh copy of ``estimator`` per candidate of ``grid`` and
@@ -676,7 +677,7 @@ def choose_on_class_folds(estimator, sampler, candidates, *, one_iteration=()):
     if n_folds < 2 or n_classes - n_val < sampler.n_way:
         return None, None
     random_state = estimator.random_state
-    if not _is_int(random_state):
+    if not is_int(random_state):
         try:
             MetaGridSearch(estimator, candidates, random_state=random_state
                            )._check_same_hold_out_everywhere()
@@ -713,7 +714,6 @@ def choose_on_class_folds(estimator, sampler, candidates, *, one_iteration=()):
               "best_meta_iter": results["best_meta_iter"],
               "n_folds": n_folds}
     return candidates[best[0]], record
-
 
 
 class MetaGridSearch(MetaEstimatorMixin, BaseEstimator):
@@ -997,9 +997,7 @@ class MetaGridSearch(MetaEstimatorMixin, BaseEstimator):
         uses), every process must hold out the same classes: refuse a seed
         each process would draw for itself."""
         distributed = sys.modules.get("torch.distributed")
-        seeded = (isinstance(self.random_state, numbers.Integral)
-                  and not isinstance(self.random_state, bool))
-        if (seeded or distributed is None
+        if (is_int(self.random_state) or distributed is None
                 or not distributed.is_available() or not distributed.is_initialized()
                 or distributed.get_world_size() < 2
                 or self.estimator.get_params().get("distributed") is False):
@@ -1080,7 +1078,7 @@ class MetaGridSearch(MetaEstimatorMixin, BaseEstimator):
             search_tasks = EpisodeSampler(
                 sampler.X, sampler.y, sampler.n_way, sampler.k_shot,
                 sampler.n_query, classes=train_classes, n_tasks=sampler.n_tasks,
-                random_state=(sampler.random_state if _is_int(sampler.random_state)
+                random_state=(sampler.random_state if is_int(sampler.random_state)
                               else seed + 1),
                 shuffle_labels=sampler.shuffle_labels)
             validation_tasks = list(EpisodeSampler(

@@ -9,7 +9,7 @@ from itertools import count
 import numpy as np
 from scipy import sparse
 
-from sk_meta._checks import positive_int_setting
+from sk_meta._checks import is_int, positive_int_setting
 from sk_meta.tasks._task import Task
 from sk_meta.tasks._validation import is_missing_label, label_kind
 
@@ -451,7 +451,7 @@ def _resolve_size(size, name, n_classes, *, round_up=False):
 
     A fraction is rounded down, or up with ``round_up``.
     """
-    if isinstance(size, numbers.Integral) and not isinstance(size, bool):
+    if is_int(size):
         if size < 0:
             raise ValueError(f"{name} must be non-negative, got {size}.")
         return int(size)
