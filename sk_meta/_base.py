@@ -418,7 +418,7 @@ class BaseMetaEstimator(BaseEstimator):
             return None, validation_tasks  # a warm start keeps the init's network
         chosen, search = None, None
         if self._is_classifier() and not incremental:
-            from sk_meta.model_selection import choose_on_class_folds
+            from sk_meta.model_selection import _choose_on_class_folds
 
             # what meta_fit refuses before reading a training task
             _fitting.check_settings(self, validation_tasks, incremental=False)
@@ -433,7 +433,7 @@ class BaseMetaEstimator(BaseEstimator):
             unchanged = ((1,) if self.head_init == "prototype"
                          and self.inner_lr_mode == "fixed" else ())
             with torch_threads(self.n_threads):
-                params, search = choose_on_class_folds(
+                params, search = _choose_on_class_folds(
                     self, tasks, candidates, one_iteration=unchanged)
             if params is not None:
                 chosen = params["hidden_layer_sizes"]

@@ -648,7 +648,7 @@ AUTO_CHOICE_MAX_CLASSES = 15
 AUTO_CHOICE_FOLDS = 3
 
 
-def choose_on_class_folds(estimator, sampler, candidates, *, one_iteration=()):
+def _choose_on_class_folds(estimator, sampler, candidates, *, one_iteration=()):
     """The candidate, of ``candidates`` (dicts of parameters), that scores
     best on classes held out of ``sampler``, and what each scored.
     ``one_iteration``: the indices of candidates that meta-training does not

@@ -434,10 +434,10 @@ def test_the_folds_do_not_draw_from_the_samplers_generator():
 def test_one_meta_iteration_scores_the_model_without_hidden_layers():
     """What lets the folds meta-train it for one meta-iteration: with the
     prototype head its score does not move with more."""
-    from sk_meta.model_selection import choose_on_class_folds
+    from sk_meta.model_selection import _choose_on_class_folds
 
     for cls in (MAMLClassifier, ReptileClassifier):
-        _, search = choose_on_class_folds(
+        _, search = _choose_on_class_folds(
             cls(**FAST), _sampler(*_digits()),
             [{"hidden_layer_sizes": ()},
              {"hidden_layer_sizes": (), "n_meta_iter": 1}])
