@@ -34,14 +34,18 @@ train_tasks = EpisodeSampler(X, y, n_way=3, k_shot=5, n_query=10,
 # ``fit``, ...) were chosen on few-shot tables; ``n_meta_iter`` sets the
 # budget. The network is ``hidden_layer_sizes="auto"``: an MLP with two
 # hidden layers of 64, except with fewer than 15 meta-training classes.
-# There ``meta_fit`` first meta-trains that MLP and a model without hidden
-# layers on three folds of the classes, scores both on the classes each
-# fold held out, and meta-trains the better one on all seven.
+# There ``meta_fit`` first tries three networks on three folds of the
+# classes: that MLP meta-trained, a model without hidden layers, and the
+# MLP pretrained to tell all the fold's classes apart at once. It scores
+# them on the classes each fold held out, and trains the best one on all
+# seven.
 clf = MAMLClassifier(n_meta_iter=300, random_state=0)
 clf.meta_fit(train_tasks)
-mlp, linear = clf.hidden_layer_sizes_search_["scores"]
-print(f"held-out classes: MLP {mlp:.3f}, no hidden layer {linear:.3f}; "
-      f"hidden_layer_sizes_={clf.hidden_layer_sizes_}")
+search = clf.hidden_layer_sizes_search_
+mlp, linear, pretrained = search["scores"]
+print(f"held-out classes: MLP {mlp:.3f}, no hidden layer {linear:.3f}, "
+      f"pretrained MLP {pretrained:.3f}; chosen: "
+      f"{search['candidates'][search['chosen']]}")
 
 # %%
 # Learning new classes from five examples each

@@ -117,7 +117,7 @@ class BaseMetaEstimator(BaseEstimator):
         "inner_steps": [Interval(Integral, 0, None, closed="left")],
         "meta_inner_steps": [None, Interval(Integral, 1, None, closed="left")],
         "inner_lr_mode": [StrOptions({"fixed", "per_layer_step", "per_parameter"})],
-        "adapt_layers": [StrOptions({"all", "head"})],
+        "adapt_layers": [StrOptions({"all", "head", "auto"})],
         "head_init": [StrOptions({"meta", "zero", "prototype"})],
         "prototype_scale": [StrOptions({"auto"}),
                             Interval(Real, 0, None, closed="neither")],
@@ -402,7 +402,8 @@ class BaseMetaEstimator(BaseEstimator):
                 if result is not None:
                     exc.estimator = self._with_meta(result)
                 raise
-        self.__dict__.pop("_chosen_hidden_layer_sizes", None)  # now in _meta
+        for transient in ("_chosen_hidden_layer_sizes", "_chosen_pretrained"):
+            self.__dict__.pop(transient, None)  # now in _meta
         if outcome is not None:
             self._commit_meta(*outcome)
         return self
@@ -416,9 +417,9 @@ class BaseMetaEstimator(BaseEstimator):
         if (not is_auto(self.hidden_layer_sizes) or self.module is not None
                 or _fitting.continues_meta_training(self, incremental)):
             return None, validation_tasks  # a warm start keeps the init's network
-        chosen, search = None, None
+        chosen, search, pretrained = None, None, False
         if self._is_classifier() and not incremental:
-            from sk_meta.model_selection import _choose_on_class_folds
+            from sk_meta.model_selection import _candidate_name, _choose_on_class_folds
 
             # what meta_fit refuses before reading a training task
             _fitting.check_settings(self, validation_tasks, incremental=False)
@@ -428,23 +429,33 @@ class BaseMetaEstimator(BaseEstimator):
                     sampler=tasks if type(tasks) is EpisodeSampler else None)]
             candidates = [{"hidden_layer_sizes": DEFAULT_HIDDEN_LAYER_SIZES},
                           {"hidden_layer_sizes": ()}]
+            prototype_fixed = (self.head_init == "prototype"
+                               and self.inner_lr_mode == "fixed")
+            if prototype_fixed and self.adapt_layers == "auto":
+                # pretrained, its output layer alone adapted: the measured
+                # setting (a new output layer per task needs the prototype head)
+                candidates.append({"hidden_layer_sizes": DEFAULT_HIDDEN_LAYER_SIZES,
+                                   "pretrained": True})
             # no weight of the linear model moves in meta-training with the
             # prototype head (its one layer is rebuilt for every task)
-            unchanged = ((1,) if self.head_init == "prototype"
-                         and self.inner_lr_mode == "fixed" else ())
+            unchanged = (1,) if prototype_fixed else ()
             with torch_threads(self.n_threads):
                 params, search = _choose_on_class_folds(
                     self, tasks, candidates, one_iteration=unchanged)
             if params is not None:
                 chosen = params["hidden_layer_sizes"]
+                pretrained = params.get("pretrained", False)
                 if self.verbose:
-                    mlp, linear = search["scores"]
-                    print(f"hidden_layer_sizes='auto': {chosen}, by the mean "
-                          f"validation score over {search['n_folds']} class "
-                          f"folds (MLP {mlp:.4f}, linear {linear:.4f})")
+                    scores = ", ".join(
+                        f"{_candidate_name(c)} {score:.4f}"
+                        for c, score in zip(candidates, search["scores"]))
+                    print(f"hidden_layer_sizes='auto': {_candidate_name(params)}, "
+                          f"by the mean validation score over {search['n_folds']} "
+                          f"class folds ({scores})")
         # a fresh meta-training does not keep an earlier init's choice
         self._chosen_hidden_layer_sizes = (DEFAULT_HIDDEN_LAYER_SIZES if chosen is None
                                            else chosen)
+        self._chosen_pretrained = pretrained
         return search, validation_tasks
 
     def _commit_meta(self, result, stream):
@@ -458,7 +469,8 @@ class BaseMetaEstimator(BaseEstimator):
         """A shallow copy of this estimator holding ``result`` as its init."""
         other = type(self).__new__(type(self))
         other.__dict__.update(self.__dict__)
-        other.__dict__.pop("_chosen_hidden_layer_sizes", None)  # in the record
+        for transient in ("_chosen_hidden_layer_sizes", "_chosen_pretrained"):
+            other.__dict__.pop(transient, None)  # in the record
         other._commit_meta(result, None)
         return other
 

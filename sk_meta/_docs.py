@@ -42,20 +42,28 @@ PARAMETERS = {
         an :class:`~sk_meta.tasks.EpisodeSampler` of fewer than 15 classes.
         There up to three disjoint class folds (as ``MetaGridSearch(cv=3)``;
         two with 4 or 5 classes) each meta-train ``(64, 64)`` and ``()``, no
-        hidden layer, on the other classes, with early stopping on 100 tasks
-        of the held-out classes (``min(n_way, held-out classes)``-way: 2-way
-        with 8 classes or fewer), and the one with the better mean score at
-        its best validation is meta-trained on all of them, for
-        ``n_meta_iter``. With
-        few meta-training classes, learned features may not separate new
-        classes where the raw features already do: on two such tables the
-        choice gained 4 to 8 points (see the Results page). ``()`` with the
-        prototype head is a logistic regression on the raw features started
-        from the class means; its meta-training changes no weight, so the
-        folds meta-train it for one meta-iteration (with a fixed inner
-        rate; in full with another head or learned rates). The folds cost
-        up to three more meta-trainings of the MLP, each on three quarters
-        of the classes (``max_time`` bounds each);
+        hidden layer, on the other classes, and with ``adapt_layers="auto"``,
+        the prototype head and a fixed inner rate (the defaults) also
+        pretrain ``(64, 64)`` on them: trained to tell all of them apart at
+        once (cross-entropy, Adam, as "pretrain+LR" on the Results page) and
+        not meta-trained, it is then adapted in its output layer alone. Each
+        is scored on 100 tasks of the held-out classes
+        (``min(n_way, held-out classes)``-way: 2-way with 8 classes or
+        fewer; the meta-trained MLP at its last validation, as it will be
+        used), and the one with the best mean score is meta-trained
+        (or pretrained) on all of them, for ``n_meta_iter`` (the pretrained
+        MLP for none: ``n_meta_iter_`` is 0). With few meta-training
+        classes, learned features may not separate new classes where the
+        raw features already do (on two such tables ``()`` gained 4 to 8
+        points), and features learned on all the classes at once may
+        separate new ones better than meta-learned ones (marketing; see the
+        Results page). ``()`` with the prototype head is a logistic
+        regression on the raw features started from the class means; its
+        meta-training changes no weight, so the folds meta-train it for one
+        meta-iteration (with a fixed inner rate; in full with another head
+        or learned rates). The folds cost up to three more meta-trainings
+        of the MLP, each on three quarters of the classes (``max_time``
+        bounds each, and each pretraining), and seconds of pretraining;
         Ctrl-C during them raises ``KeyboardInterrupt`` and keeps nothing.
         They do not run for other tasks, for samplers too small for two
         folds that leave ``n_way`` classes to meta-train on, in
@@ -108,8 +116,12 @@ PARAMETERS = {
         to ``"fixed"`` after meta-training, ``fit`` adapts with ``inner_lr``
         alone; rates learned in the other learned mode, or for the output
         layer alone when ``adapt_layers="all"``, are refused."""),
-    "adapt_layers": ('{"all", "head"}', """
-        Which parameters the inner steps change. ``"head"`` is ANIL (Raghu et
+    "adapt_layers": ('{"all", "head", "auto"}', """
+        Which parameters the inner steps change. ``"auto"`` (the
+        classifiers' default) is ``"head"`` for the pretrained MLP that
+        ``hidden_layer_sizes="auto"`` may choose, and ``"all"`` otherwise;
+        set ``"all"`` or ``"head"`` and that network is not a candidate.
+        ``"head"`` is ANIL (Raghu et
         al., 2020): only the output layer (the network's last ``nn.Linear``)
         adapts, the body's features are computed once per task, and the body
         is learned by the outer loop alone (MAML, FOMAML). Reptile's outer
@@ -138,9 +150,9 @@ PARAMETERS = {
         steps go on from the prototypes towards a logistic regression on the
         network's features. ``"auto"`` (the classifiers' default) is 0.3
         with the prototype head (0.1 for the default MLP without hidden
-        layers), chosen on few-shot tables (see the Results page of the
-        documentation), and no scale with any other head. A
-        number other than 1.0 needs ``head_init="prototype"`` (with another
+        layers and for the pretrained MLP), chosen on few-shot tables (see
+        the Results page of the documentation), and no scale with any other
+        head. A number other than 1.0 needs ``head_init="prototype"`` (with another
         head it raises a ``ValueError``)."""),
     "multi_step_loss": ("bool", """
         MAML++'s multi-step loss (MAML only): the meta-loss weights the query
@@ -373,9 +385,13 @@ ATTRIBUTES_DOC = """
         ``hidden_layer_sizes="auto"`` stands for); None with a ``module``.
     hidden_layer_sizes_search_ : dict or None
         What the class folds of ``hidden_layer_sizes="auto"`` scored:
-        ``candidates``, ``scores`` (validation accuracy averaged over the
-        folds, at each candidate's best validation), ``fold_scores`` and
-        ``n_folds``; None when they did not run.
+        ``candidates`` (the pretrained MLP's has ``"pretrained": True``),
+        ``scores`` (validation accuracy averaged over the folds, at each
+        candidate's last validation), ``fold_scores``,
+        ``scored_at_meta_iter``, ``n_folds`` and ``chosen`` (the index of the
+        candidate used); None when they did not run. (Files saved before
+        the pretrained candidate have the best validation's
+        ``best_meta_iter`` and no ``chosen``.)
     history_ : skorch.history.History
         One row per ``validation_interval`` meta-iterations: ``meta_iter``,
         mean ``meta_loss``, ``dur`` (seconds), and with validation tasks

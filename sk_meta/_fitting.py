@@ -25,8 +25,9 @@ from sk_meta._inner_loop import (
     auto_prototype_scale,
     check_learned_rates,
 )
-from sk_meta._network import NetworkSpec
+from sk_meta._network import NetworkSpec, is_pretrained_choice
 from sk_meta._persistence import plain_value
+from sk_meta._pretraining import pretrain_body, sampler_rows
 from sk_meta._records import FitResult, MetaResult, MetaTrainingState
 from sk_meta._torch_utils import (
     draw_seeds,
@@ -79,10 +80,14 @@ def check_settings(estimator, validation_tasks, *, incremental):
     """What meta-training refuses from the parameters alone (no task read);
     returns the device and the settings it binds."""
     device = resolve_device(estimator.device)
-    inner_settings = InnerLoopSettings.from_estimator(
-        estimator, afresh=not continues_meta_training(estimator, incremental))
+    afresh = not continues_meta_training(estimator, incremental)
+    inner_settings = InnerLoopSettings.from_estimator(estimator, afresh=afresh)
     settings = TrainerSettings.from_estimator(estimator, device=device,
                                               incremental=incremental)
+    if afresh and is_pretrained_choice(estimator, afresh=True):
+        # the pretrained MLP is not meta-trained (with few classes that
+        # overfits their features: FIDELITY.md, eighth run)
+        settings = dataclasses.replace(settings, n_meta_iter=0)
     network = NetworkSpec.from_estimator(estimator)
     if settings.early_stopping and validation_tasks is None:
         raise ValueError(
@@ -91,7 +96,17 @@ def check_settings(estimator, validation_tasks, *, incremental):
         )
     if validation_tasks is not None and _has_no_tasks(validation_tasks):
         raise ValueError("validation_tasks is empty")
-    inner_settings.check_meta_training()
+    if settings.n_meta_iter != 0:  # no inner step is meta-trained through
+        if (inner_settings.algorithm == "reptile" and estimator.adapt_layers == "auto"
+                and inner_settings.adapt_layers == "head"):
+            raise ValueError(
+                "Reptile cannot meta-train the pretrained MLP that "
+                "hidden_layer_sizes='auto' chose further: adapt_layers='auto' "
+                "adapts its output layer alone, which is rebuilt for each task, "
+                "so no weight would move. Set adapt_layers='all' to meta-train "
+                "all its layers, or meta_fit without warm_start to start afresh"
+            )
+        inner_settings.check_meta_training()
     network.check()
     return device, inner_settings, settings, network
 
@@ -177,6 +192,10 @@ def meta_train(estimator, tasks, validation_tasks, *, incremental, checkpoint=No
         module, n_outputs = network.build(
             checker.input_shape, _n_outputs_needed(first, checker, tasks),
             state.init_seed, probe=first[0].X_support[0], instance=instance)
+        if settings.n_meta_iter == 0:
+            X, codes = sampler_rows(tasks)
+            pretrain_body(module, X, codes, seed=state.init_seed, device=device,
+                          max_time=settings.max_time)
     source.n_outputs = n_outputs
     source.check_classes(first)
     # the network as built, before any forward pass under vmap: one that
@@ -234,6 +253,10 @@ def meta_train(estimator, tasks, validation_tasks, *, incremental, checkpoint=No
                                        else hidden_layer_sizes_search),
             auto_prototype_scale=(meta.auto_prototype_scale if warm
                                   else auto_prototype_scale(estimator, afresh=True)),
+            # meta-trained on in all its layers, it is no longer the
+            # pretrained MLP whose output layer alone adapts
+            pretrained=(meta.pretrained and inner_settings.adapt_layers == "head"
+                        if warm else settings.n_meta_iter == 0),
         )
 
     trainer = MetaTrainer(settings, inner, start, source, first, to_result=to_result,

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from sk_meta._compile import CompiledFunction, resolve_compile_mode
-from sk_meta._network import is_linear_mlp
+from sk_meta._network import is_linear_mlp, is_pretrained_choice
 from sk_meta._torch_utils import single_sample_batch_norm_error
 from sk_meta.functional import (
     TaskBatch,
@@ -108,7 +108,7 @@ def multi_step_weights(n_steps, progress):
 
 # prototype_scale="auto" with the prototype head: chosen on the few-shot
 # tables of benchmarks/fidelity_tabular.py (FIDELITY.md, tenth run; for the
-# MLP without hidden layers, the eighth run)
+# MLP without hidden layers and the pretrained MLP, the eighth run)
 AUTO_PROTOTYPE_SCALE = 0.3
 AUTO_PROTOTYPE_SCALE_LINEAR = 0.1
 
@@ -117,15 +117,25 @@ def auto_prototype_scale(estimator, *, afresh=False):
     """What ``prototype_scale="auto"`` stands for with the prototype head:
     the scale the init was meta-trained at, else (``afresh``: a meta-training
     that starts a new init, or no init) ``AUTO_PROTOTYPE_SCALE``, or
-    ``_LINEAR`` when the network is the default MLP without hidden layers."""
+    ``_LINEAR`` when the network is the default MLP without hidden layers
+    or the pretrained MLP."""
     meta = None if afresh else estimator.__dict__.get("_meta")
     if meta is not None:
         # files written before the scale was recorded: "auto" was 0.3 then
         return (AUTO_PROTOTYPE_SCALE if meta.auto_prototype_scale is None
                 else meta.auto_prototype_scale)
-    if is_linear_mlp(estimator):
+    if is_linear_mlp(estimator) or is_pretrained_choice(estimator, afresh=True):
         return AUTO_PROTOTYPE_SCALE_LINEAR
     return AUTO_PROTOTYPE_SCALE
+
+
+def resolved_adapt_layers(estimator, *, afresh=False):
+    """The layers the inner steps adapt: ``adapt_layers="auto"`` is
+    ``"head"`` for the pretrained MLP (a logistic regression on its features,
+    started from the class means), ``"all"`` otherwise."""
+    if estimator.adapt_layers != "auto":
+        return estimator.adapt_layers
+    return "head" if is_pretrained_choice(estimator, afresh=afresh) else "all"
 
 
 def _resolve_prototype_scale(prototype_scale, head_init, auto):
@@ -222,7 +232,7 @@ class InnerLoopSettings:
             optimizer=getattr(estimator, "inner_optimizer", "sgd"),
             first_order=bool(getattr(estimator, "first_order", False)),
             lr_mode=estimator.inner_lr_mode,
-            adapt_layers=estimator.adapt_layers,
+            adapt_layers=resolved_adapt_layers(estimator, afresh=afresh),
             head_init=estimator.head_init,
             prototype_scale=_resolve_prototype_scale(
                 estimator.prototype_scale, estimator.head_init,

@@ -19,7 +19,7 @@ class _MAML(BaseMetaEstimator):
 class MAMLClassifier(MetaClassifierMixin, ClassifierMixin, _MAML):
     def __init__(self, module=None, *, module_params=None, hidden_layer_sizes="auto",
                  activation="relu", concat_input=False, inner_lr=0.1, inner_steps=20,
-                 meta_inner_steps=5, inner_lr_mode="fixed", adapt_layers="all",
+                 meta_inner_steps=5, inner_lr_mode="fixed", adapt_layers="auto",
                  head_init="prototype", prototype_scale="auto",
                  multi_step_loss=False, backtracking=False,
                  task_interpolation=0.5, first_order=False,
@@ -58,7 +58,7 @@ class MAMLClassifier(MetaClassifierMixin, ClassifierMixin, _MAML):
 class FOMAMLClassifier(MAMLClassifier):
     def __init__(self, module=None, *, module_params=None, hidden_layer_sizes="auto",
                  activation="relu", concat_input=False, inner_lr=0.1, inner_steps=20,
-                 meta_inner_steps=5, inner_lr_mode="fixed", adapt_layers="all",
+                 meta_inner_steps=5, inner_lr_mode="fixed", adapt_layers="auto",
                  head_init="prototype", prototype_scale="auto",
                  multi_step_loss=False, backtracking=False,
                  task_interpolation=0.5, first_order=True,

@@ -99,6 +99,16 @@ def hidden_layer_sizes_of(estimator):
     return DEFAULT_HIDDEN_LAYER_SIZES if chosen is None else tuple(chosen)
 
 
+def is_pretrained_choice(estimator, *, afresh=False):
+    """Whether the init is (``afresh``: a fresh meta-training will build) the
+    default MLP pretrained on all meta-training classes, which
+    ``hidden_layer_sizes="auto"`` chose."""
+    meta = None if afresh else estimator.__dict__.get("_meta")
+    if meta is not None:
+        return bool(meta.pretrained)
+    return bool(estimator.__dict__.get("_chosen_pretrained", False))
+
+
 def is_linear_mlp(estimator):
     """Whether the network is the default MLP without hidden layers."""
     if estimator.module is not None:

@@ -77,6 +77,10 @@ class MetaResult:
     # what prototype_scale="auto" stands for with the prototype head, for
     # this init (None in files written before it was recorded: 0.3)
     auto_prototype_scale: float | None = None
+    # the default MLP pretrained on all meta-training classes and not
+    # meta-trained (hidden_layer_sizes="auto" chose it): adapt_layers="auto"
+    # adapts its output layer alone
+    pretrained: bool = False
     # recomputed from the estimator's parameters when a file is loaded
     architecture: dict | None = field(default=None, metadata={"saved": False})
 

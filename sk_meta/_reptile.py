@@ -20,7 +20,7 @@ class _Reptile(BaseMetaEstimator):
 class ReptileClassifier(MetaClassifierMixin, ClassifierMixin, _Reptile):
     def __init__(self, module=None, *, module_params=None, hidden_layer_sizes="auto",
                  activation="relu", concat_input=False, inner_lr=0.1, inner_steps=20,
-                 meta_inner_steps=10, inner_lr_mode="fixed", adapt_layers="all",
+                 meta_inner_steps=10, inner_lr_mode="fixed", adapt_layers="auto",
                  head_init="prototype", prototype_scale="auto",
                  multi_step_loss=False, backtracking=True,
                  task_interpolation=0.0, inner_optimizer="sgd",

@@ -341,7 +341,8 @@ class MetaTrainer:
                 torch.random.fork_rng(devices=rng_devices):
             self._restore_rng()
             try:
-                while True:
+                # n_meta_iter=0: the init as built (the pretrained MLP)
+                while not (self.n_iter == 0 and self._iterations_spent()):
                     self._step(self.groups)
                     self._check()
                     stop = self._report()
@@ -370,6 +371,8 @@ class MetaTrainer:
                 # next call, so it validates every validation_interval
                 # meta-iterations as meta_fit does, not once per call
                 self._record_history()
+            elif self.n_iter == 0 and self.validation is not None:
+                self._record_history()  # the score of the init as built
             self.progress.close(
                 self.n_iter, self.loss_curve[-1] if self.loss_curve else None,
                 self.validation_scores[-1] if self.validation_scores else None)

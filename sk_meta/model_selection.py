@@ -538,6 +538,13 @@ def _best_of_mean_curve(curves, tol):
     return meta_iters[best], float(mean[best]), [float(s) for s in scores[:, best]]
 
 
+def _end_of_curves(curves):
+    """The earliest last meta-iteration of the folds, their mean score and
+    each fold's score, at each fold's last validation."""
+    scores = [float(curve[-1][1]) for curve in curves]
+    return min(curve[-1][0] for curve in curves), float(np.mean(scores)), scores
+
+
 def _fresh(estimator, params, **fixed):
     """An unfitted copy of ``estimator`` with ``params``: it meta-trains from a
     fresh init, whatever a meta-fitted estimator's clone would keep."""
@@ -551,7 +558,7 @@ def _fresh(estimator, params, **fixed):
 
 
 def _score_candidates(estimator, grid, folds, error_score, *, searcher,
-                      inside=None, **fixed):
+                      inside=None, pretrained=(), at_the_end=False, **fixed):
     """Meta-train a fresh copy of ``estimator`` per candidate of ``grid`` and
     fold, with early stopping on the fold's validation tasks.
 
@@ -563,6 +570,13 @@ def _score_candidates(estimator, grid, folds, error_score, *, searcher,
     says which fold and candidate raised it, a divergence offers no init
     (the fold's is not the caller's), and the copies' warnings are not
     repeated (the caller's own meta-training gives them once).
+    ``pretrained``: the indices of candidates whose copies pretrain the
+    default MLP instead of meta-training it (``hidden_layer_sizes="auto"``).
+    ``at_the_end``: meta-train without early stopping and score each
+    candidate at its last validation, not its best, for a caller that
+    meta-trains the chosen one for all of ``n_meta_iter`` (the best of ten
+    noisy validations favours a candidate with a curve over one scored
+    once).
     """
     results = {"params": [], "validation_score": [], "best_meta_iter": [],
                "n_meta_iter": [], "fold_validation_scores": []}
@@ -571,7 +585,11 @@ def _score_candidates(estimator, grid, folds, error_score, *, searcher,
         try:
             curves, n_meta_iters = [], []
             for fold, (search_tasks, fold_validation, _) in enumerate(folds):
-                candidate = _fresh(estimator, params, early_stopping=True, **fixed)
+                # scored at the end: every candidate runs as it will be used
+                candidate = _fresh(estimator, params, early_stopping=not at_the_end,
+                                   **fixed)
+                if index in pretrained:
+                    candidate._chosen_pretrained = True
                 try:
                     with warnings.catch_warnings():
                         if inside is not None:
@@ -601,8 +619,11 @@ def _score_candidates(estimator, grid, folds, error_score, *, searcher,
             candidate, score = None, float(error_score)
             best_meta_iter = n_meta_iter = fold_scores = None
         else:
-            best_meta_iter, score, fold_scores = _best_of_mean_curve(
-                curves, candidate.get_params().get("tol", 0.0))
+            if at_the_end:
+                best_meta_iter, score, fold_scores = _end_of_curves(curves)
+            else:
+                best_meta_iter, score, fold_scores = _best_of_mean_curve(
+                    curves, candidate.get_params().get("tol", 0.0))
             n_meta_iter = min(n_meta_iters)
         results["params"].append(params)
         results["validation_score"].append(score)
@@ -648,6 +669,14 @@ AUTO_CHOICE_MAX_CLASSES = 15
 AUTO_CHOICE_FOLDS = 3
 
 
+def _candidate_name(candidate):
+    """How ``verbose`` names a network ``hidden_layer_sizes="auto"`` compares."""
+    if candidate.get("pretrained"):
+        return f"pretrained MLP {candidate['hidden_layer_sizes']}"
+    sizes = candidate["hidden_layer_sizes"]
+    return f"MLP {sizes}" if len(sizes) else "linear ()"
+
+
 def _choose_on_class_folds(estimator, sampler, candidates, *, one_iteration=()):
     """The candidate, of ``candidates`` (dicts of parameters), that scores
     best on classes held out of ``sampler``, and what each scored.
@@ -657,7 +686,9 @@ def _choose_on_class_folds(estimator, sampler, candidates, *, one_iteration=()):
     What ``hidden_layer_sizes="auto"`` runs in a classifier's ``meta_fit``:
     up to ``AUTO_CHOICE_FOLDS`` disjoint class folds, as in
     ``MetaGridSearch(cv=3)``, each candidate meta-trained on the other
-    classes with early stopping on tasks of the held-out ones. Returns
+    classes and scored on tasks of the held-out ones at its last
+    validation, as the chosen one is used: meta-trained for all of
+    ``n_meta_iter``. Returns
     ``(None, None)`` where that cannot be done or is not needed: a sampler
     other than an :class:`~sk_meta.tasks.EpisodeSampler`, with
     ``AUTO_CHOICE_MAX_CLASSES`` classes or more, or with too few for two
@@ -699,20 +730,26 @@ def _choose_on_class_folds(estimator, sampler, candidates, *, one_iteration=()):
     folds = search._hold_out(sampler, None)
     if estimator.get_params().get("verbose"):
         print(f"hidden_layer_sizes='auto': meta-training "
-              f"{', '.join(str(c['hidden_layer_sizes']) for c in candidates)} "
+              f"{', '.join(map(_candidate_name, candidates))} "
               f"on {n_folds} folds of the {n_classes} classes, to choose the "
               "network", flush=True)
-    # a candidate of one_iteration is scored after one meta-iteration
-    grid = [dict(params, n_meta_iter=1) if index in one_iteration else params
-            for index, params in enumerate(candidates)]
+    grid, pretrained = [], []
+    for index, params in enumerate(candidates):
+        params = dict(params)
+        if params.pop("pretrained", False):
+            pretrained.append(index)
+        if index in one_iteration:  # scored after one meta-iteration
+            params["n_meta_iter"] = 1
+        grid.append(params)
     results, best, _ = _score_candidates(
         estimator, grid, folds, "raise", searcher="hidden_layer_sizes='auto'",
-        inside=candidates, checkpoint_path=None, verbose=0)
+        inside=candidates, pretrained=pretrained, at_the_end=True,
+        checkpoint_path=None, verbose=0)
     record = {"candidates": [dict(params) for params in candidates],
               "scores": results["validation_score"],
               "fold_scores": results["fold_validation_scores"],
-              "best_meta_iter": results["best_meta_iter"],
-              "n_folds": n_folds}
+              "scored_at_meta_iter": results["best_meta_iter"],
+              "n_folds": n_folds, "chosen": best[0]}
     return candidates[best[0]], record
 
 

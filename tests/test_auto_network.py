@@ -1,6 +1,7 @@
 """hidden_layer_sizes="auto", the classifiers' default: with an EpisodeSampler
-of fewer than 15 classes, class folds choose between the MLP and the model
-without hidden layers; otherwise it is the (64, 64) MLP."""
+of fewer than 15 classes, class folds choose between the MLP, the model
+without hidden layers and (with adapt_layers="auto") the pretrained MLP;
+otherwise it is the (64, 64) MLP. The pretrained MLP: test_pretrained_choice.py."""
 
 import pickle
 import warnings
@@ -56,8 +57,10 @@ def digits_choice():
 
 @pytest.fixture(scope="module")
 def rings_choice():
+    # adapt_layers set: the MLP against the linear model alone (the
+    # pretrained MLP, a candidate with adapt_layers="auto", wins here)
     sampler = _sampler(*_rings())
-    return MAMLClassifier(**FAST).meta_fit(sampler), sampler
+    return MAMLClassifier(adapt_layers="all", **FAST).meta_fit(sampler), sampler
 
 
 def _same_params(a, b):
@@ -76,8 +79,9 @@ def test_digits_choose_the_model_without_hidden_layers(digits_choice):
     search = est.hidden_layer_sizes_search_
     assert est.hidden_layer_sizes_ == ()
     assert est.meta_architecture_["hidden_layer_sizes"] == ()
-    assert search["candidates"] == [{"hidden_layer_sizes": (64, 64)},
-                                    {"hidden_layer_sizes": ()}]
+    assert search["candidates"] == [
+        {"hidden_layer_sizes": (64, 64)}, {"hidden_layer_sizes": ()},
+        {"hidden_layer_sizes": (64, 64), "pretrained": True}]
     assert search["n_folds"] == 3
     assert all(len(fold) == 3 for fold in search["fold_scores"])
     assert search["scores"][1] > search["scores"][0]
@@ -99,7 +103,8 @@ def test_the_chosen_network_meta_trains_as_if_it_had_been_set(
     """The folds draw neither from the sampler nor from the estimator's
     seeds: the init is the one the chosen sizes, set by hand, give."""
     est, sampler = digits_choice if which == "digits" else rings_choice
-    by_hand = MAMLClassifier(hidden_layer_sizes=est.hidden_layer_sizes_, **FAST)
+    by_hand = MAMLClassifier(hidden_layer_sizes=est.hidden_layer_sizes_,
+                             adapt_layers=est.adapt_layers, **FAST)
     by_hand.meta_fit(sampler)
     assert _same_params(est.meta_params_, by_hand.meta_params_)
     assert by_hand.hidden_layer_sizes_search_ is None
@@ -275,8 +280,9 @@ def test_verbose_says_what_was_chosen(capsys):
     MAMLClassifier(verbose=1, **FAST).meta_fit(_sampler(*_digits()))
     out = capsys.readouterr().out
     # before the folds, which may take minutes, then their outcome
-    assert out.index("meta-training (64, 64), () on 3 folds of the 7 classes") \
-        < out.index("hidden_layer_sizes='auto': ()")
+    assert out.index("meta-training MLP (64, 64), linear (), pretrained MLP "
+                     "(64, 64) on 3 folds of the 7 classes") \
+        < out.index("hidden_layer_sizes='auto': linear (), by the mean")
     assert "3 class folds" in out
 
 

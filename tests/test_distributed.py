@@ -97,16 +97,18 @@ def _reptile_classifier(rank=None):
 
 def _auto_network(rank=None):
     """hidden_layer_sizes="auto": the class folds meta-train in the group too,
-    and every process chooses the same network."""
+    and every process chooses the same network (on rings, one per class,
+    the pretrained MLP, which every process pretrains alike)."""
     rng = np.random.default_rng(0)
-    X = rng.normal(size=(160, 4)).astype(np.float32)
     y = np.repeat(np.arange(8), 20)
-    X[:, 0] += y
+    angle = rng.uniform(0, 2 * np.pi, len(y))
+    radius = 0.5 + 0.5 * y + rng.normal(0, 0.08, len(y))
+    X = np.c_[radius * np.cos(angle), radius * np.sin(angle)].astype(np.float32)
     clf = MAMLClassifier(meta_batch_size=5, n_meta_iter=6, validation_interval=3,
                          random_state=0)
     clf.meta_fit(EpisodeSampler(X, y, n_way=3, k_shot=2, n_query=3, random_state=0))
-    return _record(clf, chosen=clf.hidden_layer_sizes_,
-                   scores=clf.hidden_layer_sizes_search_["scores"])
+    search = clf.hidden_layer_sizes_search_
+    return _record(clf, chosen=search["chosen"], scores=search["scores"])
 
 
 def _auto_network_without_a_seed(rank=None):
@@ -481,7 +483,8 @@ def test_the_checks_exercise_what_they_claim(alone):
     assert alone["_partial_fit"]["n_meta_iter"] == 3
     assert any(k.startswith("lr.")
                for k in alone["_learned_rates_with_idle_processes"]["weights"])
-    assert len(alone["_auto_network"]["scores"]) == 2
+    assert len(alone["_auto_network"]["scores"]) == 3
+    assert alone["_auto_network"]["chosen"] == 2  # the pretrained MLP
 
 
 @pytest.mark.parametrize("world_size", [2, 3])

@@ -1,0 +1,77 @@
+"""The default MLP pretrained on all meta-training classes at once: one of
+the networks ``hidden_layer_sizes="auto"`` compares on class folds.
+
+With few meta-training classes, a network trained to tell all of them
+apart, with a new output layer fitted on each support set, beats a
+meta-learned init on some tables (the "Baseline" of Chen et al., ICLR
+2019; benchmarks/FIDELITY.md, eighth and twentieth runs).
+"""
+
+import copy
+import time
+
+import numpy as np
+import torch
+from sklearn.utils import check_array
+
+from sk_meta.tasks._samplers import _take_rows
+
+# the protocol of pretrain+LR in benchmarks/fidelity_tabular.py: Adam at
+# 1e-3, batches of 256 rows, 30 epochs clipped to 300..3,000 steps
+PRETRAIN_LR = 1e-3
+PRETRAIN_BATCH_SIZE = 256
+PRETRAIN_EPOCHS = 30
+PRETRAIN_STEPS = (300, 3000)
+
+
+def sampler_rows(sampler):
+    """The inputs of the rows of ``sampler``'s classes, as float32, and each
+    row's class as a code ``0..n_classes - 1``."""
+    rows = sampler._pool_rows
+    try:
+        X = check_array(_take_rows(sampler.X, np.concatenate(rows)),
+                        dtype=np.float32, allow_nd=True)
+    except ValueError as error:  # rows no task has drawn yet
+        raise ValueError(
+            f"The sampler's X, whose rows of its classes the pretrained MLP "
+            f"trains on: {error}") from None
+    codes = np.concatenate([np.full(len(r), code) for code, r in enumerate(rows)])
+    return X, codes
+
+
+def pretrain_body(module, X, codes, *, seed, device, max_time=None):
+    """Train the hidden layers of ``module`` (a :class:`~sk_meta.models.MLP`,
+    in place) to classify ``X`` into ``codes`` with cross-entropy, through a
+    temporary output layer of one unit per class that starts at zero; the
+    module's own output layer is left as it is. Returns the steps taken
+    (fewer when ``max_time`` seconds run out)."""
+    n_classes = int(codes.max()) + 1
+    net = copy.deepcopy(module).to(device).train()
+    head = net.layers[-1]
+    # built without drawing from torch's generator: zeros are the start
+    net.layers[-1] = torch.nn.Linear(head.in_features, n_classes,
+                                     device="meta").to_empty(device=device)
+    with torch.no_grad():
+        net.layers[-1].weight.zero_()
+        net.layers[-1].bias.zero_()
+    X = torch.from_numpy(X).to(device)
+    codes = torch.from_numpy(codes).to(device)
+    optimizer = torch.optim.Adam(net.parameters(), lr=PRETRAIN_LR)
+    generator = torch.Generator().manual_seed(int(seed))
+    n_steps = int(np.clip(PRETRAIN_EPOCHS * len(X) / PRETRAIN_BATCH_SIZE,
+                          *PRETRAIN_STEPS))
+    start = time.perf_counter()
+    for step in range(n_steps):
+        batch = torch.randint(len(X), (PRETRAIN_BATCH_SIZE,),
+                              generator=generator).to(device)
+        loss = torch.nn.functional.cross_entropy(net(X[batch]), codes[batch])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if max_time is not None and time.perf_counter() - start > max_time:
+            break
+    with torch.no_grad():
+        for trained, layer in zip(net.layers[:-1], module.layers[:-1]):
+            layer.weight.copy_(trained.weight)
+            layer.bias.copy_(trained.bias)
+    return step + 1

@@ -1,0 +1,247 @@
+"""The third network of hidden_layer_sizes="auto": the (64, 64) MLP pretrained
+on all meta-training classes at once (cross-entropy), not meta-trained, whose
+output layer alone adapts (adapt_layers="auto") from the scaled class
+prototypes (prototype_scale="auto" is 0.1 for it)."""
+
+import pickle
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from sklearn.base import clone
+
+from sk_meta import FOMAMLClassifier, MAMLClassifier, ReptileClassifier, load
+from sk_meta._pretraining import pretrain_body, sampler_rows
+from sk_meta.models import MLP
+from sk_meta.tasks import EpisodeSampler
+
+FAST = dict(n_meta_iter=60, validation_interval=20, random_state=0)
+PRETRAINED = {"hidden_layer_sizes": (64, 64), "pretrained": True}
+
+
+def _rings(n_classes=8, n_per_class=60, seed=0, first_radius=0.5):
+    """Concentric rings, one per class: a network trained to tell all the
+    classes apart has features that separate new rings too."""
+    rng = np.random.default_rng(seed)
+    y = np.repeat(np.arange(n_classes), n_per_class)
+    angle = rng.uniform(0, 2 * np.pi, len(y))
+    radius = first_radius + 0.5 * y + rng.normal(0, 0.08, len(y))
+    return np.c_[radius * np.cos(angle), radius * np.sin(angle)], y
+
+
+def _sampler(X, y):
+    return EpisodeSampler(X, y, 3, 1, 5, shuffle_labels=True, random_state=0)
+
+
+def _new_task():
+    """A 3-way task of rings meta-training never saw: radii 1.25, 2.25 and
+    3.25, between those of its rings."""
+    X, y = _rings(n_classes=6, seed=1, first_radius=0.75)
+    rng = np.random.default_rng(2)
+    support = np.r_[[rng.choice(np.flatnonzero(y == c), 2, replace=False)
+                     for c in (1, 3, 5)]].ravel()
+    query = np.flatnonzero(np.isin(y, (1, 3, 5)))
+    return X[support], y[support], X[query], y[query]
+
+
+@pytest.fixture(scope="module")
+def chosen():
+    X, y = _rings()
+    X_before = X.copy()
+    est = MAMLClassifier(**FAST).meta_fit(_sampler(X, y))
+    np.testing.assert_array_equal(X, X_before)  # the rows are read, not changed
+    return est
+
+
+def _body(params):
+    return {name: p for name, p in params.items() if not name.startswith("layers.2")}
+
+
+def test_rings_choose_the_pretrained_mlp(chosen):
+    search = chosen.hidden_layer_sizes_search_
+    assert search["candidates"][search["chosen"]] == PRETRAINED
+    assert search["scores"][2] == max(search["scores"])
+    assert search["scored_at_meta_iter"][2] == 0  # scored as pretrained
+    assert chosen.hidden_layer_sizes_ == (64, 64)
+    assert chosen.n_meta_iter_ == 0
+    assert chosen.meta_loss_curve_ == []
+
+
+def test_the_pretrained_body_is_a_hand_written_pretraining(chosen):
+    """Adam at 1e-3 on batches of 256 rows drawn with the init seed, 300
+    steps (30 epochs of 480 rows, at least 300), through an output layer of
+    one unit per class starting at zero. In float32, as the package: Adam
+    divides by the root of tiny second moments, so float64 drifts by a few
+    steps of 1e-3 on the weights whose gradients are near zero."""
+    X, y = _rings()
+    seed = chosen._meta.training_state.init_seed
+    torch.manual_seed(seed)  # the MLP as meta_fit builds it at that seed
+    built = MLP(2, (64, 64), 3)
+    body = torch.nn.Sequential(built.layers[0], torch.nn.ReLU(), built.layers[1],
+                               torch.nn.ReLU(), torch.nn.Linear(64, 8))
+    torch.nn.init.zeros_(body[4].weight)
+    torch.nn.init.zeros_(body[4].bias)
+    rows = np.concatenate([np.flatnonzero(y == c) for c in range(8)])
+    inputs = torch.from_numpy(X[rows].astype(np.float32))
+    codes = torch.from_numpy(y[rows])
+    optimizer = torch.optim.Adam(body.parameters(), lr=1e-3)
+    generator = torch.Generator().manual_seed(seed)
+    for _ in range(300):
+        batch = torch.randint(len(rows), (256,), generator=generator)
+        loss = torch.nn.functional.cross_entropy(body(inputs[batch]), codes[batch])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    expected = {"layers.0.weight": body[0].weight, "layers.0.bias": body[0].bias,
+                "layers.1.weight": body[2].weight, "layers.1.bias": body[2].bias}
+    params = _body(chosen.meta_params_)
+    assert params.keys() == expected.keys()
+    for name, value in expected.items():
+        torch.testing.assert_close(params[name], value.detach(),
+                                   rtol=1e-5, atol=1e-6)
+    # far from the network as built
+    assert not torch.allclose(params["layers.1.weight"],
+                              MLP(2, (64, 64), 3).layers[1].weight, atol=1e-2)
+
+
+def test_fit_adapts_the_output_layer_alone_from_a_tenth_of_the_prototypes(chosen):
+    X_support, y_support, X_query, _ = _new_task()
+    chosen.fit(X_support, y_support)
+    meta_body, adapted = _body(chosen.meta_params_), chosen.params_
+    for name, value in meta_body.items():
+        assert torch.equal(adapted[name], value), name
+    assert not torch.equal(adapted["layers.2.weight"],
+                           chosen.meta_params_["layers.2.weight"])
+    # the same as ANIL at prototype_scale=0.1 from that network, set by hand
+    network = MLP(2, (64, 64), 3)
+    network.load_state_dict(chosen.meta_params_)
+    by_hand = MAMLClassifier(network, adapt_layers="head", prototype_scale=0.1,
+                             random_state=0).fit(X_support, y_support)
+    np.testing.assert_allclose(chosen.predict_proba(X_query),
+                               by_hand.predict_proba(X_query), rtol=1e-5, atol=1e-6)
+    at_a_third = MAMLClassifier(network, adapt_layers="head", prototype_scale=0.3,
+                                random_state=0).fit(X_support, y_support)
+    assert not np.allclose(chosen.predict_proba(X_query),
+                           at_a_third.predict_proba(X_query), atol=1e-3)
+
+
+def test_adapt_layers_set_after_the_choice_adapts_every_layer(chosen):
+    X_support, y_support, _, _ = _new_task()
+    every = clone(chosen).set_params(adapt_layers="all").fit(X_support, y_support)
+    assert not torch.equal(every.params_["layers.0.weight"],
+                           chosen.meta_params_["layers.0.weight"])
+
+
+def test_the_choice_survives_save_pickle_and_clone(chosen, tmp_path):
+    X_support, y_support, X_query, _ = _new_task()
+    expected = chosen.fit(X_support, y_support).predict_proba(X_query)
+    chosen.save(tmp_path / "est.pt")
+    for copy in (load(tmp_path / "est.pt"), pickle.loads(pickle.dumps(chosen)),
+                 clone(chosen)):
+        assert copy.adapt_layers == "auto"
+        assert copy.hidden_layer_sizes_search_ == chosen.hidden_layer_sizes_search_
+        np.testing.assert_allclose(
+            copy.fit(X_support, y_support).predict_proba(X_query), expected,
+            rtol=1e-5, atol=1e-6)
+        assert torch.equal(copy.params_["layers.0.weight"],
+                           chosen.meta_params_["layers.0.weight"])
+
+
+@pytest.mark.parametrize("cls", [FOMAMLClassifier, ReptileClassifier])
+def test_every_algorithm_takes_the_pretrained_mlp(cls, chosen):
+    est = cls(**FAST).meta_fit(_sampler(*_rings()))
+    search = est.hidden_layer_sizes_search_
+    assert search["candidates"][search["chosen"]] == PRETRAINED
+    # no meta-training: MAML's network, from the same seed
+    for name, value in chosen.meta_params_.items():
+        assert torch.equal(est.meta_params_[name], value), name
+    X_support, y_support, X_query, y_query = _new_task()
+    assert est.fit(X_support, y_support).score(X_query, y_query) > 0.9
+
+
+def test_a_warm_start_meta_trains_the_pretrained_mlp_with_anil(chosen):
+    warm = clone(chosen).set_params(warm_start=True, n_meta_iter=20)
+    warm.meta_fit(_sampler(*_rings()))
+    assert warm.n_meta_iter_ == 20
+    assert warm.hidden_layer_sizes_search_ == chosen.hidden_layer_sizes_search_
+    assert not torch.equal(warm.meta_params_["layers.0.weight"],
+                           chosen.meta_params_["layers.0.weight"])
+    X_support, y_support, _, _ = _new_task()
+    warm.fit(X_support, y_support)  # still adapts the output layer alone
+    assert torch.equal(warm.params_["layers.0.weight"],
+                       warm.meta_params_["layers.0.weight"])
+
+
+def test_reptile_refuses_to_meta_train_it_further_and_says_why():
+    est = ReptileClassifier(**FAST).meta_fit(_sampler(*_rings()))
+    before = est.meta_params_
+    est.set_params(warm_start=True, n_meta_iter=80)
+    with pytest.raises(ValueError, match="Reptile cannot meta-train the pretrained "
+                                         "MLP.*adapt_layers='all'"):
+        est.meta_fit(_sampler(*_rings()))
+    assert est.n_meta_iter_ == 0
+    assert all(torch.equal(before[k], v) for k, v in est.meta_params_.items())
+    est.set_params(adapt_layers="all").meta_fit(_sampler(*_rings()))
+    assert est.n_meta_iter_ == 80
+
+
+@pytest.mark.parametrize("params", [
+    {"adapt_layers": "all"}, {"adapt_layers": "head"}, {"head_init": "zero"},
+    {"inner_lr_mode": "per_layer_step"}])
+def test_a_candidate_only_where_it_was_measured(params):
+    """The prototype head rebuilds the output layer of each task (the
+    pretrained one has a unit per meta-training class), at a fixed inner
+    rate; adapt_layers set by the user is kept."""
+    est = MAMLClassifier(**params, **FAST).meta_fit(_sampler(*_rings()))
+    assert PRETRAINED not in est.hidden_layer_sizes_search_["candidates"]
+    assert not est._meta.pretrained
+
+
+def test_frames_are_pretrained_on_and_their_names_kept():
+    X, y = _rings()
+    frame = pd.DataFrame(X, columns=["a", "b"])
+    est = MAMLClassifier(**FAST).meta_fit(_sampler(frame, y))
+    from_array = MAMLClassifier(**FAST).meta_fit(_sampler(X, y))
+    assert list(est._meta.feature_names) == ["a", "b"]
+    for name, value in est.meta_params_.items():
+        assert torch.equal(value, from_array.meta_params_[name]), name
+
+
+def test_pretraining_stops_at_max_time():
+    X, y = _rings()
+    module = MLP(2, (8,), 3)
+    steps = pretrain_body(module, X.astype(np.float32), y, seed=0,
+                          device=torch.device("cpu"), max_time=1e-9)
+    assert steps == 1
+    assert pretrain_body(MLP(2, (8,), 3), X.astype(np.float32), y, seed=0,
+                         device=torch.device("cpu")) == 300
+
+
+def test_the_folds_score_every_candidate_as_it_will_be_used():
+    """At its last validation, without early stopping: the chosen candidate
+    meta-trains for all of n_meta_iter, whatever n_iter_no_change says."""
+    est = MAMLClassifier(n_iter_no_change=1, **FAST).meta_fit(_sampler(*_rings()))
+    search = est.hidden_layer_sizes_search_
+    assert search["scored_at_meta_iter"] == [60, 1, 0]
+
+
+def test_meta_trained_in_every_layer_it_is_no_longer_the_pretrained_mlp(chosen):
+    X_support, y_support, _, _ = _new_task()
+    warm = clone(chosen).set_params(warm_start=True, n_meta_iter=5,
+                                    adapt_layers="all")
+    warm.meta_fit(_sampler(*_rings()))
+    assert not warm._meta.pretrained
+    warm.set_params(adapt_layers="auto").fit(X_support, y_support)
+    assert not torch.equal(warm.params_["layers.0.weight"],
+                           warm.meta_params_["layers.0.weight"])
+
+
+def test_a_missing_value_only_the_pretraining_reads_is_named():
+    """A row no task has drawn yet is read whole by the pretraining."""
+    X, y = _rings()
+    X[-1, 0] = np.nan
+    sampler = EpisodeSampler(X, y, 3, 1, 5, shuffle_labels=True, random_state=0)
+    with pytest.raises(ValueError, match="rows of its classes the pretrained MLP "
+                                         "trains on.*NaN"):
+        sampler_rows(sampler)
