@@ -892,7 +892,8 @@ def main(argv=None):
     if args.quick:
         args.datasets = args.datasets or ["digits", "movement_libras"]
         args.splits, args.n_test_tasks, args.max_time = [0], 100, 10.0
-        args.methods = args.methods or [*baselines, "maml", "fomaml", "reptile"]
+        args.methods = args.methods or [*baselines, "maml auto", "fomaml auto",
+                                        "reptile auto"]
         args.stage = "quick"
         folder = results_folder(args.stage, args.clip)
     if args.datasets is None:

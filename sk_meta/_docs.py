@@ -50,8 +50,10 @@ PARAMETERS = {
         is scored on 100 tasks of the held-out classes
         (``min(n_way, held-out classes)``-way: 2-way with 8 classes or
         fewer; the meta-trained MLP at its last validation, as it will be
-        used), and the one with the best mean score is meta-trained
-        (or pretrained) on all of them, for ``n_meta_iter`` (the pretrained
+        used). The meta-trained MLP is kept unless another's mean score is
+        more than 0.01 above it (closer margins are noise on so few
+        held-out classes), and the one kept is meta-trained (or
+        pretrained) on all of them, for ``n_meta_iter`` (the pretrained
         MLP for none: ``n_meta_iter_`` is 0). With few meta-training
         classes, learned features may not separate new classes where the
         raw features already do (on two such tables ``()`` gained 4 to 8
