@@ -654,8 +654,12 @@ def run_setting(dataset, setting, split, k_shot, args, timer):
                                            for k, v in est.best_params_.items()})
                 est = est.best_estimator_
             elif getattr(est, "hidden_layer_sizes_search_", None) is not None:
+                search = est.hidden_layer_sizes_search_
                 record.update(hidden_layer_sizes=str(est.hidden_layer_sizes_),
-                              hidden_layer_sizes_search=est.hidden_layer_sizes_search_)
+                              hidden_layer_sizes_search=search,
+                              # "pretrained" is the method's own pretraining
+                              auto_chose_pretrained=bool(search["candidates"][
+                                  search["chosen"]].get("pretrained", False)))
             steps = [est.inner_steps, *(s for s in args.test_steps
                                         if s != est.inner_steps)]
             acc, diverged = {}, []

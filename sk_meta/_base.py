@@ -419,7 +419,11 @@ class BaseMetaEstimator(BaseEstimator):
             return None, validation_tasks  # a warm start keeps the init's network
         chosen, search, pretrained = None, None, False
         if self._is_classifier() and not incremental:
-            from sk_meta.model_selection import _candidate_name, _choose_on_class_folds
+            from sk_meta.model_selection import (
+                AUTO_CHOICE_MARGIN,
+                _candidate_name,
+                _choose_on_class_folds,
+            )
 
             # what meta_fit refuses before reading a training task
             _fitting.check_settings(self, validation_tasks, incremental=False)
@@ -451,7 +455,9 @@ class BaseMetaEstimator(BaseEstimator):
                         for c, score in zip(candidates, search["scores"]))
                     print(f"hidden_layer_sizes='auto': {_candidate_name(params)}, "
                           f"by the mean validation score over {search['n_folds']} "
-                          f"class folds ({scores})")
+                          f"class folds ({scores}; another network replaces the "
+                          f"meta-trained MLP only when more than "
+                          f"{AUTO_CHOICE_MARGIN} above it)")
         # a fresh meta-training does not keep an earlier init's choice
         self._chosen_hidden_layer_sizes = (DEFAULT_HIDDEN_LAYER_SIZES if chosen is None
                                            else chosen)

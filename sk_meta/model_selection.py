@@ -9,6 +9,7 @@ torch.
 """
 
 import contextlib
+import math
 import numbers
 import re
 import sys
@@ -753,7 +754,9 @@ def _choose_on_class_folds(estimator, sampler, candidates, *, one_iteration=()):
         inside=candidates, pretrained=pretrained, at_the_end=True,
         checkpoint_path=None, verbose=0)
     scores = results["validation_score"]
-    chosen = best[0] if scores[best[0]] > scores[0] + AUTO_CHOICE_MARGIN else 0
+    # a NaN score (outputs that overflowed) never holds its place
+    first = scores[0] if math.isfinite(scores[0]) else -math.inf
+    chosen = best[0] if scores[best[0]] > first + AUTO_CHOICE_MARGIN else 0
     record = {"candidates": [dict(params) for params in candidates],
               "scores": scores,
               "fold_scores": results["fold_validation_scores"],

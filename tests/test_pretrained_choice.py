@@ -272,3 +272,21 @@ def test_another_network_replaces_the_mlp_only_by_more_than_a_point(
     assert search["chosen"] == chosen
     assert est._meta.pretrained == (chosen == 2)
     assert est.hidden_layer_sizes_ == ((), (64, 64))[chosen != 1]
+
+
+def test_a_nan_score_of_the_mlp_does_not_hold_its_place(monkeypatch):
+    """Validation outputs that overflow score NaN: the margin is not
+    measured from it."""
+    import sk_meta.model_selection as model_selection
+
+    def scored(estimator, grid, folds, *args, **kwargs):
+        scores = [float("nan"), 0.7, 0.9]
+        results = {"validation_score": scores,
+                   "fold_validation_scores": [[s] * len(folds) for s in scores],
+                   "best_meta_iter": [60, 1, 0]}
+        return results, (2, 0.9, None, None), None
+
+    monkeypatch.setattr(model_selection, "_score_candidates", scored)
+    est = MAMLClassifier(**FAST).meta_fit(_sampler(*_rings()))
+    assert est.hidden_layer_sizes_search_["chosen"] == 2
+    assert est._meta.pretrained
