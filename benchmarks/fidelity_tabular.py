@@ -123,7 +123,7 @@ files that exist (rerun the same command to resume after an interruption;
 ``--force`` recomputes). ``--report`` aggregates what is there::
 
     bash benchmarks/install_datasets.sh
-    python -m benchmarks.fidelity_tabular --quick            # ~5 min
+    python -m benchmarks.fidelity_tabular --quick            # ~9 min
     python -m benchmarks.fidelity_tabular --stage pilot --splits 0 \\
         --datasets letter flavia movement_libras vowel --methods ALL_MAML
     python -m benchmarks.fidelity_tabular --stage test --splits 0 1 2
