@@ -127,6 +127,7 @@ def test_fit_adapts_the_output_layer_alone_from_a_tenth_of_the_prototypes(chosen
 
 
 def test_adapt_layers_set_after_the_choice_adapts_every_layer(chosen):
+    assert chosen._meta.pretrained  # "auto" adapts its output layer alone
     X_support, y_support, _, _ = _new_task()
     every = clone(chosen).set_params(adapt_layers="all").fit(X_support, y_support)
     assert not torch.equal(every.params_["layers.0.weight"],
