@@ -61,6 +61,11 @@ def _transactional(method):
     return wrapper
 
 
+# what a meta_fit under way chose for hidden_layer_sizes="auto", read while
+# it builds the network; the record keeps it after
+_TRANSIENT_CHOICE = ("_chosen_hidden_layer_sizes", "_chosen_pretrained")
+
+
 def _record_attribute(record, field, doc):
     """A read-only fitted attribute taken from the ``_meta`` or ``_fit`` record."""
 
@@ -402,7 +407,7 @@ class BaseMetaEstimator(BaseEstimator):
                 if result is not None:
                     exc.estimator = self._with_meta(result)
                 raise
-        for transient in ("_chosen_hidden_layer_sizes", "_chosen_pretrained"):
+        for transient in _TRANSIENT_CHOICE:
             self.__dict__.pop(transient, None)  # now in _meta
         if outcome is not None:
             self._commit_meta(*outcome)
@@ -475,7 +480,7 @@ class BaseMetaEstimator(BaseEstimator):
         """A shallow copy of this estimator holding ``result`` as its init."""
         other = type(self).__new__(type(self))
         other.__dict__.update(self.__dict__)
-        for transient in ("_chosen_hidden_layer_sizes", "_chosen_pretrained"):
+        for transient in _TRANSIENT_CHOICE:
             other.__dict__.pop(transient, None)  # in the record
         other._commit_meta(result, None)
         return other

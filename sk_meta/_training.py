@@ -342,7 +342,7 @@ class MetaTrainer:
             self._restore_rng()
             try:
                 # n_meta_iter=0: the init as built (the pretrained MLP)
-                while not (self.n_iter == 0 and self._iterations_spent()):
+                while not self._iterations_spent():
                     self._step(self.groups)
                     self._check()
                     stop = self._report()
