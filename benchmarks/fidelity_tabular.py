@@ -71,8 +71,9 @@ maml, fomaml, reptile
 maml auto, fomaml auto, reptile auto
     The package defaults with their default network,
     ``hidden_layer_sizes="auto"`` (the nineteenth run): with fewer than 15
-    meta-training classes, three class folds choose between ``(64, 64)``
-    and ``()``.
+    meta-training classes, three class folds choose between ``(64, 64)``,
+    ``()`` and the pretrained ``(64, 64)`` (twentieth run); with 15 or
+    more, ``(128, 128)`` (twenty-first run).
 maml <variant>...
     MAML with one or more of the options: ``zero`` and
     ``proto`` (``head_init``), ``lslr`` (``inner_lr_mode="per_layer_step"``),

@@ -416,9 +416,10 @@ class BaseMetaEstimator(BaseEstimator):
     def _choose_hidden_layer_sizes(self, tasks, validation_tasks, *, incremental):
         """With ``hidden_layer_sizes="auto"``, fix the MLP a fresh
         meta-training builds: a classifier given an EpisodeSampler of few
-        classes chooses it on class folds. Returns what they scored (None
-        when they did not run) and the validation tasks (read before the
-        folds, which may take minutes, so that their refusal comes first)."""
+        classes chooses it on class folds, of many takes the wider MLP.
+        Returns what the folds scored (None when they did not run) and the
+        validation tasks (read before the folds, which may take minutes, so
+        that their refusal comes first)."""
         if (not is_auto(self.hidden_layer_sizes) or self.module is not None
                 or _fitting.continues_meta_training(self, incremental)):
             return None, validation_tasks  # a warm start keeps the init's network
@@ -426,8 +427,9 @@ class BaseMetaEstimator(BaseEstimator):
         if self._is_classifier() and not incremental:
             from sk_meta.model_selection import (
                 AUTO_CHOICE_MARGIN,
+                AUTO_CHOICE_MAX_CLASSES,
                 _candidate_name,
-                _choose_on_class_folds,
+                _choose_network,
             )
 
             # what meta_fit refuses before reading a training task
@@ -449,12 +451,17 @@ class BaseMetaEstimator(BaseEstimator):
             # prototype head (its one layer is rebuilt for every task)
             unchanged = (1,) if prototype_fixed else ()
             with torch_threads(self.n_threads):
-                params, search = _choose_on_class_folds(
+                params, search = _choose_network(
                     self, tasks, candidates, one_iteration=unchanged)
             if params is not None:
                 chosen = params["hidden_layer_sizes"]
                 pretrained = params.get("pretrained", False)
-                if self.verbose:
+                if self.verbose and search is None:
+                    print(f"hidden_layer_sizes='auto': {_candidate_name(params)}, "
+                          f"for the sampler's {len(tasks.class_labels)} classes "
+                          f"({AUTO_CHOICE_MAX_CLASSES} or more: no class folds)",
+                          flush=True)
+                elif self.verbose:
                     scores = ", ".join(
                         f"{_candidate_name(c)} {score:.4f}"
                         for c, score in zip(candidates, search["scores"]))

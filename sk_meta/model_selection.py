@@ -665,8 +665,10 @@ def _interrupt_stops_search(what, searcher):
 
 
 # hidden_layer_sizes="auto" (the classifiers' default): with fewer classes
-# than this, class folds choose the network (FIDELITY.md, nineteenth run)
+# than this, class folds choose the network (FIDELITY.md, nineteenth run);
+# with this many or more, the wider MLP is meta-trained (twenty-first run)
 AUTO_CHOICE_MAX_CLASSES = 15
+AUTO_MANY_CLASSES_SIZES = (128, 128)
 AUTO_CHOICE_FOLDS = 3
 # another candidate replaces the first (the meta-trained MLP) only when it
 # scores more than this above it on the folds: closer margins are noise
@@ -683,22 +685,23 @@ def _candidate_name(candidate):
     return f"MLP {sizes}" if len(sizes) else "linear ()"
 
 
-def _choose_on_class_folds(estimator, sampler, candidates, *, one_iteration=()):
-    """The candidate, of ``candidates`` (dicts of parameters), that scores
-    best on classes held out of ``sampler``, and what each scored.
-    ``one_iteration``: the indices of candidates that meta-training does not
-    change, scored after one meta-iteration.
+def _choose_network(estimator, sampler, candidates, *, one_iteration=()):
+    """The network ``hidden_layer_sizes="auto"`` stands for in a classifier's
+    ``meta_fit`` on ``sampler``, and what the class folds scored: the
+    candidate, of ``candidates`` (dicts of parameters), that scores best on
+    classes held out of ``sampler``. ``one_iteration``: the indices of
+    candidates that meta-training does not change, scored after one
+    meta-iteration.
 
-    What ``hidden_layer_sizes="auto"`` runs in a classifier's ``meta_fit``:
-    up to ``AUTO_CHOICE_FOLDS`` disjoint class folds, as in
+    An :class:`~sk_meta.tasks.EpisodeSampler` of ``AUTO_CHOICE_MAX_CLASSES``
+    classes or more gets the MLP ``AUTO_MANY_CLASSES_SIZES`` (no record).
+    One of fewer: up to ``AUTO_CHOICE_FOLDS`` disjoint class folds, as in
     ``MetaGridSearch(cv=3)``, each candidate meta-trained on the other
     classes and scored on tasks of the held-out ones at its last
     validation, as the chosen one is used: meta-trained for all of
-    ``n_meta_iter``. Returns
-    ``(None, None)`` where that cannot be done or is not needed: a sampler
-    other than an :class:`~sk_meta.tasks.EpisodeSampler`, with
-    ``AUTO_CHOICE_MAX_CLASSES`` classes or more, or with too few for two
-    folds that leave ``n_way`` classes to meta-train on. Another candidate
+    ``n_meta_iter``. Returns ``(None, None)`` for other tasks and for a
+    sampler with too few classes for two folds that leave ``n_way``
+    classes to meta-train on. Another candidate
     replaces the first only when its score is more than
     ``AUTO_CHOICE_MARGIN`` above the first's. A candidate's error is
     raised, as ``meta_fit`` would.
@@ -710,7 +713,7 @@ def _choose_on_class_folds(estimator, sampler, candidates, *, one_iteration=()):
         return None, None
     n_classes = len(sampler.class_labels)
     if n_classes >= AUTO_CHOICE_MAX_CLASSES:
-        return None, None
+        return {"hidden_layer_sizes": AUTO_MANY_CLASSES_SIZES}, None
     n_val = max(2, _resolve_size(0.25, "val_size", n_classes, round_up=True))
     n_folds = min(AUTO_CHOICE_FOLDS, n_classes // n_val)
     if n_folds < 2 or n_classes - n_val < sampler.n_way:

@@ -1,7 +1,8 @@
 """hidden_layer_sizes="auto", the classifiers' default: with an EpisodeSampler
 of fewer than 15 classes, class folds choose between the MLP, the model
-without hidden layers and (with adapt_layers="auto") the pretrained MLP;
-otherwise it is the (64, 64) MLP. The pretrained MLP: test_pretrained_choice.py."""
+without hidden layers and (with adapt_layers="auto") the pretrained MLP; with
+15 or more, it is the (128, 128) MLP; otherwise the (64, 64) MLP. The
+pretrained MLP: test_pretrained_choice.py."""
 
 import pickle
 import warnings
@@ -132,11 +133,12 @@ def _fails_if_called(*args, **kwargs):
 
 @pytest.mark.parametrize("case", [
     "15 classes", "too few classes for two folds", "a list of tasks",
-    "a sampler subclass", "a module", "meta_partial_fit", "sizes set"])
+    "a sampler subclass", "a module", "meta_partial_fit",
+    "meta_partial_fit of 15 classes", "sizes set"])
 def test_no_folds_where_they_do_not_apply(case, monkeypatch):
     monkeypatch.setattr(sk_meta.model_selection, "_score_candidates",
                         _fails_if_called)
-    X, y = _rings(n_classes=15 if case == "15 classes" else 8, n_per_class=12)
+    X, y = _rings(n_classes=15 if "15 classes" in case else 8, n_per_class=12)
     params = dict(n_meta_iter=2, random_state=0)
     tasks = _sampler(X, y)
     if case == "too few classes for two folds":
@@ -154,13 +156,39 @@ def test_no_folds_where_they_do_not_apply(case, monkeypatch):
     elif case == "sizes set":
         params["hidden_layer_sizes"] = (8,)
     est = MAMLClassifier(**params)
-    if case == "meta_partial_fit":
+    if case.startswith("meta_partial_fit"):
         est.meta_partial_fit(_sampler(X, y, n_tasks=4))
     else:
         est.meta_fit(tasks)
     assert est.hidden_layer_sizes_search_ is None
-    expected = {"a module": None, "sizes set": (8,)}.get(case, (64, 64))
+    expected = {"a module": None, "sizes set": (8,),
+                "15 classes": (128, 128)}.get(case, (64, 64))
     assert est.hidden_layer_sizes_ == expected
+    if expected is not None:  # the network meta-trained is that one
+        widths = [p.shape[0] for name, p in est.meta_params_.items()
+                  if name.endswith("weight")][:-1]
+        assert tuple(widths) == expected
+
+
+@pytest.mark.parametrize("Estimator", [MAMLClassifier, FOMAMLClassifier,
+                                       ReptileClassifier])
+def test_many_classes_take_the_wide_mlp(Estimator, monkeypatch, capsys):
+    monkeypatch.setattr(sk_meta.model_selection, "_score_candidates",
+                        _fails_if_called)
+    sampler = _sampler(*_rings(n_classes=16, n_per_class=12))
+    est = Estimator(n_meta_iter=2, random_state=0, verbose=1).meta_fit(sampler)
+    assert est.hidden_layer_sizes_ == (128, 128)
+    assert est.hidden_layer_sizes_search_ is None
+    assert est.n_meta_iter_ == 2
+    assert "MLP (128, 128), for the sampler's 16 classes" in capsys.readouterr().out
+    # what it meta-trained is what fit adapts, and a clone's fresh meta_fit
+    # on fewer classes makes its own choice
+    X, y = _rings(n_classes=3, n_per_class=12)
+    assert est.fit(X, y).score(X, y) >= 0
+    assert est.meta_params_["layers.0.weight"].shape == (128, 2)
+    other = clone(est).set_params(verbose=0).meta_fit(
+        _sampler(*_rings(n_classes=15, n_per_class=12)))
+    assert other.hidden_layer_sizes_ == (128, 128)
 
 
 def test_regressors_take_auto_as_the_mlp(monkeypatch):
@@ -185,10 +213,10 @@ def test_warm_start_keeps_the_choice_and_a_new_meta_fit_makes_its_own(
     assert warm.n_meta_iter_ == 80
     assert warm.hidden_layer_sizes_ == ()
     assert warm.hidden_layer_sizes_search_ == est.hidden_layer_sizes_search_
-    # a fresh meta-training of the same estimator on 15 classes: the MLP
+    # a fresh meta-training of the same estimator on 15 classes: the wide MLP
     fresh = clone(est).set_params(n_meta_iter=2)
     fresh.meta_fit(_sampler(*_rings(n_classes=15, n_per_class=12)))
-    assert fresh.hidden_layer_sizes_ == (64, 64)
+    assert fresh.hidden_layer_sizes_ == (128, 128)
     assert fresh.hidden_layer_sizes_search_ is None
 
 
@@ -440,10 +468,10 @@ def test_the_folds_do_not_draw_from_the_samplers_generator():
 def test_one_meta_iteration_scores_the_model_without_hidden_layers():
     """What lets the folds meta-train it for one meta-iteration: with the
     prototype head its score does not move with more."""
-    from sk_meta.model_selection import _choose_on_class_folds
+    from sk_meta.model_selection import _choose_network
 
     for cls in (MAMLClassifier, ReptileClassifier):
-        _, search = _choose_on_class_folds(
+        _, search = _choose_network(
             cls(**FAST), _sampler(*_digits()),
             [{"hidden_layer_sizes": ()},
              {"hidden_layer_sizes": (), "n_meta_iter": 1}])
