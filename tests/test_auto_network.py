@@ -133,12 +133,13 @@ def _fails_if_called(*args, **kwargs):
 
 @pytest.mark.parametrize("case", [
     "15 classes", "too few classes for two folds", "a list of tasks",
-    "a sampler subclass", "a module", "meta_partial_fit",
-    "meta_partial_fit of 15 classes", "sizes set"])
+    "a sampler subclass", "a module", "meta_partial_fit", "sizes set"])
 def test_no_folds_where_they_do_not_apply(case, monkeypatch):
     monkeypatch.setattr(sk_meta.model_selection, "_score_candidates",
                         _fails_if_called)
-    X, y = _rings(n_classes=15 if "15 classes" in case else 8, n_per_class=12)
+    # 15 classes, where a classifier's meta_fit on an EpisodeSampler takes
+    # the wide MLP: none of these cases does
+    X, y = _rings(n_classes=15, n_per_class=12)
     params = dict(n_meta_iter=2, random_state=0)
     tasks = _sampler(X, y)
     if case == "too few classes for two folds":
@@ -156,7 +157,7 @@ def test_no_folds_where_they_do_not_apply(case, monkeypatch):
     elif case == "sizes set":
         params["hidden_layer_sizes"] = (8,)
     est = MAMLClassifier(**params)
-    if case.startswith("meta_partial_fit"):
+    if case == "meta_partial_fit":
         est.meta_partial_fit(_sampler(X, y, n_tasks=4))
     else:
         est.meta_fit(tasks)
@@ -173,10 +174,11 @@ def test_no_folds_where_they_do_not_apply(case, monkeypatch):
 @pytest.mark.parametrize("Estimator", [MAMLClassifier, FOMAMLClassifier,
                                        ReptileClassifier])
 def test_many_classes_take_the_wide_mlp(Estimator, monkeypatch, capsys):
-    monkeypatch.setattr(sk_meta.model_selection, "_score_candidates",
-                        _fails_if_called)
     sampler = _sampler(*_rings(n_classes=16, n_per_class=12))
-    est = Estimator(n_meta_iter=2, random_state=0, verbose=1).meta_fit(sampler)
+    with monkeypatch.context() as patch:
+        patch.setattr(sk_meta.model_selection, "_score_candidates",
+                      _fails_if_called)
+        est = Estimator(n_meta_iter=2, random_state=0, verbose=1).meta_fit(sampler)
     assert est.hidden_layer_sizes_ == (128, 128)
     assert est.hidden_layer_sizes_search_ is None
     assert est.n_meta_iter_ == 2
@@ -187,8 +189,29 @@ def test_many_classes_take_the_wide_mlp(Estimator, monkeypatch, capsys):
     assert est.fit(X, y).score(X, y) >= 0
     assert est.meta_params_["layers.0.weight"].shape == (128, 2)
     other = clone(est).set_params(verbose=0).meta_fit(
-        _sampler(*_rings(n_classes=15, n_per_class=12)))
-    assert other.hidden_layer_sizes_ == (128, 128)
+        _sampler(*_rings(n_classes=7, n_per_class=12)))
+    assert other.hidden_layer_sizes_ in {(64, 64), ()}
+    assert other.hidden_layer_sizes_search_ is not None
+
+
+def test_the_wide_mlp_survives_save_pickle_and_a_pipeline(tmp_path):
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from sk_meta.pipeline import meta_fit_pipeline
+
+    X, y = _rings(n_classes=16, n_per_class=12)
+    est = MAMLClassifier(n_meta_iter=2, random_state=0).meta_fit(_sampler(X, y))
+    est.save(tmp_path / "wide.pt")
+    support = X[np.isin(y, [0, 5, 9])], y[np.isin(y, [0, 5, 9])]
+    expected = est.fit(*support).predict_proba(support[0])
+    for copy in (load(tmp_path / "wide.pt"), pickle.loads(pickle.dumps(est))):
+        assert copy.hidden_layer_sizes_ == (128, 128)
+        np.testing.assert_allclose(copy.fit(*support).predict_proba(support[0]),
+                                   expected, rtol=1e-5, atol=1e-6)
+    pipe = meta_fit_pipeline(make_pipeline(StandardScaler(), MAMLClassifier(
+        n_meta_iter=2, random_state=0)), _sampler(X, y))
+    assert pipe[-1].hidden_layer_sizes_ == (128, 128)
 
 
 def test_regressors_take_auto_as_the_mlp(monkeypatch):
