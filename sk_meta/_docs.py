@@ -41,9 +41,10 @@ PARAMETERS = {
         is ``(64, 64)``, except in a classifier's ``meta_fit`` given an
         :class:`~sk_meta.tasks.EpisodeSampler`. With 15 classes or more it is
         ``(128, 128)``: that many classes train a wider network's features (on
-        the test classes of three tables with 18 to 4,800 meta-training classes,
-        +0.1 to +2.9 points, Omniglot pixels +2.9 and +1.7 at 1 and 5 shots, at
-        about twice the meta-training time; see the Results page). With fewer,
+        the test classes of three tables with 18 to 4,800 meta-training classes:
+        MAML and FOMAML +0.1 to +2.9 points, most on Omniglot pixels, Reptile
+        +0.26 on average; at about twice the meta-training time; see the Results
+        page). With fewer,
         up to three disjoint class folds (as ``MetaGridSearch(cv=3)``; two with
         4 or 5 classes) each meta-train ``(64, 64)`` and ``()``, no hidden
         layer, on the other classes, and with ``adapt_layers="auto"``, the

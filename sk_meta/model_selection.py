@@ -864,9 +864,11 @@ class MetaGridSearch(MetaEstimatorMixin, BaseEstimator):
     fewer classes than the refit; what is chosen is the parameters and the
     number of meta-iterations, not the init.
 
-    An estimator's ``hidden_layer_sizes="auto"`` is ``(64, 64)`` here: the
-    grid is the choice (list ``()`` in it to compare the model without
-    hidden layers), and no candidate runs class folds of its own.
+    An estimator's ``hidden_layer_sizes="auto"`` is ``(64, 64)`` here,
+    whatever the number of classes: the grid is the choice (list ``()`` in
+    it to compare the model without hidden layers, ``(128, 128)`` for the
+    MLP "auto" builds with 15 classes or more), and no candidate runs class
+    folds of its own.
 
     Every candidate and the refit meta-train from a fresh init, with
     ``warm_start=False``, whatever init ``estimator`` holds (an init
@@ -968,9 +970,10 @@ class MetaGridSearch(MetaEstimatorMixin, BaseEstimator):
             )
         if any(is_auto(params.get("hidden_layer_sizes")) for params in grid):
             raise ValueError(
-                "param_grid must not set hidden_layer_sizes='auto': it chooses "
-                "between (64, 64) and () on class folds itself; list the sizes "
-                "to compare, e.g. [(64, 64), ()]"
+                "param_grid must not set hidden_layer_sizes='auto': it is a "
+                "choice of its own (class folds with fewer than 15 classes, "
+                "(128, 128) with 15 or more); list the sizes to compare, e.g. "
+                "[(64, 64), ()] or [(64, 64), (128, 128)]"
             )
         if (is_auto(valid.get("hidden_layer_sizes"))
                 and get_tags(self.estimator).estimator_type == "classifier"
@@ -978,10 +981,12 @@ class MetaGridSearch(MetaEstimatorMixin, BaseEstimator):
                 and not any("hidden_layer_sizes" in params for params in grid)):
             warnings.warn(
                 "The estimator's hidden_layer_sizes='auto' is (64, 64) in every "
-                "candidate: MetaGridSearch does not compare it with the network "
-                "without hidden layers as the estimator's own meta_fit would. "
-                "Add {'hidden_layer_sizes': [(64, 64), ()]} to the grid to compare "
-                "them, or set hidden_layer_sizes=(64, 64) to say you want the MLP",
+                "candidate: MetaGridSearch does not choose the network as the "
+                "estimator's own meta_fit would (on class folds with fewer than "
+                "15 classes, (128, 128) with 15 or more). Add the sizes to compare to "
+                "the grid, e.g. {'hidden_layer_sizes': [(64, 64), ()]} or "
+                "[(64, 64), (128, 128)], or set hidden_layer_sizes=(64, 64) to "
+                "say you want that MLP",
                 UserWarning, stacklevel=2)
         if any("warm_start" in params for params in grid):
             raise ValueError(

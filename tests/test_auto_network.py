@@ -387,8 +387,12 @@ def test_metagridsearch_candidates_do_not_run_folds_of_their_own(monkeypatch):
                                            random_state=0),
                             {"inner_lr": [0.1]}, n_val_tasks=5, random_state=0)
     with pytest.warns(UserWarning, match="hidden_layer_sizes='auto' is \\(64, 64\\) "
-                                         "in every candidate"):
+                                         "in every candidate") as caught:
         search.meta_fit(_sampler(*_digits()))
+    # it names both choices the estimator's own meta_fit would make
+    message = str(caught[0].message)
+    assert "class folds with fewer than 15" in message
+    assert "(128, 128) with 15 or more" in message
     assert calls == ["MetaGridSearch"]
     assert search.best_estimator_.hidden_layer_sizes_ == (64, 64)
 
@@ -469,7 +473,8 @@ def test_an_error_in_a_fold_says_where_and_holds_no_fold_estimator():
 def test_metagridsearch_refuses_auto_in_its_grid():
     search = MetaGridSearch(MAMLClassifier(**FAST),
                             {"hidden_layer_sizes": ["auto", ()]}, random_state=0)
-    with pytest.raises(ValueError, match="must not set hidden_layer_sizes='auto'"):
+    with pytest.raises(ValueError, match="must not set hidden_layer_sizes='auto'.*"
+                                         r"\(128, 128\) with 15 or more"):
         search.meta_fit(_sampler(*_digits()))
 
 
