@@ -26,12 +26,16 @@ import matplotlib.pyplot as plt  # noqa: E402
 from benchmarks._report import RESULTS_DIR  # noqa: E402
 from benchmarks.fidelity_tabular import OUT_DIR, column_name  # noqa: E402
 
-# "a|b": the first of a and b that a row has (MetaGridSearch searches
-# concat_input on the tables and inner_lr on Omniglot)
-DEFAULT_METHODS = ["best support-only", "pretrain+LR", "maml nomix @20", "maml @20",
-                   "fomaml @20", "reptile @20", "maml search @20|maml searchlr @20"]
-LABELS = {"maml nomix @20": "maml, task_interpolation=0 @20",
-          "maml search @20|maml searchlr @20": "MetaGridSearch (MAML) @20"}
+# "a|b": the first of a and b that a row has. The defaults: "auto" runs, or
+# on the tables of 15 or more meta-training classes the (128, 128) MLP that
+# "auto" builds there (twenty-first run: per-task identical where both ran)
+DEFAULT_METHODS = ["best support-only", "pretrain+LR", "pretrain+LR h=128x128",
+                   *(f"{name} auto @20|{name} h=128x128 @20"
+                     for name in ("maml", "fomaml", "reptile"))]
+LABELS = {**{f"{name} auto @20|{name} h=128x128 @20": f"{label}, defaults @20"
+             for name, label in (("maml", "MAML"), ("fomaml", "FOMAML"),
+                                 ("reptile", "Reptile"))},
+          "pretrain+LR h=128x128": "pretrain+LR 128x128"}
 MARKERS = "osD^v<>PX*"
 
 
@@ -68,9 +72,11 @@ def plot(rows, methods, path, title):
                             f"{r['n_way']}-way" for r in first.values()], fontsize=8)
         ax.set_ylabel(f"{k}-shot accuracy %")
         ax.grid(axis="y", alpha=0.3)
-    axes[0, 0].legend(ncol=4, fontsize=8, loc="lower left")
+    # below the panels, where it hides no point
+    fig.legend(*axes[0, 0].get_legend_handles_labels(), ncol=min(len(methods), 6),
+               fontsize=8, loc="lower center")
     axes[0, 0].set_title(title, fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
     plt.close(fig)
