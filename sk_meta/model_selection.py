@@ -136,8 +136,9 @@ def tasks_to_cv(tasks):
     ------
     ValueError
         For an endless sampler, more than 10,000 tasks, no task, or a task
-        whose ``X`` and ``y`` lengths differ or whose per-sample shapes differ
-        from task 0's (the message names the task).
+        whose ``X`` and ``y`` lengths differ, whose per-sample shapes differ
+        from task 0's, or whose ``y`` holds NaN or infinity (the message
+        names the task).
     TypeError
         For something that is not an iterable of 4-tuples.
 
@@ -207,6 +208,12 @@ def tasks_to_cv(tasks):
                     f"{shapes[position][1:]}, but task 0 has "
                     f"{first_shapes[position][1:]}"
                 )
+        for position, name in ((1, "y_support"), (3, "y_query")):
+            # no estimator fits or scores a missing target (meta_fit refuses
+            # it too); a NaN in X may be a pipeline's to impute
+            values = np.asarray(task[position])
+            if values.dtype.kind in "fc" and not np.isfinite(values).all():
+                raise ValueError(f"task {index}: {name} contains NaN or infinity")
         X_parts += [task[0], task[2]]
         y_parts += [task[1], task[3]]
         support_rows = np.arange(n_rows, n_rows + n_support)

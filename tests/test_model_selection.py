@@ -84,6 +84,24 @@ def test_tasks_to_cv_refuses_what_is_not_tasks(held_out):
         tasks_to_cv([])
 
 
+@pytest.mark.parametrize("part", [1, 3])
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_tasks_to_cv_refuses_missing_targets_naming_the_task(part, bad):
+    # a regression target: before, a NaN reached fit or the scorer as a bare
+    # "Input contains NaN" without the task
+    tasks = [tuple(np.asarray(a, dtype=float) for a in task)
+             for task in SinusoidTasks(k_shot=5, n_query=5, n_tasks=3, random_state=0)]
+    tasks[2][part][1] = bad
+    name = "y_support" if part == 1 else "y_query"
+    with pytest.raises(ValueError, match=f"^task 2: {name} contains NaN or infinity$"):
+        tasks_to_cv(tasks)
+    # a NaN in X may be a pipeline's to impute: not refused here
+    tasks[2][part][1] = 0.0
+    tasks[2][0][0, 0] = np.nan
+    X, y, cv = tasks_to_cv(tasks)
+    assert np.isnan(X).sum() == 1 and len(cv) == 3
+
+
 def test_tasks_to_cv_keeps_dataframes(held_out):
     columns = [f"pixel_{i}" for i in range(64)]
     frames = [(pd.DataFrame(t.X_support, columns=columns), pd.Series(t.y_support),
