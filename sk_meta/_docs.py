@@ -44,40 +44,38 @@ PARAMETERS = {
         the test classes of three tables with 18 to 4,800 meta-training classes:
         MAML and FOMAML +0.1 to +2.9 points, most on Omniglot pixels, Reptile
         +0.26 on average; at about twice the meta-training time; see the Results
-        page). With fewer,
-        up to three disjoint class folds (as ``MetaGridSearch(cv=3)``; two with
-        4 or 5 classes) each meta-train ``(64, 64)`` and ``()``, no hidden
-        layer, on the other classes, and with ``adapt_layers="auto"``, the
-        prototype head and a fixed inner rate (the defaults) also pretrain
-        ``(64, 64)`` on them: trained to tell all of them apart at once
-        (cross-entropy, Adam, as "pretrain+LR" on the Results page) and not
-        meta-trained, it is then adapted in its output layer alone. Each is
-        scored on 100 tasks of the held-out classes (``min(n_way, held-out
-        classes)``-way: 2-way with 8 classes or fewer; the meta-trained MLP at
-        its last validation, as it will be used). The meta-trained MLP is kept
-        unless another's mean score is more than 0.01 above it (closer margins
-        are noise on so few held-out classes), and the one kept is meta-trained
-        (or pretrained) on all of them, for ``n_meta_iter`` (the pretrained MLP
-        for none: ``n_meta_iter_`` is 0). With few meta-training classes,
-        learned features may not separate new classes where the raw features
-        already do (on two such tables ``()`` gained 4 to 8 points), and
-        features learned on all the classes at once may separate new ones better
-        than meta-learned ones (marketing; see the Results page). ``()`` with
-        the prototype head is a logistic regression on the raw features started
-        from the class means; its meta-training changes no weight, so the folds
-        meta-train it for one meta-iteration (with a fixed inner rate; in full
-        with another head or learned rates). The folds cost up to three more
-        meta-trainings of the MLP, each on three quarters of the classes
+        page). With fewer, up to three disjoint class folds (as
+        ``MetaGridSearch(cv=3)``; two with 4 or 5 classes) each meta-train
+        ``(64, 64)`` and ``()``, no hidden layer, on the other classes, and with
+        ``adapt_layers="auto"``, the prototype head and a fixed inner rate (the
+        defaults) also pretrain ``(64, 64)`` on them: trained to tell all of
+        them apart at once (cross-entropy, Adam, as "pretrain+LR" on the Results
+        page) and not meta-trained, it is then adapted in its output layer
+        alone. Each is scored on 100 tasks of the held-out classes (``min(n_way,
+        held-out classes)``-way: 2-way with 8 classes or fewer; the meta-trained
+        MLP at its last validation, as it will be used). The meta-trained MLP is
+        kept unless another's mean score is more than 0.01 above it (closer
+        margins are noise on so few held-out classes), and the one kept is
+        meta-trained (or pretrained) on all of them, for ``n_meta_iter`` (the
+        pretrained MLP for none: ``n_meta_iter_`` is 0). With few meta-training
+        classes, learned features may not separate new classes where the raw
+        features already do (on two such tables ``()`` gained 4 to 8 points),
+        and features learned on all the classes at once may separate new ones
+        better than meta-learned ones (marketing; see the Results page). ``()``
+        with the prototype head is a logistic regression on the raw features
+        started from the class means; its meta-training changes no weight, so
+        the folds meta-train it for one meta-iteration (with a fixed inner rate;
+        in full with another head or learned rates). The folds cost up to three
+        more meta-trainings of the MLP, each on three quarters of the classes
         (``max_time`` bounds each, and each pretraining), and seconds of
         pretraining; Ctrl-C during them raises ``KeyboardInterrupt`` and keeps
-        nothing. ``"auto"`` is ``(64, 64)``, whatever the number of classes,
-        for other tasks, in ``meta_partial_fit`` and inside ``MetaGridSearch``,
-        and for samplers too small for two folds that leave ``n_way`` classes
-        to meta-train on; a warm start keeps the init's network, and a
-        ``module`` replaces it. In
-        :func:`~sk_meta.pipeline.meta_fit_pipeline` they run on the transformed
-        sampler, whose preprocessing saw every class. ``hidden_layer_sizes_`` is
-        the network used."""),
+        nothing. ``"auto"`` is ``(64, 64)``, whatever the number of classes, for
+        other tasks, in ``meta_partial_fit`` and inside ``MetaGridSearch``, and
+        for samplers too small for two folds that leave ``n_way`` classes to
+        meta-train on; a warm start keeps the init's network, and a ``module``
+        replaces it. In :func:`~sk_meta.pipeline.meta_fit_pipeline` they run on
+        the transformed sampler, whose preprocessing saw every class.
+        ``hidden_layer_sizes_`` is the network used."""),
     "activation": ('{"relu", "tanh", "logistic", "identity"}', """
         Non-linearity of the default MLP."""),
     "concat_input": ("bool", """
