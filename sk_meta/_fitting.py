@@ -186,13 +186,16 @@ def meta_train(estimator, tasks, validation_tasks, *, incremental, checkpoint=No
                [y for group in first for y in (group.y_support, group.y_query)])
     warn_if_large_features(estimator, first_X, "The first meta-batch")
     warn_if_large_targets(first_y, "The first meta-batch")
+    # the pretrained MLP that hidden_layer_sizes="auto" chose (check_settings
+    # set its n_meta_iter to 0)
+    pretrain = not warm and is_pretrained_choice(estimator, afresh=True)
     if warm:
         module, n_outputs = meta.module, meta.n_outputs
     else:
         module, n_outputs = network.build(
             checker.input_shape, _n_outputs_needed(first, checker, tasks),
             state.init_seed, probe=first[0].X_support[0], instance=instance)
-        if settings.n_meta_iter == 0:
+        if pretrain:
             X, codes = sampler_rows(tasks)
             pretrain_body(module, X, codes, seed=state.init_seed, device=device,
                           max_time=settings.max_time)
@@ -256,7 +259,7 @@ def meta_train(estimator, tasks, validation_tasks, *, incremental, checkpoint=No
             # meta-trained on in all its layers, it is no longer the
             # pretrained MLP whose output layer alone adapts
             pretrained=(meta.pretrained and inner_settings.adapt_layers == "head"
-                        if warm else settings.n_meta_iter == 0),
+                        if warm else pretrain),
         )
 
     trainer = MetaTrainer(settings, inner, start, source, first, to_result=to_result,
