@@ -35,7 +35,11 @@ from sk_meta._checks import (
 )
 from sk_meta._errors import raise_with_context
 from sk_meta.exceptions import DivergenceError, InterruptedWarning
-from sk_meta.tasks._validation import check_no_missing_labels, label_kind
+from sk_meta.tasks._validation import (
+    check_finite_targets,
+    check_no_missing_labels,
+    label_kind,
+)
 
 __all__ = ["MetaGridSearch", "TaskEvaluation", "TaskScores", "evaluate_tasks",
            "tasks_to_cv"]
@@ -211,9 +215,8 @@ def tasks_to_cv(tasks):
         for position, name in ((1, "y_support"), (3, "y_query")):
             # no estimator fits or scores a missing target (meta_fit refuses
             # it too); a NaN in X may be a pipeline's to impute
-            values = np.asarray(task[position])
-            if values.dtype.kind in "fc" and not np.isfinite(values).all():
-                raise ValueError(f"task {index}: {name} contains NaN or infinity")
+            check_finite_targets(np.asarray(task[position]), name,
+                                 prefix=f"task {index}: ")
         X_parts += [task[0], task[2]]
         y_parts += [task[1], task[3]]
         support_rows = np.arange(n_rows, n_rows + n_support)
@@ -677,6 +680,10 @@ def _interrupt_stops_search(what, searcher):
 AUTO_CHOICE_MAX_CLASSES = 15
 AUTO_MANY_CLASSES_SIZES = (128, 128)
 AUTO_CHOICE_FOLDS = 3
+# how messages state the rule
+_AUTO_CHOICE_RULE = (
+    f"class folds with fewer than {AUTO_CHOICE_MAX_CLASSES} classes, "
+    f"{AUTO_MANY_CLASSES_SIZES} with {AUTO_CHOICE_MAX_CLASSES} or more")
 # another candidate replaces the first (the meta-trained MLP) only when it
 # scores more than this above it on the folds: closer margins are noise
 # there (twentieth run: chosen by 0.004 to 0.007, the pretrained MLP lost
@@ -978,9 +985,8 @@ class MetaGridSearch(MetaEstimatorMixin, BaseEstimator):
         if any(is_auto(params.get("hidden_layer_sizes")) for params in grid):
             raise ValueError(
                 "param_grid must not set hidden_layer_sizes='auto': it is a "
-                "choice of its own (class folds with fewer than 15 classes, "
-                "(128, 128) with 15 or more); list the sizes to compare, e.g. "
-                "[(64, 64), ()] or [(64, 64), (128, 128)]"
+                f"choice of its own ({_AUTO_CHOICE_RULE}); list the sizes to "
+                f"compare, e.g. [(64, 64), ()] or [(64, 64), {AUTO_MANY_CLASSES_SIZES}]"
             )
         if (is_auto(valid.get("hidden_layer_sizes"))
                 and get_tags(self.estimator).estimator_type == "classifier"
@@ -989,11 +995,10 @@ class MetaGridSearch(MetaEstimatorMixin, BaseEstimator):
             warnings.warn(
                 "The estimator's hidden_layer_sizes='auto' is (64, 64) in every "
                 "candidate: MetaGridSearch does not choose the network as the "
-                "estimator's own meta_fit would (on class folds with fewer than "
-                "15 classes, (128, 128) with 15 or more). Add the sizes to compare to "
-                "the grid, e.g. {'hidden_layer_sizes': [(64, 64), ()]} or "
-                "[(64, 64), (128, 128)], or set hidden_layer_sizes=(64, 64) to "
-                "say you want that MLP",
+                f"estimator's own meta_fit would (on {_AUTO_CHOICE_RULE}). Add the "
+                "sizes to compare to the grid, e.g. {'hidden_layer_sizes': "
+                f"[(64, 64), ()]}} or [(64, 64), {AUTO_MANY_CLASSES_SIZES}], or set "
+                "hidden_layer_sizes=(64, 64) to say you want that MLP",
                 UserWarning, stacklevel=2)
         if any("warm_start" in params for params in grid):
             raise ValueError(

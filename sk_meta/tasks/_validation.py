@@ -167,6 +167,13 @@ def check_no_missing_labels(values, name="y", prefix=""):
         )
 
 
+def check_finite_targets(values, name="y", prefix=""):
+    """Refuse NaN or infinity in numeric targets or labels (objects:
+    ``check_no_missing_labels``)."""
+    if values.dtype.kind in "fc" and not np.isfinite(values).all():
+        raise ValueError(f"{prefix}{name} contains NaN or infinity")
+
+
 def is_missing_label(value):
     """None, NaN (or infinity) of any float type, NaT, or pandas' NA (without
     importing pandas)."""
@@ -513,8 +520,7 @@ def encode_labels(y_support, y_query, index):
     for y, part in ((y_support, "support"), (y_query, "query")):
         check_label_values(y, f"y_{part}", prefix=f"task {index}: ")
         # NaN first: it is a missing label (as fit says), not a continuous one
-        if y.dtype.kind in "fc" and not np.isfinite(y).all():
-            raise ValueError(f"task {index}: y_{part} contains NaN or infinity")
+        check_finite_targets(y, f"y_{part}", prefix=f"task {index}: ")
         if y.dtype.kind == "f" and not np.array_equal(y, np.round(y)):
             raise ValueError(
                 f"task {index}: y_{part} holds continuous values (Unknown label "
