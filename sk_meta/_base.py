@@ -9,7 +9,6 @@ read from.
 import functools
 import inspect
 import os
-import warnings
 from numbers import Integral, Real
 
 import numpy as np
@@ -25,6 +24,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from sk_meta import _distributed, _fitting, _persistence, _skorch
 from sk_meta._checks import DEFAULT_HIDDEN_LAYER_SIZES, is_auto
+from sk_meta._errors import warn_user
 from sk_meta._records import FitResult, MetaResult, MetaTrainingState, record_on_cpu
 from sk_meta._torch_utils import DeviceOptions, torch_tensor_to_numpy, torch_threads
 from sk_meta.exceptions import DivergenceError, FeatureNamesWarning
@@ -539,7 +539,7 @@ class BaseMetaEstimator(BaseEstimator):
         X, y = torch_tensor_to_numpy(X), torch_tensor_to_numpy(y)
         check_no_datetimes(X)  # else numpy's DTypePromotionError, or nanoseconds
         if integers_lost_in_float32(X):  # said at the user's call, past fit's wrappers
-            warn_integers_lost_in_float32("X", stacklevel=5)
+            warn_integers_lost_in_float32("X")
         allow_nd = self.module is not None
         if self._is_classifier():
             if y is not None:  # before scikit-learn's checks, which stop on them
@@ -567,7 +567,7 @@ class BaseMetaEstimator(BaseEstimator):
         if meta is None or meta.feature_names is None:
             return
         if names is None:
-            warnings.warn(
+            warn_user(
                 f"X does not have feature names, but {type(self).__name__} was "
                 "meta-trained on tasks with feature names",
                 FeatureNamesWarning,
@@ -642,7 +642,7 @@ class BaseMetaEstimator(BaseEstimator):
         X = torch_tensor_to_numpy(X)
         check_no_datetimes(X)
         if integers_lost_in_float32(X):
-            warn_integers_lost_in_float32("X", stacklevel=3)
+            warn_integers_lost_in_float32("X")
         X = validate_data(
             self, X, reset=False,
             allow_nd=self.module is not None, dtype=np.float32

@@ -1,10 +1,10 @@
 """torch.compile for the meta-training step, with a fallback to eager."""
 
 import contextlib
-import warnings
 
 import torch
 
+from sk_meta._errors import warn_user
 from sk_meta.exceptions import CompileWarning
 
 
@@ -64,7 +64,7 @@ class CompiledFunction:
                 return self.compiled(*args, **kwargs)
         except Exception as exc:  # any compiler error: warn and go on eagerly
             self.failed = True
-            warnings.warn(
+            warn_user(
                 f"torch.compile failed for this module ({type(exc).__name__}: "
                 f"{str(exc).splitlines()[0] if str(exc) else ''}); meta-training "
                 "continues without compilation",

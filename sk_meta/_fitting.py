@@ -18,7 +18,7 @@ import torch
 from sklearn.exceptions import DataConversionWarning
 
 from sk_meta._checks import MAX_VALIDATION_TASKS, is_int
-from sk_meta._errors import raise_with_context
+from sk_meta._errors import raise_with_context, warn_user
 from sk_meta._inner_loop import (
     InnerLoop,
     InnerLoopSettings,
@@ -147,7 +147,7 @@ def meta_train(estimator, tasks, validation_tasks, *, incremental, checkpoint=No
             learned_mode=meta.inner_lr_mode, meta_training=True)
         budget = settings.n_meta_iter
         if budget is not None and meta.n_meta_iter >= budget:
-            warnings.warn(
+            warn_user(
                 f"{type(estimator).__name__} already ran {meta.n_meta_iter} "
                 f"meta-iterations (n_meta_iter={settings.n_meta_iter}); increase "
                 "n_meta_iter to continue meta-training with warm_start=True",
@@ -304,7 +304,7 @@ def warn_if_training_params_changed(estimator, trained_with):
     if not changed:
         return
     untrained_head = "head_init" in changed
-    warnings.warn(
+    warn_user(
         f"{', '.join(f'{n}={getattr(estimator, n)!r}' for n in changed)} "
         f"{'differ' if len(changed) > 1 else 'differs'} from what the init was "
         "meta-trained with ("
@@ -314,7 +314,7 @@ def warn_if_training_params_changed(estimator, trained_with):
         + (f". With head_init='meta', fit adapts the init's output layer, "
            f"which meta-training with head_init={head_init!r} never trained"
            if untrained_head else ""),
-        UserWarning, stacklevel=6,
+        UserWarning,
     )
 
 
@@ -449,8 +449,7 @@ def _validation_batches(drawn, checker, source, device):
             warnings.simplefilter("always", DataConversionWarning)
             groups = stack_tasks(drawn, checker)
         for warning in caught:  # said of the validation tasks, by name
-            warnings.warn(f"validation_tasks: {warning.message}", warning.category,
-                          stacklevel=2)
+            warn_user(f"validation_tasks: {warning.message}", warning.category)
         source.check_classes(groups)
     except (TypeError, ValueError) as exc:
         raise_with_context(exc, "validation_tasks")
@@ -548,7 +547,7 @@ def warn_if_large_features(estimator, arrays, what):
         return  # a custom module may normalize its inputs itself
     largest = max(float(np.max(np.abs(a))) if a.size else 0.0 for a in arrays)
     if largest > LARGE_FEATURE_VALUE:
-        warnings.warn(
+        warn_user(
             f"{what} has values up to {largest:.3g}: the default MLP adapts with "
             "gradient steps that grow with its inputs, and may predict one class "
             "for every sample without diverging. Standardize the features with "
@@ -565,7 +564,7 @@ def warn_if_large_targets(arrays, what):
     """Warn when regression targets go beyond ``LARGE_TARGET_VALUE``."""
     largest = _largest(arrays)
     if largest > LARGE_TARGET_VALUE:
-        warnings.warn(
+        warn_user(
             f"{what} has targets up to {largest:.3g}: squared-error gradient "
             "steps grow with the targets and overshoot at the default rates. "
             "Standardize y with the meta-training tasks' mean and standard "

@@ -8,6 +8,7 @@ import numpy as np
 from sk_meta import _persistence
 from sk_meta._base import values_for_missing_parameters
 from sk_meta._checks import is_int
+from sk_meta._errors import warn_user
 from sk_meta._fitting import seeds
 from sk_meta._maml import (
     FOMAMLClassifier,
@@ -88,7 +89,7 @@ def load(path, *, module=None):
     params["module"] = _persistence.resolve_module(params.get("module"), module)
     checkpoint_path = params.pop("checkpoint_path", None)
     if checkpoint_path is not None:
-        warnings.warn(
+        warn_user(
             f"the file's checkpoint_path ({checkpoint_path!r}) is not restored; "
             "set it with set_params(checkpoint_path=...) to keep checkpointing",
             PersistenceWarning,

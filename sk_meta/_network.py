@@ -5,12 +5,12 @@ import inspect
 import math
 import numbers
 import pickle
-import warnings
 
 import numpy as np
 import torch
 
 from sk_meta._checks import DEFAULT_HIDDEN_LAYER_SIZES, is_auto, is_int
+from sk_meta._errors import warn_user
 from sk_meta._torch_utils import seeded_torch
 from sk_meta.exceptions import FrozenParametersWarning
 from sk_meta.functional import prepare_module
@@ -323,20 +323,20 @@ class NetworkSpec:
         if self.ignored_mlp_params:
             names = " and ".join(self.ignored_mlp_params)
             plural = len(self.ignored_mlp_params) > 1
-            warnings.warn(
+            warn_user(
                 f"{names} {'are' if plural else 'is'} ignored: "
                 f"{'they shape' if plural else 'it shapes'} the default MLP "
                 "(module=None); with "
                 f"module={getattr(self.module, '__name__', type(self.module).__name__)}"
                 " the network is the module's (pass its sizes in module_params)",
-                UserWarning, stacklevel=4,
+                UserWarning,
             )
         if self.module is None and self.module_params:
-            warnings.warn(
+            warn_user(
                 f"module_params={self.module_params!r} is ignored: it applies when "
                 "module is a class; the default MLP (module=None) takes "
                 "hidden_layer_sizes and activation",
-                UserWarning, stacklevel=4,
+                UserWarning,
             )
 
     def build(self, input_shape, n_outputs, seed, probe, instance=None):
@@ -366,13 +366,13 @@ class NetworkSpec:
         _check_trainable(module)
         frozen = [name for name, p in module.named_parameters() if not p.requires_grad]
         if frozen:
-            warnings.warn(
+            warn_user(
                 "module has parameters with requires_grad=False ("
                 f"{', '.join(frozen[:5])}{', ...' if len(frozen) > 5 else ''}"
                 "): sk_meta meta-trains every parameter of the module, and adapts "
                 "them all in the inner loop unless adapt_layers='head', so these "
                 "change too",
-                FrozenParametersWarning, stacklevel=3,
+                FrozenParametersWarning,
             )
         module = prepare_module(module)
         # seeded: the probe initializes lazy layers (from random_state, as a

@@ -13,11 +13,11 @@ import errno
 import os
 import pickle
 import uuid
-import warnings
 
 import numpy as np
 import torch
 
+from sk_meta._errors import warn_user
 from sk_meta._records import to_plain
 from sk_meta.exceptions import PersistenceWarning
 
@@ -77,7 +77,7 @@ def _estimator_params(estimator):
             else:
                 params[name] = {"instance_of": _qualified_name(type(value))}
         elif name == "random_state" and isinstance(value, np.random.RandomState):
-            warnings.warn(
+            warn_user(
                 "random_state is a RandomState instance; it is saved as None",
                 PersistenceWarning,
             )
@@ -213,7 +213,7 @@ def resolve_module(spec, module):
         )
     given_class = module if isinstance(module, type) else type(module)
     if _qualified_name(given_class) != saved_name:
-        warnings.warn(
+        warn_user(
             f"the saved estimator used {saved_name}, loading with "
             f"{_qualified_name(given_class)}",
             PersistenceWarning,

@@ -1,13 +1,13 @@
 """Hand an adapted or meta-learned network over to skorch."""
 
 import copy
-import warnings
 
 import torch
 from sklearn.exceptions import NotFittedError
 from skorch import NeuralNetClassifier, NeuralNetRegressor
 from torch import nn
 
+from sk_meta._errors import warn_user
 from sk_meta._torch_utils import resolve_device
 
 
@@ -33,12 +33,12 @@ def to_skorch(estimator, **net_params):
     elif estimator._is_meta_fitted():
         module, params = estimator.module_, estimator.meta_params_
         if estimator.head_init != "meta":
-            warnings.warn(
+            warn_user(
                 f"{type(estimator).__name__} is meta-trained but not adapted: with "
                 f"head_init={estimator.head_init!r} the output layer is built from "
                 "a task's support set by fit, so the exported one is not a "
                 "trained classifier (call fit first to export the adapted "
-                "network)", UserWarning, stacklevel=3)
+                "network)", UserWarning)
     else:
         raise NotFittedError(
             f"This {type(estimator).__name__} instance has neither been meta-fitted "

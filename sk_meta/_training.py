@@ -14,7 +14,6 @@ import hashlib
 import math
 import numbers
 import time
-import warnings
 import zlib
 
 import numpy as np
@@ -22,6 +21,7 @@ import torch
 from skorch.history import History
 
 from sk_meta import _distributed
+from sk_meta._errors import warn_user
 from sk_meta._progress import Progress
 from sk_meta._records import MetaTrainingState
 from sk_meta._signals import deferred_keyboard_interrupt
@@ -381,7 +381,7 @@ class MetaTrainer:
             if self.checkpoint is not None:
                 self.checkpoint(result)
         if interrupted:
-            warnings.warn(
+            warn_user(
                 f"meta-training interrupted after {self.n_iter} meta-iterations; "
                 "the estimator keeps that init. Call meta_fit again with "
                 "warm_start=True to resume.",

@@ -33,7 +33,7 @@ from sk_meta._checks import (
     is_auto,
     is_int,
 )
-from sk_meta._errors import raise_with_context
+from sk_meta._errors import raise_with_context, warn_user
 from sk_meta.exceptions import DivergenceError, InterruptedWarning
 from sk_meta.tasks._validation import (
     check_finite_targets,
@@ -96,11 +96,11 @@ def _concatenate(parts, what):
         return pd.concat(parts, ignore_index=True)
     if any(framed) and what == "X":
         index = framed.index(not framed[0])
-        warnings.warn(
+        warn_user(
             f"task {index // 2}: X_{_PARTS[index % 2]} is "
             f"{'a DataFrame' if framed[index] else 'not a DataFrame'}, unlike task "
             "0's X_support: X is returned as an array, without feature names",
-            UserWarning, stacklevel=3)
+            UserWarning)
     return np.concatenate([np.asarray(part) for part in parts])
 
 
@@ -469,10 +469,10 @@ def _warn_if_not_meta_trained(estimator):
     final = _final_step(estimator)
     is_meta_fitted = getattr(final, "_is_meta_fitted", None)
     if is_meta_fitted is not None and not is_meta_fitted():
-        warnings.warn(
+        warn_user(
             f"{type(final).__name__} is not meta-trained: each task adapts it from "
             "a random init. Pass the estimator meta_fit returned (for a pipeline, "
-            "the one meta_fit_pipeline returned)", UserWarning, stacklevel=3)
+            "the one meta_fit_pipeline returned)", UserWarning)
 
 
 def _estimator_has(method):
@@ -622,11 +622,10 @@ def _score_candidates(estimator, grid, folds, error_score, *, searcher,
                 raise
             # as GridSearchCV: one diverging candidate does not end the search
             first_error = first_error or error
-            warnings.warn(
+            warn_user(
                 f"Candidate {params} failed to meta-train and scores "
                 f"error_score={error_score!r}: "
-                f"{type(error).__name__}: {error}", FitFailedWarning,
-                stacklevel=3)
+                f"{type(error).__name__}: {error}", FitFailedWarning)
             candidate, score = None, float(error_score)
             best_meta_iter = n_meta_iter = fold_scores = None
         else:
@@ -992,14 +991,14 @@ class MetaGridSearch(MetaEstimatorMixin, BaseEstimator):
                 and get_tags(self.estimator).estimator_type == "classifier"
                 and valid.get("module") is None
                 and not any("hidden_layer_sizes" in params for params in grid)):
-            warnings.warn(
+            warn_user(
                 "The estimator's hidden_layer_sizes='auto' is (64, 64) in every "
                 "candidate: MetaGridSearch does not choose the network as the "
                 f"estimator's own meta_fit would (on {_AUTO_CHOICE_RULE}). Add the "
                 "sizes to compare to the grid, e.g. {'hidden_layer_sizes': "
                 f"[(64, 64), ()]}} or [(64, 64), {AUTO_MANY_CLASSES_SIZES}], or set "
                 "hidden_layer_sizes=(64, 64) to say you want that MLP",
-                UserWarning, stacklevel=2)
+                UserWarning)
         if any("warm_start" in params for params in grid):
             raise ValueError(
                 "param_grid must not set warm_start: every candidate meta-trains "

@@ -9,13 +9,12 @@ index in the message.
 """
 
 import numbers
-import warnings
 from typing import NamedTuple
 
 import numpy as np
 from scipy import sparse
 
-from sk_meta._errors import raise_with_context
+from sk_meta._errors import raise_with_context, warn_user
 
 _FIELDS = ("X_support", "y_support", "X_query", "y_query")
 _NUMERIC_KINDS = "biuf"
@@ -248,15 +247,14 @@ def _objects_beyond_float32(values):
                for v in np.asarray(values, dtype=object).ravel())
 
 
-def warn_integers_lost_in_float32(name, stacklevel):
+def warn_integers_lost_in_float32(name):
     from sklearn.exceptions import DataConversionWarning
 
-    warnings.warn(
+    warn_user(
         f"{name} holds integers beyond 2**24, which float32 (the network's input "
         "type) cannot all tell apart: neighbouring ids of an embedding would "
         "collide. Map them to a smaller range (for example with "
-        "sklearn.preprocessing.OrdinalEncoder)", DataConversionWarning,
-        stacklevel=stacklevel + 1)
+        "sklearn.preprocessing.OrdinalEncoder)", DataConversionWarning)
 
 
 def feature_names(X):
@@ -356,7 +354,7 @@ class TaskChecker:
 
     def _warn_mixed_names(self, message):
         if not self._warned_mixed_names:  # once: every later task would repeat it
-            warnings.warn(message, UserWarning, stacklevel=4)
+            warn_user(message, UserWarning)
             self._warned_mixed_names = True
 
     def check_structure(self, task, index):
@@ -387,7 +385,7 @@ class TaskChecker:
                 integers_lost_in_float32(given if hasattr(given, "select_dtypes")
                                          else read)
                 for given, read in ((task[0], X_support), (task[2], X_query))):
-            warn_integers_lost_in_float32(f"task {index}", stacklevel=3)
+            warn_integers_lost_in_float32(f"task {index}")
             self._warned_integers = True
         signature = (X_support.shape, X_support.dtype, y_support.shape,
                      y_support.dtype, X_query.shape, X_query.dtype, y_query.shape,
@@ -477,11 +475,11 @@ class TaskChecker:
             if not self._warned_column_labels:  # fit ravels them, and warns
                 from sklearn.exceptions import DataConversionWarning
 
-                warnings.warn(
+                warn_user(
                     "A column-vector y was passed when a 1d array was expected "
                     f"(task {index}: y_{part} of shape {y.shape}). Please change "
                     "the shape of y to (n_samples, ), for example using ravel().",
-                    DataConversionWarning, stacklevel=2,
+                    DataConversionWarning,
                 )
                 self._warned_column_labels = True
             return ()

@@ -1,0 +1,124 @@
+"""Every warning names the user's line that called into sk_meta, however
+deep inside the package it was raised: that is the line Python prints, and
+the one ``warnings.filterwarnings(module=...)`` and ``-W`` filters match."""
+
+import linecache
+import os
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.exceptions import DataConversionWarning
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import FunctionTransformer
+
+import sk_meta
+from sk_meta import MAMLClassifier, ReptileClassifier
+from sk_meta.exceptions import BudgetSpentWarning, FeatureScaleWarning
+from sk_meta.model_selection import tasks_to_cv
+from sk_meta.tasks import EpisodeSampler, Task
+
+PACKAGE_DIR = os.path.dirname(os.path.abspath(sk_meta.__file__))
+
+
+def _tasks(n=4, seed=0):
+    rng = np.random.default_rng(seed)
+    tasks = []
+    for _ in range(n):
+        centers = rng.normal(0, 2, (3, 4))
+        y = np.repeat(np.arange(3), 2)
+        tasks.append(Task(centers[y] + rng.normal(size=(6, 4)), y,
+                          centers[y] + rng.normal(size=(6, 4)), y))
+    return tasks
+
+
+def _small(cls=MAMLClassifier, **params):
+    settings = dict(hidden_layer_sizes=(8,), inner_steps=1, meta_inner_steps=1,
+                    meta_batch_size=2, n_meta_iter=2, random_state=0)
+    settings.update(params)
+    return cls(**settings)
+
+
+def _caught(call):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        call()
+    return caught
+
+
+def _lines_of(caught, category):
+    """(file, line) of each warning of ``category``: at least one."""
+    found = [(w.filename, w.lineno) for w in caught if issubclass(w.category, category)]
+    assert found, f"no {category.__name__} among {[str(w.message) for w in caught]}"
+    return found
+
+
+def test_meta_fit_and_fit_warnings_name_this_file():
+    tasks = _tasks()
+    clf = _small(module_params={"width": 3})  # ignored by the default MLP
+    for filename, lineno in _lines_of(_caught(lambda: clf.meta_fit(tasks)),
+                                      UserWarning):
+        assert filename == __file__
+        assert "clf.meta_fit(tasks)" in linecache.getline(filename, lineno)
+
+    clf.set_params(warm_start=True)  # the budget is spent: a warning, no training
+    for filename, _ in _lines_of(_caught(lambda: clf.meta_fit(tasks)),
+                                 BudgetSpentWarning):
+        assert filename == __file__
+
+    X, y = tasks[0].X_support, tasks[0].y_support
+    for filename, _ in _lines_of(_caught(lambda: clf.fit(X * 1e4, y)),
+                                 FeatureScaleWarning):
+        assert filename == __file__
+
+
+def test_warnings_from_task_checks_name_this_file():
+    ids = np.array([[2**24], [2**24 + 1], [2**24 + 2]] * 2, dtype=np.int64)
+    y = np.repeat(np.arange(3), 2)
+    clf = _small(inner_lr=1e-9, meta_lr=1e-9, n_meta_iter=1, meta_batch_size=1)
+    # raised while tasks are stacked, several calls below meta_fit
+    for filename, _ in _lines_of(_caught(lambda: clf.meta_fit([(ids, y, ids, y)])),
+                                 DataConversionWarning):
+        assert filename == __file__
+    # said again of the validation tasks
+    small = ids - 2**24
+    caught = _caught(lambda: _small(n_meta_iter=1, meta_batch_size=1).meta_fit(
+        [(small, y, small, y)], validation_tasks=[(ids, y, ids, y)]))
+    for filename, _ in _lines_of(caught, DataConversionWarning):
+        assert filename == __file__
+
+    framed = Task(pd.DataFrame(ids, columns=["id"]), y, ids, y)
+    for filename, _ in _lines_of(_caught(lambda: tasks_to_cv([framed])), UserWarning):
+        assert filename == __file__
+
+
+def test_a_pipeline_warning_names_no_file_of_the_package():
+    """Through scikit-learn (Pipeline.fit) the first line outside sk_meta is
+    scikit-learn's, as for its own estimators' warnings."""
+    pipe = make_pipeline(FunctionTransformer(), _small(ReptileClassifier))
+    X, y = _tasks(1)[0].X_support, _tasks(1)[0].y_support
+    for filename, _ in _lines_of(_caught(lambda: pipe.fit(X * 1e4, y)),
+                                 FeatureScaleWarning):
+        assert not filename.startswith(PACKAGE_DIR)
+
+
+def test_a_warning_can_be_filtered_by_the_calling_module():
+    """``filterwarnings(module=...)`` matches the module the warning is
+    attributed to: the caller's, not sk_meta's internals."""
+    clf = _small(module_params={"width": 3})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        warnings.filterwarnings("error", category=UserWarning, module=__name__)
+        with pytest.raises(UserWarning, match="module_params"):
+            clf.meta_fit(_tasks())
+
+
+def test_sampler_warnings_name_this_file():
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(60, 4)), np.repeat(np.arange(6), 10)
+    sampler = EpisodeSampler(X, y, n_way=3, k_shot=2, n_query=2, random_state=0)
+    # the network builder, deepest of all, runs after the sampler's first draw
+    clf = _small(n_meta_iter=1, module_params={"width": 3})
+    for filename, _ in _lines_of(_caught(lambda: clf.meta_fit(sampler)), UserWarning):
+        assert filename == __file__
