@@ -193,7 +193,7 @@ def load_omniglot(
         Number (or fraction) of characters for meta-testing. None means all
         the characters left over.
     rotations : tuple of {90, 180, 270}, default=()
-        Rotations (counter-clockwise, as :func:`numpy.rot90`) applied to the
+        Rotations (counter-clockwise, as ``numpy.rot90``) applied to the
         meta-training characters; each rotation of a character is a new
         class. The papers use ``(90, 180, 270)``.
     random_state : int, numpy Generator, numpy RandomState or None, default=0
@@ -204,7 +204,7 @@ def load_omniglot(
 
     Returns
     -------
-    data : :class:`~sklearn.utils.Bunch`
+    data : ``sklearn.utils.Bunch``
         Dictionary-like object, with the following attributes (``n_images``
         is 32,460 plus 20 images per rotated copy of a character).
 

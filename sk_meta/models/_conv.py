@@ -79,4 +79,6 @@ class Conv4(nn.Module):
         self.classifier = nn.Linear(n_filters * size * size, n_outputs)
 
     def forward(self, X):
+        """Class scores of images ``X`` of shape ``(n_samples, in_channels,
+        image_size, image_size)``."""
         return self.classifier(self.features(X))

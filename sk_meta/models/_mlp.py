@@ -74,6 +74,7 @@ class MLP(nn.Module):
         self.layers = nn.ModuleList([*layers, nn.Linear(head_width, n_outputs)])
 
     def forward(self, X):
+        """Outputs of ``X`` of shape ``(n_samples, n_features)``."""
         activation = _ACTIVATIONS[self.activation]
         hidden = X
         for layer in self.layers[:-1]:

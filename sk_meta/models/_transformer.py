@@ -166,6 +166,9 @@ class FTTransformer(nn.Module):
         self.head = nn.Linear(d_token, n_outputs)
 
     def forward(self, X):
+        """Outputs of ``X`` of shape ``(n_samples, n_features)``: a token per
+        feature and a class token, through the attention blocks, read at the
+        class token."""
         n_features = self.tokenizer.weight.shape[0]
         if X.dim() != 2 or X.shape[1] != n_features:
             raise ValueError(

@@ -222,7 +222,7 @@ class EpisodeSampler(_DrawnTasks):
         Inputs, tabular ``(n_samples, n_features)`` or images such as
         ``(n_samples, 1, 28, 28)``. A numpy array, a pandas DataFrame or a
         scipy sparse matrix is kept by reference, not copied; other
-        array-likes are converted once with :func:`numpy.asarray`. Episodes
+        array-likes are converted once with ``numpy.asarray``. Episodes
         hold rows of the same kind as ``X``: DataFrame rows stay DataFrames
         (with their column names and index), so a pipeline sees the feature
         names it was fitted with. The rows of a sparse matrix are returned
@@ -283,7 +283,7 @@ class EpisodeSampler(_DrawnTasks):
     -----
     Row indices of each class are computed once at construction. An episode
     then costs one draw of ``n_way`` classes and one draw without replacement
-    per chosen class (:meth:`numpy.random.Generator.choice`), independent of
+    per chosen class (``numpy.random.Generator.choice``), independent of
     the number of classes in the pool.
 
     Examples
