@@ -329,12 +329,18 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_new_mode_locks)
 
 
+def module_lock(module):
+    """The lock of ``module``: held by whatever sets its mode or runs it with
+    ``functional_call``, which swaps the module's parameters for its own
+    while it runs (two calls at once would leave one's tensors in place)."""
+    with _MODE_LOCKS_GUARD:
+        return _MODE_LOCKS.setdefault(module, threading.RLock())
+
+
 def _holding_mode_lock(method):
     @functools.wraps(method)
     def locked(self, *args, **kwargs):
-        with _MODE_LOCKS_GUARD:
-            lock = _MODE_LOCKS.setdefault(self.module, threading.RLock())
-        with lock:
+        with module_lock(self.module):
             return method(self, *args, **kwargs)
     return locked
 
@@ -359,21 +365,23 @@ class InnerLoop:
         self.settings = settings
         self.module = module
         self.device = device
-        self.strategy = strategy or choose_strategy(module, probe)
-        self.buffers = dict(module.named_buffers())
-        self.forward = batched_forward(module, self.buffers, self.strategy)
+        # the probes run the module (as do other fits sharing it, in threads)
+        with module_lock(module):
+            self.strategy = strategy or choose_strategy(module, probe)
+            self.buffers = dict(module.named_buffers())
+            self.forward = batched_forward(module, self.buffers, self.strategy)
+            self.output_layer = None
+            if settings.needs_output_layer:
+                if probe is None:
+                    raise ValueError("the output layer options need a probe of inputs")
+                # the probe is a support set: one sample is the user's error to name
+                with single_sample_batch_norm_error("the support set"):
+                    self.output_layer = find_output_layer(module, self.strategy, probe)
         # learned rates: their scale, and the meta-training steps they were
         # learned for (steps beyond those floor them); fit sets both from
         # the meta-training record, continued meta-training the scale
         self.rate_scale = 1.0
         self.learned_steps = settings.meta_steps
-        self.output_layer = None
-        if settings.needs_output_layer:
-            if probe is None:
-                raise ValueError("the output layer options need a probe of inputs")
-            # the probe is a support set: one sample is the user's error to name
-            with single_sample_batch_norm_error("the support set"):
-                self.output_layer = find_output_layer(module, self.strategy, probe)
         self.chunk_size = None
         self.compile_mode = resolve_compile_mode(settings.compile, device)
         self._meta_loss = self._maml_loss
@@ -605,6 +613,7 @@ class InnerLoop:
             functional=functional, task_params=start, reinitialized=reinitialized,
         )
 
+    @_holding_mode_lock
     def resolve_chunk_size(self, probe):
         """Tasks per chunk of a meta-batch (None: the whole meta-batch at once).
 

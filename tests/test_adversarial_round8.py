@@ -1,0 +1,93 @@
+"""Clones adapted in threads, warnings on the scoring paths, labels and
+network sizes that one entry point refused and another took: each case was
+a silent wrong state or a message that named the wrong problem."""
+
+import threading
+import time
+
+import numpy as np
+import torch
+from sklearn.base import clone
+from sklearn.model_selection import GridSearchCV
+
+from sk_meta import MAMLClassifier, ReptileClassifier
+from sk_meta.models import MLP
+from sk_meta.tasks import Task
+
+
+def _tasks(n=6, seed=0, n_way=3):
+    rng = np.random.default_rng(seed)
+    tasks = []
+    for _ in range(n):
+        centers = rng.normal(0, 2, (n_way, 4))
+        y = np.repeat(np.arange(n_way), 3)
+        tasks.append(Task(centers[y] + rng.normal(size=(3 * n_way, 4)), y,
+                          centers[y] + rng.normal(size=(3 * n_way, 4)), y))
+    return tasks
+
+
+def _small(cls=MAMLClassifier, **params):
+    settings = dict(hidden_layer_sizes=(8,), inner_steps=2, meta_inner_steps=1,
+                    meta_batch_size=2, n_meta_iter=4, random_state=0)
+    settings.update(params)
+    return cls(**settings)
+
+
+def test_clones_adapted_in_threads_leave_the_shared_init_as_it_was(monkeypatch):
+    """fit checks the prototype head's output layer by running the shared MLP
+    with torch.func.functional_call, which swaps the module's parameters
+    while it runs. Outside the module's lock, two threads (GridSearchCV's
+    threading backend, a web server) crossed their swaps: one left its
+    probe tensors in the meta-learned init for good, and others failed with
+    a false "does something after [the output layer]"."""
+    tasks = _tasks()
+    clf = _small().meta_fit(tasks)
+    init = {k: v.clone() for k, v in clf.module_.state_dict().items()}
+    X_s, y_s, X_q = tasks[0].X_support, tasks[0].y_support, tasks[0].X_query
+    expected = clone(clf).fit(X_s, y_s).predict_proba(X_q)
+    forward = MLP.forward
+
+    def slow_forward(self, X):  # widens the window in which swaps overlap
+        time.sleep(0.001)
+        return forward(self, X)
+
+    monkeypatch.setattr(MLP, "forward", slow_forward)
+    errors = []
+
+    def adapt_clones(index):
+        task = tasks[index]
+        try:
+            for _ in range(6):
+                clone(clf).fit(task.X_support, task.y_support).predict(task.X_query)
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(repr(exc))
+
+    threads = [threading.Thread(target=adapt_clones, args=(i,)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    after = clf.module_.state_dict()
+    for name, value in init.items():
+        torch.testing.assert_close(after[name], value, rtol=0, atol=0)
+    np.testing.assert_array_equal(clone(clf).fit(X_s, y_s).predict_proba(X_q),
+                                  expected)
+
+
+def test_a_threaded_grid_search_after_meta_training_keeps_the_init():
+    from joblib import parallel_backend
+
+    tasks = _tasks()
+    clf = _small(ReptileClassifier).meta_fit(tasks)
+    init = {k: v.clone() for k, v in clf.meta_params_.items()}
+    X = np.concatenate([t.X_support for t in tasks[:4]])
+    y = np.concatenate([t.y_support for t in tasks[:4]])
+    grid = {"inner_lr": [0.05, 0.1], "inner_steps": [1, 3]}
+    sequential = GridSearchCV(clf, grid, cv=3).fit(X, y).cv_results_
+    with parallel_backend("threading", n_jobs=2):
+        threaded = GridSearchCV(clf, grid, cv=3).fit(X, y).cv_results_
+    np.testing.assert_array_equal(threaded["mean_test_score"],
+                                  sequential["mean_test_score"])
+    for name, value in init.items():
+        torch.testing.assert_close(clf.meta_params_[name], value, rtol=0, atol=0)
