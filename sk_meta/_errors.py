@@ -32,21 +32,37 @@ def raise_with_context(exc, context, *, chain=False):
 
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
-# scikit-learn's _fit_context wraps fit and meta_fit: a frame of its own
-_SKLEARN_WRAPPER = (os.path.join("sklearn", "base.py"), "wrapper")
+
+
+def _callers_dirs():
+    """Directories of the libraries that call sk_meta for the user, once
+    imported: scikit-learn (a Pipeline, its scorers, the mixins' ``score``)
+    and joblib, which runs scikit-learn's cross-validation loops."""
+    dirs = []
+    for name in ("sklearn", "joblib"):
+        path = getattr(sys.modules.get(name), "__file__", None)
+        if path is not None:
+            dirs.append(os.path.dirname(os.path.abspath(path)) + os.sep)
+    return tuple(dirs)
 
 
 def warn_user(message, category=UserWarning):
-    """``warnings.warn`` attributed to the first line outside sk_meta.
+    """``warnings.warn`` attributed to the user's line that led to it.
 
-    However deep inside the package a warning is raised, Python shows, and
-    filters by, the user's line that called into it (a fixed ``stacklevel``
-    is right for one call path only).
+    However deep inside the package a warning is raised, and whether the
+    user called sk_meta or scikit-learn called it for them (a Pipeline,
+    ``cross_val_score``, ``score``), Python shows, and filters by, the
+    first line outside sk_meta, scikit-learn and joblib (a fixed
+    ``stacklevel`` is right for one call path only). Where no such line
+    exists (a worker process), the first line outside sk_meta.
     """
     frame, level = sys._getframe(0), 1
-    while frame is not None and (
-            frame.f_code.co_filename.startswith(_PACKAGE_DIR)
-            or (frame.f_code.co_filename.endswith(_SKLEARN_WRAPPER[0])
-                and frame.f_code.co_name == _SKLEARN_WRAPPER[1])):
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
         frame, level = frame.f_back, level + 1
-    warnings.warn(message, category, stacklevel=level)
+    outside_package = level
+    # sk_meta may be called back further up (evaluate_tasks runs a scorer)
+    inside = (_PACKAGE_DIR, *_callers_dirs())
+    while frame is not None and frame.f_code.co_filename.startswith(inside):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, category,
+                  stacklevel=level if frame is not None else outside_package)

@@ -9,17 +9,20 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
+import sklearn
 from sklearn.exceptions import DataConversionWarning
+from sklearn.model_selection import cross_val_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer
 
 import sk_meta
 from sk_meta import MAMLClassifier, ReptileClassifier
 from sk_meta.exceptions import BudgetSpentWarning, FeatureScaleWarning
-from sk_meta.model_selection import tasks_to_cv
+from sk_meta.model_selection import evaluate_tasks, tasks_to_cv
 from sk_meta.tasks import EpisodeSampler, Task
 
 PACKAGE_DIR = os.path.dirname(os.path.abspath(sk_meta.__file__))
+SKLEARN_DIR = os.path.dirname(os.path.abspath(sklearn.__file__))
 
 
 def _tasks(n=4, seed=0):
@@ -93,14 +96,30 @@ def test_warnings_from_task_checks_name_this_file():
         assert filename == __file__
 
 
-def test_a_pipeline_warning_names_no_file_of_the_package():
-    """Through scikit-learn (Pipeline.fit) the first line outside sk_meta is
-    scikit-learn's, as for its own estimators' warnings."""
+def test_warnings_through_scikit_learn_name_this_file_too():
+    """A Pipeline, ``score`` (scikit-learn's mixin calls predict) and the
+    scorers of evaluate_tasks call sk_meta for the user: the warning names
+    the user's line, not scikit-learn's."""
     pipe = make_pipeline(FunctionTransformer(), _small(ReptileClassifier))
     X, y = _tasks(1)[0].X_support, _tasks(1)[0].y_support
     for filename, _ in _lines_of(_caught(lambda: pipe.fit(X * 1e4, y)),
                                  FeatureScaleWarning):
-        assert not filename.startswith(PACKAGE_DIR)
+        assert filename == __file__
+
+    tasks = _tasks()
+    clf = _small().meta_fit(tasks).fit(X, y)
+    ids = np.full((6, 4), 2**24) + np.arange(6)[:, None]
+    for call in (lambda: clf.score(ids, y),
+                 lambda: evaluate_tasks(clf, [Task(X, y, ids, y)]),
+                 lambda: evaluate_tasks(clf, [Task(X, y, ids, y)], scoring="accuracy"),
+                 lambda: cross_val_score(_small(ReptileClassifier), X * 1e4, y, cv=2)):
+        caught = _caught(call)
+        category = (FeatureScaleWarning if any(
+            issubclass(w.category, FeatureScaleWarning) for w in caught)
+            else DataConversionWarning)
+        for filename, lineno in _lines_of(caught, category):
+            assert filename == __file__
+            assert not filename.startswith(SKLEARN_DIR)
 
 
 def test_a_warning_can_be_filtered_by_the_calling_module():
