@@ -553,8 +553,10 @@ class BaseMetaEstimator(BaseEstimator):
             )
             with np.errstate(over="ignore"):  # said below, in a ValueError
                 y = y.astype(np.float32, copy=False)
+            if np.isnan(y).any():  # scikit-learn turns an object None into NaN
+                raise ValueError("y contains NaN or None: a missing target")
             if not np.isfinite(y).all():  # finite in float64, too large for float32
-                raise ValueError("y contains a value too large for float32")
+                raise ValueError("y contains infinity or a value too large for float32")
         self._check_feature_names_against_meta()
         # torch cannot view reversed or strided arrays
         return np.ascontiguousarray(X), np.ascontiguousarray(y)

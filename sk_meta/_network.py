@@ -259,7 +259,16 @@ class NetworkSpec:
         ``needs_bias``, without one that has a bias). Returns None otherwise.
         """
         if self.module is None:
-            hidden = tuple(self.hidden_layer_sizes)
+            sizes = self.hidden_layer_sizes
+            # a set has no order and a dict's keys are not sizes: neither is
+            # a list of layers, though scikit-learn's "array-like" takes both
+            if isinstance(sizes, (set, frozenset, dict, str, bytes)) or (
+                    isinstance(sizes, np.ndarray) and sizes.ndim != 1):
+                raise TypeError(
+                    "hidden_layer_sizes must be a tuple or list of layer widths "
+                    f"(or 'auto'), got {type(sizes).__name__} {sizes!r}"
+                )
+            hidden = tuple(sizes)
             if not all(is_int(h) and h > 0 for h in hidden):
                 raise ValueError(
                     "hidden_layer_sizes must be positive integers, got "
@@ -356,8 +365,20 @@ class NetworkSpec:
                 )
             hidden = tuple(self.hidden_layer_sizes)
             with seeded_torch(seed, torch.device("cpu")):
-                module = MLP(input_shape[0], hidden, n_outputs, self.activation,
-                             concat_input=self.concat_input)
+                try:
+                    module = MLP(input_shape[0], hidden, n_outputs, self.activation,
+                                 concat_input=self.concat_input)
+                except RuntimeError as exc:
+                    if "alloc" not in str(exc):
+                        raise
+                    widths = [input_shape[0], *hidden, n_outputs]
+                    n_weights = sum((a + 1) * b for a, b in zip(widths, widths[1:]))
+                    raise MemoryError(
+                        f"hidden_layer_sizes={tuple(hidden)!r}: the default MLP "
+                        f"would hold {n_weights:.3g} weights "
+                        f"({4 * n_weights / 2**30:.3g} GiB in float32), more than "
+                        "this machine could allocate"
+                    ) from None
             return prepare_module(module), n_outputs
         if isinstance(self.module, type):
             module = self._construct(seed) if instance is None else instance

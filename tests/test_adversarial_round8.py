@@ -6,11 +6,12 @@ import threading
 import time
 
 import numpy as np
+import pytest
 import torch
 from sklearn.base import clone
 from sklearn.model_selection import GridSearchCV
 
-from sk_meta import MAMLClassifier, ReptileClassifier
+from sk_meta import MAMLClassifier, MAMLRegressor, ReptileClassifier
 from sk_meta.models import MLP
 from sk_meta.tasks import Task
 
@@ -91,3 +92,52 @@ def test_a_threaded_grid_search_after_meta_training_keeps_the_init():
                                   sequential["mean_test_score"])
     for name, value in init.items():
         torch.testing.assert_close(clf.meta_params_[name], value, rtol=0, atol=0)
+
+
+def test_meta_fit_refuses_float_labels_beyond_int64_as_fit_does():
+    """1e19 is a whole number to numpy's round but not to scikit-learn's
+    type_of_target, which casts to int64: fit refused such labels as
+    continuous and meta_fit trained on them."""
+    X = np.random.default_rng(0).normal(size=(6, 4))
+    for huge in (1e19, -1e19, 1e300):
+        y = np.array([0.0, 0.0, 1.0, 1.0, huge, huge])
+        with pytest.raises(ValueError, match="Unknown label type"):
+            _small().fit(X, y)
+        with pytest.raises(ValueError, match="task 0: y_support holds continuous"):
+            _small().meta_fit([(X, y, X, y)])
+    y = np.array([0.0, 0.0, 1.0, 1.0, 2.0**62, 2.0**62])  # whole, within int64
+    _small(n_meta_iter=1).meta_fit([(X, y, X, y)]).fit(X, y)
+
+
+@pytest.mark.parametrize("sizes, error", [
+    ({8, 4}, TypeError), ({8: "x"}, TypeError), (frozenset({8}), TypeError),
+    (np.array([[8]]), TypeError), ((10**12,), MemoryError)])
+def test_hidden_layer_sizes_that_are_no_list_of_widths_or_too_large_are_refused(
+        sizes, error):
+    """A set was taken in its iteration order and a dict as its keys, both
+    silently; a width no machine holds raised torch's allocator error."""
+    X = np.random.default_rng(0).normal(size=(6, 4))
+    y = np.repeat(np.arange(3), 2)
+    match = "hidden_layer_sizes"
+    with pytest.raises(error, match=match):
+        _small(hidden_layer_sizes=sizes).fit(X, y)
+    with pytest.raises(error, match=match):
+        _small(hidden_layer_sizes=sizes).meta_fit(_tasks())
+    fitted = _small().meta_fit(_tasks())
+    before = {k: v.clone() for k, v in fitted.meta_params_.items()}
+    with pytest.raises(error, match=match):
+        fitted.set_params(hidden_layer_sizes=sizes).meta_fit(_tasks())
+    for name, value in fitted.meta_params_.items():  # a failed call changes nothing
+        torch.testing.assert_close(value, before[name], rtol=0, atol=0)
+
+
+def test_a_regressor_names_a_missing_target_as_missing():
+    """None in an object y became NaN in scikit-learn's conversion and was
+    reported as "a value too large for float32"."""
+    X = np.random.default_rng(0).normal(size=(5, 2))
+    y = np.array([1, None, 2, 3, 4], dtype=object)
+    with pytest.raises(ValueError, match="NaN or None: a missing target"):
+        MAMLRegressor(hidden_layer_sizes=(4,)).fit(X, y)
+    with pytest.raises(ValueError, match="too large for float32"):
+        MAMLRegressor(hidden_layer_sizes=(4,)).fit(X, np.array([1, 1e39, 2, 3, 4],
+                                                               dtype=object))

@@ -519,7 +519,7 @@ def encode_labels(y_support, y_query, index):
         check_label_values(y, f"y_{part}", prefix=f"task {index}: ")
         # NaN first: it is a missing label (as fit says), not a continuous one
         check_finite_targets(y, f"y_{part}", prefix=f"task {index}: ")
-        if y.dtype.kind == "f" and not np.array_equal(y, np.round(y)):
+        if y.dtype.kind == "f" and not _integral_as_fit_reads_it(y):
             raise ValueError(
                 f"task {index}: y_{part} holds continuous values (Unknown label "
                 "type: continuous, as fit says); class labels must be integers "
@@ -545,6 +545,14 @@ def encode_labels(y_support, y_query, index):
             f"not appear in the task's support labels {classes.tolist()}"
         )
     return support_codes, query_codes, len(classes)
+
+
+def _integral_as_fit_reads_it(y):
+    """Whether float labels are whole numbers, as scikit-learn's
+    ``type_of_target`` (and so ``fit``) decides: a value beyond int64, such
+    as 1e19, does not survive the cast to an integer and is continuous."""
+    with np.errstate(invalid="ignore"):
+        return bool(np.array_equal(y, y.astype(np.int64)))
 
 
 def label_kind(y):
