@@ -1,6 +1,8 @@
 """Errors said again with where they happened, and warnings shown where the
 user called (pure Python: no torch)."""
 
+import contextlib
+import contextvars
 import os
 import sys
 import warnings
@@ -46,6 +48,32 @@ def _callers_dirs():
     return tuple(dirs)
 
 
+# handlers of sk_meta's own warnings, innermost last, in this thread (and
+# context) alone: warnings.catch_warnings changes the filters of the whole
+# process, so warnings that other threads raised meanwhile were lost
+_HANDLERS = contextvars.ContextVar("sk_meta_warning_handlers", default=())
+
+
+@contextlib.contextmanager
+def handling_warnings(handler):
+    """Within the block, the warnings sk_meta raises in this thread go first
+    to ``handler(message, category)``; one it returns True for is handled
+    (dropped, recorded, raised), any other goes on to the enclosing handler,
+    then to Python's warnings."""
+    token = _HANDLERS.set((*_HANDLERS.get(), handler))
+    try:
+        yield
+    finally:
+        _HANDLERS.reset(token)
+
+
+def ignoring_warnings(*categories):
+    """Drop sk_meta's warnings of ``categories`` (all without any) in the
+    block, in this thread alone."""
+    categories = categories or (Warning,)
+    return handling_warnings(lambda message, category: issubclass(category, categories))
+
+
 def warn_user(message, category=UserWarning):
     """``warnings.warn`` attributed to the user's line that led to it.
 
@@ -56,6 +84,9 @@ def warn_user(message, category=UserWarning):
     ``stacklevel`` is right for one call path only). Where no such line
     exists (a worker process), the first line outside sk_meta.
     """
+    for handler in reversed(_HANDLERS.get()):
+        if handler(message, category):
+            return
     frame, level = sys._getframe(0), 1
     while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
         frame, level = frame.f_back, level + 1

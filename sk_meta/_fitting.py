@@ -10,15 +10,18 @@ import copy
 import dataclasses
 import functools
 import math
-import warnings
 from collections.abc import Sequence
 
 import numpy as np
 import torch
-from sklearn.exceptions import DataConversionWarning
 
 from sk_meta._checks import MAX_VALIDATION_TASKS, is_int
-from sk_meta._errors import raise_with_context, warn_user
+from sk_meta._errors import (
+    handling_warnings,
+    ignoring_warnings,
+    raise_with_context,
+    warn_user,
+)
 from sk_meta._inner_loop import (
     InnerLoop,
     InnerLoopSettings,
@@ -429,9 +432,8 @@ def read_validation_tasks(tasks, classification, meta, *, sampler=None):
         checker._input_shape_source = "the meta-training sampler's X has"
         checker._feature_names_source = "the meta-training sampler's X has"
     try:
-        with warnings.catch_warnings():
-            # what these checks warn of, the checks after the first draw warn
-            warnings.simplefilter("ignore")
+        # what these checks warn of, the checks after the first draw warn
+        with ignoring_warnings():
             stack_tasks(drawn, checker)
     except (TypeError, ValueError) as exc:
         raise_with_context(exc, "validation_tasks")
@@ -445,11 +447,11 @@ def _validation_batches(drawn, checker, source, device):
         return None
     checker.name_tasks_seen("meta-training")
     try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", DataConversionWarning)
+        caught = []
+        with handling_warnings(lambda *warning: caught.append(warning) or True):
             groups = stack_tasks(drawn, checker)
-        for warning in caught:  # said of the validation tasks, by name
-            warn_user(f"validation_tasks: {warning.message}", warning.category)
+        for message, category in caught:  # said of the validation tasks, by name
+            warn_user(f"validation_tasks: {message}", category)
         source.check_classes(groups)
     except (TypeError, ValueError) as exc:
         raise_with_context(exc, "validation_tasks")

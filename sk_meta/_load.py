@@ -1,14 +1,13 @@
 """``sk_meta.load``: an estimator back from a file written by ``save``."""
 
 import copy
-import warnings
 
 import numpy as np
 
 from sk_meta import _persistence
 from sk_meta._base import values_for_missing_parameters
 from sk_meta._checks import is_int
-from sk_meta._errors import warn_user
+from sk_meta._errors import ignoring_warnings, warn_user
 from sk_meta._fitting import seeds
 from sk_meta._maml import (
     FOMAMLClassifier,
@@ -153,9 +152,8 @@ def _skeleton(network, input_shape, n_outputs, module_state, seed):
     with persistent=False, such as fixed random features) comes back as the
     constructor drew it."""
     probe = np.zeros((2, *input_shape), dtype=np.float32)
-    with warnings.catch_warnings():
-        # said when the estimator was trained; loading changes nothing
-        warnings.simplefilter("ignore", FrozenParametersWarning)
+    # said when the estimator was trained; loading changes nothing
+    with ignoring_warnings(FrozenParametersWarning):
         module, _ = network.build(tuple(input_shape), n_outputs, seed, probe)
     _load_state(module, module_state)
     return module

@@ -13,7 +13,6 @@ import math
 import numbers
 import re
 import sys
-import warnings
 from typing import NamedTuple
 
 import numpy as np
@@ -33,7 +32,12 @@ from sk_meta._checks import (
     is_auto,
     is_int,
 )
-from sk_meta._errors import raise_with_context, warn_user
+from sk_meta._errors import (
+    handling_warnings,
+    ignoring_warnings,
+    raise_with_context,
+    warn_user,
+)
 from sk_meta.exceptions import DivergenceError, InterruptedWarning
 from sk_meta.tasks._validation import (
     check_finite_targets,
@@ -602,9 +606,8 @@ def _score_candidates(estimator, grid, folds, error_score, *, searcher,
                 if index in pretrained:
                     candidate._chosen_pretrained = True
                 try:
-                    with warnings.catch_warnings():
-                        if inside is not None:
-                            warnings.simplefilter("ignore")
+                    with (ignoring_warnings() if inside is not None
+                          else contextlib.nullcontext()):
                         with _interrupt_stops_search(f"the candidate {params}",
                                                      searcher):
                             candidate.meta_fit(search_tasks,
@@ -663,8 +666,12 @@ def _raise_in_fold(error, context):
 def _interrupt_stops_search(what, searcher):
     """Ctrl-C during a candidate's meta-training stops the whole search (as
     in GridSearchCV), instead of scoring a candidate cut short."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", InterruptedWarning)
+    def stop(message, category):
+        if issubclass(category, InterruptedWarning):
+            raise InterruptedWarning(message)
+        return False
+
+    with handling_warnings(stop):
         try:
             yield
         except InterruptedWarning:
