@@ -14,36 +14,18 @@ from sklearn.model_selection import GridSearchCV
 
 from sk_meta import MAMLClassifier, MAMLRegressor, ReptileClassifier
 from sk_meta.models import MLP
-from sk_meta.tasks import Task
 
 
-def _tasks(n=6, seed=0, n_way=3):
-    rng = np.random.default_rng(seed)
-    tasks = []
-    for _ in range(n):
-        centers = rng.normal(0, 2, (n_way, 4))
-        y = np.repeat(np.arange(n_way), 3)
-        tasks.append(Task(centers[y] + rng.normal(size=(3 * n_way, 4)), y,
-                          centers[y] + rng.normal(size=(3 * n_way, 4)), y))
-    return tasks
-
-
-def _small(cls=MAMLClassifier, **params):
-    settings = dict(hidden_layer_sizes=(8,), inner_steps=2, meta_inner_steps=1,
-                    meta_batch_size=2, n_meta_iter=4, random_state=0)
-    settings.update(params)
-    return cls(**settings)
-
-
-def test_clones_adapted_in_threads_leave_the_shared_init_as_it_was(monkeypatch):
+def test_clones_adapted_in_threads_leave_the_shared_init_as_it_was(
+        monkeypatch, blob_tasks, small_estimator):
     """fit checks the prototype head's output layer by running the shared MLP
     with torch.func.functional_call, which swaps the module's parameters
     while it runs. Outside the module's lock, two threads (GridSearchCV's
     threading backend, a web server) crossed their swaps: one left its
     probe tensors in the meta-learned init for good, and others failed with
     a false "does something after [the output layer]"."""
-    tasks = _tasks()
-    clf = _small().meta_fit(tasks)
+    tasks = blob_tasks()
+    clf = small_estimator().meta_fit(tasks)
     init = {k: v.clone() for k, v in clf.module_.state_dict().items()}
     X_s, y_s, X_q = tasks[0].X_support, tasks[0].y_support, tasks[0].X_query
     expected = clone(clf).fit(X_s, y_s).predict_proba(X_q)
@@ -77,11 +59,12 @@ def test_clones_adapted_in_threads_leave_the_shared_init_as_it_was(monkeypatch):
                                   expected)
 
 
-def test_a_threaded_grid_search_after_meta_training_keeps_the_init():
+def test_a_threaded_grid_search_after_meta_training_keeps_the_init(blob_tasks,
+                                                                  small_estimator):
     from joblib import parallel_backend
 
-    tasks = _tasks()
-    clf = _small(ReptileClassifier).meta_fit(tasks)
+    tasks = blob_tasks()
+    clf = small_estimator(ReptileClassifier).meta_fit(tasks)
     init = {k: v.clone() for k, v in clf.meta_params_.items()}
     X = np.concatenate([t.X_support for t in tasks[:4]])
     y = np.concatenate([t.y_support for t in tasks[:4]])
@@ -95,7 +78,7 @@ def test_a_threaded_grid_search_after_meta_training_keeps_the_init():
         torch.testing.assert_close(clf.meta_params_[name], value, rtol=0, atol=0)
 
 
-def test_meta_fit_refuses_float_labels_beyond_int64_as_fit_does():
+def test_meta_fit_refuses_float_labels_beyond_int64_as_fit_does(small_estimator):
     """1e19 is a whole number to numpy's round but not to scikit-learn's
     type_of_target, which casts to int64: fit refused such labels as
     continuous and meta_fit trained on them."""
@@ -103,31 +86,31 @@ def test_meta_fit_refuses_float_labels_beyond_int64_as_fit_does():
     for huge in (1e19, -1e19, 1e300):
         y = np.array([0.0, 0.0, 1.0, 1.0, huge, huge])
         with pytest.raises(ValueError, match="Unknown label type"):
-            _small().fit(X, y)
+            small_estimator().fit(X, y)
         with pytest.raises(ValueError, match="task 0: y_support holds continuous"):
-            _small().meta_fit([(X, y, X, y)])
+            small_estimator().meta_fit([(X, y, X, y)])
     y = np.array([0.0, 0.0, 1.0, 1.0, 2.0**62, 2.0**62])  # whole, within int64
-    _small(n_meta_iter=1).meta_fit([(X, y, X, y)]).fit(X, y)
+    small_estimator(n_meta_iter=1).meta_fit([(X, y, X, y)]).fit(X, y)
 
 
 @pytest.mark.parametrize("sizes, error", [
     ({8, 4}, TypeError), ({8: "x"}, TypeError), (frozenset({8}), TypeError),
     (np.array([[8]]), TypeError), ((10**12,), MemoryError)])
 def test_hidden_layer_sizes_that_are_no_list_of_widths_or_too_large_are_refused(
-        sizes, error):
+        sizes, error, blob_tasks, small_estimator):
     """A set was taken in its iteration order and a dict as its keys, both
     silently; a width no machine holds raised torch's allocator error."""
     X = np.random.default_rng(0).normal(size=(6, 4))
     y = np.repeat(np.arange(3), 2)
     match = "hidden_layer_sizes"
     with pytest.raises(error, match=match):
-        _small(hidden_layer_sizes=sizes).fit(X, y)
+        small_estimator(hidden_layer_sizes=sizes).fit(X, y)
     with pytest.raises(error, match=match):
-        _small(hidden_layer_sizes=sizes).meta_fit(_tasks())
-    fitted = _small().meta_fit(_tasks())
+        small_estimator(hidden_layer_sizes=sizes).meta_fit(blob_tasks())
+    fitted = small_estimator().meta_fit(blob_tasks())
     before = {k: v.clone() for k, v in fitted.meta_params_.items()}
     with pytest.raises(error, match=match):
-        fitted.set_params(hidden_layer_sizes=sizes).meta_fit(_tasks())
+        fitted.set_params(hidden_layer_sizes=sizes).meta_fit(blob_tasks())
     for name, value in fitted.meta_params_.items():  # a failed call changes nothing
         torch.testing.assert_close(value, before[name], rtol=0, atol=0)
 
@@ -144,7 +127,8 @@ def test_a_regressor_names_a_missing_target_as_missing():
                                                                dtype=object))
 
 
-def test_warnings_of_other_threads_survive_class_folds_and_validation_checks():
+def test_warnings_of_other_threads_survive_class_folds_and_validation_checks(
+        blob_tasks, small_estimator):
     """The class folds of hidden_layer_sizes="auto" and the checks of
     validation_tasks silenced or recorded warnings with
     warnings.catch_warnings, which changes the filters of the whole process:
@@ -155,18 +139,18 @@ def test_warnings_of_other_threads_survive_class_folds_and_validation_checks():
     rng = np.random.default_rng(0)
     X, y = rng.normal(size=(120, 4)), np.repeat(np.arange(6), 20)
     sampler = EpisodeSampler(X, y, n_way=2, k_shot=2, n_query=2, random_state=0)
-    validation = _tasks(2, seed=3, n_way=2)
+    validation = blob_tasks(2, seed=3, n_way=2)
     stop = threading.Event()
 
     def meta_train_meanwhile():
         while not stop.is_set():
             MAMLClassifier(n_meta_iter=2, meta_batch_size=2, inner_steps=1,
                            meta_inner_steps=1, random_state=0).meta_fit(sampler)
-            _small(validation_interval=1).meta_fit(_tasks(2, n_way=2),
+            small_estimator(validation_interval=1).meta_fit(blob_tasks(2, n_way=2),
                                                    validation_tasks=validation)
 
-    clf = _small().meta_fit(_tasks())
-    X_s, y_s = _tasks(1, seed=9)[0][:2]
+    clf = small_estimator().meta_fit(blob_tasks())
+    X_s, y_s = blob_tasks(1, seed=9)[0][:2]
     worker = threading.Thread(target=meta_train_meanwhile)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

@@ -16,31 +16,13 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer
 
 import sk_meta
-from sk_meta import MAMLClassifier, ReptileClassifier
+from sk_meta import ReptileClassifier
 from sk_meta.exceptions import BudgetSpentWarning, FeatureScaleWarning
 from sk_meta.model_selection import evaluate_tasks, tasks_to_cv
 from sk_meta.tasks import EpisodeSampler, Task
 
 PACKAGE_DIR = os.path.dirname(os.path.abspath(sk_meta.__file__))
 SKLEARN_DIR = os.path.dirname(os.path.abspath(sklearn.__file__))
-
-
-def _tasks(n=4, seed=0):
-    rng = np.random.default_rng(seed)
-    tasks = []
-    for _ in range(n):
-        centers = rng.normal(0, 2, (3, 4))
-        y = np.repeat(np.arange(3), 2)
-        tasks.append(Task(centers[y] + rng.normal(size=(6, 4)), y,
-                          centers[y] + rng.normal(size=(6, 4)), y))
-    return tasks
-
-
-def _small(cls=MAMLClassifier, **params):
-    settings = dict(hidden_layer_sizes=(8,), inner_steps=1, meta_inner_steps=1,
-                    meta_batch_size=2, n_meta_iter=2, random_state=0)
-    settings.update(params)
-    return cls(**settings)
 
 
 def _caught(call):
@@ -57,9 +39,9 @@ def _lines_of(caught, category):
     return found
 
 
-def test_meta_fit_and_fit_warnings_name_this_file():
-    tasks = _tasks()
-    clf = _small(module_params={"width": 3})  # ignored by the default MLP
+def test_meta_fit_and_fit_warnings_name_this_file(blob_tasks, small_estimator):
+    tasks = blob_tasks()
+    clf = small_estimator(module_params={"width": 3})  # ignored by the default MLP
     for filename, lineno in _lines_of(_caught(lambda: clf.meta_fit(tasks)),
                                       UserWarning):
         assert filename == __file__
@@ -76,17 +58,17 @@ def test_meta_fit_and_fit_warnings_name_this_file():
         assert filename == __file__
 
 
-def test_warnings_from_task_checks_name_this_file():
+def test_warnings_from_task_checks_name_this_file(small_estimator):
     ids = np.array([[2**24], [2**24 + 1], [2**24 + 2]] * 2, dtype=np.int64)
     y = np.repeat(np.arange(3), 2)
-    clf = _small(inner_lr=1e-9, meta_lr=1e-9, n_meta_iter=1, meta_batch_size=1)
+    clf = small_estimator(inner_lr=1e-9, meta_lr=1e-9, n_meta_iter=1, meta_batch_size=1)
     # raised while tasks are stacked, several calls below meta_fit
     for filename, _ in _lines_of(_caught(lambda: clf.meta_fit([(ids, y, ids, y)])),
                                  DataConversionWarning):
         assert filename == __file__
     # said again of the validation tasks
     small = ids - 2**24
-    caught = _caught(lambda: _small(n_meta_iter=1, meta_batch_size=1).meta_fit(
+    caught = _caught(lambda: small_estimator(n_meta_iter=1, meta_batch_size=1).meta_fit(
         [(small, y, small, y)], validation_tasks=[(ids, y, ids, y)]))
     for filename, _ in _lines_of(caught, DataConversionWarning):
         assert filename == __file__
@@ -96,23 +78,25 @@ def test_warnings_from_task_checks_name_this_file():
         assert filename == __file__
 
 
-def test_warnings_through_scikit_learn_name_this_file_too():
+def test_warnings_through_scikit_learn_name_this_file_too(blob_tasks,
+                                                         small_estimator):
     """A Pipeline, ``score`` (scikit-learn's mixin calls predict) and the
     scorers of evaluate_tasks call sk_meta for the user: the warning names
     the user's line, not scikit-learn's."""
-    pipe = make_pipeline(FunctionTransformer(), _small(ReptileClassifier))
-    X, y = _tasks(1)[0].X_support, _tasks(1)[0].y_support
+    pipe = make_pipeline(FunctionTransformer(), small_estimator(ReptileClassifier))
+    X, y = blob_tasks(1)[0].X_support, blob_tasks(1)[0].y_support
     for filename, _ in _lines_of(_caught(lambda: pipe.fit(X * 1e4, y)),
                                  FeatureScaleWarning):
         assert filename == __file__
 
-    tasks = _tasks()
-    clf = _small().meta_fit(tasks).fit(X, y)
-    ids = np.full((6, 4), 2**24) + np.arange(6)[:, None]
+    tasks = blob_tasks()
+    clf = small_estimator().meta_fit(tasks).fit(X, y)
+    ids = np.full(X.shape, 2**24) + np.arange(len(X))[:, None]
+    reptile = small_estimator(ReptileClassifier)
     for call in (lambda: clf.score(ids, y),
                  lambda: evaluate_tasks(clf, [Task(X, y, ids, y)]),
                  lambda: evaluate_tasks(clf, [Task(X, y, ids, y)], scoring="accuracy"),
-                 lambda: cross_val_score(_small(ReptileClassifier), X * 1e4, y, cv=2)):
+                 lambda: cross_val_score(reptile, X * 1e4, y, cv=2)):
         caught = _caught(call)
         category = (FeatureScaleWarning if any(
             issubclass(w.category, FeatureScaleWarning) for w in caught)
@@ -122,22 +106,22 @@ def test_warnings_through_scikit_learn_name_this_file_too():
             assert not filename.startswith(SKLEARN_DIR)
 
 
-def test_a_warning_can_be_filtered_by_the_calling_module():
+def test_a_warning_can_be_filtered_by_the_calling_module(blob_tasks, small_estimator):
     """``filterwarnings(module=...)`` matches the module the warning is
     attributed to: the caller's, not sk_meta's internals."""
-    clf = _small(module_params={"width": 3})
+    clf = small_estimator(module_params={"width": 3})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         warnings.filterwarnings("error", category=UserWarning, module=__name__)
         with pytest.raises(UserWarning, match="module_params"):
-            clf.meta_fit(_tasks())
+            clf.meta_fit(blob_tasks())
 
 
-def test_sampler_warnings_name_this_file():
+def test_sampler_warnings_name_this_file(small_estimator):
     rng = np.random.default_rng(0)
     X, y = rng.normal(size=(60, 4)), np.repeat(np.arange(6), 10)
     sampler = EpisodeSampler(X, y, n_way=3, k_shot=2, n_query=2, random_state=0)
     # the network builder, deepest of all, runs after the sampler's first draw
-    clf = _small(n_meta_iter=1, module_params={"width": 3})
+    clf = small_estimator(n_meta_iter=1, module_params={"width": 3})
     for filename, _ in _lines_of(_caught(lambda: clf.meta_fit(sampler)), UserWarning):
         assert filename == __file__
