@@ -34,6 +34,7 @@ from sk_meta.tasks._validation import (
     check_label_values,
     check_no_datetimes,
     integers_lost_in_float32,
+    is_missing_label,
     warn_integers_lost_in_float32,
 )
 
@@ -547,6 +548,12 @@ class BaseMetaEstimator(BaseEstimator):
             X, y = validate_data(self, X, y, allow_nd=allow_nd, dtype=np.float32)
             check_classification_targets(y)
         else:
+            if y is not None and np.asarray(y).dtype.kind == "O" and any(
+                    is_missing_label(v) and not np.isinf(v)
+                    if isinstance(v, (float, np.floating)) else is_missing_label(v)
+                    for v in np.asarray(y).ravel()):
+                # pandas' NA stops scikit-learn's conversion with its own error
+                raise ValueError("y contains NaN or None: a missing target")
             X, y = validate_data(
                 self, X, y, allow_nd=allow_nd, dtype=np.float32, multi_output=True,
                 y_numeric=True,

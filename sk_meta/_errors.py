@@ -34,6 +34,8 @@ def raise_with_context(exc, context, *, chain=False):
 
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+# Python's own modules: a thread pool's frames, below which no user's line is
+_STDLIB_DIR = os.path.dirname(os.path.abspath(os.__file__)) + os.sep
 
 
 def _callers_dirs():
@@ -82,7 +84,8 @@ def warn_user(message, category=UserWarning):
     ``cross_val_score``, ``score``), Python shows, and filters by, the
     first line outside sk_meta, scikit-learn and joblib (a fixed
     ``stacklevel`` is right for one call path only). Where no such line
-    exists (a worker process), the first line outside sk_meta.
+    exists (a worker thread or process, whose first frames are Python's
+    own), the first line outside sk_meta.
     """
     for handler in reversed(_HANDLERS.get()):
         if handler(message, category):
@@ -95,5 +98,15 @@ def warn_user(message, category=UserWarning):
     inside = (_PACKAGE_DIR, *_callers_dirs())
     while frame is not None and frame.f_code.co_filename.startswith(inside):
         frame, level = frame.f_back, level + 1
-    warnings.warn(message, category,
-                  stacklevel=level if frame is not None else outside_package)
+    if not _has_users_line(frame):  # a worker thread or process
+        level = outside_package
+    warnings.warn(message, category, stacklevel=level)
+
+
+def _has_users_line(frame):
+    """Whether ``frame`` or one that called it is not Python's own."""
+    while frame is not None:
+        if not frame.f_code.co_filename.startswith(_STDLIB_DIR):
+            return True
+        frame = frame.f_back
+    return False

@@ -5,6 +5,7 @@ import inspect
 import math
 import numbers
 import pickle
+import re
 
 import numpy as np
 import torch
@@ -368,8 +369,9 @@ class NetworkSpec:
                 try:
                     module = MLP(input_shape[0], hidden, n_outputs, self.activation,
                                  concat_input=self.concat_input)
-                except RuntimeError as exc:
-                    if "alloc" not in str(exc):
+                except (RuntimeError, TypeError, OverflowError) as exc:
+                    # torch's allocator, or sizes beyond its 64-bit counts
+                    if not re.search("alloc|overflow", str(exc), re.IGNORECASE):
                         raise
                     widths = [input_shape[0], *hidden, n_outputs]
                     n_weights = sum((a + 1) * b for a, b in zip(widths, widths[1:]))

@@ -95,7 +95,8 @@ def test_meta_fit_refuses_float_labels_beyond_int64_as_fit_does(small_estimator)
 
 @pytest.mark.parametrize("sizes, error", [
     ({8, 4}, TypeError), ({8: "x"}, TypeError), (frozenset({8}), TypeError),
-    (np.array([[8]]), TypeError), ((10**12,), MemoryError)])
+    (np.array([[8]]), TypeError), ((10**12,), MemoryError),
+    ((2**62,), MemoryError), ((2**64,), MemoryError)])
 def test_hidden_layer_sizes_that_are_no_list_of_widths_or_too_large_are_refused(
         sizes, error, blob_tasks, small_estimator):
     """A set was taken in its iteration order and a dict as its keys, both
@@ -120,6 +121,10 @@ def test_a_regressor_names_a_missing_target_as_missing():
     reported as "a value too large for float32"."""
     X = np.random.default_rng(0).normal(size=(5, 2))
     y = np.array([1, None, 2, 3, 4], dtype=object)
+    with pytest.raises(ValueError, match="NaN or None: a missing target"):
+        MAMLRegressor(hidden_layer_sizes=(4,)).fit(X, y)
+    pd = pytest.importorskip("pandas")
+    y = np.array([1, pd.NA, 2, 3, 4], dtype=object)  # stopped scikit-learn itself
     with pytest.raises(ValueError, match="NaN or None: a missing target"):
         MAMLRegressor(hidden_layer_sizes=(4,)).fit(X, y)
     with pytest.raises(ValueError, match="too large for float32"):

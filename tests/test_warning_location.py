@@ -125,3 +125,19 @@ def test_sampler_warnings_name_this_file(small_estimator):
     clf = small_estimator(n_meta_iter=1, module_params={"width": 3})
     for filename, _ in _lines_of(_caught(lambda: clf.meta_fit(sampler)), UserWarning):
         assert filename == __file__
+
+
+def test_a_warning_in_a_worker_thread_names_no_line_of_python_itself(small_estimator):
+    """In joblib's thread pool no user's line is on the stack: the warning
+    names the first line outside sk_meta, not the pool's in Python's own
+    multiprocessing module."""
+    from joblib import parallel_backend
+
+    X, y = np.random.default_rng(0).normal(size=(12, 4)), np.repeat(np.arange(3), 4)
+    clf = small_estimator(ReptileClassifier, module_params={"width": 3})
+    with parallel_backend("threading", n_jobs=2):
+        caught = _caught(lambda: cross_val_score(clf, X, y, cv=2))
+    stdlib = os.path.dirname(os.path.abspath(os.__file__))
+    for filename, _ in _lines_of(caught, UserWarning):
+        assert not filename.startswith(PACKAGE_DIR)
+        assert not filename.startswith(stdlib + os.sep)
