@@ -98,15 +98,8 @@ def warn_user(message, category=UserWarning):
     inside = (_PACKAGE_DIR, *_callers_dirs())
     while frame is not None and frame.f_code.co_filename.startswith(inside):
         frame, level = frame.f_back, level + 1
-    if not _has_users_line(frame):  # a worker thread or process
+    # a worker thread or process: its stack starts in Python's own modules
+    # (a thread pool, multiprocessing), with no user's line above them
+    if frame is None or frame.f_code.co_filename.startswith(_STDLIB_DIR):
         level = outside_package
     warnings.warn(message, category, stacklevel=level)
-
-
-def _has_users_line(frame):
-    """Whether ``frame`` or one that called it is not Python's own."""
-    while frame is not None:
-        if not frame.f_code.co_filename.startswith(_STDLIB_DIR):
-            return True
-        frame = frame.f_back
-    return False

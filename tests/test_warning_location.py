@@ -141,3 +141,31 @@ def test_a_warning_in_a_worker_thread_names_no_line_of_python_itself(small_estim
     for filename, _ in _lines_of(caught, UserWarning):
         assert not filename.startswith(PACKAGE_DIR)
         assert not filename.startswith(stdlib + os.sep)
+
+
+def test_a_warning_in_a_worker_process_names_no_line_of_python_itself(tmp_path):
+    """loky's worker processes run from multiprocessing's bootstrap: the
+    warning (printed by the worker) named multiprocessing/process.py."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "workers.py"
+    script.write_text(
+        "import numpy as np\n"
+        "from sklearn.model_selection import cross_val_score\n"
+        "from sk_meta import ReptileClassifier\n"
+        "X = np.random.default_rng(0).normal(size=(12, 4)) * 1e4\n"
+        "y = np.repeat(np.arange(3), 4)\n"
+        "clf = ReptileClassifier(hidden_layer_sizes=(4,), n_meta_iter=1)\n"
+        "cross_val_score(clf, X, y, cv=2, n_jobs=2)\n"
+    )
+    result = subprocess.run([sys.executable, "-W", "always", str(script)],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    stdlib = os.path.dirname(os.path.abspath(os.__file__))
+    shown = [line for line in result.stderr.splitlines()
+             if "FeatureScaleWarning" in line]
+    assert shown
+    for line in shown:
+        assert not line.startswith(stdlib + os.sep), line
+        assert not line.startswith(PACKAGE_DIR), line
