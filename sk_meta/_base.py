@@ -34,7 +34,7 @@ from sk_meta.tasks._validation import (
     check_label_values,
     check_no_datetimes,
     integers_lost_in_float32,
-    is_missing_label,
+    is_missing_target,
     warn_integers_lost_in_float32,
 )
 
@@ -548,10 +548,9 @@ class BaseMetaEstimator(BaseEstimator):
             X, y = validate_data(self, X, y, allow_nd=allow_nd, dtype=np.float32)
             check_classification_targets(y)
         else:
-            if y is not None and np.asarray(y).dtype.kind == "O" and any(
-                    is_missing_label(v) and not np.isinf(v)
-                    if isinstance(v, (float, np.floating)) else is_missing_label(v)
-                    for v in np.asarray(y).ravel()):
+            held = None if y is None else np.asarray(y)
+            if (held is not None and held.dtype.kind == "O"
+                    and any(map(is_missing_target, held.ravel()))):
                 # pandas' NA stops scikit-learn's conversion with its own error
                 raise ValueError("y contains NaN or None: a missing target")
             X, y = validate_data(
@@ -560,7 +559,7 @@ class BaseMetaEstimator(BaseEstimator):
             )
             with np.errstate(over="ignore"):  # said below, in a ValueError
                 y = y.astype(np.float32, copy=False)
-            if np.isnan(y).any():  # scikit-learn turns an object None into NaN
+            if np.isnan(y).any():  # an object string "nan" converted to NaN
                 raise ValueError("y contains NaN or None: a missing target")
             if not np.isfinite(y).all():  # finite in float64, too large for float32
                 raise ValueError("y contains infinity or a value too large for float32")

@@ -448,7 +448,12 @@ def _validation_batches(drawn, checker, source, device):
     checker.name_tasks_seen("meta-training")
     try:
         caught = []
-        with handling_warnings(lambda *warning: caught.append(warning) or True):
+
+        def record(message, category):
+            caught.append((message, category))
+            return True
+
+        with handling_warnings(record):
             groups = stack_tasks(drawn, checker)
         for message, category in caught:  # said of the validation tasks, by name
             warn_user(f"validation_tasks: {message}", category)

@@ -173,13 +173,19 @@ def check_finite_targets(values, name="y", prefix=""):
         raise ValueError(f"{prefix}{name} contains NaN or infinity")
 
 
-def is_missing_label(value):
-    """None, NaN (or infinity) of any float type, NaT, or pandas' NA (without
-    importing pandas)."""
+def is_missing_target(value):
+    """None, NaN of any float type, or pandas' NA (without importing pandas)."""
     if value is None or type(value).__name__ == "NAType":
         return True
+    return isinstance(value, (float, np.floating)) and bool(np.isnan(value))
+
+
+def is_missing_label(value):
+    """A missing target (``is_missing_target``), infinity or NaT: no label."""
+    if is_missing_target(value):
+        return True
     if isinstance(value, (float, np.floating)):
-        return not np.isfinite(value)
+        return bool(np.isinf(value))
     return isinstance(value, (np.datetime64, np.timedelta64)) and bool(np.isnat(value))
 
 
