@@ -31,13 +31,6 @@ def _tasks(n, seed=0, n_way=3, scale=1.0):
     return tasks
 
 
-def _small(cls=MAMLClassifier, **params):
-    settings = dict(hidden_layer_sizes=(8,), inner_steps=2, meta_inner_steps=1,
-                    meta_batch_size=2, n_meta_iter=4, random_state=0)
-    settings.update(params)
-    return cls(**settings)
-
-
 def _params(estimator):
     return {k: v.detach().clone() for k, v in estimator.meta_params_.items()}
 
@@ -51,10 +44,11 @@ def _framed(task):
             pd.DataFrame(task.X_query, columns=COLUMNS), task.y_query)
 
 
-def test_early_stopping_on_off_on_keeps_the_init_whose_score_it_reports():
+def test_early_stopping_on_off_on_keeps_the_init_whose_score_it_reports(
+        small_estimator):
     val = list(SinusoidTasks(k_shot=5, n_query=10, n_tasks=5, random_state=1))
     train = SinusoidTasks(k_shot=5, n_query=10, random_state=0)
-    reg = _small(MAMLRegressor, hidden_layer_sizes=(20,), meta_batch_size=4,
+    reg = small_estimator(MAMLRegressor, hidden_layer_sizes=(20,), meta_batch_size=4,
                  meta_lr=0.01, n_meta_iter=3, validation_interval=1,
                  early_stopping=True, n_iter_no_change=50)
     reg.meta_fit(train, validation_tasks=val)
@@ -71,9 +65,10 @@ def test_early_stopping_on_off_on_keeps_the_init_whose_score_it_reports():
     np.testing.assert_allclose(scores[0], reg.best_validation_score_, rtol=1e-4)
 
 
-def test_new_validation_tasks_at_a_warm_start_do_not_compare_with_old_scores():
+def test_new_validation_tasks_at_a_warm_start_do_not_compare_with_old_scores(
+        small_estimator):
     tasks = _tasks(10)
-    clf = _small(n_meta_iter=4, validation_interval=2, early_stopping=True,
+    clf = small_estimator(n_meta_iter=4, validation_interval=2, early_stopping=True,
                  n_iter_no_change=2)
     clf.meta_fit(tasks, validation_tasks=_tasks(3, seed=3))
     first = _params(clf)
@@ -85,9 +80,9 @@ def test_new_validation_tasks_at_a_warm_start_do_not_compare_with_old_scores():
     assert clf.best_validation_score_ == max(clf.validation_scores_[2:])
 
 
-def test_the_same_validation_tasks_keep_their_best_across_a_warm_start():
+def test_the_same_validation_tasks_keep_their_best_across_a_warm_start(small_estimator):
     tasks, val = _tasks(10), _tasks(3, seed=3)
-    clf = _small(n_meta_iter=4, validation_interval=2, early_stopping=True,
+    clf = small_estimator(n_meta_iter=4, validation_interval=2, early_stopping=True,
                  n_iter_no_change=2)
     clf.meta_fit(tasks, validation_tasks=val)
     best = clf.best_validation_score_
@@ -96,16 +91,18 @@ def test_the_same_validation_tasks_keep_their_best_across_a_warm_start():
     assert clf.best_validation_score_ >= best
 
 
-def test_warm_meta_fit_after_a_partial_pass_over_the_same_list_cycles_it():
+def test_warm_meta_fit_after_a_partial_pass_over_the_same_list_cycles_it(
+        small_estimator):
     tasks = _tasks(6)
-    clf = _small(task_interpolation=0.0)
+    clf = small_estimator(task_interpolation=0.0)
     clf.meta_partial_fit(tasks)
     clf.set_params(warm_start=True, n_meta_iter=8)
     clf.meta_fit(tasks)  # raised "tasks is empty"
     assert clf.n_meta_iter_ == 8
 
 
-def test_warm_meta_fit_after_an_interrupted_partial_pass_runs_its_budget():
+def test_warm_meta_fit_after_an_interrupted_partial_pass_runs_its_budget(
+        small_estimator):
     class InterruptedOnce(list):
         armed = True
 
@@ -116,7 +113,7 @@ def test_warm_meta_fit_after_an_interrupted_partial_pass_runs_its_budget():
             return list.__getitem__(self, index)
 
     tasks = InterruptedOnce(_tasks(8))
-    clf = _small(task_interpolation=0.0)
+    clf = small_estimator(task_interpolation=0.0)
     with pytest.warns(UserWarning, match="interrupted"):
         clf.meta_partial_fit(tasks)
     clf.set_params(warm_start=True, n_meta_iter=12)
@@ -124,7 +121,7 @@ def test_warm_meta_fit_after_an_interrupted_partial_pass_runs_its_budget():
     assert clf.n_meta_iter_ == 12
 
 
-def test_an_endless_validation_sampler_is_refused_before_any_draw():
+def test_an_endless_validation_sampler_is_refused_before_any_draw(small_estimator):
     class CountingSampler(EpisodeSampler):
         drawn = 0
 
@@ -138,15 +135,15 @@ def test_an_endless_validation_sampler_is_refused_before_any_draw():
     endless = CountingSampler(X, y, 3, 2, 3, random_state=0)
     with pytest.raises(ValueError,
                        match="finite collection.*CountingSampler has no end"):
-        _small().meta_fit(_tasks(4), validation_tasks=endless)
+        small_estimator().meta_fit(_tasks(4), validation_tasks=endless)
     assert CountingSampler.drawn == 0
 
 
-def test_validation_tasks_names_are_not_the_estimators():
+def test_validation_tasks_names_are_not_the_estimators(small_estimator):
     tasks = _tasks(6)
     with pytest.warns(UserWarning, match="validation_tasks: task 0: X_support has "
                       r"feature names, but meta-training task \d has none"):
-        clf = _small().meta_fit(tasks,
+        clf = small_estimator().meta_fit(tasks,
                                 validation_tasks=[_framed(t) for t in _tasks(2, 3)])
     assert not hasattr(clf, "feature_names_in_")
     with warnings.catch_warnings():
@@ -155,7 +152,8 @@ def test_validation_tasks_names_are_not_the_estimators():
 
 
 @pytest.mark.parametrize("named_first", [True, False])
-def test_tasks_with_and_without_feature_names_in_one_stream_warn(named_first):
+def test_tasks_with_and_without_feature_names_in_one_stream_warn(
+        named_first, small_estimator):
     tasks = _tasks(4)
     mixed = ([_framed(tasks[0])] + tasks[1:] if named_first
              else tasks[:3] + [_framed(tasks[3])])
@@ -163,24 +161,25 @@ def test_tasks_with_and_without_feature_names_in_one_stream_warn(named_first):
     message = (r"task [1-3] has no feature names, but task 0 has" if named_first
                else r"task 3: X_support has feature names, but task [0-2] has none")
     with pytest.warns(UserWarning, match=message):
-        _small(meta_batch_size=4, n_meta_iter=2).meta_fit(mixed)
+        small_estimator(meta_batch_size=4, n_meta_iter=2).meta_fit(mixed)
 
 
-def test_a_validation_shape_error_names_the_meta_training_task():
+def test_a_validation_shape_error_names_the_meta_training_task(small_estimator):
     tasks = _tasks(4)
     val = [(t.X_support[:, :4], t.y_support, t.X_query[:, :4], t.y_query)
            for t in _tasks(2, seed=3)]
     with pytest.raises(ValueError, match=r"validation_tasks: task 0: X_support has "
                        r"per-sample shape \(4,\), but meta-training task 0 has \(5,\)"):
-        _small().meta_fit(tasks, validation_tasks=val)
+        small_estimator().meta_fit(tasks, validation_tasks=val)
 
 
-def test_an_interrupt_inside_an_update_fails_the_call_and_changes_nothing():
+def test_an_interrupt_inside_an_update_fails_the_call_and_changes_nothing(
+        small_estimator):
     """An interrupt sk_meta does not defer (the program has its own SIGINT
     handler) landing after the optimizer step but before the count kept a
     third step under two meta-iterations; the call now fails instead."""
     tasks = _tasks(8)
-    clf = _small(task_interpolation=0.0, n_meta_iter=2).meta_fit(tasks)
+    clf = small_estimator(task_interpolation=0.0, n_meta_iter=2).meta_fit(tasks)
     before = _params(clf)
     steps = {"n": 0}
 
@@ -205,7 +204,7 @@ def test_an_interrupt_inside_an_update_fails_the_call_and_changes_nothing():
     assert clf.n_meta_iter_ == 2 and len(clf.meta_loss_curve_) == 2
     assert _equal(before, _params(clf))
     clf.meta_fit(tasks)  # resumes as if the failed call had not happened
-    reference = _small(task_interpolation=0.0, n_meta_iter=6).meta_fit(tasks)
+    reference = small_estimator(task_interpolation=0.0, n_meta_iter=6).meta_fit(tasks)
     assert _equal(_params(reference), _params(clf))
 
 
@@ -215,19 +214,21 @@ def test_an_interrupt_inside_an_update_fails_the_call_and_changes_nothing():
     (pd.Series(["a", "a", "a", "b", "b", "b", pd.NA, "a", "b"], dtype=object),
      r"holds 1 missing label\(s\) \(<NA>\)"),
 ])
-def test_missing_labels_are_refused_by_fit_and_meta_fit_alike(labels, message):
+def test_missing_labels_are_refused_by_fit_and_meta_fit_alike(
+        labels, message, small_estimator):
     """fit stopped in numpy's sort ("'<' not supported between 'NoneType' and
     'str'") or pandas ("boolean value of NA is ambiguous")."""
     task = _tasks(1)[0]
     with pytest.raises(ValueError, match="y " + message):
-        _small().fit(task.X_support, labels)
+        small_estimator().fit(task.X_support, labels)
     labelled = (task.X_support, labels, task.X_query, task.y_query)
     with pytest.raises(ValueError, match="task 0: y_support " + message):
-        _small().meta_fit([labelled])
+        small_estimator().meta_fit([labelled])
 
 
 @pytest.mark.parametrize("nullable", [False, True])
-def test_a_nan_label_in_a_task_is_called_missing_not_continuous(nullable):
+def test_a_nan_label_in_a_task_is_called_missing_not_continuous(
+        nullable, small_estimator):
     """meta_fit said "holds continuous values" where fit says "contains NaN"."""
     task = _tasks(1)[0]
     labels = task.y_support.astype(float)
@@ -235,14 +236,15 @@ def test_a_nan_label_in_a_task_is_called_missing_not_continuous(nullable):
     if nullable:
         labels = pd.array([*task.y_support[:-1], None], dtype="Int64")
     with pytest.raises(ValueError, match="Input y contains NaN"):
-        _small().fit(task.X_support, labels)
+        small_estimator().fit(task.X_support, labels)
     with pytest.raises(ValueError, match="task 0: y_support contains NaN"):
-        _small().meta_fit([(task.X_support, labels, task.X_query, task.y_query)])
+        small_estimator().meta_fit(
+            [(task.X_support, labels, task.X_query, task.y_query)])
 
 
-def test_a_new_generator_at_a_warm_start_numbers_its_tasks_from_zero():
+def test_a_new_generator_at_a_warm_start_numbers_its_tasks_from_zero(small_estimator):
     tasks = _tasks(8)
-    clf = _small().meta_fit(iter(tasks))
+    clf = small_estimator().meta_fit(iter(tasks))
     clf.set_params(warm_start=True, n_meta_iter=8)
     bad = tasks[1]._replace(X_support=tasks[1].X_support[:, :4],
                             X_query=tasks[1].X_query[:, :4])
@@ -250,7 +252,7 @@ def test_a_new_generator_at_a_warm_start_numbers_its_tasks_from_zero():
         clf.meta_fit(iter([tasks[0], bad, *tasks[2:]]))
 
 
-def test_integer_ids_that_float32_would_merge_are_warned_of():
+def test_integer_ids_that_float32_would_merge_are_warned_of(small_estimator):
     """2**24 + 1 becomes 2**24 in float32: two ids of an embedding were one,
     silently."""
     from sklearn.exceptions import DataConversionWarning
@@ -258,7 +260,7 @@ def test_integer_ids_that_float32_would_merge_are_warned_of():
     ids = np.array([[2**24], [2**24 + 1], [2**24 + 2]] * 3, dtype=np.int64)
     assert np.float32(ids[1, 0]) == np.float32(ids[0, 0])  # the collision itself
     y = np.repeat(np.arange(3), 3)
-    clf = _small(inner_steps=0)
+    clf = small_estimator(inner_steps=0)
     message = "holds integers beyond 2\\*\\*24, which float32"
     with pytest.warns(DataConversionWarning, match="X " + message):
         clf.fit(ids, y)
@@ -268,19 +270,20 @@ def test_integer_ids_that_float32_would_merge_are_warned_of():
     with pytest.warns(DataConversionWarning, match="X " + message):
         clf.fit(frame, y)
     with pytest.warns(DataConversionWarning, match="task [01] " + message):
-        _small(inner_lr=1e-9, meta_lr=1e-9, n_meta_iter=1).meta_fit(
+        small_estimator(inner_lr=1e-9, meta_lr=1e-9, n_meta_iter=1).meta_fit(
             [(ids, y, ids, y)] * 2)
     with warnings.catch_warnings():
         warnings.simplefilter("error", DataConversionWarning)
         clf.fit(ids - 2**24, y)  # small ids are exact
 
 
-def test_integer_ids_held_as_lists_objects_or_categories_are_warned_of_too():
+def test_integer_ids_held_as_lists_objects_or_categories_are_warned_of_too(
+        small_estimator):
     from sklearn.exceptions import DataConversionWarning
 
     ids = [[2**24], [2**24 + 1], [2**24 + 2]] * 3
     y = np.repeat(np.arange(3), 3)
-    clf = _small(inner_steps=0)
+    clf = small_estimator(inner_steps=0)
     message = "holds integers beyond 2\\*\\*24, which float32"
     with pytest.warns(DataConversionWarning, match="X " + message):
         clf.fit(ids, y)  # a list
@@ -288,7 +291,7 @@ def test_integer_ids_held_as_lists_objects_or_categories_are_warned_of_too():
         clf.predict(ids)
     held = np.array(ids, dtype=object)
     with pytest.warns(DataConversionWarning, match="task [01] " + message):
-        _small(inner_lr=1e-9, meta_lr=1e-9, n_meta_iter=1).meta_fit(
+        small_estimator(inner_lr=1e-9, meta_lr=1e-9, n_meta_iter=1).meta_fit(
             [(held, y, held, y)] * 2)
     for column in (pd.Series([row[0] for row in ids], dtype=object),
                    pd.Categorical([row[0] for row in ids])):
@@ -324,14 +327,14 @@ def test_string_classes_for_number_labels_are_refused_not_matched_as_text():
     assert EpisodeSampler(X, y, 1, 1, 1, classes=[11]).class_labels.tolist() == [11]
 
 
-def test_meta_grid_search_refuses_a_sampler_subclass_it_would_replace():
+def test_meta_grid_search_refuses_a_sampler_subclass_it_would_replace(small_estimator):
     from sk_meta.model_selection import MetaGridSearch
 
     class Noisy(EpisodeSampler):
         pass
 
     X, y = _table()
-    search = MetaGridSearch(_small(), {"inner_lr": [0.1]}, random_state=0)
+    search = MetaGridSearch(small_estimator(), {"inner_lr": [0.1]}, random_state=0)
     with pytest.raises(TypeError, match=r"not a subclass of it \(Noisy\)"):
         search.meta_fit(Noisy(X, y, 2, 1, 1, random_state=0))
 
@@ -340,11 +343,13 @@ def test_meta_grid_search_refuses_a_sampler_subclass_it_would_replace():
     ({"n_val_tasks": 10_001}, ValueError, r"'n_val_tasks' parameter .* \[1, 10000\]"),
     ({"cv": True}, TypeError, "cv must be an int, got True"),
 ])
-def test_meta_grid_search_settings_are_checked_before_any_task(params, error, message):
+def test_meta_grid_search_settings_are_checked_before_any_task(
+        params, error, message, small_estimator):
     from sk_meta.model_selection import MetaGridSearch
 
     X, y = _table()
-    search = MetaGridSearch(_small(), {"inner_lr": [0.1]}, random_state=0, **params)
+    search = MetaGridSearch(small_estimator(), {"inner_lr": [0.1]}, random_state=0,
+                            **params)
     with pytest.raises(error, match=message):
         search.meta_fit(EpisodeSampler(X, y, 2, 1, 1, random_state=0))
     with pytest.raises(TypeError, match=r"not the class MAMLClassifier: pass "
@@ -353,19 +358,19 @@ def test_meta_grid_search_settings_are_checked_before_any_task(params, error, me
             EpisodeSampler(X, y, 2, 1, 1, random_state=0))
 
 
-def test_evaluate_tasks_warns_of_an_estimator_never_meta_trained():
+def test_evaluate_tasks_warns_of_an_estimator_never_meta_trained(small_estimator):
     from sk_meta.model_selection import evaluate_tasks
 
     with pytest.warns(UserWarning, match="MAMLClassifier is not meta-trained"):
-        evaluate_tasks(_small(inner_steps=0), _tasks(2))
+        evaluate_tasks(small_estimator(inner_steps=0), _tasks(2))
 
 
-def test_evaluate_tasks_refuses_what_it_cannot_report_before_fitting():
+def test_evaluate_tasks_refuses_what_it_cannot_report_before_fitting(small_estimator):
     from sklearn.linear_model import LogisticRegression
 
     from sk_meta.model_selection import evaluate_tasks
 
-    clf = _small().meta_fit(_tasks(4))
+    clf = small_estimator().meta_fit(_tasks(4))
     with pytest.raises(ValueError, match="scoring must be one scorer"):
         evaluate_tasks(clf, _tasks(2), scoring=["accuracy", "f1_macro"])
     with pytest.raises(TypeError, match="got LogisticRegression \\(put one estimator "
@@ -375,7 +380,8 @@ def test_evaluate_tasks_refuses_what_it_cannot_report_before_fitting():
         evaluate_tasks(clf, _tasks(2), baselines={1: LogisticRegression()})
 
 
-def test_meta_fit_pipeline_refuses_a_search_whose_held_out_classes_it_would_see():
+def test_meta_fit_pipeline_refuses_a_search_whose_held_out_classes_it_would_see(
+        small_estimator):
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
@@ -383,8 +389,8 @@ def test_meta_fit_pipeline_refuses_a_search_whose_held_out_classes_it_would_see(
     from sk_meta.pipeline import meta_fit_pipeline
 
     X, y = _table()
-    pipe = make_pipeline(StandardScaler(),
-                         MetaGridSearch(_small(), {"inner_lr": [0.1]}, random_state=0))
+    search = MetaGridSearch(small_estimator(), {"inner_lr": [0.1]}, random_state=0)
+    pipe = make_pipeline(StandardScaler(), search)
     sampler = EpisodeSampler(X, y, 2, 1, 1, n_tasks=8, random_state=0)
     with pytest.raises(ValueError, match="the held-out ones too: pass validation"):
         meta_fit_pipeline(pipe, sampler)
@@ -397,7 +403,7 @@ def test_meta_fit_pipeline_refuses_a_search_whose_held_out_classes_it_would_see(
     frozen = FrozenEstimator(StandardScaler().fit(X))
     meta_fit_pipeline(make_pipeline(frozen, pipe[-1]), sampler)
     with pytest.raises(TypeError, match="tasks must be an iterable .* got int"):
-        meta_fit_pipeline(make_pipeline(StandardScaler(), _small()), 5)
+        meta_fit_pipeline(make_pipeline(StandardScaler(), small_estimator()), 5)
 
 
 def test_tasks_to_cv_refuses_what_meta_fit_refuses():
@@ -441,9 +447,9 @@ def test_sampler_arguments_that_were_taken_silently_or_with_a_bare_error(
         call(X, y)
 
 
-def test_validation_tasks_in_another_order_keep_their_best():
+def test_validation_tasks_in_another_order_keep_their_best(small_estimator):
     tasks, val = _tasks(10), _tasks(4, seed=3)
-    clf = _small(n_meta_iter=4, validation_interval=2, early_stopping=True,
+    clf = small_estimator(n_meta_iter=4, validation_interval=2, early_stopping=True,
                  n_iter_no_change=2)
     clf.meta_fit(tasks, validation_tasks=val)
     best, kept = clf.best_validation_score_, _params(clf)
@@ -453,13 +459,13 @@ def test_validation_tasks_in_another_order_keep_their_best():
     assert _equal(kept, _params(clf))
 
 
-def test_an_interrupt_inside_validation_fails_the_call():
+def test_an_interrupt_inside_validation_fails_the_call(small_estimator):
     """A history row was lost: the resumed history differed from an
     uninterrupted run's."""
     from sk_meta import _training
 
     tasks, val = _tasks(8), _tasks(2, seed=3)
-    clf = _small(task_interpolation=0.0, n_meta_iter=2, validation_interval=2)
+    clf = small_estimator(task_interpolation=0.0, n_meta_iter=2, validation_interval=2)
     clf.meta_fit(tasks, validation_tasks=val)
     before = _params(clf)
     evaluate = _training.MetaTrainer._evaluate
@@ -487,8 +493,8 @@ def test_shuffle_labels_takes_the_bools_it_took(value):
         value)
 
 
-def test_a_float32_nan_among_string_labels_is_a_missing_label():
+def test_a_float32_nan_among_string_labels_is_a_missing_label(small_estimator):
     task = _tasks(1)[0]
     labels = np.array(["a"] * 8 + [np.float32("nan")], dtype=object)
     with pytest.raises(ValueError, match=r"y holds 1 missing label\(s\)"):
-        _small().fit(task.X_support, labels)
+        small_estimator().fit(task.X_support, labels)
