@@ -5,10 +5,9 @@ Reads the summary that ``python -m benchmarks.fidelity_tabular --report``
 writes (``benchmarks/results/tabular/summary_{stage}.json``) and saves
 ``benchmarks/results/tabular_fidelity_{stage}.png`` (``--out`` to choose;
 the user guide's figure is ``docs/images/tabular_results.png``): one panel
-per number of shots,
-one group of points per data set (mean over class splits, bars from the
-worst to the best split), data sets ordered by their number of
-meta-training classes.
+per number of shots, one group of points per data set (mean over class
+splits, bars from the worst to the best split), data sets ordered by their
+number of meta-training classes.
 
 Usage::
 
