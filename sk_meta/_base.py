@@ -6,6 +6,7 @@ and runs meta-training, adaptation and prediction; the results are records
 read from.
 """
 
+import copy
 import functools
 import inspect
 import os
@@ -82,6 +83,16 @@ def _record_attribute(record, field, doc):
     # no docstring of its own: numpydoc would show it instead of the class
     # docstring's description of the attribute
     return property(get)
+
+
+def _modules_in_params(state):
+    """``(name, module)`` of the torch modules among an estimator's parameters."""
+    for name, value in state.items():
+        if isinstance(value, torch.nn.Module):
+            yield name, value
+    for name, value in (state.get("module_params") or {}).items():
+        if isinstance(value, torch.nn.Module):
+            yield f"module_params[{name!r}]", value
 
 
 @functools.cache
@@ -270,7 +281,7 @@ class BaseMetaEstimator(BaseEstimator):
             clone._meta = self._meta
         return clone
 
-    def __getstate__(self):
+    def _copyable_state(self):
         # a copy: object.__getstate__ returns the instance's own dictionary
         state = dict(super().__getstate__())
         state.pop("_live_stream", None)  # holds the user's iterator
@@ -279,6 +290,28 @@ class BaseMetaEstimator(BaseEstimator):
             if name in state:
                 state[name] = record_on_cpu(state[name])
         return state
+
+    def __getstate__(self):
+        state = self._copyable_state()
+        # torch refuses to pickle a parametrized module (weight_norm) with
+        # a RuntimeError from inside pickle; say which parameter and what works
+        for name, value in _modules_in_params(state):
+            if any(map(torch.nn.utils.parametrize.is_parametrized, value.modules())):
+                raise TypeError(
+                    f"cannot pickle {type(self).__name__}: its {name} uses torch "
+                    "parametrizations (such as weight_norm), which torch pickles "
+                    "only through state_dict(). Use estimator.save(path) and "
+                    "sk_meta.load(path, module=...) instead; copy.deepcopy and "
+                    "sklearn.base.clone work")
+        return state
+
+    def __deepcopy__(self, memo):
+        # deepcopy (GridSearchCV's clones) copies what pickle cannot: a
+        # parametrized module, as torch's own deepcopy of it does
+        copied = type(self).__new__(type(self))
+        memo[id(self)] = copied
+        copied.__setstate__(copy.deepcopy(self._copyable_state(), memo))
+        return copied
 
     def __setstate__(self, state):
         _upgrade_pickle(state, self)

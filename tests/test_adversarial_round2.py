@@ -86,14 +86,15 @@ def _assert_unchanged(clf, weights, X, proba, n_meta_iter):
 
 # -- bad tasks ------------------------------------------------------------------------
 
-@pytest.mark.parametrize("field, value", [("y_query", np.nan),
-                                          ("y_support", np.inf)])
-def test_non_finite_regression_targets_are_refused_with_the_task_index(field,
-                                                                        value):
+@pytest.mark.parametrize("field, value, message", [
+    ("y_query", np.nan, "NaN or None: a missing target"),
+    ("y_support", np.inf, "infinity or a value too large")])
+def test_non_finite_regression_targets_are_refused_with_the_task_index(
+        field, value, message):
     tasks = _regression_tasks(2)
     y = getattr(tasks[1], field).astype(np.float64)
     y[0] = value
-    with pytest.raises(ValueError, match=f"task 1: {field} contains NaN, infinity"):
+    with pytest.raises(ValueError, match=f"task 1: {field} contains {message}"):
         _regressor().meta_fit([tasks[0], tasks[1]._replace(**{field: y})])
 
 

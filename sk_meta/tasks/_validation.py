@@ -582,10 +582,14 @@ def _check_finite(stacked, indices, field):
     if np.isfinite(stacked).all():
         return
     finite_per_task = np.isfinite(stacked.reshape(len(stacked), -1)).all(axis=1)
-    bad = indices[int(np.argmin(finite_per_task))]
+    position = int(np.argmin(finite_per_task))
+    if np.isnan(stacked[position]).any():  # None converts to NaN
+        what = "target" if field[0] == "y" else "value"
+        raise ValueError(f"task {indices[position]}: {field} contains NaN or "
+                         f"None: a missing {what}")
     raise ValueError(
-        f"task {bad}: {field} contains NaN, infinity or a value too large for "
-        "float32"
+        f"task {indices[position]}: {field} contains infinity or a value too "
+        "large for float32"
     )
 
 
