@@ -461,7 +461,7 @@ class BaseMetaEstimator(BaseEstimator):
         if self._is_classifier() and not incremental:
             from sk_meta.model_selection import (
                 AUTO_CHOICE_MARGIN,
-                AUTO_CHOICE_MAX_CLASSES,
+                _auto_many_classes,
                 _candidate_name,
                 _choose_network,
             )
@@ -493,7 +493,7 @@ class BaseMetaEstimator(BaseEstimator):
                 if self.verbose and search is None:
                     print(f"hidden_layer_sizes='auto': {_candidate_name(params)}, "
                           f"for the sampler's {len(tasks.class_labels)} classes "
-                          f"({AUTO_CHOICE_MAX_CLASSES} or more: no class folds)",
+                          f"({_auto_many_classes(self)} or more: no class folds)",
                           flush=True)
                 elif self.verbose:
                     scores = ", ".join(

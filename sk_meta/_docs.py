@@ -39,12 +39,15 @@ PARAMETERS = {
     "hidden_layer_sizes": ('"auto" or array-like of int', """
         Hidden layers of the default MLP. ``"auto"`` (the classifiers' default)
         is ``(64, 64)``, except in a classifier's ``meta_fit`` given an
-        :class:`~sk_meta.tasks.EpisodeSampler`. With 15 classes or more it is
-        ``(128, 128)``: that many classes train a wider network's features (on
-        the test classes of three tables with 18 to 4,800 meta-training classes:
-        MAML and FOMAML +0.1 to +2.9 points, most on Omniglot pixels, Reptile
-        +0.26 on average; at about twice the meta-training time; see the Results
-        page). With fewer, up to three disjoint class folds (as
+        :class:`~sk_meta.tasks.EpisodeSampler`. With 10 classes or more (15
+        for Reptile) it is ``(128, 128)``: that many classes train a wider
+        network's features (on the test classes of three tables with 18 to
+        4,800 meta-training classes: MAML and FOMAML +0.1 to +2.9 points, most
+        on Omniglot pixels, Reptile +0.26 on average; on tables with 10 and 12
+        meta-training classes, MAML and FOMAML +0.9 to +1.0 on average over
+        three seeds, where Reptile's lost up to 7; at about twice the
+        meta-training time; see the Results page). With fewer, up to three
+        disjoint class folds (as
         ``MetaGridSearch(cv=3)``; two with 4 or 5 classes) each meta-train
         ``(64, 64)`` and ``()``, no hidden layer, on the other classes, and with
         ``adapt_layers="auto"``, the prototype head and a fixed inner rate (the

@@ -680,16 +680,26 @@ def _interrupt_stops_search(what, searcher):
                 "search keeps no result") from None
 
 
-# hidden_layer_sizes="auto" (the classifiers' default): with fewer classes
-# than this, class folds choose the network (FIDELITY.md, nineteenth run);
-# with this many or more, the wider MLP is meta-trained (twenty-first run)
-AUTO_CHOICE_MAX_CLASSES = 15
+# hidden_layer_sizes="auto" (the classifiers' default): with this many
+# classes or more, per algorithm, the wider MLP is meta-trained; with fewer,
+# class folds choose the network (FIDELITY.md, nineteenth run). Reptile's
+# wider MLP gains from 15 classes and loses up to 7 points on 10 (twenty-first
+# run); MAML's and FOMAML's gain about a point on 10 and 12 classes, over
+# three seeds (twenty-third run)
+AUTO_MANY_CLASSES = {"maml": 10, "reptile": 15}
 AUTO_MANY_CLASSES_SIZES = (128, 128)
 AUTO_CHOICE_FOLDS = 3
+
+
+def _auto_many_classes(estimator):
+    """How many classes make ``hidden_layer_sizes="auto"`` the wider MLP."""
+    return AUTO_MANY_CLASSES[estimator._algorithm]
+
+
 # how messages state the rule
 _AUTO_CHOICE_RULE = (
-    f"class folds with fewer than {AUTO_CHOICE_MAX_CLASSES} classes, "
-    f"{AUTO_MANY_CLASSES_SIZES} with {AUTO_CHOICE_MAX_CLASSES} or more")
+    f"{AUTO_MANY_CLASSES_SIZES} with {AUTO_MANY_CLASSES['maml']} classes or "
+    f"more ({AUTO_MANY_CLASSES['reptile']} for Reptile), class folds with fewer")
 # another candidate replaces the first (the meta-trained MLP) only when it
 # scores more than this above it on the folds: closer margins are noise
 # there (twentieth run: chosen by 0.004 to 0.007, the pretrained MLP lost
@@ -713,8 +723,9 @@ def _choose_network(estimator, sampler, candidates, *, one_iteration=()):
     candidates that meta-training does not change, scored after one
     meta-iteration.
 
-    An :class:`~sk_meta.tasks.EpisodeSampler` of ``AUTO_CHOICE_MAX_CLASSES``
-    classes or more gets the MLP ``AUTO_MANY_CLASSES_SIZES`` (no record).
+    An :class:`~sk_meta.tasks.EpisodeSampler` of ``AUTO_MANY_CLASSES``
+    classes or more (the estimator's algorithm's) gets the MLP
+    ``AUTO_MANY_CLASSES_SIZES`` (no record).
     One of fewer: up to ``AUTO_CHOICE_FOLDS`` disjoint class folds, as in
     ``MetaGridSearch(cv=3)``, each candidate meta-trained on the other
     classes and scored on tasks of the held-out ones at its last
@@ -732,7 +743,7 @@ def _choose_network(estimator, sampler, candidates, *, one_iteration=()):
     if type(sampler) is not EpisodeSampler:
         return None, None
     n_classes = len(sampler.class_labels)
-    if n_classes >= AUTO_CHOICE_MAX_CLASSES:
+    if n_classes >= _auto_many_classes(estimator):
         return {"hidden_layer_sizes": AUTO_MANY_CLASSES_SIZES}, None
     n_val = max(2, _resolve_size(0.25, "val_size", n_classes, round_up=True))
     n_folds = min(AUTO_CHOICE_FOLDS, n_classes // n_val)

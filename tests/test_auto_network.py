@@ -1,8 +1,8 @@
 """hidden_layer_sizes="auto", the classifiers' default: with an EpisodeSampler
-of fewer than 15 classes, class folds choose between the MLP, the model
-without hidden layers and (with adapt_layers="auto") the pretrained MLP; with
-15 or more, it is the (128, 128) MLP; otherwise the (64, 64) MLP. The
-pretrained MLP: test_pretrained_choice.py."""
+of fewer than 10 classes (15 for Reptile), class folds choose between the
+MLP, the model without hidden layers and (with adapt_layers="auto") the
+pretrained MLP; with more, it is the (128, 128) MLP; otherwise the (64, 64)
+MLP. The pretrained MLP: test_pretrained_choice.py."""
 
 import pickle
 import warnings
@@ -192,6 +192,36 @@ def test_many_classes_take_the_wide_mlp(Estimator, monkeypatch, capsys):
         _sampler(*_rings(n_classes=7, n_per_class=12)))
     assert other.hidden_layer_sizes_ in {(64, 64), ()}
     assert other.hidden_layer_sizes_search_ is not None
+
+
+class _FoldsRan(Exception):
+    pass
+
+
+def _raise_folds_ran(*args, **kwargs):
+    raise _FoldsRan
+
+
+@pytest.mark.parametrize("Estimator, n_classes, folds", [
+    (MAMLClassifier, 9, True), (MAMLClassifier, 10, False),
+    (FOMAMLClassifier, 9, True), (FOMAMLClassifier, 10, False),
+    (ReptileClassifier, 14, True), (ReptileClassifier, 15, False)])
+def test_the_wide_mlp_starts_at_the_algorithms_class_count(
+        Estimator, n_classes, folds, monkeypatch):
+    """MAML's and FOMAML's wider MLP gains from 10 meta-training classes,
+    Reptile's from 15 (FIDELITY.md, twenty-third run)."""
+    monkeypatch.setattr(sk_meta.model_selection, "_score_candidates",
+                        _raise_folds_ran)
+    est = Estimator(n_meta_iter=2, random_state=0)
+    sampler = _sampler(*_rings(n_classes=n_classes, n_per_class=12))
+    if folds:
+        with pytest.raises(_FoldsRan):
+            est.meta_fit(sampler)
+        assert not hasattr(est, "hidden_layer_sizes_")
+    else:
+        est.meta_fit(sampler)
+        assert est.hidden_layer_sizes_ == (128, 128)
+        assert est.hidden_layer_sizes_search_ is None
 
 
 def test_the_wide_mlp_survives_save_pickle_and_a_pipeline(tmp_path):
@@ -391,8 +421,8 @@ def test_metagridsearch_candidates_do_not_run_folds_of_their_own(monkeypatch):
         search.meta_fit(_sampler(*_digits()))
     # it names both choices the estimator's own meta_fit would make
     message = str(caught[0].message)
-    assert "class folds with fewer than 15" in message
-    assert "(128, 128) with 15 or more" in message
+    assert "(128, 128) with 10 classes or more (15 for Reptile)" in message
+    assert "class folds with fewer" in message
     assert calls == ["MetaGridSearch"]
     assert search.best_estimator_.hidden_layer_sizes_ == (64, 64)
 
@@ -474,7 +504,7 @@ def test_metagridsearch_refuses_auto_in_its_grid():
     search = MetaGridSearch(MAMLClassifier(**FAST),
                             {"hidden_layer_sizes": ["auto", ()]}, random_state=0)
     with pytest.raises(ValueError, match="must not set hidden_layer_sizes='auto'.*"
-                                         r"\(128, 128\) with 15 or more"):
+                       r"\(128, 128\) with 10 classes or more \(15 for Reptile\)"):
         search.meta_fit(_sampler(*_digits()))
 
 
