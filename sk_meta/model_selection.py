@@ -684,8 +684,8 @@ def _interrupt_stops_search(what, searcher):
 # classes or more, per algorithm, the wider MLP is meta-trained; with fewer,
 # class folds choose the network (FIDELITY.md, nineteenth run). Reptile's
 # wider MLP gains from 15 classes and loses up to 7 points on 10 (twenty-first
-# run); MAML's and FOMAML's gain about a point on 10 and 12 classes, over
-# three seeds (twenty-third run)
+# and twenty-second runs); MAML's and FOMAML's gain about a point on 10 and
+# 12 classes, over three seeds (twenty-third run)
 AUTO_MANY_CLASSES = {"maml": 10, "reptile": 15}
 AUTO_MANY_CLASSES_SIZES = (128, 128)
 AUTO_CHOICE_FOLDS = 3
@@ -898,7 +898,8 @@ class MetaGridSearch(MetaEstimatorMixin, BaseEstimator):
     An estimator's ``hidden_layer_sizes="auto"`` is ``(64, 64)`` here,
     whatever the number of classes: the grid is the choice (list ``()`` in
     it to compare the model without hidden layers, ``(128, 128)`` for the
-    MLP "auto" builds with 15 classes or more), and no candidate runs class
+    MLP "auto" builds with 10 classes or more, 15 for Reptile), and no
+    candidate runs class
     folds of its own.
 
     Every candidate and the refit meta-train from a fresh init, with
