@@ -39,6 +39,7 @@ from sk_meta._errors import (
     warn_user,
 )
 from sk_meta.exceptions import DivergenceError, InterruptedWarning
+from sk_meta.tasks._stream import as_task_sequence
 from sk_meta.tasks._validation import (
     check_finite_targets,
     check_no_missing_labels,
@@ -54,11 +55,7 @@ MAX_TASKS = MAX_VALIDATION_TASKS
 
 def _finite_tasks(tasks, what):
     """Iterate over ``tasks`` with their index; refuse endless iterables."""
-    if isinstance(tasks, (str, bytes)) or not hasattr(tasks, "__iter__"):
-        raise TypeError(
-            f"{what} must be an iterable of (X_support, y_support, X_query, y_query) "
-            f"tasks, got {type(tasks).__name__}"
-        )
+    tasks = as_task_sequence(tasks, what)  # a map-style dataset, by index
     if getattr(tasks, "n_tasks", 0) is None:
         raise ValueError(
             f"{what} must be a finite collection of tasks, but this "

@@ -25,6 +25,7 @@ from sklearn.utils import get_tags
 from sk_meta._checks import check_positive_int
 from sk_meta.model_selection import MetaGridSearch
 from sk_meta.tasks import EpisodeSampler, Task
+from sk_meta.tasks._stream import as_task_sequence, is_map_style
 
 
 class _TransformedSequence(Sequence):
@@ -202,17 +203,13 @@ def meta_fit_pipeline(pipeline, tasks, *, validation_tasks=None,
             f"the last step of the pipeline ({final_name}) must have meta_fit, got "
             f"{type(final).__name__}"
         )
-    for name, given in (("tasks", tasks), ("preprocessing_tasks", preprocessing_tasks)):
-        if given is None:
-            continue
-        try:
-            if isinstance(given, (str, bytes)):
-                raise TypeError
-            iter(given)  # a map-style dataset iterates by index
-        except TypeError:
-            raise TypeError(
-                f"{name} must be an iterable of (X_support, y_support, X_query, "
-                f"y_query) tasks, got {type(given).__name__}") from None
+    # a map-style dataset (torch's Dataset) is read by index, as a sequence
+    tasks = as_task_sequence(tasks)
+    if preprocessing_tasks is not None:
+        preprocessing_tasks = as_task_sequence(preprocessing_tasks,
+                                               "preprocessing_tasks")
+    if validation_tasks is not None and is_map_style(validation_tasks):
+        validation_tasks = as_task_sequence(validation_tasks)
     if (isinstance(final, MetaGridSearch) and validation_tasks is None
             and preprocessing_tasks is None
             and any(_fitted_here(step) for _, step in pipeline.steps[:-1])):

@@ -142,3 +142,76 @@ def test_meta_fit_still_names_infinity_and_float32_overflow():
         with pytest.raises(ValueError, match="task 0: y_support contains infinity "
                            "or a value too large for float32"):
             MAMLRegressor(n_meta_iter=1).meta_fit([_regression_task(rng, y)])
+
+
+class _TaskDataset(torch.utils.data.Dataset):
+    """A map-style dataset of tasks, as a PyTorch user writes one: its
+    __getitem__ never raises IndexError (it indexes modulo its length), so
+    Python's fallback iteration would never end."""
+
+    def __init__(self, tasks):
+        self.tasks = tasks
+        self.reads = []
+
+    def __len__(self):
+        return len(self.tasks)
+
+    def __getitem__(self, index):
+        self.reads.append(index)
+        return self.tasks[index % len(self.tasks)]
+
+
+def test_meta_fit_reads_a_map_style_dataset_as_a_list(blob_tasks, small_estimator):
+    """It was refused ("got _TaskDataset") though it holds tasks by index."""
+    tasks = blob_tasks()
+    dataset = _TaskDataset(tasks)
+    from_dataset = small_estimator().meta_fit(dataset, validation_tasks=_TaskDataset(
+        tasks[:2]))
+    from_list = small_estimator().meta_fit(tasks, validation_tasks=tasks[:2])
+    for name, value in from_list.meta_params_.items():
+        torch.testing.assert_close(from_dataset.meta_params_[name], value)
+    assert dataset.reads and max(dataset.reads) < len(tasks)  # never past its end
+    # meta_partial_fit: one pass, in order
+    partial = small_estimator().meta_partial_fit(dataset)
+    assert partial.n_meta_iter_ == len(tasks) // partial.meta_batch_size
+
+
+def test_evaluation_and_pipelines_read_a_map_style_dataset(blob_tasks,
+                                                           small_estimator):
+    from sk_meta.model_selection import evaluate_tasks
+    from sk_meta.pipeline import meta_fit_pipeline
+
+    tasks = blob_tasks()
+    clf = small_estimator().meta_fit(tasks)
+    dataset = _TaskDataset(tasks)
+    from_dataset, from_list = (evaluate_tasks(clf, given) for given in (dataset,
+                                                                        tasks))
+    assert list(from_dataset) == list(from_list)
+    for name, result in from_list.items():
+        assert len(result.scores) == len(tasks)
+        np.testing.assert_allclose(from_dataset[name].scores, result.scores)
+    assert max(dataset.reads) < len(tasks)
+    pipe = meta_fit_pipeline(make_pipeline(StandardScaler(), small_estimator()),
+                             _TaskDataset(tasks))
+    expected = meta_fit_pipeline(make_pipeline(StandardScaler(), small_estimator()),
+                                 tasks)
+    task = tasks[0]
+    np.testing.assert_allclose(
+        pipe.fit(task.X_support, task.y_support).predict_proba(task.X_query),
+        expected.fit(task.X_support, task.y_support).predict_proba(task.X_query))
+
+
+def test_an_object_with_getitem_but_no_length_is_named(small_estimator):
+    class Indexed:
+        def __getitem__(self, index):
+            raise IndexError
+
+    with pytest.raises(TypeError, match="has __getitem__ but neither __iter__ nor "
+                       "__len__"):
+        small_estimator().meta_fit(Indexed())
+    from sk_meta.pipeline import meta_fit_pipeline
+
+    with pytest.raises(TypeError, match="tasks must be an iterable.*a map-style "
+                       "dataset needs __len__"):
+        meta_fit_pipeline(make_pipeline(StandardScaler(), small_estimator()),
+                          Indexed())

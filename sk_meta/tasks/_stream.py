@@ -6,13 +6,60 @@ import numpy as np
 
 
 def _describe_tasks_type(tasks):
-    return type(tasks).__name__
+    name = type(tasks).__name__
+    if hasattr(type(tasks), "__getitem__") and not isinstance(tasks, Iterable):
+        # a map-style dataset but for its length: say what is missing
+        return (f"{name}, which has __getitem__ but neither __iter__ nor __len__ "
+                "(a map-style dataset needs __len__)")
+    return name
+
+
+def is_map_style(tasks):
+    """Whether ``tasks`` is a map-style dataset (such as torch's ``Dataset``):
+    ``__getitem__`` and ``__len__`` but no ``__iter__``."""
+    kind = type(tasks)
+    return (hasattr(kind, "__getitem__") and hasattr(kind, "__len__")
+            and not isinstance(tasks, Iterable))
+
+
+class _MapStyleTasks(Sequence):
+    """A map-style dataset read as a sequence: ``dataset[i]`` for ``i`` in
+    ``range(len(dataset))``, never past its length (Python's fallback
+    iteration would read until an ``IndexError`` the dataset may not raise)."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [self.dataset[i] for i in range(*index.indices(len(self)))]
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        return self.dataset[index]
+
+
+def as_task_sequence(tasks, what="tasks"):
+    """``tasks`` as an iterable: a map-style dataset of them as a
+    :class:`~collections.abc.Sequence`; a ``TypeError`` for anything else
+    that is not an iterable (``what`` names the argument)."""
+    if is_map_style(tasks):
+        return _MapStyleTasks(tasks)
+    if isinstance(tasks, (str, bytes)) or not isinstance(tasks, Iterable):
+        raise TypeError(
+            f"{what} must be an iterable of (X_support, y_support, X_query, "
+            f"y_query) tasks, got {_describe_tasks_type(tasks)}"
+        )
+    return tasks
 
 
 class TaskStream:
     """Draws tasks from an iterable, in the order meta-training consumes them.
 
-    - A sequence (list, tuple) is cycled, in a new random order each pass.
+    - A sequence (list, tuple, or a map-style dataset such as torch's
+      ``Dataset``, read by index) is cycled, in a new random order each pass.
     - Another re-iterable object (``iter(tasks) is not tasks``, such as an
       :class:`EpisodeSampler`) is iterated again at the end of each pass.
     - A one-shot iterator or generator is consumed until it is exhausted.
@@ -36,11 +83,7 @@ class TaskStream:
     """
 
     def __init__(self, tasks, *, seed, n_drawn=0, shuffle=True, cycle=True):
-        if isinstance(tasks, (str, bytes)) or not isinstance(tasks, Iterable):
-            raise TypeError(
-                "tasks must be an iterable of (X_support, y_support, X_query, "
-                f"y_query) tasks, got {_describe_tasks_type(tasks)}"
-            )
+        tasks = as_task_sequence(tasks)
         self.tasks = tasks
         self.seed = seed
         self.n_drawn = n_drawn
