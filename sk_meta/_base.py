@@ -6,6 +6,7 @@ and runs meta-training, adaptation and prediction; the results are records
 read from.
 """
 
+import contextvars
 import copy
 import functools
 import inspect
@@ -85,14 +86,50 @@ def _record_attribute(record, field, doc):
     return property(get)
 
 
-def _modules_in_params(state):
-    """``(name, module)`` of the torch modules among an estimator's parameters."""
+def _modules_in(value, where, seen):
+    """``(where, module)`` of the torch modules in ``value``, through dicts,
+    lists, tuples and sk_meta's records (``where`` names the place)."""
+    if id(value) in seen:
+        return
+    seen.add(id(value))
+    if isinstance(value, torch.nn.Module):
+        yield where, value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _modules_in(item, f"{where}[{key!r}]", seen)
+    elif isinstance(value, (list, tuple)):
+        for position, item in enumerate(value):
+            yield from _modules_in(item, f"{where}[{position}]", seen)
+    elif isinstance(value, (MetaResult, FitResult)):
+        yield from _modules_in(value.module, where, seen)
+
+
+def _refuse_parametrized_modules(estimator, state):
+    """torch refuses to pickle a parametrized module (weight_norm) with a
+    RuntimeError from inside pickle: say which one, and what works."""
+    places = {"_meta": "meta-trained network", "_fit": "adapted network"}
     for name, value in state.items():
-        if isinstance(value, torch.nn.Module):
-            yield name, value
-    for name, value in (state.get("module_params") or {}).items():
-        if isinstance(value, torch.nn.Module):
-            yield f"module_params[{name!r}]", value
+        for where, module in _modules_in(value, places.get(name, name), set()):
+            if not any(map(torch.nn.utils.parametrize.is_parametrized,
+                           module.modules())):
+                continue
+            if where.startswith("module_params"):  # save() stores no module there
+                remedy = ("Remove them first (torch.nn.utils.parametrize."
+                          "remove_parametrizations), or build that module in "
+                          "your module class's __init__ and use estimator.save")
+            else:
+                remedy = ("Use estimator.save(path) and sk_meta.load(path, "
+                          "module=...) instead")
+            raise TypeError(
+                f"cannot pickle {type(estimator).__name__}: its {where} uses torch "
+                "parametrizations (such as weight_norm), which torch pickles only "
+                f"through state_dict(). {remedy}; copy.copy, copy.deepcopy and "
+                "sklearn.base.clone work")
+
+
+# set while an estimator copies itself: copy and deepcopy copy what pickle
+# cannot (a parametrized module, which torch's own deepcopy copies)
+_copying = contextvars.ContextVar("sk_meta_copying", default=False)
 
 
 @functools.cache
@@ -293,24 +330,27 @@ class BaseMetaEstimator(BaseEstimator):
 
     def __getstate__(self):
         state = self._copyable_state()
-        # torch refuses to pickle a parametrized module (weight_norm) with
-        # a RuntimeError from inside pickle; say which parameter and what works
-        for name, value in _modules_in_params(state):
-            if any(map(torch.nn.utils.parametrize.is_parametrized, value.modules())):
-                raise TypeError(
-                    f"cannot pickle {type(self).__name__}: its {name} uses torch "
-                    "parametrizations (such as weight_norm), which torch pickles "
-                    "only through state_dict(). Use estimator.save(path) and "
-                    "sk_meta.load(path, module=...) instead; copy.deepcopy and "
-                    "sklearn.base.clone work")
+        if not _copying.get():
+            _refuse_parametrized_modules(self, state)
         return state
 
+    def _state_to_copy(self):
+        # through __getstate__, so that a subclass's own applies
+        token = _copying.set(True)
+        try:
+            return self.__getstate__()
+        finally:
+            _copying.reset(token)
+
+    def __copy__(self):
+        copied = type(self).__new__(type(self))
+        copied.__setstate__(self._state_to_copy())
+        return copied
+
     def __deepcopy__(self, memo):
-        # deepcopy (GridSearchCV's clones) copies what pickle cannot: a
-        # parametrized module, as torch's own deepcopy of it does
         copied = type(self).__new__(type(self))
         memo[id(self)] = copied
-        copied.__setstate__(copy.deepcopy(self._copyable_state(), memo))
+        copied.__setstate__(copy.deepcopy(self._state_to_copy(), memo))
         return copied
 
     def __setstate__(self, state):
@@ -575,6 +615,11 @@ class BaseMetaEstimator(BaseEstimator):
         if integers_lost_in_float32(X):  # said at the user's call, past fit's wrappers
             warn_integers_lost_in_float32("X")
         allow_nd = self.module is not None
+        if isinstance(X, (list, tuple, np.ndarray)):
+            held_X = np.asarray(X, dtype=object) if isinstance(X, (list, tuple)) else X
+            if held_X.dtype.kind == "O" and any(map(is_missing_target, held_X.ravel())):
+                # pandas' NA stops numpy's conversion with its own TypeError
+                raise ValueError("X contains NaN or None: a missing value")
         if self._is_classifier():
             if y is not None:  # before scikit-learn's checks, which stop on them
                 check_label_values(np.asarray(y))
@@ -582,9 +627,12 @@ class BaseMetaEstimator(BaseEstimator):
             check_classification_targets(y)
         else:
             held = None if y is None else np.asarray(y)
-            if (held is not None and held.dtype.kind == "O"
-                    and any(map(is_missing_target, held.ravel()))):
-                # pandas' NA stops scikit-learn's conversion with its own error
+            if held is not None and (
+                    (held.dtype.kind == "O"
+                     and any(map(is_missing_target, held.ravel())))
+                    or (held.dtype.kind == "f" and np.isnan(held).any())):
+                # said as meta_fit says it (pandas' NA would stop scikit-learn's
+                # conversion with its own error)
                 raise ValueError("y contains NaN or None: a missing target")
             X, y = validate_data(
                 self, X, y, allow_nd=allow_nd, dtype=np.float32, multi_output=True,

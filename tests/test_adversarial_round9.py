@@ -4,6 +4,7 @@ meta_fit: each case was torch's or a vaguer error from deep inside."""
 import copy
 import io
 import pickle
+import threading
 
 import joblib
 import numpy as np
@@ -69,6 +70,72 @@ def test_a_parametrized_module_in_module_params_is_named():
         pickle.dumps(clf)
 
 
+class _WeightNormed(nn.Module):
+    """A module class that applies weight_norm itself: the estimator builds it."""
+
+    def __init__(self, n_features=4, n_classes=3):
+        super().__init__()
+        self.hidden = parametrizations.weight_norm(nn.Linear(n_features, 8))
+        self.out = nn.Linear(8, n_classes)
+
+    def forward(self, X):
+        return self.out(torch.relu(self.hidden(X)))
+
+
+class _Wrapper(nn.Module):
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner[0]
+
+    def forward(self, X):
+        return self.inner(X)
+
+
+def test_the_built_network_and_nested_modules_are_named(blob_tasks):
+    """Found by the second pass: a module class that parametrizes itself
+    (the network lives in the meta-learned record), and a module in a list
+    in module_params, still gave torch's RuntimeError."""
+    clf = MAMLClassifier(module=_WeightNormed, inner_steps=1, meta_batch_size=2,
+                         n_meta_iter=2, random_state=0)
+    with pytest.warns(UserWarning, match="batching rule"):
+        clf.meta_fit(blob_tasks())
+    with pytest.raises(TypeError, match="its meta-trained network uses torch "
+                       r"parametrizations.*estimator\.save"):
+        pickle.dumps(clf)
+    nested = MAMLClassifier(module=_Wrapper,
+                            module_params={"inner": [_weight_normed_module()]})
+    # save() stores no module held in module_params: not recommended there
+    with pytest.raises(TypeError, match=r"its module_params\['inner'\]\[0\] uses "
+                       r"torch parametrizations.*remove_parametrizations"):
+        pickle.dumps(nested)
+
+
+def test_copy_pickle_and_subclass_state_are_as_before(blob_tasks, small_estimator):
+    """The second pass: copy.copy went through the pickling check (refused a
+    parametrized module), a subclass's own __getstate__ was skipped by
+    deepcopy, and an invalid module_params broke pickling before fit could
+    say it is invalid."""
+    clf = MAMLClassifier(module=_weight_normed_module())
+    shallow = copy.copy(clf)
+    assert shallow.module is clf.module
+
+    class Locked(MAMLClassifier):
+        def meta_fit(self, *args, **kwargs):
+            self._lock = threading.Lock()
+            return super().meta_fit(*args, **kwargs)
+
+        def __getstate__(self):
+            state = super().__getstate__()
+            state.pop("_lock", None)
+            return state
+
+    locked = small_estimator(Locked).meta_fit(blob_tasks())
+    assert not hasattr(copy.deepcopy(locked), "_lock")
+    assert not hasattr(copy.copy(locked), "_lock")
+    invalid = pickle.loads(pickle.dumps(MAMLClassifier(module_params=[("a", 1)])))
+    assert invalid.module_params == [("a", 1)]
+
+
 def test_deepcopy_and_clone_still_copy_a_parametrized_module(
         weight_normed_classifier, blob_tasks):
     """The check is pickle's alone: GridSearchCV clones and deepcopies."""
@@ -131,8 +198,30 @@ def test_meta_fit_names_a_missing_target_as_fit_does(missing, field):
     with pytest.raises(ValueError, match=f"task 1: {field} contains NaN or None: "
                        "a missing target"):
         reg.meta_fit(tasks)
-    with pytest.raises(ValueError, match="y contains NaN"):  # fit, for comparison
+    with pytest.raises(ValueError, match="y contains NaN or None: a missing target"):
         reg.meta_fit([tasks[0]]).fit(tasks[0].X_support, missing)
+
+
+def test_missing_values_held_as_objects_are_named_in_fit_and_meta_fit():
+    """pandas' NA in a list or an object array: meta_fit said "must be
+    numeric ... not 'NAType'", and fit raised numpy's TypeError for X."""
+    rng = np.random.default_rng(0)
+    y = [1.0, pd.NA, 2.0, 3.0, 4.0]
+    reg = MAMLRegressor(hidden_layer_sizes=(4,), n_meta_iter=1, random_state=0)
+    with pytest.raises(ValueError, match="task 1: y_support contains NaN or None: "
+                       "a missing target"):
+        reg.meta_fit([_regression_task(rng), _regression_task(rng, y)])
+    task = _regression_task(rng)
+    X = task.X_support.astype(object)
+    X[1, 1] = pd.NA
+    with pytest.raises(ValueError, match="task 0: X_support contains NaN or None: "
+                       "a missing value"):
+        reg.meta_fit([task._replace(X_support=X)])
+    reg.meta_fit([task])
+    with pytest.raises(ValueError, match="X contains NaN or None: a missing value"):
+        reg.fit(X, task.y_support)
+    with pytest.raises(ValueError, match="y contains NaN or None: a missing target"):
+        reg.fit(task.X_support, np.r_[1.0, np.nan, 2.0, 3.0, 4.0])
 
 
 def test_meta_fit_still_names_infinity_and_float32_overflow():

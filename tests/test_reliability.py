@@ -101,7 +101,7 @@ def test_nan_in_regression_targets():
     task = SinusoidTasks(random_state=0).sample(0)
     y = task.y_support.copy()
     y[3] = np.nan
-    with pytest.raises(ValueError, match="Input y contains NaN"):
+    with pytest.raises(ValueError, match="y contains NaN or None: a missing target"):
         MAMLRegressor().fit(task.X_support, y)
 
 

@@ -122,6 +122,12 @@ def _not_numeric(frame, field, exc):
 def _object_to_float(array, index, field):
     """An object or string array's values as float64, as ``fit`` reads them
     (numbers, and strings of numbers, as scikit-learn reads them)."""
+    if array.dtype.kind == "O":
+        # pandas' NA stops numpy's conversion; it is a missing value, as None
+        missing = np.fromiter(map(is_missing_target, array.ravel()), bool,
+                              count=array.size).reshape(array.shape)
+        if missing.any():
+            array = np.where(missing, np.nan, array)
     try:
         return array.astype(np.float64)
     except (TypeError, ValueError, OverflowError) as exc:
