@@ -11,6 +11,7 @@ import copy
 import functools
 import inspect
 import os
+import pickle
 from numbers import Integral, Real
 
 import numpy as np
@@ -86,50 +87,79 @@ def _record_attribute(record, field, doc):
     return property(get)
 
 
-def _modules_in(value, where, seen):
-    """``(where, module)`` of the torch modules in ``value``, through dicts,
-    lists, tuples and sk_meta's records (``where`` names the place)."""
-    if id(value) in seen:
-        return
-    seen.add(id(value))
-    if isinstance(value, torch.nn.Module):
-        yield where, value
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            yield from _modules_in(item, f"{where}[{key!r}]", seen)
-    elif isinstance(value, (list, tuple)):
-        for position, item in enumerate(value):
-            yield from _modules_in(item, f"{where}[{position}]", seen)
-    elif isinstance(value, (MetaResult, FitResult)):
-        yield from _modules_in(value.module, where, seen)
+class _Parametrized(Exception):
+    def __init__(self, module):
+        self.module = module
+
+
+class _Discard:
+    def write(self, data):
+        return len(data)
+
+
+class _ParametrizedModuleFinder(pickle.Pickler):
+    """Walks a value as pickle does (containers in C, cycles remembered) to
+    find a torch module with parametrizations; modules without them and
+    tensors are not walked into."""
+
+    def reducer_override(self, obj):
+        if isinstance(obj, torch.nn.Module):
+            if any(map(torch.nn.utils.parametrize.is_parametrized, obj.modules())):
+                raise _Parametrized(obj)
+            return object, ()
+        if isinstance(obj, torch.Tensor) or (isinstance(obj, np.ndarray)
+                                             and obj.dtype.kind != "O"):
+            return object, ()
+        return NotImplemented
 
 
 def _refuse_parametrized_modules(estimator, state):
     """torch refuses to pickle a parametrized module (weight_norm) with a
-    RuntimeError from inside pickle: say which one, and what works."""
+    RuntimeError from inside pickle: say where it is, and what works."""
     places = {"_meta": "meta-trained network", "_fit": "adapted network"}
     for name, value in state.items():
-        for where, module in _modules_in(value, places.get(name, name), set()):
-            if not any(map(torch.nn.utils.parametrize.is_parametrized,
-                           module.modules())):
-                continue
-            if where.startswith("module_params"):  # save() stores no module there
-                remedy = ("Remove them first (torch.nn.utils.parametrize."
-                          "remove_parametrizations), or build that module in "
-                          "your module class's __init__ and use estimator.save")
-            else:
-                remedy = ("Use estimator.save(path) and sk_meta.load(path, "
-                          "module=...) instead")
-            raise TypeError(
-                f"cannot pickle {type(estimator).__name__}: its {where} uses torch "
-                "parametrizations (such as weight_norm), which torch pickles only "
-                f"through state_dict(). {remedy}; copy.copy, copy.deepcopy and "
-                "sklearn.base.clone work")
+        try:
+            _ParametrizedModuleFinder(_Discard(), pickle.HIGHEST_PROTOCOL).dump(value)
+        except _Parametrized as found:
+            module = found.module
+        except Exception:  # pickle itself will say what else it cannot pickle
+            continue
+        else:
+            continue
+        kind = type(module).__name__.removeprefix("Parametrized")
+        where = f"{places.get(name, name)} (a {kind})"
+        if name == "module_params":  # save() stores no module there
+            remedy = ("Remove them first (torch.nn.utils.parametrize."
+                      "remove_parametrizations), or build that module in your "
+                      "module class's __init__ and use estimator.save")
+        else:
+            remedy = ("Use estimator.save(path) and sk_meta.load(path, "
+                      "module=...) instead")
+        raise TypeError(
+            f"cannot pickle {type(estimator).__name__}: its {where} uses torch "
+            "parametrizations (such as weight_norm), which torch pickles only "
+            f"through state_dict(). {remedy}; copy.copy, copy.deepcopy and "
+            "sklearn.base.clone work")
 
 
 # set while an estimator copies itself: copy and deepcopy copy what pickle
 # cannot (a parametrized module, which torch's own deepcopy copies)
 _copying = contextvars.ContextVar("sk_meta_copying", default=False)
+
+
+def _validated(estimator, X, y, **params):
+    """``validate_data``, naming pandas' NA held as an object in ``X``: it
+    stops numpy's conversion with a TypeError of its own."""
+    try:
+        return validate_data(estimator, X, y, **params)
+    except TypeError:
+        try:
+            held = np.asarray(X, dtype=object).ravel()
+        except ValueError:  # ragged: not what stopped the conversion
+            held = ()
+        if any(map(is_missing_target, held)):
+            raise ValueError("X contains NaN or None: a missing value") from None
+        raise
 
 
 @functools.cache
@@ -615,15 +645,10 @@ class BaseMetaEstimator(BaseEstimator):
         if integers_lost_in_float32(X):  # said at the user's call, past fit's wrappers
             warn_integers_lost_in_float32("X")
         allow_nd = self.module is not None
-        if isinstance(X, (list, tuple, np.ndarray)):
-            held_X = np.asarray(X, dtype=object) if isinstance(X, (list, tuple)) else X
-            if held_X.dtype.kind == "O" and any(map(is_missing_target, held_X.ravel())):
-                # pandas' NA stops numpy's conversion with its own TypeError
-                raise ValueError("X contains NaN or None: a missing value")
         if self._is_classifier():
             if y is not None:  # before scikit-learn's checks, which stop on them
                 check_label_values(np.asarray(y))
-            X, y = validate_data(self, X, y, allow_nd=allow_nd, dtype=np.float32)
+            X, y = _validated(self, X, y, allow_nd=allow_nd, dtype=np.float32)
             check_classification_targets(y)
         else:
             held = None if y is None else np.asarray(y)
@@ -634,7 +659,7 @@ class BaseMetaEstimator(BaseEstimator):
                 # said as meta_fit says it (pandas' NA would stop scikit-learn's
                 # conversion with its own error)
                 raise ValueError("y contains NaN or None: a missing target")
-            X, y = validate_data(
+            X, y = _validated(
                 self, X, y, allow_nd=allow_nd, dtype=np.float32, multi_output=True,
                 y_numeric=True,
             )

@@ -196,7 +196,7 @@ def meta_train(estimator, tasks, validation_tasks, *, incremental, checkpoint=No
         module, n_outputs = meta.module, meta.n_outputs
     else:
         module, n_outputs = network.build(
-            checker.input_shape, _n_outputs_needed(first, checker, tasks),
+            checker.input_shape, _n_outputs_needed(first, checker, stream.tasks),
             state.init_seed, probe=first[0].X_support[0], instance=instance)
         if pretrain:
             X, codes = sampler_rows(tasks)
@@ -411,10 +411,13 @@ def read_validation_tasks(tasks, classification, meta, *, sampler=None):
         stream = TaskStream(tasks, seed=0, shuffle=False, cycle=False)
     except (TypeError, ValueError) as exc:
         raise_with_context(exc, "validation_tasks")
-    drawn = stream.take(MAX_VALIDATION_TASKS + 1)
-    if not drawn:
-        raise ValueError("validation_tasks is empty")
-    if len(drawn) > MAX_VALIDATION_TASKS:
+    if stream.is_sequence and len(stream.tasks) > MAX_VALIDATION_TASKS:
+        drawn = None  # refused by its length, before any task is read
+    else:
+        drawn = stream.take(MAX_VALIDATION_TASKS + 1)
+        if not drawn:
+            raise ValueError("validation_tasks is empty")
+    if drawn is None or len(drawn) > MAX_VALIDATION_TASKS:
         raise ValueError(
             f"validation_tasks must be a finite collection of at most "
             f"{MAX_VALIDATION_TASKS} tasks (pass a list, or a sampler with "

@@ -13,6 +13,7 @@ import math
 import numbers
 import re
 import sys
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -56,6 +57,10 @@ MAX_TASKS = MAX_VALIDATION_TASKS
 def _finite_tasks(tasks, what):
     """Iterate over ``tasks`` with their index; refuse endless iterables."""
     tasks = as_task_sequence(tasks, what)  # a map-style dataset, by index
+    if isinstance(tasks, Sequence) and len(tasks) > MAX_TASKS:  # before adapting
+        raise ValueError(
+            f"{what} must be a finite collection of at most {MAX_TASKS} tasks, "
+            f"got {len(tasks)}")
     if getattr(tasks, "n_tasks", 0) is None:
         raise ValueError(
             f"{what} must be a finite collection of tasks, but this "

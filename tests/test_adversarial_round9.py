@@ -48,9 +48,11 @@ def test_pickling_a_parametrized_module_names_the_parameter_and_what_works(
     clf = (weight_normed_classifier if meta_fitted
            else MAMLClassifier(module=_weight_normed_module()))
     with pytest.raises(TypeError, match=r"cannot pickle MAMLClassifier: its module "
-                       r"uses torch parametrizations.*estimator\.save"):
+                       r"\(a Sequential\) uses torch parametrizations.*"
+                       r"estimator\.save"):
         dump(clf)
-    with pytest.raises(TypeError, match="its module uses torch parametrizations"):
+    with pytest.raises(TypeError, match=r"its module \(a Sequential\) uses torch "
+                       "parametrizations"):
         dump(make_pipeline(StandardScaler(), clf))
 
 
@@ -65,8 +67,8 @@ def test_a_parametrized_module_in_module_params_is_named():
 
     clf = MAMLClassifier(module=Head,
                          module_params={"body": _weight_normed_module()})
-    with pytest.raises(TypeError, match=r"its module_params\['body'\] uses torch "
-                       "parametrizations"):
+    with pytest.raises(TypeError, match=r"its module_params \(a Sequential\) uses "
+                       "torch parametrizations"):
         pickle.dumps(clf)
 
 
@@ -99,13 +101,13 @@ def test_the_built_network_and_nested_modules_are_named(blob_tasks):
                          n_meta_iter=2, random_state=0)
     with pytest.warns(UserWarning, match="batching rule"):
         clf.meta_fit(blob_tasks())
-    with pytest.raises(TypeError, match="its meta-trained network uses torch "
-                       r"parametrizations.*estimator\.save"):
+    with pytest.raises(TypeError, match=r"its meta-trained network \(a _WeightNormed\) "
+                       r"uses torch parametrizations.*estimator\.save"):
         pickle.dumps(clf)
     nested = MAMLClassifier(module=_Wrapper,
                             module_params={"inner": [_weight_normed_module()]})
     # save() stores no module held in module_params: not recommended there
-    with pytest.raises(TypeError, match=r"its module_params\['inner'\]\[0\] uses "
+    with pytest.raises(TypeError, match=r"its module_params \(a Sequential\) uses "
                        r"torch parametrizations.*remove_parametrizations"):
         pickle.dumps(nested)
 
@@ -304,3 +306,96 @@ def test_an_object_with_getitem_but_no_length_is_named(small_estimator):
                        "dataset needs __len__"):
         meta_fit_pipeline(make_pipeline(StandardScaler(), small_estimator()),
                           Indexed())
+
+
+def _tasks_of(n_ways, seed=0):
+    rng = np.random.default_rng(seed)
+    tasks = []
+    for n_way in n_ways:
+        y = np.repeat(np.arange(n_way), 3)
+        tasks.append(Task(rng.normal(size=(len(y), 4)), y,
+                          rng.normal(size=(len(y), 4)), y))
+    return tasks
+
+
+def test_a_map_style_dataset_sizes_the_network_as_a_list_does():
+    """The third pass: the network was sized from the first meta-batch of a
+    dataset (a list is scanned for its largest task), and a later task with
+    more classes failed."""
+    tasks = _tasks_of([2, 2, 2, 2, 2, 4])
+    settings = dict(hidden_layer_sizes=(8,), meta_batch_size=1, n_meta_iter=6,
+                    random_state=0)
+    from_list = MAMLClassifier(**settings).meta_fit(tasks)
+    from_dataset = MAMLClassifier(**settings).meta_fit(_TaskDataset(tasks))
+    assert from_list.meta_params_["layers.1.weight"].shape[0] == 4
+    for name, value in from_list.meta_params_.items():
+        torch.testing.assert_close(from_dataset.meta_params_[name], value)
+
+
+def test_a_map_style_dataset_is_refused_by_its_length_before_it_is_read(
+        small_estimator):
+    """The third pass: a huge __len__ allocated its order (7 TiB), validation
+    tasks were read before being refused, and a length Python cannot index
+    gave a bare OverflowError."""
+    from sk_meta.model_selection import evaluate_tasks
+
+    class Huge:
+        def __init__(self, n):
+            self.n, self.reads = n, 0
+
+        def __len__(self):
+            return self.n
+
+        def __getitem__(self, index):
+            self.reads += 1
+            return _tasks_of([3])[0]
+
+    with pytest.raises(ValueError, match=r"holds 1000000000000 tasks by its "
+                       r"__len__.*give Huge an __iter__"):
+        small_estimator().meta_fit(Huge(10**12))
+    clf = small_estimator().meta_fit(_tasks_of([3, 3]))
+    many = Huge(20_000)
+    with pytest.raises(ValueError, match="validation_tasks must be a finite "
+                       "collection of at most 10000"):
+        small_estimator().meta_fit(_tasks_of([3, 3]), validation_tasks=many)
+    with pytest.raises(ValueError, match="at most 10000 tasks, got 20000"):
+        list(evaluate_tasks(clf, many))
+    assert many.reads == 0
+    for length, error in ((2**70, TypeError), (-1, TypeError), (2.5, TypeError)):
+        with pytest.raises(error, match="Huge.__len__ must return a non-negative "
+                           "int"):
+            small_estimator().meta_fit(Huge(length))
+
+
+def test_an_index_error_inside_a_datasets_length_is_not_its_end(small_estimator):
+    """The third pass: evaluate_tasks stopped at an IndexError raised inside
+    the dataset's length (a missing file), and scored 3 tasks of 6 in
+    silence; meta_fit raised a bare IndexError."""
+    from sk_meta.model_selection import evaluate_tasks
+
+    tasks = _tasks_of([3] * 6)
+
+    class Broken:
+        def __len__(self):
+            return 6
+
+        def __getitem__(self, index):
+            if index >= 3:
+                raise IndexError("no such file")
+            return tasks[index]
+
+    clf = small_estimator().meta_fit(tasks)
+    with pytest.raises(ValueError, match=r"task 3: Broken\[3\] raised IndexError "
+                       r"\(no such file\) though its __len__ is 6"):
+        evaluate_tasks(clf, Broken())
+    with pytest.raises(ValueError, match=r"Broken\[\d\] raised IndexError"):
+        small_estimator(n_meta_iter=6).meta_fit(Broken())
+
+
+def test_the_pickling_check_finds_modules_in_any_container():
+    """The third pass: modules in a set or an object array were missed."""
+    for holder in ({_weight_normed_module()}, np.array([_weight_normed_module()],
+                                                        dtype=object)):
+        with pytest.raises(TypeError, match="uses torch parametrizations"):
+            pickle.dumps(MAMLClassifier(module=_Wrapper,
+                                        module_params={"inner": holder}))

@@ -22,31 +22,55 @@ def is_map_style(tasks):
             and not isinstance(tasks, Iterable))
 
 
+# a sequence longer than this is not shuffled in full each pass (its order
+# alone would take 8 bytes per task)
+MAX_SHUFFLED_TASKS = 10**8
+
+
 class _MapStyleTasks(Sequence):
     """A map-style dataset read as a sequence: ``dataset[i]`` for ``i`` in
     ``range(len(dataset))``, never past its length (Python's fallback
-    iteration would read until an ``IndexError`` the dataset may not raise)."""
+    iteration would read until an ``IndexError`` the dataset may not raise),
+    and an ``IndexError`` within it is the dataset's error, not the end."""
 
-    def __init__(self, dataset):
+    def __init__(self, dataset, what):
         self.dataset = dataset
+        self.what = what
+        len(self)  # a length Python refuses is said now
 
     def __len__(self):
-        return len(self.dataset)
+        try:
+            return len(self.dataset)
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise TypeError(
+                f"{self.what}: {type(self.dataset).__name__}.__len__ must return "
+                f"a non-negative int that Python can index ({exc})") from None
 
     def __getitem__(self, index):
         if isinstance(index, slice):
-            return [self.dataset[i] for i in range(*index.indices(len(self)))]
+            return [self[i] for i in range(*index.indices(len(self)))]
         if not 0 <= index < len(self):
             raise IndexError(index)
-        return self.dataset[index]
+        try:
+            return self.dataset[index]
+        except IndexError as exc:  # iteration would take it for the end
+            raise ValueError(
+                f"task {index}: {type(self.dataset).__name__}[{index}] raised "
+                f"IndexError ({exc}) though its __len__ is {len(self)}") from exc
+
+    def __iter__(self):
+        for index in range(len(self)):
+            yield self[index]
 
 
 def as_task_sequence(tasks, what="tasks"):
     """``tasks`` as an iterable: a map-style dataset of them as a
     :class:`~collections.abc.Sequence`; a ``TypeError`` for anything else
     that is not an iterable (``what`` names the argument)."""
+    if isinstance(tasks, _MapStyleTasks):
+        return tasks
     if is_map_style(tasks):
-        return _MapStyleTasks(tasks)
+        return _MapStyleTasks(tasks, what)
     if isinstance(tasks, (str, bytes)) or not isinstance(tasks, Iterable):
         raise TypeError(
             f"{what} must be an iterable of (X_support, y_support, X_query, "
@@ -93,6 +117,14 @@ class TaskStream:
         self.is_one_shot = not self.is_sequence and iter(tasks) is tasks
         if self.is_sequence and len(tasks) == 0:
             raise ValueError("tasks is empty: meta-training needs at least one task")
+        if self.is_sequence and shuffle and len(tasks) > MAX_SHUFFLED_TASKS:
+            user_type = type(tasks.dataset if isinstance(tasks, _MapStyleTasks)
+                             else tasks)
+            raise ValueError(
+                f"tasks holds {len(tasks)} tasks by its __len__; a sequence is "
+                f"shuffled in full each pass, up to {MAX_SHUFFLED_TASKS} tasks: give "
+                f"{user_type.__name__} an __iter__ "
+                "that draws tasks, to read it as an iterable")
         self._iterator = None
         self._drawn_this_pass = 0
         # a one-shot iterator starts afresh: its tasks are numbered from its
@@ -126,10 +158,8 @@ class TaskStream:
         return task
 
     def _pass_order(self, pass_number):
-        n = len(self.tasks)
-        if not self.shuffle:
-            return np.arange(n)
-        return np.random.default_rng([self.seed, pass_number]).permutation(n)
+        return np.random.default_rng([self.seed, pass_number]).permutation(
+            len(self.tasks))
 
     def take(self, n):
         """Draw up to ``n`` tasks; fewer (or none) once a one-shot stream ends.
@@ -150,10 +180,13 @@ class TaskStream:
                     break
                 # a list that grew or shrank since a warm start gets the order
                 # a stream rebuilt at this position would have
-                if getattr(self, "_order_key", None) != (pass_number, n_tasks):
-                    self._order = self._pass_order(pass_number)
-                    self._order_key = (pass_number, n_tasks)
-                index = int(self._order[position])
+                if not self.shuffle:
+                    index = position  # no order to hold, however long
+                else:
+                    if getattr(self, "_order_key", None) != (pass_number, n_tasks):
+                        self._order = self._pass_order(pass_number)
+                        self._order_key = (pass_number, n_tasks)
+                    index = int(self._order[position])
                 drawn.append((index, self.tasks[index]))
                 self.n_drawn += 1
             return drawn

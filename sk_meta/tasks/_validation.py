@@ -122,19 +122,23 @@ def _not_numeric(frame, field, exc):
 def _object_to_float(array, index, field):
     """An object or string array's values as float64, as ``fit`` reads them
     (numbers, and strings of numbers, as scikit-learn reads them)."""
+    try:
+        return array.astype(np.float64)
+    except (TypeError, ValueError, OverflowError) as exc:
+        error = exc
     if array.dtype.kind == "O":
         # pandas' NA stops numpy's conversion; it is a missing value, as None
         missing = np.fromiter(map(is_missing_target, array.ravel()), bool,
                               count=array.size).reshape(array.shape)
         if missing.any():
-            array = np.where(missing, np.nan, array)
-    try:
-        return array.astype(np.float64)
-    except (TypeError, ValueError, OverflowError) as exc:
-        raise ValueError(
-            f"task {index}: {field} must be numeric, got dtype {array.dtype} "
-            f"holding a value that is not a number ({exc})"
-        ) from None
+            try:
+                return np.where(missing, np.nan, array).astype(np.float64)
+            except (TypeError, ValueError, OverflowError) as exc:
+                error = exc
+    raise ValueError(
+        f"task {index}: {field} must be numeric, got dtype {array.dtype} "
+        f"holding a value that is not a number ({error})"
+    )
 
 
 def check_label_values(y, name="y", prefix=""):
