@@ -12,6 +12,7 @@ import functools
 import inspect
 import os
 import pickle
+import types
 from numbers import Integral, Real
 
 import numpy as np
@@ -87,6 +88,13 @@ def _record_attribute(record, field, doc):
     return property(get)
 
 
+# set while an estimator copies itself (copy and deepcopy copy what pickle
+# cannot: a parametrized module, which torch's own deepcopy copies), and
+# while the pickling check walks a state (estimators inside are walked
+# through, not checked again at each level)
+_copying = contextvars.ContextVar("sk_meta_copying", default=False)
+
+
 class _Parametrized(Exception):
     def __init__(self, module):
         self.module = module
@@ -110,6 +118,11 @@ class _ParametrizedModuleFinder(pickle.Pickler):
         if isinstance(obj, torch.Tensor) or (isinstance(obj, np.ndarray)
                                              and obj.dtype.kind != "O"):
             return object, ()
+        # what pickle refuses and cloudpickle (loky's workers) takes: the walk
+        # goes on past them
+        if isinstance(obj, types.FunctionType) or (
+                isinstance(obj, type) and obj is not object):  # object: the stand-in
+            return object, ()
         return NotImplemented
 
 
@@ -118,6 +131,8 @@ def _refuse_parametrized_modules(estimator, state):
     RuntimeError from inside pickle: say where it is, and what works."""
     places = {"_meta": "meta-trained network", "_fit": "adapted network"}
     for name, value in state.items():
+        # estimators inside are walked through, not checked again each
+        token = _copying.set(True)
         try:
             _ParametrizedModuleFinder(_Discard(), pickle.HIGHEST_PROTOCOL).dump(value)
         except _Parametrized as found:
@@ -126,6 +141,8 @@ def _refuse_parametrized_modules(estimator, state):
             continue
         else:
             continue
+        finally:
+            _copying.reset(token)
         kind = type(module).__name__.removeprefix("Parametrized")
         where = f"{places.get(name, name)} (a {kind})"
         if name == "module_params":  # save() stores no module there
@@ -140,11 +157,6 @@ def _refuse_parametrized_modules(estimator, state):
             "parametrizations (such as weight_norm), which torch pickles only "
             f"through state_dict(). {remedy}; copy.copy, copy.deepcopy and "
             "sklearn.base.clone work")
-
-
-# set while an estimator copies itself: copy and deepcopy copy what pickle
-# cannot (a parametrized module, which torch's own deepcopy copies)
-_copying = contextvars.ContextVar("sk_meta_copying", default=False)
 
 
 def _validated(estimator, X, y, **params):

@@ -55,7 +55,7 @@ from sk_meta.exceptions import (
     TargetScaleWarning,
 )
 from sk_meta.models import MLP
-from sk_meta.tasks._stream import TaskStream
+from sk_meta.tasks._stream import TaskStream, as_task_sequence, is_map_style
 from sk_meta.tasks._validation import TaskChecker, feature_names, stack_tasks
 
 
@@ -196,7 +196,7 @@ def meta_train(estimator, tasks, validation_tasks, *, incremental, checkpoint=No
         module, n_outputs = meta.module, meta.n_outputs
     else:
         module, n_outputs = network.build(
-            checker.input_shape, _n_outputs_needed(first, checker, stream.tasks),
+            checker.input_shape, _n_outputs_needed(first, checker, tasks),
             state.init_seed, probe=first[0].X_support[0], instance=instance)
         if pretrain:
             X, codes = sampler_rows(tasks)
@@ -366,6 +366,8 @@ def _n_outputs_needed(first_groups, checker, tasks):
     if isinstance(n_way, (int, np.integer)):
         most = max(most, int(n_way))
     elif isinstance(tasks, Sequence):
+        # a list is in memory: all its tasks are read; a map-style dataset
+        # (not a Sequence) may load each lazily, so only its first meta-batch
         for task in tasks:  # the most distinct labels in one task
             try:
                 most = max(most, len(np.unique(np.asarray(task[1]))))
@@ -389,10 +391,11 @@ def _check_same_meta_optimizer(optimizer_state, meta_optimizer):
 
 
 def _has_no_tasks(tasks):
-    """Whether a sized collection is empty (an endless sampler has no len())."""
+    """Whether a sized collection is empty (an endless sampler has no len();
+    a length Python refuses is said where the tasks are read)."""
     try:
         return len(tasks) == 0
-    except TypeError:
+    except (TypeError, ValueError, OverflowError, IndexError):
         return False
 
 
@@ -407,6 +410,8 @@ def read_validation_tasks(tasks, classification, meta, *, sampler=None):
             f"validation_tasks must be a finite collection of at most "
             f"{MAX_VALIDATION_TASKS} tasks; this {type(tasks).__name__} has no end "
             "(pass a list, or a sampler with n_tasks)")
+    if is_map_style(tasks):  # its length's errors name validation_tasks
+        tasks = as_task_sequence(tasks, "validation_tasks")
     try:
         stream = TaskStream(tasks, seed=0, shuffle=False, cycle=False)
     except (TypeError, ValueError) as exc:

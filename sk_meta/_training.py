@@ -207,7 +207,9 @@ class TaskSource:
                 raise ValueError(
                     f"task {group.indices[0]}: has {group.n_classes} classes, but "
                     f"the network has {self.n_outputs} outputs (the most classes "
-                    "in one meta-training task it was built for)"
+                    "in one meta-training task it was built for: a list's tasks "
+                    "are all read for it, other tasks' first meta-batch; give "
+                    "them an n_way attribute, the most classes in one task)"
                 )
 
 

@@ -25,7 +25,7 @@ from sklearn.utils import get_tags
 from sk_meta._checks import check_positive_int
 from sk_meta.model_selection import MetaGridSearch
 from sk_meta.tasks import EpisodeSampler, Task
-from sk_meta.tasks._stream import as_task_sequence, is_map_style
+from sk_meta.tasks._stream import MapStyleTasks, as_task_sequence, is_map_style
 
 
 class _TransformedSequence(Sequence):
@@ -34,6 +34,23 @@ class _TransformedSequence(Sequence):
     def __init__(self, tasks, transform):
         self._tasks = tasks
         self._transform = transform
+
+    def __len__(self):
+        return len(self._tasks)
+
+    def __getitem__(self, index):
+        return self._transform(self._tasks[index])
+
+
+class _TransformedDataset:
+    """A map-style dataset of tasks whose inputs are transformed when read: by
+    index, as lazily as the dataset it wraps."""
+
+    def __init__(self, tasks, transform):
+        self._tasks = tasks
+        self._transform = transform
+        if hasattr(tasks, "n_way"):
+            self.n_way = tasks.n_way
 
     def __len__(self):
         return len(self._tasks)
@@ -129,6 +146,8 @@ def _transformed(tasks, transform_task, preprocessing):
         fast = tasks._with_transformed_inputs(_row_by_row(preprocessing.transform))
         if fast is not None:
             return fast
+    if isinstance(tasks, MapStyleTasks):
+        return _TransformedDataset(tasks.dataset, transform_task)
     if isinstance(tasks, Sequence):
         return _TransformedSequence(tasks, transform_task)
     if iter(tasks) is tasks:
@@ -209,7 +228,7 @@ def meta_fit_pipeline(pipeline, tasks, *, validation_tasks=None,
         preprocessing_tasks = as_task_sequence(preprocessing_tasks,
                                                "preprocessing_tasks")
     if validation_tasks is not None and is_map_style(validation_tasks):
-        validation_tasks = as_task_sequence(validation_tasks)
+        validation_tasks = as_task_sequence(validation_tasks, "validation_tasks")
     if (isinstance(final, MetaGridSearch) and validation_tasks is None
             and preprocessing_tasks is None
             and any(_fitted_here(step) for _, step in pipeline.steps[:-1])):

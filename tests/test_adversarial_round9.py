@@ -318,18 +318,29 @@ def _tasks_of(n_ways, seed=0):
     return tasks
 
 
-def test_a_map_style_dataset_sizes_the_network_as_a_list_does():
-    """The third pass: the network was sized from the first meta-batch of a
-    dataset (a list is scanned for its largest task), and a later task with
-    more classes failed."""
+def test_a_map_style_dataset_is_read_lazily_and_its_n_way_sizes_the_network():
+    """A list is scanned for its largest task before the network is built; a
+    dataset may load each task from disk, so only its first meta-batch is
+    (the third pass found a version that read all of it first). Its n_way
+    attribute gives the network a list's size, and without it a larger task
+    later is an error that says so."""
     tasks = _tasks_of([2, 2, 2, 2, 2, 4])
     settings = dict(hidden_layer_sizes=(8,), meta_batch_size=1, n_meta_iter=6,
                     random_state=0)
     from_list = MAMLClassifier(**settings).meta_fit(tasks)
-    from_dataset = MAMLClassifier(**settings).meta_fit(_TaskDataset(tasks))
     assert from_list.meta_params_["layers.1.weight"].shape[0] == 4
+    dataset = _TaskDataset(tasks)
+    dataset.n_way = 4
+    from_dataset = MAMLClassifier(**settings).meta_fit(dataset)
     for name, value in from_list.meta_params_.items():
         torch.testing.assert_close(from_dataset.meta_params_[name], value)
+    assert len(dataset.reads) == 6  # each task once, as drawn
+    with pytest.raises(ValueError, match="task 5: has 4 classes, but the network "
+                       "has 2 outputs.*give them an n_way attribute"):
+        MAMLClassifier(**settings).meta_fit(_TaskDataset(tasks))
+    lazy = _TaskDataset(_tasks_of([3] * 50))
+    MAMLClassifier(**dict(settings, n_meta_iter=2)).meta_fit(lazy)
+    assert len(lazy.reads) == 2
 
 
 def test_a_map_style_dataset_is_refused_by_its_length_before_it_is_read(
@@ -399,3 +410,71 @@ def test_the_pickling_check_finds_modules_in_any_container():
         with pytest.raises(TypeError, match="uses torch parametrizations"):
             pickle.dumps(MAMLClassifier(module=_Wrapper,
                                         module_params={"inner": holder}))
+
+
+def test_the_pickling_check_goes_past_functions_and_nested_estimators():
+    """The fourth pass: a lambda before the module stopped the check (pickle
+    refuses lambdas), so cloudpickle (loky's workers) met torch's error; and
+    each nested estimator checked its inside again (2**depth calls)."""
+    cloudpickle = pytest.importorskip("cloudpickle")  # loky's, with joblib
+
+    class Head(nn.Module):
+        def __init__(self, act, body):
+            super().__init__()
+            self.act, self.body = act, body
+
+        def forward(self, X):
+            return self.body(X)
+
+    clf = MAMLClassifier(module=Head, module_params={
+        "act": lambda X: X, "body": _weight_normed_module()})
+    for dump in (pickle.dumps, cloudpickle.dumps):
+        with pytest.raises(TypeError, match=r"its module_params \(a Sequential\) "
+                           "uses torch parametrizations"):
+            dump(clf)
+    calls = []
+    getstate = MAMLClassifier.__getstate__
+
+    def counted(self):
+        calls.append(self)
+        return getstate(self)
+
+    nested = MAMLClassifier()
+    for _ in range(10):
+        nested = MAMLClassifier(module_params={"inner": nested})
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(MAMLClassifier, "__getstate__", counted)
+        pickle.dumps(nested)
+    assert len(calls) <= 11 * 12  # each level's check walks the levels below
+
+
+def test_lengths_and_index_errors_are_named_on_every_path(small_estimator):
+    """The fourth pass: a negative __len__ of validation_tasks gave a bare
+    ValueError, the pipeline named validation_tasks "tasks", and a
+    StopIteration from __getitem__ became a RuntimeError."""
+    from sk_meta.pipeline import meta_fit_pipeline
+
+    tasks = _tasks_of([3] * 4)
+
+    class Negative:
+        def __len__(self):
+            return -1
+
+        def __getitem__(self, index):
+            return tasks[index]
+
+    class Stopping:
+        def __len__(self):
+            return 4
+
+        def __getitem__(self, index):
+            raise StopIteration
+
+    with pytest.raises(TypeError, match="validation_tasks: Negative.__len__ must "
+                       "return a non-negative int"):
+        small_estimator().meta_fit(tasks, validation_tasks=Negative())
+    with pytest.raises(TypeError, match="validation_tasks: Negative.__len__"):
+        meta_fit_pipeline(make_pipeline(StandardScaler(), small_estimator()),
+                          tasks, validation_tasks=Negative())
+    with pytest.raises(ValueError, match=r"Stopping\[\d\] raised StopIteration"):
+        small_estimator().meta_partial_fit(Stopping())

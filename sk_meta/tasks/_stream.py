@@ -27,7 +27,7 @@ def is_map_style(tasks):
 MAX_SHUFFLED_TASKS = 10**8
 
 
-class _MapStyleTasks(Sequence):
+class MapStyleTasks(Sequence):
     """A map-style dataset read as a sequence: ``dataset[i]`` for ``i`` in
     ``range(len(dataset))``, never past its length (Python's fallback
     iteration would read until an ``IndexError`` the dataset may not raise),
@@ -41,7 +41,7 @@ class _MapStyleTasks(Sequence):
     def __len__(self):
         try:
             return len(self.dataset)
-        except (TypeError, ValueError, OverflowError) as exc:
+        except (TypeError, ValueError, OverflowError, IndexError) as exc:
             raise TypeError(
                 f"{self.what}: {type(self.dataset).__name__}.__len__ must return "
                 f"a non-negative int that Python can index ({exc})") from None
@@ -53,10 +53,11 @@ class _MapStyleTasks(Sequence):
             raise IndexError(index)
         try:
             return self.dataset[index]
-        except IndexError as exc:  # iteration would take it for the end
+        except (IndexError, StopIteration) as exc:  # iteration: the end
             raise ValueError(
                 f"task {index}: {type(self.dataset).__name__}[{index}] raised "
-                f"IndexError ({exc}) though its __len__ is {len(self)}") from exc
+                f"{type(exc).__name__} ({exc}) though its __len__ is "
+                f"{len(self)}") from exc
 
     def __iter__(self):
         for index in range(len(self)):
@@ -67,10 +68,10 @@ def as_task_sequence(tasks, what="tasks"):
     """``tasks`` as an iterable: a map-style dataset of them as a
     :class:`~collections.abc.Sequence`; a ``TypeError`` for anything else
     that is not an iterable (``what`` names the argument)."""
-    if isinstance(tasks, _MapStyleTasks):
+    if isinstance(tasks, MapStyleTasks):
         return tasks
     if is_map_style(tasks):
-        return _MapStyleTasks(tasks, what)
+        return MapStyleTasks(tasks, what)
     if isinstance(tasks, (str, bytes)) or not isinstance(tasks, Iterable):
         raise TypeError(
             f"{what} must be an iterable of (X_support, y_support, X_query, "
@@ -118,7 +119,7 @@ class TaskStream:
         if self.is_sequence and len(tasks) == 0:
             raise ValueError("tasks is empty: meta-training needs at least one task")
         if self.is_sequence and shuffle and len(tasks) > MAX_SHUFFLED_TASKS:
-            user_type = type(tasks.dataset if isinstance(tasks, _MapStyleTasks)
+            user_type = type(tasks.dataset if isinstance(tasks, MapStyleTasks)
                              else tasks)
             raise ValueError(
                 f"tasks holds {len(tasks)} tasks by its __len__; a sequence is "
