@@ -28,12 +28,19 @@ from sk_meta.tasks import EpisodeSampler, Task
 from sk_meta.tasks._stream import MapStyleTasks, as_task_sequence, is_map_style
 
 
-class _TransformedSequence(Sequence):
-    """A sequence of tasks whose inputs are transformed when accessed."""
+class _Transformed:
+    """Tasks whose inputs are transformed as they are read."""
 
     def __init__(self, tasks, transform):
         self._tasks = tasks
         self._transform = transform
+        if hasattr(tasks, "n_way"):
+            self.n_way = tasks.n_way
+
+
+class _TransformedDataset(_Transformed):
+    """A map-style dataset of tasks, transformed: read by index, as lazily as
+    the dataset it wraps."""
 
     def __len__(self):
         return len(self._tasks)
@@ -42,31 +49,12 @@ class _TransformedSequence(Sequence):
         return self._transform(self._tasks[index])
 
 
-class _TransformedDataset:
-    """A map-style dataset of tasks whose inputs are transformed when read: by
-    index, as lazily as the dataset it wraps."""
-
-    def __init__(self, tasks, transform):
-        self._tasks = tasks
-        self._transform = transform
-        if hasattr(tasks, "n_way"):
-            self.n_way = tasks.n_way
-
-    def __len__(self):
-        return len(self._tasks)
-
-    def __getitem__(self, index):
-        return self._transform(self._tasks[index])
+class _TransformedSequence(_TransformedDataset, Sequence):
+    """A sequence of tasks, transformed when accessed."""
 
 
-class _TransformedIterable:
-    """A re-iterable of tasks (such as a sampler) whose inputs are transformed."""
-
-    def __init__(self, tasks, transform):
-        self._tasks = tasks
-        self._transform = transform
-        if hasattr(tasks, "n_way"):
-            self.n_way = tasks.n_way
+class _TransformedIterable(_Transformed):
+    """A re-iterable of tasks (such as a sampler), transformed."""
 
     def __iter__(self):
         return map(self._transform, self._tasks)
