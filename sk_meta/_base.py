@@ -88,11 +88,13 @@ def _record_attribute(record, field, doc):
     return property(get)
 
 
-# set while an estimator copies itself (copy and deepcopy copy what pickle
-# cannot: a parametrized module, which torch's own deepcopy copies), and
-# while the pickling check walks a state (estimators inside are walked
-# through, not checked again at each level)
+# set while an estimator copies itself: copy and deepcopy copy what pickle
+# cannot (a parametrized module, which torch's own deepcopy copies)
 _copying = contextvars.ContextVar("sk_meta_copying", default=False)
+
+
+class ParametrizedModuleError(TypeError):
+    """Pickling met a torch module with parametrizations."""
 
 
 class _Parametrized(Exception):
@@ -111,6 +113,10 @@ class _ParametrizedModuleFinder(pickle.Pickler):
     tensors are not walked into."""
 
     def reducer_override(self, obj):
+        if isinstance(obj, BaseMetaEstimator):
+            # checked on its own, with its own message, and not walked again
+            _refuse_parametrized_modules(obj, obj._copyable_state())
+            return object, ()
         if isinstance(obj, torch.nn.Module):
             if any(map(torch.nn.utils.parametrize.is_parametrized, obj.modules())):
                 raise _Parametrized(obj)
@@ -131,18 +137,16 @@ def _refuse_parametrized_modules(estimator, state):
     RuntimeError from inside pickle: say where it is, and what works."""
     places = {"_meta": "meta-trained network", "_fit": "adapted network"}
     for name, value in state.items():
-        # estimators inside are walked through, not checked again each
-        token = _copying.set(True)
         try:
             _ParametrizedModuleFinder(_Discard(), pickle.HIGHEST_PROTOCOL).dump(value)
         except _Parametrized as found:
             module = found.module
+        except ParametrizedModuleError:  # an estimator's inside this one
+            raise
         except Exception:  # pickle itself will say what else it cannot pickle
             continue
         else:
             continue
-        finally:
-            _copying.reset(token)
         kind = type(module).__name__.removeprefix("Parametrized")
         where = f"{places.get(name, name)} (a {kind})"
         if name == "module_params":  # save() stores no module there
@@ -152,7 +156,7 @@ def _refuse_parametrized_modules(estimator, state):
         else:
             remedy = ("Use estimator.save(path) and sk_meta.load(path, "
                       "module=...) instead")
-        raise TypeError(
+        raise ParametrizedModuleError(
             f"cannot pickle {type(estimator).__name__}: its {where} uses torch "
             "parametrizations (such as weight_norm), which torch pickles only "
             f"through state_dict(). {remedy}; copy.copy, copy.deepcopy and "

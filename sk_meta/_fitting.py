@@ -55,7 +55,12 @@ from sk_meta.exceptions import (
     TargetScaleWarning,
 )
 from sk_meta.models import MLP
-from sk_meta.tasks._stream import TaskStream, as_task_sequence, is_map_style
+from sk_meta.tasks._stream import (
+    MapStyleTasks,
+    TaskStream,
+    as_task_sequence,
+    is_map_style,
+)
 from sk_meta.tasks._validation import TaskChecker, feature_names, stack_tasks
 
 
@@ -362,6 +367,8 @@ def _n_outputs_needed(first_groups, checker, tasks):
     if not checker.classification:
         return int(np.prod(checker.y_shape)) if checker.y_shape else 1
     most = max(g.n_classes for g in first_groups)
+    if isinstance(tasks, MapStyleTasks):  # as the dataset it reads (a pipeline's)
+        tasks = tasks.dataset
     n_way = getattr(tasks, "n_way", None)
     if isinstance(n_way, (int, np.integer)):
         most = max(most, int(n_way))

@@ -478,3 +478,34 @@ def test_lengths_and_index_errors_are_named_on_every_path(small_estimator):
                           tasks, validation_tasks=Negative())
     with pytest.raises(ValueError, match=r"Stopping\[\d\] raised StopIteration"):
         small_estimator().meta_partial_fit(Stopping())
+
+
+def test_a_pipeline_without_preprocessing_reads_a_dataset_lazily(blob_tasks):
+    """The fifth pass: with no preprocessing step, the pipeline handed its
+    sequence view of the dataset on, which was read in full and lost its
+    n_way."""
+    from sklearn.pipeline import Pipeline
+
+    from sk_meta.pipeline import meta_fit_pipeline
+
+    dataset = _TaskDataset(_tasks_of([3] * 8))
+    dataset.n_way = 4
+    pipe = meta_fit_pipeline(Pipeline([("clf", MAMLClassifier(
+        hidden_layer_sizes=(8,), n_meta_iter=3, meta_batch_size=2,
+        random_state=0))]), dataset)
+    assert len(dataset.reads) == 6  # the drawn tasks only
+    assert pipe[-1].meta_params_["layers.1.weight"].shape[0] == 4  # its n_way
+
+
+def test_a_nested_estimators_network_is_named_as_its_own(blob_tasks):
+    """The fifth pass: a parametrized network inside an estimator held in
+    module_params was called a module of module_params, with advice that
+    did not apply."""
+    inner = MAMLClassifier(module=_WeightNormed, inner_steps=1, meta_batch_size=2,
+                           n_meta_iter=2, random_state=0)
+    with pytest.warns(UserWarning, match="batching rule"):
+        inner.meta_fit(blob_tasks())
+    outer = MAMLClassifier(module=_Wrapper, module_params={"inner": [inner]})
+    with pytest.raises(TypeError, match=r"its meta-trained network \(a "
+                       r"_WeightNormed\).*estimator\.save"):
+        pickle.dumps(outer)
