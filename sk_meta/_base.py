@@ -38,7 +38,8 @@ from sk_meta.tasks._validation import (
     check_label_values,
     check_no_datetimes,
     integers_lost_in_float32,
-    is_missing_target,
+    missing_error,
+    missing_mask,
     warn_integers_lost_in_float32,
 )
 
@@ -170,11 +171,11 @@ def _validated(estimator, X, y, **params):
         return validate_data(estimator, X, y, **params)
     except TypeError:
         try:
-            held = np.asarray(X, dtype=object).ravel()
+            missing = missing_mask(np.asarray(X, dtype=object)).any()
         except ValueError:  # ragged: not what stopped the conversion
-            held = ()
-        if any(map(is_missing_target, held)):
-            raise ValueError("X contains NaN or None: a missing value") from None
+            missing = False
+        if missing:
+            raise missing_error("X", "value") from None
         raise
 
 
@@ -667,22 +668,18 @@ class BaseMetaEstimator(BaseEstimator):
             X, y = _validated(self, X, y, allow_nd=allow_nd, dtype=np.float32)
             check_classification_targets(y)
         else:
-            held = None if y is None else np.asarray(y)
-            if held is not None and (
-                    (held.dtype.kind == "O"
-                     and any(map(is_missing_target, held.ravel())))
-                    or (held.dtype.kind == "f" and np.isnan(held).any())):
+            if y is not None and missing_mask(np.asarray(y)).any():
                 # said as meta_fit says it (pandas' NA would stop scikit-learn's
                 # conversion with its own error)
-                raise ValueError("y contains NaN or None: a missing target")
+                raise missing_error("y", "target")
             X, y = _validated(
                 self, X, y, allow_nd=allow_nd, dtype=np.float32, multi_output=True,
                 y_numeric=True,
             )
             with np.errstate(over="ignore"):  # said below, in a ValueError
                 y = y.astype(np.float32, copy=False)
-            if np.isnan(y).any():  # an object string "nan" converted to NaN
-                raise ValueError("y contains NaN or None: a missing target")
+            if missing_mask(y).any():  # an object string "nan" converted to NaN
+                raise missing_error("y", "target")
             if not np.isfinite(y).all():  # finite in float64, too large for float32
                 raise ValueError("y contains infinity or a value too large for float32")
         self._check_feature_names_against_meta()

@@ -126,15 +126,13 @@ def _object_to_float(array, index, field):
         return array.astype(np.float64)
     except (TypeError, ValueError, OverflowError) as exc:
         error = exc
-    if array.dtype.kind == "O":
-        # pandas' NA stops numpy's conversion; it is a missing value, as None
-        missing = np.fromiter(map(is_missing_target, array.ravel()), bool,
-                              count=array.size).reshape(array.shape)
-        if missing.any():
-            try:
-                return np.where(missing, np.nan, array).astype(np.float64)
-            except (TypeError, ValueError, OverflowError) as exc:
-                error = exc
+    # pandas' NA stops numpy's conversion; it is a missing value, as None
+    missing = missing_mask(array)
+    if missing.any():
+        try:
+            return np.where(missing, np.nan, array).astype(np.float64)
+        except (TypeError, ValueError, OverflowError) as exc:
+            error = exc
     raise ValueError(
         f"task {index}: {field} must be numeric, got dtype {array.dtype} "
         f"holding a value that is not a number ({error})"
@@ -188,6 +186,24 @@ def is_missing_target(value):
     if value is None or type(value).__name__ == "NAType":
         return True
     return isinstance(value, (float, np.floating)) and bool(np.isnan(value))
+
+
+def missing_mask(values):
+    """Where the array ``values`` holds a missing target
+    (``is_missing_target``): NaN in a float array; None, NaN or pandas' NA
+    in an object one."""
+    if values.dtype.kind in "fc":
+        return np.isnan(values)
+    if values.dtype.kind == "O":
+        return np.fromiter(map(is_missing_target, values.ravel()), bool,
+                           count=values.size).reshape(values.shape)
+    return np.zeros(values.shape, bool)
+
+
+def missing_error(name, what):
+    """The error for ``name`` holding missing values, as ``fit`` and
+    ``meta_fit`` both say it (``what``: "target" or "value")."""
+    return ValueError(f"{name} contains NaN or None: a missing {what}")
 
 
 def is_missing_label(value):
@@ -593,10 +609,9 @@ def _check_finite(stacked, indices, field):
         return
     finite_per_task = np.isfinite(stacked.reshape(len(stacked), -1)).all(axis=1)
     position = int(np.argmin(finite_per_task))
-    if np.isnan(stacked[position]).any():  # None converts to NaN
-        what = "target" if field[0] == "y" else "value"
-        raise ValueError(f"task {indices[position]}: {field} contains NaN or "
-                         f"None: a missing {what}")
+    if missing_mask(stacked[position]).any():  # None converts to NaN
+        raise missing_error(f"task {indices[position]}: {field}",
+                            "target" if field[0] == "y" else "value")
     raise ValueError(
         f"task {indices[position]}: {field} contains infinity or a value too "
         "large for float32"
