@@ -183,6 +183,12 @@ def meta_train(estimator, tasks, validation_tasks, *, incremental, checkpoint=No
         feature_names=meta.feature_names if warm else None,
     )
     source = TaskSource(stream, checker)
+    # a list is in memory: every task is checked now, in its order, not when
+    # (or whether) it is drawn, minutes into meta-training
+    listed = _check_listed_tasks(tasks, checker)
+    if warm and listed is not None:
+        source.n_outputs = meta.n_outputs
+        source.check_classes(listed)
     first = source.draw(settings.meta_batch_size)
     if first is None:
         raise ValueError(
@@ -201,7 +207,7 @@ def meta_train(estimator, tasks, validation_tasks, *, incremental, checkpoint=No
         module, n_outputs = meta.module, meta.n_outputs
     else:
         module, n_outputs = network.build(
-            checker.input_shape, _n_outputs_needed(first, checker, tasks),
+            checker.input_shape, _n_outputs_needed(first, checker, tasks, listed),
             state.init_seed, probe=first[0].X_support[0], instance=instance)
         if pretrain:
             X, codes = sampler_rows(tasks)
@@ -363,23 +369,31 @@ def _declared_endless(tasks):
     return tasks.n_tasks is None
 
 
-def _n_outputs_needed(first_groups, checker, tasks):
+def _check_listed_tasks(tasks, checker):
+    """Check every task of a list (or tuple) with ``checker``, one by one in
+    its order (so the first bad task is the one named); return, as a list of
+    one ``StackedTasks``, the first task of the most classes. None for other
+    tasks: a sampler draws new ones, a map-style dataset may load each
+    lazily. Iterated, not indexed: meta-training's draws alone index it."""
+    if not isinstance(tasks, Sequence) or isinstance(tasks, MapStyleTasks):
+        return None
+    most = None
+    for indexed in enumerate(tasks):
+        (task,) = stack_tasks([indexed], checker)
+        if most is None or (task.n_classes or 0) > (most.n_classes or 0):
+            most = task
+    return None if most is None else [most]
+
+
+def _n_outputs_needed(first_groups, checker, tasks, listed=None):
     if not checker.classification:
         return int(np.prod(checker.y_shape)) if checker.y_shape else 1
-    most = max(g.n_classes for g in first_groups)
+    most = max(g.n_classes for g in (*first_groups, *(listed or ())))
     if isinstance(tasks, MapStyleTasks):  # as the dataset it reads (a pipeline's)
         tasks = tasks.dataset
     n_way = getattr(tasks, "n_way", None)
     if isinstance(n_way, (int, np.integer)):
         most = max(most, int(n_way))
-    elif isinstance(tasks, Sequence):
-        # a list is in memory: all its tasks are read; a map-style dataset
-        # (not a Sequence) may load each lazily, so only its first meta-batch
-        for task in tasks:  # the most distinct labels in one task
-            try:
-                most = max(most, len(np.unique(np.asarray(task[1]))))
-            except Exception:  # malformed tasks are reported when they are drawn
-                continue
     return most
 
 

@@ -226,3 +226,60 @@ def test_a_list_is_cycled_in_a_new_order_each_pass():
     passes = [seen[i:i + 4] for i in range(0, 12, 4)]
     assert all(sorted(p) == [0, 1, 2, 3] for p in passes)
     assert len({tuple(p) for p in passes}) > 1
+
+
+# -- a list's tasks are all checked before meta-training --------------------------
+
+class _CountingList(list):
+    """A list that counts the tasks read from it by index (meta-training's draws)."""
+
+    def __init__(self, tasks):
+        super().__init__(tasks)
+        self.draws = 0
+
+    def __getitem__(self, index):
+        self.draws += 1
+        return super().__getitem__(index)
+
+
+def _nan_query(task):
+    return task._replace(X_query=np.full(task.X_query.shape, np.nan))
+
+
+def test_a_bad_task_a_short_meta_training_never_draws_is_refused():
+    # one meta-iteration of 2 tasks draws 2 of the 40
+    tasks = [_task(seed=i) for i in range(40)]
+    tasks[37] = _nan_query(tasks[37])
+    with pytest.raises(ValueError, match="task 37: X_query contains NaN"):
+        _classifier(n_meta_iter=1).meta_fit(tasks)
+
+
+@pytest.mark.parametrize("method", ["meta_fit", "meta_partial_fit"])
+def test_a_list_is_checked_in_its_order_before_any_task_is_drawn(method):
+    tasks = [_task(seed=i) for i in range(30)]
+    tasks[29] = tasks[29]._replace(X_support=np.ones((4, 5)))
+    tasks[11] = _nan_query(tasks[11])
+    tasks = _CountingList(tasks)
+    with pytest.raises(ValueError, match="task 11: X_query contains NaN"):
+        getattr(_classifier(n_meta_iter=50), method)(tasks)
+    assert tasks.draws == 0
+
+
+def test_a_warm_start_refuses_a_listed_task_of_more_classes_than_outputs():
+    clf = _classifier(warm_start=True, head_init="meta").meta_fit(
+        [_task(), _task(seed=1)])
+    clf.set_params(n_meta_iter=4)
+    before = _state(clf)
+    tasks = [_task(seed=i) for i in range(20)]
+    tasks[17] = _task(n_support=6, n_query=6, seed=17, labels=(0, 1, 2))
+    with pytest.raises(ValueError, match="task 17: has 3 classes, but the network "
+                                         "has 2 outputs"):
+        clf.meta_fit(tasks)
+    _assert_unchanged(clf, before)
+
+
+def test_the_listed_task_of_most_classes_sizes_the_network():
+    tasks = [_task(seed=i) for i in range(20)]
+    tasks[19] = _task(n_support=8, n_query=8, seed=19, labels=(0, 1, 2, 3))
+    clf = _classifier(n_meta_iter=1, head_init="meta").meta_fit(tasks)
+    assert clf.meta_params_["layers.1.weight"].shape[0] == 4
