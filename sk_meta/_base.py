@@ -34,6 +34,7 @@ from sk_meta._torch_utils import DeviceOptions, torch_tensor_to_numpy, torch_thr
 from sk_meta.exceptions import DivergenceError, FeatureNamesWarning
 from sk_meta.functional._adapt import check_not_inference_mode
 from sk_meta.tasks import EpisodeSampler
+from sk_meta.tasks._stream import as_task_sequence
 from sk_meta.tasks._validation import (
     check_label_values,
     check_no_datetimes,
@@ -177,6 +178,14 @@ def _validated(estimator, X, y, **params):
         if missing:
             raise missing_error("X", "value") from None
         raise
+
+
+def _torch_viewable(array):
+    """``array`` as torch can view it without a copy or a warning: contiguous
+    (not reversed or strided) and writeable (a read-only memmap, as joblib
+    hands its workers, makes torch warn that it does not support them)."""
+    array = np.ascontiguousarray(array)
+    return array if array.flags.writeable else array.copy()
 
 
 @functools.cache
@@ -510,6 +519,7 @@ class BaseMetaEstimator(BaseEstimator):
         _fitting.check_settings(self, validation_tasks, incremental=False)
 
     def _meta_fit(self, tasks, validation_tasks, *, incremental):
+        as_task_sequence(tasks)  # tasks refused before validation_tasks are read
         checkpoint = None
         if self.checkpoint_path is not None:
             if self._writes_checkpoints():
@@ -683,8 +693,7 @@ class BaseMetaEstimator(BaseEstimator):
             if not np.isfinite(y).all():  # finite in float64, too large for float32
                 raise ValueError("y contains infinity or a value too large for float32")
         self._check_feature_names_against_meta()
-        # torch cannot view reversed or strided arrays
-        return np.ascontiguousarray(X), np.ascontiguousarray(y)
+        return _torch_viewable(X), _torch_viewable(y)
 
     def _check_feature_names_against_meta(self):
         meta = self.__dict__.get("_meta")
@@ -770,12 +779,17 @@ class BaseMetaEstimator(BaseEstimator):
         check_no_datetimes(X)
         if integers_lost_in_float32(X):
             warn_integers_lost_in_float32("X")
+        if self.module is not None and len(getattr(X, "shape", ())) >= 2:
+            # N-D samples: n_features_in_, which validate_data checks, is their
+            # first dimension alone
+            _fitting.check_input_shape(self, X, self._fit.input_shape,
+                                       trained="fitted")
         X = validate_data(
             self, X, reset=False,
             allow_nd=self.module is not None, dtype=np.float32
         )
         _fitting.check_input_shape(self, X, self._fit.input_shape, trained="fitted")
-        X = np.ascontiguousarray(X)  # torch cannot view reversed or strided arrays
+        X = _torch_viewable(X)
         with torch_threads(self.n_threads):
             outputs = _fitting.predict_outputs(self, self._fit, X)
         if not bool(torch.isfinite(outputs).all()):

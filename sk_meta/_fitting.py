@@ -9,6 +9,7 @@ the inner loop, run them, and return records for the estimator to commit.
 import copy
 import dataclasses
 import functools
+import hashlib
 import math
 from collections.abc import Sequence
 
@@ -291,9 +292,29 @@ META_TRAINING_PARAMS = (
 
 
 def training_params(estimator):
-    """The meta-training settings of ``estimator``, as plain values."""
-    return {name: plain_value(getattr(estimator, name), name)
-            for name in META_TRAINING_PARAMS if hasattr(estimator, name)}
+    """The meta-training settings of ``estimator``, as plain values, and the
+    digest of a module instance's weights (where meta-training started)."""
+    params = {name: plain_value(getattr(estimator, name), name)
+              for name in META_TRAINING_PARAMS if hasattr(estimator, name)}
+    params["module_weights"] = weights_digest(estimator.module)
+    return params
+
+
+def weights_digest(module):
+    """A digest of a module instance's state (its weights and buffers); None
+    for a module class or the default MLP, which meta_fit builds from its seed."""
+    if not isinstance(module, torch.nn.Module):
+        return None
+    digest = hashlib.blake2b(digest_size=16)
+    for name, value in module.state_dict().items():
+        digest.update(name.encode())
+        if (torch.nn.parameter.is_lazy(value) or value.is_meta
+                or not isinstance(value, torch.Tensor)):
+            continue  # no values yet
+        value = value.detach().cpu().contiguous()
+        digest.update(str(value.dtype).encode())
+        digest.update(value.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 def _same_setting(a, b):
@@ -310,7 +331,18 @@ def warn_if_training_params_changed(estimator, trained_with):
     if trained_with is None:  # a file from before they were recorded
         return
     now = training_params(estimator)
+    weights_then = trained_with.get("module_weights")
+    if weights_then is not None and now.pop("module_weights") not in (
+            None, weights_then):
+        warn_user(
+            f"module ({type(estimator.module).__name__}) holds other weights than "
+            "the one the init was meta-trained from: fit adapts from that init, "
+            "which a module's weights do not change (they are where meta_fit "
+            "starts); call meta_fit to meta-train from them",
+            UserWarning,
+        )
     changed = [name for name in now if name in trained_with
+               and name != "module_weights"
                and not _same_setting(now[name], trained_with[name])]
     head_init = trained_with.get("head_init")
     if "head_init" in changed and now["head_init"] != "meta":
@@ -392,7 +424,12 @@ def _n_outputs_needed(first_groups, checker, tasks, listed=None):
     if isinstance(tasks, MapStyleTasks):  # as the dataset it reads (a pipeline's)
         tasks = tasks.dataset
     n_way = getattr(tasks, "n_way", None)
-    if isinstance(n_way, (int, np.integer)):
+    if n_way is not None:
+        if (not isinstance(n_way, (int, np.integer)) or isinstance(n_way, bool)
+                or n_way < 1):
+            raise TypeError(
+                f"tasks.n_way must be a positive int, the most classes in one "
+                f"task (it sizes the network's outputs), got {n_way!r}")
         most = max(most, int(n_way))
     return most
 
@@ -543,7 +580,8 @@ def adapt_to_support(estimator, X, y_target, n_classes, n_outputs):
         inner.learned_steps = meta.inner_lr_steps or settings.meta_steps
     lrs = inner.usable_rates(lrs, params, learned_mode=learned_mode)
     y_t = torch.from_numpy(y_target).to(device)
-    with seeded_torch(torch_seed, device):
+    # sk_meta's MLP draws no random number: its fits stay parallel in threads
+    with seeded_torch(torch_seed, device, exclusive=type(module) is not MLP):
         adapted, loss = inner.adapt(params, lrs, X_t.unsqueeze(0), y_t.unsqueeze(0),
                                     n_classes)
     if not math.isfinite(float(loss_if_finite(loss, adapted.values()))):

@@ -8,7 +8,7 @@ from sk_meta import _persistence
 from sk_meta._base import values_for_missing_parameters
 from sk_meta._checks import is_int
 from sk_meta._errors import ignoring_warnings, warn_user
-from sk_meta._fitting import seeds
+from sk_meta._fitting import seeds, weights_digest
 from sk_meta._maml import (
     FOMAMLClassifier,
     FOMAMLRegressor,
@@ -109,6 +109,9 @@ def load(path, *, module=None):
                                  meta["training_state"].get("init_seed", 0))
             record = from_plain(MetaResult, meta, module=skeleton)
             record.architecture = network.architecture()
+            if record.training_params is not None:
+                # the module passed here is the one meta-trained from
+                record.training_params["module_weights"] = weights_digest(module)
             estimator._meta = record
         if "fit" in state:
             fit = state["fit"]

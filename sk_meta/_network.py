@@ -1,5 +1,6 @@
 """Building the network from the estimator's architecture parameters."""
 
+import copy
 import dataclasses
 import inspect
 import math
@@ -9,13 +10,14 @@ import re
 
 import numpy as np
 import torch
+from torch.func import functional_call
 
 from sk_meta._checks import DEFAULT_HIDDEN_LAYER_SIZES, is_auto, is_int
 from sk_meta._errors import warn_user
 from sk_meta._torch_utils import seeded_torch
 from sk_meta.exceptions import FrozenParametersWarning
 from sk_meta.functional import prepare_module
-from sk_meta.functional._forward import copy_network
+from sk_meta.functional._forward import copy_network, eval_mode
 from sk_meta.functional._heads import check_has_linear_layer
 from sk_meta.models import MLP
 
@@ -147,6 +149,26 @@ def _check_trainable(module):
             f"{type(module).__name__}.{sparse[0]} is an embedding with "
             "sparse=True: its sparse gradients cannot take the inner loop's "
             "steps; build it with sparse=False"
+        )
+
+
+def _check_outputs_depend_on_params(module, X):
+    """Refuse a module whose outputs no parameter moves (a forward that
+    detaches them, or runs under ``torch.no_grad()``): adaptation would fail
+    inside torch's backward, with no gradient to step along."""
+    try:  # a copy: a forward may leave tensors on the module (an activation)
+        module = copy.deepcopy(module)
+    except Exception:  # refused later, with its own message
+        return
+    params = {name: p.detach().requires_grad_()
+              for name, p in module.named_parameters()}
+    with torch.enable_grad(), eval_mode(module):
+        out = functional_call(module, params, (X,))
+    if isinstance(out, torch.Tensor) and not out.requires_grad:
+        raise ValueError(
+            f"the outputs of module ({type(module).__name__}) do not depend on "
+            "its parameters, so no gradient adapts them: does its forward "
+            "detach them or run under torch.no_grad()?"
         )
 
 
@@ -421,6 +443,13 @@ class NetworkSpec:
                 f"inputs of shape {tuple(X.shape)} it returned "
                 f"{getattr(out, 'shape', type(out).__name__)}"
             )
+        if not out.is_floating_point():
+            raise ValueError(
+                f"module must return floating-point outputs (logits or "
+                f"predictions); on inputs of shape {tuple(X.shape)} it returned "
+                f"{out.dtype}, through which no gradient flows"
+            )
+        _check_outputs_depend_on_params(module, X)
         width = 1 if out.dim() == 1 else out.shape[1]
         if self.classification:
             if width < n_outputs:

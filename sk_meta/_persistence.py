@@ -221,6 +221,11 @@ def resolve_module(spec, module):
     return module
 
 
+# how gzip, zlib, bz2, xz and lzma files start (joblib's compressors)
+_COMPRESSED_STARTS = (b"\x1f\x8b", b"\x78\x01", b"\x78\x5e", b"\x78\x9c",
+                      b"\x78\xda", b"BZh", b"\xfd7zXZ", b"\x5d\x00\x00")
+
+
 def read(path):
     """The file's top-level dict, or a ValueError saying why it is not one."""
     path = os.fsdecode(os.fspath(path))  # bytes too, as save takes them
@@ -230,6 +235,27 @@ def read(path):
         raise FileNotFoundError(f"No such file: {path!r}")
     if os.path.getsize(path) == 0:
         raise ValueError(f"{path} is not a valid sk_meta file: it is empty")
+    with open(path, "rb") as file:
+        start = file.read(6)
+    if start[:1] == b"\x80":  # pickle's protocol opcode: not a zip, as save writes
+        raise ValueError(
+            f"{path} is not a valid sk_meta file: it is a pickle (written by "
+            "pickle.dump or joblib.dump, not by save): read it with joblib.load "
+            "or pickle.load, and only from a source you trust, since "
+            "unpickling runs code"
+        )
+    if start.startswith(_COMPRESSED_STARTS):
+        raise ValueError(
+            f"{path} is not a valid sk_meta file: it is compressed (as "
+            "joblib.dump(..., compress=...) writes), not written by save: read "
+            "it with joblib.load, and only from a source you trust, since "
+            "unpickling runs code"
+        )
+    if start[:4] != b"PK\x03\x04":
+        raise ValueError(
+            f"{path} is not a valid sk_meta file: save writes a zip archive "
+            f"(torch.save's format), and this file starts with {start[:4]!r}"
+        )
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:

@@ -10,11 +10,14 @@ import numpy as np
 import torch
 from sklearn.utils._param_validation import StrOptions
 
-_DEVICE_PATTERN = re.compile(r"^(cpu|cuda(:\d+)?|mps|auto)$")
+from sk_meta.functional._rng import forked_rng
+
+_DEVICE_PATTERN = re.compile(r"^(cpu(:0)?|cuda(:\d+)?|mps|auto)$")
 
 
 class DeviceOptions(StrOptions):
-    """Device strings: ``'cpu'``, ``'cuda'``, ``'cuda:N'``, ``'mps'``, ``'auto'``.
+    """Device strings: ``'cpu'`` (or ``'cpu:0'``, as torch writes it),
+    ``'cuda'``, ``'cuda:N'``, ``'mps'``, ``'auto'``.
 
     A ``StrOptions`` so that scikit-learn's parameter validation accepts it,
     with a pattern for the ``'cuda:N'`` family.
@@ -39,6 +42,8 @@ def resolve_device(device):
         device = torch.device(device)
     except (RuntimeError, TypeError) as exc:  # "garbage", 3.5: torch's own words
         raise ValueError(f"device={device!r} is not a device: {exc}") from None
+    if device.type == "cpu":
+        return torch.device("cpu")  # "cpu:0" is the one CPU device
     if device.type not in ("cpu", "cuda", "mps"):
         raise ValueError(
             f"device={str(device)!r} is not supported: use 'cpu', 'cuda', 'cuda:N', "
@@ -116,10 +121,10 @@ def seed_torch(seed, device):
 
 
 @contextlib.contextmanager
-def seeded_torch(seed, device):
-    """Fork torch's global RNG (CPU and ``device``), seed it, restore it after."""
-    devices = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
+def seeded_torch(seed, device, *, exclusive=True):
+    """Fork torch's global RNG (CPU and ``device``), seed it, restore it after
+    (``exclusive``: see :func:`forked_rng`)."""
+    with forked_rng(device, exclusive=exclusive):
         seed_torch(seed, device)
         yield
 

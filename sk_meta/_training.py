@@ -28,11 +28,14 @@ from sk_meta._signals import deferred_keyboard_interrupt
 from sk_meta._torch_utils import (
     loss_if_finite,
     seed_torch,
+    seeded_torch,
     single_sample_batch_norm_error,
     to_cpu,
 )
 from sk_meta.exceptions import DivergenceError, InterruptedWarning
 from sk_meta.functional import TaskBatch
+from sk_meta.functional._rng import forked_rng
+from sk_meta.models import MLP
 from sk_meta.tasks._interpolation import interpolate_tasks
 from sk_meta.tasks._validation import stack_tasks
 
@@ -337,10 +340,8 @@ class MetaTrainer:
                                  total=self.settings.n_meta_iter,
                                  max_time=self.settings.max_time)
         interrupted = False
-        rng_devices = [self.settings.device] if self.settings.device.type == "cuda" \
-            else []
         with deferred_keyboard_interrupt() as sigint, \
-                torch.random.fork_rng(devices=rng_devices):
+                forked_rng(self.settings.device, exclusive=self._draws_random()):
             self._restore_rng()
             try:
                 # n_meta_iter=0: the init as built (the pretrained MLP)
@@ -563,6 +564,12 @@ class MetaTrainer:
             group["lr"] = lr
 
     # -- random state --------------------------------------------------------------
+    def _draws_random(self):
+        """Whether meta-training draws from torch's global RNG: sk_meta's MLP
+        draws nothing, task interpolation and a user's module may."""
+        return (type(self.inner_loop.module) is not MLP
+                or bool(self.settings.task_interpolation))
+
     def _interpolation_rng(self):
         """A numpy generator seeded from torch's RNG, which checkpoints and
         warm starts restore; None without task interpolation."""
@@ -634,8 +641,8 @@ class MetaTrainer:
         total_loss = total_score = 0.0
         n_tasks = 0
         device = self.settings.device
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            seed_torch(self.state.torch_seed + self.n_iter, device)
+        with seeded_torch(self.state.torch_seed + self.n_iter, device,
+                          exclusive=self._draws_random()):
             for batch in self.validation:
                 loss, score = self.inner_loop.evaluate(params, lrs, batch)
                 total_loss += loss

@@ -977,6 +977,7 @@ class MetaGridSearch(MetaEstimatorMixin, BaseEstimator):
         self : MetaGridSearch
         """
         self._validate_params()
+        as_task_sequence(tasks)  # tasks refused before validation_tasks are read
         if isinstance(self.estimator, type):
             raise TypeError(
                 f"estimator must be an estimator, not the class "

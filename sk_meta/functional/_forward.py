@@ -9,6 +9,7 @@ from torch.func import functional_call, replace_all_batch_norm_modules_, vmap
 
 from sk_meta._checks import check_positive_int
 from sk_meta.functional._attention import with_math_attention
+from sk_meta.functional._rng import forked_rng
 
 
 def copy_network(module):
@@ -275,10 +276,9 @@ def _check_forward_batched(module, probe):
             functional_call(module, {n: p[i] for n, p in tasks.items()}, (probe,))
             for i in range(2)])
 
-    devices = [probe.device] if probe.device.type == "cuda" else []
     # each from the same draws, if the module draws any (input noise); the
     # user's generator is left as it was
-    with eval_mode(module), torch.no_grad(), torch.random.fork_rng(devices=devices):
+    with eval_mode(module), torch.no_grad(), forked_rng(probe.device):
         torch.manual_seed(0)
         batched = module.forward_batched(tasks, X)
         torch.manual_seed(0)
@@ -332,9 +332,8 @@ def choose_strategy(module, probe=None):
     params = {name: p.detach() for name, p in module.named_parameters()}
     X = probe.unsqueeze(0).expand(2, *probe.shape)
     buffers = dict(module.named_buffers())
-    devices = [probe.device] if probe.device.type == "cuda" else []
     # the trials leave the user's generator as it was (dropout draws from it)
-    with torch.no_grad(), torch.random.fork_rng(devices=devices):
+    with torch.no_grad(), forked_rng(probe.device):
         try:
             batched_forward(module, buffers, "vmap")(expand_params(params, 2), X)
         except RuntimeError:

@@ -70,6 +70,16 @@ def as_task_sequence(tasks, what="tasks"):
     that is not an iterable (``what`` names the argument)."""
     if isinstance(tasks, MapStyleTasks):
         return tasks
+    if _is_table(tasks):
+        # scikit-learn's habit: meta_fit(X, y) as fit(X, y)
+        raise TypeError(
+            f"{what} must be an iterable of (X_support, y_support, X_query, "
+            f"y_query) tasks, not an array of samples ({type(tasks).__name__} of "
+            f"shape {tuple(tasks.shape)}): draw N-way K-shot tasks from a "
+            "labelled table with sk_meta.tasks.EpisodeSampler(X, y, n_way, "
+            "k_shot, n_query) and pass the sampler (fit(X_support, y_support) "
+            "adapts to one support set)"
+        )
     if is_map_style(tasks):
         return MapStyleTasks(tasks, what)
     if isinstance(tasks, (str, bytes)) or not isinstance(tasks, Iterable):
@@ -78,6 +88,16 @@ def as_task_sequence(tasks, what="tasks"):
             f"y_query) tasks, got {_describe_tasks_type(tasks)}"
         )
     return tasks
+
+
+def _is_table(tasks):
+    """Whether ``tasks`` is an array of numbers (numpy, torch, ...) or a
+    DataFrame: samples, which cannot hold tasks (an object array may)."""
+    if hasattr(tasks, "columns") and hasattr(tasks, "iloc"):
+        return True
+    if getattr(tasks, "shape", None) is None or not hasattr(tasks, "dtype"):
+        return False
+    return getattr(tasks.dtype, "kind", None) != "O"
 
 
 class TaskStream:

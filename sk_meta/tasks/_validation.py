@@ -63,6 +63,11 @@ def _unpack(task, index):
 
 
 def _as_array(value, index, field):
+    if isinstance(value, np.matrix):  # as fit (scikit-learn's check_array) refuses it
+        raise TypeError(
+            f"task {index}: {field} is an np.matrix, which is not supported (as "
+            "in fit); convert it with np.asarray"
+        )
     if sparse.issparse(value):
         raise TypeError(
             f"task {index}: {field} is a sparse matrix, but dense data is required "
