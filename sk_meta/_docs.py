@@ -291,6 +291,20 @@ PARAMETERS = {
         sample. Applies to validation during ``meta_fit`` too. A single
         sample is always run beside the support set: alone, it would be
         normalized with its own statistics."""),
+    "class_weight": ('{"balanced"} or None', """
+        How the classes of a support set weigh in the loss of the inner steps
+        (in ``fit``, and in meta-training for the tasks' support sets; Reptile:
+        the whole task). ``"balanced"``, as scikit-learn's: each sample by
+        ``n_samples / (n_classes * samples of its class)``, so that every
+        class weighs the same. None: the plain mean over samples (the MAML
+        and Reptile papers'). They differ only where a support set holds more
+        samples of one class than of another: a few gradient steps on the
+        plain mean then pull the predictions towards the larger class (digits,
+        3 new classes with 20, 5 and 5 support samples and query sets in the
+        same proportions, MAML's defaults after 300 meta-iterations, 3 class
+        splits: 81.9 % with None, 93.2 % balanced, logistic regression 93.1
+        %; ``benchmarks/imbalanced_support.py``). Balanced support sets, as
+        samplers draw them, are unaffected: the weights are all 1."""),
     "validation_interval": ("int", """
         Meta-iterations between two rows of ``history_`` (and two evaluations
         on the ``validation_tasks`` given to ``meta_fit``)."""),

@@ -39,6 +39,7 @@ from sk_meta.functional import (
     reptile_meta_gradient,
     zero_head,
 )
+from sk_meta.functional._losses import is_balanced
 
 # On the CPU, vmap runs a convolution over many tasks as one grouped
 # convolution, which slows down once its activations outgrow the caches:
@@ -50,11 +51,20 @@ _CPU_CONV_CHUNK_BYTES = 8 * 2**20
 _MULTI_STEP_FRACTION = 0.1
 
 
-def loss_for(n_classes, classification):
-    """The task loss: cross-entropy over ``n_classes`` outputs, or squared error."""
-    if classification:
-        return partial(cross_entropy_loss, n_classes=n_classes)
-    return mse_loss
+def loss_for(n_classes, classification, y=None, class_weight=None):
+    """The task loss: cross-entropy over ``n_classes`` outputs, or squared error.
+
+    ``class_weight="balanced"`` with class codes ``y`` (the support sets)
+    weighs every class of a task alike when some task holds more samples of
+    one class than of another; balanced tasks (and, on a GPU, where checking
+    would wait for the device, any tasks) take the balanced formula only
+    where it changes something.
+    """
+    if not classification:
+        return mse_loss
+    balanced = class_weight == "balanced" and y is not None and (
+        y.device.type != "cpu" or not is_balanced(y, n_classes))
+    return partial(cross_entropy_loss, n_classes=n_classes, balanced=balanced)
 
 
 def task_scores(outputs, batch, classification):
@@ -214,6 +224,7 @@ class InnerLoopSettings:
     multi_step_loss: bool = False
     backtracking: bool = False     # fit and validation only
     transductive: bool = True
+    class_weight: object = None    # classifiers: "balanced" or None
     compile: object = False
     tasks_per_chunk: object = "auto"
 
@@ -240,6 +251,7 @@ class InnerLoopSettings:
             multi_step_loss=bool(estimator.multi_step_loss),
             backtracking=bool(estimator.backtracking),
             transductive=bool(estimator.transductive),
+            class_weight=getattr(estimator, "class_weight", None),
             compile=estimator.compile,
             tasks_per_chunk=estimator.tasks_per_chunk,
         )
@@ -574,7 +586,8 @@ class InnerLoop:
         return param_grads, lr_grads, loss.detach()
 
     def _maml_loss(self, params, lrs, batch, step_weights, functional=False):
-        loss_fn = loss_for(batch.n_classes, self.settings.classification)
+        loss_fn = loss_for(batch.n_classes, self.settings.classification,
+                           batch.y_support, self.settings.class_weight)
         forward, start, inputs, trainable, _ = self._problem(
             params, batch.X_support, batch.y_support, batch.n_classes, batch.n_tasks)
         inner_batch = TaskBatch(inputs(batch.X_support), batch.y_support,
@@ -589,9 +602,10 @@ class InnerLoop:
 
     def _reptile_direction(self, params, batch, functional=False):
         self.module.train()
-        loss_fn = loss_for(batch.n_classes, self.settings.classification)
         X = torch.cat([batch.X_support, batch.X_query], dim=1)
         y = torch.cat([batch.y_support, batch.y_query], dim=1)
+        loss_fn = loss_for(batch.n_classes, self.settings.classification, y,
+                           self.settings.class_weight)
         forward, start, inputs, _, reinitialized = self._problem(
             {k: p.detach() for k, p in params.items()}, X, y, batch.n_classes,
             batch.n_tasks)
@@ -641,7 +655,8 @@ class InnerLoop:
         Returns every task's adapted parameters (detached) and a loss on the
         support sets that is non-finite if adaptation diverged.
         """
-        loss_fn = loss_for(n_classes, self.settings.classification)
+        loss_fn = loss_for(n_classes, self.settings.classification, y,
+                           self.settings.class_weight)
         self.module.train()  # dropout on, as in meta-training (prototypes too)
         with single_sample_batch_norm_error(what):
             forward, start, inputs, trainable, _ = self._problem(
@@ -696,7 +711,8 @@ class InnerLoop:
     @_holding_mode_lock
     def evaluate(self, params, lrs, batch):
         """Summed post-adaptation query loss and score over ``batch``'s tasks."""
-        loss_fn = loss_for(batch.n_classes, self.settings.classification)
+        loss_fn = loss_for(batch.n_classes, self.settings.classification,
+                           batch.y_support, self.settings.class_weight)
         forward, start, inputs, trainable, _ = self._problem(
             params, batch.X_support, batch.y_support, batch.n_classes, batch.n_tasks)
         self.module.train()

@@ -1,6 +1,7 @@
 """MAML and first-order MAML (Finn, Abbeel & Levine, 2017)."""
 
 from sklearn.base import ClassifierMixin, RegressorMixin
+from sklearn.utils._param_validation import StrOptions
 
 from sk_meta._base import BaseMetaEstimator, MetaClassifierMixin, MetaRegressorMixin
 from sk_meta._docs import estimator_doc
@@ -17,6 +18,11 @@ class _MAML(BaseMetaEstimator):
 
 
 class MAMLClassifier(MetaClassifierMixin, ClassifierMixin, _MAML):
+    _parameter_constraints = {
+        **_MAML._parameter_constraints,
+        "class_weight": [StrOptions({"balanced"}), None],
+    }
+
     def __init__(self, module=None, *, module_params=None, hidden_layer_sizes="auto",
                  activation="relu", concat_input=False, inner_lr=0.1, inner_steps=20,
                  meta_inner_steps=5, inner_lr_mode="fixed", adapt_layers="auto",
@@ -27,6 +33,7 @@ class MAMLClassifier(MetaClassifierMixin, ClassifierMixin, _MAML):
                  meta_optimizer="adam", meta_lr_schedule="constant",
                  meta_grad_max_norm=1.0,
                  tasks_per_chunk="auto", compile=False, transductive=True,
+                 class_weight="balanced",
                  validation_interval=100, early_stopping=False, n_iter_no_change=10,
                  tol=1e-4, warm_start=False, checkpoint_path=None,
                  checkpoint_every=1000, distributed="auto", n_threads=1, device="cpu",
@@ -52,6 +59,7 @@ class MAMLClassifier(MetaClassifierMixin, ClassifierMixin, _MAML):
             distributed=distributed, n_threads=n_threads, device=device,
             random_state=random_state, verbose=verbose,
         )
+        self.class_weight = class_weight
         self.first_order = first_order
 
 
@@ -66,6 +74,7 @@ class FOMAMLClassifier(MAMLClassifier):
                  meta_optimizer="adam", meta_lr_schedule="constant",
                  meta_grad_max_norm=None,
                  tasks_per_chunk="auto", compile=False, transductive=True,
+                 class_weight="balanced",
                  validation_interval=100, early_stopping=False, n_iter_no_change=10,
                  tol=1e-4, warm_start=False, checkpoint_path=None,
                  checkpoint_every=1000, distributed="auto", n_threads=1, device="cpu",
@@ -84,7 +93,7 @@ class FOMAMLClassifier(MAMLClassifier):
             max_time=max_time, meta_optimizer=meta_optimizer,
             meta_lr_schedule=meta_lr_schedule,
             meta_grad_max_norm=meta_grad_max_norm, tasks_per_chunk=tasks_per_chunk,
-            compile=compile, transductive=transductive,
+            compile=compile, transductive=transductive, class_weight=class_weight,
             validation_interval=validation_interval, early_stopping=early_stopping,
             n_iter_no_change=n_iter_no_change, tol=tol, warm_start=warm_start,
             checkpoint_path=checkpoint_path, checkpoint_every=checkpoint_every,

@@ -18,6 +18,11 @@ class _Reptile(BaseMetaEstimator):
 
 
 class ReptileClassifier(MetaClassifierMixin, ClassifierMixin, _Reptile):
+    _parameter_constraints = {
+        **_Reptile._parameter_constraints,
+        "class_weight": [StrOptions({"balanced"}), None],
+    }
+
     def __init__(self, module=None, *, module_params=None, hidden_layer_sizes="auto",
                  activation="relu", concat_input=False, inner_lr=0.1, inner_steps=20,
                  meta_inner_steps=10, inner_lr_mode="fixed", adapt_layers="auto",
@@ -28,6 +33,7 @@ class ReptileClassifier(MetaClassifierMixin, ClassifierMixin, _Reptile):
                  meta_optimizer="sgd", meta_lr_schedule="constant",
                  meta_grad_max_norm=None,
                  tasks_per_chunk="auto", compile=False, transductive=True,
+                 class_weight="balanced",
                  validation_interval=100, early_stopping=False, n_iter_no_change=10,
                  tol=1e-4, warm_start=False, checkpoint_path=None,
                  checkpoint_every=1000, distributed="auto", n_threads=1, device="cpu",
@@ -53,6 +59,7 @@ class ReptileClassifier(MetaClassifierMixin, ClassifierMixin, _Reptile):
             distributed=distributed, n_threads=n_threads, device=device,
             random_state=random_state, verbose=verbose,
         )
+        self.class_weight = class_weight
         self.inner_optimizer = inner_optimizer
 
 

@@ -25,10 +25,17 @@ ESTIMATORS = [
 # check's 1e-7. tests/test_estimators.py holds them to 1e-5. Every other check
 # passes, the comparisons of two fits by seeding (the checks set random_state).
 def _expected_failures(estimator):
+    failures = {}
     if estimator.get_params().get("head_init") == "prototype":
-        return {"check_methods_subset_invariance":
-                "float32 prototype logits: subsets differ by ~1e-6 (> 1e-7)"}
-    return {}
+        failures["check_methods_subset_invariance"] = (
+            "float32 prototype logits: subsets differ by ~1e-6 (> 1e-7)")
+    if "class_weight" in estimator.get_params():
+        # the check sets a dict; a support set's labels differ from task to
+        # task, so the classifiers take "balanced" or None, and refuse a dict
+        # with scikit-learn's InvalidParameterError
+        failures["check_class_weight_classifiers"] = (
+            "class_weight is 'balanced' or None, not a dict")
+    return failures
 
 
 @parametrize_with_checks(ESTIMATORS, expected_failed_checks=_expected_failures)

@@ -18,7 +18,7 @@ def _check_tensor(outputs, what):
                         f"tensor), got {type(outputs).__name__}")
 
 
-def cross_entropy_loss(logits, y, n_classes):
+def cross_entropy_loss(logits, y, n_classes, *, balanced=False):
     """Sum over tasks of the mean cross-entropy of each task.
 
     Parameters
@@ -28,6 +28,12 @@ def cross_entropy_loss(logits, y, n_classes):
         Class codes in ``0 .. n_classes - 1``.
     n_classes : int
         Classes in these tasks; only the first ``n_classes`` outputs are used.
+    balanced : bool, default=False
+        Weight each sample by ``n_samples / (n_present * count)`` (``count``:
+        the samples of its class in its task, ``n_present``: the classes the
+        task holds), as scikit-learn's ``class_weight="balanced"``: every
+        class weighs the same in each task's mean. With as many samples of
+        every class the weights are 1 and the loss is the plain mean.
     """
     _check_tensor(logits, "logits")
     n_classes = check_positive_int(n_classes, "n_classes")
@@ -41,7 +47,27 @@ def cross_entropy_loss(logits, y, n_classes):
                          f"{logits.shape[-1]} outputs")
     n_tasks, n_samples = y.shape
     logits = logits[..., :n_classes].reshape(n_tasks * n_samples, n_classes)
-    return F.cross_entropy(logits, y.reshape(-1), reduction="sum") / n_samples
+    if not balanced:
+        return F.cross_entropy(logits, y.reshape(-1), reduction="sum") / n_samples
+    losses = F.cross_entropy(logits, y.reshape(-1), reduction="none")
+    return (losses * balanced_weights(y, n_classes).reshape(-1)).sum() / n_samples
+
+
+def balanced_weights(y, n_classes):
+    """Per-sample weights ``n_samples / (n_present * count)`` of each task's
+    class codes ``y`` (shape (B, n_samples)): 1 where classes are balanced."""
+    one_hot = y.unsqueeze(-1) == torch.arange(n_classes, device=y.device)
+    counts = one_hot.sum(1, dtype=torch.float32)                 # (B, n_classes)
+    present = (counts > 0).sum(1, keepdim=True, dtype=torch.float32)  # (B, 1)
+    per_sample = counts.gather(1, y)                             # (B, n_samples)
+    # one division of whole numbers: exactly 1 for a balanced task
+    return y.shape[1] / (present * per_sample)
+
+
+def is_balanced(y, n_classes):
+    """Whether every task of ``y`` (class codes, (B, n_samples)) holds as many
+    samples of each of its classes (weights all 1)."""
+    return bool((balanced_weights(y, n_classes) == 1).all())
 
 
 def mse_loss(outputs, y):
