@@ -11,6 +11,7 @@ import dataclasses
 import functools
 import hashlib
 import math
+import weakref
 from collections.abc import Sequence
 
 import numpy as np
@@ -55,6 +56,7 @@ from sk_meta.exceptions import (
     FeatureScaleWarning,
     TargetScaleWarning,
 )
+from sk_meta.functional._rng import draws_random_numbers
 from sk_meta.models import MLP
 from sk_meta.tasks._stream import (
     MapStyleTasks,
@@ -305,16 +307,32 @@ def weights_digest(module):
     for a module class or the default MLP, which meta_fit builds from its seed."""
     if not isinstance(module, torch.nn.Module):
         return None
+    state = module.state_dict()
+    # fit reads it on every call: hashed again only when a tensor was
+    # replaced or changed in place (its storage or version counter moved)
+    key = tuple((name, value.data_ptr(), value._version)
+                if isinstance(value, torch.Tensor) and not (
+                    torch.nn.parameter.is_lazy(value) or value.is_meta)
+                else (name, repr(value)) for name, value in state.items())
+    cached = _DIGESTS.get(module)
+    if cached is not None and cached[0] == key:
+        return cached[1]
     digest = hashlib.blake2b(digest_size=16)
-    for name, value in module.state_dict().items():
+    for name, value in state.items():
         digest.update(name.encode())
-        if (torch.nn.parameter.is_lazy(value) or value.is_meta
-                or not isinstance(value, torch.Tensor)):
+        if not isinstance(value, torch.Tensor):  # extra state: as written
+            digest.update(repr(value).encode())
+            continue
+        if torch.nn.parameter.is_lazy(value) or value.is_meta:
             continue  # no values yet
         value = value.detach().cpu().contiguous()
         digest.update(str(value.dtype).encode())
         digest.update(value.reshape(-1).view(torch.uint8).numpy().tobytes())
+    _DIGESTS[module] = (key, digest.hexdigest())
     return digest.hexdigest()
+
+
+_DIGESTS = weakref.WeakKeyDictionary()
 
 
 def _same_setting(a, b):
@@ -406,11 +424,16 @@ def _check_listed_tasks(tasks, checker):
     its order (so the first bad task is the one named); return, as a list of
     one ``StackedTasks``, the first task of the most classes. None for other
     tasks: a sampler draws new ones, a map-style dataset may load each
-    lazily. Iterated, not indexed: meta-training's draws alone index it."""
+    lazily."""
     if not isinstance(tasks, Sequence) or isinstance(tasks, MapStyleTasks):
         return None
     most = None
-    for indexed in enumerate(tasks):
+    # a list's own iterator reads it as the draws will; any other sequence is
+    # read by index up to its length (Sequence's iterator stops only at an
+    # IndexError, which a sequence of generated tasks may never raise)
+    listed = (enumerate(tasks) if isinstance(tasks, (list, tuple))
+              else ((index, tasks[index]) for index in range(len(tasks))))
+    for indexed in listed:
         (task,) = stack_tasks([indexed], checker)
         if most is None or (task.n_classes or 0) > (most.n_classes or 0):
             most = task
@@ -567,10 +590,13 @@ def adapt_to_support(estimator, X, y_target, n_classes, n_outputs):
     # has no layer that reads the mode, and the steps change no weight of the
     # module (they are passed as params): it is used as it is (a copy is 5 %
     # of a small fit)
+    X_t = torch.from_numpy(X).to(device)
+    # found once per init's module (the copy below is new at every fit)
+    draws = draws_random_numbers(module, X_t)
     if not (type(module) is MLP and is_on_device(module, device)):
         module = on_device(copy.deepcopy(module), device)
-    X_t = torch.from_numpy(X).to(device)
-    inner = InnerLoop(settings, module, device=device, strategy=strategy, probe=X_t)
+    inner = InnerLoop(settings, module, device=device, strategy=strategy, probe=X_t,
+                      draws_random=draws)
     params = {name: p.detach() for name, p in module.named_parameters()}
     if lrs is not None:
         lrs = {k: r.to(device) for k, r in lrs.items()}
@@ -580,8 +606,9 @@ def adapt_to_support(estimator, X, y_target, n_classes, n_outputs):
         inner.learned_steps = meta.inner_lr_steps or settings.meta_steps
     lrs = inner.usable_rates(lrs, params, learned_mode=learned_mode)
     y_t = torch.from_numpy(y_target).to(device)
-    # sk_meta's MLP draws no random number: its fits stay parallel in threads
-    with seeded_torch(torch_seed, device, exclusive=type(module) is not MLP):
+    # a module that draws no random number is not seeded: its fits stay
+    # parallel in threads, and leave other threads' generator alone
+    with seeded_torch(torch_seed, device, draws=inner.draws_random):
         adapted, loss = inner.adapt(params, lrs, X_t.unsqueeze(0), y_t.unsqueeze(0),
                                     n_classes)
     if not math.isfinite(float(loss_if_finite(loss, adapted.values()))):

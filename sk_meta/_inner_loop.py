@@ -40,6 +40,7 @@ from sk_meta.functional import (
     zero_head,
 )
 from sk_meta.functional._losses import is_balanced
+from sk_meta.functional._rng import draws_random_numbers
 
 # On the CPU, vmap runs a convolution over many tasks as one grouped
 # convolution, which slows down once its activations outgrow the caches:
@@ -54,11 +55,12 @@ _MULTI_STEP_FRACTION = 0.1
 def loss_for(n_classes, classification, y=None, class_weight=None):
     """The task loss: cross-entropy over ``n_classes`` outputs, or squared error.
 
-    ``class_weight="balanced"`` with class codes ``y`` (the support sets)
-    weighs every class of a task alike when some task holds more samples of
-    one class than of another; balanced tasks (and, on a GPU, where checking
-    would wait for the device, any tasks) take the balanced formula only
-    where it changes something.
+    ``class_weight="balanced"`` with class codes ``y`` (the data of the inner
+    steps: support sets, or Reptile's whole tasks) weighs every class of a
+    task alike. A balanced task's weights are all 1, so its gradient is the
+    plain mean's either way; on the CPU a batch of balanced tasks takes the
+    plain formula (its loss too is bit-identical to before), and on a GPU,
+    where checking would wait for the device, the weighted one.
     """
     if not classification:
         return mse_loss
@@ -373,12 +375,18 @@ class InnerLoop:
         Inputs of one task, to choose the strategy and find the output layer.
     """
 
-    def __init__(self, settings, module, *, device, strategy=None, probe=None):
+    def __init__(self, settings, module, *, device, strategy=None, probe=None,
+                 draws_random=None):
         self.settings = settings
         self.module = module
         self.device = device
         # the probes run the module (as do other fits sharing it, in threads)
         with module_lock(module):
+            # whether its seeded sections need torch's generator (to itself)
+            # (draws_random: found on the module this one copies)
+            if draws_random is None:
+                draws_random = probe is None or draws_random_numbers(module, probe)
+            self.draws_random = draws_random
             self.strategy = strategy or choose_strategy(module, probe)
             self.buffers = dict(module.named_buffers())
             self.forward = batched_forward(module, self.buffers, self.strategy)
@@ -598,6 +606,8 @@ class InnerLoop:
             n_steps=self.settings.meta_steps, first_order=self.settings.first_order,
             functional=functional, task_params=start, trainable=trainable,
             step_weights=step_weights,
+            # class_weight acts in the inner steps: the query loss is the mean
+            query_loss_fn=loss_for(batch.n_classes, self.settings.classification),
         )
 
     def _reptile_direction(self, params, batch, functional=False):
@@ -729,7 +739,8 @@ class InnerLoop:
             optimizer=self.settings.optimizer, trainable=trainable,
             backtracking=self.settings.backtracking,
         )
-        loss = float(loss_fn(outputs, batch.y_query))
+        loss = float(loss_for(batch.n_classes, self.settings.classification)(
+            outputs, batch.y_query))
         score = float(task_scores(outputs, batch, self.settings.classification).sum())
         if not math.isfinite(loss):
             # outputs that overflowed: predict refuses them, so no score (an

@@ -121,11 +121,13 @@ def seed_torch(seed, device):
 
 
 @contextlib.contextmanager
-def seeded_torch(seed, device, *, exclusive=True):
-    """Fork torch's global RNG (CPU and ``device``), seed it, restore it after
-    (``exclusive``: see :func:`forked_rng`)."""
-    with forked_rng(device, exclusive=exclusive):
-        seed_torch(seed, device)
+def seeded_torch(seed, device, *, draws=True):
+    """Fork torch's global RNG (CPU and ``device``), seed it, restore it after,
+    one thread at a time; ``draws=False`` (nothing inside draws): nothing
+    (see :func:`~sk_meta.functional._rng.forked_rng`)."""
+    with forked_rng(device, draws=draws):
+        if draws:
+            seed_torch(seed, device)
         yield
 
 

@@ -35,7 +35,6 @@ from sk_meta._torch_utils import (
 from sk_meta.exceptions import DivergenceError, InterruptedWarning
 from sk_meta.functional import TaskBatch
 from sk_meta.functional._rng import forked_rng
-from sk_meta.models import MLP
 from sk_meta.tasks._interpolation import interpolate_tasks
 from sk_meta.tasks._validation import stack_tasks
 
@@ -341,8 +340,9 @@ class MetaTrainer:
                                  max_time=self.settings.max_time)
         interrupted = False
         with deferred_keyboard_interrupt() as sigint, \
-                forked_rng(self.settings.device, exclusive=self._draws_random()):
-            self._restore_rng()
+                forked_rng(self.settings.device, draws=self._draws_random()):
+            if self._draws_random():
+                self._restore_rng()
             try:
                 # n_meta_iter=0: the init as built (the pretrained MLP)
                 while not self._iterations_spent():
@@ -565,10 +565,9 @@ class MetaTrainer:
 
     # -- random state --------------------------------------------------------------
     def _draws_random(self):
-        """Whether meta-training draws from torch's global RNG: sk_meta's MLP
-        draws nothing, task interpolation and a user's module may."""
-        return (type(self.inner_loop.module) is not MLP
-                or bool(self.settings.task_interpolation))
+        """Whether meta-training draws from torch's global RNG: task
+        interpolation does, and a module that draws (dropout)."""
+        return self.inner_loop.draws_random or bool(self.settings.task_interpolation)
 
     def _interpolation_rng(self):
         """A numpy generator seeded from torch's RNG, which checkpoints and
@@ -587,6 +586,9 @@ class MetaTrainer:
             torch.cuda.set_rng_state(state.cuda_rng_state, self.settings.device)
 
     def _save_rng(self):
+        if not self._draws_random():  # another thread's, if anyone's
+            self.state.torch_rng_state = self.state.cuda_rng_state = None
+            return
         self.state.torch_rng_state = torch.get_rng_state()
         if self.settings.device.type == "cuda":
             self.state.cuda_rng_state = torch.cuda.get_rng_state(self.settings.device)
@@ -642,7 +644,7 @@ class MetaTrainer:
         n_tasks = 0
         device = self.settings.device
         with seeded_torch(self.state.torch_seed + self.n_iter, device,
-                          exclusive=self._draws_random()):
+                          draws=self._draws_random()):
             for batch in self.validation:
                 loss, score = self.inner_loop.evaluate(params, lrs, batch)
                 total_loss += loss

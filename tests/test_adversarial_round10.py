@@ -3,6 +3,7 @@ each case raised torch's error, warned in torch's words, or went silent."""
 
 import gzip
 import pickle
+import threading
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 
@@ -283,3 +284,152 @@ def test_an_n_way_attribute_that_is_not_a_count_is_refused(n_way):
     tasks.n_way = n_way
     with pytest.raises(TypeError, match="tasks.n_way must be a positive int"):
         MAMLClassifier(n_meta_iter=1, hidden_layer_sizes=(4,)).meta_fit(tasks)
+
+
+# -- second pass, over the fixes above ------------------------------------------------
+
+def _blobs(counts, seed=0, n_features=5):
+    rng = np.random.default_rng(seed)
+    y = np.concatenate([np.full(n, label) for label, n in enumerate(counts)])
+    X = rng.normal(size=(len(y), n_features)) + y[:, None]
+    return X.astype(np.float32), y
+
+
+def test_a_task_s_meta_gradient_does_not_depend_on_its_batch_mates():
+    # task A: balanced support, imbalanced query; task B: imbalanced support.
+    # Its query loss was weighted only when B shared its meta-batch
+    A = (*_blobs((3, 3, 3)), *_blobs((5, 1, 1), seed=1))
+    B = (*_blobs((4, 3, 2), seed=2), *_blobs((5, 1, 1), seed=3))
+    params = dict(hidden_layer_sizes=(8,), meta_inner_steps=1, n_meta_iter=1,
+                  meta_optimizer="sgd", meta_lr=0.1, meta_grad_max_norm=None,
+                  task_interpolation=0.0, random_state=0)
+
+    def step(tasks):  # one SGD step from the same init: θ - lr * mean gradient
+        return MAMLClassifier(**params, meta_batch_size=len(tasks)).meta_fit(
+            tasks).meta_params_
+
+    together, alone_a, alone_b = step([A, B]), step([A]), step([B])
+    for name in together:
+        torch.testing.assert_close(together[name],
+                                   (alone_a[name] + alone_b[name]) / 2,
+                                   rtol=1e-4, atol=1e-7)
+
+
+class _ExtraState(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.out = nn.Linear(5, 3)
+
+    def forward(self, x):
+        return self.out(x)
+
+    def get_extra_state(self):
+        return {"version": 1}
+
+    def set_extra_state(self, state):
+        pass
+
+
+class _GradOnlyInTraining(_ExtraState):
+    def forward(self, x):
+        with torch.set_grad_enabled(self.training):
+            return self.out(x)
+
+
+@pytest.mark.parametrize("module", [_ExtraState, _GradOnlyInTraining])
+def test_modules_the_new_checks_once_refused_still_meta_train(module):
+    X, y = _blobs((4, 4, 4))
+    clf = MAMLClassifier(module=module(), head_init="meta", n_meta_iter=2,
+                         inner_steps=2, random_state=0).meta_fit([(X, y, X, y)])
+    assert clf.n_meta_iter_ == 2
+    assert clf.fit(X, y).predict_proba(X).shape == (12, 3)
+
+
+def test_a_module_without_dropout_does_not_wait_for_a_seeded_section():
+    from sk_meta.functional._rng import _GLOBAL_RNG_LOCK
+
+    X, y = _blobs((4, 4, 4))
+    clf = MAMLClassifier(module=_ExtraState(), head_init="meta", inner_steps=2,
+                         n_meta_iter=2, random_state=0).meta_fit([(X, y, X, y)])
+    expected = clf.fit(X, y).predict_proba(X)
+    done = threading.Event()
+    with _GLOBAL_RNG_LOCK:  # another thread's meta-training of a dropout module
+        worker = threading.Thread(target=lambda: (clf.fit(X, y), done.set()))
+        worker.start()
+        assert done.wait(timeout=60), "fit waited for the lock"
+    worker.join()
+    np.testing.assert_array_equal(clf.predict_proba(X), expected)
+
+
+def test_a_sequence_of_generated_tasks_is_read_up_to_its_length():
+    from collections.abc import Sequence
+
+    X, y = _blobs((3, 3))
+
+    class Generated(Sequence):
+        def __init__(self):
+            self.reads = 0
+
+        def __len__(self):
+            return 8
+
+        def __getitem__(self, index):  # never an IndexError
+            self.reads += 1
+            return X, y, X, y
+
+    tasks = Generated()
+    MAMLClassifier(hidden_layer_sizes=(4,), n_meta_iter=1, meta_batch_size=2,
+                   random_state=0).meta_fit(tasks)
+    assert tasks.reads == 8 + 2  # the check, then one meta-batch
+
+
+@pytest.mark.parametrize("kind", ["dataset with dtype and shape", "object array",
+                                  "Series of tasks"])
+def test_containers_of_tasks_are_not_taken_for_tables(kind):
+    X, y = _blobs((3, 3))
+    tasks = [(X, y, X, y)] * 3
+    if kind == "dataset with dtype and shape":
+        class Dataset(torch.utils.data.Dataset):
+            dtype, shape = torch.float32, (3, 4)
+
+            def __len__(self):
+                return 3
+
+            def __getitem__(self, index):
+                return tasks[index]
+
+        container = Dataset()
+    elif kind == "object array":
+        container = np.empty(3, dtype=object)
+        container[:] = tasks
+    else:
+        container = pd.Series(tasks)
+    clf = MAMLClassifier(hidden_layer_sizes=(4,), n_meta_iter=1, random_state=0)
+    assert clf.meta_fit(container).n_meta_iter_ == 1
+
+
+def test_the_balanced_loss_takes_small_integer_labels_and_keeps_the_dtype():
+    from sk_meta.functional import cross_entropy_loss
+
+    logits = torch.randn(2, 6, 3, dtype=torch.float64)
+    y = torch.tensor([[0, 0, 0, 0, 1, 2], [0, 1, 1, 1, 1, 2]])
+    expected = cross_entropy_loss(logits, y, 3, balanced=True)
+    assert expected.dtype == torch.float64
+    torch.testing.assert_close(
+        cross_entropy_loss(logits, y.to(torch.uint8), 3, balanced=True), expected)
+    with pytest.raises(TypeError, match="balanced must be a bool"):
+        cross_entropy_loss(logits, y, 3, balanced="yes")
+
+
+def test_weights_changed_in_place_after_meta_fit_warn_at_fit():
+    X, y = _blobs((4, 4, 4))
+    module = _ExtraState()
+    clf = MAMLClassifier(module=module, head_init="meta", n_meta_iter=1,
+                         inner_steps=1, random_state=0).meta_fit([(X, y, X, y)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        clf.fit(X, y)
+    with torch.no_grad():
+        module.out.weight.add_(1.0)
+    with pytest.warns(UserWarning, match="holds other weights"):
+        clf.fit(X, y)

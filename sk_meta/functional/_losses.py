@@ -47,10 +47,13 @@ def cross_entropy_loss(logits, y, n_classes, *, balanced=False):
                          f"{logits.shape[-1]} outputs")
     n_tasks, n_samples = y.shape
     logits = logits[..., :n_classes].reshape(n_tasks * n_samples, n_classes)
+    if not isinstance(balanced, bool):
+        raise TypeError(f"balanced must be a bool, got {balanced!r}")
     if not balanced:
         return F.cross_entropy(logits, y.reshape(-1), reduction="sum") / n_samples
     losses = F.cross_entropy(logits, y.reshape(-1), reduction="none")
-    return (losses * balanced_weights(y, n_classes).reshape(-1)).sum() / n_samples
+    weights = balanced_weights(y, n_classes).reshape(-1).to(losses.dtype)
+    return (losses * weights).sum() / n_samples
 
 
 def balanced_weights(y, n_classes):
@@ -59,7 +62,7 @@ def balanced_weights(y, n_classes):
     one_hot = y.unsqueeze(-1) == torch.arange(n_classes, device=y.device)
     counts = one_hot.sum(1, dtype=torch.float32)                 # (B, n_classes)
     present = (counts > 0).sum(1, keepdim=True, dtype=torch.float32)  # (B, 1)
-    per_sample = counts.gather(1, y)                             # (B, n_samples)
+    per_sample = counts.gather(1, y.long())                      # (B, n_samples)
     # one division of whole numbers: exactly 1 for a balanced task
     return y.shape[1] / (present * per_sample)
 

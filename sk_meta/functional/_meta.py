@@ -40,7 +40,7 @@ class TaskBatch(NamedTuple):
 
 def maml_meta_loss(forward, params, batch, *, loss_fn, lr, n_steps, first_order=False,
                    functional=False, task_params=None, trainable=None,
-                   step_weights=None):
+                   step_weights=None, query_loss_fn=None):
     """Sum over the batch's tasks of the query loss after adaptation (MAML).
 
     For each task ``i``, ``θ'ᵢ`` is ``θ`` after ``n_steps`` SGD steps on the
@@ -73,6 +73,9 @@ def maml_meta_loss(forward, params, batch, *, loss_fn, lr, n_steps, first_order=
     step_weights : Tensor of shape (n_steps,), default=None
         MAML++'s multi-step loss: ``Σₛ wₛ Σᵢ L_query,i(θᵢ⁽ˢ⁾)`` over the
         parameters after each step ``s``, instead of the last step's alone.
+    query_loss_fn : callable, default=None
+        The loss on the query sets, if not ``loss_fn`` (the support loss of
+        the inner steps may weigh classes that the query loss does not).
 
     Returns
     -------
@@ -89,14 +92,15 @@ def maml_meta_loss(forward, params, batch, *, loss_fn, lr, n_steps, first_order=
         functional=functional, trainable=trainable,
         trajectory=step_weights is not None,
     )
+    query_loss_fn = loss_fn if query_loss_fn is None else query_loss_fn
     if step_weights is None:
         adapted = result[0]
-        return loss_fn(forward(adapted, batch.X_query), batch.y_query)
+        return query_loss_fn(forward(adapted, batch.X_query), batch.y_query)
     step_weights = torch.as_tensor(step_weights)
     if tuple(step_weights.shape) != (n_steps,):
         raise ValueError(f"step_weights needs one weight per step ({n_steps}), got "
                          f"shape {tuple(step_weights.shape)}")
-    losses = torch.stack([loss_fn(forward(step, batch.X_query), batch.y_query)
+    losses = torch.stack([query_loss_fn(forward(step, batch.X_query), batch.y_query)
                           for step in result[2]])
     return (step_weights.to(losses.dtype) * losses).sum()
 

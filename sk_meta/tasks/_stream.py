@@ -91,13 +91,17 @@ def as_task_sequence(tasks, what="tasks"):
 
 
 def _is_table(tasks):
-    """Whether ``tasks`` is an array of numbers (numpy, torch, ...) or a
-    DataFrame: samples, which cannot hold tasks (an object array may)."""
-    if hasattr(tasks, "columns") and hasattr(tasks, "iloc"):
-        return True
-    if getattr(tasks, "shape", None) is None or not hasattr(tasks, "dtype"):
-        return False
-    return getattr(tasks.dtype, "kind", None) != "O"
+    """Whether ``tasks`` is samples, which cannot hold tasks: a numpy array
+    of numbers (an object array may hold tasks), a torch tensor, a pandas
+    DataFrame or a Series of numbers."""
+    if isinstance(tasks, np.ndarray):
+        return tasks.dtype.kind not in "OV"
+    if hasattr(tasks, "iloc"):  # pandas
+        return hasattr(tasks, "columns") or getattr(
+            getattr(tasks, "dtype", None), "kind", "O") != "O"
+    kind = type(tasks)
+    return kind.__module__.split(".")[0] == "torch" and kind.__name__ in (
+        "Tensor", "Parameter")
 
 
 class TaskStream:
