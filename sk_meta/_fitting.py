@@ -11,7 +11,6 @@ import dataclasses
 import functools
 import hashlib
 import math
-import weakref
 from collections.abc import Sequence
 
 import numpy as np
@@ -56,7 +55,6 @@ from sk_meta.exceptions import (
     FeatureScaleWarning,
     TargetScaleWarning,
 )
-from sk_meta.functional._rng import draws_random_numbers
 from sk_meta.models import MLP
 from sk_meta.tasks._stream import (
     MapStyleTasks,
@@ -307,32 +305,17 @@ def weights_digest(module):
     for a module class or the default MLP, which meta_fit builds from its seed."""
     if not isinstance(module, torch.nn.Module):
         return None
-    state = module.state_dict()
-    # fit reads it on every call: hashed again only when a tensor was
-    # replaced or changed in place (its storage or version counter moved)
-    key = tuple((name, value.data_ptr(), value._version)
-                if isinstance(value, torch.Tensor) and not (
-                    torch.nn.parameter.is_lazy(value) or value.is_meta)
-                else (name, repr(value)) for name, value in state.items())
-    cached = _DIGESTS.get(module)
-    if cached is not None and cached[0] == key:
-        return cached[1]
     digest = hashlib.blake2b(digest_size=16)
-    for name, value in state.items():
-        digest.update(name.encode())
-        if not isinstance(value, torch.Tensor):  # extra state: as written
-            digest.update(repr(value).encode())
-            continue
-        if torch.nn.parameter.is_lazy(value) or value.is_meta:
-            continue  # no values yet
+    for name, value in module.state_dict().items():
+        # tensors alone: an extra state may print differently at every copy
+        if not isinstance(value, torch.Tensor) or (
+                torch.nn.parameter.is_lazy(value) or value.is_meta):
+            continue  # no values (yet)
         value = value.detach().cpu().contiguous()
+        digest.update(name.encode())
         digest.update(str(value.dtype).encode())
         digest.update(value.reshape(-1).view(torch.uint8).numpy().tobytes())
-    _DIGESTS[module] = (key, digest.hexdigest())
     return digest.hexdigest()
-
-
-_DIGESTS = weakref.WeakKeyDictionary()
 
 
 def _same_setting(a, b):
@@ -590,13 +573,10 @@ def adapt_to_support(estimator, X, y_target, n_classes, n_outputs):
     # has no layer that reads the mode, and the steps change no weight of the
     # module (they are passed as params): it is used as it is (a copy is 5 %
     # of a small fit)
-    X_t = torch.from_numpy(X).to(device)
-    # found once per init's module (the copy below is new at every fit)
-    draws = draws_random_numbers(module, X_t)
     if not (type(module) is MLP and is_on_device(module, device)):
         module = on_device(copy.deepcopy(module), device)
-    inner = InnerLoop(settings, module, device=device, strategy=strategy, probe=X_t,
-                      draws_random=draws)
+    X_t = torch.from_numpy(X).to(device)
+    inner = InnerLoop(settings, module, device=device, strategy=strategy, probe=X_t)
     params = {name: p.detach() for name, p in module.named_parameters()}
     if lrs is not None:
         lrs = {k: r.to(device) for k, r in lrs.items()}
@@ -606,8 +586,8 @@ def adapt_to_support(estimator, X, y_target, n_classes, n_outputs):
         inner.learned_steps = meta.inner_lr_steps or settings.meta_steps
     lrs = inner.usable_rates(lrs, params, learned_mode=learned_mode)
     y_t = torch.from_numpy(y_target).to(device)
-    # a module that draws no random number is not seeded: its fits stay
-    # parallel in threads, and leave other threads' generator alone
+    # sk_meta's MLP draws no random number: it is not seeded, so its fits
+    # stay parallel in threads and leave other threads' generator alone
     with seeded_torch(torch_seed, device, draws=inner.draws_random):
         adapted, loss = inner.adapt(params, lrs, X_t.unsqueeze(0), y_t.unsqueeze(0),
                                     n_classes)

@@ -40,7 +40,7 @@ from sk_meta.functional import (
     zero_head,
 )
 from sk_meta.functional._losses import is_balanced
-from sk_meta.functional._rng import draws_random_numbers
+from sk_meta.models import MLP
 
 # On the CPU, vmap runs a convolution over many tasks as one grouped
 # convolution, which slows down once its activations outgrow the caches:
@@ -375,18 +375,16 @@ class InnerLoop:
         Inputs of one task, to choose the strategy and find the output layer.
     """
 
-    def __init__(self, settings, module, *, device, strategy=None, probe=None,
-                 draws_random=None):
+    def __init__(self, settings, module, *, device, strategy=None, probe=None):
         self.settings = settings
         self.module = module
         self.device = device
         # the probes run the module (as do other fits sharing it, in threads)
         with module_lock(module):
             # whether its seeded sections need torch's generator (to itself)
-            # (draws_random: found on the module this one copies)
-            if draws_random is None:
-                draws_random = probe is None or draws_random_numbers(module, probe)
-            self.draws_random = draws_random
+            # sk_meta's MLP draws no random number; any other module may
+            # (dropout, noise, in ways no probe sees for sure)
+            self.draws_random = type(module) is not MLP
             self.strategy = strategy or choose_strategy(module, probe)
             self.buffers = dict(module.named_buffers())
             self.forward = batched_forward(module, self.buffers, self.strategy)

@@ -345,12 +345,12 @@ def test_modules_the_new_checks_once_refused_still_meta_train(module):
     assert clf.fit(X, y).predict_proba(X).shape == (12, 3)
 
 
-def test_a_module_without_dropout_does_not_wait_for_a_seeded_section():
+def test_sk_meta_s_mlp_does_not_wait_for_another_thread_s_seeded_section():
     from sk_meta.functional._rng import _GLOBAL_RNG_LOCK
 
     X, y = _blobs((4, 4, 4))
-    clf = MAMLClassifier(module=_ExtraState(), head_init="meta", inner_steps=2,
-                         n_meta_iter=2, random_state=0).meta_fit([(X, y, X, y)])
+    clf = MAMLClassifier(hidden_layer_sizes=(8,), n_meta_iter=2, random_state=0,
+                         task_interpolation=0.0).meta_fit([(X, y, X, y)])
     expected = clf.fit(X, y).predict_proba(X)
     done = threading.Event()
     with _GLOBAL_RNG_LOCK:  # another thread's meta-training of a dropout module
@@ -359,6 +359,37 @@ def test_a_module_without_dropout_does_not_wait_for_a_seeded_section():
         assert done.wait(timeout=60), "fit waited for the lock"
     worker.join()
     np.testing.assert_array_equal(clf.predict_proba(X), expected)
+
+
+class _NoiseWithGraph(nn.Module):
+    """Draws only where a graph is built: no probe under no_grad sees it."""
+
+    def __init__(self):
+        super().__init__()
+        self.hidden = nn.Linear(5, 8)
+        self.out = nn.Linear(8, 3)
+
+    def forward(self, x):
+        hidden = torch.relu(self.hidden(x))
+        if self.training and torch.is_grad_enabled():
+            hidden = hidden + 0.5 * torch.randn_like(hidden)
+        return self.out(hidden)
+
+
+@pytest.mark.parametrize("Estimator", [MAMLClassifier, ReptileClassifier])
+def test_a_module_that_draws_unseen_is_seeded_and_leaves_the_user_s_generator(
+        Estimator):
+    X, y = _blobs((4, 4, 4))
+    results = []
+    for user_seed in (1, 2):
+        torch.manual_seed(user_seed)
+        clf = Estimator(module=_NoiseWithGraph, n_meta_iter=2, inner_steps=3,
+                        random_state=0).meta_fit([(X, y, X, y)])
+        results.append(clf.fit(X, y).predict_proba(X))
+        after = torch.rand(1)
+        torch.manual_seed(user_seed)  # the user's generator, untouched
+        assert torch.equal(after, torch.rand(1))
+    np.testing.assert_array_equal(results[0], results[1])
 
 
 def test_a_sequence_of_generated_tasks_is_read_up_to_its_length():
@@ -429,7 +460,39 @@ def test_weights_changed_in_place_after_meta_fit_warn_at_fit():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         clf.fit(X, y)
-    with torch.no_grad():
-        module.out.weight.add_(1.0)
-    with pytest.warns(UserWarning, match="holds other weights"):
-        clf.fit(X, y)
+    for change in ("in place", ".data", "numpy view"):
+        if change == "in place":
+            with torch.no_grad():
+                module.out.weight.add_(1.0)
+        elif change == ".data":
+            module.out.weight.data.mul_(2.0)
+        else:
+            module.out.bias.detach().numpy()[0] += 1.0
+        with pytest.warns(UserWarning, match="holds other weights"):
+            clf.fit(X, y)
+
+
+class _Settings:  # no __repr__: its text holds its address, new at every copy
+    pass
+
+
+class _ExtraObject(_ExtraState):
+    def __init__(self):
+        super().__init__()
+        self.settings = _Settings()
+
+    def get_extra_state(self):
+        return self.settings
+
+    def set_extra_state(self, state):
+        self.settings = state
+
+
+def test_a_copied_module_with_an_extra_state_object_does_not_warn():
+    X, y = _blobs((4, 4, 4))
+    clf = MAMLClassifier(module=_ExtraObject(), head_init="meta", n_meta_iter=1,
+                         inner_steps=1, random_state=0).meta_fit([(X, y, X, y)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        pickle.loads(pickle.dumps(clf)).fit(X, y)
+        clone(clf).fit(X, y)
