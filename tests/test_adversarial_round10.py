@@ -452,24 +452,24 @@ def test_the_balanced_loss_takes_small_integer_labels_and_keeps_the_dtype():
         cross_entropy_loss(logits, y, 3, balanced="yes")
 
 
-def test_weights_changed_in_place_after_meta_fit_warn_at_fit():
+@pytest.mark.parametrize("change", ["in place", ".data", "numpy view"])
+def test_weights_changed_in_place_after_meta_fit_warn_at_fit(change):
     X, y = _blobs((4, 4, 4))
     module = _ExtraState()
     clf = MAMLClassifier(module=module, head_init="meta", n_meta_iter=1,
                          inner_steps=1, random_state=0).meta_fit([(X, y, X, y)])
     with warnings.catch_warnings():
         warnings.simplefilter("error")
+        clf.fit(X, y)  # the same weights: no warning
+    if change == "in place":
+        with torch.no_grad():
+            module.out.weight.add_(1.0)
+    elif change == ".data":  # no version counter moves
+        module.out.weight.data.mul_(2.0)
+    else:
+        module.out.bias.detach().numpy()[0] += 1.0
+    with pytest.warns(UserWarning, match="holds other weights"):
         clf.fit(X, y)
-    for change in ("in place", ".data", "numpy view"):
-        if change == "in place":
-            with torch.no_grad():
-                module.out.weight.add_(1.0)
-        elif change == ".data":
-            module.out.weight.data.mul_(2.0)
-        else:
-            module.out.bias.detach().numpy()[0] += 1.0
-        with pytest.warns(UserWarning, match="holds other weights"):
-            clf.fit(X, y)
 
 
 class _Settings:  # no __repr__: its text holds its address, new at every copy
