@@ -79,12 +79,14 @@ def test_meta_fits_of_a_dropout_module_in_threads_are_those_run_one_by_one(digit
 
 # -- meta_fit(X, y), as fit(X, y) ---------------------------------------------------
 
-@pytest.mark.parametrize("kind", ["ndarray", "DataFrame", "tensor", "labels"])
+@pytest.mark.parametrize("kind", ["ndarray", "DataFrame", "tensor", "labels",
+                                  "X.tolist()", "y.tolist()", "list(X)"])
 @pytest.mark.parametrize("call", ["meta_fit", "meta_partial_fit", "MetaGridSearch"])
 def test_a_table_given_as_tasks_is_named_before_validation_tasks(digits, kind, call):
     X, y = digits
     table = {"ndarray": X, "DataFrame": pd.DataFrame(X), "tensor": torch.tensor(X),
-             "labels": y}[kind]
+             "labels": y, "X.tolist()": X.tolist(), "y.tolist()": y.tolist(),
+             "list(X)": list(X)}[kind]
     estimator = MAMLClassifier(n_meta_iter=2)
     if call == "MetaGridSearch":
         estimator = MetaGridSearch(estimator, {"inner_lr": [0.1]})

@@ -1,5 +1,6 @@
 """Drawing meta-batches from whatever iterable of tasks the user passes."""
 
+import numbers
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -70,12 +71,14 @@ def as_task_sequence(tasks, what="tasks"):
     that is not an iterable (``what`` names the argument)."""
     if isinstance(tasks, MapStyleTasks):
         return tasks
-    if _is_table(tasks):
+    if _is_table(tasks) or _is_list_of_samples(tasks):
         # scikit-learn's habit: meta_fit(X, y) as fit(X, y)
+        shape = (f"of shape {tuple(tasks.shape)}" if hasattr(tasks, "shape")
+                 else "of numbers")
         raise TypeError(
             f"{what} must be an iterable of (X_support, y_support, X_query, "
-            f"y_query) tasks, not an array of samples ({type(tasks).__name__} of "
-            f"shape {tuple(tasks.shape)}): draw N-way K-shot tasks from a "
+            f"y_query) tasks, not an array of samples ({type(tasks).__name__} "
+            f"{shape}): draw N-way K-shot tasks from a "
             "labelled table with sk_meta.tasks.EpisodeSampler(X, y, n_way, "
             "k_shot, n_query) and pass the sampler (fit(X_support, y_support) "
             "adapts to one support set)"
@@ -88,6 +91,20 @@ def as_task_sequence(tasks, what="tasks"):
             f"y_query) tasks, got {_describe_tasks_type(tasks)}"
         )
     return tasks
+
+
+def _is_list_of_samples(tasks):
+    """Whether ``tasks`` is a list whose first item is a number or a row of
+    numbers (``X.tolist()``, ``y.tolist()``): a task is four arrays."""
+    if not isinstance(tasks, list) or not tasks:
+        return False
+    first = next(iter(tasks))  # not tasks[0]: a list subclass may count reads
+    if isinstance(first, np.ndarray):  # list(X): its rows
+        return first.ndim <= 1 and first.dtype.kind in "biuf"
+    if isinstance(first, (list, tuple)):
+        return len(first) > 0 and all(
+            isinstance(value, (numbers.Number, np.generic)) for value in first)
+    return isinstance(first, (numbers.Number, np.generic))
 
 
 def _is_table(tasks):
