@@ -101,7 +101,7 @@ def _is_list_of_samples(tasks):
     first = next(iter(tasks))  # not tasks[0]: a list subclass may count reads
     if isinstance(first, np.ndarray):  # list(X): its rows
         return first.ndim <= 1 and first.dtype.kind in "biuf"
-    if isinstance(first, (list, tuple)):
+    if isinstance(first, list):  # X.tolist()'s rows (a tuple may be a task)
         return len(first) > 0 and all(
             isinstance(value, (numbers.Number, np.generic)) for value in first)
     return isinstance(first, (numbers.Number, np.generic))
