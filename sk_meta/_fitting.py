@@ -306,15 +306,21 @@ def weights_digest(module):
     if not isinstance(module, torch.nn.Module):
         return None
     digest = hashlib.blake2b(digest_size=16)
-    for name, value in module.state_dict().items():
-        # tensors alone: an extra state may print differently at every copy
-        if not isinstance(value, torch.Tensor) or (
-                torch.nn.parameter.is_lazy(value) or value.is_meta):
-            continue  # no values (yet)
-        value = value.detach().cpu().contiguous()
-        digest.update(name.encode())
-        digest.update(str(value.dtype).encode())
-        digest.update(value.reshape(-1).view(torch.uint8).numpy().tobytes())
+    try:
+        for name, value in module.state_dict().items():
+            # tensors alone: an extra state may print differently at every copy
+            if not isinstance(value, torch.Tensor) or (
+                    torch.nn.parameter.is_lazy(value) or value.is_meta):
+                continue  # no values (yet)
+            value = value.detach().cpu()
+            if value.layout != torch.strided:  # a sparse buffer, say
+                value = value.to_dense()
+            value = value.contiguous()
+            digest.update(name.encode())
+            digest.update(str(value.dtype).encode())
+            digest.update(value.reshape(-1).view(torch.uint8).numpy().tobytes())
+    except Exception:  # (a tensor torch cannot read as bytes) no warning, ever;
+        return None    # a finished meta-training must not fail on its record
     return digest.hexdigest()
 
 

@@ -498,3 +498,20 @@ def test_a_copied_module_with_an_extra_state_object_does_not_warn():
         warnings.simplefilter("error")
         pickle.loads(pickle.dumps(clf)).fit(X, y)
         clone(clf).fit(X, y)
+
+
+class _SparseBuffer(_ExtraState):
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("mask", torch.eye(3).to_sparse())
+
+
+def test_a_module_with_a_sparse_buffer_keeps_its_meta_training():
+    # the record's digest of the module failed after the last meta-iteration
+    X, y = _blobs((4, 4, 4))
+    clf = MAMLClassifier(module=_SparseBuffer(), head_init="meta", n_meta_iter=2,
+                         inner_steps=1, random_state=0).meta_fit([(X, y, X, y)])
+    assert clf.n_meta_iter_ == 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        clf.fit(X, y)

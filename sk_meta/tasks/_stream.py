@@ -103,8 +103,9 @@ def _is_list_of_samples(tasks):
         return first.ndim <= 1 and first.dtype.kind in "biuf"
     if isinstance(first, list):  # X.tolist()'s rows (a tuple may be a task)
         return len(first) > 0 and all(
-            isinstance(value, (numbers.Number, np.generic)) for value in first)
-    return isinstance(first, (numbers.Number, np.generic))
+            isinstance(value, (numbers.Number, np.number, np.bool_))
+            for value in first)
+    return isinstance(first, (numbers.Number, np.number, np.bool_))
 
 
 def _is_table(tasks):
