@@ -338,9 +338,9 @@ def warn_if_training_params_changed(estimator, trained_with):
     if trained_with is None:  # a file from before they were recorded
         return
     now = training_params(estimator)
-    weights_then = trained_with.get("module_weights")
-    if weights_then is not None and now.pop("module_weights") not in (
-            None, weights_then):
+    weights_now, weights_then = now.pop("module_weights"), trained_with.get(
+        "module_weights")
+    if None not in (weights_now, weights_then) and weights_now != weights_then:
         warn_user(
             f"module ({type(estimator.module).__name__}) holds other weights than "
             "the one the init was meta-trained from: fit adapts from that init, "
@@ -349,7 +349,6 @@ def warn_if_training_params_changed(estimator, trained_with):
             UserWarning,
         )
     changed = [name for name in now if name in trained_with
-               and name != "module_weights"
                and not _same_setting(now[name], trained_with[name])]
     head_init = trained_with.get("head_init")
     if "head_init" in changed and now["head_init"] != "meta":

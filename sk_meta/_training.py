@@ -339,9 +339,10 @@ class MetaTrainer:
                                  total=self.settings.n_meta_iter,
                                  max_time=self.settings.max_time)
         interrupted = False
+        draws = self._draws_random()
         with deferred_keyboard_interrupt() as sigint, \
-                forked_rng(self.settings.device, draws=self._draws_random()):
-            if self._draws_random():
+                forked_rng(self.settings.device, draws=draws):
+            if draws:  # else nothing to restore, and no generator of ours
                 self._restore_rng()
             try:
                 # n_meta_iter=0: the init as built (the pretrained MLP)
