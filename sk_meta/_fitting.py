@@ -30,7 +30,7 @@ from sk_meta._inner_loop import (
     check_learned_rates,
 )
 from sk_meta._network import NetworkSpec, is_pretrained_choice
-from sk_meta._persistence import plain_value
+from sk_meta._persistence import check_extra_state, plain_value
 from sk_meta._pretraining import pretrain_body, sampler_rows
 from sk_meta._records import FitResult, MetaResult, MetaTrainingState
 from sk_meta._torch_utils import (
@@ -214,6 +214,10 @@ def meta_train(estimator, tasks, validation_tasks, *, incremental, checkpoint=No
             X, codes = sampler_rows(tasks)
             pretrain_body(module, X, codes, seed=state.init_seed, device=device,
                           max_time=settings.max_time)
+    if checkpoint is not None:
+        # found now, not after the run: its checkpoints would not load
+        check_extra_state(module.state_dict(), "checkpoint_path is set, but its "
+                          "files would not load", error=ValueError)
     source.n_outputs = n_outputs
     source.check_classes(first)
     # the network as built, before any forward pass under vmap: one that

@@ -10,6 +10,7 @@ estimator classes (``sk_meta._load`` maps names to classes).
 
 import contextlib
 import errno
+import io
 import os
 import pickle
 import uuid
@@ -87,6 +88,33 @@ def _estimator_params(estimator):
     return params
 
 
+# how a module's state dict names what get_extra_state returns
+_EXTRA_STATE_SUFFIX = "_extra_state"
+
+
+def check_extra_state(module_state, what, error=TypeError):
+    """Raise a TypeError if a module's extra state (what a custom module's
+    ``get_extra_state`` returns, any object) would not load back from the
+    weights-only format: ``save`` would write a file ``load`` refuses."""
+    for key, value in module_state.items():
+        if not key.endswith(_EXTRA_STATE_SUFFIX) or isinstance(value, torch.Tensor):
+            continue
+        buffer = io.BytesIO()
+        try:
+            torch.save(value, buffer)
+            buffer.seek(0)
+            torch.load(buffer, map_location="cpu", weights_only=True)
+        except Exception:
+            raise error(
+                f"{what}: the module's extra state {key!r} (a "
+                f"{type(value).__module__}.{type(value).__qualname__}, returned "
+                "by get_extra_state) is or holds an object that the weights-only "
+                "format cannot read back; return tensors and plain values "
+                "(numbers, strings, lists, dicts) from get_extra_state, or use "
+                "pickle or joblib for this estimator"
+            ) from None
+
+
 def estimator_state(estimator):
     """The saved form of ``estimator``: a dict of tensors and plain values."""
     state = {
@@ -136,7 +164,11 @@ def check_saveable(estimator):
 
 def save(estimator, path):
     """Write ``estimator`` to ``path`` atomically (a crash never leaves half a file)."""
-    _write_atomically(estimator_state(estimator), path)
+    state = estimator_state(estimator)
+    for record in ("meta", "fit"):
+        if record in state:
+            check_extra_state(state[record].get("module_state", {}), "cannot save")
+    _write_atomically(state, path)
 
 
 def _write_atomically(state, path):

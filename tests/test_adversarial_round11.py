@@ -1,0 +1,88 @@
+"""What the eleventh pass found: files that ``save`` wrote and ``load``
+refused, and what the earlier passes left noticed but not fixed."""
+
+import os
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import sk_meta
+from sk_meta import MAMLClassifier
+
+
+def _blobs(counts, seed=0, n_features=5):
+    rng = np.random.default_rng(seed)
+    y = np.concatenate([np.full(n, label) for label, n in enumerate(counts)])
+    X = rng.normal(size=(len(y), n_features)) + y[:, None]
+    return X.astype(np.float32), y
+
+
+class _WithExtraState(nn.Module):
+    def __init__(self, extra):
+        super().__init__()
+        self.out = nn.Linear(5, 3)
+        self.extra = extra
+
+    def forward(self, x):
+        return self.out(x)
+
+    def get_extra_state(self):
+        return self.extra
+
+    def set_extra_state(self, state):
+        self.extra = state
+
+
+class _Settings:  # a plain object: unpickling it runs code
+    pass
+
+
+_UNLOADABLE = {"array": np.arange(3), "numpy scalar in a dict": {"a": np.float64(1)},
+               "object": _Settings()}
+
+
+def _meta_fitted(extra, **params):
+    X, y = _blobs((4, 4, 4))
+    return MAMLClassifier(module=_WithExtraState(extra), head_init="meta",
+                          n_meta_iter=2, inner_steps=1, random_state=0,
+                          **params).meta_fit([(X, y, X, y)])
+
+
+@pytest.mark.parametrize("extra", _UNLOADABLE.values(), ids=_UNLOADABLE.keys())
+def test_save_refuses_extra_state_that_load_would_refuse(extra, tmp_path):
+    # save wrote the file; load refused it ("holds objects that loading
+    # without running code refuses"): the saved estimator was lost
+    clf = _meta_fitted(extra)
+    path = tmp_path / "clf.skm"
+    with pytest.raises(TypeError, match="extra state .*get_extra_state"):
+        clf.save(path)
+    assert not os.path.exists(path)
+
+
+@pytest.mark.parametrize("extra", [{"version": 2, "names": ["a", "b"]},
+                                   torch.arange(3), (1, "x")])
+def test_extra_state_of_plain_values_saves_and_loads(extra, tmp_path):
+    clf = _meta_fitted(extra)
+    X, y = _blobs((4, 4, 4))
+    clf.fit(X, y)
+    clf.save(tmp_path / "clf.skm")
+    loaded = sk_meta.load(tmp_path / "clf.skm", module=_WithExtraState(None))
+    np.testing.assert_allclose(loaded.predict_proba(X), clf.predict_proba(X))
+
+
+@pytest.mark.parametrize("extra", _UNLOADABLE.values(), ids=_UNLOADABLE.keys())
+def test_checkpoint_path_refuses_such_a_module_before_training(extra, tmp_path):
+    # each checkpoint would have been a file that load refuses, found only
+    # when the run was needed
+    path = tmp_path / "ckpt.skm"
+    clf = _meta_fitted({"version": 1})
+    init = {k: v.clone() for k, v in clf.meta_params_.items()}
+    clf.set_params(module=_WithExtraState(extra), checkpoint_path=path)
+    X, y = _blobs((4, 4, 4))
+    with pytest.raises(ValueError, match="checkpoint_path .*extra state"):
+        clf.meta_fit([(X, y, X, y)])
+    assert not os.path.exists(path)
+    for name, value in clf.meta_params_.items():  # the earlier init is kept
+        torch.testing.assert_close(value, init[name])
