@@ -18,7 +18,13 @@ from typing import NamedTuple
 
 import numpy as np
 from scipy import stats
-from sklearn.base import BaseEstimator, MetaEstimatorMixin, clone
+from sklearn.base import (
+    BaseEstimator,
+    MetaEstimatorMixin,
+    clone,
+    is_classifier,
+    is_regressor,
+)
 from sklearn.exceptions import FitFailedWarning
 from sklearn.metrics import check_scoring
 from sklearn.model_selection import ParameterGrid
@@ -320,15 +326,46 @@ class TaskEvaluation(dict):
         return "\n".join(lines)
 
 
-def _summarize(scores, confidence):
+# scikit-learn's scorer names whose scores lie in [0, 1] (and their
+# averages, "f1_macro", "roc_auc_ovr"...), or are at most 1; the others
+# named "neg_..." are negated losses and errors: at most 0
+_UNIT_SCORERS = ("accuracy", "balanced_accuracy", "top_k_accuracy",
+                 "average_precision", "f1", "precision", "recall", "jaccard",
+                 "roc_auc")
+_AT_MOST_ONE_SCORERS = ("r2", "explained_variance", "d2_absolute_error_score",
+                        "d2_brier_score", "d2_log_loss_score")
+
+
+def _score_range(model, scoring):
+    """The values ``model``'s score can take, as far as its scorer tells."""
+    if scoring is None:  # the model's own score: accuracy or R²
+        if is_classifier(model):
+            return 0.0, 1.0
+        return (-np.inf, 1.0) if is_regressor(model) else (-np.inf, np.inf)
+    if not isinstance(scoring, str):
+        return -np.inf, np.inf
+    if scoring.startswith("neg_"):
+        return -np.inf, 0.0
+    if scoring in _UNIT_SCORERS or scoring.startswith(
+            tuple(f"{name}_" for name in _UNIT_SCORERS)):
+        return 0.0, 1.0
+    if scoring in _AT_MOST_ONE_SCORERS:
+        return -np.inf, 1.0
+    return -np.inf, np.inf
+
+
+def _summarize(scores, confidence, score_range=(-np.inf, np.inf)):
     scores = np.asarray(scores, dtype=float)
     mean = float(scores.mean())
     if len(scores) < 2:
         return TaskScores(scores, mean, np.nan, np.nan)
-    # Student's t interval of the mean: tasks are independent draws
+    # Student's t interval of the mean: tasks are independent draws. It is
+    # cut to the values the score can take (an accuracy of 0.956 on five
+    # tasks reached 1.031)
     sem = scores.std(ddof=1) / np.sqrt(len(scores))
     half = float(stats.t.ppf(0.5 + confidence / 2, len(scores) - 1) * sem)
-    return TaskScores(scores, mean, mean - half, mean + half)
+    low, high = score_range
+    return TaskScores(scores, mean, max(mean - half, low), min(mean + half, high))
 
 
 def _final_step(estimator):
@@ -391,7 +428,9 @@ def evaluate_tasks(estimator, tasks, *, baselines=None, scoring=None,
     Notes
     -----
     The interval is Student's t interval of the mean over tasks,
-    ``mean ± t * std / sqrt(n_tasks)``: it says how precisely the tasks
+    ``mean ± t * std / sqrt(n_tasks)``, cut to the values the score can
+    take (accuracy: [0, 1]; R²: at most 1; scikit-learn's ``"neg_..."``
+    scorers: at most 0): it says how precisely the tasks
     measured the mean score on this pool of classes, not how the score
     would change with other classes (see :func:`~sk_meta.tasks.class_splits`
     for that). With a single task the bounds are NaN.
@@ -467,7 +506,8 @@ def evaluate_tasks(estimator, tasks, *, baselines=None, scoring=None,
     if not scores[_model_name(estimator)]:
         raise ValueError("tasks is empty")
     return TaskEvaluation(
-        {name: _summarize(values, confidence) for name, values in scores.items()},
+        {name: _summarize(values, confidence, _score_range(models[name], scoring))
+         for name, values in scores.items()},
         confidence=confidence)
 
 
