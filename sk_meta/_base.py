@@ -555,10 +555,15 @@ class BaseMetaEstimator(BaseEstimator):
                 or _fitting.continues_meta_training(self, incremental)):
             return None, validation_tasks  # a warm start keeps the init's network
         chosen, search, pretrained = None, None, False
-        if self._is_classifier() and not incremental:
+        if self._is_classifier() and incremental:
+            from sk_meta.model_selection import _many_classes_network
+
+            # one pass cannot run class folds; the many-class rule needs none
+            params = _many_classes_network(self, tasks)
+            chosen = None if params is None else params["hidden_layer_sizes"]
+        elif self._is_classifier():
             from sk_meta.model_selection import (
                 AUTO_CHOICE_MARGIN,
-                _auto_many_classes,
                 _candidate_name,
                 _choose_network,
             )
@@ -587,12 +592,7 @@ class BaseMetaEstimator(BaseEstimator):
             if params is not None:
                 chosen = params["hidden_layer_sizes"]
                 pretrained = params.get("pretrained", False)
-                if self.verbose and search is None:
-                    print(f"hidden_layer_sizes='auto': {_candidate_name(params)}, "
-                          f"for the sampler's {len(tasks.class_labels)} classes "
-                          f"({_auto_many_classes(self)} or more: no class folds)",
-                          flush=True)
-                elif self.verbose:
+                if self.verbose and search is not None:
                     scores = ", ".join(
                         f"{_candidate_name(c)} {score:.4f}"
                         for c, score in zip(candidates, search["scores"]))
@@ -601,6 +601,12 @@ class BaseMetaEstimator(BaseEstimator):
                           f"class folds ({scores}; another network replaces the "
                           f"meta-trained MLP only when more than "
                           f"{AUTO_CHOICE_MARGIN} above it)")
+        if self.verbose and chosen is not None and search is None:
+            from sk_meta.model_selection import _auto_many_classes
+
+            print(f"hidden_layer_sizes='auto': MLP {chosen}, for the sampler's "
+                  f"{len(tasks.class_labels)} classes ({_auto_many_classes(self)} "
+                  "or more: no class folds)", flush=True)
         # a fresh meta-training does not keep an earlier init's choice
         self._chosen_hidden_layer_sizes = (DEFAULT_HIDDEN_LAYER_SIZES if chosen is None
                                            else chosen)

@@ -73,11 +73,13 @@ PARAMETERS = {
         (``max_time`` bounds each, and each pretraining), and seconds of
         pretraining; Ctrl-C during them raises ``KeyboardInterrupt`` and keeps
         nothing. ``"auto"`` is ``(64, 64)``, whatever the number of classes, for
-        other tasks, in ``meta_partial_fit`` and inside ``MetaGridSearch``, and
-        for samplers too small for two folds that leave ``n_way`` classes to
-        meta-train on; a warm start keeps the init's network, and a ``module``
-        replaces it. In :func:`~sk_meta.pipeline.meta_fit_pipeline` they run on
-        the transformed sampler, whose preprocessing saw every class.
+        other tasks and inside ``MetaGridSearch``; in ``meta_partial_fit``,
+        which runs no folds, for a sampler of fewer classes than that rule's;
+        and for samplers too small for two folds that leave ``n_way`` classes
+        to meta-train on; a warm start keeps the init's network, and a
+        ``module`` replaces it. In :func:`~sk_meta.pipeline.meta_fit_pipeline`
+        they run on the transformed sampler, whose preprocessing saw every
+        class.
         ``hidden_layer_sizes_`` is the network used."""),
     "activation": ('{"relu", "tanh", "logistic", "identity"}', """
         Non-linearity of the default MLP."""),

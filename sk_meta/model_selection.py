@@ -738,6 +738,18 @@ def _auto_many_classes(estimator):
     return AUTO_MANY_CLASSES[estimator._algorithm]
 
 
+def _many_classes_network(estimator, sampler):
+    """The wider MLP's parameters for an :class:`~sk_meta.tasks.EpisodeSampler`
+    of ``AUTO_MANY_CLASSES`` classes or more (the estimator's algorithm's);
+    None for fewer classes and other tasks."""
+    from sk_meta.tasks import EpisodeSampler
+
+    if (type(sampler) is EpisodeSampler
+            and len(sampler.class_labels) >= _auto_many_classes(estimator)):
+        return {"hidden_layer_sizes": AUTO_MANY_CLASSES_SIZES}
+    return None
+
+
 # how messages state the rule
 _AUTO_CHOICE_RULE = (
     f"{AUTO_MANY_CLASSES_SIZES} with {AUTO_MANY_CLASSES['maml']} classes or "
@@ -784,9 +796,10 @@ def _choose_network(estimator, sampler, candidates, *, one_iteration=()):
 
     if type(sampler) is not EpisodeSampler:
         return None, None
+    many_classes = _many_classes_network(estimator, sampler)
+    if many_classes is not None:
+        return many_classes, None
     n_classes = len(sampler.class_labels)
-    if n_classes >= _auto_many_classes(estimator):
-        return {"hidden_layer_sizes": AUTO_MANY_CLASSES_SIZES}, None
     n_val = max(2, _resolve_size(0.25, "val_size", n_classes, round_up=True))
     n_folds = min(AUTO_CHOICE_FOLDS, n_classes // n_val)
     if n_folds < 2 or n_classes - n_val < sampler.n_way:

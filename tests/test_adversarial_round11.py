@@ -133,3 +133,30 @@ def test_evaluate_tasks_keeps_an_error_s_interval_at_most_0():
     result = evaluate_tasks(DummyRegressor(), tasks, scoring="neg_mean_squared_error")
     assert result["DummyRegressor"].high == 0.0
     assert result["DummyRegressor"].low < -0.1
+
+
+# -- meta_partial_fit on a sampler of many classes built (64, 64), where
+#    meta_fit builds (128, 128): "once per meta-batch gives the same init as
+#    meta_fit" did not hold -------------------------------------------------------
+
+@pytest.mark.parametrize("n_classes, expected", [(12, (128, 128)), (6, (64, 64))])
+def test_meta_partial_fit_builds_the_network_meta_fit_builds(n_classes, expected,
+                                                              monkeypatch):
+    from sk_meta.tasks import EpisodeSampler
+
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(n_classes), 10)
+    X = rng.normal(size=(len(y), 4)) + y[:, None]
+
+    def sampler():
+        return EpisodeSampler(X, y, 3, 2, 3, n_tasks=8, shuffle_labels=True,
+                              random_state=0)
+
+    params = dict(meta_batch_size=4, n_meta_iter=2, random_state=0)
+    partial = MAMLClassifier(**params).meta_partial_fit(sampler())
+    assert partial.hidden_layer_sizes_ == expected
+    assert partial.meta_params_["layers.0.weight"].shape == (expected[0], 4)
+    if n_classes >= 10:  # meta_fit runs no class folds there either
+        whole = MAMLClassifier(**params).meta_fit(sampler())
+        for name, value in whole.meta_params_.items():
+            torch.testing.assert_close(partial.meta_params_[name], value)

@@ -162,8 +162,8 @@ def test_no_folds_where_they_do_not_apply(case, monkeypatch):
     else:
         est.meta_fit(tasks)
     assert est.hidden_layer_sizes_search_ is None
-    expected = {"a module": None, "sizes set": (8,),
-                "15 classes": (128, 128)}.get(case, (64, 64))
+    expected = {"a module": None, "sizes set": (8,), "15 classes": (128, 128),
+                "meta_partial_fit": (128, 128)}.get(case, (64, 64))
     assert est.hidden_layer_sizes_ == expected
     if expected is not None:  # the network meta-trained is that one
         widths = [p.shape[0] for name, p in est.meta_params_.items()
