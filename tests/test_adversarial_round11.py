@@ -160,3 +160,31 @@ def test_meta_partial_fit_builds_the_network_meta_fit_builds(n_classes, expected
         whole = MAMLClassifier(**params).meta_fit(sampler())
         for name, value in whole.meta_params_.items():
             torch.testing.assert_close(partial.meta_params_[name], value)
+
+
+# -- meta_fit(list(X), y) of a tensor, of pandas rows, of images: the labels
+#    were blamed, as validation_tasks ----------------------------------------------
+
+@pytest.mark.parametrize("kind", ["list(tensor)", "pandas rows", "list(images)",
+                                  "list of string rows"])
+def test_a_list_of_samples_of_any_kind_is_named_as_tasks(kind):
+    import pandas as pd
+
+    X, y = _blobs((4, 4, 4))
+    rows = {"list(tensor)": list(torch.from_numpy(X)),
+            "pandas rows": [row for _, row in pd.DataFrame(X).iterrows()],
+            "list(images)": list(X.reshape(12, 5, 1)),
+            "list of string rows": list(X.astype(str))}[kind]
+    with pytest.raises(TypeError, match=r"^tasks must be an iterable of .* not an "
+                                        r"array of samples \(list of (Tensor|Series|"
+                                        r"ndarray)\)"):
+        MAMLClassifier(n_meta_iter=2).meta_fit(rows, y)
+
+
+def test_a_list_of_dataframes_is_still_read_as_tasks():
+    # a task may not be a DataFrame, but the message is the per-task one
+    import pandas as pd
+
+    X, y = _blobs((4, 4, 4))
+    with pytest.raises((TypeError, ValueError), match="task 0"):
+        MAMLClassifier(n_meta_iter=2).meta_fit([pd.DataFrame(X)] * 3)

@@ -74,7 +74,7 @@ def as_task_sequence(tasks, what="tasks"):
     if _is_table(tasks) or _is_list_of_samples(tasks):
         # scikit-learn's habit: meta_fit(X, y) as fit(X, y)
         shape = (f"of shape {tuple(tasks.shape)}" if hasattr(tasks, "shape")
-                 else "of numbers")
+                 else f"of {type(next(iter(tasks))).__name__}")
         raise TypeError(
             f"{what} must be an iterable of (X_support, y_support, X_query, "
             f"y_query) tasks, not an array of samples ({type(tasks).__name__} "
@@ -95,12 +95,13 @@ def as_task_sequence(tasks, what="tasks"):
 
 def _is_list_of_samples(tasks):
     """Whether ``tasks`` is a list whose first item is a number or a row of
-    numbers (``X.tolist()``, ``y.tolist()``): a task is four arrays."""
+    numbers (``X.tolist()``, ``y.tolist()``, ``list(X)`` of an array, a
+    tensor or pandas rows): a task is four arrays."""
     if not isinstance(tasks, list) or not tasks:
         return False
     first = next(iter(tasks))  # not tasks[0]: a list subclass may count reads
-    if isinstance(first, np.ndarray):  # list(X): its rows
-        return first.ndim <= 1 and first.dtype.kind in "biuf"
+    if _is_table(first):  # list(X), of an array, tensor or DataFrame's rows
+        return not hasattr(first, "columns")  # a list of DataFrames may be a split
     if isinstance(first, list):  # X.tolist()'s rows (a tuple may be a task)
         return len(first) > 0 and all(
             isinstance(value, (numbers.Number, np.number, np.bool_))
