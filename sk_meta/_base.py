@@ -31,7 +31,11 @@ from sk_meta._checks import DEFAULT_HIDDEN_LAYER_SIZES, is_auto
 from sk_meta._errors import warn_user
 from sk_meta._records import FitResult, MetaResult, MetaTrainingState, record_on_cpu
 from sk_meta._torch_utils import DeviceOptions, torch_tensor_to_numpy, torch_threads
-from sk_meta.exceptions import DivergenceError, FeatureNamesWarning
+from sk_meta.exceptions import (
+    DivergenceError,
+    FeatureNamesWarning,
+    PersistenceWarning,
+)
 from sk_meta.functional._adapt import check_not_inference_mode
 from sk_meta.tasks import EpisodeSampler
 from sk_meta.tasks._stream import as_task_sequence
@@ -558,6 +562,8 @@ class BaseMetaEstimator(BaseEstimator):
         if self._is_classifier() and incremental:
             from sk_meta.model_selection import _many_classes_network
 
+            # what meta_partial_fit refuses, before the choice is printed
+            _fitting.check_settings(self, validation_tasks, incremental=True)
             # one pass cannot run class folds; the many-class rule needs none
             params = _many_classes_network(self, tasks)
             chosen = None if params is None else params["hidden_layer_sizes"]
@@ -630,7 +636,18 @@ class BaseMetaEstimator(BaseEstimator):
         return other
 
     def _save_checkpoint(self, result):
-        _persistence.save(self._with_meta(result), self.checkpoint_path)
+        try:
+            _persistence.save(self._with_meta(result), self.checkpoint_path)
+        except Exception as exc:
+            # what the call returns is the run in memory: a checkpoint that
+            # cannot be written (a full disk, a state load would refuse)
+            # must not throw it away
+            warn_user(
+                f"checkpoint not written to {os.fsdecode(self.checkpoint_path)!r} "
+                f"({type(exc).__name__}: {exc}); meta-training goes on, the "
+                "estimator keeps its result, and the next checkpoint tries again",
+                PersistenceWarning,
+            )
 
     def save(self, path):
         """Save the estimator to ``path`` in a format free of code.

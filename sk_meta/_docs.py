@@ -324,7 +324,9 @@ PARAMETERS = {
     "checkpoint_path": ("str or path-like", """
         Where ``meta_fit`` saves a checkpoint every ``checkpoint_every``
         meta-iterations and at the end (see :func:`sk_meta.load`). Its
-        directory must exist. Never restored by :func:`sk_meta.load`."""),
+        directory must exist. A checkpoint that cannot be written (a full
+        disk) gives a ``PersistenceWarning``, and meta-training goes on.
+        Never restored by :func:`sk_meta.load`."""),
     "checkpoint_every": ("int", """
         Meta-iterations between checkpoints."""),
     "distributed": ('"auto", True or False', """

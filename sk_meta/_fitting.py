@@ -171,6 +171,12 @@ def meta_train(estimator, tasks, validation_tasks, *, incremental, checkpoint=No
         instance = network.check(
             needs_output_layer=inner_settings.needs_output_layer,
             needs_bias=inner_settings.head_init == "prototype", seed=state.init_seed)
+    given = meta.module if warm else (
+        estimator.module if instance is None else instance)
+    if checkpoint is not None and isinstance(given, torch.nn.Module):
+        # found now, not after the run: its checkpoints would not load
+        check_extra_state(given.state_dict(), "checkpoint_path is set, but its "
+                          "files would not load", error=ValueError)
     # read and checked before the first draw: a refusal of them needs no
     # training task and must not consume the user's iterator
     validation_drawn = read_validation_tasks(
@@ -214,10 +220,6 @@ def meta_train(estimator, tasks, validation_tasks, *, incremental, checkpoint=No
             X, codes = sampler_rows(tasks)
             pretrain_body(module, X, codes, seed=state.init_seed, device=device,
                           max_time=settings.max_time)
-    if checkpoint is not None:
-        # found now, not after the run: its checkpoints would not load
-        check_extra_state(module.state_dict(), "checkpoint_path is set, but its "
-                          "files would not load", error=ValueError)
     source.n_outputs = n_outputs
     source.check_classes(first)
     # the network as built, before any forward pass under vmap: one that

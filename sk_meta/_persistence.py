@@ -93,11 +93,12 @@ _EXTRA_STATE_SUFFIX = "_extra_state"
 
 
 def check_extra_state(module_state, what, error=TypeError):
-    """Raise a TypeError if a module's extra state (what a custom module's
-    ``get_extra_state`` returns, any object) would not load back from the
-    weights-only format: ``save`` would write a file ``load`` refuses."""
+    """Raise ``error`` if an entry of a module's state dict would not load
+    back from the weights-only format (``save`` would write a file ``load``
+    refuses): what a custom module's ``get_extra_state`` returns (any
+    object), what a state-dict hook adds, a tensor subclass."""
     for key, value in module_state.items():
-        if not key.endswith(_EXTRA_STATE_SUFFIX) or isinstance(value, torch.Tensor):
+        if type(value) in (torch.Tensor, torch.nn.Parameter):
             continue
         buffer = io.BytesIO()
         try:
@@ -105,13 +106,14 @@ def check_extra_state(module_state, what, error=TypeError):
             buffer.seek(0)
             torch.load(buffer, map_location="cpu", weights_only=True)
         except Exception:
+            source = ("returned by get_extra_state" if key.endswith(
+                _EXTRA_STATE_SUFFIX) else "in its state_dict")
             raise error(
-                f"{what}: the module's extra state {key!r} (a "
-                f"{type(value).__module__}.{type(value).__qualname__}, returned "
-                "by get_extra_state) is or holds an object that the weights-only "
-                "format cannot read back; return tensors and plain values "
-                "(numbers, strings, lists, dicts) from get_extra_state, or use "
-                "pickle or joblib for this estimator"
+                f"{what}: the module's state entry {key!r} (a "
+                f"{type(value).__module__}.{type(value).__qualname__}, {source}) "
+                "is or holds an object that the weights-only format cannot read "
+                "back; keep tensors and plain values (numbers, strings, lists, "
+                "dicts) there, or use pickle or joblib for this estimator"
             ) from None
 
 

@@ -1,5 +1,6 @@
 """Devices, threads, random state and CPU copies: the estimators' torch plumbing."""
 
+import collections
 import contextlib
 import copy
 import numbers
@@ -174,7 +175,12 @@ def to_cpu(obj):
             return obj
         return copy.deepcopy(obj).cpu()
     if isinstance(obj, dict):
-        return type(obj)((k, to_cpu(v)) for k, v in obj.items())
+        items = [(k, to_cpu(v)) for k, v in obj.items()]
+        if type(obj) in (dict, collections.OrderedDict):
+            return type(obj)(items)
+        moved = copy.copy(obj)  # a subclass's constructor may differ (defaultdict)
+        moved.update(items)
+        return moved
     if isinstance(obj, (list, tuple)) and not hasattr(obj, "_fields"):
         return type(obj)(to_cpu(v) for v in obj)
     return obj

@@ -15,6 +15,7 @@ import math
 import numbers
 import time
 import zlib
+from time import sleep
 
 import numpy as np
 import torch
@@ -340,25 +341,25 @@ class MetaTrainer:
                                  max_time=self.settings.max_time)
         interrupted = False
         draws = self._draws_random()
-        with deferred_keyboard_interrupt() as sigint, \
-                forked_rng(self.settings.device, draws=draws):
-            if draws:  # else nothing to restore, and no generator of ours
-                self._restore_rng()
+        with deferred_keyboard_interrupt() as sigint:
             try:
                 # n_meta_iter=0: the init as built (the pretrained MLP)
                 while not self._iterations_spent():
-                    self._step(self.groups)
-                    self._check()
-                    stop = self._report()
-                    interrupted, out_of_time = self._agree(sigint.is_set,
-                                                           self._out_of_time())
-                    if interrupted:
-                        break
-                    if stop or out_of_time or self._iterations_spent():
-                        break
-                    self.groups = self.source.draw(self.settings.meta_batch_size)
-                    if self.groups is None:
-                        break
+                    with self._own_rng(draws):
+                        self._step(self.groups)
+                        self._check()
+                        stop = self._report()
+                        interrupted, out_of_time = self._agree(
+                            sigint.is_set, self._out_of_time())
+                        if interrupted:
+                            break
+                        if stop or out_of_time or self._iterations_spent():
+                            break
+                        self.groups = self.source.draw(self.settings.meta_batch_size)
+                        if self.groups is None:
+                            break
+                    if draws:
+                        sleep(0)  # another thread waiting for the generator
             except KeyboardInterrupt:
                 # a second Ctrl-C gives up at once; an interrupt that was not
                 # deferred (the program's own SIGINT handler, or the task
@@ -368,22 +369,23 @@ class MetaTrainer:
                 if sigint.is_set or self.committing or self.world is not None:
                     raise
                 interrupted = True
-            self._check(flush=True)
-            if (not interrupted and self.history_iter < self.n_iter
-                    and self.settings.n_meta_iter is not None):
-                # the last, partial interval; meta_partial_fit leaves it to the
-                # next call, so it validates every validation_interval
-                # meta-iterations as meta_fit does, not once per call
-                self._record_history()
-            elif self.n_iter == 0 and self.validation is not None:
-                self._record_history()  # the score of the init as built
-            self.progress.close(
-                self.n_iter, self.loss_curve[-1] if self.loss_curve else None,
-                self.validation_scores[-1] if self.validation_scores else None)
-            self._save_rng()
-            result = self.to_result(self._outcome())
-            if self.checkpoint is not None:
-                self.checkpoint(result)
+            with self._own_rng(draws):
+                self._check(flush=True)
+                if (not interrupted and self.history_iter < self.n_iter
+                        and self.settings.n_meta_iter is not None):
+                    # the last, partial interval; meta_partial_fit leaves it to
+                    # the next call, so it validates every validation_interval
+                    # meta-iterations as meta_fit does, not once per call
+                    self._record_history()
+                elif self.n_iter == 0 and self.validation is not None:
+                    self._record_history()  # the score of the init as built
+                self.progress.close(
+                    self.n_iter, self.loss_curve[-1] if self.loss_curve else None,
+                    self.validation_scores[-1] if self.validation_scores else None)
+                self._save_rng()
+                result = self.to_result(self._outcome())
+                if self.checkpoint is not None:
+                    self.checkpoint(result)
         if interrupted:
             warn_user(
                 f"meta-training interrupted after {self.n_iter} meta-iterations; "
@@ -576,6 +578,21 @@ class MetaTrainer:
         if not self.settings.task_interpolation:
             return None
         return np.random.default_rng(int(torch.randint(2**62, (1,)).item()))
+
+    @contextlib.contextmanager
+    def _own_rng(self, draws):
+        """This run's random numbers on torch's generator, one meta-iteration
+        at a time: no other thread's seeded section runs meanwhile, and
+        another's (a fit) can between meta-iterations instead of waiting for
+        the whole run. ``draws=False``: nothing (see ``forked_rng``)."""
+        with forked_rng(self.settings.device, draws=draws):
+            if draws:
+                self._restore_rng()
+            try:
+                yield
+            finally:
+                if draws:
+                    self._save_rng()
 
     def _restore_rng(self):
         state = self.state

@@ -20,10 +20,10 @@ import numpy as np
 from scipy import stats
 from sklearn.base import (
     BaseEstimator,
+    ClassifierMixin,
     MetaEstimatorMixin,
+    RegressorMixin,
     clone,
-    is_classifier,
-    is_regressor,
 )
 from sklearn.exceptions import FitFailedWarning
 from sklearn.metrics import check_scoring
@@ -338,10 +338,15 @@ _AT_MOST_ONE_SCORERS = ("r2", "explained_variance", "d2_absolute_error_score",
 
 def _score_range(model, scoring):
     """The values ``model``'s score can take, as far as its scorer tells."""
-    if scoring is None:  # the model's own score: accuracy or R²
-        if is_classifier(model):
+    if scoring is None:  # the model's own score: scikit-learn's accuracy or R²
+        final = _final_step(model)
+        if isinstance(final, MetaGridSearch):
+            final = _final_step(final.estimator)
+        score = getattr(type(final), "score", None)
+        if score is ClassifierMixin.score:
             return 0.0, 1.0
-        return (-np.inf, 1.0) if is_regressor(model) else (-np.inf, np.inf)
+        # another score (a search's, scored with its own scoring) may be any
+        return (-np.inf, 1.0) if score is RegressorMixin.score else (-np.inf, np.inf)
     if not isinstance(scoring, str):
         return -np.inf, np.inf
     if scoring.startswith("neg_"):
@@ -365,6 +370,8 @@ def _summarize(scores, confidence, score_range=(-np.inf, np.inf)):
     sem = scores.std(ddof=1) / np.sqrt(len(scores))
     half = float(stats.t.ppf(0.5 + confidence / 2, len(scores) - 1) * sem)
     low, high = score_range
+    if not low <= mean <= high:  # a score out of its range: nothing to cut to
+        low, high = -np.inf, np.inf
     return TaskScores(scores, mean, max(mean - half, low), min(mean + half, high))
 
 

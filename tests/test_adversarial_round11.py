@@ -6,6 +6,7 @@ import os
 import numpy as np
 import pytest
 import torch
+from sklearn.base import BaseEstimator, ClassifierMixin
 from torch import nn
 
 import sk_meta
@@ -56,7 +57,7 @@ def test_save_refuses_extra_state_that_load_would_refuse(extra, tmp_path):
     # without running code refuses"): the saved estimator was lost
     clf = _meta_fitted(extra)
     path = tmp_path / "clf.skm"
-    with pytest.raises(TypeError, match="extra state .*get_extra_state"):
+    with pytest.raises(TypeError, match="state entry '_extra_state' .*get_extra_state"):
         clf.save(path)
     assert not os.path.exists(path)
 
@@ -81,7 +82,7 @@ def test_checkpoint_path_refuses_such_a_module_before_training(extra, tmp_path):
     init = {k: v.clone() for k, v in clf.meta_params_.items()}
     clf.set_params(module=_WithExtraState(extra), checkpoint_path=path)
     X, y = _blobs((4, 4, 4))
-    with pytest.raises(ValueError, match="checkpoint_path .*extra state"):
+    with pytest.raises(ValueError, match="checkpoint_path .*'_extra_state'"):
         clf.meta_fit([(X, y, X, y)])
     assert not os.path.exists(path)
     for name, value in clf.meta_params_.items():  # the earlier init is kept
@@ -100,21 +101,28 @@ def _constant_tasks(n_ones_per_task):
 
 
 @pytest.mark.filterwarnings("ignore:A single label was found")  # balanced accuracy
-def test_evaluate_tasks_keeps_an_accuracy_s_interval_within_0_and_1():
-    from sklearn.dummy import DummyClassifier
+class _AlwaysZero(ClassifierMixin, BaseEstimator):
+    def fit(self, X, y):
+        self.classes_ = np.unique(y)
+        return self
 
+    def predict(self, X):
+        return np.zeros(len(X))
+
+
+def test_evaluate_tasks_keeps_an_accuracy_s_interval_within_0_and_1():
     from sk_meta.model_selection import evaluate_tasks
 
-    always_zero = DummyClassifier(strategy="constant", constant=0)
+    always_zero = _AlwaysZero()
     tasks = _constant_tasks([0, 0, 0, 0, 2])
     for scoring in (None, "accuracy", "balanced_accuracy"):
         result = evaluate_tasks(always_zero, tasks, scoring=scoring)
-        scores = result["DummyClassifier"]
+        scores = result["_AlwaysZero"]
         assert scores.high == 1.0 and scores.low < scores.mean < 1.0
     # a scorer of unknown range keeps Student's t interval as it is
     result = evaluate_tasks(always_zero, tasks,
                             scoring=lambda model, X, y: model.score(X, y))
-    scores = result["DummyClassifier"]
+    scores = result["_AlwaysZero"]
     accuracies = np.array([1, 1, 1, 1, 0.8])
     from scipy import stats
     half = stats.t.ppf(0.975, 4) * accuracies.std(ddof=1) / np.sqrt(5)
@@ -188,3 +196,189 @@ def test_a_list_of_dataframes_is_still_read_as_tasks():
     X, y = _blobs((4, 4, 4))
     with pytest.raises((TypeError, ValueError), match="task 0"):
         MAMLClassifier(n_meta_iter=2).meta_fit([pd.DataFrame(X)] * 3)
+
+
+# -- threads: a fit of a module that draws (dropout) waited for another
+#    thread's whole meta-training, which held torch's generator throughout ------
+
+def test_a_fit_runs_between_the_meta_iterations_of_another_thread():
+    import threading
+
+    X, y = _blobs((4, 4, 4), n_features=64)
+
+    def dropout_net():
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Linear(64, 16), nn.ReLU(), nn.Dropout(0.3),
+                             nn.Linear(16, 3))
+
+    fitted = MAMLClassifier(module=dropout_net(), n_meta_iter=2,
+                            random_state=0).meta_fit([(X, y, X, y)])
+    expected = fitted.fit(X, y).predict_proba(X)
+
+    started, stop = threading.Event(), threading.Event()
+
+    class _Stop(Exception):
+        pass
+
+    def hook(module, inputs, output):
+        started.set()
+        if stop.is_set():
+            raise _Stop
+
+    long_run = dropout_net()
+    long_run.register_forward_hook(hook)
+    outcome = []
+
+    def meta_train():
+        try:
+            MAMLClassifier(module=long_run, n_meta_iter=10**6, max_time=120,
+                           random_state=0).meta_fit([(X, y, X, y)])
+        except Exception as exc:  # the hook's _Stop, wrapped or not
+            outcome.append(exc)
+
+    worker = threading.Thread(target=meta_train)
+    worker.start()
+    try:
+        assert started.wait(timeout=60)
+        done = threading.Event()
+        result = []
+        fitter = threading.Thread(target=lambda: (
+            result.append(fitted.fit(X, y).predict_proba(X)), done.set()))
+        fitter.start()
+        assert done.wait(timeout=30), "fit waited for the other meta-training"
+        assert worker.is_alive()  # it ran while the meta-training went on
+        np.testing.assert_array_equal(result[0], expected)  # and drew its own
+    finally:
+        stop.set()
+        worker.join(timeout=60)
+    assert not worker.is_alive() and outcome
+
+
+# -- a sixth hostile pass over the checks above ----------------------------------
+
+class _NumpyOnceWarm(nn.Module):
+    """Extra state that is plain when meta_fit starts and numpy later."""
+
+    def __init__(self):
+        super().__init__()
+        self.out = nn.Linear(5, 3)
+        self.calls = 0
+
+    def forward(self, x):
+        self.calls = np.int64(self.calls + 1) if self.calls >= 3 else self.calls + 1
+        return self.out(x)
+
+    def get_extra_state(self):
+        return {"calls": self.calls}
+
+    def set_extra_state(self, state):
+        self.calls = state["calls"]
+
+
+def test_a_checkpoint_that_cannot_be_written_does_not_lose_the_run(tmp_path):
+    # the final checkpoint's refusal made meta_fit fail after the whole run
+    from sk_meta.exceptions import PersistenceWarning
+
+    X, y = _blobs((4, 4, 4))
+    path = tmp_path / "ckpt.skm"
+    clf = MAMLClassifier(module=_NumpyOnceWarm(), head_init="meta", n_meta_iter=4,
+                         inner_steps=1, random_state=0, checkpoint_path=path)
+    with pytest.warns(PersistenceWarning, match="checkpoint not written .*extra"):
+        clf.meta_fit([(X, y, X, y)])
+    assert clf.n_meta_iter_ == 4
+    assert not os.path.exists(path)
+    with pytest.raises(TypeError, match="extra_state"):
+        clf.save(tmp_path / "clf.skm")
+
+
+def test_the_checkpoint_refusal_draws_no_task():
+    X, y = _blobs((4, 4, 4))
+    drawn = []
+
+    def tasks():
+        for _ in range(8):
+            drawn.append(1)
+            yield X, y, X, y
+
+    clf = MAMLClassifier(module=_WithExtraState(np.arange(3)), head_init="meta",
+                         n_meta_iter=2, meta_batch_size=4, checkpoint_path="c.skm")
+    with pytest.raises(ValueError, match="checkpoint_path"):
+        clf.meta_fit(tasks())
+    assert drawn == []
+
+
+class _TensorSubclass(torch.Tensor):
+    pass
+
+
+class _TaggedStats(_WithExtraState):
+    """Extra state made when asked: a tensor subclass."""
+
+    def get_extra_state(self):
+        return torch.arange(3.0).as_subclass(_TensorSubclass)
+
+
+class _HookedEntry(nn.Module):
+    """A state-dict hook keeps a numpy scale beside the weights."""
+
+    def __init__(self):
+        super().__init__()
+        self.out = nn.Linear(5, 3)
+        self._register_state_dict_hook(_HookedEntry._add)
+        self.register_load_state_dict_pre_hook(_HookedEntry._drop)
+
+    @staticmethod
+    def _add(module, state, prefix, local_metadata):
+        state[prefix + "scale"] = np.float32(2.0)
+
+    @staticmethod
+    def _drop(module, state, prefix, *args):
+        state.pop(prefix + "scale", None)
+
+    def forward(self, x):
+        return self.out(x)
+
+
+@pytest.mark.parametrize("case", ["tensor subclass", "state-dict hook", "defaultdict"])
+def test_save_refuses_every_state_entry_load_would_refuse(case, tmp_path):
+    import collections
+
+    X, y = _blobs((4, 4, 4))
+    module = {"tensor subclass": lambda: _TaggedStats(None),
+              "state-dict hook": _HookedEntry,
+              "defaultdict": lambda: _WithExtraState(
+                  collections.defaultdict(int, a=1))}[case]()
+    clf = MAMLClassifier(module=module, head_init="meta", n_meta_iter=1,
+                         inner_steps=1, random_state=0).meta_fit([(X, y, X, y)])
+    entry = "'scale' .*in its state_dict" if case == "state-dict hook" else \
+        "'_extra_state' .*get_extra_state"
+    with pytest.raises(TypeError, match=f"state entry {entry}"):
+        clf.save(tmp_path / "clf.skm")
+    assert not os.path.exists(tmp_path / "clf.skm")
+
+
+def test_a_search_s_own_score_keeps_its_interval():
+    # a search scores with its scoring: [0.000, -0.412] was printed
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import GridSearchCV
+
+    from sk_meta.model_selection import evaluate_tasks
+
+    X, y = _blobs((6, 6, 6))
+    tasks = [(X, y, X, y), (X[::-1], y[::-1], X, y), (X, y, X[::2], y[::2])]
+    result = evaluate_tasks(GridSearchCV(LogisticRegression(), {"C": [0.01, 1.0]},
+                                         scoring="neg_log_loss", cv=2), tasks)
+    scores = result["GridSearchCV"]
+    assert scores.high < 0 and scores.low <= scores.mean <= scores.high
+
+
+def test_meta_partial_fit_refuses_before_it_prints_its_choice(capsys):
+    from sk_meta.tasks import EpisodeSampler
+
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(12), 10)
+    X = rng.normal(size=(len(y), 4)) + y[:, None]
+    sampler = EpisodeSampler(X, y, 3, 2, 3, n_tasks=4, random_state=0)
+    with pytest.raises(ValueError, match="linear"):
+        MAMLClassifier(meta_lr_schedule="linear", verbose=1).meta_partial_fit(sampler)
+    assert "hidden_layer_sizes" not in capsys.readouterr().out
