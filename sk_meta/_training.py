@@ -604,8 +604,10 @@ class MetaTrainer:
             torch.cuda.set_rng_state(state.cuda_rng_state, self.settings.device)
 
     def _save_rng(self):
-        if not self._draws_random():  # another thread's, if anyone's
-            self.state.torch_rng_state = self.state.cuda_rng_state = None
+        if not self._draws_random():
+            # the generator is another thread's, if anyone's; ours did not
+            # move: a warm start that draws again goes on from where the
+            # last drawing run stopped (a reseed would repeat its draws)
             return
         self.state.torch_rng_state = torch.get_rng_state()
         if self.settings.device.type == "cuda":

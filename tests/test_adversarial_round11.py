@@ -382,3 +382,34 @@ def test_meta_partial_fit_refuses_before_it_prints_its_choice(capsys):
     with pytest.raises(ValueError, match="linear"):
         MAMLClassifier(meta_lr_schedule="linear", verbose=1).meta_partial_fit(sampler)
     assert "hidden_layer_sizes" not in capsys.readouterr().out
+
+
+# -- a warm start that turned task interpolation off and on again repeated
+#    the first run's draws (nothing was saved while nothing drew) ---------------
+
+def test_interpolation_turned_off_and_on_goes_on_with_new_draws(monkeypatch):
+    from sk_meta import _training
+
+    drawn = []
+    original = _training.MetaTrainer._interpolation_rng
+
+    def recording(self):
+        rng = original(self)
+        if rng is not None:  # its seed, drawn from torch's generator
+            drawn.append(rng.bit_generator.state["state"]["state"])
+        return rng
+
+    monkeypatch.setattr(_training.MetaTrainer, "_interpolation_rng", recording)
+    X, y = _blobs((4, 4, 4, 4))
+    tasks = [(X, y, X, y)] * 4
+    params = dict(hidden_layer_sizes=(8,), meta_batch_size=2, random_state=0)
+    MAMLClassifier(task_interpolation=0.5, n_meta_iter=6, **params).meta_fit(tasks)
+    straight = list(drawn)
+    drawn.clear()
+    clf = MAMLClassifier(task_interpolation=0.5, n_meta_iter=3, **params)
+    clf.meta_fit(tasks)
+    clf.set_params(warm_start=True, task_interpolation=0.0, n_meta_iter=4)
+    clf.meta_fit(tasks)
+    clf.set_params(task_interpolation=0.5, n_meta_iter=7).meta_fit(tasks)
+    assert len(drawn) == 6
+    assert drawn == straight  # the third run drew the 4th to 6th numbers
