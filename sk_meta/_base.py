@@ -613,6 +613,18 @@ class BaseMetaEstimator(BaseEstimator):
             print(f"hidden_layer_sizes='auto': MLP {chosen}, for the sampler's "
                   f"{len(tasks.class_labels)} classes ({_auto_many_classes(self)} "
                   "or more: no class folds)", flush=True)
+        elif self.verbose and chosen is None and self._is_classifier():
+            # say why nothing was compared: a sampler subclass or a list gets
+            # the MLP without a word otherwise
+            why = ("class folds need an EpisodeSampler itself, not a subclass"
+                   if isinstance(tasks, EpisodeSampler)
+                   and type(tasks) is not EpisodeSampler
+                   else "class folds need an EpisodeSampler, got "
+                   f"{type(tasks).__name__}" if type(tasks) is not EpisodeSampler
+                   else "meta_partial_fit runs no class folds" if incremental
+                   else "too few classes for two class folds")
+            print(f"hidden_layer_sizes='auto': MLP {DEFAULT_HIDDEN_LAYER_SIZES} "
+                  f"({why})", flush=True)
         # a fresh meta-training does not keep an earlier init's choice
         self._chosen_hidden_layer_sizes = (DEFAULT_HIDDEN_LAYER_SIZES if chosen is None
                                            else chosen)

@@ -413,3 +413,38 @@ def test_interpolation_turned_off_and_on_goes_on_with_new_draws(monkeypatch):
     clf.set_params(task_interpolation=0.5, n_meta_iter=7).meta_fit(tasks)
     assert len(drawn) == 6
     assert drawn == straight  # the third run drew the 4th to 6th numbers
+
+
+# -- hidden_layer_sizes="auto" chose (64, 64) without a word for a sampler
+#    subclass or a list, even with verbose --------------------------------------
+
+@pytest.mark.parametrize("case, reason", [
+    ("subclass", "class folds need an EpisodeSampler itself, not a subclass"),
+    ("list", "class folds need an EpisodeSampler, got list"),
+    ("meta_partial_fit", "meta_partial_fit runs no class folds"),
+    ("four classes", "too few classes for two class folds")])
+def test_verbose_says_why_auto_compared_no_networks(case, reason, capsys):
+    from sk_meta.tasks import EpisodeSampler
+
+    class Sampler(EpisodeSampler):
+        pass
+
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(6), 10)
+    X = rng.normal(size=(len(y), 4)) + y[:, None]
+    estimator = MAMLClassifier(n_meta_iter=1, verbose=1)
+    if case == "subclass":
+        estimator.meta_fit(Sampler(X, y, 3, 2, 3, random_state=0))
+    elif case == "list":
+        estimator.meta_fit(list(EpisodeSampler(X, y, 3, 2, 3, n_tasks=2,
+                                               random_state=0)))
+    elif case == "meta_partial_fit":
+        estimator.meta_partial_fit(EpisodeSampler(X, y, 3, 2, 3, n_tasks=2,
+                                                  random_state=0))
+    else:
+        keep = y < 4
+        estimator.meta_fit(EpisodeSampler(X[keep], y[keep], 3, 2, 3,
+                                          random_state=0))
+    assert estimator.hidden_layer_sizes_ == (64, 64)
+    assert f"hidden_layer_sizes='auto': MLP (64, 64) ({reason})" in \
+        capsys.readouterr().out
