@@ -656,8 +656,9 @@ class BaseMetaEstimator(BaseEstimator):
             # must not throw it away
             warn_user(
                 f"checkpoint not written to {os.fsdecode(self.checkpoint_path)!r} "
-                f"({type(exc).__name__}: {exc}); meta-training goes on, the "
-                "estimator keeps its result, and the next checkpoint tries again",
+                f"({type(exc).__name__}: {exc}); meta-training does not stop for "
+                "it, and the estimator keeps its result (a later checkpoint, if "
+                "any, tries again)",
                 PersistenceWarning,
             )
 

@@ -325,7 +325,9 @@ PARAMETERS = {
         Where ``meta_fit`` saves a checkpoint every ``checkpoint_every``
         meta-iterations and at the end (see :func:`sk_meta.load`). Its
         directory must exist. A checkpoint that cannot be written (a full
-        disk) gives a ``PersistenceWarning``, and meta-training goes on.
+        disk) gives a ``PersistenceWarning``, and meta-training goes on (a
+        warnings filter that makes it an error stops the call, which then
+        keeps nothing, as any failed call).
         Never restored by :func:`sk_meta.load`."""),
     "checkpoint_every": ("int", """
         Meta-iterations between checkpoints."""),

@@ -98,8 +98,9 @@ def check_extra_state(module_state, what, error=TypeError):
     refuses): what a custom module's ``get_extra_state`` returns (any
     object), what a state-dict hook adds, a tensor subclass."""
     for key, value in module_state.items():
-        if type(value) in (torch.Tensor, torch.nn.Parameter):
-            continue
+        if type(value) in (torch.Tensor, torch.nn.Parameter) or (
+                torch.nn.parameter.is_lazy(value)):
+            continue  # (a lazy layer is sized by the first forward pass)
         buffer = io.BytesIO()
         try:
             torch.save(value, buffer)

@@ -448,3 +448,57 @@ def test_verbose_says_why_auto_compared_no_networks(case, reason, capsys):
     assert estimator.hidden_layer_sizes_ == (64, 64)
     assert f"hidden_layer_sizes='auto': MLP (64, 64) ({reason})" in \
         capsys.readouterr().out
+
+
+# -- a seventh hostile pass ----------------------------------------------------------
+
+def test_checkpoint_path_takes_a_module_of_lazy_layers(tmp_path):
+    # its weights are sized by the first forward pass, after the check
+    X, y = _blobs((4, 4, 4))
+    torch.manual_seed(0)
+    module = nn.Sequential(nn.LazyLinear(8), nn.ReLU(), nn.LazyLinear(3))
+    clf = MAMLClassifier(module=module, head_init="meta", n_meta_iter=2,
+                         inner_steps=1, random_state=0,
+                         checkpoint_path=tmp_path / "ckpt.skm").meta_fit(
+        [(X, y, X, y)])
+    loaded = sk_meta.load(tmp_path / "ckpt.skm", module=nn.Sequential(
+        nn.LazyLinear(8), nn.ReLU(), nn.LazyLinear(3)))
+    assert loaded.n_meta_iter_ == clf.n_meta_iter_ == 2
+
+
+def test_a_line_searched_fit_in_a_thread_leaves_another_s_draws_alone():
+    # the fit of sk_meta's MLP (which draws nothing, so holds nothing) took
+    # another thread's draws for its own noise and set the generator back
+    import threading
+
+    X, y = _blobs((6, 6, 6), n_features=8)
+    tasks = [(X, y, X, y), (X[::-1], y[::-1], X, y)]
+
+    def dropout_run():
+        torch.manual_seed(0)
+        module = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Dropout(0.3),
+                               nn.Linear(16, 3))
+        return MAMLClassifier(module=module, head_init="meta", n_meta_iter=30,
+                              meta_batch_size=2, inner_steps=2, meta_inner_steps=1,
+                              task_interpolation=0.0, random_state=1).meta_fit(
+            tasks).meta_params_
+
+    expected = dropout_run()
+    mlp = MAMLClassifier(hidden_layer_sizes=(8,), backtracking=True, inner_steps=5,
+                         n_meta_iter=1, task_interpolation=0.0,
+                         random_state=5).meta_fit(tasks)
+    stop = threading.Event()
+
+    def fit_in_a_loop():
+        while not stop.is_set():
+            mlp.fit(X, y)
+
+    fitter = threading.Thread(target=fit_in_a_loop)
+    fitter.start()
+    try:
+        result = dropout_run()
+    finally:
+        stop.set()
+        fitter.join()
+    for name, value in expected.items():
+        assert torch.equal(result[name], value), name

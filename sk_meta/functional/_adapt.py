@@ -1,11 +1,13 @@
 """The inner loop: a few gradient steps from given parameters, for a batch of tasks."""
 
+import contextlib
 import math
 import numbers
 
 import torch
 
 from sk_meta._checks import check_positive_int
+from sk_meta.functional._rng import _GLOBAL_RNG_LOCK
 
 OPTIMIZERS = ("sgd", "adam")
 
@@ -329,10 +331,17 @@ def _line_searched(forward, params, names, X, y, *, loss_fn, lr, n_steps, optimi
     adapting = {name: params[name].detach().requires_grad_() for name in names}
     adam_state = None
     steps = []
-    with torch.enable_grad():  # adaptation needs gradients even under no_grad()
+    with torch.enable_grad(), contextlib.ExitStack() as generator_held:
+        # adaptation needs gradients even under no_grad(). Another thread's
+        # draws between the two reads would look like this forward's noise,
+        # and its generator would then be set back: the first forward holds
+        # the generator, and a noisy line search keeps holding it
+        generator_held.enter_context(_GLOBAL_RNG_LOCK)
         before = _rng_state(device)
         losses = losses_at(adapting)
         noisy = not _same_state(before, _rng_state(device))
+        if not noisy:
+            generator_held.close()  # a forward that draws nothing: others go on
         loss = losses.sum()  # what a fit of no step reports
         for step in range(n_steps):
             if noisy and step:  # the step's own noise, drawn as a plain step would
