@@ -349,17 +349,19 @@ class MetaTrainer:
                         self._step(self.groups)
                         self._check()
                         stop = self._report()
-                        interrupted, out_of_time = self._agree(
-                            sigint.is_set, self._out_of_time())
-                        if interrupted:
-                            break
-                        if stop or out_of_time or self._iterations_spent():
-                            break
-                        self.groups = self.source.draw(self.settings.meta_batch_size)
-                        if self.groups is None:
-                            break
+                    interrupted, out_of_time = self._agree(sigint.is_set,
+                                                           self._out_of_time())
+                    if interrupted:
+                        break
+                    if stop or out_of_time or self._iterations_spent():
+                        break
                     if draws:
                         sleep(0)  # another thread waiting for the generator
+                    # outside the generator's hold: the tasks' iterator may wait
+                    # for a thread that needs it (a producer that fits)
+                    self.groups = self.source.draw(self.settings.meta_batch_size)
+                    if self.groups is None:
+                        break
             except KeyboardInterrupt:
                 # a second Ctrl-C gives up at once; an interrupt that was not
                 # deferred (the program's own SIGINT handler, or the task

@@ -502,3 +502,49 @@ def test_a_line_searched_fit_in_a_thread_leaves_another_s_draws_alone():
         fitter.join()
     for name, value in expected.items():
         assert torch.equal(result[name], value), name
+
+
+def test_tasks_from_a_producer_thread_that_fits_do_not_deadlock():
+    # meta_fit held torch's generator while it waited for the next tasks, and
+    # the producer's fit of a dropout module waited for the generator
+    import queue
+    import threading
+
+    X, y = _blobs((6, 6, 6), n_features=4)
+
+    def dropout_net():
+        return nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Dropout(0.3),
+                             nn.Linear(8, 3))
+
+    params = dict(head_init="meta", meta_batch_size=2, inner_steps=1,
+                  meta_inner_steps=1, random_state=0)
+    helper = MAMLClassifier(module=dropout_net(), n_meta_iter=1, **params).meta_fit(
+        [(X, y, X, y)])
+    produced, stop = queue.Queue(maxsize=1), threading.Event()
+
+    def producer():
+        while not stop.is_set():
+            helper.fit(X, y)  # holds the generator: the module draws
+            while not stop.is_set():
+                try:
+                    produced.put((X, y, X, y), timeout=0.2)
+                    break
+                except queue.Full:
+                    pass
+
+    def tasks(n):
+        for _ in range(n):
+            try:
+                yield produced.get(timeout=20)
+            except queue.Empty:
+                raise RuntimeError("no task in 20 s: deadlock") from None
+
+    worker = threading.Thread(target=producer, daemon=True)
+    worker.start()
+    try:
+        clf = MAMLClassifier(module=dropout_net(), n_meta_iter=5, **params).meta_fit(
+            tasks(10))
+    finally:
+        stop.set()
+        worker.join(timeout=20)
+    assert clf.n_meta_iter_ == 5
