@@ -548,3 +548,50 @@ def test_tasks_from_a_producer_thread_that_fits_do_not_deadlock():
         stop.set()
         worker.join(timeout=20)
     assert clf.n_meta_iter_ == 5
+
+
+def test_a_line_searched_fit_of_sk_meta_s_mlp_holds_no_lock_of_its_own():
+    # a user's lock held around the fit, and taken by another thread's
+    # module during its meta-training (which holds torch's generator):
+    # the fit waited for the generator, the module for the user's lock
+    import threading
+
+    X, y = _blobs((6, 6, 6), n_features=4)
+    users_lock = threading.Lock()
+
+    class Logged(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Dropout(0.3))
+            self.out = nn.Linear(8, 3)
+
+        def forward(self, x):
+            with users_lock:  # a shared log, say
+                pass
+            return self.out(self.body(x))
+
+    mlp = MAMLClassifier(hidden_layer_sizes=(8,), backtracking=True, inner_steps=3,
+                         n_meta_iter=1, task_interpolation=0.0,
+                         random_state=0).meta_fit([(X, y, X, y)])
+    stop, finished = threading.Event(), []
+
+    def fit_under_the_lock():
+        while not stop.is_set():
+            with users_lock:
+                mlp.fit(X, y)
+        finished.append("fit")
+
+    def meta_train():
+        MAMLClassifier(module=Logged(), head_init="meta", n_meta_iter=10,
+                       meta_batch_size=2, inner_steps=2, meta_inner_steps=1,
+                       random_state=1).meta_fit([(X, y, X, y)] * 4)
+        finished.append("meta_fit")
+
+    fitter = threading.Thread(target=fit_under_the_lock, daemon=True)
+    trainer = threading.Thread(target=meta_train, daemon=True)
+    fitter.start()
+    trainer.start()
+    trainer.join(timeout=60)
+    stop.set()
+    fitter.join(timeout=30)
+    assert sorted(finished) == ["fit", "meta_fit"], "deadlock"

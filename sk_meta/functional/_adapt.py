@@ -7,7 +7,7 @@ import numbers
 import torch
 
 from sk_meta._checks import check_positive_int
-from sk_meta.functional._rng import _GLOBAL_RNG_LOCK
+from sk_meta.functional._rng import _GLOBAL_RNG_LOCK, draws_nothing
 
 OPTIMIZERS = ("sgd", "adam")
 
@@ -335,11 +335,14 @@ def _line_searched(forward, params, names, X, y, *, loss_fn, lr, n_steps, optimi
         # adaptation needs gradients even under no_grad(). Another thread's
         # draws between the two reads would look like this forward's noise,
         # and its generator would then be set back: the first forward holds
-        # the generator, and a noisy line search keeps holding it
-        generator_held.enter_context(_GLOBAL_RNG_LOCK)
-        before = _rng_state(device)
+        # the generator, and a noisy line search keeps holding it. A caller
+        # that knows its forward draws nothing (sk_meta's MLP) reads nothing
+        quiet = draws_nothing()
+        if not quiet:
+            generator_held.enter_context(_GLOBAL_RNG_LOCK)
+            before = _rng_state(device)
         losses = losses_at(adapting)
-        noisy = not _same_state(before, _rng_state(device))
+        noisy = not quiet and not _same_state(before, _rng_state(device))
         if not noisy:
             generator_held.close()  # a forward that draws nothing: others go on
         loss = losses.sum()  # what a fit of no step reports

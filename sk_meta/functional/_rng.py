@@ -1,6 +1,7 @@
 """torch's global random number generator, forked one thread at a time."""
 
 import contextlib
+import contextvars
 import threading
 
 import torch
@@ -24,3 +25,24 @@ def forked_rng(device, *, draws=True):
     devices = [device] if device.type == "cuda" else []
     with _GLOBAL_RNG_LOCK, torch.random.fork_rng(devices=devices):
         yield
+
+
+# set by a caller that knows its forward pass draws nothing (sk_meta's MLP):
+# a line search then neither reads nor holds the generator
+_DRAWS_NOTHING = contextvars.ContextVar("sk_meta_draws_nothing", default=False)
+
+
+@contextlib.contextmanager
+def drawing_nothing(known=True):
+    """Within: forward passes are known to draw no random numbers
+    (``known=False``: nothing is known, as outside)."""
+    token = _DRAWS_NOTHING.set(bool(known))
+    try:
+        yield
+    finally:
+        _DRAWS_NOTHING.reset(token)
+
+
+def draws_nothing():
+    """Whether the caller said that its forward passes draw nothing."""
+    return _DRAWS_NOTHING.get()
