@@ -616,13 +616,13 @@ class BaseMetaEstimator(BaseEstimator):
         elif self.verbose and chosen is None and self._is_classifier():
             # say why nothing was compared: a sampler subclass or a list gets
             # the MLP without a word otherwise
-            why = ("class folds need an EpisodeSampler itself, not a subclass"
-                   if isinstance(tasks, EpisodeSampler)
-                   and type(tasks) is not EpisodeSampler
-                   else "class folds need an EpisodeSampler, got "
-                   f"{type(tasks).__name__}" if type(tasks) is not EpisodeSampler
-                   else "meta_partial_fit runs no class folds" if incremental
-                   else "too few classes for two class folds")
+            if type(tasks) is EpisodeSampler:
+                why = ("meta_partial_fit runs no class folds" if incremental
+                       else "too few classes for two class folds")
+            elif isinstance(tasks, EpisodeSampler):
+                why = "class folds need an EpisodeSampler itself, not a subclass"
+            else:
+                why = f"class folds need an EpisodeSampler, got {type(tasks).__name__}"
             print(f"hidden_layer_sizes='auto': MLP {DEFAULT_HIDDEN_LAYER_SIZES} "
                   f"({why})", flush=True)
         # a fresh meta-training does not keep an earlier init's choice

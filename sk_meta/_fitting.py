@@ -30,7 +30,7 @@ from sk_meta._inner_loop import (
     check_learned_rates,
 )
 from sk_meta._network import NetworkSpec, is_pretrained_choice
-from sk_meta._persistence import check_extra_state, plain_value
+from sk_meta._persistence import check_module_state, plain_value
 from sk_meta._pretraining import pretrain_body, sampler_rows
 from sk_meta._records import FitResult, MetaResult, MetaTrainingState
 from sk_meta._torch_utils import (
@@ -175,7 +175,7 @@ def meta_train(estimator, tasks, validation_tasks, *, incremental, checkpoint=No
         estimator.module if instance is None else instance)
     if checkpoint is not None and isinstance(given, torch.nn.Module):
         # found now, not after the run: its checkpoints would not load
-        check_extra_state(given.state_dict(), "checkpoint_path is set, but its "
+        check_module_state(given.state_dict(), "checkpoint_path is set, but its "
                           "files would not load", error=ValueError)
     # read and checked before the first draw: a refusal of them needs no
     # training task and must not consume the user's iterator

@@ -92,7 +92,7 @@ def _estimator_params(estimator):
 _EXTRA_STATE_SUFFIX = "_extra_state"
 
 
-def check_extra_state(module_state, what, error=TypeError):
+def check_module_state(module_state, what, error=TypeError):
     """Raise ``error`` if an entry of a module's state dict would not load
     back from the weights-only format (``save`` would write a file ``load``
     refuses): what a custom module's ``get_extra_state`` returns (any
@@ -170,7 +170,7 @@ def save(estimator, path):
     state = estimator_state(estimator)
     for record in ("meta", "fit"):
         if record in state:
-            check_extra_state(state[record].get("module_state", {}), "cannot save")
+            check_module_state(state[record].get("module_state", {}), "cannot save")
     _write_atomically(state, path)
 
 
