@@ -114,8 +114,14 @@ def test_warm_meta_fit_after_an_interrupted_partial_pass_runs_its_budget(
 
     tasks = InterruptedOnce(_tasks(8))
     clf = small_estimator(task_interpolation=0.0)
-    with pytest.warns(UserWarning, match="interrupted"):
-        clf.meta_partial_fit(tasks)
+    # Python's own handler (a process started in the background ignores
+    # Ctrl-C, and sk_meta then leaves it so)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.warns(UserWarning, match="interrupted"):
+            clf.meta_partial_fit(tasks)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     clf.set_params(warm_start=True, n_meta_iter=12)
     clf.meta_fit(tasks)  # stopped silently at 4
     assert clf.n_meta_iter_ == 12
