@@ -40,7 +40,6 @@ from sk_meta.functional import (
     zero_head,
 )
 from sk_meta.functional._losses import is_balanced
-from sk_meta.functional._rng import drawing_nothing
 from sk_meta.models import MLP
 
 # On the CPU, vmap runs a convolution over many tasks as one grouped
@@ -671,14 +670,13 @@ class InnerLoop:
             forward, start, inputs, trainable, _ = self._problem(
                 params, X, y, n_classes, X.shape[0])
             support = inputs(X)
-            with drawing_nothing(not self.draws_random):
-                adapted, loss = adapt(
-                    forward, start, support, y, loss_fn=loss_fn,
-                    lr=self.rates(lrs, self.settings.steps),
-                    n_steps=self.settings.steps, detach=True,
-                    optimizer=self.settings.optimizer, trainable=trainable,
-                    backtracking=self.settings.backtracking,
-                )
+            adapted, loss = adapt(
+                forward, start, support, y, loss_fn=loss_fn,
+                lr=self.rates(lrs, self.settings.steps),
+                n_steps=self.settings.steps, detach=True,
+                optimizer=self.settings.optimizer, trainable=trainable,
+                backtracking=self.settings.backtracking,
+            )
             if not self.settings.backtracking:
                 # a plain step reports the loss before it: one forward pass
                 # more shows a last step that overflowed the outputs with
@@ -731,15 +729,14 @@ class InnerLoop:
             return self.predict(self._full(params, adapted, batch.n_tasks), X_query,
                                 batch.X_support)
 
-        with drawing_nothing(not self.draws_random):
-            _, outputs = adapt_and_predict(
-                forward, start, inputs(batch.X_support), batch.y_support,
-                batch.X_query, loss_fn=loss_fn,
-                lr=self.rates(lrs, self.settings.steps),
-                n_steps=self.settings.steps, predict=predict,
-                optimizer=self.settings.optimizer, trainable=trainable,
-                backtracking=self.settings.backtracking,
-            )
+        _, outputs = adapt_and_predict(
+            forward, start, inputs(batch.X_support), batch.y_support,
+            batch.X_query, loss_fn=loss_fn,
+            lr=self.rates(lrs, self.settings.steps),
+            n_steps=self.settings.steps, predict=predict,
+            optimizer=self.settings.optimizer, trainable=trainable,
+            backtracking=self.settings.backtracking,
+        )
         loss = float(loss_for(batch.n_classes, self.settings.classification)(
             outputs, batch.y_query))
         score = float(task_scores(outputs, batch, self.settings.classification).sum())

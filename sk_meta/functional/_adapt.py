@@ -335,8 +335,8 @@ def _line_searched(forward, params, names, X, y, *, loss_fn, lr, n_steps, optimi
         # adaptation needs gradients even under no_grad(). Another thread's
         # draws between the two reads would look like this forward's noise,
         # and its generator would then be set back: the first forward holds
-        # the generator, and a noisy line search keeps holding it. A caller
-        # that knows its forward draws nothing (sk_meta's MLP) reads nothing
+        # the generator, and a noisy line search keeps holding it. Inside a
+        # section forked with draws=False (sk_meta's MLP) it reads nothing
         quiet = draws_nothing()
         if not quiet:
             generator_held.enter_context(_GLOBAL_RNG_LOCK)

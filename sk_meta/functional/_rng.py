@@ -13,36 +13,31 @@ import torch
 _GLOBAL_RNG_LOCK = threading.RLock()
 
 
+# what the innermost forked section says of its forward passes: that they
+# draw nothing (sk_meta's MLP); a line search then neither reads nor holds
+# the generator
+_DRAWS_NOTHING = contextvars.ContextVar("sk_meta_draws_nothing", default=False)
+
+
 @contextlib.contextmanager
 def forked_rng(device, *, draws=True):
     """Fork torch's global RNG (CPU and ``device``) and restore it after, with
     no other thread's forked section running meanwhile. ``draws=False``, for
     a section known to draw nothing (sk_meta's MLP): nothing at all, so that
-    its threads stay parallel and never reseed another thread's generator."""
-    if not draws:
-        yield
-        return
-    devices = [device] if device.type == "cuda" else []
-    with _GLOBAL_RNG_LOCK, torch.random.fork_rng(devices=devices):
-        yield
-
-
-# set by a caller that knows its forward pass draws nothing (sk_meta's MLP):
-# a line search then neither reads nor holds the generator
-_DRAWS_NOTHING = contextvars.ContextVar("sk_meta_draws_nothing", default=False)
-
-
-@contextlib.contextmanager
-def drawing_nothing(known=True):
-    """Within: forward passes are known to draw no random numbers
-    (``known=False``: nothing is known, as outside)."""
-    token = _DRAWS_NOTHING.set(bool(known))
+    its threads stay parallel and never reseed another thread's generator
+    (and :func:`draws_nothing` says so inside)."""
+    token = _DRAWS_NOTHING.set(not draws)
     try:
-        yield
+        if not draws:
+            yield
+            return
+        devices = [device] if device.type == "cuda" else []
+        with _GLOBAL_RNG_LOCK, torch.random.fork_rng(devices=devices):
+            yield
     finally:
         _DRAWS_NOTHING.reset(token)
 
 
 def draws_nothing():
-    """Whether the caller said that its forward passes draw nothing."""
+    """Whether the innermost forked section was declared to draw nothing."""
     return _DRAWS_NOTHING.get()
