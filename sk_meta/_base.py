@@ -565,13 +565,14 @@ class BaseMetaEstimator(BaseEstimator):
             # what meta_partial_fit refuses, before the choice is printed
             _fitting.check_settings(self, validation_tasks, incremental=True)
             # one pass cannot run class folds; the many-class rule needs none
-            params = _many_classes_network(self, tasks)
+            params = _many_classes_network(self, tasks, incremental=True)
             chosen = None if params is None else params["hidden_layer_sizes"]
         elif self._is_classifier():
             from sk_meta.model_selection import (
                 AUTO_CHOICE_MARGIN,
                 _candidate_name,
                 _choose_network,
+                pretrained_mlp_applies,
             )
 
             # what meta_fit refuses before reading a training task
@@ -584,9 +585,7 @@ class BaseMetaEstimator(BaseEstimator):
                           {"hidden_layer_sizes": ()}]
             prototype_fixed = (self.head_init == "prototype"
                                and self.inner_lr_mode == "fixed")
-            if prototype_fixed and self.adapt_layers == "auto":
-                # pretrained, its output layer alone adapted: the measured
-                # setting (a new output layer per task needs the prototype head)
+            if pretrained_mlp_applies(self):
                 candidates.append({"hidden_layer_sizes": DEFAULT_HIDDEN_LAYER_SIZES,
                                    "pretrained": True})
             # no weight of the linear model moves in meta-training with the
@@ -608,11 +607,12 @@ class BaseMetaEstimator(BaseEstimator):
                           f"meta-trained MLP only when more than "
                           f"{AUTO_CHOICE_MARGIN} above it)")
         if self.verbose and chosen is not None and search is None:
-            from sk_meta.model_selection import _auto_many_classes
+            from sk_meta.model_selection import _auto_many_classes, _candidate_name
 
-            print(f"hidden_layer_sizes='auto': MLP {chosen}, for the sampler's "
-                  f"{len(tasks.class_labels)} classes ({_auto_many_classes(self)} "
-                  "or more: no class folds)", flush=True)
+            print(f"hidden_layer_sizes='auto': {_candidate_name(params)}, for the "
+                  f"sampler's {len(tasks.class_labels)} classes "
+                  f"({_auto_many_classes(self)} or more: no class folds"
+                  f"{', not meta-trained' if pretrained else ''})", flush=True)
         elif self.verbose and chosen is None and self._is_classifier():
             # say why nothing was compared: a sampler subclass or a list gets
             # the MLP without a word otherwise

@@ -745,22 +745,42 @@ def _auto_many_classes(estimator):
     return AUTO_MANY_CLASSES[estimator._algorithm]
 
 
-def _many_classes_network(estimator, sampler):
+def pretrained_mlp_applies(estimator):
+    """Whether ``hidden_layer_sizes="auto"`` may take the MLP pretrained on
+    all meta-training classes: with the prototype head and a fixed inner
+    rate (a new output layer for each task, built from the class means) and
+    ``adapt_layers="auto"`` (its output layer alone adapts), the measured
+    setting."""
+    return (estimator.head_init == "prototype" and estimator.inner_lr_mode == "fixed"
+            and estimator.adapt_layers == "auto")
+
+
+def _many_classes_network(estimator, sampler, *, incremental=False):
     """The wider MLP's parameters for an :class:`~sk_meta.tasks.EpisodeSampler`
     of ``AUTO_MANY_CLASSES`` classes or more (the estimator's algorithm's);
-    None for fewer classes and other tasks."""
+    None for fewer classes and other tasks. Reptile's ``meta_fit`` takes it
+    pretrained (``"pretrained": True``), not meta-trained; its
+    ``meta_partial_fit`` (``incremental``), which meta-trains, does not."""
     from sk_meta.tasks import EpisodeSampler
 
-    if (type(sampler) is EpisodeSampler
-            and len(sampler.class_labels) >= _auto_many_classes(estimator)):
-        return {"hidden_layer_sizes": AUTO_MANY_CLASSES_SIZES}
-    return None
+    if (type(sampler) is not EpisodeSampler
+            or len(sampler.class_labels) < _auto_many_classes(estimator)):
+        return None
+    params = {"hidden_layer_sizes": AUTO_MANY_CLASSES_SIZES}
+    if (estimator._algorithm == "reptile" and not incremental
+            and pretrained_mlp_applies(estimator)):
+        # Reptile's meta-training lost to pretraining on Omniglot pixels by 7.0
+        # and 6.0 points, on letter 1-shot and flavia 1-shot by 1.9 and 1.2
+        # (won letter 5-shot by 1.5; FIDELITY.md, twenty-fifth run)
+        params["pretrained"] = True
+    return params
 
 
 # how messages state the rule
 _AUTO_CHOICE_RULE = (
     f"{AUTO_MANY_CLASSES_SIZES} with {AUTO_MANY_CLASSES['maml']} classes or "
-    f"more ({AUTO_MANY_CLASSES['reptile']} for Reptile), class folds with fewer")
+    f"more ({AUTO_MANY_CLASSES['reptile']} for Reptile, which takes it "
+    "pretrained), class folds with fewer")
 # another candidate replaces the first (the meta-trained MLP) only when it
 # scores more than this above it on the folds: closer margins are noise
 # there (twentieth run: chosen by 0.004 to 0.007, the pretrained MLP lost
@@ -786,7 +806,7 @@ def _choose_network(estimator, sampler, candidates, *, one_iteration=()):
 
     An :class:`~sk_meta.tasks.EpisodeSampler` of ``AUTO_MANY_CLASSES``
     classes or more (the estimator's algorithm's) gets the MLP
-    ``AUTO_MANY_CLASSES_SIZES`` (no record).
+    ``AUTO_MANY_CLASSES_SIZES``, pretrained for Reptile (no record).
     One of fewer: up to ``AUTO_CHOICE_FOLDS`` disjoint class folds, as in
     ``MetaGridSearch(cv=3)``, each candidate meta-trained on the other
     classes and scored on tasks of the held-out ones at its last

@@ -1,8 +1,8 @@
 """hidden_layer_sizes="auto", the classifiers' default: with an EpisodeSampler
 of fewer than 10 classes (15 for Reptile), class folds choose between the
 MLP, the model without hidden layers and (with adapt_layers="auto") the
-pretrained MLP; with more, it is the (128, 128) MLP; otherwise the (64, 64)
-MLP. The pretrained MLP: test_pretrained_choice.py."""
+pretrained MLP; with more, it is the (128, 128) MLP (pretrained for
+Reptile); otherwise the (64, 64) MLP. The pretrained MLP: test_pretrained_choice.py."""
 
 import pickle
 import warnings
@@ -181,8 +181,12 @@ def test_many_classes_take_the_wide_mlp(Estimator, monkeypatch, capsys):
         est = Estimator(n_meta_iter=2, random_state=0, verbose=1).meta_fit(sampler)
     assert est.hidden_layer_sizes_ == (128, 128)
     assert est.hidden_layer_sizes_search_ is None
-    assert est.n_meta_iter_ == 2
-    assert "MLP (128, 128), for the sampler's 16 classes" in capsys.readouterr().out
+    # Reptile's is pretrained, not meta-trained (test_pretrained_choice.py)
+    reptile = Estimator is ReptileClassifier
+    assert est.n_meta_iter_ == (0 if reptile else 2)
+    assert est._meta.pretrained == reptile
+    assert (f"{'pretrained ' if reptile else ''}MLP (128, 128), for the sampler's "
+            "16 classes") in capsys.readouterr().out
     # what it meta-trained is what fit adapts, and a clone's fresh meta_fit
     # on fewer classes makes its own choice
     X, y = _rings(n_classes=3, n_per_class=12)
@@ -421,7 +425,8 @@ def test_metagridsearch_candidates_do_not_run_folds_of_their_own(monkeypatch):
         search.meta_fit(_sampler(*_digits()))
     # it names both choices the estimator's own meta_fit would make
     message = str(caught[0].message)
-    assert "(128, 128) with 10 classes or more (15 for Reptile)" in message
+    assert ("(128, 128) with 10 classes or more (15 for Reptile, which takes it "
+            "pretrained)") in message
     assert "class folds with fewer" in message
     assert calls == ["MetaGridSearch"]
     assert search.best_estimator_.hidden_layer_sizes_ == (64, 64)
@@ -504,7 +509,8 @@ def test_metagridsearch_refuses_auto_in_its_grid():
     search = MetaGridSearch(MAMLClassifier(**FAST),
                             {"hidden_layer_sizes": ["auto", ()]}, random_state=0)
     with pytest.raises(ValueError, match="must not set hidden_layer_sizes='auto'.*"
-                       r"\(128, 128\) with 10 classes or more \(15 for Reptile\)"):
+                       r"\(128, 128\) with 10 classes or more \(15 for Reptile, which "
+                       r"takes it pretrained\)"):
         search.meta_fit(_sampler(*_digits()))
 
 

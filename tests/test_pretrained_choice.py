@@ -71,22 +71,25 @@ def test_rings_choose_the_pretrained_mlp(chosen):
 def test_the_pretrained_body_is_a_hand_written_pretraining(chosen):
     """Adam at 1e-3 on batches of 256 rows drawn with the init seed, 300
     steps (30 epochs of 480 rows, at least 300), through an output layer of
-    one unit per class starting at zero. In float32, as the package: Adam
-    divides by the root of tiny second moments, so float64 drifts by a few
-    steps of 1e-3 on the weights whose gradients are near zero."""
+    one unit per class started as torch.nn.Linear starts one (uniform in
+    +-1/sqrt(64), drawn first from the same generator). In float32, as the
+    package: Adam divides by the root of tiny second moments, so float64
+    drifts by a few steps of 1e-3 on the weights whose gradients are near
+    zero."""
     X, y = _rings()
     seed = chosen._meta.training_state.init_seed
     torch.manual_seed(seed)  # the MLP as meta_fit builds it at that seed
     built = MLP(2, (64, 64), 3)
     body = torch.nn.Sequential(built.layers[0], torch.nn.ReLU(), built.layers[1],
                                torch.nn.ReLU(), torch.nn.Linear(64, 8))
-    torch.nn.init.zeros_(body[4].weight)
-    torch.nn.init.zeros_(body[4].bias)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        body[4].weight.copy_(torch.rand(8, 64, generator=generator) / 4 - 0.125)
+        body[4].bias.copy_(torch.rand(8, generator=generator) / 4 - 0.125)
     rows = np.concatenate([np.flatnonzero(y == c) for c in range(8)])
     inputs = torch.from_numpy(X[rows].astype(np.float32))
     codes = torch.from_numpy(y[rows])
     optimizer = torch.optim.Adam(body.parameters(), lr=1e-3)
-    generator = torch.Generator().manual_seed(seed)
     for _ in range(300):
         batch = torch.randint(len(rows), (256,), generator=generator)
         loss = torch.nn.functional.cross_entropy(body(inputs[batch]), codes[batch])
@@ -291,3 +294,103 @@ def test_a_nan_score_of_the_mlp_does_not_hold_its_place(monkeypatch):
     est = MAMLClassifier(**FAST).meta_fit(_sampler(*_rings()))
     assert est.hidden_layer_sizes_search_["chosen"] == 2
     assert est._meta.pretrained
+
+
+# -- Reptile with many classes: the (128, 128) MLP pretrained, not meta-trained
+#    (FIDELITY.md, twenty-fifth run) -------------------------------------------------
+
+def _many_rings():
+    return _rings(n_classes=16, n_per_class=40)
+
+
+def _no_folds(*args, **kwargs):
+    raise AssertionError("the class folds ran")
+
+
+def test_reptile_takes_the_wide_mlp_pretrained_with_many_classes(monkeypatch, capsys):
+    import sk_meta.model_selection as model_selection
+
+    monkeypatch.setattr(model_selection, "_score_candidates", _no_folds)
+    X, y = _many_rings()
+    sampler = _sampler(X, y)
+    est = ReptileClassifier(verbose=1, **FAST).meta_fit(sampler)
+    assert "pretrained MLP (128, 128), for the sampler's 16 classes (15 or more: " \
+           "no class folds, not meta-trained)" in capsys.readouterr().out
+    assert est.hidden_layer_sizes_ == (128, 128)
+    assert est.hidden_layer_sizes_search_ is None
+    assert est._meta.pretrained
+    assert est.n_meta_iter_ == 0 and est.meta_loss_curve_ == []
+    # its body is the pretraining of the MLP meta_fit builds at the init seed
+    # on all the sampler's rows (the pretraining itself: checked by hand above)
+    seed = est._meta.training_state.init_seed
+    torch.manual_seed(seed)
+    built = MLP(2, (128, 128), 3)
+    pretrain_body(built, *sampler_rows(sampler), seed=seed,
+                  device=torch.device("cpu"))
+    for name, value in built.state_dict().items():
+        if name.startswith("layers.2"):
+            continue
+        torch.testing.assert_close(est.meta_params_[name], value,
+                                   rtol=1e-5, atol=1e-6)
+    # fit: the output layer alone, from a tenth of the prototypes, with the
+    # line search of Reptile's fit; as ANIL set by hand on that network
+    X_support, y_support, X_query, y_query = _new_task()
+    est.fit(X_support, y_support)
+    for name, value in _body(est.meta_params_).items():
+        assert torch.equal(est.params_[name], value), name
+    network = MLP(2, (128, 128), 3)
+    network.load_state_dict(est.meta_params_)
+    by_hand = MAMLClassifier(network, adapt_layers="head", prototype_scale=0.1,
+                             backtracking=True, random_state=0)
+    by_hand.fit(X_support, y_support)
+    np.testing.assert_allclose(est.predict_proba(X_query),
+                               by_hand.predict_proba(X_query), rtol=1e-5, atol=1e-6)
+    # the pretraining is what separates the new rings: the network as built,
+    # adapted the same way, does not
+    torch.manual_seed(seed)
+    as_built = MAMLClassifier(MLP(2, (128, 128), 3), adapt_layers="head",
+                              prototype_scale=0.1, backtracking=True,
+                              random_state=0).fit(X_support, y_support)
+    assert est.score(X_query, y_query) > as_built.score(X_query, y_query) + 0.2
+
+
+@pytest.mark.parametrize("params", [
+    {"adapt_layers": "all"}, {"head_init": "zero"}, {"head_init": "meta"}])
+def test_reptile_meta_trains_the_wide_mlp_where_the_pretrained_one_was_not_measured(
+        params):
+    est = ReptileClassifier(**params, **FAST).meta_fit(_sampler(*_many_rings()))
+    assert est.hidden_layer_sizes_ == (128, 128)
+    assert not est._meta.pretrained
+    assert est.n_meta_iter_ == FAST["n_meta_iter"]
+
+
+def test_reptile_meta_partial_fit_meta_trains_the_wide_mlp():
+    """One pass of meta-training: it cannot go on from the pretrained MLP
+    (Reptile would move no weight of it), so it meta-trains (128, 128)."""
+    X, y = _many_rings()
+    sampler = EpisodeSampler(X, y, 3, 1, 5, n_tasks=8, random_state=0)
+    est = ReptileClassifier(meta_batch_size=4, random_state=0)
+    est.meta_partial_fit(sampler)
+    assert est.hidden_layer_sizes_ == (128, 128)
+    assert not est._meta.pretrained
+    assert est.n_meta_iter_ == 2
+
+
+@pytest.mark.parametrize("cls", [MAMLClassifier, FOMAMLClassifier])
+def test_maml_and_fomaml_meta_train_the_wide_mlp_with_many_classes(cls):
+    est = cls(**FAST).meta_fit(_sampler(*_many_rings()))
+    assert est.hidden_layer_sizes_ == (128, 128)
+    assert not est._meta.pretrained
+    assert est.n_meta_iter_ == FAST["n_meta_iter"]
+
+
+def test_reptile_refuses_a_warm_start_from_the_wide_pretrained_mlp():
+    est = ReptileClassifier(**FAST).meta_fit(_sampler(*_many_rings()))
+    before = {k: v.clone() for k, v in est.meta_params_.items()}
+    est.set_params(warm_start=True)
+    with pytest.raises(ValueError, match="Reptile cannot meta-train the pretrained"):
+        est.meta_fit(_sampler(*_many_rings()))
+    assert all(torch.equal(before[k], v) for k, v in est.meta_params_.items())
+    est.set_params(adapt_layers="all").meta_fit(_sampler(*_many_rings()))
+    assert est.n_meta_iter_ == FAST["n_meta_iter"]
+    assert not est._meta.pretrained
