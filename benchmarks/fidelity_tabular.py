@@ -76,7 +76,8 @@ maml auto, fomaml auto, reptile auto
     ``hidden_layer_sizes="auto"`` (the nineteenth run): with fewer than 10
     meta-training classes (15 for Reptile), three class folds choose
     between ``(64, 64)``, ``()`` and the pretrained ``(64, 64)`` (twentieth
-    run); with more, ``(128, 128)`` (twenty-first and twenty-third runs).
+    run); with more, ``(128, 128)`` (twenty-first and twenty-third runs),
+    for Reptile pretrained and not meta-trained (twenty-fifth run).
     Results of "auto" written before the twenty-third run measured the
     folds with 10 to 14 classes for MAML and FOMAML too.
 maml <variant>...

@@ -46,7 +46,13 @@ PARAMETERS = {
         on Omniglot pixels, Reptile +0.26 on average; on tables with 10 and 12
         meta-training classes, MAML and FOMAML +0.9 to +1.0 on average over
         three seeds, where Reptile's lost up to 7; at about twice the
-        meta-training time; see the Results page). With fewer, up to three
+        meta-training time; see the Results page). Reptile's ``meta_fit``
+        takes it pretrained as below and does not meta-train it (on those
+        three tables Reptile's meta-trained MLP lost to it by 7.2 and 6.1
+        points on Omniglot pixels, 2.8 and 1.7 on letter and flavia at 1
+        shot, and was within 0.4 on the other two rows), except with other
+        ``adapt_layers``, ``head_init`` or ``inner_lr_mode`` than the
+        defaults, and in ``meta_partial_fit``. With fewer, up to three
         disjoint class folds (as
         ``MetaGridSearch(cv=3)``; two with 4 or 5 classes) each meta-train
         ``(64, 64)`` and ``()``, no hidden layer, on the other classes, and with

@@ -980,7 +980,8 @@ class MetaGridSearch(MetaEstimatorMixin, BaseEstimator):
     An estimator's ``hidden_layer_sizes="auto"`` is ``(64, 64)`` here,
     whatever the number of classes: the grid is the choice (list ``()`` in
     it to compare the model without hidden layers, ``(128, 128)`` for the
-    MLP "auto" builds with 10 classes or more, 15 for Reptile), and no
+    MLP "auto" builds with 10 classes or more, 15 for Reptile, which
+    pretrains it), and no
     candidate runs class
     folds of its own.
 

@@ -111,6 +111,18 @@ def _auto_network(rank=None):
     return _record(clf, chosen=search["chosen"], scores=search["scores"])
 
 
+def _reptile_many_classes(rank=None):
+    """Reptile's "auto" with 16 classes: the (128, 128) MLP pretrained alike
+    in every process, not meta-trained."""
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(16), 10)
+    X = (rng.normal(size=(len(y), 4)) + y[:, None]).astype(np.float32)
+    clf = ReptileClassifier(n_meta_iter=6, random_state=0)
+    clf.meta_fit(EpisodeSampler(X, y, n_way=3, k_shot=2, n_query=3, random_state=0))
+    return _record(clf, pretrained=clf._meta.pretrained,
+                   sizes=clf.hidden_layer_sizes_)
+
+
 def _auto_network_without_a_seed(rank=None):
     rng = np.random.default_rng(0)
     X, y = rng.normal(size=(160, 4)).astype(np.float32), np.repeat(np.arange(8), 20)
@@ -298,6 +310,7 @@ EQUAL = {f.__name__: f for f in (
     _maml_classifier, _fomaml_regressor, _reptile_classifier,
     _learned_rates_with_idle_processes, _early_stopping_and_checkpoints, _warm_start,
     _partial_fit, _divergence, _reads_back_every_3, _auto_network,
+    _reptile_many_classes,
 )}
 # the same on every process
 AGREED = {f.__name__: f for f in (_max_time, _ctrl_c)}
@@ -485,6 +498,9 @@ def test_the_checks_exercise_what_they_claim(alone):
                for k in alone["_learned_rates_with_idle_processes"]["weights"])
     assert len(alone["_auto_network"]["scores"]) == 3
     assert alone["_auto_network"]["chosen"] == 2  # the pretrained MLP
+    many = alone["_reptile_many_classes"]
+    assert many["pretrained"] and many["sizes"] == (128, 128)
+    assert many["n_meta_iter"] == 0
 
 
 @pytest.mark.parametrize("world_size", [2, 3])
