@@ -33,8 +33,9 @@ from benchmarks.fidelity_tabular import (  # noqa: E402
 
 # "a|b": the first of a and b that a row has. The defaults: "auto" runs, or
 # on the tables of 15 or more meta-training classes the (128, 128) MLP that
-# "auto" builds there (twenty-first and twenty-third runs: per-task
-# identical where both ran)
+# MAML's and FOMAML's "auto" builds there (twenty-first and twenty-third
+# runs: per-task identical where both ran); Reptile's "auto" there is the
+# pretrained MLP (twenty-fifth run), whose runs the tables have
 DEFAULT_METHODS = ["best support-only", "pretrain+LR", "pretrain+LR h=128x128",
                    *(f"{name} auto @20|{name} h=128x128 @20"
                      for name in ("maml", "fomaml", "reptile"))]

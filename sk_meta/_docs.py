@@ -236,7 +236,9 @@ PARAMETERS = {
         iterations and time is further along, so it reaches 0 by the
         deadline. With ``hidden_layer_sizes="auto"``, it bounds each
         meta-training of its class folds and the final one (up to about
-        four times ``max_time`` in all)."""),
+        four times ``max_time`` in all), and each pretraining of the
+        pretrained MLP, separately (one cut short by it leaves a body
+        trained for fewer steps)."""),
     "meta_optimizer": ('{"adam", "sgd"}', {
         "maml": """
         Outer optimizer.""",

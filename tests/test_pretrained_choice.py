@@ -394,3 +394,45 @@ def test_reptile_refuses_a_warm_start_from_the_wide_pretrained_mlp():
     est.set_params(adapt_layers="all").meta_fit(_sampler(*_many_rings()))
     assert est.n_meta_iter_ == FAST["n_meta_iter"]
     assert not est._meta.pretrained
+
+
+def test_reptile_meta_trains_the_pretrained_mlps_meta_head_further():
+    """With head_init="meta" the output layer is not rebuilt for each task:
+    adapting it alone moves it, so the warm start is not refused."""
+    est = ReptileClassifier(**FAST).meta_fit(_sampler(*_many_rings()))
+    head = est.meta_params_["layers.2.weight"].clone()
+    est.set_params(warm_start=True, head_init="meta", n_meta_iter=5)
+    est.meta_fit(_sampler(*_many_rings()))
+    assert est.n_meta_iter_ == 5
+    assert not torch.equal(est.meta_params_["layers.2.weight"], head)
+
+
+def test_meta_partial_fit_on_the_pretrained_mlp_names_itself_in_the_refusal():
+    X, y = _many_rings()
+    est = ReptileClassifier(**FAST).meta_fit(_sampler(X, y))
+    with pytest.raises(ValueError, match="Reptile cannot meta-train the pretrained "
+                                         ".*call meta_fit to start afresh") as caught:
+        est.meta_partial_fit(EpisodeSampler(X, y, 3, 1, 5, n_tasks=4, random_state=0))
+    assert "warm_start" not in str(caught.value)
+
+
+def test_pretraining_reads_a_float32_frame_without_torchs_warning():
+    X, y = _many_rings()
+    frame = pd.DataFrame(X.astype(np.float32), columns=["a", "b"])
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        est = ReptileClassifier(**FAST).meta_fit(_sampler(frame, y))
+    assert est._meta.pretrained
+
+
+def test_a_value_beyond_float32_only_the_pretraining_reads_is_refused_cleanly():
+    import warnings
+
+    X, y = _many_rings()
+    X[-1, 0] = 1e300  # a row no task has drawn yet
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ValueError, match="pretrained MLP trains on.*too large"):
+            sampler_rows(_sampler(X, y))
