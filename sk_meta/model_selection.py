@@ -769,9 +769,9 @@ def _many_classes_network(estimator, sampler, *, incremental=False):
     params = {"hidden_layer_sizes": AUTO_MANY_CLASSES_SIZES}
     if (estimator._algorithm == "reptile" and not incremental
             and pretrained_mlp_applies(estimator)):
-        # Reptile's meta-training lost to pretraining on Omniglot pixels by 7.0
-        # and 6.0 points, on letter 1-shot and flavia 1-shot by 1.9 and 1.2
-        # (won letter 5-shot by 1.5; FIDELITY.md, twenty-fifth run)
+        # Reptile's meta-trained MLP lost to it on Omniglot pixels by 7.2 and
+        # 6.1 points, on letter 1-shot and flavia 1-shot by 2.8 and 1.7, and
+        # was within 0.4 on the other two rows (FIDELITY.md, twenty-fifth run)
         params["pretrained"] = True
     return params
 
