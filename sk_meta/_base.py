@@ -572,7 +572,7 @@ class BaseMetaEstimator(BaseEstimator):
                 AUTO_CHOICE_MARGIN,
                 _candidate_name,
                 _choose_network,
-                pretrained_mlp_applies,
+                _pretrained_mlp_applies,
             )
 
             # what meta_fit refuses before reading a training task
@@ -585,7 +585,7 @@ class BaseMetaEstimator(BaseEstimator):
                           {"hidden_layer_sizes": ()}]
             prototype_fixed = (self.head_init == "prototype"
                                and self.inner_lr_mode == "fixed")
-            if pretrained_mlp_applies(self):
+            if _pretrained_mlp_applies(self):
                 candidates.append({"hidden_layer_sizes": DEFAULT_HIDDEN_LAYER_SIZES,
                                    "pretrained": True})
             # no weight of the linear model moves in meta-training with the

@@ -745,7 +745,7 @@ def _auto_many_classes(estimator):
     return AUTO_MANY_CLASSES[estimator._algorithm]
 
 
-def pretrained_mlp_applies(estimator):
+def _pretrained_mlp_applies(estimator):
     """Whether ``hidden_layer_sizes="auto"`` may take the MLP pretrained on
     all meta-training classes: with the prototype head and a fixed inner
     rate (a new output layer for each task, built from the class means) and
@@ -768,7 +768,7 @@ def _many_classes_network(estimator, sampler, *, incremental=False):
         return None
     params = {"hidden_layer_sizes": AUTO_MANY_CLASSES_SIZES}
     if (estimator._algorithm == "reptile" and not incremental
-            and pretrained_mlp_applies(estimator)):
+            and _pretrained_mlp_applies(estimator)):
         # Reptile's meta-trained MLP lost to it on Omniglot pixels by 7.2 and
         # 6.1 points, on letter 1-shot and flavia 1-shot by 2.8 and 1.7, and
         # was within 0.4 on the other two rows (FIDELITY.md, twenty-fifth run)
