@@ -109,14 +109,13 @@ def check_settings(estimator, validation_tasks, *, incremental):
         if (inner_settings.algorithm == "reptile" and estimator.adapt_layers == "auto"
                 and inner_settings.adapt_layers == "head"
                 and estimator.head_init == "prototype"):
-            afresh_how = ("call meta_fit to start afresh" if incremental
-                          else "meta_fit without warm_start to start afresh")
             raise ValueError(
                 "Reptile cannot meta-train the pretrained MLP that "
                 "hidden_layer_sizes='auto' chose further: adapt_layers='auto' "
                 "adapts its output layer alone, which head_init='prototype' "
                 "rebuilds for each task, so no weight would move. Set "
-                f"adapt_layers='all' to meta-train all its layers, or {afresh_how}"
+                "adapt_layers='all' to meta-train all its layers, or call "
+                "meta_fit with warm_start=False to start afresh"
             )
         inner_settings.check_meta_training()
     network.check()

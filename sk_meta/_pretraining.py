@@ -30,13 +30,15 @@ def sampler_rows(sampler):
     row's class as a code ``0..n_classes - 1``."""
     rows = sampler._pool_rows
     try:
-        # a copy: a float32 frame's rows come back read-only (pandas'
-        # copy-on-write), which torch warns of; values beyond float32's
-        # range are refused below, without numpy's cast warning first
+        # values beyond float32's range are refused below, without numpy's
+        # cast warning first
         with np.errstate(over="ignore"):
             X = check_array(_take_rows(sampler.X, np.concatenate(rows)),
-                            dtype=np.float32, allow_nd=True, copy=True)
-    except ValueError as error:  # rows no task has drawn yet
+                            dtype=np.float32, allow_nd=True)
+        # a float32 frame's rows come back read-only (pandas' copy-on-write),
+        # which torch warns of; an array's are a copy already
+        X = np.require(X, requirements="W")
+    except (ValueError, OverflowError) as error:  # rows no task has drawn yet
         raise ValueError(
             f"The sampler's X, whose rows of its classes the pretrained MLP "
             f"trains on: {error}") from None
