@@ -108,12 +108,13 @@ def check_settings(estimator, validation_tasks, *, incremental):
     if settings.n_meta_iter != 0:  # no inner step is meta-trained through
         if (inner_settings.algorithm == "reptile" and estimator.adapt_layers == "auto"
                 and inner_settings.adapt_layers == "head"
-                and estimator.head_init == "prototype"):
+                and estimator.head_init != "meta"):
             raise ValueError(
                 "Reptile cannot meta-train the pretrained MLP that "
                 "hidden_layer_sizes='auto' chose further: adapt_layers='auto' "
-                "adapts its output layer alone, which head_init='prototype' "
-                "rebuilds for each task, so no weight would move. Set "
+                "adapts its output layer alone, which "
+                f"head_init={estimator.head_init!r} starts afresh for each task, "
+                "so no weight would move. Set "
                 "adapt_layers='all' to meta-train all its layers, or call "
                 "meta_fit with warm_start=False to start afresh"
             )

@@ -461,3 +461,14 @@ def test_pretraining_reads_an_arrays_rows_with_one_copy():
         tracemalloc.stop()
     assert rows.flags.writeable and not np.shares_memory(rows, X)
     assert peak < 1.5 * X.nbytes  # the rows once, not twice (and codes)
+
+
+@pytest.mark.parametrize("head_init", ["prototype", "zero"])
+def test_reptiles_refusal_names_the_pretrained_mlp_for_every_head_that_restarts(
+        head_init):
+    est = ReptileClassifier(**FAST).meta_fit(_sampler(*_many_rings()))
+    est.set_params(warm_start=True, head_init=head_init)
+    with pytest.raises(ValueError, match=f"the pretrained MLP.*head_init='{head_init}' "
+                                         "starts afresh for each task"):
+        est.meta_fit(_sampler(*_many_rings()))
+    assert est.n_meta_iter_ == 0
