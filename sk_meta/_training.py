@@ -15,7 +15,7 @@ import math
 import numbers
 import time
 import zlib
-from time import sleep
+from time import sleep  # its own name: a test stands a fast clock in for `time`
 
 import numpy as np
 import torch
