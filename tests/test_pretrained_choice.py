@@ -4,6 +4,7 @@ output layer alone adapts (adapt_layers="auto") from the scaled class
 prototypes (prototype_scale="auto" is 0.1 for it)."""
 
 import pickle
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -420,8 +421,6 @@ def test_meta_partial_fit_on_the_pretrained_mlp_is_refused_with_the_way_out():
 def test_pretraining_reads_a_float32_frame_without_torchs_warning():
     X, y = _many_rings()
     frame = pd.DataFrame(X.astype(np.float32), columns=["a", "b"])
-    import warnings
-
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         est = ReptileClassifier(**FAST).meta_fit(_sampler(frame, y))
@@ -429,8 +428,6 @@ def test_pretraining_reads_a_float32_frame_without_torchs_warning():
 
 
 def test_a_value_beyond_float32_only_the_pretraining_reads_is_refused_cleanly():
-    import warnings
-
     X, y = _many_rings()
     X[-1, 0] = 1e300  # a row no task has drawn yet
     with warnings.catch_warnings():
