@@ -327,6 +327,7 @@ class BaseMetaEstimator(BaseEstimator):
                                            "meta_architecture_")
     hidden_layer_sizes_search_ = _record_attribute(
         "_meta", "hidden_layer_sizes_search", "hidden_layer_sizes_search_")
+    pretrained_ = _record_attribute("_meta", "pretrained", "pretrained_")
     history_ = _record_attribute("_meta", "history", "history_")
     validation_scores_ = _record_attribute("_meta", "validation_scores",
                                            "validation_scores_")
@@ -601,7 +602,10 @@ class BaseMetaEstimator(BaseEstimator):
                     scores = ", ".join(
                         f"{_candidate_name(c)} {score:.4f}"
                         for c, score in zip(candidates, search["scores"]))
-                    print(f"hidden_layer_sizes='auto': {_candidate_name(params)}, "
+                    not_trained = (", not meta-trained" if pretrained
+                                   or (prototype_fixed and len(chosen) == 0) else "")
+                    print(f"hidden_layer_sizes='auto': {_candidate_name(params)}"
+                          f"{not_trained}, "
                           f"by the mean validation score over {search['n_folds']} "
                           f"class folds ({scores}; another network replaces the "
                           f"meta-trained MLP only when more than "

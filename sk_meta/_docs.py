@@ -66,15 +66,17 @@ PARAMETERS = {
         kept unless another's mean score is more than 0.01 above it (closer
         margins are noise on so few held-out classes), and the one kept is
         meta-trained (or pretrained) on all of them, for ``n_meta_iter`` (the
-        pretrained MLP for none: ``n_meta_iter_`` is 0). With few meta-training
-        classes, learned features may not separate new classes where the raw
-        features already do (on two such tables ``()`` gained 4 to 8 points),
+        pretrained MLP for none: ``n_meta_iter_`` is 0, ``pretrained_``
+        True). With few meta-training classes, learned features may not
+        separate new classes where the raw features already do (on two such
+        tables ``()`` gained 4 to 8 points),
         and features learned on all the classes at once may separate new ones
         better than meta-learned ones (marketing; see the Results page). ``()``
         with the prototype head is a logistic regression on the raw features
         started from the class means; its meta-training changes no weight, so
-        the folds meta-train it for one meta-iteration (with a fixed inner rate;
-        in full with another head or learned rates). The folds cost up to three
+        with a fixed inner rate the folds meta-train it for one meta-iteration
+        and, chosen, it is meta-trained for none (``n_meta_iter_`` is 0; in
+        full with another head or learned rates). The folds cost up to three
         more meta-trainings of the MLP, each on three quarters of the classes
         (``max_time`` bounds each, and each pretraining), and seconds of
         pretraining; Ctrl-C during them raises ``KeyboardInterrupt`` and keeps
@@ -427,6 +429,13 @@ ATTRIBUTES_DOC = """
         candidate used); None when they did not run. (Files saved before
         the pretrained candidate have the best validation's
         ``best_meta_iter`` and no ``chosen``.)
+    pretrained_ : bool
+        Whether the init started as the default MLP pretrained on all
+        meta-training classes at once, which ``hidden_layer_sizes="auto"``
+        chose (``n_meta_iter_`` is 0 unless a warm start meta-trained it
+        since). With ``adapt_layers="auto"``, ``fit`` adapts its output layer
+        alone. False for any other network, and once meta-training has
+        adapted all its layers in the inner loop.
     history_ : skorch.history.History
         One row per ``validation_interval`` meta-iterations: ``meta_iter``,
         mean ``meta_loss``, ``dur`` (seconds), and with validation tasks

@@ -29,7 +29,7 @@ from sk_meta._inner_loop import (
     auto_prototype_scale,
     check_learned_rates,
 )
-from sk_meta._network import NetworkSpec, is_pretrained_choice
+from sk_meta._network import NetworkSpec, is_fixed_linear_choice, is_pretrained_choice
 from sk_meta._persistence import check_module_state, plain_value
 from sk_meta._pretraining import pretrain_body, sampler_rows
 from sk_meta._records import FitResult, MetaResult, MetaTrainingState
@@ -93,9 +93,11 @@ def check_settings(estimator, validation_tasks, *, incremental):
     inner_settings = InnerLoopSettings.from_estimator(estimator, afresh=afresh)
     settings = TrainerSettings.from_estimator(estimator, device=device,
                                               incremental=incremental)
-    if afresh and is_pretrained_choice(estimator, afresh=True):
+    if afresh and (is_pretrained_choice(estimator, afresh=True)
+                   or is_fixed_linear_choice(estimator)):
         # the pretrained MLP is not meta-trained (with few classes that
-        # overfits their features: FIDELITY.md, eighth run)
+        # overfits their features: FIDELITY.md, eighth run), nor the chosen
+        # linear model, in which it would move no weight
         settings = dataclasses.replace(settings, n_meta_iter=0)
     network = NetworkSpec.from_estimator(estimator)
     if settings.early_stopping and validation_tasks is None:

@@ -112,6 +112,18 @@ def is_pretrained_choice(estimator, *, afresh=False):
     return bool(estimator.__dict__.get("_chosen_pretrained", False))
 
 
+def is_fixed_linear_choice(estimator):
+    """Whether a fresh meta-training builds the model without hidden layers
+    that ``hidden_layer_sizes="auto"`` chose, with the prototype head and a
+    fixed inner rate: its one layer is rebuilt from the class means of each
+    task, so meta-training would move no weight."""
+    chosen = estimator.__dict__.get("_chosen_hidden_layer_sizes")
+    return (is_auto(estimator.hidden_layer_sizes) and estimator.module is None
+            and chosen is not None and len(chosen) == 0
+            and estimator.head_init == "prototype"
+            and estimator.inner_lr_mode == "fixed")
+
+
 def is_linear_mlp(estimator):
     """Whether the network is the default MLP without hidden layers."""
     if estimator.module is not None:

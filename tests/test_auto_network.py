@@ -111,6 +111,31 @@ def test_the_chosen_network_meta_trains_as_if_it_had_been_set(
     assert by_hand.hidden_layer_sizes_search_ is None
 
 
+def test_the_chosen_linear_model_is_not_meta_trained(digits_choice):
+    """With the prototype head and a fixed rate, the model without hidden
+    layers rebuilds its one layer for each task: meta-training would move no
+    weight, so the chosen one skips it (set by hand, it meta-trains, to the
+    same init: test above)."""
+    est, sampler = digits_choice
+    assert est.hidden_layer_sizes_ == ()
+    assert est.n_meta_iter_ == 0 and est.meta_loss_curve_ == []
+    assert est.pretrained_ is False
+    by_hand = MAMLClassifier(hidden_layer_sizes=(), **FAST).meta_fit(sampler)
+    assert by_hand.n_meta_iter_ == FAST["n_meta_iter"]
+
+
+@pytest.mark.parametrize("params", [{"head_init": "zero"},
+                                    {"inner_lr_mode": "per_layer_step"}])
+def test_a_chosen_linear_model_that_meta_training_moves_is_meta_trained(
+        params, monkeypatch):
+    monkeypatch.setattr(
+        sk_meta.model_selection, "_choose_network",
+        lambda *args, **kwargs: ({"hidden_layer_sizes": ()}, None))
+    est = MAMLClassifier(**params, **FAST).meta_fit(_sampler(*_digits()))
+    assert est.hidden_layer_sizes_ == ()
+    assert est.n_meta_iter_ == FAST["n_meta_iter"]
+
+
 def test_auto_prototype_scale_without_hidden_layers_is_a_tenth():
     X, y = _digits(10)
     sampler = _sampler(X[y < 7], y[y < 7])
@@ -184,7 +209,7 @@ def test_many_classes_take_the_wide_mlp(Estimator, monkeypatch, capsys):
     # Reptile's is pretrained, not meta-trained (test_pretrained_choice.py)
     reptile = Estimator is ReptileClassifier
     assert est.n_meta_iter_ == (0 if reptile else 2)
-    assert est._meta.pretrained == reptile
+    assert est.pretrained_ is reptile
     assert (f"{'pretrained ' if reptile else ''}MLP (128, 128), for the sampler's "
             "16 classes") in capsys.readouterr().out
     # what it meta-trained is what fit adapts, and a clone's fresh meta_fit
@@ -311,15 +336,17 @@ def test_bad_validation_tasks_are_refused_before_the_folds(monkeypatch):
         MAMLClassifier(**FAST).meta_fit(_sampler(X, y), validation_tasks=bad)
 
 
-def test_validation_tasks_from_a_generator_are_read_once(digits_choice):
-    est, sampler = digits_choice
-    X, y = _digits(10)
-    held_out = EpisodeSampler(X, y, 3, 1, 5, classes=[7, 8, 9], n_tasks=4,
+def test_validation_tasks_from_a_generator_are_read_once(rings_choice):
+    # the rings keep the MLP, which is meta-trained (validated three times)
+    est, sampler = rings_choice
+    X, y = _rings(n_classes=11)
+    held_out = EpisodeSampler(X, y, 3, 1, 5, classes=[8, 9, 10], n_tasks=4,
                               random_state=1)
-    from_list = MAMLClassifier(**FAST).meta_fit(sampler,
-                                                validation_tasks=list(held_out))
-    from_generator = MAMLClassifier(**FAST).meta_fit(
+    from_list = MAMLClassifier(adapt_layers="all", **FAST).meta_fit(
+        sampler, validation_tasks=list(held_out))
+    from_generator = MAMLClassifier(adapt_layers="all", **FAST).meta_fit(
         sampler, validation_tasks=(task for task in held_out))
+    assert from_list.hidden_layer_sizes_ == (64, 64)
     assert from_generator.validation_scores_ == from_list.validation_scores_
     assert len(from_list.validation_scores_) == 3
 
@@ -350,12 +377,14 @@ def test_checkpoints_are_written_by_the_meta_training_alone(tmp_path, monkeypatc
         original(self, result)
 
     monkeypatch.setattr(MAMLClassifier, "_save_checkpoint", recorded)
-    MAMLClassifier(checkpoint_path=path, checkpoint_every=30, **FAST).meta_fit(
-        _sampler(*_digits()))
-    assert load(path).hidden_layer_sizes_ == ()
+    # the rings keep the MLP, which is meta-trained
+    MAMLClassifier(adapt_layers="all", checkpoint_path=path, checkpoint_every=30,
+                   **FAST).meta_fit(_sampler(*_rings()))
+    assert load(path).hidden_layer_sizes_ == (64, 64)
     chosen, written[:] = list(written), []
-    MAMLClassifier(hidden_layer_sizes=(), checkpoint_path=path, checkpoint_every=30,
-                   **FAST).meta_fit(_sampler(*_digits()))
+    MAMLClassifier(adapt_layers="all", hidden_layer_sizes=(64, 64),
+                   checkpoint_path=path, checkpoint_every=30,
+                   **FAST).meta_fit(_sampler(*_rings()))
     # as many as without the folds: none of them wrote one
     assert chosen == written
     assert len(written) >= 2
@@ -367,7 +396,8 @@ def test_verbose_says_what_was_chosen(capsys):
     # before the folds, which may take minutes, then their outcome
     assert out.index("meta-training MLP (64, 64), linear (), pretrained MLP "
                      "(64, 64) on 3 folds of the 7 classes") \
-        < out.index("hidden_layer_sizes='auto': linear (), by the mean")
+        < out.index("hidden_layer_sizes='auto': linear (), not meta-trained, by "
+                    "the mean validation score over 3 class folds")
     assert "3 class folds" in out
 
 

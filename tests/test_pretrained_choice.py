@@ -67,6 +67,7 @@ def test_rings_choose_the_pretrained_mlp(chosen):
     assert chosen.hidden_layer_sizes_ == (64, 64)
     assert chosen.n_meta_iter_ == 0
     assert chosen.meta_loss_curve_ == []
+    assert chosen.pretrained_ is True
 
 
 def test_the_pretrained_body_is_a_hand_written_pretraining(chosen):
@@ -146,6 +147,7 @@ def test_the_choice_survives_save_pickle_and_clone(chosen, tmp_path):
                  clone(chosen)):
         assert copy.adapt_layers == "auto"
         assert copy.hidden_layer_sizes_search_ == chosen.hidden_layer_sizes_search_
+        assert copy.pretrained_ is True
         np.testing.assert_allclose(
             copy.fit(X_support, y_support).predict_proba(X_query), expected,
             rtol=1e-5, atol=1e-6)
@@ -169,6 +171,7 @@ def test_a_warm_start_meta_trains_the_pretrained_mlp_with_anil(chosen):
     warm = clone(chosen).set_params(warm_start=True, n_meta_iter=20)
     warm.meta_fit(_sampler(*_rings()))
     assert warm.n_meta_iter_ == 20
+    assert warm.pretrained_ is True  # its body started pretrained; its head adapts
     assert warm.hidden_layer_sizes_search_ == chosen.hidden_layer_sizes_search_
     assert not torch.equal(warm.meta_params_["layers.0.weight"],
                            chosen.meta_params_["layers.0.weight"])
@@ -237,7 +240,7 @@ def test_meta_trained_in_every_layer_it_is_no_longer_the_pretrained_mlp(chosen):
     warm = clone(chosen).set_params(warm_start=True, n_meta_iter=5,
                                     adapt_layers="all")
     warm.meta_fit(_sampler(*_rings()))
-    assert not warm._meta.pretrained
+    assert warm.pretrained_ is False
     warm.set_params(adapt_layers="auto").fit(X_support, y_support)
     assert not torch.equal(warm.params_["layers.0.weight"],
                            warm.meta_params_["layers.0.weight"])
@@ -319,7 +322,7 @@ def test_reptile_takes_the_wide_mlp_pretrained_with_many_classes(monkeypatch, ca
            "no class folds, not meta-trained)" in capsys.readouterr().out
     assert est.hidden_layer_sizes_ == (128, 128)
     assert est.hidden_layer_sizes_search_ is None
-    assert est._meta.pretrained
+    assert est.pretrained_ is True
     assert est.n_meta_iter_ == 0 and est.meta_loss_curve_ == []
     # its body is the pretraining of the MLP meta_fit builds at the init seed
     # on all the sampler's rows (the pretraining itself: checked by hand above)
