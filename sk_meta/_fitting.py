@@ -11,6 +11,7 @@ import dataclasses
 import functools
 import hashlib
 import math
+import time
 from collections.abc import Sequence
 
 import numpy as np
@@ -31,7 +32,7 @@ from sk_meta._inner_loop import (
 )
 from sk_meta._network import NetworkSpec, is_fixed_linear_choice, is_pretrained_choice
 from sk_meta._persistence import check_module_state, plain_value
-from sk_meta._pretraining import pretrain_body, sampler_rows
+from sk_meta._pretraining import planned_steps, pretrain_body, sampler_rows
 from sk_meta._records import FitResult, MetaResult, MetaTrainingState
 from sk_meta._torch_utils import (
     draw_seeds,
@@ -223,8 +224,19 @@ def meta_train(estimator, tasks, validation_tasks, *, incremental, checkpoint=No
             state.init_seed, probe=first[0].X_support[0], instance=instance)
         if pretrain:
             X, codes = sampler_rows(tasks)
-            pretrain_body(module, X, codes, seed=state.init_seed, device=device,
-                          max_time=settings.max_time)
+            started = time.perf_counter()
+            n_steps = pretrain_body(module, X, codes, seed=state.init_seed,
+                                    device=device, max_time=settings.max_time)
+            if settings.verbose and (settings.world is None or settings.world.writes):
+                # meta-training's progress, which follows, counts from 0 s
+                cut = (", stopped by max_time" if n_steps < planned_steps(len(X))
+                       else "")
+                sizes = tuple(int(h) for h in network.hidden_layer_sizes)
+                print(f"pretrained the MLP {sizes} on {len(X)} rows of "
+                      f"{int(codes.max()) + 1} classes: "
+                      f"{n_steps} step{'s' if n_steps != 1 else ''}, "
+                      f"{time.perf_counter() - started:.1f} s{cut}",
+                      flush=True)
     source.n_outputs = n_outputs
     source.check_classes(first)
     # the network as built, before any forward pass under vmap: one that

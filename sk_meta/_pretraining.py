@@ -46,6 +46,13 @@ def sampler_rows(sampler):
     return X, codes
 
 
+def planned_steps(n_rows):
+    """The steps of a pretraining on ``n_rows`` rows: ``PRETRAIN_EPOCHS``
+    epochs of ``PRETRAIN_BATCH_SIZE`` rows, clipped to ``PRETRAIN_STEPS``."""
+    return int(np.clip(PRETRAIN_EPOCHS * n_rows / PRETRAIN_BATCH_SIZE,
+                       *PRETRAIN_STEPS))
+
+
 def pretrain_body(module, X, codes, *, seed, device, max_time=None):
     """Train the hidden layers of ``module`` (a :class:`~sk_meta.models.MLP`,
     in place) to classify ``X`` into ``codes`` with cross-entropy, through a
@@ -70,8 +77,7 @@ def pretrain_body(module, X, codes, *, seed, device, max_time=None):
     X = torch.from_numpy(X).to(device)
     codes = torch.from_numpy(codes).to(device)
     optimizer = torch.optim.Adam(net.parameters(), lr=PRETRAIN_LR)
-    n_steps = int(np.clip(PRETRAIN_EPOCHS * len(X) / PRETRAIN_BATCH_SIZE,
-                          *PRETRAIN_STEPS))
+    n_steps = planned_steps(len(X))
     start = time.perf_counter()
     for step in range(n_steps):
         batch = torch.randint(len(X), (PRETRAIN_BATCH_SIZE,),

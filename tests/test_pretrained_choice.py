@@ -4,6 +4,7 @@ output layer alone adapts (adapt_layers="auto") from the scaled class
 prototypes (prototype_scale="auto" is 0.1 for it)."""
 
 import pickle
+import re
 import warnings
 
 import numpy as np
@@ -227,6 +228,14 @@ def test_pretraining_stops_at_max_time():
                          device=torch.device("cpu")) == 300
 
 
+def test_verbose_says_max_time_stopped_the_pretraining(capsys):
+    ReptileClassifier(verbose=1, max_time=1e-9, random_state=0).meta_fit(
+        _sampler(*_many_rings()))
+    assert re.search(r"pretrained the MLP \(128, 128\) on 640 rows of 16 classes: "
+                     r"1 step, \d+\.\d s, stopped by max_time\n",
+                     capsys.readouterr().out)
+
+
 def test_the_folds_score_every_candidate_as_it_will_be_used():
     """At its last validation, without early stopping: the chosen candidate
     meta-trains for all of n_meta_iter, whatever n_iter_no_change says."""
@@ -318,8 +327,12 @@ def test_reptile_takes_the_wide_mlp_pretrained_with_many_classes(monkeypatch, ca
     X, y = _many_rings()
     sampler = _sampler(X, y)
     est = ReptileClassifier(verbose=1, **FAST).meta_fit(sampler)
+    out = capsys.readouterr().out
     assert "pretrained MLP (128, 128), for the sampler's 16 classes (15 or more: " \
-           "no class folds, not meta-trained)" in capsys.readouterr().out
+           "no class folds, not meta-trained)" in out
+    # 30 epochs of 640 rows in batches of 256 are 75 steps, raised to the least
+    assert re.search(r"pretrained the MLP \(128, 128\) on 640 rows of 16 classes: "
+                     r"300 steps, \d+\.\d s\n", out)
     assert est.hidden_layer_sizes_ == (128, 128)
     assert est.hidden_layer_sizes_search_ is None
     assert est.pretrained_ is True
