@@ -75,8 +75,10 @@ PARAMETERS = {
         with the prototype head is a logistic regression on the raw features
         started from the class means; its meta-training changes no weight, so
         with a fixed inner rate the folds meta-train it for one meta-iteration
-        and, chosen, it is meta-trained for none (``n_meta_iter_`` is 0; in
-        full with another head or learned rates). The folds cost up to three
+        and, chosen, it is meta-trained for none (``n_meta_iter_`` is 0,
+        ``meta_loss_curve_`` and ``history_`` empty, as for the pretrained
+        MLP: with validation tasks, one row scores the init; in full with
+        another head or learned rates). The folds cost up to three
         more meta-trainings of the MLP, each on three quarters of the classes
         (``max_time`` bounds each, and each pretraining), and seconds of
         pretraining; Ctrl-C during them raises ``KeyboardInterrupt`` and keeps
@@ -430,11 +432,11 @@ ATTRIBUTES_DOC = """
         the pretrained candidate have the best validation's
         ``best_meta_iter`` and no ``chosen``.)
     pretrained_ : bool
-        Whether the init started as the default MLP pretrained on all
-        meta-training classes at once, which ``hidden_layer_sizes="auto"``
-        chose (``n_meta_iter_`` is 0 unless a warm start meta-trained it
-        since). With ``adapt_layers="auto"``, ``fit`` adapts its output layer
-        alone. False for any other network, and once meta-training has
+        Whether the init is the default MLP pretrained on all meta-training
+        classes at once, which ``hidden_layer_sizes="auto"`` chose, and
+        whose output layer alone adapts with ``adapt_layers="auto"``
+        (``n_meta_iter_`` is 0, unless a warm start has meta-trained it
+        since). False for any other network, and once meta-training has
         adapted all its layers in the inner loop.
     history_ : skorch.history.History
         One row per ``validation_interval`` meta-iterations: ``meta_iter``,

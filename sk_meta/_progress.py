@@ -56,7 +56,8 @@ class Progress:
         self.next_line = start
         self.last_printed = None
         self.last_score = None
-        if verbose == 1 and (_in_notebook() or sys.stderr.isatty()):
+        # no bar for a run of no meta-iteration (the pretrained MLP)
+        if verbose == 1 and total != start and (_in_notebook() or sys.stderr.isatty()):
             from tqdm.auto import tqdm
 
             self.bar = tqdm(total=None if total is None else total - start,
@@ -126,5 +127,7 @@ class Progress:
             self._update(n_iter, loss, valid_score)
             self.bar.refresh()
             self.bar.close()
-        elif self.last_printed != n_iter or valid_score != self.last_score:
+        elif ((self.last_printed != n_iter or valid_score != self.last_score)
+              # a run of no meta-iteration has nothing to say but a score
+              and (n_iter != self.start or valid_score is not None)):
             print(self.line(n_iter, loss, valid_score), flush=True)

@@ -399,6 +399,7 @@ def test_verbose_says_what_was_chosen(capsys):
         < out.index("hidden_layer_sizes='auto': linear (), not meta-trained, by "
                     "the mean validation score over 3 class folds")
     assert "3 class folds" in out
+    assert "Meta-iteration" not in out  # none ran: no progress line
 
 
 def test_metagridsearch_says_when_auto_stands_for_the_mlp_alone():

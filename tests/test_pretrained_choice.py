@@ -228,6 +228,15 @@ def test_pretraining_stops_at_max_time():
                          device=torch.device("cpu")) == 300
 
 
+def test_verbose_gives_the_validation_score_of_the_init_that_was_not_meta_trained(
+        capsys):
+    X, y = _many_rings()
+    ReptileClassifier(verbose=1, **FAST).meta_fit(
+        _sampler(X, y), validation_tasks=[_sampler(X, y).sample()])
+    assert re.search(r"\nMeta-iteration 0, validation score = \d\.\d{4}, ",
+                     capsys.readouterr().out)
+
+
 def test_verbose_says_max_time_stopped_the_pretraining(capsys):
     ReptileClassifier(verbose=1, max_time=1e-9, random_state=0).meta_fit(
         _sampler(*_many_rings()))
@@ -333,6 +342,7 @@ def test_reptile_takes_the_wide_mlp_pretrained_with_many_classes(monkeypatch, ca
     # 30 epochs of 640 rows in batches of 256 are 75 steps, raised to the least
     assert re.search(r"pretrained the MLP \(128, 128\) on 640 rows of 16 classes: "
                      r"300 steps, \d+\.\d s\n", out)
+    assert "Meta-iteration" not in out  # none ran: no progress line
     assert est.hidden_layer_sizes_ == (128, 128)
     assert est.hidden_layer_sizes_search_ is None
     assert est.pretrained_ is True
