@@ -29,6 +29,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from sk_meta import _distributed, _fitting, _persistence, _skorch
 from sk_meta._checks import DEFAULT_HIDDEN_LAYER_SIZES, is_auto
 from sk_meta._errors import warn_user
+from sk_meta._network import head_rebuilt_with_fixed_rates
 from sk_meta._records import FitResult, MetaResult, MetaTrainingState, record_on_cpu
 from sk_meta._torch_utils import DeviceOptions, torch_tensor_to_numpy, torch_threads
 from sk_meta.exceptions import (
@@ -584,8 +585,7 @@ class BaseMetaEstimator(BaseEstimator):
                     sampler=tasks if type(tasks) is EpisodeSampler else None)]
             candidates = [{"hidden_layer_sizes": DEFAULT_HIDDEN_LAYER_SIZES},
                           {"hidden_layer_sizes": ()}]
-            prototype_fixed = (self.head_init == "prototype"
-                               and self.inner_lr_mode == "fixed")
+            prototype_fixed = head_rebuilt_with_fixed_rates(self)
             if _pretrained_mlp_applies(self):
                 candidates.append({"hidden_layer_sizes": DEFAULT_HIDDEN_LAYER_SIZES,
                                    "pretrained": True})

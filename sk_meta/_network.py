@@ -112,16 +112,21 @@ def is_pretrained_choice(estimator, *, afresh=False):
     return bool(estimator.__dict__.get("_chosen_pretrained", False))
 
 
+def head_rebuilt_with_fixed_rates(estimator):
+    """Whether each task's output layer is built anew from its class means
+    (the prototype head) and the inner rates are fixed: no weight of the
+    init's output layer, and no rate, is meta-learned."""
+    return estimator.head_init == "prototype" and estimator.inner_lr_mode == "fixed"
+
+
 def is_fixed_linear_choice(estimator):
     """Whether a fresh meta-training builds the model without hidden layers
-    that ``hidden_layer_sizes="auto"`` chose, with the prototype head and a
-    fixed inner rate: its one layer is rebuilt from the class means of each
-    task, so meta-training would move no weight."""
+    that ``hidden_layer_sizes="auto"`` chose, with its one layer rebuilt for
+    each task and fixed rates, so that meta-training would move no weight."""
     chosen = estimator.__dict__.get("_chosen_hidden_layer_sizes")
     return (is_auto(estimator.hidden_layer_sizes) and estimator.module is None
             and chosen is not None and len(chosen) == 0
-            and estimator.head_init == "prototype"
-            and estimator.inner_lr_mode == "fixed")
+            and head_rebuilt_with_fixed_rates(estimator))
 
 
 def is_linear_mlp(estimator):

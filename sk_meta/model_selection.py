@@ -751,8 +751,9 @@ def _pretrained_mlp_applies(estimator):
     rate (a new output layer for each task, built from the class means) and
     ``adapt_layers="auto"`` (its output layer alone adapts), the measured
     setting."""
-    return (estimator.head_init == "prototype" and estimator.inner_lr_mode == "fixed"
-            and estimator.adapt_layers == "auto")
+    from sk_meta._network import head_rebuilt_with_fixed_rates
+
+    return head_rebuilt_with_fixed_rates(estimator) and estimator.adapt_layers == "auto"
 
 
 def _many_classes_network(estimator, sampler, *, incremental=False):
