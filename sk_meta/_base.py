@@ -437,6 +437,15 @@ class BaseMetaEstimator(BaseEstimator):
         self : estimator instance
         """
         prefix = "module_params__"
+        skorch_style = [k for k in params if k.startswith("module__")]
+        if skorch_style and not hasattr(params.get("module", self.module),
+                                        "set_params"):
+            name = skorch_style[0][len("module__"):]
+            raise ValueError(
+                f"{type(self).__name__} sets a module's constructor arguments "
+                f"with module_params__<name>: pass module_params__{name}, not "
+                f"{skorch_style[0]} (skorch's spelling)"
+            )
         nested = {k[len(prefix):]: v for k, v in params.items() if k.startswith(prefix)}
         params = {k: v for k, v in params.items() if not k.startswith(prefix)}
         if nested:

@@ -52,7 +52,8 @@ _CPU_CONV_CHUNK_BYTES = 8 * 2**20
 _MULTI_STEP_FRACTION = 0.1
 
 
-def loss_for(n_classes, classification, y=None, class_weight=None):
+def loss_for(n_classes, classification, y=None, class_weight=None, *,
+             weighted=None):
     """The task loss: cross-entropy over ``n_classes`` outputs, or squared error.
 
     ``class_weight="balanced"`` with class codes ``y`` (the data of the inner
@@ -61,12 +62,20 @@ def loss_for(n_classes, classification, y=None, class_weight=None):
     plain mean's either way; on the CPU a batch of balanced tasks takes the
     plain formula (its loss too is bit-identical to before), and on a GPU,
     where checking would wait for the device, the weighted one.
+    ``weighted``: that choice, made by :func:`weighs_classes` beforehand
+    (outside a compiled function, where the check would break the graph).
     """
     if not classification:
         return mse_loss
-    balanced = class_weight == "balanced" and y is not None and (
+    if weighted is None:
+        weighted = weighs_classes(n_classes, y, class_weight)
+    return partial(cross_entropy_loss, n_classes=n_classes, balanced=weighted)
+
+
+def weighs_classes(n_classes, y, class_weight):
+    """Whether :func:`loss_for` weighs the classes of the tasks ``y``."""
+    return class_weight == "balanced" and y is not None and (
         y.device.type != "cpu" or not is_balanced(y, n_classes))
-    return partial(cross_entropy_loss, n_classes=n_classes, balanced=balanced)
 
 
 def task_scores(outputs, batch, classification):
@@ -559,7 +568,9 @@ class InnerLoop:
         total_loss = 0.0
         for chunk in _split(batch, self.chunk_size):
             if self.settings.algorithm == "reptile":
-                grads, loss = self._reptile(params, chunk)
+                # decided here: a compiled function breaks its graph on it
+                grads, loss = self._reptile(params, chunk, weighted=self._weighted(
+                    chunk, torch.cat([chunk.y_support, chunk.y_query], dim=1)))
                 lr_grads = None
             else:
                 grads, lr_grads, loss = self._maml_gradient(params, lrs, chunk,
@@ -583,7 +594,8 @@ class InnerLoop:
                 self.device)
         self.module.train()
         with torch.enable_grad():
-            loss = self._meta_loss(params, lrs, batch, weights)
+            loss = self._meta_loss(params, lrs, batch, weights,
+                                   weighted=self._weighted(batch, batch.y_support))
             wrt = [*params.values(), *(lrs or {}).values()]
             grads = torch.autograd.grad(loss, wrt, allow_unused=True,
                                         materialize_grads=True)
@@ -591,9 +603,11 @@ class InnerLoop:
         lr_grads = dict(zip(lrs, grads[len(params):])) if lrs else None
         return param_grads, lr_grads, loss.detach()
 
-    def _maml_loss(self, params, lrs, batch, step_weights, functional=False):
+    def _maml_loss(self, params, lrs, batch, step_weights, functional=False,
+                   weighted=None):
         loss_fn = loss_for(batch.n_classes, self.settings.classification,
-                           batch.y_support, self.settings.class_weight)
+                           batch.y_support, self.settings.class_weight,
+                           weighted=weighted)
         forward, start, inputs, trainable, _ = self._problem(
             params, batch.X_support, batch.y_support, batch.n_classes, batch.n_tasks)
         inner_batch = TaskBatch(inputs(batch.X_support), batch.y_support,
@@ -608,12 +622,17 @@ class InnerLoop:
             query_loss_fn=loss_for(batch.n_classes, self.settings.classification),
         )
 
-    def _reptile_direction(self, params, batch, functional=False):
+    def _weighted(self, batch, y):
+        """Whether the inner steps on the class codes ``y`` weigh classes."""
+        return (self.settings.classification
+                and weighs_classes(batch.n_classes, y, self.settings.class_weight))
+
+    def _reptile_direction(self, params, batch, functional=False, weighted=None):
         self.module.train()
         X = torch.cat([batch.X_support, batch.X_query], dim=1)
         y = torch.cat([batch.y_support, batch.y_query], dim=1)
         loss_fn = loss_for(batch.n_classes, self.settings.classification, y,
-                           self.settings.class_weight)
+                           self.settings.class_weight, weighted=weighted)
         forward, start, inputs, _, reinitialized = self._problem(
             {k: p.detach() for k, p in params.items()}, X, y, batch.n_classes,
             batch.n_tasks)

@@ -41,7 +41,12 @@ def load(path, *, module=None):
         The file.
     module : torch.nn.Module class or instance, default=None
         The custom module the estimator was built with, if any (files never
-        hold code, only the module's name and weights).
+        hold code, only the module's name and weights): the class when the
+        estimator was given the class (its ``module_params`` are in the
+        file), an instance built as the saved one was when it was given an
+        instance (a class then warns: it is built with its default
+        arguments, which replace the instance's attributes that are not
+        weights).
 
     Returns
     -------
@@ -54,7 +59,9 @@ def load(path, *, module=None):
     ------
     ValueError
         When the file is not a valid sk_meta file (empty, truncated, crafted,
-        or holding pickled objects), saying why.
+        or holding pickled objects), saying why; when ``module`` is missing,
+        given for the default MLP, or a class that cannot be built without
+        arguments where an instance was saved.
 
     Examples
     --------
@@ -85,7 +92,8 @@ def load(path, *, module=None):
         )
     # a file written before a parameter existed keeps the behaviour it had
     params = {**values_for_missing_parameters(estimator_class), **params}
-    params["module"] = _persistence.resolve_module(params.get("module"), module)
+    module_spec = params.get("module")
+    params["module"] = _persistence.resolve_module(module_spec, module)
     checkpoint_path = params.pop("checkpoint_path", None)
     if checkpoint_path is not None:
         warn_user(
@@ -133,6 +141,13 @@ def load(path, *, module=None):
                 estimator.feature_names_in_ = np.asarray(fit["feature_names_in"],
                                                          dtype=object)
     except (KeyError, TypeError, AttributeError, IndexError) as exc:
+        if _persistence.saved_as_instance_given_class(module_spec, module):
+            raise ValueError(
+                f"the saved estimator was built with an instance of "
+                f"{module_spec['instance_of']}, and the class, given here, could "
+                f"not be built from it alone ({type(exc).__name__}: {exc}): pass "
+                "an instance built as the saved one was"
+            ) from None
         raise ValueError(
             f"{path} is not a valid sk_meta file: {type(exc).__name__}: {exc}"
         ) from None

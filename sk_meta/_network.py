@@ -447,7 +447,9 @@ class NetworkSpec:
 
     def _probe_outputs(self, module, probe, n_outputs):
         """Run the module once and check its output shape; return its width."""
-        X = torch.as_tensor(np.asarray(probe, dtype=np.float32))
+        # a copy: the probe may be the caller's own array
+        X = torch.tensor(np.asarray(probe, dtype=np.float32))
+        version = X._version
         try:
             with torch.no_grad():
                 out = module(X)
@@ -456,6 +458,14 @@ class NetworkSpec:
                 f"module failed on inputs of shape {tuple(X.shape)}: "
                 f"{type(exc).__name__}: {exc}{_dtype_hint(module)}"
             ) from None
+        if X._version != version:
+            # it would overwrite the caller's arrays in fit and predict, and
+            # the inputs that the meta-gradient's backward pass reads
+            raise ValueError(
+                "module modifies its input in place (an nn.ReLU(inplace=True) "
+                "or an in-place operation such as x.mul_() applied to the input "
+                "itself); make its first operation out of place"
+            )
         if not isinstance(out, torch.Tensor) or out.dim() not in (1, 2) or (
                 len(out) != len(X)):
             raise ValueError(

@@ -233,6 +233,15 @@ def _save_and_sync(state, f):
     os.fsync(f.fileno())
 
 
+def _short_name(qualified_name):
+    return qualified_name.rpartition(".")[2]
+
+
+def saved_as_instance_given_class(spec, module):
+    """Whether ``load`` was given a class for a module saved as an instance."""
+    return isinstance(spec, dict) and "instance_of" in spec and isinstance(module, type)
+
+
 def resolve_module(spec, module):
     """The module to rebuild a saved estimator with (the caller's, by name)."""
     if spec is None:
@@ -245,6 +254,17 @@ def resolve_module(spec, module):
         raise ValueError(
             f"the saved estimator uses the custom module {saved_name}; pass it to "
             "load(path, module=...) (sk_meta never stores code in its files)"
+        )
+    if saved_as_instance_given_class(spec, module):
+        # the class's defaults replace the saved instance's attributes that
+        # are not weights (a scale, a dropout rate)
+        warn_user(
+            f"the saved estimator was built with an instance of {saved_name}; "
+            f"loading with the class builds {_short_name(saved_name)}() with its "
+            "default arguments, as the file holds the weights, not the "
+            "constructor's arguments. Pass an instance built as the saved one "
+            f"was (module={_short_name(saved_name)}(...)) if they differ",
+            PersistenceWarning,
         )
     given_class = module if isinstance(module, type) else type(module)
     if _qualified_name(given_class) != saved_name:

@@ -661,7 +661,7 @@ def test_the_learned_mode_is_recorded_where_shapes_cannot_tell_it(tmp_path):
                          random_state=0).meta_fit(digits_like)
     task = digits_like.sample(0)
     clf.save(tmp_path / "scales.pt")
-    loaded = sk_meta.load(tmp_path / "scales.pt", module=_Scales)
+    loaded = sk_meta.load(tmp_path / "scales.pt", module=_Scales())
     for copy_ in (clf, pickle.loads(pickle.dumps(clf)), loaded):
         copy_.set_params(inner_lr_mode="per_parameter")
         with pytest.raises(ValueError,

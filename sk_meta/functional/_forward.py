@@ -46,9 +46,38 @@ def prepare_module(module):
     module : torch.nn.Module
         The copy.
     """
+    if isinstance(module, torch.jit.ScriptModule):
+        raise TypeError(
+            f"{type(module).__name__} is a TorchScript module, which "
+            "torch.func.functional_call cannot run with each task's weights; "
+            "pass the module before torch.jit.script or torch.jit.trace"
+        )
+    _refuse_aliased_submodules(module)
     module = copy_network(module)
     replace_all_batch_norm_modules_(module)
     return module
+
+
+def _refuse_aliased_submodules(module):
+    """A submodule with weights registered under two names (``self.stem =
+    self.layers[0]``) is left holding ``vmap``'s batched tensors by
+    ``functional_call``, which then fails deep inside torch."""
+    first_name = {}
+    for name, submodule in module.named_modules(remove_duplicate=False):
+        if id(submodule) not in first_name:
+            first_name[id(submodule)] = name
+            continue
+        if any(True for _ in submodule.parameters()) or any(
+                True for _ in submodule.buffers()):
+            raise ValueError(
+                f"{type(module).__name__} holds the same "
+                f"{type(submodule).__name__} under two names, "
+                f"{first_name[id(submodule)]!r} and {name!r}; "
+                "torch.func.functional_call, which runs the network with each "
+                "task's weights, leaves such a module broken. Register it once "
+                "and reach it by that name in forward (a @property can give it "
+                "a second name)"
+            )
 
 
 @contextlib.contextmanager
@@ -154,7 +183,39 @@ def batched_forward(module, buffers=None, strategy="auto"):
                 return _loop_forward(module, buffers, params, X)
             return vmapped(params, X)
 
+    if strategy != "native" or _own_batched_forward(module):
+        forward = _refusing_unknown_names(forward, module)
     return with_math_attention(forward, module)
+
+
+def _refusing_unknown_names(forward, module):
+    """``forward`` that refuses ``params`` naming no parameter or buffer of
+    ``module``: ``functional_call`` ignores such a name, so a misspelled
+    layer would run at the module's own weights, adapting nothing, silently.
+    Each set of names is checked once."""
+    known = {name for name, _ in module.named_parameters(remove_duplicate=False)}
+    known.update(name for name, _ in module.named_buffers(remove_duplicate=False))
+    checked = set()
+
+    def checked_forward(params, X):
+        if not torch.compiler.is_compiling():
+            names = frozenset(params)
+            if names not in checked:
+                unknown = sorted(names - known)
+                if unknown:
+                    raise ValueError(
+                        f"params has names that are no parameter or buffer of "
+                        f"{type(module).__name__}: "
+                        f"{', '.join(map(repr, unknown[:5]))}"
+                        f"{', ...' if len(unknown) > 5 else ''} (its parameters: "
+                        f"{', '.join(name for name, _ in module.named_parameters())})"
+                        "; functional_call would ignore them, and leave those "
+                        "layers at the module's own weights, not adapted"
+                    )
+                checked.add(names)
+        return forward(params, X)
+
+    return checked_forward
 
 
 def _vmap_or_loop(module, buffers):
