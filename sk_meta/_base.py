@@ -46,6 +46,7 @@ from sk_meta.tasks._validation import (
     integers_lost_in_float32,
     missing_error,
     missing_mask,
+    not_numeric,
     warn_integers_lost_in_float32,
 )
 
@@ -175,7 +176,15 @@ def _validated(estimator, X, y, **params):
     stops numpy's conversion with a TypeError of its own."""
     try:
         return validate_data(estimator, X, y, **params)
-    except TypeError:
+    except (TypeError, ValueError) as exc:
+        if hasattr(X, "dtypes"):
+            # pandas columns of categories or text: named, as meta_fit names
+            # them, instead of numpy's "could not convert string to float"
+            reason = not_numeric(X, "X", exc)
+            if "column(s)" in reason:
+                raise ValueError(reason) from None
+        if not isinstance(exc, TypeError):
+            raise
         try:
             missing = missing_mask(np.asarray(X, dtype=object)).any()
         except ValueError:  # ragged: not what stopped the conversion

@@ -151,7 +151,10 @@ def meta_train(estimator, tasks, validation_tasks, *, incremental, checkpoint=No
         # every refusal before the budget check (a call that trains nothing
         # still refuses what the next one would) and before any task is
         # drawn (a refusal must not consume the user's iterator)
-        network.check_unchanged(meta.architecture)
+        # meta_fit again would continue, and refuse again
+        network.check_unchanged(meta.architecture, remedy=(
+            "Restore the parameter, or meta-train the new network afresh: "
+            "meta_fit with warm_start=False."))
         network.warn_if_ignored()
         state = dataclasses.replace(meta.training_state)
         _check_same_meta_optimizer(state.optimizer_state, settings.meta_optimizer)

@@ -264,7 +264,8 @@ class NetworkSpec:
             ),
         }
 
-    def check_unchanged(self, meta_architecture):
+    def check_unchanged(self, meta_architecture,
+                        remedy="Restore the parameter or call meta_fit again."):
         """Raise if the architecture differs from the one meta-trained."""
         current = self.architecture()
 
@@ -284,8 +285,7 @@ class NetworkSpec:
             )
             raise ValueError(
                 "The network's architecture changed since meta_fit "
-                f"({details}); the meta-learned init does not fit it. Restore the "
-                "parameter or call meta_fit again."
+                f"({details}); the meta-learned init does not fit it. {remedy}"
             )
 
     def check(self, *, needs_output_layer=False, needs_bias=False, seed=None):

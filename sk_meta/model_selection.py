@@ -9,6 +9,7 @@ torch.
 """
 
 import contextlib
+import copy
 import math
 import numbers
 import re
@@ -663,9 +664,10 @@ def _score_candidates(estimator, grid, folds, error_score, *, searcher,
                                                validation_tasks=fold_validation)
                 except Exception as error:
                     if error_score == "raise" and inside is not None:
-                        _raise_in_fold(error, f"{searcher}, meta-training "
-                                              f"{inside[index]} on class fold "
-                                              f"{fold + 1} of {len(folds)}")
+                        _raise_in_fold(_drawn_by_the_fold(error),
+                                       f"{searcher}, meta-training "
+                                       f"{inside[index]} on class fold "
+                                       f"{fold + 1} of {len(folds)}")
                     raise
                 curves.append(_validation_curve(candidate.history_))
                 n_meta_iters.append(int(candidate.n_meta_iter_))
@@ -699,6 +701,19 @@ def _score_candidates(estimator, grid, folds, error_score, *, searcher,
         if best is None or rank > best[3]:
             best = (len(results["params"]) - 1, score, candidate, rank)
     return results, best, first_error
+
+
+def _drawn_by_the_fold(error):
+    """``error`` without the task numbers and the name ``validation_tasks`` of
+    a fold's own tasks, which the user never passed: "task 2" of a fold's
+    stream means nothing to them, the classes it was drawn from do."""
+    message = str(error)
+    for pattern, source in ((r"^validation_tasks: task \d+: ", "held-out"),
+                            (r"^task \d+: ", "meta-training")):
+        if re.match(pattern, message) and type(error) in (ValueError, TypeError):
+            return type(error)(re.sub(pattern, f"a task drawn from its {source} "
+                                               "classes: ", message))
+    return error
 
 
 def _raise_in_fold(error, context):
@@ -882,6 +897,20 @@ def _choose_network(estimator, sampler, candidates, *, one_iteration=()):
     return candidates[chosen], record
 
 
+def _plain_params(estimator):
+    """``estimator``'s parameters that are plain values (numbers, strings,
+    tuples, None), which a search records to see them changed later."""
+    return {name: value for name, value in estimator.get_params(deep=False).items()
+            if value is None or isinstance(value, (numbers.Number, str, tuple))}
+
+
+def _same_value(a, b):
+    try:
+        return bool(a == b) or (a != a and b != b)  # NaN is NaN
+    except Exception:  # noqa: BLE001 - a comparison that refuses: differs
+        return False
+
+
 class MetaGridSearch(MetaEstimatorMixin, BaseEstimator):
     """Choose meta-training parameters on held-out classes, then meta-train.
 
@@ -977,6 +1006,14 @@ class MetaGridSearch(MetaEstimatorMixin, BaseEstimator):
     ``meta_fit``, with ``cv=3`` about seven. The candidates meta-train on
     fewer classes than the refit; what is chosen is the parameters and the
     number of meta-iterations, not the init.
+
+    ``clone`` keeps the search's result, as an estimator's clone keeps its
+    meta-learned init: ``cross_val_score``, ``GridSearchCV`` and a pipeline
+    of :func:`~sk_meta.pipeline.meta_fit_pipeline` adapt clones of
+    ``best_estimator_``. It adapts with the parameters it was meta-trained
+    with, so ``fit`` refuses an ``estimator`` whose parameters changed since
+    ``meta_fit``: tune ``inner_lr`` or ``inner_steps`` on
+    ``best_estimator_``.
 
     An estimator's ``hidden_layer_sizes="auto"`` is ``(64, 64)`` here,
     whatever the number of classes: the grid is the choice (list ``()`` in
@@ -1162,7 +1199,22 @@ class MetaGridSearch(MetaEstimatorMixin, BaseEstimator):
         self.val_classes_ = val_classes[0]
         self.fold_val_classes_ = None if val_classes[0] is None else val_classes
         self.best_estimator_ = best_estimator
+        self._searched_with = _plain_params(self.estimator)
         return self
+
+    _SEARCH_RESULT = ("results_", "best_params_", "best_score_", "best_n_meta_iter_",
+                      "val_classes_", "fold_val_classes_", "_searched_with")
+
+    def __sklearn_clone__(self):
+        # as an estimator's clone keeps its meta-learned init, a search's
+        # keeps its result (cross_val_score, GridSearchCV and pipelines
+        # clone it), with the best estimator unadapted
+        clone_ = super().__sklearn_clone__()
+        if hasattr(self, "best_estimator_"):
+            for name in self._SEARCH_RESULT:
+                setattr(clone_, name, copy.deepcopy(getattr(self, name)))
+            clone_.best_estimator_ = clone(self.best_estimator_)
+        return clone_
 
     def _check_same_hold_out_everywhere(self):
         """In a distributed job (a torch.distributed group the estimator
@@ -1262,10 +1314,21 @@ class MetaGridSearch(MetaEstimatorMixin, BaseEstimator):
 
     def _check_searched(self):
         check_is_fitted(self, "best_estimator_", msg=(
-            "This %(name)s has not searched yet: call meta_fit first. A clone "
-            "of it has not either: in cross_val_score or GridSearchCV, pass "
-            "search.best_estimator_, which keeps its meta-learned init when "
-            "cloned."))
+            "This %(name)s has not searched yet: call meta_fit first."))
+        searched_with = getattr(self, "_searched_with", {})  # older pickles: {}
+        changed = [name for name, value in _plain_params(self.estimator).items()
+                   if name in searched_with
+                   and not _same_value(value, searched_with[name])]
+        if changed:
+            # best_estimator_ adapts with its own: a grid over them would
+            # score one model many times, silently
+            raise ValueError(
+                f"the search's estimator has other {', '.join(changed)} than at "
+                "meta_fit; best_estimator_ adapts with the values it was "
+                "meta-trained with. Set them on search.best_estimator_ (tune "
+                "inner_lr or inner_steps with GridSearchCV on it), or meta_fit "
+                "the search again"
+            )
 
     @available_if(_estimator_has("fit"))
     def fit(self, X, y):

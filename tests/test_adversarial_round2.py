@@ -187,7 +187,7 @@ def test_a_module_with_fewer_outputs_than_classes_is_refused():
 def test_a_feature_count_that_changes_mid_stream_is_refused_with_the_index():
     stream = iter(_classification_tasks(5) + _classification_tasks(4, n_features=5))
     with pytest.raises(ValueError, match=r"task 5: X_support has per-sample shape "
-                                         r"\(5,\), but task 0 has \(4,\)"):
+                                         r"\(5,\), but task 0's X_support has \(4,\)"):
         _classifier(n_meta_iter=4).meta_fit(stream)
 
 

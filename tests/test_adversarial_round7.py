@@ -175,7 +175,8 @@ def test_a_validation_shape_error_names_the_meta_training_task(small_estimator):
     val = [(t.X_support[:, :4], t.y_support, t.X_query[:, :4], t.y_query)
            for t in _tasks(2, seed=3)]
     with pytest.raises(ValueError, match=r"validation_tasks: task 0: X_support has "
-                       r"per-sample shape \(4,\), but meta-training task 0 has \(5,\)"):
+                       r"per-sample shape \(4,\), but meta-training task 0's X_support "
+                       r"has \(5,\)"):
         small_estimator().meta_fit(tasks, validation_tasks=val)
 
 

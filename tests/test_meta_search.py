@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from sklearn.base import BaseEstimator, clone
 from sklearn.datasets import load_digits
-from sklearn.exceptions import FitFailedWarning
+from sklearn.exceptions import FitFailedWarning, NotFittedError
 from sklearn.utils._param_validation import InvalidParameterError
 
 from sk_meta import MAMLClassifier
@@ -300,14 +300,16 @@ def test_a_failed_meta_fit_leaves_a_fitted_search_as_it_was(sampler):
 
 
 def test_not_fitted_yet(sampler):
-    from sklearn.exceptions import NotFittedError
-
     search = MetaGridSearch(Recorder(), {"quality": [0.5]})
     with pytest.raises(NotFittedError, match="call meta_fit first"):
         search.fit(sampler.X[:3], [0, 1, 2])
     search.meta_fit(sampler)
-    with pytest.raises(NotFittedError, match="best_estimator_"):
-        clone(search).predict(sampler.X[:3])
+    # a clone keeps the search, as an estimator's keeps its meta-learned
+    # init, with the best estimator not adapted
+    copy_ = clone(search)
+    assert copy_.best_params_ == search.best_params_
+    assert copy_.best_estimator_ is not search.best_estimator_
+    assert not hasattr(copy_.best_estimator_, "classes_")
 
 
 # -- with MAMLClassifier ---------------------------------------------------------------
@@ -420,9 +422,12 @@ def test_maml_search_predicts_pickles_and_clones(maml_search, digits_sampler):
     restored = pickle.loads(pickle.dumps(maml_search))
     np.testing.assert_allclose(restored.fit(Xs, ys).predict_proba(Xs), proba,
                                atol=1e-6)
-    unfitted = clone(maml_search)
-    assert not hasattr(unfitted, "best_estimator_")
-    assert unfitted.get_params()["estimator__hidden_layer_sizes"] == (16,)
+    copy_ = clone(maml_search)  # searched, not adapted
+    assert copy_.get_params()["estimator__hidden_layer_sizes"] == (16,)
+    assert copy_.best_params_ == maml_search.best_params_
+    with pytest.raises(NotFittedError):
+        copy_.predict(Xs)
+    np.testing.assert_allclose(copy_.fit(Xs, ys).predict_proba(Xs), proba, atol=1e-6)
 
 
 # -- class folds (cv) ------------------------------------------------------------------

@@ -81,8 +81,8 @@ BAD_TASKS = {
     "n_features differ": (
         lambda: [_task(), _task(n_features=5)], ValueError,
         # the list is shuffled: either task may come first
-        r"task [01]: X_support has per-sample shape \([35],\), but task [01] has "
-        r"\([35],\)",
+        r"task [01]: X_support has per-sample shape \([35],\), but task [01]'s "
+        r"X_support has \([35],\)",
     ),
     "query labels not in support": (
         lambda: [_task(), _task()._replace(y_query=np.array([0, 1, 7]))],

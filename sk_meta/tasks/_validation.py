@@ -96,12 +96,12 @@ def _as_array(value, index, field):
                 array = value.to_numpy(dtype=np.float64, na_value=np.nan)
             except (TypeError, ValueError, OverflowError) as exc:
                 raise ValueError(
-                    f"task {index}: {_not_numeric(value, field, exc)}"
+                    f"task {index}: {not_numeric(value, field, exc)}"
                 ) from None
     return array
 
 
-def _not_numeric(frame, field, exc):
+def not_numeric(frame, field, exc):
     """Why ``frame`` (a DataFrame, or another pandas object) is not numeric:
     the columns that are not numbers, with their dtypes."""
     dtypes = getattr(frame, "dtypes", None)
@@ -156,6 +156,17 @@ def check_label_values(y, name="y", prefix=""):
     if values.dtype.kind != "O" or not len(values):
         return
     check_no_missing_labels(values, name, prefix)
+    collection = next((value for value in values if isinstance(
+        value, (tuple, list, set, frozenset, dict, np.ndarray))), None)
+    if collection is not None:
+        # scikit-learn reads sequences as the legacy multi-label format, and
+        # sets as an unknown label type: fit refuses both
+        raise ValueError(
+            f"{prefix}{name} holds labels that are collections "
+            f"({collection!r}, a {type(collection).__name__}); each sample's class "
+            "label must be one integer or string (for multi-label targets, "
+            "one estimator per label)"
+        )
     if label_kind(values) == "mixed":
         raise ValueError(
             f"{prefix}{name} mixes strings and other labels "
@@ -356,11 +367,20 @@ class TaskChecker:
         self._warned_integers = False
 
     def _check_feature_names(self, task, index):
+        named = {}
         for X, part in ((task[0], "support"), (task[2], "query")):
             try:
-                names = feature_names(X)
+                named[part] = feature_names(X)
             except (TypeError, ValueError) as exc:
                 raise_with_context(exc, f"task {index}: X_{part}")
+        if (named["support"] is None) != (named["query"] is None):
+            # as predict warns of X without the names fit saw
+            unnamed, other = (("support", "query") if named["support"] is None
+                              else ("query", "support"))
+            self._warn_mixed_names(
+                f"task {index}: X_{unnamed} has no feature names, but X_{other} "
+                f"has {named[other]}: its columns are taken to be in that order")
+        for part, names in named.items():
             if names is None:
                 continue
             if self.feature_names is None and self._unnamed_source is not None:
@@ -484,7 +504,8 @@ class TaskChecker:
                     y_support = y.reshape(len(y), *y_shape)
             if self.input_shape is None:
                 self.input_shape = X.shape[1:]
-                self._input_shape_source = f"task {index} has"
+                # named by its array: a task's own query may be the one at fault
+                self._input_shape_source = f"task {index}'s X_{part} has"
             elif X.shape[1:] != self.input_shape:
                 raise ValueError(
                     f"task {index}: X_{part} has per-sample shape {X.shape[1:]}, "
