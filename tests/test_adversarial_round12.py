@@ -265,3 +265,14 @@ def test_compiled_meta_training_of_a_classifier_has_no_graph_break():
     X, y, X_query, _ = tasks[0]
     np.testing.assert_allclose(compiled.fit(X, y).predict_proba(X_query),
                                eager.fit(X, y).predict_proba(X_query), atol=1e-5)
+
+
+def test_cross_entropy_loss_takes_integer_codes_of_any_width():
+    logits = torch.randn(2, 4, 3)
+    y = torch.tensor([[0, 1, 2, 0], [1, 1, 2, 0]])
+    expected = F.cross_entropy_loss(logits, y, 3)
+    for dtype in (torch.int32, torch.int16, torch.uint8):
+        assert F.cross_entropy_loss(logits, y.to(dtype), 3) == expected
+    for dtype in (torch.float32, torch.bool):
+        with pytest.raises(TypeError, match="integer class codes"):
+            F.cross_entropy_loss(logits, y.to(dtype), 3)

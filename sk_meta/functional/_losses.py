@@ -45,6 +45,9 @@ def cross_entropy_loss(logits, y, n_classes, *, balanced=False):
     if logits.shape[-1] < n_classes:
         raise ValueError(f"n_classes={n_classes}, but the logits have "
                          f"{logits.shape[-1]} outputs")
+    if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
+        raise TypeError(f"y must hold integer class codes, got {y.dtype}")
+    y = y.long()  # int32 or uint8 codes as torch's cross-entropy takes them
     n_tasks, n_samples = y.shape
     logits = logits[..., :n_classes].reshape(n_tasks * n_samples, n_classes)
     if not isinstance(balanced, bool):
