@@ -15,7 +15,7 @@ from sk_meta._maml import (
     MAMLClassifier,
     MAMLRegressor,
 )
-from sk_meta._network import NetworkSpec
+from sk_meta._network import ModuleConstructionError, NetworkSpec
 from sk_meta._records import FitResult, MetaResult, from_plain
 from sk_meta._reptile import ReptileClassifier, ReptileRegressor
 from sk_meta.exceptions import FrozenParametersWarning, PersistenceWarning
@@ -141,7 +141,8 @@ def load(path, *, module=None):
                 estimator.feature_names_in_ = np.asarray(fit["feature_names_in"],
                                                          dtype=object)
     except (KeyError, TypeError, AttributeError, IndexError) as exc:
-        if _persistence.saved_as_instance_given_class(module_spec, module):
+        if isinstance(exc, ModuleConstructionError) and (
+                _persistence.saved_as_instance_given_class(module_spec, module)):
             raise ValueError(
                 f"the saved estimator was built with an instance of "
                 f"{module_spec['instance_of']}, and the class, given here, could "
@@ -151,6 +152,14 @@ def load(path, *, module=None):
         raise ValueError(
             f"{path} is not a valid sk_meta file: {type(exc).__name__}: {exc}"
         ) from None
+    except ValueError as exc:
+        if (str(exc).startswith("the saved weights do not fit")
+                and _persistence.saved_as_instance_given_class(module_spec, module)):
+            raise ValueError(
+                f"{exc}; the estimator was saved with an instance of "
+                f"{module_spec['instance_of']}: pass one built as that one was, "
+                "not the class") from None
+        raise
     return estimator
 
 

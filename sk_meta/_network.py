@@ -22,6 +22,10 @@ from sk_meta.functional._heads import check_has_linear_layer
 from sk_meta.models import MLP
 
 
+class ModuleConstructionError(TypeError):
+    """A module class's constructor refused ``module_params``."""
+
+
 def _equal(a, b):
     """Equal by value, also for what ``clone`` and pickling copy into
     ``module_params``: arrays and tensors (NaN equal to NaN), modules (type,
@@ -359,7 +363,7 @@ class NetworkSpec:
             try:
                 return self.module(**(self.module_params or {}))
             except TypeError as exc:
-                raise TypeError(
+                raise ModuleConstructionError(
                     f"{self.module.__name__}(**module_params) failed: {exc}"
                 ) from None
             except RuntimeError as exc:  # torch's, from inside the constructor

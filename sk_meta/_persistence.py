@@ -10,6 +10,7 @@ estimator classes (``sk_meta._load`` maps names to classes).
 
 import contextlib
 import errno
+import inspect
 import io
 import os
 import pickle
@@ -242,6 +243,15 @@ def saved_as_instance_given_class(spec, module):
     return isinstance(spec, dict) and "instance_of" in spec and isinstance(module, type)
 
 
+def _takes_arguments(module_class):
+    """Whether the class's constructor takes arguments (that the saved
+    instance may have been given other values of)."""
+    try:
+        return bool(inspect.signature(module_class).parameters)
+    except (TypeError, ValueError):  # no signature to read: it may
+        return True
+
+
 def resolve_module(spec, module):
     """The module to rebuild a saved estimator with (the caller's, by name)."""
     if spec is None:
@@ -255,7 +265,7 @@ def resolve_module(spec, module):
             f"the saved estimator uses the custom module {saved_name}; pass it to "
             "load(path, module=...) (sk_meta never stores code in its files)"
         )
-    if saved_as_instance_given_class(spec, module):
+    if saved_as_instance_given_class(spec, module) and _takes_arguments(module):
         # the class's defaults replace the saved instance's attributes that
         # are not weights (a scale, a dropout rate)
         warn_user(

@@ -1010,10 +1010,12 @@ class MetaGridSearch(MetaEstimatorMixin, BaseEstimator):
     ``clone`` keeps the search's result, as an estimator's clone keeps its
     meta-learned init: ``cross_val_score``, ``GridSearchCV`` and a pipeline
     of :func:`~sk_meta.pipeline.meta_fit_pipeline` adapt clones of
-    ``best_estimator_``. It adapts with the parameters it was meta-trained
-    with, so ``fit`` refuses an ``estimator`` whose parameters changed since
-    ``meta_fit``: tune ``inner_lr`` or ``inner_steps`` on
-    ``best_estimator_``.
+    ``best_estimator_``. Parameters of ``estimator`` set since ``meta_fit``
+    are set on ``best_estimator_`` at ``fit``, so ``GridSearchCV`` over
+    ``estimator__inner_steps`` tunes the adaptation as on the estimator
+    itself (meta-training settings warn there that they act in
+    ``meta_fit`` alone); the search's own settings changed since
+    ``meta_fit`` warn likewise.
 
     An estimator's ``hidden_layer_sizes="auto"`` is ``(64, 64)`` here,
     whatever the number of classes: the grid is the choice (list ``()`` in
@@ -1199,7 +1201,14 @@ class MetaGridSearch(MetaEstimatorMixin, BaseEstimator):
         self.val_classes_ = val_classes[0]
         self.fold_val_classes_ = None if val_classes[0] is None else val_classes
         self.best_estimator_ = best_estimator
-        self._searched_with = _plain_params(self.estimator)
+        # to tell, at fit, which settings changed since: the search's own,
+        # its estimator's (applied to best_estimator_), and best_estimator_'s
+        self._searched_with = {
+            "search": {name: copy.deepcopy(value) for name, value
+                       in self.get_params(deep=False).items() if name != "estimator"},
+            "estimator_class": type(self.estimator),
+            "estimator": _plain_params(self.estimator),
+            "best_estimator": _plain_params(best_estimator)}
         return self
 
     _SEARCH_RESULT = ("results_", "best_params_", "best_score_", "best_n_meta_iter_",
@@ -1212,7 +1221,8 @@ class MetaGridSearch(MetaEstimatorMixin, BaseEstimator):
         clone_ = super().__sklearn_clone__()
         if hasattr(self, "best_estimator_"):
             for name in self._SEARCH_RESULT:
-                setattr(clone_, name, copy.deepcopy(getattr(self, name)))
+                if hasattr(self, name):  # one pickled by an older sk_meta lacks some
+                    setattr(clone_, name, copy.deepcopy(getattr(self, name)))
             clone_.best_estimator_ = clone(self.best_estimator_)
         return clone_
 
@@ -1315,20 +1325,41 @@ class MetaGridSearch(MetaEstimatorMixin, BaseEstimator):
     def _check_searched(self):
         check_is_fitted(self, "best_estimator_", msg=(
             "This %(name)s has not searched yet: call meta_fit first."))
-        searched_with = getattr(self, "_searched_with", {})  # older pickles: {}
-        changed = [name for name, value in _plain_params(self.estimator).items()
-                   if name in searched_with
-                   and not _same_value(value, searched_with[name])]
-        if changed:
-            # best_estimator_ adapts with its own: a grid over them would
-            # score one model many times, silently
+
+    def _apply_changed_settings(self):
+        """Set on ``best_estimator_`` the parameters of ``estimator`` changed
+        since ``meta_fit`` (a grid over ``estimator__inner_steps`` tunes
+        ``fit``, as on the estimator itself; one over a meta-training setting
+        warns, as there), and warn of the search's own changed settings,
+        which act in ``meta_fit`` alone."""
+        searched = getattr(self, "_searched_with", None)
+        if searched is None:  # pickled by an older sk_meta
+            return
+        if type(self.estimator) is not searched["estimator_class"]:
             raise ValueError(
-                f"the search's estimator has other {', '.join(changed)} than at "
-                "meta_fit; best_estimator_ adapts with the values it was "
-                "meta-trained with. Set them on search.best_estimator_ (tune "
-                "inner_lr or inner_steps with GridSearchCV on it), or meta_fit "
-                "the search again"
-            )
+                f"the search's estimator is a {type(self.estimator).__name__} now, "
+                f"and meta_fit searched a {searched['estimator_class'].__name__}: "
+                "meta_fit the search again")
+        changed = [name for name, value in self.get_params(deep=False).items()
+                   if name in searched["search"]
+                   and not _same_value(value, searched["search"][name])]
+        if changed:
+            warn_user(
+                f"{', '.join(changed)} changed since meta_fit, and act in "
+                "meta_fit alone: fit adapts the estimator that search chose "
+                "(a grid over them would score it once per value); call "
+                "meta_fit to search again", UserWarning)
+        now = _plain_params(self.estimator)
+        targets = {}
+        for name, best_value in searched["best_estimator"].items():
+            if name not in now or name not in searched["estimator"]:
+                continue
+            # the value set since the search, else the one the best was given
+            target = (best_value if _same_value(now[name], searched["estimator"][name])
+                      else now[name])
+            if not _same_value(getattr(self.best_estimator_, name), target):
+                targets[name] = target
+        return targets
 
     @available_if(_estimator_has("fit"))
     def fit(self, X, y):
@@ -1346,7 +1377,14 @@ class MetaGridSearch(MetaEstimatorMixin, BaseEstimator):
         self : MetaGridSearch
         """
         self._check_searched()
-        self.best_estimator_.fit(X, y)
+        targets = self._apply_changed_settings() or {}
+        kept = {name: getattr(self.best_estimator_, name) for name in targets}
+        try:
+            self.best_estimator_.set_params(**targets)
+            self.best_estimator_.fit(X, y)
+        except BaseException:
+            self.best_estimator_.set_params(**kept)  # as it was
+            raise
         return self
 
     @available_if(_estimator_has("predict"))

@@ -276,3 +276,94 @@ def test_cross_entropy_loss_takes_integer_codes_of_any_width():
     for dtype in (torch.float32, torch.bool):
         with pytest.raises(TypeError, match="integer class codes"):
             F.cross_entropy_loss(logits, y.to(dtype), 3)
+
+
+class _Frequencies(nn.Module):  # buffers alone: the same for every task
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("freq", torch.linspace(0.5, 1.5, 8), persistent=False)
+
+    def forward(self, h):
+        return h * self.freq
+
+
+class _SharedTable(nn.Module):
+    def __init__(self):
+        super().__init__()
+        shared = _Frequencies()
+        self.inp = nn.Linear(5, 8)
+        self.first, self.second = shared, shared
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x):
+        return self.head(torch.relu(self.second(self.first(self.inp(x)))))
+
+
+@pytest.mark.parametrize("estimator_class", [MAMLClassifier, ReptileClassifier])
+def test_a_submodule_of_buffers_alone_may_have_two_names(estimator_class):
+    X, y, X_query, _ = _tasks()[0]
+    torch.manual_seed(0)
+    clf = estimator_class(_SharedTable(), n_meta_iter=3, meta_batch_size=2,
+                          random_state=0).meta_fit(_tasks())
+    assert np.isfinite(clf.fit(X, y).predict_proba(X_query)).all()
+
+
+def test_a_parametrized_tensor_s_name_is_taken():
+    torch.manual_seed(0)
+    module = F.prepare_module(nn.Sequential(
+        nn.utils.parametrizations.weight_norm(nn.Linear(5, 3))))
+    weight, X = torch.randn(3, 5), torch.randn(4, 5)
+    for strategy in ("loop", "auto"):
+        out = F.batched_forward(module, strategy=strategy)({"0.weight": weight[None]},
+                                                           X[None])
+        torch.testing.assert_close(out[0], X @ weight.T + module[0].bias)
+    with pytest.raises(ValueError, match="'0.weights'"):
+        F.batched_forward(module, strategy="loop")({"0.weights": weight[None]},
+                                                   X[None])
+
+
+class _NoArguments(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Linear(5, 8)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x):
+        return self.head(torch.relu(self.body(x)))
+
+
+class _Wide(nn.Module):
+    def __init__(self, width=4):
+        super().__init__()
+        self.body = nn.Linear(5, width)
+        self.head = nn.Linear(width, 3)
+
+    def forward(self, x):
+        return self.head(torch.relu(self.body(x)))
+
+
+def test_load_blames_the_class_only_for_what_the_class_does(tmp_path):
+    tasks = _tasks()
+    X, y, X_query, _ = tasks[0]
+    # a class without arguments: nothing of the instance's could differ
+    MAMLClassifier(_NoArguments(), n_meta_iter=2, meta_batch_size=2,
+                   random_state=0).meta_fit(tasks).save(tmp_path / "plain.skm")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", PersistenceWarning)
+        sk_meta.load(tmp_path / "plain.skm", module=_NoArguments).fit(X, y)
+    # a class whose defaults build other shapes: said with the remedy
+    MAMLClassifier(_Wide(6), n_meta_iter=2, meta_batch_size=2,
+                   random_state=0).meta_fit(tasks).save(tmp_path / "wide.skm")
+    with pytest.warns(PersistenceWarning), pytest.raises(
+            ValueError, match="(?s)do not fit the module.*instance of .*_Wide.*not the "
+                              "class"):
+        sk_meta.load(tmp_path / "wide.skm", module=_Wide)
+    # a damaged file is the file's fault, whatever module is passed
+    state = torch.load(tmp_path / "plain.skm", weights_only=True)
+    del state["meta"]["input_shape"]
+    torch.save(state, tmp_path / "damaged.skm")
+    with pytest.raises(ValueError, match="is not a valid sk_meta file: KeyError"):
+        sk_meta.load(tmp_path / "damaged.skm", module=_NoArguments)
+    with pytest.warns(PersistenceWarning), pytest.raises(
+            ValueError, match="is not a valid sk_meta file: KeyError"):
+        sk_meta.load(tmp_path / "damaged.skm", module=_Wide)

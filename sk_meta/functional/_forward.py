@@ -61,14 +61,15 @@ def prepare_module(module):
 def _refuse_aliased_submodules(module):
     """A submodule with weights registered under two names (``self.stem =
     self.layers[0]``) is left holding ``vmap``'s batched tensors by
-    ``functional_call``, which then fails deep inside torch."""
+    ``functional_call``, which then fails deep inside torch. One with
+    buffers alone (a shared table of frequencies) is the same for every
+    task, and works."""
     first_name = {}
     for name, submodule in module.named_modules(remove_duplicate=False):
         if id(submodule) not in first_name:
             first_name[id(submodule)] = name
             continue
-        if any(True for _ in submodule.parameters()) or any(
-                True for _ in submodule.buffers()):
+        if any(True for _ in submodule.parameters()):
             raise ValueError(
                 f"{type(module).__name__} holds the same "
                 f"{type(submodule).__name__} under two names, "
@@ -195,6 +196,10 @@ def _refusing_unknown_names(forward, module):
     Each set of names is checked once."""
     known = {name for name, _ in module.named_parameters(remove_duplicate=False)}
     known.update(name for name, _ in module.named_buffers(remove_duplicate=False))
+    # a parametrized tensor (weight_norm's "weight") is one functional_call takes
+    for prefix, submodule in module.named_modules(remove_duplicate=False):
+        for tensor_name in getattr(submodule, "parametrizations", {}):
+            known.add(f"{prefix}.{tensor_name}" if prefix else tensor_name)
     checked = set()
 
     def checked_forward(params, X):
@@ -223,12 +228,14 @@ def _vmap_or_loop(module, buffers):
     the inputs of the first call with two or more tasks (a single task runs
     without ``vmap`` anyway): ``"vmap"``, or ``"loop"`` where ``vmap`` fails
     and the loop runs. A call that fails either way decides nothing."""
-    chosen = []
+    chosen, one_task = [], []
 
     def forward(params, X):
         if not chosen:
             if X.shape[0] == 1:
-                return batched_forward(module, buffers, "loop")(params, X)
+                if not one_task:  # built once: its names check is kept
+                    one_task.append(batched_forward(module, buffers, "loop"))
+                return one_task[0](params, X)
             chosen.append(batched_forward(module, buffers,
                                           choose_strategy(module, X[0])))
         return chosen[0](params, X)

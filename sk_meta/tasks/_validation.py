@@ -157,7 +157,8 @@ def check_label_values(y, name="y", prefix=""):
         return
     check_no_missing_labels(values, name, prefix)
     collection = next((value for value in values if isinstance(
-        value, (tuple, list, set, frozenset, dict, np.ndarray))), None)
+        value, (tuple, list, set, frozenset, dict)) or (
+            isinstance(value, np.ndarray) and value.ndim)), None)
     if collection is not None:
         # scikit-learn reads sequences as the legacy multi-label format, and
         # sets as an unknown label type: fit refuses both
