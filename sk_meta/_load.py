@@ -3,6 +3,7 @@
 import copy
 
 import numpy as np
+import torch
 
 from sk_meta import _persistence
 from sk_meta._base import values_for_missing_parameters
@@ -15,10 +16,11 @@ from sk_meta._maml import (
     MAMLClassifier,
     MAMLRegressor,
 )
-from sk_meta._network import ModuleConstructionError, NetworkSpec
+from sk_meta._network import NetworkSpec
 from sk_meta._records import FitResult, MetaResult, from_plain
 from sk_meta._reptile import ReptileClassifier, ReptileRegressor
 from sk_meta.exceptions import FrozenParametersWarning, PersistenceWarning
+from sk_meta.functional._rng import forked_rng
 
 ESTIMATOR_CLASSES = {cls.__name__: cls for cls in (
     MAMLClassifier, MAMLRegressor, FOMAMLClassifier, FOMAMLRegressor,
@@ -94,6 +96,18 @@ def load(path, *, module=None):
     params = {**values_for_missing_parameters(estimator_class), **params}
     module_spec = params.get("module")
     params["module"] = _persistence.resolve_module(module_spec, module)
+    if _persistence.saved_as_instance_given_class(module_spec, module):
+        # built here, so that its failure is not taken for the file's
+        try:
+            with forked_rng(torch.device("cpu")):  # the caller's draws stay
+                module()
+        except Exception as exc:  # noqa: BLE001 - any constructor's refusal
+            raise ValueError(
+                f"the saved estimator was built with an instance of "
+                f"{module_spec['instance_of']}, and the class, given here, cannot "
+                f"be built without arguments ({type(exc).__name__}: {exc}): pass "
+                "an instance built as the saved one was"
+            ) from None
     checkpoint_path = params.pop("checkpoint_path", None)
     if checkpoint_path is not None:
         warn_user(
@@ -141,14 +155,6 @@ def load(path, *, module=None):
                 estimator.feature_names_in_ = np.asarray(fit["feature_names_in"],
                                                          dtype=object)
     except (KeyError, TypeError, AttributeError, IndexError) as exc:
-        if isinstance(exc, ModuleConstructionError) and (
-                _persistence.saved_as_instance_given_class(module_spec, module)):
-            raise ValueError(
-                f"the saved estimator was built with an instance of "
-                f"{module_spec['instance_of']}, and the class, given here, could "
-                f"not be built from it alone ({type(exc).__name__}: {exc}): pass "
-                "an instance built as the saved one was"
-            ) from None
         raise ValueError(
             f"{path} is not a valid sk_meta file: {type(exc).__name__}: {exc}"
         ) from None

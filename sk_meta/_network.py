@@ -22,10 +22,6 @@ from sk_meta.functional._heads import check_has_linear_layer
 from sk_meta.models import MLP
 
 
-class ModuleConstructionError(TypeError):
-    """A module class's constructor refused ``module_params``."""
-
-
 def _equal(a, b):
     """Equal by value, also for what ``clone`` and pickling copy into
     ``module_params``: arrays and tensors (NaN equal to NaN), modules (type,
@@ -363,7 +359,7 @@ class NetworkSpec:
             try:
                 return self.module(**(self.module_params or {}))
             except TypeError as exc:
-                raise ModuleConstructionError(
+                raise TypeError(
                     f"{self.module.__name__}(**module_params) failed: {exc}"
                 ) from None
             except RuntimeError as exc:  # torch's, from inside the constructor

@@ -234,10 +234,6 @@ def _save_and_sync(state, f):
     os.fsync(f.fileno())
 
 
-def _short_name(qualified_name):
-    return qualified_name.rpartition(".")[2]
-
-
 def saved_as_instance_given_class(spec, module):
     """Whether ``load`` was given a class for a module saved as an instance."""
     return isinstance(spec, dict) and "instance_of" in spec and isinstance(module, type)
@@ -270,10 +266,10 @@ def resolve_module(spec, module):
         # are not weights (a scale, a dropout rate)
         warn_user(
             f"the saved estimator was built with an instance of {saved_name}; "
-            f"loading with the class builds {_short_name(saved_name)}() with its "
+            f"loading with the class builds {module.__name__}() with its "
             "default arguments, as the file holds the weights, not the "
             "constructor's arguments. Pass an instance built as the saved one "
-            f"was (module={_short_name(saved_name)}(...)) if they differ",
+            f"was (module={module.__name__}(...)) if they differ",
             PersistenceWarning,
         )
     given_class = module if isinstance(module, type) else type(module)

@@ -897,20 +897,6 @@ def _choose_network(estimator, sampler, candidates, *, one_iteration=()):
     return candidates[chosen], record
 
 
-def _plain_params(estimator):
-    """``estimator``'s parameters that are plain values (numbers, strings,
-    tuples, None), which a search records to see them changed later."""
-    return {name: value for name, value in estimator.get_params(deep=False).items()
-            if value is None or isinstance(value, (numbers.Number, str, tuple))}
-
-
-def _same_value(a, b):
-    try:
-        return bool(a == b) or (a != a and b != b)  # NaN is NaN
-    except Exception:  # noqa: BLE001 - a comparison that refuses: differs
-        return False
-
-
 class MetaGridSearch(MetaEstimatorMixin, BaseEstimator):
     """Choose meta-training parameters on held-out classes, then meta-train.
 
@@ -1010,12 +996,11 @@ class MetaGridSearch(MetaEstimatorMixin, BaseEstimator):
     ``clone`` keeps the search's result, as an estimator's clone keeps its
     meta-learned init: ``cross_val_score``, ``GridSearchCV`` and a pipeline
     of :func:`~sk_meta.pipeline.meta_fit_pipeline` adapt clones of
-    ``best_estimator_``. Parameters of ``estimator`` set since ``meta_fit``
-    are set on ``best_estimator_`` at ``fit``, so ``GridSearchCV`` over
-    ``estimator__inner_steps`` tunes the adaptation as on the estimator
-    itself (meta-training settings warn there that they act in
-    ``meta_fit`` alone); the search's own settings changed since
-    ``meta_fit`` warn likewise.
+    ``best_estimator_``. On a searched search, ``set_params`` of
+    ``estimator__<name>`` sets it on ``best_estimator_`` too, so
+    ``GridSearchCV`` over ``estimator__inner_steps`` tunes the adaptation
+    as on the estimator itself; the search's own settings act in
+    ``meta_fit`` alone, and ``fit`` warns when they were set after it.
 
     An estimator's ``hidden_layer_sizes="auto"`` is ``(64, 64)`` here,
     whatever the number of classes: the grid is the choice (list ``()`` in
@@ -1201,18 +1186,14 @@ class MetaGridSearch(MetaEstimatorMixin, BaseEstimator):
         self.val_classes_ = val_classes[0]
         self.fold_val_classes_ = None if val_classes[0] is None else val_classes
         self.best_estimator_ = best_estimator
-        # to tell, at fit, which settings changed since: the search's own,
-        # its estimator's (applied to best_estimator_), and best_estimator_'s
-        self._searched_with = {
-            "search": {name: copy.deepcopy(value) for name, value
-                       in self.get_params(deep=False).items() if name != "estimator"},
-            "estimator_class": type(self.estimator),
-            "estimator": _plain_params(self.estimator),
-            "best_estimator": _plain_params(best_estimator)}
+        self._set_after_search = []
         return self
 
     _SEARCH_RESULT = ("results_", "best_params_", "best_score_", "best_n_meta_iter_",
-                      "val_classes_", "fold_val_classes_", "_searched_with")
+                      "val_classes_", "fold_val_classes_", "_set_after_search")
+    # what acts in meta_fit alone
+    _SEARCH_SETTINGS = ("param_grid", "val_size", "cv", "n_val_tasks", "error_score",
+                        "random_state")
 
     def __sklearn_clone__(self):
         # as an estimator's clone keeps its meta-learned init, a search's
@@ -1221,7 +1202,7 @@ class MetaGridSearch(MetaEstimatorMixin, BaseEstimator):
         clone_ = super().__sklearn_clone__()
         if hasattr(self, "best_estimator_"):
             for name in self._SEARCH_RESULT:
-                if hasattr(self, name):  # one pickled by an older sk_meta lacks some
+                if hasattr(self, name):  # a search pickled by an older sk_meta
                     setattr(clone_, name, copy.deepcopy(getattr(self, name)))
             clone_.best_estimator_ = clone(self.best_estimator_)
         return clone_
@@ -1326,40 +1307,39 @@ class MetaGridSearch(MetaEstimatorMixin, BaseEstimator):
         check_is_fitted(self, "best_estimator_", msg=(
             "This %(name)s has not searched yet: call meta_fit first."))
 
-    def _apply_changed_settings(self):
-        """Set on ``best_estimator_`` the parameters of ``estimator`` changed
-        since ``meta_fit`` (a grid over ``estimator__inner_steps`` tunes
-        ``fit``, as on the estimator itself; one over a meta-training setting
-        warns, as there), and warn of the search's own changed settings,
-        which act in ``meta_fit`` alone."""
-        searched = getattr(self, "_searched_with", None)
-        if searched is None:  # pickled by an older sk_meta
-            return
-        if type(self.estimator) is not searched["estimator_class"]:
-            raise ValueError(
-                f"the search's estimator is a {type(self.estimator).__name__} now, "
-                f"and meta_fit searched a {searched['estimator_class'].__name__}: "
-                "meta_fit the search again")
-        changed = [name for name, value in self.get_params(deep=False).items()
-                   if name in searched["search"]
-                   and not _same_value(value, searched["search"][name])]
-        if changed:
-            warn_user(
-                f"{', '.join(changed)} changed since meta_fit, and act in "
-                "meta_fit alone: fit adapts the estimator that search chose "
-                "(a grid over them would score it once per value); call "
-                "meta_fit to search again", UserWarning)
-        now = _plain_params(self.estimator)
-        targets = {}
-        for name, best_value in searched["best_estimator"].items():
-            if name not in now or name not in searched["estimator"]:
-                continue
-            # the value set since the search, else the one the best was given
-            target = (best_value if _same_value(now[name], searched["estimator"][name])
-                      else now[name])
-            if not _same_value(getattr(self.best_estimator_, name), target):
-                targets[name] = target
-        return targets
+    def set_params(self, **params):
+        """Set parameters; on a searched search, ``estimator__<name>`` is set
+        on ``best_estimator_`` too.
+
+        So ``GridSearchCV`` over ``estimator__inner_steps`` tunes the
+        adaptation of the estimator the search chose, as it does on that
+        estimator itself (meta-training settings warn there that they act
+        in ``meta_fit`` alone). The search's own settings act in
+        ``meta_fit`` alone: ``fit`` warns when they were set after it.
+
+        Parameters
+        ----------
+        **params : dict
+            Parameters of the search, and ``estimator__<name>`` entries.
+
+        Returns
+        -------
+        self : MetaGridSearch
+        """
+        super().set_params(**params)
+        if not hasattr(self, "best_estimator_"):
+            return self
+        prefix = "estimator__"
+        nested = {name[len(prefix):]: value for name, value in params.items()
+                  if name.startswith(prefix)}
+        if nested:
+            self.best_estimator_.set_params(**nested)
+        # said at fit: a meta_fit may come first, and search again
+        self._set_after_search = sorted(
+            set(getattr(self, "_set_after_search", ())).union(
+                name for name in params
+                if name in self._SEARCH_SETTINGS or name == "estimator"))
+        return self
 
     @available_if(_estimator_has("fit"))
     def fit(self, X, y):
@@ -1377,14 +1357,18 @@ class MetaGridSearch(MetaEstimatorMixin, BaseEstimator):
         self : MetaGridSearch
         """
         self._check_searched()
-        targets = self._apply_changed_settings() or {}
-        kept = {name: getattr(self.best_estimator_, name) for name in targets}
-        try:
-            self.best_estimator_.set_params(**targets)
-            self.best_estimator_.fit(X, y)
-        except BaseException:
-            self.best_estimator_.set_params(**kept)  # as it was
-            raise
+        if getattr(self, "_set_after_search", None):
+            warn_user(
+                f"{', '.join(self._set_after_search)} set after meta_fit, and act "
+                "in meta_fit alone: fit adapts the estimator the search chose (a "
+                "grid over them would score it once per value); call meta_fit to "
+                "search again", UserWarning)
+        if type(self.estimator) is not type(self.best_estimator_):
+            raise ValueError(
+                f"the search's estimator is a {type(self.estimator).__name__} now, "
+                f"and meta_fit chose a {type(self.best_estimator_).__name__}: "
+                "meta_fit the search again")
+        self.best_estimator_.fit(X, y)
         return self
 
     @available_if(_estimator_has("predict"))

@@ -367,3 +367,32 @@ def test_load_blames_the_class_only_for_what_the_class_does(tmp_path):
     with pytest.warns(PersistenceWarning), pytest.raises(
             ValueError, match="is not a valid sk_meta file: KeyError"):
         sk_meta.load(tmp_path / "damaged.skm", module=_Wide)
+
+
+class _Configured(nn.Module):
+    def __init__(self, config=None):
+        super().__init__()
+        width = {} if config is None else config
+        self.body = nn.Linear(5, width["width"])  # a KeyError without a config
+        self.head = nn.Linear(width["width"], 3)
+
+    def forward(self, x):
+        return self.head(torch.relu(self.body(x)))
+
+
+def test_load_names_the_class_whatever_its_constructor_raises(tmp_path):
+    X, y, X_query, _ = _tasks()[0]
+    clf = MAMLClassifier(_Configured({"width": 4}), n_meta_iter=2, meta_batch_size=2,
+                         random_state=0).meta_fit(_tasks()).fit(X, y)
+    clf.save(tmp_path / "configured.skm")
+    torch.manual_seed(5)
+    expected_draw = torch.rand(1)
+    torch.manual_seed(5)
+    with pytest.warns(PersistenceWarning), pytest.raises(
+            ValueError, match=r"cannot be built without arguments \(KeyError"):
+        sk_meta.load(tmp_path / "configured.skm", module=_Configured)
+    assert torch.rand(1) == expected_draw  # building it drew nothing of yours
+    loaded = sk_meta.load(tmp_path / "configured.skm",
+                          module=_Configured({"width": 4}))
+    np.testing.assert_array_equal(loaded.predict_proba(X_query),
+                                  clf.predict_proba(X_query))

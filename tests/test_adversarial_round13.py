@@ -62,50 +62,39 @@ def test_estimator_parameters_set_after_the_search_act_at_fit():
     X_cv, y_cv, cv = tasks_to_cv(EpisodeSampler(
         StandardScaler().fit_transform(X_DIGITS), Y_DIGITS, 3, 5, 5,
         classes=[7, 8, 9], n_tasks=3, random_state=3))
-    # a grid over the search's estimator tunes fit as one over best_estimator_
-    through_search = GridSearchCV(search, {"estimator__inner_steps": [1, 40]},
-                                  cv=cv, error_score="raise").fit(X_cv, y_cv)
-    on_best = GridSearchCV(search.best_estimator_, {"inner_steps": [1, 40]}, cv=cv,
+    # a grid over the search's estimator tunes fit as one over best_estimator_,
+    # its value at the search included
+    values = [search.estimator.inner_steps, 1]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        through_search = GridSearchCV(search, {"estimator__inner_steps": values},
+                                      cv=cv, error_score="raise").fit(X_cv, y_cv)
+    on_best = GridSearchCV(search.best_estimator_, {"inner_steps": values}, cv=cv,
                            error_score="raise").fit(X_cv, y_cv)
     np.testing.assert_array_equal(through_search.cv_results_["mean_test_score"],
                                   on_best.cv_results_["mean_test_score"])
     scores = on_best.cv_results_["mean_test_score"]
     assert scores[0] != scores[1]  # the grid scored two models, not one twice
-    # set back, the best estimator adapts with its own value again
-    chosen = search.best_estimator_.inner_steps
-    copy_ = clone(search).set_params(estimator__inner_steps=1)
     task = EpisodeSampler(X_DIGITS, Y_DIGITS, 3, 5, 5, classes=[7, 8, 9],
                           random_state=4).sample()
-    copy_.fit(task.X_support, task.y_support)
-    assert copy_.best_estimator_.inner_steps == 1
-    copy_.set_params(estimator__inner_steps=search.estimator.inner_steps)
-    copy_.fit(task.X_support, task.y_support)
-    assert copy_.best_estimator_.inner_steps == chosen
+    # what is set on best_estimator_ itself stays
+    copy_ = clone(search)
+    copy_.best_estimator_.set_params(inner_steps=17)
+    assert copy_.fit(task.X_support, task.y_support).best_estimator_.inner_steps == 17
     # a setting of meta-training alone warns, as on the estimator
     with pytest.warns(UserWarning, match="n_meta_iter=.*differs from what the init"):
         clone(search).set_params(estimator__n_meta_iter=99).fit(
             task.X_support, task.y_support)
-    with pytest.warns(UserWarning, match="param_grid changed since meta_fit"):
-        clone(search).set_params(param_grid={"inner_steps": [1]}).fit(
-            task.X_support, task.y_support)
-    # a failed fit leaves the best estimator's parameters as they were
-    failing = clone(search).set_params(estimator__inner_steps=-1)
-    with pytest.raises(ValueError, match="inner_steps"):
-        failing.fit(task.X_support, task.y_support)
-    assert failing.best_estimator_.inner_steps == chosen
-    with pytest.raises(ValueError, match="meta_fit the search again"):
-        clone(search).set_params(estimator=ReptileClassifier()).fit(
-            task.X_support, task.y_support)
-
-
-def test_a_search_pickled_before_its_settings_were_recorded_clones_and_fits():
-    search = _searched_pipeline()[-1]
-    del search._searched_with  # as an older sk_meta pickled it
-    task = EpisodeSampler(X_DIGITS, Y_DIGITS, 3, 5, 5, classes=[7, 8, 9],
-                          random_state=4).sample()
-    X_support = StandardScaler().fit(X_DIGITS).transform(task.X_support)
-    assert clone(search).fit(X_support, task.y_support).best_params_ == (
-        search.best_params_)
+    regridded = clone(search).set_params(param_grid={"inner_steps": [1]})
+    with pytest.warns(UserWarning, match="param_grid set after meta_fit"):
+        clone(regridded).fit(task.X_support, task.y_support)  # a clone too
+    swapped = clone(search).set_params(estimator=ReptileClassifier())
+    with pytest.warns(UserWarning, match="estimator set after meta_fit"), \
+            pytest.raises(ValueError, match="meta_fit the search again"):
+        swapped.fit(task.X_support, task.y_support)
+    # before the search, set_params sets the template alone
+    fresh = MetaGridSearch(MAMLClassifier(), {"inner_lr": [0.1]})
+    assert fresh.set_params(estimator__inner_steps=3).estimator.inner_steps == 3
 
 
 def _frame_sampler(column, classes=range(6)):
