@@ -96,6 +96,14 @@ def load(path, *, module=None):
     params = {**values_for_missing_parameters(estimator_class), **params}
     module_spec = params.get("module")
     params["module"] = _persistence.resolve_module(module_spec, module)
+    if (isinstance(module_spec, dict) and "class" in module_spec
+            and module is not None and not isinstance(module, type)
+            and params.get("module_params")):
+        raise ValueError(
+            f"the saved estimator was built with the class "
+            f"{module_spec['class']} and module_params "
+            f"{params['module_params']!r}, which an instance cannot take: pass "
+            f"the class, load(path, module={type(module).__name__})")
     if _persistence.saved_as_instance_given_class(module_spec, module):
         # built here, so that its failure is not taken for the file's
         try:

@@ -396,3 +396,33 @@ def test_load_names_the_class_whatever_its_constructor_raises(tmp_path):
                           module=_Configured({"width": 4}))
     np.testing.assert_array_equal(loaded.predict_proba(X_query),
                                   clf.predict_proba(X_query))
+
+
+def test_a_task_batch_of_mismatched_tensors_is_named():
+    module, batch, loss_fn = _functional_problem()
+    forward = F.batched_forward(module)
+    params = {name: p.detach().clone().requires_grad_()
+              for name, p in module.named_parameters()}
+    fewer_queries = batch._replace(X_query=batch.X_query[:3], y_query=batch.y_query[:3])
+    short_labels = batch._replace(y_support=batch.y_support[:, :5])
+    for bad in (fewer_queries, short_labels):
+        with pytest.raises(ValueError, match="one number of tasks B and X of as "
+                                             "many samples as y"):
+            F.maml_meta_gradient(forward, params, bad, loss_fn=loss_fn, lr=0.1,
+                                 n_steps=1)
+        with pytest.raises(ValueError, match="one number of tasks B"):
+            F.reptile_meta_gradient(forward, params, bad, loss_fn=loss_fn, lr=0.1,
+                                    n_steps=1)
+
+
+def test_load_says_to_pass_the_class_saved_with_module_params(tmp_path):
+    X, y, X_query, _ = _tasks()[0]
+    clf = MAMLClassifier(_Wide, module_params={"width": 6}, n_meta_iter=2,
+                         meta_batch_size=2, random_state=0).meta_fit(_tasks()).fit(X, y)
+    clf.save(tmp_path / "wide.skm")
+    with pytest.raises(ValueError, match=r"module_params \{'width': 6\}.*pass the "
+                                         r"class, load\(path, module=_Wide\)"):
+        sk_meta.load(tmp_path / "wide.skm", module=_Wide(6))
+    loaded = sk_meta.load(tmp_path / "wide.skm", module=_Wide)
+    np.testing.assert_array_equal(loaded.predict_proba(X_query),
+                                  clf.predict_proba(X_query))

@@ -38,6 +38,24 @@ class TaskBatch(NamedTuple):
         return self.X_support.shape[0]
 
 
+def _check_batch(batch):
+    """A TaskBatch whose four tensors agree on the number of tasks, and X
+    with y on the number of samples: vmap's own error names neither."""
+    if not isinstance(batch, TaskBatch):
+        raise TypeError(f"batch must be a TaskBatch, got {type(batch).__name__}")
+    shapes = {name: tuple(getattr(batch, name).shape) for name in
+              ("X_support", "y_support", "X_query", "y_query")}
+    if any(len(shape) < 2 for shape in shapes.values()) or len(
+            {shape[0] for shape in shapes.values()}) != 1 or (
+            shapes["X_support"][1] != shapes["y_support"][1]) or (
+            shapes["X_query"][1] != shapes["y_query"][1]):
+        raise ValueError(
+            "batch needs X_support, y_support, X_query and y_query of one number "
+            "of tasks B and X of as many samples as y, as (B, n_samples, ...) "
+            "and (B, n_samples[, ...]); got shapes "
+            + ", ".join(f"{name} {shape}" for name, shape in shapes.items()))
+
+
 def maml_meta_loss(forward, params, batch, *, loss_fn, lr, n_steps, first_order=False,
                    functional=False, task_params=None, trainable=None,
                    step_weights=None, query_loss_fn=None):
@@ -84,6 +102,7 @@ def maml_meta_loss(forward, params, batch, *, loss_fn, lr, n_steps, first_order=
     """
     # without a step the init is trained as one network, not meta-learned
     check_positive_int(n_steps, "n_steps")
+    _check_batch(batch)
     if task_params is None:
         task_params = expand_params(params, batch.n_tasks)
     result = adapt(
@@ -199,6 +218,7 @@ def reptile_meta_gradient(forward, params, batch, *, loss_fn, lr, n_steps,
     if trainable is not None and not isinstance(trainable, str):
         trainable = frozenset(trainable)  # read once: adapt reads it too
         still |= set(params) - trainable
+    _check_batch(batch)
     X = torch.cat([batch.X_support, batch.X_query], dim=1)
     y = torch.cat([batch.y_support, batch.y_query], dim=1)
     if task_params is None:
