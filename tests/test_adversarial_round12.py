@@ -55,16 +55,6 @@ def test_load_warns_that_the_class_of_a_saved_instance_takes_its_defaults(tmp_pa
                                   clf.predict_proba(X_query))
 
 
-class _NeedsWidth(nn.Module):
-    def __init__(self, width):
-        super().__init__()
-        self.body = nn.Linear(5, width)
-        self.head = nn.Linear(width, 3)
-
-    def forward(self, x):
-        return self.head(torch.relu(self.body(x)))
-
-
 def test_load_says_to_pass_an_instance_when_the_class_needs_arguments(tmp_path):
     X, y, X_query, _ = _tasks()[0]
     clf = MAMLClassifier(_NeedsWidth(6), n_meta_iter=3, meta_batch_size=4,
@@ -322,16 +312,6 @@ def test_a_parametrized_tensor_s_name_is_taken():
                                                    X[None])
 
 
-class _NoArguments(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.body = nn.Linear(5, 8)
-        self.head = nn.Linear(8, 3)
-
-    def forward(self, x):
-        return self.head(torch.relu(self.body(x)))
-
-
 class _Wide(nn.Module):
     def __init__(self, width=4):
         super().__init__()
@@ -342,15 +322,20 @@ class _Wide(nn.Module):
         return self.head(torch.relu(self.body(x)))
 
 
+class _NeedsWidth(_Wide):
+    def __init__(self, width):  # no default: the class alone cannot be built
+        super().__init__(width)
+
+
 def test_load_blames_the_class_only_for_what_the_class_does(tmp_path):
     tasks = _tasks()
     X, y, X_query, _ = tasks[0]
     # a class without arguments: nothing of the instance's could differ
-    MAMLClassifier(_NoArguments(), n_meta_iter=2, meta_batch_size=2,
+    MAMLClassifier(_Plain(), n_meta_iter=2, meta_batch_size=2,
                    random_state=0).meta_fit(tasks).save(tmp_path / "plain.skm")
     with warnings.catch_warnings():
         warnings.simplefilter("error", PersistenceWarning)
-        sk_meta.load(tmp_path / "plain.skm", module=_NoArguments).fit(X, y)
+        sk_meta.load(tmp_path / "plain.skm", module=_Plain).fit(X, y)
     # a class whose defaults build other shapes: said with the remedy
     MAMLClassifier(_Wide(6), n_meta_iter=2, meta_batch_size=2,
                    random_state=0).meta_fit(tasks).save(tmp_path / "wide.skm")
@@ -363,7 +348,7 @@ def test_load_blames_the_class_only_for_what_the_class_does(tmp_path):
     del state["meta"]["input_shape"]
     torch.save(state, tmp_path / "damaged.skm")
     with pytest.raises(ValueError, match="is not a valid sk_meta file: KeyError"):
-        sk_meta.load(tmp_path / "damaged.skm", module=_NoArguments)
+        sk_meta.load(tmp_path / "damaged.skm", module=_Plain)
     with pytest.warns(PersistenceWarning), pytest.raises(
             ValueError, match="is not a valid sk_meta file: KeyError"):
         sk_meta.load(tmp_path / "damaged.skm", module=_Wide)
