@@ -46,6 +46,7 @@ from sk_meta.tasks._validation import (
     integers_lost_in_float32,
     missing_error,
     missing_mask,
+    non_numeric_columns,
     not_numeric,
     warn_integers_lost_in_float32,
 )
@@ -172,17 +173,17 @@ def _refuse_parametrized_modules(estimator, state):
 
 
 def _validated(estimator, X, y, **params):
-    """``validate_data``, naming pandas' NA held as an object in ``X``: it
-    stops numpy's conversion with a TypeError of its own."""
+    """``validate_data``, naming pandas' NA held as an object in ``X`` (it
+    stops numpy's conversion with a TypeError of its own) and pandas columns
+    that are not numbers."""
     try:
         return validate_data(estimator, X, y, **params)
     except (TypeError, ValueError) as exc:
-        if hasattr(X, "dtypes"):
-            # pandas columns of categories or text: named, as meta_fit names
-            # them, instead of numpy's "could not convert string to float"
-            reason = not_numeric(X, "X", exc)
-            if "column(s)" in reason:
-                raise ValueError(reason) from None
+        # pandas columns of categories or text: named, as meta_fit names
+        # them, instead of numpy's "could not convert string to float"
+        columns = non_numeric_columns(X)
+        if columns:
+            raise ValueError(not_numeric(X, "X", exc, columns)) from None
         if not isinstance(exc, TypeError):
             raise
         try:

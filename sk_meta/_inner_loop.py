@@ -569,8 +569,8 @@ class InnerLoop:
         for chunk in _split(batch, self.chunk_size):
             if self.settings.algorithm == "reptile":
                 # decided here: a compiled function breaks its graph on it
-                grads, loss = self._reptile(params, chunk, weighted=self._weighted(
-                    chunk, torch.cat([chunk.y_support, chunk.y_query], dim=1)))
+                grads, loss = self._reptile(params, chunk,
+                                            weighted=self._weighted(chunk, whole=True))
                 lr_grads = None
             else:
                 grads, lr_grads, loss = self._maml_gradient(params, lrs, chunk,
@@ -595,7 +595,7 @@ class InnerLoop:
         self.module.train()
         with torch.enable_grad():
             loss = self._meta_loss(params, lrs, batch, weights,
-                                   weighted=self._weighted(batch, batch.y_support))
+                                   weighted=self._weighted(batch))
             wrt = [*params.values(), *(lrs or {}).values()]
             grads = torch.autograd.grad(loss, wrt, allow_unused=True,
                                         materialize_grads=True)
@@ -622,10 +622,14 @@ class InnerLoop:
             query_loss_fn=loss_for(batch.n_classes, self.settings.classification),
         )
 
-    def _weighted(self, batch, y):
-        """Whether the inner steps on the class codes ``y`` weigh classes."""
-        return (self.settings.classification
-                and weighs_classes(batch.n_classes, y, self.settings.class_weight))
+    def _weighted(self, batch, whole=False):
+        """Whether the inner steps weigh classes: on the support sets, or on
+        the whole tasks (Reptile's), joined only when the weights may act."""
+        if not self.settings.classification or self.settings.class_weight != "balanced":
+            return False
+        y = (torch.cat([batch.y_support, batch.y_query], dim=1) if whole
+             else batch.y_support)
+        return weighs_classes(batch.n_classes, y, self.settings.class_weight)
 
     def _reptile_direction(self, params, batch, functional=False, weighted=None):
         self.module.train()

@@ -101,9 +101,9 @@ def _as_array(value, index, field):
     return array
 
 
-def not_numeric(frame, field, exc):
-    """Why ``frame`` (a DataFrame, or another pandas object) is not numeric:
-    the columns that are not numbers, with their dtypes."""
+def non_numeric_columns(frame):
+    """The columns of ``frame`` (a DataFrame, or another pandas object) that
+    do not convert to numbers, each as ``'name' (dtype)``."""
     dtypes = getattr(frame, "dtypes", None)
     columns = []
     if hasattr(dtypes, "items"):
@@ -114,6 +114,14 @@ def not_numeric(frame, field, exc):
                 frame.iloc[:, position].to_numpy(dtype=np.float64, na_value=np.nan)
             except (TypeError, ValueError, OverflowError):
                 columns.append(f"{name!r} ({dtype})")
+    return columns
+
+
+def not_numeric(frame, field, exc, columns=None):
+    """Why ``frame`` is not numeric: the columns that are not numbers, with
+    their dtypes (``columns``, when already found)."""
+    if columns is None:
+        columns = non_numeric_columns(frame)
     if not columns:
         return f"{field} must be numeric, got dtype object ({exc})"
     return (
