@@ -43,6 +43,7 @@ from sk_meta.tasks._stream import as_task_sequence
 from sk_meta.tasks._validation import (
     check_label_values,
     check_no_datetimes,
+    feature_names_difference,
     integers_lost_in_float32,
     missing_error,
     missing_mask,
@@ -771,8 +772,8 @@ class BaseMetaEstimator(BaseEstimator):
         if list(names) != list(meta.feature_names):
             raise ValueError(
                 "The feature names should match those of the meta-training tasks, "
-                f"in the same order: meta-trained on {list(meta.feature_names)}, "
-                f"got {list(names)}"
+                "in the same order: "
+                + feature_names_difference(meta.feature_names, names)
             )
 
     @_fit_context(prefer_skip_nested_validation=True)

@@ -27,7 +27,6 @@ from sk_meta.functional import (
     adapt_and_predict,
     batched_forward,
     choose_strategy,
-    cross_entropy_loss,
     expand_params,
     find_output_layer,
     has_batch_norm,
@@ -39,7 +38,7 @@ from sk_meta.functional import (
     reptile_meta_gradient,
     zero_head,
 )
-from sk_meta.functional._losses import is_balanced
+from sk_meta.functional._losses import cross_entropy_of_valid_codes, is_balanced
 from sk_meta.models import MLP
 
 # On the CPU, vmap runs a convolution over many tasks as one grouped
@@ -69,7 +68,7 @@ def loss_for(n_classes, classification, y=None, class_weight=None, *,
         return mse_loss
     if weighted is None:
         weighted = weighs_classes(n_classes, y, class_weight)
-    return partial(cross_entropy_loss, n_classes=n_classes, balanced=weighted)
+    return partial(cross_entropy_of_valid_codes, n_classes=n_classes, balanced=weighted)
 
 
 def weighs_classes(n_classes, y, class_weight):

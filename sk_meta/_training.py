@@ -33,7 +33,11 @@ from sk_meta._torch_utils import (
     single_sample_batch_norm_error,
     to_cpu,
 )
-from sk_meta.exceptions import DivergenceError, InterruptedWarning
+from sk_meta.exceptions import (
+    DivergenceError,
+    InterruptedWarning,
+    TasksExhaustedWarning,
+)
 from sk_meta.functional import TaskBatch
 from sk_meta.functional._rng import forked_rng
 from sk_meta.tasks._interpolation import interpolate_tasks
@@ -339,7 +343,7 @@ class MetaTrainer:
         self.progress = Progress(verbose, start=self.n_iter,
                                  total=self.settings.n_meta_iter,
                                  max_time=self.settings.max_time)
-        interrupted = False
+        interrupted = ran_out = False
         draws = self._draws_random()
         with deferred_keyboard_interrupt() as sigint:
             try:
@@ -361,6 +365,7 @@ class MetaTrainer:
                     # for a thread that needs it (a producer that fits)
                     self.groups = self.source.draw(self.settings.meta_batch_size)
                     if self.groups is None:
+                        ran_out = True
                         break
             except KeyboardInterrupt:
                 # a second Ctrl-C gives up at once; an interrupt that was not
@@ -388,6 +393,16 @@ class MetaTrainer:
                 result = self.to_result(self._outcome())
                 if self.checkpoint is not None:
                     self.checkpoint(result)
+        if ran_out and self.source.stream.cycle and self.settings.n_meta_iter:
+            # meta_fit's one-shot iterator (meta_partial_fit's one pass is
+            # meant to end)
+            warn_user(
+                f"the tasks ran out after {self.n_iter} meta-iterations of "
+                f"n_meta_iter={self.settings.n_meta_iter}: a one-shot iterator or "
+                "generator is consumed once. Pass a list or a sampler (which "
+                "meta-training cycles), or more tasks.",
+                TasksExhaustedWarning,
+            )
         if interrupted:
             warn_user(
                 f"meta-training interrupted after {self.n_iter} meta-iterations; "

@@ -47,6 +47,17 @@ class BudgetSpentWarning(UserWarning):
     """
 
 
+class TasksExhaustedWarning(UserWarning):
+    """``meta_fit``'s tasks ran out before ``n_meta_iter`` meta-iterations.
+
+    A one-shot iterator or generator is consumed until it is exhausted; the
+    estimator keeps the init of the meta-iterations that ran
+    (``n_meta_iter_``). Pass a list or a re-iterable sampler (such as
+    :class:`~sk_meta.tasks.EpisodeSampler`), which meta-training cycles, or a
+    generator of enough tasks.
+    """
+
+
 class CompileWarning(UserWarning):
     """``torch.compile`` failed for the module; meta-training went on eagerly."""
 

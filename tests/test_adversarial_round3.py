@@ -143,7 +143,7 @@ def test_meta_fit_compares_query_feature_names_when_the_support_set_has_none():
     renamed = pd.DataFrame(X6, columns=list("wxyz"))
     tasks = [(named, Y6, named, Y6), (X6, Y6, renamed, Y6)]
     # meta_fit shuffles the tasks: either may be the one blamed
-    with pytest.raises(ValueError, match=r"task \d: X_\w+ has the feature names"):
+    with pytest.raises(ValueError, match=r"task \d: X_\w+'s feature names differ"):
         MAMLClassifier(n_meta_iter=2, random_state=0).meta_fit(tasks)
 
 

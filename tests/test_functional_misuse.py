@@ -322,3 +322,101 @@ def test_task_params_with_params_that_do_not_require_grad_are_refused():
         maml_meta_gradient(batched_forward(module), params, batch,
                            loss_fn=functools.partial(cross_entropy_loss, n_classes=3),
                            lr=0.1, n_steps=1, task_params=expand_params(params, 2))
+
+
+def _mlp_batch(n_tasks=2, n_samples=6):
+    from sk_meta.models import MLP
+
+    torch.manual_seed(0)
+    module = MLP(4, (8,), 3)
+    params = {name: p.detach() for name, p in module.named_parameters()}
+    X, y = torch.randn(n_tasks, n_samples, 4), torch.arange(n_samples).repeat(
+        n_tasks, 1) % 3
+    return module, params, X, y
+
+
+def test_cross_entropy_loss_names_class_codes_out_of_range():
+    """Codes outside 0 .. n_classes - 1 reached torch's "Target 3 is out of
+    bounds" (a device-side assert on a GPU) from cross_entropy_loss, adapt
+    and maml_meta_loss."""
+    from functools import partial
+
+    from sk_meta.functional import TaskBatch, cross_entropy_loss, maml_meta_loss
+
+    module, params, X, y = _mlp_batch()
+    logits = torch.randn(2, 6, 3)
+    for codes, found in ((y + 1, "from 1 to 3"), (y - 1, "from -1 to 1")):
+        for balanced in (False, True):
+            with pytest.raises(ValueError, match=f"0 .. 2 \\(n_classes=3\\); found "
+                                                 f"codes {found}"):
+                cross_entropy_loss(logits, codes, 3, balanced=balanced)
+    loss = partial(cross_entropy_loss, n_classes=3)
+    forward = batched_forward(module)
+    with pytest.raises(ValueError, match="found codes from 3 to 5"):
+        adapt(forward, expand_params(params, 2), X, y + 3, loss_fn=loss, lr=0.1,
+              n_steps=1)
+    with pytest.raises(ValueError, match="found codes from 1 to 3"):
+        maml_meta_loss(forward, params, TaskBatch(X, y, X, y + 1, 3), loss_fn=loss,
+                       lr=0.1, n_steps=1)
+    # codes in range: the sum over tasks of torch's per-task mean
+    expected = sum(torch.nn.functional.cross_entropy(logits[i], y[i]) for i in range(2))
+    torch.testing.assert_close(cross_entropy_loss(logits, y, 3), expected)
+    torch.testing.assert_close(cross_entropy_loss(logits, y.int(), 3), expected)
+
+
+def test_float64_inputs_to_a_float32_module_get_a_named_error():
+    """torch.from_numpy gives float64: adapt, maml_meta_loss,
+    reptile_meta_gradient and adapt_and_predict failed with torch's "Input
+    dtypes must be the same, got: input float, batch1: double", naming
+    neither the inputs nor the parameters."""
+    from functools import partial
+
+    from sk_meta.functional import (
+        TaskBatch,
+        adapt_and_predict,
+        cross_entropy_loss,
+        maml_meta_loss,
+        reptile_meta_gradient,
+    )
+
+    module, params, X, y = _mlp_batch()
+    loss = partial(cross_entropy_loss, n_classes=3)
+    forward = batched_forward(module)
+    options = {"loss_fn": loss, "lr": 0.1, "n_steps": 1}
+    named = "the inputs X are torch.float64 but the parameters are torch.float32"
+    batch = TaskBatch(X.double(), y, X.double(), y, 3)
+    for call in (
+        lambda: adapt(forward, expand_params(params, 2), X.double(), y, **options),
+        lambda: maml_meta_loss(forward, params, batch, **options),
+        lambda: reptile_meta_gradient(forward, params, batch, **options),
+        lambda: adapt_and_predict(forward, expand_params(params, 2), X.double(), y,
+                                  X.double(), **options),
+    ):
+        with pytest.raises(TypeError, match=named) as caught:
+            call()
+        assert isinstance(caught.value.__cause__, RuntimeError)  # torch's, kept
+    # support and query of two dtypes
+    with pytest.raises(TypeError, match="batch.X_support is torch.float32 but "
+                                        "batch.X_query is torch.float64"):
+        maml_meta_loss(forward, params, TaskBatch(X, y, X.double(), y, 3), **options)
+    with pytest.raises(TypeError, match="X_support is torch.float32 but X_query is "
+                                        "torch.float64"):
+        adapt_and_predict(forward, expand_params(params, 2), X, y, X.double(),
+                          **options)
+
+
+def test_a_module_that_casts_its_inputs_still_adapts_in_the_functional_api():
+    """The named dtype error is raised only after torch fails: float32 inputs
+    to a module of float64 parameters that casts them itself (a legitimate
+    module) adapt as before, and match the same steps on float64 inputs."""
+    module = prepare_module(_CastsToFloat64())
+    params = {name: p.detach() for name, p in module.named_parameters()}
+    torch.manual_seed(0)
+    X, y = torch.randn(2, 6, 4), torch.randn(2, 6, 3)
+    forward = batched_forward(module, strategy="loop")
+    options = {"loss_fn": mse_loss, "lr": 0.1, "n_steps": 2, "detach": True}
+    from_float32, _ = adapt(forward, expand_params(params, 2), X, y, **options)
+    from_float64, _ = adapt(forward, expand_params(params, 2), X.double(), y, **options)
+    for name in params:
+        assert from_float32[name].dtype == torch.float64
+        torch.testing.assert_close(from_float32[name], from_float64[name])

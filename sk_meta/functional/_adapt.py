@@ -92,6 +92,27 @@ def _check_rate(rate, name, read_tensor=False):
         raise ValueError(f"{name} must be finite, got {rate}")
 
 
+def input_dtype_error(exc, params, X):
+    """The error to raise for torch's ``exc`` when it is a dtype mismatch and
+    floating inputs ``X`` differ from the parameters' one floating dtype
+    (torch's "Input dtypes must be the same" names neither); else None. A
+    module that casts its inputs itself is legitimate, so nothing is refused
+    before torch fails."""
+    message = str(exc)
+    if not ("dtype" in message or "scalar type" in message):
+        return None
+    if not isinstance(params, dict) or not isinstance(X, torch.Tensor) or (
+            not X.is_floating_point()):
+        return None
+    dtypes = {p.dtype for p in params.values()
+              if isinstance(p, torch.Tensor) and p.is_floating_point()}
+    if len(dtypes) != 1 or X.dtype in dtypes:
+        return None
+    (dtype,) = dtypes
+    return TypeError(f"the inputs X are {X.dtype} but the parameters are {dtype}; "
+                     f"cast the inputs (X.to({dtype})) or the module")
+
+
 def _check_arguments(params, X, y, *, n_steps, optimizer, trainable):
     """Refuse what would fail deep inside torch, naming the problem; return
     ``n_steps`` as an int. ``y`` and ``loss_fn`` are the caller's: only their
@@ -193,6 +214,23 @@ def adapt(forward, params, X, y, *, loss_fn, lr, n_steps, create_graph=False,
     steps : list of dict of str to Tensor
         Only with ``trajectory=True``: the parameters after each step.
     """
+    options = {"loss_fn": loss_fn, "lr": lr, "n_steps": n_steps,
+               "create_graph": create_graph, "detach": detach, "optimizer": optimizer,
+               "betas": betas, "eps": eps, "functional": functional,
+               "trainable": trainable, "trajectory": trajectory,
+               "backtracking": backtracking}
+    try:
+        return _adapt(forward, params, X, y, **options)
+    except RuntimeError as exc:
+        renamed = input_dtype_error(exc, params, X)
+        if renamed is None:
+            raise
+        raise renamed from exc
+
+
+def _adapt(forward, params, X, y, *, loss_fn, lr, n_steps, create_graph, detach,
+           optimizer, betas, eps, functional, trainable, trajectory, backtracking):
+    """:func:`adapt`, whose dtype errors it names."""
     if trainable is not None and not isinstance(trainable, str):
         trainable = frozenset(trainable)  # read once: it may be a generator
     n_steps = _check_arguments(params, X, y, n_steps=n_steps, optimizer=optimizer,

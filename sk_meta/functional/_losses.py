@@ -35,6 +35,36 @@ def cross_entropy_loss(logits, y, n_classes, *, balanced=False):
         class weighs the same in each task's mean. With as many samples of
         every class the weights are 1 and the loss is the plain mean.
     """
+    n_classes = _check_logits_and_codes(logits, y, n_classes)
+    if y.numel() and not torch.compiler.is_compiling():
+        # torch's "Target 3 is out of bounds" names no argument (and on a
+        # GPU it is a device-side assert)
+        low, high = (int(v) for v in torch.aminmax(y.detach()))
+        if low < 0 or high >= n_classes:
+            raise ValueError(f"y must hold class codes in 0 .. {n_classes - 1} "
+                             f"(n_classes={n_classes}); found codes from {low} "
+                             f"to {high}")
+    return cross_entropy_of_valid_codes(logits, y, n_classes, balanced=balanced)
+
+
+def cross_entropy_of_valid_codes(logits, y, n_classes, *, balanced=False):
+    """:func:`cross_entropy_loss` for codes known to lie in ``0 .. n_classes
+    - 1`` (the estimators' own): no range check, which waits for the device."""
+    n_classes = _check_logits_and_codes(logits, y, n_classes)
+    if not isinstance(balanced, bool):
+        raise TypeError(f"balanced must be a bool, got {balanced!r}")
+    y = y.long()  # int32 or uint8 codes as torch's cross-entropy takes them
+    n_tasks, n_samples = y.shape
+    logits = logits[..., :n_classes].reshape(n_tasks * n_samples, n_classes)
+    if not balanced:
+        return F.cross_entropy(logits, y.reshape(-1), reduction="sum") / n_samples
+    losses = F.cross_entropy(logits, y.reshape(-1), reduction="none")
+    weights = balanced_weights(y, n_classes).reshape(-1).to(losses.dtype)
+    return (losses * weights).sum() / n_samples
+
+
+def _check_logits_and_codes(logits, y, n_classes):
+    """Shapes and dtypes, before torch names neither; ``n_classes`` as an int."""
     _check_tensor(logits, "logits")
     n_classes = check_positive_int(n_classes, "n_classes")
     if y.dim() != 2 or logits.dim() != 3 or logits.shape[:2] != y.shape:
@@ -47,16 +77,7 @@ def cross_entropy_loss(logits, y, n_classes, *, balanced=False):
                          f"{logits.shape[-1]} outputs")
     if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
         raise TypeError(f"y must hold integer class codes, got {y.dtype}")
-    y = y.long()  # int32 or uint8 codes as torch's cross-entropy takes them
-    n_tasks, n_samples = y.shape
-    logits = logits[..., :n_classes].reshape(n_tasks * n_samples, n_classes)
-    if not isinstance(balanced, bool):
-        raise TypeError(f"balanced must be a bool, got {balanced!r}")
-    if not balanced:
-        return F.cross_entropy(logits, y.reshape(-1), reduction="sum") / n_samples
-    losses = F.cross_entropy(logits, y.reshape(-1), reduction="none")
-    weights = balanced_weights(y, n_classes).reshape(-1).to(losses.dtype)
-    return (losses * weights).sum() / n_samples
+    return n_classes
 
 
 def balanced_weights(y, n_classes):

@@ -54,6 +54,9 @@ def _check_batch(batch):
             "of tasks B and X of as many samples as y, as (B, n_samples, ...) "
             "and (B, n_samples[, ...]); got shapes "
             + ", ".join(f"{name} {shape}" for name, shape in shapes.items()))
+    if batch.X_support.dtype != batch.X_query.dtype:
+        raise TypeError(f"batch.X_support is {batch.X_support.dtype} but "
+                        f"batch.X_query is {batch.X_query.dtype}; give both one dtype")
 
 
 def maml_meta_loss(forward, params, batch, *, loss_fn, lr, n_steps, first_order=False,
@@ -265,6 +268,10 @@ def adapt_and_predict(forward, task_params, X_support, y_support, X_query, *,
     outputs : Tensor of shape (B, n_query, ...)
         Their outputs on the query sets.
     """
+    if isinstance(X_query, torch.Tensor) and isinstance(X_support, torch.Tensor) and (
+            X_query.dtype != X_support.dtype):
+        raise TypeError(f"X_support is {X_support.dtype} but X_query is "
+                        f"{X_query.dtype}; give both one dtype")
     adapted, _ = adapt(forward, task_params, X_support, y_support, loss_fn=loss_fn,
                        lr=lr, n_steps=n_steps, detach=True, **adapt_options)
     with torch.no_grad():

@@ -438,8 +438,9 @@ default=None
 
     def __repr__(self):
         return (
-            f"{type(self).__name__}(<{self.X.shape[0]} samples, {self.n_classes} "
-            f"classes>, n_way={self.n_way}, k_shot={self.k_shot}, "
+            # the rows of the classes drawn from, not the whole table's
+            f"{type(self).__name__}(<{sum(map(len, self._pool_rows))} samples, "
+            f"{self.n_classes} classes>, n_way={self.n_way}, k_shot={self.k_shot}, "
             f"n_query={self.n_query}, n_tasks={self.n_tasks}, "
             f"random_state={self.random_state!r}, "
             f"shuffle_labels={self.shuffle_labels})"

@@ -340,6 +340,33 @@ def feature_names(X):
     return names
 
 
+def names_in_short(names, limit=5):
+    """At most ``limit`` names of a list, and how many there are in all: a
+    table of hundreds of columns stays a readable message."""
+    names = list(names)
+    if len(names) <= limit:
+        return repr(names)
+    shown = ", ".join(map(repr, names[:limit]))
+    return f"[{shown}, ...] ({len(names)} names)"
+
+
+def feature_names_difference(expected, got):
+    """What differs between two lists of feature names, as scikit-learn says
+    it: names not expected, names missing, or the same names in another
+    order (where they first differ)."""
+    expected, got = list(expected), list(got)
+    unexpected = [name for name in got if name not in set(expected)]
+    missing = [name for name in expected if name not in set(got)]
+    if unexpected or missing:
+        parts = [f"{label} {names_in_short(names)}" for label, names in
+                 (("names not seen in meta-training:", unexpected),
+                  ("names missing:", missing)) if names]
+        return "; ".join(parts)
+    column = next(i for i, (a, b) in enumerate(zip(expected, got)) if a != b)
+    return (f"the same names in another order (column {column} is "
+            f"{got[column]!r} where {expected[column]!r} was)")
+
+
 class TaskChecker:
     """Checks tasks one by one and remembers what all tasks must share.
 
@@ -388,7 +415,8 @@ class TaskChecker:
                               else ("query", "support"))
             self._warn_mixed_names(
                 f"task {index}: X_{unnamed} has no feature names, but X_{other} "
-                f"has {named[other]}: its columns are taken to be in that order")
+                f"has {names_in_short(named[other])}: its columns are taken to be "
+                "in that order")
         for part, names in named.items():
             if names is None:
                 continue
@@ -404,9 +432,11 @@ class TaskChecker:
                 self._feature_names_source = f"task {index} has"
             elif names != list(self.feature_names):
                 raise ValueError(
-                    f"task {index}: X_{part} has the feature names {names}, but "
-                    f"{self._feature_names_source} {list(self.feature_names)} (the "
-                    "same names, in the same order, are needed)"
+                    f"task {index}: X_{part}'s feature names differ from those "
+                    f"{self._feature_names_source} "
+                    f"{names_in_short(self.feature_names)} (the same names, in the "
+                    "same order, are needed): "
+                    + feature_names_difference(self.feature_names, names)
                 )
 
     def name_tasks_seen(self, prefix):
@@ -433,8 +463,9 @@ class TaskChecker:
             if self.feature_names is not None:  # as fit warns of X without names
                 self._warn_mixed_names(
                     f"task {index} has no feature names, but "
-                    f"{self._feature_names_source} {list(self.feature_names)}: "
-                    "its columns are taken to be in that order")
+                    f"{self._feature_names_source} "
+                    f"{names_in_short(self.feature_names)}: its columns are taken "
+                    "to be in that order")
         arrays = task
         if isinstance(task, tuple) and len(task) == 4:
             X_support, y_support, X_query, y_query = task

@@ -1,0 +1,117 @@
+"""What the fourteenth pass found: a generator that ran out ended meta_fit
+without a word."""
+
+import warnings
+
+import numpy as np
+import pytest
+from sklearn.datasets import load_digits
+
+from sk_meta import FOMAMLClassifier, MAMLRegressor, ReptileClassifier
+from sk_meta.exceptions import TasksExhaustedWarning
+from sk_meta.tasks import EpisodeSampler
+
+X_DIGITS, Y_DIGITS = load_digits(return_X_y=True)
+
+
+def _sampler(n_tasks=None):
+    return EpisodeSampler(X_DIGITS / 16, Y_DIGITS, 3, 2, 3, classes=range(7),
+                          n_tasks=n_tasks, random_state=0)
+
+
+@pytest.mark.parametrize("Estimator", [FOMAMLClassifier, ReptileClassifier])
+def test_a_generator_that_runs_out_before_n_meta_iter_warns(Estimator):
+    """10 tasks in meta-batches of 2 are 5 meta-iterations of n_meta_iter=20:
+    meta_fit stopped there silently."""
+    est = Estimator(hidden_layer_sizes=(8,), n_meta_iter=20, meta_batch_size=2,
+                    random_state=0)
+    with pytest.warns(TasksExhaustedWarning,
+                      match="ran out after 5 meta-iterations of n_meta_iter=20"):
+        est.meta_fit(task for task in _sampler(n_tasks=10))
+    assert est.n_meta_iter_ == 5
+
+
+def test_a_regressor_warns_too():
+    rng = np.random.RandomState(0)
+    tasks = ((rng.randn(4, 1), rng.randn(4), rng.randn(4, 1), rng.randn(4))
+             for _ in range(3))
+    with pytest.warns(TasksExhaustedWarning, match="after 3 meta-iterations"):
+        MAMLRegressor(hidden_layer_sizes=(8,), n_meta_iter=4, meta_batch_size=1,
+                      random_state=0).meta_fit(tasks)
+
+
+@pytest.mark.parametrize("make_tasks", [
+    lambda: list(_sampler(n_tasks=3)),                    # cycled
+    lambda: _sampler(n_tasks=3),                          # iterated again
+    lambda: (task for task in _sampler(n_tasks=8)),       # exactly enough
+    lambda: (task for task in _sampler(n_tasks=50)),      # more than enough
+])
+def test_tasks_that_last_or_cycle_do_not_warn(make_tasks):
+    est = FOMAMLClassifier(hidden_layer_sizes=(8,), n_meta_iter=4, meta_batch_size=2,
+                           random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", TasksExhaustedWarning)
+        est.meta_fit(make_tasks())
+    assert est.n_meta_iter_ == 4
+
+
+def test_meta_partial_fit_runs_its_one_pass_without_a_warning():
+    """meta_partial_fit's pass over its tasks is meant to end."""
+    est = FOMAMLClassifier(hidden_layer_sizes=(8,), n_meta_iter=20, meta_batch_size=2,
+                           random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", TasksExhaustedWarning)
+        est.meta_partial_fit(list(_sampler(n_tasks=4)))
+        est.meta_partial_fit(task for task in _sampler(n_tasks=4))
+    assert est.n_meta_iter_ == 4
+
+
+def _frame(X, names):
+    import pandas as pd
+
+    return pd.DataFrame(X, columns=names)
+
+
+def test_feature_name_messages_name_the_difference_not_every_column():
+    """With 64 columns the warnings and errors printed both lists in full
+    (619 characters); now they name what differs, and at most five names of
+    a list."""
+    names = [f"pixel_{i}" for i in range(64)]
+    tasks = [(_frame(t.X_support, names), t.y_support, _frame(t.X_query, names),
+              t.y_query) for t in _sampler(n_tasks=4)]
+    est = FOMAMLClassifier(hidden_layer_sizes=(8,), n_meta_iter=2, random_state=0)
+    est.meta_fit(tasks)
+    X = tasks[0][0]
+    renamed = X.rename(columns={"pixel_3": "px3"})
+    with pytest.raises(ValueError, match=r"names not seen in meta-training: \['px3'\]; "
+                                         r"names missing: \['pixel_3'\]$") as caught:
+        est.fit(renamed, tasks[0][1])
+    assert len(str(caught.value)) < 250
+    swapped = X[[names[1], names[0], *names[2:]]]
+    with pytest.raises(ValueError, match="another order \\(column 0 is 'pixel_1' "
+                                         "where 'pixel_0' was\\)"):
+        est.fit(swapped, tasks[0][1])
+    # meta_fit: a task whose query lacks the names
+    mixed = [tasks[0], (tasks[1][0], tasks[1][1], tasks[1][2].to_numpy(), tasks[1][3])]
+    with pytest.warns(UserWarning, match=r"X_support has \['pixel_0', 'pixel_1', "
+                                         r"'pixel_2', 'pixel_3', 'pixel_4', \.\.\.\] "
+                                         r"\(64 names\)") as record:
+        FOMAMLClassifier(hidden_layer_sizes=(8,), n_meta_iter=2,
+                         random_state=0).meta_fit(mixed)
+    assert all(len(str(w.message)) < 300 for w in record)
+    # a task of other names: the difference, not both lists
+    other = [tasks[0], (renamed, tasks[1][1], renamed, tasks[1][3])]
+    with pytest.raises(ValueError, match=r"names not seen in meta-training: "
+                                         r"\['px3'\]") as caught:
+        FOMAMLClassifier(hidden_layer_sizes=(8,), n_meta_iter=2, meta_batch_size=2,
+                         random_state=0).meta_partial_fit(other)
+    assert len(str(caught.value)) < 300
+
+
+def test_the_samplers_repr_counts_the_rows_of_its_classes():
+    """It counted the whole table's rows (1797) for a sampler of 7 classes."""
+    n_rows = int(np.isin(Y_DIGITS, range(7)).sum())
+    assert n_rows < len(Y_DIGITS)
+    assert repr(_sampler()).startswith(f"EpisodeSampler(<{n_rows} samples, 7 classes>")
+    assert repr(EpisodeSampler(X_DIGITS, Y_DIGITS, 3, 2, 3)).startswith(
+        f"EpisodeSampler(<{len(Y_DIGITS)} samples, 10 classes>")
