@@ -166,9 +166,8 @@ def load(path, *, module=None):
         raise ValueError(
             f"{path} is not a valid sk_meta file: {type(exc).__name__}: {exc}"
         ) from None
-    except ValueError as exc:
-        if (str(exc).startswith("the saved weights do not fit")
-                and _persistence.saved_as_instance_given_class(module_spec, module)):
+    except _WeightsMismatch as exc:
+        if _persistence.saved_as_instance_given_class(module_spec, module):
             raise ValueError(
                 f"{exc}; the estimator was saved with an instance of "
                 f"{module_spec['instance_of']}: pass one built as that one was, "
@@ -200,8 +199,14 @@ def _skeleton(network, input_shape, n_outputs, module_state, seed):
     return module
 
 
+class _WeightsMismatch(ValueError):
+    """The saved state dict does not fit the module built for it (load
+    adds the remedy where it knows one)."""
+
+
 def _load_state(module, module_state):
     try:
         module.load_state_dict(module_state)
     except RuntimeError as exc:
-        raise ValueError(f"the saved weights do not fit the module: {exc}") from None
+        raise _WeightsMismatch(
+            f"the saved weights do not fit the module: {exc}") from None
