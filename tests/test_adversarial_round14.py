@@ -115,3 +115,58 @@ def test_the_samplers_repr_counts_the_rows_of_its_classes():
     assert repr(_sampler()).startswith(f"EpisodeSampler(<{n_rows} samples, 7 classes>")
     assert repr(EpisodeSampler(X_DIGITS, Y_DIGITS, 3, 2, 3)).startswith(
         f"EpisodeSampler(<{len(Y_DIGITS)} samples, 10 classes>")
+
+
+def _head_modules():
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+    class ThroughFLinear(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.hidden, self.out = nn.Linear(64, 16), nn.Linear(16, 3)
+
+        def forward(self, x):
+            return F.linear(torch.relu(self.hidden(x)), self.out.weight, self.out.bias)
+
+    class UnusedLayerAndAScale(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.hidden, self.out = nn.Linear(64, 16), nn.Linear(16, 3)
+            self.unused = nn.Linear(16, 3)
+
+        def forward(self, x):
+            return 2 * self.out(torch.relu(self.hidden(x))) + 1
+
+    class UnusedLayer(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.hidden, self.out = nn.Linear(64, 16), nn.Linear(16, 3)
+            self.unused = nn.Linear(16, 3)
+
+        def forward(self, x):
+            return self.out(torch.relu(self.hidden(x)))
+
+    return ThroughFLinear, UnusedLayerAndAScale, UnusedLayer
+
+
+def test_an_output_layer_applied_through_f_linear_is_named():
+    """The refusal named the hidden layer as 'the last nn.Linear layer'
+    (the hook never saw the output layer run) and quoted a shape error."""
+    through_f_linear, unused_and_scale, unused = _head_modules()
+    with pytest.raises(ValueError, match=r"out never ran as one on a probe batch.*"
+                                         r"call it \(self.out\(x\)\)"):
+        FOMAMLClassifier(module=through_f_linear(), n_meta_iter=2,
+                         random_state=0).meta_fit(_sampler())
+    # an unused layer is not blamed for what comes after the real one
+    with pytest.raises(ValueError, match=r"layer \(out\) applied last") as caught:
+        FOMAMLClassifier(module=unused_and_scale(), n_meta_iter=2,
+                         random_state=0).meta_fit(_sampler())
+    assert "never ran" not in str(caught.value)
+    # and a network that splits is taken as before
+    est = FOMAMLClassifier(module=unused(), n_meta_iter=2, random_state=0)
+    assert est.meta_fit(_sampler()).n_meta_iter_ == 2
+    # head_init="meta" needs no split
+    assert FOMAMLClassifier(module=through_f_linear(), n_meta_iter=2, head_init="meta",
+                            random_state=0).meta_fit(_sampler()).n_meta_iter_ == 2

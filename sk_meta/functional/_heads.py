@@ -80,7 +80,11 @@ def _last_linear(module, probe):
     # layer called after the head, whose output is dropped, is not the head)
     returning = [m for m, output in calls if output is returned]
     layer = (returning or [m for m, _ in calls] or list(names))[-1]
-    return names[layer], layer
+    called = {m for m, _ in calls}
+    # layers whose weights a forward applies itself (F.linear(x, self.out.weight))
+    # never run as modules: the hook cannot see them
+    uncalled = [name for m, name in names.items() if calls and m not in called]
+    return names[layer], layer, uncalled
 
 
 def find_output_layer(module, strategy, probe):
@@ -113,7 +117,43 @@ def find_output_layer(module, strategy, probe):
         computed (a parametrization such as ``weight_norm``).
     """
     check_has_linear_layer(module)
-    name, layer = _last_linear(module, probe)
+    name, layer, uncalled = _last_linear(module, probe)
+    try:
+        return _split_at(module, strategy, probe, name, layer)
+    except ValueError:
+        uncalled = [n for n in uncalled if _weight_is_used(module, n, probe)]
+        if not uncalled:
+            raise
+        # the layer checked was the wrong one: say why it was picked
+        raise ValueError(
+            f"{_OPTIONS} need the network's last nn.Linear layer, called as a "
+            f"module; {uncalled[0] if len(uncalled) == 1 else uncalled} never "
+            "ran as one on a probe batch. A forward that applies a layer's "
+            "weight itself (F.linear(x, self.out.weight, self.out.bias)) hides "
+            f"the layer: call it (self.out(x)); {_OTHERWISE}") from None
+
+
+def _weight_is_used(module, name, probe):
+    """Whether the outputs change with the weight of the layer ``name`` (a
+    layer that never ran as a module may be unused, or applied through
+    F.linear)."""
+    prefix = f"{name}." if name else ""
+    params = dict(module.named_parameters())
+    if f"{prefix}weight" not in params:
+        return False
+    try:
+        with eval_mode(module), torch.no_grad():
+            before = module(probe)
+            moved = {**params, f"{prefix}weight": params[f"{prefix}weight"] * 1.5 + 0.1}
+            after = functional_call(module, moved, (probe,))
+        return not torch.equal(before, after)
+    except Exception:  # noqa: BLE001 - then the first error stands
+        return False
+
+
+def _split_at(module, strategy, probe, name, layer):
+    """The OutputLayer of ``module`` at its ``nn.Linear`` layer ``name``,
+    checked on ``probe``."""
     prefix = f"{name}." if name else ""
     weight = f"{prefix}weight"
     bias = f"{prefix}bias" if layer.bias is not None else None
