@@ -395,14 +395,81 @@ def test_float64_inputs_to_a_float32_module_get_a_named_error():
         with pytest.raises(TypeError, match=named) as caught:
             call()
         assert isinstance(caught.value.__cause__, RuntimeError)  # torch's, kept
-    # support and query of two dtypes
-    with pytest.raises(TypeError, match="batch.X_support is torch.float32 but "
-                                        "batch.X_query is torch.float64"):
+    # the query alone in float64: named as the query
+    with pytest.raises(TypeError, match="the inputs batch.X_query are torch.float64"):
         maml_meta_loss(forward, params, TaskBatch(X, y, X.double(), y, 3), **options)
-    with pytest.raises(TypeError, match="X_support is torch.float32 but X_query is "
-                                        "torch.float64"):
+    with pytest.raises(TypeError, match="the inputs X_query are torch.float64"):
         adapt_and_predict(forward, expand_params(params, 2), X, y, X.double(),
                           **options)
+    # integer inputs to a float module, too
+    with pytest.raises(TypeError, match="the inputs X are torch.int64 but the "
+                                        "parameters are torch.float32"):
+        adapt(forward, expand_params(params, 2), X.long(), y, **options)
+
+
+def test_a_dtype_error_that_is_not_the_inputs_keeps_torchs_message():
+    """The dtype error of a loss or of the targets was blamed on X (a
+    float64 X the module casts itself), with advice that did not help."""
+    torch.manual_seed(0)
+    params = {"w": torch.randn(2, 3, 2), "b": torch.zeros(2, 2)}
+
+    def casting_forward(p, X):
+        return torch.bmm(X.float(), p["w"]) + p["b"][:, None]
+
+    X = torch.randn(2, 4, 3, dtype=torch.float64)
+    soft_targets = torch.softmax(torch.randn(2, 4, 2, dtype=torch.float64), -1)
+
+    def loss(outputs, y):
+        return torch.bmm(outputs, y.transpose(1, 2)).sum()
+
+    with pytest.raises(RuntimeError, match="dtype|scalar type") as caught:
+        adapt(casting_forward, params, X, soft_targets, loss_fn=loss, lr=0.1,
+              n_steps=1)
+    assert not isinstance(caught.value, TypeError)
+    # with targets of the parameters' dtype it runs
+    adapt(casting_forward, params, X, soft_targets.float(), loss_fn=loss, lr=0.1,
+          n_steps=1)
+
+
+def test_functional_losses_and_meta_losses_keep_their_torch_func_uses():
+    """The range check of cross_entropy_loss read the codes back, which
+    vmap cannot: per-task gradients (vmap of grad) failed; support and query
+    of two integer dtypes (token codes) were refused although they run."""
+    from functools import partial
+
+    from sk_meta.functional import TaskBatch, cross_entropy_loss, maml_meta_loss
+
+    torch.manual_seed(0)
+    weights = {"w": torch.randn(5, 4), "b": torch.zeros(4)}
+
+    def forward(p, X):  # shared (5, 4) or per-task (B, 5, 4) weights
+        bias = p["b"][:, None] if p["b"].dim() == 2 else p["b"]
+        return X @ p["w"] + bias
+
+    X, y = torch.randn(3, 4, 5), torch.randint(0, 4, (3, 4))
+
+    def task_loss(p, X, y):
+        return cross_entropy_loss(forward(p, X[None]), y[None], 4)
+
+    per_task = torch.func.vmap(torch.func.grad(task_loss), in_dims=(None, 0, 0))(
+        weights, X, y)
+    for i in range(3):
+        one = torch.func.grad(task_loss)(weights, X[i], y[i])
+        torch.testing.assert_close(per_task["w"][i], one["w"])
+    torch.func.vmap(lambda p, X, y: adapt(
+        forward, {k: v[None] for k, v in p.items()}, X[None], y[None], lr=0.1,
+        n_steps=2, functional=True, loss_fn=partial(cross_entropy_loss, n_classes=4)
+    )[1], in_dims=(None, 0, 0))(weights, X, y)
+    # token codes of two integer dtypes
+    torch.manual_seed(0)
+    embedding = nn.Sequential(nn.Embedding(10, 3), nn.Flatten(), nn.Linear(6, 2))
+    params = {k: v.detach().clone() for k, v in embedding.named_parameters()}
+    tokens, labels = torch.randint(0, 10, (2, 4, 2)), torch.randint(0, 2, (2, 4))
+    loss = maml_meta_loss(batched_forward(embedding), params,
+                          TaskBatch(tokens, labels, tokens.int(), labels, 2),
+                          loss_fn=partial(cross_entropy_loss, n_classes=2), lr=0.1,
+                          n_steps=1)
+    assert torch.isfinite(loss)
 
 
 def test_a_module_that_casts_its_inputs_still_adapts_in_the_functional_api():

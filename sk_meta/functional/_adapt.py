@@ -92,25 +92,40 @@ def _check_rate(rate, name, read_tensor=False):
         raise ValueError(f"{name} must be finite, got {rate}")
 
 
-def input_dtype_error(exc, params, X):
-    """The error to raise for torch's ``exc`` when it is a dtype mismatch and
-    floating inputs ``X`` differ from the parameters' one floating dtype
-    (torch's "Input dtypes must be the same" names neither); else None. A
-    module that casts its inputs itself is legitimate, so nothing is refused
-    before torch fails."""
+def input_dtype_error(exc, forward, params, X, what="X"):
+    """The error to raise for torch's ``exc`` when the inputs ``X`` are what
+    failed, by their dtype (torch's "Input dtypes must be the same" names
+    neither); else None, and ``exc`` stands. ``X`` is blamed only when the
+    forward pass fails on it and runs on it cast to the parameters' one
+    floating dtype: a module that casts its inputs itself is legitimate, and
+    a dtype error of the loss or the targets is not the inputs'. Runs only
+    where a call has failed already."""
     message = str(exc)
     if not ("dtype" in message or "scalar type" in message):
         return None
     if not isinstance(params, dict) or not isinstance(X, torch.Tensor) or (
-            not X.is_floating_point()):
+            X.is_complex()):
         return None
     dtypes = {p.dtype for p in params.values()
               if isinstance(p, torch.Tensor) and p.is_floating_point()}
     if len(dtypes) != 1 or X.dtype in dtypes:
         return None
     (dtype,) = dtypes
-    return TypeError(f"the inputs X are {X.dtype} but the parameters are {dtype}; "
-                     f"cast the inputs (X.to({dtype})) or the module")
+    # forked: the probes' random draws (dropout) leave the caller's as they were
+    with torch.random.fork_rng(devices=[X.device] if X.is_cuda else []), \
+            torch.no_grad():
+        try:
+            forward(params, X.to(dtype))
+        except Exception:  # noqa: BLE001 - then X is not (only) what fails
+            return None
+        try:
+            forward(params, X)
+        except RuntimeError:
+            pass
+        else:  # the forward pass runs on X: the loss or the targets failed
+            return None
+    return TypeError(f"the inputs {what} are {X.dtype} but the parameters are "
+                     f"{dtype}; cast the inputs ({what}.to({dtype})) or the module")
 
 
 def _check_arguments(params, X, y, *, n_steps, optimizer, trainable):
@@ -222,7 +237,7 @@ def adapt(forward, params, X, y, *, loss_fn, lr, n_steps, create_graph=False,
     try:
         return _adapt(forward, params, X, y, **options)
     except RuntimeError as exc:
-        renamed = input_dtype_error(exc, params, X)
+        renamed = input_dtype_error(exc, forward, params, X)
         if renamed is None:
             raise
         raise renamed from exc

@@ -36,15 +36,26 @@ def cross_entropy_loss(logits, y, n_classes, *, balanced=False):
         every class the weights are 1 and the loss is the plain mean.
     """
     n_classes = _check_logits_and_codes(logits, y, n_classes)
-    if y.numel() and not torch.compiler.is_compiling():
-        # torch's "Target 3 is out of bounds" names no argument (and on a
-        # GPU it is a device-side assert)
-        low, high = (int(v) for v in torch.aminmax(y.detach()))
-        if low < 0 or high >= n_classes:
-            raise ValueError(f"y must hold class codes in 0 .. {n_classes - 1} "
-                             f"(n_classes={n_classes}); found codes from {low} "
-                             f"to {high}")
+    code_range = _code_range(y)
+    if code_range is not None and (code_range[0] < 0 or code_range[1] >= n_classes):
+        # torch's "Target 3 is out of bounds" names no argument (and on a GPU
+        # it is a device-side assert)
+        raise ValueError(f"y must hold class codes in 0 .. {n_classes - 1} "
+                         f"(n_classes={n_classes}); found codes from "
+                         f"{code_range[0]} to {code_range[1]}")
     return cross_entropy_of_valid_codes(logits, y, n_classes, balanced=balanced)
+
+
+def _code_range(y):
+    """The lowest and highest code of ``y``; None where they cannot be read:
+    no code, or while compiling or under ``vmap`` (a check there would break
+    the graph or fail)."""
+    if not y.numel() or torch.compiler.is_compiling():
+        return None
+    try:
+        return tuple(int(v) for v in torch.aminmax(y.detach()))
+    except RuntimeError:  # vmap's batched codes cannot be read back
+        return None
 
 
 def cross_entropy_of_valid_codes(logits, y, n_classes, *, balanced=False):

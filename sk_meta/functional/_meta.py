@@ -5,7 +5,7 @@ from typing import NamedTuple
 import torch
 
 from sk_meta._checks import check_positive_int
-from sk_meta.functional._adapt import adapt
+from sk_meta.functional._adapt import adapt, input_dtype_error
 from sk_meta.functional._forward import expand_params
 
 
@@ -54,9 +54,6 @@ def _check_batch(batch):
             "of tasks B and X of as many samples as y, as (B, n_samples, ...) "
             "and (B, n_samples[, ...]); got shapes "
             + ", ".join(f"{name} {shape}" for name, shape in shapes.items()))
-    if batch.X_support.dtype != batch.X_query.dtype:
-        raise TypeError(f"batch.X_support is {batch.X_support.dtype} but "
-                        f"batch.X_query is {batch.X_query.dtype}; give both one dtype")
 
 
 def maml_meta_loss(forward, params, batch, *, loss_fn, lr, n_steps, first_order=False,
@@ -115,15 +112,22 @@ def maml_meta_loss(forward, params, batch, *, loss_fn, lr, n_steps, first_order=
         trajectory=step_weights is not None,
     )
     query_loss_fn = loss_fn if query_loss_fn is None else query_loss_fn
-    if step_weights is None:
-        adapted = result[0]
-        return query_loss_fn(forward(adapted, batch.X_query), batch.y_query)
-    step_weights = torch.as_tensor(step_weights)
-    if tuple(step_weights.shape) != (n_steps,):
-        raise ValueError(f"step_weights needs one weight per step ({n_steps}), got "
-                         f"shape {tuple(step_weights.shape)}")
-    losses = torch.stack([query_loss_fn(forward(step, batch.X_query), batch.y_query)
-                          for step in result[2]])
+    if step_weights is not None:
+        step_weights = torch.as_tensor(step_weights)
+        if tuple(step_weights.shape) != (n_steps,):
+            raise ValueError(f"step_weights needs one weight per step ({n_steps}), "
+                             f"got shape {tuple(step_weights.shape)}")
+    try:
+        if step_weights is None:
+            return query_loss_fn(forward(result[0], batch.X_query), batch.y_query)
+        losses = torch.stack([query_loss_fn(forward(step, batch.X_query),
+                                            batch.y_query) for step in result[2]])
+    except RuntimeError as exc:
+        renamed = input_dtype_error(exc, forward, task_params, batch.X_query,
+                                    "batch.X_query")
+        if renamed is None:
+            raise
+        raise renamed from exc
     return (step_weights.to(losses.dtype) * losses).sum()
 
 
@@ -268,15 +272,17 @@ def adapt_and_predict(forward, task_params, X_support, y_support, X_query, *,
     outputs : Tensor of shape (B, n_query, ...)
         Their outputs on the query sets.
     """
-    if isinstance(X_query, torch.Tensor) and isinstance(X_support, torch.Tensor) and (
-            X_query.dtype != X_support.dtype):
-        raise TypeError(f"X_support is {X_support.dtype} but X_query is "
-                        f"{X_query.dtype}; give both one dtype")
     adapted, _ = adapt(forward, task_params, X_support, y_support, loss_fn=loss_fn,
                        lr=lr, n_steps=n_steps, detach=True, **adapt_options)
-    with torch.no_grad():
-        if predict is None:
-            outputs = forward(adapted, X_query)
-        else:
-            outputs = predict(adapted, X_query)
+    try:
+        with torch.no_grad():
+            if predict is None:
+                outputs = forward(adapted, X_query)
+            else:
+                outputs = predict(adapted, X_query)
+    except RuntimeError as exc:
+        renamed = input_dtype_error(exc, forward, adapted, X_query, "X_query")
+        if renamed is None:
+            raise
+        raise renamed from exc
     return adapted, outputs

@@ -165,7 +165,8 @@ default=None
 
     def __repr__(self):
         return (
-            f"{type(self).__name__}(<{self.X.shape[0]} samples, {self.n_groups} "
-            f"groups>, k_shot={self.k_shot}, n_query={self.n_query}, "
+            # the rows of the groups drawn from, not the whole table's
+            f"{type(self).__name__}(<{sum(map(len, self._pool_rows))} samples, "
+            f"{self.n_groups} groups>, k_shot={self.k_shot}, n_query={self.n_query}, "
             f"n_tasks={self.n_tasks}, random_state={self.random_state!r})"
         )

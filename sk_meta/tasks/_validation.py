@@ -9,6 +9,7 @@ index in the message.
 """
 
 import numbers
+from collections import Counter
 from typing import NamedTuple
 
 import numpy as np
@@ -334,7 +335,7 @@ def feature_names(X):
         )
     if not names or are_strings == {False}:
         return None
-    repeated = sorted({name for name in names if names.count(name) > 1})
+    repeated = sorted(name for name, count in Counter(names).items() if count > 1)
     if repeated:
         raise ValueError(f"feature names must be unique; repeated: {repeated}")
     return names
@@ -350,19 +351,22 @@ def names_in_short(names, limit=5):
     return f"[{shown}, ...] ({len(names)} names)"
 
 
-def feature_names_difference(expected, got):
+def feature_names_difference(expected, got, unexpected_label="not seen in "
+                             "meta-training"):
     """What differs between two lists of feature names, as scikit-learn says
     it: names not expected, names missing, or the same names in another
     order (where they first differ)."""
     expected, got = list(expected), list(got)
-    unexpected = [name for name in got if name not in set(expected)]
-    missing = [name for name in expected if name not in set(got)]
+    expected_set, got_set = set(expected), set(got)
+    unexpected = [name for name in got if name not in expected_set]
+    missing = [name for name in expected if name not in got_set]
     if unexpected or missing:
-        parts = [f"{label} {names_in_short(names)}" for label, names in
-                 (("names not seen in meta-training:", unexpected),
-                  ("names missing:", missing)) if names]
+        parts = [f"names {label}: {names_in_short(names)}" for label, names in
+                 ((unexpected_label, unexpected), ("missing", missing)) if names]
         return "; ".join(parts)
-    column = next(i for i, (a, b) in enumerate(zip(expected, got)) if a != b)
+    column = next((i for i, (a, b) in enumerate(zip(expected, got)) if a != b), None)
+    if column is None:  # one list repeats names of the other
+        return f"{len(got)} names where there were {len(expected)}"
     return (f"the same names in another order (column {column} is "
             f"{got[column]!r} where {expected[column]!r} was)")
 
@@ -431,12 +435,15 @@ class TaskChecker:
                 self.feature_names = names
                 self._feature_names_source = f"task {index} has"
             elif names != list(self.feature_names):
+                # within one task the names came from its X_support
+                source = ("X_support has" if self._feature_names_source
+                          == f"task {index} has" else self._feature_names_source)
                 raise ValueError(
                     f"task {index}: X_{part}'s feature names differ from those "
-                    f"{self._feature_names_source} "
-                    f"{names_in_short(self.feature_names)} (the same names, in the "
-                    "same order, are needed): "
-                    + feature_names_difference(self.feature_names, names)
+                    f"{source} {names_in_short(self.feature_names)} (the same "
+                    "names, in the same order, are needed): "
+                    + feature_names_difference(self.feature_names, names,
+                                               "not among them")
                 )
 
     def name_tasks_seen(self, prefix):
