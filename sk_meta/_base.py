@@ -463,7 +463,14 @@ class BaseMetaEstimator(BaseEstimator):
             module_params = dict(params.get("module_params", self.module_params) or {})
             module_params.update(nested)
             params["module_params"] = module_params
-        return super().set_params(**params)
+        before = self.get_params(deep=False)
+        try:
+            return super().set_params(**params)
+        except Exception:
+            # all or nothing: scikit-learn sets the names before a misspelled one
+            for name, value in before.items():
+                setattr(self, name, value)
+            raise
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -697,8 +704,11 @@ class BaseMetaEstimator(BaseEstimator):
 
         Parameters
         ----------
-        path : str or path-like
-            Destination file, replaced atomically.
+        path : str, path-like or binary file object
+            Destination file, replaced atomically (a symbolic link is
+            written through, and a replaced file keeps its permissions); or
+            a file object opened for binary writing, written as
+            ``torch.save`` writes one.
         """
         _persistence.save(self, path)
 
@@ -853,6 +863,8 @@ class BaseMetaEstimator(BaseEstimator):
         with torch_threads(self.n_threads):
             outputs = _fitting.predict_outputs(self, self._fit, X)
         if not bool(torch.isfinite(outputs).all()):
+            if not np.isfinite(X).all():  # scikit-learn's assume_finite=True
+                raise ValueError(_fitting.NOT_FINITE_UNCHECKED.format(what="X"))
             # finite float32 inputs can still overflow the network
             raise ValueError(
                 "the adapted network's outputs on X are not finite (X has values up "

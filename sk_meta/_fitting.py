@@ -468,6 +468,12 @@ def _n_outputs_needed(first_groups, checker, tasks, listed=None):
                 f"tasks.n_way must be a positive int, the most classes in one "
                 f"task (it sizes the network's outputs), got {n_way!r}")
         most = max(most, int(n_way))
+    if most < 2:
+        raise ValueError(
+            "the meta-training tasks have one class each (those of the first "
+            "meta-batch): a classifier has nothing to tell apart in them (their "
+            "loss is 0, so meta-training would learn nothing); give tasks of 2 "
+            "classes or more")
     return most
 
 
@@ -689,8 +695,17 @@ def _largest(arrays):
     return max((float(np.max(np.abs(a))) for a in arrays if a.size), default=0.0)
 
 
+# scikit-learn's config_context(assume_finite=True) skips the check of NaN
+# and infinite inputs: what they did to the network is said as theirs
+NOT_FINITE_UNCHECKED = (
+    "{what} holds NaN or infinite values, which scikit-learn's "
+    "assume_finite=True let through unchecked; impute or drop them")
+
+
 def divergence_hint(X_arrays, y_arrays=()):
     """What to tame besides the rates: extreme features, large targets."""
+    if any(not np.isfinite(a).all() for a in (*X_arrays, *y_arrays) if a.size):
+        return "; or: " + NOT_FINITE_UNCHECKED.format(what="the data")
     hint = ""
     largest = _largest(X_arrays)
     if largest > EXTREME_FEATURE_VALUE:

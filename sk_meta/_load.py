@@ -39,8 +39,9 @@ def load(path, *, module=None):
 
     Parameters
     ----------
-    path : str or path-like
-        The file.
+    path : str, path-like or binary file object
+        The file (a file object is read from its current position, as
+        ``torch.load`` reads it).
     module : torch.nn.Module class or instance, default=None
         The custom module the estimator was built with, if any (files never
         hold code, only the module's name and weights): the class when the
@@ -79,6 +80,7 @@ def load(path, *, module=None):
     3
     """
     state = _persistence.read(path)
+    path = _persistence.source_name(path)  # for messages: a file object too
     if state["estimator"] not in ESTIMATOR_CLASSES:
         raise ValueError(
             f"{path} is not a valid sk_meta file: unknown estimator "

@@ -423,7 +423,8 @@ class NetworkSpec:
                         f"({4 * n_weights / 2**30:.3g} GiB in float32), more than "
                         "this machine could allocate"
                     ) from None
-            return prepare_module(module), n_outputs
+            # sk_meta computes in float32, whatever torch's default dtype
+            return prepare_module(module.float()), n_outputs
         if isinstance(self.module, type):
             module = self._construct(seed) if instance is None else instance
         else:

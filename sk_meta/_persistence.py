@@ -14,6 +14,7 @@ import inspect
 import io
 import os
 import pickle
+import stat
 import uuid
 
 import numpy as np
@@ -167,24 +168,41 @@ def check_saveable(estimator):
 
 
 def save(estimator, path):
-    """Write ``estimator`` to ``path`` atomically (a crash never leaves half a file)."""
+    """Write ``estimator`` to ``path`` atomically (a crash never leaves half a
+    file), or to a binary file object, as ``torch.save`` writes to one."""
     state = estimator_state(estimator)
     for record in ("meta", "fit"):
         if record in state:
             check_module_state(state[record].get("module_state", {}), "cannot save")
+    if hasattr(path, "write"):
+        if isinstance(path, io.TextIOBase):
+            raise TypeError("save needs a file opened in binary mode ('wb'), "
+                            "not a text file")
+        torch.save(state, path)
+        return
     _write_atomically(state, path)
 
 
 def _write_atomically(state, path):
     """``torch.save(state, path)``, replacing ``path`` in one step.
 
-    The file gets the permissions ``torch.save`` would give it (those of a
-    new file under the process's umask). Where the system allows it (Linux),
-    the data is written to an unnamed file that only gets a name once it is
-    complete, so a crash while writing leaves nothing behind; elsewhere a
-    temporary file beside ``path`` is removed on any error.
+    A new file gets the permissions ``torch.save`` would give it (those of
+    a new file under the process's umask); a file replaced keeps its own. A
+    symbolic link is written through (its target is replaced, as ``open``
+    would write it), and a path that is no regular file (a device such as
+    ``/dev/null``, a named pipe) is written to as ``torch.save`` writes,
+    never replaced. Where the system allows it (Linux), the data is written
+    to an unnamed file that only gets a name once it is complete, so a
+    crash while writing leaves nothing behind; elsewhere a temporary file
+    beside ``path`` is removed on any error.
     """
     path = os.fsdecode(os.fspath(path))  # bytes too, as open() takes them
+    if path and os.path.islink(path):
+        path = os.path.realpath(path)
+    if path and os.path.exists(path) and not os.path.isdir(path) and (
+            not os.path.isfile(path)):
+        torch.save(state, path)
+        return
     if not path:
         raise FileNotFoundError(errno.ENOENT, "cannot save to an empty path; give "
                                 "a file name", path)
@@ -201,10 +219,16 @@ def _write_atomically(state, path):
         directory, f".{os.path.basename(path)}.{uuid.uuid4().hex}.tmp"
     )
     try:
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+    except FileNotFoundError:
+        mode = None
+    try:
         if not _write_unnamed_then_link(state, directory, temporary):
             fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
             with os.fdopen(fd, "wb") as f:
                 _save_and_sync(state, f)
+        if mode is not None:  # a replaced file keeps its permissions
+            os.chmod(temporary, mode)
         os.replace(temporary, path)
     finally:
         with contextlib.suppress(FileNotFoundError):
@@ -287,17 +311,34 @@ _COMPRESSED_STARTS = (b"\x1f\x8b", b"\x78\x01", b"\x78\x5e", b"\x78\x9c",
                       b"\x78\xda", b"BZh", b"\xfd7zXZ", b"\x5d\x00\x00")
 
 
+def source_name(source):
+    """How messages call a path or a file object."""
+    if hasattr(source, "read"):
+        name = getattr(source, "name", None)
+        return name if isinstance(name, str) else f"the {type(source).__name__}"
+    return os.fsdecode(os.fspath(source))
+
+
 def read(path):
-    """The file's top-level dict, or a ValueError saying why it is not one."""
-    path = os.fsdecode(os.fspath(path))  # bytes too, as save takes them
-    if not os.path.isfile(path):
-        if os.path.exists(path):
-            raise ValueError(f"{path} is not a file")
-        raise FileNotFoundError(f"No such file: {path!r}")
-    if os.path.getsize(path) == 0:
+    """The file's top-level dict, or a ValueError saying why it is not one.
+    ``path`` may be a binary file object, read from where it stands."""
+    if hasattr(path, "read"):
+        data = path.read()
+        if not isinstance(data, bytes):
+            raise TypeError("load needs a file opened in binary mode ('rb'), not "
+                            "a text file")
+        path, contents = source_name(path), io.BytesIO(data)
+    else:
+        path = contents = os.fsdecode(os.fspath(path))  # bytes too, as save takes
+        if not os.path.isfile(path):
+            if os.path.exists(path):
+                raise ValueError(f"{path} is not a file")
+            raise FileNotFoundError(f"No such file: {path!r}")
+        with open(path, "rb") as file:
+            data = file.read(6)
+    if not data:
         raise ValueError(f"{path} is not a valid sk_meta file: it is empty")
-    with open(path, "rb") as file:
-        start = file.read(6)
+    start = data[:6]
     if start[:1] == b"\x80":  # pickle's protocol opcode: not a zip, as save writes
         raise ValueError(
             f"{path} is not a valid sk_meta file: it is a pickle (written by "
@@ -318,7 +359,7 @@ def read(path):
             f"(torch.save's format), and this file starts with {start[:4]!r}"
         )
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(contents, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         # weights_only refuses anything but tensors and plain values: the
         # file holds code or objects, which sk_meta never writes

@@ -1326,14 +1326,26 @@ class MetaGridSearch(MetaEstimatorMixin, BaseEstimator):
         -------
         self : MetaGridSearch
         """
-        super().set_params(**params)
+        # all or nothing: a misspelled name leaves the search, its estimator
+        # and best_estimator_ as they were
+        own, estimator = self.get_params(deep=False), self.estimator
+        estimator_params = (estimator.get_params(deep=False)
+                            if hasattr(estimator, "get_params") else None)
+        try:
+            super().set_params(**params)
+            prefix = "estimator__"
+            nested = {name[len(prefix):]: value for name, value in params.items()
+                      if name.startswith(prefix)}
+            if nested and hasattr(self, "best_estimator_"):
+                self.best_estimator_.set_params(**nested)
+        except Exception:
+            for name, value in own.items():
+                setattr(self, name, value)
+            if estimator_params is not None:
+                estimator.set_params(**estimator_params)
+            raise
         if not hasattr(self, "best_estimator_"):
             return self
-        prefix = "estimator__"
-        nested = {name[len(prefix):]: value for name, value in params.items()
-                  if name.startswith(prefix)}
-        if nested:
-            self.best_estimator_.set_params(**nested)
         # said at fit: a meta_fit may come first, and search again
         self._set_after_search = sorted(
             set(getattr(self, "_set_after_search", ())).union(

@@ -88,8 +88,16 @@ def _task_transformer(preprocessing):
         if not isinstance(task, (tuple, list)) or len(task) != 4:
             return task  # meta_fit reports malformed tasks with their index
         X_support, y_support, X_query, y_query = task
-        return Task(preprocessing.transform(X_support), y_support,
-                    preprocessing.transform(X_query), y_query)
+        transformed = Task(preprocessing.transform(X_support), y_support,
+                           preprocessing.transform(X_query), y_query)
+        if sparse.issparse(transformed.X_support) or sparse.issparse(
+                transformed.X_query):
+            # said of the pipeline: the tasks the user gave are dense
+            raise TypeError(
+                "the pipeline's preprocessing outputs a sparse matrix, and the "
+                "last step needs dense data (as its fit does): make the step "
+                "dense, e.g. OneHotEncoder(sparse_output=False)")
+        return transformed
 
     return transform
 

@@ -203,3 +203,187 @@ def test_the_group_samplers_repr_counts_the_rows_of_its_groups():
                                group_labels=[0, 1])
     n_rows = int(np.isin(groups, [0, 1]).sum())
     assert repr(sampler).startswith(f"GroupTaskSampler(<{n_rows} samples, 2 groups>")
+
+
+def test_one_class_tasks_are_refused():
+    """n_way=1 spent the whole budget learning nothing (loss 0), silently."""
+    with pytest.raises(ValueError, match="n_way=1: a task of one class"):
+        EpisodeSampler(X_DIGITS, Y_DIGITS, 1, 5, 10, classes=range(7))
+    one_class = [(X_DIGITS[Y_DIGITS == c][:3], Y_DIGITS[Y_DIGITS == c][:3],
+                  X_DIGITS[Y_DIGITS == c][3:6], Y_DIGITS[Y_DIGITS == c][3:6])
+                 for c in range(4)]
+    est = FOMAMLClassifier(hidden_layer_sizes=(8,), n_meta_iter=3, random_state=0)
+    with pytest.raises(ValueError, match="one class each"):
+        est.meta_fit(one_class)
+    assert not hasattr(est, "n_meta_iter_")
+
+
+def test_a_failed_set_params_changes_nothing():
+    """scikit-learn's set_params sets the names before a misspelled one: a
+    search's estimator took inner_steps=0 while best_estimator_ kept 20."""
+    from sk_meta.model_selection import MetaGridSearch
+
+    est = FOMAMLClassifier(hidden_layer_sizes=(8,), inner_steps=3)
+    with pytest.raises(ValueError, match="inner_stpes"):
+        est.set_params(inner_steps=5, inner_lr=0.5, inner_stpes=4)
+    assert (est.inner_steps, est.inner_lr) == (3, FOMAMLClassifier().inner_lr)
+    search = MetaGridSearch(
+        FOMAMLClassifier(hidden_layer_sizes=(8,), n_meta_iter=4, validation_interval=2,
+                         random_state=0),
+        {"meta_lr": [1e-3, 1e-2]}, n_val_tasks=3, random_state=0)
+    search.meta_fit(_sampler())
+    steps = search.best_estimator_.inner_steps
+    for bad in ({"estimator__inner_steps": 0, "estimator__inner_stpes": 0},
+                {"cv": 2, "estimator__inner_steps": 0, "nope": 1}):
+        with pytest.raises(ValueError):
+            search.set_params(**bad)
+        assert search.get_params()["estimator__inner_steps"] == steps
+        assert search.best_estimator_.inner_steps == steps
+        assert search.cv == MetaGridSearch(search.estimator, {}).cv
+    search.set_params(estimator__inner_steps=2)
+    assert search.best_estimator_.inner_steps == 2
+
+
+def test_the_default_network_computes_in_float32_under_a_float64_default():
+    """torch.set_default_dtype(torch.float64) built the default MLP in
+    float64, which failed on sk_meta's float32 inputs in torch."""
+    import torch
+
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        est = FOMAMLClassifier(hidden_layer_sizes=(8,), n_meta_iter=2, random_state=0)
+        est.meta_fit(_sampler())
+        task = next(iter(EpisodeSampler(X_DIGITS / 16, Y_DIGITS, 3, 2, 3,
+                                        classes=[7, 8, 9], random_state=1)))
+        proba = est.fit(task.X_support, task.y_support).predict_proba(task.X_query)
+        assert np.allclose(proba.sum(1), 1)
+        assert all(p.dtype == torch.float32 for p in est.module_.parameters())
+    finally:
+        torch.set_default_dtype(previous)
+
+
+def _fitted():
+    est = FOMAMLClassifier(hidden_layer_sizes=(8,), n_meta_iter=2, random_state=0)
+    return est.meta_fit(_sampler())
+
+
+def test_save_writes_through_a_symbolic_link_and_keeps_permissions(tmp_path):
+    """save replaced the link by a file (the file it named kept the old
+    model) and gave a replaced file the umask's permissions (0o600 became
+    0o644)."""
+    import os
+    import stat
+
+    import sk_meta
+
+    est = _fitted()
+    target, link = tmp_path / "v1.skm", tmp_path / "latest.skm"
+    est.save(target)
+    os.symlink(target.name, link)
+    est.set_params(warm_start=True, n_meta_iter=4).meta_fit(_sampler())
+    est.save(link)
+    assert link.is_symlink()
+    assert sk_meta.load(target).n_meta_iter_ == 4
+    os.chmod(target, 0o600)
+    est.save(target)
+    assert stat.S_IMODE(os.stat(target).st_mode) == 0o600
+
+
+def test_save_writes_into_a_path_that_is_no_regular_file(tmp_path):
+    """A device or a named pipe was replaced by a regular file (as root,
+    est.save(os.devnull) would have replaced /dev/null)."""
+    import io
+    import os
+    import stat
+    import threading
+
+    import sk_meta
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    received = []
+    reader = threading.Thread(target=lambda: received.append(fifo.read_bytes()),
+                              daemon=True)
+    reader.start()
+    _fitted().save(fifo)
+    reader.join(timeout=30)
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode)
+    assert sk_meta.load(io.BytesIO(received[0])).n_meta_iter_ == 2
+
+
+def test_save_and_load_take_binary_file_objects(tmp_path):
+    """They raised Python's 'expected str, bytes or os.PathLike object, not
+    BytesIO', where torch.save and joblib.dump take file objects."""
+    import io
+
+    import sk_meta
+
+    est = _fitted()
+    buffer = io.BytesIO()
+    est.save(buffer)
+    buffer.seek(0)
+    loaded = sk_meta.load(buffer)
+    task = next(iter(EpisodeSampler(X_DIGITS / 16, Y_DIGITS, 3, 2, 3, classes=[7, 8, 9],
+                                    random_state=1)))
+    np.testing.assert_array_equal(
+        loaded.fit(task.X_support, task.y_support).predict_proba(task.X_query),
+        est.fit(task.X_support, task.y_support).predict_proba(task.X_query))
+    with open(tmp_path / "model.skm", "wb") as file:
+        est.save(file)
+    with open(tmp_path / "model.skm", "rb") as file:
+        assert sk_meta.load(file).n_meta_iter_ == 2
+    with pytest.raises(TypeError, match="binary mode"):
+        est.save(io.StringIO())
+    with pytest.raises(TypeError, match="binary mode"):
+        sk_meta.load(io.StringIO("text"))
+    with pytest.raises(ValueError, match="the BytesIO is not a valid sk_meta file: "
+                                         "it is empty"):
+        sk_meta.load(io.BytesIO())
+
+
+def test_a_sparse_preprocessing_output_is_named_as_the_pipelines():
+    """meta_fit_pipeline with OneHotEncoder (sparse by default) blamed the
+    user's dense tasks: 'task 0: X_support is a sparse matrix'."""
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder
+
+    from sk_meta.pipeline import meta_fit_pipeline
+
+    rng = np.random.RandomState(0)
+    X = rng.randint(0, 4, size=(300, 3)).astype(float)
+    y = np.arange(300) % 6
+    sampler = EpisodeSampler(X, y, 3, 2, 3, classes=range(4), random_state=0)
+    for tasks in (sampler, list(EpisodeSampler(X, y, 3, 2, 3, classes=range(4),
+                                               n_tasks=4, random_state=0))):
+        with pytest.raises(TypeError, match="the pipeline's preprocessing outputs "
+                                            "a sparse matrix.*sparse_output=False"):
+            meta_fit_pipeline(make_pipeline(OneHotEncoder(), FOMAMLClassifier(
+                hidden_layer_sizes=(8,), n_meta_iter=2)), tasks)
+    pipe = meta_fit_pipeline(make_pipeline(
+        OneHotEncoder(sparse_output=False, handle_unknown="ignore"),
+        FOMAMLClassifier(hidden_layer_sizes=(8,), n_meta_iter=2, random_state=0)),
+        sampler)
+    assert pipe[-1].n_meta_iter_ == 2
+
+
+def test_nan_let_through_by_assume_finite_is_named():
+    """Under scikit-learn's assume_finite=True, NaN in a support set gave a
+    DivergenceError that blamed the learning rate, and in X at predict a
+    message saying to scale the features."""
+    import sklearn
+
+    from sk_meta.exceptions import DivergenceError
+
+    est = _fitted()
+    task = next(iter(EpisodeSampler(X_DIGITS / 16, Y_DIGITS, 3, 2, 3, classes=[7, 8, 9],
+                                    random_state=1)))
+    X_support, X_query = task.X_support.copy(), task.X_query.copy()
+    X_support[0, 0] = X_query[0, 0] = np.nan
+    with sklearn.config_context(assume_finite=True):
+        with pytest.raises(DivergenceError, match="NaN or infinite values, which "
+                                                  "scikit-learn's assume_finite"):
+            est.fit(X_support, task.y_support)
+        est.fit(task.X_support, task.y_support)
+        with pytest.raises(ValueError, match="X holds NaN or infinite values"):
+            est.predict(X_query)

@@ -750,7 +750,9 @@ def test_numbers_given_as_numpy_or_torch_scalars_are_numbers():
     assert tasks.make_task(np.array(1.5), 0.0, 0).y_query.shape == (2,)
     assert tasks.make_task(Fraction(3, 2), 0, 0).y_query.shape == (2,)
     X, y, _ = _sampler_tasks()
-    assert EpisodeSampler(X, y, 1, 2, 2, classes=np.int64(5)).n_classes == 1
+    # one class read from the 0-d array (one-class tasks are refused since)
+    with pytest.raises(ValueError, match="n_way=2 is more than the 1 eligible"):
+        EpisodeSampler(X, y, 2, 2, 2, classes=np.int64(5))
 
 
 @pytest.mark.parametrize("call, error, message", [

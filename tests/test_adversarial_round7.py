@@ -326,12 +326,13 @@ def test_string_classes_for_number_labels_are_refused_not_matched_as_text():
     from sk_meta.tasks import GroupTaskSampler
 
     X, y = _table()
-    with pytest.raises(ValueError, match=r"classes holds string labels \(\['11'\]\), "
-                       "but y holds number labels"):
-        EpisodeSampler(X, y, 1, 1, 1, classes=["11"])
+    with pytest.raises(ValueError, match=r"classes holds string labels \(\['11', "
+                       r"'10'\]\), but y holds number labels"):
+        EpisodeSampler(X, y, 2, 1, 1, classes=["11", "10"])
     with pytest.raises(ValueError, match="group_labels holds string labels"):
         GroupTaskSampler(X, y.astype(float), y, 1, 1, group_labels=["3"])
-    assert EpisodeSampler(X, y, 1, 1, 1, classes=[11]).class_labels.tolist() == [11]
+    assert EpisodeSampler(X, y, 2, 1, 1, classes=[11, 10]).class_labels.tolist() == [
+        10, 11]
 
 
 def test_meta_grid_search_refuses_a_sampler_subclass_it_would_replace(small_estimator):

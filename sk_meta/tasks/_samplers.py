@@ -232,7 +232,7 @@ class EpisodeSampler(_DrawnTasks):
         kept, and episodes hold Series of its rows (unless
         ``shuffle_labels``, whose new labels are numpy arrays).
     n_way : int
-        Number of classes per episode.
+        Number of classes per episode, 2 or more.
     k_shot : int
         Number of support rows per class.
     n_query : int
@@ -329,6 +329,9 @@ class EpisodeSampler(_DrawnTasks):
         self.X = X
         self.y = labels if _is_frame(labels) else y
         self.n_way = positive_int_setting(n_way, "n_way")
+        if self.n_way < 2:
+            raise ValueError("n_way=1: a task of one class has nothing to tell "
+                             "apart (its loss is 0); n_way must be 2 or more")
         self.k_shot = positive_int_setting(k_shot, "k_shot")
         self.n_query = positive_int_setting(n_query, "n_query")
         self.classes = classes
