@@ -145,23 +145,6 @@ def _head_modules():
     import torch.nn.functional as F
     from torch import nn
 
-    class ThroughFLinear(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.hidden, self.out = nn.Linear(64, 16), nn.Linear(16, 3)
-
-        def forward(self, x):
-            return F.linear(torch.relu(self.hidden(x)), self.out.weight, self.out.bias)
-
-    class UnusedLayerAndAScale(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.hidden, self.out = nn.Linear(64, 16), nn.Linear(16, 3)
-            self.unused = nn.Linear(16, 3)
-
-        def forward(self, x):
-            return 2 * self.out(torch.relu(self.hidden(x))) + 1
-
     class UnusedLayer(nn.Module):
         def __init__(self):
             super().__init__()
@@ -170,6 +153,14 @@ def _head_modules():
 
         def forward(self, x):
             return self.out(torch.relu(self.hidden(x)))
+
+    class ThroughFLinear(UnusedLayer):
+        def forward(self, x):
+            return F.linear(torch.relu(self.hidden(x)), self.out.weight, self.out.bias)
+
+    class UnusedLayerAndAScale(UnusedLayer):
+        def forward(self, x):
+            return 2 * self.out(torch.relu(self.hidden(x))) + 1
 
     return ThroughFLinear, UnusedLayerAndAScale, UnusedLayer
 
