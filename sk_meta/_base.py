@@ -27,7 +27,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from sk_meta import _distributed, _fitting, _persistence, _skorch
-from sk_meta._checks import DEFAULT_HIDDEN_LAYER_SIZES, is_auto
+from sk_meta._checks import DEFAULT_HIDDEN_LAYER_SIZES, is_auto, set_all_or_nothing
 from sk_meta._errors import warn_user
 from sk_meta._network import head_rebuilt_with_fixed_rates
 from sk_meta._records import FitResult, MetaResult, MetaTrainingState, record_on_cpu
@@ -463,14 +463,7 @@ class BaseMetaEstimator(BaseEstimator):
             module_params = dict(params.get("module_params", self.module_params) or {})
             module_params.update(nested)
             params["module_params"] = module_params
-        before = self.get_params(deep=False)
-        try:
-            return super().set_params(**params)
-        except Exception:
-            # all or nothing: scikit-learn sets the names before a misspelled one
-            for name, value in before.items():
-                setattr(self, name, value)
-            raise
+        return set_all_or_nothing(self, super().set_params, params)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

@@ -44,3 +44,24 @@ def positive_int_setting(value, name):
         return check_positive_int(value, name)
     except (TypeError, ValueError):
         raise ValueError(f"{name} must be a positive integer, got {value!r}") from None
+
+
+def set_all_or_nothing(estimator, set_params, params, restore=None):
+    """``set_params(**params)``, undone if it raises: scikit-learn's sets the
+    names (and the nested objects' names) before a misspelled one, which
+    would leave a call that failed half done. ``restore`` (default
+    ``set_params``) sets the nested names back."""
+    before = estimator.get_params(deep=True)
+    try:
+        return set_params(**params)
+    except Exception:
+        for name, value in before.items():
+            if "__" not in name:
+                setattr(estimator, name, value)
+        nested = {name: value for name, value in before.items() if "__" in name}
+        if nested:
+            try:
+                (restore or set_params)(**nested)
+            except Exception:  # noqa: BLE001, S110 - the first error is the one to say
+                pass
+        raise

@@ -470,10 +470,11 @@ def _n_outputs_needed(first_groups, checker, tasks, listed=None):
         most = max(most, int(n_way))
     if most < 2:
         raise ValueError(
-            "the meta-training tasks have one class each (those of the first "
-            "meta-batch): a classifier has nothing to tell apart in them (their "
-            "loss is 0, so meta-training would learn nothing); give tasks of 2 "
-            "classes or more")
+            "the tasks of the first meta-batch have one class each: a classifier "
+            "has nothing to tell apart in them (their loss is 0), and the network "
+            "would get one output. Give tasks of 2 classes or more; if later "
+            "tasks have more, give the tasks an n_way attribute, the most classes "
+            "in one task")
     return most
 
 
@@ -698,8 +699,9 @@ def _largest(arrays):
 # scikit-learn's config_context(assume_finite=True) skips the check of NaN
 # and infinite inputs: what they did to the network is said as theirs
 NOT_FINITE_UNCHECKED = (
-    "{what} holds NaN or infinite values, which scikit-learn's "
-    "assume_finite=True let through unchecked; impute or drop them")
+    "{what} holds NaN, infinite values or values too large for float32, which "
+    "scikit-learn's assume_finite=True let through unchecked; impute, drop or "
+    "scale them")
 
 
 def divergence_hint(X_arrays, y_arrays=()):

@@ -409,8 +409,9 @@ class NetworkSpec:
             hidden = tuple(self.hidden_layer_sizes)
             with seeded_torch(seed, torch.device("cpu")):
                 try:
+                    # float32 (sk_meta's), drawn as under the default dtype
                     module = MLP(input_shape[0], hidden, n_outputs, self.activation,
-                                 concat_input=self.concat_input)
+                                 concat_input=self.concat_input, dtype=torch.float32)
                 except (RuntimeError, TypeError, OverflowError) as exc:
                     # torch's allocator, or sizes beyond its 64-bit counts
                     if not re.search("alloc|overflow", str(exc), re.IGNORECASE):
@@ -423,8 +424,7 @@ class NetworkSpec:
                         f"({4 * n_weights / 2**30:.3g} GiB in float32), more than "
                         "this machine could allocate"
                     ) from None
-            # sk_meta computes in float32, whatever torch's default dtype
-            return prepare_module(module.float()), n_outputs
+            return prepare_module(module), n_outputs
         if isinstance(self.module, type):
             module = self._construct(seed) if instance is None else instance
         else:

@@ -150,6 +150,14 @@ def check_saveable(estimator):
     path = os.fsdecode(os.fspath(estimator.checkpoint_path))
     if not path:
         raise ValueError("checkpoint_path is empty; give a file name, or None")
+    given, path = path, _resolved(path)  # save writes through a link
+    if path != given and os.path.islink(path):
+        raise ValueError(f"checkpoint_path={given!r}: its symbolic links form a "
+                         "loop")
+    if os.path.exists(path) and not os.path.isdir(path) and not os.path.isfile(path):
+        # a named pipe would block every checkpoint until someone reads it
+        raise ValueError(f"checkpoint_path={given!r} is no regular file (a device, "
+                         "a named pipe or a socket); give a file name")
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
         raise ValueError(
@@ -175,9 +183,9 @@ def save(estimator, path):
         if record in state:
             check_module_state(state[record].get("module_state", {}), "cannot save")
     if hasattr(path, "write"):
-        if isinstance(path, io.TextIOBase):
-            raise TypeError("save needs a file opened in binary mode ('wb'), "
-                            "not a text file")
+        if isinstance(path, io.TextIOBase) or not _able(path, "writable"):
+            raise TypeError("save needs a file opened for writing in binary mode "
+                            "('wb'), not a text file or one opened for reading")
         torch.save(state, path)
         return
     _write_atomically(state, path)
@@ -196,12 +204,11 @@ def _write_atomically(state, path):
     crash while writing leaves nothing behind; elsewhere a temporary file
     beside ``path`` is removed on any error.
     """
-    path = os.fsdecode(os.fspath(path))  # bytes too, as open() takes them
-    if path and os.path.islink(path):
-        path = os.path.realpath(path)
+    path = _resolved(os.fsdecode(os.fspath(path)))  # bytes too, as open() takes
     if path and os.path.exists(path) and not os.path.isdir(path) and (
             not os.path.isfile(path)):
-        torch.save(state, path)
+        with open(path, "wb") as f:  # a socket: open's own OSError names it
+            torch.save(state, f)
         return
     if not path:
         raise FileNotFoundError(errno.ENOENT, "cannot save to an empty path; give "
@@ -219,20 +226,49 @@ def _write_atomically(state, path):
         directory, f".{os.path.basename(path)}.{uuid.uuid4().hex}.tmp"
     )
     try:
-        mode = stat.S_IMODE(os.stat(path).st_mode)
+        replaced = os.stat(path)
     except FileNotFoundError:
-        mode = None
+        replaced = None
     try:
         if not _write_unnamed_then_link(state, directory, temporary):
             fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
             with os.fdopen(fd, "wb") as f:
                 _save_and_sync(state, f)
-        if mode is not None:  # a replaced file keeps its permissions
-            os.chmod(temporary, mode)
+        if replaced is not None:
+            _keep_owner_and_mode(temporary, replaced)
         os.replace(temporary, path)
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.remove(temporary)
+
+
+def _resolved(path):
+    """``path`` with its symbolic links followed (save writes through them)."""
+    return os.path.realpath(path) if path and os.path.islink(path) else path
+
+
+def _keep_owner_and_mode(new, replaced):
+    """Give the file ``new`` the owner and permissions of the file it
+    replaces (``replaced``, an os.stat result), as writing into it would;
+    where the owner cannot be kept (not root), setuid and setgid are dropped,
+    as ``cp -p`` drops them, so no other user's program becomes this one's."""
+    mode = stat.S_IMODE(replaced.st_mode)
+    if (replaced.st_uid, replaced.st_gid) != (os.geteuid(), os.getegid()):
+        try:
+            os.chown(new, replaced.st_uid, replaced.st_gid)
+        except PermissionError:
+            mode &= ~(stat.S_ISUID | stat.S_ISGID)
+    os.chmod(new, mode)  # after chown, which clears setuid and setgid
+
+
+def _able(file, ability):
+    """Whether a file object says it is readable (writable); one that does
+    not say is taken at its word."""
+    method = getattr(file, ability, None)
+    try:
+        return True if method is None else bool(method())
+    except (ValueError, OSError):  # a closed file: its own error comes later
+        return True
 
 
 def _write_unnamed_then_link(state, directory, name):
@@ -322,11 +358,20 @@ def source_name(source):
 def read(path):
     """The file's top-level dict, or a ValueError saying why it is not one.
     ``path`` may be a binary file object, read from where it stands."""
+    at_end = ""
     if hasattr(path, "read"):
+        if isinstance(path, io.TextIOBase) or not _able(path, "readable"):
+            raise TypeError("load needs a file opened for reading in binary mode "
+                            "('rb'), not a text file or one opened for writing")
         data = path.read()
-        if not isinstance(data, bytes):
-            raise TypeError("load needs a file opened in binary mode ('rb'), not "
-                            "a text file")
+        if isinstance(data, str):
+            raise TypeError("load needs a file opened for reading in binary mode "
+                            "('rb'), not a text file")
+        data = bytes(data)
+        with contextlib.suppress(AttributeError, OSError, ValueError):
+            if not data and path.tell() > 0:
+                at_end = (" nothing is left to read from its current position "
+                          "(seek(0) to read it from the start)")
         path, contents = source_name(path), io.BytesIO(data)
     else:
         path = contents = os.fsdecode(os.fspath(path))  # bytes too, as save takes
@@ -337,7 +382,8 @@ def read(path):
         with open(path, "rb") as file:
             data = file.read(6)
     if not data:
-        raise ValueError(f"{path} is not a valid sk_meta file: it is empty")
+        raise ValueError(f"{path} is not a valid sk_meta file: "
+                         + (at_end or "it is empty"))
     start = data[:6]
     if start[:1] == b"\x80":  # pickle's protocol opcode: not a zip, as save writes
         raise ValueError(

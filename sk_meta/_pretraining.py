@@ -69,11 +69,13 @@ def pretrain_body(module, X, codes, *, seed, device, max_time=None):
     # (FIDELITY.md, twenty-fifth run)
     generator = torch.Generator().manual_seed(int(seed))
     bound = 1 / math.sqrt(in_features)
-    head = torch.nn.Linear(in_features, n_classes, device="meta").to_empty(device="cpu")
+    # in the body's dtype: the same draws whatever torch's default dtype
+    head = torch.nn.Linear(in_features, n_classes, device="meta",
+                           dtype=net.layers[0].weight.dtype).to_empty(device="cpu")
     with torch.no_grad():
         head.weight.uniform_(-bound, bound, generator=generator)
         head.bias.uniform_(-bound, bound, generator=generator)
-    net.layers[-1] = head.to(device=device, dtype=net.layers[0].weight.dtype)
+    net.layers[-1] = head.to(device=device)
     X = torch.from_numpy(X).to(device)
     codes = torch.from_numpy(codes).to(device)
     optimizer = torch.optim.Adam(net.parameters(), lr=PRETRAIN_LR)

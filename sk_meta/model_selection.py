@@ -39,6 +39,7 @@ from sk_meta._checks import (
     MAX_VALIDATION_TASKS,
     is_auto,
     is_int,
+    set_all_or_nothing,
 )
 from sk_meta._errors import (
     handling_warnings,
@@ -1327,23 +1328,17 @@ class MetaGridSearch(MetaEstimatorMixin, BaseEstimator):
         self : MetaGridSearch
         """
         # all or nothing: a misspelled name leaves the search, its estimator
-        # and best_estimator_ as they were
-        own, estimator = self.get_params(deep=False), self.estimator
-        estimator_params = (estimator.get_params(deep=False)
-                            if hasattr(estimator, "get_params") else None)
-        try:
-            super().set_params(**params)
+        # and best_estimator_ as they were (the last step, itself all or nothing)
+        def set_both(**params):
+            super(MetaGridSearch, self).set_params(**params)
             prefix = "estimator__"
             nested = {name[len(prefix):]: value for name, value in params.items()
                       if name.startswith(prefix)}
             if nested and hasattr(self, "best_estimator_"):
                 self.best_estimator_.set_params(**nested)
-        except Exception:
-            for name, value in own.items():
-                setattr(self, name, value)
-            if estimator_params is not None:
-                estimator.set_params(**estimator_params)
-            raise
+
+        # set back on the search alone: best_estimator_ holds the chosen values
+        set_all_or_nothing(self, set_both, params, restore=super().set_params)
         if not hasattr(self, "best_estimator_"):
             return self
         # said at fit: a meta_fit may come first, and search again

@@ -204,7 +204,8 @@ def test_one_class_tasks_are_refused():
                   X_DIGITS[Y_DIGITS == c][3:6], Y_DIGITS[Y_DIGITS == c][3:6])
                  for c in range(4)]
     est = FOMAMLClassifier(hidden_layer_sizes=(8,), n_meta_iter=3, random_state=0)
-    with pytest.raises(ValueError, match="one class each"):
+    with pytest.raises(ValueError, match="first meta-batch have one class each.*"
+                                         "an n_way attribute"):
         est.meta_fit(one_class)
     assert not hasattr(est, "n_meta_iter_")
 
@@ -372,9 +373,113 @@ def test_nan_let_through_by_assume_finite_is_named():
     X_support, X_query = task.X_support.copy(), task.X_query.copy()
     X_support[0, 0] = X_query[0, 0] = np.nan
     with sklearn.config_context(assume_finite=True):
-        with pytest.raises(DivergenceError, match="NaN or infinite values, which "
-                                                  "scikit-learn's assume_finite"):
+        with pytest.raises(DivergenceError, match="holds NaN, infinite values or "
+                                                  "values too large for float32, "
+                                                  "which scikit-learn's assume_finite"):
             est.fit(X_support, task.y_support)
         est.fit(task.X_support, task.y_support)
-        with pytest.raises(ValueError, match="X holds NaN or infinite values"):
+        with pytest.raises(ValueError, match="X holds NaN, infinite values"):
             est.predict(X_query)
+
+
+def test_checkpoint_path_is_checked_through_links_and_refused_off_files(tmp_path):
+    """The check before meta-training looked at a link's own directory (every
+    checkpoint then failed); a named pipe blocked the first checkpoint until
+    someone read it."""
+    import os
+
+    dangling = tmp_path / "link"
+    os.symlink(tmp_path / "missing" / "checkpoint.skm", dangling)
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    for path, message in ((dangling, "does not exist"), (fifo, "no regular file")):
+        est = FOMAMLClassifier(hidden_layer_sizes=(8,), n_meta_iter=2,
+                               checkpoint_path=path, checkpoint_every=1)
+        with pytest.raises(ValueError, match=message):
+            est.meta_fit(_sampler())
+    # a link to a file in a directory that exists is written through
+    target = tmp_path / "checkpoint.skm"
+    os.symlink(target, tmp_path / "latest")
+    FOMAMLClassifier(hidden_layer_sizes=(8,), n_meta_iter=2,
+                     checkpoint_path=tmp_path / "latest").meta_fit(_sampler())
+    assert target.is_file() and (tmp_path / "latest").is_symlink()
+
+
+def test_file_objects_of_the_wrong_mode_or_position_are_named(tmp_path):
+    import io
+
+    import sk_meta
+
+    est = _fitted()
+    path = tmp_path / "model.skm"
+    est.save(path)
+    with open(path, "rb") as file, pytest.raises(TypeError, match="opened for writing"):
+        est.save(file)
+    with open(tmp_path / "other", "wb") as file, pytest.raises(
+            TypeError, match="opened for reading"):
+        sk_meta.load(file)
+    with open(path) as file, pytest.raises(TypeError, match="binary mode"):
+        sk_meta.load(file)  # a text file: refused before it is read
+    buffer = io.BytesIO(path.read_bytes())
+    buffer.seek(0, io.SEEK_END)
+    with pytest.raises(ValueError, match="nothing is left to read from its current "
+                                         "position"):
+        sk_meta.load(buffer)
+
+
+def test_a_replaced_file_of_another_owner_keeps_its_owner_or_loses_setuid(tmp_path):
+    """As root, a file of another user came back owned by root, and one with
+    the setuid bit became a setuid-root file."""
+    import os
+    import stat
+
+    est = _fitted()
+    path = tmp_path / "model.skm"
+    est.save(path)
+    if os.geteuid() == 0:
+        os.chown(path, 65534, 65534)  # nobody
+        os.chmod(path, 0o4750)  # after chown, which clears setuid
+        est.save(path)
+        info = os.stat(path)
+        assert (info.st_uid, info.st_gid) == (65534, 65534)
+        assert stat.S_IMODE(info.st_mode) == 0o4750
+    else:  # one's own file keeps its bits
+        os.chmod(path, 0o4750)
+        est.save(path)
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o4750
+
+
+def test_the_default_network_draws_the_same_weights_under_a_float64_default():
+    """Its weights were drawn in float64 and cast: another model for the same
+    random_state."""
+    import torch
+
+    def trained():
+        est = FOMAMLClassifier(hidden_layer_sizes=(8,), n_meta_iter=2, random_state=0)
+        return {k: v.clone() for k, v in est.meta_fit(_sampler()).meta_params_.items()}
+
+    as_float32 = trained()
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        as_float64 = trained()
+    finally:
+        torch.set_default_dtype(previous)
+    for name, value in as_float32.items():
+        torch.testing.assert_close(as_float64[name], value, rtol=0, atol=0)
+
+
+def test_set_params_undoes_nested_names_too():
+    """The rollback restored the estimator's own parameters, not those of
+    the objects inside it (a pipeline in a search)."""
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from sk_meta.model_selection import MetaGridSearch
+
+    search = MetaGridSearch(make_pipeline(StandardScaler(), FOMAMLClassifier()),
+                            {"fomamlclassifier__inner_lr": [0.1]})
+    with pytest.raises(ValueError):
+        search.set_params(estimator__standardscaler__with_mean=False,
+                          estimator__fomamlclassifier__tpyo=1)
+    assert search.estimator.steps[0][1].with_mean is True

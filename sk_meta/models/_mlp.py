@@ -40,6 +40,10 @@ class MLP(nn.Module):
         head, the class prototypes then include the raw features, so a
         new task is never left with only features learned on other
         classes; this helps when meta-training classes are few.
+    dtype : torch.dtype, default=None
+        The weights' dtype; None: torch's default. The estimators build their
+        default network in float32, whatever the default (the same weights
+        for a seed under ``torch.set_default_dtype(torch.float64)``).
 
     Examples
     --------
@@ -51,7 +55,7 @@ class MLP(nn.Module):
     """
 
     def __init__(self, n_features, hidden_layer_sizes=(64, 64), n_outputs=1,
-                 activation="relu", concat_input=False):
+                 activation="relu", concat_input=False, dtype=None):
         super().__init__()
         if isinstance(hidden_layer_sizes, (str, numbers.Integral)) or not isinstance(
                 hidden_layer_sizes, Iterable):
@@ -69,9 +73,11 @@ class MLP(nn.Module):
         # without hidden layers the output layer sees the inputs already
         self.concat_input = bool(concat_input) and len(hidden_layer_sizes) > 0
         sizes = [n_features, *hidden_layer_sizes]
-        layers = [nn.Linear(n_in, n_out) for n_in, n_out in zip(sizes[:-1], sizes[1:])]
+        layers = [nn.Linear(n_in, n_out, dtype=dtype)
+                  for n_in, n_out in zip(sizes[:-1], sizes[1:])]
         head_width = sizes[-1] + (n_features if self.concat_input else 0)
-        self.layers = nn.ModuleList([*layers, nn.Linear(head_width, n_outputs)])
+        self.layers = nn.ModuleList([*layers,
+                                     nn.Linear(head_width, n_outputs, dtype=dtype)])
 
     def forward(self, X):
         """Outputs of ``X`` of shape ``(n_samples, n_features)``."""
