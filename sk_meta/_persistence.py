@@ -370,7 +370,7 @@ def read(path):
         data = bytes(data)
         with contextlib.suppress(AttributeError, OSError, ValueError):
             if not data and path.tell() > 0:
-                at_end = (" nothing is left to read from its current position "
+                at_end = ("nothing is left to read from its current position "
                           "(seek(0) to read it from the start)")
         path, contents = source_name(path), io.BytesIO(data)
     else:
