@@ -439,7 +439,8 @@ class InnerLoop:
         names = self._trainable_names(params) or list(params)
         if mode == "per_layer_step":
             return {name: torch.full((self.settings.meta_steps,), self.settings.lr,
-                                     device=params[name].device)
+                                     device=params[name].device,
+                                     dtype=params[name].dtype)
                     for name in names}
         return {name: torch.full_like(params[name], self.settings.lr)
                 for name in names}

@@ -42,8 +42,8 @@ def plain_value(value, name):
         return value.item()
     if isinstance(value, os.PathLike):
         return os.fspath(value)
-    if isinstance(value, torch.device):
-        return str(value)
+    if isinstance(value, (torch.device, torch.dtype)):
+        return str(value)  # "torch.float32": a dtype, as MLP(dtype=) takes it
     if isinstance(value, np.ndarray) and value.dtype.kind in "biuf":
         # a tensor, read back as the array (a list would reach the module)
         return torch.from_numpy(np.array(value, dtype=value.dtype.newbyteorder("=")))
@@ -151,9 +151,12 @@ def check_saveable(estimator):
     if not path:
         raise ValueError("checkpoint_path is empty; give a file name, or None")
     given, path = path, _resolved(path)  # save writes through a link
-    if path != given and os.path.islink(path):
-        raise ValueError(f"checkpoint_path={given!r}: its symbolic links form a "
-                         "loop")
+    try:
+        os.stat(given)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise ValueError(f"checkpoint_path={given!r}: its symbolic links form "
+                             "a loop") from None
     if os.path.exists(path) and not os.path.isdir(path) and not os.path.isfile(path):
         # a named pipe would block every checkpoint until someone reads it
         raise ValueError(f"checkpoint_path={given!r} is no regular file (a device, "
@@ -183,7 +186,7 @@ def save(estimator, path):
         if record in state:
             check_module_state(state[record].get("module_state", {}), "cannot save")
     if hasattr(path, "write"):
-        if isinstance(path, io.TextIOBase) or not _able(path, "writable"):
+        if not _able(path, "writable"):
             raise TypeError("save needs a file opened for writing in binary mode "
                             "('wb'), not a text file or one opened for reading")
         torch.save(state, path)
@@ -256,18 +259,21 @@ def _keep_owner_and_mode(new, replaced):
     if (replaced.st_uid, replaced.st_gid) != (os.geteuid(), os.getegid()):
         try:
             os.chown(new, replaced.st_uid, replaced.st_gid)
-        except PermissionError:
+        except OSError:  # not root, or an owner a user namespace does not map
             mode &= ~(stat.S_ISUID | stat.S_ISGID)
     os.chmod(new, mode)  # after chown, which clears setuid and setgid
 
 
 def _able(file, ability):
-    """Whether a file object says it is readable (writable); one that does
-    not say is taken at its word."""
+    """Whether a file object says it is binary and readable (writable); one
+    that does not say is taken at its word."""
+    mode = getattr(file, "mode", None)  # a tempfile wrapper of a text file
+    if isinstance(file, io.TextIOBase) or (isinstance(mode, str) and "b" not in mode):
+        return False
     method = getattr(file, ability, None)
     try:
-        return True if method is None else bool(method())
-    except (ValueError, OSError):  # a closed file: its own error comes later
+        return bool(method()) if callable(method) else method is None or bool(method)
+    except Exception:  # noqa: BLE001 - a closed file: its own error comes later
         return True
 
 
@@ -360,13 +366,14 @@ def read(path):
     ``path`` may be a binary file object, read from where it stands."""
     at_end = ""
     if hasattr(path, "read"):
-        if isinstance(path, io.TextIOBase) or not _able(path, "readable"):
+        if not _able(path, "readable"):
             raise TypeError("load needs a file opened for reading in binary mode "
                             "('rb'), not a text file or one opened for writing")
         data = path.read()
-        if isinstance(data, str):
+        if not isinstance(data, (bytes, bytearray, memoryview)):
             raise TypeError("load needs a file opened for reading in binary mode "
-                            "('rb'), not a text file")
+                            f"('rb'), whose read() returns bytes; it returned "
+                            f"{type(data).__name__}")
         data = bytes(data)
         with contextlib.suppress(AttributeError, OSError, ValueError):
             if not data and path.tell() > 0:

@@ -80,6 +80,8 @@ def _concatenate(parts):
         import pandas as pd  # only reached with DataFrames, so pandas is there
 
         return pd.concat(parts, ignore_index=True)
+    if any(sparse.issparse(part) for part in parts):
+        return sparse.vstack(parts, format="csr")
     return np.concatenate([np.asarray(part) for part in parts])
 
 

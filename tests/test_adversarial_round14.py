@@ -483,3 +483,137 @@ def test_set_params_undoes_nested_names_too():
         search.set_params(estimator__standardscaler__with_mean=False,
                           estimator__fomamlclassifier__tpyo=1)
     assert search.estimator.steps[0][1].with_mean is True
+
+
+def test_save_goes_through_when_the_owner_cannot_be_given_back(tmp_path, monkeypatch):
+    """In a user namespace chown fails with EINVAL, not EPERM: the save
+    failed where it had worked."""
+    import errno
+    import os
+    import stat
+
+    import sk_meta
+
+    est = _fitted()
+    path = tmp_path / "model.skm"
+    est.save(path)
+    os.chmod(path, 0o2770)
+    real_stat = os.stat
+
+    def foreign_owner(target, *args, **kwargs):
+        info = real_stat(target, *args, **kwargs)
+        if str(target) == str(path):
+            values = list(info)
+            values[stat.ST_UID] = values[stat.ST_GID] = 54321
+            return os.stat_result(values)
+        return info
+
+    def unmapped(*args, **kwargs):
+        raise OSError(errno.EINVAL, "Invalid argument")
+
+    monkeypatch.setattr(os, "stat", foreign_owner)
+    monkeypatch.setattr(os, "chown", unmapped)
+    est.save(path)
+    monkeypatch.undo()
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o770  # setgid dropped
+    assert sk_meta.load(path).n_meta_iter_ == 2
+
+
+def test_a_checkpoint_path_in_a_loop_of_links_is_refused(tmp_path):
+    import os
+
+    first, second = tmp_path / "first", tmp_path / "second"
+    os.symlink(second, first)
+    os.symlink(first, second)
+    for path in (first, str(first)):
+        est = FOMAMLClassifier(hidden_layer_sizes=(8,), n_meta_iter=2,
+                               checkpoint_path=path)
+        with pytest.raises(ValueError, match="symbolic links form a loop"):
+            est.meta_fit(_sampler())
+
+
+def test_text_mode_temporary_files_and_odd_readers_are_named():
+    import io
+    import tempfile
+
+    import sk_meta
+
+    est = _fitted()
+    with tempfile.NamedTemporaryFile(mode="w+") as file, pytest.raises(
+            TypeError, match="binary mode"):
+        est.save(file)
+
+    class ReadsNothing(io.RawIOBase):
+        def readable(self):
+            return True
+
+        def read(self, size=-1):
+            return None
+
+    with pytest.raises(TypeError, match="whose read\\(\\) returns bytes; it "
+                                        "returned NoneType"):
+        sk_meta.load(ReadsNothing())
+
+
+def test_learned_rates_are_float32_under_a_float64_default():
+    import torch
+
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        est = FOMAMLClassifier(hidden_layer_sizes=(8,), n_meta_iter=2,
+                               inner_lr_mode="per_layer_step", random_state=0)
+        est.meta_fit(_sampler())
+    finally:
+        torch.set_default_dtype(previous)
+    assert {torch.as_tensor(r).dtype for r in est.inner_lrs_.values()} == {
+        torch.float32}
+
+
+def test_sparse_tasks_through_a_pipeline_are_named_not_a_numpy_error():
+    """Sparse task inputs failed in numpy ('zero-dimensional arrays cannot be
+    concatenated') before any step ran."""
+    from scipy import sparse
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import MaxAbsScaler
+
+    from sk_meta.pipeline import meta_fit_pipeline
+
+    tasks = [(sparse.csr_matrix(t.X_support), t.y_support,
+              sparse.csr_matrix(t.X_query), t.y_query)
+             for t in EpisodeSampler(X_DIGITS, Y_DIGITS, 3, 2, 3, classes=range(7),
+                                     n_tasks=4, random_state=0)]
+    with pytest.raises(TypeError, match="the pipeline's preprocessing outputs a "
+                                        "sparse matrix"):
+        meta_fit_pipeline(make_pipeline(MaxAbsScaler(), FOMAMLClassifier(
+            hidden_layer_sizes=(8,), n_meta_iter=2)), tasks)
+
+
+def test_an_mlp_dtype_in_module_params_is_saved_by_name():
+    """MLP(dtype=...) through module_params could not be saved ('parameter
+    module_params=torch.float32 cannot be saved'), and dtype names gave
+    torch's raw error."""
+    import io
+
+    import torch
+
+    import sk_meta
+    from sk_meta.models import MLP
+
+    assert MLP(3, (4,), 2, dtype="float32").layers[0].weight.dtype == torch.float32
+    assert MLP(3, (4,), 2, dtype="torch.float64").layers[0].weight.dtype == (
+        torch.float64)
+    for bad in ("int32", np.float32, "float"[:3]):
+        with pytest.raises(TypeError, match="torch floating dtype"):
+            MLP(3, (4,), 2, dtype=bad)
+    est = FOMAMLClassifier(module=MLP, module_params={
+        "n_features": 64, "hidden_layer_sizes": (8,), "n_outputs": 3,
+        "dtype": torch.float32}, n_meta_iter=2, random_state=0).meta_fit(_sampler())
+    buffer = io.BytesIO()
+    est.save(buffer)
+    buffer.seek(0)
+    loaded = sk_meta.load(buffer, module=MLP)
+    task = next(iter(_sampler()))
+    np.testing.assert_array_equal(
+        loaded.fit(task.X_support, task.y_support).predict_proba(task.X_query),
+        est.fit(task.X_support, task.y_support).predict_proba(task.X_query))

@@ -16,6 +16,21 @@ _ACTIVATIONS = {
 }
 
 
+def _floating_dtype(dtype):
+    """A torch floating dtype from itself or its name (None stays None)."""
+    if dtype is None or isinstance(dtype, torch.dtype):
+        named = dtype
+    elif isinstance(dtype, str):
+        named = getattr(torch, dtype.removeprefix("torch."), None)
+    else:
+        named = None
+    if dtype is not None and not (isinstance(named, torch.dtype)
+                                  and named.is_floating_point):
+        raise TypeError(f"dtype must be a torch floating dtype, such as "
+                        f"torch.float32, or its name; got {dtype!r}")
+    return named
+
+
 class MLP(nn.Module):
     """Fully connected network ``n_features -> hidden_layer_sizes -> n_outputs``.
 
@@ -40,10 +55,12 @@ class MLP(nn.Module):
         head, the class prototypes then include the raw features, so a
         new task is never left with only features learned on other
         classes; this helps when meta-training classes are few.
-    dtype : torch.dtype, default=None
-        The weights' dtype; None: torch's default. The estimators build their
-        default network in float32, whatever the default (the same weights
-        for a seed under ``torch.set_default_dtype(torch.float64)``).
+    dtype : torch.dtype or str, default=None
+        The weights' floating dtype (``torch.float32``, or its name,
+        ``"float32"``, as a saved estimator's ``module_params`` hold it);
+        None: torch's default. The estimators build their default network in
+        float32, whatever the default (the same weights for a seed under
+        ``torch.set_default_dtype(torch.float64)``).
 
     Examples
     --------
@@ -70,6 +87,7 @@ class MLP(nn.Module):
                 f"activation must be one of {sorted(_ACTIVATIONS)}, got {activation!r}"
             )
         self.activation = activation
+        dtype = _floating_dtype(dtype)
         # without hidden layers the output layer sees the inputs already
         self.concat_input = bool(concat_input) and len(hidden_layer_sizes) > 0
         sizes = [n_features, *hidden_layer_sizes]
