@@ -42,8 +42,10 @@ def plain_value(value, name):
         return value.item()
     if isinstance(value, os.PathLike):
         return os.fspath(value)
-    if isinstance(value, (torch.device, torch.dtype)):
-        return str(value)  # "torch.float32": a dtype, as MLP(dtype=) takes it
+    if isinstance(value, torch.device):
+        return str(value)
+    if isinstance(value, torch.dtype):  # read back as the dtype
+        return {_DTYPE_KEY: str(value).removeprefix("torch.")}
     if isinstance(value, np.ndarray) and value.dtype.kind in "biuf":
         # a tensor, read back as the array (a list would reach the module)
         return torch.from_numpy(np.array(value, dtype=value.dtype.newbyteorder("=")))
@@ -57,14 +59,21 @@ def plain_value(value, name):
     )
 
 
+# how plain_value saves a torch dtype: {_DTYPE_KEY: "float32"}
+_DTYPE_KEY = "sk_meta:torch.dtype"
+
+
 def restored_params(value):
     """The parameters as :func:`plain_value` saved them, numpy arrays read
-    back as arrays."""
+    back as arrays and dtypes as dtypes."""
     if isinstance(value, torch.Tensor):
         return value.numpy()
     if isinstance(value, (list, tuple)):
         return type(value)(restored_params(v) for v in value)
     if isinstance(value, dict):
+        dtype = getattr(torch, str(value.get(_DTYPE_KEY)), None)
+        if len(value) == 1 and isinstance(dtype, torch.dtype):
+            return dtype
         return {k: restored_params(v) for k, v in value.items()}
     return value
 
@@ -153,10 +162,12 @@ def check_saveable(estimator):
     given, path = path, _resolved(path)  # save writes through a link
     try:
         os.stat(given)
+    except ValueError as exc:  # an embedded null byte
+        raise ValueError(f"checkpoint_path={given!r}: {exc}") from None
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             raise ValueError(f"checkpoint_path={given!r}: its symbolic links form "
-                             "a loop") from None
+                             "a loop, or a chain too long to follow") from None
     if os.path.exists(path) and not os.path.isdir(path) and not os.path.isfile(path):
         # a named pipe would block every checkpoint until someone reads it
         raise ValueError(f"checkpoint_path={given!r} is no regular file (a device, "
@@ -256,7 +267,8 @@ def _keep_owner_and_mode(new, replaced):
     where the owner cannot be kept (not root), setuid and setgid are dropped,
     as ``cp -p`` drops them, so no other user's program becomes this one's."""
     mode = stat.S_IMODE(replaced.st_mode)
-    if (replaced.st_uid, replaced.st_gid) != (os.geteuid(), os.getegid()):
+    created = os.stat(new)  # a setgid directory gives it the directory's group
+    if (replaced.st_uid, replaced.st_gid) != (created.st_uid, created.st_gid):
         try:
             os.chown(new, replaced.st_uid, replaced.st_gid)
         except OSError:  # not root, or an owner a user namespace does not map
@@ -267,8 +279,9 @@ def _keep_owner_and_mode(new, replaced):
 def _able(file, ability):
     """Whether a file object says it is binary and readable (writable); one
     that does not say is taken at its word."""
-    mode = getattr(file, "mode", None)  # a tempfile wrapper of a text file
-    if isinstance(file, io.TextIOBase) or (isinstance(mode, str) and "b" not in mode):
+    # a tempfile wrapper holds its file in .file
+    if isinstance(file, io.TextIOBase) or isinstance(getattr(file, "file", None),
+                                                     io.TextIOBase):
         return False
     method = getattr(file, ability, None)
     try:
@@ -370,11 +383,12 @@ def read(path):
             raise TypeError("load needs a file opened for reading in binary mode "
                             "('rb'), not a text file or one opened for writing")
         data = path.read()
-        if not isinstance(data, (bytes, bytearray, memoryview)):
+        try:
+            data = bytes(memoryview(data))  # any buffer of bytes
+        except TypeError:
             raise TypeError("load needs a file opened for reading in binary mode "
                             f"('rb'), whose read() returns bytes; it returned "
-                            f"{type(data).__name__}")
-        data = bytes(data)
+                            f"{type(data).__name__}") from None
         with contextlib.suppress(AttributeError, OSError, ValueError):
             if not data and path.tell() > 0:
                 at_end = ("nothing is left to read from its current position "

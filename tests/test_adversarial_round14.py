@@ -613,7 +613,69 @@ def test_an_mlp_dtype_in_module_params_is_saved_by_name():
     est.save(buffer)
     buffer.seek(0)
     loaded = sk_meta.load(buffer, module=MLP)
+    assert loaded.module_params["dtype"] is torch.float32  # the dtype, not a name
     task = next(iter(_sampler()))
     np.testing.assert_array_equal(
         loaded.fit(task.X_support, task.y_support).predict_proba(task.X_query),
         est.fit(task.X_support, task.y_support).predict_proba(task.X_query))
+    # a module that hands the dtype to torch loads too, and warm-starts
+    est = FOMAMLClassifier(module=torch.nn.Linear, module_params={
+        "in_features": 64, "out_features": 3, "dtype": torch.float32},
+        n_meta_iter=2, random_state=0).meta_fit(_sampler())
+    buffer = io.BytesIO()
+    est.save(buffer)
+    buffer.seek(0)
+    loaded = sk_meta.load(buffer, module=torch.nn.Linear)
+    loaded.set_params(warm_start=True, n_meta_iter=3,
+                      module_params=est.module_params).meta_fit(_sampler())
+    assert loaded.n_meta_iter_ == 3
+    with pytest.raises(TypeError, match="torch floating dtype"):
+        MLP(3, (4,), 2, dtype="float8_e4m3fn")
+
+
+def test_files_inside_zip_archives_and_buffer_readers_load(tmp_path):
+    """A zip member's file object says mode 'r' (no 'b') and was refused as
+    a text file; a read() returning another buffer of bytes was refused."""
+    import array
+    import io
+    import zipfile
+
+    import sk_meta
+
+    est = _fitted()
+    path = tmp_path / "model.skm"
+    est.save(path)
+    with zipfile.ZipFile(tmp_path / "models.zip", "w") as archive:
+        archive.write(path, "model.skm")
+    with zipfile.ZipFile(tmp_path / "models.zip") as archive:
+        assert sk_meta.load(archive.open("model.skm")).n_meta_iter_ == 2
+
+    class ArrayReader(io.RawIOBase):
+        def readable(self):
+            return True
+
+        def read(self, size=-1):
+            return array.array("B", path.read_bytes())
+
+    assert sk_meta.load(ArrayReader()).n_meta_iter_ == 2
+
+
+def test_a_file_saved_over_in_a_setgid_directory_keeps_its_group(tmp_path):
+    """The new file took the directory's group (the owner check compared the
+    old owner with the process's, not with the new file's)."""
+    import os
+
+    est = _fitted()
+    if os.geteuid() != 0:
+        pytest.skip("needs root to give the directory another group")
+    directory = tmp_path / "shared"
+    directory.mkdir()
+    os.chown(directory, 0, 65534)
+    os.chmod(directory, 0o2775)
+    path = directory / "model.skm"
+    est.save(path)
+    os.chown(path, 0, 0)
+    os.chmod(path, 0o640)
+    est.save(path)
+    info = os.stat(path)
+    assert (info.st_uid, info.st_gid, info.st_mode & 0o7777) == (0, 0, 0o640)

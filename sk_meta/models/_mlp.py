@@ -16,6 +16,10 @@ _ACTIVATIONS = {
 }
 
 
+# the dtypes nn.Linear can initialize (not the float8 ones)
+_FLOATING = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
 def _floating_dtype(dtype):
     """A torch floating dtype from itself or its name (None stays None)."""
     if dtype is None or isinstance(dtype, torch.dtype):
@@ -24,8 +28,7 @@ def _floating_dtype(dtype):
         named = getattr(torch, dtype.removeprefix("torch."), None)
     else:
         named = None
-    if dtype is not None and not (isinstance(named, torch.dtype)
-                                  and named.is_floating_point):
+    if dtype is not None and named not in _FLOATING:
         raise TypeError(f"dtype must be a torch floating dtype, such as "
                         f"torch.float32, or its name; got {dtype!r}")
     return named
