@@ -17,7 +17,7 @@ from sk_meta._errors import warn_user
 from sk_meta._torch_utils import seeded_torch
 from sk_meta.exceptions import FrozenParametersWarning
 from sk_meta.functional import prepare_module
-from sk_meta.functional._forward import copy_network
+from sk_meta.functional._forward import check_not_torchscript, copy_network
 from sk_meta.functional._heads import check_has_linear_layer
 from sk_meta.models import MLP
 
@@ -340,6 +340,7 @@ class NetworkSpec:
             )
         else:
             module, instance = self.module, None
+        check_not_torchscript(module)  # said before its layers are looked for
         _check_trainable(module)
         if seed is not None:  # meta_fit, before a task is read
             copy_network(module)

@@ -207,6 +207,9 @@ def test_a_torchscript_module_is_refused_clearly(head_init, compiled):
     X, y, _, _ = _tasks()[0]
     with pytest.raises(TypeError, match="TorchScript module.*before torch.jit.script"):
         MAMLClassifier(module, head_init=head_init).fit(X, y)
+    # meta_fit too: it named no nn.Linear layer first under the prototype head
+    with pytest.raises(TypeError, match="TorchScript module.*before torch.jit.script"):
+        MAMLClassifier(module, head_init=head_init, n_meta_iter=1).meta_fit(_tasks())
     with pytest.raises(TypeError, match="TorchScript"):
         F.prepare_module(module)
 

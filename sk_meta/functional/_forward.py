@@ -27,6 +27,17 @@ def copy_network(module):
         ) from None
 
 
+def check_not_torchscript(module):
+    """Refuse a TorchScript module, whose weights ``functional_call`` cannot
+    replace (before any check that would look for its layers)."""
+    if isinstance(module, torch.jit.ScriptModule):
+        raise TypeError(
+            f"{type(module).__name__} is a TorchScript module, which "
+            "torch.func.functional_call cannot run with each task's weights; "
+            "pass the module before torch.jit.script or torch.jit.trace"
+        )
+
+
 def prepare_module(module):
     """Copy ``module`` into the form the functional core runs.
 
@@ -46,12 +57,7 @@ def prepare_module(module):
     module : torch.nn.Module
         The copy.
     """
-    if isinstance(module, torch.jit.ScriptModule):
-        raise TypeError(
-            f"{type(module).__name__} is a TorchScript module, which "
-            "torch.func.functional_call cannot run with each task's weights; "
-            "pass the module before torch.jit.script or torch.jit.trace"
-        )
+    check_not_torchscript(module)
     _refuse_aliased_submodules(module)
     module = copy_network(module)
     replace_all_batch_norm_modules_(module)
