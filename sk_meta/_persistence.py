@@ -168,6 +168,9 @@ def check_saveable(estimator):
         if exc.errno == errno.ELOOP:
             raise ValueError(f"checkpoint_path={given!r}: its symbolic links form "
                              "a loop, or a chain too long to follow") from None
+        if exc.errno == errno.ENAMETOOLONG:
+            raise ValueError(f"checkpoint_path={given!r}: the name is too long "
+                             "for the file system") from None
     if os.path.exists(path) and not os.path.isdir(path) and not os.path.isfile(path):
         # a named pipe would block every checkpoint until someone reads it
         raise ValueError(f"checkpoint_path={given!r} is no regular file (a device, "
@@ -279,9 +282,9 @@ def _keep_owner_and_mode(new, replaced):
 def _able(file, ability):
     """Whether a file object says it is binary and readable (writable); one
     that does not say is taken at its word."""
-    # a tempfile wrapper holds its file in .file
-    if isinstance(file, io.TextIOBase) or isinstance(getattr(file, "file", None),
-                                                     io.TextIOBase):
+    # tempfile's wrappers hold their file in .file or ._file
+    if any(isinstance(f, io.TextIOBase) for f in (
+            file, getattr(file, "file", None), getattr(file, "_file", None))):
         return False
     method = getattr(file, ability, None)
     try:

@@ -530,6 +530,10 @@ def test_a_checkpoint_path_in_a_loop_of_links_is_refused(tmp_path):
                                checkpoint_path=path)
         with pytest.raises(ValueError, match="symbolic links form a loop"):
             est.meta_fit(_sampler())
+    est = FOMAMLClassifier(hidden_layer_sizes=(8,), n_meta_iter=2,
+                           checkpoint_path=tmp_path / ("x" * 300))
+    with pytest.raises(ValueError, match="the name is too long"):
+        est.meta_fit(_sampler())
 
 
 def test_text_mode_temporary_files_and_odd_readers_are_named():
@@ -540,6 +544,9 @@ def test_text_mode_temporary_files_and_odd_readers_are_named():
 
     est = _fitted()
     with tempfile.NamedTemporaryFile(mode="w+") as file, pytest.raises(
+            TypeError, match="binary mode"):
+        est.save(file)
+    with tempfile.SpooledTemporaryFile(mode="w+") as file, pytest.raises(
             TypeError, match="binary mode"):
         est.save(file)
 
