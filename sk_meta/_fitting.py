@@ -630,7 +630,12 @@ def adapt_to_support(estimator, X, y_target, n_classes, n_outputs):
         adapted, loss = inner.adapt(params, lrs, X_t.unsqueeze(0), y_t.unsqueeze(0),
                                     n_classes)
     if not math.isfinite(float(loss_if_finite(loss, adapted.values()))):
-        hint = divergence_hint([X], () if settings.classification else [y_target])
+        arrays = ([X], () if settings.classification else [y_target])
+        if any(not np.isfinite(a).all() for a in (*arrays[0], *arrays[1]) if a.size):
+            # the data, not the steps (assume_finite=True let it through)
+            raise DivergenceError("adaptation gave a non-finite loss: "
+                                  + NOT_FINITE_UNCHECKED.format(what="the data"))
+        hint = divergence_hint(*arrays)
         if settings.steps == 0:  # no step to blame: the init's outputs overflow
             raise DivergenceError(
                 "the init gives a non-finite loss on the support set (inner_steps"

@@ -230,6 +230,9 @@ def _write_atomically(state, path):
     if not path:
         raise FileNotFoundError(errno.ENOENT, "cannot save to an empty path; give "
                                 "a file name", path)
+    if path.endswith(("/", os.sep)):
+        raise IsADirectoryError(errno.EISDIR, "cannot save to a path that ends "
+                                "with a separator; give a file name", path)
     directory = os.path.dirname(os.path.abspath(path))
     # Say what is wrong with path itself: writing would fail on the
     # temporary file beside it, and the error would name that file.
@@ -402,6 +405,9 @@ def read(path):
         if not os.path.isfile(path):
             if os.path.exists(path):
                 raise ValueError(f"{path} is not a file")
+            if os.path.islink(path):  # a loop, or a link to nothing
+                raise FileNotFoundError(f"No such file: {path!r} is a symbolic "
+                                        "link that leads to no file")
             raise FileNotFoundError(f"No such file: {path!r}")
         with open(path, "rb") as file:
             data = file.read(6)

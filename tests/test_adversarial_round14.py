@@ -375,8 +375,10 @@ def test_nan_let_through_by_assume_finite_is_named():
     with sklearn.config_context(assume_finite=True):
         with pytest.raises(DivergenceError, match="holds NaN, infinite values or "
                                                   "values too large for float32, "
-                                                  "which scikit-learn's assume_finite"):
+                                                  "which scikit-learn's assume_finite"
+                           ) as caught:
             est.fit(X_support, task.y_support)
+        assert "inner_lr" not in str(caught.value)  # the data, not the steps
         est.fit(task.X_support, task.y_support)
         with pytest.raises(ValueError, match="X holds NaN, infinite values"):
             est.predict(X_query)
@@ -686,3 +688,20 @@ def test_a_file_saved_over_in_a_setgid_directory_keeps_its_group(tmp_path):
     est.save(path)
     info = os.stat(path)
     assert (info.st_uid, info.st_gid, info.st_mode & 0o7777) == (0, 0, 0o640)
+
+
+def test_save_and_load_name_a_trailing_separator_and_a_link_to_nothing(tmp_path):
+    """save('dir/new.skm/') named its temporary file; load of a looping link
+    said only 'No such file'."""
+    import os
+
+    import sk_meta
+
+    est = _fitted()
+    with pytest.raises(IsADirectoryError, match="ends with a separator") as caught:
+        est.save(f"{tmp_path}/model.skm/")
+    assert ".tmp" not in str(caught.value)
+    loop = tmp_path / "loop"
+    os.symlink(loop, loop)
+    with pytest.raises(FileNotFoundError, match="symbolic link that leads to no file"):
+        sk_meta.load(loop)
