@@ -631,7 +631,7 @@ def adapt_to_support(estimator, X, y_target, n_classes, n_outputs):
                                     n_classes)
     if not math.isfinite(float(loss_if_finite(loss, adapted.values()))):
         arrays = ([X], () if settings.classification else [y_target])
-        if any(not np.isfinite(a).all() for a in (*arrays[0], *arrays[1]) if a.size):
+        if holds_non_finite(*arrays):
             # the data, not the steps (assume_finite=True let it through)
             raise DivergenceError("adaptation gave a non-finite loss: "
                                   + NOT_FINITE_UNCHECKED.format(what="the data"))
@@ -709,9 +709,14 @@ NOT_FINITE_UNCHECKED = (
     "scale them")
 
 
+def holds_non_finite(X_arrays, y_arrays=()):
+    """Whether the arrays hold NaN or infinite values (assume_finite=True)."""
+    return any(not np.isfinite(a).all() for a in (*X_arrays, *y_arrays) if a.size)
+
+
 def divergence_hint(X_arrays, y_arrays=()):
     """What to tame besides the rates: extreme features, large targets."""
-    if any(not np.isfinite(a).all() for a in (*X_arrays, *y_arrays) if a.size):
+    if holds_non_finite(X_arrays, y_arrays):
         return "; or: " + NOT_FINITE_UNCHECKED.format(what="the data")
     hint = ""
     largest = _largest(X_arrays)

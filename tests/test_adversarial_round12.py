@@ -187,14 +187,19 @@ def test_a_misspelled_parameter_name_is_refused(strategy):
     assert all(g.abs().sum() > 0 for g in grads.values())
 
 
-class _Plain(nn.Module):
-    def __init__(self):
+class _Wide(nn.Module):
+    def __init__(self, width=4):
         super().__init__()
-        self.body = nn.Linear(5, 8)
-        self.head = nn.Linear(8, 3)
+        self.body = nn.Linear(5, width)
+        self.head = nn.Linear(width, 3)
 
     def forward(self, x):
         return self.head(torch.relu(self.body(x)))
+
+
+class _Plain(_Wide):
+    def __init__(self):  # no argument: load builds the class alone
+        super().__init__(8)
 
 
 @pytest.mark.parametrize("head_init", ["prototype", "meta"])
@@ -214,14 +219,9 @@ def test_a_torchscript_module_is_refused_clearly(head_init, compiled):
         F.prepare_module(module)
 
 
-class _Sized(nn.Module):
-    def __init__(self, hidden=8):
-        super().__init__()
-        self.body = nn.Linear(5, hidden)
-        self.head = nn.Linear(hidden, 3)
-
-    def forward(self, x):
-        return self.head(torch.relu(self.body(x)))
+class _Sized(_Wide):
+    def __init__(self, hidden=8):  # the argument as skorch would spell it
+        super().__init__(hidden)
 
 
 def test_skorch_spelling_of_module_arguments_is_named():
@@ -313,16 +313,6 @@ def test_a_parametrized_tensor_s_name_is_taken():
     with pytest.raises(ValueError, match="'0.weights'"):
         F.batched_forward(module, strategy="loop")({"0.weights": weight[None]},
                                                    X[None])
-
-
-class _Wide(nn.Module):
-    def __init__(self, width=4):
-        super().__init__()
-        self.body = nn.Linear(5, width)
-        self.head = nn.Linear(width, 3)
-
-    def forward(self, x):
-        return self.head(torch.relu(self.body(x)))
 
 
 class _NeedsWidth(_Wide):

@@ -43,7 +43,7 @@ def cross_entropy_loss(logits, y, n_classes, *, balanced=False):
         raise ValueError(f"y must hold class codes in 0 .. {n_classes - 1} "
                          f"(n_classes={n_classes}); found codes from "
                          f"{code_range[0]} to {code_range[1]}")
-    return cross_entropy_of_valid_codes(logits, y, n_classes, balanced=balanced)
+    return _checked_cross_entropy(logits, y, n_classes, balanced)
 
 
 def _code_range(y):
@@ -62,6 +62,11 @@ def cross_entropy_of_valid_codes(logits, y, n_classes, *, balanced=False):
     """:func:`cross_entropy_loss` for codes known to lie in ``0 .. n_classes
     - 1`` (the estimators' own): no range check, which waits for the device."""
     n_classes = _check_logits_and_codes(logits, y, n_classes)
+    return _checked_cross_entropy(logits, y, n_classes, balanced)
+
+
+def _checked_cross_entropy(logits, y, n_classes, balanced):
+    """The loss of logits and codes whose shapes and dtypes are checked."""
     if not isinstance(balanced, bool):
         raise TypeError(f"balanced must be a bool, got {balanced!r}")
     y = y.long()  # int32 or uint8 codes as torch's cross-entropy takes them
