@@ -855,6 +855,11 @@ class BaseMetaEstimator(BaseEstimator):
         X = _torch_viewable(X)
         with torch_threads(self.n_threads):
             outputs = _fitting.predict_outputs(self, self._fit, X)
+        if outputs.dim() not in (1, 2) or len(outputs) != len(X):
+            # a module whose output shape follows its inputs beyond the probe's
+            raise ValueError(
+                f"module returned outputs of shape {tuple(outputs.shape)} on "
+                f"{len(X)} samples: it must return (n_samples, n_outputs)")
         if not bool(torch.isfinite(outputs).all()):
             if not np.isfinite(X).all():  # scikit-learn's assume_finite=True
                 raise ValueError(_fitting.NOT_FINITE_UNCHECKED.format(what="X"))

@@ -52,6 +52,11 @@ def set_all_or_nothing(estimator, set_params, params, restore=None):
     would leave a call that failed half done. ``restore`` (default
     ``set_params``) sets the nested names back."""
     before = estimator.get_params(deep=True)
+    for name, value in params.items():
+        if name.partition("__")[0] not in before:
+            # alone, so that scikit-learn's message shows the estimator as it
+            # stays, not half set
+            set_params(**{name: value})
     try:
         return set_params(**params)
     except Exception:

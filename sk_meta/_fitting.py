@@ -211,6 +211,7 @@ def meta_train(estimator, tasks, validation_tasks, *, incremental, checkpoint=No
             "tasks is empty (or an exhausted iterator): meta-training needs "
             "at least one task"
         )
+    _refuse_one_class_tasks(first, checker, listed)
     first_X = [X for group in first for X in (group.X_support, group.X_query)]
     first_y = ([] if inner_settings.classification else
                [y for group in first for y in (group.y_support, group.y_query)])
@@ -468,14 +469,22 @@ def _n_outputs_needed(first_groups, checker, tasks, listed=None):
                 f"tasks.n_way must be a positive int, the most classes in one "
                 f"task (it sizes the network's outputs), got {n_way!r}")
         most = max(most, int(n_way))
-    if most < 2:
-        raise ValueError(
-            "the tasks of the first meta-batch have one class each: a classifier "
-            "has nothing to tell apart in them (their loss is 0), and the network "
-            "would get one output. Give tasks of 2 classes or more; if later "
-            "tasks have more, give the tasks an n_way attribute, the most classes "
-            "in one task")
     return most
+
+
+def _refuse_one_class_tasks(first_groups, checker, listed=None):
+    """Refuse a call whose first meta-batch (a list: whose tasks) has one
+    class in every task: there is nothing to tell apart, and meta-training
+    would spend its budget teaching the init to predict the one code 0
+    (with an n_way attribute, or an init from an earlier call, too)."""
+    if not checker.classification:
+        return
+    if max(g.n_classes for g in (*first_groups, *(listed or ()))) < 2:
+        which = "list" if listed else "first meta-batch"
+        raise ValueError(
+            f"the tasks of the {which} have one class each: a classifier has "
+            "nothing to tell apart in them, and meta-training would teach the "
+            "init to predict one class. Give tasks of 2 classes or more")
 
 
 def _check_same_meta_optimizer(optimizer_state, meta_optimizer):

@@ -34,10 +34,10 @@ from sk_meta.functional import (
     maml_meta_loss,
     mse_loss,
     outputs_beside_support,
-    prototype_head,
     reptile_meta_gradient,
     zero_head,
 )
+from sk_meta.functional._heads import prototype_head_of_valid_codes
 from sk_meta.functional._losses import cross_entropy_of_valid_codes, is_balanced
 from sk_meta.models import MLP
 
@@ -531,8 +531,8 @@ class InnerLoop:
                 # from a view of θ of their own: the inner gradients with
                 # respect to the body must not flow back through the head
                 features = layer.features(expand_params(params, n_tasks), X)
-                weight, bias = prototype_head(features, y, n_outputs,
-                                              scale=settings.prototype_scale)
+                weight, bias = prototype_head_of_valid_codes(
+                    features, y, n_outputs, scale=settings.prototype_scale)
                 computed.append((X, features))
             start = {**start, layer.weight: weight}
             if layer.bias is not None:

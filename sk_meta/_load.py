@@ -16,7 +16,7 @@ from sk_meta._maml import (
     MAMLClassifier,
     MAMLRegressor,
 )
-from sk_meta._network import NetworkSpec
+from sk_meta._network import ConstructorRefused, NetworkSpec
 from sk_meta._records import FitResult, MetaResult, from_plain
 from sk_meta._reptile import ReptileClassifier, ReptileRegressor
 from sk_meta.exceptions import FrozenParametersWarning, PersistenceWarning
@@ -164,6 +164,12 @@ def load(path, *, module=None):
             if "feature_names_in" in fit:
                 estimator.feature_names_in_ = np.asarray(fit["feature_names_in"],
                                                          dtype=object)
+    except ConstructorRefused as exc:
+        whose = ("the module class given to load" if module is not None else
+                 "the saved module class (has its code changed since?)")
+        raise ValueError(
+            f"{exc}: {whose} does not take the module_params the estimator was "
+            f"saved with, {params.get('module_params')!r}") from None
     except (KeyError, TypeError, AttributeError, IndexError) as exc:
         raise ValueError(
             f"{path} is not a valid sk_meta file: {type(exc).__name__}: {exc}"

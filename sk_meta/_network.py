@@ -158,6 +158,16 @@ def _check_trainable(module):
             f"{type(module).__name__} has no parameters: there is nothing to "
             "meta-train or adapt"
         )
+    not_float = [(name, p.dtype) for name, p in module.named_parameters()
+                 if not p.is_floating_point()]
+    if not_float:
+        name, dtype = not_float[0]
+        raise TypeError(
+            f"{type(module).__name__}.{name} is a parameter of dtype {dtype}: the "
+            "inner loop takes gradient steps on every parameter, which only "
+            "floating-point ones can take; register it as a buffer "
+            "(self.register_buffer) instead"
+        )
     sparse = [name for name, m in module.named_modules()
               if isinstance(m, (torch.nn.Embedding, torch.nn.EmbeddingBag))
               and m.sparse]
@@ -166,6 +176,44 @@ def _check_trainable(module):
             f"{type(module).__name__}.{sparse[0]} is an embedding with "
             "sparse=True: its sparse gradients cannot take the inner loop's "
             "steps; build it with sparse=False"
+        )
+
+
+_MODIFIED_INPUT = object()
+
+
+def _runs_in_other_mode(module, X):
+    """Run ``module`` once on a copy of ``X`` in the mode it is not in;
+    ``_MODIFIED_INPUT`` if it wrote into that copy."""
+    X = X.clone()
+    version = X._version
+    module.train(not module.training)
+    try:
+        with torch.no_grad():
+            module(X)
+    except Exception:  # noqa: BLE001, S110 - that mode's failure is its own, later
+        pass
+    finally:
+        module.train(not module.training)
+    return _MODIFIED_INPUT if X._version != version else None
+
+
+def _check_one_sample_output(module, X, out):
+    """Refuse outputs whose shape follows the number of samples beyond its
+    first axis (a ``.squeeze()`` after the output layer): one sample, in a
+    one-sample support set or ``predict(X[:1])``, would lose its batch axis."""
+    try:
+        with torch.no_grad():
+            one = module(X[:1].clone())
+    except Exception:  # noqa: BLE001 - a BatchNorm in train mode on one sample
+        return
+    got = tuple(one.shape) if isinstance(one, torch.Tensor) else type(one).__name__
+    if got != (1, *out.shape[1:]):
+        raise ValueError(
+            f"module must return a tensor of shape (n_samples, n_outputs) for any "
+            f"number of samples: on {len(X)} samples it returned "
+            f"{tuple(out.shape)}, on one sample {got} (does its forward squeeze() "
+            "the batch axis away?)"
         )
 
 
@@ -202,6 +250,11 @@ def _dtype_hint(module):
     return (f" (sk_meta feeds float32 inputs, and the module has "
             f"{', '.join(other)} parameters: convert it to float32, with "
             "module.float() or in its constructor)")
+
+
+class ConstructorRefused(TypeError):
+    """The module class refused ``module_params`` (its constructor's
+    ``TypeError``)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -360,7 +413,7 @@ class NetworkSpec:
             try:
                 return self.module(**(self.module_params or {}))
             except TypeError as exc:
-                raise TypeError(
+                raise ConstructorRefused(
                     f"{self.module.__name__}(**module_params) failed: {exc}"
                 ) from None
             except RuntimeError as exc:  # torch's, from inside the constructor
@@ -460,13 +513,18 @@ class NetworkSpec:
                 f"module failed on inputs of shape {tuple(X.shape)}: "
                 f"{type(exc).__name__}: {exc}{_dtype_hint(module)}"
             ) from None
-        if X._version != version:
-            # it would overwrite the caller's arrays in fit and predict, and
-            # the inputs that the meta-gradient's backward pass reads
+        # in the other mode too: inner steps run in train mode, predict in eval
+        other_mode = _runs_in_other_mode(module, X)
+        if X._version != version or other_mode is _MODIFIED_INPUT:
+            # it would compound over the inner steps' forward passes, and
+            # overwrite the inputs that the meta-gradient's backward pass reads
             raise ValueError(
                 "module modifies its input in place (an nn.ReLU(inplace=True) "
                 "or an in-place operation such as x.mul_() applied to the input "
-                "itself); make its first operation out of place"
+                "itself"
+                + ("" if X._version != version else
+                   f", in {'eval' if module.training else 'train'} mode")
+                + "); make its first operation out of place"
             )
         if not isinstance(out, torch.Tensor) or out.dim() not in (1, 2) or (
                 len(out) != len(X)):
@@ -475,6 +533,7 @@ class NetworkSpec:
                 f"inputs of shape {tuple(X.shape)} it returned "
                 f"{getattr(out, 'shape', type(out).__name__)}"
             )
+        _check_one_sample_output(module, X, out)
         if not out.is_floating_point():
             raise ValueError(
                 f"module must return floating-point outputs (logits or "

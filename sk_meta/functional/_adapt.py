@@ -50,9 +50,11 @@ def _rate(rates, name):
     return rates[name] if isinstance(rates, dict) else rates
 
 
-def _checked_rates(lr, step, names):
+def _checked_rates(lr, step, names, adapting=None):
     """``step_rates``, refusing a rate of the wrong kind or a dict without a
-    rate for every adapting parameter (a KeyError deep in a step otherwise)."""
+    rate for every adapting parameter (a KeyError deep in a step otherwise),
+    or, given the ``adapting`` parameters, a rate tensor of a shape that does
+    not broadcast to its parameter's."""
     rates = step_rates(lr, step)
     # a constant tensor is read once (rates from a callable, as learned
     # per-step rates come, are not read back at every step)
@@ -72,6 +74,19 @@ def _checked_rates(lr, step, names):
             f"returning either; got {type(rates).__name__}"
             + (f" at step {step}" if callable(lr) else "")
         )
+    if adapting is not None:
+        for name in names:
+            rate = _rate(rates, name)
+            if isinstance(rate, torch.Tensor) and rate.dim():
+                try:
+                    torch.broadcast_shapes(rate.shape, adapting[name].shape)
+                except RuntimeError:
+                    which = f"lr[{name!r}]" if isinstance(rates, dict) else "lr"
+                    raise ValueError(
+                        f"{which} has shape {tuple(rate.shape)}, which does not "
+                        f"broadcast to params[{name!r}]'s "
+                        f"{tuple(adapting[name].shape)} (one rate per task and "
+                        "element: the parameter's own shape)") from None
     return rates
 
 
@@ -149,6 +164,15 @@ def _check_arguments(params, X, y, *, n_steps, optimizer, trainable):
             raise ValueError("trainable is empty: no parameter would adapt")
     if not isinstance(X, torch.Tensor):
         raise TypeError(f"X must be a tensor, got {type(X).__name__}")
+    if X.dim() >= 2 and X.shape[1] == 0:
+        raise ValueError(f"X holds no samples (shape {tuple(X.shape)}): the loss of "
+                         "an empty task is not a number")
+    for name, p in params.items():
+        if (trainable is None or name in trainable) and not (
+                isinstance(p, torch.Tensor) and p.is_floating_point()):
+            raise TypeError(
+                f"params[{name!r}] is {getattr(p, 'dtype', type(p).__name__)}: only "
+                "floating-point tensors take gradient steps")
     n_tasks = {"X": X.shape[0] if X.dim() else None}
     if isinstance(y, torch.Tensor):
         n_tasks["y"] = y.shape[0] if y.dim() else None
@@ -272,7 +296,7 @@ def _adapt(forward, params, X, y, *, loss_fn, lr, n_steps, create_graph, detach,
                     for name in names}
 
         def loss_of(task_params):
-            return loss_fn(forward({**grad_fixed, **task_params}, grad_X), y)
+            return _scalar(loss_fn(forward({**grad_fixed, **task_params}, grad_X), y))
 
         grad_and_loss = torch.func.grad_and_value(loss_of)
     else:
@@ -300,7 +324,7 @@ def _adapt(forward, params, X, y, *, loss_fn, lr, n_steps, create_graph, detach,
                 if constant_grads and not detach:
                     leaves = {n: p.detach().requires_grad_()
                               for n, p in adapting.items()}
-                loss = loss_fn(forward({**grad_fixed, **leaves}, grad_X), y)
+                loss = _scalar(loss_fn(forward({**grad_fixed, **leaves}, grad_X), y))
                 grads = torch.autograd.grad(
                     loss, [leaves[name] for name in names],
                     create_graph=create_graph, allow_unused=True,
@@ -309,7 +333,7 @@ def _adapt(forward, params, X, y, *, loss_fn, lr, n_steps, create_graph, detach,
         if optimizer == "adam":
             grads, adam_state = _adam_directions(grads, adam_state, step + 1, betas,
                                                  eps)
-        rates = _checked_rates(lr, step, names)
+        rates = _checked_rates(lr, step, names, adapting)
         current = [adapting[name] for name in names]
         if detach:
             updated = _detached_step(current, names, grads, rates)
@@ -323,7 +347,7 @@ def _adapt(forward, params, X, y, *, loss_fn, lr, n_steps, create_graph, detach,
             steps.append({**fixed, **adapting})
     if loss is None:  # no step: the loss where the parameters start
         with torch.no_grad():
-            loss = loss_fn(forward({**grad_fixed, **adapting}, grad_X), y)
+            loss = _scalar(loss_fn(forward({**grad_fixed, **adapting}, grad_X), y))
     if detach:
         adapting = {name: p.detach() for name, p in adapting.items()}
         steps = [{name: p.detach() for name, p in s.items()} for s in steps]
@@ -354,9 +378,25 @@ MAX_HALVINGS = 10
 def _per_task(loss_fn, outputs, y):
     """Each task's loss (``loss_fn`` sums them), as a tensor of shape (B,)."""
     if y.shape[0] == 1:  # fit: one task
-        return loss_fn(outputs, y).reshape(1)
-    return torch.stack([loss_fn(outputs[i:i + 1], y[i:i + 1])
+        return _scalar(loss_fn(outputs, y)).reshape(1)
+    return torch.stack([_scalar(loss_fn(outputs[i:i + 1], y[i:i + 1]))
                         for i in range(y.shape[0])])
+
+
+def _scalar(loss):
+    """``loss_fn``'s result, refused unless one number: torch's "grad can be
+    implicitly created only for scalar outputs" names no argument."""
+    if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
+        raise TypeError(
+            "loss_fn must return a scalar tensor (the sum over tasks of each "
+            f"task's loss), got {_described(loss)}")
+    return loss
+
+
+def _described(value):
+    if isinstance(value, torch.Tensor):
+        return f"a tensor of shape {tuple(value.shape)}"
+    return type(value).__name__
 
 
 def _line_searched(forward, params, names, X, y, *, loss_fn, lr, n_steps, optimizer,
@@ -411,7 +451,7 @@ def _line_searched(forward, params, names, X, y, *, loss_fn, lr, n_steps, optimi
                 directions, adam_state = _adam_directions(directions, adam_state,
                                                           step + 1, betas, eps)
             current = {name: p.detach() for name, p in adapting.items()}
-            rates = _checked_rates(lr, step, names)
+            rates = _checked_rates(lr, step, names, current)
             old = losses.detach()
 
             def trial(factor):  # the step scaled by factor, under the step's noise

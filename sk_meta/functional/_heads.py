@@ -17,6 +17,7 @@ from torch.func import functional_call, vmap
 from sk_meta._checks import check_positive_int
 from sk_meta.functional._attention import with_math_attention
 from sk_meta.functional._forward import batched_forward, eval_mode
+from sk_meta.functional._losses import _code_range
 
 
 class OutputLayer(NamedTuple):
@@ -117,6 +118,8 @@ def find_output_layer(module, strategy, probe):
         computed (a parametrization such as ``weight_norm``).
     """
     check_has_linear_layer(module)
+    if not isinstance(probe, torch.Tensor):
+        raise TypeError(f"probe must be a tensor, got {type(probe).__name__}")
     name, layer, uncalled = _last_linear(module, probe)
     try:
         return _split_at(module, strategy, probe, name, layer)
@@ -421,6 +424,25 @@ def prototype_head(features, y, n_outputs, scale=1.0):
     weight : Tensor of shape (B, n_outputs, n_features)
     bias : Tensor of shape (B, n_outputs)
     """
+    n_outputs = _check_prototype_inputs(features, y, n_outputs)
+    code_range = _code_range(y)
+    if code_range is not None and (code_range[0] < 0 or code_range[1] >= n_outputs):
+        # one_hot's "Class values must be smaller than num_classes" names no
+        # argument
+        raise ValueError(f"y must hold class codes in 0 .. {n_outputs - 1} "
+                         f"(n_outputs={n_outputs}); found codes from "
+                         f"{code_range[0]} to {code_range[1]}")
+    return _prototype_weights(features, y, n_outputs, scale)
+
+
+def prototype_head_of_valid_codes(features, y, n_outputs, scale=1.0):
+    """:func:`prototype_head` for codes known to lie in ``0 .. n_outputs -
+    1`` (the estimators' own): no range check, which waits for the device."""
+    n_outputs = _check_prototype_inputs(features, y, n_outputs)
+    return _prototype_weights(features, y, n_outputs, scale)
+
+
+def _check_prototype_inputs(features, y, n_outputs):
     n_outputs = check_positive_int(n_outputs, "n_outputs")
     if features.dim() != 3 or y.dim() != 2 or y.shape != features.shape[:2]:
         raise ValueError(
@@ -432,6 +454,10 @@ def prototype_head(features, y, n_outputs, scale=1.0):
         raise TypeError(f"y must hold class codes as int64 (torch.long), got {y.dtype}")
     if not features.is_floating_point():
         raise TypeError(f"features must be floating point, got {features.dtype}")
+    return n_outputs
+
+
+def _prototype_weights(features, y, n_outputs, scale):
     one_hot = F.one_hot(y, n_outputs).to(features.dtype)      # (B, n, K)
     counts = one_hot.sum(1).clamp_min(1.0)                    # (B, K)
     prototypes = torch.bmm(one_hot.transpose(1, 2), features) / counts.unsqueeze(-1)

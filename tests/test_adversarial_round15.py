@@ -1,0 +1,270 @@
+"""What the fifteenth pass found: one-class tasks trained silently after a
+first call or with an n_way attribute; a module that writes its input in
+one mode, or squeezes the batch axis away, passed the probe; integer
+parameters, a module class refusing saved module_params and misuse of the
+functional core failed inside torch."""
+
+import io
+
+import numpy as np
+import pytest
+import torch
+from sklearn.datasets import load_digits
+from torch import nn
+
+import sk_meta
+from sk_meta import FOMAMLClassifier, MAMLClassifier, MAMLRegressor
+from sk_meta.functional import (
+    adapt,
+    batched_forward,
+    cross_entropy_loss,
+    expand_params,
+    find_output_layer,
+    prepare_module,
+    prototype_head,
+)
+from sk_meta.tasks import EpisodeSampler
+
+X_DIGITS, Y_DIGITS = load_digits(return_X_y=True)
+X_DIGITS = X_DIGITS / 16
+
+
+def _sampler(n_tasks=None, seed=0):
+    return EpisodeSampler(X_DIGITS, Y_DIGITS, 3, 2, 3, classes=range(7),
+                          n_tasks=n_tasks, random_state=seed)
+
+
+def _one_class_tasks(n=4):
+    return [(X_DIGITS[Y_DIGITS == c][:3], Y_DIGITS[Y_DIGITS == c][:3],
+             X_DIGITS[Y_DIGITS == c][3:6], Y_DIGITS[Y_DIGITS == c][3:6])
+            for c in range(n)]
+
+
+# -- one-class tasks after the network is built ---------------------------------------
+
+def test_one_class_tasks_are_refused_under_a_warm_start():
+    """The network was built by an earlier call: the first meta-batch was not
+    looked at, and meta-training taught the init to predict code 0."""
+    est = FOMAMLClassifier(hidden_layer_sizes=(8,), n_meta_iter=2, random_state=0)
+    est.meta_fit(_sampler())
+    est.set_params(warm_start=True, n_meta_iter=6)
+    with pytest.raises(ValueError, match="the tasks of the list have one class each"):
+        est.meta_fit(_one_class_tasks())
+    assert est.n_meta_iter_ == 2
+    with pytest.raises(ValueError, match="first meta-batch have one class each"):
+        est.meta_partial_fit(iter(_one_class_tasks()))
+    assert est.n_meta_iter_ == 2
+
+
+class _TasksWithWidth:
+    """Tasks that say how many classes they may have (``n_way``)."""
+
+    n_way = 3
+
+    def __init__(self, tasks):
+        self.tasks = tasks
+
+    def __iter__(self):
+        return iter(self.tasks)
+
+
+def test_one_class_tasks_are_refused_with_an_n_way_attribute():
+    """n_way=3 sized the network, and one-class tasks trained silently."""
+    est = MAMLClassifier(hidden_layer_sizes=(8,), n_meta_iter=3, random_state=0)
+    with pytest.raises(ValueError, match="first meta-batch have one class each"):
+        est.meta_fit(_TasksWithWidth(_one_class_tasks()))
+    assert not hasattr(est, "n_meta_iter_")
+
+
+def test_a_list_with_one_task_of_two_classes_is_accepted():
+    tasks = _one_class_tasks()
+    X_s = np.vstack([tasks[0][0], tasks[1][0]])
+    y_s = np.concatenate([tasks[0][1], tasks[1][1]])
+    tasks.append((X_s, y_s, X_s, y_s))
+    est = FOMAMLClassifier(hidden_layer_sizes=(8,), n_meta_iter=2, random_state=0)
+    est.meta_fit(tasks)
+    assert est.n_meta_iter_ == 2
+
+
+# -- messages -------------------------------------------------------------------------
+
+def test_a_failed_set_params_names_the_estimator_as_it_stays():
+    """The message showed MAMLClassifier(inner_steps=3), which the call undid."""
+    from sk_meta.model_selection import MetaGridSearch
+
+    est = MAMLClassifier()
+    with pytest.raises(ValueError, match=r"for estimator MAMLClassifier\(\)\."):
+        est.set_params(inner_steps=3, misspelled=1)
+    assert est.inner_steps == MAMLClassifier().inner_steps
+    search = MetaGridSearch(MAMLClassifier(), {"inner_lr": [0.1]})
+    with pytest.raises(ValueError, match=r"estimator MetaGridSearch\(estimator="
+                                         r"MAMLClassifier\(\),"):
+        search.set_params(estimator__inner_steps=3, misspelled=1)
+    assert search.estimator.inner_steps == MAMLClassifier().inner_steps
+
+
+# -- custom modules -------------------------------------------------------------------
+
+X_SMALL = np.random.RandomState(0).randn(12, 4).astype(np.float32)
+Y_SMALL = np.repeat([0, 1, 2], 4)
+
+
+class _InPlaceInOneMode(nn.Module):
+    """Doubles its input in place in eval mode (``in_eval``) or in train mode."""
+
+    def __init__(self, in_eval=True):
+        super().__init__()
+        self.fc, self.in_eval = nn.Linear(4, 3), in_eval
+
+    def forward(self, x):
+        if self.training != self.in_eval:
+            x.mul_(2)
+        return self.fc(x)
+
+
+@pytest.mark.parametrize("in_eval", [True, False])
+def test_a_module_that_writes_its_input_in_one_mode_is_refused(in_eval):
+    """The probe ran in the module's mode alone: predict doubled the caller's
+    query array at every call (in eval mode), or fit its support set (in
+    train mode, given an instance in eval mode)."""
+    module = _InPlaceInOneMode(in_eval)
+    if not in_eval:
+        module.eval()
+    X = X_SMALL.copy()
+    mode = "eval" if in_eval else "train"
+    with pytest.raises(ValueError, match=f"modifies its input in place.*{mode} mode"):
+        MAMLClassifier(module=module, head_init="meta", inner_steps=3).fit(X, Y_SMALL)
+    np.testing.assert_array_equal(X, X_SMALL)
+
+
+class _Squeezed(nn.Module):
+    def __init__(self, n_outputs=2):
+        super().__init__()
+        self.fc = nn.Linear(4, n_outputs)
+
+    def forward(self, x):
+        return self.fc(x).squeeze()
+
+
+@pytest.mark.parametrize("n_outputs", [1, 2, 3])
+def test_a_module_that_squeezes_its_batch_axis_is_refused(n_outputs):
+    """predict(X[:1]) returned shape (2, 1) for a two-output regressor, or
+    failed inside predict_proba with an IndexError."""
+    y = (Y_SMALL if n_outputs == 3 else
+         np.random.RandomState(0).randn(12, n_outputs).squeeze())
+    Estimator = MAMLClassifier if n_outputs == 3 else MAMLRegressor
+    est = Estimator(module=_Squeezed, module_params={"n_outputs": n_outputs},
+                    head_init="meta", random_state=0)
+    with pytest.raises(ValueError, match=r"on one sample \((2|3)?,?\)|on one sample "
+                                         r"\(\)"):
+        est.fit(X_SMALL, y)
+
+
+class _IntegerParameter(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 3)
+        self.n_calls = nn.Parameter(torch.tensor(0), requires_grad=False)
+
+    def forward(self, x):
+        return self.fc(x)
+
+
+def test_an_integer_parameter_is_named():
+    """torch's 'only Tensors of floating point dtype can require gradients'."""
+    est = MAMLClassifier(module=_IntegerParameter, head_init="meta", n_meta_iter=2)
+    with pytest.raises(TypeError, match="n_calls is a parameter of dtype "
+                                        "torch.int64.*register_buffer"):
+        est.fit(X_SMALL, Y_SMALL)
+    with pytest.raises(TypeError, match="n_calls is a parameter of dtype"):
+        est.meta_fit([(X_SMALL, Y_SMALL, X_SMALL, Y_SMALL)])
+
+
+class _Scaled(nn.Module):
+    def __init__(self, scale=1.0):
+        super().__init__()
+        self.fc, self.scale = nn.Linear(4, 3), scale
+
+    def forward(self, x):
+        return self.fc(x) * self.scale
+
+
+class _Unscaled(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x):
+        return self.fc(x)
+
+
+def test_load_with_a_class_that_refuses_the_module_params_blames_the_class():
+    """It said the file was not a valid sk_meta file."""
+    buffer = io.BytesIO()
+    MAMLClassifier(module=_Scaled, module_params={"scale": 2.0}, head_init="meta",
+                   random_state=0).fit(X_SMALL, Y_SMALL).save(buffer)
+    buffer.seek(0)
+    with pytest.warns(sk_meta.exceptions.PersistenceWarning), \
+            pytest.raises(ValueError, match="module class given to load does not "
+                                            r"take.*\{'scale': 2.0\}") as caught:
+        sk_meta.load(buffer, module=_Unscaled)
+    assert "not a valid sk_meta file" not in str(caught.value)
+
+
+# -- the functional core --------------------------------------------------------------
+
+def _functional_problem():
+    torch.manual_seed(0)
+    module = prepare_module(nn.Sequential(nn.Linear(4, 5), nn.ReLU(), nn.Linear(5, 3)))
+    params = expand_params({n: p.detach() for n, p in module.named_parameters()}, 2)
+    X = torch.randn(2, 6, 4)
+    y = torch.randint(0, 3, (2, 6))
+    forward = batched_forward(module)
+
+    def loss_fn(outputs, y):
+        return cross_entropy_loss(outputs, y, 3)
+
+    return module, forward, params, X, y, loss_fn
+
+
+def test_functional_adapt_names_what_torch_would_not():
+    module, forward, params, X, y, loss_fn = _functional_problem()
+    options = {"loss_fn": loss_fn, "lr": 0.1, "n_steps": 2}
+    with pytest.raises(ValueError, match=r"lr\['0.weight'\] has shape \(7,\), which "
+                                         "does not broadcast"):
+        adapt(forward, params, X, y, **{**options, "lr": {n: torch.ones(7)
+                                                          for n in params}})
+    with pytest.raises(TypeError, match=r"loss_fn must return a scalar tensor.*"
+                                        r"shape \(2,\)"):
+        adapt(forward, params, X, y, **{**options, "loss_fn": lambda out, t: (
+            loss_fn(out, t) * torch.ones(2))})
+    with pytest.raises(TypeError, match="loss_fn must return a scalar tensor.*int"):
+        adapt(forward, params, X, y, **{**options, "loss_fn": lambda out, t: 1})
+    with pytest.raises(TypeError, match=r"params\['0.weight'\] is torch.int64"):
+        adapt(forward, {**params, "0.weight": params["0.weight"].long()}, X, y,
+              **options)
+    with pytest.raises(ValueError, match="X holds no samples"):
+        adapt(forward, params, X[:, :0], y[:, :0], **options)
+    # a one-number loss of shape (1,) and per-element rates of the right shape run
+    adapted, _ = adapt(forward, params, X, y, **{
+        **options, "lr": {n: torch.full(p.shape, 0.1) for n, p in params.items()},
+        "loss_fn": lambda out, t: loss_fn(out, t).reshape(1), "detach": True})
+    reference, _ = adapt(forward, params, X, y, detach=True, **options)
+    for name in params:
+        torch.testing.assert_close(adapted[name], reference[name])
+
+
+def test_prototype_head_names_codes_out_of_range():
+    """one_hot's 'Class values must be smaller than num_classes'."""
+    features, y = torch.randn(2, 6, 5), torch.randint(0, 3, (2, 6))
+    with pytest.raises(ValueError, match=r"y must hold class codes in 0 \.\. 2.*"
+                                         "from 3 to 5"):
+        prototype_head(features, y + 3, 3)
+    weight, bias = prototype_head(features, y, 3)
+    assert weight.shape == (2, 3, 5) and bias.shape == (2, 3)
+
+
+def test_find_output_layer_refuses_a_numpy_probe():
+    module = prepare_module(nn.Sequential(nn.Linear(4, 5), nn.ReLU(), nn.Linear(5, 3)))
+    with pytest.raises(TypeError, match="probe must be a tensor, got ndarray"):
+        find_output_layer(module, "vmap", np.zeros((2, 4), dtype=np.float32))
