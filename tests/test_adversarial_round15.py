@@ -268,3 +268,19 @@ def test_find_output_layer_refuses_a_numpy_probe():
     module = prepare_module(nn.Sequential(nn.Linear(4, 5), nn.ReLU(), nn.Linear(5, 3)))
     with pytest.raises(TypeError, match="probe must be a tensor, got ndarray"):
         find_output_layer(module, "vmap", np.zeros((2, 4), dtype=np.float32))
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")
+def test_a_scripted_output_layer_is_named():
+    """The first nn.Linear was checked as the output layer, and torch's shape
+    error quoted; a scripted body with a plain output layer still runs."""
+    scripted_head = nn.Sequential(nn.Linear(4, 8), nn.ReLU(),
+                                  torch.jit.script(nn.Linear(8, 3)))
+    with pytest.raises(ValueError, match="2 is a TorchScript module.*script the "
+                                         "body alone"):
+        MAMLClassifier(module=scripted_head).fit(X_SMALL, Y_SMALL)
+    body = torch.jit.trace(nn.Sequential(nn.Linear(4, 16), nn.ReLU()),
+                           torch.randn(2, 4))
+    clf = MAMLClassifier(module=nn.Sequential(body, nn.Linear(16, 3)),
+                         random_state=0).fit(X_SMALL, Y_SMALL)
+    assert clf.score(X_SMALL, Y_SMALL) > 0.5

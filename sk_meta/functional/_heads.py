@@ -124,6 +124,15 @@ def find_output_layer(module, strategy, probe):
     try:
         return _split_at(module, strategy, probe, name, layer)
     except ValueError:
+        scripted = [n for n, m in module.named_modules()
+                    if n and isinstance(m, torch.jit.ScriptModule)]
+        if scripted:
+            # its layers are no nn.Linear modules: another layer was checked
+            raise ValueError(
+                f"{_OPTIONS} need the network's output layer as an nn.Linear "
+                f"module; {scripted[-1]} is a TorchScript module, whose layers "
+                "can be neither found nor split off: script the body alone, or "
+                f"{_OTHERWISE}") from None
         uncalled = [n for n in uncalled if _weight_is_used(module, n, probe)]
         if not uncalled:
             raise
