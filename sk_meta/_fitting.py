@@ -211,7 +211,10 @@ def meta_train(estimator, tasks, validation_tasks, *, incremental, checkpoint=No
             "tasks is empty (or an exhausted iterator): meta-training needs "
             "at least one task"
         )
-    _refuse_one_class_tasks(first, checker, listed)
+    if not (warm and incremental):
+        # meta_partial_fit's later calls are a stream's later meta-batches,
+        # which meta_fit does not check either
+        _refuse_one_class_tasks(first, checker, listed)
     first_X = [X for group in first for X in (group.X_support, group.X_query)]
     first_y = ([] if inner_settings.classification else
                [y for group in first for y in (group.y_support, group.y_query)])

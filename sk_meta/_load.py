@@ -168,8 +168,8 @@ def load(path, *, module=None):
         whose = ("the module class given to load" if module is not None else
                  "the saved module class (has its code changed since?)")
         raise ValueError(
-            f"{exc}: {whose} does not take the module_params the estimator was "
-            f"saved with, {params.get('module_params')!r}") from None
+            f"{exc}: {whose} could not be built with the module_params the "
+            f"estimator was saved with, {params.get('module_params')!r}") from None
     except (KeyError, TypeError, AttributeError, IndexError) as exc:
         raise ValueError(
             f"{path} is not a valid sk_meta file: {type(exc).__name__}: {exc}"
@@ -202,7 +202,10 @@ def _skeleton(network, input_shape, n_outputs, module_state, seed):
     probe = np.zeros((2, *input_shape), dtype=np.float32)
     # said when the estimator was trained; loading changes nothing
     with ignoring_warnings(FrozenParametersWarning):
-        module, _ = network.build(tuple(input_shape), n_outputs, seed, probe)
+        # a module saved before the batch-axis check: predict refuses what
+        # would come out of it wrong
+        module, _ = network.build(tuple(input_shape), n_outputs, seed, probe,
+                                  check_batch_axis=False)
     _load_state(module, module_state)
     return module
 

@@ -7,6 +7,7 @@ import math
 import numbers
 import pickle
 import re
+import warnings
 
 import numpy as np
 import torch
@@ -179,33 +180,36 @@ def _check_trainable(module):
         )
 
 
-_MODIFIED_INPUT = object()
-
-
-def _runs_in_other_mode(module, X):
-    """Run ``module`` once on a copy of ``X`` in the mode it is not in;
-    ``_MODIFIED_INPUT`` if it wrote into that copy."""
+def _extra_run(module, X, *, other_mode=False):
+    """Run a copy of ``module`` on a copy of ``X`` (in the other train/eval
+    mode with ``other_mode``); return its outputs (None where the run fails
+    or the module cannot be copied) and whether it wrote into its input. A
+    run the module would not have made must leave no trace: on copies, the
+    module's buffers (a spectral norm's power iteration, a call counter)
+    and the caller's inputs stay as they were, and its warnings unsaid."""
     X = X.clone()
     version = X._version
-    module.train(not module.training)
     try:
-        with torch.no_grad():
-            module(X)
-    except Exception:  # noqa: BLE001, S110 - that mode's failure is its own, later
-        pass
-    finally:
+        module = copy.deepcopy(module)
+    except Exception:  # noqa: BLE001 - refused later, with its own message
+        return None, False
+    if other_mode:
         module.train(not module.training)
-    return _MODIFIED_INPUT if X._version != version else None
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            outputs = module(X)
+    except Exception:  # noqa: BLE001 - a failure is reported where it matters
+        outputs = None
+    return outputs, X._version != version
 
 
 def _check_one_sample_output(module, X, out):
     """Refuse outputs whose shape follows the number of samples beyond its
     first axis (a ``.squeeze()`` after the output layer): one sample, in a
     one-sample support set or ``predict(X[:1])``, would lose its batch axis."""
-    try:
-        with torch.no_grad():
-            one = module(X[:1].clone())
-    except Exception:  # noqa: BLE001 - a BatchNorm in train mode on one sample
+    one, _ = _extra_run(module, X[:1])
+    if one is None:  # it fails on one sample (a BatchNorm in train mode)
         return
     got = tuple(one.shape) if isinstance(one, torch.Tensor) else type(one).__name__
     if got != (1, *out.shape[1:]):
@@ -445,7 +449,8 @@ class NetworkSpec:
                 UserWarning,
             )
 
-    def build(self, input_shape, n_outputs, seed, probe, instance=None):
+    def build(self, input_shape, n_outputs, seed, probe, instance=None,
+              check_batch_axis=True):
         """A freshly initialized network, prepared for the functional core.
 
         Returns the module and its number of outputs. ``probe`` is one task's
@@ -498,10 +503,14 @@ class NetworkSpec:
         # seeded: the probe initializes lazy layers (from random_state, as a
         # module class is), and dropout leaves the user's generator alone
         with seeded_torch(seed, torch.device("cpu")):
-            return module, self._probe_outputs(module, probe, n_outputs)
+            return module, self._probe_outputs(module, probe, n_outputs,
+                                               check_batch_axis)
 
-    def _probe_outputs(self, module, probe, n_outputs):
-        """Run the module once and check its output shape; return its width."""
+    def _probe_outputs(self, module, probe, n_outputs, check_batch_axis=True):
+        """Run the module once and check its output shape; return its width.
+        ``check_batch_axis``: refuse outputs that lose their batch axis on one
+        sample (not for a file saved before that check: predict refuses a
+        wrong shape there)."""
         # a copy: the probe may be the caller's own array
         X = torch.tensor(np.asarray(probe, dtype=np.float32))
         version = X._version
@@ -514,8 +523,8 @@ class NetworkSpec:
                 f"{type(exc).__name__}: {exc}{_dtype_hint(module)}"
             ) from None
         # in the other mode too: inner steps run in train mode, predict in eval
-        other_mode = _runs_in_other_mode(module, X)
-        if X._version != version or other_mode is _MODIFIED_INPUT:
+        _, written_in_other_mode = _extra_run(module, X, other_mode=True)
+        if X._version != version or written_in_other_mode:
             # it would compound over the inner steps' forward passes, and
             # overwrite the inputs that the meta-gradient's backward pass reads
             raise ValueError(
@@ -533,7 +542,8 @@ class NetworkSpec:
                 f"inputs of shape {tuple(X.shape)} it returned "
                 f"{getattr(out, 'shape', type(out).__name__)}"
             )
-        _check_one_sample_output(module, X, out)
+        if check_batch_axis:
+            _check_one_sample_output(module, X, out)
         if not out.is_floating_point():
             raise ValueError(
                 f"module must return floating-point outputs (logits or "

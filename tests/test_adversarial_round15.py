@@ -5,6 +5,7 @@ parameters, a module class refusing saved module_params and misuse of the
 functional core failed inside torch."""
 
 import io
+import warnings
 
 import numpy as np
 import pytest
@@ -51,9 +52,29 @@ def test_one_class_tasks_are_refused_under_a_warm_start():
     with pytest.raises(ValueError, match="the tasks of the list have one class each"):
         est.meta_fit(_one_class_tasks())
     assert est.n_meta_iter_ == 2
-    with pytest.raises(ValueError, match="first meta-batch have one class each"):
-        est.meta_partial_fit(iter(_one_class_tasks()))
-    assert est.n_meta_iter_ == 2
+
+
+def test_meta_partial_fit_per_meta_batch_still_equals_meta_fit_on_the_stream():
+    """A one-class task in the middle of a stream: meta_fit trains on it,
+    so meta_partial_fit's later calls must too (the first pass refused it)."""
+    rng = np.random.RandomState(0)
+
+    def task(n_classes):
+        y = np.arange(6) % n_classes
+        return rng.randn(6, 4), y, rng.randn(6, 4), y
+
+    stream = [task(2), task(2), task(1), task(2)]
+    whole = FOMAMLClassifier(hidden_layer_sizes=(8,), meta_batch_size=1,
+                             n_meta_iter=4, random_state=0).meta_fit(iter(stream))
+    parts = FOMAMLClassifier(hidden_layer_sizes=(8,), meta_batch_size=1,
+                             random_state=0)
+    for one in stream:
+        parts.meta_partial_fit([one])
+    assert parts.n_meta_iter_ == whole.n_meta_iter_ == 4
+    for name, value in whole.module_.state_dict().items():
+        assert torch.equal(parts.module_.state_dict()[name], value)
+    with pytest.raises(ValueError, match="the tasks of the list have one class"):
+        FOMAMLClassifier(hidden_layer_sizes=(8,)).meta_partial_fit([stream[2]])
 
 
 class _TasksWithWidth:
@@ -146,6 +167,37 @@ class _Squeezed(nn.Module):
         return self.fc(x).squeeze()
 
 
+class _CountsCalls(nn.Module):
+    """Counts its training-mode calls in a buffer, and says when it runs in
+    eval mode."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 3)
+        self.register_buffer("calls", torch.zeros(()))
+
+    def forward(self, x):
+        if self.training:
+            self.calls += 1
+        else:
+            warnings.warn("run in eval mode", UserWarning)
+        return self.fc(x)
+
+
+def test_the_extra_probes_leave_no_trace():
+    """The probe in the other mode and on one sample ran on the network
+    meta-training uses: a spectral norm's power iteration (or a counter) moved
+    on, changing results, and the module's eval-mode warning showed."""
+    from sk_meta._network import NetworkSpec
+
+    network = NetworkSpec.from_estimator(MAMLClassifier(module=_CountsCalls))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        module, width = network.build((4,), 3, 0, X_SMALL)
+    assert width == 3
+    assert int(module.calls) == 1  # the probe itself, in train mode
+
+
 @pytest.mark.parametrize("n_outputs", [1, 2, 3])
 def test_a_module_that_squeezes_its_batch_axis_is_refused(n_outputs):
     """predict(X[:1]) returned shape (2, 1) for a two-output regressor, or
@@ -205,8 +257,8 @@ def test_load_with_a_class_that_refuses_the_module_params_blames_the_class():
                    random_state=0).fit(X_SMALL, Y_SMALL).save(buffer)
     buffer.seek(0)
     with pytest.warns(sk_meta.exceptions.PersistenceWarning), \
-            pytest.raises(ValueError, match="module class given to load does not "
-                                            r"take.*\{'scale': 2.0\}") as caught:
+            pytest.raises(ValueError, match="module class given to load could not be "
+                                            r"built with.*\{'scale': 2.0\}") as caught:
         sk_meta.load(buffer, module=_Unscaled)
     assert "not a valid sk_meta file" not in str(caught.value)
 
@@ -284,3 +336,64 @@ def test_a_scripted_output_layer_is_named():
     clf = MAMLClassifier(module=nn.Sequential(body, nn.Linear(16, 3)),
                          random_state=0).fit(X_SMALL, Y_SMALL)
     assert clf.score(X_SMALL, Y_SMALL) > 0.5
+
+
+class _SqueezedOldModule(_Squeezed):
+    pass
+
+
+def test_a_file_of_a_squeezing_module_saved_before_the_check_still_loads():
+    """The new probe refused it in load: predictions on several rows, right
+    before, became impossible; predict refuses the one-row shape instead."""
+    reg = MAMLRegressor(module=_SqueezedOldModule, module_params={"n_outputs": 2},
+                        head_init="meta", random_state=0)
+    y = np.random.RandomState(0).randn(12, 2)
+    # what an older version fitted: the probe's batch-axis check was not there
+    from sk_meta import _network
+
+    original = _network._check_one_sample_output
+    _network._check_one_sample_output = lambda *args: None
+    try:
+        reg.fit(X_SMALL, y)
+    finally:
+        _network._check_one_sample_output = original
+    buffer = io.BytesIO()
+    reg.save(buffer)
+    buffer.seek(0)
+    loaded = sk_meta.load(buffer, module=_SqueezedOldModule)
+    np.testing.assert_array_equal(loaded.predict(X_SMALL[:3]), reg.predict(X_SMALL[:3]))
+    with pytest.raises(ValueError, match=r"outputs of shape \(2,\) on 1 samples"):
+        loaded.predict(X_SMALL[:1])
+
+
+def test_functional_adapt_takes_complex_params_and_refuses_growing_rates():
+    module, forward, params, X, y, loss_fn = _functional_problem()
+    with pytest.raises(ValueError, match=r"lr\['0.weight'\] has shape \(3, 1, 5, 4\)"):
+        adapt(forward, params, X, y, loss_fn=loss_fn, n_steps=1,
+              lr={n: torch.full((3, 1, *p.shape[1:]), 0.1) for n, p in params.items()})
+    # per-task rates of shape (B, 1, 1) broadcast without growing the parameter
+    adapt(forward, params, X, y, loss_fn=loss_fn, n_steps=1,
+          lr={n: torch.full((2,) + (1,) * (p.dim() - 1), 0.1)
+              for n, p in params.items()})
+    # a complex parameter the forward ignores: adapted (by a zero gradient)
+    extra = {**params, "extra": torch.ones(2, 3, dtype=torch.complex64)}
+
+    def forward_ignoring_extra(p, X):
+        return forward({n: v for n, v in p.items() if n != "extra"}, X)
+
+    adapted, _ = adapt(forward_ignoring_extra, extra, X, y, loss_fn=loss_fn, lr=0.1,
+                       n_steps=1)
+    assert adapted["extra"].dtype == torch.complex64
+
+
+def test_a_one_number_loss_of_shape_one_runs_under_functional_too():
+    """torch.func.grad wants a 0-d loss: 'Expected f(*args) to return a scalar
+    Tensor, got tensor with 1 dims'."""
+    module, forward, params, X, y, loss_fn = _functional_problem()
+    options = {"lr": 0.1, "n_steps": 2, "functional": True}
+    adapted, loss = adapt(forward, params, X, y, **options,
+                          loss_fn=lambda out, t: loss_fn(out, t).reshape(1))
+    reference, reference_loss = adapt(forward, params, X, y, loss_fn=loss_fn, **options)
+    for name in params:
+        torch.testing.assert_close(adapted[name], reference[name])
+    torch.testing.assert_close(loss, reference_loss)

@@ -77,17 +77,23 @@ def _checked_rates(lr, step, names, adapting=None):
     if adapting is not None:
         for name in names:
             rate = _rate(rates, name)
-            if isinstance(rate, torch.Tensor) and rate.dim():
-                try:
-                    torch.broadcast_shapes(rate.shape, adapting[name].shape)
-                except RuntimeError:
-                    which = f"lr[{name!r}]" if isinstance(rates, dict) else "lr"
-                    raise ValueError(
-                        f"{which} has shape {tuple(rate.shape)}, which does not "
-                        f"broadcast to params[{name!r}]'s "
-                        f"{tuple(adapting[name].shape)} (one rate per task and "
-                        "element: the parameter's own shape)") from None
+            shape = adapting[name].shape
+            if isinstance(rate, torch.Tensor) and rate.dim() and not (
+                    _broadcasts_to(rate.shape, shape)):
+                which = f"lr[{name!r}]" if isinstance(rates, dict) else "lr"
+                raise ValueError(
+                    f"{which} has shape {tuple(rate.shape)}, which does not "
+                    f"broadcast to params[{name!r}]'s {tuple(shape)} (one rate "
+                    "per task and element: the parameter's own shape)")
     return rates
+
+
+def _broadcasts_to(shape, target):
+    """Whether ``shape`` broadcasts to ``target`` without growing it."""
+    try:
+        return torch.broadcast_shapes(shape, target) == target
+    except RuntimeError:
+        return False
 
 
 def _check_rate(rate, name, read_tensor=False):
@@ -169,10 +175,11 @@ def _check_arguments(params, X, y, *, n_steps, optimizer, trainable):
                          "an empty task is not a number")
     for name, p in params.items():
         if (trainable is None or name in trainable) and not (
-                isinstance(p, torch.Tensor) and p.is_floating_point()):
+                isinstance(p, torch.Tensor)
+                and (p.is_floating_point() or p.is_complex())):
             raise TypeError(
                 f"params[{name!r}] is {getattr(p, 'dtype', type(p).__name__)}: only "
-                "floating-point tensors take gradient steps")
+                "floating-point (or complex) tensors take gradient steps")
     n_tasks = {"X": X.shape[0] if X.dim() else None}
     if isinstance(y, torch.Tensor):
         n_tasks["y"] = y.shape[0] if y.dim() else None
@@ -390,7 +397,7 @@ def _scalar(loss):
         raise TypeError(
             "loss_fn must return a scalar tensor (the sum over tasks of each "
             f"task's loss), got {_described(loss)}")
-    return loss
+    return loss.reshape(())  # one number of shape (1,): torch.func.grad takes ()
 
 
 def _described(value):
