@@ -17,7 +17,7 @@ from torch.func import functional_call, vmap
 from sk_meta._checks import check_positive_int
 from sk_meta.functional._attention import with_math_attention
 from sk_meta.functional._forward import batched_forward, eval_mode
-from sk_meta.functional._losses import _code_range
+from sk_meta.functional._losses import check_code_range
 
 
 class OutputLayer(NamedTuple):
@@ -434,13 +434,8 @@ def prototype_head(features, y, n_outputs, scale=1.0):
     bias : Tensor of shape (B, n_outputs)
     """
     n_outputs = _check_prototype_inputs(features, y, n_outputs)
-    code_range = _code_range(y)
-    if code_range is not None and (code_range[0] < 0 or code_range[1] >= n_outputs):
-        # one_hot's "Class values must be smaller than num_classes" names no
-        # argument
-        raise ValueError(f"y must hold class codes in 0 .. {n_outputs - 1} "
-                         f"(n_outputs={n_outputs}); found codes from "
-                         f"{code_range[0]} to {code_range[1]}")
+    # one_hot's "Class values must be smaller than num_classes" names no argument
+    check_code_range(y, n_outputs, "n_outputs")
     return _prototype_weights(features, y, n_outputs, scale)
 
 

@@ -36,14 +36,20 @@ def cross_entropy_loss(logits, y, n_classes, *, balanced=False):
         every class the weights are 1 and the loss is the plain mean.
     """
     n_classes = _check_logits_and_codes(logits, y, n_classes)
-    code_range = _code_range(y)
-    if code_range is not None and (code_range[0] < 0 or code_range[1] >= n_classes):
-        # torch's "Target 3 is out of bounds" names no argument (and on a GPU
-        # it is a device-side assert)
-        raise ValueError(f"y must hold class codes in 0 .. {n_classes - 1} "
-                         f"(n_classes={n_classes}); found codes from "
-                         f"{code_range[0]} to {code_range[1]}")
+    # torch's "Target 3 is out of bounds" names no argument (and on a GPU it
+    # is a device-side assert)
+    check_code_range(y, n_classes, "n_classes")
     return _checked_cross_entropy(logits, y, n_classes, balanced)
+
+
+def check_code_range(y, n_codes, name):
+    """Refuse codes of ``y`` outside ``0 .. n_codes - 1`` (``name``: the
+    argument that gives ``n_codes``), where they can be read."""
+    code_range = _code_range(y)
+    if code_range is not None and (code_range[0] < 0 or code_range[1] >= n_codes):
+        raise ValueError(f"y must hold class codes in 0 .. {n_codes - 1} "
+                         f"({name}={n_codes}); found codes from "
+                         f"{code_range[0]} to {code_range[1]}")
 
 
 def _code_range(y):
