@@ -16,6 +16,7 @@ import argparse
 import numpy as np
 
 from benchmarks import fidelity_tabular as ft
+from benchmarks._cli import non_negative_int, positive_float, positive_int
 from benchmarks._harness import set_threads
 from sk_meta.exceptions import DivergenceError
 
@@ -32,19 +33,22 @@ def support_loss(est, task):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--dataset", default="flavia", choices=list(ft.DATASETS))
-    parser.add_argument("--split", type=int, default=0)
-    parser.add_argument("--k-shot", type=int, default=5)
+    parser.add_argument("--split", type=non_negative_int, default=0)
+    parser.add_argument("--k-shot", type=positive_int, default=5)
     parser.add_argument("--stage", choices=["pilot", "test"], default="test")
     parser.add_argument("--method", default="maml",
                         help="a fidelity_tabular method name, e.g. 'maml nomix'")
-    parser.add_argument("--n-tasks", type=int, default=60)
-    parser.add_argument("--max-time", type=float, default=60.0)
-    parser.add_argument("--clip", type=float, default=None)
+    parser.add_argument("--n-tasks", type=positive_int, default=60)
+    parser.add_argument("--max-time", type=positive_float, default=60.0)
+    parser.add_argument("--clip", type=positive_float, default=None)
     parser.add_argument("--omniglot-path", default=str(ft.DEFAULT_OMNIGLOT_PATH))
     parser.add_argument("--tabular-dir", default=str(ft.TABULAR_DIR))
     args = parser.parse_args(argv)
     set_threads(1)
-    spec = ft.meta_learner(args.method)
+    try:
+        spec = ft.meta_learner(args.method)
+    except ValueError as exc:
+        parser.error(str(exc))
     if spec.pretrained or spec.searched or spec.validated:
         parser.error("pretrained, searched and validated methods are not supported")
     setting = ft.make_setting(ft.DATASETS[args.dataset](args, args.split), args.split,

@@ -25,7 +25,7 @@ import tempfile
 import textwrap
 import time
 
-from benchmarks._cli import make_parser, parse_device
+from benchmarks._cli import make_parser, parse_device, require_baselines
 from benchmarks._estimators import make_sk_estimator
 from benchmarks._harness import REPO_DIR, set_threads, synchronize
 from benchmarks._report import environment, format_table, print_header, write_results
@@ -99,6 +99,7 @@ def main(argv=None):
                         help="skip the end-to-end runs in fresh processes (a cold "
                              "compile of a large model can take minutes)")
     args = parser.parse_args(argv)
+    require_baselines(parser)
     device = parse_device(parser, args.device)
     set_threads(1)
     env = environment(device)

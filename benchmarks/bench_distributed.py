@@ -38,7 +38,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from benchmarks._cli import make_parser
+from benchmarks._cli import make_parser, positive_int
 from benchmarks._estimators import make_sk_estimator, time_sk_meta
 from benchmarks._harness import set_threads
 from benchmarks._report import environment, format_table, print_header, write_results
@@ -216,7 +216,7 @@ def main(argv=None):
     parser = make_parser(__doc__.split("\n")[0], omniglot=True)
     parser.add_argument("--backend", choices=("gloo", "nccl"), default="gloo",
                         help="gloo: CPU processes (default); nccl: one GPU each")
-    parser.add_argument("--nprocs", type=int, default=2,
+    parser.add_argument("--nprocs", type=positive_int, default=2,
                         help="the most processes spawned (default: %(default)s; "
                         "ignored under torchrun)")
     args = parser.parse_args(argv)

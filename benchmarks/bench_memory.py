@@ -34,7 +34,7 @@ import time
 import numpy as np
 import torch
 
-from benchmarks._cli import make_parser, parse_device
+from benchmarks._cli import make_parser, parse_device, require_baselines
 from benchmarks._estimators import make_sk_estimator, time_sk_meta
 from benchmarks._harness import (
     ShortWarmup,
@@ -337,6 +337,8 @@ def main(argv=None):
     parser.add_argument("--parts", nargs="+", default=["a", "b", "c"],
                         choices=["a", "b", "c"])
     args = parser.parse_args(argv)
+    if {"b", "c"} & set(args.parts):
+        require_baselines(parser, ("learn2learn",))
     device = parse_device(parser, args.device)
     set_threads(1)
     env = environment(device)

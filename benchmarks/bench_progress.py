@@ -18,7 +18,7 @@ import sys
 import time
 from unittest import mock
 
-from benchmarks._cli import make_parser
+from benchmarks._cli import make_parser, parse_device
 from benchmarks._harness import interleaved_timing, set_threads
 from benchmarks._report import environment, format_table, print_header, write_results
 from benchmarks._workloads import sample_sinusoid_tasks
@@ -29,11 +29,11 @@ PLANS = {"quick": {"n_meta_iter": 300, "repeats": 5},
 TARGET = 0.98  # at least 98 % of the quiet rate
 
 
-def runner(tasks, n_meta_iter, verbose, bar):
+def runner(tasks, n_meta_iter, verbose, bar, device="cpu"):
     def run():
         reg = MAMLRegressor(hidden_layer_sizes=(40, 40), inner_lr=0.01,
                             meta_batch_size=25, n_meta_iter=n_meta_iter,
-                            verbose=verbose, random_state=0)
+                            verbose=verbose, random_state=0, device=device)
         with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink), \
                 contextlib.redirect_stderr(sink), \
                 mock.patch.object(sys.stderr, "isatty", lambda: bar, create=True):
@@ -47,15 +47,16 @@ def runner(tasks, n_meta_iter, verbose, bar):
 def main():
     parser = make_parser(__doc__.splitlines()[0])
     args = parser.parse_args()
+    device = str(parse_device(parser, args.device))
     plan = PLANS["quick" if args.quick else "full"]
     set_threads(1)
-    env = environment()
+    env = environment(device)
     print_header("Progress output: verbose=1 against verbose=0", env)
     tasks = sample_sinusoid_tasks(plan["n_meta_iter"] * 25, seed=0)
     timing = interleaved_timing({
-        "verbose=0": runner(tasks, plan["n_meta_iter"], 0, False),
-        "verbose=1, lines": runner(tasks, plan["n_meta_iter"], 1, False),
-        "verbose=1, bar": runner(tasks, plan["n_meta_iter"], 1, True),
+        "verbose=0": runner(tasks, plan["n_meta_iter"], 0, False, device),
+        "verbose=1, lines": runner(tasks, plan["n_meta_iter"], 1, False, device),
+        "verbose=1, bar": runner(tasks, plan["n_meta_iter"], 1, True, device),
     }, repeats=plan["repeats"])
     print(format_table(timing.rows()))
     worst = min(timing.ratio_to_baseline.values())

@@ -27,7 +27,7 @@ import functools
 import statistics
 from pathlib import Path
 
-from benchmarks._cli import make_parser, parse_device
+from benchmarks._cli import make_parser, parse_device, require_baselines
 from benchmarks._estimators import make_sk_estimator, sk_meta_module_like, time_sk_meta
 from benchmarks._harness import (
     ShortWarmup,
@@ -201,6 +201,7 @@ def main(argv=None):
     parser.add_argument("--workloads", nargs="+", default=list(METHODS),
                         choices=list(METHODS))
     args = parser.parse_args(argv)
+    require_baselines(parser)
     device = parse_device(parser, args.device)
     set_threads(1)
     env = environment(device)

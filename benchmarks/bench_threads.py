@@ -23,7 +23,7 @@ import subprocess
 import sys
 import time
 
-from benchmarks._cli import make_parser, parse_device
+from benchmarks._cli import make_parser, parse_device, require_baselines
 from benchmarks._estimators import make_sk_estimator, time_sk_meta
 from benchmarks._harness import interleaved_timing, set_threads, torch_threads
 from benchmarks._report import environment, format_table, print_header, write_results
@@ -100,6 +100,7 @@ def _runners(workload, tasks, plan, device):
 def main(argv=None):
     parser = make_parser(__doc__.split("\n")[0])
     args = parser.parse_args(argv)
+    require_baselines(parser, ("learn2learn",))
     device = parse_device(parser, args.device)
     set_threads(1)
     env = environment(device)

@@ -82,6 +82,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from benchmarks._cli import (
+    check_results_name,
+    non_negative_int,
+    parse_device,
+    positive_float,
+    positive_int,
+)
 from benchmarks._harness import set_threads
 from benchmarks._report import (
     RESULTS_DIR,
@@ -455,25 +462,25 @@ def main(argv=None):
                              "omniglot28.npz beside the repository)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N")
     parser.add_argument("--algorithm", nargs="+", default=None, choices=ALGORITHMS)
-    parser.add_argument("--n-way", type=int, nargs="+", default=None)
-    parser.add_argument("--k-shot", type=int, nargs="+", default=None)
-    parser.add_argument("--n-meta-iter", type=int, default=None,
+    parser.add_argument("--n-way", type=positive_int, nargs="+", default=None)
+    parser.add_argument("--k-shot", type=positive_int, nargs="+", default=None)
+    parser.add_argument("--n-meta-iter", type=positive_int, default=None,
                         help="meta-iterations (default: each paper's)")
-    parser.add_argument("--time-budget", type=float, default=None,
+    parser.add_argument("--time-budget", type=positive_float, default=None,
                         help="seconds of meta-training per configuration")
-    parser.add_argument("--n-filters", type=int, default=None)
-    parser.add_argument("--meta-batch-size", type=int, default=None,
+    parser.add_argument("--n-filters", type=positive_int, default=None)
+    parser.add_argument("--meta-batch-size", type=positive_int, default=None,
                         help="override the paper's meta-batch size")
-    parser.add_argument("--n-test-tasks", type=int, default=None)
-    parser.add_argument("--n-query-test", type=int, default=5,
+    parser.add_argument("--n-test-tasks", type=positive_int, default=None)
+    parser.add_argument("--n-query-test", type=positive_int, default=5,
                         help="query images per class in test tasks")
-    parser.add_argument("--eval-batch-size", type=int, default=None,
+    parser.add_argument("--eval-batch-size", type=positive_int, default=None,
                         help="test tasks adapted at once")
     parser.add_argument("--epsilon-schedule", choices=("linear", "constant"),
                         default="linear", help="Reptile's outer step size")
-    parser.add_argument("--report-every", type=float, default=None,
+    parser.add_argument("--report-every", type=positive_float, default=None,
                         help="seconds per warm-started chunk (progress line)")
-    parser.add_argument("--reptile-train-shots", type=int, default=None,
+    parser.add_argument("--reptile-train-shots", type=positive_int, default=None,
                         help="Reptile's images per class in meta-training "
                              "(default: the paper's, 9 to 15)")
     parser.add_argument("--shuffle-labels", action="store_true",
@@ -481,9 +488,9 @@ def main(argv=None):
                              "permutation of 0..N-1 in each task (the papers' "
                              "protocol) instead of the original class ids, "
                              "which sk_meta maps to output units in sorted order")
-    parser.add_argument("--split-seed", type=int, default=0,
+    parser.add_argument("--split-seed", type=non_negative_int, default=0,
                         help="random_state of load_omniglot's character split")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=non_negative_int, default=0)
     parser.add_argument("--quick", action="store_true",
                         help="CPU minutes: MAML 5-way 1-shot, 16 filters, "
                              "meta-batch 8, 90 s of meta-training, 100 test "
@@ -516,6 +523,11 @@ def main(argv=None):
     args.results_dir = args.results_dir or str(RESULTS_DIR)
     path = args.path or (DEFAULT_OMNIGLOT_PATH if DEFAULT_OMNIGLOT_PATH.is_file()
                          else None)
+    if path is not None and not Path(path).is_file():
+        parser.error(f"--path {str(path)!r}: no such file (sk_meta never downloads "
+                     "data: see the data set's README for where it comes from)")
+    args.device = str(parse_device(parser, args.device))
+    check_results_name(parser, args.name)
     mode = "quick" if args.quick else "full"
     device_kind = str(args.device).split(":")[0]
     name = args.name or f"omniglot_{mode}_{device_kind}_seed{args.seed}"

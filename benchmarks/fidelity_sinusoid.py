@@ -56,6 +56,7 @@ import time
 import numpy as np
 import torch
 
+from benchmarks._cli import check_results_name, non_negative_int, positive_int
 from benchmarks._harness import set_threads
 from benchmarks._report import Timer, environment, format_table, write_results
 from benchmarks._stats import format_ci, summary
@@ -194,17 +195,18 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true",
                         help="5,000 meta-iterations instead of 70,000")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--k-shot", type=int, nargs="+", default=[5, 10])
+    parser.add_argument("--seed", type=non_negative_int, default=0)
+    parser.add_argument("--k-shot", type=positive_int, nargs="+", default=[5, 10])
     parser.add_argument("--algorithms", nargs="+", default=list(ALGORITHMS),
                         choices=ALGORITHMS)
-    parser.add_argument("--n-meta-iter", type=int, default=None,
+    parser.add_argument("--n-meta-iter", type=positive_int, default=None,
                         help="meta-iterations (default 70,000; 5,000 with --quick)")
-    parser.add_argument("--n-test-tasks", type=int, default=600)
-    parser.add_argument("--n-query-test", type=int, default=100)
-    parser.add_argument("--steps", type=int, nargs="+", default=[1, 5, 10])
+    parser.add_argument("--n-test-tasks", type=positive_int, default=600)
+    parser.add_argument("--n-query-test", type=positive_int, default=100)
+    parser.add_argument("--steps", type=non_negative_int, nargs="+", default=[1, 5, 10])
     parser.add_argument("--name", default=None, help="results file name")
     args = parser.parse_args(argv)
+    check_results_name(parser, args.name)
     if args.n_meta_iter is None:
         args.n_meta_iter = 5_000 if args.quick else 70_000
     mode = "quick" if args.quick else "full"

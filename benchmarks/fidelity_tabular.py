@@ -147,6 +147,7 @@ import dataclasses
 import importlib.resources
 import json
 import re
+import sys
 import time
 from pathlib import Path
 
@@ -157,6 +158,7 @@ from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.neighbors import KNeighborsClassifier
 
+from benchmarks._cli import non_negative_int, positive_float, positive_int
 from benchmarks._harness import set_threads
 from benchmarks._report import RESULTS_DIR, Timer, environment, format_table
 from benchmarks._stats import format_ci, summary
@@ -901,19 +903,20 @@ def main(argv=None):
                         help="digits and libras, split 0, 100 test tasks, 10 s "
                              "per meta-training, baselines and the defaults")
     parser.add_argument("--datasets", nargs="+", default=None, choices=list(DATASETS))
-    parser.add_argument("--splits", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--k-shot", type=int, nargs="+", default=[1, 5])
+    parser.add_argument("--splits", type=non_negative_int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--k-shot", type=positive_int, nargs="+", default=[1, 5])
     parser.add_argument("--methods", nargs="+", default=None,
                         help="method names (quote those with spaces); ALL_MAML: "
                              "the pilot's list; default: the test list")
-    parser.add_argument("--test-steps", type=int, nargs="*", default=[10, 25],
+    parser.add_argument("--test-steps", type=non_negative_int, nargs="*",
+                        default=[10, 25],
                         help="extra inner_steps evaluated after meta-training")
-    parser.add_argument("--max-time", type=float, default=30.0,
+    parser.add_argument("--max-time", type=positive_float, default=30.0,
                         help="seconds of meta-training (and of pretraining) per run")
-    parser.add_argument("--n-test-tasks", type=int, default=200)
+    parser.add_argument("--n-test-tasks", type=positive_int, default=200)
     parser.add_argument("--omniglot-path", default=str(DEFAULT_OMNIGLOT_PATH))
     parser.add_argument("--tabular-dir", default=str(TABULAR_DIR))
-    parser.add_argument("--clip", type=float, default=None,
+    parser.add_argument("--clip", type=positive_float, default=None,
                         help="clip the standardized features to [-CLIP, CLIP] "
                              "for every method; results under STAGE_clipCLIP")
     parser.add_argument("--force", action="store_true",
@@ -941,6 +944,11 @@ def main(argv=None):
         folder = results_folder(args.stage, args.clip)
     if args.datasets is None:
         args.datasets = [name for name in DATASETS if name not in TABLE_VARIANTS]
+    # the summary shows the methods asked for (the test list: its report columns)
+    columns = None if args.methods is None else [
+        "best support-only", "pretrain+LR",
+        *(m for m in args.methods if m not in baselines and m != "ALL_MAML"),
+        "best sk_meta"]
     if args.methods is None:
         args.methods = TEST_METHODS
     if args.methods == ["ALL_MAML"]:
@@ -958,6 +966,7 @@ def main(argv=None):
     timer.log(f"{env['cpu']}, load {env['load_average_1_5_15']}, stage {args.stage}, "
               f"max_time {args.max_time} s, {args.n_test_tasks} test tasks")
     # split-major: an interrupted run has every data set on its first splits
+    ran = False
     for split in args.splits:
         for dataset in args.datasets:
             try:
@@ -968,8 +977,12 @@ def main(argv=None):
             setting = make_setting(table, split, args.stage, args.clip)
             for k_shot in args.k_shot:
                 run_setting(dataset, setting, split, k_shot, args, timer)
+            ran = True
+    if not ran:
+        sys.exit(f"fidelity_tabular: none of the data sets {args.datasets} is "
+                 "available here (see the messages above); nothing was run")
     print()
-    report(args.stage, out=OUT_DIR / f"summary_{folder}.json", folder=folder)
+    report(args.stage, columns, out=OUT_DIR / f"summary_{folder}.json", folder=folder)
     print(f"\ntotal {timer.elapsed():.0f} s")
 
 

@@ -18,6 +18,7 @@ import numpy as np
 from sklearn.datasets import load_digits
 from sklearn.linear_model import LogisticRegression
 
+from benchmarks._cli import non_negative_int, positive_int
 from benchmarks._harness import set_threads
 from benchmarks._stats import mean_ci
 from sk_meta import MAMLClassifier
@@ -75,9 +76,9 @@ def report(rows):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--splits", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--n-tasks", type=int, default=30)
-    parser.add_argument("--n-meta-iter", type=int, default=300)
+    parser.add_argument("--splits", type=non_negative_int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--n-tasks", type=positive_int, default=30)
+    parser.add_argument("--n-meta-iter", type=positive_int, default=300)
     args = parser.parse_args(argv)
     set_threads(1)
     report(run(args.splits, args.n_tasks, args.n_meta_iter))

@@ -23,6 +23,7 @@ import argparse
 import numpy as np
 
 from benchmarks import fidelity_tabular as ft
+from benchmarks._cli import non_negative_int, positive_float, positive_int
 from benchmarks._harness import set_threads
 from sk_meta.exceptions import DivergenceError
 
@@ -51,17 +52,18 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--dataset", default="movement_libras",
                         choices=list(ft.DATASETS))
-    parser.add_argument("--split", type=int, default=2)
-    parser.add_argument("--k-shot", type=int, default=5)
+    parser.add_argument("--split", type=non_negative_int, default=2)
+    parser.add_argument("--k-shot", type=positive_int, default=5)
     parser.add_argument("--stage", choices=["pilot", "test"], default="test")
     parser.add_argument("--method", default="reptile",
                         help="a fidelity_tabular method name, e.g. 'maml nomix'")
-    parser.add_argument("--checkpoints", type=int, nargs="+",
+    parser.add_argument("--checkpoints", type=non_negative_int, nargs="+",
                         default=[100, 200, 400, 600, 800, 1000])
-    parser.add_argument("--fit-lrs", type=float, nargs="*", default=[0.003, 0.01, 0.03],
+    parser.add_argument("--fit-lrs", type=positive_float, nargs="*",
+                        default=[0.003, 0.01, 0.03],
                         help="inner_lr values for fit from the last init")
-    parser.add_argument("--n-tasks", type=int, default=60)
-    parser.add_argument("--max-time", type=float, default=None,
+    parser.add_argument("--n-tasks", type=positive_int, default=60)
+    parser.add_argument("--max-time", type=positive_float, default=None,
                         help="seconds per chunk of meta-training (default: none)")
     parser.add_argument("--omniglot-path", default=str(ft.DEFAULT_OMNIGLOT_PATH))
     parser.add_argument("--tabular-dir", default=str(ft.TABULAR_DIR))

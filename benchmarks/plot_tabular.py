@@ -104,6 +104,10 @@ def main(argv=None):
     # when named: the figure shows the eight tables
     rows = [row for row in json.loads(summary.read_text())["rows"]
             if row["dataset"] not in TABLE_VARIANTS]
+    absent = [m for m in args.methods if not any(
+        column_name(r, name) in r["methods"] for r in rows for name in m.split("|"))]
+    if absent:
+        parser.error(f"no results in {summary} for {absent}")
     out = args.out or RESULTS_DIR / f"tabular_fidelity_{args.stage}.png"
     path = plot(rows, args.methods, Path(out),
                 "Held-out classes: mean over class splits (bars: worst to best "

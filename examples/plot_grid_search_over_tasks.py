@@ -70,7 +70,7 @@ clf.meta_fit(tasks(train_classes))
 # matching query set. ``refit=False``: refitting on all rows at once would
 # mix the tasks' labels.
 #
-# The largest step size, 3.0, makes 10 and 20 steps diverge on some tasks:
+# The largest step size, 3.0, makes 20 steps diverge on some tasks:
 # ``fit`` raises a one-line ``DivergenceError``, and the candidate gets
 # ``error_score`` (NaN) for those tasks. scikit-learn would then print the
 # whole traceback of every failure in a ``FitFailedWarning``; the two

@@ -180,36 +180,40 @@ def _check_trainable(module):
         )
 
 
-def _extra_run(module, X, *, other_mode=False):
-    """Run a copy of ``module`` on a copy of ``X`` (in the other train/eval
-    mode with ``other_mode``); return its outputs (None where the run fails
-    or the module cannot be copied) and whether it wrote into its input. A
-    run the module would not have made must leave no trace: on copies, the
-    module's buffers (a spectral norm's power iteration, a call counter)
-    and the caller's inputs stay as they were, and its warnings unsaid."""
-    X = X.clone()
-    version = X._version
+def _extra_runs(module, X):
+    """Run a copy of ``module`` on copies of a few samples of ``X``: two in
+    the other train/eval mode, then one in its own mode. Return whether the
+    first run wrote into its input, and the outputs on one sample (None
+    where that run fails or the module cannot be copied). Runs the module
+    would not have made must leave no trace: on copies, its buffers (a
+    spectral norm's power iteration, a call counter) and the caller's
+    inputs stay as they were, and its warnings unsaid."""
     try:
         module = copy.deepcopy(module)
     except Exception:  # noqa: BLE001 - refused later, with its own message
-        return None, False
-    if other_mode:
-        module.train(not module.training)
-    try:
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            outputs = module(X)
-    except Exception:  # noqa: BLE001 - a failure is reported where it matters
-        outputs = None
-    return outputs, X._version != version
+        return False, None
+    results = []
+    for mode, samples in ((not module.training, X[:2]), (module.training, X[:1])):
+        samples = samples.clone()
+        version = samples._version
+        module.train(mode)
+        try:
+            with torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                outputs = module(samples)
+        except Exception:  # noqa: BLE001 - a failure is reported where it matters
+            outputs = None
+        results.append((samples._version != version, outputs))
+    return results[0][0], results[1][1]
 
 
-def _check_one_sample_output(module, X, out):
+def _check_one_sample_output(one, X, out):
     """Refuse outputs whose shape follows the number of samples beyond its
     first axis (a ``.squeeze()`` after the output layer): one sample, in a
-    one-sample support set or ``predict(X[:1])``, would lose its batch axis."""
-    one, _ = _extra_run(module, X[:1])
-    if one is None:  # it fails on one sample (a BatchNorm in train mode)
+    one-sample support set or ``predict(X[:1])``, would lose its batch axis.
+    ``one``: the outputs on one sample (None where the module fails on one,
+    as a BatchNorm in train mode does)."""
+    if one is None:
         return
     got = tuple(one.shape) if isinstance(one, torch.Tensor) else type(one).__name__
     if got != (1, *out.shape[1:]):
@@ -523,7 +527,7 @@ class NetworkSpec:
                 f"{type(exc).__name__}: {exc}{_dtype_hint(module)}"
             ) from None
         # in the other mode too: inner steps run in train mode, predict in eval
-        _, written_in_other_mode = _extra_run(module, X, other_mode=True)
+        written_in_other_mode, one_sample = _extra_runs(module, X)
         if X._version != version or written_in_other_mode:
             # it would compound over the inner steps' forward passes, and
             # overwrite the inputs that the meta-gradient's backward pass reads
@@ -543,7 +547,7 @@ class NetworkSpec:
                 f"{getattr(out, 'shape', type(out).__name__)}"
             )
         if check_batch_axis:
-            _check_one_sample_output(module, X, out)
+            _check_one_sample_output(one_sample, X, out)
         if not out.is_floating_point():
             raise ValueError(
                 f"module must return floating-point outputs (logits or "

@@ -5,8 +5,15 @@ import signal
 import warnings
 
 import numpy as np
+import pytest
 
-from benchmarks import fidelity_omniglot
+from benchmarks import (
+    adaptation_curve,
+    bench_distributed,
+    fidelity_omniglot,
+    fidelity_sinusoid,
+    fidelity_tabular,
+)
 from sk_meta import MAMLClassifier
 from sk_meta.tasks import EpisodeSampler
 
@@ -87,3 +94,36 @@ def test_the_omniglot_protocol_meta_trains_as_the_papers_do():
         assert est.meta_grad_max_norm is None
         assert est.backtracking is False
         assert est.head_init == "meta"
+
+
+# -- the command lines refuse what would waste a run or hang ------------------------
+
+@pytest.mark.parametrize("main, argv, message", [
+    # no worker process was started, and the parent waited for one forever
+    (bench_distributed.main, ["--nprocs", "0"], "--nprocs: must be at least 1"),
+    (fidelity_tabular.main, ["--k-shot", "-1"], "--k-shot: must be at least 1"),
+    (fidelity_tabular.main, ["--max-time", "nan"], "--max-time: must be above 0"),
+    (fidelity_tabular.main, ["--clip", "-1"], "--clip: must be above 0"),
+    (fidelity_tabular.main, ["--n-test-tasks", "x"], "--n-test-tasks: not an int"),
+    (fidelity_sinusoid.main, ["--steps", "-1"], "--steps: must be at least 0"),
+    # the results file landed outside the results directory
+    (fidelity_sinusoid.main, ["--name", "../../escape"], "a file name, without"),
+    (fidelity_omniglot.main, ["--quick", "--path", "/nonexistent/omniglot.npz"],
+     "no such file"),
+    (fidelity_omniglot.main, ["--quick", "--device", "nodevice"], "--device"),
+    (adaptation_curve.main, ["--dataset", "digits", "--method", "bogus"],
+     "unknown method 'bogus'"),
+])
+def test_bad_arguments_are_one_line_errors(main, argv, message, capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    assert stop.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_a_run_whose_data_sets_are_all_missing_fails(tmp_path, capsys):
+    """It exited 0 and printed the summary of earlier runs."""
+    with pytest.raises(SystemExit, match="none of the data sets"):
+        fidelity_tabular.main(["--datasets", "vowel", "--tabular-dir", str(tmp_path),
+                               "--splits", "0", "--k-shot", "1", "--methods", "maml"])
+    assert "vowel: no file" in capsys.readouterr().out

@@ -10,6 +10,7 @@ import argparse
 import functools
 from collections.abc import Sequence
 
+from benchmarks._cli import require_baselines
 from benchmarks._harness import interleaved_timing, set_threads
 from benchmarks._report import format_table
 from benchmarks._workloads import (
@@ -85,6 +86,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if not (args.check or args.quick):
         parser.error("choose --check and/or --quick")
+    require_baselines(parser)
 
     set_threads(1)
     if args.check:
