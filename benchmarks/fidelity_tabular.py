@@ -944,15 +944,16 @@ def main(argv=None):
         folder = results_folder(args.stage, args.clip)
     if args.datasets is None:
         args.datasets = [name for name in DATASETS if name not in TABLE_VARIANTS]
-    # the summary shows the methods asked for (the test list: its report columns)
-    columns = None if args.methods is None else [
-        "best support-only", "pretrain+LR",
-        *(m for m in args.methods if m not in baselines and m != "ALL_MAML"),
-        "best sk_meta"]
+    asked = args.methods
     if args.methods is None:
         args.methods = TEST_METHODS
     if args.methods == ["ALL_MAML"]:
         args.methods = PILOT_METHODS
+    # the summary shows the methods asked for (the test list: its report columns)
+    leading = ["best support-only", "pretrain+LR"]
+    columns = None if asked is None else [
+        *leading, *(m for m in dict.fromkeys(args.methods) if m not in leading),
+        "best sk_meta"]
     args.methods = [*baselines, *(m for m in args.methods if m not in baselines)]
     for name in args.methods:  # fail before hours of work, not during
         if name not in SUPPORT_ONLY and not name.startswith("pretrain+LR"):

@@ -211,9 +211,10 @@ def meta_train(estimator, tasks, validation_tasks, *, incremental, checkpoint=No
             "tasks is empty (or an exhausted iterator): meta-training needs "
             "at least one task"
         )
-    if not (warm and incremental):
-        # meta_partial_fit's later calls are a stream's later meta-batches,
-        # which meta_fit does not check either
+    if not warm or (listed is not None and not incremental):
+        # a call that continues meta-training may continue a stream, whose
+        # later meta-batches are not checked (a one-class task among them is
+        # allowed); a list given to a warm start is all there is
         _refuse_one_class_tasks(first, checker, listed)
     first_X = [X for group in first for X in (group.X_support, group.X_query)]
     first_y = ([] if inner_settings.classification else
@@ -625,7 +626,9 @@ def adapt_to_support(estimator, X, y_target, n_classes, n_outputs):
     # of a small fit)
     if not (type(module) is MLP and is_on_device(module, device)):
         module = on_device(copy.deepcopy(module), device)
-    X_t = torch.from_numpy(X).to(device)
+    # a copy: X may be the caller's array, and a module may write its input
+    # where the probe cannot see (x.data.mul_())
+    X_t = torch.from_numpy(X).to(device, copy=True)
     inner = InnerLoop(settings, module, device=device, strategy=strategy, probe=X_t)
     params = {name: p.detach() for name, p in module.named_parameters()}
     if lrs is not None:
@@ -770,6 +773,6 @@ def predict_outputs(estimator, fit, X):
                                           adapt_layers="all"),
                       module, device=device, strategy=fit.strategy)
     params = {name: p.to(device).unsqueeze(0) for name, p in fit.params.items()}
-    X_t = torch.from_numpy(X).to(device).unsqueeze(0)
+    X_t = torch.from_numpy(X).to(device, copy=True).unsqueeze(0)  # as fit's
     support = torch.from_numpy(fit.support_X).to(device).unsqueeze(0)
     return inner.predict(params, X_t, support)[0].cpu()

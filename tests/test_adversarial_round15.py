@@ -397,3 +397,57 @@ def test_a_one_number_loss_of_shape_one_runs_under_functional_too():
     for name in params:
         torch.testing.assert_close(adapted[name], reference[name])
     torch.testing.assert_close(loss, reference_loss)
+
+
+# -- pass AA ---------------------------------------------------------------------------
+
+def test_a_warm_start_that_continues_an_iterator_is_not_checked_for_one_class():
+    """Its first meta-batch is a later meta-batch of the stream: refusing it
+    (and consuming it) broke the continuation that equals one meta_fit."""
+    rng = np.random.RandomState(0)
+
+    def task(n_classes):
+        y = np.arange(6) % n_classes
+        return rng.randn(6, 4), y, rng.randn(6, 4), y
+
+    stream = [task(2), task(2), task(1), task(2)]
+    options = {"hidden_layer_sizes": (8,), "meta_batch_size": 1, "random_state": 0}
+    whole = FOMAMLClassifier(n_meta_iter=4, **options).meta_fit(iter(stream))
+    halves = FOMAMLClassifier(n_meta_iter=2, **options)
+    remaining = iter(stream)
+    halves.meta_fit(remaining)
+    halves.set_params(warm_start=True, n_meta_iter=4).meta_fit(remaining)
+    assert halves.n_meta_iter_ == 4
+    for name, value in whole.module_.state_dict().items():
+        assert torch.equal(halves.module_.state_dict()[name], value)
+
+
+class _WritesThroughData(nn.Module):
+    """Writes its input through .data, which no version counter sees."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x):
+        x.data.mul_(2)
+        return self.fc(x)
+
+
+def test_fit_and_predict_never_hand_the_callers_arrays_to_the_module():
+    X_support, X_query = X_SMALL.copy(), X_SMALL[:5].copy()
+    clf = MAMLClassifier(module=_WritesThroughData, head_init="meta", inner_steps=2,
+                         random_state=0).fit(X_support, Y_SMALL)
+    clf.predict_proba(X_query)
+    np.testing.assert_array_equal(X_support, X_SMALL)
+    np.testing.assert_array_equal(X_query, X_SMALL[:5])
+
+
+def test_functional_adam_refuses_complex_params():
+    """Its second moment (g * g) is not |g|² for complex gradients: wrong steps."""
+    module, forward, params, X, y, loss_fn = _functional_problem()
+    extra = {**params, "extra": torch.ones(2, 3, dtype=torch.complex64)}
+    with pytest.raises(ValueError, match="optimizer='adam' takes real parameters"):
+        adapt(lambda p, X: forward({n: v for n, v in p.items() if n != "extra"}, X),
+              extra, X, y, loss_fn=loss_fn, lr=0.1, n_steps=1, detach=True,
+              optimizer="adam")

@@ -159,6 +159,10 @@ def _check_arguments(params, X, y, *, n_steps, optimizer, trainable):
         raise ValueError("params is empty: no parameter would adapt")
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
+    if optimizer == "adam" and any(isinstance(p, torch.Tensor) and p.is_complex()
+                                   for p in params.values()):
+        raise ValueError("optimizer='adam' takes real parameters; complex ones "
+                         "take optimizer='sgd'")
     if trainable is not None:
         if isinstance(trainable, str):
             raise TypeError("trainable must be a collection of parameter names, "
