@@ -480,7 +480,7 @@ def _refuse_one_class_tasks(first_groups, checker, listed=None):
     """Refuse a call whose first meta-batch (a list: whose tasks) has one
     class in every task: there is nothing to tell apart, and meta-training
     would spend its budget teaching the init to predict the one code 0
-    (with an n_way attribute, or an init from an earlier call, too)."""
+    (whatever the tasks' n_way attribute says)."""
     if not checker.classification:
         return
     if max(g.n_classes for g in (*first_groups, *(listed or ()))) < 2:
