@@ -4,6 +4,7 @@ and (optionally) ``--omniglot-path``."""
 
 import argparse
 import importlib.util
+import math
 import os
 
 import torch
@@ -45,8 +46,7 @@ def _number(text, kind, *, minimum, strict=False):
     except ValueError:
         what = "an int" if kind is int else "a number"
         raise argparse.ArgumentTypeError(f"not {what}: {text!r}") from None
-    if value != value or value in (float("inf"), float("-inf")) or (
-            value <= minimum if strict else value < minimum):
+    if not math.isfinite(value) or (value <= minimum if strict else value < minimum):
         raise argparse.ArgumentTypeError(
             f"must be {'above' if strict else 'at least'} {minimum}, got {text}")
     return value

@@ -204,6 +204,13 @@ def _torch_viewable(array):
     return array if array.flags.writeable else array.copy()
 
 
+def _module_input(X):
+    """A contiguous, writeable copy of the caller's ``X``, the one the module
+    runs on: a module may write its input where the probe cannot see
+    (``x.data.mul_()``), and the caller's array must stay as it was."""
+    return np.array(X, order="C", copy=True)
+
+
 @functools.cache
 def _param_names(estimator_class):
     return tuple(BaseEstimator._get_param_names.__func__(estimator_class))
@@ -756,7 +763,7 @@ class BaseMetaEstimator(BaseEstimator):
             if not np.isfinite(y).all():  # finite in float64, too large for float32
                 raise ValueError("y contains infinity or a value too large for float32")
         self._check_feature_names_against_meta()
-        return _torch_viewable(X), _torch_viewable(y)
+        return _module_input(X), _torch_viewable(y)
 
     def _check_feature_names_against_meta(self):
         meta = self.__dict__.get("_meta")
@@ -852,7 +859,7 @@ class BaseMetaEstimator(BaseEstimator):
             allow_nd=self.module is not None, dtype=np.float32
         )
         _fitting.check_input_shape(self, X, self._fit.input_shape, trained="fitted")
-        X = _torch_viewable(X)
+        X = _module_input(X)
         with torch_threads(self.n_threads):
             outputs = _fitting.predict_outputs(self, self._fit, X)
         if outputs.dim() not in (1, 2) or len(outputs) != len(X):
@@ -861,7 +868,7 @@ class BaseMetaEstimator(BaseEstimator):
                 f"module returned outputs of shape {tuple(outputs.shape)} on "
                 f"{len(X)} samples: it must return (n_samples, n_outputs)")
         if not bool(torch.isfinite(outputs).all()):
-            if not np.isfinite(X).all():  # scikit-learn's assume_finite=True
+            if _fitting.holds_non_finite([X]):  # scikit-learn's assume_finite=True
                 raise ValueError(_fitting.NOT_FINITE_UNCHECKED.format(what="X"))
             # finite float32 inputs can still overflow the network
             raise ValueError(

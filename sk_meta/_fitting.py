@@ -626,9 +626,7 @@ def adapt_to_support(estimator, X, y_target, n_classes, n_outputs):
     # of a small fit)
     if not (type(module) is MLP and is_on_device(module, device)):
         module = on_device(copy.deepcopy(module), device)
-    # a copy: X may be the caller's array, and a module may write its input
-    # where the probe cannot see (x.data.mul_())
-    X_t = torch.from_numpy(X).to(device, copy=True)
+    X_t = torch.from_numpy(X).to(device)  # the estimator's own copy of X
     inner = InnerLoop(settings, module, device=device, strategy=strategy, probe=X_t)
     params = {name: p.detach() for name, p in module.named_parameters()}
     if lrs is not None:
@@ -773,6 +771,6 @@ def predict_outputs(estimator, fit, X):
                                           adapt_layers="all"),
                       module, device=device, strategy=fit.strategy)
     params = {name: p.to(device).unsqueeze(0) for name, p in fit.params.items()}
-    X_t = torch.from_numpy(X).to(device, copy=True).unsqueeze(0)  # as fit's
+    X_t = torch.from_numpy(X).to(device).unsqueeze(0)  # the estimator's own copy
     support = torch.from_numpy(fit.support_X).to(device).unsqueeze(0)
     return inner.predict(params, X_t, support)[0].cpu()

@@ -171,7 +171,7 @@ def check_saveable(estimator):
         if exc.errno == errno.ENAMETOOLONG:
             raise ValueError(f"checkpoint_path={given!r}: the name is too long "
                              "for the file system") from None
-    if os.path.exists(path) and not os.path.isdir(path) and not os.path.isfile(path):
+    if _is_special_file(path):
         # a named pipe would block every checkpoint until someone reads it
         raise ValueError(f"checkpoint_path={given!r} is no regular file (a device, "
                          "a named pipe or a socket); give a file name")
@@ -222,8 +222,7 @@ def _write_atomically(state, path):
     beside ``path`` is removed on any error.
     """
     path = _resolved(os.fsdecode(os.fspath(path)))  # bytes too, as open() takes
-    if path and os.path.exists(path) and not os.path.isdir(path) and (
-            not os.path.isfile(path)):
+    if path and _is_special_file(path):
         with open(path, "wb") as f:  # a socket: open's own OSError names it
             torch.save(state, f)
         return
@@ -260,6 +259,13 @@ def _write_atomically(state, path):
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.remove(temporary)
+
+
+def _is_special_file(path):
+    """Whether ``path`` exists and is neither a directory nor a regular file
+    (a device, a named pipe, a socket): written into, never replaced."""
+    return os.path.exists(path) and not os.path.isdir(path) and (
+        not os.path.isfile(path))
 
 
 def _resolved(path):

@@ -74,7 +74,7 @@ def _checked_rates(lr, step, names, adapting=None):
             f"returning either; got {type(rates).__name__}"
             + (f" at step {step}" if callable(lr) else "")
         )
-    if adapting is not None:
+    if adapting is not None and (callable(lr) or step == 0):  # constant shapes: once
         for name in names:
             rate = _rate(rates, name)
             shape = adapting[name].shape
