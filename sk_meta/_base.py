@@ -24,7 +24,11 @@ from sklearn.utils._param_validation import (
     StrOptions,
 )
 from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import (
+    _check_sample_weight,
+    check_is_fitted,
+    validate_data,
+)
 
 from sk_meta import _distributed, _fitting, _persistence, _skorch
 from sk_meta._checks import DEFAULT_HIDDEN_LAYER_SIZES, is_auto, set_all_or_nothing
@@ -209,6 +213,20 @@ def _module_input(X):
     runs on: a module may write its input where the probe cannot see
     (``x.data.mul_()``), and the caller's array must stay as it was."""
     return np.array(X, order="C", copy=True)
+
+
+def _checked_sample_weight(sample_weight, X):
+    """``fit``'s sample weights as float32, refused where scikit-learn refuses
+    them (not one per sample, negative, not finite) or where they sum to 0."""
+    weights = _check_sample_weight(sample_weight, X, dtype=np.float64,
+                                   ensure_non_negative=True)
+    largest = weights.max() if weights.size else 0.0
+    if not largest > 0:
+        raise ValueError("sample_weight: every weight is 0; give at least one "
+                         "positive weight")
+    # only ratios matter (a weighted mean): scaled to at most 1, float32
+    # neither overflows nor loses the largest
+    return (weights / largest).astype(np.float32)
 
 
 @functools.cache
@@ -788,7 +806,7 @@ class BaseMetaEstimator(BaseEstimator):
 
     @_fit_context(prefer_skip_nested_validation=True)
     @_transactional
-    def fit(self, X, y):
+    def fit(self, X, y, sample_weight=None):
         """Adapt the meta-learned init to a support set.
 
         ``inner_steps`` gradient steps at ``inner_lr`` (or the learned rates)
@@ -803,6 +821,13 @@ class BaseMetaEstimator(BaseEstimator):
             Support inputs. N-D inputs need a custom ``module``.
         y : array-like of shape (n_samples,) or (n_samples, n_outputs)
             Support targets.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Non-negative weights of the support samples. The support loss is
+            their weighted mean, and class prototypes (``head_init=
+            "prototype"``) are weighted means: a weight of 2 counts a sample
+            twice. With ``class_weight="balanced"``, each class's weighted
+            mean counts alike. BatchNorm's batch statistics are not weighted.
+            Meta-training is not weighted.
 
         Returns
         -------
@@ -810,6 +835,8 @@ class BaseMetaEstimator(BaseEstimator):
             The adapted estimator.
         """
         X, y = self._validate_support(X, y)
+        if sample_weight is not None:
+            sample_weight = _checked_sample_weight(sample_weight, X)
         _fitting.warn_if_large_features(self, [X], "The support set")
         classes = y_ndim = None
         if self._is_classifier():
@@ -832,7 +859,8 @@ class BaseMetaEstimator(BaseEstimator):
                         f"was meta-trained on {meta_outputs}"
                     )
         with torch_threads(self.n_threads):
-            fit = _fitting.adapt_to_support(self, X, y_target, n_classes, n_outputs)
+            fit = _fitting.adapt_to_support(self, X, y_target, n_classes, n_outputs,
+                                            sample_weight)
         fit.classes, fit.y_ndim = classes, y_ndim
         self._fit = fit
         return self
@@ -950,6 +978,25 @@ class MetaClassifierMixin:
         """
         logits = self._raw_outputs(X)[:, : len(self.classes_)]
         return torch.softmax(logits.double(), dim=1).numpy()
+
+    def predict_log_proba(self, X):
+        """Logarithms of the class probabilities of the adapted network.
+
+        Computed from the logits (``log_softmax``), so that probabilities too
+        small for ``predict_proba`` keep a finite logarithm.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features) or (n_samples, ...)
+            Query inputs.
+
+        Returns
+        -------
+        log_proba : ndarray of shape (n_samples, n_classes)
+            Columns follow ``classes_``.
+        """
+        logits = self._raw_outputs(X)[:, : len(self.classes_)]
+        return torch.log_softmax(logits.double(), dim=1).numpy()
 
     def predict(self, X):
         """Predict class labels with the adapted network.

@@ -588,11 +588,13 @@ def _validation_batches(drawn, checker, source, device):
 
 # -- adaptation and prediction ---------------------------------------------------------
 
-def adapt_to_support(estimator, X, y_target, n_classes, n_outputs):
+def adapt_to_support(estimator, X, y_target, n_classes, n_outputs,
+                     sample_weight=None):
     """``fit``'s adaptation: a :class:`FitResult` from the support set ``(X, y)``.
 
     ``y_target`` holds class codes (classifiers) or targets; ``n_outputs``
-    the outputs a network built from scratch needs.
+    the outputs a network built from scratch needs; ``sample_weight`` the
+    checked weights of the samples, or None.
     """
     device = resolve_device(estimator.device)
     settings = InnerLoopSettings.from_estimator(estimator)
@@ -637,11 +639,13 @@ def adapt_to_support(estimator, X, y_target, n_classes, n_outputs):
         inner.learned_steps = meta.inner_lr_steps or settings.meta_steps
     lrs = inner.usable_rates(lrs, params, learned_mode=learned_mode)
     y_t = torch.from_numpy(y_target).to(device)
+    if sample_weight is not None:
+        sample_weight = torch.from_numpy(sample_weight).to(device).unsqueeze(0)
     # sk_meta's MLP draws no random number: it is not seeded, so its fits
     # stay parallel in threads and leave other threads' generator alone
     with seeded_torch(torch_seed, device, draws=inner.draws_random):
         adapted, loss = inner.adapt(params, lrs, X_t.unsqueeze(0), y_t.unsqueeze(0),
-                                    n_classes)
+                                    n_classes, sample_weight=sample_weight)
     if not math.isfinite(float(loss_if_finite(loss, adapted.values()))):
         arrays = ([X], () if settings.classification else [y_target])
         if holds_non_finite(*arrays):

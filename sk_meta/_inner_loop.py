@@ -52,7 +52,7 @@ _MULTI_STEP_FRACTION = 0.1
 
 
 def loss_for(n_classes, classification, y=None, class_weight=None, *,
-             weighted=None):
+             weighted=None, sample_weight=None):
     """The task loss: cross-entropy over ``n_classes`` outputs, or squared error.
 
     ``class_weight="balanced"`` with class codes ``y`` (the data of the inner
@@ -63,7 +63,14 @@ def loss_for(n_classes, classification, y=None, class_weight=None, *,
     where checking would wait for the device, the weighted one.
     ``weighted``: that choice, made by :func:`weighs_classes` beforehand
     (outside a compiled function, where the check would break the graph).
+    ``sample_weight``: ``fit``'s weights of the support samples, (B, n_samples).
     """
+    if sample_weight is not None:  # fit's weighted support loss
+        if not classification:
+            return partial(mse_loss, sample_weight=sample_weight)
+        return partial(cross_entropy_of_valid_codes, n_classes=n_classes,
+                       balanced=class_weight == "balanced",
+                       sample_weight=sample_weight)
     if not classification:
         return mse_loss
     if weighted is None:
@@ -502,7 +509,7 @@ class InnerLoop:
         layer = self.output_layer
         return [name for name in (layer.weight, layer.bias) if name is not None]
 
-    def _problem(self, params, X, y, n_classes, n_tasks):
+    def _problem(self, params, X, y, n_classes, n_tasks, sample_weight=None):
         """Forward pass, per-task start and inputs of an inner loop.
 
         Returns ``(forward, start, inputs, trainable, reinitialized)``:
@@ -532,7 +539,8 @@ class InnerLoop:
                 # respect to the body must not flow back through the head
                 features = layer.features(expand_params(params, n_tasks), X)
                 weight, bias = prototype_head_of_valid_codes(
-                    features, y, n_outputs, scale=settings.prototype_scale)
+                    features, y, n_outputs, scale=settings.prototype_scale,
+                    sample_weight=sample_weight)
                 computed.append((X, features))
             start = {**start, layer.weight: weight}
             if layer.bias is not None:
@@ -680,18 +688,21 @@ class InnerLoop:
 
     # -- adaptation and prediction --------------------------------------------------
     @_holding_mode_lock
-    def adapt(self, params, lrs, X, y, n_classes, *, what="the support set"):
-        """Adapt ``params`` to each task's ``(X, y)`` (with a task dimension).
+    def adapt(self, params, lrs, X, y, n_classes, *, what="the support set",
+              sample_weight=None):
+        """Adapt ``params`` to each task's ``(X, y)`` (with a task dimension),
+        weighing the samples by ``sample_weight`` (same shape as ``y``'s
+        first two dimensions) if given.
 
         Returns every task's adapted parameters (detached) and a loss on the
         support sets that is non-finite if adaptation diverged.
         """
         loss_fn = loss_for(n_classes, self.settings.classification, y,
-                           self.settings.class_weight)
+                           self.settings.class_weight, sample_weight=sample_weight)
         self.module.train()  # dropout on, as in meta-training (prototypes too)
         with single_sample_batch_norm_error(what):
             forward, start, inputs, trainable, _ = self._problem(
-                params, X, y, n_classes, X.shape[0])
+                params, X, y, n_classes, X.shape[0], sample_weight)
             support = inputs(X)
             adapted, loss = adapt(
                 forward, start, support, y, loss_fn=loss_fn,

@@ -51,10 +51,23 @@ def plain_value(value, name):
         return torch.from_numpy(np.array(value, dtype=value.dtype.newbyteorder("=")))
     if isinstance(value, (list, tuple)):
         return type(value)(plain_value(v, name) for v in value)
-    if isinstance(value, dict):
-        return {str(k): plain_value(v, name) for k, v in value.items()}
+    if isinstance(value, dict):  # keys kept: {0: ...} must not come back {"0": ...}
+        return {_plain_key(k, name): plain_value(v, name) for k, v in value.items()}
     raise TypeError(
         f"parameter {name}={value!r} cannot be saved in the weights-only format; "
+        "use pickle or joblib for this estimator"
+    )
+
+
+def _plain_key(key, name):
+    if isinstance(key, tuple):
+        return tuple(_plain_key(k, name) for k in key)
+    if key is None or isinstance(key, (bool, int, float, str, np.integer,
+                                       np.floating, np.bool_)):
+        return plain_value(key, name)
+    raise TypeError(
+        f"parameter {name} has the dict key {key!r}, which cannot be saved in the "
+        "weights-only format (keys: strings, numbers, None or tuples of them); "
         "use pickle or joblib for this estimator"
     )
 

@@ -1349,7 +1349,7 @@ class MetaGridSearch(MetaEstimatorMixin, BaseEstimator):
         return self
 
     @available_if(_estimator_has("fit"))
-    def fit(self, X, y):
+    def fit(self, X, y, sample_weight=None):
         """Adapt the best estimator to a support set (its ``fit``).
 
         Parameters
@@ -1358,6 +1358,9 @@ class MetaGridSearch(MetaEstimatorMixin, BaseEstimator):
             The support set.
         y : array-like of shape (n_samples,) or (n_samples, n_outputs)
             Its targets.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Weights of the support samples, passed to the best estimator's
+            ``fit``.
 
         Returns
         -------
@@ -1375,7 +1378,8 @@ class MetaGridSearch(MetaEstimatorMixin, BaseEstimator):
                 f"the search's estimator is a {type(self.estimator).__name__} now, "
                 f"and meta_fit chose a {type(self.best_estimator_).__name__}: "
                 "meta_fit the search again")
-        self.best_estimator_.fit(X, y)
+        weights = {} if sample_weight is None else {"sample_weight": sample_weight}
+        self.best_estimator_.fit(X, y, **weights)
         return self
 
     @available_if(_estimator_has("predict"))
@@ -1390,11 +1394,18 @@ class MetaGridSearch(MetaEstimatorMixin, BaseEstimator):
         self._check_searched()
         return self.best_estimator_.predict_proba(X)
 
+    @available_if(_estimator_has("predict_log_proba"))
+    def predict_log_proba(self, X):
+        """Log class probabilities of the adapted best estimator."""
+        self._check_searched()
+        return self.best_estimator_.predict_log_proba(X)
+
     @available_if(_estimator_has("score"))
-    def score(self, X, y):
+    def score(self, X, y, sample_weight=None):
         """The adapted best estimator's score on ``(X, y)``."""
         self._check_searched()
-        return self.best_estimator_.score(X, y)
+        weights = {} if sample_weight is None else {"sample_weight": sample_weight}
+        return self.best_estimator_.score(X, y, **weights)
 
     @property
     def classes_(self):

@@ -704,3 +704,38 @@ def test_save_and_load_name_a_trailing_separator_and_a_link_to_nothing(tmp_path)
     os.symlink(loop, loop)
     with pytest.raises(FileNotFoundError, match="symbolic link that leads to no file"):
         sk_meta.load(loop)
+
+
+def test_dict_keys_in_module_params_come_back_as_they_were_saved():
+    """Keys were saved as strings: a module given {0: 8, 1: 4} got {"0": 8,
+    "1": 4} back from load. Numbers, None and tuples now stay as they are;
+    a key the file cannot hold is refused by name."""
+    import io
+
+    import torch
+
+    import sk_meta
+
+    class _Table(torch.nn.Module):
+        def __init__(self, widths=None):
+            super().__init__()
+            self.widths = widths
+            self.fc = torch.nn.Linear(64, widths[0])
+
+        def forward(self, x):
+            return self.fc(x)
+
+    widths = {0: 3, 1.5: None, None: "x", (2, "a"): [1], True: 2, "name": 0}
+    est = FOMAMLClassifier(module=_Table, module_params={"widths": widths},
+                           n_meta_iter=2, random_state=0).meta_fit(_sampler())
+    buffer = io.BytesIO()
+    est.save(buffer)
+    buffer.seek(0)
+    loaded = sk_meta.load(buffer, module=_Table)
+    assert loaded.module_params["widths"] == widths
+    assert [type(k) for k in loaded.module_params["widths"]] == [
+        type(k) for k in widths]
+    est.set_params(module_params={"widths": {0: 3, frozenset({1}): 2}})
+    with pytest.raises(TypeError, match=r"dict key frozenset\(\{1\}\), which cannot "
+                                        "be saved in the weights-only format"):
+        est.save(io.BytesIO())

@@ -18,7 +18,7 @@ ESTIMATORS = [
 ]
 
 
-# One expected failure. The classifiers start each task's output layer from
+# Expected failures. The classifiers start each task's output layer from
 # the class prototypes, whose logits 2 c.h - ||c||^2 cancel large terms: in
 # float32, predicting a subset of rows differs from predicting them in a larger
 # batch by about 1e-6 (matrix products are blocked by batch size), above the
@@ -29,6 +29,12 @@ def _expected_failures(estimator):
     if estimator.get_params().get("head_init") == "prototype":
         failures["check_methods_subset_invariance"] = (
             "float32 prototype logits: subsets differ by ~1e-6 (> 1e-7)")
+    if "class_weight" not in estimator.get_params():
+        # weights and repeated rows sum in another order: the regressors'
+        # float32 predictions differ by ~2e-7 relative, above the check's
+        # 1e-7; tests/test_sample_weight.py holds them to 1e-5
+        failures["check_sample_weight_equivalence_on_dense_data"] = (
+            "float32 sums: weighted and repeated rows differ by ~2e-7 (> 1e-7)")
     if "class_weight" in estimator.get_params():
         # the check sets a dict; a support set's labels differ from task to
         # task, so the classifiers take "balanced" or None, and refuse a dict

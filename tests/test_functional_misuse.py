@@ -487,3 +487,32 @@ def test_a_module_that_casts_its_inputs_still_adapts_in_the_functional_api():
     for name in params:
         assert from_float32[name].dtype == torch.float64
         torch.testing.assert_close(from_float32[name], from_float64[name])
+
+
+def test_a_rate_tensor_of_another_dtype_is_refused_not_promoted():
+    """A float64 per-parameter rate turned float32 parameters into float64
+    after one step (torch's type promotion), without a word; a float32 rate,
+    a 0-dim float64 rate and a plain float keep them float32."""
+    from functools import partial
+
+    from sk_meta.functional import cross_entropy_loss
+
+    torch.manual_seed(0)
+    module = prepare_module(nn.Linear(4, 3))
+    params = expand_params({n: p.detach() for n, p in module.named_parameters()}, 2)
+    X, y = torch.randn(2, 6, 4), torch.randint(0, 3, (2, 6))
+    options = {"loss_fn": partial(cross_entropy_loss, n_classes=3), "n_steps": 2}
+    forward = batched_forward(module)
+    for lr in (0.1, torch.tensor(0.1, dtype=torch.float64),
+               {n: torch.full(p.shape[1:], 0.1) for n, p in params.items()}):
+        adapted, _ = adapt(forward, params, X, y, lr=lr, **options)
+        assert all(p.dtype == torch.float32 for p in adapted.values())
+    float64_rates = {n: torch.full(p.shape[1:], 0.1, dtype=torch.float64)
+                     for n, p in params.items()}
+    for extra in ({}, {"detach": True}, {"create_graph": True}, {"functional": True}):
+        with pytest.raises(TypeError, match=r"lr\['weight'\] is a float64 tensor: a "
+                                            r"step would turn params\['weight'\] from "
+                                            "float32 into float64"):
+            adapt(forward, params, X, y, lr=float64_rates, **options, **extra)
+    with pytest.raises(TypeError, match=r"lr\['weight'\] is a float64 tensor"):
+        adapt(forward, params, X, y, lr=lambda step: float64_rates, **options)

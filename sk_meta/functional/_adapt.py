@@ -54,7 +54,8 @@ def _checked_rates(lr, step, names, adapting=None):
     """``step_rates``, refusing a rate of the wrong kind or a dict without a
     rate for every adapting parameter (a KeyError deep in a step otherwise),
     or, given the ``adapting`` parameters, a rate tensor of a shape that does
-    not broadcast to its parameter's."""
+    not broadcast to its parameter's, or of a dtype that would change the
+    parameter's (a float64 rate turns a float32 step into float64)."""
     rates = step_rates(lr, step)
     # a constant tensor is read once (rates from a callable, as learned
     # per-step rates come, are not read back at every step)
@@ -77,14 +78,22 @@ def _checked_rates(lr, step, names, adapting=None):
     if adapting is not None and (callable(lr) or step == 0):  # constant shapes: once
         for name in names:
             rate = _rate(rates, name)
-            shape = adapting[name].shape
-            if isinstance(rate, torch.Tensor) and rate.dim() and not (
-                    _broadcasts_to(rate.shape, shape)):
-                which = f"lr[{name!r}]" if isinstance(rates, dict) else "lr"
+            if not isinstance(rate, torch.Tensor):
+                continue
+            param = adapting[name]
+            which = f"lr[{name!r}]" if isinstance(rates, dict) else "lr"
+            if rate.dim() and not _broadcasts_to(rate.shape, param.shape):
                 raise ValueError(
                     f"{which} has shape {tuple(rate.shape)}, which does not "
-                    f"broadcast to params[{name!r}]'s {tuple(shape)} (one rate "
-                    "per task and element: the parameter's own shape)")
+                    f"broadcast to params[{name!r}]'s {tuple(param.shape)} (one "
+                    "rate per task and element: the parameter's own shape)")
+            if torch.result_type(param, rate) != param.dtype:
+                raise TypeError(
+                    f"{which} is a {str(rate.dtype).removeprefix('torch.')} tensor: "
+                    f"a step would turn params[{name!r}] from "
+                    f"{str(param.dtype).removeprefix('torch.')} into "
+                    f"{str(torch.result_type(param, rate)).removeprefix('torch.')}; "
+                    "give rates of the parameter's dtype")
     return rates
 
 

@@ -17,7 +17,7 @@ from torch.func import functional_call, vmap
 from sk_meta._checks import check_positive_int
 from sk_meta.functional._attention import with_math_attention
 from sk_meta.functional._forward import batched_forward, eval_mode
-from sk_meta.functional._losses import check_code_range
+from sk_meta.functional._losses import check_code_range, check_sample_weight_shape
 
 
 class OutputLayer(NamedTuple):
@@ -406,7 +406,7 @@ def zero_head(weight, bias, n_tasks):
     return zero_weight, zero_bias
 
 
-def prototype_head(features, y, n_outputs, scale=1.0):
+def prototype_head(features, y, n_outputs, scale=1.0, *, sample_weight=None):
     """ProtoMAML's start: the output layer of a nearest-prototype classifier.
 
     With ``c_k`` the mean support feature of class ``k``, the logits
@@ -416,8 +416,8 @@ def prototype_head(features, y, n_outputs, scale=1.0):
     logits: the metric scaling of Oreshkin et al. (2018). Below 1 the
     starting classifier is less sure of itself, so the gradient steps that
     follow still have a support loss to reduce. Rows of classes absent from
-    a task are zero. The result is differentiable with respect to
-    ``features``.
+    a task (or of weight 0) are zero. The result is differentiable with
+    respect to ``features``.
 
     Parameters
     ----------
@@ -427,6 +427,9 @@ def prototype_head(features, y, n_outputs, scale=1.0):
     n_outputs : int
     scale : float, default=1.0
         Factor of the weights and biases.
+    sample_weight : Tensor of shape (B, n_samples), default=None
+        Non-negative weights of the samples: the prototypes are weighted
+        means (integer weights act as repeated samples).
 
     Returns
     -------
@@ -436,14 +439,17 @@ def prototype_head(features, y, n_outputs, scale=1.0):
     n_outputs = _check_prototype_inputs(features, y, n_outputs)
     # one_hot's "Class values must be smaller than num_classes" names no argument
     check_code_range(y, n_outputs, "n_outputs")
-    return _prototype_weights(features, y, n_outputs, scale)
+    check_sample_weight_shape(sample_weight, y.shape)
+    return _prototype_weights(features, y, n_outputs, scale, sample_weight)
 
 
-def prototype_head_of_valid_codes(features, y, n_outputs, scale=1.0):
+def prototype_head_of_valid_codes(features, y, n_outputs, scale=1.0,
+                                  sample_weight=None):
     """:func:`prototype_head` for codes known to lie in ``0 .. n_outputs -
-    1`` (the estimators' own): no range check, which waits for the device."""
+    1`` and weights known to fit them (the estimators' own): no range
+    check, which waits for the device."""
     n_outputs = _check_prototype_inputs(features, y, n_outputs)
-    return _prototype_weights(features, y, n_outputs, scale)
+    return _prototype_weights(features, y, n_outputs, scale, sample_weight)
 
 
 def _check_prototype_inputs(features, y, n_outputs):
@@ -461,8 +467,13 @@ def _check_prototype_inputs(features, y, n_outputs):
     return n_outputs
 
 
-def _prototype_weights(features, y, n_outputs, scale):
+def _prototype_weights(features, y, n_outputs, scale, sample_weight=None):
     one_hot = F.one_hot(y, n_outputs).to(features.dtype)      # (B, n, K)
-    counts = one_hot.sum(1).clamp_min(1.0)                    # (B, K)
+    if sample_weight is not None:  # weighted means; a class of weight 0 is absent
+        one_hot = one_hot * sample_weight.to(features.dtype).unsqueeze(-1)
+        counts = one_hot.sum(1)
+        counts = torch.where(counts > 0, counts, 1.0)
+    else:
+        counts = one_hot.sum(1).clamp_min(1.0)                # (B, K)
     prototypes = torch.bmm(one_hot.transpose(1, 2), features) / counts.unsqueeze(-1)
     return 2 * scale * prototypes, -scale * prototypes.square().sum(-1)

@@ -18,7 +18,7 @@ def _check_tensor(outputs, what):
                         f"tensor), got {type(outputs).__name__}")
 
 
-def cross_entropy_loss(logits, y, n_classes, *, balanced=False):
+def cross_entropy_loss(logits, y, n_classes, *, balanced=False, sample_weight=None):
     """Sum over tasks of the mean cross-entropy of each task.
 
     Parameters
@@ -34,12 +34,32 @@ def cross_entropy_loss(logits, y, n_classes, *, balanced=False):
         task holds), as scikit-learn's ``class_weight="balanced"``: every
         class weighs the same in each task's mean. With as many samples of
         every class the weights are 1 and the loss is the plain mean.
+    sample_weight : Tensor of shape (B, n_samples), default=None
+        Non-negative weights of the samples: each task's loss is their
+        weighted mean (integer weights act as repeated samples). With
+        ``balanced``, each class's weighted mean counts alike (a class whose
+        weights are all 0 counts as absent).
     """
     n_classes = _check_logits_and_codes(logits, y, n_classes)
     # torch's "Target 3 is out of bounds" names no argument (and on a GPU it
     # is a device-side assert)
     check_code_range(y, n_classes, "n_classes")
-    return _checked_cross_entropy(logits, y, n_classes, balanced)
+    check_sample_weight_shape(sample_weight, y.shape)
+    return _checked_cross_entropy(logits, y, n_classes, balanced, sample_weight)
+
+
+def check_sample_weight_shape(sample_weight, shape):
+    """Refuse sample weights that are not a floating tensor of ``shape``
+    ((B, n_samples): one weight per sample of each task)."""
+    if sample_weight is None:
+        return
+    _check_tensor(sample_weight, "sample_weight")
+    if tuple(sample_weight.shape) != tuple(shape):
+        raise ValueError(f"sample_weight must have the shape (B, n_samples) "
+                         f"{tuple(shape)}, got {tuple(sample_weight.shape)}")
+    if not sample_weight.is_floating_point():
+        raise TypeError(f"sample_weight must be floating point, got "
+                        f"{sample_weight.dtype}")
 
 
 def check_code_range(y, n_codes, name):
@@ -64,25 +84,46 @@ def _code_range(y):
         return None
 
 
-def cross_entropy_of_valid_codes(logits, y, n_classes, *, balanced=False):
+def cross_entropy_of_valid_codes(logits, y, n_classes, *, balanced=False,
+                                 sample_weight=None):
     """:func:`cross_entropy_loss` for codes known to lie in ``0 .. n_classes
-    - 1`` (the estimators' own): no range check, which waits for the device."""
+    - 1`` and weights known to fit them (the estimators' own): no range
+    check, which waits for the device."""
     n_classes = _check_logits_and_codes(logits, y, n_classes)
-    return _checked_cross_entropy(logits, y, n_classes, balanced)
+    return _checked_cross_entropy(logits, y, n_classes, balanced, sample_weight)
 
 
-def _checked_cross_entropy(logits, y, n_classes, balanced):
+def _checked_cross_entropy(logits, y, n_classes, balanced, sample_weight=None):
     """The loss of logits and codes whose shapes and dtypes are checked."""
     if not isinstance(balanced, bool):
         raise TypeError(f"balanced must be a bool, got {balanced!r}")
     y = y.long()  # int32 or uint8 codes as torch's cross-entropy takes them
     n_tasks, n_samples = y.shape
     logits = logits[..., :n_classes].reshape(n_tasks * n_samples, n_classes)
+    if sample_weight is not None:
+        losses = F.cross_entropy(logits, y.reshape(-1), reduction="none")
+        weights = _normalized_sample_weights(sample_weight, y, n_classes, balanced)
+        return (losses * weights.reshape(-1).to(losses.dtype)).sum()
     if not balanced:
         return F.cross_entropy(logits, y.reshape(-1), reduction="sum") / n_samples
     losses = F.cross_entropy(logits, y.reshape(-1), reduction="none")
     weights = balanced_weights(y, n_classes).reshape(-1).to(losses.dtype)
     return (losses * weights).sum() / n_samples
+
+
+def _normalized_sample_weights(sample_weight, y, n_classes, balanced):
+    """Per-sample weights summing to 1 in each task: ``w / sum(w)``, or with
+    ``balanced`` ``w / (n_present * class_sum)`` (``n_present``: the classes
+    of positive weight)."""
+    if not balanced:
+        return sample_weight / sample_weight.sum(1, keepdim=True)
+    one_hot = (y.unsqueeze(-1) == torch.arange(n_classes, device=y.device)).to(
+        sample_weight.dtype)
+    class_sums = (one_hot * sample_weight.unsqueeze(-1)).sum(1)   # (B, n_classes)
+    present = (class_sums > 0).sum(1, keepdim=True).to(sample_weight.dtype)
+    per_sample = class_sums.gather(1, y)                          # (B, n_samples)
+    # a sample of a class of weight 0 has weight 0 itself
+    return sample_weight / (present * torch.where(per_sample > 0, per_sample, 1.0))
 
 
 def _check_logits_and_codes(logits, y, n_classes):
@@ -119,13 +160,16 @@ def is_balanced(y, n_classes):
     return bool((balanced_weights(y, n_classes) == 1).all())
 
 
-def mse_loss(outputs, y):
+def mse_loss(outputs, y, *, sample_weight=None):
     """Sum over tasks of the mean squared error of each task.
 
     Parameters
     ----------
     outputs : Tensor of shape (B, n_samples, n_outputs)
     y : Tensor of shape (B, n_samples) or (B, n_samples, n_outputs)
+    sample_weight : Tensor of shape (B, n_samples), default=None
+        Non-negative weights of the samples: each task's loss is their
+        weighted mean (integer weights act as repeated samples).
     """
     _check_tensor(outputs, "outputs")
     if outputs.shape != y.shape:
@@ -138,4 +182,8 @@ def mse_loss(outputs, y):
                 f"{tuple(y.shape)}"
             )
         outputs = outputs.reshape(y.shape)
-    return (outputs - y).square().sum() / y[0].numel()
+    if sample_weight is None:
+        return (outputs - y).square().sum() / y[0].numel()
+    check_sample_weight_shape(sample_weight, y.shape[:2])
+    errors = (outputs - y).square().reshape(*y.shape[:2], -1).mean(-1)
+    return (errors * sample_weight / sample_weight.sum(1, keepdim=True)).sum()

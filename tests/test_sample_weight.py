@@ -1,0 +1,355 @@
+"""``fit(X, y, sample_weight=...)`` and ``predict_log_proba``, as scikit-learn's
+estimators have them: integer weights act as repeated rows, zero weights as
+removed rows, and the weighted losses and prototypes match float64
+computations written out here."""
+
+import io
+
+import numpy as np
+import pytest
+import sklearn
+import torch
+from sklearn.datasets import load_digits
+from sklearn.model_selection import GridSearchCV, cross_val_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+import sk_meta
+from sk_meta import (
+    FOMAMLClassifier,
+    FOMAMLRegressor,
+    MAMLClassifier,
+    MAMLRegressor,
+    ReptileClassifier,
+    ReptileRegressor,
+)
+from sk_meta.functional import cross_entropy_loss, mse_loss, prototype_head
+from sk_meta.model_selection import MetaGridSearch
+from sk_meta.tasks import EpisodeSampler
+
+X_DIGITS, Y_DIGITS = load_digits(return_X_y=True)
+X_DIGITS = X_DIGITS / 16
+RNG = np.random.RandomState(0)
+SUPPORT = RNG.choice(np.flatnonzero(Y_DIGITS < 3), 15, replace=False)
+X_SUPPORT, Y_SUPPORT = X_DIGITS[SUPPORT], Y_DIGITS[SUPPORT]
+# every class keeps a positive weight; several rows weigh 0, 2 or 3
+WEIGHTS = np.array([1, 0, 2, 3, 1, 0, 2, 1, 3, 1, 2, 0, 1, 2, 1])
+X_QUERY = X_DIGITS[Y_DIGITS < 3][:60]
+TOLERANCE = 1e-5  # float32 sums of weights and of repeated rows differ in order
+
+
+def _repeated(X, y, weights):
+    return np.repeat(X, weights, axis=0), np.repeat(y, weights, axis=0)
+
+
+@pytest.fixture(scope="module")
+def meta_fitted():
+    sampler = EpisodeSampler(X_DIGITS, Y_DIGITS, 3, 3, 3, classes=range(3, 10),
+                             random_state=0)
+    return {cls: cls(hidden_layer_sizes=(16,), n_meta_iter=5, random_state=0)
+            .meta_fit(sampler)
+            for cls in (MAMLClassifier, FOMAMLClassifier, ReptileClassifier)}
+
+
+CLASSIFIER_SETTINGS = [
+    {},
+    {"class_weight": None},
+    {"head_init": "meta"},
+    {"head_init": "zero"},
+    {"adapt_layers": "head"},
+]
+
+
+@pytest.mark.parametrize("cls", [MAMLClassifier, FOMAMLClassifier, ReptileClassifier])
+@pytest.mark.parametrize("settings", CLASSIFIER_SETTINGS)
+def test_integer_weights_act_as_repeated_rows(cls, settings):
+    weighted = cls(hidden_layer_sizes=(16,), random_state=0, **settings).fit(
+        X_SUPPORT, Y_SUPPORT, sample_weight=WEIGHTS)
+    repeated = cls(hidden_layer_sizes=(16,), random_state=0, **settings).fit(
+        *_repeated(X_SUPPORT, Y_SUPPORT, WEIGHTS))
+    unweighted = cls(hidden_layer_sizes=(16,), random_state=0, **settings).fit(
+        X_SUPPORT, Y_SUPPORT)
+    np.testing.assert_allclose(weighted.predict_proba(X_QUERY),
+                               repeated.predict_proba(X_QUERY), atol=TOLERANCE)
+    # the weights act: without them the fit is another one
+    assert np.abs(weighted.predict_proba(X_QUERY)
+                  - unweighted.predict_proba(X_QUERY)).max() > 1e-3
+
+
+@pytest.mark.parametrize("cls", [MAMLClassifier, FOMAMLClassifier, ReptileClassifier])
+def test_weights_act_on_a_meta_trained_init(cls, meta_fitted):
+    est = meta_fitted[cls]
+    weighted = est.fit(X_SUPPORT, Y_SUPPORT, sample_weight=WEIGHTS).predict_proba(
+        X_QUERY)
+    repeated = est.fit(*_repeated(X_SUPPORT, Y_SUPPORT, WEIGHTS)).predict_proba(X_QUERY)
+    np.testing.assert_allclose(weighted, repeated, atol=TOLERANCE)
+    kept = WEIGHTS > 0
+    removed = est.fit(X_SUPPORT[kept], Y_SUPPORT[kept],
+                      sample_weight=WEIGHTS[kept]).predict_proba(X_QUERY)
+    np.testing.assert_allclose(weighted, removed, atol=TOLERANCE)
+
+
+@pytest.mark.parametrize("cls", [MAMLRegressor, FOMAMLRegressor, ReptileRegressor])
+@pytest.mark.parametrize("two_outputs", [False, True])
+def test_regressors_weigh_the_squared_errors(cls, two_outputs):
+    y = X_SUPPORT[:, 10] - X_SUPPORT[:, 20]
+    if two_outputs:
+        y = np.column_stack([y, X_SUPPORT[:, 30]])
+    X = X_SUPPORT[:, :8]
+
+    def fitted(*args, **kwargs):
+        return cls(hidden_layer_sizes=(16,), random_state=0).fit(
+            *args, **kwargs).predict(X_QUERY[:, :8])
+
+    weighted = fitted(X, y, sample_weight=WEIGHTS)
+    np.testing.assert_allclose(weighted, fitted(*_repeated(X, y, WEIGHTS)),
+                               atol=TOLERANCE)
+    assert np.abs(weighted - fitted(X, y)).max() > 1e-3
+
+
+def test_uniform_weights_and_their_scale_change_nothing():
+    est = MAMLClassifier(hidden_layer_sizes=(16,), random_state=0)
+    plain = est.fit(X_SUPPORT, Y_SUPPORT).predict_proba(X_QUERY)
+    for weights in (np.full(15, 3.7), np.full(15, 1e-30), np.full(15, 1e30)):
+        np.testing.assert_allclose(
+            est.fit(X_SUPPORT, Y_SUPPORT, sample_weight=weights).predict_proba(X_QUERY),
+            plain, atol=TOLERANCE)
+    scaled = est.fit(X_SUPPORT, Y_SUPPORT, sample_weight=WEIGHTS * 1e20).predict_proba(
+        X_QUERY)
+    np.testing.assert_allclose(
+        scaled, est.fit(X_SUPPORT, Y_SUPPORT, sample_weight=WEIGHTS).predict_proba(
+            X_QUERY), atol=TOLERANCE)
+
+
+def test_a_class_of_weight_zero_stays_a_class():
+    weights = np.where(Y_SUPPORT == 2, 0.0, 1.0)
+    clf = MAMLClassifier(hidden_layer_sizes=(16,), random_state=0).fit(
+        X_SUPPORT, Y_SUPPORT, sample_weight=weights)
+    np.testing.assert_array_equal(clf.classes_, [0, 1, 2])
+    proba = clf.predict_proba(X_QUERY)
+    assert proba.shape == (60, 3) and np.isfinite(proba).all()
+    # nothing pulled its row up: it is the least likely class nearly everywhere
+    assert (proba.argmax(1) != 2).mean() > 0.9
+
+
+# -- the functional core against float64 computations written out here ---------------
+
+def _weighted_problem(seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    logits = torch.randn(2, 9, 4, generator=generator, dtype=torch.float64)
+    y = torch.tensor([[0, 0, 1, 1, 1, 2, 2, 2, 2], [3, 3, 3, 1, 1, 0, 0, 0, 0]])
+    weights = torch.rand(2, 9, generator=generator, dtype=torch.float64)
+    weights[1, 3:5] = 0  # class 1 of task 1 weighs nothing
+    return logits, y, weights
+
+
+def test_weighted_cross_entropy_against_a_written_out_sum():
+    logits, y, weights = _weighted_problem()
+    expected = 0.0
+    for task in range(2):
+        losses = [-torch.log_softmax(logits[task, i], 0)[y[task, i]] for i in range(9)]
+        w = weights[task]
+        expected += sum(float(w[i] * losses[i]) for i in range(9)) / float(w.sum())
+    got = cross_entropy_loss(logits, y, 4, sample_weight=weights)
+    np.testing.assert_allclose(float(got), expected, rtol=1e-12)
+
+
+def test_balanced_weighted_cross_entropy_averages_the_classes_weighted_means():
+    logits, y, weights = _weighted_problem()
+    expected = 0.0
+    for task in range(2):
+        means = []
+        for k in range(4):
+            rows = [i for i in range(9) if y[task, i] == k]
+            total = sum(float(weights[task, i]) for i in rows)
+            if total > 0:  # a class of weight 0 is absent
+                means.append(sum(
+                    float(weights[task, i])
+                    * float(-torch.log_softmax(logits[task, i], 0)[k])
+                    for i in rows) / total)
+        expected += sum(means) / len(means)
+    got = cross_entropy_loss(logits, y, 4, balanced=True, sample_weight=weights)
+    np.testing.assert_allclose(float(got), expected, rtol=1e-12)
+
+
+def test_weighted_cross_entropy_gradient_against_finite_differences():
+    logits, y, weights = _weighted_problem(1)
+    logits.requires_grad_()
+    torch.autograd.gradcheck(
+        lambda z: cross_entropy_loss(z, y, 4, balanced=True, sample_weight=weights),
+        (logits,))
+
+
+def test_weighted_mse_against_a_written_out_sum():
+    generator = torch.Generator().manual_seed(0)
+    outputs = torch.randn(2, 5, 3, generator=generator, dtype=torch.float64)
+    y = torch.randn(2, 5, 3, generator=generator, dtype=torch.float64)
+    weights = torch.rand(2, 5, generator=generator, dtype=torch.float64)
+    expected = sum(
+        sum(float(weights[t, i]) * float(((outputs[t, i] - y[t, i]) ** 2).mean())
+            for i in range(5)) / float(weights[t].sum())
+        for t in range(2))
+    np.testing.assert_allclose(float(mse_loss(outputs, y, sample_weight=weights)),
+                               expected, rtol=1e-12)
+
+
+def test_weighted_prototypes_are_weighted_class_means():
+    generator = torch.Generator().manual_seed(0)
+    features = torch.randn(2, 9, 5, generator=generator, dtype=torch.float64)
+    _, y, weights = _weighted_problem()
+    weight, bias = prototype_head(features, y, 4, scale=0.5, sample_weight=weights)
+    for task in range(2):
+        for k in range(4):
+            w = weights[task].numpy() * (y[task].numpy() == k)
+            if w.sum() == 0:  # absent, or of weight 0: a zero row
+                assert not weight[task, k].any() and bias[task, k] == 0
+                continue
+            mean = (w[:, None] * features[task].numpy()).sum(0) / w.sum()
+            np.testing.assert_allclose(weight[task, k].numpy(), 2 * 0.5 * mean,
+                                       rtol=1e-12)
+            np.testing.assert_allclose(float(bias[task, k]), -0.5 * (mean ** 2).sum(),
+                                       rtol=1e-12)
+
+
+def test_the_functional_core_refuses_weights_of_another_shape_or_kind():
+    logits, y, weights = _weighted_problem()
+    with pytest.raises(ValueError, match=r"sample_weight must have the shape "
+                                         r"\(B, n_samples\) \(2, 9\), got \(9,\)"):
+        cross_entropy_loss(logits, y, 4, sample_weight=weights[0])
+    with pytest.raises(TypeError, match="sample_weight must be floating point"):
+        prototype_head(logits, y, 4, sample_weight=torch.ones(2, 9, dtype=torch.long))
+    with pytest.raises(ValueError, match="sample_weight must have the shape"):
+        mse_loss(logits, logits, sample_weight=weights[:, :3])
+
+
+# -- what fit refuses ------------------------------------------------------------------
+
+# scikit-learn's messages (their wording varies with its version)
+@pytest.mark.parametrize("weights, message", [
+    (np.ones(14), "sample_weight.shape == .*expected"),
+    (-WEIGHTS, "(?i)negative values in data passed to .?sample_weight"),
+    (np.where(WEIGHTS == 2, np.nan, WEIGHTS), "sample_weight.*NaN"),
+    (np.zeros(15), "(?i)(every weight is 0|sample weights.*non-zero)"),
+    (np.ones((15, 2)), "(?i)sample weights must be 1D"),
+])
+def test_fit_refuses_bad_weights_and_stays_as_it_was(weights, message):
+    clf = MAMLClassifier(hidden_layer_sizes=(16,), random_state=0).fit(
+        X_SUPPORT, Y_SUPPORT)
+    before = clf.predict_proba(X_QUERY)
+    given = weights.copy()
+    with pytest.raises(ValueError, match=message):
+        clf.fit(X_DIGITS[:15], Y_DIGITS[:15] % 2, sample_weight=weights)
+    np.testing.assert_array_equal(clf.predict_proba(X_QUERY), before)
+    np.testing.assert_array_equal(weights, given)
+
+
+def test_fit_leaves_the_callers_weights_alone():
+    weights = WEIGHTS.astype(np.float64)
+    MAMLClassifier(hidden_layer_sizes=(16,), random_state=0).fit(
+        X_SUPPORT, Y_SUPPORT, sample_weight=weights)
+    np.testing.assert_array_equal(weights, WEIGHTS)
+
+
+# -- scikit-learn's tools pass the weights through -------------------------------------
+
+def _cv_tasks():
+    sampler = EpisodeSampler(X_DIGITS, Y_DIGITS, 3, 5, 5, classes=range(3),
+                             n_tasks=3, random_state=0)
+    return sk_meta.model_selection.tasks_to_cv(sampler)
+
+
+def test_pipelines_and_searches_route_the_weights_to_fit():
+    clf = MAMLClassifier(hidden_layer_sizes=(16,), random_state=0)
+    direct = clf.fit(X_SUPPORT, Y_SUPPORT, sample_weight=WEIGHTS).predict_proba(X_QUERY)
+    scaled_X = StandardScaler().fit_transform(X_SUPPORT)
+    in_pipeline = make_pipeline(StandardScaler(), clf).fit(
+        X_SUPPORT, Y_SUPPORT, mamlclassifier__sample_weight=WEIGHTS)
+    expected = MAMLClassifier(hidden_layer_sizes=(16,), random_state=0).fit(
+        scaled_X, Y_SUPPORT, sample_weight=WEIGHTS)
+    scaler = in_pipeline[0]
+    np.testing.assert_allclose(in_pipeline.predict_proba(X_QUERY),
+                               expected.predict_proba(scaler.transform(X_QUERY)),
+                               atol=TOLERANCE)
+    search = GridSearchCV(clf, {"inner_steps": [20]}, cv=[(np.arange(15),
+                                                          np.arange(15))])
+    search.fit(X_SUPPORT, Y_SUPPORT, sample_weight=WEIGHTS)
+    np.testing.assert_allclose(search.predict_proba(X_QUERY), direct, atol=TOLERANCE)
+
+
+def test_cross_val_score_passes_the_weights_with_metadata_routing():
+    X_cv, y_cv, cv = _cv_tasks()
+    weights = np.where(np.arange(len(y_cv)) % 4 == 0, 3.0, 1.0)
+    clf = MAMLClassifier(hidden_layer_sizes=(16,), random_state=0)
+    plain = cross_val_score(clf, X_cv, y_cv, cv=cv)
+    with sklearn.config_context(enable_metadata_routing=True):
+        routed = cross_val_score(
+            clone_requesting(clf), X_cv, y_cv, cv=cv, params={"sample_weight": weights})
+    # by hand: each task's support rows weighted, its query rows scored plainly
+    by_hand = []
+    for train, test in cv:
+        fitted = MAMLClassifier(hidden_layer_sizes=(16,), random_state=0).fit(
+            X_cv[train], y_cv[train], sample_weight=weights[train])
+        by_hand.append(fitted.score(X_cv[test], y_cv[test],
+                                    sample_weight=weights[test]))
+    np.testing.assert_allclose(routed, by_hand)
+    assert not np.allclose(plain, routed)
+
+
+def clone_requesting(clf):
+    return sklearn.clone(clf).set_fit_request(sample_weight=True).set_score_request(
+        sample_weight=True)
+
+
+# -- predict_log_proba -----------------------------------------------------------------
+
+@pytest.mark.parametrize("cls", [MAMLClassifier, FOMAMLClassifier, ReptileClassifier])
+def test_predict_log_proba_is_the_log_of_predict_proba(cls):
+    clf = cls(hidden_layer_sizes=(16,), random_state=0).fit(X_SUPPORT, Y_SUPPORT)
+    log_proba = clf.predict_log_proba(X_QUERY)
+    assert log_proba.shape == (60, 3)
+    np.testing.assert_allclose(np.exp(log_proba), clf.predict_proba(X_QUERY),
+                               rtol=1e-10)
+
+
+def test_predict_log_proba_stays_finite_where_predict_proba_underflows():
+    clf = MAMLClassifier(hidden_layer_sizes=(16,), random_state=0).fit(
+        X_SUPPORT, Y_SUPPORT)
+    far = X_QUERY * 1e4  # logits hundreds apart: probabilities below 1e-308
+    proba = clf.predict_proba(far)
+    log_proba = clf.predict_log_proba(far)
+    assert (proba == 0).any()
+    assert np.isfinite(log_proba).all()
+    logits = torch.log_softmax(torch.from_numpy(log_proba), 1)  # already normalized
+    np.testing.assert_allclose(logits.numpy(), log_proba, atol=1e-9)
+
+
+def test_meta_grid_search_passes_weights_and_log_probabilities():
+    sampler = EpisodeSampler(X_DIGITS, Y_DIGITS, 3, 3, 3, classes=range(3, 10),
+                             random_state=0)
+    search = MetaGridSearch(
+        MAMLClassifier(hidden_layer_sizes=(16,), n_meta_iter=3, random_state=0),
+        {"inner_steps": [5, 10]}, n_val_tasks=4, random_state=0)
+    search.meta_fit(sampler)
+    search.fit(X_SUPPORT, Y_SUPPORT, sample_weight=WEIGHTS)
+    best = search.best_estimator_
+    weighted = best.predict_proba(X_QUERY)
+    np.testing.assert_allclose(search.predict_log_proba(X_QUERY), np.log(weighted),
+                               rtol=1e-10)
+    best.fit(X_SUPPORT, Y_SUPPORT)
+    assert np.abs(best.predict_proba(X_QUERY) - weighted).max() > 1e-3
+    y_query = Y_DIGITS[Y_DIGITS < 3][:60]
+    score_weights = (y_query == 0).astype(float)
+    assert search.score(X_QUERY, y_query, sample_weight=score_weights) == (
+        best.score(X_QUERY, y_query, sample_weight=score_weights))
+
+
+def test_a_saved_estimator_fitted_with_weights_predicts_the_same():
+    clf = MAMLClassifier(hidden_layer_sizes=(16,), random_state=0).fit(
+        X_SUPPORT, Y_SUPPORT, sample_weight=WEIGHTS)
+    buffer = io.BytesIO()
+    clf.save(buffer)
+    buffer.seek(0)
+    loaded = sk_meta.load(buffer)
+    np.testing.assert_array_equal(loaded.predict_log_proba(X_QUERY),
+                                  clf.predict_log_proba(X_QUERY))
+
