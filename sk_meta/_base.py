@@ -216,17 +216,32 @@ def _module_input(X):
 
 
 def _checked_sample_weight(sample_weight, X):
-    """``fit``'s sample weights as float32, refused where scikit-learn refuses
-    them (not one per sample, negative, not finite) or where they sum to 0."""
-    weights = _check_sample_weight(sample_weight, X, dtype=np.float64,
-                                   ensure_non_negative=True)
-    largest = weights.max() if weights.size else 0.0
-    if not largest > 0:
+    """``fit``'s sample weights in float64, refused with a ValueError that
+    names them where scikit-learn refuses them (not one per sample,
+    negative, not numbers), where one is not finite, or where all are 0."""
+    try:
+        weights = _check_sample_weight(torch_tensor_to_numpy(sample_weight), X,
+                                       dtype=np.float64, ensure_non_negative=True)
+    except (TypeError, ValueError) as exc:
+        message = str(exc).strip()
+        raise ValueError(message if "sample_weight" in message
+                         else f"sample_weight: {message}") from None
+    if not np.isfinite(weights).all():  # a scalar inf or NaN is not checked there
+        raise ValueError(f"sample_weight must be finite, got {sample_weight!r}"
+                         if np.ndim(sample_weight) == 0 else
+                         "sample_weight must be finite: it holds NaN or infinity")
+    if not (weights > 0).any():
         raise ValueError("sample_weight: every weight is 0; give at least one "
                          "positive weight")
-    # only ratios matter (a weighted mean): scaled to at most 1, float32
-    # neither overflows nor loses the largest
-    return (weights / largest).astype(np.float32)
+    return weights
+
+
+def _float32_weights(weights):
+    """Positive float64 weights as float32: only ratios matter (a weighted
+    mean), so scaled to at most 1 (no overflow), and kept positive (a weight
+    1e-46 times the largest must still count its class, not vanish)."""
+    scaled = (weights / weights.max()).astype(np.float32)
+    return np.maximum(scaled, np.finfo(np.float32).smallest_subnormal)
 
 
 @functools.cache
@@ -835,19 +850,25 @@ class BaseMetaEstimator(BaseEstimator):
             The adapted estimator.
         """
         X, y = self._validate_support(X, y)
+        kept = slice(None)
         if sample_weight is not None:
             sample_weight = _checked_sample_weight(sample_weight, X)
-        _fitting.warn_if_large_features(self, [X], "The support set")
+            if not (sample_weight > 0).all():
+                # a row of weight 0 is no row at all: not in BatchNorm's batch,
+                # and no 0 * inf where it holds a huge value (a fill value)
+                kept = sample_weight > 0
+            sample_weight = _float32_weights(sample_weight[kept])
+        _fitting.warn_if_large_features(self, [X[kept]], "The support set")
         classes = y_ndim = None
         if self._is_classifier():
-            try:
+            try:  # classes_ holds the classes of weight 0 too
                 classes, y_target = np.unique(y, return_inverse=True)
             except TypeError as exc:  # as meta_fit says of a task's labels
                 raise ValueError(f"y: labels cannot be sorted: {exc}") from None
             y_target = y_target.astype(np.int64)
             n_classes = n_outputs = len(classes)
         else:
-            _fitting.warn_if_large_targets([y], "The support set")
+            _fitting.warn_if_large_targets([y[kept]], "The support set")
             y_target, n_classes = y, None
             n_outputs = 1 if y.ndim == 1 else y.shape[1]
             y_ndim = y.ndim
@@ -859,8 +880,8 @@ class BaseMetaEstimator(BaseEstimator):
                         f"was meta-trained on {meta_outputs}"
                     )
         with torch_threads(self.n_threads):
-            fit = _fitting.adapt_to_support(self, X, y_target, n_classes, n_outputs,
-                                            sample_weight)
+            fit = _fitting.adapt_to_support(self, X[kept], y_target[kept], n_classes,
+                                            n_outputs, sample_weight)
         fit.classes, fit.y_ndim = classes, y_ndim
         self._fit = fit
         return self

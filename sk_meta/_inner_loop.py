@@ -38,7 +38,11 @@ from sk_meta.functional import (
     zero_head,
 )
 from sk_meta.functional._heads import prototype_head_of_valid_codes
-from sk_meta.functional._losses import cross_entropy_of_valid_codes, is_balanced
+from sk_meta.functional._losses import (
+    cross_entropy_of_valid_codes,
+    is_balanced,
+    mse_of_valid_weights,
+)
 from sk_meta.models import MLP
 
 # On the CPU, vmap runs a convolution over many tasks as one grouped
@@ -67,7 +71,7 @@ def loss_for(n_classes, classification, y=None, class_weight=None, *,
     """
     if sample_weight is not None:  # fit's weighted support loss
         if not classification:
-            return partial(mse_loss, sample_weight=sample_weight)
+            return partial(mse_of_valid_weights, sample_weight=sample_weight)
         return partial(cross_entropy_of_valid_codes, n_classes=n_classes,
                        balanced=class_weight == "balanced",
                        sample_weight=sample_weight)

@@ -34,12 +34,26 @@ def _qualified_name(cls):
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
+_PLAIN_TYPES = (bool, int, float, str)
+
+
 def plain_value(value, name):
-    """``value`` as plain data for the file, or raise for what cannot be stored."""
-    if value is None or isinstance(value, (bool, int, float, str)):
+    """``value`` as plain data for the file, or raise for what cannot be stored.
+
+    The weights-only reader takes the exact types alone: a subclass of
+    ``str``, ``int`` or ``float`` (``np.str_``, an enum, ``np.float64``) is
+    saved as its base type's value, or ``save`` would write a file ``load``
+    refuses.
+    """
+    if value is None or type(value) in _PLAIN_TYPES:
         return value
-    if isinstance(value, (np.integer, np.floating, np.bool_)):
-        return value.item()
+    if isinstance(value, np.generic) and value.dtype.kind in "biufU":
+        plain = value.item()
+        # a longdouble's item() is itself: float64 holds its value closely enough
+        return plain if type(plain) in _PLAIN_TYPES else float(value)
+    for base in _PLAIN_TYPES[1:]:
+        if isinstance(value, base):  # an enum, a subclass of the user's
+            return getattr(base, f"__{base.__name__}__")(value)
     if isinstance(value, os.PathLike):
         return os.fspath(value)
     if isinstance(value, torch.device):
@@ -49,10 +63,13 @@ def plain_value(value, name):
     if isinstance(value, np.ndarray) and value.dtype.kind in "biuf":
         # a tensor, read back as the array (a list would reach the module)
         return torch.from_numpy(np.array(value, dtype=value.dtype.newbyteorder("=")))
-    if isinstance(value, (list, tuple)):
+    if type(value) in (list, tuple):  # a subclass (a namedtuple) would not load
         return type(value)(plain_value(v, name) for v in value)
     if isinstance(value, dict):  # keys kept: {0: ...} must not come back {"0": ...}
-        return {_plain_key(k, name): plain_value(v, name) for k, v in value.items()}
+        plain = {_plain_key(k, name): plain_value(v, name) for k, v in value.items()}
+        if any(isinstance(k, str) and k.startswith(_MARKER_PREFIX) for k in plain):
+            return {_DICT_KEY: plain}  # the user's: not to be read as a marker
+        return plain
     raise TypeError(
         f"parameter {name}={value!r} cannot be saved in the weights-only format; "
         "use pickle or joblib for this estimator"
@@ -60,11 +77,9 @@ def plain_value(value, name):
 
 
 def _plain_key(key, name):
-    if isinstance(key, tuple):
-        return tuple(_plain_key(k, name) for k in key)
-    if key is None or isinstance(key, (bool, int, float, str, np.integer,
-                                       np.floating, np.bool_)):
-        return plain_value(key, name)
+    plain = _plain_key_or_none(key, name)
+    if plain is not None or key is None:
+        return plain
     raise TypeError(
         f"parameter {name} has the dict key {key!r}, which cannot be saved in the "
         "weights-only format (keys: strings, numbers, None or tuples of them); "
@@ -72,8 +87,29 @@ def _plain_key(key, name):
     )
 
 
-# how plain_value saves a torch dtype: {_DTYPE_KEY: "float32"}
+def _plain_key_or_none(key, name):
+    """The key as plain data, or None where the file cannot hold it."""
+    if type(key) is tuple:
+        members = [_plain_key_or_none(k, name) for k in key]
+        if all(m is not None or k is None for m, k in zip(members, key)):
+            return tuple(members)
+        return None
+    if isinstance(key, (*_PLAIN_TYPES, np.generic)):
+        try:
+            plain = plain_value(key, name)
+        except TypeError:  # np.complex64, say
+            return None
+        if type(plain) in _PLAIN_TYPES:
+            return plain
+    return None
+
+
+# how plain_value marks what is not plain data: a torch dtype as
+# {_DTYPE_KEY: "float32"}, a dict of the user's with a key of that prefix
+# as {_DICT_KEY: the dict}
+_MARKER_PREFIX = "sk_meta:"
 _DTYPE_KEY = "sk_meta:torch.dtype"
+_DICT_KEY = "sk_meta:dict"
 
 
 def restored_params(value):
@@ -84,6 +120,8 @@ def restored_params(value):
     if isinstance(value, (list, tuple)):
         return type(value)(restored_params(v) for v in value)
     if isinstance(value, dict):
+        if len(value) == 1 and isinstance(value.get(_DICT_KEY), dict):
+            return {k: restored_params(v) for k, v in value[_DICT_KEY].items()}
         dtype = getattr(torch, str(value.get(_DTYPE_KEY)), None)
         if len(value) == 1 and isinstance(dtype, torch.dtype):
             return dtype

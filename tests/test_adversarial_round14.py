@@ -739,3 +739,52 @@ def test_dict_keys_in_module_params_come_back_as_they_were_saved():
     with pytest.raises(TypeError, match=r"dict key frozenset\(\{1\}\), which cannot "
                                         "be saved in the weights-only format"):
         est.save(io.BytesIO())
+
+
+def test_subclasses_of_plain_values_and_marker_like_dicts_load_back():
+    """np.str_, enum and longdouble keys or values were saved as they were,
+    and load refused the file that save had written over a good one; a
+    user's dict shaped like the file's dtype marker came back as a dtype;
+    a namedtuple failed with an opaque TypeError."""
+    import collections
+    import enum
+    import io
+
+    import torch
+
+    import sk_meta
+
+    class _Config(torch.nn.Module):
+        def __init__(self, config=None):
+            super().__init__()
+            self.config = config
+            self.fc = torch.nn.Linear(64, 3)
+
+        def forward(self, x):
+            return self.fc(x)
+
+    class _Level(enum.IntEnum):
+        LOW = 1
+
+    labels = dict(zip(np.unique(np.array(["cat", "dog"])), [0, 1]))
+    config = {"labels": labels, _Level.LOW: _Level.LOW, np.longdouble(0.5): 1,
+              (np.str_("a"), 1): np.str_("b"),
+              "marker": {"sk_meta:torch.dtype": "float32"},
+              "wrapped": {"sk_meta:dict": {"a": 1}}}
+    est = FOMAMLClassifier(module=_Config, module_params={"config": config},
+                           n_meta_iter=2, random_state=0).meta_fit(_sampler())
+    buffer = io.BytesIO()
+    est.save(buffer)
+    buffer.seek(0)
+    loaded = sk_meta.load(buffer, module=_Config).module_params["config"]
+    assert loaded == {"labels": {"cat": 0, "dog": 1}, 1: 1, 0.5: 1, ("a", 1): "b",
+                      "marker": {"sk_meta:torch.dtype": "float32"},
+                      "wrapped": {"sk_meta:dict": {"a": 1}}}
+    assert type(next(iter(loaded["labels"]))) is str
+    assert type(loaded[1]) is int
+    point = collections.namedtuple("Point", "x y")
+    for value in (point(1, 2), {point(1, 2): 0}):
+        est.set_params(module_params={"config": value})
+        with pytest.raises(TypeError, match="cannot be saved in the weights-only "
+                                            "format"):
+            est.save(io.BytesIO())

@@ -516,3 +516,26 @@ def test_a_rate_tensor_of_another_dtype_is_refused_not_promoted():
             adapt(forward, params, X, y, lr=float64_rates, **options, **extra)
     with pytest.raises(TypeError, match=r"lr\['weight'\] is a float64 tensor"):
         adapt(forward, params, X, y, lr=lambda step: float64_rates, **options)
+
+
+def test_a_one_element_rate_tensor_steps_as_its_number_does():
+    """A rate of shape (1,), as the dtype refusal's advice may produce, went
+    to torch._foreach_add as its alpha and failed inside torch with
+    detach=True (and under backtracking)."""
+    from functools import partial
+
+    from sk_meta.functional import cross_entropy_loss
+
+    torch.manual_seed(0)
+    module = prepare_module(nn.Sequential(nn.Linear(5, 8), nn.ReLU(), nn.Linear(8, 3)))
+    params = expand_params({n: p.detach() for n, p in module.named_parameters()}, 2)
+    X, y = torch.randn(2, 6, 5), torch.randint(0, 3, (2, 6))
+    options = {"loss_fn": partial(cross_entropy_loss, n_classes=3), "n_steps": 2,
+               "detach": True}
+    for extra in ({}, {"backtracking": True}):
+        adapted, _ = adapt(batched_forward(module), params, X, y,
+                           lr=torch.tensor([0.1]), **options, **extra)
+        expected, _ = adapt(batched_forward(module), params, X, y, lr=0.1, **options,
+                            **extra)
+        for name in params:
+            torch.testing.assert_close(adapted[name], expected[name])

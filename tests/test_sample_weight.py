@@ -353,3 +353,126 @@ def test_a_saved_estimator_fitted_with_weights_predicts_the_same():
     np.testing.assert_array_equal(loaded.predict_log_proba(X_QUERY),
                                   clf.predict_log_proba(X_QUERY))
 
+
+
+# -- what the hostile pass on weights found --------------------------------------------
+
+def test_weights_of_weight_zero_rows_never_meet_their_values():
+    """A zero-weighted row holding a fill value (1e20) made fit diverge:
+    (o - 1e20)^2 overflowed to inf, and 0 * inf is NaN. Such rows are now
+    dropped, as removing them would."""
+    X = X_SUPPORT[:, :8]
+    y = X_SUPPORT[:, 10].copy()
+    y[1] = 1e20
+    weights = np.ones(15)
+    weights[1] = 0
+    kept = weights > 0
+    reg = MAMLRegressor(hidden_layer_sizes=(16,), random_state=0)
+    np.testing.assert_allclose(
+        reg.fit(X, y, sample_weight=weights).predict(X_QUERY[:, :8]),
+        reg.fit(X[kept], y[kept]).predict(X_QUERY[:, :8]), atol=TOLERANCE)
+    X_filled = X_SUPPORT.copy()
+    X_filled[1] = 1e20
+    clf = MAMLClassifier(hidden_layer_sizes=(16,), random_state=0)
+    np.testing.assert_allclose(
+        clf.fit(X_filled, Y_SUPPORT, sample_weight=weights).predict_proba(X_QUERY),
+        clf.fit(X_SUPPORT[kept], Y_SUPPORT[kept]).predict_proba(X_QUERY),
+        atol=TOLERANCE)
+
+
+def test_a_tiny_weight_still_counts_its_class():
+    """Scaled to float32, a weight 1e-46 times the largest became 0: its
+    one-sample class lost its prototype and its balanced share."""
+    y = Y_SUPPORT.copy()
+    y[0] = 7  # a class of one sample
+    means = []
+    for tiny in (1e-30, 1e-46, 1e-300):
+        weights = np.ones(15)
+        weights[0] = tiny
+        clf = MAMLClassifier(hidden_layer_sizes=(16,), random_state=0).fit(
+            X_SUPPORT, y, sample_weight=weights)
+        means.append(clf.predict_proba(X_QUERY)[:, 3].mean())
+    weights[0] = 0
+    absent = MAMLClassifier(hidden_layer_sizes=(16,), random_state=0).fit(
+        X_SUPPORT, y, sample_weight=weights).predict_proba(X_QUERY)[:, 3].mean()
+    np.testing.assert_allclose(means, means[0], atol=1e-3)
+    assert means[0] > absent + 0.05
+
+
+@pytest.mark.parametrize("weights, message", [
+    (np.inf, r"sample_weight must be finite, got inf"),
+    (np.nan, r"sample_weight must be finite, got nan"),
+    (np.zeros(15), "sample_weight"),
+    (np.ones((15, 1)), "sample_weight"),
+    (np.array(["1"] * 14 + ["a"]), "sample_weight"),
+    (np.ones(15, complex), "sample_weight"),
+    (dict.fromkeys(range(15), 1.0), "sample_weight"),
+])
+def test_every_refused_weight_is_named(weights, message):
+    with pytest.raises(ValueError, match=message):
+        MAMLClassifier(hidden_layer_sizes=(16,), random_state=0).fit(
+            X_SUPPORT, Y_SUPPORT, sample_weight=weights)
+
+
+def test_weights_as_a_tensor_that_requires_grad_are_read():
+    clf = MAMLClassifier(hidden_layer_sizes=(16,), random_state=0)
+    from_tensor = clf.fit(X_SUPPORT, Y_SUPPORT, sample_weight=torch.tensor(
+        WEIGHTS, dtype=torch.float64, requires_grad=True)).predict_proba(X_QUERY)
+    np.testing.assert_array_equal(
+        from_tensor,
+        clf.fit(X_SUPPORT, Y_SUPPORT, sample_weight=WEIGHTS).predict_proba(X_QUERY))
+
+
+@pytest.mark.parametrize("dtype, scale", [(torch.float16, 2e4), (torch.float32, 3e38),
+                                          (torch.bfloat16, 1.0)])
+def test_uniform_functional_weights_give_the_plain_loss_at_any_scale(dtype, scale):
+    """w / w.sum() in the weights' dtype overflowed: float16 weights of 2e4
+    (a sum of 1.2e5) gave a loss of 0, float32 weights of 3e38 NaN."""
+    torch.manual_seed(0)
+    logits, y, target = torch.randn(2, 6, 3), torch.randint(0, 3, (2, 6)), torch.randn(
+        2, 6, 3)
+    weights = torch.full((2, 6), scale, dtype=dtype)
+    for balanced in (False, True):
+        torch.testing.assert_close(
+            cross_entropy_loss(logits, y, 3, balanced=balanced, sample_weight=weights),
+            cross_entropy_loss(logits, y, 3, balanced=balanced))
+    torch.testing.assert_close(mse_loss(logits, target, sample_weight=weights),
+                               mse_loss(logits, target))
+
+
+def test_a_task_of_weight_zero_adds_nothing_and_bad_weights_are_refused():
+    """A task whose weights were all 0 made the batch's loss NaN; negative or
+    NaN weights were taken silently (a sign-flipped prototype)."""
+    torch.manual_seed(0)
+    logits = torch.randn(3, 6, 3, requires_grad=True)
+    y = torch.randint(0, 3, (3, 6))
+    weights = torch.ones(3, 6)
+    weights[1] = 0
+    loss = cross_entropy_loss(logits, y, 3, sample_weight=weights)
+    loss.backward()
+    torch.testing.assert_close(loss, cross_entropy_loss(logits[[0, 2]], y[[0, 2]], 3))
+    assert torch.isfinite(logits.grad).all() and not logits.grad[1].any()
+    target = torch.randn(3, 6, 3)
+    torch.testing.assert_close(mse_loss(logits, target, sample_weight=weights),
+                               mse_loss(logits[[0, 2]], target[[0, 2]]))
+    for bad in (-torch.ones(3, 6), torch.full((3, 6), float("nan"))):
+        with pytest.raises(ValueError, match="finite, non-negative weights"):
+            cross_entropy_loss(logits, y, 3, sample_weight=bad)
+        with pytest.raises(ValueError, match="finite, non-negative weights"):
+            prototype_head(logits.detach(), y, 3, sample_weight=bad)
+    with pytest.raises(TypeError, match="sample_weight must be a tensor of shape "
+                                        r"\(B, n_samples\), got ndarray"):
+        mse_loss(logits, target, sample_weight=np.ones((3, 6)))
+
+
+def test_weighted_functional_losses_run_under_vmap():
+    torch.manual_seed(0)
+    logits, y = torch.randn(4, 2, 6, 3), torch.randint(0, 3, (4, 2, 6))
+    weights = torch.rand(4, 2, 6)
+    batched = torch.func.vmap(
+        lambda z, t, w: cross_entropy_loss(z, t, 3, sample_weight=w))(
+            logits, y, weights)
+    looped = torch.stack([cross_entropy_loss(logits[i], y[i], 3,
+                                             sample_weight=weights[i])
+                          for i in range(4)])
+    torch.testing.assert_close(batched, looped)

@@ -261,7 +261,11 @@ def adapt(forward, params, X, y, *, loss_fn, lr, n_steps, create_graph=False,
         line search). A step to a non-finite loss is taken, so that a
         divergence stays visible (after the last step, in the loss
         returned). Needs ``detach`` (the choice of step has no gradient);
-        ``functional`` is ignored.
+        ``functional`` is ignored. With more than one task, ``loss_fn`` is
+        also called on each task alone (``outputs`` and ``y`` of first
+        dimension 1), to compare each task's loss: a loss that closes over
+        data of every task, such as ``sample_weight`` of shape (B,
+        n_samples), cannot be sliced there; adapt such tasks one at a time.
 
     Returns
     -------
@@ -383,7 +387,8 @@ def _detached_step(current, names, grads, rates, factor=None):
     may be in one: not this one); ``factor``, of shape (B,), scales each
     task's step."""
     with torch.no_grad():
-        if factor is None and not isinstance(rates, dict):
+        if factor is None and not isinstance(rates, dict) and not (
+                isinstance(rates, torch.Tensor) and rates.dim()):  # alpha: a scalar
             return torch._foreach_add(current, list(grads), alpha=-rates)
         return [p - _rate(rates, name) * (g if factor is None else g * factor.view(
                     -1, *[1] * (p.dim() - 1)).to(p.dtype))

@@ -17,7 +17,11 @@ from torch.func import functional_call, vmap
 from sk_meta._checks import check_positive_int
 from sk_meta.functional._attention import with_math_attention
 from sk_meta.functional._forward import batched_forward, eval_mode
-from sk_meta.functional._losses import check_code_range, check_sample_weight_shape
+from sk_meta.functional._losses import (
+    check_code_range,
+    check_sample_weight_shape,
+    class_fractions,
+)
 
 
 class OutputLayer(NamedTuple):
@@ -470,9 +474,9 @@ def _check_prototype_inputs(features, y, n_outputs):
 def _prototype_weights(features, y, n_outputs, scale, sample_weight=None):
     one_hot = F.one_hot(y, n_outputs).to(features.dtype)      # (B, n, K)
     if sample_weight is not None:  # weighted means; a class of weight 0 is absent
-        one_hot = one_hot * sample_weight.to(features.dtype).unsqueeze(-1)
-        counts = one_hot.sum(1)
-        counts = torch.where(counts > 0, counts, 1.0)
+        fractions, _ = class_fractions(sample_weight.to(features.dtype), y, n_outputs)
+        one_hot = one_hot * fractions.unsqueeze(-1)
+        counts = torch.ones_like(one_hot[:, 0])               # already means
     else:
         counts = one_hot.sum(1).clamp_min(1.0)                # (B, K)
     prototypes = torch.bmm(one_hot.transpose(1, 2), features) / counts.unsqueeze(-1)

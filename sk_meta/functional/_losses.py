@@ -48,18 +48,58 @@ def cross_entropy_loss(logits, y, n_classes, *, balanced=False, sample_weight=No
     return _checked_cross_entropy(logits, y, n_classes, balanced, sample_weight)
 
 
-def check_sample_weight_shape(sample_weight, shape):
+def check_sample_weight_shape(sample_weight, shape, read_values=True):
     """Refuse sample weights that are not a floating tensor of ``shape``
-    ((B, n_samples): one weight per sample of each task)."""
+    ((B, n_samples): one weight per sample of each task), or, with
+    ``read_values`` and where they can be read, that are negative or not
+    finite."""
     if sample_weight is None:
         return
-    _check_tensor(sample_weight, "sample_weight")
+    if not isinstance(sample_weight, torch.Tensor):
+        raise TypeError("sample_weight must be a tensor of shape (B, n_samples), "
+                        f"got {type(sample_weight).__name__}")
     if tuple(sample_weight.shape) != tuple(shape):
         raise ValueError(f"sample_weight must have the shape (B, n_samples) "
                          f"{tuple(shape)}, got {tuple(sample_weight.shape)}")
     if not sample_weight.is_floating_point():
         raise TypeError(f"sample_weight must be floating point, got "
                         f"{sample_weight.dtype}")
+    if not read_values or not sample_weight.numel() or torch.compiler.is_compiling():
+        return
+    try:  # vmap's batched weights cannot be read back
+        valid = bool(((sample_weight >= 0) & torch.isfinite(sample_weight)).all())
+    except RuntimeError:
+        return
+    if not valid:
+        raise ValueError("sample_weight must hold finite, non-negative weights")
+
+
+def _scaled_weights(sample_weight, dtype):
+    """The weights in ``dtype`` or wider, over each task's largest (a float16
+    or huge float32 sum overflows; a task of weight 0 stays 0)."""
+    weights = sample_weight.to(torch.promote_types(sample_weight.dtype, dtype))
+    largest = weights.amax(1, keepdim=True)
+    return weights / torch.where(largest > 0, largest, 1.0)
+
+
+def _task_fractions(sample_weight, dtype):
+    """Each task's weights over their sum (0 in a task of weight 0: it adds
+    nothing)."""
+    weights = _scaled_weights(sample_weight, dtype)
+    total = weights.sum(1, keepdim=True)
+    return weights / torch.where(total > 0, total, 1.0)
+
+
+def class_fractions(weights, y, n_classes):
+    """Each sample's weight over its class's sum in its task, (B, n_samples),
+    and the classes' sums, (B, n_classes). Ratios within a class: a class of
+    one tiny (subnormal) weight still has the fraction 1."""
+    one_hot = (y.unsqueeze(-1) == torch.arange(n_classes, device=y.device)).to(
+        weights.dtype)
+    class_sums = (one_hot * weights.unsqueeze(-1)).sum(1)         # (B, n_classes)
+    per_sample = class_sums.gather(1, y)                          # (B, n_samples)
+    # a sample of a class of weight 0 has weight 0 itself
+    return weights / torch.where(per_sample > 0, per_sample, 1.0), class_sums
 
 
 def check_code_range(y, n_codes, name):
@@ -102,8 +142,9 @@ def _checked_cross_entropy(logits, y, n_classes, balanced, sample_weight=None):
     logits = logits[..., :n_classes].reshape(n_tasks * n_samples, n_classes)
     if sample_weight is not None:
         losses = F.cross_entropy(logits, y.reshape(-1), reduction="none")
-        weights = _normalized_sample_weights(sample_weight, y, n_classes, balanced)
-        return (losses * weights.reshape(-1).to(losses.dtype)).sum()
+        weights = _normalized_sample_weights(sample_weight, y, n_classes, balanced,
+                                             losses.dtype)
+        return (losses * weights.reshape(-1)).sum()
     if not balanced:
         return F.cross_entropy(logits, y.reshape(-1), reduction="sum") / n_samples
     losses = F.cross_entropy(logits, y.reshape(-1), reduction="none")
@@ -111,19 +152,16 @@ def _checked_cross_entropy(logits, y, n_classes, balanced, sample_weight=None):
     return (losses * weights).sum() / n_samples
 
 
-def _normalized_sample_weights(sample_weight, y, n_classes, balanced):
-    """Per-sample weights summing to 1 in each task: ``w / sum(w)``, or with
-    ``balanced`` ``w / (n_present * class_sum)`` (``n_present``: the classes
-    of positive weight)."""
+def _normalized_sample_weights(sample_weight, y, n_classes, balanced, dtype):
+    """Per-sample weights summing to 1 in each task (0 in a task of weight
+    0): ``w / sum(w)``, or with ``balanced`` ``w / (n_present * class_sum)``
+    (``n_present``: the classes of positive weight)."""
     if not balanced:
-        return sample_weight / sample_weight.sum(1, keepdim=True)
-    one_hot = (y.unsqueeze(-1) == torch.arange(n_classes, device=y.device)).to(
-        sample_weight.dtype)
-    class_sums = (one_hot * sample_weight.unsqueeze(-1)).sum(1)   # (B, n_classes)
-    present = (class_sums > 0).sum(1, keepdim=True).to(sample_weight.dtype)
-    per_sample = class_sums.gather(1, y)                          # (B, n_samples)
-    # a sample of a class of weight 0 has weight 0 itself
-    return sample_weight / (present * torch.where(per_sample > 0, per_sample, 1.0))
+        return _task_fractions(sample_weight, dtype)
+    fractions, class_sums = class_fractions(_scaled_weights(sample_weight, dtype), y,
+                                            n_classes)
+    present = (class_sums > 0).sum(1, keepdim=True).to(fractions.dtype)
+    return fractions / torch.where(present > 0, present, 1.0)
 
 
 def _check_logits_and_codes(logits, y, n_classes):
@@ -171,6 +209,16 @@ def mse_loss(outputs, y, *, sample_weight=None):
         Non-negative weights of the samples: each task's loss is their
         weighted mean (integer weights act as repeated samples).
     """
+    return _mse(outputs, y, sample_weight, read_weights=True)
+
+
+def mse_of_valid_weights(outputs, y, *, sample_weight=None):
+    """:func:`mse_loss` for weights known to be valid (the estimators' own):
+    they are not read back, which waits for the device."""
+    return _mse(outputs, y, sample_weight, read_weights=False)
+
+
+def _mse(outputs, y, sample_weight, read_weights):
     _check_tensor(outputs, "outputs")
     if outputs.shape != y.shape:
         # one output: (B, n) on one side, (B, n, 1) on the other
@@ -184,6 +232,6 @@ def mse_loss(outputs, y, *, sample_weight=None):
         outputs = outputs.reshape(y.shape)
     if sample_weight is None:
         return (outputs - y).square().sum() / y[0].numel()
-    check_sample_weight_shape(sample_weight, y.shape[:2])
+    check_sample_weight_shape(sample_weight, y.shape[:2], read_weights)
     errors = (outputs - y).square().reshape(*y.shape[:2], -1).mean(-1)
-    return (errors * sample_weight / sample_weight.sum(1, keepdim=True)).sum()
+    return (errors * _task_fractions(sample_weight, errors.dtype)).sum()
