@@ -840,8 +840,9 @@ class BaseMetaEstimator(BaseEstimator):
             Non-negative weights of the support samples. The support loss is
             their weighted mean, and class prototypes (``head_init=
             "prototype"``) are weighted means: a weight of 2 counts a sample
-            twice. With ``class_weight="balanced"``, each class's weighted
-            mean counts alike. BatchNorm's batch statistics are not weighted.
+            twice, and a row of weight 0 is left out. With
+            ``class_weight="balanced"``, each class's weighted mean counts
+            alike. BatchNorm's batch statistics are not weighted.
             Meta-training is not weighted.
 
         Returns
