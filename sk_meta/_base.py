@@ -985,6 +985,11 @@ class MetaClassifierMixin:
     def _is_classifier(self):
         return True
 
+    def _class_logits(self, X):
+        """The adapted network's logits of the support set's classes, float64
+        (the network may have more outputs than the task has classes)."""
+        return self._raw_outputs(X)[:, : len(self.classes_)].double()
+
     def predict_proba(self, X):
         """Class probabilities of the adapted network.
 
@@ -998,8 +1003,7 @@ class MetaClassifierMixin:
         proba : ndarray of shape (n_samples, n_classes)
             Columns follow ``classes_``.
         """
-        logits = self._raw_outputs(X)[:, : len(self.classes_)]
-        return torch.softmax(logits.double(), dim=1).numpy()
+        return torch.softmax(self._class_logits(X), dim=1).numpy()
 
     def predict_log_proba(self, X):
         """Logarithms of the class probabilities of the adapted network.
@@ -1017,8 +1021,7 @@ class MetaClassifierMixin:
         log_proba : ndarray of shape (n_samples, n_classes)
             Columns follow ``classes_``.
         """
-        logits = self._raw_outputs(X)[:, : len(self.classes_)]
-        return torch.log_softmax(logits.double(), dim=1).numpy()
+        return torch.log_softmax(self._class_logits(X), dim=1).numpy()
 
     def predict(self, X):
         """Predict class labels with the adapted network.
@@ -1032,8 +1035,7 @@ class MetaClassifierMixin:
         -------
         y_pred : ndarray of shape (n_samples,)
         """
-        logits = self._raw_outputs(X)[:, : len(self.classes_)]
-        return self.classes_[logits.argmax(dim=1).numpy()]
+        return self.classes_[self._class_logits(X).argmax(dim=1).numpy()]
 
 
 class MetaRegressorMixin:
