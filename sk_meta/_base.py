@@ -10,6 +10,7 @@ import contextvars
 import copy
 import functools
 import inspect
+import math
 import os
 import pickle
 import types
@@ -219,10 +220,15 @@ def _checked_sample_weight(sample_weight, X):
     """``fit``'s sample weights in float64, refused with a ValueError that
     names them where scikit-learn refuses them (not one per sample,
     negative, not numbers), where one is not finite, or where all are 0."""
+    kind = getattr(getattr(sample_weight, "dtype", None), "kind", None)
+    if isinstance(kind, str) and kind in "mM":  # numpy would read their counts
+        raise ValueError(f"sample_weight has dtype {sample_weight.dtype}: dates and "
+                         "durations are no weights")
     try:
         weights = _check_sample_weight(torch_tensor_to_numpy(sample_weight), X,
                                        dtype=np.float64, ensure_non_negative=True)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, RuntimeError, NotImplementedError) as exc:
+        # NotImplementedError: a tensor on the "meta" device has no values
         message = str(exc).strip()
         raise ValueError(message if "sample_weight" in message
                          else f"sample_weight: {message}") from None
@@ -840,7 +846,8 @@ class BaseMetaEstimator(BaseEstimator):
             Non-negative weights of the support samples. The support loss is
             their weighted mean, and class prototypes (``head_init=
             "prototype"``) are weighted means: a weight of 2 counts a sample
-            twice, and a row of weight 0 is left out. With
+            twice, and a row of weight 0 is left out (a class of weight 0
+            stays in ``classes_``, with probability 0). With
             ``class_weight="balanced"``, each class's weighted mean counts
             alike. BatchNorm's batch statistics are not weighted.
             Meta-training is not weighted.
@@ -866,11 +873,17 @@ class BaseMetaEstimator(BaseEstimator):
                 classes, y_target = np.unique(y, return_inverse=True)
             except TypeError as exc:  # as meta_fit says of a task's labels
                 raise ValueError(f"y: labels cannot be sorted: {exc}") from None
-            y_target = y_target.astype(np.int64)
+            y_target = y_target.astype(np.int64)[kept]
             n_classes = n_outputs = len(classes)
+            weighed = np.unique(y_target)
+            if len(weighed) < n_classes:
+                # a class of weight 0 is no class of the fit: its rows are not
+                # there, and predictions give it probability 0
+                y_target = np.searchsorted(weighed, y_target)
+                n_classes = n_outputs = len(weighed)
         else:
             _fitting.warn_if_large_targets([y[kept]], "The support set")
-            y_target, n_classes = y, None
+            y_target, n_classes = y[kept], None
             n_outputs = 1 if y.ndim == 1 else y.shape[1]
             y_ndim = y.ndim
             if self._is_meta_fitted():
@@ -881,9 +894,13 @@ class BaseMetaEstimator(BaseEstimator):
                         f"was meta-trained on {meta_outputs}"
                     )
         with torch_threads(self.n_threads):
-            fit = _fitting.adapt_to_support(self, X[kept], y_target[kept], n_classes,
-                                            n_outputs, sample_weight)
+            fit = _fitting.adapt_to_support(
+                self, X[kept], y_target, n_classes, n_outputs, sample_weight,
+                what="the support set" if isinstance(kept, slice) else
+                "the support set's rows of positive sample_weight")
         fit.classes, fit.y_ndim = classes, y_ndim
+        if classes is not None and n_classes < len(classes):
+            fit.class_codes = tuple(int(code) for code in weighed)
         self._fit = fit
         return self
 
@@ -987,8 +1004,15 @@ class MetaClassifierMixin:
 
     def _class_logits(self, X):
         """The adapted network's logits of the support set's classes, float64
-        (the network may have more outputs than the task has classes)."""
-        return self._raw_outputs(X)[:, : len(self.classes_)].double()
+        (the network may have more outputs than the task has classes); -inf
+        for the classes that ``sample_weight`` gave weight 0."""
+        codes = getattr(self.__dict__.get("_fit"), "class_codes", None)
+        if codes is None:
+            return self._raw_outputs(X)[:, : len(self.classes_)].double()
+        logits = self._raw_outputs(X)[:, : len(codes)].double()
+        full = logits.new_full((len(logits), len(self.classes_)), -math.inf)
+        full[:, list(codes)] = logits
+        return full
 
     def predict_proba(self, X):
         """Class probabilities of the adapted network.
@@ -1035,7 +1059,8 @@ class MetaClassifierMixin:
         -------
         y_pred : ndarray of shape (n_samples,)
         """
-        return self.classes_[self._class_logits(X).argmax(dim=1).numpy()]
+        codes = self._class_logits(X).argmax(dim=1).numpy()  # first: is it fitted
+        return self.classes_[codes]
 
 
 class MetaRegressorMixin:

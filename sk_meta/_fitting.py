@@ -589,12 +589,13 @@ def _validation_batches(drawn, checker, source, device):
 # -- adaptation and prediction ---------------------------------------------------------
 
 def adapt_to_support(estimator, X, y_target, n_classes, n_outputs,
-                     sample_weight=None):
+                     sample_weight=None, what="the support set"):
     """``fit``'s adaptation: a :class:`FitResult` from the support set ``(X, y)``.
 
     ``y_target`` holds class codes (classifiers) or targets; ``n_outputs``
     the outputs a network built from scratch needs; ``sample_weight`` the
-    checked weights of the samples, or None.
+    checked weights of the samples, or None; ``what`` names the samples in
+    messages.
     """
     device = resolve_device(estimator.device)
     settings = InnerLoopSettings.from_estimator(estimator)
@@ -629,7 +630,8 @@ def adapt_to_support(estimator, X, y_target, n_classes, n_outputs,
     if not (type(module) is MLP and is_on_device(module, device)):
         module = on_device(copy.deepcopy(module), device)
     X_t = torch.from_numpy(X).to(device)  # the estimator's own copy of X
-    inner = InnerLoop(settings, module, device=device, strategy=strategy, probe=X_t)
+    inner = InnerLoop(settings, module, device=device, strategy=strategy, probe=X_t,
+                      probe_name=what)
     params = {name: p.detach() for name, p in module.named_parameters()}
     if lrs is not None:
         lrs = {k: r.to(device) for k, r in lrs.items()}
@@ -645,7 +647,8 @@ def adapt_to_support(estimator, X, y_target, n_classes, n_outputs,
     # stay parallel in threads and leave other threads' generator alone
     with seeded_torch(torch_seed, device, draws=inner.draws_random):
         adapted, loss = inner.adapt(params, lrs, X_t.unsqueeze(0), y_t.unsqueeze(0),
-                                    n_classes, sample_weight=sample_weight)
+                                    n_classes, sample_weight=sample_weight,
+                                    what=what)
     if not math.isfinite(float(loss_if_finite(loss, adapted.values()))):
         arrays = ([X], () if settings.classification else [y_target])
         if holds_non_finite(*arrays):

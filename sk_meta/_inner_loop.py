@@ -394,7 +394,8 @@ class InnerLoop:
         Inputs of one task, to choose the strategy and find the output layer.
     """
 
-    def __init__(self, settings, module, *, device, strategy=None, probe=None):
+    def __init__(self, settings, module, *, device, strategy=None, probe=None,
+                 probe_name="the support set"):
         self.settings = settings
         self.module = module
         self.device = device
@@ -412,7 +413,7 @@ class InnerLoop:
                 if probe is None:
                     raise ValueError("the output layer options need a probe of inputs")
                 # the probe is a support set: one sample is the user's error to name
-                with single_sample_batch_norm_error("the support set"):
+                with single_sample_batch_norm_error(probe_name):
                     self.output_layer = find_output_layer(module, self.strategy, probe)
         # learned rates: their scale, and the meta-training steps they were
         # learned for (steps beyond those floor them); fit sets both from

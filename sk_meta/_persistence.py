@@ -8,6 +8,7 @@ from the caller. This module knows records and parameters, not the
 estimator classes (``sk_meta._load`` maps names to classes).
 """
 
+import collections
 import contextlib
 import errno
 import inspect
@@ -21,7 +22,7 @@ import numpy as np
 import torch
 
 from sk_meta._errors import warn_user
-from sk_meta._records import to_plain
+from sk_meta._records import PLAIN_TYPES, plain_scalar, to_plain
 from sk_meta.exceptions import PersistenceWarning
 
 FORMAT = "sk_meta"
@@ -34,9 +35,6 @@ def _qualified_name(cls):
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
-_PLAIN_TYPES = (bool, int, float, str)
-
-
 def plain_value(value, name):
     """``value`` as plain data for the file, or raise for what cannot be stored.
 
@@ -45,15 +43,9 @@ def plain_value(value, name):
     saved as its base type's value, or ``save`` would write a file ``load``
     refuses.
     """
-    if value is None or type(value) in _PLAIN_TYPES:
-        return value
-    if isinstance(value, np.generic) and value.dtype.kind in "biufU":
-        plain = value.item()
-        # a longdouble's item() is itself: float64 holds its value closely enough
-        return plain if type(plain) in _PLAIN_TYPES else float(value)
-    for base in _PLAIN_TYPES[1:]:
-        if isinstance(value, base):  # an enum, a subclass of the user's
-            return getattr(base, f"__{base.__name__}__")(value)
+    plain = plain_scalar(value)
+    if plain is None or type(plain) in PLAIN_TYPES:
+        return plain
     if isinstance(value, os.PathLike):
         return os.fspath(value)
     if isinstance(value, torch.device):
@@ -63,7 +55,8 @@ def plain_value(value, name):
     if isinstance(value, np.ndarray) and value.dtype.kind in "biuf":
         # a tensor, read back as the array (a list would reach the module)
         return torch.from_numpy(np.array(value, dtype=value.dtype.newbyteorder("=")))
-    if type(value) in (list, tuple):  # a subclass (a namedtuple) would not load
+    # a subclass (a namedtuple) would not load; torch.Size does
+    if type(value) in (list, tuple, torch.Size):
         return type(value)(plain_value(v, name) for v in value)
     if isinstance(value, dict):  # keys kept: {0: ...} must not come back {"0": ...}
         plain = {_plain_key(k, name): plain_value(v, name) for k, v in value.items()}
@@ -94,12 +87,12 @@ def _plain_key_or_none(key, name):
         if all(m is not None or k is None for m, k in zip(members, key)):
             return tuple(members)
         return None
-    if isinstance(key, (*_PLAIN_TYPES, np.generic)):
-        try:
+    if isinstance(key, (*PLAIN_TYPES, np.generic, os.PathLike, torch.device)):
+        try:  # a path or a device as its string, as values are
             plain = plain_value(key, name)
         except TypeError:  # np.complex64, say
             return None
-        if type(plain) in _PLAIN_TYPES:
+        if type(plain) in PLAIN_TYPES:
             return plain
     return None
 
@@ -250,6 +243,7 @@ def save(estimator, path):
     for record in ("meta", "fit"):
         if record in state:
             check_module_state(state[record].get("module_state", {}), "cannot save")
+    _check_readable(state, "the estimator's state")
     if hasattr(path, "write"):
         if not _able(path, "writable"):
             raise TypeError("save needs a file opened for writing in binary mode "
@@ -257,6 +251,37 @@ def save(estimator, path):
         torch.save(state, path)
         return
     _write_atomically(state, path)
+
+
+def _check_readable(value, where):
+    """Raise a TypeError naming the first entry of ``value`` that the
+    weights-only reader would refuse: ``save`` must never write a file that
+    ``load`` refuses (over a good one, at that). Plain values and tensors
+    are known; anything else is tried (module states are checked apart)."""
+    if value is None or type(value) in PLAIN_TYPES or isinstance(
+            value, (torch.Tensor, torch.dtype, torch.device)):
+        return
+    if type(value) in (dict, collections.OrderedDict):
+        for key, item in value.items():
+            _check_readable(key, f"{where}, a key")
+            if key != "module_state":
+                _check_readable(item, f"{where}[{key!r}]")
+        return
+    if type(value) in (list, tuple, torch.Size):
+        for index, item in enumerate(value):
+            _check_readable(item, f"{where}[{index}]")
+        return
+    buffer = io.BytesIO()
+    try:
+        torch.save(value, buffer)
+        buffer.seek(0)
+        torch.load(buffer, map_location="cpu", weights_only=True)
+    except Exception:
+        raise TypeError(
+            f"cannot save: {where} is a {type(value).__module__}."
+            f"{type(value).__qualname__} ({value!r:.80}), which loading without "
+            "running code refuses; use pickle or joblib for this estimator"
+        ) from None
 
 
 def _write_atomically(state, path):

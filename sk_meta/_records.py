@@ -6,6 +6,7 @@ them field by field: a field added here is saved, loaded, cloned and
 pickled with no other change.
 """
 
+import collections
 import dataclasses
 from dataclasses import dataclass, field
 
@@ -105,9 +106,43 @@ class FitResult:
     # the seed a network built by fit (never meta-trained) was built at; None
     # for one adapted from a meta-learned init, and in older files
     init_seed: int | None = None
+    # where sample_weight gave classes weight 0: the codes in classes of the
+    # network's outputs (the others have probability 0); None: every class
+    class_codes: tuple | None = None
 
 
 # -- to and from the weights-only file format --------------------------------------
+
+PLAIN_TYPES = (bool, int, float, str)
+
+
+def plain_scalar(value):
+    """``value`` as the plain Python value it equals where it is a numpy
+    scalar or a subclass of a number or a string (``np.float64``, an enum);
+    anything else as it is. The weights-only reader takes the exact types
+    alone: a numpy ``meta_lr`` lands in the optimizer's state, the
+    comparisons of a numpy ``tol`` in the history."""
+    if value is None or type(value) in PLAIN_TYPES:
+        return value
+    if isinstance(value, np.generic) and value.dtype.kind in "biufU":
+        plain = value.item()
+        # a longdouble's item() is itself: float64 holds its value closely enough
+        return plain if type(plain) in PLAIN_TYPES else float(value)
+    for base in PLAIN_TYPES[1:]:
+        if isinstance(value, base):
+            return getattr(base, f"__{base.__name__}__")(value)
+    return value
+
+
+def plain_scalars(value):
+    """:func:`plain_scalar` throughout (nested) dicts, lists and tuples."""
+    if type(value) in (dict, collections.OrderedDict):
+        return type(value)((plain_scalars(k), plain_scalars(v))
+                           for k, v in value.items())
+    if type(value) in (list, tuple):
+        return type(value)(plain_scalars(v) for v in value)
+    return plain_scalar(value)
+
 
 def to_plain(record):
     """``record`` as tensors and plain values (the module as its state dict)."""
@@ -121,7 +156,7 @@ def to_plain(record):
         elif dataclasses.is_dataclass(value):
             plain[f.name] = to_plain(value)
         elif isinstance(value, History):
-            plain[f.name] = [dict(row) for row in value]
+            plain[f.name] = [plain_scalars(dict(row)) for row in value]
         elif isinstance(value, np.ndarray):
             if value.dtype.kind in "mM":  # dates and durations: their int64 counts
                 value_saved = torch.from_numpy(value.view(np.int64).copy())
@@ -132,9 +167,9 @@ def to_plain(record):
             plain[f.name] = value_saved
             plain[f.name + "_dtype"] = value.dtype.str
         elif isinstance(value, tuple):
-            plain[f.name] = tuple(value)
+            plain[f.name] = plain_scalars(tuple(value))
         else:
-            plain[f.name] = to_cpu(value)
+            plain[f.name] = plain_scalars(to_cpu(value))
     return plain
 
 

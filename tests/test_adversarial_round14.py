@@ -788,3 +788,62 @@ def test_subclasses_of_plain_values_and_marker_like_dicts_load_back():
         with pytest.raises(TypeError, match="cannot be saved in the weights-only "
                                             "format"):
             est.save(io.BytesIO())
+
+
+def test_numpy_settings_that_reach_the_records_save_loadable_files(tmp_path):
+    """A numpy meta_lr landed in the optimizer's state and a numpy tol's
+    comparisons in the history: save, and every checkpoint, wrote files
+    that load refused. torch.Size sizes and path or device keys save too."""
+    import io
+    import pathlib
+
+    import torch
+
+    import sk_meta
+
+    validation = EpisodeSampler(X_DIGITS / 16, Y_DIGITS, 3, 2, 3, classes=range(7),
+                                n_tasks=2, random_state=5)
+    small = {"hidden_layer_sizes": (8,), "n_meta_iter": 3, "random_state": 0}
+    estimators = [
+        FOMAMLClassifier(meta_lr=np.float32(1e-3), **small,
+                         checkpoint_path=tmp_path / "lr.pt").meta_fit(_sampler()),
+        FOMAMLClassifier(meta_lr=np.float16(1e-3), meta_optimizer="sgd",
+                         **small).meta_fit(_sampler()),
+        FOMAMLClassifier(tol=np.float64(1e-4), early_stopping=True,
+                         validation_interval=1, n_iter_no_change=2,
+                         **small).meta_fit(_sampler(), validation),
+        FOMAMLClassifier(**{**small, "hidden_layer_sizes": torch.Size([8])}).meta_fit(
+            _sampler()),
+    ]
+    from sk_meta.exceptions import PersistenceWarning
+
+    with pytest.warns(PersistenceWarning, match="checkpoint_path"):
+        sk_meta.load(tmp_path / "lr.pt")  # the checkpoint
+    task = next(iter(_sampler()))
+    for est in estimators:
+        buffer = io.BytesIO()
+        est.save(buffer)
+        buffer.seek(0)
+        loaded = sk_meta.load(buffer)
+        np.testing.assert_array_equal(
+            loaded.fit(task.X_support, task.y_support).predict_proba(task.X_query),
+            est.fit(task.X_support, task.y_support).predict_proba(task.X_query))
+    assert loaded.hidden_layer_sizes == torch.Size([8])
+    from sk_meta._persistence import plain_value
+
+    assert plain_value({pathlib.Path("a/b"): 1, torch.device("cpu"): 2}, "p") == {
+        "a/b": 1, "cpu": 2}
+
+
+def test_save_refuses_by_name_what_the_reader_would_refuse():
+    """Whatever reaches the records: save checks the whole state before it
+    writes, so a file it writes is one load reads."""
+    import io
+
+    est = FOMAMLClassifier(hidden_layer_sizes=(8,), n_meta_iter=2,
+                           random_state=0).meta_fit(_sampler())
+    est._meta.history[-1]["note"] = np.datetime64("2026-01-01")
+    with pytest.raises(TypeError, match=r"cannot save: the estimator's state\['meta'\]"
+                                        r"\['history'\]\[0\]\['note'\] is a "
+                                        "numpy.datetime64"):
+        est.save(io.BytesIO())

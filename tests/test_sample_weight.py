@@ -121,15 +121,28 @@ def test_uniform_weights_and_their_scale_change_nothing():
             X_QUERY), atol=TOLERANCE)
 
 
-def test_a_class_of_weight_zero_stays_a_class():
-    weights = np.where(Y_SUPPORT == 2, 0.0, 1.0)
-    clf = MAMLClassifier(hidden_layer_sizes=(16,), random_state=0).fit(
+@pytest.mark.parametrize("cls", [MAMLClassifier, ReptileClassifier])
+@pytest.mark.parametrize("settings", [{}, {"head_init": "meta"}])
+def test_a_class_of_weight_zero_stays_a_class_of_probability_zero(cls, settings):
+    """Its prototype row started at zero, a logit that still won queries
+    after few steps; now the fit is the fit without its rows, and the class
+    has probability 0."""
+    weights = np.where(Y_SUPPORT == 1, 0.0, 1.0)
+    clf = cls(hidden_layer_sizes=(16,), random_state=0, **settings).fit(
         X_SUPPORT, Y_SUPPORT, sample_weight=weights)
     np.testing.assert_array_equal(clf.classes_, [0, 1, 2])
-    proba = clf.predict_proba(X_QUERY)
-    assert proba.shape == (60, 3) and np.isfinite(proba).all()
-    # nothing pulled its row up: it is the least likely class nearly everywhere
-    assert (proba.argmax(1) != 2).mean() > 0.9
+    proba, log_proba = clf.predict_proba(X_QUERY), clf.predict_log_proba(X_QUERY)
+    assert (proba[:, 1] == 0).all() and (log_proba[:, 1] == -np.inf).all()
+    assert (clf.predict(X_QUERY) != 1).all()
+    kept = weights > 0
+    without = cls(hidden_layer_sizes=(16,), random_state=0, **settings).fit(
+        X_SUPPORT[kept], Y_SUPPORT[kept])
+    np.testing.assert_allclose(proba[:, [0, 2]], without.predict_proba(X_QUERY),
+                               atol=TOLERANCE)
+    buffer = io.BytesIO()
+    clf.save(buffer)
+    buffer.seek(0)
+    np.testing.assert_array_equal(sk_meta.load(buffer).predict_proba(X_QUERY), proba)
 
 
 # -- the functional core against float64 computations written out here ---------------
@@ -476,3 +489,48 @@ def test_weighted_functional_losses_run_under_vmap():
                                              sample_weight=weights[i])
                           for i in range(4)])
     torch.testing.assert_close(batched, looped)
+
+
+def test_dates_and_device_less_tensors_are_refused_as_weights():
+    with pytest.raises(ValueError, match="sample_weight has dtype datetime64"):
+        MAMLClassifier(hidden_layer_sizes=(16,)).fit(
+            X_SUPPORT, Y_SUPPORT, sample_weight=np.array(["2020-01-01"] * 15,
+                                                         "datetime64[D]"))
+    with pytest.raises(ValueError, match="sample_weight: Cannot copy out of meta"):
+        MAMLClassifier(hidden_layer_sizes=(16,)).fit(
+            X_SUPPORT, Y_SUPPORT, sample_weight=torch.ones(15, device="meta"))
+
+
+def test_weighted_functional_losses_keep_the_outputs_dtype():
+    torch.manual_seed(0)
+    logits, y = torch.randn(3, 8, 4), torch.randint(0, 4, (3, 8))
+    weights = torch.ones(3, 8, dtype=torch.float64)
+    assert cross_entropy_loss(logits, y, 4, sample_weight=weights).dtype == (
+        torch.float32)
+    assert mse_loss(logits, logits + 1, sample_weight=weights).dtype == torch.float32
+    half = logits.to(torch.bfloat16)
+    assert cross_entropy_loss(half, y, 4, sample_weight=weights.float()).dtype == (
+        torch.bfloat16)
+
+
+class _BatchNormNet(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body = torch.nn.Sequential(torch.nn.Linear(64, 16),
+                                        torch.nn.BatchNorm1d(16), torch.nn.ReLU())
+        self.out = torch.nn.Linear(16, 3)
+
+    def forward(self, x):
+        return self.out(self.body(x))
+
+
+def test_one_row_of_positive_weight_under_batch_norm_says_which_rows_are_left():
+    sampler = EpisodeSampler(X_DIGITS, Y_DIGITS, 3, 3, 3, classes=range(3, 10),
+                             random_state=0)
+    clf = MAMLClassifier(module=_BatchNormNet, n_meta_iter=2, random_state=0).meta_fit(
+        sampler)
+    weights = np.zeros(15)
+    weights[0] = 1
+    with pytest.raises(ValueError, match="the support set's rows of positive "
+                                         "sample_weight has a single sample"):
+        clf.fit(X_SUPPORT, Y_SUPPORT, sample_weight=weights)

@@ -144,7 +144,8 @@ def _checked_cross_entropy(logits, y, n_classes, balanced, sample_weight=None):
         losses = F.cross_entropy(logits, y.reshape(-1), reduction="none")
         weights = _normalized_sample_weights(sample_weight, y, n_classes, balanced,
                                              losses.dtype)
-        return (losses * weights.reshape(-1)).sum()
+        # the loss keeps the logits' dtype, whatever the weights'
+        return (losses * weights.reshape(-1).to(losses.dtype)).sum()
     if not balanced:
         return F.cross_entropy(logits, y.reshape(-1), reduction="sum") / n_samples
     losses = F.cross_entropy(logits, y.reshape(-1), reduction="none")
@@ -234,4 +235,5 @@ def _mse(outputs, y, sample_weight, read_weights):
         return (outputs - y).square().sum() / y[0].numel()
     check_sample_weight_shape(sample_weight, y.shape[:2], read_weights)
     errors = (outputs - y).square().reshape(*y.shape[:2], -1).mean(-1)
-    return (errors * _task_fractions(sample_weight, errors.dtype)).sum()
+    fractions = _task_fractions(sample_weight, errors.dtype).to(errors.dtype)
+    return (errors * fractions).sum()
