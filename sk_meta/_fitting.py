@@ -617,7 +617,7 @@ def adapt_to_support(estimator, X, y_target, n_classes, n_outputs,
         strategy, lrs, learned_mode = None, None, None
     if settings.classification and n_outputs < n_classes:
         raise ValueError(
-            f"The support set has {n_classes} classes, but the network was "
+            f"{what[0].upper()}{what[1:]} has {n_classes} classes, but the network was "
             f"meta-trained with {n_outputs} outputs (the most classes in one "
             f"meta-training task): meta-train on tasks of {n_classes} or more "
             "classes to adapt to such tasks. (A GridSearchCV over tasks_to_cv "

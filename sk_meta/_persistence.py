@@ -27,8 +27,12 @@ from sk_meta.exceptions import PersistenceWarning
 
 FORMAT = "sk_meta"
 # 2: the records' fields (learned inner learning rates, devices, early
-# stopping's state); files of version 1 hold a subset of them and still load
-VERSION = 2
+# stopping's state); files of version 1 hold a subset of them and still load.
+# 3: a fit's class_codes (classes of sample_weight 0), which older versions
+# would drop and then predict the wrong classes; written only where set, so
+# every other file stays readable by them
+VERSION = 3
+_VERSION_WITHOUT_CLASS_CODES = 2
 
 
 def _qualified_name(cls):
@@ -60,6 +64,13 @@ def plain_value(value, name):
         return type(value)(plain_value(v, name) for v in value)
     if isinstance(value, dict):  # keys kept: {0: ...} must not come back {"0": ...}
         plain = {_plain_key(k, name): plain_value(v, name) for k, v in value.items()}
+        if len(plain) < len(value):  # a path and its string, say: one would be lost
+            keys = [k for k in value if _plain_key(k, name) in {
+                _plain_key(other, name) for other in value if other is not k}]
+            raise TypeError(
+                f"parameter {name} has the dict keys {keys}, which are saved as "
+                "the same value; keep one of them, or use pickle or joblib for "
+                "this estimator")
         if any(isinstance(k, str) and k.startswith(_MARKER_PREFIX) for k in plain):
             return {_DICT_KEY: plain}  # the user's: not to be read as a marker
         return plain
@@ -177,7 +188,7 @@ def estimator_state(estimator):
     """The saved form of ``estimator``: a dict of tensors and plain values."""
     state = {
         "format": FORMAT,
-        "version": VERSION,
+        "version": _VERSION_WITHOUT_CLASS_CODES,
         "estimator": type(estimator).__name__,
         "params": _estimator_params(estimator),
     }
@@ -187,6 +198,8 @@ def estimator_state(estimator):
     fit = estimator.__dict__.get("_fit")
     if fit is not None:
         state["fit"] = to_plain(fit)
+        if fit.class_codes is not None:
+            state["version"] = VERSION
         state["fit"]["n_features_in"] = int(estimator.n_features_in_)
         if hasattr(estimator, "feature_names_in_"):
             state["fit"]["feature_names_in"] = [

@@ -162,8 +162,8 @@ def to_plain(record):
                 value_saved = torch.from_numpy(value.view(np.int64).copy())
             elif value.dtype.kind in "biuf":
                 value_saved = torch.from_numpy(value.copy())
-            else:
-                value_saved = value.tolist()
+            else:  # object arrays: np.str_ labels as str
+                value_saved = plain_scalars(value.tolist())
             plain[f.name] = value_saved
             plain[f.name + "_dtype"] = value.dtype.str
         elif isinstance(value, tuple):

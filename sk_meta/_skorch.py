@@ -1,6 +1,7 @@
 """Hand an adapted or meta-learned network over to skorch."""
 
 import copy
+import math
 
 import torch
 from sklearn.exceptions import NotFittedError
@@ -12,15 +13,26 @@ from sk_meta._torch_utils import resolve_device
 
 
 class FirstOutputs(nn.Module):
-    """The first ``n_outputs`` outputs of ``module`` (a task with fewer classes)."""
+    """The first ``n_outputs`` outputs of ``module`` (a task with fewer classes).
 
-    def __init__(self, module, n_outputs):
+    With ``class_codes`` (a fit in which classes had ``sample_weight`` 0),
+    output ``j`` is class ``class_codes[j]`` of ``n_outputs``, and the other
+    classes get a logit of -inf (probability 0), as the estimator gives them.
+    """
+
+    def __init__(self, module, n_outputs, class_codes=None):
         super().__init__()
         self.module = module
         self.n_outputs = n_outputs
+        self.class_codes = class_codes
 
     def forward(self, X):
-        return self.module(X)[..., : self.n_outputs]
+        if self.class_codes is None:
+            return self.module(X)[..., : self.n_outputs]
+        outputs = self.module(X)[..., : len(self.class_codes)]
+        logits = outputs.new_full((*outputs.shape[:-1], self.n_outputs), -math.inf)
+        logits[..., list(self.class_codes)] = outputs
+        return logits
 
 
 def to_skorch(estimator, **net_params):
@@ -54,7 +66,11 @@ def to_skorch(estimator, **net_params):
                      else estimator.meta_n_outputs_)
         n_outputs = (estimator.n_outputs_ if hasattr(estimator, "params_")
                      else estimator.meta_n_outputs_)
-        if n_outputs != n_classes:
+        class_codes = (estimator._fit.class_codes if hasattr(estimator, "params_")
+                       else None)
+        if class_codes is not None:
+            module = FirstOutputs(module, n_classes, class_codes)
+        elif n_outputs != n_classes:
             module = FirstOutputs(module, n_classes)
         net_params.setdefault("criterion", nn.CrossEntropyLoss)
         net = NeuralNetClassifier(module, **net_params)

@@ -820,6 +820,7 @@ def test_numpy_settings_that_reach_the_records_save_loadable_files(tmp_path):
     with pytest.warns(PersistenceWarning, match="checkpoint_path"):
         sk_meta.load(tmp_path / "lr.pt")  # the checkpoint
     task = next(iter(_sampler()))
+    estimators[0].set_params(checkpoint_path=None)  # (load would warn of it)
     for est in estimators:
         buffer = io.BytesIO()
         est.save(buffer)
@@ -847,3 +848,20 @@ def test_save_refuses_by_name_what_the_reader_would_refuse():
                                         r"\['history'\]\[0\]\['note'\] is a "
                                         "numpy.datetime64"):
         est.save(io.BytesIO())
+
+
+def test_dict_keys_saved_as_one_value_are_refused():
+    """A path key and its string (or a device and its name) were saved as
+    one key, and one entry was silently lost."""
+    import io
+    import pathlib
+
+    import torch
+
+    est = FOMAMLClassifier(module=torch.nn.Linear, module_params={
+        "in_features": 64, "out_features": 3}, n_meta_iter=1, random_state=0)
+    for keys in ({pathlib.Path("a"): 1, "a": 2}, {torch.device("cpu"): 1, "cpu": 2}):
+        est.set_params(module_params={"in_features": 64, "out_features": 3,
+                                      "device": None, "dtype": None, "bias": keys})
+        with pytest.raises(TypeError, match="are saved as the same value"):
+            est.save(io.BytesIO())

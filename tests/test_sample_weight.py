@@ -534,3 +534,83 @@ def test_one_row_of_positive_weight_under_batch_norm_says_which_rows_are_left():
     with pytest.raises(ValueError, match="the support set's rows of positive "
                                          "sample_weight has a single sample"):
         clf.fit(X_SUPPORT, Y_SUPPORT, sample_weight=weights)
+
+
+# -- what the third hostile pass on weights found --------------------------------------
+
+@pytest.mark.parametrize("meta_trained", [False, True])
+def test_to_skorch_after_a_class_of_weight_zero_predicts_as_the_estimator(
+        meta_trained, meta_fitted):
+    """The exported net mapped output i to classes_[i]: with a class of
+    weight 0 left out of the fit, skorch's code 0 was really class 1."""
+    weights = np.where(Y_SUPPORT == 0, 0.0, 1.0)
+    clf = (meta_fitted[FOMAMLClassifier] if meta_trained else
+           FOMAMLClassifier(hidden_layer_sizes=(16,), random_state=0))
+    clf.fit(X_SUPPORT, Y_SUPPORT, sample_weight=weights)
+    net = clf.to_skorch()
+    query = X_QUERY.astype(np.float32)
+    np.testing.assert_allclose(net.predict_proba(query), clf.predict_proba(query),
+                               atol=1e-6)
+    np.testing.assert_array_equal(clf.classes_[net.predict(query)], clf.predict(query))
+
+
+def test_a_file_with_classes_of_weight_zero_is_one_older_versions_refuse():
+    """Older versions drop the unknown class_codes and predict the wrong
+    classes: such a file carries the next format version (their "written
+    by a newer sk_meta"), every other file the old one."""
+    clf = MAMLClassifier(hidden_layer_sizes=(16,), random_state=0)
+    versions = []
+    for weights in (WEIGHTS, np.where(Y_SUPPORT == 0, 0.0, 1.0)):
+        buffer = io.BytesIO()
+        clf.fit(X_SUPPORT, Y_SUPPORT, sample_weight=weights).save(buffer)
+        buffer.seek(0)
+        versions.append(torch.load(buffer, weights_only=True)["version"])
+        buffer.seek(0)
+        np.testing.assert_array_equal(sk_meta.load(buffer).predict_proba(X_QUERY),
+                                      clf.predict_proba(X_QUERY))
+    assert versions == [2, 3]
+
+
+def test_equal_weights_are_no_weights_even_under_inner_adam():
+    """Reptile's inner Adam amplified the rounding of the weighted mean:
+    weights all 1, or 0 and 1, gave up to 0.13 in probability against the
+    fit without weights (or without the rows)."""
+    def fitted(*args, **kwargs):
+        return ReptileClassifier(hidden_layer_sizes=(16,), inner_optimizer="adam",
+                                 random_state=2).fit(*args, **kwargs).predict_proba(
+                                     X_QUERY)
+
+    plain = fitted(X_SUPPORT, Y_SUPPORT)
+    np.testing.assert_array_equal(fitted(X_SUPPORT, Y_SUPPORT,
+                                         sample_weight=np.full(15, 4.0)), plain)
+    kept = WEIGHTS > 0
+    np.testing.assert_array_equal(
+        fitted(X_SUPPORT, Y_SUPPORT, sample_weight=kept.astype(float)),
+        fitted(X_SUPPORT[kept], Y_SUPPORT[kept]))
+
+
+def test_labels_of_numpy_strings_in_an_object_array_save():
+    labels = np.array([np.str_(name) for name in np.array(["cat", "dog", "emu"])[
+        Y_SUPPORT]], dtype=object)
+    clf = MAMLClassifier(hidden_layer_sizes=(16,), random_state=0).fit(
+        X_SUPPORT, labels)
+    buffer = io.BytesIO()
+    clf.save(buffer)
+    buffer.seek(0)
+    loaded = sk_meta.load(buffer)
+    assert list(loaded.classes_) == ["cat", "dog", "emu"]
+    np.testing.assert_array_equal(loaded.predict(X_QUERY), clf.predict(X_QUERY))
+
+
+def test_too_many_classes_counts_the_classes_of_positive_weight(meta_fitted):
+    clf = meta_fitted[MAMLClassifier]  # meta-trained with 3 outputs
+    y = Y_SUPPORT.copy()
+    y[:2] = [7, 8]
+    weights = np.ones(15)
+    weights[0] = 0  # 4 classes of positive weight, 5 in all
+    with pytest.raises(ValueError, match="The support set's rows of positive "
+                                         "sample_weight has 4 classes"):
+        clf.fit(X_SUPPORT, y, sample_weight=weights)
+    weights[1] = 0  # 3 of positive weight: it fits
+    assert list(clf.fit(X_SUPPORT, y, sample_weight=weights).classes_) == [
+        0, 1, 2, 7, 8]
