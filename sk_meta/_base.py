@@ -758,7 +758,8 @@ class BaseMetaEstimator(BaseEstimator):
         meta-learned one after ``meta_fit``), with cross-entropy (classifiers)
         or mean squared error (regressors) as criterion; it is initialized
         and ready for ``partial_fit``. skorch classifiers work with class
-        codes ``0 .. n_classes - 1``: code ``i`` is ``classes_[i]``.
+        codes ``0 .. n_classes - 1``: code ``i`` is ``classes_[i]`` (classes
+        that ``fit``'s ``sample_weight`` gave weight 0 get a logit of -inf).
 
         Parameters
         ----------

@@ -500,7 +500,9 @@ _VARIANT_REFERENCES = """\
     Classification. ICLR 2022."""
 
 _CLASSES_DOC = """    classes_ : ndarray of shape (n_classes,)
-        Labels of the support set; ``classes_[i]`` maps to output ``i``.
+        Labels of the support set; ``classes_[i]`` maps to output ``i``
+        (after a ``fit`` whose ``sample_weight`` gave classes weight 0,
+        those have probability 0 and the outputs map to the others).
 """
 
 _CLASSIFIER_EXAMPLE = """
