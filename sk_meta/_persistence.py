@@ -167,12 +167,7 @@ def check_module_state(module_state, what, error=TypeError):
         if type(value) in (torch.Tensor, torch.nn.Parameter) or (
                 torch.nn.parameter.is_lazy(value)):
             continue  # (a lazy layer is sized by the first forward pass)
-        buffer = io.BytesIO()
-        try:
-            torch.save(value, buffer)
-            buffer.seek(0)
-            torch.load(buffer, map_location="cpu", weights_only=True)
-        except Exception:
+        if not _reads_back(value):
             source = ("returned by get_extra_state" if key.endswith(
                 _EXTRA_STATE_SUFFIX) else "in its state_dict")
             raise error(
@@ -284,17 +279,24 @@ def _check_readable(value, where):
         for index, item in enumerate(value):
             _check_readable(item, f"{where}[{index}]")
         return
+    if not _reads_back(value):
+        raise TypeError(
+            f"cannot save: {where} is a {type(value).__module__}."
+            f"{type(value).__qualname__} ({value!r:.80}), which loading without "
+            "running code refuses; use pickle or joblib for this estimator"
+        )
+
+
+def _reads_back(value):
+    """Whether the weights-only reader takes ``value`` back (tried)."""
     buffer = io.BytesIO()
     try:
         torch.save(value, buffer)
         buffer.seek(0)
         torch.load(buffer, map_location="cpu", weights_only=True)
     except Exception:
-        raise TypeError(
-            f"cannot save: {where} is a {type(value).__module__}."
-            f"{type(value).__qualname__} ({value!r:.80}), which loading without "
-            "running code refuses; use pickle or joblib for this estimator"
-        ) from None
+        return False
+    return True
 
 
 def _write_atomically(state, path):
