@@ -866,11 +866,12 @@ class BaseMetaEstimator(BaseEstimator):
                 # a row of weight 0 is no row at all: not in BatchNorm's batch,
                 # and no 0 * inf where it holds a huge value (a fill value)
                 kept = sample_weight > 0
-            sample_weight = sample_weight[kept]
-            # equal weights are no weights: the plain mean, to the bit (inner
-            # Adam amplifies the rounding of the weighted one)
-            sample_weight = (None if (sample_weight == sample_weight[0]).all()
-                             else _float32_weights(sample_weight))
+            sample_weight = _float32_weights(sample_weight[kept])
+            if (sample_weight == sample_weight[0]).all():
+                # equal weights (as the network's float32 sees them) are no
+                # weights: the plain mean, to the bit (inner Adam amplifies
+                # the rounding of the weighted one)
+                sample_weight = None
         _fitting.warn_if_large_features(self, [X[kept]], "The support set")
         classes = y_ndim = None
         if self._is_classifier():

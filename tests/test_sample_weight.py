@@ -583,6 +583,9 @@ def test_equal_weights_are_no_weights_even_under_inner_adam():
     plain = fitted(X_SUPPORT, Y_SUPPORT)
     np.testing.assert_array_equal(fitted(X_SUPPORT, Y_SUPPORT,
                                          sample_weight=np.full(15, 4.0)), plain)
+    # equal in float32, as the network sees them
+    np.testing.assert_array_equal(fitted(X_SUPPORT, Y_SUPPORT, sample_weight=np.r_[
+        1 + 1e-12, np.ones(14)]), plain)
     kept = WEIGHTS > 0
     np.testing.assert_array_equal(
         fitted(X_SUPPORT, Y_SUPPORT, sample_weight=kept.astype(float)),
