@@ -10,7 +10,6 @@ import contextvars
 import copy
 import functools
 import inspect
-import math
 import os
 import pickle
 import types
@@ -36,7 +35,12 @@ from sk_meta._checks import DEFAULT_HIDDEN_LAYER_SIZES, is_auto, set_all_or_noth
 from sk_meta._errors import warn_user
 from sk_meta._network import head_rebuilt_with_fixed_rates
 from sk_meta._records import FitResult, MetaResult, MetaTrainingState, record_on_cpu
-from sk_meta._torch_utils import DeviceOptions, torch_tensor_to_numpy, torch_threads
+from sk_meta._torch_utils import (
+    DeviceOptions,
+    class_logits,
+    torch_tensor_to_numpy,
+    torch_threads,
+)
 from sk_meta.exceptions import (
     DivergenceError,
     FeatureNamesWarning,
@@ -1013,12 +1017,8 @@ class MetaClassifierMixin:
         (the network may have more outputs than the task has classes); -inf
         for the classes that ``sample_weight`` gave weight 0."""
         codes = getattr(self.__dict__.get("_fit"), "class_codes", None)
-        if codes is None:
-            return self._raw_outputs(X)[:, : len(self.classes_)].double()
-        logits = self._raw_outputs(X)[:, : len(codes)].double()
-        full = logits.new_full((len(logits), len(self.classes_)), -math.inf)
-        full[:, list(codes)] = logits
-        return full
+        # outputs first: they check that the estimator is fitted
+        return class_logits(self._raw_outputs(X).double(), len(self.classes_), codes)
 
     def predict_proba(self, X):
         """Class probabilities of the adapted network.

@@ -1,7 +1,6 @@
 """Hand an adapted or meta-learned network over to skorch."""
 
 import copy
-import math
 
 import torch
 from sklearn.exceptions import NotFittedError
@@ -9,7 +8,7 @@ from skorch import NeuralNetClassifier, NeuralNetRegressor
 from torch import nn
 
 from sk_meta._errors import warn_user
-from sk_meta._torch_utils import resolve_device
+from sk_meta._torch_utils import class_logits, resolve_device
 
 
 class FirstOutputs(nn.Module):
@@ -27,12 +26,7 @@ class FirstOutputs(nn.Module):
         self.class_codes = class_codes
 
     def forward(self, X):
-        if self.class_codes is None:
-            return self.module(X)[..., : self.n_outputs]
-        outputs = self.module(X)[..., : len(self.class_codes)]
-        logits = outputs.new_full((*outputs.shape[:-1], self.n_outputs), -math.inf)
-        logits[..., list(self.class_codes)] = outputs
-        return logits
+        return class_logits(self.module(X), self.n_outputs, self.class_codes)
 
 
 def to_skorch(estimator, **net_params):

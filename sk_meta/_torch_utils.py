@@ -3,6 +3,7 @@
 import collections
 import contextlib
 import copy
+import math
 import numbers
 import re
 import threading
@@ -100,6 +101,20 @@ def torch_threads(n_threads):
             _threads_users -= 1
             if _threads_users == 0 and torch.get_num_threads() != _threads_before:
                 torch.set_num_threads(_threads_before)
+
+
+def class_logits(outputs, n_classes, class_codes=None):
+    """The logits of ``n_classes`` classes from a network's ``outputs``: the
+    first ``n_classes`` (a task may have fewer classes than the network
+    outputs), or, with ``class_codes`` (a fit in which classes had
+    ``sample_weight`` 0), output ``j`` as class ``class_codes[j]`` and -inf
+    (probability 0) for the others."""
+    if class_codes is None:
+        return outputs[..., :n_classes]
+    kept = outputs[..., : len(class_codes)]
+    logits = kept.new_full((*kept.shape[:-1], n_classes), -math.inf)
+    logits[..., list(class_codes)] = kept
+    return logits
 
 
 def torch_tensor_to_numpy(value):

@@ -473,11 +473,11 @@ def _check_prototype_inputs(features, y, n_outputs):
 
 def _prototype_weights(features, y, n_outputs, scale, sample_weight=None):
     one_hot = F.one_hot(y, n_outputs).to(features.dtype)      # (B, n, K)
-    if sample_weight is not None:  # weighted means; a class of weight 0 is absent
-        fractions, _ = class_fractions(sample_weight.to(features.dtype), y, n_outputs)
-        one_hot = one_hot * fractions.unsqueeze(-1)
-        counts = torch.ones_like(one_hot[:, 0])               # already means
-    else:
+    if sample_weight is None:
         counts = one_hot.sum(1).clamp_min(1.0)                # (B, K)
-    prototypes = torch.bmm(one_hot.transpose(1, 2), features) / counts.unsqueeze(-1)
+        prototypes = torch.bmm(one_hot.transpose(1, 2), features) / counts.unsqueeze(-1)
+    else:  # weighted means: each sample's share of its class (a class of weight 0: 0)
+        fractions, _ = class_fractions(sample_weight.to(features.dtype), y, n_outputs)
+        prototypes = torch.bmm((one_hot * fractions.unsqueeze(-1)).transpose(1, 2),
+                               features)
     return 2 * scale * prototypes, -scale * prototypes.square().sum(-1)
