@@ -26,7 +26,7 @@ class DeviceOptions(StrOptions):
     """
 
     def __init__(self):
-        super().__init__({"cpu", "cuda", "cuda:N", "mps", "auto"})
+        super().__init__({"cpu", "cpu:0", "cuda", "cuda:N", "mps", "auto"})
 
     def is_satisfied_by(self, val):
         return isinstance(val, str) and bool(_DEVICE_PATTERN.match(val))
