@@ -156,7 +156,9 @@ PARAMETERS = {
         ``"prototype"``: ProtoMAML (Triantafillou et al., 2020), the layer of
         a nearest-prototype classifier on the support set's features
         (``w_k = 2 c_k``, ``b_k = -||c_k||²``), then adapted; the
-        meta-gradient flows through the prototypes. It needs a network whose
+        meta-gradient flows through the prototypes (the inner steps treat
+        the layer so built as a parameter of its own: their gradients do not
+        reach the body through the prototypes). It needs a network whose
         last operation is an ``nn.Linear`` layer with a bias (the default
         MLP is one); the classifiers' default, chosen on few-shot tables
         (see the Results page of the documentation)."""),
@@ -200,15 +202,16 @@ PARAMETERS = {
     "task_interpolation": ("float", """
         Chance, in [0, 1], that a meta-training task is replaced by its
         interpolation with another task of the meta-batch (MLTI, Yao et al.,
-        2022; classifiers only): the classes of the two tasks are paired at
-        random and every row becomes ``lam * x + (1 - lam) * x'``, with
-        ``lam ~ Beta(2, 2)`` per task and the labels of the first task,
-        rescaled about the mean row of the meta-batch by
-        ``1 / sqrt(lam**2 + (1 - lam)**2)`` so that mixed rows spread as much
-        as real ones. The interpolated classes are new ones, so
-        meta-training sees more tasks than few classes give; scale the
-        inputs first. ``fit``, validation and ``predict`` never interpolate. The
-        classifiers of MAML and FOMAML default to 0.5, chosen on few-shot
+        2022; classifiers only; a task alone in its meta-batch, or in its
+        group of tasks of one shape, is mixed with itself): the classes of
+        the two tasks are paired at random and every row becomes
+        ``lam * x + (1 - lam) * x'``, with ``lam ~ Beta(2, 2)`` per task and
+        the labels of the first task, rescaled about the mean row of the
+        meta-batch by ``1 / sqrt(lam**2 + (1 - lam)**2)`` so that mixed rows
+        spread as much as real ones. The interpolated classes are new ones,
+        so meta-training sees more tasks than few classes give; scale the
+        inputs first. ``fit``, validation and ``predict`` never interpolate.
+        The classifiers of MAML and FOMAML default to 0.5, chosen on few-shot
         tables, where it helps most with few meta-training classes and can
         cost a point or two with thousands (see the Results page of the
         documentation); Reptile's default is 0.0."""),

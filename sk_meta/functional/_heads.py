@@ -421,7 +421,10 @@ def prototype_head(features, y, n_outputs, scale=1.0, *, sample_weight=None):
     starting classifier is less sure of itself, so the gradient steps that
     follow still have a support loss to reduce. Rows of classes absent from
     a task (or of weight 0) are zero. The result is differentiable with
-    respect to ``features``.
+    respect to ``features``. ProtoMAML adapts it as a parameter of its own:
+    pass it to :func:`adapt` with the body's parameters, so that the inner
+    gradients do not flow back through the prototypes, while the
+    meta-gradient does.
 
     Parameters
     ----------

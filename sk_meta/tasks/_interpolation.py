@@ -32,8 +32,9 @@ def interpolate_tasks(stacked, probability, rng):
 
     Each task is replaced with probability ``probability`` (MLTI, Yao et al.,
     ICLR 2022, cross-task interpolation for non-label-sharing tasks): a
-    partner task is drawn from the same stack, its classes are matched to
-    the task's in a random order, and every support and query row of class
+    partner task is drawn from the same stack (a stack of one task is its
+    own partner), its classes are matched to the task's in a random order,
+    and every support and query row of class
     ``k`` becomes ``lam * x + (1 - lam) * x'`` with ``x'`` a row of the
     matched class of the partner and one ``lam ~ Beta(2, 2)`` per task. The
     labels stay those of the task: each interpolated class is a new class,
