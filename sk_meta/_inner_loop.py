@@ -29,7 +29,6 @@ from sk_meta.functional import (
     choose_strategy,
     expand_params,
     find_output_layer,
-    has_batch_norm,
     linear_head,
     maml_meta_loss,
     mse_loss,
@@ -37,6 +36,7 @@ from sk_meta.functional import (
     reptile_meta_gradient,
     zero_head,
 )
+from sk_meta.functional._forward import runs_beside_support
 from sk_meta.functional._heads import prototype_head_of_valid_codes
 from sk_meta.functional._losses import (
     cross_entropy_of_valid_codes,
@@ -103,16 +103,6 @@ def task_scores(outputs, batch, classification):
     r2 = torch.where(constant, (residual == 0).to(y.dtype),
                      1 - residual / torch.where(constant, 1.0, total))
     return r2.mean(1)
-
-
-def runs_beside_support(module, transductive, n_samples):
-    """Whether ``n_samples`` query samples are each run beside the support set.
-
-    Only BatchNorm makes a sample's output depend on its batch: it is run
-    beside the support set when not ``transductive``, and always when alone
-    (it would otherwise be normalized with its own statistics).
-    """
-    return has_batch_norm(module) and (not transductive or n_samples == 1)
 
 
 def multi_step_weights(n_steps, progress):

@@ -265,6 +265,20 @@ class ConstructorRefused(TypeError):
     ``TypeError``)."""
 
 
+def _layer_change(before, now):
+    """The first layer whose type differs, in words (the whole list of
+    layers would bury it)."""
+    def named(layer):
+        return "no layer" if layer is None else layer.__name__
+
+    before, now = dict(before), dict(now)
+    for name in [*before, *now]:
+        if before.get(name) is not now.get(name):
+            return (f"layer {name or 'the module'!r}: {named(before.get(name))} at "
+                    f"meta_fit, now {named(now.get(name))}")
+    return "layer types"
+
+
 @dataclasses.dataclass(frozen=True)
 class NetworkSpec:
     """The parameters that decide the network: ``module``, ``module_params``,
@@ -323,6 +337,10 @@ class NetworkSpec:
                 (name, None if torch.nn.parameter.is_lazy(p) else tuple(p.shape))
                 for name, p in self.module.named_parameters()
             ),
+            # the layers without parameters (an activation) shape the
+            # function too
+            "layer types": tuple((name, type(layer))
+                                 for name, layer in self.module.named_modules()),
         }
 
     def check_unchanged(self, meta_architecture,
@@ -334,12 +352,16 @@ class NetworkSpec:
             # an MLP's architecture names concat_input only when it is set
             if architecture.get("module") == "MLP" and key == "concat_input":
                 return architecture.get(key, False)
+            if key == "layer types" and key not in meta_architecture:
+                return None  # an init pickled before the layer types were kept
             return architecture.get(key)
 
         changed = [key for key in set(current) | set(meta_architecture)
                    if not _equal(value(current, key), value(meta_architecture, key))]
         if changed:
             details = "; ".join(
+                _layer_change(value(meta_architecture, key), value(current, key))
+                if key == "layer types" else
                 f"{key}: {value(meta_architecture, key)!r} at meta_fit, now "
                 f"{value(current, key)!r}"
                 for key in sorted(changed)

@@ -9,6 +9,11 @@ from torch import nn
 
 from sk_meta._errors import warn_user
 from sk_meta._torch_utils import class_logits, resolve_device
+from sk_meta.functional._forward import (
+    has_batch_norm,
+    outputs_beside_support,
+    runs_beside_support,
+)
 
 
 class FirstOutputs(nn.Module):
@@ -27,6 +32,32 @@ class FirstOutputs(nn.Module):
 
     def forward(self, X):
         return class_logits(self.module(X), self.n_outputs, self.class_codes)
+
+
+class BesideSupport(nn.Module):
+    """A network with BatchNorm that predicts as the estimator does.
+
+    In eval mode (skorch's ``predict``), a sample is run beside the support
+    set of ``fit`` when ``transductive`` is off or when it comes alone, as
+    the estimator runs it, instead of being normalized with the statistics
+    of skorch's batch. In train mode (``partial_fit``) it is the network
+    itself. The support set is a buffer: it moves and saves with the net,
+    and is not trained.
+    """
+
+    def __init__(self, module, support_X, transductive):
+        super().__init__()
+        self.module = module
+        self.transductive = transductive
+        self.register_buffer("support_X", support_X)
+
+    def forward(self, X):
+        if self.training or not runs_beside_support(self.module, self.transductive,
+                                                    X.shape[0]):
+            return self.module(X)
+        return outputs_beside_support(
+            self.module, dict(self.module.named_buffers()),
+            dict(self.module.named_parameters()), self.support_X, X)
 
 
 def to_skorch(estimator, **net_params):
@@ -55,6 +86,12 @@ def to_skorch(estimator, **net_params):
         for name, p in module.named_parameters():
             p.copy_(params[name].detach().cpu())
     net_params.setdefault("device", str(resolve_device(estimator.device)))
+    if hasattr(estimator, "params_") and has_batch_norm(module):
+        module = BesideSupport(module, torch.from_numpy(estimator._fit.support_X),
+                               bool(estimator.transductive))
+        if estimator.transductive and "batch_size" not in net_params:
+            # the estimator normalizes all the rows of one predict call together
+            net_params.setdefault("iterator_valid__batch_size", -1)
     if estimator._is_classifier():
         n_classes = (len(estimator.classes_) if hasattr(estimator, "classes_")
                      else estimator.meta_n_outputs_)

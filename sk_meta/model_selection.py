@@ -34,6 +34,7 @@ from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import check_is_fitted
 
+from sk_meta import _persistence
 from sk_meta._checks import (
     DEFAULT_HIDDEN_LAYER_SIZES,
     MAX_VALIDATION_TASKS,
@@ -611,6 +612,12 @@ def _end_of_curves(curves):
     return min(curve[-1][0] for curve in curves), float(np.mean(scores)), scores
 
 
+def _writes_checkpoints(estimator):
+    """Whether ``estimator`` (an sk_meta one) writes its ``checkpoint_path``
+    in this process."""
+    return bool(getattr(estimator, "_writes_checkpoints", lambda: False)())
+
+
 def _fresh(estimator, params, **fixed):
     """An unfitted copy of ``estimator`` with ``params``: it meta-trains from a
     fresh init, whatever a meta-fitted estimator's clone would keep."""
@@ -1095,8 +1102,9 @@ class MetaGridSearch(MetaEstimatorMixin, BaseEstimator):
         if not grid:
             raise ValueError("param_grid has no candidate")
         valid = self.estimator.get_params(deep=True)
+        # a nested name (module_params__width) needs a known first part
         unknown = sorted({name for params in grid for name in params
-                          if name not in valid and "__" not in name})
+                          if name not in valid and name.split("__")[0] not in valid})
         if unknown:
             # a typo, not a candidate that failed to meta-train
             raise ValueError(
@@ -1160,8 +1168,17 @@ class MetaGridSearch(MetaEstimatorMixin, BaseEstimator):
             if not validation_tasks:
                 raise ValueError("validation_tasks is empty")
             folds = [(tasks, validation_tasks, None)]
+        checkpoint_path = valid.get("checkpoint_path")
+        fixed = {}
+        if checkpoint_path is not None:
+            # candidates, meta-trained on part of the classes, must not write
+            # the user's file: the refit does, or the chosen one at the end
+            if _writes_checkpoints(self.estimator):
+                _persistence.check_saveable(self.estimator)
+            fixed["checkpoint_path"] = None
         results, best, first_error = _score_candidates(
-            self.estimator, grid, folds, self.error_score, searcher="MetaGridSearch")
+            self.estimator, grid, folds, self.error_score, searcher="MetaGridSearch",
+            **fixed)
         if best is None:
             raise ValueError(
                 f"All {len(grid)} candidates failed to meta-train; the first "
@@ -1180,6 +1197,10 @@ class MetaGridSearch(MetaEstimatorMixin, BaseEstimator):
             with _interrupt_stops_search(f"the refit of {best_params}",
                                          "MetaGridSearch"):
                 best_estimator.meta_fit(tasks)
+        elif checkpoint_path is not None:
+            best_estimator.set_params(checkpoint_path=checkpoint_path)
+            if _writes_checkpoints(best_estimator):
+                best_estimator._save_checkpoint(best_estimator._meta)
         self.results_ = results
         self.best_params_ = best_params
         self.best_score_ = score

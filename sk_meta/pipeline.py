@@ -22,7 +22,8 @@ from sklearn.frozen import FrozenEstimator
 from sklearn.pipeline import Pipeline
 from sklearn.utils import get_tags
 
-from sk_meta._checks import check_positive_int
+from sk_meta._checks import DEFAULT_HIDDEN_LAYER_SIZES, check_positive_int, is_auto
+from sk_meta._errors import warn_user
 from sk_meta.model_selection import MetaGridSearch
 from sk_meta.tasks import EpisodeSampler, Task
 from sk_meta.tasks._stream import MapStyleTasks, as_task_sequence, is_map_style
@@ -105,20 +106,30 @@ def _task_transformer(preprocessing):
 
 
 def _row_by_row(transform):
-    """``transform`` wrapped to return None unless its output is dense and
-    the same for a few rows alone as for all rows together (scaling,
-    encoding, imputation: yes; a transform of each set by its own
-    statistics, or a random one: no)."""
+    """``transform`` wrapped to return None unless it gives a few rows alone
+    what it gives them among all rows together (scaling, encoding,
+    imputation: yes; a transform of each set by its own statistics, or a
+    random one: no). The rows alone are dense, as the episodes a sampler
+    draws are (from a sparse table too), and must come out dense; all rows
+    together may come out sparse, which the sampler densifies per episode."""
     def checked(X):
         out = transform(X)
-        if sparse.issparse(out) or len(out) < 2:
+        n_rows = out.shape[0] if hasattr(out, "shape") else len(out)
+        if n_rows < 2:
             return None
-        few = min(16, len(out) - 1)
+        few = min(16, n_rows - 1)
         for block in (slice(0, few), slice(-1, None)):
-            alone = transform(_rows(X, block))
+            rows = _rows(X, block)
+            try:
+                alone = transform(rows.toarray() if sparse.issparse(rows) else rows)
+            except Exception:  # noqa: BLE001 - said by the episodes' own transform
+                return None
+            together = _rows(out, block)
             if sparse.issparse(alone):
                 return None
-            alone, together = np.asarray(alone), np.asarray(_rows(out, block))
+            if sparse.issparse(together):
+                together = together.toarray()
+            alone, together = np.asarray(alone), np.asarray(together)
             if (alone.shape != together.shape or alone.dtype.kind not in "biuf"
                     or not np.allclose(alone, together, rtol=1e-6, atol=1e-9,
                                        equal_nan=True)):
@@ -135,12 +146,12 @@ def _rows(X, rows):
 def _transformed(tasks, transform_task, preprocessing):
     """``tasks`` with their inputs transformed by the fitted preprocessing.
 
-    An :class:`~sk_meta.tasks.EpisodeSampler` (not a subclass) over a dense
-    table whose rows the preprocessing transforms one by one is transformed
-    once, on the rows of its classes, and draws the same episodes; other
-    tasks are transformed as they are read.
+    An :class:`~sk_meta.tasks.EpisodeSampler` (not a subclass) whose rows
+    the preprocessing transforms one by one is transformed once, on the rows
+    of its classes, and draws the same episodes; other tasks are transformed
+    as they are read.
     """
-    if type(tasks) is EpisodeSampler and not sparse.issparse(tasks.X):
+    if type(tasks) is EpisodeSampler:
         fast = tasks._with_transformed_inputs(_row_by_row(preprocessing.transform))
         if fast is not None:
             return fast
@@ -164,13 +175,17 @@ def meta_fit_pipeline(pipeline, tasks, *, validation_tasks=None,
         modified.
     tasks : iterable of tasks
         The meta-training tasks, as for ``meta_fit``. An
-        :class:`~sk_meta.tasks.EpisodeSampler` over a dense table has its
-        rows transformed once, not once per episode, when the preprocessing
-        gives dense output and transforms a few rows alone as it does all
-        rows together (scikit-learn's scalers, encoders and imputers do):
-        the episodes are the same. A classifier's
-        ``hidden_layer_sizes="auto"`` chooses its network on class folds of
-        that sampler, whose preprocessing was fitted on all its classes.
+        :class:`~sk_meta.tasks.EpisodeSampler` (over a dense or a sparse
+        table) has its rows transformed once, not once per episode, when the
+        preprocessing transforms a few rows alone as it does all rows
+        together, to dense output for rows alone (scikit-learn's scalers,
+        encoders and imputers do): the episodes are the same, and the last
+        step gets a sampler. A classifier's ``hidden_layer_sizes="auto"``
+        then chooses its network as on that sampler, on class folds of its
+        classes, whose preprocessing was fitted on all of them. Other steps
+        transform each episode as it is drawn: ``"auto"`` then takes the MLP
+        (64, 64), with a warning, and a ``MetaGridSearch`` needs
+        ``validation_tasks``.
     validation_tasks : iterable of tasks, default=None
         Passed, transformed by the fitted preprocessing, to the last step's
         ``meta_fit`` (validation scores, ``early_stopping``). The
@@ -262,11 +277,13 @@ def meta_fit_pipeline(pipeline, tasks, *, validation_tasks=None,
         preprocessing, tasks = _fitted_on_tasks(preprocessing_steps, source, tasks,
                                                 n_preprocessing_tasks)
     transform_task = _task_transformer(preprocessing)
+    meta_tasks = _transformed(tasks, transform_task, preprocessing)
+    if type(tasks) is EpisodeSampler and type(meta_tasks) is not EpisodeSampler:
+        _say_the_sampler_is_lost(final, validation_tasks)
     if validation_tasks is not None:
         meta_fit_kwargs["validation_tasks"] = _transformed(
             validation_tasks, transform_task, preprocessing)
-    final.meta_fit(_transformed(tasks, transform_task, preprocessing),
-                   **meta_fit_kwargs)
+    final.meta_fit(meta_tasks, **meta_fit_kwargs)
 
     frozen = [
         (name, step if step is None or step == "passthrough" else FrozenEstimator(step))
@@ -274,6 +291,33 @@ def meta_fit_pipeline(pipeline, tasks, *, validation_tasks=None,
     ]
     return Pipeline([*frozen, (final_name, final)], memory=pipeline.memory,
                     verbose=pipeline.verbose)
+
+
+_NOT_ROW_BY_ROW = (
+    "the preprocessing does not transform rows one by one (it gives a few "
+    "rows alone other values than among all rows, or sparse output), so "
+    "each episode of the EpisodeSampler is transformed as it is drawn, and "
+    "the last step gets tasks, not the sampler")
+
+
+def _say_the_sampler_is_lost(final, validation_tasks):
+    """Refuse a search that needs the sampler's classes, and warn a
+    classifier whose ``hidden_layer_sizes="auto"`` would choose on them."""
+    if isinstance(final, MetaGridSearch):
+        if validation_tasks is None:
+            raise TypeError(
+                f"{_NOT_ROW_BY_ROW}; the search holds classes of the sampler "
+                "out to choose on: pass validation_tasks of other classes, or "
+                "steps that transform rows one by one")
+        return
+    params = final.get_params()
+    if (is_auto(params.get("hidden_layer_sizes")) and params.get("module") is None
+            and get_tags(final).estimator_type == "classifier"):
+        warn_user(
+            f"{_NOT_ROW_BY_ROW}: hidden_layer_sizes='auto' does not choose the "
+            f"network on the sampler's classes and takes the MLP "
+            f"{DEFAULT_HIDDEN_LAYER_SIZES}; set hidden_layer_sizes, or use steps "
+            "that transform rows one by one", UserWarning)
 
 
 def _fitted_here(step):

@@ -272,6 +272,16 @@ def has_batch_norm(module):
     return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in module.modules())
 
 
+def runs_beside_support(module, transductive, n_samples):
+    """Whether ``n_samples`` query samples are each run beside the support set.
+
+    Only BatchNorm makes a sample's output depend on its batch: it is run
+    beside the support set when not ``transductive``, and always when alone
+    (it would otherwise be normalized with its own statistics).
+    """
+    return has_batch_norm(module) and (not transductive or n_samples == 1)
+
+
 def outputs_beside_support(module, buffers, params, X_support, X_query, *,
                            rows_per_call=64):
     """Outputs on each query sample, run in one batch with the support set.
