@@ -223,7 +223,8 @@ def _centred(X):
 
 def test_a_step_that_is_not_row_by_row_warns_that_auto_cannot_choose():
     est = FOMAMLClassifier(n_meta_iter=2, random_state=0)
-    with pytest.warns(UserWarning, match="rows one by one.*hidden_layer_sizes='auto' does not choose"):
+    with pytest.warns(UserWarning,
+                      match="rows one by one.*hidden_layer_sizes='auto' does not"):
         meta_fit_pipeline(make_pipeline(FunctionTransformer(_centred), est),
                           _digits_sampler(X_DIGITS, range(7)))
 
@@ -235,3 +236,13 @@ def test_a_search_behind_a_step_that_is_not_row_by_row_says_why():
     with pytest.raises(TypeError, match="rows one by one.*pass validation_tasks"):
         meta_fit_pipeline(make_pipeline(FunctionTransformer(_centred), search),
                           train, preprocessing_tasks=_five(train))
+
+
+# -- classes from a dict ---------------------------------------------------------------
+
+@pytest.mark.parametrize("classes", [{1: "a", 2: "b", 3: "c"}.keys(),
+                                     {"a": 1, "b": 2, "c": 3}.values()])
+def test_a_dicts_keys_or_values_are_the_classes(classes):
+    """dict_keys was read as one label: 'classes not found in y'."""
+    sampler = EpisodeSampler(X_SCALED, Y_DIGITS, 3, 2, 2, classes=classes)
+    assert list(sampler.class_labels) == [1, 2, 3]

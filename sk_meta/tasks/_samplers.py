@@ -3,7 +3,7 @@
 import math
 import numbers
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Set, ValuesView
 from itertools import count
 
 import numpy as np
@@ -144,8 +144,8 @@ def _rows_of_labels(labels, wanted, *, labels_name, wanted_name):
     if wanted is None:
         pool = np.arange(len(all_labels))
     else:
-        if isinstance(wanted, (set, frozenset, Iterator)):
-            wanted = list(wanted)  # a set or a generator: its labels
+        if isinstance(wanted, (Set, ValuesView, Iterator)):
+            wanted = list(wanted)  # a set, a dict's keys or a generator: its labels
         wanted_array = np.asarray(wanted)
         if wanted_array.ndim == 0:  # one label
             wanted_array = wanted_array.reshape(1)
