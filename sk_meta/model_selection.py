@@ -591,9 +591,16 @@ def _best_of_mean_curve(curves, tol):
 
     An improvement must exceed ``tol``, as in the estimators' early stopping,
     so one fold gives the meta-iteration and score its estimator kept.
-    Folds stopped early are compared over the validations they all ran.
+    Folds stopped early are compared over the validations they all ran, at
+    the same meta-iterations (a fold that ``max_time`` stopped validates
+    last off the interval).
     """
-    n_common = min(len(curve) for curve in curves)
+    common = set.intersection(*({meta_iter for meta_iter, _ in curve}
+                                for curve in curves))
+    if common:
+        curves = [[point for point in curve if point[0] in common]
+                  for curve in curves]
+    n_common = min(len(curve) for curve in curves)  # by position, if none
     meta_iters = [meta_iter for meta_iter, _ in curves[0][:n_common]]
     scores = np.array([[score for _, score in curve[:n_common]]
                        for curve in curves])

@@ -246,3 +246,19 @@ def test_a_dicts_keys_or_values_are_the_classes(classes):
     """dict_keys was read as one label: 'classes not found in y'."""
     sampler = EpisodeSampler(X_SCALED, Y_DIGITS, 3, 2, 2, classes=classes)
     assert list(sampler.class_labels) == [1, 2, 3]
+
+
+# -- folds stopped at different meta-iterations ----------------------------------------
+
+def test_fold_curves_are_averaged_at_the_same_meta_iterations():
+    """A fold that max_time stopped validates last at meta-iteration 7; it
+    was averaged with another fold's validation at 8."""
+    from sk_meta.model_selection import _best_of_mean_curve
+
+    stopped = [(2, 0.5), (4, 0.6), (6, 0.6), (7, 0.9)]
+    full = [(2, 0.5), (4, 0.6), (6, 0.6), (8, 0.9), (10, 0.9)]
+    meta_iter, score, fold_scores = _best_of_mean_curve([stopped, full], tol=0.0)
+    assert (meta_iter, fold_scores) == (4, [0.6, 0.6])
+    assert score == pytest.approx(0.6)
+    # curves that share no meta-iteration are compared by position
+    assert _best_of_mean_curve([[(1, 0.4)], [(2, 0.5), (4, 0.7)]], tol=0.0)[0] == 1
