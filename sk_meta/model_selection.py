@@ -34,7 +34,6 @@ from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import check_is_fitted
 
-from sk_meta import _persistence
 from sk_meta._checks import (
     DEFAULT_HIDDEN_LAYER_SIZES,
     MAX_VALIDATION_TASKS,
@@ -1181,6 +1180,8 @@ class MetaGridSearch(MetaEstimatorMixin, BaseEstimator):
             # candidates, meta-trained on part of the classes, must not write
             # the user's file: the refit does, or the chosen one at the end
             if _writes_checkpoints(self.estimator):
+                from sk_meta import _persistence  # torch: not for sk_meta.tasks
+
                 _persistence.check_saveable(self.estimator)
             fixed["checkpoint_path"] = None
         results, best, first_error = _score_candidates(
