@@ -931,6 +931,10 @@ class MetaGridSearch(MetaEstimatorMixin, BaseEstimator):
     yours: each candidate meta-trains on ``tasks`` with early stopping on
     them, and the best candidate, with its best init, is kept.
 
+    The estimator's ``checkpoint_path`` is written by the refit alone, or,
+    with ``validation_tasks``, once with the kept candidate at the end: the
+    candidates, meta-trained on part of the classes, never write it.
+
     Parameters
     ----------
     estimator : sk_meta estimator
