@@ -265,15 +265,21 @@ class ConstructorRefused(TypeError):
     ``TypeError``)."""
 
 
+def _type_name(cls):
+    """A class by its module and name: classes made anew with the same
+    name (torch makes one per parametrized instance) compare equal."""
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
 def _layer_change(before, now):
     """The first layer whose type differs, in words (the whole list of
     layers would bury it)."""
     def named(layer):
-        return "no layer" if layer is None else layer.__name__
+        return "no layer" if layer is None else layer.rsplit(".", 1)[-1]
 
     before, now = dict(before), dict(now)
     for name in [*before, *now]:
-        if before.get(name) is not now.get(name):
+        if before.get(name) != now.get(name):
             return (f"layer {name or 'the module'!r}: {named(before.get(name))} at "
                     f"meta_fit, now {named(now.get(name))}")
     return "layer types"
@@ -339,7 +345,7 @@ class NetworkSpec:
             ),
             # the layers without parameters (an activation) shape the
             # function too
-            "layer types": tuple((name, type(layer))
+            "layer types": tuple((name, _type_name(type(layer)))
                                  for name, layer in self.module.named_modules()),
         }
 
@@ -354,6 +360,10 @@ class NetworkSpec:
                 return architecture.get(key, False)
             if key == "layer types" and key not in meta_architecture:
                 return None  # an init pickled before the layer types were kept
+            if key == "module" and isinstance(architecture.get(key), type):
+                # by name: a class defined again (a notebook's cell run
+                # again), torch's class per parametrized instance
+                return _type_name(architecture[key])
             return architecture.get(key)
 
         changed = [key for key in set(current) | set(meta_architecture)

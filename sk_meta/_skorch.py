@@ -87,7 +87,8 @@ def to_skorch(estimator, **net_params):
             p.copy_(params[name].detach().cpu())
     net_params.setdefault("device", str(resolve_device(estimator.device)))
     if hasattr(estimator, "params_") and has_batch_norm(module):
-        module = BesideSupport(module, torch.from_numpy(estimator._fit.support_X),
+        # a copy: a change to the net must not reach the estimator
+        module = BesideSupport(module, torch.tensor(estimator._fit.support_X),
                                bool(estimator.transductive))
         if estimator.transductive and "batch_size" not in net_params:
             # the estimator normalizes all the rows of one predict call together

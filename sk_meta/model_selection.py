@@ -606,7 +606,9 @@ def _best_of_mean_curve(curves, tol):
     mean = scores.mean(axis=0)
     best = None
     for index, score in enumerate(mean):
-        if best is None or score > mean[best] + tol:
+        # a NaN validation (outputs that overflowed) never holds its place
+        if best is None or score > mean[best] + tol or (
+                math.isnan(mean[best]) and not math.isnan(score)):
             best = index
     return meta_iters[best], float(mean[best]), [float(s) for s in scores[:, best]]
 
@@ -1146,6 +1148,12 @@ class MetaGridSearch(MetaEstimatorMixin, BaseEstimator):
                 f"[(64, 64), ()]}} or [(64, 64), {AUTO_MANY_CLASSES_SIZES}], or set "
                 "hidden_layer_sizes=(64, 64) to say you want that MLP",
                 UserWarning)
+        if any("checkpoint_path" in params for params in grid):
+            raise ValueError(
+                "param_grid must not set checkpoint_path: the candidates never "
+                "write it; set it on the estimator, and the refit, or the chosen "
+                "candidate, writes it"
+            )
         if any("warm_start" in params for params in grid):
             raise ValueError(
                 "param_grid must not set warm_start: every candidate meta-trains "
@@ -1210,7 +1218,9 @@ class MetaGridSearch(MetaEstimatorMixin, BaseEstimator):
                                          "MetaGridSearch"):
                 best_estimator.meta_fit(tasks)
         elif checkpoint_path is not None:
-            best_estimator.set_params(checkpoint_path=checkpoint_path)
+            # as the user set it: the file resumes as their estimator would
+            best_estimator.set_params(checkpoint_path=checkpoint_path,
+                                      early_stopping=valid["early_stopping"])
             if _writes_checkpoints(best_estimator):
                 best_estimator._save_checkpoint(best_estimator._meta)
         self.results_ = results

@@ -124,11 +124,13 @@ def _row_by_row(transform):
                 alone = transform(rows.toarray() if sparse.issparse(rows) else rows)
             except Exception:  # noqa: BLE001 - said by the episodes' own transform
                 return None
-            together = _rows(out, block)
             if sparse.issparse(alone):
                 return None
-            if sparse.issparse(together):
-                together = together.toarray()
+            if sparse.issparse(out):
+                # a format without row slicing (coo, dia) is compared as csr
+                together = sparse.csr_array(out)[block].toarray()
+            else:
+                together = _rows(out, block)
             alone, together = np.asarray(alone), np.asarray(together)
             if (alone.shape != together.shape or alone.dtype.kind not in "biuf"
                     or not np.allclose(alone, together, rtol=1e-6, atol=1e-9,
@@ -311,8 +313,10 @@ def _say_the_sampler_is_lost(final, validation_tasks):
                 "steps that transform rows one by one")
         return
     params = final.get_params()
+    continued = params.get("warm_start") and getattr(final, "_is_meta_fitted",
+                                                     lambda: False)()
     if (is_auto(params.get("hidden_layer_sizes")) and params.get("module") is None
-            and get_tags(final).estimator_type == "classifier"):
+            and get_tags(final).estimator_type == "classifier" and not continued):
         warn_user(
             f"{_NOT_ROW_BY_ROW}: hidden_layer_sizes='auto' does not choose the "
             f"network on the sampler's classes and takes the MLP "

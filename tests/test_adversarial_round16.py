@@ -262,3 +262,118 @@ def test_fold_curves_are_averaged_at_the_same_meta_iterations():
     assert score == pytest.approx(0.6)
     # curves that share no meta-iteration are compared by position
     assert _best_of_mean_curve([[(1, 0.4)], [(2, 0.5), (4, 0.7)]], tol=0.0)[0] == 1
+
+
+# -- the pass on these fixes -----------------------------------------------------------
+
+def _spectral(seed=0):
+    from torch.nn.utils import parametrizations
+
+    torch.manual_seed(seed)
+    return nn.Sequential(parametrizations.spectral_norm(nn.Linear(64, 16)), nn.ReLU(),
+                         nn.Linear(16, 3))
+
+
+def test_a_fresh_parametrized_module_of_the_same_layers_is_accepted():
+    """torch makes a class per parametrized instance: compared by identity,
+    an identical module was refused ('ParametrizedLinear at meta_fit, now
+    ParametrizedLinear')."""
+    clf = FOMAMLClassifier(module=_spectral(), n_meta_iter=2, meta_batch_size=2,
+                           random_state=0).meta_fit(_train())
+    task = _new_task()
+    clf.set_params(module=_spectral()).fit(task.X_support, task.y_support)
+
+
+def test_a_class_defined_again_is_the_same_layer():
+    """A notebook's cell run again defines the class anew."""
+    def block_class():
+        class Block(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.linear = nn.Linear(64, 16)
+
+            def forward(self, X):
+                return torch.relu(self.linear(X))
+        return Block
+
+    def network(Block):
+        torch.manual_seed(0)
+        return nn.Sequential(Block(), nn.Linear(16, 3))
+
+    clf = FOMAMLClassifier(module=network(block_class()), n_meta_iter=2,
+                           meta_batch_size=2, random_state=0).meta_fit(_train())
+    task = _new_task()
+    clf.set_params(module=network(block_class())).fit(task.X_support, task.y_support)
+
+
+def test_the_skorch_export_does_not_share_the_support_set():
+    clf = FOMAMLClassifier(module=_BatchNormNet, n_meta_iter=2, transductive=False,
+                           random_state=0)
+    task = _new_task()
+    clf.meta_fit(_train()).fit(task.X_support, task.y_support)
+    before = clf.predict_proba(task.X_query)
+    net = clf.to_skorch()
+    with torch.no_grad():
+        net.module_.support_X.mul_(0)
+    np.testing.assert_array_equal(clf.predict_proba(task.X_query), before)
+
+
+@pytest.mark.parametrize("to_sparse", [sparse.coo_matrix, sparse.dia_matrix])
+def test_a_step_with_sparse_output_without_row_slicing_is_said_clearly(to_sparse):
+    est = FOMAMLClassifier(hidden_layer_sizes=(8,), n_meta_iter=2)
+    with pytest.raises(TypeError, match="outputs a sparse matrix"):
+        meta_fit_pipeline(make_pipeline(FunctionTransformer(to_sparse), est),
+                          _digits_sampler(X_DIGITS, range(7)))
+
+
+def test_a_sparse_table_whose_step_gives_coo_keeps_the_sampler():
+    est = FOMAMLClassifier(n_meta_iter=2, random_state=0)
+    step = FunctionTransformer(lambda X: sparse.coo_matrix(X) if sparse.issparse(X)
+                               else X / 16)
+    piped = meta_fit_pipeline(make_pipeline(step, est),
+                              _digits_sampler(sparse.csr_matrix(X_DIGITS), range(7)))
+    assert piped.steps[-1][1].hidden_layer_sizes_search_ is not None
+
+
+def test_the_searchs_checkpoint_resumes_as_the_users_estimator(tmp_path):
+    path = tmp_path / "search.skm"
+    val = list(EpisodeSampler(X_SCALED, Y_DIGITS, 3, 3, 5, classes=[7, 8, 9],
+                              n_tasks=4, random_state=1))
+    est = FOMAMLClassifier(hidden_layer_sizes=(8,), meta_batch_size=2, n_meta_iter=4,
+                           validation_interval=2, checkpoint_path=path,
+                           random_state=0)
+    MetaGridSearch(est, {"meta_lr": [3e-2, 1e-3]}).meta_fit(_train(),
+                                                            validation_tasks=val)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        resumed = load(path).set_params(warm_start=True, n_meta_iter=6)
+    resumed.meta_fit(_train())  # was: early_stopping=True needs validation tasks
+    assert resumed.n_meta_iter_ == 6
+
+
+def test_a_grid_over_checkpoint_path_is_refused(tmp_path):
+    est = FOMAMLClassifier(hidden_layer_sizes=(8,), n_meta_iter=2)
+    grid = {"checkpoint_path": [tmp_path / "a.skm", tmp_path / "b.skm"]}
+    with pytest.raises(ValueError, match="must not set checkpoint_path"):
+        MetaGridSearch(est, grid).meta_fit(_train())
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_warm_start_behind_a_step_that_is_not_row_by_row_does_not_warn():
+    """The init is continued: nothing is chosen, so nothing is lost."""
+    est = FOMAMLClassifier(n_meta_iter=2, random_state=0, warm_start=True)
+    with pytest.warns(UserWarning, match="does not choose"):
+        piped = meta_fit_pipeline(make_pipeline(FunctionTransformer(_centred), est),
+                                  _digits_sampler(X_DIGITS, range(7)))
+    final = piped.steps[-1][1].set_params(n_meta_iter=4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        meta_fit_pipeline(make_pipeline(FunctionTransformer(_centred), final),
+                          _digits_sampler(X_DIGITS, range(7)))
+
+
+def test_a_nan_first_validation_does_not_hold_the_best_place():
+    from sk_meta.model_selection import _best_of_mean_curve
+
+    curve = [(2, float("nan")), (4, 0.6), (6, 0.5)]
+    assert _best_of_mean_curve([curve, curve], tol=0.0)[:2] == (4, 0.6)
