@@ -764,6 +764,10 @@ class BaseMetaEstimator(BaseEstimator):
         and ready for ``partial_fit``. skorch classifiers work with class
         codes ``0 .. n_classes - 1``: code ``i`` is ``classes_[i]`` (classes
         that ``fit``'s ``sample_weight`` gave weight 0 get a logit of -inf).
+        A network with BatchNorm, exported after ``fit``, predicts as the
+        estimator does: its module keeps a copy of the support set, beside
+        which it runs a sample where the estimator would, and ``predict``
+        takes all rows as one batch unless ``batch_size`` is given.
 
         Parameters
         ----------
