@@ -336,7 +336,9 @@ class NetworkSpec:
                 "module_params": dict(self.module_params or {}),
             }
         return {
-            "module": type(self.module),
+            # by name, as the layers: a class of torch's own per instance
+            # (an fx GraphModule, a parametrized module) does not pickle
+            "module": _type_name(type(self.module)),
             "parameter shapes": tuple(
                 # a lazy layer of the user's instance has no shape yet (the
                 # network sk_meta trains is a copy, materialized on the data)
@@ -360,9 +362,11 @@ class NetworkSpec:
                 return architecture.get(key, False)
             if key == "layer types" and key not in meta_architecture:
                 return None  # an init pickled before the layer types were kept
-            if key == "module" and isinstance(architecture.get(key), type):
-                # by name: a class defined again (a notebook's cell run
-                # again), torch's class per parametrized instance
+            if (key == "module" and "parameter shapes" in architecture
+                    and isinstance(architecture[key], type)):
+                # an instance's class, as an init pickled before it was kept
+                # by name (a class given as module is compared as it is:
+                # its network, built later, is not in the record)
                 return _type_name(architecture[key])
             return architecture.get(key)
 

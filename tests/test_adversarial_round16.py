@@ -173,7 +173,9 @@ def test_the_same_module_instance_or_an_equal_copy_is_accepted():
 def test_an_older_record_without_the_layer_types_is_accepted():
     clf = FOMAMLClassifier(module=_seeded(nn.ReLU()), n_meta_iter=2,
                            random_state=0).meta_fit(_train())
-    clf._meta.architecture.pop("layer types")  # as pickled by an older version
+    # as pickled by an older version: no layer types, the class itself
+    clf._meta.architecture.pop("layer types")
+    clf._meta.architecture["module"] = nn.Sequential
     task = _new_task()
     clf.fit(task.X_support, task.y_support)
 
@@ -377,3 +379,40 @@ def test_a_nan_first_validation_does_not_hold_the_best_place():
 
     curve = [(2, float("nan")), (4, 0.6), (6, 0.5)]
     assert _best_of_mean_curve([curve, curve], tol=0.0)[:2] == (4, 0.6)
+
+
+def test_a_module_class_edited_and_defined_again_is_refused():
+    """Compared by name, a class edited in a notebook and run again took
+    the old network's init (its network is not in the record)."""
+    def net_class(width):
+        class Net(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.a = nn.Linear(64, width)
+                self.b = nn.Linear(width, 3)
+
+            def forward(self, X):
+                return self.b(torch.relu(self.a(X)))
+        return Net
+
+    clf = FOMAMLClassifier(module=net_class(16), n_meta_iter=2, meta_batch_size=2,
+                           random_state=0).meta_fit(_train())
+    task = _new_task()
+    with pytest.raises(ValueError, match="architecture changed since meta_fit"):
+        clf.set_params(module=net_class(128)).fit(task.X_support, task.y_support)
+
+
+def test_an_estimator_with_an_fx_module_pickles():
+    """torch.fx makes a local class per traced module: the record held it."""
+    import pickle
+
+    torch.manual_seed(0)
+    traced = torch.fx.symbolic_trace(nn.Sequential(nn.Linear(64, 16), nn.ReLU(),
+                                                   nn.Linear(16, 3)))
+    clf = FOMAMLClassifier(module=traced, n_meta_iter=2, meta_batch_size=2,
+                           random_state=0).meta_fit(_train())
+    task = _new_task()
+    copy_ = pickle.loads(pickle.dumps(clf))
+    np.testing.assert_array_equal(
+        copy_.fit(task.X_support, task.y_support).predict_proba(task.X_query),
+        clf.fit(task.X_support, task.y_support).predict_proba(task.X_query))
