@@ -15,7 +15,7 @@ from torch.func import functional_call
 
 from sk_meta._checks import DEFAULT_HIDDEN_LAYER_SIZES, is_auto, is_int
 from sk_meta._errors import warn_user
-from sk_meta._torch_utils import layer_change, layer_types, seeded_torch, type_name
+from sk_meta._torch_utils import seeded_torch
 from sk_meta.exceptions import FrozenParametersWarning
 from sk_meta.functional import prepare_module
 from sk_meta.functional._forward import check_not_torchscript, copy_network
@@ -265,6 +265,26 @@ class ConstructorRefused(TypeError):
     ``TypeError``)."""
 
 
+def _type_name(cls):
+    """A class by its module and name: classes made anew with the same
+    name (torch makes one per parametrized instance) compare equal."""
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _layer_change(before, now):
+    """The first layer whose type differs, in words (the whole list of
+    layers would bury it)."""
+    def named(layer):
+        return "no layer" if layer is None else layer.rsplit(".", 1)[-1]
+
+    before, now = dict(before), dict(now)
+    for name in [*before, *now]:
+        if before.get(name) != now.get(name):
+            return (f"layer {name or 'the module'!r}: {named(before.get(name))} at "
+                    f"meta_fit, now {named(now.get(name))}")
+    return "layer types"
+
+
 @dataclasses.dataclass(frozen=True)
 class NetworkSpec:
     """The parameters that decide the network: ``module``, ``module_params``,
@@ -318,7 +338,7 @@ class NetworkSpec:
         return {
             # by name, as the layers: a class of torch's own per instance
             # (an fx GraphModule, a parametrized module) does not pickle
-            "module": type_name(type(self.module)),
+            "module": _type_name(type(self.module)),
             "parameter shapes": tuple(
                 # a lazy layer of the user's instance has no shape yet (the
                 # network sk_meta trains is a copy, materialized on the data)
@@ -327,7 +347,8 @@ class NetworkSpec:
             ),
             # the layers without parameters (an activation) shape the
             # function too
-            "layer types": layer_types(self.module),
+            "layer types": tuple((name, _type_name(type(layer)))
+                                 for name, layer in self.module.named_modules()),
         }
 
     def check_unchanged(self, meta_architecture,
@@ -346,14 +367,14 @@ class NetworkSpec:
                 # an instance's class, as an init pickled before it was kept
                 # by name (a class given as module is compared as it is:
                 # its network, built later, is not in the record)
-                return type_name(architecture[key])
+                return _type_name(architecture[key])
             return architecture.get(key)
 
         changed = [key for key in set(current) | set(meta_architecture)
                    if not _equal(value(current, key), value(meta_architecture, key))]
         if changed:
             details = "; ".join(
-                layer_change(value(meta_architecture, key), value(current, key))
+                _layer_change(value(meta_architecture, key), value(current, key))
                 if key == "layer types" else
                 f"{key}: {value(meta_architecture, key)!r} at meta_fit, now "
                 f"{value(current, key)!r}"

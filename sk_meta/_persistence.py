@@ -23,7 +23,6 @@ import torch
 
 from sk_meta._errors import warn_user
 from sk_meta._records import PLAIN_TYPES, plain_scalar, to_plain
-from sk_meta._torch_utils import layer_change, layer_types
 from sk_meta.exceptions import PersistenceWarning
 
 FORMAT = "sk_meta"
@@ -143,11 +142,7 @@ def _estimator_params(estimator):
             elif isinstance(value, type):
                 params[name] = {"class": _qualified_name(value)}
             else:
-                # load compares the instance it is given with these: weights
-                # of the same shapes fit a network of other layers
-                params[name] = {"instance_of": _qualified_name(type(value)),
-                                "layer_types": [list(pair)
-                                                for pair in layer_types(value)]}
+                params[name] = {"instance_of": _qualified_name(type(value))}
         elif name == "random_state" and isinstance(value, np.random.RandomState):
             warn_user(
                 "random_state is a RandomState instance; it is saved as None",
@@ -459,16 +454,6 @@ def resolve_module(spec, module):
             f"was (module={module.__name__}(...)) if they differ",
             PersistenceWarning,
         )
-    saved_layers = spec.get("layer_types")
-    if saved_layers is not None and not isinstance(module, type):
-        saved_layers = tuple(tuple(pair) for pair in saved_layers)
-        given_layers = layer_types(module)
-        if given_layers != saved_layers:
-            change = layer_change(saved_layers, given_layers, ("saved", "given"))
-            raise ValueError(
-                f"the module given to load has other layers than the saved "
-                f"estimator's ({change}): its weights would fit a network of "
-                "another function; pass a module built as the saved one was")
     given_class = module if isinstance(module, type) else type(module)
     if _qualified_name(given_class) != saved_name:
         warn_user(

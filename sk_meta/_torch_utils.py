@@ -218,30 +218,3 @@ def on_device(module, device):
     already (``to`` walks every submodule even then: a tenth of a small
     network's ``predict``)."""
     return module if is_on_device(module, device) else module.to(device)
-
-
-def type_name(cls):
-    """A class by its module and name: classes made anew with the same
-    name (torch makes one per parametrized instance) compare equal."""
-    return f"{cls.__module__}.{cls.__qualname__}"
-
-
-def layer_types(module):
-    """``module``'s layers by name, each with its class's name: the layers
-    without parameters (an activation) shape the function too."""
-    return tuple((name, type_name(type(layer)))
-                 for name, layer in module.named_modules())
-
-
-def layer_change(before, now, words=("at meta_fit", "now")):
-    """The first layer whose type differs, in words (the whole list of
-    layers would bury it): ``words`` say which is ``before`` and ``now``."""
-    def named(layer):
-        return "no layer" if layer is None else layer.rsplit(".", 1)[-1]
-
-    before, now = dict(before), dict(now)
-    for name in [*before, *now]:
-        if before.get(name) != now.get(name):
-            return (f"layer {name or 'the module'!r}: {named(before.get(name))} "
-                    f"{words[0]}, {words[1]} {named(now.get(name))}")
-    return "layer types"
