@@ -362,6 +362,11 @@ class NetworkSpec:
                 return architecture.get(key, False)
             if key == "layer types" and key not in meta_architecture:
                 return None  # an init pickled before the layer types were kept
+            if key in ("layer types", "parameter shapes"):
+                # by name, not order: a ModuleDict built from a set orders its
+                # layers by the process's string hashes (the state dict
+                # matches them by name)
+                return tuple(sorted(architecture[key], key=lambda pair: pair[0]))
             if (key == "module" and "parameter shapes" in architecture
                     and isinstance(architecture[key], type)):
                 # an instance's class, as an init pickled before it was kept

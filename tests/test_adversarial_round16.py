@@ -416,3 +416,26 @@ def test_an_estimator_with_an_fx_module_pickles():
     np.testing.assert_array_equal(
         copy_.fit(task.X_support, task.y_support).predict_proba(task.X_query),
         clf.fit(task.X_support, task.y_support).predict_proba(task.X_query))
+
+
+def test_layers_in_another_order_are_the_same_network():
+    """A ModuleDict built from a set orders its layers by the process's
+    string hashes; the state dict matches them by name."""
+    class Parts(nn.Module):
+        def __init__(self, names):
+            super().__init__()
+            self.parts = nn.ModuleDict({name: nn.Linear(64, 8) for name in names})
+            self.out = nn.Linear(8, 3)
+
+        def forward(self, X):
+            return self.out(sum(torch.relu(self.parts[name](X))
+                                for name in sorted(self.parts)))
+
+    def network(names):
+        torch.manual_seed(0)
+        return Parts(names)
+
+    clf = FOMAMLClassifier(module=network(["a", "b"]), n_meta_iter=2,
+                           meta_batch_size=2, random_state=0).meta_fit(_train())
+    task = _new_task()
+    clf.set_params(module=network(["b", "a"])).fit(task.X_support, task.y_support)
