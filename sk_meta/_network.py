@@ -362,7 +362,7 @@ class NetworkSpec:
                 return architecture.get(key, False)
             if key == "layer types" and key not in meta_architecture:
                 return None  # an init pickled before the layer types were kept
-            if key in ("layer types", "parameter shapes"):
+            if key in ("layer types", "parameter shapes") and key in architecture:
                 # by name, not order: a ModuleDict built from a set orders its
                 # layers by the process's string hashes (the state dict
                 # matches them by name)
@@ -378,12 +378,17 @@ class NetworkSpec:
         changed = [key for key in set(current) | set(meta_architecture)
                    if not _equal(value(current, key), value(meta_architecture, key))]
         if changed:
+            # another kind of network (an MLP, a class) has no layer types:
+            # its other keys say what changed
+            kinds_differ = "layer types" not in current or (
+                "layer types" not in meta_architecture)
             details = "; ".join(
                 _layer_change(value(meta_architecture, key), value(current, key))
                 if key == "layer types" else
                 f"{key}: {value(meta_architecture, key)!r} at meta_fit, now "
                 f"{value(current, key)!r}"
                 for key in sorted(changed)
+                if not (key == "layer types" and kinds_differ)
             )
             raise ValueError(
                 "The network's architecture changed since meta_fit "

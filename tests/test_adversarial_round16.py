@@ -439,3 +439,21 @@ def test_layers_in_another_order_are_the_same_network():
                            meta_batch_size=2, random_state=0).meta_fit(_train())
     task = _new_task()
     clf.set_params(module=network(["b", "a"])).fit(task.X_support, task.y_support)
+
+
+@pytest.mark.parametrize("before, after", [
+    ("instance", None), ("instance", "class"), ("class", "instance"),
+    (None, "instance"),
+])
+def test_another_kind_of_module_is_refused_by_name(before, after):
+    """A bare KeyError ('layer types') replaced the architecture message."""
+    kinds = {"instance": lambda: _seeded(nn.ReLU()), "class": lambda: _BatchNormNet,
+             None: lambda: None}
+    clf = FOMAMLClassifier(module=kinds[before](), n_meta_iter=2, meta_batch_size=2,
+                           random_state=0).meta_fit(_train())
+    task = _new_task()
+    clf.set_params(module=kinds[after]())
+    with pytest.raises(ValueError, match="architecture changed since meta_fit"):
+        clf.fit(task.X_support, task.y_support)
+    with pytest.raises(ValueError, match="architecture changed since meta_fit"):
+        clf.set_params(warm_start=True).meta_fit(_train())
