@@ -880,7 +880,8 @@ class BaseMetaEstimator(BaseEstimator):
                 # weights: the plain mean, to the bit (inner Adam amplifies
                 # the rounding of the weighted one)
                 sample_weight = None
-        _fitting.warn_if_large_features(self, [X[kept]], "The support set")
+        X_kept = X[kept]  # a boolean mask copies: once
+        _fitting.warn_if_large_features(self, [X_kept], "The support set")
         classes = y_ndim = None
         if self._is_classifier():
             try:  # classes_ holds the classes of weight 0 too
@@ -896,8 +897,8 @@ class BaseMetaEstimator(BaseEstimator):
                 y_target = np.searchsorted(weighed, y_target)
                 n_classes = n_outputs = len(weighed)
         else:
-            _fitting.warn_if_large_targets([y[kept]], "The support set")
             y_target, n_classes = y[kept], None
+            _fitting.warn_if_large_targets([y_target], "The support set")
             n_outputs = 1 if y.ndim == 1 else y.shape[1]
             y_ndim = y.ndim
             if self._is_meta_fitted():
@@ -909,7 +910,7 @@ class BaseMetaEstimator(BaseEstimator):
                     )
         with torch_threads(self.n_threads):
             fit = _fitting.adapt_to_support(
-                self, X[kept], y_target, n_classes, n_outputs, sample_weight,
+                self, X_kept, y_target, n_classes, n_outputs, sample_weight,
                 what="the support set" if isinstance(kept, slice) else
                 "the support set's rows of positive sample_weight")
         fit.classes, fit.y_ndim = classes, y_ndim

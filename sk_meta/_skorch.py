@@ -65,8 +65,9 @@ def to_skorch(estimator, **net_params):
 
     See :meth:`BaseMetaEstimator.to_skorch`.
     """
-    if hasattr(estimator, "params_"):
-        module, params = estimator._fit.module, estimator.params_
+    fit = estimator.__dict__.get("_fit")  # None before fit
+    if fit is not None:
+        module, params = fit.module, estimator.params_
     elif estimator._is_meta_fitted():
         module, params = estimator.module_, estimator.meta_params_
         if estimator.head_init != "meta":
@@ -86,9 +87,9 @@ def to_skorch(estimator, **net_params):
         for name, p in module.named_parameters():
             p.copy_(params[name].detach().cpu())
     net_params.setdefault("device", str(resolve_device(estimator.device)))
-    if hasattr(estimator, "params_") and has_batch_norm(module):
+    if fit is not None and has_batch_norm(module):
         # a copy: a change to the net must not reach the estimator
-        module = BesideSupport(module, torch.tensor(estimator._fit.support_X),
+        module = BesideSupport(module, torch.tensor(fit.support_X),
                                bool(estimator.transductive))
         if estimator.transductive and "batch_size" not in net_params:
             # the estimator normalizes all the rows of one predict call together
@@ -96,14 +97,10 @@ def to_skorch(estimator, **net_params):
     if estimator._is_classifier():
         n_classes = (len(estimator.classes_) if hasattr(estimator, "classes_")
                      else estimator.meta_n_outputs_)
-        n_outputs = (estimator.n_outputs_ if hasattr(estimator, "params_")
-                     else estimator.meta_n_outputs_)
-        class_codes = (estimator._fit.class_codes if hasattr(estimator, "params_")
-                       else None)
-        if class_codes is not None:
+        n_outputs = fit.n_outputs if fit is not None else estimator.meta_n_outputs_
+        class_codes = fit.class_codes if fit is not None else None
+        if class_codes is not None or n_outputs != n_classes:
             module = FirstOutputs(module, n_classes, class_codes)
-        elif n_outputs != n_classes:
-            module = FirstOutputs(module, n_classes)
         net_params.setdefault("criterion", nn.CrossEntropyLoss)
         net = NeuralNetClassifier(module, **net_params)
     else:
