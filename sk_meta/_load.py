@@ -177,9 +177,10 @@ def load(path, *, module=None):
     except _WeightsMismatch as exc:
         if _persistence.saved_as_instance_given_class(module_spec, module):
             raise ValueError(
-                f"{exc}; the estimator was saved with an instance of "
-                f"{module_spec['instance_of']}: pass one built as that one was, "
-                "not the class") from None
+                f"the saved weights do not fit the module built from the class "
+                f"{module.__name__} given here: the estimator was saved with an "
+                f"instance of {module_spec['instance_of']}, so pass one built as "
+                f"that one was, not the class ({exc.detail})") from None
         raise
     return estimator
 
@@ -214,10 +215,18 @@ class _WeightsMismatch(ValueError):
     """The saved state dict does not fit the module built for it (load
     adds the remedy where it knows one)."""
 
+    def __init__(self, detail):
+        super().__init__(f"the saved weights do not fit the module: {detail}")
+        self.detail = detail
+
 
 def _load_state(module, module_state):
     try:
         module.load_state_dict(module_state)
     except RuntimeError as exc:
-        raise _WeightsMismatch(
-            f"the saved weights do not fit the module: {exc}") from None
+        # torch lists every mismatched tensor, one line each: the first says it
+        problems = [line.strip().rstrip(".") for line in str(exc).splitlines()[1:]
+                    if line.strip()] or [str(exc)]
+        more = len(problems) - 1
+        detail = problems[0] + (f" (and {more} more)" if more else "")
+        raise _WeightsMismatch(detail) from None
