@@ -248,6 +248,92 @@ def _check_outputs_depend_on_params(module, X):
         )
 
 
+def _moved(value):
+    """Parameters moved off the module's own values, the same way every time
+    (no draws): the functional core computes at weights other than the
+    module's, and a module that reads its own would be seen there."""
+    return value.detach() * 1.25 + 0.01
+
+
+def _gradients(module, params, X, seed):
+    """The outputs and their sum's gradients for ``params`` (zeros where a
+    parameter is not used), one seeded run in train mode (dropout masks
+    repeat)."""
+    with seeded_torch(seed, torch.device("cpu")), torch.enable_grad(), \
+            warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        out = module(X) if params is None else functional_call(module, params, (X,))
+        inputs = (dict(module.named_parameters()) if params is None else params)
+        grads = torch.autograd.grad(out.sum(), list(inputs.values()),
+                                    allow_unused=True)
+    grads = {name: torch.zeros_like(p) if g is None else g
+             for (name, p), g in zip(inputs.items(), grads)}
+    return out.detach(), grads
+
+
+def _same(a, b):
+    return a.shape == b.shape and torch.allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def _check_functional_call_reaches_params(module, X):
+    """Refuse a module whose outputs or gradients at given weights are not
+    those of the module holding them: the inner loop computes through
+    ``functional_call``, which swaps the registered parameters for the
+    task's, so a parameter the forward reaches another way (a dict or list
+    holding it) would never adapt nor meta-train, and a segment recomputed
+    in the backward pass (``torch.utils.checkpoint``) would take its
+    gradients at the module's own weights. Both went unsaid."""
+    try:  # copies: a forward may leave tensors or update buffers on the module
+        copies = [copy.deepcopy(module).train() for _ in range(3)]
+    except Exception:  # refused later, with its own message
+        return
+    moved = {name: _moved(p).requires_grad_()
+             for name, p in copies[0].named_parameters()}
+    for reference in copies[1:]:
+        with torch.no_grad():
+            for name, p in reference.named_parameters():
+                p.copy_(_moved(p))
+                p.requires_grad_(True)
+    try:
+        out, grads = _gradients(copies[0], moved, X, seed=0)
+        expected_out, expected = _gradients(copies[1], None, X, seed=0)
+        again_out, again = _gradients(copies[2], None, X, seed=0)
+    except Exception:  # BatchNorm on one sample, say: the probe did not fail
+        return
+    tensors = [out, expected_out, again_out, *grads.values(), *expected.values()]
+    if not all(torch.isfinite(t).all() for t in tensors):
+        return  # moved weights out of the module's range (a log, say)
+    if not _same(expected_out, again_out) or any(
+            not _same(expected[name], again[name]) for name in expected):
+        return  # the module draws from a generator of its own: nothing to compare
+    differs = [name for name in expected
+               if name in grads and not _same(grads[name], expected[name])]
+    if not differs and _same(out, expected_out):
+        return
+    # a parameter functional_call never reaches has no gradient there
+    unreached = [name for name in differs
+                 if not grads[name].any() and expected[name].any()]
+    name = (unreached or differs or ["?"])[0]
+    if not _same(out, expected_out):
+        raise ValueError(
+            f"module ({type(module).__name__}) computes its outputs with "
+            f"parameter {name!r} other than as registered: sk_meta adapts and "
+            "meta-trains through torch.func.functional_call, which swaps the "
+            "registered parameters, so one its forward reaches through another "
+            "object (a dict or list holding it, an attribute set before "
+            "registration) would never change; reach it through the module's "
+            "attribute (self.<name>)"
+        )
+    raise ValueError(
+        f"module ({type(module).__name__}) gives gradients for parameter "
+        f"{name!r} other than its own weights would: sk_meta adapts and "
+        "meta-trains through torch.func.functional_call, whose swapped weights "
+        "are gone when the backward pass recomputes a segment "
+        "(torch.utils.checkpoint), so the inner steps would take gradients at "
+        "the wrong weights; run the module without activation checkpointing"
+    )
+
+
 def _dtype_hint(module):
     """A hint for a module failing on float32 inputs: its parameters'
     other floating dtype, if it has one."""
@@ -601,6 +687,7 @@ class NetworkSpec:
                 f"{out.dtype}, through which no gradient flows"
             )
         _check_outputs_depend_on_params(module, X)
+        _check_functional_call_reaches_params(module, X)
         width = 1 if out.dim() == 1 else out.shape[1]
         if self.classification:
             if width < n_outputs:

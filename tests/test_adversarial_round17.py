@@ -1,13 +1,24 @@
 """What the seventeenth pass found."""
 
+import functools
 import warnings
 
 import numpy as np
 import pytest
+import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 import sk_meta
-from sk_meta import MAMLClassifier
+from sk_meta import FOMAMLClassifier, MAMLClassifier, ReptileClassifier
+from sk_meta.functional import (
+    TaskBatch,
+    batched_forward,
+    cross_entropy_loss,
+    maml_meta_gradient,
+    prepare_module,
+    reptile_meta_gradient,
+)
 from sk_meta.tasks import EpisodeSampler
 
 RNG = np.random.default_rng(0)
@@ -48,3 +59,111 @@ def test_load_with_the_class_of_a_saved_instance_says_the_remedy_first(tmp_path)
     assert "Error(s) in loading" not in message
     # the instance it was saved with loads
     assert sk_meta.load(path, module=_Deep(7)).n_meta_iter_ == 2
+
+
+# -- parameters functional_call cannot swap ------------------------------------
+
+class _Plain(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Linear(4, 5)
+        self.fc = nn.Linear(5, 3)
+
+    def body(self, x):
+        return torch.tanh(self.a(x))
+
+    def forward(self, x):
+        return self.fc(self.body(x))
+
+
+class _Checkpointed(_Plain):
+    def forward(self, x):
+        return self.fc(checkpoint(self.body, x, use_reentrant=False))
+
+
+class _HeldInADict(_Plain):
+    def __init__(self):
+        super().__init__()
+        self.temperature = nn.Parameter(torch.tensor(1.0))
+        self.settings = {"temperature": self.temperature}
+
+    def forward(self, x):
+        return self.fc(torch.tanh(self.a(x) * self.settings["temperature"]))
+
+
+class _DrawsItsOwnNoise(_Plain):
+    """Draws from numpy's generator: two runs differ, so nothing is compared."""
+
+    def forward(self, x):
+        noise = torch.as_tensor(np.random.normal(size=x.shape[1]), dtype=x.dtype)
+        return super().forward(x + 0.01 * noise)
+
+
+class _Dropout(_Plain):
+    def forward(self, x):
+        return self.fc(nn.functional.dropout(self.body(x), 0.3, self.training))
+
+
+def _task():
+    rng = np.random.default_rng(1)
+    return (rng.normal(size=(9, 4)).astype(np.float32), np.array([0, 1, 2] * 3),
+            rng.normal(size=(5, 4)).astype(np.float32))
+
+
+@pytest.mark.parametrize("estimator", [MAMLClassifier, FOMAMLClassifier,
+                                       ReptileClassifier])
+def test_activation_checkpointing_is_refused(estimator):
+    """The backward pass recomputed the segment with the module's own
+    weights: from the second inner step on, fit took its gradients at the
+    init (predictions 2.6e-3 off after 5 steps), and meta_fit failed inside
+    vmap."""
+    X, y, _ = _task()
+    module = _Checkpointed()
+    with pytest.raises(ValueError, match=r"(?s)'a\.\w+'.*torch\.utils\.checkpoint"):
+        estimator(module=module, random_state=0).fit(X, y)
+    tasks = EpisodeSampler(X_SMALL, Y_SMALL, n_way=3, k_shot=1, n_query=1,
+                           random_state=0)
+    with pytest.raises(ValueError, match="torch.utils.checkpoint"):
+        estimator(module=module, n_meta_iter=1, meta_batch_size=2,
+                  random_state=0).meta_fit(tasks)
+
+
+def test_a_parameter_reached_through_a_dict_is_refused():
+    """functional_call swaps the registered name; the dict kept the module's
+    own tensor, so the temperature never moved."""
+    X, y, _ = _task()
+    with pytest.raises(ValueError, match="parameter 'temperature' other than as "
+                                         "registered"):
+        MAMLClassifier(module=_HeldInADict(), head_init="meta",
+                       random_state=0).fit(X, y)
+
+
+@pytest.mark.parametrize("module", [_Plain, _Dropout, _DrawsItsOwnNoise],
+                         ids=lambda m: m.__name__)
+def test_modules_that_compute_through_their_params_still_adapt(module):
+    X, y, X_query = _task()
+    torch.manual_seed(0)
+    net = module()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    # a head split off a module that draws would not repeat its outputs
+    head_init = "meta" if module is _DrawsItsOwnNoise else "prototype"
+    proba = MAMLClassifier(module=net, head_init=head_init,
+                           random_state=0).fit(X, y).predict_proba(X_query)
+    assert proba.shape == (5, 3) and np.isfinite(proba).all()
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+
+
+def test_functional_meta_loss_refuses_empty_query_sets():
+    """A NaN loss and gradients of zero: the outer step did nothing, unsaid."""
+    module = prepare_module(nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)))
+    forward, params = batched_forward(module), dict(module.named_parameters())
+    loss_fn = functools.partial(cross_entropy_loss, n_classes=2)
+    batch = TaskBatch(torch.randn(2, 5, 3), torch.randint(0, 2, (2, 5)),
+                      torch.randn(2, 0, 3), torch.zeros(2, 0, dtype=torch.long), 2)
+    with pytest.raises(ValueError, match="the query sets hold no samples"):
+        maml_meta_gradient(forward, params, batch, loss_fn=loss_fn, lr=0.1,
+                           n_steps=1)
+    # Reptile adapts on support and query together: an empty query is no task
+    grads, loss = reptile_meta_gradient(forward, params, batch, loss_fn=loss_fn,
+                                        lr=0.1, n_steps=1)
+    assert torch.isfinite(loss).all() and any(g.abs().sum() > 0 for g in grads.values())

@@ -103,6 +103,12 @@ def maml_meta_loss(forward, params, batch, *, loss_fn, lr, n_steps, first_order=
     # without a step the init is trained as one network, not meta-learned
     check_positive_int(n_steps, "n_steps")
     _check_batch(batch)
+    if batch.X_query.shape[1] == 0:
+        # the mean over no samples: a NaN loss, and gradients of zero
+        raise ValueError(
+            f"the query sets hold no samples (X_query of shape "
+            f"{tuple(batch.X_query.shape)}): the query loss of an empty task is "
+            "not a number")
     if task_params is None:
         task_params = expand_params(params, batch.n_tasks)
     result = adapt(
