@@ -17,6 +17,7 @@ from numbers import Integral, Real
 
 import numpy as np
 import torch
+from scipy import sparse
 from sklearn.base import BaseEstimator, _fit_context
 from sklearn.utils._param_validation import (
     Interval,
@@ -271,7 +272,8 @@ class BaseMetaEstimator(BaseEstimator):
         for name, constraints in self._parameter_constraints.items():
             value = getattr(self, name, None)
             if (isinstance(value, (bool, np.bool_)) and "boolean" not in constraints
-                    and any(isinstance(c, Interval) for c in constraints)):
+                    and (any(isinstance(c, Interval) for c in constraints)
+                         or "random_state" in constraints)):
                 raise InvalidParameterError(
                     f"The {name!r} parameter of {type(self).__name__} must be a "
                     f"number, not a bool; got {value!r}."
@@ -790,12 +792,21 @@ class BaseMetaEstimator(BaseEstimator):
         if integers_lost_in_float32(X):  # said at the user's call, past fit's wrappers
             warn_integers_lost_in_float32("X")
         allow_nd = self.module is not None
+        if y is not None and sparse.issparse(y):  # as meta_fit says it
+            raise TypeError("y is a sparse matrix, but dense data is required; use "
+                            ".toarray()")
         if self._is_classifier():
             if y is not None:  # before scikit-learn's checks, which stop on them
                 check_label_values(np.asarray(y))
             X, y = _validated(self, X, y, allow_nd=allow_nd, dtype=np.float32)
             check_classification_targets(y)
         else:
+            if y is not None and np.asarray(y).dtype.kind in "mM":
+                # numpy reads them as counts of nanoseconds (or days...)
+                raise ValueError(
+                    f"y must be numeric, got dtype {np.asarray(y).dtype}: datetime "
+                    "and timedelta targets are counts of time units to a network; "
+                    "convert them first (for example to elapsed days)")
             if y is not None and missing_mask(np.asarray(y)).any():
                 # said as meta_fit says it (pandas' NA would stop scikit-learn's
                 # conversion with its own error)

@@ -122,7 +122,11 @@ def check_settings(estimator, validation_tasks, *, incremental):
                 "meta_fit with warm_start=False to start afresh"
             )
         inner_settings.check_meta_training()
-    network.check()
+    if afresh:  # a module instance's layers: before a task is read, by any caller
+        network.check(needs_output_layer=inner_settings.needs_output_layer,
+                      needs_bias=inner_settings.head_init == "prototype")
+    else:
+        network.check()
     return device, inner_settings, settings, network
 
 

@@ -89,11 +89,14 @@ def weighs_classes(n_classes, y, class_weight):
 
 
 def task_scores(outputs, batch, classification):
-    """Per-task score: accuracy for classification, R² for regression."""
+    """Per-task score: accuracy for classification, R² for regression; in
+    float64 on the CPU, as ``score`` computes them (a float32 accuracy of
+    8/27 is 0.2962963184, not 0.2962962963)."""
+    outputs, y_query = outputs.detach().cpu().double(), batch.y_query.cpu()
     if classification:
         predicted = outputs[..., : batch.n_classes].argmax(-1)
-        return (predicted == batch.y_query).float().mean(1)
-    y = batch.y_query.reshape(batch.n_tasks, batch.y_query.shape[1], -1)
+        return (predicted == y_query).double().mean(1)
+    y = y_query.double().reshape(batch.n_tasks, y_query.shape[1], -1)
     outputs = outputs.reshape(y.shape)
     residual = (y - outputs).square().sum(1)
     total = (y - y.mean(1, keepdim=True)).square().sum(1)

@@ -283,33 +283,36 @@ def _check_functional_call_reaches_params(module, X):
     holding it) would never adapt nor meta-train, and a segment recomputed
     in the backward pass (``torch.utils.checkpoint``) would take its
     gradients at the module's own weights. Both went unsaid."""
-    try:  # copies: a forward may leave tensors or update buffers on the module
-        copies = [copy.deepcopy(module).train() for _ in range(3)]
-    except Exception:  # refused later, with its own message
-        return
-    moved = {name: _moved(p).requires_grad_()
-             for name, p in copies[0].named_parameters()}
-    for reference in copies[1:]:
+    def holding_moved_weights():
+        reference = copy.deepcopy(module).train()
         with torch.no_grad():
-            for name, p in reference.named_parameters():
+            for p in reference.parameters():
                 p.copy_(_moved(p))
                 p.requires_grad_(True)
-    try:
-        out, grads = _gradients(copies[0], moved, X, seed=0)
-        expected_out, expected = _gradients(copies[1], None, X, seed=0)
-        again_out, again = _gradients(copies[2], None, X, seed=0)
-    except Exception:  # BatchNorm on one sample, say: the probe did not fail
-        return
-    tensors = [out, expected_out, again_out, *grads.values(), *expected.values()]
-    if not all(torch.isfinite(t).all() for t in tensors):
-        return  # moved weights out of the module's range (a log, say)
-    if not _same(expected_out, again_out) or any(
-            not _same(expected[name], again[name]) for name in expected):
-        return  # the module draws from a generator of its own: nothing to compare
+        return reference
+
+    try:  # copies: a forward may leave tensors or update buffers on the module
+        swapped = copy.deepcopy(module).train()
+        moved = {name: _moved(p).requires_grad_()
+                 for name, p in swapped.named_parameters()}
+        out, grads = _gradients(swapped, moved, X, seed=0)
+        expected_out, expected = _gradients(holding_moved_weights(), None, X, seed=0)
+    except Exception:  # refused later, with its own message (BatchNorm on one
+        return         # sample, say: the probe did not fail)
     differs = [name for name in expected
                if name in grads and not _same(grads[name], expected[name])]
     if not differs and _same(out, expected_out):
         return
+    tensors = [out, expected_out, *grads.values(), *expected.values()]
+    if not all(torch.isfinite(t).all() for t in tensors):
+        return  # moved weights out of the module's range (a log, say)
+    try:
+        again_out, again = _gradients(holding_moved_weights(), None, X, seed=0)
+    except Exception:  # noqa: BLE001 - ran once: nothing to compare
+        return
+    if not _same(expected_out, again_out) or any(
+            not _same(expected[name], again[name]) for name in expected):
+        return  # the module draws from a generator of its own: nothing to compare
     # a parameter functional_call never reaches has no gradient there
     unreached = [name for name in differs
                  if not grads[name].any() and expected[name].any()]

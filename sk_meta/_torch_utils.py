@@ -120,8 +120,14 @@ def class_logits(outputs, n_classes, class_codes=None):
 def torch_tensor_to_numpy(value):
     """A torch tensor as a numpy array (detached, on the CPU); anything else as is."""
     if isinstance(value, torch.Tensor):
+        if value.is_meta:  # else torch's "Cannot copy out of meta tensor"
+            raise TypeError(_META_TENSOR)
         return value.detach().cpu().numpy()
     return value
+
+
+_META_TENSOR = ("a tensor on the 'meta' device holds a shape but no values; pass "
+                "one with data (on the CPU or a GPU)")
 
 
 def seed_torch(seed, device):

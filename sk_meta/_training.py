@@ -39,6 +39,7 @@ from sk_meta.exceptions import (
     TasksExhaustedWarning,
 )
 from sk_meta.functional import TaskBatch
+from sk_meta.functional._forward import has_batch_norm
 from sk_meta.functional._rng import forked_rng
 from sk_meta.tasks._interpolation import interpolate_tasks
 from sk_meta.tasks._validation import stack_tasks
@@ -246,6 +247,7 @@ class MetaTrainer:
         self.settings = settings
         self.world = world = settings.world
         self.inner_loop = inner_loop
+        self._batch_norm = has_batch_norm(inner_loop.module)
         self.source = source
         self.groups = first_groups
         self.to_result = to_result
@@ -460,9 +462,17 @@ class MetaTrainer:
         total_loss = 0.0
         progress = self._progress()
         for stacked in groups:
+            tasks = (f"task {stacked.indices[0]}" if len(stacked.indices) == 1
+                     else f"tasks {format_indices(stacked.indices)}")
+            if self._batch_norm and stacked.X_support.shape[1] == 1:
+                # Reptile trains on support and query together, where torch
+                # would not refuse it: fit does
+                raise ValueError(
+                    f"the support set of {tasks} has a single sample, which the "
+                    "network's BatchNorm layers cannot normalize when fit adapts "
+                    "to it (fit refuses it); give it at least 2 samples")
             batch = to_task_batch(stacked, self.settings.device)
-            sets = (f"the support or query set of the tasks "
-                    f"{format_indices(stacked.indices)}")
+            sets = f"the support or query set of {tasks}"
             with single_sample_batch_norm_error(sets), \
                     _interpolated_inputs_error(
                         not interpolated.isdisjoint(stacked.indices)):

@@ -4,13 +4,23 @@ import functools
 import warnings
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
+from scipy import sparse
+from sklearn.datasets import load_digits
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 import sk_meta
-from sk_meta import FOMAMLClassifier, MAMLClassifier, ReptileClassifier
+from sk_meta import (
+    FOMAMLClassifier,
+    FOMAMLRegressor,
+    MAMLClassifier,
+    ReptileClassifier,
+)
 from sk_meta.functional import (
     TaskBatch,
     batched_forward,
@@ -19,7 +29,8 @@ from sk_meta.functional import (
     prepare_module,
     reptile_meta_gradient,
 )
-from sk_meta.tasks import EpisodeSampler
+from sk_meta.pipeline import meta_fit_pipeline
+from sk_meta.tasks import EpisodeSampler, Task
 
 RNG = np.random.default_rng(0)
 X_SMALL = RNG.normal(size=(60, 4)).astype(np.float32)
@@ -167,3 +178,110 @@ def test_functional_meta_loss_refuses_empty_query_sets():
     grads, loss = reptile_meta_gradient(forward, params, batch, loss_fn=loss_fn,
                                         lr=0.1, n_steps=1)
     assert torch.isfinite(loss).all() and any(g.abs().sum() > 0 for g in grads.values())
+
+
+# -- a practitioner's inputs ---------------------------------------------------
+
+def _support(n=6):
+    return np.random.default_rng(0).normal(size=(n, 3))
+
+
+@pytest.mark.parametrize("labels", [
+    pd.Series(pd.to_datetime(["2020-01-01", None, "2020-01-03"] * 2)),
+    np.array([1, "NaT", 3, 1, "NaT", 3], dtype="timedelta64[s]"),
+], ids=["datetime", "timedelta"])
+def test_missing_dates_are_missing_labels(labels):
+    """NaT became a class of its own in fit, predicted for half the rows;
+    meta_fit blamed the query's labels."""
+    X = _support()
+    with pytest.raises(ValueError, match=r"y holds 2 missing label\(s\)"):
+        FOMAMLClassifier(random_state=0).fit(X, labels)
+    with pytest.raises(ValueError, match=r"task 0: y_support holds 2 missing"):
+        FOMAMLClassifier(n_meta_iter=1, random_state=0).meta_fit(
+            [(X, labels, X, labels)])
+
+
+@pytest.mark.parametrize("targets", [
+    pd.Series(pd.date_range("2020-01-01", periods=6)),
+    pd.Series(pd.to_timedelta(np.arange(6), unit="ns")),
+], ids=["datetime", "timedelta"])
+def test_regressors_refuse_time_targets_in_fit_as_in_meta_fit(targets):
+    """fit trained on nanosecond counts (or diverged on 1.6e15); meta_fit
+    refused them."""
+    X = _support()
+    with pytest.raises(ValueError, match="y must be numeric, got dtype (datetime|"
+                                         "timedelta)64"):
+        FOMAMLRegressor(random_state=0).fit(X, targets)
+    with pytest.raises(ValueError, match="task 0: y_support must be numeric"):
+        FOMAMLRegressor(n_meta_iter=1, random_state=0).meta_fit(
+            [(X, targets, X, targets)])
+
+
+def test_sparse_targets_and_meta_tensors_get_a_message():
+    """numpy's "ufunc 'isnan' not supported", and torch's "Cannot copy out
+    of meta tensor"."""
+    X = _support()
+    y = np.arange(6.0)
+    with pytest.raises(TypeError, match="y is a sparse matrix, but dense data is "
+                                        "required"):
+        FOMAMLRegressor(random_state=0).fit(X, sparse.csr_matrix(y[:, None]))
+    on_meta = torch.empty(6, 3, device="meta")
+    with pytest.raises(TypeError, match="'meta' device holds a shape but no values"):
+        FOMAMLRegressor(random_state=0).fit(on_meta, y)
+    with pytest.raises(TypeError, match="task 0: X_support is a tensor on the 'meta' "
+                                        "device"):
+        FOMAMLRegressor(n_meta_iter=1, random_state=0).meta_fit(
+            [(on_meta, y, X, y)])
+
+
+def test_pipeline_refuses_a_module_without_linear_layer_before_reading_tasks():
+    """The final step's module was checked only once the stream was read."""
+    sampler = EpisodeSampler(X_SMALL, Y_SMALL, n_way=3, k_shot=2, n_query=1,
+                             random_state=0)
+    tasks = (sampler.sample() for _ in range(5))
+    estimator = FOMAMLClassifier(nn.Sequential(nn.Conv1d(1, 1, 1)), n_meta_iter=3)
+    with pytest.raises(ValueError, match="has no nn.Linear layer"):
+        meta_fit_pipeline(make_pipeline(StandardScaler(), estimator), tasks)
+    assert sum(1 for _ in tasks) == 5
+
+
+def _batch_norm_net():
+    return nn.Sequential(nn.Linear(3, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 2))
+
+
+@pytest.mark.parametrize("one_row_first", [True, False])
+def test_reptile_refuses_a_one_row_support_with_batch_norm_in_any_order(one_row_first):
+    """Reptile trains on support and query together, so a one-row support
+    set passed where it came first; fit refuses it."""
+    rng = np.random.default_rng(0)
+    good = Task(rng.normal(size=(4, 3)), np.array([0, 1, 0, 1]),
+                rng.normal(size=(4, 3)), np.array([0, 1, 0, 1]))
+    one_row = Task(rng.normal(size=(1, 3)), np.array([0]),
+                   rng.normal(size=(2, 3)), np.array([0, 0]))
+    tasks = [one_row, good] if one_row_first else [good, one_row]
+    # (where the probe meets the one-row task first, it says so with torch's words)
+    with pytest.raises(ValueError, match="single sample|1 value per channel"):
+        ReptileClassifier(_batch_norm_net(), n_meta_iter=2, meta_batch_size=2,
+                          random_state=0).meta_fit(tasks)
+    with pytest.raises(ValueError, match="1 value per channel|single sample"):
+        ReptileClassifier(_batch_norm_net(), random_state=0).fit(
+            one_row.X_support, one_row.y_support)
+
+
+def test_random_state_refuses_a_bool():
+    with pytest.raises(ValueError, match="must be a number, not a bool"):
+        MAMLClassifier(random_state=True).fit(_support(2), [0, 1])
+
+
+def test_validation_scores_are_the_scores_a_user_gets():
+    """Accuracies were float32: 2/3 read 0.6666666865."""
+    X, y = load_digits(return_X_y=True)
+    X = X / 16
+    train = EpisodeSampler(X, y, 3, 2, 9, classes=range(7), random_state=0)
+    validation = EpisodeSampler(X, y, 3, 2, 9, classes=[7, 8, 9], n_tasks=1,
+                                random_state=1)
+    clf = MAMLClassifier(n_meta_iter=2, meta_batch_size=2, random_state=0).meta_fit(
+        train, validation_tasks=validation)
+    task = list(validation)[0]
+    score = clf.fit(task.X_support, task.y_support).score(task.X_query, task.y_query)
+    assert 0 < score < 1 and clf.validation_scores_[-1] == score

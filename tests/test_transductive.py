@@ -119,7 +119,7 @@ def test_single_sample_sets_get_a_clear_error_with_batch_norm_1d():
     X_support, y_support, X_query, y_query = _task(rng)
     one_query = [(X_support, y_support, X_query[:1], y_query[:1])] * 4
     clf = MAMLClassifier(_batch_norm_net(), meta_batch_size=2, n_meta_iter=2)
-    message = r"query set of the tasks \d+, \d+ has a single sample.*BatchNorm"
+    message = r"query set of tasks \d+, \d+ has a single sample.*BatchNorm"
     with pytest.raises(ValueError, match=message):
         clf.meta_fit(one_query)
     clf.meta_fit([(X_support, y_support, X_query, y_query)] * 4)

@@ -76,6 +76,10 @@ def _as_array(value, index, field):
         )
     if type(value).__module__.split(".")[0] == "torch" and hasattr(value, "detach"):
         # a tensor, perhaps requiring grad or on a GPU: its values, as fit takes them
+        if getattr(value, "is_meta", False):
+            raise TypeError(
+                f"task {index}: {field} is a tensor on the 'meta' device, which "
+                "holds a shape but no values; pass one with data (as in fit)")
         return value.detach().cpu().numpy()
     try:
         array = np.asarray(value)
@@ -162,6 +166,9 @@ def check_label_values(y, name="y", prefix=""):
     in an object array are labels as usual.
     """
     values = np.asarray(y).ravel()
+    if values.dtype.kind in _TIME_KINDS:
+        # NaT, numpy's missing date: np.unique would make it a class
+        check_no_missing_labels(values[np.isnat(values)], name, prefix)
     if values.dtype.kind != "O" or not len(values):
         return
     check_no_missing_labels(values, name, prefix)
