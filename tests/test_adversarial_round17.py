@@ -1,6 +1,7 @@
 """What the seventeenth pass found."""
 
 import functools
+import pickle
 import warnings
 
 import numpy as np
@@ -285,3 +286,20 @@ def test_validation_scores_are_the_scores_a_user_gets():
     task = list(validation)[0]
     score = clf.fit(task.X_support, task.y_support).score(task.X_query, task.y_query)
     assert 0 < score < 1 and clf.validation_scores_[-1] == score
+
+
+@pytest.mark.parametrize("classes", [
+    lambda: iter(range(7)), lambda: (c for c in range(7)),
+    lambda: dict.fromkeys(range(7)).keys(),
+    lambda: {str(c): c for c in range(7)}.values(),
+], ids=["iterator", "generator", "keys", "values"])
+def test_sampler_keeps_one_shot_classes_as_read(classes):
+    """A generator was stored spent, and a dict's keys or values could not be
+    pickled (a search's workers take the sampler)."""
+    X, y = load_digits(return_X_y=True)
+    sampler = EpisodeSampler(X, y, 3, 2, 3, classes=classes(), random_state=0)
+    assert sampler.classes == list(range(7))
+    copy = pickle.loads(pickle.dumps(sampler))
+    assert set(copy.sample().y_support) <= set(range(7))
+    rebuilt = EpisodeSampler(X, y, 3, 2, 3, classes=sampler.classes, random_state=0)
+    np.testing.assert_array_equal(rebuilt.sample().X_query, sampler.sample().X_query)

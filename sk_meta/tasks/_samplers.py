@@ -239,7 +239,8 @@ class EpisodeSampler(_DrawnTasks):
         Number of query rows per class; at least 1.
     classes : array-like, default=None
         Labels to draw episodes from, for example the meta-training pool of
-        :func:`split_classes`. None means every class in ``y``.
+        :func:`split_classes`. None means every class in ``y``. A generator,
+        or a dict's keys or values, is read once and kept as a list.
     n_tasks : int, default=None
         Number of episodes per iteration. None means an endless iterator.
     random_state : int, numpy Generator, numpy RandomState or None, default=None
@@ -334,6 +335,11 @@ class EpisodeSampler(_DrawnTasks):
                              "apart (its loss is 0); n_way must be 2 or more")
         self.k_shot = positive_int_setting(k_shot, "k_shot")
         self.n_query = positive_int_setting(n_query, "n_query")
+        if isinstance(classes, (Iterator, ValuesView)) or (
+                isinstance(classes, Set) and not isinstance(classes, (set, frozenset))):
+            # read once, kept as read: a generator would be spent, and a dict's
+            # keys or values could not be pickled (a search's workers take it)
+            classes = list(classes)
         self.classes = classes
         self.n_tasks = _check_n_tasks(n_tasks)
         _check_random_state_type(random_state)
