@@ -8,6 +8,7 @@ read from.
 
 import contextvars
 import copy
+import datetime
 import functools
 import inspect
 import os
@@ -219,6 +220,30 @@ def _module_input(X):
     runs on: a module may write its input where the probe cannot see
     (``x.data.mul_()``), and the caller's array must stay as it was."""
     return np.array(X, order="C", copy=True)
+
+
+def _check_no_time_targets(y):
+    """Refuse dates and durations as regression targets: numpy reads them as
+    counts of nanoseconds (or days...), and objects (Timestamps with a time
+    zone, Python datetimes) fail its conversion with no word of ``y``."""
+    dtype = getattr(y, "dtype", None)
+    values = np.asarray(y)
+    if getattr(dtype, "kind", None) not in ("m", "M") and values.dtype.kind not in "mM":
+        if values.dtype.kind != "O":
+            return
+        dates = [v for v in values.ravel()
+                 if isinstance(v, (datetime.date, datetime.timedelta,
+                                   np.datetime64, np.timedelta64))]
+        if not dates:
+            return
+        what = f"{type(dates[0]).__name__} values"
+    else:
+        pandas_time = getattr(dtype, "kind", None) in ("m", "M")  # a time zone too
+        what = f"dtype {dtype if pandas_time else values.dtype}"
+    raise ValueError(
+        f"y must be numeric, got {what}: datetime and timedelta targets are "
+        "counts of time units to a network; convert them first (for example to "
+        "elapsed days)")
 
 
 def _checked_sample_weight(sample_weight, X):
@@ -801,12 +826,8 @@ class BaseMetaEstimator(BaseEstimator):
             X, y = _validated(self, X, y, allow_nd=allow_nd, dtype=np.float32)
             check_classification_targets(y)
         else:
-            if y is not None and np.asarray(y).dtype.kind in "mM":
-                # numpy reads them as counts of nanoseconds (or days...)
-                raise ValueError(
-                    f"y must be numeric, got dtype {np.asarray(y).dtype}: datetime "
-                    "and timedelta targets are counts of time units to a network; "
-                    "convert them first (for example to elapsed days)")
+            if y is not None:
+                _check_no_time_targets(y)
             if y is not None and missing_mask(np.asarray(y)).any():
                 # said as meta_fit says it (pandas' NA would stop scikit-learn's
                 # conversion with its own error)
@@ -1115,3 +1136,25 @@ class MetaRegressorMixin:
         if self._fit.y_ndim == 1:
             return out.reshape(len(out))
         return out.reshape(len(out), -1)
+
+    def score(self, X, y, sample_weight=None):
+        """Coefficient of determination R² of ``predict(X)`` against ``y``.
+
+        scikit-learn's ``r2_score``, as ``RegressorMixin.score`` gives it;
+        dates and durations in ``y`` are refused, as ``fit`` refuses them.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features) or (n_samples, ...)
+            Query inputs.
+        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
+            True targets.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Sample weights.
+
+        Returns
+        -------
+        score : float
+        """
+        _check_no_time_targets(y)
+        return super().score(X, y, sample_weight=sample_weight)

@@ -181,7 +181,7 @@ def load(path, *, module=None):
                 f"{module.__name__} given here: the estimator was saved with an "
                 f"instance of {module_spec['instance_of']}, so pass one built as "
                 f"that one was, not the class ({exc.detail})") from None
-        raise
+        raise ValueError(str(exc)) from None
     return estimator
 
 
@@ -224,9 +224,12 @@ def _load_state(module, module_state):
     try:
         module.load_state_dict(module_state)
     except RuntimeError as exc:
-        # torch lists every mismatched tensor, one line each: the first says it
+        # torch says each mismatched tensor on a line, and the missing and
+        # unexpected keys on one line each: those, or the first tensor
         problems = [line.strip().rstrip(".") for line in str(exc).splitlines()[1:]
                     if line.strip()] or [str(exc)]
-        more = len(problems) - 1
-        detail = problems[0] + (f" (and {more} more)" if more else "")
+        shown = [line for line in problems
+                 if line.startswith(("Missing key", "Unexpected key"))] or problems[:1]
+        more = len(problems) - len(shown)
+        detail = "; ".join(shown) + (f" (and {more} more such lines)" if more else "")
         raise _WeightsMismatch(detail) from None

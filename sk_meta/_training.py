@@ -248,6 +248,7 @@ class MetaTrainer:
         self.world = world = settings.world
         self.inner_loop = inner_loop
         self._batch_norm = has_batch_norm(inner_loop.module)
+        self._one_sample_refusal = None  # whether they refuse one sample: unknown
         self.source = source
         self.groups = first_groups
         self.to_result = to_result
@@ -443,6 +444,23 @@ class MetaTrainer:
         self.committed_n_drawn = self.source.stream.n_drawn
         self.committing = False
 
+    def _one_sample_refused(self, X):
+        """Whether the network's BatchNorm layers refuse a support set of one
+        sample, ``X``, as torch does where a channel holds one value (after a
+        linear layer, not on a convolution's map); asked once, of a copy."""
+        if self._one_sample_refusal is None:
+            self._one_sample_refusal = False
+            try:
+                module = copy.deepcopy(self.inner_loop.module).train()
+                with forked_rng(self.settings.device), torch.no_grad():
+                    module(torch.from_numpy(X).to(self.settings.device))
+            except ValueError as exc:
+                self._one_sample_refusal = (
+                    "Expected more than 1 value per channel" in str(exc))
+            except Exception:  # noqa: BLE001 - the computation says what fails
+                pass
+        return self._one_sample_refusal
+
     def _meta_gradient(self, groups):
         """Mean meta-gradient and meta-loss over all tasks of the meta-batch."""
         rng = self._interpolation_rng()
@@ -464,7 +482,8 @@ class MetaTrainer:
         for stacked in groups:
             tasks = (f"task {stacked.indices[0]}" if len(stacked.indices) == 1
                      else f"tasks {format_indices(stacked.indices)}")
-            if self._batch_norm and stacked.X_support.shape[1] == 1:
+            if (self._batch_norm and stacked.X_support.shape[1] == 1
+                    and self._one_sample_refused(stacked.X_support[0])):
                 # Reptile trains on support and query together, where torch
                 # would not refuse it: fit does
                 raise ValueError(

@@ -1110,6 +1110,9 @@ class MetaGridSearch(MetaEstimatorMixin, BaseEstimator):
                 f"{self.estimator.__name__}: pass {self.estimator.__name__}()")
         if isinstance(self.cv, bool):
             raise TypeError(f"cv must be an int, got {self.cv!r}")
+        if isinstance(self.random_state, (bool, np.bool_)):  # scikit-learn takes 1
+            raise TypeError(f"random_state must be an int, a RandomState or None, "
+                            f"not a bool; got {self.random_state!r}")
         grid = list(ParameterGrid(self.param_grid))
         if not grid:
             raise ValueError("param_grid has no candidate")

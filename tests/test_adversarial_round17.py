@@ -1,5 +1,6 @@
 """What the seventeenth pass found."""
 
+import datetime
 import functools
 import pickle
 import warnings
@@ -20,7 +21,9 @@ from sk_meta import (
     FOMAMLClassifier,
     FOMAMLRegressor,
     MAMLClassifier,
+    MAMLRegressor,
     ReptileClassifier,
+    ReptileRegressor,
 )
 from sk_meta.functional import (
     TaskBatch,
@@ -30,6 +33,7 @@ from sk_meta.functional import (
     prepare_module,
     reptile_meta_gradient,
 )
+from sk_meta.model_selection import MetaGridSearch
 from sk_meta.pipeline import meta_fit_pipeline
 from sk_meta.tasks import EpisodeSampler, Task
 
@@ -67,7 +71,7 @@ def test_load_with_the_class_of_a_saved_instance_says_the_remedy_first(tmp_path)
     assert message.startswith("the saved weights do not fit the module built from "
                               "the class _Deep given here")
     assert "not the class (size mismatch for body.0.weight" in message
-    assert message.endswith("(and 4 more))")
+    assert message.endswith("(and 4 more such lines))")
     assert "Error(s) in loading" not in message
     # the instance it was saved with loads
     assert sk_meta.load(path, module=_Deep(7)).n_meta_iter_ == 2
@@ -303,3 +307,155 @@ def test_sampler_keeps_one_shot_classes_as_read(classes):
     assert set(copy.sample().y_support) <= set(range(7))
     rebuilt = EpisodeSampler(X, y, 3, 2, 3, classes=sampler.classes, random_state=0)
     np.testing.assert_array_equal(rebuilt.sample().X_query, sampler.sample().X_query)
+
+
+# -- the eighteenth pass: holes in the checks above ----------------------------
+
+class _ConvBatchNorm(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3, padding=1)
+        self.norm = nn.BatchNorm2d(4)
+        self.out = nn.Linear(4 * 4 * 4, 1)
+
+    def forward(self, x):
+        h = torch.relu(self.norm(self.conv(x.view(-1, 1, 4, 4))))
+        return self.out(h.flatten(1)).squeeze(-1)
+
+
+@pytest.mark.parametrize("estimator", [MAMLRegressor, FOMAMLRegressor,
+                                       ReptileRegressor])
+def test_one_row_support_is_taken_where_batch_norm_takes_it(estimator):
+    """A convolution's map gives BatchNorm2d many values per channel on one
+    sample: fit takes it, and meta_fit had been made to refuse it."""
+    rng = np.random.default_rng(0)
+    tasks = [(rng.normal(size=(1, 16)), rng.normal(size=1),
+              rng.normal(size=(4, 16)), rng.normal(size=4)) for _ in range(3)]
+    estimator(module=_ConvBatchNorm(), random_state=0).fit(*tasks[0][:2])
+    fitted = estimator(module=_ConvBatchNorm(), n_meta_iter=2, meta_batch_size=2,
+                       random_state=0).meta_fit(tasks)
+    assert fitted.n_meta_iter_ == 2
+
+
+class _InAClosure(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Linear(4, 3)
+        weight = self.a.weight
+        self.linear = lambda x: nn.functional.linear(x, weight)
+
+    def forward(self, x):
+        return self.linear(x) + self.a.bias
+
+
+class _ScaledByAHook(nn.Module):
+    """The hook reads the parameter of the module it closes over: a copy's
+    hook reads the original's."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Linear(4, 3)
+        self.scale = nn.Parameter(torch.ones(3))
+        self.a.register_forward_hook(lambda module, inputs, out: out * self.scale)
+
+    def forward(self, x):
+        return self.a(x)
+
+
+class _Reentrant(nn.Module):
+    def __init__(self, first):
+        super().__init__()
+        self.a, self.b, self.out = nn.Linear(4, 8), nn.Linear(8, 8), nn.Linear(8, 3)
+        self.first = first
+
+    def forward(self, x):
+        if self.first:  # inputs without a gradient: the segment gets none
+            h = checkpoint(lambda z: torch.tanh(self.a(z)), x, use_reentrant=True)
+        else:
+            h = checkpoint(lambda z: torch.tanh(self.b(z)), torch.tanh(self.a(x)),
+                           use_reentrant=True)
+        return self.out(h)
+
+
+class _FusedInEval(nn.Module):
+    """Caches a weight when switched to eval mode (RepVGG's fused branches)."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(4, 3), nn.Linear(4, 3)
+        self.fused = None
+
+    def train(self, mode=True):
+        super().train(mode)
+        self.fused = None if mode else (self.a.weight + self.b.weight).detach()
+        return self
+
+    def forward(self, x):
+        if self.fused is not None:
+            return nn.functional.linear(x, self.fused)
+        return self.a(x) + nn.functional.linear(x, self.b.weight)
+
+
+@pytest.mark.parametrize("module, message", [
+    (_InAClosure, r"parameter of shape \(3, 4\), held in a closure"),
+    (_ScaledByAHook, r"parameter of shape \(3,\), held in a closure"),
+    (lambda: _Reentrant(True), "checkpoints a segment that gets no gradient"),
+    (lambda: _Reentrant(False), "fails when its backward pass recomputes a segment"),
+    (_FusedInEval, "other outputs in eval mode"),
+], ids=["closure", "hook", "reentrant-first", "reentrant-later", "fused-in-eval"])
+def test_parameters_functional_call_cannot_swap_are_refused(module, message):
+    """Each went through: the closure's and the hook's parameters never
+    trained, the reentrant checkpoint trained nothing in its segment or
+    failed with torch's advice, and the fused weight predicted unadapted
+    (0.22 off)."""
+    X, y, _ = _task()
+    with pytest.raises(ValueError, match=message):
+        MAMLClassifier(module=module(), head_init="meta", random_state=0).fit(X, y)
+
+
+def test_meta_grid_search_refuses_a_bool_random_state():
+    search = MetaGridSearch(MAMLClassifier(n_meta_iter=1), {"inner_lr": [0.1]},
+                            random_state=True)
+    with pytest.raises(TypeError, match="random_state must be .*not a bool"):
+        search.meta_fit(_small_tasks())
+
+
+@pytest.mark.parametrize("targets", [
+    lambda: pd.Series(pd.date_range("2020-01-01", periods=6, tz="UTC")),
+    lambda: [datetime.datetime(2020, 1, day) for day in range(1, 7)],
+], ids=["time-zone", "python-datetimes"])
+def test_regressors_refuse_dates_of_every_kind(targets):
+    X = _support()
+    with pytest.raises(ValueError, match="y must be numeric, got"):
+        FOMAMLRegressor(random_state=0).fit(X, targets())
+    fitted = FOMAMLRegressor(random_state=0).fit(X, np.arange(6.0))
+    with pytest.raises(ValueError, match="y must be numeric, got"):
+        fitted.score(X, targets())
+
+
+def test_missing_dates_with_a_time_zone_are_missing_labels():
+    labels = pd.Series(pd.to_datetime(["2020-01-01", None, "2020-01-03"] * 2,
+                                      utc=True))
+    with pytest.raises(ValueError, match=r"y holds 2 missing label\(s\) \(NaT\)"):
+        FOMAMLClassifier(random_state=0).fit(_support(), labels)
+
+
+def test_load_names_renamed_layers_in_a_plain_value_error(tmp_path):
+    path = tmp_path / "deep.skm"
+    MAMLClassifier(_Deep(7), n_meta_iter=2, meta_batch_size=2,
+                   random_state=0).meta_fit(_small_tasks()).save(path)
+
+    class _Renamed(_Deep):
+        def __init__(self):
+            super().__init__(7)
+            self.layers = self.body
+            del self.body
+
+        def forward(self, x):
+            return self.layers(x)
+
+    with pytest.raises(ValueError) as info:
+        sk_meta.load(path, module=_Renamed())
+    assert type(info.value) is ValueError
+    assert "Missing key(s) in state_dict: \"layers.0.weight\"" in str(info.value)
+    assert "Unexpected key(s) in state_dict: \"body.0.weight\"" in str(info.value)

@@ -216,7 +216,7 @@ def check_finite_targets(values, name="y", prefix=""):
 
 def is_missing_target(value):
     """None, NaN of any float type, or pandas' NA (without importing pandas)."""
-    if value is None or type(value).__name__ == "NAType":
+    if value is None or type(value).__name__ in ("NAType", "NaTType"):
         return True
     return isinstance(value, (float, np.floating)) and bool(np.isnan(value))
 
