@@ -43,6 +43,7 @@ from sk_meta.functional._losses import (
     is_balanced,
     mse_of_valid_weights,
 )
+from sk_meta.functional._rng import forked_rng
 from sk_meta.models import MLP
 
 # On the CPU, vmap runs a convolution over many tasks as one grouped
@@ -681,7 +682,8 @@ class InnerLoop:
                 and has_convolutions):
             self.chunk_size = None
             return
-        per_task = _largest_activation_bytes(self.module, probe)
+        with forked_rng(self.device):  # its dropout leaves the caller's draws alone
+            per_task = _largest_activation_bytes(self.module, probe)
         self.chunk_size = max(1, _CPU_CONV_CHUNK_BYTES // max(per_task, 1))
 
     # -- adaptation and prediction --------------------------------------------------

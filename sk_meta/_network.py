@@ -169,6 +169,16 @@ def _check_trainable(module):
             "floating-point ones can take; register it as a buffer "
             "(self.register_buffer) instead"
         )
+    hooked = [name for name, p in module.named_parameters()
+              if p._backward_hooks or getattr(p, "_post_accumulate_grad_hooks", None)]
+    if hooked:
+        raise ValueError(
+            f"{type(module).__name__}.{hooked[0]} has a gradient hook "
+            "(Tensor.register_hook): sk_meta takes the gradients of the tensors "
+            "torch.func.functional_call swaps in for the parameters, so the hook "
+            "would never run; remove it (adapt_layers='head' keeps the body "
+            "fixed within each task)"
+        )
     sparse = [name for name, m in module.named_modules()
               if isinstance(m, (torch.nn.Embedding, torch.nn.EmbeddingBag))
               and m.sparse]
@@ -267,7 +277,11 @@ def _run(module, params, X, seed):
         inputs = dict(module.named_parameters()) if params is None else params
         others = [p for p in _parameters_reached(out)
                   if not any(p is q for q in inputs.values())]
-        grads = torch.autograd.grad(out.sum(), list(inputs.values()),
+        # weighted: a sum that no weight moves (softmax, layer norm outputs)
+        # would give every gradient zero, and compare nothing
+        weights = (torch.arange(out.numel(), dtype=out.dtype) % 7 + 1).reshape(
+            out.shape).to(out.device)
+        grads = torch.autograd.grad((out * weights).sum(), list(inputs.values()),
                                     allow_unused=True)
     grads = {name: torch.zeros_like(p) if g is None else g
              for (name, p), g in zip(inputs.items(), grads)}
@@ -317,7 +331,7 @@ _SWAPPED = (
 )
 
 
-def _check_functional_call_reaches_params(module, X):
+def _check_functional_call_reaches_params(module, X, original=None):
     """Refuse a module whose outputs or gradients at given weights are not
     those of the module holding them: the inner loop computes through
     ``functional_call``, which swaps the registered parameters for the
@@ -325,7 +339,8 @@ def _check_functional_call_reaches_params(module, X):
     closure holding it, a weight cached in eval mode) would never adapt nor
     meta-train, and a segment recomputed in the backward pass
     (``torch.utils.checkpoint``) would take its gradients at the module's
-    own weights. All went unsaid."""
+    own weights. All went unsaid. ``original``: the module ``module`` was
+    copied from (a closure in the copy holds the original's parameters)."""
     def holding_moved_weights():
         reference = copy.deepcopy(module).train()
         with torch.no_grad():
@@ -352,15 +367,20 @@ def _check_functional_call_reaches_params(module, X):
     if any("None of the inputs have requires_grad=True" in text for text in said):
         raise ValueError(f"module ({name}) checkpoints a segment that gets no "
                          f"gradient: {_CHECKPOINTING}")
-    if others:
-        # a parameter that functional_call did not swap: held in a dict or a
-        # list (the copy's own), or in a closure (the original's: deepcopy
-        # does not copy functions)
-        names = [key for key, p in swapped.named_parameters()
-                 if any(p is q for q in others)]
-        which = (repr(names[0]) if names else
-                 f"of shape {tuple(others[0].shape)}, held in a closure or a "
-                 "lambda (which copying the module does not copy),")
+    # a parameter of the module that functional_call did not swap: held in a
+    # dict or a list (the copy's own), or in a closure (the original's:
+    # deepcopy copies no function); another module's (a frozen teacher
+    # outside it) is not the module's to train
+    held = [(key, p) for key, p in swapped.named_parameters()
+            if any(p is q for q in others)]
+    closed = [(key, p) for key, p in (original or torch.nn.Module()).named_parameters()
+              if any(p is q for q in others)] + [
+        (key, p) for key, p in module.named_parameters()
+        if any(p is q for q in others)]
+    if held or closed:
+        which = (repr(held[0][0]) if held else
+                 f"{closed[0][0]!r}, held in a closure or a lambda (which copying "
+                 "the module does not copy),")
         raise ValueError(
             f"module ({name}) computes its outputs with parameter {which} other "
             f"than as registered: {_SWAPPED} (a dict, list or closure holding "
@@ -715,14 +735,15 @@ class NetworkSpec:
                 "change too",
                 FrozenParametersWarning,
             )
-        module = prepare_module(module)
+        original, module = module, prepare_module(module)
         # seeded: the probe initializes lazy layers (from random_state, as a
         # module class is), and dropout leaves the user's generator alone
         with seeded_torch(seed, torch.device("cpu")):
             return module, self._probe_outputs(module, probe, n_outputs,
-                                               check_batch_axis)
+                                               check_batch_axis, original=original)
 
-    def _probe_outputs(self, module, probe, n_outputs, check_batch_axis=True):
+    def _probe_outputs(self, module, probe, n_outputs, check_batch_axis=True,
+                       original=None):
         """Run the module once and check its output shape; return its width.
         ``check_batch_axis``: refuse outputs that lose their batch axis on one
         sample (not for a file saved before that check: predict refuses a
@@ -767,7 +788,7 @@ class NetworkSpec:
                 f"{out.dtype}, through which no gradient flows"
             )
         _check_outputs_depend_on_params(module, X)
-        _check_functional_call_reaches_params(module, X)
+        _check_functional_call_reaches_params(module, X, original)
         width = 1 if out.dim() == 1 else out.shape[1]
         if self.classification:
             if width < n_outputs:

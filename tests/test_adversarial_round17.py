@@ -397,8 +397,8 @@ class _FusedInEval(nn.Module):
 
 
 @pytest.mark.parametrize("module, message", [
-    (_InAClosure, r"parameter of shape \(3, 4\), held in a closure"),
-    (_ScaledByAHook, r"parameter of shape \(3,\), held in a closure"),
+    (_InAClosure, r"parameter 'a\.weight', held in a closure"),
+    (_ScaledByAHook, r"parameter 'scale', held in a closure"),
     (lambda: _Reentrant(True), "checkpoints a segment that gets no gradient"),
     (lambda: _Reentrant(False), "fails when its backward pass recomputes a segment"),
     (_FusedInEval, "other outputs in eval mode"),
@@ -459,3 +459,83 @@ def test_load_names_renamed_layers_in_a_plain_value_error(tmp_path):
     assert type(info.value) is ValueError
     assert "Missing key(s) in state_dict: \"layers.0.weight\"" in str(info.value)
     assert "Unexpected key(s) in state_dict: \"body.0.weight\"" in str(info.value)
+
+
+# -- the nineteenth pass --------------------------------------------------------
+
+class _CheckpointedThenNormalized(nn.Module):
+    def __init__(self, final):
+        super().__init__()
+        self.a, self.b, self.out = nn.Linear(4, 8), nn.Linear(8, 8), nn.Linear(8, 3)
+        self.final = final
+
+    def forward(self, x):
+        h = checkpoint(self.b, torch.tanh(self.a(x)), use_reentrant=False)
+        return self.final(self.out(torch.tanh(h)))
+
+
+@pytest.mark.parametrize("final", [
+    lambda z: nn.functional.layer_norm(z, z.shape[-1:]),
+    lambda z: z.softmax(-1),
+], ids=["layer-norm", "softmax"])
+def test_checkpointing_is_refused_under_outputs_of_constant_sum(final):
+    """The gradients of the outputs' sum are zero there: the comparison saw
+    nothing, and fit's predictions were 0.046 off."""
+    X, y, _ = _task()
+    with pytest.raises(ValueError, match="torch.utils.checkpoint"):
+        MAMLClassifier(module=_CheckpointedThenNormalized(final), head_init="meta",
+                       random_state=0).fit(X, y)
+
+
+_TEACHER = nn.Linear(4, 4)  # another module's parameters, not the student's
+
+
+class _Student(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.out = nn.Linear(4, 8), nn.Linear(8, 3)
+
+    def forward(self, x):
+        return self.out(torch.tanh(self.a(x + 0.1 * _TEACHER(x))))
+
+
+def test_a_parameter_of_another_module_is_not_refused():
+    """A frozen teacher outside the module, its requires_grad left True:
+    refused as if it were the module's own by the closure check."""
+    X, y, X_query = _task()
+    torch.manual_seed(0)
+    student = _Student()
+    proba = MAMLClassifier(module=student, random_state=0).fit(X, y).predict_proba(
+        X_query)
+    _TEACHER.requires_grad_(False)
+    try:
+        frozen = MAMLClassifier(module=student, random_state=0).fit(
+            X, y).predict_proba(X_query)
+    finally:
+        _TEACHER.requires_grad_(True)
+    np.testing.assert_array_equal(proba, frozen)
+
+
+def test_a_gradient_hook_on_a_parameter_is_refused():
+    """The hook never ran: a weight it froze adapted as any other."""
+    X, y, _ = _task()
+    net = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 3))
+    net[0].weight.register_hook(torch.zeros_like)
+    with pytest.raises(ValueError, match=r"0\.weight has a gradient hook"):
+        MAMLClassifier(module=net, random_state=0).fit(X, y)
+
+
+def test_meta_fit_of_a_convolution_with_dropout_leaves_the_global_generator():
+    """Sizing the chunks of a convolutional network drew its dropout masks
+    from the caller's generator."""
+    rng = np.random.default_rng(0)
+    tasks = [(rng.normal(size=(6, 1, 8, 8)).astype(np.float32), np.arange(6) % 3,
+              rng.normal(size=(6, 1, 8, 8)).astype(np.float32), np.arange(6) % 3)
+             for _ in range(4)]
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Dropout(0.2), nn.Flatten(),
+                        nn.Linear(144, 3))
+    state = torch.get_rng_state()
+    MAMLClassifier(module=net, n_meta_iter=1, meta_batch_size=2,
+                   random_state=0).meta_fit(tasks)
+    assert torch.equal(state, torch.get_rng_state())
