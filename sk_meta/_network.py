@@ -15,6 +15,7 @@ from torch.func import functional_call
 
 from sk_meta._checks import DEFAULT_HIDDEN_LAYER_SIZES, is_auto, is_int
 from sk_meta._errors import warn_user
+from sk_meta._swap_check import check_functional_call_reaches_params
 from sk_meta._torch_utils import seeded_torch
 from sk_meta.exceptions import FrozenParametersWarning
 from sk_meta.functional import prepare_module
@@ -256,182 +257,6 @@ def _check_outputs_depend_on_params(module, X):
             "its parameters, so no gradient adapts them: does its forward "
             "detach them or run under torch.no_grad()?"
         )
-
-
-def _moved(value):
-    """Parameters moved off the module's own values, the same way every time
-    (no draws): the functional core computes at weights other than the
-    module's, and a module that reads its own would be seen there."""
-    return value.detach() * 1.25 + 0.01
-
-
-def _run(module, params, X, seed):
-    """One seeded run in train mode (dropout masks repeat): the outputs, their
-    sum's gradients for ``params`` (the module's own where None; zeros where
-    a parameter is not used), the parameters the graph reaches besides, and
-    the warnings said."""
-    with seeded_torch(seed, torch.device("cpu")), torch.enable_grad(), \
-            warnings.catch_warnings(record=True) as said:
-        warnings.simplefilter("always")
-        out = module(X) if params is None else functional_call(module, params, (X,))
-        inputs = dict(module.named_parameters()) if params is None else params
-        others = [p for p in _parameters_reached(out)
-                  if not any(p is q for q in inputs.values())]
-        # weighted: a sum that no weight moves (softmax, layer norm outputs)
-        # would give every gradient zero, and compare nothing
-        weights = (torch.arange(out.numel(), dtype=out.dtype) % 7 + 1).reshape(
-            out.shape).to(out.device)
-        grads = torch.autograd.grad((out * weights).sum(), list(inputs.values()),
-                                    allow_unused=True)
-    grads = {name: torch.zeros_like(p) if g is None else g
-             for (name, p), g in zip(inputs.items(), grads)}
-    return out.detach(), grads, others, [str(w.message) for w in said]
-
-
-def _parameters_reached(out):
-    """The ``nn.Parameter`` leaves of the autograd graph of ``out``."""
-    reached, seen, nodes = [], set(), [out.grad_fn]
-    while nodes:
-        node = nodes.pop()
-        if node is None or node in seen:
-            continue
-        seen.add(node)
-        leaf = getattr(node, "variable", None)  # an AccumulateGrad node
-        if isinstance(leaf, torch.nn.Parameter):
-            reached.append(leaf)
-        nodes.extend(child for child, _ in node.next_functions)
-    return reached
-
-
-def _eval_outputs(module, params, X):
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        module.eval()
-        return module(X) if params is None else functional_call(module, params, (X,))
-
-
-def _same(a, b):
-    try:  # (sparse gradients: no comparison, nothing refused)
-        return a.shape == b.shape and bool(torch.allclose(a, b, rtol=1e-4, atol=1e-6))
-    except (RuntimeError, NotImplementedError, TypeError):
-        return True
-
-
-_CHECKPOINTING = (
-    "sk_meta adapts and meta-trains through torch.func.functional_call, whose "
-    "swapped weights are gone when the backward pass recomputes a segment "
-    "(torch.utils.checkpoint, reentrant or not), so the inner steps would take "
-    "gradients at the wrong weights, or none; run the module without "
-    "activation checkpointing"
-)
-_SWAPPED = (
-    "sk_meta adapts and meta-trains through torch.func.functional_call, which "
-    "swaps the registered parameters, so one that its forward reaches another "
-    "way would never change"
-)
-
-
-def _check_functional_call_reaches_params(module, X, original=None):
-    """Refuse a module whose outputs or gradients at given weights are not
-    those of the module holding them: the inner loop computes through
-    ``functional_call``, which swaps the registered parameters for the
-    task's, so a parameter the forward reaches another way (a dict, list or
-    closure holding it, a weight cached in eval mode) would never adapt nor
-    meta-train, and a segment recomputed in the backward pass
-    (``torch.utils.checkpoint``) would take its gradients at the module's
-    own weights. All went unsaid. ``original``: the module ``module`` was
-    copied from (a closure in the copy holds the original's parameters)."""
-    def holding_moved_weights():
-        reference = copy.deepcopy(module).train()
-        with torch.no_grad():
-            for p in reference.parameters():
-                p.copy_(_moved(p))
-                p.requires_grad_(True)
-        return reference
-
-    name = type(module).__name__
-    try:  # copies: a forward may leave tensors or update buffers on the module
-        swapped = copy.deepcopy(module).train()
-        moved = {key: _moved(p).requires_grad_()
-                 for key, p in swapped.named_parameters()}
-        reference = holding_moved_weights()
-    except Exception:  # refused later, with its own message
-        return
-    try:
-        out, grads, others, said = _run(swapped, moved, X, 0)
-    except Exception as exc:  # noqa: BLE001 - refused later, with its own message
-        if re.search("checkpoint|use_reentrant", str(exc)):
-            raise ValueError(f"module ({name}) fails when its backward pass "
-                             f"recomputes a segment: {_CHECKPOINTING}") from None
-        return  # (BatchNorm on one sample, say: the probe did not fail)
-    if any("None of the inputs have requires_grad=True" in text for text in said):
-        raise ValueError(f"module ({name}) checkpoints a segment that gets no "
-                         f"gradient: {_CHECKPOINTING}")
-    # a parameter of the module that functional_call did not swap: held in a
-    # dict or a list (the copy's own), or in a closure (the original's:
-    # deepcopy copies no function); another module's (a frozen teacher
-    # outside it) is not the module's to train
-    held = [(key, p) for key, p in swapped.named_parameters()
-            if any(p is q for q in others)]
-    closed = [(key, p) for key, p in (original or torch.nn.Module()).named_parameters()
-              if any(p is q for q in others)] + [
-        (key, p) for key, p in module.named_parameters()
-        if any(p is q for q in others)]
-    if held or closed:
-        which = (repr(held[0][0]) if held else
-                 f"{closed[0][0]!r}, held in a closure or a lambda (which copying "
-                 "the module does not copy),")
-        raise ValueError(
-            f"module ({name}) computes its outputs with parameter {which} other "
-            f"than as registered: {_SWAPPED} (a dict, list or closure holding "
-            "it); reach it through the module's attribute (self.<name>)")
-    try:
-        expected_out, expected, _, _ = _run(reference, None, X, 0)
-    except Exception:  # noqa: BLE001 - refused later, with its own message
-        return
-    differs = [key for key in expected
-               if key in grads and not _same(grads[key], expected[key])]
-    same_outputs = _same(out, expected_out)
-    if not differs and same_outputs:
-        # predict runs in eval mode: a weight cached there (branches fused
-        # into one) would predict with the module's own
-        try:
-            outputs = (_eval_outputs(swapped, moved, X),
-                       _eval_outputs(reference, None, X),
-                       _eval_outputs(reference, None, X))
-        except Exception:  # noqa: BLE001 - refused later, with its own message
-            return
-        if _same(outputs[0], outputs[1]) or not _same(outputs[1], outputs[2]):
-            return  # (or it draws in eval mode: nothing to compare)
-        raise ValueError(
-            f"module ({name}) computes other outputs in eval mode than the module "
-            f"holding the same weights: {_SWAPPED}, and predict would run with "
-            "weights it computed from its own (a weight cached or fused when "
-            "it switches to eval mode); compute it in forward from the "
-            "registered parameters")
-    tensors = [out, expected_out, *grads.values(), *expected.values()]
-    if not all(torch.isfinite(t).all() for t in tensors if not t.is_sparse):
-        return  # moved weights out of the module's range (a log, say)
-    try:
-        again_out, again, _, _ = _run(holding_moved_weights(), None, X, 0)
-    except Exception:  # noqa: BLE001 - ran once: nothing to compare
-        return
-    if not _same(expected_out, again_out) or any(
-            not _same(expected[key], again[key]) for key in expected):
-        return  # the module draws from a generator of its own: nothing to compare
-    # a parameter functional_call never reaches has no gradient there
-    unreached = [key for key in differs
-                 if not grads[key].any() and expected[key].any()]
-    key = (unreached or differs or ["?"])[0]
-    if not same_outputs:
-        raise ValueError(
-            f"module ({name}) computes its outputs with parameter {key!r} other "
-            f"than as registered: {_SWAPPED} (a dict or list holding it, an "
-            "attribute set before registration); reach it through the "
-            "module's attribute (self.<name>)")
-    raise ValueError(
-        f"module ({name}) gives gradients for parameter {key!r} other than its "
-        f"own weights would: {_CHECKPOINTING}")
 
 
 def _dtype_hint(module):
@@ -788,7 +613,7 @@ class NetworkSpec:
                 f"{out.dtype}, through which no gradient flows"
             )
         _check_outputs_depend_on_params(module, X)
-        _check_functional_call_reaches_params(module, X, original)
+        check_functional_call_reaches_params(module, X, original)
         width = 1 if out.dim() == 1 else out.shape[1]
         if self.classification:
             if width < n_outputs:

@@ -539,3 +539,22 @@ def test_meta_fit_of_a_convolution_with_dropout_leaves_the_global_generator():
     MAMLClassifier(module=net, n_meta_iter=1, meta_batch_size=2,
                    random_state=0).meta_fit(tasks)
     assert torch.equal(state, torch.get_rng_state())
+
+
+class _LayersInAPlainList(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.layers = [nn.Linear(4, 8)]  # not an nn.ModuleList: not registered
+        self.out = nn.Linear(8, 3)
+
+    def forward(self, x):
+        return self.out(torch.tanh(self.layers[0](x)))
+
+
+def test_a_layer_in_a_plain_list_is_refused_with_the_fix():
+    """Its parameters are not the module's: never adapted nor meta-trained
+    (accepted when the closure check was narrowed to the module's own)."""
+    X, y, _ = _task()
+    with pytest.raises(ValueError, match=r"'layers\[0\]\.weight', which a plain list"
+                                         r".*nn\.ModuleList"):
+        MAMLClassifier(module=_LayersInAPlainList(), random_state=0).fit(X, y)
