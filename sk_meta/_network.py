@@ -175,10 +175,21 @@ def _check_trainable(module):
     if hooked:
         raise ValueError(
             f"{type(module).__name__}.{hooked[0]} has a gradient hook "
-            "(Tensor.register_hook): sk_meta takes the gradients of the tensors "
+            "(Tensor.register_hook or register_post_accumulate_grad_hook): "
+            "sk_meta takes the gradients of the tensors "
             "torch.func.functional_call swaps in for the parameters, so the hook "
             "would never run; remove it (adapt_layers='head' keeps the body "
             "fixed within each task)"
+        )
+    backward_hooked = [name for name, m in module.named_modules()
+                       if m._backward_hooks or m._backward_pre_hooks]
+    if backward_hooked:
+        where = backward_hooked[0] or "the module"
+        raise ValueError(
+            f"{type(module).__name__}: {where!r} has a backward hook "
+            "(register_full_backward_hook or register_full_backward_pre_hook), "
+            "which meta-training's batched tasks (torch.func.vmap) do not run: "
+            "meta_fit and fit would train differently; remove it"
         )
     sparse = [name for name, m in module.named_modules()
               if isinstance(m, (torch.nn.Embedding, torch.nn.EmbeddingBag))

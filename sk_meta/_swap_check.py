@@ -41,8 +41,8 @@ def _run(module, params, X, seed):
                   if not any(p is q for q in inputs.values())]
         # weighted: a sum that no weight moves (softmax, layer norm outputs)
         # would give every gradient zero, and compare nothing
-        weights = (torch.arange(out.numel(), dtype=out.dtype) % 7 + 1).reshape(
-            out.shape).to(out.device)
+        weights = (torch.arange(out.numel()) % 7 + 1).reshape(out.shape).to(
+            out.device, out.dtype)  # (counted as integers: float16 stops at 65504)
         grads = torch.autograd.grad((out * weights).sum(), list(inputs.values()),
                                     allow_unused=True)
     grads = {name: torch.zeros_like(p) if g is None else g
@@ -99,15 +99,17 @@ def check_functional_call_reaches_params(module, X, original=None):
     parameter. ``original``: the module ``module`` was copied from (a
     closure in the copy holds the original's parameters)."""
     name = type(module).__name__
-    try:  # copies: a forward may leave tensors or update buffers on the module
-        swapped = copy.deepcopy(module).train()
-        moved = {key: _moved(p).requires_grad_()
-                 for key, p in swapped.named_parameters()}
-        reference = _holding_moved_weights(module)
+    owners = [module] if original is None else [module, original]
+    try:  # one copy: a forward may leave tensors or update buffers on the module
+        copied = copy.deepcopy(module).train()
     except Exception:  # refused later, with its own message
         return
+    if _shares_tensors(copied, owners):
+        return  # its __deepcopy__ shares them: moving them would move the user's
+    start = {key: b.clone() for key, b in copied.named_buffers()}
+    moved = {key: _moved(p).requires_grad_() for key, p in copied.named_parameters()}
     try:
-        out, grads, others, said = _run(swapped, moved, X, 0)
+        out, grads, others, said = _run(copied, moved, X, 0)
     except Exception as exc:  # noqa: BLE001 - refused later, with its own message
         if re.search("checkpoint|use_reentrant", str(exc)):
             raise ValueError(f"module ({name}) fails when its backward pass "
@@ -116,7 +118,15 @@ def check_functional_call_reaches_params(module, X, original=None):
     if any("None of the inputs have requires_grad=True" in text for text in said):
         raise ValueError(f"module ({name}) checkpoints a segment that gets no "
                          f"gradient: {_CHECKPOINTING}")
-    _refuse_unswapped(name, others, swapped, module, original)
+    _refuse_unswapped(name, others, copied, owners)
+    try:
+        eval_out = _eval_outputs(copied, moved, X)
+    except Exception:  # noqa: BLE001 - refused later, with its own message
+        eval_out = None
+    # the same copy now holds the moved weights, and its buffers as they
+    # were: the reference (one copy at a time, for large networks' memory)
+    reference = _holding(copied, moved, start)
+    del moved
     try:
         expected_out, expected, _, _ = _run(reference, None, X, 0)
     except Exception:  # noqa: BLE001 - refused later, with its own message
@@ -124,33 +134,49 @@ def check_functional_call_reaches_params(module, X, original=None):
     differs = [key for key in expected
                if key in grads and not _same(grads[key], expected[key])]
     if differs or not _same(out, expected_out):
-        _refuse_train_mode_difference(name, module, X, (out, grads),
-                                      (expected_out, expected), differs)
-    else:
-        _refuse_eval_mode_difference(name, swapped, moved, reference, X)
+        del expected_out, expected
+        _refuse_train_mode_difference(name, reference, start, X, (out, grads),
+                                      differs)
+    elif eval_out is not None:
+        _refuse_eval_mode_difference(name, eval_out, reference, X)
 
 
-def _holding_moved_weights(module):
-    reference = copy.deepcopy(module).train()
+def _shares_tensors(copied, owners):
+    """Whether the copy holds a parameter or buffer of ``owners``."""
+    own = {id(t) for owner in owners
+           for t in [*owner.parameters(), *owner.buffers()]}
+    return any(id(t) in own for t in [*copied.parameters(), *copied.buffers()])
+
+
+def _holding(module, moved, buffers):
+    """``module`` (a private copy) in train mode, holding the ``moved``
+    weights (where given) and the ``buffers`` it started from."""
     with torch.no_grad():
-        for p in reference.parameters():
-            p.copy_(_moved(p))
+        for key, p in module.named_parameters():
+            if moved is not None:
+                p.copy_(moved[key])
             p.requires_grad_(True)
-    return reference
+        for key, b in module.named_buffers():
+            b.copy_(buffers[key])
+    return module.train()
 
 
-def _refuse_unswapped(name, others, swapped, module, original):
+def _refuse_unswapped(name, others, copied, owners):
     """Refuse a parameter of the module that functional_call did not swap,
     among ``others``: held in a dict or a list (the copy's own), or in a
-    closure (the original's: deepcopy copies no function). Another module's
-    (a frozen teacher outside it) is not the module's to train."""
+    closure (an owner's: deepcopy copies no function, and a module cloned
+    from the user's keeps the user's closures). Another module's (a frozen
+    teacher outside it) is not the module's to train."""
+    if not others:
+        return
+
     def among_others(owner):
         return [key for key, p in owner.named_parameters()
                 if any(p is q for q in others)]
 
-    held = among_others(swapped)
-    closed = among_others(original or torch.nn.Module()) + among_others(module)
-    unregistered = [key for key, p in _held_unregistered(swapped)
+    held = among_others(copied)
+    closed = [key for owner in owners for key in among_others(owner)]
+    unregistered = [key for key, p in _held_unregistered(copied)
                     if any(p is q for q in others)]
     if unregistered and not held:
         raise ValueError(
@@ -159,14 +185,39 @@ def _refuse_unswapped(name, others, swapped, module, original):
             "without registering it: the module's parameters leave it out, so "
             "it would never adapt nor meta-train; hold it in an nn.ModuleList, "
             "nn.ModuleDict, nn.ParameterList or nn.ParameterDict")
-    if held or closed:
+    closures = _closing_over_modules(copied)
+    if held or closed or closures:
         which = (repr(held[0]) if held else
                  f"{closed[0]!r}, held in a closure or a lambda (which copying "
-                 "the module does not copy),")
+                 "the module does not copy)," if closed else
+                 f"of shape {tuple(others[0].shape)}, held in the closure of "
+                 f"{closures[0]} (which copying the module does not copy),")
         raise ValueError(
             f"module ({name}) computes its outputs with parameter {which} other "
             f"than as registered: {_SWAPPED} (a dict, list or closure holding "
             "it); reach it through the module's attribute (self.<name>)")
+
+
+def _closing_over_modules(module):
+    """The functions the module keeps (attributes, hooks) whose closures hold
+    a module or a parameter, by where they are kept."""
+    found = []
+    for prefix, submodule in module.named_modules():
+        kept = [(attribute, value) for attribute, value in vars(submodule).items()
+                if callable(value) and not isinstance(value, torch.nn.Module)]
+        kept += [(f"{registry}[{key!r}]", hook)
+                 for registry in ("_forward_hooks", "_forward_pre_hooks")
+                 for key, hook in getattr(submodule, registry, {}).items()]
+        for where, function in kept:
+            cells = getattr(function, "__closure__", None) or ()
+            try:
+                contents = [cell.cell_contents for cell in cells]
+            except ValueError:  # an empty cell
+                continue
+            if any(isinstance(c, (torch.nn.Module, torch.nn.Parameter))
+                   for c in contents):
+                found.append(f"{prefix + '.' if prefix else ''}{where}")
+    return found
 
 
 _REGISTRIES = ("_parameters", "_buffers", "_modules")  # what torch registers
@@ -192,15 +243,15 @@ def _held_unregistered(module):
     return found
 
 
-def _refuse_eval_mode_difference(name, swapped, moved, reference, X):
+def _refuse_eval_mode_difference(name, eval_out, reference, X):
     """predict runs in eval mode: a weight cached there (branches fused into
-    one) would predict with the module's own."""
+    one) would predict with the module's own. ``eval_out``: the swapped
+    weights' outputs; ``reference`` holds them."""
     try:
-        outputs = (_eval_outputs(swapped, moved, X), _eval_outputs(reference, None, X),
-                   _eval_outputs(reference, None, X))
+        outputs = (_eval_outputs(reference, None, X), _eval_outputs(reference, None, X))
     except Exception:  # noqa: BLE001 - refused later, with its own message
         return
-    if _same(outputs[0], outputs[1]) or not _same(outputs[1], outputs[2]):
+    if _same(eval_out, outputs[0]) or not _same(outputs[0], outputs[1]):
         return  # (or it draws in eval mode: nothing to compare)
     raise ValueError(
         f"module ({name}) computes other outputs in eval mode than the module "
@@ -210,32 +261,35 @@ def _refuse_eval_mode_difference(name, swapped, moved, reference, X):
         "parameters")
 
 
-def _refuse_train_mode_difference(name, module, X, swapped_run, reference_run,
-                                  differs):
+def _refuse_train_mode_difference(name, reference, start, X, swapped_run, differs):
     """Refuse the difference between the swapped run and the reference one,
-    unless the reference does not repeat itself (a module drawing from a
-    generator of its own) or the moved weights left the module's range."""
-    (out, grads), (expected_out, expected) = swapped_run, reference_run
+    run twice more on ``reference`` (holding the moved weights) from its
+    ``start`` buffers, unless it does not repeat itself (a module drawing
+    from a generator of its own) or the moved weights left the module's
+    range."""
+    out, grads = swapped_run
+    try:
+        expected_out, expected, _, _ = _run(_holding(reference, None, start), None,
+                                            X, 0)
+        again_out, again, _, _ = _run(_holding(reference, None, start), None, X, 0)
+    except Exception:  # noqa: BLE001 - refused later, with its own message
+        return
     tensors = [out, expected_out, *grads.values(), *expected.values()]
     if not all(torch.isfinite(t).all() for t in tensors if not t.is_sparse):
         return  # moved weights out of the module's range (a log, say)
-    try:
-        again_out, again, _, _ = _run(_holding_moved_weights(module), None, X, 0)
-    except Exception:  # noqa: BLE001 - ran once: nothing to compare
-        return
     if not _same(expected_out, again_out) or any(
             not _same(expected[key], again[key]) for key in expected):
         return  # nothing to compare
     # a parameter functional_call never reaches has no gradient there
     unreached = [key for key in differs
                  if not grads[key].any() and expected[key].any()]
-    key = (unreached or differs or ["?"])[0]
+    keys = ", ".join(repr(key) for key in (unreached or differs or ["?"])[:3])
     if not _same(out, expected_out):
         raise ValueError(
-            f"module ({name}) computes its outputs with parameter {key!r} other "
+            f"module ({name}) computes its outputs with parameter {keys} other "
             f"than as registered: {_SWAPPED} (a dict or list holding it, an "
             "attribute set before registration); reach it through the "
             "module's attribute (self.<name>)")
     raise ValueError(
-        f"module ({name}) gives gradients for parameter {key!r} other than its "
+        f"module ({name}) gives gradients for parameters {keys} other than its "
         f"own weights would: {_CHECKPOINTING}")

@@ -1,5 +1,6 @@
 """What the seventeenth pass found."""
 
+import copy
 import datetime
 import functools
 import pickle
@@ -10,6 +11,7 @@ import pandas as pd
 import pytest
 import torch
 from scipy import sparse
+from sklearn.base import clone
 from sklearn.datasets import load_digits
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
@@ -558,3 +560,92 @@ def test_a_layer_in_a_plain_list_is_refused_with_the_fix():
     with pytest.raises(ValueError, match=r"'layers\[0\]\.weight', which a plain list"
                                          r".*nn\.ModuleList"):
         MAMLClassifier(module=_LayersInAPlainList(), random_state=0).fit(X, y)
+
+
+# -- the twentieth pass -------------------------------------------------------
+
+class _Small(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.out = nn.Linear(4, 8), nn.Linear(8, 3)
+
+    def forward(self, x):
+        return self.out(torch.relu(self.a(x)))
+
+
+def test_a_compiled_module_is_taken_as_before():
+    """torch.compile's module cannot be asked its truth value: the check
+    failed on `original or ...` with a TypeError."""
+    X, y, X_query = _task()
+    torch.manual_seed(0)
+    plain = _Small()
+    compiled = torch.compile(copy.deepcopy(plain), backend="eager")
+    expected = MAMLClassifier(module=plain, random_state=0).fit(X, y).predict_proba(
+        X_query)
+    got = MAMLClassifier(module=compiled, random_state=0).fit(X, y).predict_proba(
+        X_query)
+    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-7)
+
+
+class _SharedOnCopy(nn.Linear):
+    def __deepcopy__(self, memo):
+        return self
+
+
+def test_the_check_never_moves_weights_a_copy_shares_with_the_user():
+    X, y, _ = _task()
+    body = _SharedOnCopy(4, 8).requires_grad_(False)
+    before = body.weight.detach().clone()
+    net = nn.Sequential(body, nn.ReLU(), nn.Linear(8, 3))
+    MAMLClassifier(module=net, adapt_layers="head", random_state=0).fit(X, y)
+    assert torch.equal(body.weight, before) and not body.weight.requires_grad
+
+
+class _ScaledByALambda(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Linear(4, 3)
+        self.t = nn.Parameter(torch.tensor(2.0))
+        self.scale = lambda h: h * self.t
+
+    def forward(self, x):
+        return self.scale(self.a(x))
+
+
+def test_a_closure_is_refused_through_clone_too():
+    """clone deep-copies the module, and the copy's lambda reads the user's
+    parameter, which neither the copy nor its original holds."""
+    X, y, _ = _task()
+    estimator = MAMLClassifier(module=_ScaledByALambda(), head_init="meta",
+                               random_state=0)
+    with pytest.raises(ValueError, match="held in the closure of scale"):
+        clone(estimator).fit(X, y)
+
+
+def test_a_module_backward_hook_is_refused():
+    """fit ran it, meta-training's vmapped tasks did not."""
+    X, y, _ = _task()
+    net = _Small()
+    net.out.register_full_backward_hook(
+        lambda module, grad_in, grad_out: (torch.zeros_like(grad_in[0]),))
+    with pytest.raises(ValueError, match="'out' has a backward hook"):
+        MAMLClassifier(module=net, random_state=0).fit(X, y)
+
+
+class _WideHalf(nn.Module):
+    """72,000 float16 outputs: a pattern counted in float16 overflowed."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.out = nn.Linear(4, 8), nn.Linear(8, 6000)
+
+    def forward(self, x):
+        h = checkpoint(lambda z: torch.tanh(self.a(z)), x, use_reentrant=False)
+        return self.out(h).half()
+
+
+def test_checkpointing_under_wide_half_precision_outputs_is_refused():
+    X, y, _ = _task()
+    with pytest.raises(ValueError, match="torch.utils.checkpoint"):
+        MAMLClassifier(module=_WideHalf(), head_init="meta", random_state=0).fit(
+            np.concatenate([X] * 2), np.concatenate([y] * 2))
