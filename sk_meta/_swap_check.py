@@ -47,7 +47,8 @@ def _run(module, params, X, seed):
                                     allow_unused=True)
     grads = {name: torch.zeros_like(p) if g is None else g
              for (name, p), g in zip(inputs.items(), grads)}
-    return out.detach(), grads, others, [str(w.message) for w in said]
+    # a copy: the module may keep its outputs as a buffer, restored later
+    return out.detach().clone(), grads, others, [str(w.message) for w in said]
 
 
 def _parameters_reached(out):
@@ -120,7 +121,7 @@ def check_functional_call_reaches_params(module, X, original=None):
                          f"gradient: {_CHECKPOINTING}")
     _refuse_unswapped(name, others, copied, owners)
     try:
-        eval_out = _eval_outputs(copied, moved, X)
+        eval_out = _eval_outputs(copied, moved, X).clone()
     except Exception:  # noqa: BLE001 - refused later, with its own message
         eval_out = None
     # the same copy now holds the moved weights, and its buffers as they
@@ -156,17 +157,20 @@ def _holding(module, moved, buffers):
             if moved is not None:
                 p.copy_(moved[key])
             p.requires_grad_(True)
-        for key, b in module.named_buffers():
-            b.copy_(buffers[key])
+        # reassigned, not written into: a forward may have changed a buffer's
+        # shape (a queue), or handed it out as its outputs
+        for key, value in buffers.items():
+            owner, _, attribute = key.rpartition(".")
+            setattr(module.get_submodule(owner), attribute, value.clone())
     return module.train()
 
 
 def _refuse_unswapped(name, others, copied, owners):
     """Refuse a parameter of the module that functional_call did not swap,
     among ``others``: held in a dict or a list (the copy's own), or in a
-    closure (an owner's: deepcopy copies no function, and a module cloned
-    from the user's keeps the user's closures). Another module's (a frozen
-    teacher outside it) is not the module's to train."""
+    closure (an owner's: deepcopy copies no function). Another module's (a
+    frozen teacher outside it) is not the module's to train; nor, unseen, is
+    a parameter that a clone's closure reads from the user's module."""
     if not others:
         return
 
@@ -184,40 +188,17 @@ def _refuse_unswapped(name, others, copied, owners):
             f"{unregistered[0]!r}, which a plain list, tuple or dict holds "
             "without registering it: the module's parameters leave it out, so "
             "it would never adapt nor meta-train; hold it in an nn.ModuleList, "
-            "nn.ModuleDict, nn.ParameterList or nn.ParameterDict")
-    closures = _closing_over_modules(copied)
-    if held or closed or closures:
+            "nn.ModuleDict, nn.ParameterList or nn.ParameterDict (or, for a "
+            "network not meant to train, such as a teacher, freeze it with "
+            "requires_grad_(False))")
+    if held or closed:
         which = (repr(held[0]) if held else
                  f"{closed[0]!r}, held in a closure or a lambda (which copying "
-                 "the module does not copy)," if closed else
-                 f"of shape {tuple(others[0].shape)}, held in the closure of "
-                 f"{closures[0]} (which copying the module does not copy),")
+                 "the module does not copy),")
         raise ValueError(
             f"module ({name}) computes its outputs with parameter {which} other "
             f"than as registered: {_SWAPPED} (a dict, list or closure holding "
             "it); reach it through the module's attribute (self.<name>)")
-
-
-def _closing_over_modules(module):
-    """The functions the module keeps (attributes, hooks) whose closures hold
-    a module or a parameter, by where they are kept."""
-    found = []
-    for prefix, submodule in module.named_modules():
-        kept = [(attribute, value) for attribute, value in vars(submodule).items()
-                if callable(value) and not isinstance(value, torch.nn.Module)]
-        kept += [(f"{registry}[{key!r}]", hook)
-                 for registry in ("_forward_hooks", "_forward_pre_hooks")
-                 for key, hook in getattr(submodule, registry, {}).items()]
-        for where, function in kept:
-            cells = getattr(function, "__closure__", None) or ()
-            try:
-                contents = [cell.cell_contents for cell in cells]
-            except ValueError:  # an empty cell
-                continue
-            if any(isinstance(c, (torch.nn.Module, torch.nn.Parameter))
-                   for c in contents):
-                found.append(f"{prefix + '.' if prefix else ''}{where}")
-    return found
 
 
 _REGISTRIES = ("_parameters", "_buffers", "_modules")  # what torch registers

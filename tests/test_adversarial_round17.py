@@ -11,7 +11,6 @@ import pandas as pd
 import pytest
 import torch
 from scipy import sparse
-from sklearn.base import clone
 from sklearn.datasets import load_digits
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
@@ -601,27 +600,6 @@ def test_the_check_never_moves_weights_a_copy_shares_with_the_user():
     assert torch.equal(body.weight, before) and not body.weight.requires_grad
 
 
-class _ScaledByALambda(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.a = nn.Linear(4, 3)
-        self.t = nn.Parameter(torch.tensor(2.0))
-        self.scale = lambda h: h * self.t
-
-    def forward(self, x):
-        return self.scale(self.a(x))
-
-
-def test_a_closure_is_refused_through_clone_too():
-    """clone deep-copies the module, and the copy's lambda reads the user's
-    parameter, which neither the copy nor its original holds."""
-    X, y, _ = _task()
-    estimator = MAMLClassifier(module=_ScaledByALambda(), head_init="meta",
-                               random_state=0)
-    with pytest.raises(ValueError, match="held in the closure of scale"):
-        clone(estimator).fit(X, y)
-
-
 def test_a_module_backward_hook_is_refused():
     """fit ran it, meta-training's vmapped tasks did not."""
     X, y, _ = _task()
@@ -649,3 +627,74 @@ def test_checkpointing_under_wide_half_precision_outputs_is_refused():
     with pytest.raises(ValueError, match="torch.utils.checkpoint"):
         MAMLClassifier(module=_WideHalf(), head_init="meta", random_state=0).fit(
             np.concatenate([X] * 2), np.concatenate([y] * 2))
+
+
+# -- the twenty-first pass ----------------------------------------------------
+
+class _Queue(nn.Module):
+    """A buffer that grows in forward (a MoCo-style queue)."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.out = nn.Linear(4, 8), nn.Linear(8, 3)
+        self.register_buffer("queue", torch.zeros(0, 8))
+
+    def forward(self, x):
+        h = torch.relu(self.a(x))
+        if self.training:
+            self.queue = torch.cat([self.queue, h.detach()])[-32:]
+        return self.out(h)
+
+
+class _KeepsItsLogits(nn.Module):
+    """A buffer that is the outputs themselves."""
+
+    def __init__(self, checkpointed=False):
+        super().__init__()
+        self.a, self.out = nn.Linear(4, 8), nn.Linear(8, 3)
+        self.checkpointed = checkpointed
+        self.register_buffer("last", torch.zeros(1, 3))
+
+    def forward(self, x):
+        if self.checkpointed:
+            h = checkpoint(lambda z: torch.tanh(self.a(z)), x, use_reentrant=False)
+        else:
+            h = torch.tanh(self.a(x))
+        out = self.out(h)
+        self.last = out.detach()
+        return out
+
+
+class _TeacherBesideAHook(nn.Module):
+    """A trainable teacher outside the module, and a hook closing over self."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.out = nn.Linear(4, 8), nn.Linear(8, 3)
+        self.a.register_forward_hook(
+            lambda module, inputs, out: setattr(self, "norm", float(out.norm())))
+        self.act = lambda h: torch.tanh(h * self.out.weight.new_ones(()))
+
+    def forward(self, x):
+        return self.out(self.act(self.a(x + 0.1 * _TEACHER(x))))
+
+
+@pytest.mark.parametrize("module", [_Queue, _KeepsItsLogits, _TeacherBesideAHook],
+                         ids=["queue", "kept-logits", "teacher-and-hook"])
+def test_legitimate_modules_are_taken_by_the_last_check(module):
+    """The reused copy's buffers were restored by writing into them: a
+    queue's new shape raised torch's error, and logits kept as a buffer were
+    overwritten, refused in eval mode; a hook closing over the module was
+    blamed for a teacher's weights."""
+    X, y, X_query = _task()
+    proba = MAMLClassifier(module=module(), random_state=0).fit(X, y).predict_proba(
+        X_query)
+    assert proba.shape == (5, 3) and np.isfinite(proba).all()
+
+
+def test_checkpointing_is_refused_when_the_outputs_are_kept_as_a_buffer():
+    """Restoring the buffer overwrote the outputs compared: accepted."""
+    X, y, _ = _task()
+    with pytest.raises(ValueError, match="torch.utils.checkpoint"):
+        MAMLClassifier(module=_KeepsItsLogits(checkpointed=True), head_init="meta",
+                       random_state=0).fit(X, y)
