@@ -28,10 +28,10 @@ def _moved(value):
 
 
 def _run(module, params, X, seed):
-    """One seeded run in train mode (dropout masks repeat): the outputs, their
-    sum's gradients for ``params`` (the module's own where None; zeros where
-    a parameter is not used), the parameters the graph reaches besides, and
-    the warnings said."""
+    """One seeded run in train mode (dropout masks repeat): the outputs, the
+    gradients of their weighted sum for ``params`` (the module's own where
+    None; zeros where a parameter is not used), the parameters the graph
+    reaches besides, and the warnings said."""
     with seeded_torch(seed, torch.device("cpu")), torch.enable_grad(), \
             warnings.catch_warnings(record=True) as said:
         warnings.simplefilter("always")
@@ -135,9 +135,8 @@ def check_functional_call_reaches_params(module, X, original=None):
     differs = [key for key in expected
                if key in grads and not _same(grads[key], expected[key])]
     if differs or not _same(out, expected_out):
-        del expected_out, expected
         _refuse_train_mode_difference(name, reference, start, X, (out, grads),
-                                      differs)
+                                      (expected_out, expected), differs)
     elif eval_out is not None:
         _refuse_eval_mode_difference(name, eval_out, reference, X)
 
@@ -242,16 +241,15 @@ def _refuse_eval_mode_difference(name, eval_out, reference, X):
         "parameters")
 
 
-def _refuse_train_mode_difference(name, reference, start, X, swapped_run, differs):
+def _refuse_train_mode_difference(name, reference, start, X, swapped_run,
+                                  reference_run, differs):
     """Refuse the difference between the swapped run and the reference one,
-    run twice more on ``reference`` (holding the moved weights) from its
-    ``start`` buffers, unless it does not repeat itself (a module drawing
-    from a generator of its own) or the moved weights left the module's
-    range."""
-    out, grads = swapped_run
+    unless the reference, run once more on ``reference`` (holding the moved
+    weights) from its ``start`` buffers, does not repeat itself (a module
+    drawing from a generator of its own), or the moved weights left the
+    module's range."""
+    (out, grads), (expected_out, expected) = swapped_run, reference_run
     try:
-        expected_out, expected, _, _ = _run(_holding(reference, None, start), None,
-                                            X, 0)
         again_out, again, _, _ = _run(_holding(reference, None, start), None, X, 0)
     except Exception:  # noqa: BLE001 - refused later, with its own message
         return
