@@ -48,6 +48,8 @@ from sk_meta._training import (
     TaskSource,
     TrainerSettings,
     TrainingStart,
+    one_sample_message,
+    refuses_one_sample,
     to_task_batch,
 )
 from sk_meta.exceptions import (
@@ -56,6 +58,7 @@ from sk_meta.exceptions import (
     FeatureScaleWarning,
     TargetScaleWarning,
 )
+from sk_meta.functional._forward import has_batch_norm
 from sk_meta.models import MLP
 from sk_meta.tasks._stream import (
     MapStyleTasks,
@@ -263,7 +266,8 @@ def meta_train(estimator, tasks, validation_tasks, *, incremental, checkpoint=No
     state.forward_strategy = inner.strategy
     inner.resolve_chunk_size(torch.from_numpy(
         max(probe_task.X_support[0], probe_task.X_query[0], key=len)).to(device))
-    validation = _validation_batches(validation_drawn, checker, source, device)
+    validation = _validation_batches(validation_drawn, checker, source, device,
+                                     module=inner.module)
 
     params = {name: p.detach().to(device) for name, p in module.named_parameters()}
     lrs = inner.initial_rates(params)
@@ -567,9 +571,9 @@ def read_validation_tasks(tasks, classification, meta, *, sampler=None):
     return drawn
 
 
-def _validation_batches(drawn, checker, source, device):
-    """Validation tasks checked against the training tasks, stacked and on
-    the device, once."""
+def _validation_batches(drawn, checker, source, device, *, module):
+    """Validation tasks checked against the training tasks and ``module``,
+    stacked and on the device, once."""
     if drawn is None:
         return None
     checker.name_tasks_seen("meta-training")
@@ -587,6 +591,13 @@ def _validation_batches(drawn, checker, source, device):
         source.check_classes(groups)
     except (TypeError, ValueError) as exc:
         raise_with_context(exc, "validation_tasks")
+    single = [g for g in groups if g.X_support.shape[1] == 1]
+    if (single and has_batch_norm(module)
+            and refuses_one_sample(module, single[0].X_support[0], device)):
+        # refused now, not at the first validation, validation_interval
+        # meta-iterations in, with torch's words
+        indices = sorted(i for g in single for i in g.indices)
+        raise ValueError(f"validation_tasks: {one_sample_message(indices)}")
     return [to_task_batch(g, device) for g in groups]
 
 

@@ -65,6 +65,31 @@ def to_task_batch(stacked, device):
     )
 
 
+def refuses_one_sample(module, X, device):
+    """Whether ``module``'s BatchNorm layers refuse ``X``, a support set of one
+    sample, as torch does where a channel holds one value (after a linear
+    layer, not on a convolution's map); asked of a copy, in train mode."""
+    try:
+        copied = copy.deepcopy(module).train()
+        with forked_rng(device), torch.no_grad():
+            copied(torch.from_numpy(X).to(device))
+    except ValueError as exc:
+        return "Expected more than 1 value per channel" in str(exc)
+    except Exception:  # noqa: BLE001 - the computation says what fails
+        return False
+    return False
+
+
+def one_sample_message(indices):
+    """The refusal of one-sample support sets that ``fit`` would refuse,
+    those of the tasks at ``indices``."""
+    sets = (f"the support set of task {indices[0]} has" if len(indices) == 1 else
+            f"the support sets of tasks {format_indices(indices)} have")
+    return (f"{sets} a single sample, which the network's BatchNorm layers "
+            "cannot normalize when fit adapts to it (fit refuses it); give it at "
+            "least 2 samples")
+
+
 def format_indices(indices, max_shown=5):
     shown = ", ".join(str(i) for i in indices[:max_shown])
     return shown + (", ..." if len(indices) > max_shown else "")
@@ -445,20 +470,11 @@ class MetaTrainer:
         self.committing = False
 
     def _one_sample_refused(self, X):
-        """Whether the network's BatchNorm layers refuse a support set of one
-        sample, ``X``, as torch does where a channel holds one value (after a
-        linear layer, not on a convolution's map); asked once, of a copy."""
+        """Whether the network refuses ``X``, a support set of one sample
+        (asked once)."""
         if self._one_sample_refusal is None:
-            self._one_sample_refusal = False
-            try:
-                module = copy.deepcopy(self.inner_loop.module).train()
-                with forked_rng(self.settings.device), torch.no_grad():
-                    module(torch.from_numpy(X).to(self.settings.device))
-            except ValueError as exc:
-                self._one_sample_refusal = (
-                    "Expected more than 1 value per channel" in str(exc))
-            except Exception:  # noqa: BLE001 - the computation says what fails
-                pass
+            self._one_sample_refusal = refuses_one_sample(
+                self.inner_loop.module, X, self.settings.device)
         return self._one_sample_refusal
 
     def _meta_gradient(self, groups):
@@ -486,10 +502,7 @@ class MetaTrainer:
                     and self._one_sample_refused(stacked.X_support[0])):
                 # Reptile trains on support and query together, where torch
                 # would not refuse it: fit does
-                raise ValueError(
-                    f"the support set of {tasks} has a single sample, which the "
-                    "network's BatchNorm layers cannot normalize when fit adapts "
-                    "to it (fit refuses it); give it at least 2 samples")
+                raise ValueError(one_sample_message(stacked.indices))
             batch = to_task_batch(stacked, self.settings.device)
             sets = f"the support or query set of {tasks}"
             with single_sample_batch_norm_error(sets), \

@@ -146,7 +146,9 @@ def tasks_to_cv(tasks):
         All support and query rows, task after task; a DataFrame when the
         tasks hold DataFrames.
     y : ndarray or Series of shape (n_rows,) or (n_rows, n_outputs)
-        Their targets.
+        Their targets. Targets of shape ``(n,)`` and ``(n, 1)`` are one output,
+        as ``meta_fit`` reads them: they take the shape of task 0's
+        ``y_support``.
     cv : list of (ndarray, ndarray)
         One ``(support_rows, query_rows)`` pair of row indices per task.
 
@@ -203,6 +205,15 @@ def tasks_to_cv(tasks):
                 f"task {index}: X_support, y_support, X_query and y_query must be "
                 f"arrays of samples, got shapes {shapes}"
             )
+        task = list(task)
+        for position in (1, 3):
+            # (n,) and (n, 1) are one output either way, as meta_fit reads them:
+            # in the form of task 0's y_support
+            form = (first_shapes or shapes)[1][1:]
+            if {shapes[position][1:], form} == {(), (1,)}:
+                task[position] = np.asarray(task[position]).reshape(
+                    shapes[position][0], *form)
+                shapes[position] = np.shape(task[position])
         n_support, n_query = shapes[0][0], shapes[2][0]
         if shapes[1][0] != n_support or shapes[3][0] != n_query:
             raise ValueError(f"task {index}: X and y lengths differ")

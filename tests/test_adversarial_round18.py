@@ -1,0 +1,106 @@
+"""What the eighteenth pass found."""
+
+import warnings
+
+import numpy as np
+import pytest
+from sklearn.model_selection import GridSearchCV
+from torch import nn
+
+from sk_meta import MAMLClassifier, MAMLRegressor, ReptileClassifier
+from sk_meta.model_selection import tasks_to_cv
+
+RNG = np.random.default_rng(0)
+
+
+def _task(n_support=6, n_query=6, n_features=4):
+    return (RNG.normal(size=(n_support, n_features)).astype(np.float32),
+            np.arange(n_support) % 2,
+            RNG.normal(size=(n_query, n_features)).astype(np.float32),
+            np.arange(n_query) % 2)
+
+
+def _one_row_support():
+    X_support, y_support, X_query, _ = _task()
+    return X_support[:1], y_support[:1], X_query, np.zeros(len(X_query), int)
+
+
+def _batch_norm_net():
+    return nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.ReLU(),
+                         nn.Linear(8, 2))
+
+
+@pytest.mark.parametrize("cls", [MAMLClassifier, ReptileClassifier])
+def test_one_row_validation_support_is_refused_by_index_before_training(cls):
+    # torch's "Expected more than 1 value per channel" came at the first
+    # validation, validation_interval meta-iterations in
+    tasks = [_task() for _ in range(4)]
+    clf = cls(module=_batch_norm_net(), n_meta_iter=50, meta_batch_size=2,
+              validation_interval=25, random_state=0)
+    validation = [_task(), _one_row_support(), _task(), _one_row_support()]
+    message = (r"validation_tasks: the support sets of tasks 1, 3 have a single "
+               r"sample.*BatchNorm.*fit refuses it")
+    with pytest.raises(ValueError, match=message):
+        clf.meta_fit(tasks, validation_tasks=validation)
+    assert not hasattr(clf, "n_meta_iter_")
+    with pytest.raises(ValueError, match="validation_tasks: the support set of "
+                                         "task 0 has a single sample"):
+        clf.meta_fit(tasks, validation_tasks=[_one_row_support()])
+
+
+def test_one_row_validation_support_is_taken_where_batch_norm_takes_it():
+    # a convolution's map gives BatchNorm more than one value per channel
+    net = nn.Sequential(nn.Unflatten(1, (1, 2, 2)), nn.Conv2d(1, 3, 1),
+                        nn.BatchNorm2d(3), nn.Flatten(), nn.Linear(12, 2))
+    clf = MAMLClassifier(module=net, n_meta_iter=4, meta_batch_size=2,
+                         validation_interval=2, random_state=0)
+    clf.meta_fit([_task() for _ in range(4)], validation_tasks=[_one_row_support()])
+    assert len(clf.validation_scores_) == 2
+
+
+def _regression_tasks(n_tasks=4):
+    tasks = []
+    for index in range(n_tasks):
+        X_support, _, X_query, _ = _task()
+        y_support = RNG.normal(size=len(X_support))
+        y_query = RNG.normal(size=len(X_query))
+        if index % 2:  # (n, 1) beside (n,)
+            y_support, y_query = y_support[:, None], y_query[:, None]
+        tasks.append((X_support, y_support, X_query, y_query))
+    return tasks
+
+
+@pytest.mark.parametrize("first_column", [False, True])
+def test_tasks_to_cv_takes_column_targets_beside_flat_ones_as_meta_fit_does(
+        first_column):
+    tasks = _regression_tasks()
+    if first_column:
+        tasks = tasks[1:] + tasks[:1]
+    reg = MAMLRegressor(n_meta_iter=2, meta_batch_size=2, random_state=0)
+    reg.meta_fit(tasks)  # one output either way
+    X, y, cv = tasks_to_cv(tasks)
+    assert y.shape == ((len(X), 1) if first_column else (len(X),))
+    assert len(cv) == 4
+    expected = np.concatenate([np.ravel(part) for task in tasks
+                               for part in (task[1], task[3])])
+    np.testing.assert_array_equal(np.ravel(y), expected)
+    search = GridSearchCV(reg, {"inner_steps": [1, 2]}, cv=cv, refit=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        search.fit(X, y)
+    assert np.isfinite(search.cv_results_["mean_test_score"]).all()
+
+
+def test_tasks_to_cv_takes_a_column_query_beside_a_flat_support():
+    X_support, _, X_query, _ = _task()
+    task = (X_support, RNG.normal(size=6), X_query, RNG.normal(size=(6, 1)))
+    X, y, cv = tasks_to_cv([task])
+    assert y.shape == (12,)
+    np.testing.assert_array_equal(y[6:], task[3].ravel())
+
+
+def test_tasks_to_cv_still_refuses_two_outputs_beside_one():
+    tasks = _regression_tasks(2)
+    tasks[1] = tasks[1][:3] + (np.zeros((6, 2)),)
+    with pytest.raises(ValueError, match="task 1: y_query has per-sample shape"):
+        tasks_to_cv(tasks)
