@@ -236,7 +236,8 @@ def meta_train(estimator, tasks, validation_tasks, *, incremental, checkpoint=No
     else:
         module, n_outputs = network.build(
             checker.input_shape, _n_outputs_needed(first, checker, tasks, listed),
-            state.init_seed, probe=first[0].X_support[0], instance=instance)
+            state.init_seed, probe=first[0].X_support[0], instance=instance,
+            probe_name=f"the support set of task {first[0].indices[0]}")
         if pretrain:
             X, codes = sampler_rows(tasks)
             started = time.perf_counter()
@@ -628,7 +629,8 @@ def adapt_to_support(estimator, X, y_target, n_classes, n_outputs,
     else:
         network = NetworkSpec.from_estimator(estimator)
         network.warn_if_ignored()
-        module, n_outputs = network.build(X.shape[1:], n_outputs, init_seed, probe=X)
+        module, n_outputs = network.build(X.shape[1:], n_outputs, init_seed, probe=X,
+                                          probe_name=what)
         strategy, lrs, learned_mode = None, None, None
     if settings.classification and n_outputs < n_classes:
         raise ValueError(

@@ -16,7 +16,11 @@ from torch.func import functional_call
 from sk_meta._checks import DEFAULT_HIDDEN_LAYER_SIZES, is_auto, is_int
 from sk_meta._errors import warn_user
 from sk_meta._swap_check import check_functional_call_reaches_params
-from sk_meta._torch_utils import seeded_torch
+from sk_meta._torch_utils import (
+    is_single_sample_batch_norm_error,
+    seeded_torch,
+    single_sample_message,
+)
 from sk_meta.exceptions import FrozenParametersWarning
 from sk_meta.functional import prepare_module
 from sk_meta.functional._forward import check_not_torchscript, copy_network
@@ -522,11 +526,12 @@ class NetworkSpec:
             )
 
     def build(self, input_shape, n_outputs, seed, probe, instance=None,
-              check_batch_axis=True):
+              check_batch_axis=True, probe_name=None):
         """A freshly initialized network, prepared for the functional core.
 
         Returns the module and its number of outputs. ``probe`` is one task's
-        inputs, used to check what a custom module returns. ``instance``: the
+        inputs, used to check what a custom module returns; ``probe_name``
+        names them where one sample of them is refused. ``instance``: the
         module class already built at ``seed`` by :meth:`check`.
         """
         self.check()
@@ -576,10 +581,11 @@ class NetworkSpec:
         # module class is), and dropout leaves the user's generator alone
         with seeded_torch(seed, torch.device("cpu")):
             return module, self._probe_outputs(module, probe, n_outputs,
-                                               check_batch_axis, original=original)
+                                               check_batch_axis, original=original,
+                                               probe_name=probe_name)
 
     def _probe_outputs(self, module, probe, n_outputs, check_batch_axis=True,
-                       original=None):
+                       original=None, probe_name=None):
         """Run the module once and check its output shape; return its width.
         ``check_batch_axis``: refuse outputs that lose their batch axis on one
         sample (not for a file saved before that check: predict refuses a
@@ -591,6 +597,8 @@ class NetworkSpec:
             with torch.no_grad():
                 out = module(X)
         except Exception as exc:
+            if probe_name is not None and is_single_sample_batch_norm_error(exc):
+                raise ValueError(single_sample_message(probe_name)) from None
             raise ValueError(
                 f"module failed on inputs of shape {tuple(X.shape)}: "
                 f"{type(exc).__name__}: {exc}{_dtype_hint(module)}"

@@ -159,13 +159,21 @@ def single_sample_batch_norm_error(what):
     try:
         yield
     except ValueError as exc:
-        if "Expected more than 1 value per channel" not in str(exc):
+        if not is_single_sample_batch_norm_error(exc):
             raise
-        raise ValueError(
-            f"{what} has a single sample, which the network's BatchNorm layers "
+        raise ValueError(single_sample_message(what)) from None
+
+
+def is_single_sample_batch_norm_error(exc):
+    """Whether ``exc`` is torch's refusal of BatchNorm on one value per channel."""
+    return (isinstance(exc, ValueError)
+            and "Expected more than 1 value per channel" in str(exc))
+
+
+def single_sample_message(what):
+    return (f"{what} has a single sample, which the network's BatchNorm layers "
             "cannot normalize (they need more than one value per channel); give "
-            "it at least 2 samples"
-        ) from None
+            "it at least 2 samples")
 
 
 def loss_if_finite(loss, tensors):

@@ -27,6 +27,7 @@ from sk_meta._progress import Progress
 from sk_meta._records import MetaTrainingState
 from sk_meta._signals import deferred_keyboard_interrupt
 from sk_meta._torch_utils import (
+    is_single_sample_batch_norm_error,
     loss_if_finite,
     seed_torch,
     seeded_torch,
@@ -73,10 +74,8 @@ def refuses_one_sample(module, X, device):
         copied = copy.deepcopy(module).train()
         with forked_rng(device), torch.no_grad():
             copied(torch.from_numpy(X).to(device))
-    except ValueError as exc:
-        return "Expected more than 1 value per channel" in str(exc)
-    except Exception:  # noqa: BLE001 - the computation says what fails
-        return False
+    except Exception as exc:  # noqa: BLE001 - the computation says what fails
+        return is_single_sample_batch_norm_error(exc)
     return False
 
 

@@ -104,3 +104,30 @@ def test_tasks_to_cv_still_refuses_two_outputs_beside_one():
     tasks[1] = tasks[1][:3] + (np.zeros((6, 2)),)
     with pytest.raises(ValueError, match="task 1: y_query has per-sample shape"):
         tasks_to_cv(tasks)
+
+
+class _BatchNormNet(nn.Module):
+    def __init__(self, n_features=4, n_outputs=2):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(n_features, 8), nn.BatchNorm1d(8),
+                                 nn.ReLU(), nn.Linear(8, n_outputs))
+
+    def forward(self, X):
+        return self.net(X)
+
+
+@pytest.mark.parametrize("module", [_BatchNormNet, _BatchNormNet()],
+                         ids=["class", "instance"])
+def test_one_row_support_met_by_the_build_probe_is_named(module):
+    # the probe that builds the network met it first: "module failed on
+    # inputs of shape (1, 4): ValueError: Expected more than 1 value per
+    # channel ..." without the task
+    tasks = [_one_row_support()] + [_task() for _ in range(3)]
+    clf = MAMLClassifier(module=module, n_meta_iter=4, meta_batch_size=2,
+                         random_state=0)
+    with pytest.raises(ValueError, match=r"^the support set of task 0 has a single "
+                                         r"sample.*BatchNorm"):
+        clf.meta_fit(tasks)
+    X_support, y_support = _one_row_support()[:2]
+    with pytest.raises(ValueError, match=r"^the support set has a single sample"):
+        MAMLClassifier(module=module, random_state=0).fit(X_support, y_support)

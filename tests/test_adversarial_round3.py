@@ -435,7 +435,9 @@ def test_load_omniglot_refuses_files_of_other_kinds(tmp_path):
 @pytest.mark.parametrize("task, message", [
     ((X6[:4], Y6[:4], X6[:4, :3], Y6[:4]), "X_query has per-sample shape \\(3,\\), "
                                           "but X_support has \\(4,\\)"),
-    ((X6[:4], Y6[:4], X6[:4], Y6[:4, None]), "y_query has per-sample shape"),
+    # (n, 1) beside (n,) is one output, as meta_fit reads it; two are not
+    ((X6[:4], Y6[:4], X6[:4], np.stack([Y6[:4]] * 2, 1)),
+     "y_query has per-sample shape"),
     ((X6[:2], np.array(["a", "b"]), X6[:2], np.array([1, 2])),
      "y_query mixes numeric and string labels"),
 ])
