@@ -184,10 +184,10 @@ def _refuse_parametrized_modules(estimator, state):
             "sklearn.base.clone work")
 
 
-def _validated(estimator, X, y, **params):
+def _validated(estimator, X, y="no_validation", **params):
     """``validate_data``, naming pandas' NA held as an object in ``X`` (it
     stops numpy's conversion with a TypeError of its own) and pandas columns
-    that are not numbers."""
+    that are not numbers; ``fit``'s and ``predict``'s alike."""
     try:
         return validate_data(estimator, X, y, **params)
     except (TypeError, ValueError) as exc:
@@ -968,10 +968,8 @@ class BaseMetaEstimator(BaseEstimator):
             # first dimension alone
             _fitting.check_input_shape(self, X, self._fit.input_shape,
                                        trained="fitted")
-        X = validate_data(
-            self, X, reset=False,
-            allow_nd=self.module is not None, dtype=np.float32
-        )
+        X = _validated(self, X, reset=False, allow_nd=self.module is not None,
+                       dtype=np.float32)
         _fitting.check_input_shape(self, X, self._fit.input_shape, trained="fitted")
         X = _module_input(X)
         with torch_threads(self.n_threads):

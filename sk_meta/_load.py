@@ -3,6 +3,7 @@
 import copy
 
 import numpy as np
+import sklearn
 import torch
 
 from sk_meta import _persistence
@@ -128,6 +129,7 @@ def load(path, *, module=None):
     try:
         estimator = estimator_class(**params)
         estimator._validate_params()  # a hand-edited file: refused here, not later
+        _restore_metadata_requests(estimator, state.get("metadata_requests") or {})
         if state.get("meta", {}).get("hidden_layer_sizes") is not None:
             # hidden_layer_sizes="auto" reads the network meta_fit chose
             estimator._chosen_hidden_layer_sizes = tuple(
@@ -183,6 +185,16 @@ def load(path, *, module=None):
                 f"that one was, not the class ({exc.detail})") from None
         raise ValueError(str(exc)) from None
     return estimator
+
+
+def _restore_metadata_requests(estimator, requests):
+    """Set what ``set_fit_request`` and the like had set when it was saved
+    (they refuse to run unless routing is on: it is, for them alone)."""
+    if not requests:
+        return
+    with sklearn.config_context(enable_metadata_routing=True):
+        for method, values in requests.items():
+            getattr(estimator, f"set_{method}_request")(**values)
 
 
 def _fit_seed(fit, random_state):

@@ -380,6 +380,8 @@ class NetworkSpec:
     def check_unchanged(self, meta_architecture,
                         remedy="Restore the parameter or call meta_fit again."):
         """Raise if the architecture differs from the one meta-trained."""
+        if self.module is not None and not isinstance(self.module, type):
+            self._check_no_module_params()  # as before meta_fit
         current = self.architecture()
 
         def value(architecture, key):
@@ -466,12 +468,8 @@ class NetworkSpec:
             if seed is None:
                 return None
             module = instance = self._construct(seed)
-        elif self.module_params:
-            raise ValueError(
-                "module_params only applies when module is a class; got an "
-                "instance"
-            )
         else:
+            self._check_no_module_params()
             module, instance = self.module, None
         check_not_torchscript(module)  # said before its layers are looked for
         _check_trainable(module)
@@ -486,6 +484,14 @@ class NetworkSpec:
                 f"nn.Linear layer of {type(module).__name__} has one"
             )
         return instance
+
+    def _check_no_module_params(self):
+        """Refuse ``module_params`` beside a module instance, which ignores them."""
+        if self.module_params:
+            raise ValueError(
+                "module_params only applies when module is a class; got an "
+                "instance"
+            )
 
     def _construct(self, seed):
         """An instance of the module class, its constructor's failure named."""

@@ -187,6 +187,9 @@ def estimator_state(estimator):
         "estimator": type(estimator).__name__,
         "params": _estimator_params(estimator),
     }
+    requests = metadata_requests(estimator)
+    if requests:
+        state["metadata_requests"] = requests
     meta = estimator.__dict__.get("_meta")
     if meta is not None:
         state["meta"] = to_plain(meta)
@@ -200,6 +203,22 @@ def estimator_state(estimator):
             state["fit"]["feature_names_in"] = [
                 str(f) for f in estimator.feature_names_in_]
     return state
+
+
+def metadata_requests(estimator):
+    """What ``set_fit_request`` and the like set on ``estimator`` (pickle keeps
+    it too): ``{method: {parameter: True, False or an alias}}``, the unset
+    ones left out."""
+    routing = estimator.get_metadata_routing()
+    requests = {}
+    for name in dir(estimator):
+        if name.startswith("set_") and name.endswith("_request"):
+            method = name[len("set_"):-len("_request")]
+            values = {param: value for param, value in
+                      getattr(routing, method).requests.items() if value is not None}
+            if values:
+                requests[method] = values
+    return requests
 
 
 def check_saveable(estimator):

@@ -26,7 +26,7 @@ from sklearn.base import (
     RegressorMixin,
     clone,
 )
-from sklearn.exceptions import FitFailedWarning
+from sklearn.exceptions import FitFailedWarning, NotFittedError
 from sklearn.metrics import check_scoring
 from sklearn.model_selection import ParameterGrid
 from sklearn.utils import get_tags
@@ -1469,6 +1469,35 @@ class MetaGridSearch(MetaEstimatorMixin, BaseEstimator):
         """The classes of the last support set (classifiers)."""
         self._check_searched()
         return self.best_estimator_.classes_
+
+    def __sklearn_is_fitted__(self):
+        # fitted as the estimator it chose is: by fit, not by meta_fit alone
+        best = self.__dict__.get("best_estimator_")
+        if best is None:
+            return False
+        try:
+            check_is_fitted(best)
+        except NotFittedError:
+            return False
+        return True
+
+    @property
+    def n_features_in_(self):
+        """Features of the last support set (as ``GridSearchCV`` gives them)."""
+        return self._fitted_attribute("n_features_in_")
+
+    @property
+    def feature_names_in_(self):
+        """Column names of the last support set, when it was a DataFrame."""
+        return self._fitted_attribute("feature_names_in_")
+
+    def _fitted_attribute(self, name):
+        best = self.__dict__.get("best_estimator_")
+        if best is None or not hasattr(best, name):
+            raise AttributeError(
+                f"{type(self).__name__} has no {name} before fit (or, for "
+                "feature_names_in_, after a fit on an array without column names)")
+        return getattr(best, name)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

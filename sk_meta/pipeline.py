@@ -266,8 +266,7 @@ def meta_fit_pipeline(pipeline, tasks, *, validation_tasks=None,
     preprocessing_steps = pipeline.steps[:-1]
     if not preprocessing_steps:  # nothing to fit before the estimator
         final.meta_fit(tasks, **meta_fit_kwargs)
-        return Pipeline([(final_name, final)], memory=pipeline.memory,
-                        verbose=pipeline.verbose)
+        return _with_steps(pipeline, [(final_name, final)])
 
     source = tasks if preprocessing_tasks is None else preprocessing_tasks
     if isinstance(source, EpisodeSampler) and source.shuffle_labels:
@@ -291,8 +290,15 @@ def meta_fit_pipeline(pipeline, tasks, *, validation_tasks=None,
         (name, step if step is None or step == "passthrough" else FrozenEstimator(step))
         for name, step in preprocessing.steps
     ]
-    return Pipeline([*frozen, (final_name, final)], memory=pipeline.memory,
-                    verbose=pipeline.verbose)
+    return _with_steps(pipeline, [*frozen, (final_name, final)])
+
+
+def _with_steps(pipeline, steps):
+    """A Pipeline of ``steps`` with ``pipeline``'s other settings (``memory``,
+    ``verbose``, ``transform_input``: whatever this scikit-learn has)."""
+    settings = {key: value for key, value in pipeline.get_params(deep=False).items()
+                if key != "steps"}
+    return Pipeline(steps, **settings)
 
 
 _NOT_ROW_BY_ROW = (

@@ -131,3 +131,156 @@ def test_one_row_support_met_by_the_build_probe_is_named(module):
     X_support, y_support = _one_row_support()[:2]
     with pytest.raises(ValueError, match=r"^the support set has a single sample"):
         MAMLClassifier(module=module, random_state=0).fit(X_support, y_support)
+
+
+# -- scikit-learn's conventions (pass SS) --------------------------------------------
+
+def _digits_sampler():
+    from sklearn.datasets import load_digits
+
+    from sk_meta.tasks import EpisodeSampler
+
+    X, y = load_digits(return_X_y=True)
+    X = (X / 16).astype(np.float32)
+    train = EpisodeSampler(X, y, 3, 5, 5, classes=range(7), shuffle_labels=True,
+                           random_state=0)
+    support_query = EpisodeSampler(X, y, 3, 5, 5, classes=[7, 8, 9],
+                                   random_state=1).sample()
+    return train, support_query
+
+
+def test_module_params_beside_an_instance_are_refused_by_fit_after_meta_fit():
+    from sklearn.base import clone
+
+    train, (X_support, y_support, X_query, _) = _digits_sampler()
+    net = nn.Sequential(nn.Linear(64, 16), nn.ReLU(), nn.Linear(16, 3))
+    clf = MAMLClassifier(module=net, n_meta_iter=2, random_state=0).meta_fit(train)
+    fitted = clone(clf).fit(X_support, y_support)
+    before = fitted.predict_proba(X_query)
+    fitted.set_params(module_params={"width": 1})
+    with pytest.raises(ValueError, match="module_params only applies when module "
+                                         "is a class"):
+        fitted.fit(X_support, y_support)  # was taken, the value ignored
+    np.testing.assert_array_equal(fitted.predict_proba(X_query), before)
+
+
+def test_meta_fit_pipeline_keeps_every_setting_of_the_pipeline():
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from sk_meta.pipeline import meta_fit_pipeline
+
+    train, _ = _digits_sampler()
+    for steps in ([("scale", StandardScaler())], []):
+        pipeline = Pipeline([*steps, ("maml", MAMLClassifier(
+            n_meta_iter=2, hidden_layer_sizes=(8,), random_state=0))],
+            transform_input=["X_val"], verbose=False)
+        fitted = meta_fit_pipeline(pipeline, train)
+        assert fitted.transform_input == ["X_val"]  # was None
+        assert fitted.get_params(deep=False).keys() == pipeline.get_params(
+            deep=False).keys()
+
+
+def test_save_and_load_keep_the_metadata_requests(tmp_path):
+    import sklearn
+
+    import sk_meta
+
+    train, (X_support, y_support, X_query, y_query) = _digits_sampler()
+    with sklearn.config_context(enable_metadata_routing=True):
+        clf = MAMLClassifier(n_meta_iter=2, hidden_layer_sizes=(8,), random_state=0)
+        clf.meta_fit(train).set_fit_request(sample_weight=True)
+        clf.set_score_request(sample_weight="query_weight")
+        clf.fit(X_support, y_support)
+        clf.save(tmp_path / "clf.skm")
+        loaded = sk_meta.load(tmp_path / "clf.skm")
+        routing = loaded.get_metadata_routing()
+        assert routing.fit.requests == {"sample_weight": True}
+        assert routing.score.requests == {"sample_weight": "query_weight"}
+        # routed through a search's scoring as the original would be
+        from sklearn.model_selection import cross_validate
+
+        from sk_meta.model_selection import tasks_to_cv
+        X, y, cv = tasks_to_cv([(X_support, y_support, X_query, y_query)])
+        weights = np.ones(len(y))
+        scores = [cross_validate(est, X, y, cv=cv, params={
+            "sample_weight": weights, "query_weight": weights})["test_score"]
+            for est in (clf, loaded)]
+    np.testing.assert_array_equal(*scores)
+    # nothing set: nothing saved, and routing stays off for it
+    plain = MAMLClassifier(n_meta_iter=1, hidden_layer_sizes=(8,), random_state=0)
+    plain.meta_fit(train).save(tmp_path / "plain.skm")
+    assert sk_meta.load(tmp_path / "plain.skm").get_metadata_routing(
+    ).fit.requests == {"sample_weight": None}
+
+
+def test_meta_grid_search_is_fitted_as_its_best_estimator_is():
+    import pandas as pd
+    from sklearn.exceptions import NotFittedError
+    from sklearn.utils.validation import check_is_fitted
+
+    from sk_meta.model_selection import MetaGridSearch
+
+    train, (X_support, y_support, _, _) = _digits_sampler()
+    search = MetaGridSearch(
+        MAMLClassifier(hidden_layer_sizes=(8,), n_meta_iter=4, validation_interval=2,
+                       random_state=0),
+        {"concat_input": [False, True]}, n_val_tasks=3, random_state=0)
+    with pytest.raises(NotFittedError):
+        check_is_fitted(search)
+    search.meta_fit(train)
+    with pytest.raises(NotFittedError):  # meta-trained, not adapted: as estimators
+        check_is_fitted(search)
+    assert not hasattr(search, "n_features_in_")
+    search.fit(X_support, y_support)
+    check_is_fitted(search)
+    assert search.n_features_in_ == 64
+    assert not hasattr(search, "feature_names_in_")
+    columns = [f"pixel{i}" for i in range(64)]
+    search.fit(pd.DataFrame(X_support, columns=columns), y_support)
+    assert list(search.feature_names_in_) == columns
+
+
+def test_predict_names_pandas_na_as_fit_does():
+    import pandas as pd
+
+    train, (X_support, y_support, X_query, _) = _digits_sampler()
+    clf = MAMLClassifier(n_meta_iter=2, hidden_layer_sizes=(8,), random_state=0)
+    clf.meta_fit(train).fit(pd.DataFrame(X_support), y_support)
+    query = pd.DataFrame(X_query).astype(object)
+    query.iloc[0, 3] = pd.NA
+    for method in (clf.predict, clf.predict_proba):
+        with pytest.raises(ValueError, match="X contains NaN or None: a missing "
+                                             "value"):
+            method(query)  # was pandas' TypeError from float()
+
+
+def test_reptile_meta_gradient_refuses_unknown_reinitialized_names():
+    import functools
+
+    import torch
+
+    from sk_meta.functional import (
+        TaskBatch,
+        batched_forward,
+        cross_entropy_loss,
+        prepare_module,
+        reptile_meta_gradient,
+    )
+    from sk_meta.models import MLP
+
+    module = prepare_module(MLP(n_features=3, hidden_layer_sizes=(4,), n_outputs=2))
+    params = {k: p.detach() for k, p in module.named_parameters()}
+    batch = TaskBatch(torch.randn(2, 4, 3), torch.tensor([[0, 0, 1, 1]] * 2),
+                      torch.randn(2, 3, 3), torch.tensor([[0, 1, 1]] * 2), 2)
+    options = dict(loss_fn=functools.partial(cross_entropy_loss, n_classes=2),
+                   lr=0.1, n_steps=1)
+    head = [name for name in params if name.endswith("weight")][-1]
+    with pytest.raises(ValueError, match="reinitialized names parameters that "
+                                         "params lacks"):
+        reptile_meta_gradient(batched_forward(module), params, batch,
+                              reinitialized={head.replace("weight", "weigth")},
+                              **options)
+    grads, _ = reptile_meta_gradient(batched_forward(module), params, batch,
+                                     reinitialized={head}, **options)
+    assert not grads[head].any()

@@ -228,6 +228,9 @@ def reptile_meta_gradient(forward, params, batch, *, loss_fn, lr, n_steps,
         raise TypeError("reinitialized must be a collection of parameter names, "
                         f"not one string ({reinitialized!r})")
     still = set(reinitialized)
+    unknown = sorted(still - set(params), key=str)
+    if unknown:  # as trainable's: a misspelt head would get a direction
+        raise ValueError(f"reinitialized names parameters that params lacks: {unknown}")
     if trainable is not None and not isinstance(trainable, str):
         trainable = frozenset(trainable)  # read once: adapt reads it too
         still |= set(params) - trainable
