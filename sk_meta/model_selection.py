@@ -1009,6 +1009,10 @@ class MetaGridSearch(MetaEstimatorMixin, BaseEstimator):
     fold_val_classes_ : list of ndarray or None
         The held-out classes of each fold (None when the validation tasks
         were passed).
+    n_features_in_ : int
+        Features of the support set of the last ``fit`` (``best_estimator_``'s).
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Its column names, when it was a DataFrame with string column names.
 
     See Also
     --------
@@ -1031,7 +1035,9 @@ class MetaGridSearch(MetaEstimatorMixin, BaseEstimator):
     ``estimator__<name>`` sets it on ``best_estimator_`` too, so
     ``GridSearchCV`` over ``estimator__inner_steps`` tunes the adaptation
     as on the estimator itself; the search's own settings act in
-    ``meta_fit`` alone, and ``fit`` warns when they were set after it.
+    ``meta_fit`` alone, and ``fit`` warns when they were set after it. As an
+    estimator, the search is fitted (``check_is_fitted``) once ``fit`` has
+    adapted ``best_estimator_``, not by ``meta_fit`` alone.
 
     An estimator's ``hidden_layer_sizes="auto"`` is ``(64, 64)`` here,
     whatever the number of classes: the grid is the choice (list ``()`` in
