@@ -65,16 +65,21 @@ MAX_TASKS = MAX_VALIDATION_TASKS
 def _finite_tasks(tasks, what):
     """Iterate over ``tasks`` with their index; refuse endless iterables."""
     tasks = as_task_sequence(tasks, what)  # a map-style dataset, by index
-    if isinstance(tasks, Sequence) and len(tasks) > MAX_TASKS:  # before adapting
-        raise ValueError(
-            f"{what} must be a finite collection of at most {MAX_TASKS} tasks, "
-            f"got {len(tasks)}")
-    if getattr(tasks, "n_tasks", 0) is None:
+    n_tasks = getattr(tasks, "n_tasks", 0)
+    if n_tasks is None:
         raise ValueError(
             f"{what} must be a finite collection of tasks, but this "
             f"{type(tasks).__name__} is endless (n_tasks=None): pass n_tasks, or "
             "a list of tasks"
         )
+    # before adapting any: a sampler's n_tasks says it as a list's length does
+    size = (len(tasks) if isinstance(tasks, Sequence)
+            else n_tasks if is_int(n_tasks) else 0)
+    if size > MAX_TASKS:
+        raise ValueError(
+            f"{what} must be a finite collection of at most {MAX_TASKS} tasks, "
+            f"got {size}" + ("" if isinstance(tasks, Sequence) else
+                             f" (this {type(tasks).__name__}'s n_tasks)"))
     for index, task in enumerate(tasks):
         if index == MAX_TASKS:
             raise ValueError(
@@ -523,6 +528,11 @@ def evaluate_tasks(estimator, tasks, *, baselines=None, scoring=None,
             except (ValueError, TypeError) as exc:
                 # the model's own message does not say which task is bad
                 raise_with_context(exc, f"task {index}: {name}", chain=True)
+            except Exception as exc:
+                # a divergence, torch's RuntimeError: their type and attributes
+                # kept, the task and model in a note
+                exc.add_note(f"in evaluate_tasks, task {index}: {name}")
+                raise
     if not scores[_model_name(estimator)]:
         raise ValueError("tasks is empty")
     return TaskEvaluation(
@@ -1361,7 +1371,8 @@ class MetaGridSearch(MetaEstimatorMixin, BaseEstimator):
                               else seed + 1),
                 shuffle_labels=sampler.shuffle_labels)
             validation_tasks = list(EpisodeSampler(
-                sampler.X, sampler.y, min(sampler.n_way, n_val),
+                # classes, not groups: a held-out group may hold several
+                sampler.X, sampler.y, min(sampler.n_way, len(val_classes)),
                 sampler.k_shot, sampler.n_query, classes=val_classes,
                 n_tasks=self.n_val_tasks, random_state=seed))
             folds.append((search_tasks, validation_tasks, val_classes))

@@ -284,3 +284,110 @@ def test_reptile_meta_gradient_refuses_unknown_reinitialized_names():
     grads, _ = reptile_meta_gradient(batched_forward(module), params, batch,
                                      reinitialized={head}, **options)
     assert not grads[head].any()
+
+
+# -- tasks (pass VV) -------------------------------------------------------------------
+
+def test_meta_grid_search_with_groups_validates_on_n_way_tasks_of_the_held_out_classes(
+        monkeypatch):
+    # held-out groups of two classes each: validation tasks were
+    # min(n_way, number of groups) = 2-way for 3-way meta-training
+    from sklearn.datasets import load_digits
+
+    from sk_meta.model_selection import MetaGridSearch
+    from sk_meta.tasks import EpisodeSampler
+
+    X, y = load_digits(return_X_y=True)
+    ways = []
+    meta_fit = MAMLClassifier.meta_fit
+
+    def recording(self, tasks, validation_tasks=None):
+        if validation_tasks is not None:
+            ways.extend(len(np.unique(task[1])) for task in validation_tasks)
+        return meta_fit(self, tasks, validation_tasks)
+
+    monkeypatch.setattr(MAMLClassifier, "meta_fit", recording)
+    sampler = EpisodeSampler(X / 16, y, n_way=3, k_shot=2, n_query=3,
+                             shuffle_labels=True, random_state=0)
+    search = MetaGridSearch(
+        MAMLClassifier(hidden_layer_sizes=(8,), n_meta_iter=2, validation_interval=1,
+                       random_state=0),
+        {"inner_lr": [0.1]}, val_size=2, n_val_tasks=5, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        search.meta_fit(sampler, groups=y // 2)
+    assert len(search.val_classes_) == 4
+    assert ways and set(ways) == {3}
+
+
+def _sampler(n_tasks):
+    from sk_meta.tasks import EpisodeSampler
+
+    X = RNG.random((100, 2))
+    y = np.repeat(np.arange(5), 20)
+    return EpisodeSampler(X, y, 2, 1, 1, n_tasks=n_tasks, random_state=0)
+
+
+def test_a_sampler_of_too_many_tasks_is_refused_before_any_is_adapted():
+    from sk_meta.model_selection import evaluate_tasks
+
+    fits = []
+
+    class Counting(MAMLClassifier):
+        def fit(self, X, y, sample_weight=None):
+            fits.append(1)
+            return super().fit(X, y, sample_weight=sample_weight)
+
+    with pytest.raises(ValueError, match=r"at most 10000 tasks, got 10001 \(this "
+                                         r"EpisodeSampler's n_tasks\)"):
+        evaluate_tasks(Counting(), _sampler(10001))
+    assert not fits  # was 10,000 fits, then the refusal
+    with pytest.raises(ValueError, match="got 10001"):
+        tasks_to_cv(_sampler(10001))
+    assert len(tasks_to_cv(_sampler(3))[2]) == 3
+
+
+def test_evaluate_tasks_notes_the_task_and_model_of_other_errors():
+    from sk_meta.exceptions import DivergenceError
+    from sk_meta.model_selection import evaluate_tasks
+
+    tasks = list(_sampler(3))
+    clf = MAMLClassifier(hidden_layer_sizes=(8,), n_meta_iter=2, random_state=0)
+    clf.meta_fit(_sampler(None)).set_params(inner_lr=1e30)
+    with pytest.raises(DivergenceError) as info:
+        evaluate_tasks(clf, tasks, baselines=[])
+    assert "in evaluate_tasks, task 0: MAMLClassifier" in getattr(
+        info.value, "__notes__", [])
+
+
+def test_a_batching_data_loader_is_refused_with_the_remedy():
+    import torch
+
+    class Episodes(torch.utils.data.Dataset):
+        def __init__(self):
+            self.tasks = list(_sampler(4))
+
+        def __len__(self):
+            return len(self.tasks)
+
+        def __getitem__(self, index):
+            return self.tasks[index]
+
+    clf = MAMLClassifier(hidden_layer_sizes=(8,), n_meta_iter=2, random_state=0)
+    loader = torch.utils.data.DataLoader(Episodes(), batch_size=1)
+    with pytest.raises(ValueError, match=r"tasks is a torch DataLoader with "
+                                         r"batch_size=1.*batch_size=None"):
+        clf.meta_fit(loader)  # was "task 0: y_support must be 1-D class labels"
+    assert not hasattr(clf, "n_meta_iter_")
+    clf.meta_fit(torch.utils.data.DataLoader(Episodes(), batch_size=None))
+    assert clf.n_meta_iter_ == 2
+
+
+def test_an_object_array_of_tasks_is_told_to_pass_tuples():
+    tasks = np.empty((3, 4), dtype=object)
+    for row, task in zip(tasks, _sampler(3)):
+        row[:] = list(task)  # arrays, one per cell
+    clf = MAMLClassifier(hidden_layer_sizes=(8,), n_meta_iter=2, random_state=0)
+    with pytest.raises(TypeError, match=r"a row of an object array: pass each task "
+                                        r"as a tuple"):
+        clf.meta_fit(tasks)

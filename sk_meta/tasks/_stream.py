@@ -1,6 +1,7 @@
 """Drawing meta-batches from whatever iterable of tasks the user passes."""
 
 import numbers
+import sys
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -71,6 +72,14 @@ def as_task_sequence(tasks, what="tasks"):
     that is not an iterable (``what`` names the argument)."""
     if isinstance(tasks, MapStyleTasks):
         return tasks
+    if _batches_tasks(tasks):
+        size = (f"batch_size={tasks.batch_size}" if tasks.batch_size is not None
+                else "a batch_sampler")
+        raise ValueError(
+            f"{what} is a torch DataLoader with {size}: it stacks tasks into "
+            "batches, whose items are no longer one task's arrays; pass "
+            "DataLoader(dataset, batch_size=None, ...) or the dataset itself"
+        )
     if _is_table(tasks) or _is_list_of_samples(tasks):
         # scikit-learn's habit: meta_fit(X, y) as fit(X, y)
         shape = (f"of shape {tuple(tasks.shape)}" if hasattr(tasks, "shape")
@@ -91,6 +100,14 @@ def as_task_sequence(tasks, what="tasks"):
             f"y_query) tasks, got {_describe_tasks_type(tasks)}"
         )
     return tasks
+
+
+def _batches_tasks(tasks):
+    """Whether ``tasks`` is a torch DataLoader that collates its items into
+    batches (its default, ``batch_size=1``); read without importing torch."""
+    data = sys.modules.get("torch.utils.data")
+    return (data is not None and isinstance(tasks, data.DataLoader)
+            and tasks.batch_sampler is not None)
 
 
 def _is_list_of_samples(tasks):

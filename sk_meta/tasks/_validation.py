@@ -52,7 +52,11 @@ def _unpack(task, index):
     if not isinstance(task, (tuple, list)) or len(task) != 4:
         hint = ""
         if hasattr(task, "shape"):
-            hint = " (pass an iterable of tasks, not a single task)"
+            kind = getattr(getattr(task, "dtype", None), "kind", "")
+            four_objects = tuple(task.shape) == (4,) and kind == "O"
+            hint = (" (a row of an object array: pass each task as a tuple, "
+                    "tuple(row))" if four_objects else
+                    " (pass an iterable of tasks, not a single task)")
         raise TypeError(
             f"task {index}: expected a 4-tuple (X_support, y_support, X_query, "
             f"y_query), got {_describe(task)}{hint}"
