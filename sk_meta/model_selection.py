@@ -1019,6 +1019,8 @@ class MetaGridSearch(MetaEstimatorMixin, BaseEstimator):
     fold_val_classes_ : list of ndarray or None
         The held-out classes of each fold (None when the validation tasks
         were passed).
+    classes_ : ndarray
+        The classes of the support set of the last ``fit`` (classifiers).
     n_features_in_ : int
         Features of the support set of the last ``fit`` (``best_estimator_``'s).
     feature_names_in_ : ndarray of shape (n_features_in_,)

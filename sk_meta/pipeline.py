@@ -28,6 +28,8 @@ from sk_meta.model_selection import MetaGridSearch
 from sk_meta.tasks import EpisodeSampler, Task
 from sk_meta.tasks._stream import MapStyleTasks, as_task_sequence, is_map_style
 
+__all__ = ["meta_fit_pipeline"]
+
 
 class _Transformed:
     """Tasks whose inputs are transformed as they are read."""
