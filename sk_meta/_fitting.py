@@ -436,8 +436,19 @@ def _stream(estimator, tasks, state, *, warm, incremental):
     if (warm and live is not None and live.tasks is tasks and live.cycle
             and live.n_drawn == state.n_drawn):
         return live
-    return TaskStream(tasks, seed=state.stream_seed,
-                      n_drawn=state.n_drawn if warm else 0)
+    stream = TaskStream(tasks, seed=state.stream_seed,
+                        n_drawn=state.n_drawn if warm else 0)
+    if warm and stream.is_one_shot and state.n_drawn:
+        # not the iterator the run drew from (a new process, a new generator):
+        # nothing says where it stands
+        warn_user(
+            f"warm start on a one-shot iterator ({type(tasks).__name__}) that is "
+            f"not the one meta-training drew its {state.n_drawn} tasks from: it "
+            "goes on from wherever this iterator stands, which sk_meta cannot "
+            "check, so it matches the uninterrupted run only if the iterator "
+            "continues where that run stopped. A list or a sampler resumes "
+            "exactly", UserWarning)
+    return stream
 
 
 def _declared_endless(tasks):

@@ -431,10 +431,17 @@ class MetaTrainer:
                 TasksExhaustedWarning,
             )
         if interrupted:
+            kept = ("the best init it scored (early_stopping)"
+                    if self.settings.early_stopping and self.state.best is not None
+                    else "that init")
+            then = ("Call meta_fit again with warm_start=True to resume."
+                    if self.settings.n_meta_iter is not None else
+                    # meta_partial_fit: the caller's loop goes on to its next call
+                    "The rest of this call's tasks were not used; a loop of "
+                    "meta_partial_fit calls goes on (a second Ctrl-C stops it).")
             warn_user(
                 f"meta-training interrupted after {self.n_iter} meta-iterations; "
-                "the estimator keeps that init. Call meta_fit again with "
-                "warm_start=True to resume.",
+                f"the estimator keeps {kept}. {then}",
                 InterruptedWarning,
             )
         return result

@@ -391,3 +391,61 @@ def test_an_object_array_of_tasks_is_told_to_pass_tuples():
     with pytest.raises(TypeError, match=r"a row of an object array: pass each task "
                                         r"as a tuple"):
         clf.meta_fit(tasks)
+
+
+# -- long runs (pass XX) ---------------------------------------------------------------
+
+class _InterruptingList(list):
+    """Tasks whose n-th read raises KeyboardInterrupt, as Ctrl-C would."""
+
+    def __init__(self, tasks, interrupt_at):
+        super().__init__(tasks)
+        self.reads = 0
+        self.interrupt_at = interrupt_at
+
+    def __getitem__(self, index):
+        self.reads += 1
+        if self.reads == self.interrupt_at:
+            raise KeyboardInterrupt
+        return super().__getitem__(index)
+
+
+def _two_way_tasks(n_tasks):
+    return [_task() for _ in range(n_tasks)]
+
+
+def test_a_warm_start_on_another_one_shot_iterator_says_it_cannot_resume_exactly():
+    tasks = _two_way_tasks(12)
+    clf = MAMLClassifier(hidden_layer_sizes=(8,), meta_batch_size=2, n_meta_iter=3,
+                         random_state=0)
+    clf.meta_fit(iter(tasks))
+    clf.set_params(warm_start=True, n_meta_iter=6)
+    with pytest.warns(UserWarning, match=r"warm start on a one-shot iterator "
+                                         r"\(list_iterator\).*its 6 tasks"):
+        clf.meta_fit(iter(tasks))  # a new process would rebuild it: task 0 again
+    assert clf.n_meta_iter_ == 6
+    # the same iterator, kept by the estimator, and a list: no word
+    same = iter(tasks)
+    clf = MAMLClassifier(hidden_layer_sizes=(8,), meta_batch_size=2, n_meta_iter=3,
+                         random_state=0).meta_fit(same)
+    for source in (same, tasks):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            clf.set_params(warm_start=True, n_meta_iter=clf.n_meta_iter_ + 1)
+            clf.meta_fit(source)
+
+
+def test_the_interrupt_warning_says_which_init_is_kept():
+    tasks = _two_way_tasks(12)
+    clf = MAMLClassifier(hidden_layer_sizes=(8,), meta_batch_size=4, n_meta_iter=10,
+                         validation_interval=1, early_stopping=True,
+                         n_iter_no_change=100, random_state=0)
+    with pytest.warns(UserWarning, match=r"keeps the best init it scored "
+                                         r"\(early_stopping\)\. Call meta_fit"):
+        clf.meta_fit(_InterruptingList(tasks, interrupt_at=15),
+                     validation_tasks=tasks[:2])
+    partial = MAMLClassifier(hidden_layer_sizes=(8,), meta_batch_size=4,
+                             random_state=0)
+    with pytest.warns(UserWarning, match=r"keeps that init\. The rest of this "
+                                         r"call's tasks were not used"):
+        partial.meta_partial_fit(_InterruptingList(tasks, interrupt_at=7))
