@@ -191,6 +191,8 @@ def _validated(estimator, X, y="no_validation", **params):
     try:
         return validate_data(estimator, X, y, **params)
     except (TypeError, ValueError) as exc:
+        if "feature names" in str(exc):
+            raise  # other columns than fit saw: said first, whatever they hold
         # pandas columns of categories or text: named, as meta_fit names
         # them, instead of numpy's "could not convert string to float"
         columns = non_numeric_columns(X)

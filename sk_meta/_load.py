@@ -194,7 +194,10 @@ def _restore_metadata_requests(estimator, requests):
         return
     with sklearn.config_context(enable_metadata_routing=True):
         for method, values in requests.items():
-            getattr(estimator, f"set_{method}_request")(**values)
+            try:
+                getattr(estimator, f"set_{method}_request")(**values)
+            except ValueError as exc:  # a hand-edited file: as other bad entries
+                raise TypeError(f"metadata_requests[{method!r}]: {exc}") from None
 
 
 def _fit_seed(fit, random_state):

@@ -380,8 +380,6 @@ class NetworkSpec:
     def check_unchanged(self, meta_architecture,
                         remedy="Restore the parameter or call meta_fit again."):
         """Raise if the architecture differs from the one meta-trained."""
-        if self.module is not None and not isinstance(self.module, type):
-            self._check_no_module_params()  # as before meta_fit
         current = self.architecture()
 
         def value(architecture, key):
@@ -422,6 +420,8 @@ class NetworkSpec:
                 "The network's architecture changed since meta_fit "
                 f"({details}); the meta-learned init does not fit it. {remedy}"
             )
+        if self.module is not None and not isinstance(self.module, type):
+            self._check_no_module_params()  # as before meta_fit
 
     def check(self, *, needs_output_layer=False, needs_bias=False, seed=None):
         """Refuse what the parameters alone make impossible, before ``meta_fit``
@@ -603,7 +603,8 @@ class NetworkSpec:
             with torch.no_grad():
                 out = module(X)
         except Exception as exc:
-            if probe_name is not None and is_single_sample_batch_norm_error(exc):
+            if (probe_name is not None and len(X) == 1
+                    and is_single_sample_batch_norm_error(exc)):
                 raise ValueError(single_sample_message(probe_name)) from None
             raise ValueError(
                 f"module failed on inputs of shape {tuple(X.shape)}: "

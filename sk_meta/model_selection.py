@@ -216,8 +216,10 @@ def tasks_to_cv(tasks):
             # in the form of task 0's y_support
             form = (first_shapes or shapes)[1][1:]
             if {shapes[position][1:], form} == {(), (1,)}:
-                task[position] = np.asarray(task[position]).reshape(
-                    shapes[position][0], *form)
+                part = task[position]
+                task[position] = (
+                    part.iloc[:, 0] if form == () and hasattr(part, "columns")
+                    else np.asarray(part).reshape(shapes[position][0], *form))
                 shapes[position] = np.shape(task[position])
         n_support, n_query = shapes[0][0], shapes[2][0]
         if shapes[1][0] != n_support or shapes[3][0] != n_query:
@@ -1513,9 +1515,10 @@ class MetaGridSearch(MetaEstimatorMixin, BaseEstimator):
     def _fitted_attribute(self, name):
         best = self.__dict__.get("best_estimator_")
         if best is None or not hasattr(best, name):
+            after = ("; nor after a fit on data without column names"
+                     if name == "feature_names_in_" else "")
             raise AttributeError(
-                f"{type(self).__name__} has no {name} before fit (or, for "
-                "feature_names_in_, after a fit on an array without column names)")
+                f"{type(self).__name__} has no {name} before fit{after}")
         return getattr(best, name)
 
     def __sklearn_tags__(self):

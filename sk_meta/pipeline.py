@@ -12,6 +12,7 @@ A plain ``Pipeline`` is fine when its steps need no fitting on the data
 fitting them on each support set is what you want.
 """
 
+import inspect
 from collections.abc import Sequence
 from itertools import chain, islice
 
@@ -298,8 +299,10 @@ def meta_fit_pipeline(pipeline, tasks, *, validation_tasks=None,
 def _with_steps(pipeline, steps):
     """A Pipeline of ``steps`` with ``pipeline``'s other settings (``memory``,
     ``verbose``, ``transform_input``: whatever this scikit-learn has)."""
+    # a subclass's own parameters are not Pipeline's: the result is a Pipeline
+    accepted = set(inspect.signature(Pipeline).parameters) - {"steps"}
     settings = {key: value for key, value in pipeline.get_params(deep=False).items()
-                if key != "steps"}
+                if key in accepted}
     return Pipeline(steps, **settings)
 
 

@@ -449,3 +449,126 @@ def test_the_interrupt_warning_says_which_init_is_kept():
     with pytest.warns(UserWarning, match=r"keeps that init\. The rest of this "
                                          r"call's tasks were not used"):
         partial.meta_partial_fit(_InterruptingList(tasks, interrupt_at=7))
+
+
+# -- regressions of this session's own fixes (pass WW) ---------------------------------
+
+def test_a_data_loader_whose_collate_fn_unbatches_is_taken():
+    import torch
+
+    from sk_meta.model_selection import evaluate_tasks
+
+    tasks = list(_sampler(4))
+
+    class Episodes(torch.utils.data.Dataset):
+        def __len__(self):
+            return len(tasks)
+
+        def __getitem__(self, index):
+            return tasks[index]
+
+    def loader():
+        return torch.utils.data.DataLoader(Episodes(), batch_size=1,
+                                           collate_fn=lambda batch: batch[0])
+
+    clf = MAMLClassifier(hidden_layer_sizes=(8,), n_meta_iter=2, random_state=0)
+    clf.meta_fit(loader(), validation_tasks=loader())
+    assert clf.n_meta_iter_ == 2
+    assert len(tasks_to_cv(loader())[2]) == 4
+    assert len(evaluate_tasks(clf, loader(), baselines=[])[
+        "MAMLClassifier"].scores) == 4
+
+
+def test_meta_fit_pipeline_of_a_pipeline_subclass_returns_a_pipeline():
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from sk_meta.pipeline import meta_fit_pipeline
+
+    class TaggedPipeline(Pipeline):
+        def __init__(self, steps, *, memory=None, verbose=False, tag="x"):
+            super().__init__(steps, memory=memory, verbose=verbose)
+            self.tag = tag
+
+    train, (X_support, y_support, X_query, _) = _digits_sampler()
+    pipeline = TaggedPipeline([("scale", StandardScaler()), ("maml", MAMLClassifier(
+        n_meta_iter=2, hidden_layer_sizes=(8,), random_state=0))], tag="y")
+    fitted = meta_fit_pipeline(pipeline, train)  # was Pipeline's TypeError on 'tag'
+    assert type(fitted) is Pipeline
+    assert fitted.fit(X_support, y_support).predict(X_query).shape == (15,)
+
+
+def test_batch_norm_on_a_pooled_row_is_not_blamed_on_a_one_sample_support():
+    class Pooling(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = nn.Linear(4, 8)
+            self.norm = nn.BatchNorm1d(8)
+            self.out = nn.Linear(8, 2)
+
+        def forward(self, X):
+            pooled = self.norm(self.embed(X).mean(0, keepdim=True))
+            return self.out(self.embed(X) + pooled)
+
+    X_support, y_support = _task()[:2]
+    with pytest.raises(ValueError, match=r"module failed on inputs of shape \(6, "
+                                         r"4\).*Expected more than 1 value"):
+        MAMLClassifier(module=Pooling(), random_state=0).fit(X_support, y_support)
+
+
+def test_predict_says_other_columns_before_what_they_hold():
+    import pandas as pd
+
+    train, (X_support, y_support, X_query, _) = _digits_sampler()
+    columns = [f"c{i}" for i in range(64)]
+    clf = MAMLClassifier(n_meta_iter=2, hidden_layer_sizes=(8,), random_state=0)
+    clf.meta_fit(train).fit(pd.DataFrame(X_support, columns=columns), y_support)
+    query = pd.DataFrame(X_query, columns=["z", *columns[1:]])
+    query["z"] = "text"
+    with pytest.raises(ValueError, match="feature names should match"):
+        clf.predict(query)
+
+
+def test_tasks_to_cv_keeps_a_series_beside_a_one_column_frame():
+    import pandas as pd
+
+    X_support, _, X_query, _ = _task()
+    task = (pd.DataFrame(X_support), pd.Series(RNG.normal(size=6), name="target"),
+            pd.DataFrame(X_query), pd.DataFrame({"target": RNG.normal(size=6)}))
+    X, y, _ = tasks_to_cv([task])
+    assert isinstance(y, pd.Series) and y.shape == (12,)
+
+
+def test_a_loaded_file_with_a_bad_request_is_not_a_valid_file(tmp_path):
+    import torch
+
+    import sk_meta
+
+    train, _ = _digits_sampler()
+    clf = MAMLClassifier(n_meta_iter=1, hidden_layer_sizes=(8,), random_state=0)
+    clf.meta_fit(train).save(tmp_path / "clf.skm")
+    state = torch.load(tmp_path / "clf.skm", weights_only=True)
+    state["metadata_requests"] = {"fit": {"sample_weight": "not an identifier"}}
+    torch.save(state, tmp_path / "edited.skm")
+    with pytest.raises(ValueError, match=r"is not a valid sk_meta file.*"
+                                         r"metadata_requests\['fit'\]"):
+        sk_meta.load(tmp_path / "edited.skm")
+
+
+def test_another_network_is_said_before_module_params():
+    train, (X_support, y_support, _, _) = _digits_sampler()
+
+    class Net(nn.Module):
+        def __init__(self, width=8):
+            super().__init__()
+            self.layers = nn.Sequential(nn.Linear(64, width), nn.ReLU(),
+                                        nn.Linear(width, 3))
+
+        def forward(self, X):
+            return self.layers(X)
+
+    clf = MAMLClassifier(module=Net, module_params={"width": 8}, n_meta_iter=1,
+                         random_state=0).meta_fit(train)
+    clf.set_params(module=Net(4))
+    with pytest.raises(ValueError, match="architecture changed since meta_fit"):
+        clf.fit(X_support, y_support)

@@ -103,11 +103,13 @@ def as_task_sequence(tasks, what="tasks"):
 
 
 def _batches_tasks(tasks):
-    """Whether ``tasks`` is a torch DataLoader that collates its items into
-    batches (its default, ``batch_size=1``); read without importing torch."""
+    """Whether ``tasks`` is a torch DataLoader that stacks its items into
+    batches (its default, ``batch_size=1``, with torch's own collation: a
+    ``collate_fn`` of the user's may undo it); read without importing torch."""
     data = sys.modules.get("torch.utils.data")
     return (data is not None and isinstance(tasks, data.DataLoader)
-            and tasks.batch_sampler is not None)
+            and tasks.batch_sampler is not None
+            and tasks.collate_fn is getattr(data, "default_collate", None))
 
 
 def _is_list_of_samples(tasks):

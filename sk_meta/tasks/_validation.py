@@ -291,7 +291,10 @@ def integers_lost_in_float32(X):
         values = integers.to_numpy(dtype=np.float64, na_value=np.nan)
         values = values[~np.isnan(values)]
         # ints held as objects, or as the categories of a categorical column
-        held = select(include=["object", "category"])
+        # (by position, not select_dtypes(include="object"): pandas 3 warns
+        # that it takes its text columns in too)
+        held = X.iloc[:, [position for position, dtype in enumerate(X.dtypes)
+                          if getattr(dtype, "name", "") in ("object", "category")]]
         return _beyond_float32(values) or (
             held.size > 0 and _objects_beyond_float32(held.to_numpy(dtype=object)))
     if not hasattr(X, "dtype"):  # lists
