@@ -438,16 +438,17 @@ def _stream(estimator, tasks, state, *, warm, incremental):
         return live
     stream = TaskStream(tasks, seed=state.stream_seed,
                         n_drawn=state.n_drawn if warm else 0)
-    if warm and stream.is_one_shot and state.n_drawn:
-        # not the iterator the run drew from (a new process, a new generator):
-        # nothing says where it stands
+    if warm and live is None and stream.is_one_shot and state.n_drawn:
+        # a loaded (or unpickled, cloned) estimator: a checkpoint resumed in a
+        # new process, whose generator is rebuilt from its first task (in the
+        # process that drew, another generator is the caller's choice)
         warn_user(
-            f"warm start on a one-shot iterator ({type(tasks).__name__}) that is "
-            f"not the one meta-training drew its {state.n_drawn} tasks from: it "
-            "goes on from wherever this iterator stands, which sk_meta cannot "
-            "check, so it matches the uninterrupted run only if the iterator "
-            "continues where that run stopped. A list or a sampler resumes "
-            "exactly", UserWarning)
+            f"warm start of a loaded or copied estimator on a one-shot iterator "
+            f"({type(tasks).__name__}): meta-training goes on from wherever it "
+            "stands, which sk_meta cannot check, so it resumes the earlier run "
+            "only if the iterator continues where that run stopped (a generator "
+            "rebuilt in a new process starts again at its first task). A list "
+            "or a sampler resumes exactly", UserWarning)
     return stream
 
 

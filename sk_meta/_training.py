@@ -438,7 +438,8 @@ class MetaTrainer:
                     if self.settings.n_meta_iter is not None else
                     # meta_partial_fit: the caller's loop goes on to its next call
                     "The rest of this call's tasks were not used; a loop of "
-                    "meta_partial_fit calls goes on (a second Ctrl-C stops it).")
+                    "meta_partial_fit calls goes on to its next call (press "
+                    "Ctrl-C twice to stop it).")
             warn_user(
                 f"meta-training interrupted after {self.n_iter} meta-iterations; "
                 f"the estimator keeps {kept}. {then}",

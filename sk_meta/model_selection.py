@@ -109,8 +109,8 @@ def _concatenate(parts, what):
             if columns is not None and not columns.equals(part.columns):
                 raise ValueError(
                     f"task {index // 2}: {what}_{_PARTS[index % 2]}'s columns "
-                    "differ from task 0's X_support (the same names, in the same "
-                    "order, are needed)"
+                    f"differ from task 0's {what}_support (the same names, in the "
+                    "same order, are needed)"
                 )
         return pd.concat(parts, ignore_index=True)
     if any(framed) and what == "X":

@@ -414,25 +414,38 @@ def _two_way_tasks(n_tasks):
     return [_task() for _ in range(n_tasks)]
 
 
-def test_a_warm_start_on_another_one_shot_iterator_says_it_cannot_resume_exactly():
+def test_a_loaded_estimator_warm_started_on_a_generator_says_it_cannot_resume_exactly(
+        tmp_path):
+    import sk_meta
+
     tasks = _two_way_tasks(12)
+
+    def generator():  # rebuilt in a new process: from its first task again
+        yield from tasks
+
     clf = MAMLClassifier(hidden_layer_sizes=(8,), meta_batch_size=2, n_meta_iter=3,
                          random_state=0)
-    clf.meta_fit(iter(tasks))
-    clf.set_params(warm_start=True, n_meta_iter=6)
-    with pytest.warns(UserWarning, match=r"warm start on a one-shot iterator "
-                                         r"\(list_iterator\).*its 6 tasks"):
-        clf.meta_fit(iter(tasks))  # a new process would rebuild it: task 0 again
-    assert clf.n_meta_iter_ == 6
-    # the same iterator, kept by the estimator, and a list: no word
-    same = iter(tasks)
+    clf.meta_fit(generator())
+    clf.save(tmp_path / "checkpoint.skm")
+    loaded = sk_meta.load(tmp_path / "checkpoint.skm")
+    loaded.set_params(warm_start=True, n_meta_iter=6)
+    with pytest.warns(UserWarning, match=r"warm start of a loaded or copied "
+                                         r"estimator on a one-shot iterator "
+                                         r"\(generator\)"):
+        loaded.meta_fit(generator())  # was silent, trained on tasks 0-5 again
+    assert loaded.n_meta_iter_ == 6
+    # in the process that drew: the same generator, another one (the
+    # caller's choice), a list, meta_partial_fit: no word
+    same = generator()
     clf = MAMLClassifier(hidden_layer_sizes=(8,), meta_batch_size=2, n_meta_iter=3,
                          random_state=0).meta_fit(same)
-    for source in (same, tasks):
-        with warnings.catch_warnings():
-            warnings.simplefilter("error")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for source in (same, generator(), tasks):
             clf.set_params(warm_start=True, n_meta_iter=clf.n_meta_iter_ + 1)
             clf.meta_fit(source)
+        clf.meta_partial_fit(generator())
+        clf.set_params(n_meta_iter=clf.n_meta_iter_ + 1).meta_fit(generator())
 
 
 def test_the_interrupt_warning_says_which_init_is_kept():
@@ -447,7 +460,8 @@ def test_the_interrupt_warning_says_which_init_is_kept():
     partial = MAMLClassifier(hidden_layer_sizes=(8,), meta_batch_size=4,
                              random_state=0)
     with pytest.warns(UserWarning, match=r"keeps that init\. The rest of this "
-                                         r"call's tasks were not used"):
+                                         r"call's tasks were not used.*press "
+                                         r"Ctrl-C twice"):
         partial.meta_partial_fit(_InterruptingList(tasks, interrupt_at=7))
 
 
@@ -572,3 +586,16 @@ def test_another_network_is_said_before_module_params():
     clf.set_params(module=Net(4))
     with pytest.raises(ValueError, match="architecture changed since meta_fit"):
         clf.fit(X_support, y_support)
+
+
+def test_tasks_to_cv_names_the_targets_whose_columns_differ():
+    import pandas as pd
+
+    tasks = []
+    for name in ("a", "b"):
+        X_support, _, X_query, _ = _task()
+        tasks.append((X_support, pd.DataFrame({name: RNG.normal(size=6)}),
+                      X_query, pd.DataFrame({name: RNG.normal(size=6)})))
+    with pytest.raises(ValueError, match=r"task 1: y_support's columns differ from "
+                                         r"task 0's y_support"):
+        tasks_to_cv(tasks)  # said X_support
