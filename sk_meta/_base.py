@@ -915,7 +915,9 @@ class BaseMetaEstimator(BaseEstimator):
                 # the rounding of the weighted one)
                 sample_weight = None
         X_kept = X[kept]  # a boolean mask copies: once
-        _fitting.warn_if_large_features(self, [X_kept], "The support set")
+        _fitting.warn_if_large_features(
+            self, [X_kept], "The support set",
+            names=getattr(self, "feature_names_in_", None))
         classes = y_ndim = None
         if self._is_classifier():
             try:  # classes_ holds the classes of weight 0 too

@@ -66,7 +66,12 @@ from sk_meta.tasks._stream import (
     as_task_sequence,
     is_map_style,
 )
-from sk_meta.tasks._validation import TaskChecker, feature_names, stack_tasks
+from sk_meta.tasks._validation import (
+    TaskChecker,
+    describe_columns,
+    feature_names,
+    stack_tasks,
+)
 
 
 def seeds(random_state):
@@ -226,7 +231,8 @@ def meta_train(estimator, tasks, validation_tasks, *, incremental, checkpoint=No
     first_X = [X for group in first for X in (group.X_support, group.X_query)]
     first_y = ([] if inner_settings.classification else
                [y for group in first for y in (group.y_support, group.y_query)])
-    warn_if_large_features(estimator, first_X, "The first meta-batch")
+    warn_if_large_features(estimator, first_X, "The first meta-batch",
+                           names=checker.feature_names)
     warn_if_large_targets(first_y, "The first meta-batch")
     # the pretrained MLP that hidden_layer_sizes="auto" chose (check_settings
     # set its n_meta_iter to 0)
@@ -714,15 +720,21 @@ EXTREME_FEATURE_VALUE = 10.0
 LARGE_FEATURE_VALUE = 1e3
 
 
-def warn_if_large_features(estimator, arrays, what):
+def warn_if_large_features(estimator, arrays, what, names=None):
     """Warn when the default MLP gets values beyond ``LARGE_FEATURE_VALUE``."""
     if estimator.module is not None:
         return  # a custom module may normalize its inputs itself
     largest = max(float(np.max(np.abs(a))) if a.size else 0.0 for a in arrays)
     if largest > LARGE_FEATURE_VALUE:
+        where = ""
+        if all(a.ndim >= 2 for a in arrays):  # a table's columns: say which
+            flat = [np.abs(a.reshape(-1, a.shape[-1])) for a in arrays if a.size]
+            over = np.flatnonzero(np.max([f.max(axis=0) for f in flat], axis=0)
+                                  > LARGE_FEATURE_VALUE)
+            where = f" (in {describe_columns(over, names)})"
         warn_user(
-            f"{what} has values up to {largest:.3g}: the default MLP adapts with "
-            "gradient steps that grow with its inputs, and may predict one class "
+            f"{what} has values up to {largest:.3g}{where}: the default MLP adapts "
+            "with gradient steps that grow with its inputs, and may predict one class "
             "for every sample without diverging. Standardize the features with "
             "the meta-training rows' statistics, and clip them, for example to "
             "[-5, 5]",

@@ -599,3 +599,49 @@ def test_tasks_to_cv_names_the_targets_whose_columns_differ():
     with pytest.raises(ValueError, match=r"task 1: y_support's columns differ from "
                                          r"task 0's y_support"):
         tasks_to_cv(tasks)  # said X_support
+
+
+# -- a new user's table (pass AB) ------------------------------------------------------
+
+def test_the_sampler_warns_when_a_frame_was_reordered_without_its_labels():
+    import pandas as pd
+
+    from sk_meta.tasks import EpisodeSampler
+
+    X = pd.DataFrame(RNG.random((40, 3)), columns=["a", "b", "c"])
+    y = pd.Series(np.repeat(np.arange(4), 10))
+    shuffled = X.sample(frac=1, random_state=0)
+    with pytest.warns(UserWarning, match=r"same index labels in another order.*"
+                                         r"y\.loc\[X\.index\]"):
+        EpisodeSampler(shuffled, y, 2, 2, 2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for X_, y_ in ((X, y), (shuffled, y.loc[shuffled.index]),
+                       (shuffled.reset_index(drop=True), y), (shuffled, y.to_numpy())):
+            EpisodeSampler(X_, y_, 2, 2, 2)
+
+
+def test_missing_values_and_large_features_name_their_columns():
+    import pandas as pd
+
+    from sk_meta.exceptions import FeatureScaleWarning
+    from sk_meta.tasks import EpisodeSampler
+
+    X = pd.DataFrame(RNG.random((40, 4)), columns=["a", "b", "income", "d"])
+    y = np.repeat(np.arange(4), 10)
+    with_nan = X.copy()
+    with_nan.loc[:, "b"] = np.nan
+    clf = MAMLClassifier(hidden_layer_sizes=(8,), n_meta_iter=2, random_state=0)
+    with pytest.raises(ValueError, match=r"contains NaN or None: a missing value in "
+                                         r"column\(s\) 'b'; impute them first"):
+        clf.meta_fit(EpisodeSampler(with_nan, y, 2, 2, 2, random_state=0))
+    with pytest.raises(ValueError, match=r"in feature\(s\) 1; impute"):
+        clf.meta_fit(EpisodeSampler(with_nan.to_numpy(), y, 2, 2, 2, random_state=0))
+    scaled = X.assign(income=X["income"] * 1e5)
+    with pytest.warns(FeatureScaleWarning, match=r"values up to .* \(in column\(s\) "
+                                                 r"'income'\)"):
+        clf.meta_fit(EpisodeSampler(scaled, y, 2, 2, 2, random_state=0))
+    with pytest.warns(FeatureScaleWarning, match=r"The support set has values up "
+                                                 r"to .* \(in feature\(s\) 2\)"):
+        MAMLClassifier(hidden_layer_sizes=(8,), random_state=0).fit(
+            scaled.to_numpy()[:8], y[:8] % 2)

@@ -10,6 +10,7 @@ import numpy as np
 from scipy import sparse
 
 from sk_meta._checks import is_int, positive_int_setting
+from sk_meta._errors import warn_user
 from sk_meta.tasks._task import Task
 from sk_meta.tasks._validation import is_missing_label, label_kind
 
@@ -204,6 +205,23 @@ class _DrawnTasks:
         return self.n_tasks
 
 
+def _warn_if_reordered(X, y):
+    """Warn where pandas ``X`` and ``y`` hold the same index labels in another
+    order: rows pair by position (as in scikit-learn), and a frame shuffled
+    or sorted without its labels would pair rows with other rows' labels."""
+    X_index, y_index = getattr(X, "index", None), getattr(y, "index", None)
+    if X_index is None or y_index is None or X_index.equals(y_index):
+        return
+    if X_index.is_unique and y_index.is_unique and X_index.sort_values().equals(
+            y_index.sort_values()):
+        warn_user(
+            "X and y hold the same index labels in another order: their rows "
+            "pair by position, as in scikit-learn, so each row takes the label "
+            "of y's row at its position, not the one of its own index label. "
+            "Reorder y with X (y.loc[X.index]) if that is not what you meant",
+            UserWarning)
+
+
 class EpisodeSampler(_DrawnTasks):
     """Iterable of N-way K-shot classification episodes drawn from one dataset.
 
@@ -327,6 +345,7 @@ class EpisodeSampler(_DrawnTasks):
                 f"X and y must have the same length, got {X.shape[0]} rows in X "
                 f"and {y.shape[0]} labels in y."
             )
+        _warn_if_reordered(X, labels)
         self.X = X
         self.y = labels if _is_frame(labels) else y
         self.n_way = positive_int_setting(n_way, "n_way")

@@ -243,6 +243,18 @@ def missing_error(name, what):
     return ValueError(f"{name} contains NaN or None: a missing {what}")
 
 
+def describe_columns(positions, feature_names=None, max_shown=5):
+    """"column(s) 'a', 'b'" by name where a DataFrame gave them, else
+    "feature(s) 0, 3" by position."""
+    if feature_names is not None:
+        shown = ", ".join(repr(str(feature_names[p])) for p in positions[:max_shown])
+        kind = "column(s)"
+    else:
+        shown = ", ".join(str(int(p)) for p in positions[:max_shown])
+        kind = "feature(s)"
+    return f"{kind} {shown}{', ...' if len(positions) > max_shown else ''}"
+
+
 def is_missing_label(value):
     """A missing target (``is_missing_target``), infinity or NaT: no label."""
     if is_missing_target(value):
@@ -686,7 +698,7 @@ def label_kind(y):
     return kinds.pop() if len(kinds) == 1 else "mixed"
 
 
-def _check_finite(stacked, indices, field):
+def _check_finite(stacked, indices, field, feature_names=None):
     """Raise for the first task whose values are not finite in float32.
 
     ``stacked`` is already float32, so values that were finite in float64 but
@@ -696,9 +708,18 @@ def _check_finite(stacked, indices, field):
         return
     finite_per_task = np.isfinite(stacked.reshape(len(stacked), -1)).all(axis=1)
     position = int(np.argmin(finite_per_task))
-    if missing_mask(stacked[position]).any():  # None converts to NaN
-        raise missing_error(f"task {indices[position]}: {field}",
-                            "target" if field[0] == "y" else "value")
+    missing = missing_mask(stacked[position])  # None converts to NaN
+    if missing.any():
+        error = missing_error(f"task {indices[position]}: {field}",
+                              "target" if field[0] == "y" else "value")
+        if field[0] == "X" and missing.ndim == 2:  # a table: say where, and what to do
+            columns = describe_columns(np.flatnonzero(missing.any(axis=0)),
+                                       feature_names)
+            error = ValueError(
+                f"{error} in {columns}; impute them first, for example with a "
+                "SimpleImputer in a Pipeline meta-fitted by "
+                "sk_meta.pipeline.meta_fit_pipeline")
+        raise error
     raise ValueError(
         f"task {indices[position]}: {field} contains infinity or a value too "
         "large for float32"
@@ -743,7 +764,7 @@ def stack_tasks(indexed_tasks, checker):
             else:
                 with np.errstate(over="ignore"):  # overflow is reported below
                     array = array.astype(np.float32, copy=False)
-                _check_finite(array, indices, field)
+                _check_finite(array, indices, field, checker.feature_names)
             stacked.append(array)
         groups.append(StackedTasks(*stacked, n_classes=n_classes, indices=indices))
     return groups
