@@ -607,6 +607,9 @@ def _validation_batches(drawn, checker, source, device, *, module):
             groups = stack_tasks(drawn, checker)
         for message, category in caught:  # said of the validation tasks, by name
             warn_user(f"validation_tasks: {message}", category)
+        if not checker.classification:  # adapted as fit adapts a support set
+            warn_if_large_targets([y for g in groups for y in (g.y_support, g.y_query)],
+                                  "validation_tasks")
         source.check_classes(groups)
     except (TypeError, ValueError) as exc:
         raise_with_context(exc, "validation_tasks")

@@ -503,13 +503,15 @@ class MetaTrainer:
         total_loss = 0.0
         progress = self._progress()
         for stacked in groups:
-            tasks = (f"task {stacked.indices[0]}" if len(stacked.indices) == 1
-                     else f"tasks {format_indices(stacked.indices)}")
+            # a short list is drawn more than once into one meta-batch
+            distinct = list(dict.fromkeys(stacked.indices))
+            tasks = (f"task {distinct[0]}" if len(distinct) == 1
+                     else f"tasks {format_indices(distinct)}")
             if (self._batch_norm and stacked.X_support.shape[1] == 1
                     and self._one_sample_refused(stacked.X_support[0])):
                 # Reptile trains on support and query together, where torch
                 # would not refuse it: fit does
-                raise ValueError(one_sample_message(stacked.indices))
+                raise ValueError(one_sample_message(distinct))
             batch = to_task_batch(stacked, self.settings.device)
             sets = f"the support or query set of {tasks}"
             with single_sample_batch_norm_error(sets), \

@@ -762,6 +762,12 @@ def _raise_in_fold(error, context):
         message = re.sub(r"exc\.estimator holds the last finite init \(after \d+ "
                          r"meta-iterations\); ", "", str(error))
         raise DivergenceError(f"{context}: {message}") from None
+    drawn = re.match(r"(a task drawn from its [\w-]+ classes): (.*)", str(error),
+                     re.DOTALL)
+    if drawn and type(error) in (ValueError, TypeError):
+        # the data's problem first, as meta_fit with a fixed network says it:
+        # the folds are where it showed, not what to fix
+        raise type(error)(f"{drawn[2]} ({drawn[1]}, in {context})") from None
     raise_with_context(error, context)
 
 

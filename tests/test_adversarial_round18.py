@@ -645,3 +645,43 @@ def test_missing_values_and_large_features_name_their_columns():
                                                  r"to .* \(in feature\(s\) 2\)"):
         MAMLClassifier(hidden_layer_sizes=(8,), random_state=0).fit(
             scaled.to_numpy()[:8], y[:8] % 2)
+
+
+# -- regressors and samplers (pass ZZ) -------------------------------------------------
+
+def test_large_validation_targets_warn_as_fit_would():
+    from sk_meta.exceptions import TargetScaleWarning
+    from sk_meta.tasks import Task
+
+    X = RNG.normal(size=(6, 2))
+
+    def tasks(value):
+        return [Task(X[:3], np.full(3, value), X[3:], np.full(3, value))] * 4
+
+    reg = MAMLRegressor(hidden_layer_sizes=(4,), n_meta_iter=2, meta_batch_size=2,
+                        validation_interval=1, random_state=0)
+    with pytest.warns(TargetScaleWarning, match="validation_tasks has targets up to "
+                                                "500"):
+        reg.meta_fit(tasks(0.5), validation_tasks=tasks(500.0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        reg.meta_fit(tasks(0.5), validation_tasks=tasks(0.5))
+
+
+def test_an_empty_list_of_string_labels_is_refused_as_empty():
+    from sk_meta.tasks import GroupTaskSampler
+
+    groups = np.array(list("aabbbcccc") * 4)
+    X, y = np.arange(36.0)[:, None], np.arange(36.0)
+    with pytest.raises(ValueError, match="group_labels is empty"):
+        GroupTaskSampler(X, y, groups, 1, 1, group_labels=[])  # said "number labels"
+
+
+def test_a_task_drawn_twice_into_a_meta_batch_is_named_once():
+    X_support, y_support, X_query, y_query = _task()
+    task = (X_support, y_support, X_query[:1], y_query[:1])
+    clf = MAMLClassifier(module=_batch_norm_net(), n_meta_iter=2, meta_batch_size=2,
+                         random_state=0)
+    with pytest.raises(ValueError, match=r"the support or query set of task 0 has "
+                                         r"a single sample"):
+        clf.meta_fit([task])  # said "tasks 0, 0"
