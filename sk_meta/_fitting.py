@@ -730,7 +730,7 @@ def warn_if_large_features(estimator, arrays, what, names=None):
     largest = max(float(np.max(np.abs(a))) if a.size else 0.0 for a in arrays)
     if largest > LARGE_FEATURE_VALUE:
         where = ""
-        if all(a.ndim >= 2 for a in arrays):  # a table's columns: say which
+        if all(a.ndim in (2, 3) for a in arrays):  # a table's columns: say which
             flat = [np.abs(a.reshape(-1, a.shape[-1])) for a in arrays if a.size]
             over = np.flatnonzero(np.max([f.max(axis=0) for f in flat], axis=0)
                                   > LARGE_FEATURE_VALUE)

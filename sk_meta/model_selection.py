@@ -1373,18 +1373,20 @@ class MetaGridSearch(MetaEstimatorMixin, BaseEstimator):
                     "random_state"
                 )
             # a generator of the user's sampler is not drawn from: the
-            # folds' episodes come from the fold's own seed
-            search_tasks = EpisodeSampler(
-                sampler.X, sampler.y, sampler.n_way, sampler.k_shot,
-                sampler.n_query, classes=train_classes, n_tasks=sampler.n_tasks,
-                random_state=(sampler.random_state if is_int(sampler.random_state)
-                              else seed + 1),
-                shuffle_labels=sampler.shuffle_labels)
-            validation_tasks = list(EpisodeSampler(
-                # classes, not groups: a held-out group may hold several
-                sampler.X, sampler.y, min(sampler.n_way, len(val_classes)),
-                sampler.k_shot, sampler.n_query, classes=val_classes,
-                n_tasks=self.n_val_tasks, random_state=seed))
+            # folds' episodes come from the fold's own seed. What building a
+            # sampler of its data warns of, the user's sampler said once
+            with ignoring_warnings():
+                search_tasks = EpisodeSampler(
+                    sampler.X, sampler.y, sampler.n_way, sampler.k_shot,
+                    sampler.n_query, classes=train_classes, n_tasks=sampler.n_tasks,
+                    random_state=(sampler.random_state
+                                  if is_int(sampler.random_state) else seed + 1),
+                    shuffle_labels=sampler.shuffle_labels)
+                validation_tasks = list(EpisodeSampler(
+                    # classes, not groups: a held-out group may hold several
+                    sampler.X, sampler.y, min(sampler.n_way, len(val_classes)),
+                    sampler.k_shot, sampler.n_query, classes=val_classes,
+                    n_tasks=self.n_val_tasks, random_state=seed))
             folds.append((search_tasks, validation_tasks, val_classes))
         return folds
 

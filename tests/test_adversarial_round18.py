@@ -685,3 +685,45 @@ def test_a_task_drawn_twice_into_a_meta_batch_is_named_once():
     with pytest.raises(ValueError, match=r"the support or query set of task 0 has "
                                          r"a single sample"):
         clf.meta_fit([task])  # said "tasks 0, 0"
+
+
+# -- the last commits (pass AC) --------------------------------------------------------
+
+def test_the_reorder_check_takes_lists_and_unsortable_indexes():
+    import pandas as pd
+
+    from sk_meta.tasks import EpisodeSampler
+
+    X = pd.DataFrame(RNG.random((40, 3)), columns=["a", "b", "c"])
+    labels = [0, 1, 2, 3] * 10
+    mixed = pd.Index([i if i % 2 else f"s{i}" for i in range(40)], dtype=object)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for y in (labels, tuple(labels), np.array(labels)):
+            EpisodeSampler(X, y, 2, 2, 2)  # a list: AttributeError on list.index
+            EpisodeSampler(X["a"], y, 2, 2, 2)
+        EpisodeSampler(X.set_axis(mixed), pd.Series(labels), 2, 2, 2)  # TypeError
+    permuted = mixed[RNG.permutation(40)]
+    with pytest.warns(UserWarning, match="same index labels in another order"):
+        EpisodeSampler(X.set_axis(permuted), pd.Series(labels, index=mixed), 2, 2, 2)
+
+
+def test_one_reordered_table_warns_once_not_once_per_fold():
+    import pandas as pd
+
+    from sk_meta.model_selection import MetaGridSearch
+    from sk_meta.tasks import EpisodeSampler
+
+    X = pd.DataFrame(RNG.random((120, 3)), columns=["a", "b", "c"])
+    y = pd.Series(np.repeat(np.arange(6), 20))
+    with pytest.warns(UserWarning, match="another order"):
+        sampler = EpisodeSampler(X.sample(frac=1, random_state=0), y, 2, 2, 2,
+                                 random_state=0)
+    search = MetaGridSearch(
+        MAMLClassifier(hidden_layer_sizes=(8,), n_meta_iter=2, validation_interval=1,
+                       random_state=0),
+        {"inner_lr": [0.1]}, cv=2, n_val_tasks=2, random_state=0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        search.meta_fit(sampler)
+    assert not [w for w in caught if "another order" in str(w.message)]

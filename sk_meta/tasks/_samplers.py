@@ -159,7 +159,7 @@ def _rows_of_labels(labels, wanted, *, labels_name, wanted_name):
         kinds = label_kind(wanted_array), label_kind(all_labels)
         if wanted_array.size and set(kinds) == {"string", "number"}:
             # numpy would compare them as text, and pick another class (an
-            # empty list, of float dtype, is refused as empty below)
+            # empty list, of float dtype, is no label of either kind)
             raise ValueError(
                 f"{wanted_name} holds {kinds[0]} labels "
                 f"({_format_labels(wanted_array, 3)}), but {labels_name} holds "
@@ -210,11 +210,14 @@ def _warn_if_reordered(X, y):
     """Warn where pandas ``X`` and ``y`` hold the same index labels in another
     order: rows pair by position (as in scikit-learn), and a frame shuffled
     or sorted without its labels would pair rows with other rows' labels."""
-    X_index, y_index = getattr(X, "index", None), getattr(y, "index", None)
-    if X_index is None or y_index is None or X_index.equals(y_index):
+    if not (_is_frame(X) and _is_frame(y)):  # a list's .index is a method
         return
-    if X_index.is_unique and y_index.is_unique and X_index.sort_values().equals(
-            y_index.sort_values()):
+    X_index, y_index = X.index, y.index
+    if X_index.equals(y_index):
+        return
+    # the same labels, compared as a set: an index of mixed types does not sort
+    if (len(X_index) == len(y_index) and X_index.is_unique and y_index.is_unique
+            and bool(X_index.isin(y_index).all())):
         warn_user(
             "X and y hold the same index labels in another order: their rows "
             "pair by position, as in scikit-learn, so each row takes the label "
