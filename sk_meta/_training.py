@@ -82,11 +82,20 @@ def refuses_one_sample(module, X, device):
 def one_sample_message(indices):
     """The refusal of one-sample support sets that ``fit`` would refuse,
     those of the tasks at ``indices``."""
-    sets = (f"the support set of task {indices[0]} has" if len(indices) == 1 else
-            f"the support sets of tasks {format_indices(indices)} have")
+    sets = (f"the support sets of {task_names(indices)} have"
+            if len(set(indices)) > 1 else
+            f"the support set of {task_names(indices)} has")
     return (f"{sets} a single sample, which the network's BatchNorm layers "
             "cannot normalize when fit adapts to it (fit refuses it); give it at "
             "least 2 samples")
+
+
+def task_names(indices):
+    """"task 3" or "tasks 1, 3": each index once (a short list is drawn more
+    than once into one meta-batch)."""
+    distinct = list(dict.fromkeys(indices))
+    return (f"task {distinct[0]}" if len(distinct) == 1
+            else f"tasks {format_indices(distinct)}")
 
 
 def format_indices(indices, max_shown=5):
@@ -503,15 +512,12 @@ class MetaTrainer:
         total_loss = 0.0
         progress = self._progress()
         for stacked in groups:
-            # a short list is drawn more than once into one meta-batch
-            distinct = list(dict.fromkeys(stacked.indices))
-            tasks = (f"task {distinct[0]}" if len(distinct) == 1
-                     else f"tasks {format_indices(distinct)}")
+            tasks = task_names(stacked.indices)
             if (self._batch_norm and stacked.X_support.shape[1] == 1
                     and self._one_sample_refused(stacked.X_support[0])):
                 # Reptile trains on support and query together, where torch
                 # would not refuse it: fit does
-                raise ValueError(one_sample_message(distinct))
+                raise ValueError(one_sample_message(stacked.indices))
             batch = to_task_batch(stacked, self.settings.device)
             sets = f"the support or query set of {tasks}"
             with single_sample_batch_norm_error(sets), \
