@@ -932,6 +932,18 @@ class BaseMetaEstimator(BaseEstimator):
                 # there, and predictions give it probability 0
                 y_target = np.searchsorted(weighed, y_target)
                 n_classes = n_outputs = len(weighed)
+            if n_classes == 1:
+                # LogisticRegression refuses this, scikit-learn's contract lets
+                # a classifier fit it: say what the fit will do
+                only = classes[weighed[0]]
+                rows = ("the support set holds" if len(classes) == 1 else
+                        "the support set's rows of positive sample_weight hold")
+                warn_user(
+                    f"{rows} one class "
+                    f"({only.item() if isinstance(only, np.generic) else only!r}): "
+                    "the adapted classifier predicts it for every sample. A "
+                    "support set needs samples of 2 classes or more to tell "
+                    "them apart", UserWarning)
         else:
             y_target, n_classes = y[kept], None
             _fitting.warn_if_large_targets([y_target], "The support set")

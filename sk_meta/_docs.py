@@ -373,7 +373,8 @@ PARAMETERS = {
         on a terminal or in a notebook (meta-iteration, meta-loss,
         validation score, iterations per second, time left) and prints a
         line every 5 % elsewhere (a log file); 2 prints a line every
-        meta-iteration."""),
+        meta-iteration. A last line says when early stopping or
+        ``max_time`` ended the run, and which init the estimator keeps."""),
 }
 
 

@@ -117,10 +117,13 @@ class Progress:
             left.append(max(0.0, self.max_time - elapsed))
         return min(left) if left else None
 
-    def close(self, n_iter, loss, valid_score=None):
-        """Report the final state (after the last validation) and end the bar."""
+    def close(self, n_iter, loss, valid_score=None, note=None):
+        """Report the final state (after the last validation) and end the bar;
+        ``note``, a line of its own, says why the run stopped early."""
         if self.verbose:
             self._write(self._close, n_iter, loss, valid_score)
+        if self.verbose and note:
+            self._write(lambda line: print(line, flush=True), note)
 
     def _close(self, n_iter, loss, valid_score):
         if self.bar is not None:

@@ -14,19 +14,20 @@ from sklearn.utils._param_validation import StrOptions
 
 from sk_meta.functional._rng import forked_rng
 
-_DEVICE_PATTERN = re.compile(r"^(cpu(:0)?|cuda(:\d+)?|mps|auto)$")
+_DEVICE_PATTERN = re.compile(r"^(cpu(:\d+)?|cuda(:\d+)?|mps|auto)$")
 
 
 class DeviceOptions(StrOptions):
-    """Device strings: ``'cpu'`` (or ``'cpu:0'``, as torch writes it),
-    ``'cuda'``, ``'cuda:N'``, ``'mps'``, ``'auto'``.
+    """Device strings: ``'cpu'`` (or ``'cpu:N'``, which torch takes for the
+    one CPU device, as ``torch.device("cpu", N)`` is taken), ``'cuda'``,
+    ``'cuda:N'``, ``'mps'``, ``'auto'``.
 
     A ``StrOptions`` so that scikit-learn's parameter validation accepts it,
     with a pattern for the ``'cuda:N'`` family.
     """
 
     def __init__(self):
-        super().__init__({"cpu", "cpu:0", "cuda", "cuda:N", "mps", "auto"})
+        super().__init__({"cpu", "cpu:N", "cuda", "cuda:N", "mps", "auto"})
 
     def is_satisfied_by(self, val):
         return isinstance(val, str) and bool(_DEVICE_PATTERN.match(val))
@@ -45,7 +46,7 @@ def resolve_device(device):
     except (RuntimeError, TypeError) as exc:  # "garbage", 3.5: torch's own words
         raise ValueError(f"device={device!r} is not a device: {exc}") from None
     if device.type == "cpu":
-        return torch.device("cpu")  # "cpu:0" is the one CPU device
+        return torch.device("cpu")  # "cpu:N" is the one CPU device
     if device.type not in ("cpu", "cuda", "mps"):
         raise ValueError(
             f"device={str(device)!r} is not supported: use 'cpu', 'cuda', 'cuda:N', "

@@ -380,6 +380,7 @@ class MetaTrainer:
                                  total=self.settings.n_meta_iter,
                                  max_time=self.settings.max_time)
         interrupted = ran_out = False
+        stopped_by = None  # "early stopping" or "max_time", for the last line
         draws = self._draws_random()
         with deferred_keyboard_interrupt() as sigint:
             try:
@@ -393,7 +394,10 @@ class MetaTrainer:
                                                            self._out_of_time())
                     if interrupted:
                         break
-                    if stop or out_of_time or self._iterations_spent():
+                    if self._iterations_spent():
+                        break
+                    if stop or out_of_time:
+                        stopped_by = "early stopping" if stop else "max_time"
                         break
                     if draws:
                         sleep(0)  # another thread waiting for the generator
@@ -424,7 +428,8 @@ class MetaTrainer:
                     self._record_history()  # the score of the init as built
                 self.progress.close(
                     self.n_iter, self.loss_curve[-1] if self.loss_curve else None,
-                    self.validation_scores[-1] if self.validation_scores else None)
+                    self.validation_scores[-1] if self.validation_scores else None,
+                    note=self._stop_note(stopped_by))
                 self._save_rng()
                 result = self.to_result(self._outcome())
                 if self.checkpoint is not None:
@@ -591,6 +596,26 @@ class MetaTrainer:
             self._save_rng()
             self.checkpoint(self.to_result(self._outcome()))
         return stop
+
+    def _stop_note(self, stopped_by):
+        """The last line of the progress report when the run stopped before
+        ``n_meta_iter``: why, and which init the estimator keeps."""
+        settings = self.settings
+        if stopped_by is None:
+            return None
+        if stopped_by == "early stopping":
+            note = (f"Stopped early after {self.n_iter} meta-iterations: the "
+                    f"validation score did not improve by more than "
+                    f"tol={settings.tol:g} in {settings.n_iter_no_change} validations")
+        else:
+            note = (f"Stopped after {self.n_iter} meta-iterations: "
+                    f"max_time={settings.max_time:g} s was reached")
+        best_rows = [row for row in self.history if row.get("valid_score_best")]
+        if settings.early_stopping and self.state.best is not None and best_rows:
+            note += (f"; the estimator keeps the init of meta-iteration "
+                     f"{best_rows[-1]['meta_iter']} (validation score "
+                     f"{best_rows[-1]['valid_score']:.4f})")
+        return note + "."
 
     def _iterations_spent(self):
         n_meta_iter = self.settings.n_meta_iter

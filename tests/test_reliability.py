@@ -163,7 +163,7 @@ def test_predict_after_meta_fit_only_asks_for_fit():
                                         "must be a str among"),
         ({"device": "gpu"}, "'device' parameter of MAMLClassifier must be a str among "
                             ".*'cuda:N'"),
-        ({"device": "gpu"}, "'cpu:0'"),
+        ({"device": "gpu"}, "'cpu:N'"),
         ({"hidden_layer_sizes": 5}, "'hidden_layer_sizes' parameter"),
         ({"module": "resnet"}, "'module' parameter"),
     ],

@@ -13,6 +13,7 @@ from sk_meta.tasks._samplers import (
     _rows_of_labels,
     _sample_generator,
     _take_rows,
+    _warn_if_reordered,
 )
 from sk_meta.tasks._task import Task
 
@@ -111,6 +112,8 @@ class GroupTaskSampler(_DrawnTasks):
             raise ValueError(
                 f"X, y and groups must have the same length, got {X.shape[0]}, "
                 f"{y.shape[0]} and {group_of_row.shape[0]} rows.")
+        _warn_if_reordered(X, y)
+        _warn_if_reordered(X, groups, "groups")
         self.X = X
         self.y = y
         self.groups = groups

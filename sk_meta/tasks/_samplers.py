@@ -148,6 +148,11 @@ def _rows_of_labels(labels, wanted, *, labels_name, wanted_name):
         if isinstance(wanted, (Set, ValuesView, Iterator)):
             wanted = list(wanted)  # a set, a dict's keys or a generator: its labels
         wanted_array = np.asarray(wanted)
+        if (wanted_array.dtype.kind == "U" and wanted_array.ndim == 1
+                and not isinstance(wanted, np.ndarray)
+                and not all(isinstance(label, str) for label in wanted)):
+            # numpy writes [1, "2"] as ["1", "2"]: keep the labels passed
+            wanted_array = np.asarray(list(wanted), dtype=object)
         if wanted_array.ndim == 0:  # one label
             wanted_array = wanted_array.reshape(1)
         if wanted_array.ndim != 1:
@@ -157,6 +162,13 @@ def _rows_of_labels(labels, wanted, *, labels_name, wanted_name):
             )
         _check_labels(wanted_array, wanted_name)
         kinds = label_kind(wanted_array), label_kind(all_labels)
+        if kinds[0] == "mixed":
+            raise ValueError(
+                f"{wanted_name} mixes string and number labels "
+                f"({_format_labels(wanted_array, 3)}), but {labels_name} holds "
+                f"{kinds[1]} labels ({_format_labels(all_labels, 3)}): give them "
+                f"as they are in {labels_name}."
+            )
         if wanted_array.size and set(kinds) == {"string", "number"}:
             # numpy would compare them as text, and pick another class (an
             # empty list, of float dtype, is no label of either kind)
@@ -180,7 +192,8 @@ def _rows_of_labels(labels, wanted, *, labels_name, wanted_name):
 
 def _format_labels(labels, max_shown=10):
     # tolist() gives Python scalars, whose repr is 3 or 'a', not np.int64(3).
-    shown = ", ".join(repr(label) for label in labels[:max_shown].tolist())
+    shown = ", ".join(repr(label.item() if isinstance(label, np.generic) else label)
+                      for label in labels[:max_shown].tolist())
     if len(labels) > max_shown:
         shown += f", ... ({len(labels) - max_shown} more)"
     return f"[{shown}]"
@@ -206,7 +219,7 @@ class _DrawnTasks:
         return self.n_tasks
 
 
-def _warn_if_reordered(X, y):
+def _warn_if_reordered(X, y, name="y"):
     """Warn where pandas ``X`` and ``y`` hold the same index labels in another
     order: rows pair by position (as in scikit-learn), and a frame shuffled
     or sorted without its labels would pair rows with other rows' labels."""
@@ -219,10 +232,11 @@ def _warn_if_reordered(X, y):
     if (len(X_index) == len(y_index) and X_index.is_unique and y_index.is_unique
             and bool(X_index.isin(y_index).all())):
         warn_user(
-            "X and y hold the same index labels in another order: their rows "
-            "pair by position, as in scikit-learn, so each row takes the label "
-            "of y's row at its position, not the one of its own index label. "
-            "Reorder y with X (y.loc[X.index]) if that is not what you meant",
+            f"X and {name} hold the same index labels in another order: their "
+            "rows pair by position, as in scikit-learn, so each row takes the "
+            f"value of {name}'s row at its position, not the one of its own "
+            f"index label. Reorder {name} with X ({name}.loc[X.index]) if that "
+            "is not what you meant",
             UserWarning)
 
 

@@ -1,5 +1,6 @@
 """Drawing meta-batches from whatever iterable of tasks the user passes."""
 
+import functools
 import numbers
 import sys
 from collections.abc import Iterable, Sequence
@@ -107,9 +108,13 @@ def _batches_tasks(tasks):
     batches (its default, ``batch_size=1``, with torch's own collation: a
     ``collate_fn`` of the user's may undo it); read without importing torch."""
     data = sys.modules.get("torch.utils.data")
-    return (data is not None and isinstance(tasks, data.DataLoader)
-            and tasks.batch_sampler is not None
-            and tasks.collate_fn is getattr(data, "default_collate", None))
+    if data is None or not isinstance(tasks, data.DataLoader):
+        return False
+    collate = tasks.collate_fn
+    while isinstance(collate, functools.partial):  # partial(default_collate)
+        collate = collate.func
+    return (tasks.batch_sampler is not None
+            and collate is getattr(data, "default_collate", None))
 
 
 def _is_list_of_samples(tasks):
