@@ -603,18 +603,22 @@ class MetaTrainer:
         settings = self.settings
         if stopped_by is None:
             return None
+        # meta-iterations count across calls, as n_meta_iter_ does
         if stopped_by == "early stopping":
-            note = (f"Stopped early after {self.n_iter} meta-iterations: the "
-                    f"validation score did not improve by more than "
-                    f"tol={settings.tol:g} in {settings.n_iter_no_change} validations")
+            checks = self.state.n_no_improvement
+            note = (f"Stopped early at meta-iteration {self.n_iter}: the validation "
+                    f"score did not improve by more than tol={settings.tol:g} in "
+                    f"the last {checks} validation{'s' if checks != 1 else ''}")
         else:
-            note = (f"Stopped after {self.n_iter} meta-iterations: "
+            note = (f"Stopped at meta-iteration {self.n_iter}: "
                     f"max_time={settings.max_time:g} s was reached")
         best_rows = [row for row in self.history if row.get("valid_score_best")]
         if settings.early_stopping and self.state.best is not None and best_rows:
             note += (f"; the estimator keeps the init of meta-iteration "
                      f"{best_rows[-1]['meta_iter']} (validation score "
                      f"{best_rows[-1]['valid_score']:.4f})")
+        if settings.n_meta_iter is None:  # meta_partial_fit's one pass
+            note += "; the call ends here, and tasks it had left are not used"
         return note + "."
 
     def _iterations_spent(self):

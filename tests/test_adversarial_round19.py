@@ -1,6 +1,7 @@
 """What the nineteenth pass found: the messages a user meets."""
 
 import functools
+import itertools
 import warnings
 
 import numpy as np
@@ -50,6 +51,11 @@ def test_the_group_sampler_warns_when_a_frame_was_reordered_without_its_targets(
         GroupTaskSampler(shuffled, y.loc[shuffled.index], groups.loc[shuffled.index],
                          2, 2)
         GroupTaskSampler(X, y.to_numpy(), groups.to_list(), 2, 2)
+        # shuffled with its targets, then X's index reset: paired as meant
+        GroupTaskSampler(shuffled.reset_index(drop=True), y.loc[shuffled.index],
+                         groups.loc[shuffled.index], 2, 2)
+        EpisodeSampler(shuffled.reset_index(drop=True), groups.loc[shuffled.index],
+                       2, 2, 2)
 
 
 def test_classes_of_mixed_kinds_are_named_as_passed():
@@ -63,9 +69,12 @@ def test_classes_of_mixed_kinds_are_named_as_passed():
                        classes=(np.int64(1), "x"))
     with pytest.raises(ValueError, match=r"string labels \(\['1', '2'\]\)"):
         EpisodeSampler(X, y, n_way=2, k_shot=1, n_query=1, classes=["1", "2"])
-    sampler = EpisodeSampler(X, y.astype(str), n_way=2, k_shot=1, n_query=1,
-                             classes=["1", "2"], random_state=0)
-    assert set(next(iter(sampler)).y_support) == {"1", "2"}
+    for classes in (["1", "2"], [1, "2"]):  # against strings, matched as text
+        sampler = EpisodeSampler(X, y.astype(str), n_way=2, k_shot=1, n_query=1,
+                                 classes=classes, random_state=0)
+        assert set(next(iter(sampler)).y_support) == {"1", "2"}
+    with pytest.raises(ValueError, match=r"classes holds string labels"):
+        EpisodeSampler(X, y, n_way=2, k_shot=1, n_query=1, classes=[b"1", "2"])
 
 
 def test_a_data_loader_collating_with_a_partial_of_torchs_own_is_refused():
@@ -75,6 +84,11 @@ def test_a_data_loader_collating_with_a_partial_of_torchs_own_is_refused():
         MAMLClassifier(hidden_layer_sizes=(4,), n_meta_iter=2).meta_fit(loader)
     with pytest.raises(ValueError, match="batch_size=None"):
         tasks_to_cv(loader)
+    from torch.utils.data._utils.collate import collate, default_collate_fn_map
+
+    as_torch_does = functools.partial(collate, collate_fn_map=default_collate_fn_map)
+    with pytest.raises(ValueError, match="batch_size=None"):
+        tasks_to_cv(DataLoader(tasks, collate_fn=functools.partial(as_torch_does)))
     unbatched = DataLoader(tasks, collate_fn=functools.partial(lambda batch: batch[0]))
     assert len(tasks_to_cv(unbatched)[2]) == 3
 
@@ -114,9 +128,30 @@ def test_verbose_says_when_early_stopping_ended_the_run(capsys):
     assert clf.n_meta_iter_ == 15  # tol=10: no validation can improve on the first
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert last == (
-        "Stopped early after 15 meta-iterations: the validation score did not "
-        "improve by more than tol=10 in 2 validations; the estimator keeps the "
-        f"init of meta-iteration 5 (validation score {clf.validation_scores_[0]:.4f}).")
+        "Stopped early at meta-iteration 15: the validation score did not "
+        "improve by more than tol=10 in the last 2 validations; the estimator "
+        "keeps the init of meta-iteration 5 (validation score "
+        f"{clf.validation_scores_[0]:.4f}).")
+    # a warm start counts the meta-iterations and validations of both calls
+    clf.set_params(warm_start=True, n_iter_no_change=1)
+    clf.meta_fit(train, valid)
+    assert capsys.readouterr().out.strip().splitlines()[-1].startswith(
+        "Stopped early at meta-iteration 20: the validation score did not improve "
+        "by more than tol=10 in the last 3 validations;")
+
+
+def test_the_stop_line_of_meta_partial_fit_says_the_call_ends(capsys):
+    train, valid = _digits_tasks()
+    clf = MAMLClassifier(hidden_layer_sizes=(8,), inner_steps=1, validation_interval=5,
+                         early_stopping=True, n_iter_no_change=1, tol=10.0, verbose=1,
+                         meta_batch_size=2, random_state=0)
+    clf.meta_partial_fit(list(itertools.islice(train, 40)), valid)
+    assert clf.n_meta_iter_ == 10
+    assert capsys.readouterr().out.strip().splitlines()[-1] == (
+        "Stopped early at meta-iteration 10: the validation score did not improve "
+        "by more than tol=10 in the last 1 validation; the estimator keeps the "
+        f"init of meta-iteration 5 (validation score {clf.validation_scores_[0]:.4f})"
+        "; the call ends here, and tasks it had left are not used.")
 
 
 @pytest.mark.parametrize("cls", [MAMLClassifier, ReptileClassifier])
@@ -126,7 +161,7 @@ def test_verbose_says_when_max_time_ended_the_run(capsys, cls):
               max_time=0.2, verbose=1, random_state=0)
     clf.meta_fit(train)
     last = capsys.readouterr().out.strip().splitlines()[-1]
-    assert last == (f"Stopped after {clf.n_meta_iter_} meta-iterations: "
+    assert last == (f"Stopped at meta-iteration {clf.n_meta_iter_}: "
                     "max_time=0.2 s was reached.")
 
 

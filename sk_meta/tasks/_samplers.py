@@ -150,8 +150,11 @@ def _rows_of_labels(labels, wanted, *, labels_name, wanted_name):
         wanted_array = np.asarray(wanted)
         if (wanted_array.dtype.kind == "U" and wanted_array.ndim == 1
                 and not isinstance(wanted, np.ndarray)
+                and label_kind(all_labels) == "number"
+                and all(isinstance(label, (str, numbers.Number)) for label in wanted)
                 and not all(isinstance(label, str) for label in wanted)):
-            # numpy writes [1, "2"] as ["1", "2"]: keep the labels passed
+            # numpy writes [1, "2"] as ["1", "2"]: name the labels passed
+            # (against string labels, numpy's text is what they are matched as)
             wanted_array = np.asarray(list(wanted), dtype=object)
         if wanted_array.ndim == 0:  # one label
             wanted_array = wanted_array.reshape(1)
@@ -226,7 +229,10 @@ def _warn_if_reordered(X, y, name="y"):
     if not (_is_frame(X) and _is_frame(y)):  # a list's .index is a method
         return
     X_index, y_index = X.index, y.index
-    if X_index.equals(y_index):
+    if X_index.equals(y_index) or np.array_equal(np.asarray(X_index, dtype=object),
+                                                 np.arange(len(X_index))):
+        # X's default index says nothing of its rows' order (reset_index after
+        # a shuffle of both)
         return
     # the same labels, compared as a set: an index of mixed types does not sort
     if (len(X_index) == len(y_index) and X_index.is_unique and y_index.is_unique

@@ -110,11 +110,18 @@ def _batches_tasks(tasks):
     data = sys.modules.get("torch.utils.data")
     if data is None or not isinstance(tasks, data.DataLoader):
         return False
-    collate = tasks.collate_fn
+    if tasks.batch_sampler is None:
+        return False
+    collate, keywords = tasks.collate_fn, {}
     while isinstance(collate, functools.partial):  # partial(default_collate)
+        keywords = {**collate.keywords, **keywords}
         collate = collate.func
-    return (tasks.batch_sampler is not None
-            and collate is getattr(data, "default_collate", None))
+    if collate is getattr(data, "default_collate", None):
+        return True
+    # default_collate is collate with torch's map of types
+    torch_collate = sys.modules.get("torch.utils.data._utils.collate")
+    return (torch_collate is not None and collate is torch_collate.collate
+            and keywords.get("collate_fn_map") is torch_collate.default_collate_fn_map)
 
 
 def _is_list_of_samples(tasks):
