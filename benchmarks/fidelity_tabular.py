@@ -99,6 +99,10 @@ maml <variant>...
     meta-trained again on all of them for its best number of
     meta-iterations); ``cv=K`` after ``search`` averages the validation
     curves over K disjoint class folds (``MetaGridSearch(cv=K)``).
+avg <method> | <method>
+    The mean of the predicted probabilities of two (or more) meta-learners,
+    each meta-trained and adapted as its own name says (the twenty-ninth
+    run: ``"avg maml | maml pre anil ps=0.1 it=1"``).
 maml meta, reptile meta steps=5, ...
     The classifiers' defaults before this benchmark chose new ones
     (``head_init="meta"``; Reptile with 5 inner steps).
@@ -637,6 +641,26 @@ def run_setting(dataset, setting, split, k_shot, args, timer):
     def done(path):
         return path.is_file() and not args.force
 
+    def meta_fitted(spec, record):
+        """The method's estimator meta-trained, and the seconds it took."""
+        net = None
+        if spec.pretrained:
+            net, n_steps, seconds = pretrained_net(spec.hidden, spec.pretrain_seed)
+            record.update(pretrain_steps=n_steps, pretrain_seconds=seconds)
+        train, validation_tasks = setting.train, None
+        if spec.validated:
+            train, validation_tasks = _validation_split(setting, k_shot, split,
+                                                        dataset)
+        meta_tasks = meta_training_tasks(setting, k_shot, spec.meta_seed(split), train)
+        est = spec.make(n_way, spec.meta_seed(split), args.max_time, net)
+        t0 = time.perf_counter()
+        if spec.searched and setting.groups is not None:
+            est.meta_fit(meta_tasks, groups=setting.groups)
+            record.update(search_groups="character")
+        else:
+            est.meta_fit(meta_tasks, validation_tasks=validation_tasks)
+        return est, time.perf_counter() - t0
+
     for name in args.methods:
         path = result_path(results_folder(args.stage, args.clip), dataset, split,
                            k_shot, name)
@@ -660,26 +684,27 @@ def run_setting(dataset, setting, split, k_shot, args, timer):
             record.update(kind="baseline", pretrain_steps=n_steps,
                           pretrain_seconds=seconds, hidden=hidden,
                           accuracy={"": accuracies(head_fit_predict, tasks)})
+        elif name.startswith("avg "):
+            # the mean of the members' predicted probabilities, each member
+            # meta-trained and adapted as its own method name says
+            members = [member.strip() for member in name[4:].split("|")]
+            fitted = [meta_fitted(meta_learner(member), {}) for member in members]
+            estimators = [est for est, _ in fitted]
+
+            def average_fit_predict(t, estimators=estimators):
+                probas = [est.fit(t.X_support, t.y_support).predict_proba(t.X_query)
+                          for est in estimators]
+                return estimators[0].classes_[np.mean(probas, axis=0).argmax(1)]
+
+            record.update(kind="meta", members=members,
+                          trained_steps=estimators[0].inner_steps,
+                          meta_seconds=sum(seconds for _, seconds in fitted),
+                          n_meta_iter=int(estimators[0].n_meta_iter_),
+                          accuracy={str(estimators[0].inner_steps): accuracies(
+                              average_fit_predict, tasks)})
         else:
             spec = meta_learner(name)
-            net = None
-            if spec.pretrained:
-                net, n_steps, seconds = pretrained_net(spec.hidden, spec.pretrain_seed)
-                record.update(pretrain_steps=n_steps, pretrain_seconds=seconds)
-            train, validation_tasks = setting.train, None
-            if spec.validated:
-                train, validation_tasks = _validation_split(setting, k_shot, split,
-                                                            dataset)
-            meta_tasks = meta_training_tasks(setting, k_shot, spec.meta_seed(split),
-                                             train)
-            est = spec.make(n_way, spec.meta_seed(split), args.max_time, net)
-            t0 = time.perf_counter()
-            if spec.searched and setting.groups is not None:
-                est.meta_fit(meta_tasks, groups=setting.groups)
-                record.update(search_groups="character")
-            else:
-                est.meta_fit(meta_tasks, validation_tasks=validation_tasks)
-            meta_seconds = time.perf_counter() - t0
+            est, meta_seconds = meta_fitted(spec, record)
             if spec.searched:
                 record.update(search={k: [str(v) for v in values]
                                       for k, values in est.results_.items()},
@@ -957,8 +982,10 @@ def main(argv=None):
     args.methods = [*baselines, *(m for m in args.methods if m not in baselines)]
     for name in args.methods:  # fail before hours of work, not during
         if name not in SUPPORT_ONLY and not name.startswith("pretrain+LR"):
+            members = name[4:].split("|") if name.startswith("avg ") else [name]
             try:
-                meta_learner(name)
+                for member in members:
+                    meta_learner(member.strip())
             except ValueError as exc:
                 parser.error(str(exc))
     set_threads(1)

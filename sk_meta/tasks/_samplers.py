@@ -222,6 +222,12 @@ class _DrawnTasks:
         return self.n_tasks
 
 
+def _is_default_index(index):
+    """Whether a pandas index is 0, 1, ..., n - 1 (what reset_index gives)."""
+    values = np.asarray(index)
+    return values.dtype.kind in "iu" and np.array_equal(values, np.arange(len(values)))
+
+
 def _warn_if_reordered(X, y, name="y"):
     """Warn where pandas ``X`` and ``y`` hold the same index labels in another
     order: rows pair by position (as in scikit-learn), and a frame shuffled
@@ -229,8 +235,7 @@ def _warn_if_reordered(X, y, name="y"):
     if not (_is_frame(X) and _is_frame(y)):  # a list's .index is a method
         return
     X_index, y_index = X.index, y.index
-    if X_index.equals(y_index) or np.array_equal(np.asarray(X_index, dtype=object),
-                                                 np.arange(len(X_index))):
+    if X_index.equals(y_index) or _is_default_index(X_index):
         # X's default index says nothing of its rows' order (reset_index after
         # a shuffle of both)
         return
