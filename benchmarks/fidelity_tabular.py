@@ -99,10 +99,10 @@ maml <variant>...
     meta-trained again on all of them for its best number of
     meta-iterations); ``cv=K`` after ``search`` averages the validation
     curves over K disjoint class folds (``MetaGridSearch(cv=K)``).
-avg <method> | <method>
+avg <method> & <method>
     The mean of the predicted probabilities of two (or more) meta-learners,
     each meta-trained and adapted as its own name says (the twenty-ninth
-    run: ``"avg maml | maml pre anil ps=0.1 it=1"``).
+    run: ``"avg maml & maml pre anil ps=0.1 it=1"``).
 maml meta, reptile meta steps=5, ...
     The classifiers' defaults before this benchmark chose new ones
     (``head_init="meta"``; Reptile with 5 inner steps).
@@ -687,7 +687,7 @@ def run_setting(dataset, setting, split, k_shot, args, timer):
         elif name.startswith("avg "):
             # the mean of the members' predicted probabilities, each member
             # meta-trained and adapted as its own method name says
-            members = [member.strip() for member in name[4:].split("|")]
+            members = [member.strip() for member in name[4:].split("&")]
             fitted = [meta_fitted(meta_learner(member), {}) for member in members]
             estimators = [est for est, _ in fitted]
 
@@ -982,7 +982,7 @@ def main(argv=None):
     args.methods = [*baselines, *(m for m in args.methods if m not in baselines)]
     for name in args.methods:  # fail before hours of work, not during
         if name not in SUPPORT_ONLY and not name.startswith("pretrain+LR"):
-            members = name[4:].split("|") if name.startswith("avg ") else [name]
+            members = name[4:].split("&") if name.startswith("avg ") else [name]
             try:
                 for member in members:
                     meta_learner(member.strip())

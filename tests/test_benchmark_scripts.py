@@ -1,6 +1,7 @@
 """The benchmark scripts' own bookkeeping, where a slip loses a long run's result."""
 
 import argparse
+import json
 import signal
 import warnings
 
@@ -127,3 +128,25 @@ def test_a_run_whose_data_sets_are_all_missing_fails(tmp_path, capsys):
         fidelity_tabular.main(["--datasets", "vowel", "--tabular-dir", str(tmp_path),
                                "--splits", "0", "--k-shot", "1", "--methods", "maml"])
     assert "vowel: no file" in capsys.readouterr().out
+
+
+def test_the_average_of_a_method_with_itself_is_that_method(tmp_path, monkeypatch):
+    # "avg A & B" meta-trains each member as its name says and averages their
+    # probabilities: with A = B, the predictions, so the accuracies, are A's
+    monkeypatch.setattr(fidelity_tabular, "OUT_DIR", tmp_path)
+    fidelity_tabular.main([
+        "--datasets", "digits", "--splits", "0", "--k-shot", "1",
+        "--n-test-tasks", "4", "--max-time", "2", "--test-steps", "5",
+        "--methods", "maml it=3 h=8", "avg maml it=3 h=8 & maml it=3 h=8"])
+    folder = tmp_path / "test" / "digits" / "split0_k1"
+    single = json.loads((folder / "maml_it=3_h=8.json").read_text())
+    average = json.loads((folder / "avg_maml_it=3_h=8_maml_it=3_h=8.json").read_text())
+    assert average["members"] == ["maml it=3 h=8", "maml it=3 h=8"]
+    assert average["accuracy"]["20"] == single["accuracy"]["20"]
+    assert len(average["accuracy"]["20"]) == 4
+
+
+def test_an_average_of_an_unknown_method_is_refused_before_running(capsys):
+    with pytest.raises(SystemExit):
+        fidelity_tabular.main(["--methods", "avg maml & bogus"])
+    assert "unknown method 'bogus'" in capsys.readouterr().err

@@ -92,3 +92,28 @@ def test_pretrained_features_make_the_prototype_head_a_nearest_centroid(digits,
     centres = torch.stack([support[codes == k].mean(0) for k in range(3)])
     nearest = torch.cdist(query, centres).argmin(1).numpy()
     np.testing.assert_array_equal(clf.predict(task.X_query), clf.classes_[nearest])
+
+
+def test_a_soft_vote_averages_the_meta_trained_and_the_pretrained_network(digits,
+                                                                         pretrained):
+    # the page's "Averaging" recipe: VotingClassifier clones its members,
+    # and a clone keeps the meta-learned init, so each member adapts from its
+    # own init and the vote averages their probabilities
+    from sklearn.ensemble import VotingClassifier
+
+    X, y = digits
+    tasks = EpisodeSampler(X, y, 3, 2, 5, classes=TRAIN_CLASSES, shuffle_labels=True,
+                           random_state=0)
+    meta = MAMLClassifier(hidden_layer_sizes=(16,), n_meta_iter=5, meta_batch_size=4,
+                          random_state=0).meta_fit(tasks)
+    pre = MAMLClassifier(pretrained.module_, adapt_layers="head", prototype_scale=0.1,
+                         n_meta_iter=1, meta_batch_size=4, random_state=0)
+    pre.meta_fit(tasks)
+    task = EpisodeSampler(X, y, 3, 2, 10, classes=TEST_CLASSES, random_state=1).sample()
+    both = VotingClassifier([("meta", meta), ("pretrained", pre)], voting="soft")
+    both.fit(task.X_support, task.y_support)
+    assert [member.n_meta_iter_ for member in both.estimators_] == [5, 1]
+    expected = np.mean([member.fit(task.X_support, task.y_support)
+                        .predict_proba(task.X_query) for member in (meta, pre)], axis=0)
+    np.testing.assert_allclose(both.predict_proba(task.X_query), expected, atol=1e-6)
+    assert not np.allclose(expected, meta.predict_proba(task.X_query), atol=1e-3)
