@@ -101,8 +101,10 @@ maml <variant>...
     curves over K disjoint class folds (``MetaGridSearch(cv=K)``).
 avg <method> & <method>
     The mean of the predicted probabilities of two (or more) meta-learners,
-    each meta-trained and adapted as its own name says (the twenty-ninth
-    run: ``"avg maml & maml pre anil ps=0.1 it=1"``).
+    each meta-trained and adapted (at its own ``inner_steps``; the result is
+    named by the first member's) as its own name says (the twenty-ninth
+    run: ``"avg maml & maml pre anil ps=0.1 it=1"``). ``--test-steps``
+    does not apply to it.
 maml meta, reptile meta steps=5, ...
     The classifiers' defaults before this benchmark chose new ones
     (``head_init="meta"``; Reptile with 5 inner steps).
@@ -504,6 +506,19 @@ _PARAM_NAMES = {"lr": ("inner_lr", float), "steps": ("inner_steps", int),
                       lambda v: tuple(int(x) for x in v.split("x")))}
 
 
+def average_members(name):
+    """The member method names of ``"avg A & B"``, each a meta-learner."""
+    members = [" ".join(member.split()) for member in name[4:].split("&")]
+    if len(members) < 2 or not all(members):
+        raise ValueError(f"{name!r}: an average needs two methods or more, "
+                         "joined by '&'")
+    for member in members:
+        if member in SUPPORT_ONLY or member.startswith(("pretrain+LR", "avg")):
+            raise ValueError(f"{name!r}: {member!r} is no meta-learner; the "
+                             "members of an average are meta-learners")
+    return members
+
+
 def meta_learner(name):
     """The MetaLearner a method name stands for.
 
@@ -686,17 +701,25 @@ def run_setting(dataset, setting, split, k_shot, args, timer):
                           accuracy={"": accuracies(head_fit_predict, tasks)})
         elif name.startswith("avg "):
             # the mean of the members' predicted probabilities, each member
-            # meta-trained and adapted as its own method name says
-            members = [member.strip() for member in name[4:].split("&")]
-            fitted = [meta_fitted(meta_learner(member), {}) for member in members]
-            estimators = [est for est, _ in fitted]
+            # meta-trained and adapted (at its own inner_steps) as its own
+            # method name says
+            members = average_members(name)
+            member_records = [{} for _ in members]
+            fitted = [meta_fitted(meta_learner(member), member_record)
+                      for member, member_record in zip(members, member_records)]
+            estimators = [est.best_estimator_ if meta_learner(member).searched else est
+                          for member, (est, _) in zip(members, fitted)]
 
             def average_fit_predict(t, estimators=estimators):
                 probas = [est.fit(t.X_support, t.y_support).predict_proba(t.X_query)
                           for est in estimators]
                 return estimators[0].classes_[np.mean(probas, axis=0).argmax(1)]
 
-            record.update(kind="meta", members=members,
+            # the accuracy is named by the first member's steps, as a method's
+            record.update(kind="meta", members=members, member_records=[
+                dict(member_record, n_meta_iter=int(est.n_meta_iter_),
+                     trained_steps=est.inner_steps)
+                for member_record, est in zip(member_records, estimators)],
                           trained_steps=estimators[0].inner_steps,
                           meta_seconds=sum(seconds for _, seconds in fitted),
                           n_meta_iter=int(estimators[0].n_meta_iter_),
@@ -974,6 +997,11 @@ def main(argv=None):
         args.methods = TEST_METHODS
     if args.methods == ["ALL_MAML"]:
         args.methods = PILOT_METHODS
+    try:  # one spelling per average: its result file and its report column
+        args.methods = [f"avg {' & '.join(average_members(name))}"
+                        if name.startswith("avg ") else name for name in args.methods]
+    except ValueError as exc:
+        parser.error(str(exc))
     # the summary shows the methods asked for (the test list: its report columns)
     leading = ["best support-only", "pretrain+LR"]
     columns = None if asked is None else [
@@ -982,10 +1010,10 @@ def main(argv=None):
     args.methods = [*baselines, *(m for m in args.methods if m not in baselines)]
     for name in args.methods:  # fail before hours of work, not during
         if name not in SUPPORT_ONLY and not name.startswith("pretrain+LR"):
-            members = name[4:].split("&") if name.startswith("avg ") else [name]
             try:
-                for member in members:
-                    meta_learner(member.strip())
+                for member in (average_members(name) if name.startswith("avg ")
+                               else [name]):
+                    meta_learner(member)
             except ValueError as exc:
                 parser.error(str(exc))
     set_threads(1)

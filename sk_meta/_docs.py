@@ -374,7 +374,8 @@ PARAMETERS = {
         validation score, iterations per second, time left) and prints a
         line every 5 % elsewhere (a log file); 2 prints a line every
         meta-iteration. A last line says when early stopping or
-        ``max_time`` ended the run, and which init the estimator keeps."""),
+        ``max_time`` ended the run and, with early stopping, which init the
+        estimator keeps."""),
 }
 
 

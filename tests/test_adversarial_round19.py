@@ -51,11 +51,15 @@ def test_the_group_sampler_warns_when_a_frame_was_reordered_without_its_targets(
         GroupTaskSampler(shuffled, y.loc[shuffled.index], groups.loc[shuffled.index],
                          2, 2)
         GroupTaskSampler(X, y.to_numpy(), groups.to_list(), 2, 2)
-        # shuffled with its targets, then X's index reset: paired as meant
-        GroupTaskSampler(shuffled.reset_index(drop=True), y.loc[shuffled.index],
-                         groups.loc[shuffled.index], 2, 2)
-        EpisodeSampler(shuffled.reset_index(drop=True), groups.loc[shuffled.index],
-                       2, 2, 2)
+    # shuffled with its targets, then X's index reset: paired as meant, and
+    # told apart from a shuffle of y alone only by the user, so the warning
+    # names both remedies
+    reset = shuffled.reset_index(drop=True)
+    for reset_X, labels in ((reset, groups.loc[shuffled.index]),
+                            (X, groups.sample(frac=1, random_state=1))):
+        with pytest.warns(UserWarning, match=r"y\.loc\[X\.index\] realigns them; if "
+                                             r"they are paired as meant.*reset_index"):
+            EpisodeSampler(reset_X, labels, 2, 2, 2)
 
 
 def test_classes_of_mixed_kinds_are_named_as_passed():

@@ -146,7 +146,40 @@ def test_the_average_of_a_method_with_itself_is_that_method(tmp_path, monkeypatc
     assert len(average["accuracy"]["20"]) == 4
 
 
-def test_an_average_of_an_unknown_method_is_refused_before_running(capsys):
+# small settings and results in tmp_path: a refusal that fails runs nothing long
+_TINY_RUN = ["--datasets", "digits", "--splits", "0", "--k-shot", "1",
+             "--n-test-tasks", "2", "--max-time", "1"]
+
+
+def test_an_average_of_an_unknown_method_is_refused_before_running(
+        capsys, tmp_path, monkeypatch):
+    monkeypatch.setattr(fidelity_tabular, "OUT_DIR", tmp_path)
     with pytest.raises(SystemExit):
-        fidelity_tabular.main(["--methods", "avg maml & bogus"])
+        fidelity_tabular.main([*_TINY_RUN, "--methods", "avg maml & bogus"])
     assert "unknown method 'bogus'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name, message", [
+    ("avg maml it=1 h=4", "needs two methods or more"),
+    ("avg maml it=1 h=4 & ", "needs two methods or more"),
+    ("avg pretrain+LR & maml it=1 h=4", "'pretrain+LR' is no meta-learner"),
+])
+def test_an_average_of_other_than_meta_learners_is_refused(name, message, capsys,
+                                                           tmp_path, monkeypatch):
+    monkeypatch.setattr(fidelity_tabular, "OUT_DIR", tmp_path)
+    with pytest.raises(SystemExit):
+        fidelity_tabular.main([*_TINY_RUN, "--methods", name])
+    assert message in capsys.readouterr().err
+
+
+def test_an_average_takes_a_search_first_and_one_spelling(tmp_path, monkeypatch):
+    # a MetaGridSearch member is used through its best estimator (it failed
+    # after meta-training), and spacing variants share one result file
+    monkeypatch.setattr(fidelity_tabular, "OUT_DIR", tmp_path)
+    fidelity_tabular.main([*_TINY_RUN, "--methods",
+                           "avg maml searchlr it=3 h=8 &  maml it=3   h=8"])
+    path = (tmp_path / "test" / "digits" / "split0_k1"
+            / "avg_maml_searchlr_it=3_h=8_maml_it=3_h=8.json")
+    record = json.loads(path.read_text())
+    assert record["method"] == "avg maml searchlr it=3 h=8 & maml it=3 h=8"
+    assert [m["n_meta_iter"] for m in record["member_records"]][1] == 3

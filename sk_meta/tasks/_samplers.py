@@ -222,12 +222,6 @@ class _DrawnTasks:
         return self.n_tasks
 
 
-def _is_default_index(index):
-    """Whether a pandas index is 0, 1, ..., n - 1 (what reset_index gives)."""
-    values = np.asarray(index)
-    return values.dtype.kind in "iu" and np.array_equal(values, np.arange(len(values)))
-
-
 def _warn_if_reordered(X, y, name="y"):
     """Warn where pandas ``X`` and ``y`` hold the same index labels in another
     order: rows pair by position (as in scikit-learn), and a frame shuffled
@@ -235,19 +229,21 @@ def _warn_if_reordered(X, y, name="y"):
     if not (_is_frame(X) and _is_frame(y)):  # a list's .index is a method
         return
     X_index, y_index = X.index, y.index
-    if X_index.equals(y_index) or _is_default_index(X_index):
-        # X's default index says nothing of its rows' order (reset_index after
-        # a shuffle of both)
+    if X_index.equals(y_index):
         return
     # the same labels, compared as a set: an index of mixed types does not sort
     if (len(X_index) == len(y_index) and X_index.is_unique and y_index.is_unique
             and bool(X_index.isin(y_index).all())):
+        # an index reset on one side after a shuffle of both looks the same,
+        # and is paired as meant: the remedy of each case is named
         warn_user(
             f"X and {name} hold the same index labels in another order: their "
             "rows pair by position, as in scikit-learn, so each row takes the "
             f"value of {name}'s row at its position, not the one of its own "
-            f"index label. Reorder {name} with X ({name}.loc[X.index]) if that "
-            "is not what you meant",
+            f"index label. If the rows of one were reordered without the "
+            f"other, {name}.loc[X.index] realigns them; if they are paired as "
+            "meant (an index reset on one side only), reset the other's index "
+            "too (reset_index(drop=True))",
             UserWarning)
 
 
