@@ -194,7 +194,8 @@ def _rows_of_labels(labels, wanted, *, labels_name, wanted_name):
 
 
 def _format_labels(labels, max_shown=10):
-    # tolist() gives Python scalars, whose repr is 3 or 'a', not np.int64(3).
+    # tolist() gives Python scalars, whose repr is 3 or 'a', not np.int64(3)
+    # (an object array keeps numpy's scalars: .item() turns them)
     shown = ", ".join(repr(label.item() if isinstance(label, np.generic) else label)
                       for label in labels[:max_shown].tolist())
     if len(labels) > max_shown:
