@@ -506,9 +506,22 @@ _PARAM_NAMES = {"lr": ("inner_lr", float), "steps": ("inner_steps", int),
                       lambda v: tuple(int(x) for x in v.split("x")))}
 
 
+def is_average(name):
+    return name.split(maxsplit=1)[:1] == ["avg"]
+
+
+def canonical_method(name):
+    """One spelling of a method name: single spaces, ``"avg A & B"``."""
+    if is_average(name):
+        return f"avg {' & '.join(average_members(name))}"
+    return " ".join(name.split())
+
+
 def average_members(name):
     """The member method names of ``"avg A & B"``, each a meta-learner."""
-    members = [" ".join(member.split()) for member in name[4:].split("&")]
+    words = name.split(maxsplit=1)
+    members = [" ".join(member.split())
+               for member in (words[1] if len(words) > 1 else "").split("&")]
     if len(members) < 2 or not all(members):
         raise ValueError(f"{name!r}: an average needs two methods or more, "
                          "joined by '&'")
@@ -699,7 +712,7 @@ def run_setting(dataset, setting, split, k_shot, args, timer):
             record.update(kind="baseline", pretrain_steps=n_steps,
                           pretrain_seconds=seconds, hidden=hidden,
                           accuracy={"": accuracies(head_fit_predict, tasks)})
-        elif name.startswith("avg "):
+        elif is_average(name):
             # the mean of the members' predicted probabilities, each member
             # meta-trained and adapted (at its own inner_steps) as its own
             # method name says
@@ -973,6 +986,11 @@ def main(argv=None):
                         help="only aggregate the results of --stage")
     parser.add_argument("--list", action="store_true", help="print the methods")
     args = parser.parse_args(argv)
+    if args.methods is not None:
+        try:  # one spelling per method: its result file and its report column
+            args.methods = [canonical_method(name) for name in args.methods]
+        except ValueError as exc:
+            parser.error(str(exc))
     baselines = [*SUPPORT_ONLY, "pretrain+LR", "pretrain+LR h=128x128"]
     if args.list:
         print("\n".join([*baselines, *PILOT_METHODS, *TEST_METHODS,
@@ -997,11 +1015,6 @@ def main(argv=None):
         args.methods = TEST_METHODS
     if args.methods == ["ALL_MAML"]:
         args.methods = PILOT_METHODS
-    try:  # one spelling per average: its result file and its report column
-        args.methods = [f"avg {' & '.join(average_members(name))}"
-                        if name.startswith("avg ") else name for name in args.methods]
-    except ValueError as exc:
-        parser.error(str(exc))
     # the summary shows the methods asked for (the test list: its report columns)
     leading = ["best support-only", "pretrain+LR"]
     columns = None if asked is None else [
@@ -1011,7 +1024,7 @@ def main(argv=None):
     for name in args.methods:  # fail before hours of work, not during
         if name not in SUPPORT_ONLY and not name.startswith("pretrain+LR"):
             try:
-                for member in (average_members(name) if name.startswith("avg ")
+                for member in (average_members(name) if is_average(name)
                                else [name]):
                     meta_learner(member)
             except ValueError as exc:

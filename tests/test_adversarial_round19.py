@@ -180,3 +180,36 @@ def test_no_stop_line_when_the_budget_ends_the_run_or_verbose_is_0(capsys):
     out = capsys.readouterr().out
     assert "Meta-iteration 10/10" in out
     assert "Stopped" not in out
+
+
+def test_a_pipeline_rebuilding_an_aligned_sampler_does_not_warn_of_reordering():
+    # meta_fit_pipeline transforms the sampler's rows once; a transform that
+    # gives them a new index paired them with labels of the old one, and the
+    # rebuilt sampler warned of a reordering the user never made
+    import pandas as pd
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import FunctionTransformer
+
+    from sk_meta.pipeline import meta_fit_pipeline
+
+    X = pd.DataFrame(RNG.normal(size=(80, 3)), columns=list("abc"))
+    y = pd.Series(np.repeat(np.arange(8), 10))
+    order = RNG.permutation(80)
+    sampler = EpisodeSampler(X.iloc[order], y.iloc[order], 2, 2, 2, n_tasks=5,
+                             random_state=0)
+    new_index = FunctionTransformer(
+        lambda frame: pd.DataFrame(np.asarray(frame) * 2.0, columns=list("abc")))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        meta_fit_pipeline(make_pipeline(new_index, MAMLClassifier(
+            hidden_layer_sizes=(4,), n_meta_iter=2, random_state=0)), sampler)
+
+
+def test_the_reorder_warning_reads_for_groups():
+    import pandas as pd
+
+    X = pd.DataFrame(RNG.random((40, 2)))
+    groups = pd.Series(np.repeat(np.arange(4), 10)).sample(frac=1, random_state=0)
+    with pytest.warns(UserWarning, match=r"each row of X takes the value at its "
+                                         r"position in groups, not"):
+        GroupTaskSampler(X, RNG.random(40), groups, 2, 2)

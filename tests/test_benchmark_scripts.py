@@ -162,6 +162,7 @@ def test_an_average_of_an_unknown_method_is_refused_before_running(
 @pytest.mark.parametrize("name, message", [
     ("avg maml it=1 h=4", "needs two methods or more"),
     ("avg maml it=1 h=4 & ", "needs two methods or more"),
+    ("avg", "needs two methods or more"),
     ("avg pretrain+LR & maml it=1 h=4", "'pretrain+LR' is no meta-learner"),
 ])
 def test_an_average_of_other_than_meta_learners_is_refused(name, message, capsys,
@@ -183,3 +184,25 @@ def test_an_average_takes_a_search_first_and_one_spelling(tmp_path, monkeypatch)
     record = json.loads(path.read_text())
     assert record["method"] == "avg maml searchlr it=3 h=8 & maml it=3 h=8"
     assert [m["n_meta_iter"] for m in record["member_records"]][1] == 3
+
+
+def test_method_names_have_one_spelling_in_runs_and_reports(tmp_path, monkeypatch,
+                                                             capsys):
+    # a plain method spelt with two spaces, or an average after a tab, found
+    # the other spelling's file and reported an empty column
+    monkeypatch.setattr(fidelity_tabular, "OUT_DIR", tmp_path)
+    fidelity_tabular.main([*_TINY_RUN, "--methods", "maml  it=2 h=4",
+                           "avg\tmaml it=2 h=4&maml it=2 h=4"])
+    folder = tmp_path / "test" / "digits" / "split0_k1"
+    assert json.loads((folder / "maml_it=2_h=4.json").read_text())["method"] == (
+        "maml it=2 h=4")
+    capsys.readouterr()
+    fidelity_tabular.main(["--stage", "test", "--report", "--methods",
+                           "maml it=2  h=4", "avg maml it=2 h=4 &maml  it=2 h=4"])
+    report = capsys.readouterr().out
+    header, *rows = [line for line in report.splitlines() if line.startswith("|")]
+    row = next(line for line in rows if "digits" in line)
+    cells = dict(zip([c.strip() for c in header.split("|")],
+                     [c.strip() for c in row.split("|")]))
+    assert cells["maml it=2 h=4"] and cells["maml it=2 h=4"] != "—"
+    assert cells["avg maml it=2 h=4 & maml it=2 h=4"] == cells["maml it=2 h=4"]

@@ -10,7 +10,7 @@ import numpy as np
 from scipy import sparse
 
 from sk_meta._checks import is_int, positive_int_setting
-from sk_meta._errors import warn_user
+from sk_meta._errors import ignoring_warnings, warn_user
 from sk_meta.tasks._task import Task
 from sk_meta.tasks._validation import is_missing_label, label_kind
 
@@ -239,8 +239,8 @@ def _warn_if_reordered(X, y, name="y"):
         # and is paired as meant: the remedy of each case is named
         warn_user(
             f"X and {name} hold the same index labels in another order: their "
-            "rows pair by position, as in scikit-learn, so each row takes the "
-            f"value of {name}'s row at its position, not the one of its own "
+            "rows pair by position, as in scikit-learn, so each row of X takes "
+            f"the value at its position in {name}, not the one of its own "
             f"index label. If the rows of one were reordered without the "
             f"other, {name}.loc[X.index] realigns them; if they are paired as "
             "meant (an index reset on one side only), reset the other's index "
@@ -484,11 +484,15 @@ default=None
         X = transform(X_rows)
         if X is None:
             return None
-        return EpisodeSampler(
-            X, y_rows,
-            self.n_way, self.k_shot, self.n_query, classes=self.class_labels,
-            n_tasks=self.n_tasks, random_state=self.random_state,
-            shuffle_labels=self.shuffle_labels)
+        # the transformed rows pair with their labels by position, as this
+        # sampler's did, whatever index the transform gave them: the user's
+        # sampler was checked for reordered indexes when it was built
+        with ignoring_warnings():
+            return EpisodeSampler(
+                X, y_rows,
+                self.n_way, self.k_shot, self.n_query, classes=self.class_labels,
+                n_tasks=self.n_tasks, random_state=self.random_state,
+                shuffle_labels=self.shuffle_labels)
 
     def __repr__(self):
         return (
