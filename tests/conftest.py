@@ -30,6 +30,27 @@ def _small_estimator(cls=MAMLClassifier, **params):
     return cls(**settings)
 
 
+class _InterruptingList(list):
+    """A list of tasks whose n-th read raises KeyboardInterrupt, as Ctrl-C would."""
+
+    def __init__(self, tasks, interrupt_at):
+        super().__init__(tasks)
+        self.reads = 0
+        self.interrupt_at = interrupt_at
+
+    def __getitem__(self, index):
+        self.reads += 1
+        if self.reads == self.interrupt_at:
+            raise KeyboardInterrupt
+        return super().__getitem__(index)
+
+
+@pytest.fixture
+def interrupting_list():
+    """:class:`_InterruptingList`: ``interrupting_list(tasks, interrupt_at)``."""
+    return _InterruptingList
+
+
 @pytest.fixture
 def blob_tasks():
     """:func:`_blob_tasks`."""

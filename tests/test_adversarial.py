@@ -191,25 +191,12 @@ def test_regression_targets_too_large_for_float32_are_refused():
 
 # -- interruption and resuming --------------------------------------------------------
 
-class _InterruptingList(list):
-    """A list of tasks whose n-th access raises KeyboardInterrupt, as Ctrl-C would."""
 
-    def __init__(self, tasks, interrupt_at):
-        super().__init__(tasks)
-        self.accesses = 0
-        self.interrupt_at = interrupt_at
-
-    def __getitem__(self, index):
-        self.accesses += 1
-        if self.accesses == self.interrupt_at:
-            raise KeyboardInterrupt
-        return super().__getitem__(index)
-
-
-def _interrupted_then_resumed(make, tasks, interrupt_at, **fit_kwargs):
+def _interrupted_then_resumed(make, tasks, interrupting_list, interrupt_at,
+                              **fit_kwargs):
     est = make()
     with pytest.warns(UserWarning, match="interrupted"):
-        est.meta_fit(_InterruptingList(tasks, interrupt_at), **fit_kwargs)
+        est.meta_fit(interrupting_list(tasks, interrupt_at), **fit_kwargs)
     return est.set_params(warm_start=True).meta_fit(list(tasks), **fit_kwargs)
 
 
@@ -227,7 +214,7 @@ def _assert_same_run(a, b):
 
 @pytest.mark.parametrize("interrupt_at", [9, 21, 37, 53])
 def test_early_stopping_resumed_after_ctrl_c_equals_an_uninterrupted_run(
-        interrupt_at):
+        interrupt_at, interrupting_list):
     """Interrupted after the best validation point and resumed, the kept init
     used to be the last one while best_validation_score_ reported the best."""
     tasks = _classification_tasks(16)
@@ -239,8 +226,8 @@ def test_early_stopping_resumed_after_ctrl_c_equals_an_uninterrupted_run(
 
     uninterrupted = make().meta_fit(list(tasks), validation_tasks=validation)
     assert uninterrupted.n_meta_iter_ < 40  # early stopping did stop it
-    resumed = _interrupted_then_resumed(make, tasks, interrupt_at,
-                                        validation_tasks=validation)
+    resumed = _interrupted_then_resumed(make, tasks, interrupting_list,
+                                        interrupt_at, validation_tasks=validation)
     _assert_same_run(resumed, uninterrupted)
 
 
@@ -256,7 +243,8 @@ class _DropoutNet(torch.nn.Module):
 
 
 @pytest.mark.parametrize("interrupt_at", [7, 15])
-def test_resume_with_dropout_and_validation_is_bit_identical(interrupt_at):
+def test_resume_with_dropout_and_validation_is_bit_identical(interrupt_at,
+                                                              interrupting_list):
     """The validation pass at the interrupt consumed random numbers, so the
     resumed run drew other dropout masks than an uninterrupted one."""
     tasks = _classification_tasks(12)
@@ -266,8 +254,8 @@ def test_resume_with_dropout_and_validation_is_bit_identical(interrupt_at):
         return _classifier(module=_DropoutNet, n_meta_iter=8, validation_interval=3)
 
     uninterrupted = make().meta_fit(list(tasks), validation_tasks=validation)
-    resumed = _interrupted_then_resumed(make, tasks, interrupt_at,
-                                        validation_tasks=validation)
+    resumed = _interrupted_then_resumed(make, tasks, interrupting_list,
+                                        interrupt_at, validation_tasks=validation)
     _assert_same_run(resumed, uninterrupted)
 
 

@@ -395,20 +395,6 @@ def test_an_object_array_of_tasks_is_told_to_pass_tuples():
 
 # -- long runs (pass XX) ---------------------------------------------------------------
 
-class _InterruptingList(list):
-    """Tasks whose n-th read raises KeyboardInterrupt, as Ctrl-C would."""
-
-    def __init__(self, tasks, interrupt_at):
-        super().__init__(tasks)
-        self.reads = 0
-        self.interrupt_at = interrupt_at
-
-    def __getitem__(self, index):
-        self.reads += 1
-        if self.reads == self.interrupt_at:
-            raise KeyboardInterrupt
-        return super().__getitem__(index)
-
 
 def _two_way_tasks(n_tasks):
     return [_task() for _ in range(n_tasks)]
@@ -448,21 +434,21 @@ def test_a_loaded_estimator_warm_started_on_a_generator_says_it_cannot_resume_ex
         clf.set_params(n_meta_iter=clf.n_meta_iter_ + 1).meta_fit(generator())
 
 
-def test_the_interrupt_warning_says_which_init_is_kept():
+def test_the_interrupt_warning_says_which_init_is_kept(interrupting_list):
     tasks = _two_way_tasks(12)
     clf = MAMLClassifier(hidden_layer_sizes=(8,), meta_batch_size=4, n_meta_iter=10,
                          validation_interval=1, early_stopping=True,
                          n_iter_no_change=100, random_state=0)
     with pytest.warns(UserWarning, match=r"keeps the best init it scored "
                                          r"\(early_stopping\)\. Call meta_fit"):
-        clf.meta_fit(_InterruptingList(tasks, interrupt_at=15),
+        clf.meta_fit(interrupting_list(tasks, interrupt_at=15),
                      validation_tasks=tasks[:2])
     partial = MAMLClassifier(hidden_layer_sizes=(8,), meta_batch_size=4,
                              random_state=0)
     with pytest.warns(UserWarning, match=r"keeps that init\. The rest of this "
                                          r"call's tasks were not used.*press "
                                          r"Ctrl-C twice"):
-        partial.meta_partial_fit(_InterruptingList(tasks, interrupt_at=7))
+        partial.meta_partial_fit(interrupting_list(tasks, interrupt_at=7))
 
 
 # -- regressions of this session's own fixes (pass WW) ---------------------------------

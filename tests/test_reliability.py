@@ -327,20 +327,6 @@ def test_divergence_without_outliers_does_not_blame_the_features():
 
 # -- interruption and resuming -------------------------------------------------------
 
-class _InterruptingList(list):
-    """A list of tasks whose n-th access raises KeyboardInterrupt, as Ctrl-C would."""
-
-    def __init__(self, tasks, interrupt_at):
-        super().__init__(tasks)
-        self.accesses = 0
-        self.interrupt_at = interrupt_at
-
-    def __getitem__(self, index):
-        self.accesses += 1
-        if self.accesses == self.interrupt_at:
-            raise KeyboardInterrupt
-        return super().__getitem__(index)
-
 
 def _resumable(**params):
     defaults = dict(hidden_layer_sizes=(8,), meta_batch_size=4, n_meta_iter=10,
@@ -348,11 +334,11 @@ def _resumable(**params):
     return MAMLClassifier(**{**defaults, **params})
 
 
-def test_keyboard_interrupt_keeps_the_last_completed_iteration():
+def test_keyboard_interrupt_keeps_the_last_completed_iteration(interrupting_list):
     tasks = _classification_tasks(12)
     clf = _resumable()
     with pytest.warns(UserWarning, match="interrupted after 3 meta-iterations"):
-        clf.meta_fit(_InterruptingList(tasks, interrupt_at=15))
+        clf.meta_fit(interrupting_list(tasks, interrupt_at=15))
     assert clf.n_meta_iter_ == 3
     assert len(clf.meta_loss_curve_) == 3
     expected = _resumable(n_meta_iter=3).meta_fit(list(tasks))
@@ -361,11 +347,11 @@ def test_keyboard_interrupt_keeps_the_last_completed_iteration():
     assert clf.fit(task.X_support, task.y_support).predict(task.X_query).shape == (9,)
 
 
-def test_resuming_after_an_interrupt_equals_an_uninterrupted_run():
+def test_resuming_after_an_interrupt_equals_an_uninterrupted_run(interrupting_list):
     tasks = _classification_tasks(12)
     clf = _resumable()
     with pytest.warns(UserWarning, match="interrupted"):
-        clf.meta_fit(_InterruptingList(tasks, interrupt_at=23))
+        clf.meta_fit(interrupting_list(tasks, interrupt_at=23))
     clf.set_params(warm_start=True).meta_fit(list(tasks))
     uninterrupted = _resumable().meta_fit(list(tasks))
     assert clf.n_meta_iter_ == 10
@@ -512,7 +498,7 @@ def test_repeated_fits_do_not_accumulate_state():
         clf.predict(tasks[0].X_query)
 
 
-def test_linear_meta_lr_schedule_decays_to_zero_and_resumes_exactly():
+def test_linear_meta_lr_schedule_decays_to_zero_and_resumes_exactly(interrupting_list):
     tasks = _classification_tasks(12)
     params = dict(meta_optimizer="sgd", meta_lr=0.5, meta_lr_schedule="linear",
                   n_meta_iter=6)
@@ -531,7 +517,7 @@ def test_linear_meta_lr_schedule_decays_to_zero_and_resumes_exactly():
     resumed = _resumable(**{**params, "n_meta_iter": 6, "warm_start": True})
     resumed.set_params(n_meta_iter=6)
     with pytest.warns(UserWarning, match="interrupted"):
-        resumed.meta_fit(_InterruptingList(tasks, interrupt_at=9))
+        resumed.meta_fit(interrupting_list(tasks, interrupt_at=9))
     resumed.meta_fit(tasks)
     _assert_same_weights(_weights(resumed), _weights(run))
 
