@@ -717,11 +717,12 @@ def run_setting(dataset, setting, split, k_shot, args, timer):
             # meta-trained and adapted (at its own inner_steps) as its own
             # method name says
             members = average_members(name)
+            specs = [meta_learner(member) for member in members]
             member_records = [{} for _ in members]
-            fitted = [meta_fitted(meta_learner(member), member_record)
-                      for member, member_record in zip(members, member_records)]
-            estimators = [est.best_estimator_ if meta_learner(member).searched else est
-                          for member, (est, _) in zip(members, fitted)]
+            fitted = [meta_fitted(spec, member_record)
+                      for spec, member_record in zip(specs, member_records)]
+            estimators = [est.best_estimator_ if spec.searched else est
+                          for spec, (est, _) in zip(specs, fitted)]
 
             def average_fit_predict(t, estimators=estimators):
                 probas = [est.fit(t.X_support, t.y_support).predict_proba(t.X_query)
