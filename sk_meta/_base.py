@@ -11,6 +11,7 @@ import copy
 import datetime
 import functools
 import inspect
+import math
 import os
 import pickle
 import types
@@ -34,7 +35,7 @@ from sklearn.utils.validation import (
 
 from sk_meta import _distributed, _fitting, _persistence, _skorch
 from sk_meta._checks import DEFAULT_HIDDEN_LAYER_SIZES, is_auto, set_all_or_nothing
-from sk_meta._errors import warn_user
+from sk_meta._errors import ignoring_warnings, warn_user
 from sk_meta._network import head_rebuilt_with_fixed_rates
 from sk_meta._records import FitResult, MetaResult, MetaTrainingState, record_on_cpu
 from sk_meta._torch_utils import (
@@ -89,7 +90,8 @@ def _transactional(method):
 
 # what a meta_fit under way chose for hidden_layer_sizes="auto", read while
 # it builds the network; the record keeps it after
-_TRANSIENT_CHOICE = ("_chosen_hidden_layer_sizes", "_chosen_pretrained")
+_TRANSIENT_CHOICE = ("_chosen_hidden_layer_sizes", "_chosen_pretrained",
+                     "_chosen_average")
 
 
 def _record_attribute(record, field, doc):
@@ -440,6 +442,15 @@ class BaseMetaEstimator(BaseEstimator):
         return tuple(meta.architecture["hidden_layer_sizes"])
 
     @property
+    def averaged_module_(self):
+        meta = self.__dict__.get("_meta")
+        if meta is None:
+            raise AttributeError(
+                f"{type(self).__name__} has no attribute 'averaged_module_' "
+                "before meta_fit")
+        return None if meta.averaged_with is None else meta.averaged_with.module
+
+    @property
     def device_(self):
         # the device of the last fit or, before it, of meta_fit; no docstring:
         # the class's Attributes section documents it, as the others
@@ -671,6 +682,7 @@ class BaseMetaEstimator(BaseEstimator):
         elif self._is_classifier():
             from sk_meta.model_selection import (
                 AUTO_CHOICE_MARGIN,
+                _averages_pretrained_mlp,
                 _candidate_name,
                 _choose_network,
                 _pretrained_mlp_applies,
@@ -697,14 +709,23 @@ class BaseMetaEstimator(BaseEstimator):
             if params is not None:
                 chosen = params["hidden_layer_sizes"]
                 pretrained = params.get("pretrained", False)
+                if search is not None:
+                    # the folds tell an MLP from the linear model; which MLP,
+                    # they cannot: both, averaged
+                    average = len(chosen) > 0 and _averages_pretrained_mlp(self)
+                    search["averaged"] = average
+                    if average:
+                        chosen, pretrained = DEFAULT_HIDDEN_LAYER_SIZES, False
                 if self.verbose and search is not None:
                     scores = ", ".join(
                         f"{_candidate_name(c)} {score:.4f}"
                         for c, score in zip(candidates, search["scores"]))
                     not_trained = (", not meta-trained" if pretrained
                                    or (prototype_fixed and len(chosen) == 0) else "")
-                    print(f"hidden_layer_sizes='auto': {_candidate_name(params)}"
-                          f"{not_trained}, "
+                    name = (f"the meta-trained MLP {chosen} and the pretrained one, "
+                            "their probabilities averaged" if search["averaged"]
+                            else _candidate_name(params))
+                    print(f"hidden_layer_sizes='auto': {name}{not_trained}, "
                           f"by the mean validation score over {search['n_folds']} "
                           f"class folds ({scores}; another network replaces the "
                           f"meta-trained MLP only when more than "
@@ -732,6 +753,7 @@ class BaseMetaEstimator(BaseEstimator):
         self._chosen_hidden_layer_sizes = (DEFAULT_HIDDEN_LAYER_SIZES if chosen is None
                                            else chosen)
         self._chosen_pretrained = pretrained
+        self._chosen_average = bool(search is not None and search.get("averaged"))
         return search, validation_tasks
 
     def _commit_meta(self, result, stream):
@@ -961,6 +983,17 @@ class BaseMetaEstimator(BaseEstimator):
                 self, X_kept, y_target, n_classes, n_outputs, sample_weight,
                 what="the support set" if isinstance(kept, slice) else
                 "the support set's rows of positive sample_weight")
+            averaged_with = getattr(self.__dict__.get("_meta"), "averaged_with", None)
+            if averaged_with is not None:
+                # the pretrained MLP that hidden_layer_sizes="auto" averages in,
+                # adapted as its own estimator would be (its warnings are the
+                # ones just given)
+                with ignoring_warnings():
+                    fit.averaged_with = _fitting.adapt_to_support(
+                        self._with_meta(averaged_with), X_kept, y_target, n_classes,
+                        n_outputs, sample_weight,
+                        what="the support set" if isinstance(kept, slice) else
+                        "the support set's rows of positive sample_weight")
         fit.classes, fit.y_ndim = classes, y_ndim
         if classes is not None and n_classes < len(classes):
             fit.class_codes = tuple(int(code) for code in weighed)
@@ -969,7 +1002,9 @@ class BaseMetaEstimator(BaseEstimator):
 
     # -- prediction --------------------------------------------------------------------
     def _raw_outputs(self, X):
-        """Outputs of the adapted network on ``X``, as a tensor on the CPU."""
+        """Outputs of the adapted network on ``X``, as a tensor on the CPU; a
+        list of two with the pretrained MLP that ``hidden_layer_sizes="auto"``
+        averages in (the meta-trained MLP's first)."""
         # meta_fit learns an init; predicting needs it adapted to a task
         check_is_fitted(self, msg=(
             "This %(name)s is meta-trained but not adapted to a task yet: call "
@@ -988,8 +1023,16 @@ class BaseMetaEstimator(BaseEstimator):
                        dtype=np.float32)
         _fitting.check_input_shape(self, X, self._fit.input_shape, trained="fitted")
         X = _module_input(X)
+        fits = [self._fit]
+        if self._fit.averaged_with is not None:
+            fits.append(self._fit.averaged_with)
         with torch_threads(self.n_threads):
-            outputs = _fitting.predict_outputs(self, self._fit, X)
+            every_output = [_fitting.predict_outputs(self, fit, X) for fit in fits]
+        for outputs in every_output:
+            self._check_outputs(outputs, X)
+        return every_output if len(every_output) > 1 else every_output[0]
+
+    def _check_outputs(self, outputs, X):
         if outputs.dim() not in (1, 2) or len(outputs) != len(X):
             # a module whose output shape follows its inputs beyond the probe's
             raise ValueError(
@@ -1004,7 +1047,6 @@ class BaseMetaEstimator(BaseEstimator):
                 f"to {float(np.max(np.abs(X))):.3g}); scale the features as the "
                 "support set was"
             )
-        return outputs
 
 
 # Parameters whose default changed: a file or pickle written before the
@@ -1069,7 +1111,14 @@ class MetaClassifierMixin:
         for the classes that ``sample_weight`` gave weight 0."""
         codes = getattr(self.__dict__.get("_fit"), "class_codes", None)
         # outputs first: they check that the estimator is fitted
-        return class_logits(self._raw_outputs(X).double(), len(self.classes_), codes)
+        outputs = self._raw_outputs(X)
+        if isinstance(outputs, torch.Tensor):
+            return class_logits(outputs.double(), len(self.classes_), codes)
+        # the average of the networks' probabilities, as log-probabilities
+        log_probas = torch.stack([
+            torch.log_softmax(class_logits(o.double(), len(self.classes_), codes), 1)
+            for o in outputs])
+        return torch.logsumexp(log_probas, 0) - math.log(len(outputs))
 
     def predict_proba(self, X):
         """Class probabilities of the adapted network.

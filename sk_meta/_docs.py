@@ -436,6 +436,13 @@ ATTRIBUTES_DOC = """
         candidate used); None when they did not run. (Files saved before
         the pretrained candidate have the best validation's
         ``best_meta_iter`` and no ``chosen``.)
+    averaged_module_ : torch.nn.Module or None
+        The default MLP pretrained on all meta-training classes (not
+        meta-trained) that MAML's and FOMAML's ``hidden_layer_sizes="auto"``
+        averages with the meta-trained MLP: ``fit`` adapts both to the
+        support set (this one in its output layer alone with
+        ``adapt_layers="auto"``), and predictions average their class
+        probabilities. None for any other network.
     pretrained_ : bool
         Whether the init is the default MLP pretrained on all meta-training
         classes at once, which ``hidden_layer_sizes="auto"`` chose, and

@@ -143,6 +143,8 @@ def load(path, *, module=None):
                                  meta["training_state"].get("init_seed", 0))
             record = from_plain(MetaResult, meta, module=skeleton)
             record.architecture = network.architecture()
+            if meta.get("averaged_with") is not None:
+                record.averaged_with = _averaged_meta(estimator, meta["averaged_with"])
             if record.training_params is not None:
                 # the module passed here is the one meta-trained from
                 record.training_params["module_weights"] = weights_digest(module)
@@ -162,6 +164,14 @@ def load(path, *, module=None):
                                      fit.get("module_state", fit["params"]),
                                      _fit_seed(fit, estimator.random_state))
             estimator._fit = from_plain(FitResult, fit, module=skeleton)
+            partner = getattr(estimator.__dict__.get("_meta"), "averaged_with", None)
+            if (fit.get("averaged_with") is None) != (partner is None):
+                raise TypeError("the fit's and the init's averaged networks differ")
+            if partner is not None:
+                skeleton = copy.deepcopy(partner.module)
+                _load_state(skeleton, fit["averaged_with"]["module_state"])
+                estimator._fit.averaged_with = from_plain(
+                    FitResult, fit["averaged_with"], module=skeleton)
             estimator.n_features_in_ = int(fit["n_features_in"])
             if "feature_names_in" in fit:
                 estimator.feature_names_in_ = np.asarray(fit["feature_names_in"],
@@ -185,6 +195,22 @@ def load(path, *, module=None):
                 f"that one was, not the class ({exc.detail})") from None
         raise ValueError(str(exc)) from None
     return estimator
+
+
+def _averaged_meta(estimator, plain):
+    """The pretrained MLP that ``hidden_layer_sizes="auto"`` averages with
+    the meta-trained one, from its saved record."""
+    estimator._chosen_hidden_layer_sizes = tuple(plain["hidden_layer_sizes"])
+    try:
+        network = NetworkSpec.from_estimator(estimator)
+    finally:
+        estimator.__dict__.pop("_chosen_hidden_layer_sizes", None)
+    skeleton = _skeleton(network, plain["input_shape"], plain["n_outputs"],
+                         plain["module_state"],
+                         plain["training_state"].get("init_seed", 0))
+    record = from_plain(MetaResult, plain, module=skeleton)
+    record.architecture = network.architecture()
+    return record
 
 
 def _restore_metadata_requests(estimator, requests):

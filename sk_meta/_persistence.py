@@ -30,9 +30,13 @@ FORMAT = "sk_meta"
 # stopping's state); files of version 1 hold a subset of them and still load.
 # 3: a fit's class_codes (classes of sample_weight 0), which older versions
 # would drop and then predict the wrong classes; written only where set, so
-# every other file stays readable by them
-VERSION = 3
+# every other file stays readable by them.
+# 4: the pretrained MLP that hidden_layer_sizes="auto" averages with the
+# meta-trained one (older versions would predict with the latter alone);
+# written only where set
+VERSION = 4
 _VERSION_WITHOUT_CLASS_CODES = 2
+_VERSION_WITHOUT_AVERAGE = 3
 
 
 def _qualified_name(cls):
@@ -197,11 +201,13 @@ def estimator_state(estimator):
     if fit is not None:
         state["fit"] = to_plain(fit)
         if fit.class_codes is not None:
-            state["version"] = VERSION
+            state["version"] = _VERSION_WITHOUT_AVERAGE
         state["fit"]["n_features_in"] = int(estimator.n_features_in_)
         if hasattr(estimator, "feature_names_in_"):
             state["fit"]["feature_names_in"] = [
                 str(f) for f in estimator.feature_names_in_]
+    if meta is not None and meta.averaged_with is not None:
+        state["version"] = VERSION
     return state
 
 
@@ -270,6 +276,8 @@ def save(estimator, path):
     for record in ("meta", "fit"):
         if record in state:
             check_module_state(state[record].get("module_state", {}), "cannot save")
+            partner = state[record].get("averaged_with") or {}
+            check_module_state(partner.get("module_state", {}), "cannot save")
     _check_readable(state, "the estimator's state")
     if hasattr(path, "write"):
         if not _able(path, "writable"):

@@ -82,6 +82,10 @@ class MetaResult:
     # meta-trained (hidden_layer_sizes="auto" chose it): adapt_layers="auto"
     # adapts its output layer alone
     pretrained: bool = False
+    # with hidden_layer_sizes="auto", the MLP pretrained on all meta-training
+    # classes whose predicted probabilities fit averages with this init's
+    # (the class folds did not choose the linear model); None otherwise
+    averaged_with: "MetaResult | None" = None
     # recomputed from the estimator's parameters when a file is loaded
     architecture: dict | None = field(default=None, metadata={"saved": False})
 
@@ -109,6 +113,9 @@ class FitResult:
     # where sample_weight gave classes weight 0: the codes in classes of the
     # network's outputs (the others have probability 0); None: every class
     class_codes: tuple | None = None
+    # the pretrained MLP of MetaResult.averaged_with, adapted to the same
+    # support set: predictions average the two networks' probabilities
+    averaged_with: "FitResult | None" = None
 
 
 # -- to and from the weights-only file format --------------------------------------
@@ -151,6 +158,8 @@ def to_plain(record):
         if not f.metadata.get("saved", True):
             continue
         value = getattr(record, f.name)
+        if f.name == "averaged_with" and value is None:
+            continue  # files without the average stay readable by older versions
         if isinstance(value, torch.nn.Module):
             plain["module_state"] = to_cpu(value.state_dict())
         elif dataclasses.is_dataclass(value):
@@ -184,6 +193,8 @@ def from_plain(record_class, plain, module=None):
         if f.name == "module":
             values["module"] = module
             continue
+        if f.name == "averaged_with":
+            continue  # a record of its own, with its own module: the caller's
         if f.name not in plain:
             continue  # a file from before the field existed: its default
         value = plain[f.name]
@@ -209,6 +220,7 @@ def record_on_cpu(record):
     if record is None:
         return None
     return dataclasses.replace(record, **{
-        f.name: to_cpu(getattr(record, f.name)) for f in dataclasses.fields(record)
-        if f.name != "training_state"
+        f.name: (record_on_cpu(getattr(record, f.name)) if f.name == "averaged_with"
+                 else to_cpu(getattr(record, f.name)))
+        for f in dataclasses.fields(record) if f.name != "training_state"
     })

@@ -66,6 +66,12 @@ def to_skorch(estimator, **net_params):
     See :meth:`BaseMetaEstimator.to_skorch`.
     """
     fit = estimator.__dict__.get("_fit")  # None before fit
+    if getattr(estimator.__dict__.get("_meta"), "averaged_with", None) is not None:
+        raise ValueError(
+            f"{type(estimator).__name__} averages the probabilities of two "
+            "networks (hidden_layer_sizes='auto' chose the meta-trained MLP and "
+            "the pretrained one), and a skorch net holds one; meta-train with "
+            "hidden_layer_sizes=(64, 64) to export the meta-trained MLP alone")
     if fit is not None:
         module, params = fit.module, estimator.params_
     elif estimator._is_meta_fitted():

@@ -22,6 +22,18 @@ FAST = dict(n_meta_iter=60, validation_interval=20, random_state=0)
 PRETRAINED = {"hidden_layer_sizes": (64, 64), "pretrained": True}
 
 
+@pytest.fixture(scope="module", autouse=True)
+def pretrained_mlp_alone():
+    """The pretrained MLP as the folds' choice, as Reptile takes it: MAML and
+    FOMAML average it with the meta-trained MLP instead
+    (tests/test_averaged_default.py), so here they run without the average."""
+    import sk_meta.model_selection as model_selection
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(model_selection, "AUTO_AVERAGE_ALGORITHMS", ())
+        yield
+
+
 def _rings(n_classes=8, n_per_class=60, seed=0, first_radius=0.5):
     """Concentric rings, one per class: a network trained to tell all the
     classes apart has features that separate new rings too."""
