@@ -41,7 +41,10 @@ train_tasks = EpisodeSampler(X, y, n_way=3, k_shot=5, n_query=10,
 # model without hidden layers, and that MLP pretrained to tell all the
 # fold's classes apart at once. It scores
 # them on the classes each fold held out, and trains the meta-trained MLP
-# on all seven unless another scores more than 0.01 above it.
+# on all seven unless another scores more than 0.01 above it. Where the
+# folds keep an MLP, MAML and FOMAML use both MLPs, meta-trained and
+# pretrained, and average their predicted probabilities; where the model
+# without hidden layers wins (these pixel digits), it alone.
 clf = MAMLClassifier(n_meta_iter=300, random_state=0)
 clf.meta_fit(train_tasks)
 search = clf.hidden_layer_sizes_search_

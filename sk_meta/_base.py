@@ -978,11 +978,12 @@ class BaseMetaEstimator(BaseEstimator):
                         f"y has {n_outputs} output(s), but {type(self).__name__} "
                         f"was meta-trained on {meta_outputs}"
                     )
+        what = ("the support set" if isinstance(kept, slice) else
+                "the support set's rows of positive sample_weight")
         with torch_threads(self.n_threads):
             fit = _fitting.adapt_to_support(
                 self, X_kept, y_target, n_classes, n_outputs, sample_weight,
-                what="the support set" if isinstance(kept, slice) else
-                "the support set's rows of positive sample_weight")
+                what=what)
             averaged_with = getattr(self.__dict__.get("_meta"), "averaged_with", None)
             if averaged_with is not None:
                 # the pretrained MLP that hidden_layer_sizes="auto" averages in,
@@ -991,9 +992,7 @@ class BaseMetaEstimator(BaseEstimator):
                 with ignoring_warnings():
                     fit.averaged_with = _fitting.adapt_to_support(
                         self._with_meta(averaged_with), X_kept, y_target, n_classes,
-                        n_outputs, sample_weight,
-                        what="the support set" if isinstance(kept, slice) else
-                        "the support set's rows of positive sample_weight")
+                        n_outputs, sample_weight, what=what)
         fit.classes, fit.y_ndim = classes, y_ndim
         if classes is not None and n_classes < len(classes):
             fit.class_codes = tuple(int(code) for code in weighed)

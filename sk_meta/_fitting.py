@@ -245,20 +245,7 @@ def meta_train(estimator, tasks, validation_tasks, *, incremental, checkpoint=No
             state.init_seed, probe=first[0].X_support[0], instance=instance,
             probe_name=f"the support set of task {first[0].indices[0]}")
         if pretrain:
-            X, codes = sampler_rows(tasks)
-            started = time.perf_counter()
-            n_steps = pretrain_body(module, X, codes, seed=state.init_seed,
-                                    device=device, max_time=settings.max_time)
-            if settings.verbose and (settings.world is None or settings.world.writes):
-                # meta-training's progress, which follows, counts from 0 s
-                cut = (", stopped by max_time" if n_steps < planned_steps(len(X))
-                       else "")
-                sizes = tuple(int(h) for h in network.hidden_layer_sizes)
-                print(f"pretrained the MLP {sizes} on {len(X)} rows of "
-                      f"{int(codes.max()) + 1} classes: "
-                      f"{n_steps} step{'s' if n_steps != 1 else ''}, "
-                      f"{time.perf_counter() - started:.1f} s{cut}",
-                      flush=True)
+            _pretrain(module, tasks, state.init_seed, device, settings, network)
     # the pretrained MLP whose probabilities fit averages with this init's
     averaged_with = None
     if not warm and estimator.__dict__.get("_chosen_average"):
@@ -266,7 +253,7 @@ def meta_train(estimator, tasks, validation_tasks, *, incremental, checkpoint=No
             estimator, network, tasks, state, device, settings,
             input_shape=tuple(checker.input_shape), y_shape=checker.y_shape,
             n_outputs=n_outputs, feature_names=checker.feature_names,
-            probe=first[0].X_support[0])
+            probe=first[0].X_support[0], inner_lr=inner_settings.lr)
     source.n_outputs = n_outputs
     source.check_classes(first)
     # the network as built, before any forward pass under vmap: one that
@@ -338,38 +325,46 @@ def meta_train(estimator, tasks, validation_tasks, *, incremental, checkpoint=No
     return trainer.run(), stream
 
 
-def _pretrained_to_average(estimator, network, tasks, state, device, settings, *,
-                           input_shape, y_shape, n_outputs, feature_names, probe):
-    """The record of the default MLP pretrained on all of ``tasks``' classes
-    (an EpisodeSampler's), built at the init's seed and not meta-trained, as
-    the pretrained candidate of ``hidden_layer_sizes="auto"`` is: ``fit``
-    adapts it beside the meta-trained MLP and averages their probabilities."""
-    view = type(estimator).__new__(type(estimator))
-    view.__dict__.update(estimator.__dict__)
-    view._chosen_pretrained = True
-    module, _ = network.build(input_shape, n_outputs, state.init_seed, probe=probe)
+def _pretrain(module, tasks, seed, device, settings, network, purpose=""):
+    """Pretrain ``module``'s hidden layers on the rows of ``tasks``' classes
+    (an EpisodeSampler's), saying so with ``verbose``."""
     X, codes = sampler_rows(tasks)
     started = time.perf_counter()
-    n_steps = pretrain_body(module, X, codes, seed=state.init_seed, device=device,
+    n_steps = pretrain_body(module, X, codes, seed=seed, device=device,
                             max_time=settings.max_time)
     if settings.verbose and (settings.world is None or settings.world.writes):
+        # meta-training's progress, which follows, counts from 0 s
         cut = ", stopped by max_time" if n_steps < planned_steps(len(X)) else ""
         sizes = tuple(int(h) for h in network.hidden_layer_sizes)
         print(f"pretrained the MLP {sizes} on {len(X)} rows of "
-              f"{int(codes.max()) + 1} classes, to average with the meta-trained "
-              f"one: {n_steps} step{'s' if n_steps != 1 else ''}, "
+              f"{int(codes.max()) + 1} classes{purpose}: "
+              f"{n_steps} step{'s' if n_steps != 1 else ''}, "
               f"{time.perf_counter() - started:.1f} s{cut}", flush=True)
+
+
+def _pretrained_to_average(estimator, network, tasks, state, device, settings, *,
+                           input_shape, y_shape, n_outputs, feature_names, probe,
+                           inner_lr):
+    """The record of the default MLP pretrained on all of ``tasks``' classes,
+    built at the init's seed and not meta-trained, as the pretrained
+    candidate of ``hidden_layer_sizes="auto"`` is: ``fit`` adapts it beside
+    the meta-trained MLP and averages their probabilities."""
+    module, _ = network.build(input_shape, n_outputs, state.init_seed, probe=probe)
+    _pretrain(module, tasks, state.init_seed, device, settings, network,
+              purpose=", to average with the meta-trained one")
+    pretrained_view = type(estimator).__new__(type(estimator))
+    pretrained_view.__dict__.update(estimator.__dict__, _chosen_pretrained=True)
     return MetaResult(
         module=to_cpu(module), n_meta_iter=0, loss_curve=[], input_shape=input_shape,
         y_shape=y_shape, n_outputs=n_outputs,
         training_state=MetaTrainingState(init_seed=state.init_seed,
                                          stream_seed=state.stream_seed,
                                          torch_seed=state.torch_seed),
-        inner_lr_init=InnerLoopSettings.from_estimator(view, afresh=True).lr,
-        feature_names=feature_names, architecture=network.architecture(),
-        device=str(device), training_params=training_params(estimator),
+        inner_lr_init=inner_lr, feature_names=feature_names,
+        architecture=network.architecture(), device=str(device),
+        training_params=training_params(estimator),
         hidden_layer_sizes=tuple(int(h) for h in network.hidden_layer_sizes),
-        auto_prototype_scale=auto_prototype_scale(view, afresh=True),
+        auto_prototype_scale=auto_prototype_scale(pretrained_view, afresh=True),
         pretrained=True,
     )
 
