@@ -451,7 +451,10 @@ ATTRIBUTES_DOC = """
         averages with the meta-trained MLP: ``fit`` adapts both to the
         support set (this one in its output layer alone with
         ``adapt_layers="auto"``), and predictions average their class
-        probabilities. None for any other network.
+        probabilities. None for any other network. A warm start keeps it
+        and meta-trains ``module_``; it goes with a fresh ``meta_fit``
+        alone (parameters set after ``meta_fit``, ``hidden_layer_sizes``
+        included, change how both adapt, not whether it is used).
     pretrained_ : bool
         Whether the init is the default MLP pretrained on all meta-training
         classes at once, which ``hidden_layer_sizes="auto"`` chose, and
@@ -466,7 +469,9 @@ ATTRIBUTES_DOC = """
         column with ``history_[:, "meta_loss"]``.
     validation_scores_ : list of float
         Mean post-adaptation validation score (accuracy for classifiers, R²
-        for regressors) at each evaluation.
+        for regressors) at each evaluation: of the meta-trained network
+        (``module_``), which early stopping chooses by, without the
+        pretrained one that ``averaged_module_`` averages in.
     best_validation_score_ : float or None
         The best of ``validation_scores_``.
     params_ : dict of str to Tensor

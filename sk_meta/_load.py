@@ -145,6 +145,10 @@ def load(path, *, module=None):
             record.architecture = network.architecture()
             if meta.get("averaged_with") is not None:
                 record.averaged_with = _averaged_meta(estimator, meta["averaged_with"])
+            elif (record.hidden_layer_sizes_search or {}).get("averaged"):
+                raise TypeError("the init averages two networks "
+                                "(hidden_layer_sizes_search['averaged']), and the "
+                                "file holds one")
             if record.training_params is not None:
                 # the module passed here is the one meta-trained from
                 record.training_params["module_weights"] = weights_digest(module)
@@ -166,12 +170,11 @@ def load(path, *, module=None):
             estimator._fit = from_plain(FitResult, fit, module=skeleton)
             partner = getattr(estimator.__dict__.get("_meta"), "averaged_with", None)
             if (fit.get("averaged_with") is None) != (partner is None):
-                raise TypeError("the fit's and the init's averaged networks differ")
+                raise TypeError("its fit and its init disagree on the averaged "
+                                "network: one holds it, the other not")
             if partner is not None:
-                skeleton = copy.deepcopy(partner.module)
-                _load_state(skeleton, fit["averaged_with"]["module_state"])
-                estimator._fit.averaged_with = from_plain(
-                    FitResult, fit["averaged_with"], module=skeleton)
+                estimator._fit.averaged_with = _averaged_fit(partner,
+                                                             fit["averaged_with"])
             estimator.n_features_in_ = int(fit["n_features_in"])
             if "feature_names_in" in fit:
                 estimator.feature_names_in_ = np.asarray(fit["feature_names_in"],
@@ -197,6 +200,18 @@ def load(path, *, module=None):
     return estimator
 
 
+def _naming_the_averaged_network(read):
+    """``read`` of an ``averaged_with`` entry, its errors said to be that entry's."""
+    def wrapper(*args):
+        try:
+            return read(*args)
+        except (KeyError, TypeError, AttributeError, IndexError) as exc:
+            raise TypeError(f"its averaged network: {type(exc).__name__}: {exc}"
+                            ) from None
+    return wrapper
+
+
+@_naming_the_averaged_network
 def _averaged_meta(estimator, plain):
     """The pretrained MLP that ``hidden_layer_sizes="auto"`` averages with
     the meta-trained one, from its saved record."""
@@ -211,6 +226,14 @@ def _averaged_meta(estimator, plain):
     record = from_plain(MetaResult, plain, module=skeleton)
     record.architecture = network.architecture()
     return record
+
+
+@_naming_the_averaged_network
+def _averaged_fit(averaged_meta, plain):
+    """That network adapted by ``fit``, from its saved record."""
+    skeleton = copy.deepcopy(averaged_meta.module)
+    _load_state(skeleton, plain["module_state"])
+    return from_plain(FitResult, plain, module=skeleton)
 
 
 def _restore_metadata_requests(estimator, requests):

@@ -261,3 +261,23 @@ def test_a_failed_fit_leaves_the_adapted_average(averaged):
     with pytest.raises(ValueError, match="features"):
         est.fit(np.c_[X_support, X_support], y_support)
     np.testing.assert_array_equal(est.predict_proba(X_query), expected)
+
+
+def test_a_file_stripped_of_the_averaged_network_is_refused(averaged, tmp_path):
+    X_support, y_support, _, _ = _new_task()
+    clone(averaged).fit(X_support, y_support).save(tmp_path / "est.pt")
+    state = torch.load(tmp_path / "est.pt", weights_only=True)
+    del state["meta"]["averaged_with"], state["fit"]["averaged_with"]
+    torch.save(state, tmp_path / "stripped.pt")
+    with pytest.raises(ValueError, match="averages two networks.*holds one"):
+        load(tmp_path / "stripped.pt")
+    state = torch.load(tmp_path / "est.pt", weights_only=True)
+    del state["fit"]["averaged_with"]
+    torch.save(state, tmp_path / "half.pt")
+    with pytest.raises(ValueError, match="disagree on the averaged network"):
+        load(tmp_path / "half.pt")
+    state = torch.load(tmp_path / "est.pt", weights_only=True)
+    del state["meta"]["averaged_with"]["module_state"]
+    torch.save(state, tmp_path / "broken.pt")
+    with pytest.raises(ValueError, match="averaged network: KeyError: 'module_state'"):
+        load(tmp_path / "broken.pt")
