@@ -469,9 +469,8 @@ ATTRIBUTES_DOC = """
         column with ``history_[:, "meta_loss"]``.
     validation_scores_ : list of float
         Mean post-adaptation validation score (accuracy for classifiers, R²
-        for regressors) at each evaluation: of the meta-trained network
-        (``module_``), which early stopping chooses by, without the
-        pretrained one that ``averaged_module_`` averages in.
+        for regressors) at each evaluation, of what the estimator predicts
+        (with ``averaged_module_``, the average of the two networks).
     best_validation_score_ : float or None
         The best of ``validation_scores_``.
     params_ : dict of str to Tensor

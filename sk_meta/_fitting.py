@@ -29,6 +29,7 @@ from sk_meta._inner_loop import (
     InnerLoopSettings,
     auto_prototype_scale,
     check_learned_rates,
+    class_log_probas,
 )
 from sk_meta._network import NetworkSpec, is_fixed_linear_choice, is_pretrained_choice
 from sk_meta._persistence import check_module_state, plain_value
@@ -316,13 +317,37 @@ def meta_train(estimator, tasks, validation_tasks, *, incremental, checkpoint=No
             # pretrained MLP whose output layer alone adapts
             pretrained=(meta.pretrained and inner_settings.adapt_layers == "head"
                         if warm else pretrain),
-            averaged_with=meta.averaged_with if warm else averaged_with,
+            averaged_with=averaged_with,
         )
 
-    trainer = MetaTrainer(settings, inner, start, source, first, to_result=to_result,
-                          validation=validation, checkpoint=checkpoint)
+    averaged_with = meta.averaged_with if warm else averaged_with
+    trainer = MetaTrainer(
+        settings, inner, start, source, first, to_result=to_result,
+        validation=validation, checkpoint=checkpoint,
+        averaged_with=(None if averaged_with is None or validation is None else
+                       _averaged_validation(estimator, averaged_with, device,
+                                            probe=validation[0].X_support[0])))
     trainer.divergence_hint = divergence_hint(first_X, first_y)
     return trainer.run(), stream
+
+
+def _averaged_validation(estimator, averaged_with, device, probe):
+    """``MetaTrainer``'s ``averaged_with``: the validation tasks' class
+    log-probabilities of the pretrained MLP ``averaged_with`` (a MetaResult),
+    adapted as ``fit`` adapts it, so that validation scores what the
+    estimator predicts."""
+    view = estimator._with_meta(averaged_with)
+    module = on_device(copy.deepcopy(averaged_with.module), device)
+    inner = InnerLoop(InnerLoopSettings.from_estimator(view), module, device=device,
+                      probe=probe, probe_name="the validation tasks' support sets")
+    params = {name: p.detach() for name, p in module.named_parameters()}
+    lrs = inner.usable_rates(None, params)
+
+    def log_probas(batch):
+        return class_log_probas(inner.query_outputs(params, lrs, batch),
+                                batch.n_classes)
+
+    return log_probas
 
 
 def _pretrain(module, tasks, seed, device, settings, network, purpose=""):

@@ -750,9 +750,31 @@ class InnerLoop:
         finally:
             self.module.train()
 
+    def evaluate(self, params, lrs, batch, averaged_log_probas=None):
+        """Summed post-adaptation query loss and score over ``batch``'s tasks.
+
+        ``averaged_log_probas``: another network's class log-probabilities on
+        the query sets, averaged (as probabilities) with this one's, as
+        ``predict_proba`` averages the pretrained MLP in.
+        """
+        outputs = self.query_outputs(params, lrs, batch)
+        if averaged_log_probas is not None:
+            log_probas = torch.stack([class_log_probas(outputs, batch.n_classes),
+                                      averaged_log_probas])
+            outputs = torch.logsumexp(log_probas, 0) - math.log(2)
+        loss = float(loss_for(batch.n_classes, self.settings.classification)(
+            outputs, batch.y_query))
+        score = float(task_scores(outputs, batch, self.settings.classification).sum())
+        if not math.isfinite(loss):
+            # outputs that overflowed: predict refuses them, so no score (an
+            # argmax over NaN would count as class 0)
+            score = math.nan
+        return loss, score
+
     @_holding_mode_lock
-    def evaluate(self, params, lrs, batch):
-        """Summed post-adaptation query loss and score over ``batch``'s tasks."""
+    def query_outputs(self, params, lrs, batch):
+        """Outputs on ``batch``'s query sets of the network adapted to each
+        task's support set."""
         loss_fn = loss_for(batch.n_classes, self.settings.classification,
                            batch.y_support, self.settings.class_weight)
         forward, start, inputs, trainable, _ = self._problem(
@@ -771,14 +793,13 @@ class InnerLoop:
             optimizer=self.settings.optimizer, trainable=trainable,
             backtracking=self.settings.backtracking,
         )
-        loss = float(loss_for(batch.n_classes, self.settings.classification)(
-            outputs, batch.y_query))
-        score = float(task_scores(outputs, batch, self.settings.classification).sum())
-        if not math.isfinite(loss):
-            # outputs that overflowed: predict refuses them, so no score (an
-            # argmax over NaN would count as class 0)
-            score = math.nan
-        return loss, score
+        return outputs
+
+
+def class_log_probas(outputs, n_classes):
+    """Log-probabilities of a task's ``n_classes`` classes (its first outputs),
+    in float64, as ``predict_log_proba`` computes them."""
+    return torch.log_softmax(outputs.detach().double()[..., :n_classes], -1)
 
 
 def _same(X):

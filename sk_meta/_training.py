@@ -273,10 +273,14 @@ class MetaTrainer:
     checkpoint : callable, default=None
         ``checkpoint(result)``, called every ``checkpoint_every``
         meta-iterations and at the end.
+    averaged_with : callable, default=None
+        ``averaged_with(batch)``: the class log-probabilities on a validation
+        batch's query sets of a fixed network that predictions average in
+        (the pretrained MLP of ``hidden_layer_sizes="auto"``), computed once.
     """
 
     def __init__(self, settings, inner_loop, start, source, first_groups, *,
-                 to_result, validation=None, checkpoint=None):
+                 to_result, validation=None, checkpoint=None, averaged_with=None):
         self.settings = settings
         self.world = world = settings.world
         self.inner_loop = inner_loop
@@ -304,6 +308,9 @@ class MetaTrainer:
                 self.validation = [b for b in shares if b is not None]
             if checkpoint is not None and not world.writes:
                 self.checkpoint = _skip_checkpoint
+        self.averaged_log_probas = [None] * len(self.validation or ())
+        if averaged_with is not None:
+            self.averaged_log_probas = [averaged_with(b) for b in self.validation or ()]
         self.params = {name: p.detach().clone().requires_grad_()
                        for name, p in start.params.items()}
         self.lrs = (None if start.lrs is None else
@@ -768,8 +775,8 @@ class MetaTrainer:
         device = self.settings.device
         with seeded_torch(self.state.torch_seed + self.n_iter, device,
                           draws=self._draws_random()):
-            for batch in self.validation:
-                loss, score = self.inner_loop.evaluate(params, lrs, batch)
+            for batch, averaged in zip(self.validation, self.averaged_log_probas):
+                loss, score = self.inner_loop.evaluate(params, lrs, batch, averaged)
                 total_loss += loss
                 total_score += score
                 n_tasks += batch.n_tasks

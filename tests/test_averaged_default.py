@@ -281,3 +281,20 @@ def test_a_file_stripped_of_the_averaged_network_is_refused(averaged, tmp_path):
     torch.save(state, tmp_path / "broken.pt")
     with pytest.raises(ValueError, match="averaged network: KeyError: 'module_state'"):
         load(tmp_path / "broken.pt")
+
+
+def test_validation_scores_the_average_the_estimator_predicts():
+    X, y = _rings(n_classes=6, seed=1, first_radius=0.75)
+    validation = list(itertools.islice(
+        EpisodeSampler(X, y, 3, 2, 10, random_state=5), 5))
+    est = MAMLClassifier(**FAST).meta_fit(_sampler(), validation_tasks=validation)
+    assert est.averaged_module_ is not None
+    scores = [clone(est).fit(t.X_support, t.y_support).score(t.X_query, t.y_query)
+              for t in validation]
+    assert est.validation_scores_[-1] == pytest.approx(np.mean(scores), abs=1e-12)
+    # not the meta-trained network's alone
+    alone = clone(est)
+    alone._meta = type(est._meta)(**{**vars(est._meta), "averaged_with": None})
+    alone_scores = [alone.fit(t.X_support, t.y_support).score(t.X_query, t.y_query)
+                    for t in validation]
+    assert np.mean(alone_scores) != pytest.approx(np.mean(scores), abs=1e-3)
