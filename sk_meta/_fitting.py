@@ -649,7 +649,13 @@ def read_validation_tasks(tasks, classification, meta, *, sampler=None):
     try:
         # what these checks warn of, the checks after the first draw warn
         with ignoring_warnings():
-            stack_tasks(drawn, checker)
+            groups = stack_tasks(drawn, checker)
+        if sampler is not None and classification:
+            # the sampler's n_way sizes the network's outputs: said before
+            # the class folds of hidden_layer_sizes="auto" run, not after
+            outputs = TaskSource(None, checker)
+            outputs.n_outputs = sampler.n_way
+            outputs.check_classes(groups)
     except (TypeError, ValueError) as exc:
         raise_with_context(exc, "validation_tasks")
     return drawn

@@ -298,3 +298,19 @@ def test_validation_scores_the_average_the_estimator_predicts():
     alone_scores = [alone.fit(t.X_support, t.y_support).score(t.X_query, t.y_query)
                     for t in validation]
     assert np.mean(alone_scores) != pytest.approx(np.mean(scores), abs=1e-3)
+
+
+def test_validation_tasks_of_more_classes_than_n_way_are_refused_before_the_folds(
+        monkeypatch):
+    """The sampler's n_way sizes the network: a 4-class validation task was
+    refused only after the folds and the pretraining had run."""
+    def folds_ran(*args, **kwargs):
+        raise AssertionError("the class folds ran")
+
+    monkeypatch.setattr(model_selection, "_score_candidates", folds_ran)
+    X, y = _rings(n_classes=6, seed=1, first_radius=0.75)
+    validation = list(itertools.islice(EpisodeSampler(X, y, 4, 1, 10,
+                                                      random_state=5), 1))
+    with pytest.raises(ValueError, match="validation_tasks: task 0: has 4 classes, "
+                                         "but the network has 3 outputs"):
+        MAMLClassifier(**FAST).meta_fit(_sampler(), validation_tasks=validation)
