@@ -248,7 +248,7 @@ def meta_train(estimator, tasks, validation_tasks, *, incremental, checkpoint=No
         if pretrain:
             _pretrain(module, tasks, state.init_seed, device, settings, network)
     # the pretrained MLP whose probabilities fit averages with this init's
-    averaged_with = None
+    averaged_with = meta.averaged_with if warm else None
     if not warm and estimator.__dict__.get("_chosen_average"):
         averaged_with = _pretrained_to_average(
             estimator, network, tasks, state, device, settings,
@@ -320,7 +320,6 @@ def meta_train(estimator, tasks, validation_tasks, *, incremental, checkpoint=No
             averaged_with=averaged_with,
         )
 
-    averaged_with = meta.averaged_with if warm else averaged_with
     trainer = MetaTrainer(
         settings, inner, start, source, first, to_result=to_result,
         validation=validation, checkpoint=checkpoint,
