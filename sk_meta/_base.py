@@ -11,7 +11,6 @@ import copy
 import datetime
 import functools
 import inspect
-import math
 import os
 import pickle
 import types
@@ -41,6 +40,7 @@ from sk_meta._records import FitResult, MetaResult, MetaTrainingState, record_on
 from sk_meta._torch_utils import (
     DeviceOptions,
     class_logits,
+    mean_of_probabilities,
     torch_tensor_to_numpy,
     torch_threads,
 )
@@ -1001,9 +1001,9 @@ class BaseMetaEstimator(BaseEstimator):
 
     # -- prediction --------------------------------------------------------------------
     def _raw_outputs(self, X):
-        """Outputs of the adapted network on ``X``, as a tensor on the CPU; a
-        list of two with the pretrained MLP that ``hidden_layer_sizes="auto"``
-        averages in (the meta-trained MLP's first)."""
+        """Outputs on ``X`` of each adapted network, as tensors on the CPU: the
+        meta-trained one's, then, where ``hidden_layer_sizes="auto"`` averages
+        it in, the pretrained MLP's."""
         # meta_fit learns an init; predicting needs it adapted to a task
         check_is_fitted(self, msg=(
             "This %(name)s is meta-trained but not adapted to a task yet: call "
@@ -1029,7 +1029,7 @@ class BaseMetaEstimator(BaseEstimator):
             every_output = [_fitting.predict_outputs(self, fit, X) for fit in fits]
         for outputs in every_output:
             self._check_outputs(outputs, X)
-        return every_output if len(every_output) > 1 else every_output[0]
+        return every_output
 
     def _check_outputs(self, outputs, X):
         if outputs.dim() not in (1, 2) or len(outputs) != len(X):
@@ -1110,14 +1110,12 @@ class MetaClassifierMixin:
         for the classes that ``sample_weight`` gave weight 0."""
         codes = getattr(self.__dict__.get("_fit"), "class_codes", None)
         # outputs first: they check that the estimator is fitted
-        outputs = self._raw_outputs(X)
-        if isinstance(outputs, torch.Tensor):
-            return class_logits(outputs.double(), len(self.classes_), codes)
+        logits = [class_logits(outputs.double(), len(self.classes_), codes)
+                  for outputs in self._raw_outputs(X)]
+        if len(logits) == 1:
+            return logits[0]
         # the average of the networks' probabilities, as log-probabilities
-        log_probas = torch.stack([
-            torch.log_softmax(class_logits(o.double(), len(self.classes_), codes), 1)
-            for o in outputs])
-        return torch.logsumexp(log_probas, 0) - math.log(len(outputs))
+        return mean_of_probabilities([torch.log_softmax(lg, 1) for lg in logits])
 
     def predict_proba(self, X):
         """Class probabilities of the adapted network.
@@ -1194,7 +1192,7 @@ class MetaRegressorMixin:
         -------
         y_pred : ndarray of shape (n_samples,) or (n_samples, n_outputs)
         """
-        out = self._raw_outputs(X).numpy().astype(np.float64)
+        out = self._raw_outputs(X)[0].numpy().astype(np.float64)
         if self._fit.y_ndim == 1:
             return out.reshape(len(out))
         return out.reshape(len(out), -1)

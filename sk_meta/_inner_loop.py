@@ -20,7 +20,7 @@ from torch import nn
 
 from sk_meta._compile import CompiledFunction, resolve_compile_mode
 from sk_meta._network import is_linear_mlp, is_pretrained_choice
-from sk_meta._torch_utils import single_sample_batch_norm_error
+from sk_meta._torch_utils import mean_of_probabilities, single_sample_batch_norm_error
 from sk_meta.functional import (
     TaskBatch,
     adapt,
@@ -759,9 +759,8 @@ class InnerLoop:
         """
         outputs = self.query_outputs(params, lrs, batch)
         if averaged_log_probas is not None:
-            log_probas = torch.stack([class_log_probas(outputs, batch.n_classes),
-                                      averaged_log_probas])
-            outputs = torch.logsumexp(log_probas, 0) - math.log(2)
+            outputs = mean_of_probabilities(
+                [class_log_probas(outputs, batch.n_classes), averaged_log_probas])
         loss = float(loss_for(batch.n_classes, self.settings.classification)(
             outputs, batch.y_query))
         score = float(task_scores(outputs, batch, self.settings.classification).sum())

@@ -118,6 +118,13 @@ def class_logits(outputs, n_classes, class_codes=None):
     return logits
 
 
+def mean_of_probabilities(log_probas):
+    """The logarithm of the mean of the probabilities whose logarithms are
+    ``log_probas`` (tensors of one shape), computed in log space so that
+    probabilities too small for float64 keep a finite logarithm."""
+    return torch.logsumexp(torch.stack(list(log_probas)), 0) - math.log(len(log_probas))
+
+
 def torch_tensor_to_numpy(value):
     """A torch tensor as a numpy array (detached, on the CPU); anything else as is."""
     if isinstance(value, torch.Tensor):
