@@ -51,6 +51,7 @@ from sk_meta.exceptions import (
 )
 from sk_meta.functional._adapt import check_not_inference_mode
 from sk_meta.tasks import EpisodeSampler
+from sk_meta.tasks._samplers import label_repr
 from sk_meta.tasks._stream import as_task_sequence
 from sk_meta.tasks._validation import (
     check_label_values,
@@ -962,7 +963,7 @@ class BaseMetaEstimator(BaseEstimator):
                         "the support set's rows of positive sample_weight hold")
                 warn_user(
                     f"{rows} one class "
-                    f"({only.item() if isinstance(only, np.generic) else only!r}): "
+                    f"({label_repr(only)}): "
                     "the adapted classifier predicts it for every sample. A "
                     "support set needs samples of 2 classes or more to tell "
                     "them apart", UserWarning)

@@ -193,11 +193,14 @@ def _rows_of_labels(labels, wanted, *, labels_name, wanted_name):
     return all_labels, pool, counts, [rows[code] for code in pool]
 
 
+def label_repr(label):
+    """A label as messages write it: 3 or 'a', not np.int64(3) or np.str_('a')."""
+    return repr(label.item() if isinstance(label, np.generic) else label)
+
+
 def _format_labels(labels, max_shown=10):
-    # tolist() gives Python scalars, whose repr is 3 or 'a', not np.int64(3)
-    # (an object array keeps numpy's scalars: .item() turns them)
-    shown = ", ".join(repr(label.item() if isinstance(label, np.generic) else label)
-                      for label in labels[:max_shown].tolist())
+    # tolist() gives Python scalars; an object array keeps numpy's
+    shown = ", ".join(label_repr(label) for label in labels[:max_shown].tolist())
     if len(labels) > max_shown:
         shown += f", ... ({len(labels) - max_shown} more)"
     return f"[{shown}]"
