@@ -704,16 +704,19 @@ class BaseMetaEstimator(BaseEstimator):
             # no weight of the linear model moves in meta-training with the
             # prototype head (its one layer is rebuilt for every task)
             unchanged = (1,) if prototype_fixed else ()
+            # the two MLPs, compared task by task where the folds keep one
+            paired = (0, 2) if _averages_pretrained_mlp(self) else None
             with torch_threads(self.n_threads):
                 params, search = _choose_network(
-                    self, tasks, candidates, one_iteration=unchanged)
+                    self, tasks, candidates, one_iteration=unchanged, paired=paired)
             if params is not None:
                 chosen = params["hidden_layer_sizes"]
                 pretrained = params.get("pretrained", False)
                 if search is not None:
-                    # the folds tell an MLP from the linear model; which MLP,
-                    # they cannot: both, averaged
-                    average = len(chosen) > 0 and _averages_pretrained_mlp(self)
+                    # which MLP, the folds tell only where the meta-trained
+                    # one is above beyond noise: elsewhere both, averaged
+                    comparison = search["paired"]
+                    average = comparison is not None and not comparison["above"]
                     search["averaged"] = average
                     if average:
                         chosen, pretrained = DEFAULT_HIDDEN_LAYER_SIZES, False
@@ -726,11 +729,19 @@ class BaseMetaEstimator(BaseEstimator):
                     name = (f"the meta-trained MLP {chosen} and the pretrained one, "
                             "their probabilities averaged" if search["averaged"]
                             else _candidate_name(params))
+                    comparison = search["paired"]
+                    paired_line = "" if comparison is None else (
+                        f"; per task, the meta-trained MLP minus the pretrained "
+                        f"one {comparison['difference']:+.4f} ± "
+                        f"{comparison['half_width']:.4f} over "
+                        f"{comparison['n_tasks']} tasks: "
+                        + ("above it, alone" if comparison["above"]
+                           else "not above it, averaged"))
                     print(f"hidden_layer_sizes='auto': {name}{not_trained}, "
                           f"by the mean validation score over {search['n_folds']} "
                           f"class folds ({scores}; another network replaces the "
                           f"meta-trained MLP only when more than "
-                          f"{AUTO_CHOICE_MARGIN} above it)")
+                          f"{AUTO_CHOICE_MARGIN} above it{paired_line})")
         if self.verbose and chosen is not None and search is None:
             from sk_meta.model_selection import _auto_many_classes, _candidate_name
 

@@ -1,15 +1,19 @@
 """MAML's and FOMAML's hidden_layer_sizes="auto" with class folds that keep an
 MLP: the meta-trained (64, 64) MLP and the (64, 64) MLP pretrained on all
 meta-training classes, each adapted to the support set, their predicted
-probabilities averaged (FIDELITY.md, twenty-ninth and thirtieth runs)."""
+probabilities averaged (FIDELITY.md, twenty-ninth and thirtieth runs), unless
+the meta-trained MLP scores above the pretrained one on the folds' validation
+tasks beyond a 95 % interval (thirty-first run)."""
 
 import io
 import itertools
 import pickle
+import statistics
 
 import joblib
 import numpy as np
 import pytest
+import scipy.stats
 import torch
 from sklearn.base import clone
 
@@ -212,6 +216,7 @@ def test_fomaml_averages_and_reptile_takes_one_network():
     assert fomaml.averaged_module_ is not None
     reptile = ReptileClassifier(**FAST).meta_fit(_sampler())
     assert not reptile.hidden_layer_sizes_search_["averaged"]
+    assert reptile.hidden_layer_sizes_search_["paired"] is None
     assert reptile.averaged_module_ is None
 
 
@@ -234,6 +239,7 @@ def test_no_average_where_the_folds_choose_the_linear_model():
     est = MAMLClassifier(**FAST).meta_fit(sampler)
     assert est.hidden_layer_sizes_ == ()
     assert est.hidden_layer_sizes_search_["averaged"] is False
+    assert est.hidden_layer_sizes_search_["paired"] is None  # nothing to compare
     assert est.averaged_module_ is None
 
 
@@ -252,6 +258,8 @@ def test_verbose_says_both_networks_are_used(capsys):
     assert ("the meta-trained MLP (64, 64) and the pretrained one, their "
             "probabilities averaged") in out
     assert "to average with the meta-trained one" in out
+    assert "per task, the meta-trained MLP minus the pretrained one" in out
+    assert "not above it, averaged" in out
 
 
 def test_a_failed_fit_leaves_the_adapted_average(averaged):
@@ -314,3 +322,81 @@ def test_validation_tasks_of_more_classes_than_n_way_are_refused_before_the_fold
     with pytest.raises(ValueError, match="validation_tasks: task 0: has 4 classes, "
                                          "but the network has 3 outputs"):
         MAMLClassifier(**FAST).meta_fit(_sampler(), validation_tasks=validation)
+
+
+# -- which MLP: the two compared task by task on the folds ----------------------------
+def test_paired_difference_is_the_interval_of_a_paired_t_test():
+    rng = np.random.default_rng(0)
+    second = rng.uniform(size=300)
+    for shift, above in ((0.05, True), (0.0, False), (-0.05, False)):
+        first = second + shift + rng.normal(0, 0.1, 300)
+        got = model_selection._paired_difference(first, second, 0.95)
+        interval = scipy.stats.ttest_rel(first, second).confidence_interval(0.95)
+        differences = [float(a - b) for a, b in zip(first, second)]
+        assert got["difference"] == pytest.approx(statistics.fmean(differences),
+                                                   rel=1e-12)
+        assert got["difference"] - got["half_width"] == pytest.approx(interval.low,
+                                                                      rel=1e-9)
+        assert got["n_tasks"] == 300
+        assert got["above"] is above is bool(interval.low > 0)
+    # equal scores, or a task without a score: never above
+    assert not model_selection._paired_difference(second, second, 0.95)["above"]
+    first = second + 1.0
+    first[3] = np.nan
+    assert not model_selection._paired_difference(first, second, 0.95)["above"]
+
+
+def test_the_comparison_scores_each_task_as_the_folds_validation_did(monkeypatch):
+    scored = []
+
+    def task_scores(estimator, tasks):
+        scores = real(estimator, tasks)
+        scored.append((bool(estimator._meta.pretrained), scores))
+        return scores
+
+    real = model_selection._task_scores
+    monkeypatch.setattr(model_selection, "_task_scores", task_scores)
+    search = MAMLClassifier(**FAST).meta_fit(_sampler()).hidden_layer_sizes_search_
+    n_folds = search["n_folds"]
+    # the meta-trained MLP's folds, then the pretrained MLP's
+    assert [pretrained for pretrained, _ in scored] == ([False] * n_folds
+                                                        + [True] * n_folds)
+    for index, member in enumerate((0, 2)):
+        means = [float(np.mean(scores))
+                 for _, scores in scored[index * n_folds:(index + 1) * n_folds]]
+        np.testing.assert_allclose(means, search["fold_scores"][member], atol=1e-12)
+    differences = np.concatenate([s for _, s in scored[:n_folds]]) - np.concatenate(
+        [s for _, s in scored[n_folds:]])
+    assert search["paired"]["candidates"] == [0, 2]
+    assert search["paired"]["n_tasks"] == len(differences)
+    assert search["paired"]["difference"] == pytest.approx(differences.mean())
+
+
+@pytest.mark.parametrize("meta_trained_ahead", [True, False])
+def test_the_meta_trained_mlp_alone_where_it_is_clearly_above(
+        monkeypatch, mlp_alone, meta_trained_ahead):
+    real = model_selection._task_scores
+
+    def task_scores(estimator, tasks):
+        scores = real(estimator, tasks)
+        if estimator._meta.pretrained:  # as far below as asked, or level
+            return scores * 0.5 if meta_trained_ahead else scores
+        return scores if meta_trained_ahead else scores * 0.5
+
+    monkeypatch.setattr(model_selection, "_task_scores", task_scores)
+    # the folds keep the meta-trained MLP (on the rings they take the
+    # pretrained one by more than the margin)
+    monkeypatch.setattr(model_selection, "AUTO_CHOICE_MARGIN", 1.0)
+    est = MAMLClassifier(**FAST).meta_fit(_sampler())
+    search = est.hidden_layer_sizes_search_
+    assert search["chosen"] == 0
+    assert search["paired"]["above"] is meta_trained_ahead
+    assert search["averaged"] is not meta_trained_ahead
+    assert est.hidden_layer_sizes_ == (64, 64) and not est.pretrained_
+    # the meta-trained MLP either way, exactly as (64, 64) meta-trains it
+    assert _same_params(est.module_, mlp_alone.meta_params_)
+    assert (est.averaged_module_ is None) is meta_trained_ahead
+    X_support, y_support, X_query, _ = _new_task()
+    proba = est.fit(X_support, y_support).predict_proba(X_query)
+    alone = clone(mlp_alone).fit(X_support, y_support).predict_proba(X_query)
+    assert np.array_equal(proba, alone) is meta_trained_ahead
