@@ -713,10 +713,12 @@ class BaseMetaEstimator(BaseEstimator):
                 chosen = params["hidden_layer_sizes"]
                 pretrained = params.get("pretrained", False)
                 if search is not None:
-                    # which MLP, the folds tell only where the meta-trained
-                    # one is above beyond noise: elsewhere both, averaged
+                    # which MLP, the folds tell only where they keep the
+                    # meta-trained one and it is above beyond noise:
+                    # elsewhere both, averaged
                     comparison = search["paired"]
-                    average = comparison is not None and not comparison["above"]
+                    average = comparison is not None and not (
+                        search["chosen"] == 0 and comparison["above"])
                     search["averaged"] = average
                     if average:
                         chosen, pretrained = DEFAULT_HIDDEN_LAYER_SIZES, False

@@ -91,8 +91,11 @@ PARAMETERS = {
         MLP: with validation tasks, one row scores the init; in full with
         another head or learned rates). The folds cost up to three
         more meta-trainings of the MLP, each on three quarters of the classes
-        (``max_time`` bounds each, and each pretraining), and seconds of
-        pretraining; Ctrl-C during them raises ``KeyboardInterrupt`` and keeps
+        (``max_time`` bounds each, and each pretraining), seconds of
+        pretraining, and for MAML and FOMAML the comparison of the two MLPs,
+        which adapts each fold's copies to its validation tasks once more
+        (8 % of a ``meta_fit`` on vowel; ``max_time`` does not bound it);
+        Ctrl-C during them raises ``KeyboardInterrupt`` and keeps
         nothing. ``"auto"`` is ``(64, 64)``, whatever the number of classes, for
         other tasks and inside ``MetaGridSearch``; in ``meta_partial_fit``,
         which runs no folds, for a sampler of fewer classes than that rule's;

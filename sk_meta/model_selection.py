@@ -983,7 +983,9 @@ def _choose_network(estimator, sampler, candidates, *, one_iteration=(),
 def _task_scores(estimator, tasks):
     """The score of ``estimator`` adapted to each task's support set, on its
     query set: what validation during meta-training sums. NaN for a task
-    whose outputs overflowed."""
+    that ``fit`` or ``score`` refuses (outputs that overflowed), where
+    validation may have scored the batch: the comparison then has no
+    interval, and the two MLPs are averaged."""
     scores = []
     with ignoring_warnings():  # the fold's own validation gave them
         for task in tasks:

@@ -400,3 +400,21 @@ def test_the_meta_trained_mlp_alone_where_it_is_clearly_above(
     proba = est.fit(X_support, y_support).predict_proba(X_query)
     alone = clone(mlp_alone).fit(X_support, y_support).predict_proba(X_query)
     assert np.array_equal(proba, alone) is meta_trained_ahead
+
+
+def test_the_pretrained_mlp_chosen_by_the_folds_is_averaged_whatever_the_comparison(
+        monkeypatch):
+    # scores that disagree with the folds' means (they cannot, scored as
+    # validation scores) must not leave the pretrained MLP alone
+    real = model_selection._task_scores
+
+    def task_scores(estimator, tasks):
+        scores = real(estimator, tasks)
+        return scores * 0.5 if estimator._meta.pretrained else scores
+
+    monkeypatch.setattr(model_selection, "_task_scores", task_scores)
+    est = MAMLClassifier(**FAST).meta_fit(_sampler())
+    search = est.hidden_layer_sizes_search_
+    assert search["chosen"] == 2 and search["paired"]["above"]
+    assert search["averaged"] is True
+    assert not est.pretrained_ and est.averaged_module_ is not None
