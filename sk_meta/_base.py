@@ -713,12 +713,13 @@ class BaseMetaEstimator(BaseEstimator):
                 chosen = params["hidden_layer_sizes"]
                 pretrained = params.get("pretrained", False)
                 if search is not None:
-                    # which MLP, the folds tell only where they keep the
-                    # meta-trained one and it is above beyond noise:
-                    # elsewhere both, averaged
+                    # an MLP kept: which one, the folds tell only where they
+                    # keep the meta-trained one and it is above the
+                    # pretrained one beyond noise; elsewhere both, averaged
                     comparison = search["paired"]
-                    average = comparison is not None and not (
-                        search["chosen"] == 0 and comparison["above"])
+                    average = (len(chosen) > 0 and _averages_pretrained_mlp(self)
+                               and not (comparison is not None
+                                        and comparison["above"]))
                     search["averaged"] = average
                     if average:
                         chosen, pretrained = DEFAULT_HIDDEN_LAYER_SIZES, False

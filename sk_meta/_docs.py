@@ -67,12 +67,13 @@ PARAMETERS = {
         margins are noise on so few held-out classes), and the one kept is
         meta-trained (or pretrained) on all of them, for ``n_meta_iter`` (the
         pretrained MLP for none: ``n_meta_iter_`` is 0, ``pretrained_``
-        True). MAML and FOMAML, where the folds keep an MLP (the meta-trained
-        or the pretrained one), compare the two task by task on the folds'
-        validation tasks: where the meta-trained MLP is above the pretrained
-        one beyond the 95 % interval of the paired differences, it is used
-        alone; elsewhere both are: the MLP meta-trained on all the classes
-        and the MLP pretrained on them (``averaged_module_``), each adapted
+        True). MAML and FOMAML, where the folds keep the meta-trained MLP,
+        compare it task by task with the pretrained one on the folds'
+        validation tasks: where it is above the pretrained one beyond the
+        95 % interval of the paired differences, it is used alone;
+        elsewhere, and where the folds keep the pretrained MLP, both are:
+        the MLP meta-trained on all the classes and the MLP pretrained on
+        them (``averaged_module_``), each adapted
         by ``fit`` (the pretrained one in its output layer alone), their
         predicted probabilities averaged. On the folds' few held-out classes
         the two are often too close to tell apart; on marketing the average
@@ -452,9 +453,10 @@ ATTRIBUTES_DOC = """
         on the folds' validation tasks: ``candidates``, ``difference``, the
         mean of their score differences, ``half_width`` of its 95 %
         interval, ``n_tasks`` and ``above``, whether the meta-trained MLP is
-        above beyond it; None where the folds chose neither, and for
-        Reptile) and ``averaged`` (True where MAML and FOMAML use the two
-        MLPs, averaged, instead: ``averaged_module_``);
+        above beyond it; only where the folds kept the meta-trained MLP:
+        None elsewhere, and for Reptile) and ``averaged`` (True where MAML
+        and FOMAML use the two MLPs, averaged, instead:
+        ``averaged_module_``);
         None when they did not run. (Files saved before
         the pretrained candidate have the best validation's
         ``best_meta_iter`` and no ``chosen``.)

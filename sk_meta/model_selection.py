@@ -890,9 +890,9 @@ def _choose_network(estimator, sampler, candidates, *, one_iteration=(),
     classes held out of ``sampler``. ``one_iteration``: the indices of
     candidates that meta-training does not change, scored after one
     meta-iteration. ``paired``: two candidate indices; where the folds
-    choose one of them, the record's ``"paired"`` compares the two task by
-    task on every fold's validation tasks (``_paired_difference`` at
-    ``AUTO_AVERAGE_CONFIDENCE``).
+    choose the first, the record's ``"paired"`` compares it with the second
+    task by task on every fold's validation tasks (``_paired_difference`` at
+    ``AUTO_AVERAGE_CONFIDENCE``; None elsewhere).
 
     An :class:`~sk_meta.tasks.EpisodeSampler` of ``AUTO_MANY_CLASSES``
     classes or more (the estimator's algorithm's) gets the MLP
@@ -969,7 +969,7 @@ def _choose_network(estimator, sampler, candidates, *, one_iteration=(),
               "fold_scores": results["fold_validation_scores"],
               "scored_at_meta_iter": results["best_meta_iter"],
               "n_folds": n_folds, "chosen": chosen, "paired": None}
-    if paired is not None and chosen in paired:
+    if paired is not None and chosen == paired[0]:  # the only case it decides
         # every fold's validation tasks, scored per task by both candidates
         per_task = [np.concatenate([_task_scores(copy, fold_validation)
                                     for copy, (_, fold_validation, _)

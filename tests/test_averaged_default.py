@@ -252,7 +252,8 @@ def test_no_average_without_class_folds():
     assert est.averaged_module_ is None
 
 
-def test_verbose_says_both_networks_are_used(capsys):
+def test_verbose_says_both_networks_are_used(capsys, monkeypatch):
+    monkeypatch.setattr(model_selection, "AUTO_CHOICE_MARGIN", 1.0)  # as above
     MAMLClassifier(**{**FAST, "verbose": 1}).meta_fit(_sampler())
     out = capsys.readouterr().out
     assert ("the meta-trained MLP (64, 64) and the pretrained one, their "
@@ -356,6 +357,9 @@ def test_the_comparison_scores_each_task_as_the_folds_validation_did(monkeypatch
 
     real = model_selection._task_scores
     monkeypatch.setattr(model_selection, "_task_scores", task_scores)
+    # the folds keep the meta-trained MLP (on the rings they take the
+    # pretrained one by more than the margin), so the comparison runs
+    monkeypatch.setattr(model_selection, "AUTO_CHOICE_MARGIN", 1.0)
     search = MAMLClassifier(**FAST).meta_fit(_sampler()).hidden_layer_sizes_search_
     n_folds = search["n_folds"]
     # the meta-trained MLP's folds, then the pretrained MLP's
@@ -402,19 +406,22 @@ def test_the_meta_trained_mlp_alone_where_it_is_clearly_above(
     assert np.array_equal(proba, alone) is meta_trained_ahead
 
 
-def test_the_pretrained_mlp_chosen_by_the_folds_is_averaged_whatever_the_comparison(
+def test_the_pretrained_mlp_chosen_by_the_folds_is_averaged_and_not_compared(
         monkeypatch):
-    # scores that disagree with the folds' means (they cannot, scored as
-    # validation scores) must not leave the pretrained MLP alone
+    # the comparison decides nothing there: it is not run, and per-task
+    # scores that disagreed with the folds' means could not leave the
+    # pretrained MLP alone
     real = model_selection._task_scores
+    calls = []
 
     def task_scores(estimator, tasks):
+        calls.append(estimator)
         scores = real(estimator, tasks)
         return scores * 0.5 if estimator._meta.pretrained else scores
 
     monkeypatch.setattr(model_selection, "_task_scores", task_scores)
     est = MAMLClassifier(**FAST).meta_fit(_sampler())
     search = est.hidden_layer_sizes_search_
-    assert search["chosen"] == 2 and search["paired"]["above"]
+    assert search["chosen"] == 2 and search["paired"] is None and not calls
     assert search["averaged"] is True
     assert not est.pretrained_ and est.averaged_module_ is not None
