@@ -717,7 +717,7 @@ class BaseMetaEstimator(BaseEstimator):
                     # keep the meta-trained one and it is above the
                     # pretrained one beyond noise; elsewhere both, averaged
                     comparison = search["paired"]
-                    average = (len(chosen) > 0 and _averages_pretrained_mlp(self)
+                    average = (len(chosen) > 0 and paired is not None
                                and not (comparison is not None
                                         and comparison["above"]))
                     search["averaged"] = average
@@ -732,7 +732,6 @@ class BaseMetaEstimator(BaseEstimator):
                     name = (f"the meta-trained MLP {chosen} and the pretrained one, "
                             "their probabilities averaged" if search["averaged"]
                             else _candidate_name(params))
-                    comparison = search["paired"]
                     paired_line = "" if comparison is None else (
                         f"; per task, the meta-trained MLP minus the pretrained "
                         f"one {comparison['difference']:+.4f} ± "
