@@ -191,7 +191,7 @@ def maml_meta_gradient(forward, params, batch, *, loss_fn, lr, n_steps,
 
 def reptile_meta_gradient(forward, params, batch, *, loss_fn, lr, n_steps,
                           optimizer="sgd", functional=False, task_params=None,
-                          trainable=None, reinitialized=()):
+                          trainable=None, reinitialized=(), backtracking=False):
     """Sum over the batch's tasks of ``θ - φᵢ`` (Reptile).
 
     ``φᵢ`` is ``θ`` after ``n_steps`` steps of the inner optimizer on all of
@@ -242,7 +242,7 @@ def reptile_meta_gradient(forward, params, batch, *, loss_fn, lr, n_steps,
     adapted, loss = adapt(
         forward, task_params, X, y,
         loss_fn=loss_fn, lr=lr, n_steps=n_steps, detach=True, optimizer=optimizer,
-        functional=functional, trainable=trainable,
+        functional=functional, trainable=trainable, backtracking=backtracking,
     )
     return {
         name: (torch.zeros_like(p) if name in still
