@@ -30,7 +30,14 @@ from sk_meta import (
     ReptileRegressor,
 )
 from sk_meta.exceptions import DivergenceError
-from sk_meta.functional import adapt, batched_forward, cross_entropy_loss, expand_params
+from sk_meta.functional import (
+    adapt,
+    batched_forward,
+    cross_entropy_loss,
+    expand_params,
+    mse_loss,
+)
+from sk_meta.functional._losses import cross_entropy_of_valid_codes, task_losses
 from sk_meta.models import MLP
 from sk_meta.tasks import EpisodeSampler
 
@@ -1058,6 +1065,80 @@ def test_backtracking_halves_each_tasks_step_on_its_own_loss():
                                        rtol=1e-4, atol=1e-5)
 
 
+
+def _loss_options(n_tasks, n_samples):
+    """sk_meta's losses as the estimators and users bind them, by name."""
+    weights = torch.rand(n_tasks, n_samples, generator=torch.Generator().manual_seed(1))
+    return {
+        "cross-entropy": functools.partial(cross_entropy_loss, n_classes=N_WAY),
+        "balanced, valid codes": functools.partial(
+            cross_entropy_of_valid_codes, n_classes=N_WAY, balanced=True),
+        "sample_weight": functools.partial(cross_entropy_loss, n_classes=N_WAY,
+                                           balanced=True, sample_weight=weights),
+        "squared error": mse_loss,
+    }
+
+
+@pytest.mark.parametrize("name", ["cross-entropy", "balanced, valid codes",
+                                  "sample_weight", "squared error"])
+def test_task_losses_are_each_tasks_loss_and_sum_to_the_loss(name):
+    generator = torch.Generator().manual_seed(0)
+    outputs = torch.randn(4, 7, N_WAY + 1, dtype=torch.float64, generator=generator)
+    y = torch.randint(0, N_WAY, (4, 7), generator=generator)
+    y[0] = 0  # one task of one class: balanced weights that are not all 1
+    loss_fn = _loss_options(4, 7)[name]
+    if name == "squared error":
+        y = torch.randn(4, 7, N_WAY + 1, dtype=torch.float64, generator=generator)
+    each = task_losses(loss_fn, outputs, y)
+    assert each.shape == (4,)
+    torch.testing.assert_close(each.sum(), loss_fn(outputs, y))
+    func = getattr(loss_fn, "func", loss_fn)
+    for i in range(4):
+        options = {k: v[i:i + 1] if k == "sample_weight" else v
+                   for k, v in getattr(loss_fn, "keywords", {}).items()}
+        torch.testing.assert_close(each[i], func(outputs[i:i + 1], y[i:i + 1],
+                                                 **options))
+    # another function, or one bound by position: the caller slices it
+    assert task_losses(lambda o, t: o.sum(), outputs, y) is None
+    assert task_losses(functools.partial(cross_entropy_loss, outputs[:1]),
+                       outputs, y) is None
+
+
+@pytest.mark.parametrize("name", ["cross-entropy", "balanced, valid codes",
+                                  "sample_weight"])
+def test_backtracking_compares_each_tasks_loss_whatever_loss_binds(name):
+    """A batch line-searched together ends where each task does alone, with
+    sample weights of every task bound to the loss too."""
+    module = _init()
+    forward = batched_forward(module)
+    tasks = _tasks(3, seed=3)
+    X = torch.stack([torch.from_numpy(t[0]) for t in tasks])
+    y = torch.stack([torch.from_numpy(t[1]) for t in tasks])
+    X[1] *= 20  # steps at this rate overshoot on task 1 only
+    params = {k: p.detach() for k, p in module.named_parameters()}
+    loss_fn = _loss_options(3, X.shape[1])[name]
+
+    def run(X, y, loss_fn):
+        return adapt(forward, expand_params(params, X.shape[0]), X, y,
+                     loss_fn=loss_fn, lr=1.0, n_steps=3, detach=True,
+                     backtracking=True)[0]
+
+    together = run(X, y, loss_fn)
+    plain = adapt(forward, expand_params(params, 3), X, y, loss_fn=loss_fn, lr=1.0,
+                  n_steps=3, detach=True)[0]
+    for i in range(3):
+        alone_fn = loss_fn
+        if name == "sample_weight":
+            alone_fn = functools.partial(
+                loss_fn, sample_weight=loss_fn.keywords["sample_weight"][i:i + 1])
+        alone = run(X[i:i + 1], y[i:i + 1], alone_fn)
+        for key in params:
+            torch.testing.assert_close(together[key][i], alone[key][0])
+    # the line search acted on task 1 alone
+    assert not torch.allclose(together[WEIGHT][1], plain[WEIGHT][1])
+    torch.testing.assert_close(together[WEIGHT][0], plain[WEIGHT][0])
+
+
 def test_backtracking_is_refused_where_the_steps_are_differentiated():
     module = _init()
     start = expand_params(dict(module.named_parameters()), 1)
@@ -1110,6 +1191,94 @@ def test_validation_scores_adapt_with_backtracking_as_fit_does():
     for name, value in searched.meta_params_.items():
         torch.testing.assert_close(value, plain.meta_params_[name])
     assert searched.validation_scores_[-1] != plain.validation_scores_[-1]
+
+
+
+@pytest.mark.parametrize("lr", [30.0, 0.05], ids=["overshooting", "descending"])
+def test_reptile_meta_training_line_searches_its_inner_steps_with_backtracking(lr):
+    """With ``backtracking=True`` each task's inner steps in Reptile's
+    meta-training are the line search of ``fit``, on the whole task; one
+    outer step moves the init by ``meta_lr`` toward the mean of those."""
+    epsilon, n_steps = 0.5, 3
+    tasks = _tasks(2, seed=11)
+
+    def one_iteration(backtracking):
+        return ReptileClassifier(
+            _init(), inner_lr=lr, meta_inner_steps=n_steps, meta_batch_size=2,
+            n_meta_iter=1, meta_lr=epsilon, head_init="meta", random_state=0,
+            backtracking=backtracking).meta_partial_fit(tasks)
+
+    theta = {k: v.detach().double() for k, v in _init().named_parameters()}
+    searched = [_line_search(theta, np.concatenate([Xs, Xq]), np.concatenate([ys, yq]),
+                             lr, n_steps) for Xs, ys, Xq, yq in tasks]
+    est = one_iteration(True)
+    for name, value in est.meta_params_.items():
+        mean_phi = sum(phi[name] for phi, _ in searched) / len(searched)
+        expected = theta[name] + epsilon * (mean_phi - theta[name])
+        torch.testing.assert_close(value.double(), expected, rtol=1e-4, atol=1e-5)
+    plain = one_iteration(False)
+    halvings = sum(count for _, count in searched)
+    if lr > 1:  # some steps were halved: plain steps end elsewhere
+        assert halvings > 0
+        assert any(not torch.allclose(value, plain.meta_params_[name])
+                   for name, value in est.meta_params_.items())
+    else:  # steps that lower the loss are the plain ones
+        assert halvings == 0
+        for name, value in est.meta_params_.items():
+            torch.testing.assert_close(value, plain.meta_params_[name])
+
+
+def test_reptile_meta_training_keeps_plain_steps_without_backtracking():
+    """With ``backtracking=False`` Reptile's meta-training keeps the paper's
+    plain steps, at a rate where the line search would halve them."""
+    tasks = _tasks(2, seed=11)
+    est = ReptileClassifier(_init(), inner_lr=30.0, meta_inner_steps=2,
+                            meta_batch_size=2, n_meta_iter=1, meta_lr=0.5,
+                            head_init="meta", random_state=0,
+                            backtracking=False).meta_partial_fit(tasks)
+    theta = {k: v.detach().double() for k, v in _init().named_parameters()}
+    phis = []
+    for Xs, ys, Xq, yq in tasks:
+        X = torch.from_numpy(np.concatenate([Xs, Xq])).double()
+        y = torch.from_numpy(np.concatenate([ys, yq]))
+        phi = dict(theta)
+        for _ in range(2):
+            phi = {k: v.requires_grad_() for k, v in phi.items()}
+            grads = torch.autograd.grad(F.cross_entropy(_logits(phi, X), y),
+                                        list(phi.values()))
+            phi = {k: (v - 30.0 * g).detach() for (k, v), g in zip(phi.items(), grads)}
+        phis.append(phi)
+    for name, value in est.meta_params_.items():
+        expected = theta[name] + 0.5 * (sum(p[name] for p in phis) / 2 - theta[name])
+        torch.testing.assert_close(value.double(), expected, rtol=1e-4, atol=1e-5)
+
+
+
+def test_reptile_meta_training_with_backtracking_does_not_diverge_where_plain_steps_do():
+    """Inputs so far apart that plain inner steps overshoot: plain
+    meta-training diverges within a few meta-iterations, the line search
+    meta-trains an init that ``fit`` adapts (movement_libras's class folds
+    diverged so with ``ReptileClassifier``'s defaults)."""
+    rng = np.random.default_rng(0)
+    tasks = []
+    for _ in range(40):
+        centres = 30 * rng.normal(size=(3, 4))
+        y = np.repeat(np.arange(3), 5)
+        tasks.append(tuple(part for _ in range(2) for part in (
+            (centres[y] + rng.normal(size=(15, 4))).astype(np.float32), y)))
+
+    def meta_fitted(backtracking):
+        return ReptileClassifier(hidden_layer_sizes=(16,), inner_lr=1.0, n_meta_iter=20,
+                                 meta_batch_size=4, backtracking=backtracking,
+                                 random_state=0).meta_fit(tasks)
+
+    with pytest.raises(DivergenceError, match="meta-training diverged"):
+        meta_fitted(False)
+    est = meta_fitted(True)
+    assert est.n_meta_iter_ == 20
+    assert np.isfinite(est.meta_loss_curve_).all()
+    X_s, y_s, X_q, y_q = tasks[0]
+    assert est.fit(X_s, y_s).score(X_q, y_q) > 0.9
 
 
 # rates at which plain steps raise the support loss and stay finite

@@ -7,6 +7,7 @@ import numbers
 import torch
 
 from sk_meta._checks import check_positive_int
+from sk_meta.functional._losses import task_losses
 from sk_meta.functional._rng import _GLOBAL_RNG_LOCK, draws_nothing
 
 OPTIMIZERS = ("sgd", "adam")
@@ -261,11 +262,14 @@ def adapt(forward, params, X, y, *, loss_fn, lr, n_steps, create_graph=False,
         line search). A step to a non-finite loss is taken, so that a
         divergence stays visible (after the last step, in the loss
         returned). Needs ``detach`` (the choice of step has no gradient);
-        ``functional`` is ignored. With more than one task, ``loss_fn`` is
-        also called on each task alone (``outputs`` and ``y`` of first
-        dimension 1), to compare each task's loss: a loss that closes over
-        data of every task, such as ``sample_weight`` of shape (B,
-        n_samples), cannot be sliced there; adapt such tasks one at a time.
+        ``functional`` is ignored. With more than one task each task's loss
+        is compared: sk_meta's own losses (:func:`cross_entropy_loss`,
+        :func:`mse_loss`, bare or with keyword options bound by
+        :func:`functools.partial`, ``sample_weight`` included) give them
+        in one pass; another ``loss_fn`` is also called on each task alone
+        (``outputs`` and ``y`` of first dimension 1), so one that closes
+        over data of every task cannot be sliced there: adapt such tasks
+        one at a time.
 
     Returns
     -------
@@ -404,6 +408,9 @@ def _per_task(loss_fn, outputs, y):
     """Each task's loss (``loss_fn`` sums them), as a tensor of shape (B,)."""
     if y.shape[0] == 1:  # fit: one task
         return _scalar(loss_fn(outputs, y)).reshape(1)
+    each = task_losses(loss_fn, outputs, y)
+    if each is not None:  # sk_meta's own loss: every task's at once
+        return each
     return torch.stack([_scalar(loss_fn(outputs[i:i + 1], y[i:i + 1]))
                         for i in range(y.shape[0])])
 
@@ -439,7 +446,14 @@ def _line_searched(forward, params, names, X, y, *, loss_fn, lr, n_steps, optimi
     device = X.device
 
     def losses_at(adapting):
-        return _per_task(loss_fn, forward({**fixed, **adapting}, X), y)
+        """The summed loss, whose graph gives the step (a plain step's), and
+        each task's, detached, which the trials compare."""
+        outputs = forward({**fixed, **adapting}, X)
+        total = _scalar(loss_fn(outputs, y))
+        if y.shape[0] == 1:  # fit: one task
+            return total, total.detach().reshape(1)
+        with torch.no_grad():
+            return total, _per_task(loss_fn, outputs.detach(), y)
 
     def stepped(current, directions, rates, factor=None):
         updated = _detached_step(list(current.values()), list(current), directions,
@@ -459,17 +473,17 @@ def _line_searched(forward, params, names, X, y, *, loss_fn, lr, n_steps, optimi
         if not quiet:
             generator_held.enter_context(_GLOBAL_RNG_LOCK)
             before = _rng_state(device)
-        losses = losses_at(adapting)
+        total, each = losses_at(adapting)
         noisy = not quiet and not _same_state(before, _rng_state(device))
         if not noisy:
             generator_held.close()  # a forward that draws nothing: others go on
-        loss = losses.sum()  # what a fit of no step reports
+        loss = total  # what a fit of no step reports
         for step in range(n_steps):
             if noisy and step:  # the step's own noise, drawn as a plain step would
                 before = _rng_state(device)
-                losses = losses_at(adapting)
+                total, each = losses_at(adapting)
             after = _rng_state(device) if noisy else None
-            loss = losses.sum()
+            loss = total
             directions = torch.autograd.grad(loss, list(adapting.values()),
                                              allow_unused=True, materialize_grads=True)
             if optimizer == "adam":
@@ -477,18 +491,18 @@ def _line_searched(forward, params, names, X, y, *, loss_fn, lr, n_steps, optimi
                                                           step + 1, betas, eps)
             current = {name: p.detach() for name, p in adapting.items()}
             rates = _checked_rates(lr, step, names, current)
-            old = losses.detach()
+            old = each
 
             def trial(factor):  # the step scaled by factor, under the step's noise
                 adapting = stepped(current, directions, rates, factor)
                 if noisy:
                     _set_rng_state(before, device)
-                return adapting, losses_at(adapting)
+                return adapting, *losses_at(adapting)
 
             factor = None  # the full step first
             for _ in range(MAX_HALVINGS + 1):
-                adapting, losses = trial(factor)
-                new = losses.detach()
+                adapting, total, each = trial(factor)
+                new = each
                 # a non-finite loss is a divergence, not a step to shorten
                 rejected = (new > old) & torch.isfinite(new)
                 if not bool(rejected.any()):
@@ -497,15 +511,15 @@ def _line_searched(forward, params, names, X, y, *, loss_fn, lr, n_steps, optimi
                     factor = torch.ones_like(old)
                 factor = torch.where(rejected, factor / 2, factor)
             else:  # still higher at the smallest step: no step
-                adapting, losses = trial(torch.where(rejected, 0.0, factor))
+                adapting, total, each = trial(torch.where(rejected, 0.0, factor))
             if noisy:
                 _set_rng_state(after, device)
             if trajectory:
                 steps.append({**fixed, **{n: p.detach() for n, p in adapting.items()}})
     adapted = {name: fixed[name] if name in fixed else adapting[name].detach()
                for name in params}
-    if not bool(torch.isfinite(losses).all()):
-        loss = losses.sum()  # the last step was taken to a non-finite loss
+    if not bool(torch.isfinite(each).all()):
+        loss = total  # the last step was taken to a non-finite loss
     if trajectory:
         return adapted, loss.detach(), steps
     return adapted, loss.detach()

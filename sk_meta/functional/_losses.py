@@ -4,6 +4,7 @@ Summing (rather than averaging) over tasks makes the gradient with respect to
 each task's own copy of the parameters exactly that task's gradient.
 """
 
+import functools
 import math
 
 import torch
@@ -133,24 +134,33 @@ def cross_entropy_of_valid_codes(logits, y, n_classes, *, balanced=False,
     return _checked_cross_entropy(logits, y, n_classes, balanced, sample_weight)
 
 
-def _checked_cross_entropy(logits, y, n_classes, balanced, sample_weight=None):
-    """The loss of logits and codes whose shapes and dtypes are checked."""
+def _checked_cross_entropy(logits, y, n_classes, balanced, sample_weight=None,
+                           per_task=False):
+    """The loss of logits and codes whose shapes and dtypes are checked
+    (``per_task``: each task's, of shape (B,), instead of their sum)."""
     if not isinstance(balanced, bool):
         raise TypeError(f"balanced must be a bool, got {balanced!r}")
     y = y.long()  # int32 or uint8 codes as torch's cross-entropy takes them
     n_tasks, n_samples = y.shape
     logits = logits[..., :n_classes].reshape(n_tasks * n_samples, n_classes)
+
+    def summed(losses):
+        return losses.reshape(n_tasks, n_samples).sum(1) if per_task else losses.sum()
+
     if sample_weight is not None:
         losses = F.cross_entropy(logits, y.reshape(-1), reduction="none")
         weights = _normalized_sample_weights(sample_weight, y, n_classes, balanced,
                                              losses.dtype)
         # the loss keeps the logits' dtype, whatever the weights'
-        return (losses * weights.reshape(-1).to(losses.dtype)).sum()
+        return summed(losses * weights.reshape(-1).to(losses.dtype))
     if not balanced:
+        if per_task:
+            return summed(F.cross_entropy(logits, y.reshape(-1),
+                                          reduction="none")) / n_samples
         return F.cross_entropy(logits, y.reshape(-1), reduction="sum") / n_samples
     losses = F.cross_entropy(logits, y.reshape(-1), reduction="none")
     weights = balanced_weights(y, n_classes).reshape(-1).to(losses.dtype)
-    return (losses * weights).sum() / n_samples
+    return summed(losses * weights) / n_samples
 
 
 def _normalized_sample_weights(sample_weight, y, n_classes, balanced, dtype):
@@ -219,7 +229,7 @@ def mse_of_valid_weights(outputs, y, *, sample_weight=None):
     return _mse(outputs, y, sample_weight, read_weights=False)
 
 
-def _mse(outputs, y, sample_weight, read_weights):
+def _mse(outputs, y, sample_weight, read_weights, per_task=False):
     _check_tensor(outputs, "outputs")
     if outputs.shape != y.shape:
         # one output: (B, n) on one side, (B, n, 1) on the other
@@ -232,8 +242,34 @@ def _mse(outputs, y, sample_weight, read_weights):
             )
         outputs = outputs.reshape(y.shape)
     if sample_weight is None:
-        return (outputs - y).square().sum() / y[0].numel()
+        squares = (outputs - y).square()
+        if per_task:
+            return squares.reshape(y.shape[0], -1).sum(1) / y[0].numel()
+        return squares.sum() / y[0].numel()
     check_sample_weight_shape(sample_weight, y.shape[:2], read_weights)
     errors = (outputs - y).square().reshape(*y.shape[:2], -1).mean(-1)
     fractions = _task_fractions(sample_weight, errors.dtype).to(errors.dtype)
-    return (errors * fractions).sum()
+    weighted = errors * fractions
+    return weighted.sum(1) if per_task else weighted.sum()
+
+
+def task_losses(loss_fn, outputs, y):
+    """Each task's loss, of shape (B,), in one pass where ``loss_fn`` is one
+    of this module's losses (bare, or with keyword options bound by
+    :func:`functools.partial`), whose value is their sum; None for another
+    function (the caller then calls it on each task)."""
+    options = {}
+    if isinstance(loss_fn, functools.partial):
+        if loss_fn.args:
+            return None
+        loss_fn, options = loss_fn.func, loss_fn.keywords
+    if loss_fn in (mse_loss, mse_of_valid_weights):
+        return _mse(outputs, y, options.get("sample_weight"),
+                    read_weights=loss_fn is mse_loss, per_task=True)
+    if loss_fn in (cross_entropy_loss, cross_entropy_of_valid_codes) and (
+            "n_classes" in options):
+        n_classes = _check_logits_and_codes(outputs, y, options["n_classes"])
+        return _checked_cross_entropy(
+            outputs, y, n_classes, options.get("balanced", False),
+            options.get("sample_weight"), per_task=True)
+    return None
