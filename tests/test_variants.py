@@ -1254,7 +1254,7 @@ def test_reptile_meta_training_keeps_plain_steps_without_backtracking():
 
 
 
-def test_reptile_meta_training_with_backtracking_does_not_diverge_where_plain_steps_do():
+def test_reptile_meta_training_with_backtracking_holds_where_plain_steps_diverge():
     """Inputs so far apart that plain inner steps overshoot: plain
     meta-training diverges within a few meta-iterations, the line search
     meta-trains an init that ``fit`` adapts (movement_libras's class folds
