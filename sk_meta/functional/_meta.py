@@ -215,6 +215,10 @@ def reptile_meta_gradient(forward, params, batch, *, loss_fn, lr, n_steps,
         Parameters whose start in ``task_params`` is not ``θ`` (a head
         initialized per task): ``θ`` plays no part in the task, so their
         direction is zero.
+    backtracking : bool, default=False
+        Line-search each task's inner steps (see :func:`adapt`) instead of
+        the paper's plain steps: a step that would raise the task's loss is
+        halved, so overshooting steps do not carry ``φᵢ`` far away.
 
     Returns
     -------
