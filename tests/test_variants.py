@@ -1098,9 +1098,17 @@ def test_task_losses_are_each_tasks_loss_and_sum_to_the_loss(name):
                    for k, v in getattr(loss_fn, "keywords", {}).items()}
         torch.testing.assert_close(each[i], func(outputs[i:i + 1], y[i:i + 1],
                                                  **options))
-    # another function, or one bound by position: the caller slices it
+    # another function, one bound by position, or a partial whose call may
+    # differ: the caller slices it
     assert task_losses(lambda o, t: o.sum(), outputs, y) is None
     assert task_losses(functools.partial(cross_entropy_loss, outputs[:1]),
+                       outputs, y) is None
+
+    class Penalized(functools.partial):
+        def __call__(self, outputs, y):
+            return super().__call__(outputs, y) + outputs.square().sum()
+
+    assert task_losses(Penalized(cross_entropy_loss, n_classes=N_WAY),
                        outputs, y) is None
 
 
@@ -1137,6 +1145,35 @@ def test_backtracking_compares_each_tasks_loss_whatever_loss_binds(name):
     # the line search acted on task 1 alone
     assert not torch.allclose(together[WEIGHT][1], plain[WEIGHT][1])
     torch.testing.assert_close(together[WEIGHT][0], plain[WEIGHT][0])
+
+
+
+def test_backtracking_in_a_batch_calls_another_loss_on_each_task_with_its_graph():
+    """A loss of the user's that differentiates the outputs itself (a
+    gradient penalty) is line-searched in a batch as each task alone."""
+    module = _init()
+    forward = batched_forward(module)
+    tasks = _tasks(2, seed=3)
+    X = torch.stack([torch.from_numpy(t[0]) for t in tasks])
+    y = torch.stack([torch.from_numpy(t[1]) for t in tasks])
+    X[1] *= 20
+    params = {k: p.detach() for k, p in module.named_parameters()}
+
+    def penalized(outputs, y):
+        loss = cross_entropy_loss(outputs, y, N_WAY)
+        (slope,) = torch.autograd.grad(loss, outputs, create_graph=True)
+        return loss + slope.square().sum()
+
+    def run(X, y):
+        return adapt(forward, expand_params(params, X.shape[0]), X, y,
+                     loss_fn=penalized, lr=1.0, n_steps=3, detach=True,
+                     backtracking=True)[0]
+
+    together = run(X, y)
+    for i in range(2):
+        alone = run(X[i:i + 1], y[i:i + 1])
+        for key in params:
+            torch.testing.assert_close(together[key][i], alone[key][0])
 
 
 def test_backtracking_is_refused_where_the_steps_are_differentiated():

@@ -405,14 +405,14 @@ MAX_HALVINGS = 10
 
 
 def _per_task(loss_fn, outputs, y):
-    """Each task's loss (``loss_fn`` sums them), as a tensor of shape (B,)."""
-    if y.shape[0] == 1:  # fit: one task
-        return _scalar(loss_fn(outputs, y)).reshape(1)
-    each = task_losses(loss_fn, outputs, y)
+    """Each task's loss (``loss_fn`` sums them), detached, of shape (B,)."""
+    with torch.no_grad():
+        each = task_losses(loss_fn, outputs.detach(), y)
     if each is not None:  # sk_meta's own loss: every task's at once
         return each
+    # another loss may differentiate the outputs itself: called as given
     return torch.stack([_scalar(loss_fn(outputs[i:i + 1], y[i:i + 1]))
-                        for i in range(y.shape[0])])
+                        for i in range(y.shape[0])]).detach()
 
 
 def _scalar(loss):
@@ -452,8 +452,7 @@ def _line_searched(forward, params, names, X, y, *, loss_fn, lr, n_steps, optimi
         total = _scalar(loss_fn(outputs, y))
         if y.shape[0] == 1:  # fit: one task
             return total, total.detach().reshape(1)
-        with torch.no_grad():
-            return total, _per_task(loss_fn, outputs.detach(), y)
+        return total, _per_task(loss_fn, outputs, y)
 
     def stepped(current, directions, rates, factor=None):
         updated = _detached_step(list(current.values()), list(current), directions,
