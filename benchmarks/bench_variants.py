@@ -1,6 +1,5 @@
 # SPDX-License-Identifier: BSD-3-Clause
-"""Meta-training speed of MAML's variants against plain MAML, and of
-Reptile's line search against its plain steps.
+"""Meta-training speed of MAML's variants against plain MAML.
 
 The options added for few-shot tabular classification (``head_init``,
 ``inner_lr_mode``, ``adapt_layers``, ``multi_step_loss``) each change the
@@ -17,12 +16,7 @@ Workloads (``_workloads``): ``sinusoid`` (MLP 1-40-40-1, 1 inner step,
 meta-batch 25; regression, so no ``head_init`` variants) and ``digits``
 (5-way 5-shot, MLP 64-64-64-5, 5 inner steps, meta-batch 32).
 
-``backtracking=True`` (``ReptileClassifier``'s default) line-searches
-Reptile's inner steps in meta-training; it is timed against Reptile with
-plain steps (``backtracking=False``) the same way, on the same workloads.
-
-Targets: every variant at least 1/1.3 of plain MAML's speed (Reptile's
-line search: of plain Reptile's); ANIL
+Targets: every variant at least 1/1.3 of plain MAML's speed; ANIL
 (``adapt_layers="head"``) faster than plain MAML. ``multi_step_loss`` pays
 for the query passes of every inner step during MAML++'s annealing (the
 first tenth of ``n_meta_iter``) and runs as plain MAML afterwards; it is
@@ -71,11 +65,6 @@ VARIANTS = {
                                                  "inner_lr_mode": "per_layer_step",
                                                  "multi_step_loss": True}, False),
 }
-# Reptile's meta-training with the line search of backtracking=True
-REPTILE_VARIANTS = {
-    "plain Reptile": ({}, True),
-    "Reptile, backtracking=True": ({"backtracking": True}, True),
-}
 SLOWDOWN_LIMIT = 1.3
 
 # sk_meta iterations per timed call, timed rounds
@@ -85,18 +74,16 @@ PLANS = {
 }
 
 
-def bench_workload(name, n_iter, repeats, device, algorithm="maml",
-                   variants=VARIANTS):
-    baseline = next(iter(variants))
+def bench_workload(name, n_iter, repeats, device):
     workload = get_workload(name)
     classification = workload.hyperparams["loss"] == "cross_entropy"
     tasks = workload.make_tasks(n_iter, seed=0)
     module = sk_meta_module_like(workload, seed=0)
     runners = {}
-    for label, (params, regression) in variants.items():
+    for label, (params, regression) in VARIANTS.items():
         if not (classification or regression):
             continue
-        make = functools.partial(make_sk_estimator, workload, algorithm, module=module,
+        make = functools.partial(make_sk_estimator, workload, "maml", module=module,
                                  device=device, **params)
 
         def run(n, make=make):
@@ -104,12 +91,12 @@ def bench_workload(name, n_iter, repeats, device, algorithm="maml",
 
         runners[label] = ShortWarmup(run, n_iter, max(2, n_iter // 4))
     timing = interleaved_timing(runners, repeats=repeats, warmup=1,
-                                baseline=baseline)
+                                baseline="plain MAML")
     rows = []
     for label in runners:
-        ratios = round_ratios(timing.samples[label], timing.samples[baseline])
+        ratios = round_ratios(timing.samples[label], timing.samples["plain MAML"])
         ratio = statistics.median(ratios)
-        if label == baseline:
+        if label == "plain MAML":
             target, verdict = "-", "-"
         elif label == "ANIL":
             target, verdict = "> 1", "PASS" if ratio > 1 else "FAIL"
@@ -123,7 +110,7 @@ def bench_workload(name, n_iter, repeats, device, algorithm="maml",
         rows.append({
             "workload": name, "variant": label,
             "it/s (median)": timing.median_it_per_s[label],
-            "x baseline (median of rounds)": ratio,
+            "x plain MAML (median of rounds)": ratio,
             "range": f"{min(ratios):.3g}-{max(ratios):.3g}",
             "slowdown": 1 / ratio, "target": target, "result": verdict,
         })
@@ -146,12 +133,9 @@ def main(argv=None):
         print(f"{name}: {n_iter} meta-iterations per sample, {repeats} timed rounds",
               flush=True)
         timing, rows = bench_workload(name, n_iter, repeats, device)
-        reptile_timing, reptile_rows = bench_workload(
-            name, n_iter, repeats, device, "reptile", REPTILE_VARIANTS)
-        all_rows += rows + reptile_rows
-        samples[name] = {**timing.samples, **reptile_timing.samples}
-    print("\n## Meta-iterations per second, variants against plain MAML "
-          "(Reptile's line search against plain Reptile)\n")
+        all_rows += rows
+        samples[name] = timing.samples
+    print("\n## Meta-iterations per second, variants against plain MAML\n")
     print(format_table(all_rows, floatfmt=".3g"))
     verdicts = [r["result"] for r in all_rows]
     print(f"\n{verdicts.count('PASS')} PASS, {verdicts.count('FAIL')} FAIL")

@@ -655,7 +655,6 @@ class InnerLoop:
                 lr=self.settings.lr, n_steps=self.settings.meta_steps,
                 optimizer=self.settings.optimizer, functional=functional,
                 task_params=start, reinitialized=reinitialized,
-                backtracking=self.settings.backtracking,
             )
             zeros = {k: torch.zeros_like(p) for k, p in params.items()
                      if k not in grads}
@@ -664,7 +663,6 @@ class InnerLoop:
             forward, params, whole, loss_fn=loss_fn, lr=self.settings.lr,
             n_steps=self.settings.meta_steps, optimizer=self.settings.optimizer,
             functional=functional, task_params=start, reinitialized=reinitialized,
-            backtracking=self.settings.backtracking,
         )
 
     @_holding_mode_lock

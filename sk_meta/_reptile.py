@@ -31,7 +31,7 @@ class ReptileClassifier(MetaClassifierMixin, ClassifierMixin, _Reptile):
                  task_interpolation=0.0, inner_optimizer="sgd",
                  meta_lr=0.1, meta_batch_size=16, n_meta_iter=1000, max_time=None,
                  meta_optimizer="sgd", meta_lr_schedule="constant",
-                 meta_grad_max_norm=None,
+                 meta_grad_max_norm=1.0,
                  tasks_per_chunk="auto", compile=False, transductive=True,
                  class_weight="balanced",
                  validation_interval=100, early_stopping=False, n_iter_no_change=10,

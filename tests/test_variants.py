@@ -349,7 +349,8 @@ def test_meta_grad_max_norm_bounds_reptiles_outer_step():
     params = dict(meta_batch_size=2, n_meta_iter=1, meta_optimizer="sgd", meta_lr=1.0,
                   inner_steps=N_STEPS, random_state=0)
     before = {k: v.detach() for k, v in _init().named_parameters()}
-    free = ReptileClassifier(_init(), **params).meta_partial_fit(tasks)
+    free = ReptileClassifier(_init(), meta_grad_max_norm=None,
+                             **params).meta_partial_fit(tasks)
     steps = {k: before[k] - v for k, v in free.meta_params_.items()}
     norm = float(torch.sqrt(sum((s**2).sum() for s in steps.values())))
     bounded = ReptileClassifier(_init(), meta_grad_max_norm=norm / 3,
@@ -1231,53 +1232,23 @@ def test_validation_scores_adapt_with_backtracking_as_fit_does():
 
 
 
-@pytest.mark.parametrize("lr", [30.0, 0.05], ids=["overshooting", "descending"])
-def test_reptile_meta_training_line_searches_its_inner_steps_with_backtracking(lr):
-    """With ``backtracking=True`` each task's inner steps in Reptile's
-    meta-training are the line search of ``fit``, on the whole task; one
-    outer step moves the init by ``meta_lr`` toward the mean of those."""
-    epsilon, n_steps = 0.5, 3
-    tasks = _tasks(2, seed=11)
 
-    def one_iteration(backtracking):
-        return ReptileClassifier(
-            _init(), inner_lr=lr, meta_inner_steps=n_steps, meta_batch_size=2,
-            n_meta_iter=1, meta_lr=epsilon, head_init="meta", random_state=0,
-            backtracking=backtracking).meta_partial_fit(tasks)
-
-    theta = {k: v.detach().double() for k, v in _init().named_parameters()}
-    searched = [_line_search(theta, np.concatenate([Xs, Xq]), np.concatenate([ys, yq]),
-                             lr, n_steps) for Xs, ys, Xq, yq in tasks]
-    est = one_iteration(True)
-    for name, value in est.meta_params_.items():
-        mean_phi = sum(phi[name] for phi, _ in searched) / len(searched)
-        expected = theta[name] + epsilon * (mean_phi - theta[name])
-        torch.testing.assert_close(value.double(), expected, rtol=1e-4, atol=1e-5)
-    plain = one_iteration(False)
-    halvings = sum(count for _, count in searched)
-    if lr > 1:  # some steps were halved: plain steps end elsewhere
-        assert halvings > 0
-        assert any(not torch.allclose(value, plain.meta_params_[name])
-                   for name, value in est.meta_params_.items())
-    else:  # steps that lower the loss are the plain ones
-        assert halvings == 0
-        for name, value in est.meta_params_.items():
-            torch.testing.assert_close(value, plain.meta_params_[name])
-
-
-def test_reptile_meta_training_keeps_plain_steps_without_backtracking():
-    """With ``backtracking=False`` Reptile's meta-training keeps the paper's
-    plain steps, at a rate where the line search would halve them."""
+@pytest.mark.parametrize("backtracking", [True, False])
+def test_reptile_meta_training_takes_plain_steps_whatever_backtracking(backtracking):
+    """Reptile's meta-training keeps the paper's plain inner steps, at a
+    rate where ``fit``'s line search would halve them: one outer step is
+    the init plus ``meta_lr`` times the mean of the plainly adapted ones."""
     tasks = _tasks(2, seed=11)
     est = ReptileClassifier(_init(), inner_lr=30.0, meta_inner_steps=2,
                             meta_batch_size=2, n_meta_iter=1, meta_lr=0.5,
-                            head_init="meta", random_state=0,
-                            backtracking=False).meta_partial_fit(tasks)
+                            head_init="meta", random_state=0, meta_grad_max_norm=None,
+                            backtracking=backtracking).meta_partial_fit(tasks)
     theta = {k: v.detach().double() for k, v in _init().named_parameters()}
     phis = []
     for Xs, ys, Xq, yq in tasks:
         X = torch.from_numpy(np.concatenate([Xs, Xq])).double()
         y = torch.from_numpy(np.concatenate([ys, yq]))
+        assert _line_search(theta, X.numpy(), y.numpy(), 30.0, 2)[1] > 0
         phi = dict(theta)
         for _ in range(2):
             phi = {k: v.requires_grad_() for k, v in phi.items()}
@@ -1290,12 +1261,14 @@ def test_reptile_meta_training_keeps_plain_steps_without_backtracking():
         torch.testing.assert_close(value.double(), expected, rtol=1e-4, atol=1e-5)
 
 
-
-def test_reptile_meta_training_with_backtracking_holds_where_plain_steps_diverge():
-    """Inputs so far apart that plain inner steps overshoot: plain
-    meta-training diverges within a few meta-iterations, the line search
-    meta-trains an init that ``fit`` adapts (movement_libras's class folds
-    diverged so with ``ReptileClassifier``'s defaults)."""
+def test_reptile_classifiers_clipped_outer_step_holds_where_the_unclipped_diverges():
+    """Inputs so far apart that the inner steps overshoot: unclipped,
+    their overshoots feed the init until meta-training diverges; with
+    ``ReptileClassifier``'s default ``meta_grad_max_norm=1.0`` it meta-trains
+    an init that ``fit`` adapts (movement_libras's class folds diverged so
+    before that default)."""
+    assert ReptileClassifier().meta_grad_max_norm == 1.0
+    assert ReptileRegressor().meta_grad_max_norm is None
     rng = np.random.default_rng(0)
     tasks = []
     for _ in range(40):
@@ -1303,20 +1276,15 @@ def test_reptile_meta_training_with_backtracking_holds_where_plain_steps_diverge
         y = np.repeat(np.arange(3), 5)
         tasks.append(tuple(part for _ in range(2) for part in (
             (centres[y] + rng.normal(size=(15, 4))).astype(np.float32), y)))
-
-    def meta_fitted(backtracking):
-        return ReptileClassifier(hidden_layer_sizes=(16,), inner_lr=1.0, n_meta_iter=20,
-                                 meta_batch_size=4, backtracking=backtracking,
-                                 random_state=0).meta_fit(tasks)
-
+    params = dict(hidden_layer_sizes=(16,), inner_lr=1.0, n_meta_iter=20,
+                  meta_batch_size=4, random_state=0)
     with pytest.raises(DivergenceError, match="meta-training diverged"):
-        meta_fitted(False)
-    est = meta_fitted(True)
+        ReptileClassifier(meta_grad_max_norm=None, **params).meta_fit(tasks)
+    est = ReptileClassifier(**params).meta_fit(tasks)
     assert est.n_meta_iter_ == 20
     assert np.isfinite(est.meta_loss_curve_).all()
     X_s, y_s, X_q, y_q = tasks[0]
     assert est.fit(X_s, y_s).score(X_q, y_q) > 0.9
-
 
 # rates at which plain steps raise the support loss and stay finite
 @pytest.mark.parametrize("estimator_class, params, lr", [

@@ -191,7 +191,7 @@ def maml_meta_gradient(forward, params, batch, *, loss_fn, lr, n_steps,
 
 def reptile_meta_gradient(forward, params, batch, *, loss_fn, lr, n_steps,
                           optimizer="sgd", functional=False, task_params=None,
-                          trainable=None, reinitialized=(), backtracking=False):
+                          trainable=None, reinitialized=()):
     """Sum over the batch's tasks of ``θ - φᵢ`` (Reptile).
 
     ``φᵢ`` is ``θ`` after ``n_steps`` steps of the inner optimizer on all of
@@ -215,10 +215,6 @@ def reptile_meta_gradient(forward, params, batch, *, loss_fn, lr, n_steps,
         Parameters whose start in ``task_params`` is not ``θ`` (a head
         initialized per task): ``θ`` plays no part in the task, so their
         direction is zero.
-    backtracking : bool, default=False
-        Line-search each task's inner steps (see :func:`adapt`) instead of
-        the paper's plain steps: a step that would raise the task's loss is
-        halved, so overshooting steps do not carry ``φᵢ`` far away.
 
     Returns
     -------
@@ -246,7 +242,7 @@ def reptile_meta_gradient(forward, params, batch, *, loss_fn, lr, n_steps,
     adapted, loss = adapt(
         forward, task_params, X, y,
         loss_fn=loss_fn, lr=lr, n_steps=n_steps, detach=True, optimizer=optimizer,
-        functional=functional, trainable=trainable, backtracking=backtracking,
+        functional=functional, trainable=trainable,
     )
     return {
         name: (torch.zeros_like(p) if name in still
