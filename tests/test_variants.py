@@ -364,6 +364,7 @@ def test_meta_grad_max_norm_bounds_reptiles_outer_step():
 @pytest.mark.parametrize("estimator_class, name, old_value", [
     (MAMLClassifier, "head_init", "meta"),
     (MAMLClassifier, "meta_grad_max_norm", None),
+    (ReptileClassifier, "meta_grad_max_norm", None),
     (ReptileClassifier, "backtracking", False),
     (MAMLClassifier, "prototype_scale", 1.0),
     (MAMLClassifier, "task_interpolation", 0.0)])
