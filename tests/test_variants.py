@@ -1038,26 +1038,32 @@ def test_backtracking_fit_matches_a_hand_written_line_search(lr):
             torch.testing.assert_close(value, plain.params_[name])
 
 
+def _overshooting_batch(n_tasks):
+    """Tasks of :func:`_tasks` stacked, the second with inputs 20 times
+    larger (steps at rate 1.0 overshoot on it alone), and the init's
+    parameters."""
+    tasks = _tasks(n_tasks, seed=3)
+    X = torch.stack([torch.from_numpy(t[0]) for t in tasks])
+    y = torch.stack([torch.from_numpy(t[1]) for t in tasks])
+    X[1] *= 20
+    return tasks, X, y, {k: p.detach() for k, p in _init().named_parameters()}
+
+
+def _adapted(params, X, y, loss_fn, backtracking=True):
+    """``params`` after 3 steps at rate 1.0 on each task of ``(X, y)``."""
+    return adapt(batched_forward(_init()), expand_params(params, X.shape[0]), X, y,
+                 loss_fn=loss_fn, lr=1.0, n_steps=3, detach=True,
+                 backtracking=backtracking)[0]
+
+
 def test_backtracking_halves_each_tasks_step_on_its_own_loss():
     """Tasks adapted together are line-searched one by one: a batch of two
     tasks, one whose steps overshoot, ends where each task alone does."""
-    module = _init()
-    forward = batched_forward(module)
     loss_fn = functools.partial(cross_entropy_loss, n_classes=N_WAY)
-    tasks = _tasks(2, seed=3)
-    X = torch.stack([torch.from_numpy(t[0]) for t in tasks])
-    y = torch.stack([torch.from_numpy(t[1]) for t in tasks])
-    X[1] *= 20  # large inputs: steps at this rate overshoot on task 1 only
-    params = {k: p.detach() for k, p in module.named_parameters()}
-
-    def run(X, y):
-        start = expand_params(params, X.shape[0])
-        return adapt(forward, start, X, y, loss_fn=loss_fn, lr=1.0, n_steps=3,
-                     detach=True, backtracking=True)[0]
-
-    together = run(X, y)
+    tasks, X, y, params = _overshooting_batch(2)
+    together = _adapted(params, X, y, loss_fn)
     for i in range(2):
-        alone = run(X[i:i + 1], y[i:i + 1])
+        alone = _adapted(params, X[i:i + 1], y[i:i + 1], loss_fn)
         reference, halvings = _line_search(params, tasks[i][0] * (20 if i else 1),
                                            tasks[i][1], 1.0, 3)
         assert (halvings > 0) == (i == 1)
@@ -1065,7 +1071,6 @@ def test_backtracking_halves_each_tasks_step_on_its_own_loss():
             torch.testing.assert_close(together[name][i], alone[name][0])
             torch.testing.assert_close(together[name][i].double(), reference[name],
                                        rtol=1e-4, atol=1e-5)
-
 
 
 def _loss_options(n_tasks, n_samples):
@@ -1119,29 +1124,16 @@ def test_task_losses_are_each_tasks_loss_and_sum_to_the_loss(name):
 def test_backtracking_compares_each_tasks_loss_whatever_loss_binds(name):
     """A batch line-searched together ends where each task does alone, with
     sample weights of every task bound to the loss too."""
-    module = _init()
-    forward = batched_forward(module)
-    tasks = _tasks(3, seed=3)
-    X = torch.stack([torch.from_numpy(t[0]) for t in tasks])
-    y = torch.stack([torch.from_numpy(t[1]) for t in tasks])
-    X[1] *= 20  # steps at this rate overshoot on task 1 only
-    params = {k: p.detach() for k, p in module.named_parameters()}
+    _, X, y, params = _overshooting_batch(3)
     loss_fn = _loss_options(3, X.shape[1])[name]
-
-    def run(X, y, loss_fn):
-        return adapt(forward, expand_params(params, X.shape[0]), X, y,
-                     loss_fn=loss_fn, lr=1.0, n_steps=3, detach=True,
-                     backtracking=True)[0]
-
-    together = run(X, y, loss_fn)
-    plain = adapt(forward, expand_params(params, 3), X, y, loss_fn=loss_fn, lr=1.0,
-                  n_steps=3, detach=True)[0]
+    together = _adapted(params, X, y, loss_fn)
+    plain = _adapted(params, X, y, loss_fn, backtracking=False)
     for i in range(3):
         alone_fn = loss_fn
         if name == "sample_weight":
             alone_fn = functools.partial(
                 loss_fn, sample_weight=loss_fn.keywords["sample_weight"][i:i + 1])
-        alone = run(X[i:i + 1], y[i:i + 1], alone_fn)
+        alone = _adapted(params, X[i:i + 1], y[i:i + 1], alone_fn)
         for key in params:
             torch.testing.assert_close(together[key][i], alone[key][0])
     # the line search acted on task 1 alone
@@ -1149,31 +1141,19 @@ def test_backtracking_compares_each_tasks_loss_whatever_loss_binds(name):
     torch.testing.assert_close(together[WEIGHT][0], plain[WEIGHT][0])
 
 
-
 def test_backtracking_in_a_batch_calls_another_loss_on_each_task_with_its_graph():
     """A loss of the user's that differentiates the outputs itself (a
     gradient penalty) is line-searched in a batch as each task alone."""
-    module = _init()
-    forward = batched_forward(module)
-    tasks = _tasks(2, seed=3)
-    X = torch.stack([torch.from_numpy(t[0]) for t in tasks])
-    y = torch.stack([torch.from_numpy(t[1]) for t in tasks])
-    X[1] *= 20
-    params = {k: p.detach() for k, p in module.named_parameters()}
+    _, X, y, params = _overshooting_batch(2)
 
     def penalized(outputs, y):
         loss = cross_entropy_loss(outputs, y, N_WAY)
         (slope,) = torch.autograd.grad(loss, outputs, create_graph=True)
         return loss + slope.square().sum()
 
-    def run(X, y):
-        return adapt(forward, expand_params(params, X.shape[0]), X, y,
-                     loss_fn=penalized, lr=1.0, n_steps=3, detach=True,
-                     backtracking=True)[0]
-
-    together = run(X, y)
+    together = _adapted(params, X, y, penalized)
     for i in range(2):
-        alone = run(X[i:i + 1], y[i:i + 1])
+        alone = _adapted(params, X[i:i + 1], y[i:i + 1], penalized)
         for key in params:
             torch.testing.assert_close(together[key][i], alone[key][0])
 
@@ -1232,8 +1212,6 @@ def test_validation_scores_adapt_with_backtracking_as_fit_does():
     assert searched.validation_scores_[-1] != plain.validation_scores_[-1]
 
 
-
-
 @pytest.mark.parametrize("backtracking", [True, False])
 def test_reptile_meta_training_takes_plain_steps_whatever_backtracking(backtracking):
     """Reptile's meta-training keeps the paper's plain inner steps, at a
@@ -1286,6 +1264,7 @@ def test_reptile_classifiers_clipped_outer_step_holds_where_the_unclipped_diverg
     assert np.isfinite(est.meta_loss_curve_).all()
     X_s, y_s, X_q, y_q = tasks[0]
     assert est.fit(X_s, y_s).score(X_q, y_q) > 0.9
+
 
 # rates at which plain steps raise the support loss and stay finite
 @pytest.mark.parametrize("estimator_class, params, lr", [

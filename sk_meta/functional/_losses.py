@@ -153,14 +153,12 @@ def _checked_cross_entropy(logits, y, n_classes, balanced, sample_weight=None,
                                              losses.dtype)
         # the loss keeps the logits' dtype, whatever the weights'
         return summed(losses * weights.reshape(-1).to(losses.dtype))
-    if not balanced:
-        if per_task:
-            return summed(F.cross_entropy(logits, y.reshape(-1),
-                                          reduction="none")) / n_samples
+    if not balanced and not per_task:  # one fused reduction
         return F.cross_entropy(logits, y.reshape(-1), reduction="sum") / n_samples
     losses = F.cross_entropy(logits, y.reshape(-1), reduction="none")
-    weights = balanced_weights(y, n_classes).reshape(-1).to(losses.dtype)
-    return summed(losses * weights) / n_samples
+    if balanced:
+        losses = losses * balanced_weights(y, n_classes).reshape(-1).to(losses.dtype)
+    return summed(losses) / n_samples
 
 
 def _normalized_sample_weights(sample_weight, y, n_classes, balanced, dtype):
