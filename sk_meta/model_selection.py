@@ -824,7 +824,9 @@ def _pretrained_mlp_applies(estimator):
 # model: the meta-trained MLP's and the pretrained MLP's predicted
 # probabilities are averaged, for MAML and FOMAML (FIDELITY.md, twenty-ninth
 # and thirtieth runs: marketing +1.9 / +0.8 points, within 0.1 of its best
-# configuration, vowel -0.6 / -0.8); Reptile's was not measured
+# configuration, vowel -0.6 / -0.8); not for Reptile, whose meta-trained MLP
+# is the weaker of the two there (thirty-third run: -0.2 to -3.2 points on
+# five of six rows)
 AUTO_AVERAGE_ALGORITHMS = ("maml",)
 # ... unless the meta-trained MLP scores above the pretrained one on the
 # folds' validation tasks beyond this confidence interval (paired over
