@@ -649,6 +649,20 @@ def _writes_checkpoints(estimator):
     return bool(getattr(estimator, "_writes_checkpoints", lambda: False)())
 
 
+def _announce(estimator, line):
+    """Print ``line`` before a meta-training whose progress ``verbose``
+    prints, so that its lines (a stop line among them) say which run they
+    belong to; in a distributed job process 0 alone, as the progress."""
+    params = estimator.get_params()
+    if not params.get("verbose"):
+        return
+    from sk_meta import _distributed  # torch: not for sk_meta.tasks
+
+    world = _distributed.world(params.get("distributed", "auto"))
+    if world is None or world.writes:
+        print(line, flush=True)
+
+
 def _fresh(estimator, params, **fixed):
     """An unfitted copy of ``estimator`` with ``params``: it meta-trains from a
     fresh init, whatever a meta-fitted estimator's clone would keep."""
@@ -696,6 +710,10 @@ def _score_candidates(estimator, grid, folds, error_score, *, searcher,
                                    **fixed)
                 if index in pretrained:
                     candidate._chosen_pretrained = True
+                if inside is None:
+                    _announce(candidate, f"{searcher}: candidate {index + 1} of "
+                                         f"{len(grid)} {params}, class fold "
+                                         f"{fold + 1} of {len(folds)}")
                 try:
                     with (ignoring_warnings() if inside is not None
                           else contextlib.nullcontext()):
@@ -1038,7 +1056,9 @@ class MetaGridSearch(MetaEstimatorMixin, BaseEstimator):
     estimator : sk_meta estimator
         The estimator to meta-train, with its other parameters (including
         ``n_meta_iter``, the most meta-iterations a candidate takes, and
-        ``validation_interval``, how often candidates are scored).
+        ``validation_interval``, how often candidates are scored). With its
+        ``verbose``, a line names the candidate and class fold (or the refit)
+        before each meta-training's progress.
     param_grid : dict or list of dicts
         Parameter names to lists of values, as for scikit-learn's
         ``GridSearchCV``; every combination is a candidate.
@@ -1321,6 +1341,8 @@ class MetaGridSearch(MetaEstimatorMixin, BaseEstimator):
             best_estimator = _fresh(self.estimator, best_params,
                                     n_meta_iter=best_n_meta_iter,
                                     early_stopping=False)
+            _announce(best_estimator, f"MetaGridSearch: the refit of the best "
+                                      f"candidate {best_params} on all the classes")
             with _interrupt_stops_search(f"the refit of {best_params}",
                                          "MetaGridSearch"):
                 best_estimator.meta_fit(tasks)

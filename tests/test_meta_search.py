@@ -587,3 +587,40 @@ def test_maml_search_with_class_folds(digits_sampler):
     for name, value in by_hand.module_.state_dict().items():
         np.testing.assert_array_equal(
             search.best_estimator_.module_.state_dict()[name].numpy(), value.numpy())
+
+
+class Talker(Recorder):
+    """A Recorder whose ``verbose`` prints a line of progress per meta-training,
+    as an sk_meta estimator's stop line does, without naming the run."""
+
+    def __init__(self, quality=0.5, peak=30, n_meta_iter=60, early_stopping=False,
+                 fail=False, verbose=0):
+        super().__init__(quality, peak, n_meta_iter, early_stopping, fail)
+        self.verbose = verbose
+
+    def meta_fit(self, tasks, validation_tasks=None):
+        if self.verbose:
+            print(f"stopped at meta-iteration {self.n_meta_iter}")
+        return super().meta_fit(tasks, validation_tasks)
+
+
+def test_verbose_names_the_candidate_and_fold_before_each_meta_training(
+        sampler, capsys):
+    MetaGridSearch(Talker(verbose=1), {"quality": [0.6, 0.9]}, cv=2,
+                   random_state=0).meta_fit(sampler)
+    assert capsys.readouterr().out.splitlines() == [
+        "MetaGridSearch: candidate 1 of 2 {'quality': 0.6}, class fold 1 of 2",
+        "stopped at meta-iteration 60",
+        "MetaGridSearch: candidate 1 of 2 {'quality': 0.6}, class fold 2 of 2",
+        "stopped at meta-iteration 60",
+        "MetaGridSearch: candidate 2 of 2 {'quality': 0.9}, class fold 1 of 2",
+        "stopped at meta-iteration 60",
+        "MetaGridSearch: candidate 2 of 2 {'quality': 0.9}, class fold 2 of 2",
+        "stopped at meta-iteration 60",
+        "MetaGridSearch: the refit of the best candidate {'quality': 0.9} on all "
+        "the classes",
+        "stopped at meta-iteration 30",
+    ]
+    # silent estimators give a silent search
+    MetaGridSearch(Talker(), {"quality": [0.6, 0.9]}, random_state=0).meta_fit(sampler)
+    assert capsys.readouterr().out == ""
