@@ -654,7 +654,9 @@ def _announce(estimator, line):
     prints, so that its lines (a stop line among them) say which run they
     belong to; in a distributed job process 0 alone, as the progress."""
     params = estimator.get_params()
-    if not params.get("verbose"):
+    verbose = params.get("verbose")
+    # a verbose the estimator refuses prints nothing: its meta_fit says why
+    if not (isinstance(verbose, (numbers.Integral, np.bool_)) and verbose > 0):
         return
     from sk_meta import _distributed  # torch: not for sk_meta.tasks
 

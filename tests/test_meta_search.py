@@ -604,9 +604,10 @@ class Talker(Recorder):
         return super().meta_fit(tasks, validation_tasks)
 
 
+@pytest.mark.parametrize("verbose", [1, True, np.True_])
 def test_verbose_names_the_candidate_and_fold_before_each_meta_training(
-        sampler, capsys):
-    MetaGridSearch(Talker(verbose=1), {"quality": [0.6, 0.9]}, cv=2,
+        sampler, capsys, verbose):
+    MetaGridSearch(Talker(verbose=verbose), {"quality": [0.6, 0.9]}, cv=2,
                    random_state=0).meta_fit(sampler)
     assert capsys.readouterr().out.splitlines() == [
         "MetaGridSearch: candidate 1 of 2 {'quality': 0.6}, class fold 1 of 2",
