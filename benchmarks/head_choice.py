@@ -27,6 +27,7 @@ from unittest import mock
 
 import numpy as np
 from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import log_loss
 
 import sk_meta.model_selection as model_selection
 from benchmarks import fidelity_tabular as tabular
@@ -62,15 +63,14 @@ def logistic_proba(estimator, X_support, y_support, X):
 
 
 def held_out_log_loss(fit_proba, estimator, X_support, y_support, folds):
-    """Mean log-loss of ``fit_proba`` on the samples ``folds`` hold out."""
+    """Mean log-loss of ``fit_proba`` on the samples ``folds`` hold out (the
+    folds hold out as many samples each: the mean of the folds' means)."""
     classes = np.unique(y_support)
-    losses = []
-    for held in folds:
-        proba = fit_proba(estimator, X_support[~held], y_support[~held],
-                          X_support[held])
-        true = proba[np.arange(held.sum()), np.searchsorted(classes, y_support[held])]
-        losses.extend(-np.log(np.clip(true, 1e-12, 1.0)))
-    return float(np.mean(losses))
+    return float(np.mean([
+        log_loss(y_support[held], fit_proba(estimator, X_support[~held],
+                                            y_support[~held], X_support[held]),
+                 labels=classes)
+        for held in folds]))
 
 
 def score_task(estimator, task):
