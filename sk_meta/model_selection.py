@@ -30,7 +30,12 @@ from sklearn.exceptions import FitFailedWarning, NotFittedError
 from sklearn.metrics import check_scoring
 from sklearn.model_selection import ParameterGrid
 from sklearn.utils import get_tags
-from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
+from sklearn.utils._param_validation import (
+    HasMethods,
+    Interval,
+    StrOptions,
+    make_constraint,
+)
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import check_is_fitted
 
@@ -655,8 +660,9 @@ def _announce(estimator, line):
     belong to; in a distributed job process 0 alone, as the progress."""
     params = estimator.get_params()
     verbose = params.get("verbose")
-    # a verbose the estimator refuses prints nothing: its meta_fit says why
-    if not (isinstance(verbose, (numbers.Integral, np.bool_)) and verbose > 0):
+    # a verbose the estimator refuses (by scikit-learn's "verbose" constraint,
+    # which sk_meta's estimators declare) prints nothing: its meta_fit says why
+    if not (make_constraint("verbose").is_satisfied_by(verbose) and verbose):
         return
     from sk_meta import _distributed  # torch: not for sk_meta.tasks
 
