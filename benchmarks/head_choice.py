@@ -30,6 +30,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import log_loss
 
 import sk_meta.model_selection as model_selection
+from sk_meta._head_choice import leave_one_shot_out
 from benchmarks import fidelity_tabular as tabular
 from benchmarks._cli import non_negative_int, positive_int
 from benchmarks._harness import set_threads
@@ -39,27 +40,19 @@ from sk_meta import ReptileClassifier
 FITS = ("steps", "logistic", "chosen")
 
 
-def leave_one_shot_out(y):
-    """Boolean masks of the support rows each fold holds out: fold j holds
-    out the j-th sample of every class, as many folds as the smallest class
-    has samples; none where a class has a single sample."""
-    y = np.asarray(y)
-    rank = np.zeros(len(y), dtype=int)
-    for label in np.unique(y):
-        rows = np.flatnonzero(y == label)
-        rank[rows] = np.arange(len(rows))
-    n_folds = min(np.count_nonzero(y == label) for label in np.unique(y))
-    return [] if n_folds < 2 else [rank == j for j in range(n_folds)]
-
-
 def steps_proba(estimator, X_support, y_support, X):
-    return estimator.fit(X_support, y_support).predict_proba(X)
+    return estimator.set_params(head_solver="steps").fit(
+        X_support, y_support).predict_proba(X)
 
 
 def logistic_proba(estimator, X_support, y_support, X):
+    # in float64, as head_solver="choose" fits it (lbfgs stops elsewhere on
+    # float32 features: up to 0.04 apart in probability)
     head = LogisticRegression(max_iter=1000).fit(
-        tabular.hidden_features(estimator.module_, X_support), y_support)
-    return head.predict_proba(tabular.hidden_features(estimator.module_, X))
+        tabular.hidden_features(estimator.module_, X_support).astype(np.float64),
+        y_support)
+    return head.predict_proba(
+        tabular.hidden_features(estimator.module_, X).astype(np.float64))
 
 
 def held_out_log_loss(fit_proba, estimator, X_support, y_support, folds):
@@ -74,8 +67,9 @@ def held_out_log_loss(fit_proba, estimator, X_support, y_support, folds):
 
 
 def score_task(estimator, task):
-    """Query accuracy of each fit on ``task``, and whether the choice took
-    logistic regression."""
+    """Query accuracy of each fit on ``task``, whether the choice took
+    logistic regression, and whether ``head_solver="choose"`` (sk_meta's
+    own choice) predicts the classes the choice made here predicts."""
     classes = np.unique(task.y_support)
     accuracy = {}
     for name, fit_proba in (("steps", steps_proba), ("logistic", logistic_proba)):
@@ -88,7 +82,11 @@ def score_task(estimator, task):
         < held_out_log_loss(steps_proba, estimator, task.X_support,
                             task.y_support, folds))
     accuracy["chosen"] = accuracy["logistic" if chose_logistic else "steps"]
-    return accuracy, chose_logistic
+    chosen = (logistic_proba if chose_logistic else steps_proba)(
+        estimator, task.X_support, task.y_support, task.X_query)
+    own = estimator.set_params(head_solver="choose").fit(
+        task.X_support, task.y_support).predict_proba(task.X_query)
+    return accuracy, chose_logistic, bool(np.all(own.argmax(1) == chosen.argmax(1)))
 
 
 def pretrained_reptile(setting, k_shot, split, many_classes):
@@ -97,7 +95,8 @@ def pretrained_reptile(setting, k_shot, split, many_classes):
     sizes = model_selection.AUTO_MANY_CLASSES_SIZES if many_classes else (64, 64)
     with (mock.patch.dict(model_selection.AUTO_MANY_CLASSES, {"reptile": 2}),
           mock.patch.object(model_selection, "AUTO_MANY_CLASSES_SIZES", sizes)):
-        estimator = ReptileClassifier(random_state=split, max_time=60).meta_fit(
+        estimator = ReptileClassifier(random_state=split, max_time=60,
+                                      head_solver="steps").meta_fit(
             tabular.meta_training_tasks(setting, k_shot, split, setting.train))
     assert estimator.n_meta_iter_ == 0 and estimator.pretrained_
     return estimator
@@ -117,16 +116,17 @@ def run(args):
                 estimator = pretrained_reptile(setting, k_shot, split, many_classes)
                 for task in tabular.test_tasks(setting, k_shot, split,
                                                args.n_test_tasks):
-                    accuracy, chose_logistic = score_task(estimator, task)
+                    accuracy, chose_logistic, same = score_task(estimator, task)
                     rows.append({"dataset": dataset, "split": split, "k_shot": k_shot,
-                                 "chose_logistic": chose_logistic, **accuracy})
+                                 "chose_logistic": chose_logistic,
+                                 "sk_meta_agrees": same, **accuracy})
                 print(f"{dataset} split {split} {k_shot}-shot done", flush=True)
     return rows
 
 
 def report(rows):
     print(f"{'data set':16s} {'shots':>5s} {'steps':>6s} {'logistic (Δ)':>17s} "
-          f"{'chosen (Δ)':>17s} {'logistic chosen':>16s}")
+          f"{'chosen (Δ)':>17s} {'logistic chosen':>16s} {'sk_meta agrees':>15s}")
     for dataset, k_shot in dict.fromkeys((r["dataset"], r["k_shot"]) for r in rows):
         mine = [r for r in rows if r["dataset"] == dataset and r["k_shot"] == k_shot]
         accuracy = {name: 100 * np.array([r[name] for r in mine]) for name in FITS}
@@ -135,8 +135,9 @@ def report(rows):
             gain, half = mean_ci(accuracy[name] - accuracy["steps"])
             cells.append(f"{accuracy[name].mean():5.1f} ({gain:+.1f} ± {half:.1f})")
         share = np.mean([r["chose_logistic"] for r in mine])
+        agrees = np.mean([r["sk_meta_agrees"] for r in mine])
         print(f"{dataset:16s} {k_shot:5d} {accuracy['steps'].mean():6.1f} "
-              f"{cells[0]:>17s} {cells[1]:>17s} {share:15.0%}")
+              f"{cells[0]:>17s} {cells[1]:>17s} {share:15.0%} {agrees:14.0%}")
 
 
 def main(argv=None):

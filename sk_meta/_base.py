@@ -1066,7 +1066,7 @@ class BaseMetaEstimator(BaseEstimator):
 # parameter existed keeps the behaviour it was written with.
 PARAMETERS_OF_OLDER_FILES = {"head_init": "meta", "task_interpolation": 0.0,
                              "prototype_scale": 1.0, "meta_grad_max_norm": None,
-                             "backtracking": False}
+                             "backtracking": False, "head_solver": "steps"}
 
 
 def values_for_missing_parameters(estimator_class):

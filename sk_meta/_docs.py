@@ -346,6 +346,24 @@ PARAMETERS = {
         splits: 81.9 % with None, 93.2 % balanced, logistic regression 93.1
         %; ``benchmarks/imbalanced_support.py``). Balanced support sets, as
         samplers draw them, are unaffected: the weights are all 1."""),
+    "head_solver": ('{"auto", "steps", "choose"}', """
+        How ``fit`` (and validation during ``meta_fit``) adapts the output
+        layer where it adapts alone (``adapt_layers="head"``, or ``"auto"``
+        on the pretrained MLP). ``"steps"``: the ``inner_steps`` steps from
+        the head's start. ``"choose"``: per task, the steps' layer or a
+        logistic regression on the body's features of the support set
+        (scikit-learn's ``LogisticRegression(max_iter=1000)``, with
+        ``class_weight`` and ``sample_weight``), whichever has the lower
+        log-loss on leave one shot out: fold ``j`` holds out the ``j``-th
+        sample of every class, and both are refitted on the rest. A task
+        with a class of one sample (1-shot) keeps the steps. The steps stop
+        early; the regression fits to convergence, which is ahead on some
+        tables at 5 shots and behind on others. ``"auto"`` (the default) is
+        ``"choose"`` for ``ReptileClassifier``'s pretrained MLP, measured
+        there on few-shot tables (see the Results page of the
+        documentation), and ``"steps"`` otherwise. Where the whole network
+        adapts, or the output layer has no bias, it is the steps.
+        Meta-training's inner loop always takes the steps."""),
     "validation_interval": ("int", """
         Meta-iterations between two rows of ``history_`` (and two evaluations
         on the ``validation_tasks`` given to ``meta_fit``)."""),

@@ -21,6 +21,7 @@ class MAMLClassifier(MetaClassifierMixin, ClassifierMixin, _MAML):
     _parameter_constraints = {
         **_MAML._parameter_constraints,
         "class_weight": [StrOptions({"balanced"}), None],
+        "head_solver": [StrOptions({"auto", "steps", "choose"})],
     }
 
     def __init__(self, module=None, *, module_params=None, hidden_layer_sizes="auto",
@@ -33,7 +34,7 @@ class MAMLClassifier(MetaClassifierMixin, ClassifierMixin, _MAML):
                  meta_optimizer="adam", meta_lr_schedule="constant",
                  meta_grad_max_norm=1.0,
                  tasks_per_chunk="auto", compile=False, transductive=True,
-                 class_weight="balanced",
+                 class_weight="balanced", head_solver="auto",
                  validation_interval=100, early_stopping=False, n_iter_no_change=10,
                  tol=1e-4, warm_start=False, checkpoint_path=None,
                  checkpoint_every=1000, distributed="auto", n_threads=1, device="cpu",
@@ -60,6 +61,7 @@ class MAMLClassifier(MetaClassifierMixin, ClassifierMixin, _MAML):
             random_state=random_state, verbose=verbose,
         )
         self.class_weight = class_weight
+        self.head_solver = head_solver
         self.first_order = first_order
 
 
@@ -74,7 +76,7 @@ class FOMAMLClassifier(MAMLClassifier):
                  meta_optimizer="adam", meta_lr_schedule="constant",
                  meta_grad_max_norm=None,
                  tasks_per_chunk="auto", compile=False, transductive=True,
-                 class_weight="balanced",
+                 class_weight="balanced", head_solver="auto",
                  validation_interval=100, early_stopping=False, n_iter_no_change=10,
                  tol=1e-4, warm_start=False, checkpoint_path=None,
                  checkpoint_every=1000, distributed="auto", n_threads=1, device="cpu",
@@ -94,6 +96,7 @@ class FOMAMLClassifier(MAMLClassifier):
             meta_lr_schedule=meta_lr_schedule,
             meta_grad_max_norm=meta_grad_max_norm, tasks_per_chunk=tasks_per_chunk,
             compile=compile, transductive=transductive, class_weight=class_weight,
+            head_solver=head_solver,
             validation_interval=validation_interval, early_stopping=early_stopping,
             n_iter_no_change=n_iter_no_change, tol=tol, warm_start=warm_start,
             checkpoint_path=checkpoint_path, checkpoint_every=checkpoint_every,

@@ -21,6 +21,7 @@ class ReptileClassifier(MetaClassifierMixin, ClassifierMixin, _Reptile):
     _parameter_constraints = {
         **_Reptile._parameter_constraints,
         "class_weight": [StrOptions({"balanced"}), None],
+        "head_solver": [StrOptions({"auto", "steps", "choose"})],
     }
 
     def __init__(self, module=None, *, module_params=None, hidden_layer_sizes="auto",
@@ -33,7 +34,7 @@ class ReptileClassifier(MetaClassifierMixin, ClassifierMixin, _Reptile):
                  meta_optimizer="sgd", meta_lr_schedule="constant",
                  meta_grad_max_norm=1.0,
                  tasks_per_chunk="auto", compile=False, transductive=True,
-                 class_weight="balanced",
+                 class_weight="balanced", head_solver="auto",
                  validation_interval=100, early_stopping=False, n_iter_no_change=10,
                  tol=1e-4, warm_start=False, checkpoint_path=None,
                  checkpoint_every=1000, distributed="auto", n_threads=1, device="cpu",
@@ -60,6 +61,7 @@ class ReptileClassifier(MetaClassifierMixin, ClassifierMixin, _Reptile):
             random_state=random_state, verbose=verbose,
         )
         self.class_weight = class_weight
+        self.head_solver = head_solver
         self.inner_optimizer = inner_optimizer
 
 

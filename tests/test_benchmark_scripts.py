@@ -213,13 +213,13 @@ def test_method_names_have_one_spelling_in_runs_and_reports(tmp_path, monkeypatc
 
 def test_leave_one_shot_out_holds_out_one_sample_of_every_class_per_fold():
     y = np.array(["b", "a", "c", "a", "b", "c", "a", "b", "c", "a"])
-    folds = head_choice.leave_one_shot_out(y)
+    folds = leave_one_shot_out(y)
     assert len(folds) == 3  # "b" and "c" have three samples
     for fold in folds:
         assert sorted(y[fold]) == ["a", "b", "c"]
     # no sample held out twice; "a"'s fourth sample is never held out
     assert np.sum(folds, axis=0).tolist() == [1, 1, 1, 1, 1, 1, 1, 1, 1, 0]
-    assert head_choice.leave_one_shot_out(np.array([0, 0, 1])) == []
+    assert leave_one_shot_out(np.array([0, 0, 1])) == []
 
 
 def test_head_choice_keeps_the_steps_where_nothing_can_be_held_out():
