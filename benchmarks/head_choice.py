@@ -30,12 +30,12 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import log_loss
 
 import sk_meta.model_selection as model_selection
-from sk_meta._head_choice import leave_one_shot_out
 from benchmarks import fidelity_tabular as tabular
 from benchmarks._cli import non_negative_int, positive_int
 from benchmarks._harness import set_threads
 from benchmarks._stats import mean_ci
 from sk_meta import ReptileClassifier
+from sk_meta._head_choice import leave_one_shot_out
 
 FITS = ("steps", "logistic", "chosen")
 

@@ -37,9 +37,19 @@ def logistic_head(features, y, n_classes, *, class_weight=None, sample_weight=No
     """A multinomial logistic regression on ``features`` (float64 arrays) as
     an output layer's ``(weight, bias)`` for ``n_classes`` outputs: its
     softmax gives the regression's probabilities. ``y`` holds class codes,
-    every one of ``range(n_classes)`` present."""
-    model = LogisticRegression(max_iter=LOGISTIC_MAX_ITER, class_weight=class_weight)
-    model.fit(features, y, sample_weight=sample_weight)
+    every one of ``range(n_classes)`` present. The weights count as in
+    ``fit``'s loss, a weighted mean: only their ratios (rescaled to a mean
+    of 1, as if there were none when they are equal; the penalty is
+    scikit-learn's). ``class_weight="balanced"`` weighs the classes as that
+    loss does: each class's sum of weights counts alike (scikit-learn's
+    "balanced" counts rows, the same without weights)."""
+    weights = np.ones(len(y)) if sample_weight is None else np.asarray(sample_weight)
+    weights = weights * (len(y) / weights.sum())
+    if class_weight == "balanced":
+        totals = np.bincount(y, weights=weights, minlength=n_classes)
+        weights = weights * (weights.sum() / (n_classes * totals))[y]
+    model = LogisticRegression(max_iter=LOGISTIC_MAX_ITER)
+    model.fit(features, y, sample_weight=weights)
     if n_classes == 2:
         # one logit for class 1: softmax([0, z]) is its sigmoid
         weight = np.vstack([np.zeros_like(model.coef_), model.coef_])

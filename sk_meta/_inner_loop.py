@@ -629,6 +629,10 @@ class InnerLoop:
             weight, bias = self._logistic(features[task], codes, n_classes, weights)
             if chosen is None:
                 chosen = {name: p.clone() for name, p in adapted.items()}
+            # outputs beyond the task's classes are never read: zeros, not
+            # what steps that diverged may have left there
+            chosen[layer.weight][task] = 0
+            chosen[layer.bias][task] = 0
             chosen[layer.weight][task, :n_classes] = weight
             chosen[layer.bias][task, :n_classes] = bias
         return adapted if chosen is None else chosen

@@ -209,18 +209,7 @@ def test_method_names_have_one_spelling_in_runs_and_reports(tmp_path, monkeypatc
     assert cells["avg maml it=2 h=4 & maml it=2 h=4"] == cells["maml it=2 h=4"]
 
 
-# -- head_choice: the folds of leave one shot out ------------------------------------
-
-def test_leave_one_shot_out_holds_out_one_sample_of_every_class_per_fold():
-    y = np.array(["b", "a", "c", "a", "b", "c", "a", "b", "c", "a"])
-    folds = leave_one_shot_out(y)
-    assert len(folds) == 3  # "b" and "c" have three samples
-    for fold in folds:
-        assert sorted(y[fold]) == ["a", "b", "c"]
-    # no sample held out twice; "a"'s fourth sample is never held out
-    assert np.sum(folds, axis=0).tolist() == [1, 1, 1, 1, 1, 1, 1, 1, 1, 0]
-    assert leave_one_shot_out(np.array([0, 0, 1])) == []
-
+# -- head_choice: the per-task output layer ------------------------------------
 
 def test_head_choice_keeps_the_steps_where_nothing_can_be_held_out():
     args = argparse.Namespace(datasets=["digits"], splits=[0], k_shot=[1, 2],
@@ -229,5 +218,6 @@ def test_head_choice_keeps_the_steps_where_nothing_can_be_held_out():
     assert len(rows) == 6
     for row in rows:
         assert row["chosen"] == row["logistic" if row["chose_logistic"] else "steps"]
+        assert row["sk_meta_agrees"]  # head_solver="choose" predicts the same
         if row["k_shot"] == 1:
             assert not row["chose_logistic"]

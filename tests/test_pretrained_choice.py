@@ -372,18 +372,22 @@ def test_reptile_takes_the_wide_mlp_pretrained_with_many_classes(monkeypatch, ca
         torch.testing.assert_close(est.meta_params_[name], value,
                                    rtol=1e-5, atol=1e-6)
     # fit: the output layer alone, from a tenth of the prototypes, with the
-    # line search of Reptile's fit; as ANIL set by hand on that network
+    # line search of Reptile's fit, and chosen per task against a logistic
+    # regression (head_solver="auto"); as ANIL set by hand on that network
     X_support, y_support, X_query, y_query = _new_task()
-    est.fit(X_support, y_support)
-    for name, value in _body(est.meta_params_).items():
-        assert torch.equal(est.params_[name], value), name
     network = MLP(2, (128, 128), 3)
     network.load_state_dict(est.meta_params_)
-    by_hand = MAMLClassifier(network, adapt_layers="head", prototype_scale=0.1,
-                             backtracking=True, random_state=0)
-    by_hand.fit(X_support, y_support)
-    np.testing.assert_allclose(est.predict_proba(X_query),
-                               by_hand.predict_proba(X_query), rtol=1e-5, atol=1e-6)
+    for solver in ("auto", "steps"):
+        est.set_params(head_solver=solver).fit(X_support, y_support)
+        for name, value in _body(est.meta_params_).items():
+            assert torch.equal(est.params_[name], value), name
+        by_hand = MAMLClassifier(network, adapt_layers="head", prototype_scale=0.1,
+                                 backtracking=True, random_state=0,
+                                 head_solver="choose" if solver == "auto" else solver)
+        by_hand.fit(X_support, y_support)
+        np.testing.assert_allclose(est.predict_proba(X_query),
+                                   by_hand.predict_proba(X_query), rtol=1e-5,
+                                   atol=1e-6)
     # the pretraining is what separates the new rings: the network as built,
     # adapted the same way, does not
     torch.manual_seed(seed)
