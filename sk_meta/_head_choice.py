@@ -15,13 +15,16 @@ from sklearn.linear_model import LogisticRegression
 # scikit-learn's defaults (C=1.0, lbfgs), with room to converge on
 # separable support sets: the setting measured
 LOGISTIC_MAX_ITER = 1000
+# each fold refits both heads: up to 5 folds (the 5 shots measured), so
+# that a support set of 100 samples per class costs what one of 5 does
+MAX_FOLDS = 5
 
 
 def leave_one_shot_out(y):
     """Rows each fold holds out, as boolean masks: fold ``j`` holds out the
     ``j``-th sample of every class, as many folds as the smallest class has
-    samples; none where a class has a single sample (nothing can be held
-    out without losing it)."""
+    samples, up to ``MAX_FOLDS``; none where a class has a single sample
+    (nothing can be held out without losing it)."""
     y = np.asarray(y)
     labels, counts = np.unique(y, return_counts=True)
     if len(labels) == 0 or counts.min() < 2:
@@ -30,7 +33,7 @@ def leave_one_shot_out(y):
     for label in labels:
         rows = np.flatnonzero(y == label)
         rank[rows] = np.arange(len(rows))
-    return [rank == j for j in range(counts.min())]
+    return [rank == j for j in range(min(counts.min(), MAX_FOLDS))]
 
 
 def logistic_head(features, y, n_classes, *, class_weight=None, sample_weight=None):

@@ -90,7 +90,7 @@ def _by_hand(est, X_support, y_support, X_query, sample_weight=None):
 
     steps = est.set_params(head_solver="steps")
     losses = {"steps": [], "logistic": []}
-    n_folds = min(np.sum(y_support == c) for c in classes)
+    n_folds = min(5, *(np.sum(y_support == c) for c in classes))
     for j in range(n_folds):
         held = np.zeros(len(y_support), dtype=bool)
         for c in classes:
@@ -125,6 +125,12 @@ def test_leave_one_shot_out_holds_out_one_sample_of_every_class_per_fold():
     assert np.sum(folds, axis=0).tolist() == [1, 1, 1, 1, 1, 1, 1, 1, 1, 0]
     assert leave_one_shot_out(np.array([0, 0, 1])) == []
     assert leave_one_shot_out(np.array([], dtype=int)) == []
+    # many shots: the first five of every class, one per fold
+    many = np.repeat([0, 1], 40)
+    folds = leave_one_shot_out(many)
+    assert len(folds) == 5
+    assert np.flatnonzero(np.sum(folds, axis=0)).tolist() == [0, 1, 2, 3, 4,
+                                                              40, 41, 42, 43, 44]
 
 
 @pytest.mark.parametrize("n_classes", [2, 4])
@@ -162,9 +168,10 @@ def test_the_logistic_head_gives_scikit_learns_probabilities(n_classes, class_we
 
 # -- fit ---------------------------------------------------------------------------
 
-def test_choose_is_the_hand_written_leave_one_shot_out(pretrained):
+@pytest.mark.parametrize("k_shot", [4, 8])  # 8: five folds of the first five
+def test_choose_is_the_hand_written_leave_one_shot_out(pretrained, k_shot):
     chose = []
-    for X_s, y_s, X_q, _ in _new_tasks(10, k_shot=4):
+    for X_s, y_s, X_q, _ in _new_tasks(10, k_shot=k_shot):
         expected, chose_logistic = _by_hand(pretrained, X_s, y_s, X_q)
         got = pretrained.set_params(head_solver="choose").fit(X_s, y_s)
         np.testing.assert_allclose(got.predict_proba(X_q), expected, atol=2e-5)
