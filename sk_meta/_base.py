@@ -686,6 +686,7 @@ class BaseMetaEstimator(BaseEstimator):
                 _averages_pretrained_mlp,
                 _candidate_name,
                 _choose_network,
+                _incumbent,
                 _pretrained_mlp_applies,
             )
 
@@ -729,6 +730,11 @@ class BaseMetaEstimator(BaseEstimator):
                         for c, score in zip(candidates, search["scores"]))
                     not_trained = (", not meta-trained" if pretrained
                                    or (prototype_fixed and len(chosen) == 0) else "")
+                    # the network the others must beat by the margin
+                    incumbent = _candidate_name(
+                        candidates[_incumbent(self, candidates)])
+                    if incumbent.startswith("MLP"):
+                        incumbent = "meta-trained " + incumbent
                     name = (f"the meta-trained MLP {chosen} and the pretrained one, "
                             "their probabilities averaged" if search["averaged"]
                             else _candidate_name(params))
@@ -742,7 +748,7 @@ class BaseMetaEstimator(BaseEstimator):
                     print(f"hidden_layer_sizes='auto': {name}{not_trained}, "
                           f"by the mean validation score over {search['n_folds']} "
                           f"class folds ({scores}; another network replaces the "
-                          f"meta-trained MLP only when more than "
+                          f"{incumbent} only when more than "
                           f"{AUTO_CHOICE_MARGIN} above it{paired_line})")
         if self.verbose and chosen is not None and search is None:
             from sk_meta.model_selection import _auto_many_classes, _candidate_name

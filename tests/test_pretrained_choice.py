@@ -286,6 +286,18 @@ def test_a_missing_value_only_the_pretraining_reads_is_named():
         sampler_rows(sampler)
 
 
+def _scoring(scores):
+    """A stand-in for the class folds that scores the candidates ``scores``."""
+    def scored(estimator, grid, folds, *args, **kwargs):
+        best = int(np.nanargmax(scores))
+        results = {"validation_score": list(scores),
+                   "fold_validation_scores": [[s] * len(folds) for s in scores],
+                   "best_meta_iter": [60, 1, 0]}
+        return results, (best, scores[best], None, None), None
+
+    return scored
+
+
 @pytest.mark.parametrize("scores, chosen", [
     ([0.60, 0.605, 0.609], 0),   # within the margin of the meta-trained MLP
     ([0.60, 0.609, 0.62], 2),
@@ -297,14 +309,7 @@ def test_another_network_replaces_the_mlp_only_by_more_than_a_point(
     classes (FIDELITY.md, twentieth run): the meta-trained MLP stays."""
     import sk_meta.model_selection as model_selection
 
-    def scored(estimator, grid, folds, *args, **kwargs):
-        best = int(np.argmax(scores))
-        results = {"validation_score": list(scores),
-                   "fold_validation_scores": [[s] * len(folds) for s in scores],
-                   "best_meta_iter": [60, 1, 0]}
-        return results, (best, scores[best], None, None), None
-
-    monkeypatch.setattr(model_selection, "_score_candidates", scored)
+    monkeypatch.setattr(model_selection, "_score_candidates", _scoring(scores))
     est = MAMLClassifier(**FAST).meta_fit(_sampler(*_rings()))
     search = est.hidden_layer_sizes_search_
     assert search["chosen"] == chosen
@@ -312,19 +317,42 @@ def test_another_network_replaces_the_mlp_only_by_more_than_a_point(
     assert est.hidden_layer_sizes_ == ((), (64, 64))[chosen != 1]
 
 
+@pytest.mark.parametrize("scores, chosen", [
+    ([0.609, 0.60, 0.60], 2),   # within the margin of the pretrained MLP
+    ([0.62, 0.60, 0.60], 0),
+    ([0.60, 0.62, 0.605], 1),
+    ([0.60, 0.605, 0.609], 2),
+    ([0.70, 0.60, float("nan")], 0)])  # a NaN does not hold its place
+def test_reptile_keeps_the_pretrained_mlp_unless_another_is_a_point_above(
+        scores, chosen, monkeypatch, capsys):
+    """Reptile's meta-trained MLP is the weaker of the two on the tables of
+    6 to 10 classes (FIDELITY.md, thirty-third and thirty-fourth runs): there
+    the pretrained MLP holds the place the meta-trained one holds for MAML."""
+    import sk_meta.model_selection as model_selection
+
+    monkeypatch.setattr(model_selection, "_score_candidates", _scoring(scores))
+    est = ReptileClassifier(verbose=1, **FAST).meta_fit(_sampler(*_rings()))
+    search = est.hidden_layer_sizes_search_
+    assert search["chosen"] == chosen
+    assert est._meta.pretrained == (chosen == 2)
+    assert est.n_meta_iter_ == (FAST["n_meta_iter"] if chosen == 0 else 0)
+    assert ("another network replaces the pretrained MLP (64, 64) only when more "
+            "than 0.01 above it" in capsys.readouterr().out)
+
+
+def test_maml_names_the_meta_trained_mlp_as_the_one_to_replace(capsys):
+    MAMLClassifier(verbose=1, **FAST).meta_fit(_sampler(*_rings()))
+    assert ("another network replaces the meta-trained MLP (64, 64) only when "
+            "more than 0.01 above it" in capsys.readouterr().out)
+
+
 def test_a_nan_score_of_the_mlp_does_not_hold_its_place(monkeypatch):
     """Validation outputs that overflow score NaN: the margin is not
     measured from it."""
     import sk_meta.model_selection as model_selection
 
-    def scored(estimator, grid, folds, *args, **kwargs):
-        scores = [float("nan"), 0.7, 0.9]
-        results = {"validation_score": scores,
-                   "fold_validation_scores": [[s] * len(folds) for s in scores],
-                   "best_meta_iter": [60, 1, 0]}
-        return results, (2, 0.9, None, None), None
-
-    monkeypatch.setattr(model_selection, "_score_candidates", scored)
+    monkeypatch.setattr(model_selection, "_score_candidates",
+                        _scoring([float("nan"), 0.7, 0.9]))
     est = MAMLClassifier(**FAST).meta_fit(_sampler(*_rings()))
     assert est.hidden_layer_sizes_search_["chosen"] == 2
     assert est._meta.pretrained
