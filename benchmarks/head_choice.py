@@ -12,7 +12,10 @@ prefers: fold j holds out the j-th sample of every class, both heads are
 refitted on the rest, and logistic regression is taken where its mean
 log-loss on the held-out samples is lower. At 1 shot nothing can be held
 out: the steps. Accuracies are paired per task (FIDELITY.md, thirty-third
-run)::
+run). The choice is ``fit``'s own since the thirty-fourth run
+(``head_solver="auto"``): the steps here are ``head_solver="steps"``, and
+the last column counts the tasks where ``head_solver="choose"`` predicts
+the classes this script's choice predicts::
 
     python -m benchmarks.head_choice --stage test --k-shot 5 \\
         --datasets letter flavia movement_libras marketing vowel omniglot
