@@ -355,8 +355,9 @@ PARAMETERS = {
         (scikit-learn's ``LogisticRegression(max_iter=1000)``, with
         ``class_weight`` and ``sample_weight``), whichever has the lower
         log-loss on leave one shot out: fold ``j`` holds out the ``j``-th
-        sample of every class, and both are refitted on the rest. A task
-        with a class of one sample (1-shot) keeps the steps. The steps stop
+        sample of every class (up to five folds), and both are refitted on
+        the rest. A task with a class of one sample (1-shot) keeps the
+        steps. At 5 shots ``fit`` then takes about ten times as long. The steps stop
         early; the regression fits to convergence, which is ahead on some
         tables at 5 shots and behind on others. ``"auto"`` (the default) is
         ``"choose"`` for ``ReptileClassifier``'s pretrained MLP, measured
