@@ -44,6 +44,7 @@ from sk_meta.functional._losses import (
     cross_entropy_of_valid_codes,
     is_balanced,
     mse_of_valid_weights,
+    task_losses,
 )
 from sk_meta.functional._rng import forked_rng
 from sk_meta.models import MLP
@@ -680,17 +681,13 @@ class InnerLoop:
             "logistic": (torch.stack([w for w, _ in logistic]),
                          torch.stack([b for _, b in logistic])),
         }
-        losses = {}
-        for name, (weight, bias) in heads.items():
-            logits = linear_head(weight[:, :n_classes], bias[:, :n_classes],
-                                 features[held]).double()
-            nll = -torch.log_softmax(logits, -1).gather(
-                -1, y[held].unsqueeze(-1)).squeeze(-1)
-            # each fold's (weighted) mean, then their mean: the folds hold
-            # out one row of every class each
-            per_fold = (nll.mean(1) if held_weights is None else
-                        (nll * held_weights).sum(1) / held_weights.sum(1))
-            losses[name] = float(per_fold.mean())
+        # each fold's (weighted) mean log-loss, then their mean: the folds
+        # hold out one row of every class each
+        held_loss = loss_for(n_classes, True, sample_weight=held_weights)
+        losses = {name: float(task_losses(
+                      held_loss, linear_head(weight, bias, features[held]).double(),
+                      y[held]).mean())
+                  for name, (weight, bias) in heads.items()}
         return (math.isfinite(losses["logistic"])
                 and not losses["steps"] <= losses["logistic"])
 

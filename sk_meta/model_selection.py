@@ -1009,8 +1009,8 @@ def _choose_network(estimator, sampler, candidates, *, one_iteration=(),
     scores = results["validation_score"]
     # a NaN score (outputs that overflowed) never holds its place
     incumbent = _incumbent(estimator, candidates)
-    first = scores[incumbent] if math.isfinite(scores[incumbent]) else -math.inf
-    chosen = best[0] if scores[best[0]] > first + AUTO_CHOICE_MARGIN else incumbent
+    to_beat = scores[incumbent] if math.isfinite(scores[incumbent]) else -math.inf
+    chosen = best[0] if scores[best[0]] > to_beat + AUTO_CHOICE_MARGIN else incumbent
     record = {"candidates": [dict(params) for params in candidates],
               "scores": scores,
               "fold_scores": results["fold_validation_scores"],
