@@ -3,19 +3,27 @@
 
 Reads the summary that ``python -m benchmarks.fidelity_tabular --report``
 writes (``benchmarks/results/tabular/summary_{stage}.json``) and saves
-``benchmarks/results/tabular_fidelity_{stage}.png`` (``--out`` to choose;
-the user guide's figure is ``docs/images/tabular_results.png``): one panel
-per number of shots, one group of points per data set (mean over class
-splits, bars from the worst to the best split), data sets ordered by their
-number of meta-training classes.
+``benchmarks/results/tabular_fidelity_{stage}.png`` (``--out`` to choose):
+one panel per number of shots, one group of points per data set (mean over
+class splits, bars from the worst to the best split), data sets ordered by
+their number of meta-training classes.
+
+The current defaults were measured over several runs, each on the code
+state of its change (``FIDELITY.md``); the Results page's table of them is
+``docs/user_guide/tabular_defaults.csv``. ``--table`` draws that table
+(the means over the class splits, without bars) instead of a summary: the
+user guide's figure, ``docs/images/tabular_results.png``.
 
 Usage::
 
+    python -m benchmarks.plot_tabular --table docs/user_guide/tabular_defaults.csv \
+        --out docs/images/tabular_results.png
     python -m benchmarks.plot_tabular
     python -m benchmarks.plot_tabular --stage pilot --methods maml "maml proto"
 """
 
 import argparse
+import csv
 import json
 from pathlib import Path
 
@@ -44,6 +52,30 @@ LABELS = {**{f"{name} auto @20|{name} h=128x128 @20": f"{label}, defaults @20"
                                  ("reptile", "Reptile"))},
           "pretrain+LR h=128x128": "pretrain+LR 128x128"}
 MARKERS = "osD^v<>PX*"
+
+
+# the table's columns that the figure draws, as their legend says them
+TABLE_METHODS = {"%": "best baseline (named in the table)",
+                 "MAML": "MAML, defaults", "FOMAML": "FOMAML, defaults",
+                 "Reptile": "Reptile, defaults"}
+
+
+def rows_from_table(path):
+    """The rows of the Results page's table (a CSV) as summary rows: one
+    accuracy per method, the mean over the class splits."""
+    rows = []
+    with open(path, newline="", encoding="utf-8") as file:
+        for line in csv.DictReader(file):
+            n_way, k_shot = line["task"].split()
+            rows.append({
+                "dataset": line["data set"],
+                "n_train_classes": int(line["train cl."]),
+                "n_way": int(n_way.rstrip("w")), "k_shot": int(k_shot.rstrip("s")),
+                "trained_steps": {},
+                "methods": {label: dict.fromkeys(("mean", "min", "max"),
+                                                 float(line[column]) / 100)
+                            for column, label in TABLE_METHODS.items()}})
+    return rows
 
 
 def plot(rows, methods, path, title):
@@ -95,7 +127,16 @@ def main(argv=None):
     parser.add_argument("--stage", default="test", choices=["pilot", "test", "quick"])
     parser.add_argument("--methods", nargs="+", default=DEFAULT_METHODS)
     parser.add_argument("--out", default=None, help="PNG path")
+    parser.add_argument("--table", default=None,
+                        help="draw this CSV (the Results page's table) instead")
     args = parser.parse_args(argv)
+    if args.table is not None:
+        out = args.out or RESULTS_DIR / "tabular_fidelity_table.png"
+        path = plot(rows_from_table(args.table), list(TABLE_METHODS.values()),
+                    Path(out), "Held-out classes: the current defaults, mean "
+                    "over three class splits (600 test tasks per point)")
+        print(f"figure written to {path}")
+        return
     summary = OUT_DIR / f"summary_{args.stage}.json"
     if not summary.is_file():
         parser.error(f"no {summary}: run python -m benchmarks.fidelity_tabular "

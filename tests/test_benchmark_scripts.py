@@ -1,9 +1,11 @@
 """The benchmark scripts' own bookkeeping, where a slip loses a long run's result."""
 
 import argparse
+import csv
 import json
 import signal
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,9 +17,13 @@ from benchmarks import (
     fidelity_sinusoid,
     fidelity_tabular,
     head_choice,
+    plot_tabular,
 )
 from sk_meta import MAMLClassifier
 from sk_meta.tasks import EpisodeSampler
+
+RESULTS_TABLE = (Path(__file__).resolve().parents[1] / "docs" / "user_guide"
+                 / "tabular_defaults.csv")
 
 
 class _SilentTimer:
@@ -221,3 +227,49 @@ def test_head_choice_keeps_the_steps_where_nothing_can_be_held_out():
         assert row["sk_meta_agrees"]  # head_solver="choose" predicts the same
         if row["k_shot"] == 1:
             assert not row["chose_logistic"]
+
+
+# -- the Results page's table of the current defaults, and its figure ---------
+
+def _results_table():
+    with open(RESULTS_TABLE, newline="", encoding="utf-8") as file:
+        return list(csv.DictReader(file))
+
+
+def _number(cell):
+    return float(cell.replace("\u2212", "-"))
+
+
+def test_the_results_table_has_every_cell_and_its_differences_follow_from_its_means():
+    # The page's table is edited by hand after each run: a cell lost in an
+    # edit, or a difference left from an earlier run, shows here.
+    rows = _results_table()
+    assert {(row["data set"], row["task"].split()[1]) for row in rows} == {
+        (name, shots) for name in ("digits", "flavia", "led7digit", "letter",
+                                   "marketing", "movement_libras", "omniglot", "vowel")
+        for shots in ("1s", "5s")}
+    for row in rows:
+        assert all(cell.strip() for cell in row.values()), row
+        for method in ("MAML", "Reptile"):
+            difference = _number(row[f"{method} \u2212 best baseline"])
+            # the differences are of unrounded means: 0.1 apart at most
+            from_means = _number(row[method]) - _number(row["%"])
+            assert abs(difference - from_means) <= 0.15, (
+                row["data set"], row["task"], method)
+
+
+def test_the_figure_draws_the_results_table(tmp_path, capsys):
+    rows = plot_tabular.rows_from_table(RESULTS_TABLE)
+    table = _results_table()
+    assert len(rows) == len(table)
+    for row, line in zip(rows, table):
+        assert (row["dataset"], row["n_train_classes"]) == (
+            line["data set"], int(line["train cl."]))
+        assert f"{row['n_way']}w {row['k_shot']}s" == line["task"]
+        for column, label in plot_tabular.TABLE_METHODS.items():
+            assert row["methods"][label]["mean"] == pytest.approx(
+                _number(line[column]) / 100)
+    out = tmp_path / "figure.png"
+    plot_tabular.main(["--table", str(RESULTS_TABLE), "--out", str(out)])
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert str(out) in capsys.readouterr().out
