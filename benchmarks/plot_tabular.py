@@ -62,20 +62,34 @@ TABLE_METHODS = {"%": "best baseline (named in the table)",
 
 def rows_from_table(path):
     """The rows of the Results page's table (a CSV) as summary rows: one
-    accuracy per method, the mean over the class splits."""
+    accuracy per method, the mean over the class splits. A ValueError names
+    what the file lacks."""
     rows = []
     with open(path, newline="", encoding="utf-8") as file:
-        for line in csv.DictReader(file):
-            n_way, k_shot = line["task"].split()
-            rows.append({
-                "dataset": line["data set"],
-                "n_train_classes": int(line["train cl."]),
-                "n_way": int(n_way.rstrip("w")), "k_shot": int(k_shot.rstrip("s")),
-                "trained_steps": {},
-                "methods": {label: dict.fromkeys(("mean", "min", "max"),
-                                                 float(line[column]) / 100)
-                            for column, label in TABLE_METHODS.items()}})
+        reader = csv.DictReader(file)
+        needed = ["data set", "train cl.", "task", *TABLE_METHODS]
+        missing = [name for name in needed if name not in (reader.fieldnames or ())]
+        if missing:
+            raise ValueError(f"{path} has no column {', '.join(map(repr, missing))}")
+        for number, line in enumerate(reader, start=2):
+            try:
+                n_way, k_shot = line["task"].split()
+                rows.append(_table_row(line, int(n_way.rstrip("w")),
+                                       int(k_shot.rstrip("s"))))
+            except (TypeError, ValueError, AttributeError):
+                raise ValueError(f"{path}, line {number}: not a row of numbers "
+                                 f"as the Results page's table has them: {line}"
+                                 ) from None
     return rows
+
+
+def _table_row(line, n_way, k_shot):
+    return {
+        "dataset": line["data set"], "n_train_classes": int(line["train cl."]),
+        "n_way": n_way, "k_shot": k_shot, "trained_steps": {},
+        "methods": {label: dict.fromkeys(("mean", "min", "max"),
+                                         float(line[column]) / 100)
+                    for column, label in TABLE_METHODS.items()}}
 
 
 def plot(rows, methods, path, title):
@@ -131,8 +145,14 @@ def main(argv=None):
                         help="draw this CSV (the Results page's table) instead")
     args = parser.parse_args(argv)
     if args.table is not None:
+        try:
+            rows = rows_from_table(args.table)
+        except (OSError, ValueError) as error:
+            parser.error(f"--table: {error}")
+        if not rows:
+            parser.error(f"--table: {args.table} has no row")
         out = args.out or RESULTS_DIR / "tabular_fidelity_table.png"
-        path = plot(rows_from_table(args.table), list(TABLE_METHODS.values()),
+        path = plot(rows, list(TABLE_METHODS.values()),
                     Path(out), "Held-out classes: the current defaults, mean "
                     "over three class splits (600 test tasks per point)")
         print(f"figure written to {path}")

@@ -121,6 +121,9 @@ def test_the_omniglot_protocol_meta_trains_as_the_papers_do():
     (fidelity_omniglot.main, ["--quick", "--device", "nodevice"], "--device"),
     (adaptation_curve.main, ["--dataset", "digits", "--method", "bogus"],
      "unknown method 'bogus'"),
+
+    (plot_tabular.main, ["--table", "/nonexistent/table.csv"], "--table: "),
+    (plot_tabular.main, ["--table", __file__], "has no column 'data set'"),
 ])
 def test_bad_arguments_are_one_line_errors(main, argv, message, capsys):
     with pytest.raises(SystemExit) as stop:
@@ -273,3 +276,11 @@ def test_the_figure_draws_the_results_table(tmp_path, capsys):
     plot_tabular.main(["--table", str(RESULTS_TABLE), "--out", str(out)])
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert str(out) in capsys.readouterr().out
+    # a row that is not numbers is named, with its line
+    broken = tmp_path / "broken.csv"
+    text = RESULTS_TABLE.read_text(encoding="utf-8").splitlines()
+    broken.write_text("\n".join([text[0], text[1].replace("75.9", "n/a", 1)]),
+                      encoding="utf-8")
+    with pytest.raises(SystemExit):
+        plot_tabular.main(["--table", str(broken), "--out", str(tmp_path / "b.png")])
+    assert "line 2: not a row of numbers" in capsys.readouterr().err
