@@ -20,20 +20,31 @@ LOGISTIC_MAX_ITER = 1000
 MAX_FOLDS = 5
 
 
-def leave_one_shot_out(y):
+def leave_one_shot_out(y, sample_weight=None):
     """Rows each fold holds out, as boolean masks: fold ``j`` holds out the
     ``j``-th sample of every class, as many folds as the smallest class has
-    samples, up to ``MAX_FOLDS``; none where a class has a single sample
-    (nothing can be held out without losing it)."""
+    samples, up to ``MAX_FOLDS``. None where a class has a single sample
+    (nothing can be held out without losing it) and for fewer than two
+    classes (a regression needs two). With ``sample_weight``, none where a
+    class has no weight, and no fold that leaves a class none on the rows it
+    keeps (the regression would not see that class) or that holds out rows
+    of no weight only (they score nothing)."""
     y = np.asarray(y)
     labels, counts = np.unique(y, return_counts=True)
-    if len(labels) == 0 or counts.min() < 2:
+    if len(labels) < 2 or counts.min() < 2:
         return []
     rank = np.zeros(len(y), dtype=int)
     for label in labels:
         rows = np.flatnonzero(y == label)
         rank[rows] = np.arange(len(rows))
-    return [rank == j for j in range(min(counts.min(), MAX_FOLDS))]
+    folds = [rank == j for j in range(min(counts.min(), MAX_FOLDS))]
+    if sample_weight is None:
+        return folds
+    weighed = np.asarray(sample_weight) > 0
+    if not all(weighed[y == label].any() for label in labels):
+        return []
+    return [held for held in folds if (weighed & held).any()
+            and all((weighed & ~held)[y == label].any() for label in labels)]
 
 
 def logistic_head(features, y, n_classes, *, class_weight=None, sample_weight=None):

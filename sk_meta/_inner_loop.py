@@ -614,16 +614,18 @@ class InnerLoop:
         """``adapted`` (the steps' output layers, per task) with a logistic
         regression on the body's support ``features`` in place of the steps'
         layer wherever leave one shot out on the support set prefers it by
-        log-loss. Tasks with a class of one sample keep the steps."""
+        log-loss. Tasks with a class of one sample (or without weight), or
+        of one class, keep the steps."""
         layer = self.output_layer
         chosen = None
         for task in range(features.shape[0]):
             codes = y[task].cpu().numpy()
-            folds = leave_one_shot_out(codes)
+            weights = None if sample_weight is None else sample_weight[task]
+            folds = leave_one_shot_out(
+                codes, None if weights is None else weights.cpu().numpy())
             if (not folds or len(np.unique(codes)) < n_classes
                     or not bool(torch.isfinite(features[task]).all())):
                 continue  # nothing to hold out, or features the steps flag
-            weights = None if sample_weight is None else sample_weight[task]
             if not self._prefers_logistic(params, lrs, features[task], y[task],
                                           n_classes, folds, weights):
                 continue

@@ -133,6 +133,26 @@ def test_leave_one_shot_out_holds_out_one_sample_of_every_class_per_fold():
                                                               40, 41, 42, 43, 44]
 
 
+def test_leave_one_shot_out_leaves_no_fold_a_regression_cannot_fit_or_score():
+    # one class: a regression needs two
+    assert leave_one_shot_out(np.zeros(5, dtype=int)) == []
+    y = np.array([0, 1, 0, 1, 0, 1])
+    assert len(leave_one_shot_out(y)) == 3
+    # a class without weight: the regression would not see it
+    assert leave_one_shot_out(y, np.array([1, 0, 1, 0, 1, 0.0])) == []
+    # class 1's weight is its first row's: the fold holding it out goes
+    weights = np.array([1, 2, 1, 0, 1, 0.0])
+    folds = leave_one_shot_out(y, weights)
+    assert len(folds) == 2
+    assert not any(fold[1] for fold in folds)
+    # the third rows of both classes weigh nothing: that fold scores nothing
+    folds = leave_one_shot_out(y, np.array([1, 1, 1, 1, 0, 0.0]))
+    assert [np.flatnonzero(fold).tolist() for fold in folds] == [[0, 1], [2, 3]]
+    # weights that leave every fold in place change nothing
+    np.testing.assert_array_equal(leave_one_shot_out(y, np.full(6, 0.5)),
+                                  leave_one_shot_out(y))
+
+
 @pytest.mark.parametrize("n_classes", [2, 4])
 @pytest.mark.parametrize("class_weight", [None, "balanced"])
 @pytest.mark.parametrize("weighted", [False, True])
@@ -211,6 +231,24 @@ def test_one_shot_keeps_the_steps(pretrained):
         np.testing.assert_array_equal(chosen.predict_proba(X_q), expected)
 
 
+@pytest.mark.filterwarnings("ignore:the support set")
+def test_support_sets_a_regression_cannot_fit_take_the_steps(pretrained):
+    """One class, or every class but one without weight: scikit-learn's
+    regression refuses them, fit's steps fit them."""
+    X_s, y_s, X_q, _ = next(_new_tasks(1, k_shot=4))
+    one_class = y_s == y_s[0]
+    weights = one_class.astype(float)
+    for args, kwargs in [((X_s[one_class], y_s[one_class]), {}),
+                         ((X_s, y_s), {"sample_weight": weights}),
+                         ((X_s, y_s), {"sample_weight": weights + 1e-3 * ~one_class}),
+                         ]:
+        expected = pretrained.set_params(head_solver="steps").fit(
+            *args, **kwargs).predict_proba(X_q)
+        for solver in ("choose", "auto"):
+            got = pretrained.set_params(head_solver=solver).fit(*args, **kwargs)
+            np.testing.assert_array_equal(got.predict_proba(X_q), expected)
+
+
 def test_auto_chooses_on_reptiles_pretrained_mlp(pretrained):
     differ = 0
     for X_s, y_s, X_q, _ in _new_tasks(6, k_shot=4):
@@ -257,10 +295,15 @@ def test_the_whole_network_adapting_takes_the_steps_whatever_head_solver():
 
 # -- validation, files, parameters -------------------------------------------------
 
+@pytest.mark.filterwarnings("ignore:the support set holds one class")
 def test_validation_scores_choose_as_fit_does():
     X, y = _rings(8, 40, seed=0)
     train = list(EpisodeSampler(X, y, 3, 4, 5, n_tasks=8, random_state=0))
     validation = list(_new_tasks(4, k_shot=4))
+    # a task of one class: the regression cannot fit it, the steps can
+    X_s, y_s, X_q, y_q = validation[0]
+    validation.append((X_s[y_s == y_s[0]], y_s[y_s == y_s[0]],
+                       X_q[y_q == y_s[0]], y_q[y_q == y_s[0]]))
     scores = {}
     for solver in ("choose", "steps"):
         est = MAMLClassifier(hidden_layer_sizes=(16,), adapt_layers="head",
