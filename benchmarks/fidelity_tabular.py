@@ -74,12 +74,13 @@ maml, fomaml, reptile
 maml auto, fomaml auto, reptile auto
     The package defaults with their default network,
     ``hidden_layer_sizes="auto"`` (the nineteenth run): with fewer than 10
-    meta-training classes (15 for Reptile), three class folds choose
-    between ``(64, 64)``, ``()`` and the pretrained ``(64, 64)`` (twentieth
-    run); with more, ``(128, 128)`` (twenty-first and twenty-third runs),
-    for Reptile pretrained and not meta-trained (twenty-fifth run).
-    Results of "auto" written before the twenty-third run measured the
-    folds with 10 to 14 classes for MAML and FOMAML too.
+    meta-training classes, three class folds choose between ``(64, 64)``,
+    ``()`` and the pretrained ``(64, 64)`` (twentieth run); with more,
+    ``(128, 128)`` (twenty-first and twenty-third runs), for Reptile
+    pretrained and not meta-trained (twenty-fifth run; from 10 classes
+    since the thirty-fifth, 15 before). Results of "auto" written before
+    the twenty-third run measured the folds with 10 to 14 classes for MAML
+    and FOMAML too, before the thirty-fifth for Reptile.
 maml <variant>...
     MAML with one or more of the options: ``zero`` and
     ``proto`` (``head_init``), ``lslr`` (``inner_lr_mode="per_layer_step"``),
@@ -284,8 +285,9 @@ def load_letter_table(args, split, n_test=8):
 def load_letter12_table(args, split):
     """letter with 14 test classes, so that 12 are left to meta-train on:
     between movement_libras (10) and letter (18), where the wider MLP of
-    ``hidden_layer_sizes="auto"`` starts (10 classes for MAML and FOMAML,
-    15 for Reptile: twenty-first to twenty-third runs) is measured."""
+    ``hidden_layer_sizes="auto"`` starts (10 classes: twenty-first to
+    twenty-third runs for MAML and FOMAML, thirty-fifth for Reptile's
+    pretrained one) is measured."""
     return load_letter_table(args, split, n_test=14)
 
 

@@ -33,9 +33,8 @@ train_tasks = EpisodeSampler(X, y, n_way=3, k_shot=5, n_query=10,
 # The defaults (a prototype head, 5 inner steps in meta-training and 20 in
 # ``fit``, ...) were chosen on few-shot tables; ``n_meta_iter`` sets the
 # budget. The network is ``hidden_layer_sizes="auto"``: with 10
-# meta-training classes or more (15 for Reptile, which pretrains it on
-# all the classes instead of meta-training it), an MLP with two hidden
-# layers of 128.
+# meta-training classes or more, an MLP with two hidden layers of 128
+# (Reptile pretrains it on all the classes instead of meta-training it).
 # With fewer, as here, ``meta_fit`` first tries three networks on three
 # folds of the classes: an MLP with two hidden layers of 64 meta-trained, a
 # model without hidden layers, and that MLP pretrained to tell all the

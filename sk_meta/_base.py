@@ -755,7 +755,8 @@ class BaseMetaEstimator(BaseEstimator):
 
             print(f"hidden_layer_sizes='auto': {_candidate_name(params)}, for the "
                   f"sampler's {len(tasks.class_labels)} classes "
-                  f"({_auto_many_classes(self)} or more: no class folds"
+                  f"({_auto_many_classes(self, pretrained=bool(pretrained))} or "
+                  "more: no class folds"
                   f"{', not meta-trained' if pretrained else ''})", flush=True)
         elif self.verbose and chosen is None and self._is_classifier():
             # say why nothing was compared: a sampler subclass or a list gets

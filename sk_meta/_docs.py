@@ -39,20 +39,22 @@ PARAMETERS = {
     "hidden_layer_sizes": ('"auto" or array-like of int', """
         Hidden layers of the default MLP. ``"auto"`` (the classifiers' default)
         is ``(64, 64)``, except in a classifier's ``meta_fit`` given an
-        :class:`~sk_meta.tasks.EpisodeSampler`. With 10 classes or more (15
-        for Reptile) it is ``(128, 128)``: that many classes train a wider
-        network's features (on the test classes of three tables with 18 to
-        4,800 meta-training classes: MAML and FOMAML +0.1 to +2.9 points, most
-        on Omniglot pixels, Reptile +0.26 on average; on tables with 10 and 12
+        :class:`~sk_meta.tasks.EpisodeSampler`. With 10 classes or more it
+        is ``(128, 128)``: that many classes train a wider network's features
+        (on the test classes of three tables with 18 to 4,800 meta-training
+        classes: MAML and FOMAML +0.1 to +2.9 points, most on Omniglot
+        pixels, Reptile +0.26 on average; on tables with 10 and 12
         meta-training classes, MAML and FOMAML +0.9 to +1.0 on average over
-        three seeds, where Reptile's lost up to 7; at about twice the
-        meta-training time; see the Results page). Reptile's ``meta_fit``
-        takes it pretrained as below and does not meta-train it (on those
-        three tables Reptile's meta-trained MLP lost to it by 7.2 and 6.1
-        points on Omniglot pixels, 2.8 and 1.7 on letter and flavia at 1
-        shot, and was within 0.4 on the other two rows), except with other
-        ``adapt_layers``, ``head_init`` or ``inner_lr_mode`` than the
-        defaults, and in ``meta_partial_fit``. With fewer, up to three
+        three seeds; at about twice the meta-training time; see the Results
+        page). Reptile's ``meta_fit`` takes it pretrained as below and does
+        not meta-train it (on those three tables Reptile's meta-trained MLP
+        lost to it by 7.2 and 6.1 points on Omniglot pixels, 2.8 and 1.7 on
+        letter and flavia at 1 shot, and was within 0.4 on the other two
+        rows; on 10 and 12 classes it beat the class folds by 0.5 to 1.8
+        points), except with other ``adapt_layers``, ``head_init`` or
+        ``inner_lr_mode`` than the defaults, and in ``meta_partial_fit``:
+        there Reptile meta-trains it from 15 classes (with 10 and 12 its
+        meta-trained wider MLP lost up to 7 points). With fewer, up to three
         disjoint class folds (as
         ``MetaGridSearch(cv=3)``; two with 4 or 5 classes) each meta-train
         ``(64, 64)`` and ``()``, no hidden layer, on the other classes, and with

@@ -377,7 +377,7 @@ def test_reptile_takes_the_wide_mlp_pretrained_with_many_classes(monkeypatch, ca
     sampler = _sampler(X, y)
     est = ReptileClassifier(verbose=1, **FAST).meta_fit(sampler)
     out = capsys.readouterr().out
-    assert "pretrained MLP (128, 128), for the sampler's 16 classes (15 or more: " \
+    assert "pretrained MLP (128, 128), for the sampler's 16 classes (10 or more: " \
            "no class folds, not meta-trained)" in out
     # 30 epochs of 640 rows in batches of 256 are 75 steps, raised to the least
     assert re.search(r"pretrained the MLP \(128, 128\) on 640 rows of 16 classes: "
