@@ -33,18 +33,18 @@ def leave_one_shot_out(y, sample_weight=None):
     labels, counts = np.unique(y, return_counts=True)
     if len(labels) < 2 or counts.min() < 2:
         return []
+    members = [y == label for label in labels]
     rank = np.zeros(len(y), dtype=int)
-    for label in labels:
-        rows = np.flatnonzero(y == label)
-        rank[rows] = np.arange(len(rows))
+    for rows in members:
+        rank[rows] = np.arange(rows.sum())
     folds = [rank == j for j in range(min(counts.min(), MAX_FOLDS))]
     if sample_weight is None:
         return folds
     weighed = np.asarray(sample_weight) > 0
-    if not all(weighed[y == label].any() for label in labels):
+    if not all(weighed[rows].any() for rows in members):
         return []
     return [held for held in folds if (weighed & held).any()
-            and all((weighed & ~held)[y == label].any() for label in labels)]
+            and all((weighed & ~held)[rows].any() for rows in members)]
 
 
 def logistic_head(features, y, n_classes, *, class_weight=None, sample_weight=None):
